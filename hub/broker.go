@@ -1,0 +1,86 @@
+package hub
+
+import (
+	"context"
+	"errors"
+)
+
+// ErrHistoryGone is returned by Broker.Read when the requested position is
+// older than the retained history.
+var ErrHistoryGone = errors.New("history gone")
+
+// ErrClosed is returned by operations on a closed hub or broker.
+var ErrClosed = errors.New("closed")
+
+// Broker orders, retains and distributes events for a Hub. The hub owns
+// subscribers and fan-out; the broker owns the log. One Broker serves one Hub.
+//
+// The contract every implementation keeps (and brokertest checks):
+//   - Publish assigns each event the next position in ONE total order shared
+//     by every node using the same log: Seq increases by exactly one per event,
+//     and a batch occupies consecutive positions, all or nothing.
+//   - Every event is readable through Read before it is handed to the deliver
+//     function given to Start. The hub's seam between history and live relies
+//     on it: an event is either in what a replay reads or arrives live later.
+//   - deliver is called from one goroutine at a time, with every event of the
+//     log (published on any node) exactly once, in increasing Seq, without
+//     gaps. deliver may block briefly (it applies the hub's back-pressure).
+//   - Retention is bounded by count and by age; Bounds reports what is left.
+//
+// How the cluster brokers map onto this is written down in docs/design.md.
+type Broker interface {
+	// Start begins delivery. It is called once, before any other method.
+	Start(deliver func([]*Message)) error
+	// Publish appends the normalized drafts as one batch and returns them as
+	// messages carrying their cursors and times.
+	Publish(ctx context.Context, drafts []Draft) ([]*Message, error)
+	// Read returns retained events after position req.After that match any
+	// of req.Patterns, oldest first. It returns ErrHistoryGone if events after
+	// req.After have already been dropped.
+	Read(ctx context.Context, req ReadRequest) (ReadResult, error)
+	// Latest returns up to limit of the newest retained events of one exact
+	// topic, oldest first.
+	Latest(ctx context.Context, topic string, limit int) ([]*Message, error)
+	// Bounds reports the log's epoch and the positions it retains.
+	Bounds(ctx context.Context) (Bounds, error)
+	// Topics lists the topics that have retained events.
+	Topics(ctx context.Context) ([]TopicHistory, error)
+	// Ping reports whether the broker can serve requests (readiness).
+	Ping(ctx context.Context) error
+	// Close stops delivery and releases resources. deliver is not called
+	// after Close returns.
+	Close() error
+}
+
+// ReadRequest selects a slice of history.
+type ReadRequest struct {
+	After    uint64    // return events with Seq > After
+	Patterns []Pattern // return only events whose topic matches one of these
+	Limit    int       // at most this many events (required, > 0)
+	// MaxScan bounds how many retained events one call may examine, so a
+	// sparse pattern cannot make one call walk the whole log; 0 means no bound.
+	MaxScan int
+}
+
+// ReadResult is one page of history.
+type ReadResult struct {
+	Messages []*Message
+	// Next is the position up to which the log was examined: every matching
+	// event with After < Seq <= Next is in Messages. Continue from it.
+	Next uint64
+	// More is false when Next was the end of the log at the time of reading.
+	More bool
+}
+
+// Bounds describes the retained part of the log.
+type Bounds struct {
+	Epoch string
+	First uint64 // Seq of the oldest retained event; Last+1 when none is retained
+	Last  uint64 // Seq of the newest event ever published in this epoch; 0 before any
+}
+
+// TopicHistory counts the retained events of one topic.
+type TopicHistory struct {
+	Topic  string
+	Events int
+}

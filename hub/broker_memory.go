@@ -1,0 +1,253 @@
+package hub
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"sync"
+	"time"
+)
+
+// MemoryBroker is the embedded, single-process Broker: a ring of the most
+// recent events, bounded by count and by age. Its epoch is drawn at creation,
+// so cursors from a previous process are recognised as foreign.
+//
+// All methods are safe for concurrent use. Publish holds the broker's lock
+// while it hands the batch to deliver, which is what keeps delivery in cursor
+// order; deliver must therefore never call back into the broker.
+type MemoryBroker struct {
+	mu      sync.Mutex
+	epoch   string
+	ring    []*Message // capacity = size; ring[head] is the oldest retained
+	head    int
+	n       int
+	last    uint64
+	ttl     time.Duration
+	topics  map[string]int // retained events per topic
+	deliver func([]*Message)
+	closed  bool
+	now     func() time.Time
+}
+
+// MemoryOptions configures a MemoryBroker.
+type MemoryOptions struct {
+	Size int           // events retained at most; default 10000
+	TTL  time.Duration // events older than this are dropped; 0 keeps them until Size pushes them out
+	Now  func() time.Time
+}
+
+// NewMemoryBroker returns a broker with a fresh epoch.
+func NewMemoryBroker(o MemoryOptions) *MemoryBroker {
+	if o.Size <= 0 {
+		o.Size = 10000
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	return &MemoryBroker{
+		epoch:  NewEpoch(),
+		ring:   make([]*Message, o.Size),
+		ttl:    o.TTL,
+		topics: make(map[string]int),
+		now:    o.Now,
+	}
+}
+
+// Start implements Broker.
+func (b *MemoryBroker) Start(deliver func([]*Message)) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.deliver != nil {
+		return fmt.Errorf("failed to start memory broker: already started")
+	}
+	b.deliver = deliver
+	return nil
+}
+
+// Publish implements Broker.
+func (b *MemoryBroker) Publish(ctx context.Context, drafts []Draft) ([]*Message, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	msgs := make([]*Message, len(drafts))
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		return nil, ErrClosed
+	}
+	now := b.now()
+	for i, d := range drafts {
+		b.last++
+		m := NewMessage(Event{
+			ID:    Cursor{Epoch: b.epoch, Seq: b.last},
+			Topic: d.Topic,
+			Type:  d.Type,
+			Data:  d.Data,
+			Time:  now,
+		})
+		b.push(m)
+		msgs[i] = m
+	}
+	b.expireLocked(now)
+	if b.deliver != nil {
+		b.deliver(msgs)
+	}
+	return msgs, nil
+}
+
+// push appends m, evicting the oldest event when the ring is full.
+// Lock is held on entry.
+func (b *MemoryBroker) push(m *Message) {
+	if b.n == len(b.ring) {
+		b.dropOldest()
+	}
+	b.ring[(b.head+b.n)%len(b.ring)] = m
+	b.n++
+	b.topics[m.Topic]++
+}
+
+// dropOldest removes the oldest retained event. Lock is held on entry.
+func (b *MemoryBroker) dropOldest() {
+	old := b.ring[b.head]
+	b.ring[b.head] = nil
+	b.head = (b.head + 1) % len(b.ring)
+	b.n--
+	if c := b.topics[old.Topic]; c <= 1 {
+		delete(b.topics, old.Topic)
+	} else {
+		b.topics[old.Topic] = c - 1
+	}
+}
+
+// expireLocked drops events older than the TTL. Lock is held on entry.
+func (b *MemoryBroker) expireLocked(now time.Time) {
+	if b.ttl <= 0 {
+		return
+	}
+	cutoff := now.Add(-b.ttl)
+	for b.n > 0 && b.ring[b.head].Time.Before(cutoff) {
+		b.dropOldest()
+	}
+}
+
+// first is the Seq of the oldest retained event. Lock is held on entry.
+func (b *MemoryBroker) first() uint64 { return b.last - uint64(b.n) + 1 }
+
+// at returns the retained message with the given Seq. Lock is held on entry
+// and first() <= seq <= last.
+func (b *MemoryBroker) at(seq uint64) *Message {
+	return b.ring[(b.head+int(seq-b.first()))%len(b.ring)]
+}
+
+// Read implements Broker.
+func (b *MemoryBroker) Read(ctx context.Context, req ReadRequest) (ReadResult, error) {
+	if err := ctx.Err(); err != nil {
+		return ReadResult{}, err
+	}
+	if req.Limit <= 0 {
+		return ReadResult{}, fmt.Errorf("failed to read history: limit %d must be positive", req.Limit)
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		return ReadResult{}, ErrClosed
+	}
+	b.expireLocked(b.now())
+	first := b.first()
+	if req.After+1 < first {
+		return ReadResult{}, ErrHistoryGone
+	}
+	res := ReadResult{Next: req.After}
+	scanned := 0
+	for seq := req.After + 1; seq <= b.last; seq++ {
+		if len(res.Messages) == req.Limit || (req.MaxScan > 0 && scanned == req.MaxScan) {
+			res.More = true
+			return res, nil
+		}
+		m := b.at(seq)
+		scanned++
+		res.Next = seq
+		for _, p := range req.Patterns {
+			if p.Match(m.Topic) {
+				res.Messages = append(res.Messages, m)
+				break
+			}
+		}
+	}
+	return res, nil
+}
+
+// Latest implements Broker.
+func (b *MemoryBroker) Latest(ctx context.Context, topic string, limit int) ([]*Message, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		return nil, ErrClosed
+	}
+	b.expireLocked(b.now())
+	var out []*Message
+	if b.topics[topic] == 0 {
+		return out, nil
+	}
+	for seq := b.last; seq >= b.first() && seq > 0 && len(out) < limit; seq-- {
+		if m := b.at(seq); m.Topic == topic {
+			out = append(out, m)
+		}
+	}
+	for i, j := 0, len(out)-1; i < j; i, j = i+1, j-1 {
+		out[i], out[j] = out[j], out[i]
+	}
+	return out, nil
+}
+
+// Bounds implements Broker.
+func (b *MemoryBroker) Bounds(ctx context.Context) (Bounds, error) {
+	if err := ctx.Err(); err != nil {
+		return Bounds{}, err
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		return Bounds{}, ErrClosed
+	}
+	b.expireLocked(b.now())
+	return Bounds{Epoch: b.epoch, First: b.first(), Last: b.last}, nil
+}
+
+// Topics implements Broker.
+func (b *MemoryBroker) Topics(ctx context.Context) ([]TopicHistory, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.expireLocked(b.now())
+	out := make([]TopicHistory, 0, len(b.topics))
+	for t, n := range b.topics {
+		out = append(out, TopicHistory{Topic: t, Events: n})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Topic < out[j].Topic })
+	return out, nil
+}
+
+// Ping implements Broker; the memory broker is ready until closed.
+func (b *MemoryBroker) Ping(ctx context.Context) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		return ErrClosed
+	}
+	return ctx.Err()
+}
+
+// Close implements Broker.
+func (b *MemoryBroker) Close() error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.closed = true
+	b.deliver = nil
+	return nil
+}

@@ -1,0 +1,621 @@
+package hub
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"time"
+)
+
+// Reset is the control signal that a client missed events: its cursor was
+// older than retention, from another epoch, or unusable. Cursor is the head
+// of the log at that moment; the client resumes from there.
+type Reset struct {
+	Reason string // "history_gone", "epoch_changed" or "unknown_cursor"
+	Topics []string
+	Cursor Cursor
+}
+
+// Reset reasons.
+const (
+	ReasonHistoryGone   = "history_gone"
+	ReasonEpochChanged  = "epoch_changed"
+	ReasonUnknownCursor = "unknown_cursor"
+)
+
+// Item is one entry of a client's outbound queue: exactly one field is set.
+type Item struct {
+	Msg   *Message // an event, shared with every other subscriber
+	Reset *Reset   // a herald.reset signal for this client
+	Raw   []byte   // a frame the transport queued itself (replies), already encoded
+}
+
+func (it Item) size() int {
+	switch {
+	case it.Msg != nil:
+		return it.Msg.size()
+	case it.Reset != nil:
+		return 128
+	default:
+		return len(it.Raw) + 16
+	}
+}
+
+// SubscribeRequest asks for events of Patterns.
+type SubscribeRequest struct {
+	Patterns []Pattern
+	// Since, when not empty, is the cursor the client last saw: every later
+	// matching event still retained is replayed first, then live events
+	// follow with no gap and no duplicate. A cursor that cannot be served
+	// (malformed, other epoch, older than retention) yields a Reset item.
+	Since string
+	// Ack, when not nil, is queued before any event of this subscription,
+	// so a reply reaches the client before replayed events.
+	Ack []byte
+}
+
+type sub struct {
+	pat   Pattern
+	after uint64 // events with Seq <= after are not wanted by this subscription
+}
+
+// Client is one subscriber connection as the hub sees it: its
+// subscriptions, its position in the log, and one bounded outbound queue
+// drained by the transport's single writer.
+//
+// Concurrency: every method is safe for concurrent use. The transport owns the
+// Client: it must call Close exactly once when the connection ends. Drain is
+// meant for one writer goroutine.
+//
+// Ordering: items leave the queue in strictly increasing cursor order and
+// never twice, however many patterns match an event. While a replay runs
+// (catching), live events wait in a bounded pending buffer; when the replay
+// has read the log to its end they are appended after it, minus those the
+// replay already delivered. If pending overflows it is dropped and the
+// replay reads the log again, which holds every one of those events.
+type Client struct {
+	hub    *Hub
+	id     uint64
+	kind   string
+	shard  *shard
+	ctx    context.Context
+	cancel context.CancelFunc
+	worker sync.WaitGroup // the replay goroutine, when one runs
+
+	mu       sync.Mutex
+	subs     map[string]*sub
+	queue    []Item
+	qbytes   int
+	pos      uint64 // every wanted event with Seq <= pos has been queued
+	anchored bool   // pos is meaningful (set by a live subscription or a replay)
+	catching bool   // a replay runs; live events go to pending
+	replay   bool   // the replay goroutine is running
+	requests []replayRequest
+	pending  []*Message
+	pendSize int
+	pendLast uint64
+	pendLost bool   // pending overflowed and was dropped
+	subGen   uint64 // bumped by Subscribe; a replay page read under an older one is read again
+	err      error
+	closed   bool // Close was called
+
+	wake  chan struct{} // cap 1: items queued, or the client failed
+	space chan struct{} // cap 1: the writer drained the queue
+}
+
+type replayRequest struct {
+	patterns []Pattern
+	since    string
+}
+
+// ID is unique among the hub's clients.
+func (c *Client) ID() uint64 { return c.id }
+
+// Wake receives when Drain may return items or an error.
+func (c *Client) Wake() <-chan struct{} { return c.wake }
+
+// Drain returns every queued item, or the reason the client was closed by
+// the hub. dst, the slice returned by the previous call, is recycled. It
+// never blocks; wait on Wake.
+func (c *Client) Drain(dst []Item) ([]Item, error) {
+	clear(dst)
+	if cap(dst) > 1024 {
+		dst = nil // let a burst's buffer go rather than keep it while idle
+	}
+	c.mu.Lock()
+	if c.err != nil {
+		err := c.err
+		c.mu.Unlock()
+		return dst[:0], err
+	}
+	items := c.queue
+	c.queue = dst[:0]
+	c.qbytes = 0
+	c.mu.Unlock()
+	if len(items) > 0 {
+		signal(c.space)
+	}
+	return items, nil
+}
+
+// Err returns the reason the hub closed the client, or nil.
+func (c *Client) Err() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.err
+}
+
+// Fail closes the client for reason err (for instance ErrSlowConsumer when
+// the transport's write deadline passed). The transport still calls Close.
+func (c *Client) Fail(err error) { c.fail(err) }
+
+func (c *Client) fail(err error) {
+	c.mu.Lock()
+	c.failLocked(err)
+	c.mu.Unlock()
+}
+
+// failLocked records err, wakes the writer and stops a running replay.
+// c.mu is held on entry (cancel takes none of the hub's locks).
+func (c *Client) failLocked(err error) bool {
+	if c.err != nil {
+		return false
+	}
+	c.err = err
+	c.queue = nil
+	c.pending = nil
+	if errors.Is(err, ErrSlowConsumer) {
+		c.hub.kicked.Add(1)
+	}
+	signal(c.wake)
+	signal(c.space)
+	c.cancel()
+	return true
+}
+
+// Queue appends a transport frame (a reply) to the outbound queue, in order
+// with events. It reports false if the client is closed. A reply that would
+// overflow the queue fails the client as a slow consumer.
+func (c *Client) Queue(raw []byte) bool {
+	c.mu.Lock()
+	ok := c.err == nil && c.enqueueLocked(Item{Raw: raw})
+	c.mu.Unlock()
+	return ok
+}
+
+// enqueueLocked appends it, failing the client if the queue would overflow.
+// c.mu is held on entry.
+func (c *Client) enqueueLocked(it Item) bool {
+	n := it.size()
+	if c.qbytes+n > c.hub.opts.QueueBytes && len(c.queue) > 0 {
+		c.failLocked(ErrSlowConsumer)
+		return false
+	}
+	c.queue = append(c.queue, it)
+	c.qbytes += n
+	if len(c.queue) == 1 {
+		signal(c.wake)
+	}
+	return true
+}
+
+// deliverLive is the dispatcher's path. shard.mu is read-held on entry.
+func (c *Client) deliverLive(m *Message) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.err != nil || m.seq <= c.pos {
+		return false
+	}
+	if c.catching {
+		if m.seq <= c.pendLast || c.pendLost {
+			return false
+		}
+		c.pendLast = m.seq
+		if c.pendSize+m.size() > c.hub.opts.QueueBytes {
+			c.pending, c.pendSize, c.pendLost = nil, 0, true
+			return false
+		}
+		c.pending = append(c.pending, m)
+		c.pendSize += m.size()
+		return false
+	}
+	if !c.enqueueLocked(Item{Msg: m}) {
+		return false
+	}
+	c.pos = m.seq
+	return true
+}
+
+// Subscribe adds patterns to the client. Without Since they are live from
+// this call on (events published after Subscribe returns are delivered).
+// With Since, retained events after the cursor are replayed first by a
+// goroutine the client owns; Subscribe does not wait for it.
+//
+// Per the one-order rule, a replay on a client that has already been sent
+// events starts from the later of Since and the last event sent.
+func (c *Client) Subscribe(req SubscribeRequest) error {
+	s := c.shard
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.err != nil {
+		return c.err
+	}
+	if c.closed {
+		return ErrClosed
+	}
+	if req.Ack != nil && !c.enqueueLocked(Item{Raw: req.Ack}) {
+		return c.err
+	}
+	// The shard's write lock is held, so no dispatch is in flight: every
+	// message up to w has been offered to this client and none after it.
+	w := s.dispatched.Load()
+	if req.Since != "" && !c.catching {
+		c.catching = true
+		c.pendLost = false
+		c.pendLast = 0
+		if len(c.subs) > 0 {
+			// Live subscriptions are complete up to w.
+			c.pos = max(c.pos, w)
+			c.anchored = true
+		}
+	}
+	after := w
+	if c.catching {
+		// Events up to pos are behind this connection already (one order).
+		after = max(w, c.pos)
+	}
+	for _, p := range req.Patterns {
+		if old := c.subs[p.raw]; old != nil {
+			continue
+		}
+		c.subs[p.raw] = &sub{pat: p, after: after}
+		s.idx.add(p, c)
+	}
+	c.subGen++
+	if !c.catching && !c.anchored {
+		c.pos = max(c.pos, w)
+		c.anchored = true
+	}
+	if req.Since != "" {
+		c.requests = append(c.requests, replayRequest{patterns: req.Patterns, since: req.Since})
+		if !c.replay {
+			c.replay = true
+			c.worker.Add(1)
+			go c.runReplay()
+		}
+	}
+	return nil
+}
+
+// Unsubscribe removes patterns; unknown ones are ignored. Events of them
+// already queued are still delivered.
+func (c *Client) Unsubscribe(patterns []Pattern) {
+	s := c.shard
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, p := range patterns {
+		if c.subs[p.raw] != nil {
+			delete(c.subs, p.raw)
+			s.idx.remove(p, c)
+		}
+	}
+}
+
+// Patterns returns the client's subscriptions as written.
+func (c *Client) Patterns() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := make([]string, 0, len(c.subs))
+	for p := range c.subs {
+		out = append(out, p)
+	}
+	return out
+}
+
+// Close releases the client: its subscriptions leave the index and its
+// replay goroutine, if any, has ended when Close returns. Idempotent.
+func (c *Client) Close() {
+	s := c.shard
+	s.mu.Lock()
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		s.mu.Unlock()
+		return
+	}
+	c.closed = true
+	c.failLocked(ErrClosed)
+	for _, sb := range c.subs {
+		s.idx.remove(sb.pat, c)
+	}
+	c.subs = nil
+	c.mu.Unlock()
+	s.mu.Unlock()
+	c.cancel()
+	c.worker.Wait()
+	c.hub.forget(c)
+}
+
+// replay page sizes: events per read and log entries examined per read.
+const (
+	replayPage = 256
+	replayScan = 4096
+)
+
+// runReplay serves replay requests until the client is caught up with the
+// live stream or closed.
+func (c *Client) runReplay() {
+	defer c.worker.Done()
+	err := c.catchUp()
+	if err != nil {
+		c.fail(err)
+	}
+	c.mu.Lock()
+	c.replay = false
+	c.mu.Unlock()
+}
+
+func (c *Client) catchUp() error {
+	ctx := c.ctx
+	for {
+		c.mu.Lock()
+		if c.err != nil {
+			c.mu.Unlock()
+			return nil
+		}
+		reqs := c.requests
+		c.requests = nil
+		c.mu.Unlock()
+
+		if len(reqs) > 0 {
+			if err := c.startRequests(ctx, reqs); err != nil {
+				return err
+			}
+		}
+		if err := c.scan(ctx); err != nil {
+			return err
+		}
+		done, err := c.goLive(ctx)
+		if done || err != nil {
+			return err
+		}
+	}
+}
+
+// startRequests validates the cursors of new replay requests, queueing a
+// Reset for each that cannot be served, and sets where each subscription's
+// replay starts.
+func (c *Client) startRequests(ctx context.Context, reqs []replayRequest) error {
+	b, err := c.hub.broker.Bounds(ctx)
+	if err != nil {
+		return c.brokerErr(err)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	start := b.Last
+	for _, r := range reqs {
+		from, reason := b.Last, ""
+		cur, perr := ParseCursor(r.since)
+		switch {
+		case perr != nil:
+			reason = ReasonUnknownCursor
+		case cur.Epoch != b.Epoch:
+			reason = ReasonEpochChanged
+		case cur.Seq+1 < b.First:
+			reason = ReasonHistoryGone
+		case cur.Seq > b.Last:
+			reason = ReasonUnknownCursor
+		default:
+			from = cur.Seq
+		}
+		if reason != "" {
+			topics := make([]string, len(r.patterns))
+			for i, p := range r.patterns {
+				topics[i] = p.raw
+			}
+			if !c.enqueueLocked(Item{Reset: &Reset{Reason: reason, Topics: topics, Cursor: Cursor{Epoch: b.Epoch, Seq: b.Last}}}) {
+				return nil
+			}
+		}
+		for _, p := range r.patterns {
+			if sb := c.subs[p.raw]; sb != nil {
+				sb.after = min(sb.after, from)
+			}
+		}
+		start = min(start, from)
+	}
+	if !c.anchored {
+		c.pos = start
+		c.anchored = true
+	}
+	return nil
+}
+
+// scan replays the log from c.pos to its current end.
+func (c *Client) scan(ctx context.Context) error {
+	for {
+		c.mu.Lock()
+		if c.err != nil {
+			c.mu.Unlock()
+			return nil
+		}
+		from, gen := c.pos, c.subGen
+		pats := make([]Pattern, 0, len(c.subs))
+		for _, sb := range c.subs {
+			pats = append(pats, sb.pat)
+		}
+		c.mu.Unlock()
+		if len(pats) == 0 {
+			return nil
+		}
+		res, err := c.hub.broker.Read(ctx, ReadRequest{After: from, Patterns: pats, Limit: replayPage, MaxScan: replayScan})
+		if errors.Is(err, ErrHistoryGone) {
+			// The replay fell behind retention: say so and continue from the head.
+			if err := c.resetAll(ctx); err != nil {
+				return err
+			}
+			continue
+		}
+		if err != nil {
+			return c.brokerErr(err)
+		}
+		stale := false
+		for _, m := range res.Messages {
+			ok, err := c.enqueueReplayed(ctx, m, gen)
+			if err != nil {
+				return err
+			}
+			if !ok {
+				stale = true
+				break
+			}
+		}
+		c.mu.Lock()
+		if !stale && c.subGen == gen {
+			c.pos = max(c.pos, res.Next)
+		} else {
+			stale = true // a subscription joined mid-page: read the rest again with it
+		}
+		c.mu.Unlock()
+		if !stale && !res.More {
+			return nil
+		}
+	}
+}
+
+// enqueueReplayed queues a replayed message if the client still wants it,
+// waiting (bounded by ReplayWait) for the writer to make room. It reports
+// false, queueing nothing, if the subscriptions changed since generation gen.
+func (c *Client) enqueueReplayed(ctx context.Context, m *Message, gen uint64) (bool, error) {
+	var timer *time.Timer
+	defer func() {
+		if timer != nil {
+			timer.Stop()
+		}
+	}()
+	for {
+		c.mu.Lock()
+		if c.err != nil {
+			c.mu.Unlock()
+			return true, nil
+		}
+		if c.subGen != gen {
+			c.mu.Unlock()
+			return false, nil
+		}
+		if m.seq <= c.pos || !c.wants(m) {
+			c.mu.Unlock()
+			return true, nil
+		}
+		if len(c.queue) == 0 || c.qbytes+m.size() <= c.hub.opts.QueueBytes {
+			c.enqueueLocked(Item{Msg: m})
+			c.pos = m.seq
+			c.mu.Unlock()
+			return true, nil
+		}
+		c.mu.Unlock()
+		if timer == nil {
+			timer = time.NewTimer(c.hub.opts.ReplayWait)
+		}
+		select {
+		case <-c.space:
+		case <-timer.C:
+			return false, ErrSlowConsumer
+		case <-ctx.Done():
+			return true, nil
+		}
+	}
+}
+
+// wants reports whether a subscription of c asks for m. c.mu is held on entry.
+func (c *Client) wants(m *Message) bool {
+	for _, sb := range c.subs {
+		if m.seq > sb.after && sb.pat.Match(m.Topic) {
+			return true
+		}
+	}
+	return false
+}
+
+// resetAll tells the client it lost events on every subscription and moves
+// it to the head of the log.
+func (c *Client) resetAll(ctx context.Context) error {
+	b, err := c.hub.broker.Bounds(ctx)
+	if err != nil {
+		return c.brokerErr(err)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	topics := make([]string, 0, len(c.subs))
+	for p, sb := range c.subs {
+		topics = append(topics, p)
+		sb.after = max(sb.after, b.Last)
+	}
+	c.pos = max(c.pos, b.Last)
+	c.enqueueLocked(Item{Reset: &Reset{Reason: ReasonHistoryGone, Topics: topics, Cursor: Cursor{Epoch: b.Epoch, Seq: b.Last}}})
+	return nil
+}
+
+// goLive appends the pending live events and leaves catching mode, unless
+// new requests arrived or pending was lost (then the caller scans again).
+func (c *Client) goLive(ctx context.Context) (done bool, err error) {
+	c.mu.Lock()
+	if c.err != nil {
+		c.mu.Unlock()
+		return true, nil
+	}
+	if len(c.requests) > 0 {
+		c.mu.Unlock()
+		return false, nil
+	}
+	if c.pendLost {
+		c.pendLost = false
+		c.pendLast = 0
+		c.mu.Unlock()
+		return false, nil
+	}
+	if len(c.queue) > 0 && c.qbytes+c.pendSize > c.hub.opts.QueueBytes {
+		// Not enough room to append pending: drop it, let the writer catch up,
+		// and read those events from the log instead.
+		c.pending, c.pendSize, c.pendLast = nil, 0, 0
+		c.mu.Unlock()
+		select {
+		case <-c.space:
+		case <-time.After(c.hub.opts.ReplayWait):
+			return true, ErrSlowConsumer
+		case <-ctx.Done():
+			return true, nil
+		}
+		return false, nil
+	}
+	for _, m := range c.pending {
+		if m.seq > c.pos {
+			c.enqueueLocked(Item{Msg: m})
+			c.pos = m.seq
+		}
+	}
+	c.pending, c.pendSize, c.pendLast = nil, 0, 0
+	c.catching = false
+	c.mu.Unlock()
+	return true, nil
+}
+
+func (c *Client) brokerErr(err error) error {
+	if c.ctx.Err() != nil {
+		return nil
+	}
+	c.hub.opts.Logger.Warn("replay failed", "client", c.id, "err", err)
+	return ErrUnavailable
+}
+
+// signal does a non-blocking send on a capacity-1 channel.
+func signal(ch chan struct{}) {
+	select {
+	case ch <- struct{}{}:
+	default:
+	}
+}

@@ -1,0 +1,398 @@
+package hub
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"runtime"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Reasons a Client is closed by the hub, as returned by Client.Drain.
+var (
+	// ErrSlowConsumer: the client's outbound queue overflowed, a replay could
+	// not make progress, or its transport's write deadline passed.
+	ErrSlowConsumer = errors.New("slow consumer")
+	// ErrGoingAway: the hub is shutting down.
+	ErrGoingAway = errors.New("server going away")
+	// ErrUnavailable: the broker could not serve a replay.
+	ErrUnavailable = errors.New("broker unavailable")
+)
+
+// Options configures a Hub. The zero value is usable.
+type Options struct {
+	// Broker orders and retains events; nil means a MemoryBroker with
+	// default retention.
+	Broker Broker
+	// Shards partitions clients and subscriptions; each shard has its own
+	// lock, index and dispatcher goroutine. Default: GOMAXPROCS.
+	Shards int
+	// ShardBuffer is how many published batches may wait for each shard's
+	// dispatcher before publishers block. Default 1024.
+	ShardBuffer int
+	// QueueBytes bounds each client's outbound queue. A live event that would
+	// overflow it disconnects the client as a slow consumer. Default 512 KiB.
+	QueueBytes int
+	// ReplayWait is how long a replay waits for a client's queue to drain
+	// before giving up on the client as a slow consumer. Default 10 s.
+	ReplayWait time.Duration
+	// Logger receives the hub's rare notices (nil: slog.Default()).
+	Logger *slog.Logger
+}
+
+// Hub fans events out to subscribed clients. It is safe for concurrent use.
+//
+// Lock order (a goroutine holding one may take only those below it):
+//
+//	shard.mu  (RLock in dispatch, Lock in Subscribe/Unsubscribe/Close)
+//	Client.mu
+//	Hub.mu
+//
+// Broker locks are never held while calling into the hub except by the
+// broker's own deliver call, which takes no hub lock (it only sends on the
+// shard channels).
+type Hub struct {
+	opts    Options
+	broker  Broker
+	shards  []*shard
+	ctx     context.Context // cancelled by Close; parent of every client context
+	cancel  context.CancelFunc
+	done    chan struct{}
+	wg      sync.WaitGroup // dispatchers and replay workers
+	nextID  atomic.Uint64
+	closing atomic.Bool
+
+	published atomic.Int64
+	kicked    atomic.Int64
+
+	mu      sync.Mutex
+	clients map[*Client]struct{}
+	kinds   map[string]int64 // open clients per transport
+}
+
+// shard owns a partition of the clients and their subscriptions.
+type shard struct {
+	mu         sync.RWMutex
+	idx        *index
+	in         chan []*Message
+	dispatched atomic.Uint64 // Seq of the last message fully dispatched
+	delivered  atomic.Int64
+	scratch    []*Client // dispatcher-owned
+}
+
+// New starts a hub on o.Broker (or a fresh memory broker).
+func New(o Options) (*Hub, error) {
+	if o.Broker == nil {
+		o.Broker = NewMemoryBroker(MemoryOptions{})
+	}
+	if o.Shards <= 0 {
+		o.Shards = runtime.GOMAXPROCS(0)
+	}
+	if o.ShardBuffer <= 0 {
+		o.ShardBuffer = 1024
+	}
+	if o.QueueBytes <= 0 {
+		o.QueueBytes = 512 << 10
+	}
+	if o.ReplayWait <= 0 {
+		o.ReplayWait = 10 * time.Second
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	h := &Hub{
+		opts:    o,
+		broker:  o.Broker,
+		ctx:     ctx,
+		cancel:  cancel,
+		done:    make(chan struct{}),
+		clients: make(map[*Client]struct{}),
+		kinds:   make(map[string]int64),
+	}
+	b, err := h.broker.Bounds(ctx)
+	if err != nil {
+		cancel()
+		return nil, fmt.Errorf("failed to read broker bounds: %w", err)
+	}
+	h.shards = make([]*shard, o.Shards)
+	for i := range h.shards {
+		s := &shard{idx: newIndex(), in: make(chan []*Message, o.ShardBuffer)}
+		// Nothing before the current end of the log will be dispatched.
+		s.dispatched.Store(b.Last)
+		h.shards[i] = s
+	}
+	if err := h.broker.Start(h.deliver); err != nil {
+		cancel()
+		return nil, fmt.Errorf("failed to start broker: %w", err)
+	}
+	for _, s := range h.shards {
+		h.wg.Add(1)
+		go h.dispatchLoop(s)
+	}
+	return h, nil
+}
+
+// Broker returns the hub's broker.
+func (h *Hub) Broker() Broker { return h.broker }
+
+// deliver hands a batch from the broker to every shard, in order. It blocks
+// while a shard's buffer is full, which is the back-pressure on publishers.
+func (h *Hub) deliver(msgs []*Message) {
+	for _, s := range h.shards {
+		select {
+		case s.in <- msgs:
+		case <-h.done:
+			return
+		}
+	}
+}
+
+func (h *Hub) dispatchLoop(s *shard) {
+	defer h.wg.Done()
+	for {
+		select {
+		case msgs := <-s.in:
+			s.dispatch(msgs)
+		case <-h.done:
+			return
+		}
+	}
+}
+
+// dispatch enqueues each message for every matching client of the shard.
+// Enqueueing never blocks: a client whose queue is full is marked slow and
+// dropped by its transport.
+func (s *shard) dispatch(msgs []*Message) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	var n int64
+	for _, m := range msgs {
+		s.scratch = s.idx.match(m.Topic, s.scratch[:0])
+		for _, c := range s.scratch {
+			if c.deliverLive(m) {
+				n++
+			}
+		}
+		s.dispatched.Store(m.seq)
+	}
+	clear(s.scratch)
+	s.delivered.Add(n)
+}
+
+// Publish validates and publishes drafts as one batch: all are appended in
+// order, or none is. It returns the published messages with their cursors.
+// Errors wrap ErrInvalidTopic, ErrInvalidType, ErrInvalidData or ErrClosed.
+func (h *Hub) Publish(ctx context.Context, drafts ...Draft) ([]*Message, error) {
+	if len(drafts) == 0 {
+		return nil, nil
+	}
+	for i := range drafts {
+		if err := drafts[i].Normalize(); err != nil {
+			return nil, err
+		}
+	}
+	if h.ctx.Err() != nil {
+		return nil, ErrClosed
+	}
+	msgs, err := h.broker.Publish(ctx, drafts)
+	if err != nil {
+		return nil, fmt.Errorf("failed to publish: %w", err)
+	}
+	h.published.Add(int64(len(msgs)))
+	return msgs, nil
+}
+
+// History returns retained events of one exact topic: the newest limit
+// events when after is empty, otherwise those after the cursor, oldest
+// first. A cursor from another epoch or older than retention yields
+// ErrHistoryGone; a malformed one ErrBadCursor.
+func (h *Hub) History(ctx context.Context, topic, after string, limit int) ([]*Message, error) {
+	if err := ValidateTopic(topic); err != nil {
+		return nil, err
+	}
+	if limit <= 0 {
+		return nil, fmt.Errorf("failed to read history: limit %d must be positive", limit)
+	}
+	if after == "" {
+		return h.broker.Latest(ctx, topic, limit)
+	}
+	cur, err := ParseCursor(after)
+	if err != nil {
+		return nil, err
+	}
+	b, err := h.broker.Bounds(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("failed to read history: %w", err)
+	}
+	if cur.Epoch != b.Epoch || cur.Seq+1 < b.First || cur.Seq > b.Last {
+		return nil, ErrHistoryGone
+	}
+	res, err := h.broker.Read(ctx, ReadRequest{After: cur.Seq, Patterns: []Pattern{{raw: topic}}, Limit: limit})
+	if err != nil {
+		return nil, err
+	}
+	return res.Messages, nil
+}
+
+// TopicInfo is one row of Topics.
+type TopicInfo struct {
+	Topic       string `json:"topic"`
+	Subscribers int    `json:"subscribers"`
+	Events      int    `json:"events"` // retained events (exact topics only)
+}
+
+// Topics lists every subscribed pattern (as written) with its subscriber
+// count, and every topic with retained history, sorted by name.
+func (h *Hub) Topics(ctx context.Context) ([]TopicInfo, error) {
+	counts := make(map[string]int)
+	for _, s := range h.shards {
+		s.mu.RLock()
+		s.idx.counts(counts)
+		s.mu.RUnlock()
+	}
+	retained, err := h.broker.Topics(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("failed to list topics: %w", err)
+	}
+	rows := make(map[string]*TopicInfo, len(counts)+len(retained))
+	for p, n := range counts {
+		rows[p] = &TopicInfo{Topic: p, Subscribers: n}
+	}
+	for _, t := range retained {
+		if r := rows[t.Topic]; r != nil {
+			r.Events = t.Events
+		} else {
+			rows[t.Topic] = &TopicInfo{Topic: t.Topic, Events: t.Events}
+		}
+	}
+	out := make([]TopicInfo, 0, len(rows))
+	for _, r := range rows {
+		out = append(out, *r)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Topic < out[j].Topic })
+	return out, nil
+}
+
+// Stats is a snapshot of the hub's counters.
+type Stats struct {
+	Published  int64            `json:"published"`      // events accepted by Publish on this node
+	Delivered  int64            `json:"delivered"`      // events enqueued to clients
+	SlowKicked int64            `json:"slow_consumers"` // clients disconnected as slow consumers
+	Clients    map[string]int64 `json:"clients"`        // open clients per transport
+}
+
+// Stats returns current counters.
+func (h *Hub) Stats() Stats {
+	st := Stats{Published: h.published.Load(), SlowKicked: h.kicked.Load(), Clients: map[string]int64{}}
+	for _, s := range h.shards {
+		st.Delivered += s.delivered.Load()
+	}
+	h.mu.Lock()
+	for k, n := range h.kinds {
+		st.Clients[k] = n
+	}
+	h.mu.Unlock()
+	return st
+}
+
+// Ready reports whether the hub accepts work and its broker is reachable.
+func (h *Hub) Ready(ctx context.Context) error {
+	if h.closing.Load() {
+		return ErrGoingAway
+	}
+	return h.broker.Ping(ctx)
+}
+
+// Epoch returns the epoch of the broker's log as it was when the hub started.
+func (h *Hub) Epoch() string {
+	b, err := h.broker.Bounds(h.ctx)
+	if err != nil {
+		return ""
+	}
+	return b.Epoch
+}
+
+// Shutdown refuses new clients and disconnects every open one with
+// ErrGoingAway, leaving Publish working so in-flight requests can finish.
+// Transports see the reason in Client.Drain and close their connections.
+func (h *Hub) Shutdown() {
+	h.closing.Store(true)
+	h.mu.Lock()
+	cs := make([]*Client, 0, len(h.clients))
+	for c := range h.clients {
+		cs = append(cs, c)
+	}
+	h.mu.Unlock()
+	for _, c := range cs {
+		c.fail(ErrGoingAway)
+	}
+}
+
+// Close shuts the hub down: every client is disconnected, the broker is
+// closed and every goroutine the hub started has ended when it returns,
+// or ctx expired first.
+func (h *Hub) Close(ctx context.Context) error {
+	h.Shutdown()
+	h.cancel()
+	err := h.broker.Close()
+	select {
+	case <-h.done:
+	default:
+		close(h.done)
+	}
+	waited := make(chan struct{})
+	go func() { h.wg.Wait(); close(waited) }()
+	select {
+	case <-waited:
+	case <-ctx.Done():
+		return fmt.Errorf("failed to stop hub goroutines: %w", ctx.Err())
+	}
+	if err != nil {
+		return fmt.Errorf("failed to close broker: %w", err)
+	}
+	return nil
+}
+
+// NewClient registers a subscriber connection of the given transport kind
+// ("sse", "ws", …). The caller owns it and must Close it.
+func (h *Hub) NewClient(kind string) (*Client, error) {
+	if h.closing.Load() {
+		return nil, ErrGoingAway
+	}
+	id := h.nextID.Add(1)
+	ctx, cancel := context.WithCancel(h.ctx)
+	c := &Client{
+		hub:    h,
+		id:     id,
+		kind:   kind,
+		shard:  h.shards[id%uint64(len(h.shards))],
+		ctx:    ctx,
+		cancel: cancel,
+		subs:   make(map[string]*sub),
+		wake:   make(chan struct{}, 1),
+		space:  make(chan struct{}, 1),
+	}
+	h.mu.Lock()
+	h.clients[c] = struct{}{}
+	h.kinds[kind]++
+	h.mu.Unlock()
+	if h.closing.Load() {
+		// Shutdown may have snapshotted the clients before this one joined.
+		c.fail(ErrGoingAway)
+	}
+	return c, nil
+}
+
+func (h *Hub) forget(c *Client) {
+	h.mu.Lock()
+	if _, ok := h.clients[c]; ok {
+		delete(h.clients, c)
+		h.kinds[c.kind]--
+	}
+	h.mu.Unlock()
+}

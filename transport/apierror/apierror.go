@@ -1,0 +1,98 @@
+// Package apierror writes the protocol's JSON errors,
+// {"error":{"code":"snake_case_code","message":"human text"}}, and maps the
+// hub's errors onto codes and HTTP statuses. Every transport uses it so a
+// client sees one error shape everywhere.
+package apierror
+
+import (
+	"encoding/json"
+	"errors"
+	"net/http"
+
+	"github.com/heraldpush/herald/hub"
+)
+
+// Codes of the wire protocol (SPEC "Errors").
+const (
+	InvalidJSON          = "invalid_json"
+	InvalidTopic         = "invalid_topic"
+	InvalidPattern       = "invalid_pattern"
+	InvalidType          = "invalid_type"
+	InvalidCursor        = "invalid_cursor"
+	InvalidRequest       = "invalid_request"
+	TooLarge             = "too_large"
+	UnsupportedMediaType = "unsupported_media_type"
+	Unauthorized         = "unauthorized"
+	Forbidden            = "forbidden"
+	NotFound             = "not_found"
+	MethodNotAllowed     = "method_not_allowed"
+	HistoryGone          = "history_gone"
+	IdempotencyMismatch  = "idempotency_mismatch"
+	UnknownAction        = "unknown_action"
+	UnknownOp            = "unknown_op"
+	RateLimited          = "rate_limited"
+	Unavailable          = "unavailable"
+	Internal             = "internal"
+)
+
+// Error is a protocol error: a code clients branch on and a message people read.
+type Error struct {
+	Status  int    `json:"-"`
+	Code    string `json:"code"`
+	Message string `json:"message"`
+}
+
+func (e *Error) Error() string { return e.Code + ": " + e.Message }
+
+// New returns an *Error.
+func New(status int, code, message string) *Error {
+	return &Error{Status: status, Code: code, Message: message}
+}
+
+// Body is the JSON document of an error response.
+type Body struct {
+	Error *Error `json:"error"`
+}
+
+// Write sends e as a JSON error response.
+func Write(w http.ResponseWriter, e *Error) {
+	b, _ := json.Marshal(Body{Error: e})
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("Cache-Control", "no-store")
+	h.Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(e.Status)
+	_, _ = w.Write(append(b, '\n'))
+}
+
+// WriteErr maps err with From and writes it.
+func WriteErr(w http.ResponseWriter, err error) { Write(w, From(err)) }
+
+// From maps an error from the hub (or an *Error) onto a protocol error.
+// Unknown errors become 500 "internal" without leaking their text.
+func From(err error) *Error {
+	var e *Error
+	var maxBytes *http.MaxBytesError
+	switch {
+	case errors.As(err, &e):
+		return e
+	case errors.As(err, &maxBytes):
+		return New(http.StatusRequestEntityTooLarge, TooLarge, "request body is too large")
+	case errors.Is(err, hub.ErrInvalidTopic):
+		return New(http.StatusBadRequest, InvalidTopic, err.Error())
+	case errors.Is(err, hub.ErrInvalidPattern):
+		return New(http.StatusBadRequest, InvalidPattern, err.Error())
+	case errors.Is(err, hub.ErrInvalidType):
+		return New(http.StatusBadRequest, InvalidType, err.Error())
+	case errors.Is(err, hub.ErrInvalidData):
+		return New(http.StatusBadRequest, InvalidJSON, err.Error())
+	case errors.Is(err, hub.ErrBadCursor):
+		return New(http.StatusBadRequest, InvalidCursor, err.Error())
+	case errors.Is(err, hub.ErrHistoryGone):
+		return New(http.StatusGone, HistoryGone, "the requested events are no longer retained")
+	case errors.Is(err, hub.ErrGoingAway), errors.Is(err, hub.ErrClosed), errors.Is(err, hub.ErrUnavailable):
+		return New(http.StatusServiceUnavailable, Unavailable, "the server is not accepting this request now")
+	default:
+		return New(http.StatusInternalServerError, Internal, "internal error")
+	}
+}
