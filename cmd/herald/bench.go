@@ -1,0 +1,82 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/heraldpush/herald/internal/loadgen"
+)
+
+// runBench runs "herald bench": subscribers and fixed-rate publishers against
+// a running server, a live status line on stderr, and a report at the end.
+func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	var cfg loadgen.Config
+	var jsonOut string
+	var quiet bool
+	fs := flag.NewFlagSet("herald bench", flag.ContinueOnError)
+	fs.StringVar(&cfg.URL, "url", "http://127.0.0.1:8080", "server base `URL`")
+	fs.StringVar(&cfg.Transport, "transport", "ws", "subscriber transport: ws, sse or mixed (half each)")
+	fs.IntVar(&cfg.Subscribers, "subscribers", 1000, "subscriber connections")
+	fs.IntVar(&cfg.Topics, "topics", 10, "topics; subscriber i subscribes to topic i mod K")
+	fs.IntVar(&cfg.Publishers, "publishers", 4, "publishing goroutines (each owns a share of the topics)")
+	fs.Float64Var(&cfg.Rate, "rate", 100, "publish requests per second, all publishers together")
+	fs.IntVar(&cfg.Batch, "batch", 1, "events per publish request")
+	fs.DurationVar(&cfg.Duration, "duration", 10*time.Second, "how long to publish")
+	fs.IntVar(&cfg.Payload, "payload", 64, "padding bytes per event")
+	fs.IntVar(&cfg.SourceIPs, "source-ips", 1, "spread connections over 127.0.0.1 … 127.0.0.N (one address has ~28k ports)")
+	fs.IntVar(&cfg.DialWorkers, "dial-workers", 64, "concurrent connection attempts while ramping up")
+	fs.DurationVar(&cfg.Drain, "drain", 5*time.Second, "how long to wait for late deliveries after publishing")
+	fs.StringVar(&jsonOut, "json", "", "write the report as JSON to `FILE` (- for stdout)")
+	fs.BoolVar(&quiet, "quiet", false, "no live status line")
+	fs.SetOutput(io.Discard)
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			fs.SetOutput(stdout)
+			fmt.Fprint(stdout, "Usage: herald bench [flags]\n\nConnects subscribers, publishes at a fixed rate, and reports deliveries/s,\nloss, duplicates, order and publish-to-receive latency.\n\nFlags:\n")
+			fs.PrintDefaults()
+			return err
+		}
+		return usagef("%v (see \"herald bench -h\")", err)
+	}
+	if !quiet {
+		cfg.Progress = func(s loadgen.Status) { fmt.Fprintln(stderr, loadgen.FormatStatus(s)) }
+	}
+	rep, err := loadgen.Run(ctx, cfg)
+	if err != nil {
+		return fmt.Errorf("failed to run bench: %w", err)
+	}
+	fmt.Fprintf(stdout, "transport %s  subscribers %d (connected %d)  published %d in %.1fs\n",
+		rep.Transport, rep.Subscribers, rep.Connected, rep.Published, rep.DurationS)
+	fmt.Fprintf(stdout, "deliveries %d of %d  offered %.0f/s  achieved %.0f/s\n", rep.Delivered, rep.Expected, rep.OfferedPerSec, rep.DeliveriesPerSec)
+	fmt.Fprintf(stdout, "lost %d  duplicates %d  out of order %d\n", rep.Lost, rep.Duplicates, rep.OutOfOrder)
+	l := rep.LatencyMS
+	fmt.Fprintf(stdout, "latency ms  p50 %.2f  p90 %.2f  p99 %.2f  p99.9 %.2f  max %.2f\n", l.P50, l.P90, l.P99, l.P999, l.Max)
+	cm := rep.ConnectMS
+	fmt.Fprintf(stdout, "connect ms  p50 %.2f  p99 %.2f  max %.2f\n", cm.P50, cm.P99, cm.Max)
+	if len(rep.Errors) > 0 {
+		fmt.Fprintf(stdout, "errors %s\n", strings.Join(loadgen.SortedErrors(rep.Errors), " "))
+	}
+	if jsonOut != "" {
+		b, _ := json.MarshalIndent(rep, "", "  ")
+		b = append(b, '\n')
+		if jsonOut == "-" {
+			_, err = stdout.Write(b)
+		} else {
+			err = os.WriteFile(jsonOut, b, 0o644)
+		}
+		if err != nil {
+			return fmt.Errorf("failed to write report: %w", err)
+		}
+	}
+	if rep.Lost > 0 || rep.Duplicates > 0 || rep.OutOfOrder > 0 {
+		return fmt.Errorf("delivery was not exact: lost %d, duplicates %d, out of order %d", rep.Lost, rep.Duplicates, rep.OutOfOrder)
+	}
+	return nil
+}

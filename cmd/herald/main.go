@@ -1,0 +1,112 @@
+// Command herald is Herald's server and command-line tool.
+//
+//	herald serve [flags]   run the push server
+//	herald version         print the version
+//	herald help            print usage
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"runtime"
+	"runtime/debug"
+	"syscall"
+)
+
+// version is set at build time with -ldflags "-X main.version=v1.2.3";
+// otherwise the module version from the build info is used.
+var version = ""
+
+const usage = `Herald is a real-time push server: publish events over HTTP, receive them
+over Server-Sent Events or WebSocket.
+
+Usage:
+  herald <command> [flags]
+
+Commands:
+  serve     run the server (see "herald serve -h" for its flags)
+  bench     load-test a running server (see "herald bench -h")
+  version   print the version
+  help      print this help
+
+Planned for a later release, not available yet: sub, pub, action.
+`
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// usageError is a mistake in the command line: exit status 2.
+type usageError struct{ msg string }
+
+func (e *usageError) Error() string { return e.msg }
+
+func usagef(format string, args ...any) error {
+	return &usageError{msg: fmt.Sprintf(format, args...)}
+}
+
+// run executes one command and returns the process exit status:
+// 0 success, 1 failure at run time, 2 bad command line.
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	switch args[0] {
+	case "help", "-h", "-help", "--help":
+		fmt.Fprint(stdout, usage)
+		return 0
+	case "version", "-version", "--version":
+		fmt.Fprintf(stdout, "herald %s %s %s/%s\n", buildVersion(), runtime.Version(), runtime.GOOS, runtime.GOARCH)
+		return 0
+	case "serve":
+		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+		defer stop()
+		// After the first signal, restore the default handling so that a
+		// second Ctrl-C ends a shutdown that takes too long.
+		context.AfterFunc(ctx, stop)
+		return exitStatus(runServe(ctx, args[1:], stdout, stderr, nil), stderr)
+	case "bench":
+		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+		defer stop()
+		return exitStatus(runBench(ctx, args[1:], stdout, stderr), stderr)
+	case "sub", "pub", "action":
+		fmt.Fprintf(stderr, "herald: %q is planned for a later release and not available yet\n\n%s", args[0], usage)
+		return 2
+	default:
+		fmt.Fprintf(stderr, "herald: unknown command %q\n\n%s", args[0], usage)
+		return 2
+	}
+}
+
+// exitStatus reports err on stderr and maps it to an exit status.
+func exitStatus(err error, stderr io.Writer) int {
+	var ue *usageError
+	switch {
+	case err == nil:
+		return 0
+	case errors.Is(err, flag.ErrHelp):
+		return 0
+	case errors.As(err, &ue):
+		fmt.Fprintf(stderr, "herald: %v\n", err)
+		return 2
+	default:
+		fmt.Fprintf(stderr, "herald: %v\n", err)
+		return 1
+	}
+}
+
+func buildVersion() string {
+	if version != "" {
+		return version
+	}
+	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" {
+		return bi.Main.Version
+	}
+	return "(devel)"
+}

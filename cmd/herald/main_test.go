@@ -1,0 +1,308 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+func TestCommands(t *testing.T) {
+	cases := []struct {
+		name       string
+		args       []string
+		status     int
+		stdout     string // substring expected on stdout
+		stderr     string // substring expected on stderr
+		noStdout   bool
+		noUsageErr bool
+	}{
+		{name: "no command", args: nil, status: 2, stderr: "Usage:", noStdout: true},
+		{name: "help", args: []string{"help"}, status: 0, stdout: "Commands:"},
+		{name: "--help", args: []string{"--help"}, status: 0, stdout: "serve"},
+		{name: "-h", args: []string{"-h"}, status: 0, stdout: "version"},
+		{name: "version", args: []string{"version"}, status: 0, stdout: "herald "},
+		{name: "unknown", args: []string{"frobnicate"}, status: 2, stderr: `unknown command "frobnicate"`, noStdout: true},
+		{name: "planned sub", args: []string{"sub"}, status: 2, stderr: "not available yet", noStdout: true},
+		{name: "bench bad flag", args: []string{"bench", "--subscribers", "many"}, status: 2, stderr: "invalid value", noStdout: true},
+		{name: "bench -h", args: []string{"bench", "-h"}, status: 0, stdout: "-subscribers int"},
+		{name: "serve -h", args: []string{"serve", "-h"}, status: 0, stdout: "HERALD_HISTORY_SIZE"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			var stdout, stderr bytes.Buffer
+			if got := run(tc.args, &stdout, &stderr); got != tc.status {
+				t.Errorf("exit status %d, want %d\nstdout: %s\nstderr: %s", got, tc.status, &stdout, &stderr)
+			}
+			if !strings.Contains(stdout.String(), tc.stdout) {
+				t.Errorf("stdout %q does not contain %q", &stdout, tc.stdout)
+			}
+			if !strings.Contains(stderr.String(), tc.stderr) {
+				t.Errorf("stderr %q does not contain %q", &stderr, tc.stderr)
+			}
+			if tc.noStdout && stdout.Len() > 0 {
+				t.Errorf("stdout should be empty on a usage error, got %q", &stdout)
+			}
+		})
+	}
+	// The usage does not present planned commands as working ones.
+	var stdout bytes.Buffer
+	run([]string{"help"}, &stdout, io.Discard)
+	for _, line := range strings.Split(stdout.String(), "\n") {
+		for _, planned := range []string{"sub", "pub", "action"} {
+			if strings.HasPrefix(strings.TrimSpace(line), planned+" ") {
+				t.Errorf("usage lists planned command %q as available: %q", planned, line)
+			}
+		}
+	}
+}
+
+func TestServeFlagsAndEnv(t *testing.T) {
+	env := func(kv map[string]string) func(string) (string, bool) {
+		return func(k string) (string, bool) { v, ok := kv[k]; return v, ok }
+	}
+	t.Run("defaults", func(t *testing.T) {
+		c, err := parseServeFlags(nil, env(nil), io.Discard)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := serveConfig{
+			addr: "127.0.0.1:8080", broker: "memory", historySize: 10000, historyTTL: time.Hour,
+			queueBytes: 524288, shards: 0, heartbeat: 15 * time.Second, sseRetry: 2 * time.Second,
+			writeTimeout: 10 * time.Second, maxBody: 1048576, wsReadLimit: 65536,
+			wsPingInterval: 25 * time.Second, shutdownTimeout: 10 * time.Second, logFormat: "text",
+		}
+		if fmt.Sprint(c) != fmt.Sprint(want) {
+			t.Errorf("defaults:\n got %+v\nwant %+v", c, want)
+		}
+	})
+	t.Run("env when flag absent", func(t *testing.T) {
+		c, err := parseServeFlags(nil, env(map[string]string{
+			"HERALD_HISTORY_SIZE":     "42",
+			"HERALD_HISTORY_TTL":      "5m",
+			"HERALD_ALLOWED_ORIGINS":  "app.example.com, *.example.org,",
+			"HERALD_LOG_LEVEL":        "debug",
+			"HERALD_WS_PING_INTERVAL": "3s",
+			"HERALD_SHUTDOWN_TIMEOUT": "", // empty counts as unset
+		}), io.Discard)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c.historySize != 42 || c.historyTTL != 5*time.Minute || c.wsPingInterval != 3*time.Second ||
+			c.logLevel.String() != "DEBUG" || c.shutdownTimeout != 10*time.Second ||
+			strings.Join(c.allowedOrigins, "|") != "app.example.com|*.example.org" {
+			t.Errorf("env not applied: %+v", c)
+		}
+	})
+	t.Run("flag wins over env", func(t *testing.T) {
+		c, err := parseServeFlags([]string{"--history-size", "7", "-heartbeat=1s"}, env(map[string]string{
+			"HERALD_HISTORY_SIZE": "42", "HERALD_HEARTBEAT": "9s", "HERALD_QUEUE_BYTES": "1000",
+		}), io.Discard)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c.historySize != 7 || c.heartbeat != time.Second || c.queueBytes != 1000 {
+			t.Errorf("history-size %d heartbeat %v queue-bytes %d, want 7, 1s (flags) and 1000 (env)",
+				c.historySize, c.heartbeat, c.queueBytes)
+		}
+	})
+	t.Run("every flag has its env name", func(t *testing.T) {
+		var stdout bytes.Buffer
+		if _, err := parseServeFlags([]string{"-h"}, env(nil), &stdout); !errors.Is(err, flag.ErrHelp) {
+			t.Fatalf("-h: %v", err)
+		}
+		for _, name := range []string{"addr", "broker", "history-size", "history-ttl", "queue-bytes", "shards",
+			"heartbeat", "sse-retry", "write-timeout", "max-body", "ws-read-limit", "ws-ping-interval",
+			"allowed-origins", "shutdown-timeout", "log-level", "log-format"} {
+			if !strings.Contains(stdout.String(), "-"+name+" ") && !strings.Contains(stdout.String(), "-"+name+"\n") {
+				t.Errorf("help does not list --%s", name)
+			}
+			c, err := parseServeFlags(nil, env(map[string]string{envName(name): "garbage-value"}), io.Discard)
+			if name == "addr" || name == "allowed-origins" {
+				continue // free-form strings
+			}
+			if err == nil {
+				t.Errorf("%s=garbage-value was accepted (%+v); the variable is not wired", envName(name), c)
+			}
+		}
+	})
+}
+
+func TestServeBadFlags(t *testing.T) {
+	cases := []struct {
+		name   string
+		args   []string
+		env    map[string]string
+		stderr string
+	}{
+		{"negative history size", []string{"--history-size", "-1"}, nil, "--history-size must be positive"},
+		{"zero queue bytes", []string{"--queue-bytes=0"}, nil, "--queue-bytes must be positive"},
+		{"bad duration", []string{"--history-ttl", "forever"}, nil, "invalid value"},
+		{"negative duration", []string{"--heartbeat", "-1s"}, nil, "--heartbeat must be positive"},
+		{"not a number", []string{"--max-body", "1MB"}, nil, "invalid value"},
+		{"unknown flag", []string{"--nope"}, nil, "flag provided but not defined"},
+		{"argument", []string{"extra"}, nil, "takes no arguments"},
+		{"redis broker", []string{"--broker", "redis://127.0.0.1:6379"}, nil, "broker redis://127.0.0.1:6379 is not supported yet"},
+		{"nats broker from env", nil, map[string]string{"HERALD_BROKER": "nats://127.0.0.1:4222"}, "broker nats://127.0.0.1:4222 is not supported yet"},
+		{"bad env value", nil, map[string]string{"HERALD_QUEUE_BYTES": "lots"}, "HERALD_QUEUE_BYTES"},
+		{"log format", []string{"--log-format", "xml"}, nil, "--log-format must be text or json"},
+		{"log level", []string{"--log-level", "loud"}, nil, "--log-level must be"},
+		{"negative shards", []string{"--shards", "-2"}, nil, "--shards must not be negative"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			for k, v := range tc.env {
+				t.Setenv(k, v)
+			}
+			// An already cancelled context: if the flags were wrongly
+			// accepted, the server starts and stops at once instead of
+			// running until the test times out.
+			ctx, cancel := context.WithCancel(context.Background())
+			cancel()
+			var stdout, stderr bytes.Buffer
+			args := append([]string{"--addr", "127.0.0.1:0"}, tc.args...)
+			status := exitStatus(runServe(ctx, args, &stdout, &stderr, nil), &stderr)
+			if status != 2 {
+				t.Errorf("exit status %d, want 2 (stderr %q)", status, &stderr)
+			}
+			if !strings.Contains(stderr.String(), tc.stderr) {
+				t.Errorf("stderr %q does not mention %q", &stderr, tc.stderr)
+			}
+		})
+	}
+}
+
+// instance is a runServe running in-process on a free port.
+type instance struct {
+	url    string
+	cancel context.CancelFunc
+	done   chan error
+	logs   *syncBuffer
+	client *http.Client
+}
+
+// startServe runs runServe with args until the test ends or stop is called.
+func startServe(t *testing.T, args ...string) *instance {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	in := &instance{cancel: cancel, done: make(chan error, 1), logs: &syncBuffer{}}
+	addrc := make(chan string, 1)
+	go func() {
+		in.done <- runServe(ctx, args, io.Discard, in.logs, func(addr string) { addrc <- addr })
+	}()
+	select {
+	case addr := <-addrc:
+		in.url = "http://" + addr
+	case err := <-in.done:
+		cancel()
+		t.Fatalf("runServe returned before listening: %v\n%s", err, in.logs)
+	case <-time.After(10 * time.Second):
+		cancel()
+		t.Fatalf("runServe did not start listening within 10s\n%s", in.logs)
+	}
+	tr := &http.Transport{}
+	in.client = &http.Client{Transport: tr, Timeout: 10 * time.Second}
+	t.Cleanup(func() {
+		tr.CloseIdleConnections()
+		in.cancel()
+		select {
+		case <-in.done:
+		case <-time.After(30 * time.Second):
+			t.Errorf("runServe did not return 30s after cancel")
+		}
+		if t.Failed() {
+			t.Logf("server logs:\n%s", in.logs)
+		}
+	})
+	return in
+}
+
+// stop cancels the server's context and returns runServe's result and how
+// long it took.
+func (in *instance) stop(t *testing.T, bound time.Duration) (error, time.Duration) {
+	t.Helper()
+	start := time.Now()
+	in.cancel()
+	select {
+	case err := <-in.done:
+		in.done <- err // for the cleanup
+		return err, time.Since(start)
+	case <-time.After(bound):
+		t.Fatalf("runServe did not return within %v of cancel\n%s", bound, in.logs)
+		return nil, 0
+	}
+}
+
+func (in *instance) post(t *testing.T, path, body string) (int, []byte) {
+	t.Helper()
+	resp, err := in.client.Post(in.url+path, "application/json", strings.NewReader(body))
+	if err != nil {
+		t.Fatalf("POST %s: %v", path, err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, b
+}
+
+func (in *instance) get(t *testing.T, path string) (int, []byte) {
+	t.Helper()
+	resp, err := in.client.Get(in.url + path)
+	if err != nil {
+		t.Fatalf("GET %s: %v", path, err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, b
+}
+
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// historyData returns the data of a topic's history, in order.
+func historyData(t *testing.T, in *instance, topic string) []string {
+	t.Helper()
+	status, body := in.get(t, "/v1/topics/"+topic+"/history")
+	if status != http.StatusOK {
+		t.Fatalf("history: status %d, body %s", status, body)
+	}
+	var out struct {
+		Events []struct {
+			ID   string          `json:"id"`
+			Data json.RawMessage `json:"data"`
+		} `json:"events"`
+	}
+	if err := json.Unmarshal(body, &out); err != nil {
+		t.Fatalf("history body %s: %v", body, err)
+	}
+	var data []string
+	for _, e := range out.Events {
+		data = append(data, string(e.Data))
+	}
+	return data
+}

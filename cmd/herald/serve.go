@@ -1,0 +1,274 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/heraldpush/herald/hub"
+	"github.com/heraldpush/herald/transport/httpapi"
+	"github.com/heraldpush/herald/transport/sse"
+	"github.com/heraldpush/herald/transport/ws"
+)
+
+// Timeouts of the HTTP server. There is deliberately no WriteTimeout: SSE
+// streams and WebSocket connections live for hours, and their transports set
+// a deadline on each write instead.
+const (
+	readHeaderTimeout = 10 * time.Second
+	idleTimeout       = 120 * time.Second
+)
+
+// envPrefix starts the environment variable of every flag:
+// --history-size is HERALD_HISTORY_SIZE.
+const envPrefix = "HERALD_"
+
+// serveConfig is the parsed and validated configuration of "herald serve".
+type serveConfig struct {
+	addr            string
+	broker          string
+	historySize     int
+	historyTTL      time.Duration
+	queueBytes      int
+	shards          int
+	heartbeat       time.Duration
+	sseRetry        time.Duration
+	writeTimeout    time.Duration
+	maxBody         int64
+	wsReadLimit     int64
+	wsPingInterval  time.Duration
+	allowedOrigins  []string
+	shutdownTimeout time.Duration
+	logLevel        slog.Level
+	logFormat       string
+}
+
+// envName returns the environment variable that backs a flag.
+func envName(flagName string) string {
+	return envPrefix + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
+}
+
+// parseServeFlags parses args, then fills every flag absent from args from
+// its environment variable (getenv), so the command line wins. An empty
+// variable counts as unset. Help goes to stdout.
+func parseServeFlags(args []string, getenv func(string) (string, bool), stdout io.Writer) (serveConfig, error) {
+	var c serveConfig
+	var origins, logLevel string
+	fs := flag.NewFlagSet("herald serve", flag.ContinueOnError)
+	fs.StringVar(&c.addr, "addr", "127.0.0.1:8080", "`address` to listen on (host:port; port 0 picks a free one)")
+	fs.StringVar(&c.broker, "broker", "memory", "event broker: memory (redis://… and nats://… are planned)")
+	fs.IntVar(&c.historySize, "history-size", 10000, "events retained for replay and history, at most")
+	fs.DurationVar(&c.historyTTL, "history-ttl", time.Hour, "events older than this are dropped from history (0: no age limit)")
+	fs.IntVar(&c.queueBytes, "queue-bytes", 512<<10, "outbound queue bound per connection, in bytes; a client that overflows it is disconnected as a slow consumer")
+	fs.IntVar(&c.shards, "shards", 0, "hub shards (0: GOMAXPROCS)")
+	fs.DurationVar(&c.heartbeat, "heartbeat", 15*time.Second, "interval of SSE \": ping\" comment lines")
+	fs.DurationVar(&c.sseRetry, "sse-retry", 2*time.Second, "reconnect delay suggested to SSE clients (the retry: line)")
+	fs.DurationVar(&c.writeTimeout, "write-timeout", 10*time.Second, "deadline for each write to an SSE or WebSocket client; missing it disconnects the client")
+	fs.Int64Var(&c.maxBody, "max-body", httpapi.DefaultMaxBody, "largest HTTP request body, in bytes")
+	fs.Int64Var(&c.wsReadLimit, "ws-read-limit", 64<<10, "largest WebSocket message from a client, in bytes (larger: close 1009)")
+	fs.DurationVar(&c.wsPingInterval, "ws-ping-interval", 25*time.Second, "interval of WebSocket keep-alive pings")
+	fs.StringVar(&origins, "allowed-origins", "", "comma-separated Origin patterns allowed to open WebSockets, e.g. app.example.com,*.example.org (empty: same host only)")
+	fs.DurationVar(&c.shutdownTimeout, "shutdown-timeout", 10*time.Second, "how long a graceful shutdown may take before connections are cut")
+	fs.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn or error (debug logs every request)")
+	fs.StringVar(&c.logFormat, "log-format", "text", "log format: text or json")
+	fs.Usage = func() {
+		out := fs.Output()
+		fmt.Fprint(out, "Usage: herald serve [flags]\n\n"+
+			"Runs the Herald server. Every flag can also be set with an environment variable,\n"+
+			"HERALD_ followed by the flag name in upper snake case (--history-size is\n"+
+			"HERALD_HISTORY_SIZE); a flag on the command line wins over the environment.\n\nFlags:\n")
+		fs.PrintDefaults()
+	}
+
+	fs.SetOutput(io.Discard)
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			fs.SetOutput(stdout)
+			fs.Usage()
+			return c, err
+		}
+		return c, usagef("%v (see \"herald serve -h\")", err)
+	}
+	if fs.NArg() > 0 {
+		return c, usagef("serve takes no arguments, got %q (see \"herald serve -h\")", fs.Args())
+	}
+	given := make(map[string]bool)
+	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
+	var envErr error
+	fs.VisitAll(func(f *flag.Flag) {
+		if given[f.Name] || envErr != nil {
+			return
+		}
+		name := envName(f.Name)
+		if v, ok := getenv(name); ok && v != "" {
+			if err := fs.Set(f.Name, v); err != nil {
+				envErr = usagef("invalid value %q for %s: %v", v, name, err)
+			}
+		}
+	})
+	if envErr != nil {
+		return c, envErr
+	}
+
+	for _, o := range strings.Split(origins, ",") {
+		if o = strings.TrimSpace(o); o != "" {
+			c.allowedOrigins = append(c.allowedOrigins, o)
+		}
+	}
+	if err := c.logLevel.UnmarshalText([]byte(logLevel)); err != nil {
+		return c, usagef("--log-level must be debug, info, warn or error, got %q", logLevel)
+	}
+	return c, c.validate()
+}
+
+func (c *serveConfig) validate() error {
+	switch {
+	case c.broker != "memory":
+		return usagef("broker %s is not supported yet (this release has only the memory broker)", c.broker)
+	case c.addr == "":
+		return usagef("--addr must not be empty")
+	case c.historySize <= 0:
+		return usagef("--history-size must be positive, got %d", c.historySize)
+	case c.historyTTL < 0:
+		return usagef("--history-ttl must not be negative, got %v", c.historyTTL)
+	case c.queueBytes <= 0:
+		return usagef("--queue-bytes must be positive, got %d", c.queueBytes)
+	case c.shards < 0:
+		return usagef("--shards must not be negative, got %d", c.shards)
+	case c.heartbeat <= 0:
+		return usagef("--heartbeat must be positive, got %v", c.heartbeat)
+	case c.sseRetry <= 0:
+		return usagef("--sse-retry must be positive, got %v", c.sseRetry)
+	case c.writeTimeout <= 0:
+		return usagef("--write-timeout must be positive, got %v", c.writeTimeout)
+	case c.maxBody <= 0:
+		return usagef("--max-body must be positive, got %d", c.maxBody)
+	case c.wsReadLimit <= 0:
+		return usagef("--ws-read-limit must be positive, got %d", c.wsReadLimit)
+	case c.wsPingInterval <= 0:
+		return usagef("--ws-ping-interval must be positive, got %v", c.wsPingInterval)
+	case c.shutdownTimeout <= 0:
+		return usagef("--shutdown-timeout must be positive, got %v", c.shutdownTimeout)
+	case c.logFormat != "text" && c.logFormat != "json":
+		return usagef("--log-format must be text or json, got %q", c.logFormat)
+	}
+	return nil
+}
+
+func (c *serveConfig) logger(w io.Writer) *slog.Logger {
+	opts := &slog.HandlerOptions{Level: c.logLevel}
+	if c.logFormat == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+// runServe runs the server until ctx is cancelled, then shuts it down
+// gracefully within --shutdown-timeout. Logs go to stderr, help to stdout.
+// ready, if not nil, is called with the listening address once the server
+// accepts connections.
+//
+// It returns a *usageError for a bad command line, flag.ErrHelp after -h,
+// and nil after a shutdown asked for through ctx (even one that had to cut
+// connections when the timeout passed; that is logged).
+func runServe(ctx context.Context, args []string, stdout, stderr io.Writer, ready func(addr string)) error {
+	cfg, err := parseServeFlags(args, os.LookupEnv, stdout)
+	if err != nil {
+		return err
+	}
+	log := cfg.logger(stderr)
+
+	h, err := hub.New(hub.Options{
+		Broker:     hub.NewMemoryBroker(hub.MemoryOptions{Size: cfg.historySize, TTL: cfg.historyTTL}),
+		Shards:     cfg.shards,
+		QueueBytes: cfg.queueBytes,
+		Logger:     log,
+	})
+	if err != nil {
+		return fmt.Errorf("failed to start hub: %w", err)
+	}
+	sseH := sse.New(sse.Options{
+		Hub: h, Heartbeat: cfg.heartbeat, Retry: cfg.sseRetry, WriteTimeout: cfg.writeTimeout, Logger: log,
+	})
+	wsH := ws.New(ws.Options{
+		Hub: h, AllowedOrigins: cfg.allowedOrigins, ReadLimit: cfg.wsReadLimit,
+		PingInterval: cfg.wsPingInterval, WriteTimeout: cfg.writeTimeout, Logger: log,
+	})
+	srv := &http.Server{
+		Handler: httpapi.NewRouter(httpapi.Config{
+			Hub: h, SSE: sseH, WS: wsH, MaxBody: cfg.maxBody, Logger: log,
+		}),
+		ReadHeaderTimeout: readHeaderTimeout,
+		IdleTimeout:       idleTimeout,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+
+	ln, err := net.Listen("tcp", cfg.addr)
+	if err != nil {
+		cctx, cancel := context.WithTimeout(context.Background(), cfg.shutdownTimeout)
+		defer cancel()
+		_ = h.Close(cctx)
+		return fmt.Errorf("failed to listen on %s: %w", cfg.addr, err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ln) }()
+	log.Info("listening", "addr", ln.Addr().String(), "broker", cfg.broker, "version", buildVersion())
+	if ready != nil {
+		ready(ln.Addr().String())
+	}
+
+	var serveErr error
+	select {
+	case <-ctx.Done():
+		log.Info("shutting down", "timeout", cfg.shutdownTimeout.String())
+	case serveErr = <-served:
+		log.Error("server stopped accepting connections", "err", serveErr)
+		served <- serveErr // so the wait below does not block
+	}
+	shutdown(srv, h, wsH, cfg.shutdownTimeout, log)
+	if err := <-served; serveErr == nil && !errors.Is(err, http.ErrServerClosed) {
+		serveErr = err
+	}
+	if serveErr != nil {
+		return fmt.Errorf("failed to serve: %w", serveErr)
+	}
+	log.Info("stopped")
+	return nil
+}
+
+// shutdown stops the server in the order that lets every connection end
+// cleanly, and returns within timeout even if something hangs:
+//
+//  1. h.Shutdown fails every hub client with ErrGoingAway, so SSE streams
+//     end (http.Server.Shutdown would otherwise wait for them forever) and
+//     WebSocket connections close with 1001. Publishing still works.
+//  2. srv.Shutdown closes the listener and lets in-flight requests
+//     (publishes among them) finish.
+//  3. wsH.Wait waits for the hijacked WebSocket connections, which
+//     http.Server does not track.
+//  4. h.Close stops the hub's goroutines and the broker.
+//
+// When the timeout passes, srv.Close cuts every remaining connection.
+func shutdown(srv *http.Server, h *hub.Hub, wsH *ws.Handler, timeout time.Duration, log *slog.Logger) {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	h.Shutdown()
+	if err := srv.Shutdown(ctx); err != nil {
+		log.Warn("cutting HTTP connections that did not finish in time", "err", err)
+		_ = srv.Close()
+	}
+	if err := wsH.Wait(ctx); err != nil {
+		log.Warn("WebSocket connections did not close in time", "err", err)
+	}
+	if err := h.Close(ctx); err != nil {
+		log.Warn("hub did not stop in time", "err", err)
+	}
+}

@@ -1,0 +1,194 @@
+package httpapi
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"net/http"
+	"strconv"
+	"unicode/utf8"
+
+	"github.com/heraldpush/herald/hub"
+	"github.com/heraldpush/herald/transport/apierror"
+)
+
+// api holds what the JSON handlers share. It is immutable after NewRouter.
+type api struct {
+	hub      *hub.Hub
+	maxBody  int64
+	maxBatch int
+}
+
+// eventJSON is one event as a publisher sends it. Unknown fields are
+// ignored, as Centrifugo does, so clients may send extra metadata.
+type eventJSON struct {
+	Topic *string         `json:"topic"`
+	Type  *string         `json:"type"`
+	Data  json.RawMessage `json:"data"`
+}
+
+// publishJSON is the body of POST /v1/publish: one event, or a batch in
+// Events. Events is kept raw so that its presence (even as null) is seen.
+type publishJSON struct {
+	eventJSON
+	Events json.RawMessage `json:"events"`
+}
+
+// publish serves POST /v1/publish.
+func (a *api) publish(w http.ResponseWriter, r *http.Request) {
+	if err := checkJSONContentType(r); err != nil {
+		apierror.Write(w, err)
+		return
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, a.maxBody))
+	if err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			apierror.Write(w, apierror.New(http.StatusRequestEntityTooLarge, apierror.TooLarge,
+				fmt.Sprintf("request body is larger than %d bytes", a.maxBody)))
+			return
+		}
+		apierror.Write(w, apierror.New(http.StatusBadRequest, apierror.InvalidRequest, "failed to read request body"))
+		return
+	}
+	drafts, batch, perr := a.parsePublish(body)
+	if perr != nil {
+		apierror.Write(w, perr)
+		return
+	}
+	msgs, err := a.hub.Publish(r.Context(), drafts...)
+	if err != nil {
+		apierror.WriteErr(w, err)
+		return
+	}
+	out := make([]byte, 0, 32+len(msgs)*24)
+	if batch {
+		out = append(out, `{"ids":[`...)
+		for i, m := range msgs {
+			if i > 0 {
+				out = append(out, ',')
+			}
+			out = append(out, '"')
+			out = m.ID.AppendText(out)
+			out = append(out, '"')
+		}
+		out = append(out, "]}\n"...)
+	} else {
+		out = append(out, `{"id":"`...)
+		out = msgs[0].ID.AppendText(out)
+		out = append(out, "\"}\n"...)
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+// parsePublish decodes and validates a publish body. It reports whether the
+// body was the batch form. Every draft is normalized here, so a bad event
+// is reported with its index and nothing is published.
+func (a *api) parsePublish(body []byte) ([]hub.Draft, bool, *apierror.Error) {
+	if !utf8.Valid(body) {
+		return nil, false, badJSON("request body is not valid UTF-8")
+	}
+	trimmed := bytes.TrimLeft(body, " \t\r\n")
+	if len(trimmed) == 0 || trimmed[0] != '{' {
+		return nil, false, badJSON("request body must be a JSON object")
+	}
+	var req publishJSON
+	if err := json.Unmarshal(body, &req); err != nil {
+		return nil, false, badJSON(describeJSONError(err))
+	}
+	if req.Events == nil {
+		d, err := draftOf(req.eventJSON)
+		if err != nil {
+			return nil, false, err
+		}
+		return []hub.Draft{d}, false, nil
+	}
+	if req.Topic != nil || req.Type != nil || req.Data != nil {
+		return nil, true, apierror.New(http.StatusBadRequest, apierror.InvalidRequest,
+			`give either "topic", "type" and "data", or "events", not both`)
+	}
+	var events []eventJSON
+	if err := json.Unmarshal(req.Events, &events); err != nil {
+		return nil, true, badJSON(`"events": ` + describeJSONError(err))
+	}
+	if len(events) == 0 {
+		return nil, true, apierror.New(http.StatusBadRequest, apierror.InvalidRequest,
+			`"events" must be a non-empty array`)
+	}
+	if len(events) > a.maxBatch {
+		return nil, true, apierror.New(http.StatusRequestEntityTooLarge, apierror.TooLarge,
+			fmt.Sprintf("a batch holds at most %d events, got %d", a.maxBatch, len(events)))
+	}
+	drafts := make([]hub.Draft, len(events))
+	for i, e := range events {
+		d, err := draftOf(e)
+		if err != nil {
+			err.Message = "events[" + strconv.Itoa(i) + "]: " + err.Message
+			return nil, true, err
+		}
+		drafts[i] = d
+	}
+	return drafts, true, nil
+}
+
+// draftOf validates one event and returns it normalized.
+func draftOf(e eventJSON) (hub.Draft, *apierror.Error) {
+	if e.Topic == nil {
+		return hub.Draft{}, apierror.New(http.StatusBadRequest, apierror.InvalidTopic, `"topic" is required`)
+	}
+	d := hub.Draft{Topic: *e.Topic, Data: e.Data}
+	if e.Type != nil {
+		// An empty type, like a missing one, means "message".
+		d.Type = *e.Type
+	}
+	if err := d.Normalize(); err != nil {
+		return hub.Draft{}, apierror.From(err)
+	}
+	return d, nil
+}
+
+// checkJSONContentType accepts application/json with any parameters
+// (charset=utf-8 is common) and nothing else.
+func checkJSONContentType(r *http.Request) *apierror.Error {
+	ct := r.Header.Get("Content-Type")
+	if ct == "" {
+		return apierror.New(http.StatusUnsupportedMediaType, apierror.UnsupportedMediaType,
+			"Content-Type must be application/json")
+	}
+	mt, _, err := mime.ParseMediaType(ct)
+	if err != nil || mt != "application/json" {
+		return apierror.New(http.StatusUnsupportedMediaType, apierror.UnsupportedMediaType,
+			fmt.Sprintf("Content-Type must be application/json, got %q", ct))
+	}
+	return nil
+}
+
+func badJSON(msg string) *apierror.Error {
+	return apierror.New(http.StatusBadRequest, apierror.InvalidJSON, msg)
+}
+
+// describeJSONError turns a decoding error into a message that names the
+// offending field, without Go type names.
+func describeJSONError(err error) string {
+	var typeErr *json.UnmarshalTypeError
+	if errors.As(err, &typeErr) {
+		if typeErr.Field != "" {
+			return fmt.Sprintf("field %q must not be a JSON %s", typeErr.Field, typeErr.Value)
+		}
+		return fmt.Sprintf("unexpected JSON %s", typeErr.Value)
+	}
+	return "malformed JSON: " + err.Error()
+}
+
+// writeJSON sends a JSON body that is already encoded.
+func writeJSON(w http.ResponseWriter, status int, body []byte) {
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("Cache-Control", "no-store")
+	h.Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(status)
+	_, _ = w.Write(body)
+}

@@ -1,0 +1,113 @@
+// Package httpapi serves Herald's HTTP JSON API (publish, history, topics,
+// health) and mounts the SSE and WebSocket handlers beside it.
+//
+// routes.go is the only file that knows about the router (gorilla/mux), so
+// moving to another router touches this file alone.
+package httpapi
+
+import (
+	"log/slog"
+	"net/http"
+	"strings"
+
+	"github.com/gorilla/mux"
+
+	"github.com/heraldpush/herald/hub"
+	"github.com/heraldpush/herald/transport/apierror"
+)
+
+// Defaults of Config.
+const (
+	DefaultMaxBody  int64 = 1 << 20
+	DefaultMaxBatch       = 1000
+)
+
+// Config configures the handler returned by NewRouter.
+type Config struct {
+	Hub *hub.Hub
+	// SSE serves GET /v1/events and WS serves GET /v1/ws; a nil handler
+	// leaves its route unmounted (404).
+	SSE http.Handler
+	WS  http.Handler
+	// MaxBody bounds a request body in bytes; larger bodies get 413
+	// too_large. Default 1 MiB.
+	MaxBody int64
+	// MaxBatch bounds the events of one batch publish; more get 413
+	// too_large. Default 1000.
+	MaxBatch int
+	// Logger receives access logs (Debug) and recovered panics (Error);
+	// nil means slog.Default().
+	Logger *slog.Logger
+}
+
+// NewRouter returns the handler for every route of Herald's HTTP surface.
+// It is safe for concurrent use.
+//
+// Paths are matched exactly as sent (SkipClean): "//v1/publish" is a 404,
+// not a 301 that clients would follow with a GET, losing the body.
+func NewRouter(cfg Config) http.Handler {
+	if cfg.MaxBody <= 0 {
+		cfg.MaxBody = DefaultMaxBody
+	}
+	if cfg.MaxBatch <= 0 {
+		cfg.MaxBatch = DefaultMaxBatch
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	a := &api{hub: cfg.Hub, maxBody: cfg.MaxBody, maxBatch: cfg.MaxBatch}
+
+	r := mux.NewRouter().SkipClean(true)
+	if cfg.SSE != nil {
+		r.Handle("/v1/events", cfg.SSE).Methods(http.MethodGet)
+	}
+	if cfg.WS != nil {
+		r.Handle("/v1/ws", cfg.WS).Methods(http.MethodGet)
+	}
+	r.HandleFunc("/v1/publish", a.publish).Methods(http.MethodPost)
+	r.HandleFunc("/v1/topics", a.topics).Methods(http.MethodGet)
+	// The default variable pattern [^/]+ admits dots; the handler validates
+	// the topic so that a bad one is a 400 invalid_topic rather than a 404.
+	r.HandleFunc("/v1/topics/{topic}/history", a.history).Methods(http.MethodGet)
+	r.HandleFunc("/healthz", a.healthz).Methods(http.MethodGet, http.MethodHead)
+	r.HandleFunc("/readyz", a.readyz).Methods(http.MethodGet, http.MethodHead)
+
+	r.NotFoundHandler = http.HandlerFunc(notFound)
+	r.MethodNotAllowedHandler = methodNotAllowed(r)
+
+	// mux's own middleware (r.Use) does not run for 404 and 405, so the
+	// outer layers wrap the router itself.
+	return withAccessLog(cfg.Logger, r)
+}
+
+func notFound(w http.ResponseWriter, r *http.Request) {
+	apierror.Write(w, apierror.New(http.StatusNotFound, apierror.NotFound, "no route for "+r.URL.Path))
+}
+
+// candidateMethods are tried against the router to fill the Allow header.
+var candidateMethods = []string{
+	http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut,
+	http.MethodPatch, http.MethodDelete, http.MethodOptions,
+}
+
+// methodNotAllowed answers 405 with the methods the path does accept, found
+// by asking the router whether the same request with another method would
+// match a route.
+func methodNotAllowed(router *mux.Router) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var allowed []string
+		for _, m := range candidateMethods {
+			probe := r.Clone(r.Context())
+			probe.Method = m
+			var match mux.RouteMatch
+			if router.Match(probe, &match) && match.MatchErr == nil {
+				allowed = append(allowed, m)
+			}
+		}
+		if len(allowed) > 0 {
+			w.Header().Set("Allow", strings.Join(allowed, ", "))
+		}
+		apierror.Write(w, apierror.New(http.StatusMethodNotAllowed, apierror.MethodNotAllowed,
+			r.Method+" is not allowed on "+r.URL.Path))
+	})
+}

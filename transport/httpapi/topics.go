@@ -1,0 +1,79 @@
+package httpapi
+
+import (
+	"encoding/json"
+	"net/http"
+	"strconv"
+
+	"github.com/gorilla/mux"
+
+	"github.com/heraldpush/herald/hub"
+	"github.com/heraldpush/herald/transport/apierror"
+)
+
+// History page sizes: the default, and the largest a request gets (larger
+// limits are clamped to it, not refused).
+const (
+	DefaultHistoryLimit = 100
+	MaxHistoryLimit     = 1000
+)
+
+// topics serves GET /v1/topics.
+func (a *api) topics(w http.ResponseWriter, r *http.Request) {
+	rows, err := a.hub.Topics(r.Context())
+	if err != nil {
+		apierror.WriteErr(w, err)
+		return
+	}
+	if rows == nil {
+		rows = []hub.TopicInfo{}
+	}
+	body, err := json.Marshal(struct {
+		Topics []hub.TopicInfo `json:"topics"`
+	}{rows})
+	if err != nil {
+		apierror.WriteErr(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, append(body, '\n'))
+}
+
+// history serves GET /v1/topics/{topic}/history?after=CURSOR&limit=N.
+func (a *api) history(w http.ResponseWriter, r *http.Request) {
+	topic := mux.Vars(r)["topic"]
+	if err := hub.ValidateTopic(topic); err != nil {
+		apierror.WriteErr(w, err)
+		return
+	}
+	q := r.URL.Query()
+	limit := DefaultHistoryLimit
+	if s := q.Get("limit"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 1 {
+			apierror.Write(w, apierror.New(http.StatusBadRequest, apierror.InvalidRequest,
+				"limit must be a positive integer, got "+strconv.Quote(s)))
+			return
+		}
+		limit = min(n, MaxHistoryLimit)
+	}
+	msgs, err := a.hub.History(r.Context(), topic, q.Get("after"), limit)
+	if err != nil {
+		apierror.WriteErr(w, err)
+		return
+	}
+	// The envelopes are already encoded once by the hub; splice them in.
+	size := 16
+	for _, m := range msgs {
+		size += len(m.Envelope()) + 1
+	}
+	body := make([]byte, 0, size)
+	body = append(body, `{"events":[`...)
+	for i, m := range msgs {
+		if i > 0 {
+			body = append(body, ',')
+		}
+		body = append(body, m.Envelope()...)
+	}
+	body = append(body, "]}\n"...)
+	writeJSON(w, http.StatusOK, body)
+}
