@@ -29,7 +29,9 @@ var ErrClosed = errors.New("closed")
 //
 // How the cluster brokers map onto this is written down in docs/design.md.
 type Broker interface {
-	// Start begins delivery. It is called once, before any other method.
+	// Start begins delivery. The hub calls it once, right after reading
+	// Bounds in New; deliver must then receive every event after the Last
+	// that Bounds reported (events before it are history, not live).
 	Start(deliver func([]*Message)) error
 	// Publish appends the normalized drafts as one batch and returns them as
 	// messages carrying their cursors and times.

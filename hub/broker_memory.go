@@ -224,6 +224,9 @@ func (b *MemoryBroker) Topics(ctx context.Context) ([]TopicHistory, error) {
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	if b.closed {
+		return nil, ErrClosed
+	}
 	b.expireLocked(b.now())
 	out := make([]TopicHistory, 0, len(b.topics))
 	for t, n := range b.topics {

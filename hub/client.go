@@ -3,6 +3,7 @@ package hub
 import (
 	"context"
 	"errors"
+	"math"
 	"sync"
 	"time"
 )
@@ -87,6 +88,7 @@ type Client struct {
 	queue    []Item
 	qbytes   int
 	pos      uint64 // every wanted event with Seq <= pos has been queued
+	sent     uint64 // Seq of the last event queued: the "last delivered cursor" of the one-order rule
 	anchored bool   // pos is meaningful (set by a live subscription or a replay)
 	catching bool   // a replay runs; live events go to pending
 	replay   bool   // the replay goroutine is running
@@ -222,7 +224,7 @@ func (c *Client) deliverLive(m *Message) bool {
 	if !c.enqueueLocked(Item{Msg: m}) {
 		return false
 	}
-	c.pos = m.seq
+	c.pos, c.sent = m.seq, m.seq
 	return true
 }
 
@@ -265,6 +267,12 @@ func (c *Client) Subscribe(req SubscribeRequest) error {
 	if c.catching {
 		// Events up to pos are behind this connection already (one order).
 		after = max(w, c.pos)
+	}
+	if req.Since != "" {
+		// A replayed subscription starts exactly at its cursor, which the
+		// replay validates first; until then it wants nothing. (w may be
+		// behind the cursor when dispatch lags the log.)
+		after = math.MaxUint64
 	}
 	for _, p := range req.Patterns {
 		if old := c.subs[p.raw]; old != nil {
@@ -350,13 +358,22 @@ const (
 // live stream or closed.
 func (c *Client) runReplay() {
 	defer c.worker.Done()
-	err := c.catchUp()
-	if err != nil {
-		c.fail(err)
+	for {
+		err := c.catchUp()
+		if err != nil {
+			c.fail(err)
+		}
+		c.mu.Lock()
+		// A Subscribe between goLive and here saw replay still set and
+		// started no worker: its request is this goroutine's to serve.
+		if err == nil && c.err == nil && len(c.requests) > 0 {
+			c.mu.Unlock()
+			continue
+		}
+		c.replay = false
+		c.mu.Unlock()
+		return
 	}
-	c.mu.Lock()
-	c.replay = false
-	c.mu.Unlock()
 }
 
 func (c *Client) catchUp() error {
@@ -405,10 +422,10 @@ func (c *Client) startRequests(ctx context.Context, reqs []replayRequest) error 
 			reason = ReasonUnknownCursor
 		case cur.Epoch != b.Epoch:
 			reason = ReasonEpochChanged
+		case cur.Seq > b.Last: // before the retention check: Seq+1 overflows at the top
+			reason = ReasonUnknownCursor
 		case cur.Seq+1 < b.First:
 			reason = ReasonHistoryGone
-		case cur.Seq > b.Last:
-			reason = ReasonUnknownCursor
 		default:
 			from = cur.Seq
 		}
@@ -431,6 +448,11 @@ func (c *Client) startRequests(ctx context.Context, reqs []replayRequest) error 
 	if !c.anchored {
 		c.pos = start
 		c.anchored = true
+	} else {
+		// One order: replay from the later of since and the last event sent.
+		// Every wanted event up to pos was queued, so none lies in (sent, pos]
+		// and going back to sent repeats nothing.
+		c.pos = min(c.pos, max(c.sent, start))
 	}
 	return nil
 }
@@ -439,7 +461,9 @@ func (c *Client) startRequests(ctx context.Context, reqs []replayRequest) error 
 func (c *Client) scan(ctx context.Context) error {
 	for {
 		c.mu.Lock()
-		if c.err != nil {
+		if c.err != nil || len(c.requests) > 0 {
+			// New since requests start from what has been sent by now, so
+			// serve them before queueing anything further.
 			c.mu.Unlock()
 			return nil
 		}
@@ -513,7 +537,7 @@ func (c *Client) enqueueReplayed(ctx context.Context, m *Message, gen uint64) (b
 		}
 		if len(c.queue) == 0 || c.qbytes+m.size() <= c.hub.opts.QueueBytes {
 			c.enqueueLocked(Item{Msg: m})
-			c.pos = m.seq
+			c.pos, c.sent = m.seq, m.seq
 			c.mu.Unlock()
 			return true, nil
 		}
@@ -544,6 +568,12 @@ func (c *Client) wants(m *Message) bool {
 // resetAll tells the client it lost events on every subscription and moves
 // it to the head of the log.
 func (c *Client) resetAll(ctx context.Context) error {
+	// A replay that fell behind retention usually has a full queue (its
+	// writer is slow): wait for room like a replayed event does, rather than
+	// fail the client for the reset that explains what it missed.
+	if err := c.waitRoom(ctx, Item{Reset: &Reset{}}.size()); err != nil {
+		return err
+	}
 	b, err := c.hub.broker.Bounds(ctx)
 	if err != nil {
 		return c.brokerErr(err)
@@ -558,6 +588,27 @@ func (c *Client) resetAll(ctx context.Context) error {
 	c.pos = max(c.pos, b.Last)
 	c.enqueueLocked(Item{Reset: &Reset{Reason: ReasonHistoryGone, Topics: topics, Cursor: Cursor{Epoch: b.Epoch, Seq: b.Last}}})
 	return nil
+}
+
+// waitRoom waits, at most ReplayWait, until n more bytes fit in the queue.
+func (c *Client) waitRoom(ctx context.Context, n int) error {
+	timer := time.NewTimer(c.hub.opts.ReplayWait)
+	defer timer.Stop()
+	for {
+		c.mu.Lock()
+		ok := c.err != nil || len(c.queue) == 0 || c.qbytes+n <= c.hub.opts.QueueBytes
+		c.mu.Unlock()
+		if ok {
+			return nil
+		}
+		select {
+		case <-c.space:
+		case <-timer.C:
+			return ErrSlowConsumer
+		case <-ctx.Done():
+			return nil
+		}
+	}
 }
 
 // goLive appends the pending live events and leaves catching mode, unless
@@ -595,7 +646,7 @@ func (c *Client) goLive(ctx context.Context) (done bool, err error) {
 	for _, m := range c.pending {
 		if m.seq > c.pos {
 			c.enqueueLocked(Item{Msg: m})
-			c.pos = m.seq
+			c.pos, c.sent = m.seq, m.seq
 		}
 	}
 	c.pending, c.pendSize, c.pendLast = nil, 0, 0

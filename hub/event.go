@@ -9,6 +9,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 )
 
 // DefaultType is the type of an event published without one.
@@ -57,6 +58,11 @@ func (d *Draft) Normalize() error {
 	if len(bytes.TrimSpace(d.Data)) == 0 {
 		d.Data = json.RawMessage("null")
 		return nil
+	}
+	// json.Compact checks syntax only; JSON text is UTF-8, and a WebSocket
+	// text frame that is not makes the receiver fail the connection.
+	if !utf8.Valid(d.Data) {
+		return fmt.Errorf("%w: not valid UTF-8", ErrInvalidData)
 	}
 	var buf bytes.Buffer
 	buf.Grow(len(d.Data))

@@ -62,7 +62,8 @@ type Hub struct {
 	ctx     context.Context // cancelled by Close; parent of every client context
 	cancel  context.CancelFunc
 	done    chan struct{}
-	wg      sync.WaitGroup // dispatchers and replay workers
+	closed  sync.Once
+	wg      sync.WaitGroup // shard dispatchers (replay goroutines belong to their clients)
 	nextID  atomic.Uint64
 	closing atomic.Bool
 
@@ -186,6 +187,7 @@ func (s *shard) dispatch(msgs []*Message) {
 
 // Publish validates and publishes drafts as one batch: all are appended in
 // order, or none is. It returns the published messages with their cursors.
+// It normalizes the drafts in place (default type, compacted data).
 // Errors wrap ErrInvalidTopic, ErrInvalidType, ErrInvalidData or ErrClosed.
 func (h *Hub) Publish(ctx context.Context, drafts ...Draft) ([]*Message, error) {
 	if len(drafts) == 0 {
@@ -339,12 +341,11 @@ func (h *Hub) Shutdown() {
 func (h *Hub) Close(ctx context.Context) error {
 	h.Shutdown()
 	h.cancel()
-	err := h.broker.Close()
-	select {
-	case <-h.done:
-	default:
+	var err error
+	h.closed.Do(func() {
+		err = h.broker.Close()
 		close(h.done)
-	}
+	})
 	waited := make(chan struct{})
 	go func() { h.wg.Wait(); close(waited) }()
 	select {

@@ -1,0 +1,220 @@
+package hub_test
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"math"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+	"unicode/utf8"
+
+	"github.com/heraldpush/herald/hub"
+)
+
+func TestCursorRoundTrip(t *testing.T) {
+	for _, c := range []hub.Cursor{
+		{Epoch: "abc", Seq: 0},
+		{Epoch: "x", Seq: 1},
+		{Epoch: "A_b9", Seq: 42},
+		{Epoch: hub.NewEpoch(), Seq: math.MaxUint64},
+		{Epoch: strings.Repeat("e", 107), Seq: math.MaxUint64}, // 128 bytes in all
+	} {
+		s := c.String()
+		if got := string(c.AppendText([]byte("pre"))); got != "pre"+s {
+			t.Errorf("AppendText = %q, want %q", got, "pre"+s)
+		}
+		got, err := hub.ParseCursor(s)
+		if err != nil || got != c {
+			t.Errorf("ParseCursor(%q) = %+v, %v; want %+v", s, got, err, c)
+		}
+	}
+}
+
+func TestParseCursorMalformed(t *testing.T) {
+	for _, s := range []string{
+		"",
+		"-",
+		"abc",
+		"abc-",
+		"-12",
+		"abc-x",
+		"abc-1x",
+		"abc-+1",
+		"abc--1",
+		"abc- 1",
+		"abc-1 ",
+		"abc-0x10",
+		"abc-18446744073709551616", // overflows uint64
+		"ab.c-1",
+		"ab-c-1", // the epoch may not contain the separator
+		"ab c-1",
+		"é-1",
+		"ab\x00-1",
+		strings.Repeat("e", 127) + "-1", // 129 bytes
+	} {
+		if c, err := hub.ParseCursor(s); !errors.Is(err, hub.ErrBadCursor) {
+			t.Errorf("ParseCursor(%q) = %+v, %v; want ErrBadCursor", s, c, err)
+		}
+	}
+}
+
+func TestNewEpoch(t *testing.T) {
+	seen := map[string]bool{}
+	for range 2000 {
+		e := hub.NewEpoch()
+		if len(e) != 10 {
+			t.Fatalf("epoch %q is not 10 characters", e)
+		}
+		for _, c := range e {
+			if !strings.ContainsRune("abcdefghijklmnopqrstuvwxyz234567", c) {
+				t.Fatalf("epoch %q has %q outside lowercase base32", e, c)
+			}
+		}
+		if seen[e] {
+			t.Fatalf("epoch %q drawn twice", e)
+		}
+		seen[e] = true
+		if _, err := hub.ParseCursor(hub.Cursor{Epoch: e, Seq: 7}.String()); err != nil {
+			t.Fatalf("cursor with epoch %q does not parse: %v", e, err)
+		}
+	}
+}
+
+func TestDraftNormalize(t *testing.T) {
+	cases := []struct {
+		name    string
+		in      hub.Draft
+		typ     string
+		data    string
+		wantErr error
+	}{
+		{"default type", hub.Draft{Topic: "a", Data: []byte(`1`)}, "message", "1", nil},
+		{"own type", hub.Draft{Topic: "a", Type: "order.created:v2_x-y", Data: []byte(`1`)}, "order.created:v2_x-y", "1", nil},
+		{"64-byte type", hub.Draft{Topic: "a", Type: strings.Repeat("t", 64)}, strings.Repeat("t", 64), "null", nil},
+		{"missing data", hub.Draft{Topic: "a"}, "message", "null", nil},
+		{"blank data", hub.Draft{Topic: "a", Data: []byte(" \r\n\t ")}, "message", "null", nil},
+		{"compacted", hub.Draft{Topic: "a", Data: []byte("{ \"a\" : [1,\n 2 ],\r\n\t\"b\": \"x  y\\n\" }\n")}, "message", `{"a":[1,2],"b":"x  y\n"}`, nil},
+		{"scalar with spaces", hub.Draft{Topic: "a", Data: []byte("  \"s\"  ")}, "message", `"s"`, nil},
+		{"json null", hub.Draft{Topic: "a", Data: []byte("null")}, "message", "null", nil},
+		{"unicode kept", hub.Draft{Topic: "a", Data: []byte(`"é\u2028"`)}, "message", `"é\u2028"`, nil},
+		{"reserved type", hub.Draft{Topic: "a", Type: "herald.reset"}, "", "", hub.ErrInvalidType},
+		{"reserved prefix alone", hub.Draft{Topic: "a", Type: "herald."}, "", "", hub.ErrInvalidType},
+		{"65-byte type", hub.Draft{Topic: "a", Type: strings.Repeat("t", 65)}, "", "", hub.ErrInvalidType},
+		{"type with space", hub.Draft{Topic: "a", Type: "a b"}, "", "", hub.ErrInvalidType},
+		{"type with slash", hub.Draft{Topic: "a", Type: "a/b"}, "", "", hub.ErrInvalidType},
+		{"type with quote", hub.Draft{Topic: "a", Type: `a"b`}, "", "", hub.ErrInvalidType},
+		{"type non-ascii", hub.Draft{Topic: "a", Type: "é"}, "", "", hub.ErrInvalidType},
+		{"bad topic", hub.Draft{Topic: "a..b"}, "", "", hub.ErrInvalidTopic},
+		{"pattern as topic", hub.Draft{Topic: "a.*"}, "", "", hub.ErrInvalidTopic},
+		{"empty topic", hub.Draft{}, "", "", hub.ErrInvalidTopic},
+		{"truncated object", hub.Draft{Topic: "a", Data: []byte(`{"a":`)}, "", "", hub.ErrInvalidData},
+		{"two values", hub.Draft{Topic: "a", Data: []byte(`1 2`)}, "", "", hub.ErrInvalidData},
+		{"bare word", hub.Draft{Topic: "a", Data: []byte(`hello`)}, "", "", hub.ErrInvalidData},
+		{"trailing comma", hub.Draft{Topic: "a", Data: []byte(`[1,]`)}, "", "", hub.ErrInvalidData},
+		{"raw newline in string", hub.Draft{Topic: "a", Data: []byte("\"a\nb\"")}, "", "", hub.ErrInvalidData},
+		// JSON text is UTF-8 (RFC 8259), and a WebSocket text frame that is
+		// not makes browsers fail the connection (RFC 6455 8.1).
+		{"invalid UTF-8 in string", hub.Draft{Topic: "a", Data: []byte("\"\xff\xfe\"")}, "", "", hub.ErrInvalidData},
+		{"truncated UTF-8", hub.Draft{Topic: "a", Data: []byte("[\"\xc3\"]")}, "", "", hub.ErrInvalidData},
+	}
+	for _, c := range cases {
+		d := c.in
+		err := d.Normalize()
+		if c.wantErr != nil {
+			if !errors.Is(err, c.wantErr) {
+				t.Errorf("%s: Normalize = %v, want %v", c.name, err, c.wantErr)
+			}
+			continue
+		}
+		if err != nil {
+			t.Errorf("%s: Normalize = %v", c.name, err)
+			continue
+		}
+		if d.Type != c.typ || string(d.Data) != c.data {
+			t.Errorf("%s: got type %q data %s, want %q %s", c.name, d.Type, d.Data, c.typ, c.data)
+		}
+		if bytes.ContainsAny(d.Data, "\r\n") || !json.Valid(d.Data) || !utf8.Valid(d.Data) {
+			t.Errorf("%s: data %q is not one line of UTF-8 JSON", c.name, d.Data)
+		}
+	}
+}
+
+func TestEventJSONRoundTrip(t *testing.T) {
+	loc := time.FixedZone("X", 5*3600+1800)
+	ev := hub.Event{
+		ID:    hub.Cursor{Epoch: "abcdefghij", Seq: 12345},
+		Topic: "orders.42",
+		Type:  "order.created",
+		Data:  json.RawMessage(`{"n":[1,2,{"s":"x\"y"}]}`),
+		Time:  time.Date(2026, 11, 21, 10, 11, 12, 123456789, loc),
+	}
+	b := ev.AppendJSON(nil)
+	want := `{"id":"abcdefghij-12345","topic":"orders.42","type":"order.created","data":{"n":[1,2,{"s":"x\"y"}]},"time":"2026-11-21T04:41:12.123456789Z"}`
+	if string(b) != want {
+		t.Fatalf("AppendJSON =\n%s\nwant\n%s", b, want)
+	}
+	if m, err := json.Marshal(ev); err != nil || !bytes.Equal(m, b) {
+		t.Fatalf("json.Marshal = %s, %v", m, err)
+	}
+	var back hub.Event
+	if err := json.Unmarshal(b, &back); err != nil {
+		t.Fatalf("failed to unmarshal: %v", err)
+	}
+	if back.ID != ev.ID || back.Topic != ev.Topic || back.Type != ev.Type ||
+		!bytes.Equal(back.Data, ev.Data) || !back.Time.Equal(ev.Time) {
+		t.Fatalf("round trip = %+v, want %+v", back, ev)
+	}
+	if again := back.AppendJSON(nil); !bytes.Equal(again, b) {
+		t.Fatalf("re-encoded = %s", again)
+	}
+	// Missing data encodes as null.
+	ev.Data = nil
+	if b := ev.AppendJSON(nil); !bytes.Contains(b, []byte(`"data":null,`)) || !json.Valid(b) {
+		t.Fatalf("nil data encodes as %s", b)
+	}
+	// Decoding checks the cursor.
+	var e hub.Event
+	if err := json.Unmarshal([]byte(`{"id":"nope","topic":"a"}`), &e); !errors.Is(err, hub.ErrBadCursor) {
+		t.Fatalf("bad id: %v", err)
+	}
+	if err := json.Unmarshal([]byte(`{"id":`), &e); err == nil {
+		t.Fatal("truncated JSON decoded")
+	}
+}
+
+var testFormat = hub.NewFormat(func(dst []byte, m *hub.Message) []byte {
+	formatCalls.Add(1)
+	dst = append(dst, "F:"...)
+	return append(dst, m.Envelope()...)
+})
+
+var formatCalls atomic.Int64
+
+func TestMessageFrame(t *testing.T) {
+	m := hub.NewMessage(hub.Event{ID: hub.Cursor{Epoch: "e", Seq: 1}, Topic: "a", Type: "t", Data: []byte(`1`), Time: time.Unix(0, 0)})
+	if !bytes.Equal(m.Envelope(), m.AppendJSON(nil)) {
+		t.Fatalf("envelope %s", m.Envelope())
+	}
+	formatCalls.Store(0)
+	var wg sync.WaitGroup
+	frames := make([][]byte, 8)
+	for i := range frames {
+		wg.Add(1)
+		go func() { defer wg.Done(); frames[i] = m.Frame(testFormat) }()
+	}
+	wg.Wait()
+	for _, f := range frames {
+		if string(f) != "F:"+string(m.Envelope()) {
+			t.Fatalf("frame = %s", f)
+		}
+	}
+	calls := formatCalls.Load()
+	again := m.Frame(testFormat)
+	if formatCalls.Load() != calls || &again[0] != &m.Frame(testFormat)[0] {
+		t.Fatal("a cached frame was encoded again")
+	}
+}

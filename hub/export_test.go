@@ -1,0 +1,43 @@
+package hub
+
+// Test-only views of client state that the tests use to prove that a
+// scenario really took the path it is about (not part of the API).
+
+// PendingLost reports whether c's pending buffer overflowed during the
+// running replay, so the replay has to read the log again.
+func PendingLost(c *Client) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.pendLost
+}
+
+// Catching reports whether a replay is running for c.
+func Catching(c *Client) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.catching
+}
+
+// Dispatched is the position up to which every shard has offered the log to
+// its clients.
+func Dispatched(h *Hub) uint64 {
+	m := ^uint64(0)
+	for _, s := range h.shards {
+		m = min(m, s.dispatched.Load())
+	}
+	return m
+}
+
+// Queued returns how many items wait in c's queue.
+func Queued(c *Client) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.queue)
+}
+
+// Pending returns how many live events wait in c's pending buffer.
+func Pending(c *Client) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.pending)
+}
