@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/heraldpush/herald/internal/wait"
+
 	"github.com/heraldpush/herald/hub"
 )
 
@@ -262,16 +264,7 @@ func settle(t testing.TB, h *hub.Hub) {
 // eventually polls cond until it holds, for state that no channel announces.
 func eventually(t testing.TB, what string, cond func() bool) {
 	t.Helper()
-	poll := time.NewTicker(200 * time.Microsecond)
-	defer poll.Stop()
-	deadline := time.After(waitTimeout)
-	for !cond() {
-		select {
-		case <-poll.C:
-		case <-deadline:
-			t.Fatalf("timed out waiting for %s", what)
-		}
-	}
+	wait.For(t, waitTimeout, what, cond)
 }
 
 // waitClosed waits for ch to be closed.

@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/heraldpush/herald/internal/wait"
+
 	"github.com/coder/websocket"
 )
 
@@ -119,7 +121,7 @@ func TestStreamingThroughMiddleware(t *testing.T) {
 	t.Run("access log", func(t *testing.T) {
 		s.do(t, http.MethodGet, "/healthz?access_token=secret", noContentType, "")
 		s.do(t, http.MethodGet, "/v1/nope", noContentType, "")
-		eventually(t, 5*time.Second, "access log lines", func() bool {
+		wait.For(t, 5*time.Second, "access log lines", func() bool {
 			l := logs.String()
 			return strings.Contains(l, "path=/healthz status=200") &&
 				strings.Contains(l, "path=/v1/nope status=404") &&
@@ -147,7 +149,7 @@ func TestPanicRecovery(t *testing.T) {
 
 	// Nothing written yet: a clean JSON 500.
 	assertError(t, s.do(t, http.MethodGet, "/v1/events", noContentType, ""), http.StatusInternalServerError, "internal")
-	eventually(t, 5*time.Second, "the panic to be logged", func() bool {
+	wait.For(t, 5*time.Second, "the panic to be logged", func() bool {
 		return strings.Contains(logs.String(), "panic serving request") && strings.Contains(logs.String(), "boom")
 	})
 

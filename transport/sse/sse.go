@@ -1,13 +1,50 @@
 // Package sse serves the hub's events as Server-Sent Events on GET /v1/events.
+//
+// One request is one hub.Client. The handler goroutine that net/http runs
+// for the request is the connection's only writer: it subscribes, sends the
+// headers and the retry hint, then waits on the client's wake channel, a
+// heartbeat timer and the request's context. Each wake drains everything the
+// hub queued and writes it as one buffer with one flush, so a burst costs one
+// write per connection rather than one per event, and an idle connection
+// holds no buffer.
+//
+// Slow consumers: the hub bounds each client's queue (hub.Options.QueueBytes).
+// A client that lets it overflow is failed by the hub with
+// hub.ErrSlowConsumer without ever blocking the publisher or other clients;
+// its handler sees the error at its next Drain and closes the connection
+// (not a clean end of the response, which would keep the socket open for
+// keep-alive behind a backlog the client never read). A client that stops
+// reading leaves the handler blocked in a write: the per-batch write deadline
+// (Options.WriteTimeout) bounds that, after which the client is failed as a
+// slow consumer and the connection is closed. So a stalled connection lives
+// at most about WriteTimeout after its queue overflowed. The browser's
+// EventSource then reconnects with Last-Event-ID and resumes where it stopped
+// (or gets a herald.reset if that is no longer retained).
+//
+// On hub shutdown (hub.ErrGoingAway) the response ends cleanly instead, so
+// the client sees the end of the stream and reconnects elsewhere.
 package sse
 
 import (
 	"log/slog"
 	"net/http"
+	"strconv"
 	"time"
 
 	"github.com/heraldpush/herald/hub"
+	"github.com/heraldpush/herald/transport/apierror"
 )
+
+// Defaults of Options.
+const (
+	DefaultHeartbeat    = 15 * time.Second
+	DefaultRetry        = 2 * time.Second
+	DefaultWriteTimeout = 10 * time.Second
+)
+
+// MaxPatterns is the most topic= patterns one request may subscribe to; more
+// is 400 invalid_pattern. It bounds the index entries one request can create.
+const MaxPatterns = 256
 
 // Options configures a Handler.
 type Options struct {
@@ -18,13 +55,116 @@ type Options struct {
 	Logger       *slog.Logger
 }
 
-// Handler serves GET /v1/events.
-type Handler struct{ opts Options }
+// Handler serves GET /v1/events. It is safe for concurrent use; each request
+// is served entirely by the goroutine net/http runs it on.
+//
+// It does not track its requests itself: hub.Shutdown (or Close) fails every
+// hub client with hub.ErrGoingAway, which ends every open stream promptly, so
+// http.Server.Shutdown can then wait for the handlers to return.
+type Handler struct {
+	opts  Options
+	retry []byte // the "retry: N\n\n" preamble
+}
 
-// New returns a Handler.
-func New(o Options) *Handler { return &Handler{opts: o} }
+// New returns a Handler serving o.Hub, which must not be nil.
+func New(o Options) *Handler {
+	if o.Hub == nil {
+		panic("sse: Options.Hub is nil")
+	}
+	if o.Heartbeat <= 0 {
+		o.Heartbeat = DefaultHeartbeat
+	}
+	if o.Retry <= 0 {
+		o.Retry = DefaultRetry
+	}
+	if o.WriteTimeout <= 0 {
+		o.WriteTimeout = DefaultWriteTimeout
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	retry := strconv.AppendInt([]byte("retry: "), o.Retry.Milliseconds(), 10)
+	return &Handler{opts: o, retry: append(retry, "\n\n"...)}
+}
 
-// ServeHTTP implements http.Handler.
+// ServeHTTP implements http.Handler. It returns when the client goes away,
+// the hub closes the client (slow consumer, shutdown, broker failure) or a
+// write fails or times out.
+//
+// Query: topic=PATTERN (repeatable, at least one), last_event_id=CURSOR; the
+// Last-Event-ID header wins over the query parameter. An unusable cursor is
+// not an error: the stream opens and starts with a herald.reset event.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	http.Error(w, "not implemented", http.StatusNotImplemented)
+	if r.Method != http.MethodGet {
+		w.Header().Set("Allow", http.MethodGet)
+		apierror.Write(w, apierror.New(http.StatusMethodNotAllowed, apierror.MethodNotAllowed, "use GET for the event stream"))
+		return
+	}
+	q := r.URL.Query()
+	patterns, perr := parsePatterns(q["topic"])
+	if perr != nil {
+		apierror.Write(w, perr)
+		return
+	}
+	if !canFlush(w) {
+		h.opts.Logger.Error("sse: the response writer cannot flush; a wrapper must keep Flush or Unwrap (felixge/httpsnoop)")
+		apierror.Write(w, apierror.New(http.StatusInternalServerError, apierror.Internal, "streaming is not supported by this server"))
+		return
+	}
+	since := r.Header.Get("Last-Event-ID")
+	if since == "" {
+		since = q.Get("last_event_id")
+	}
+
+	c, err := h.opts.Hub.NewClient("sse")
+	if err != nil {
+		// The hub is shutting down: this node takes no new streams.
+		apierror.Write(w, apierror.New(http.StatusServiceUnavailable, apierror.Unavailable, "the server is shutting down"))
+		return
+	}
+	defer c.Close()
+	// Registration is synchronous: every event published from here on is
+	// queued for c, so once the client sees the response open it misses
+	// nothing (SPEC: the subscription is live before the headers go out).
+	if err := c.Subscribe(hub.SubscribeRequest{Patterns: patterns, Since: since}); err != nil {
+		apierror.WriteErr(w, err)
+		return
+	}
+	h.serveStream(w, r, c)
+}
+
+// parsePatterns validates every topic= value; the first bad one is the error.
+func parsePatterns(raw []string) ([]hub.Pattern, *apierror.Error) {
+	if len(raw) == 0 {
+		return nil, apierror.New(http.StatusBadRequest, apierror.InvalidPattern, "at least one topic= pattern is required")
+	}
+	if len(raw) > MaxPatterns {
+		return nil, apierror.New(http.StatusBadRequest, apierror.InvalidPattern,
+			"at most "+strconv.Itoa(MaxPatterns)+" topic= patterns per stream")
+	}
+	out := make([]hub.Pattern, 0, len(raw))
+	for _, s := range raw {
+		p, err := hub.ParsePattern(s)
+		if err != nil {
+			return nil, apierror.New(http.StatusBadRequest, apierror.InvalidPattern, err.Error())
+		}
+		out = append(out, p)
+	}
+	return out, nil
+}
+
+// canFlush reports whether http.ResponseController can flush w, following
+// Unwrap as it does, so a wrapper that hides Flush is found before the
+// status is sent.
+func canFlush(w http.ResponseWriter) bool {
+	for {
+		switch t := w.(type) {
+		case http.Flusher, interface{ FlushError() error }:
+			return true
+		case interface{ Unwrap() http.ResponseWriter }:
+			w = t.Unwrap()
+		default:
+			return false
+		}
+	}
 }

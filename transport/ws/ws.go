@@ -1,37 +1,169 @@
 // Package ws serves the hub over WebSocket on GET /v1/ws.
+//
+// Each connection has one hub.Client, one writer goroutine that drains the
+// client's queue and one reader goroutine that handles the client's
+// messages (session.go). The writer coalesces every frame of a drained batch
+// into a single write on the socket (cork.go): one write() per batch rather
+// than one per frame is what lets a small box fan out to many connections.
+// An idle connection holds no buffer beyond a few hundred bytes and two
+// minimal goroutine stacks (read.go).
 package ws
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"net/http"
+	"sync"
+	"sync/atomic"
 	"time"
 
+	"github.com/coder/websocket"
+
 	"github.com/heraldpush/herald/hub"
+	"github.com/heraldpush/herald/transport/apierror"
+)
+
+// Subprotocol is the WebSocket subprotocol of the wire protocol. Clients that
+// offer no subprotocol are accepted too.
+const Subprotocol = "herald.v1"
+
+// Defaults for the zero values of Options.
+const (
+	DefaultReadLimit    = 64 << 10
+	DefaultPingInterval = 25 * time.Second
+	DefaultWriteTimeout = 10 * time.Second
 )
 
 // Options configures a Handler.
 type Options struct {
 	Hub            *hub.Hub
 	AllowedOrigins []string      // Origin patterns (coder/websocket OriginPatterns); empty: same host only
-	ReadLimit      int64         // largest client message; default 64 KiB
-	PingInterval   time.Duration // keep-alive ping interval; default 25s
-	WriteTimeout   time.Duration // deadline for each batch write; default 10s
+	ReadLimit      int64         // largest client message; default 64 KiB; a larger one closes with 1009
+	PingInterval   time.Duration // keep-alive ping interval; default 25s; negative disables pings
+	WriteTimeout   time.Duration // deadline for each batch write; default 10s; missing it closes with 4008
 	Logger         *slog.Logger
 }
 
 // Handler serves GET /v1/ws.
-type Handler struct{ opts Options }
+//
+// ServeHTTP returns as soon as the connection is upgraded: the connection's
+// goroutines are the Handler's, not net/http's, so that nothing of the HTTP
+// server's per-request state (its 4 KiB read and write buffers among it) stays
+// alive for the life of an idle connection. Wait waits for them.
+type Handler struct {
+	opts   Options
+	accept websocket.AcceptOptions
+	conns  tracker
 
-// New returns a Handler.
-func New(o Options) *Handler { return &Handler{opts: o} }
+	// Counters of the write path, read by tests to prove coalescing.
+	frames atomic.Int64 // data frames handed to the connection
+	writes atomic.Int64 // write calls made on sockets
+}
 
-// ServeHTTP implements http.Handler.
+// New returns a Handler. It panics if o.Hub is nil.
+func New(o Options) *Handler {
+	if o.Hub == nil {
+		panic("ws: Options.Hub is nil")
+	}
+	if o.ReadLimit <= 0 {
+		o.ReadLimit = DefaultReadLimit
+	}
+	if o.PingInterval == 0 {
+		o.PingInterval = DefaultPingInterval
+	}
+	if o.WriteTimeout <= 0 {
+		o.WriteTimeout = DefaultWriteTimeout
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	return &Handler{
+		opts: o,
+		accept: websocket.AcceptOptions{
+			Subprotocols:    []string{Subprotocol},
+			OriginPatterns:  o.AllowedOrigins,
+			CompressionMode: websocket.CompressionDisabled,
+		},
+	}
+}
+
+// ServeHTTP implements http.Handler. A request that is not a valid WebSocket
+// handshake, or comes from an origin that is not allowed, gets the protocol's
+// JSON error; so does one that arrives while the hub is shutting down (503).
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	http.Error(w, "not implemented", http.StatusNotImplemented)
+	// Counted from the start, so that Wait also covers a handshake in progress.
+	h.conns.add()
+	client, err := h.opts.Hub.NewClient("ws")
+	if err != nil {
+		h.conns.done()
+		apierror.WriteErr(w, err)
+		return
+	}
+	uw := &upgradeWriter{ResponseWriter: w, h: h}
+	ws, err := websocket.Accept(uw, r, &h.accept)
+	if err != nil {
+		client.Close()
+		if uw.conn != nil {
+			_ = uw.conn.Abort()
+		}
+		uw.flushError()
+		h.conns.done()
+		h.opts.Logger.Debug("websocket handshake failed", "remote", r.RemoteAddr, "err", err)
+		return
+	}
+	ws.SetReadLimit(h.opts.ReadLimit)
+	newSession(h, client, ws, uw.conn).start() // its writer marks the session done
 }
 
 // Wait blocks until every connection's goroutines have ended (after
 // hub.Shutdown, each is closed with 1001), or ctx expires. http.Server's
 // Shutdown does not track hijacked connections, so the server calls this.
-func (h *Handler) Wait(ctx context.Context) error { return nil }
+func (h *Handler) Wait(ctx context.Context) error {
+	if err := h.conns.wait(ctx); err != nil {
+		return fmt.Errorf("failed to wait for WebSocket connections: %w", err)
+	}
+	return nil
+}
+
+// tracker counts running connections. Unlike a sync.WaitGroup it may be
+// waited on while connections still arrive.
+type tracker struct {
+	mu   sync.Mutex
+	n    int
+	idle chan struct{} // closed when n drops to 0; nil while n == 0
+}
+
+func (t *tracker) add() {
+	t.mu.Lock()
+	if t.n == 0 {
+		t.idle = make(chan struct{})
+	}
+	t.n++
+	t.mu.Unlock()
+}
+
+func (t *tracker) done() {
+	t.mu.Lock()
+	t.n--
+	if t.n == 0 {
+		close(t.idle)
+		t.idle = nil
+	}
+	t.mu.Unlock()
+}
+
+func (t *tracker) wait(ctx context.Context) error {
+	t.mu.Lock()
+	idle := t.idle
+	t.mu.Unlock()
+	if idle == nil {
+		return nil
+	}
+	select {
+	case <-idle:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}

@@ -1,0 +1,83 @@
+package sse
+
+import (
+	"encoding/json"
+	"sync"
+
+	"github.com/heraldpush/herald/hub"
+)
+
+// ResetEvent is the event type of the control event telling a client it
+// missed events (SPEC "Control events").
+const ResetEvent = "herald.reset"
+
+// frameFormat encodes an event once per process: every SSE subscriber of a
+// message writes the same cached bytes.
+//
+//	id: CURSOR
+//	event: TYPE
+//	data: ENVELOPE
+//	(blank line)
+//
+// The envelope is one line of JSON (the hub compacts data at publish), and
+// cursors and types never contain a line break, so no field needs splitting.
+var frameFormat = hub.NewFormat(func(dst []byte, m *hub.Message) []byte {
+	dst = append(dst, "id: "...)
+	dst = m.ID.AppendText(dst)
+	dst = append(dst, "\nevent: "...)
+	dst = append(dst, m.Type...)
+	dst = append(dst, "\ndata: "...)
+	dst = append(dst, m.Envelope()...)
+	return append(dst, "\n\n"...)
+})
+
+// pingFrame is the heartbeat: a comment line, ignored by EventSource.
+var pingFrame = []byte(": ping\n\n")
+
+// appendReset frames a herald.reset. Its id is the head cursor, so the
+// browser's automatic reconnect resumes from there rather than from the
+// unusable cursor.
+func appendReset(dst []byte, r *hub.Reset) []byte {
+	topics := r.Topics
+	if topics == nil {
+		topics = []string{}
+	}
+	data, _ := json.Marshal(struct {
+		Reason string   `json:"reason"`
+		Topics []string `json:"topics"`
+	}{r.Reason, topics})
+	dst = append(dst, "id: "...)
+	dst = r.Cursor.AppendText(dst)
+	dst = append(dst, "\nevent: "+ResetEvent+"\ndata: "...)
+	dst = append(dst, data...)
+	return append(dst, "\n\n"...)
+}
+
+// appendItem appends the wire form of one queued item.
+func appendItem(dst []byte, it hub.Item) []byte {
+	switch {
+	case it.Msg != nil:
+		return append(dst, it.Msg.Frame(frameFormat)...)
+	case it.Reset != nil:
+		return appendReset(dst, it.Reset)
+	default:
+		return append(dst, it.Raw...) // already a complete frame
+	}
+}
+
+// Batch buffers are shared by all connections and held only for the length
+// of one write, so an idle connection owns none. A buffer that grew past
+// maxPooled (a large burst) is left to the collector instead of being kept.
+const maxPooled = 256 << 10
+
+var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, 16<<10); return &b }}
+
+func getBuf() *[]byte { return bufPool.Get().(*[]byte) }
+
+func putBuf(bp *[]byte, b []byte) {
+	if cap(b) > maxPooled {
+		return
+	}
+	*bp = b[:0]
+	bufPool.Put(bp)
+}

@@ -1,0 +1,159 @@
+package sse
+
+import (
+	"errors"
+	"net"
+	"net/http"
+	"os"
+	"time"
+
+	"github.com/heraldpush/herald/hub"
+)
+
+// keepItems is the largest Drain slice kept between batches. A burst may
+// grow it much further; keeping that while idle would cost every
+// connection that ever saw a burst.
+const keepItems = 128
+
+// serveStream writes the stream headers, the retry hint and then every item
+// the hub queues for c until one side ends. It runs on the request's
+// goroutine, the only one that touches w.
+func (h *Handler) serveStream(w http.ResponseWriter, r *http.Request, c *hub.Client) {
+	hdr := w.Header()
+	hdr.Set("Content-Type", "text/event-stream")
+	hdr.Set("Cache-Control", "no-cache")
+	hdr.Set("X-Accel-Buffering", "no")
+	if r.ProtoMajor == 1 {
+		// Connection-specific headers are forbidden in HTTP/2 and 3 (RFC 9113 §8.2.2).
+		hdr.Set("Connection", "keep-alive")
+	}
+	w.WriteHeader(http.StatusOK)
+
+	s := &writer{w: w, rc: http.NewResponseController(w), timeout: h.opts.WriteTimeout, deadlines: true}
+	log := h.opts.Logger
+	if err := s.write(h.retry); err != nil {
+		h.writeFailed(c, s, err)
+		return
+	}
+
+	heartbeat := time.NewTimer(h.opts.Heartbeat)
+	defer heartbeat.Stop()
+	done := r.Context().Done()
+	var items []hub.Item
+	for {
+		var err error
+		select {
+		case <-done:
+			return
+		case <-heartbeat.C:
+			err = s.write(pingFrame)
+		case <-c.Wake():
+			var derr error
+			items, derr = c.Drain(items)
+			if derr != nil {
+				// The hub closed the client: slow consumer, shutdown or a
+				// broker failure. Its queue is gone; ending the response makes
+				// the client reconnect with its last id.
+				log.Debug("sse: stream closed by hub", "client", c.ID(), "reason", derr)
+				if errors.Is(derr, hub.ErrSlowConsumer) {
+					s.abort()
+				}
+				return
+			}
+			if len(items) == 0 {
+				continue
+			}
+			err = s.writeItems(items)
+			clear(items) // do not pin the batch's messages while idle
+			if cap(items) > keepItems {
+				items = nil
+			}
+		}
+		if err != nil {
+			h.writeFailed(c, s, err)
+			return
+		}
+		// Anything written counts as keep-alive; a ping is due only after a
+		// full quiet interval.
+		heartbeat.Reset(h.opts.Heartbeat)
+	}
+}
+
+// writeFailed classifies a failed write. A deadline means the client stopped
+// reading: it is failed as a slow consumer (counted in hub.Stats). Anything
+// else is a connection that went away. HTTP/2 reports an expired deadline
+// as a reset stream, hence the check of the clock as well as of the error.
+func (h *Handler) writeFailed(c *hub.Client, s *writer, err error) {
+	if isTimeout(err) || s.expired() {
+		c.Fail(hub.ErrSlowConsumer)
+		h.opts.Logger.Debug("sse: write deadline passed, dropping slow consumer", "client", c.ID())
+		return
+	}
+	h.opts.Logger.Debug("sse: write failed", "client", c.ID(), "err", err)
+}
+
+func isTimeout(err error) bool {
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		return true
+	}
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// writer sends whole batches: one deadline, one Write, one Flush each.
+// It is owned by the request goroutine and not safe for concurrent use.
+type writer struct {
+	w         http.ResponseWriter
+	rc        *http.ResponseController
+	timeout   time.Duration
+	deadlines bool      // false once the ResponseWriter said it cannot set them
+	deadline  time.Time // of the last write
+}
+
+func (s *writer) write(b []byte) error {
+	if s.deadlines {
+		s.deadline = time.Now().Add(s.timeout)
+		if err := s.rc.SetWriteDeadline(s.deadline); err != nil {
+			if !errors.Is(err, http.ErrNotSupported) {
+				return err
+			}
+			s.deadlines = false
+		}
+	}
+	if _, err := s.w.Write(b); err != nil {
+		return err
+	}
+	return s.rc.Flush()
+}
+
+// abort makes the connection close when the handler returns rather than end
+// the response cleanly. A slow consumer's socket may still hold a backlog it
+// has not read; a clean end would keep that connection open for reuse behind
+// it (HTTP/1.1 keep-alive). With the deadline already passed, net/http's
+// final write fails and it drops the connection (HTTP/2: the stream).
+func (s *writer) abort() {
+	if s.deadlines {
+		_ = s.rc.SetWriteDeadline(time.Now())
+	}
+}
+
+// expired reports whether the last write's deadline has passed.
+func (s *writer) expired() bool {
+	return s.deadlines && !time.Now().Before(s.deadline)
+}
+
+// writeItems frames items into one pooled buffer and writes it. A lone event
+// is written straight from its shared, cached frame.
+func (s *writer) writeItems(items []hub.Item) error {
+	if len(items) == 1 && items[0].Msg != nil {
+		return s.write(items[0].Msg.Frame(frameFormat))
+	}
+	bp := getBuf()
+	b := (*bp)[:0]
+	for _, it := range items {
+		b = appendItem(b, it)
+	}
+	err := s.write(b)
+	putBuf(bp, b)
+	return err
+}

@@ -1,0 +1,212 @@
+package ws
+
+import (
+	"net"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+)
+
+// coder/websocket flushes its buffered writer after every message, which
+// would be one write() per frame. corkConn sits under it and turns a batch of
+// frames into one write: the writer corks the connection, writes every frame
+// of the batch through coder/websocket (each lands in memory), and uncorks,
+// which sends them all with a single Write under the batch deadline.
+const (
+	// corkLimit is the most a cork buffer holds: a batch larger than this is
+	// sent in several writes, and a single write of at least this size goes
+	// straight to the socket instead of being copied. It keeps pooled buffers
+	// at a size worth pooling.
+	corkLimit = 64 << 10
+	// corkInitial is the capacity of a fresh cork buffer.
+	corkInitial = 4 << 10
+	// closeFlushTimeout bounds the last write Close makes for bytes still
+	// corked (typically a close frame coder/websocket wrote mid-batch).
+	closeFlushTimeout = time.Second
+)
+
+// corkPool holds cork buffers between batches, so an idle connection holds none.
+var corkPool = sync.Pool{New: func() any {
+	b := make([]byte, 0, corkInitial)
+	return &b
+}}
+
+// corkConn is the net.Conn under a coder/websocket Conn: its write side
+// coalesces batches (this file), its read side lets an idle connection wait
+// on a small stack (read.go).
+//
+// Concurrency: Write, Cork, Uncork, Close and Abort are safe for concurrent
+// use; mu serializes them, and is held across the socket write so bytes reach
+// the socket in the order they were written. coder/websocket serializes whole
+// frames itself, so frames never interleave. See read.go for the read side.
+type corkConn struct {
+	net.Conn
+	writes *atomic.Int64 // the Handler's count of socket writes
+
+	// Read side (read.go).
+	rmu       sync.Mutex // guards early
+	early     []byte     // bytes read from the socket but not yet returned by Read
+	frame     frameCutter
+	raw       syscall.RawConn       // nil where the socket cannot be probed
+	probe     func(fd uintptr) bool // WaitReadable's readiness test, allocated once
+	peek      func(fd uintptr) bool // readable's test, allocated once
+	ready     bool                  // peek's answer
+	nonblock  atomic.Bool           // see SetNonblocking
+	handshake atomic.Bool           // see StartHandshake
+
+	closing  atomic.Bool  // Close or Abort was called: no new socket write starts
+	timeout  atomic.Int64 // deadline of a write outside a batch, as a time.Duration
+	mu       sync.Mutex   // guards the fields below and the socket's write side
+	corked   bool         // a batch is being written: Write appends to buf
+	buf      *[]byte      // from corkPool, only while corked and written to
+	due      time.Time    // deadline of the current batch's writes
+	err      error        // the first failed socket write; every later write fails with it
+	closed   bool         // Close has run
+	abort    sync.Once    // closes the socket once
+	abortErr error        // result of closing the socket
+}
+
+// newCorkConn wraps c. early holds the bytes net/http read from the client
+// beyond the handshake before the hijack (a client may send its first
+// message right behind the handshake); Read returns them first.
+func newCorkConn(c net.Conn, early []byte, writeTimeout time.Duration, writes *atomic.Int64) *corkConn {
+	cc := &corkConn{Conn: c, early: early, writes: writes}
+	cc.timeout.Store(int64(writeTimeout))
+	cc.initProbe()
+	return cc
+}
+
+// SetWriteTimeout changes the deadline of writes made outside a batch
+// (pings, pongs, close frames).
+func (c *corkConn) SetWriteTimeout(d time.Duration) { c.timeout.Store(int64(d)) }
+
+// Cork starts a batch: writes are held in memory until Uncork. Every socket
+// write made for the batch must finish before due.
+func (c *corkConn) Cork(due time.Time) {
+	c.mu.Lock()
+	c.corked = true
+	c.due = due
+	c.mu.Unlock()
+}
+
+// Uncork ends the batch, sending what it holds in one write, and releases the
+// batch's buffer. It returns the first write error of the batch, if any.
+func (c *corkConn) Uncork() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.corked = false
+	if c.buf == nil {
+		return c.err
+	}
+	if b := *c.buf; len(b) > 0 && c.err == nil {
+		c.writeLocked(b, c.due)
+	}
+	c.releaseLocked()
+	return c.err
+}
+
+// Write implements net.Conn. While corked it appends p to the batch;
+// otherwise it writes p to the socket under the write timeout.
+func (c *corkConn) Write(p []byte) (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return 0, net.ErrClosed
+	}
+	if c.err != nil {
+		return 0, c.err
+	}
+	if !c.corked {
+		return c.writeLocked(p, time.Now().Add(time.Duration(c.timeout.Load())))
+	}
+	if c.buf == nil {
+		c.buf = corkPool.Get().(*[]byte)
+	}
+	b := *c.buf
+	if len(b) > 0 && len(b)+len(p) > corkLimit {
+		if _, err := c.writeLocked(b, c.due); err != nil {
+			return 0, err
+		}
+		b = b[:0]
+	}
+	if len(p) >= corkLimit {
+		*c.buf = b
+		return c.writeLocked(p, c.due)
+	}
+	*c.buf = append(b, p...)
+	return len(p), nil
+}
+
+// writeLocked writes p to the socket with deadline due, recording a failure.
+// c.mu is held on entry.
+func (c *corkConn) writeLocked(p []byte, due time.Time) (int, error) {
+	if err := c.Conn.SetWriteDeadline(due); err != nil {
+		c.err = err
+		return 0, err
+	}
+	// Checked after setting the deadline: either Close's shorter deadline
+	// comes later and bounds this write, or closing is already visible here.
+	if c.closing.Load() {
+		c.err = net.ErrClosed
+		return 0, c.err
+	}
+	return c.sendLocked(p)
+}
+
+// sendLocked writes p under the deadline already set. c.mu is held on entry.
+func (c *corkConn) sendLocked(p []byte) (int, error) {
+	c.writes.Add(1)
+	n, err := c.Conn.Write(p)
+	if err != nil {
+		c.err = err
+	}
+	return n, err
+}
+
+// releaseLocked returns the batch buffer to the pool. c.mu is held on entry.
+func (c *corkConn) releaseLocked() {
+	if c.buf == nil {
+		return
+	}
+	if cap(*c.buf) <= 2*corkLimit {
+		*c.buf = (*c.buf)[:0]
+		corkPool.Put(c.buf)
+	}
+	c.buf = nil
+}
+
+// Close sends what a batch still holds, bounded by closeFlushTimeout, and
+// closes the socket. coder/websocket may write a close frame (its answer to
+// the peer's close, or 1009) while a batch is open; without the flush that
+// frame would be lost. A write already in flight is cut short by the same
+// bound rather than waited for.
+func (c *corkConn) Close() error {
+	c.closing.Store(true)
+	due := time.Now().Add(closeFlushTimeout)
+	_ = c.Conn.SetWriteDeadline(due)
+	c.mu.Lock()
+	if !c.closed {
+		c.closed = true
+		if c.buf != nil && len(*c.buf) > 0 && c.err == nil {
+			// Set again: a write that held mu may have set its own deadline.
+			if c.Conn.SetWriteDeadline(due) == nil {
+				_, _ = c.sendLocked(*c.buf)
+			}
+		}
+		c.releaseLocked()
+	}
+	c.mu.Unlock()
+	return c.Abort()
+}
+
+// Abort closes the socket at once, failing any read or write in flight.
+func (c *corkConn) Abort() error {
+	c.closing.Store(true)
+	c.abort.Do(func() { c.abortErr = c.Conn.Close() })
+	return c.abortErr
+}
+
+// Closing reports whether Close or Abort was called: a write that failed
+// after that failed because of it, not because the peer is slow.
+func (c *corkConn) Closing() bool { return c.closing.Load() }

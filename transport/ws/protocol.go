@@ -1,0 +1,219 @@
+package ws
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+
+	"github.com/coder/websocket"
+
+	"github.com/heraldpush/herald/hub"
+	"github.com/heraldpush/herald/transport/apierror"
+)
+
+// eventFormat frames an event as {"op":"event",…envelope fields…}. The hub
+// encodes it once per event and every WebSocket subscriber shares the bytes.
+var eventFormat = hub.NewFormat(func(dst []byte, m *hub.Message) []byte {
+	env := m.Envelope() // {"id":…}: splice "op" in after the opening brace
+	dst = append(dst, `{"op":"event",`...)
+	return append(dst, env[1:]...)
+})
+
+// resetFrame frames a herald.reset for one client. id is the head cursor the
+// client resumes from.
+func resetFrame(r *hub.Reset) []byte {
+	topics := r.Topics
+	if topics == nil {
+		topics = []string{}
+	}
+	b, _ := json.Marshal(struct {
+		Op     string   `json:"op"`
+		Reason string   `json:"reason"`
+		Topics []string `json:"topics"`
+		ID     string   `json:"id"`
+	}{"reset", r.Reason, topics, r.Cursor.String()})
+	return b
+}
+
+// inbound is any client message; which fields matter depends on Op.
+type inbound struct {
+	Op             string          `json:"op"`
+	Ref            json.RawMessage `json:"ref"` // echoed verbatim in the reply
+	Topics         []string        `json:"topics"`
+	Since          string          `json:"since"`
+	Topic          string          `json:"topic"`
+	Type           string          `json:"type"`
+	Data           json.RawMessage `json:"data"`
+	Payload        json.RawMessage `json:"payload"`
+	IdempotencyKey string          `json:"idempotency_key"`
+}
+
+// readLoop is the reader: it handles client messages until the connection
+// closes, then cancels the session's context with the reason. Every reply is
+// queued on the client, so replies and events reach the client in the order
+// they were queued. A bad message gets an error reply and the connection
+// stays open; a message over the read limit makes coder/websocket close it
+// with 1009.
+//
+// Having handled a message, it waits for the next one in a fresh goroutine
+// unless bytes of it are already here (see read.go).
+func (s *session) readLoop() {
+	defer s.tasks.Done()
+	for {
+		if err := s.conn.WaitReadable(); err != nil {
+			s.cancel(err)
+			return
+		}
+		// No deadline: the reader ends when the session closes the connection.
+		s.conn.SetNonblocking(true)
+		typ, b, err := s.ws.Read(context.Background())
+		s.conn.SetNonblocking(false)
+		if errors.Is(err, errWouldBlock) {
+			// Only control frames came (a pong): wait again on a fresh stack.
+			s.tasks.Add(1)
+			go s.readLoop()
+			return
+		}
+		if err != nil {
+			s.cancel(err)
+			return
+		}
+		if typ != websocket.MessageText {
+			s.replyError(nil, apierror.New(http.StatusUnsupportedMediaType, apierror.UnsupportedMediaType,
+				"binary frames are not supported: send each message as a JSON object in a text frame"))
+		} else {
+			s.handle(b)
+		}
+		if !s.conn.Buffered() {
+			s.tasks.Add(1)
+			go s.readLoop()
+			return
+		}
+	}
+}
+
+func (s *session) handle(b []byte) {
+	var m inbound
+	if err := json.Unmarshal(b, &m); err != nil {
+		var syn *json.SyntaxError
+		msg := "a message must be one JSON object"
+		var typ *json.UnmarshalTypeError
+		switch {
+		case errors.As(err, &syn):
+			msg = fmt.Sprintf("malformed JSON at byte %d: %v", syn.Offset, err)
+		case errors.As(err, &typ) && typ.Field != "":
+			msg = fmt.Sprintf("field %q must be %s", typ.Field, jsonKind(typ.Field))
+		}
+		s.replyError(m.Ref, apierror.New(http.StatusBadRequest, apierror.InvalidJSON, msg))
+		return
+	}
+	switch m.Op {
+	case "subscribe":
+		pats, perr := parsePatterns(m.Topics)
+		if perr != nil {
+			s.replyError(m.Ref, perr)
+			return
+		}
+		// The ok goes in with the subscription so it precedes replayed events.
+		// An error means the client is closing; there is nobody to tell.
+		_ = s.client.Subscribe(hub.SubscribeRequest{Patterns: pats, Since: m.Since, Ack: okReply("ok", m.Ref, "")})
+	case "unsubscribe":
+		pats, perr := parsePatterns(m.Topics)
+		if perr != nil {
+			s.replyError(m.Ref, perr)
+			return
+		}
+		s.client.Unsubscribe(pats)
+		s.client.Queue(okReply("ok", m.Ref, ""))
+	case "publish":
+		msgs, err := s.h.opts.Hub.Publish(s.ctx, hub.Draft{Topic: m.Topic, Type: m.Type, Data: m.Data})
+		if err != nil {
+			s.replyError(m.Ref, apierror.From(err))
+			return
+		}
+		s.client.Queue(okReply("ok", m.Ref, msgs[0].ID.String()))
+	case "action":
+		s.replyError(m.Ref, apierror.New(http.StatusUnprocessableEntity, apierror.UnknownAction, "no action handlers are configured"))
+	case "ping":
+		s.client.Queue(okReply("pong", m.Ref, ""))
+	case "":
+		s.replyError(m.Ref, apierror.New(http.StatusBadRequest, apierror.UnknownOp, `the message has no "op"`))
+	default:
+		op := m.Op
+		if len(op) > 32 {
+			op = op[:32] + "…"
+		}
+		s.replyError(m.Ref, apierror.New(http.StatusBadRequest, apierror.UnknownOp,
+			fmt.Sprintf("unknown op %q (ops: subscribe, unsubscribe, publish, action, ping)", op)))
+	}
+}
+
+func jsonKind(field string) string {
+	switch field {
+	case "topics":
+		return "an array of strings"
+	case "data", "payload", "ref":
+		return "JSON"
+	default:
+		return "a string"
+	}
+}
+
+// parsePatterns validates the topics of a subscribe or unsubscribe.
+func parsePatterns(topics []string) ([]hub.Pattern, *apierror.Error) {
+	if len(topics) == 0 {
+		return nil, apierror.New(http.StatusBadRequest, apierror.InvalidPattern, `"topics" must list at least one pattern`)
+	}
+	pats := make([]hub.Pattern, len(topics))
+	for i, t := range topics {
+		p, err := hub.ParsePattern(t)
+		if err != nil {
+			return nil, apierror.From(err)
+		}
+		pats[i] = p
+	}
+	return pats, nil
+}
+
+// hasRef reports whether the client gave a ref worth echoing.
+func hasRef(ref json.RawMessage) bool {
+	return len(ref) > 0 && !bytes.Equal(ref, []byte("null"))
+}
+
+// okReply encodes {"op":OP,"ref":REF,"id":ID}, leaving out an absent ref or id.
+// Cursors need no escaping.
+func okReply(op string, ref json.RawMessage, id string) []byte {
+	b := make([]byte, 0, 24+len(ref)+len(id))
+	b = append(b, `{"op":"`...)
+	b = append(b, op...)
+	b = append(b, '"')
+	if hasRef(ref) {
+		b = append(b, `,"ref":`...)
+		b = append(b, ref...)
+	}
+	if id != "" {
+		b = append(b, `,"id":"`...)
+		b = append(b, id...)
+		b = append(b, '"')
+	}
+	return append(b, '}')
+}
+
+// replyError queues {"op":"error","ref":REF,"error":{"code","message"}}.
+func (s *session) replyError(ref json.RawMessage, e *apierror.Error) {
+	if !hasRef(ref) {
+		ref = nil
+	}
+	b, err := json.Marshal(struct {
+		Op    string          `json:"op"`
+		Ref   json.RawMessage `json:"ref,omitempty"`
+		Error *apierror.Error `json:"error"`
+	}{"error", ref, e})
+	if err != nil {
+		return // unreachable: ref was decoded from valid JSON
+	}
+	s.client.Queue(b)
+}
