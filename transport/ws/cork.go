@@ -63,6 +63,7 @@ type corkConn struct {
 	due      time.Time    // deadline of the current batch's writes
 	err      error        // the first failed socket write; every later write fails with it
 	closed   bool         // Close has run
+	closeOut bool         // coder/websocket has written a close frame: no data frame may follow
 	abort    sync.Once    // closes the socket once
 	abortErr error        // result of closing the socket
 }
@@ -106,11 +107,39 @@ func (c *corkConn) Uncork() error {
 	return c.err
 }
 
-// Write implements net.Conn. While corked it appends p to the batch;
-// otherwise it writes p to the socket under the write timeout.
+// Write implements net.Conn for coder/websocket, which writes only control
+// frames (the writer sends data frames with WriteFrame). Each arrives in one
+// Write: coder/websocket flushes its buffered writer at the end of every
+// frame, and a control frame (at most 127 bytes) fits its buffer. While
+// corked it appends p to the batch; otherwise it writes p to the socket
+// under the write timeout.
 func (c *corkConn) Write(p []byte) (int, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if len(p) > 0 && p[0]&0x0F == opClose {
+		c.closeOut = true
+	}
+	return c.appendLocked(p)
+}
+
+// opClose is the close frame's opcode (RFC 6455 section 5.2).
+const opClose = 0x8
+
+// WriteFrame writes one complete data frame from the session's writer: in
+// the batch while corked, else straight to the socket. It fails once a close
+// frame has been written, as the protocol allows no data after it.
+func (c *corkConn) WriteFrame(frame []byte) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closeOut {
+		return net.ErrClosed
+	}
+	_, err := c.appendLocked(frame)
+	return err
+}
+
+// appendLocked is Write without the close-frame bookkeeping. c.mu is held on entry.
+func (c *corkConn) appendLocked(p []byte) (int, error) {
 	if c.closed {
 		return 0, net.ErrClosed
 	}

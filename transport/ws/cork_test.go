@@ -469,3 +469,53 @@ func TestIdleReaderWaitsOutsideCoderRead(t *testing.T) {
 	rcancel()
 	<-reading
 }
+
+// TestNoDataFrameAfterClose: once coder/websocket has written a close frame,
+// the writer's data frames are refused, in a batch or not, so the peer never
+// sees data after the close (RFC 6455 section 5.5.1).
+func TestNoDataFrameAfterClose(t *testing.T) {
+	server, client := tcpPair(t)
+	var writes atomic.Int64
+	cc := newCorkConn(server, nil, time.Second, &writes)
+
+	cc.Cork(time.Now().Add(5 * time.Second))
+	data := appendTextHeader(nil, 2)
+	data = append(data, "hi"...)
+	if err := cc.WriteFrame(data); err != nil {
+		t.Fatal(err)
+	}
+	closeFrame := []byte{0x88, 2, 0x03, 0xE9} // close 1001
+	if _, err := cc.Write(closeFrame); err != nil {
+		t.Fatal(err)
+	}
+	if err := cc.WriteFrame(data); err == nil {
+		t.Fatal("a data frame was accepted after a close frame")
+	}
+	if err := cc.Uncork(); err != nil {
+		t.Fatal(err)
+	}
+	want := append(append([]byte{}, data...), closeFrame...)
+	if got := readN(t, client, len(want)); !bytes.Equal(got, want) {
+		t.Fatalf("peer got % x, want % x", got, want)
+	}
+	if err := cc.WriteFrame(data); err == nil {
+		t.Fatal("a data frame was accepted after a close frame, uncorked")
+	}
+}
+
+func TestAppendTextHeader(t *testing.T) {
+	for _, tc := range []struct {
+		n    int
+		want []byte
+	}{
+		{0, []byte{0x81, 0}},
+		{125, []byte{0x81, 125}},
+		{126, []byte{0x81, 126, 0, 126}},
+		{65535, []byte{0x81, 126, 0xFF, 0xFF}},
+		{65536, []byte{0x81, 127, 0, 0, 0, 0, 0, 1, 0, 0}},
+	} {
+		if got := appendTextHeader(nil, tc.n); !bytes.Equal(got, tc.want) {
+			t.Errorf("header for %d: % x, want % x", tc.n, got, tc.want)
+		}
+	}
+}

@@ -14,13 +14,33 @@ import (
 	"github.com/heraldpush/herald/transport/apierror"
 )
 
-// eventFormat frames an event as {"op":"event",…envelope fields…}. The hub
-// encodes it once per event and every WebSocket subscriber shares the bytes.
+// eventFormat is an event's complete WebSocket frame, header included, with
+// the payload {"op":"event",…envelope fields…}. Server frames are not masked,
+// so the frame is the same for every subscriber: the hub encodes it once per
+// event and every WebSocket subscriber's writer copies the shared bytes.
 var eventFormat = hub.NewFormat(func(dst []byte, m *hub.Message) []byte {
+	const op = `{"op":"event",`
 	env := m.Envelope() // {"id":…}: splice "op" in after the opening brace
-	dst = append(dst, `{"op":"event",`...)
+	dst = appendTextHeader(dst, len(op)+len(env)-1)
+	dst = append(dst, op...)
 	return append(dst, env[1:]...)
 })
+
+// appendTextHeader appends the header of an unmasked, final text frame
+// carrying n payload bytes (RFC 6455 section 5.2).
+func appendTextHeader(dst []byte, n int) []byte {
+	const finText = 0x81
+	switch {
+	case n <= 125:
+		return append(dst, finText, byte(n))
+	case n <= 0xFFFF:
+		return append(dst, finText, 126, byte(n>>8), byte(n))
+	default:
+		return append(dst, finText, 127,
+			byte(uint64(n)>>56), byte(uint64(n)>>48), byte(uint64(n)>>40), byte(uint64(n)>>32),
+			byte(n>>24), byte(n>>16), byte(n>>8), byte(n))
+	}
+}
 
 // resetFrame frames a herald.reset for one client. id is the head cursor the
 // client resumes from.

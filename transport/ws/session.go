@@ -141,6 +141,13 @@ func (s *session) writeFailed(err error) (websocket.StatusCode, string) {
 
 // writeBatch writes items as frames and sends them in one socket write (or
 // a few, for a batch larger than corkLimit), all before the write timeout.
+//
+// Data frames bypass coder/websocket: an event's frame is encoded once for
+// every subscriber (eventFormat) and copied into the cork buffer, where a
+// per-message coder/websocket Write would cost a lock handshake and a header
+// encode per subscriber. coder/websocket still writes every control frame
+// (pings, pongs, close); corkConn keeps the two from interleaving and stops
+// data after a close frame.
 func (s *session) writeBatch(items []hub.Item) error {
 	if len(items) == 0 {
 		return nil
@@ -148,19 +155,22 @@ func (s *session) writeBatch(items []hub.Item) error {
 	s.conn.Cork(time.Now().Add(s.h.opts.WriteTimeout))
 	var err error
 	n := 0
+	var scratch []byte
 	for _, it := range items {
 		var frame []byte
 		switch {
 		case it.Msg != nil:
 			frame = it.Msg.Frame(eventFormat)
-		case it.Reset != nil:
-			frame = resetFrame(it.Reset)
 		default:
-			frame = it.Raw
+			payload := it.Raw
+			if it.Reset != nil {
+				payload = resetFrame(it.Reset)
+			}
+			scratch = appendTextHeader(scratch[:0], len(payload))
+			frame = append(scratch, payload...)
+			scratch = frame
 		}
-		// The context never expires: the corkConn bounds every socket write
-		// with the batch deadline, and a context here would cost a timer per frame.
-		if err = s.ws.Write(context.Background(), websocket.MessageText, frame); err != nil {
+		if err = s.conn.WriteFrame(frame); err != nil {
 			break
 		}
 		n++
