@@ -4,107 +4,94 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
-	"strings"
 	"time"
 	"unsafe"
-
-	"github.com/coder/websocket"
 )
 
-// subConn is one subscriber connection; read consumes events until ctx ends.
+// subConn is one subscriber connection; read consumes events until ctx ends
+// or the connection fails. The goroutine that calls read owns the
+// subscriber's per-event state for as long as read runs.
 type subConn interface {
 	read(ctx context.Context) error
 }
 
-// newClients returns one HTTP client per source address; a run closes
-// their idle connections when it ends.
-func newClients(n int) []*http.Client {
-	out := make([]*http.Client, n)
+// source is one loopback source address: a dialer bound to it for WebSocket
+// connections, and an HTTP client on that dialer for SSE streams.
+type source struct {
+	dialer *net.Dialer
+	client *http.Client
+}
+
+// newSources returns one source per address 127.0.0.1 … 127.0.0.n; a run
+// closes their clients' idle connections when it ends.
+func newSources(n int, tlsConf *tls.Config) []source {
+	out := make([]source, n)
 	for i := range out {
 		d := &net.Dialer{
 			Timeout:   10 * time.Second,
 			LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, byte(1+i))},
 		}
-		out[i] = &http.Client{Transport: &http.Transport{
+		out[i] = source{dialer: d, client: &http.Client{Transport: &http.Transport{
 			DialContext:           d.DialContext,
+			TLSClientConfig:       tlsConf,
 			DisableCompression:    true,
 			ResponseHeaderTimeout: 15 * time.Second,
 			MaxIdleConnsPerHost:   -1,
-		}}
+			// A stream is read in large pieces when the server coalesces.
+			ReadBufferSize: sseBufferSize,
+		}}}
 	}
 	return out
 }
 
-func (r *run) connect(ctx context.Context, kind string, s *subscriber, hc *http.Client) (subConn, error) {
+// sseBufferSize is the read buffer of an SSE stream (and of its transport).
+const sseBufferSize = 64 << 10
+
+func (r *run) connect(ctx context.Context, kind string, s *subscriber, src source) (subConn, error) {
 	topic := fmt.Sprintf("%s.%d", r.cfg.Prefix, s.topic)
 	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	if kind == "sse" {
-		return dialSSE(cctx, ctx, r, s, hc, topic)
+		return dialSSE(cctx, ctx, r, s, src.client, topic)
 	}
-	return dialWS(cctx, r, s, hc, topic)
+	c, err := dialWS(cctx, src.dialer, r.cfg.TLS, r.cfg.URL)
+	if err != nil {
+		return nil, err
+	}
+	if err := c.subscribe(cctx, topic); err != nil {
+		c.Close()
+		return nil, err
+	}
+	return &wsSub{r: r, s: s, c: c}, nil
 }
 
 type wsSub struct {
 	r *run
 	s *subscriber
-	c *websocket.Conn
-}
-
-func dialWS(ctx context.Context, r *run, s *subscriber, hc *http.Client, topic string) (subConn, error) {
-	u := "ws" + strings.TrimPrefix(r.cfg.URL, "http") + "/v1/ws"
-	c, _, err := websocket.Dial(ctx, u, &websocket.DialOptions{HTTPClient: hc, Subprotocols: []string{"herald.v1"}})
-	if err != nil {
-		return nil, fmt.Errorf("failed to dial %s: %w", u, err)
-	}
-	c.SetReadLimit(4 << 20)
-	msg := fmt.Sprintf(`{"op":"subscribe","ref":1,"topics":[%q]}`, topic)
-	if err := c.Write(ctx, websocket.MessageText, []byte(msg)); err != nil {
-		c.CloseNow()
-		return nil, fmt.Errorf("failed to subscribe: %w", err)
-	}
-	_, reply, err := c.Read(ctx)
-	if err != nil {
-		c.CloseNow()
-		return nil, fmt.Errorf("failed to read subscribe reply: %w", err)
-	}
-	if !bytes.Contains(reply, []byte(`"op":"ok"`)) {
-		c.CloseNow()
-		return nil, fmt.Errorf("subscribe refused: %s", reply)
-	}
-	return &wsSub{r: r, s: s, c: c}, nil
+	c *wsConn
 }
 
 func (w *wsSub) read(ctx context.Context) error {
-	defer w.c.CloseNow()
-	buf := make([]byte, 0, 4096)
+	stop := context.AfterFunc(ctx, func() { w.c.Close() })
+	defer stop()
+	defer w.c.Close()
+	defer w.r.flush(w.s)
 	for {
-		_, rd, err := w.c.Reader(ctx)
+		p, err := w.c.next()
 		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
 			return err
 		}
-		buf = buf[:0]
-		for {
-			if len(buf) == cap(buf) {
-				buf = append(buf, 0)[:len(buf)]
-			}
-			n, err := rd.Read(buf[len(buf):cap(buf)])
-			buf = buf[:len(buf)+n]
-			if err == io.EOF {
-				break
-			}
-			if err != nil {
-				return err
-			}
-		}
-		now := time.Now()
-		if seq, sent, ok := parsePayload(buf); ok {
-			w.r.observe(w.s, seq, sent, now)
+		if cur, seq, sent, ok := parsePayload(p); ok {
+			w.r.observe(w.s, cur, seq, sent, w.c.conn.last)
 		}
 	}
 }
@@ -153,9 +140,24 @@ func dialSSE(dialCtx, runCtx context.Context, r *run, s *subscriber, hc *http.Cl
 	return &sseSub{r: r, s: s, body: res.resp.Body}, nil
 }
 
+// stampReader notes when each read returned, like stampConn: every event
+// that came out of one read gets the same receive time.
+type stampReader struct {
+	r    io.Reader
+	last int64 // unix ns after the newest Read
+}
+
+func (s *stampReader) Read(p []byte) (int, error) {
+	n, err := s.r.Read(p)
+	s.last = time.Now().UnixNano()
+	return n, err
+}
+
 func (s *sseSub) read(ctx context.Context) error {
 	defer s.body.Close()
-	br := bufio.NewReaderSize(s.body, 16<<10)
+	defer s.r.flush(s.s)
+	sr := &stampReader{r: s.body}
+	br := bufio.NewReaderSize(sr, sseBufferSize)
 	for {
 		line, err := br.ReadSlice('\n')
 		if errors.Is(err, bufio.ErrBufferFull) {
@@ -172,11 +174,21 @@ func (s *sseSub) read(ctx context.Context) error {
 			return err
 		}
 		if bytes.HasPrefix(line, []byte("data: ")) {
-			if seq, sent, ok := parsePayload(line); ok {
-				s.r.observe(s.s, seq, sent, time.Now())
+			if cur, seq, sent, ok := parsePayload(line); ok {
+				s.r.observe(s.s, cur, seq, sent, sr.last)
 			}
 		}
 	}
+}
+
+// errorKind names a reader's failure in the report: a WebSocket the server
+// closed on purpose by its close code, anything else as "read".
+func errorKind(err error) string {
+	var ce *closeError
+	if errors.As(err, &ce) {
+		return fmt.Sprintf("ws_close_%d", ce.code)
+	}
+	return "read"
 }
 
 func unsafeString(b []byte) string {

@@ -10,7 +10,10 @@
 package loadgen
 
 import (
+	"bytes"
 	"context"
+	"crypto/tls"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -39,6 +42,7 @@ type Config struct {
 	DialWorkers int           // concurrent connection attempts while ramping
 	Drain       time.Duration // how long to wait for stragglers after publishing
 	Prefix      string        // topic prefix (default "bench")
+	TLS         *tls.Config   // for https URLs; nil: the system's roots
 	// Progress, if set, is called about once a second with a status line.
 	Progress func(Status)
 }
@@ -133,13 +137,15 @@ func (c *Config) defaults() error {
 }
 
 // run is the shared state of one run.
+//
+// Nothing on the per-event path is shared between connections: each
+// subscriber keeps its own counters and latency batch, and takes its
+// histogram shard's lock once per batch.
 type run struct {
 	cfg       Config
 	start     time.Time
 	hists     [64]lockedHist
-	delivered atomic.Int64
 	connected atomic.Int64
-	lastRecv  atomic.Int64 // unix ns of the newest delivery
 	errMu     sync.Mutex
 	errs      map[string]int64
 	subs      []*subscriber
@@ -150,15 +156,64 @@ type lockedHist struct {
 	h *hdrhistogram.Histogram
 }
 
-// subscriber is one connection's view: one topic, one sequence.
+// subscriber is one connection's view of its topic.
+//
+// Several publish requests for one topic may be in flight at once, and the
+// server may order them either way, so loss and duplicates are judged on the
+// publisher's sequence numbers with a sliding window, while order is judged
+// on the server's own cursors, which must strictly increase per connection.
+//
+// The connection's reader goroutine owns it: only that goroutine writes any
+// field, so none needs a lock. The two atomic counters are read concurrently
+// by the progress display and the completion check; every other field is
+// read by Run only after the reader has ended.
 type subscriber struct {
-	idx      int
-	topic    int
-	mu       sync.Mutex
-	last     int64
-	received int64
+	idx       int
+	topic     int
+	received  atomic.Int64 // distinct events received
+	delivered atomic.Int64 // events received, duplicates included
+
+	base     int64               // every seq <= base has been received
+	window   [window / 64]uint64 // bit i: seq base+1+i received
 	dups     int64
 	ooo      int64
+	cursor   uint64 // the last cursor's sequence part
+	lastRecv int64  // unix ns of the newest delivery
+
+	lats    [latBatch]int64 // latencies (µs) not yet in the histogram
+	nlat    int
+	flushed int64 // unix ns of the last flush
+}
+
+// latBatch latencies are recorded under one lock of a histogram shard, and
+// a batch is flushed at least every flushEvery of receive time, so the live
+// display lags little at low rates.
+const (
+	latBatch   = 256
+	flushEvery = int64(200 * time.Millisecond)
+)
+
+// window is how far ahead of the oldest missing event a subscriber tracks
+// arrivals; an event further ahead declares the oldest ones lost.
+const window = 4096
+
+// bit locates seq's slot: slots are indexed by seq modulo the window, so the
+// window slides without moving any bit.
+func (s *subscriber) bit(seq int64) (word int, mask uint64) {
+	i := uint64(seq) % window
+	return int(i / 64), 1 << (i % 64)
+}
+
+// advance slides the window while its first slot is filled.
+func (s *subscriber) advance() {
+	for {
+		w, m := s.bit(s.base + 1)
+		if s.window[w]&m == 0 {
+			return
+		}
+		s.window[w] &^= m
+		s.base++
+	}
 }
 
 func (r *run) fail(kind string) {
@@ -167,32 +222,58 @@ func (r *run) fail(kind string) {
 	r.errMu.Unlock()
 }
 
-// observe records one event payload received by s.
-func (r *run) observe(s *subscriber, seq, sentNS int64, now time.Time) {
-	s.mu.Lock()
-	switch {
-	case seq == s.last+1:
-		s.received++
-		s.last = seq
-	case seq <= s.last:
-		s.dups++
-	default:
-		s.received++
+// observe records one event received by s: its server cursor's sequence,
+// the publisher's sequence for its topic, the intended send time and the
+// receive time (unix ns). Only s's owner may call it.
+func (r *run) observe(s *subscriber, cursor uint64, seq, sentNS, nowNS int64) {
+	if cursor <= s.cursor {
 		s.ooo++
-		s.last = seq
 	}
-	s.mu.Unlock()
-	r.delivered.Add(1)
-	ns := now.UnixNano()
-	r.lastRecv.Store(ns)
-	lat := (ns - sentNS) / 1000 // µs
-	if lat < 0 {
-		lat = 0
+	s.cursor = max(s.cursor, cursor)
+	switch {
+	case seq <= s.base:
+		s.dups++
+	case seq > s.base+window:
+		// Far ahead: give up on the oldest missing ones (they count as lost).
+		for seq > s.base+window {
+			w, m := s.bit(s.base + 1)
+			s.window[w] &^= m
+			s.base++
+			s.advance()
+		}
+		fallthrough
+	default:
+		w, m := s.bit(seq)
+		if s.window[w]&m != 0 {
+			s.dups++
+		} else {
+			s.window[w] |= m
+			s.received.Add(1)
+			s.advance()
+		}
 	}
-	lh := &r.hists[s.idx%len(r.hists)]
-	lh.Lock()
-	_ = lh.h.RecordValue(lat)
-	lh.Unlock()
+	s.delivered.Add(1)
+	s.lastRecv = max(s.lastRecv, nowNS)
+	s.lats[s.nlat] = max((nowNS-sentNS)/1000, 0) // µs
+	s.nlat++
+	if s.nlat == len(s.lats) || nowNS-s.flushed >= flushEvery {
+		r.flush(s)
+	}
+}
+
+// flush moves s's pending latencies into its histogram shard. Only s's
+// owner may call it.
+func (r *run) flush(s *subscriber) {
+	if s.nlat > 0 {
+		lh := &r.hists[s.idx%len(r.hists)]
+		lh.Lock()
+		for _, v := range s.lats[:s.nlat] {
+			_ = lh.h.RecordValue(v)
+		}
+		lh.Unlock()
+		s.nlat = 0
+	}
+	s.flushed = s.lastRecv
 }
 
 // Run performs a fan-out run: connect the subscribers, publish at the fixed
@@ -203,13 +284,13 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	}
 	r := &run{cfg: cfg, errs: map[string]int64{}}
 	for i := range r.hists {
-		r.hists[i].h = hdrhistogram.New(1, 60_000_000, 3) // 1 µs … 60 s
+		r.hists[i].h = newHist()
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 
 	// Connect.
-	connectHist := hdrhistogram.New(1, 60_000_000, 3)
+	connectHist := newHist()
 	var chMu sync.Mutex
 	var wg sync.WaitGroup
 	r.subs = make([]*subscriber, cfg.Subscribers)
@@ -218,10 +299,10 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	}
 	work := make(chan *subscriber)
 	ready := make(chan struct{}, cfg.Subscribers)
-	hcs := newClients(cfg.SourceIPs)
+	srcs := newSources(cfg.SourceIPs, cfg.TLS)
 	defer func() {
-		for _, hc := range hcs {
-			hc.CloseIdleConnections()
+		for _, src := range srcs {
+			src.client.CloseIdleConnections()
 		}
 	}()
 	var dwg sync.WaitGroup
@@ -235,7 +316,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 					kind = [2]string{"ws", "sse"}[s.idx%2]
 				}
 				t0 := time.Now()
-				conn, err := r.connect(ctx, kind, s, hcs[s.idx%len(hcs)])
+				conn, err := r.connect(ctx, kind, s, srcs[s.idx%len(srcs)])
 				if err != nil {
 					r.fail("connect")
 					ready <- struct{}{}
@@ -251,7 +332,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 					defer wg.Done()
 					defer r.connected.Add(-1)
 					if err := conn.read(ctx); err != nil && ctx.Err() == nil {
-						r.fail("read")
+						r.fail(errorKind(err))
 					}
 				}()
 			}
@@ -305,7 +386,6 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		Connected:   connected,
 		DurationS:   pubEnd.Sub(r.start).Seconds(),
 		Published:   published,
-		Delivered:   r.delivered.Load(),
 		Errors:      r.errs,
 	}
 	perSub := map[int]int{}
@@ -315,23 +395,27 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	for t, n := range perTopic {
 		rep.Expected += n * int64(perSub[t])
 	}
+	// Every reader has ended (wg.Wait), so their fields are safe to read.
+	var lastRecv int64
 	for _, s := range r.subs {
 		want := perTopic[s.topic]
-		if s.received < want {
-			rep.Lost += want - s.received
+		if got := s.received.Load(); got < want {
+			rep.Lost += want - got
 		}
+		rep.Delivered += s.delivered.Load()
 		rep.Duplicates += s.dups
 		rep.OutOfOrder += s.ooo
+		lastRecv = max(lastRecv, s.lastRecv)
 	}
 	if rep.DurationS > 0 {
 		rep.OfferedPerSec = float64(rep.Expected) / rep.DurationS
 	}
-	if last := r.lastRecv.Load(); last > 0 {
-		if span := time.Unix(0, last).Sub(r.start).Seconds(); span > 0 {
+	if lastRecv > 0 {
+		if span := time.Unix(0, lastRecv).Sub(r.start).Seconds(); span > 0 {
 			rep.DeliveriesPerSec = float64(rep.Delivered) / span
 		}
 	}
-	all := hdrhistogram.New(1, 60_000_000, 3)
+	all := newHist()
 	for i := range r.hists {
 		all.Merge(r.hists[i].h)
 	}
@@ -339,6 +423,9 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	rep.ConnectMS = summarize(connectHist)
 	return rep, nil
 }
+
+// newHist records microseconds from 1 µs to 60 s with 3 significant digits.
+func newHist() *hdrhistogram.Histogram { return hdrhistogram.New(1, 60_000_000, 3) }
 
 func summarize(h *hdrhistogram.Histogram) Latency {
 	ms := func(us int64) float64 { return float64(us) / 1000 }
@@ -353,10 +440,7 @@ func summarize(h *hdrhistogram.Histogram) Latency {
 
 func (r *run) complete(perTopic map[int]int64) bool {
 	for _, s := range r.subs {
-		s.mu.Lock()
-		got := s.received
-		s.mu.Unlock()
-		if got < perTopic[s.topic] {
+		if s.received.Load() < perTopic[s.topic] {
 			return false
 		}
 	}
@@ -375,7 +459,7 @@ func (r *run) progress(ctx context.Context) (stop func()) {
 		defer wg.Done()
 		t := time.NewTicker(time.Second)
 		defer t.Stop()
-		prev := r.delivered.Load()
+		prev := r.delivered()
 		for {
 			select {
 			case <-t.C:
@@ -384,10 +468,10 @@ func (r *run) progress(ctx context.Context) (stop func()) {
 			case <-ctx.Done():
 				return
 			}
-			now := r.delivered.Load()
+			now := r.delivered()
 			st := Status{Elapsed: time.Since(r.start), Connected: r.connected.Load(), DeliveriesSec: float64(now - prev)}
 			prev = now
-			all := hdrhistogram.New(1, 60_000_000, 3)
+			all := newHist()
 			for i := range r.hists {
 				r.hists[i].Lock()
 				all.Merge(r.hists[i].h)
@@ -406,13 +490,28 @@ func (r *run) progress(ctx context.Context) (stop func()) {
 	return func() { close(done); wg.Wait() }
 }
 
+// delivered sums the subscribers' delivery counters.
+func (r *run) delivered() int64 {
+	var n int64
+	for _, s := range r.subs {
+		n += s.delivered.Load()
+	}
+	return n
+}
+
+// maxInFlight bounds each publisher's concurrent requests.
+const maxInFlight = 32
+
 // publish runs the publishers and returns the total and per-topic counts of
 // events the server accepted.
 func (r *run) publish(ctx context.Context) (int64, map[int]int64) {
 	cfg := r.cfg
-	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: cfg.Publishers * 2, DisableCompression: true}, Timeout: 10 * time.Second}
+	client := &http.Client{Transport: &http.Transport{
+		MaxIdleConnsPerHost: cfg.Publishers * maxInFlight, DisableCompression: true, TLSClientConfig: cfg.TLS,
+	}, Timeout: 10 * time.Second}
 	defer client.CloseIdleConnections()
 	counts := make([]map[int]int64, cfg.Publishers)
+	failed := make([]map[int]int64, cfg.Publishers)
 	var total atomic.Int64
 	var wg sync.WaitGroup
 	pad := strings.Repeat("x", cfg.Payload)
@@ -420,6 +519,7 @@ func (r *run) publish(ctx context.Context) (int64, map[int]int64) {
 	end := r.start.Add(cfg.Duration)
 	for p := 0; p < cfg.Publishers; p++ {
 		counts[p] = map[int]int64{}
+		failed[p] = map[int]int64{}
 		var topics []int
 		for t := p; t < cfg.Topics; t += cfg.Publishers {
 			topics = append(topics, t)
@@ -427,10 +527,15 @@ func (r *run) publish(ctx context.Context) (int64, map[int]int64) {
 		wg.Add(1)
 		go func(p int, topics []int) {
 			defer wg.Done()
+			// Open loop: a request leaves at its scheduled time whether or not
+			// earlier ones have been answered, up to maxInFlight at once.
 			seqs := counts[p]
+			var mu sync.Mutex // guards seqs
+			var inflight sync.WaitGroup
+			defer inflight.Wait()
+			slots := make(chan struct{}, maxInFlight)
 			interval := time.Duration(float64(time.Second) / perPub)
 			next := r.start
-			var body []byte
 			for i := 0; ; i++ {
 				if next.After(end) || ctx.Err() != nil {
 					return
@@ -442,42 +547,56 @@ func (r *run) publish(ctx context.Context) (int64, map[int]int64) {
 						return
 					}
 				}
+				select {
+				case slots <- struct{}{}:
+				case <-ctx.Done():
+					return
+				}
 				sent := next.UnixNano()
-				body = body[:0]
-				var pending []int
+				var body []byte
+				var batch []int
 				if cfg.Batch > 1 {
 					body = append(body, `{"events":[`...)
 				}
+				mu.Lock()
 				for b := 0; b < cfg.Batch; b++ {
 					t := topics[(i*cfg.Batch+b)%len(topics)]
 					seqs[t]++
-					pending = append(pending, t)
+					batch = append(batch, t)
 					if b > 0 {
 						body = append(body, ',')
 					}
 					body = fmt.Appendf(body, `{"topic":"%s.%d","type":"bench","data":{"bseq":%d,"bts":%d,"pad":"%s"}}`, cfg.Prefix, t, seqs[t], sent, pad)
 				}
+				mu.Unlock()
 				if cfg.Batch > 1 {
 					body = append(body, "]}"...)
 				}
-				if err := post(ctx, client, cfg.URL+"/v1/publish", body); err != nil {
-					// The events were not accepted: take their sequence numbers back.
-					for _, t := range pending {
-						seqs[t]--
+				inflight.Add(1)
+				go func() {
+					defer inflight.Done()
+					defer func() { <-slots }()
+					if err := post(ctx, client, cfg.URL+"/v1/publish", body); err != nil {
+						// Not accepted: its sequence numbers will never arrive.
+						mu.Lock()
+						for _, t := range batch {
+							failed[p][t]++
+						}
+						mu.Unlock()
+						r.fail("publish")
+						return
 					}
-					r.fail("publish")
-				} else {
-					total.Add(int64(len(pending)))
-				}
+					total.Add(int64(len(batch)))
+				}()
 				next = next.Add(interval)
 			}
 		}(p, topics)
 	}
 	wg.Wait()
 	perTopic := map[int]int64{}
-	for _, m := range counts {
+	for p, m := range counts {
 		for t, n := range m {
-			perTopic[t] += n
+			perTopic[t] += n - failed[p][t]
 		}
 	}
 	return total.Load(), perTopic
@@ -502,32 +621,104 @@ func post(ctx context.Context, client *http.Client, url string, body []byte) err
 	return nil
 }
 
-// parsePayload extracts bseq and bts from an event frame without a full
-// JSON decode: the hot path of the client must not be the bottleneck.
-func parsePayload(b []byte) (seq, sent int64, ok bool) {
-	seq, ok1 := intAfter(b, `"bseq":`)
-	sent, ok2 := intAfter(b, `"bts":`)
-	return seq, sent, ok1 && ok2
+// parsePayload extracts the cursor's sequence and bseq and bts from an event
+// frame without a full JSON decode: the client's hot path must not be the
+// bottleneck. The envelope's "id" comes first and has the form EPOCH-SEQ;
+// the data object, with bseq before bts as the publisher writes it, follows.
+func parsePayload(b []byte) (cursor uint64, seq, sent int64, ok bool) {
+	const wsHead, sseHead = `{"op":"event","id":"`, `data: {"id":"`
+	var i int
+	switch {
+	case len(b) > len(wsHead) && unsafeString(b[:len(wsHead)]) == wsHead:
+		i = len(wsHead)
+	case len(b) > len(sseHead) && unsafeString(b[:len(sseHead)]) == sseHead:
+		i = len(sseHead)
+	default:
+		if i = keyAt(b, 0, `"id":"`); i < 0 {
+			return 0, 0, 0, false
+		}
+	}
+	j := bytes.IndexByte(b[i:], '"')
+	if j < 0 {
+		return 0, 0, 0, false
+	}
+	j += i
+	k := j
+	for k > i && b[k-1] >= '0' && b[k-1] <= '9' {
+		k--
+	}
+	for ; k < j; k++ {
+		cursor = cursor*10 + uint64(b[k]-'0')
+	}
+	// The data object opens with bseq, and '{' is rare: a quick search.
+	if i = strings.Index(unsafeString(b[j:]), `{"bseq":`); i >= 0 {
+		i += j + len(`{"bseq":`)
+	} else if i = keyAt(b, j, `"bseq":`); i < 0 {
+		return 0, 0, 0, false
+	}
+	seq, i, ok = intAt(b, i)
+	if !ok {
+		return 0, 0, 0, false
+	}
+	const bts = `,"bts":`
+	if i+len(bts) <= len(b) && unsafeString(b[i:i+len(bts)]) == bts {
+		i += len(bts) // where the publisher puts it
+	} else if i = keyAt(b, j, bts[1:]); i < 0 {
+		return 0, 0, 0, false
+	}
+	sent, _, ok = intAt(b, i)
+	return cursor, seq, sent, ok
 }
 
-func intAfter(b []byte, key string) (int64, bool) {
-	i := indexOf(b, key)
-	if i < 0 {
-		return 0, false
+// keyAt returns the index just past the first occurrence of key in b[from:],
+// or -1. key starts with a quote, which is everywhere in JSON; the search
+// runs on the rest, whose first byte is rarer, and checks the quote after.
+func keyAt(b []byte, from int, key string) int {
+	for from < len(b) {
+		i := strings.Index(unsafeString(b[from:]), key[1:])
+		if i < 0 {
+			return -1
+		}
+		i += from
+		if i > 0 && b[i-1] == key[0] {
+			return i + len(key) - 1
+		}
+		from = i + 1
 	}
-	i += len(key)
-	var n int64
+	return -1
+}
+
+// intAt parses the decimal digits at b[i:] and returns the index after them.
+// A send time has 19 digits, so it takes them eight at a time.
+func intAt(b []byte, i int) (n int64, end int, ok bool) {
 	start := i
+	for i+8 <= len(b) {
+		v := binary.LittleEndian.Uint64(b[i:])
+		if !eightDigits(v) {
+			break
+		}
+		n = n*100_000_000 + int64(parseEight(v))
+		i += 8
+	}
 	for i < len(b) && b[i] >= '0' && b[i] <= '9' {
 		n = n*10 + int64(b[i]-'0')
 		i++
 	}
-	return n, i > start
+	return n, i, i > start
 }
 
-func indexOf(b []byte, s string) int {
-	// strings.Index on a string view avoids an allocation.
-	return strings.Index(unsafeString(b), s)
+// eightDigits reports whether the 8 bytes of v are all ASCII digits.
+func eightDigits(v uint64) bool {
+	const hi = 0xF0F0F0F0F0F0F0F0
+	return (v&hi)|((v+0x0606060606060606)&hi)>>4 == 0x3333333333333333
+}
+
+// parseEight converts 8 ASCII digits, loaded little-endian (the first digit
+// in the low byte), into their value: pairs, then quads, then all eight.
+func parseEight(v uint64) uint64 {
+	v = (v & 0x0F0F0F0F0F0F0F0F) * (10<<8 + 1) >> 8
+	v = (v & 0x00FF00FF00FF00FF) * (100<<16 + 1) >> 16
+	return (v & 0x0000FFFF0000FFFF) * (10000<<32 + 1) >> 32
 }
 
 // FormatStatus renders a Status as the one-line live display.

@@ -1,0 +1,417 @@
+package loadgen
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/sha1"
+	"crypto/tls"
+	"encoding/base64"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	mrand "math/rand/v2"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+)
+
+// The subscriber side of a WebSocket is a hand-written RFC 6455 client
+// because it has to cost well under a microsecond per received message while
+// sharing two cores with the server it measures: frames are parsed straight
+// out of one large bufio.Reader, an unfragmented message is handed over
+// without a copy, and nothing on the per-message path allocates, locks or
+// selects. It speaks only what a subscriber needs: no compression, no
+// extensions, and it writes only its subscribe message and control replies.
+
+// WebSocket opcodes (RFC 6455 §5.2).
+const (
+	opContinuation = 0x0
+	opText         = 0x1
+	opBinary       = 0x2
+	opClose        = 0x8
+	opPing         = 0x9
+	opPong         = 0xA
+)
+
+const (
+	// wsBufferSize is the read buffer of one connection. A server that
+	// coalesces frames into large writes is read in few syscalls, and pages
+	// of the buffer that are never filled are never touched.
+	wsBufferSize = 64 << 10
+	// wsReadLimit bounds one (reassembled) message.
+	wsReadLimit = 4 << 20
+	// wsControlTimeout bounds writing a pong or close reply.
+	wsControlTimeout = 10 * time.Second
+	wsGUID           = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+)
+
+// closeError is the server's close frame: the connection ended on purpose
+// (slow consumer, going away, …), which a run reports by its code.
+type closeError struct {
+	code   int // 0: the frame had no status code
+	reason string
+}
+
+func (e *closeError) Error() string {
+	return fmt.Sprintf("server closed the connection: %d %s", e.code, e.reason)
+}
+
+// stampConn notes when each read returned, so that every message that came
+// out of one read gets the same receive time without a clock call per
+// message. Only the goroutine reading the connection touches last.
+type stampConn struct {
+	net.Conn
+	last int64 // unix ns after the newest Read
+}
+
+func (c *stampConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	c.last = time.Now().UnixNano()
+	return n, err
+}
+
+// wsConn is one client connection after the handshake.
+//
+// It is not safe for concurrent use: one goroutine reads messages and, as the
+// only writer once the handshake is done, answers pings and the close
+// handshake itself. Close may be called from any goroutine to unblock it.
+type wsConn struct {
+	conn  *stampConn
+	br    *bufio.Reader
+	msg   []byte // reassembly buffer for fragmented or oversize messages
+	frag  bool   // a fragmented data message is in progress
+	pings int    // pings answered
+	ctl   [2 + 4 + 125]byte
+}
+
+func newWSConn(raw net.Conn) *wsConn {
+	c := &wsConn{conn: &stampConn{Conn: raw}}
+	c.br = bufio.NewReaderSize(c.conn, wsBufferSize)
+	return c
+}
+
+// next returns the next data message's payload. It answers pings and the
+// close handshake on the way, and returns a *closeError after a close frame.
+// The payload is valid until the next call.
+func (c *wsConn) next() ([]byte, error) {
+	for {
+		hdr, err := c.br.Peek(2)
+		if err != nil {
+			return nil, err
+		}
+		b0, b1 := hdr[0], hdr[1]
+		if b1&0x80 != 0 {
+			return nil, errors.New("failed to read frame: server frames must not be masked")
+		}
+		if b0&0x70 != 0 {
+			return nil, errors.New("failed to read frame: reserved bits set")
+		}
+		fin, op := b0&0x80 != 0, b0&0x0f
+		n, hlen := int64(b1&0x7f), 2
+		switch n {
+		case 126:
+			hlen = 4
+		case 127:
+			hlen = 10
+		}
+		if hlen > 2 {
+			if hdr, err = c.br.Peek(hlen); err != nil {
+				return nil, err
+			}
+			if hlen == 4 {
+				n = int64(binary.BigEndian.Uint16(hdr[2:]))
+			} else {
+				n = int64(binary.BigEndian.Uint64(hdr[2:]))
+			}
+		}
+		_, _ = c.br.Discard(hlen) // peeked: cannot fail
+		if n < 0 || n > wsReadLimit {
+			return nil, fmt.Errorf("failed to read frame: %d bytes is over the limit", uint64(n))
+		}
+
+		if op >= opClose {
+			if !fin || n > 125 {
+				return nil, errors.New("failed to read frame: bad control frame")
+			}
+			p, err := c.payload(int(n))
+			if err != nil {
+				return nil, err
+			}
+			if err := c.control(op, p); err != nil {
+				return nil, err
+			}
+			continue
+		}
+
+		switch {
+		case op == opContinuation && !c.frag:
+			return nil, errors.New("failed to read frame: continuation without a message")
+		case op != opContinuation && c.frag:
+			return nil, errors.New("failed to read frame: new message inside a fragmented one")
+		case op != opContinuation && op != opText && op != opBinary:
+			return nil, fmt.Errorf("failed to read frame: unknown opcode %d", op)
+		}
+		if fin && !c.frag {
+			// The common case: a whole message in one frame, in the buffer.
+			return c.payload(int(n))
+		}
+		// A fragment: collect it.
+		if !c.frag {
+			c.msg = c.msg[:0]
+			c.frag = true
+		}
+		if int64(len(c.msg))+n > wsReadLimit {
+			return nil, fmt.Errorf("failed to read message: over %d bytes", wsReadLimit)
+		}
+		if err := c.appendPayload(int(n)); err != nil {
+			return nil, err
+		}
+		if fin {
+			c.frag = false
+			return c.msg, nil
+		}
+	}
+}
+
+// payload returns the next n bytes: a view of the read buffer when they fit,
+// otherwise a copy in c.msg (which must not hold a fragment in progress).
+func (c *wsConn) payload(n int) ([]byte, error) {
+	if n <= c.br.Size() {
+		p, err := c.br.Peek(n)
+		if err != nil {
+			return nil, err
+		}
+		_, _ = c.br.Discard(n) // the bytes stay put until the next read
+		return p, nil
+	}
+	c.msg = c.msg[:0]
+	if err := c.appendPayload(n); err != nil {
+		return nil, err
+	}
+	return c.msg, nil
+}
+
+// appendPayload appends the next n bytes to c.msg.
+func (c *wsConn) appendPayload(n int) error {
+	c.msg = grow(c.msg, n)
+	start := len(c.msg)
+	c.msg = c.msg[:start+n]
+	_, err := io.ReadFull(c.br, c.msg[start:])
+	return err
+}
+
+func grow(b []byte, n int) []byte {
+	if cap(b)-len(b) >= n {
+		return b
+	}
+	nb := make([]byte, len(b), max(2*cap(b), len(b)+n))
+	copy(nb, b)
+	return nb
+}
+
+// control handles a ping, pong or close frame whose payload is p.
+func (c *wsConn) control(op byte, p []byte) error {
+	switch op {
+	case opPing:
+		// The server drops a connection whose pings go unanswered.
+		c.pings++
+		return c.writeControl(opPong, p)
+	case opClose:
+		e := &closeError{}
+		if len(p) >= 2 {
+			e.code = int(binary.BigEndian.Uint16(p))
+			e.reason = string(p[2:])
+			// Echo the status code, as RFC 6455 §5.5.1 asks.
+			_ = c.writeControl(opClose, p[:2])
+		} else {
+			_ = c.writeControl(opClose, nil)
+		}
+		return e
+	case opPong:
+		return nil
+	default:
+		return fmt.Errorf("failed to read frame: unknown opcode %d", op)
+	}
+}
+
+// writeControl writes one masked control frame.
+func (c *wsConn) writeControl(op byte, p []byte) error {
+	f := appendFrame(c.ctl[:0], op, p)
+	_ = c.conn.SetWriteDeadline(time.Now().Add(wsControlTimeout))
+	defer c.conn.SetWriteDeadline(time.Time{})
+	if _, err := c.conn.Write(f); err != nil {
+		return fmt.Errorf("failed to write control frame: %w", err)
+	}
+	return nil
+}
+
+// appendFrame appends p as one final, masked client frame (RFC 6455 §5.3).
+func appendFrame(dst []byte, op byte, p []byte) []byte {
+	dst = append(dst, 0x80|op)
+	switch n := len(p); {
+	case n <= 125:
+		dst = append(dst, 0x80|byte(n))
+	case n <= 0xffff:
+		dst = append(dst, 0x80|126)
+		dst = binary.BigEndian.AppendUint16(dst, uint16(n))
+	default:
+		dst = append(dst, 0x80|127)
+		dst = binary.BigEndian.AppendUint64(dst, uint64(n))
+	}
+	var key [4]byte
+	binary.LittleEndian.PutUint32(key[:], mrand.Uint32())
+	dst = append(dst, key[:]...)
+	start := len(dst)
+	dst = append(dst, p...)
+	for i := range p {
+		dst[start+i] ^= key[i&3]
+	}
+	return dst
+}
+
+// dialWS opens a WebSocket to base+"/v1/ws" from the dialer's source address
+// and performs the opening handshake; ctx bounds the handshake only.
+func dialWS(ctx context.Context, d *net.Dialer, tlsConf *tls.Config, base string) (*wsConn, error) {
+	u, err := url.Parse(base)
+	if err != nil {
+		return nil, fmt.Errorf("failed to parse %q: %w", base, err)
+	}
+	host := u.Host
+	if u.Port() == "" {
+		port := "80"
+		if u.Scheme == "https" {
+			port = "443"
+		}
+		host = net.JoinHostPort(u.Hostname(), port)
+	}
+	if u.Scheme != "http" && u.Scheme != "https" {
+		return nil, fmt.Errorf("failed to dial %s: unsupported scheme %q", base, u.Scheme)
+	}
+	raw, err := d.DialContext(ctx, "tcp", host)
+	if err != nil {
+		return nil, fmt.Errorf("failed to dial %s: %w", host, err)
+	}
+	if u.Scheme == "https" {
+		conf := tlsConf.Clone()
+		if conf == nil {
+			conf = &tls.Config{}
+		}
+		if conf.ServerName == "" {
+			conf.ServerName = u.Hostname()
+		}
+		conf.NextProtos = []string{"http/1.1"}
+		raw = tls.Client(raw, conf)
+	}
+	// Cancelling ctx interrupts the handshake; the deadline bounds it too.
+	stop := context.AfterFunc(ctx, func() { raw.Close() })
+	defer stop()
+	if dl, ok := ctx.Deadline(); ok {
+		_ = raw.SetDeadline(dl)
+	}
+	c := newWSConn(raw)
+	if err := c.handshake(u.Host, u.Path+"/v1/ws"); err != nil {
+		raw.Close()
+		if ctx.Err() != nil {
+			err = fmt.Errorf("%w (%w)", err, ctx.Err())
+		}
+		return nil, err
+	}
+	if !stop() {
+		raw.Close()
+		return nil, fmt.Errorf("failed to open WebSocket: %w", ctx.Err())
+	}
+	_ = raw.SetDeadline(time.Time{})
+	return c, nil
+}
+
+// handshake sends the upgrade request and checks the server's answer
+// (RFC 6455 §4.1).
+func (c *wsConn) handshake(host, path string) error {
+	var nonce [16]byte
+	_, _ = rand.Read(nonce[:])
+	key := base64.StdEncoding.EncodeToString(nonce[:])
+	req := fmt.Sprintf("GET %s HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"+
+		"Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: herald.v1\r\n"+
+		"User-Agent: herald-bench\r\n\r\n", path, host, key)
+	if _, err := io.WriteString(c.conn, req); err != nil {
+		return fmt.Errorf("failed to send handshake: %w", err)
+	}
+	resp, err := http.ReadResponse(c.br, &http.Request{Method: http.MethodGet})
+	if err != nil {
+		return fmt.Errorf("failed to read handshake response: %w", err)
+	}
+	if resp.StatusCode != http.StatusSwitchingProtocols {
+		body, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+		resp.Body.Close()
+		return fmt.Errorf("failed to open WebSocket: %s %s", resp.Status, bytes.TrimSpace(body))
+	}
+	if !headerHas(resp.Header, "Upgrade", "websocket") || !headerHas(resp.Header, "Connection", "upgrade") {
+		return errors.New("failed to open WebSocket: response lacks Upgrade: websocket / Connection: Upgrade")
+	}
+	if got, want := resp.Header.Get("Sec-WebSocket-Accept"), acceptKey(key); got != want {
+		return fmt.Errorf("failed to open WebSocket: Sec-WebSocket-Accept %q, want %q", got, want)
+	}
+	if p := resp.Header.Get("Sec-WebSocket-Protocol"); p != "" && p != "herald.v1" {
+		return fmt.Errorf("failed to open WebSocket: server chose subprotocol %q", p)
+	}
+	if e := resp.Header.Get("Sec-WebSocket-Extensions"); e != "" {
+		return fmt.Errorf("failed to open WebSocket: server chose extensions %q, none offered", e)
+	}
+	return nil
+}
+
+// acceptKey is the Sec-WebSocket-Accept a server must answer key with.
+func acceptKey(key string) string {
+	h := sha1.Sum([]byte(key + wsGUID))
+	return base64.StdEncoding.EncodeToString(h[:])
+}
+
+// headerHas reports whether a comma-separated header contains token.
+func headerHas(h http.Header, name, token string) bool {
+	for _, v := range h.Values(name) {
+		for f := range strings.SplitSeq(v, ",") {
+			if strings.EqualFold(strings.TrimSpace(f), token) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// subscribe sends a subscribe message and waits for its ok; ctx bounds the wait.
+func (c *wsConn) subscribe(ctx context.Context, topic string) error {
+	stop := context.AfterFunc(ctx, func() { c.conn.Close() })
+	if dl, ok := ctx.Deadline(); ok {
+		_ = c.conn.SetDeadline(dl)
+	}
+	err := c.sendSubscribe(topic)
+	if !stop() {
+		return fmt.Errorf("failed to subscribe: %w", ctx.Err())
+	}
+	_ = c.conn.SetDeadline(time.Time{})
+	return err
+}
+
+func (c *wsConn) sendSubscribe(topic string) error {
+	msg := fmt.Appendf(nil, `{"op":"subscribe","ref":1,"topics":[%q]}`, topic)
+	if _, err := c.conn.Write(appendFrame(nil, opText, msg)); err != nil {
+		return fmt.Errorf("failed to subscribe: %w", err)
+	}
+	reply, err := c.next()
+	if err != nil {
+		return fmt.Errorf("failed to read subscribe reply: %w", err)
+	}
+	if !bytes.Contains(reply, []byte(`"op":"ok"`)) {
+		return fmt.Errorf("subscribe refused: %s", reply)
+	}
+	return nil
+}
+
+// Close closes the connection without a close handshake; it unblocks a
+// pending next.
+func (c *wsConn) Close() error { return c.conn.Close() }
