@@ -1,0 +1,167 @@
+// Package action runs client actions asynchronously: a caller submits an
+// action and is answered at once (202 Accepted over HTTP), a bounded pool of
+// workers runs it through a Handler, and its result is published to the
+// action's topic as an event of type action.succeeded or action.failed, so
+// the caller and every other subscriber learn it through the live channel.
+//
+// Handlers are Go code registered by type (Herald embedded as a library) or
+// an upstream HTTP backend (Upstream, for the standalone binary).
+package action
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"time"
+
+	"github.com/heraldpush/herald/hub"
+)
+
+// Event types of published results.
+const (
+	TypeSucceeded = "action.succeeded"
+	TypeFailed    = "action.failed"
+)
+
+// Status of an action.
+type Status string
+
+// The statuses an action passes through; succeeded and failed are final.
+const (
+	Pending   Status = "pending"
+	Running   Status = "running"
+	Succeeded Status = "succeeded"
+	Failed    Status = "failed"
+)
+
+// Errors of Submit, for the transports to map onto the protocol's codes.
+var (
+	ErrUnknownAction       = errors.New("unknown action type")       // 422 unknown_action
+	ErrIdempotencyMismatch = errors.New("idempotency key reused")    // 422 idempotency_mismatch
+	ErrQueueFull           = errors.New("action queue is full")      // 503 unavailable + Retry-After
+	ErrShuttingDown        = errors.New("actions are shutting down") // 503 unavailable
+)
+
+// Request is an action as a caller submits it.
+type Request struct {
+	Type    string          // [A-Za-z0-9_.:-]{1,64}, not herald.*
+	Topic   string          // where the result is published
+	Payload json.RawMessage // any JSON; missing is null
+	// IdempotencyKey, when not empty, makes a repeated submission with the
+	// same key and the same body return the first action instead of running
+	// again; the same key with another body is ErrIdempotencyMismatch.
+	IdempotencyKey string
+	// Caller scopes idempotency keys (a token's subject; empty without auth).
+	Caller string
+}
+
+// Action is a snapshot of one action's record.
+type Action struct {
+	ID         string          `json:"id"`
+	Type       string          `json:"type"`
+	Topic      string          `json:"topic"`
+	Status     Status          `json:"status"`
+	Result     json.RawMessage `json:"result,omitempty"`
+	Error      *Failure        `json:"error,omitempty"`
+	CreatedAt  time.Time       `json:"created_at"`
+	FinishedAt *time.Time      `json:"finished_at,omitempty"`
+	Attempts   int             `json:"attempts"`
+}
+
+// Failure is why an action failed, as clients see it. A handler may return
+// one (or wrap one) as its error to choose the code and message.
+type Failure struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+}
+
+// Error implements error, so that handlers can return a *Failure.
+func (f *Failure) Error() string {
+	if f.Message == "" {
+		return f.Code
+	}
+	return f.Code + ": " + f.Message
+}
+
+// Failure codes set by the service and by Upstream.
+const (
+	CodeHandlerError        = "handler_error"         // a handler's final error that carries no *Failure
+	CodeHandlerPanic        = "handler_panic"         // the handler panicked
+	CodeHandlerBadResult    = "handler_bad_result"    // the handler's result is not one JSON value
+	CodeUpstreamUnavailable = "upstream_unavailable"  // retryable errors until attempts ran out
+	CodeUpstreamRejected    = "upstream_rejected"     // a 4xx answer without an error body
+	CodeUpstreamBadResponse = "upstream_bad_response" // a 2xx answer that is not JSON, or too large
+	CodeShutdown            = "shutdown"              // the service stopped before the action finished
+)
+
+// Call is what a Handler receives.
+type Call struct {
+	ID             string
+	Type           string
+	Topic          string
+	Payload        json.RawMessage
+	IdempotencyKey string // the caller's key, or the action ID when none was given
+	Caller         string
+	Attempt        int // 1 for the first attempt
+}
+
+// Handler runs actions. It returns the result (any JSON; nil means null) or
+// an error. Errors are final unless wrapped with Retryable; a *Failure (or
+// one wrapped) gives the code and message clients see.
+type Handler interface {
+	Handle(ctx context.Context, call *Call) (json.RawMessage, error)
+}
+
+// HandlerFunc adapts a function to Handler.
+type HandlerFunc func(ctx context.Context, call *Call) (json.RawMessage, error)
+
+// Handle implements Handler.
+func (f HandlerFunc) Handle(ctx context.Context, call *Call) (json.RawMessage, error) {
+	return f(ctx, call)
+}
+
+// Retryable marks err as transient: the service tries the action again with
+// exponential backoff and jitter, up to MaxAttempts. Retryable(nil) is nil.
+func Retryable(err error) error {
+	if err == nil {
+		return nil
+	}
+	return &retryableError{err: err}
+}
+
+// IsRetryable reports whether err was marked with Retryable.
+func IsRetryable(err error) bool {
+	var r *retryableError
+	return errors.As(err, &r)
+}
+
+type retryableError struct{ err error }
+
+func (e *retryableError) Error() string { return e.err.Error() }
+func (e *retryableError) Unwrap() error { return e.err }
+
+// Options configures a Service. The zero value of each field means its default.
+type Options struct {
+	Hub         *hub.Hub      // where results are published (required)
+	Workers     int           // actions run at once; default 16
+	QueueSize   int           // accepted actions waiting for a worker; default 10000. Full: ErrQueueFull.
+	TTL         time.Duration // finished actions (and their idempotency keys) are kept this long; default 1h
+	MaxAttempts int           // attempts for retryable errors; default 5
+	BackoffBase time.Duration // first retry delay (doubles each time, with jitter); default 100ms
+	BackoffMax  time.Duration // longest retry delay; default 10s
+	Echo        bool          // register the built-in "echo" type (result = payload); the server turns it on
+	Logger      *slog.Logger
+}
+
+// Stats counts what the service did, for metrics. The first five are
+// totals since New; Queued and Running are gauges.
+type Stats struct {
+	Accepted     int64 `json:"accepted"`      // actions Submit created
+	Succeeded    int64 `json:"succeeded"`     // actions that ended succeeded
+	Failed       int64 `json:"failed"`        // actions that ended failed (shutdown included)
+	Retried      int64 `json:"retried"`       // attempts after the first
+	RejectedFull int64 `json:"rejected_full"` // submissions refused with ErrQueueFull
+	Queued       int64 `json:"queued"`        // actions waiting for a worker
+	Running      int64 `json:"running"`       // actions in status running (also while waiting to retry)
+}
