@@ -83,6 +83,8 @@ func TestServeFlagsAndEnv(t *testing.T) {
 			queueBytes: 524288, shards: 0, heartbeat: 15 * time.Second, sseRetry: 2 * time.Second,
 			writeTimeout: 10 * time.Second, maxBody: 1048576, wsReadLimit: 65536,
 			wsPingInterval: 25 * time.Second, shutdownTimeout: 10 * time.Second, logFormat: "text",
+			actionWorkers: 16, actionQueue: 10000, actionTTL: time.Hour, actionTimeout: 10 * time.Second,
+			actionMaxAttempts: 5,
 		}
 		if fmt.Sprint(c) != fmt.Sprint(want) {
 			t.Errorf("defaults:\n got %+v\nwant %+v", c, want)
@@ -125,7 +127,8 @@ func TestServeFlagsAndEnv(t *testing.T) {
 		}
 		for _, name := range []string{"addr", "broker", "history-size", "history-ttl", "queue-bytes", "shards",
 			"heartbeat", "sse-retry", "write-timeout", "max-body", "ws-read-limit", "ws-ping-interval",
-			"allowed-origins", "shutdown-timeout", "log-level", "log-format"} {
+			"allowed-origins", "shutdown-timeout", "log-level", "log-format", "action-upstream", "action-workers",
+			"action-queue", "action-ttl", "action-timeout", "action-max-attempts"} {
 			if !strings.Contains(stdout.String(), "-"+name+" ") && !strings.Contains(stdout.String(), "-"+name+"\n") {
 				t.Errorf("help does not list --%s", name)
 			}

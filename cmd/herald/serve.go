@@ -9,10 +9,12 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"strings"
 	"time"
 
+	"github.com/heraldpush/herald/action"
 	"github.com/heraldpush/herald/hub"
 	"github.com/heraldpush/herald/transport/httpapi"
 	"github.com/heraldpush/herald/transport/sse"
@@ -25,6 +27,9 @@ import (
 const (
 	readHeaderTimeout = 10 * time.Second
 	idleTimeout       = 120 * time.Second
+	// hubCloseGrace is how long the hub may take to stop when the shutdown
+	// timeout has already passed.
+	hubCloseGrace = time.Second
 )
 
 // envPrefix starts the environment variable of every flag:
@@ -49,6 +54,21 @@ type serveConfig struct {
 	shutdownTimeout time.Duration
 	logLevel        slog.Level
 	logFormat       string
+
+	actionUpstream    []upstreamRoute // from --action-upstream, in the order given
+	actionWorkers     int
+	actionQueue       int
+	actionTTL         time.Duration
+	actionTimeout     time.Duration
+	actionMaxAttempts int
+}
+
+// upstreamRoute sends the action types that match typ to an HTTP backend.
+// typ is an exact type, a prefix (ending in "." or "*"), or "" for every
+// type without another handler: the keys of action.Service.Handle.
+type upstreamRoute struct {
+	typ string
+	url string
 }
 
 // envName returns the environment variable that backs a flag.
@@ -61,7 +81,7 @@ func envName(flagName string) string {
 // variable counts as unset. Help goes to stdout.
 func parseServeFlags(args []string, getenv func(string) (string, bool), stdout io.Writer) (serveConfig, error) {
 	var c serveConfig
-	var origins, logLevel string
+	var origins, logLevel, upstream string
 	fs := flag.NewFlagSet("herald serve", flag.ContinueOnError)
 	fs.StringVar(&c.addr, "addr", "127.0.0.1:8080", "`address` to listen on (host:port; port 0 picks a free one)")
 	fs.StringVar(&c.broker, "broker", "memory", "event broker: memory (redis://… and nats://… are planned)")
@@ -79,6 +99,12 @@ func parseServeFlags(args []string, getenv func(string) (string, bool), stdout i
 	fs.DurationVar(&c.shutdownTimeout, "shutdown-timeout", 10*time.Second, "how long a graceful shutdown may take before connections are cut")
 	fs.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn or error (debug logs every request)")
 	fs.StringVar(&c.logFormat, "log-format", "text", "log format: text or json")
+	fs.StringVar(&upstream, "action-upstream", "", "HTTP backend that runs actions: a `URL` for every action type, or a comma-separated list of TYPE=URL (TYPE exact, or a prefix ending in . or *) with at most one bare URL as the fallback, e.g. billing.=http://billing/actions,http://app/actions (empty: only the built-in echo type)")
+	fs.IntVar(&c.actionWorkers, "action-workers", 16, "actions run at once")
+	fs.IntVar(&c.actionQueue, "action-queue", 10000, "accepted actions waiting for a worker, at most; when full, new actions get 503 with Retry-After")
+	fs.DurationVar(&c.actionTTL, "action-ttl", time.Hour, "how long a finished action's status (and its idempotency key) is kept")
+	fs.DurationVar(&c.actionTimeout, "action-timeout", 10*time.Second, "deadline of each attempt at an upstream action")
+	fs.IntVar(&c.actionMaxAttempts, "action-max-attempts", 5, "attempts at an action whose upstream fails transiently (5xx, timeout, connection error)")
 	fs.Usage = func() {
 		out := fs.Output()
 		fmt.Fprint(out, "Usage: herald serve [flags]\n\n"+
@@ -126,7 +152,79 @@ func parseServeFlags(args []string, getenv func(string) (string, bool), stdout i
 	if err := c.logLevel.UnmarshalText([]byte(logLevel)); err != nil {
 		return c, usagef("--log-level must be debug, info, warn or error, got %q", logLevel)
 	}
+	routes, err := parseUpstream(upstream)
+	if err != nil {
+		return c, err
+	}
+	c.actionUpstream = routes
 	return c, c.validate()
+}
+
+// parseUpstream parses --action-upstream: comma-separated entries, each a
+// bare URL (the fallback, at most one) or TYPE=URL. An "=" counts as the
+// separator only before the URL's "://", so a URL with a query is fine.
+func parseUpstream(s string) ([]upstreamRoute, error) {
+	var routes []upstreamRoute
+	seen := make(map[string]bool)
+	for _, e := range strings.Split(s, ",") {
+		if e = strings.TrimSpace(e); e == "" {
+			continue
+		}
+		r := upstreamRoute{url: e}
+		if eq, scheme := strings.Index(e, "="), strings.Index(e, "://"); eq >= 0 && (scheme < 0 || eq < scheme) {
+			r.typ, r.url = strings.TrimSpace(e[:eq]), strings.TrimSpace(e[eq+1:])
+			if err := checkUpstreamType(r.typ); err != nil {
+				return nil, usagef("--action-upstream entry %q: %v", e, err)
+			}
+		}
+		if err := checkUpstreamURL(r.url); err != nil {
+			return nil, usagef("--action-upstream entry %q: %v", e, err)
+		}
+		// "billing.*" and "billing." are the same prefix.
+		k := strings.TrimSuffix(r.typ, "*")
+		if seen[k] {
+			if r.typ == "" {
+				return nil, usagef("--action-upstream has more than one fallback URL (entries without TYPE=)")
+			}
+			return nil, usagef("--action-upstream names %q twice", r.typ)
+		}
+		seen[k] = true
+		routes = append(routes, r)
+	}
+	return routes, nil
+}
+
+// checkUpstreamType accepts what an action type may be, optionally followed
+// by "*", outside the reserved herald. namespace.
+func checkUpstreamType(typ string) error {
+	name := strings.TrimSuffix(typ, "*")
+	if name == "" {
+		return errors.New(`the type before "=" is empty (a bare URL is the fallback for every type)`)
+	}
+	if len(name) > 64 {
+		return fmt.Errorf("type %q is longer than 64 bytes", typ)
+	}
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || strings.IndexByte("_.:-", c) >= 0) {
+			return fmt.Errorf("type %q may only contain A-Z a-z 0-9 _ . : - (and end in *)", typ)
+		}
+	}
+	if strings.HasPrefix(name, "herald.") || name == "herald" {
+		return fmt.Errorf("type %q is in the reserved herald. namespace", typ)
+	}
+	return nil
+}
+
+func checkUpstreamURL(s string) error {
+	u, err := url.Parse(s)
+	if err != nil {
+		return fmt.Errorf("invalid URL: %w", err)
+	}
+	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return fmt.Errorf("the URL must be absolute, http:// or https://, got %q", s)
+	}
+	return nil
 }
 
 func (c *serveConfig) validate() error {
@@ -159,6 +257,16 @@ func (c *serveConfig) validate() error {
 		return usagef("--shutdown-timeout must be positive, got %v", c.shutdownTimeout)
 	case c.logFormat != "text" && c.logFormat != "json":
 		return usagef("--log-format must be text or json, got %q", c.logFormat)
+	case c.actionWorkers <= 0:
+		return usagef("--action-workers must be positive, got %d", c.actionWorkers)
+	case c.actionQueue <= 0:
+		return usagef("--action-queue must be positive, got %d", c.actionQueue)
+	case c.actionTTL <= 0:
+		return usagef("--action-ttl must be positive, got %v", c.actionTTL)
+	case c.actionTimeout <= 0:
+		return usagef("--action-timeout must be positive, got %v", c.actionTimeout)
+	case c.actionMaxAttempts <= 0:
+		return usagef("--action-max-attempts must be positive, got %d", c.actionMaxAttempts)
 	}
 	return nil
 }
@@ -186,6 +294,26 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer, read
 	}
 	log := cfg.logger(stderr)
 
+	// Upstreams are built before anything starts, so a URL they refuse is a
+	// usage error with nothing to clean up.
+	upstreams := make([]*action.Upstream, len(cfg.actionUpstream))
+	for i, r := range cfg.actionUpstream {
+		u, err := action.NewUpstream(action.UpstreamOptions{
+			URL: r.url, Timeout: cfg.actionTimeout, MaxIdleConns: cfg.actionWorkers,
+		})
+		if err != nil {
+			return usagef("--action-upstream %s: %v", r.url, err)
+		}
+		upstreams[i] = u
+	}
+	// After the shutdown nothing calls an upstream any more: free the
+	// keep-alive connections (and their goroutines).
+	defer func() {
+		for _, u := range upstreams {
+			u.CloseIdleConnections()
+		}
+	}()
+
 	h, err := hub.New(hub.Options{
 		Broker:     hub.NewMemoryBroker(hub.MemoryOptions{Size: cfg.historySize, TTL: cfg.historyTTL}),
 		Shards:     cfg.shards,
@@ -195,16 +323,29 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer, read
 	if err != nil {
 		return fmt.Errorf("failed to start hub: %w", err)
 	}
+	svc, err := action.New(action.Options{
+		Hub: h, Workers: cfg.actionWorkers, QueueSize: cfg.actionQueue, TTL: cfg.actionTTL,
+		MaxAttempts: cfg.actionMaxAttempts, Echo: true, Logger: log,
+	})
+	if err != nil {
+		cctx, cancel := context.WithTimeout(context.Background(), cfg.shutdownTimeout)
+		defer cancel()
+		_ = h.Close(cctx)
+		return fmt.Errorf("failed to start actions: %w", err)
+	}
+	for i, r := range cfg.actionUpstream {
+		svc.Handle(r.typ, upstreams[i])
+	}
 	sseH := sse.New(sse.Options{
 		Hub: h, Heartbeat: cfg.heartbeat, Retry: cfg.sseRetry, WriteTimeout: cfg.writeTimeout, Logger: log,
 	})
 	wsH := ws.New(ws.Options{
 		Hub: h, AllowedOrigins: cfg.allowedOrigins, ReadLimit: cfg.wsReadLimit,
-		PingInterval: cfg.wsPingInterval, WriteTimeout: cfg.writeTimeout, Logger: log,
+		PingInterval: cfg.wsPingInterval, WriteTimeout: cfg.writeTimeout, Actions: svc, Logger: log,
 	})
 	srv := &http.Server{
 		Handler: httpapi.NewRouter(httpapi.Config{
-			Hub: h, SSE: sseH, WS: wsH, MaxBody: cfg.maxBody, Logger: log,
+			Hub: h, SSE: sseH, WS: wsH, Actions: svc, MaxBody: cfg.maxBody, Logger: log,
 		}),
 		ReadHeaderTimeout: readHeaderTimeout,
 		IdleTimeout:       idleTimeout,
@@ -215,12 +356,20 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer, read
 	if err != nil {
 		cctx, cancel := context.WithTimeout(context.Background(), cfg.shutdownTimeout)
 		defer cancel()
+		_ = svc.Shutdown(cctx)
 		_ = h.Close(cctx)
 		return fmt.Errorf("failed to listen on %s: %w", cfg.addr, err)
 	}
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
 	log.Info("listening", "addr", ln.Addr().String(), "broker", cfg.broker, "version", buildVersion())
+	for _, r := range cfg.actionUpstream {
+		typ := r.typ
+		if typ == "" {
+			typ = "(every other type)"
+		}
+		log.Info("action upstream", "type", typ, "url", r.url)
+	}
 	if ready != nil {
 		ready(ln.Addr().String())
 	}
@@ -233,7 +382,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer, read
 		log.Error("server stopped accepting connections", "err", serveErr)
 		served <- serveErr // so the wait below does not block
 	}
-	shutdown(srv, h, wsH, cfg.shutdownTimeout, log)
+	shutdown(srv, h, wsH, svc, cfg.shutdownTimeout, log)
 	if err := <-served; serveErr == nil && !errors.Is(err, http.ErrServerClosed) {
 		serveErr = err
 	}
@@ -254,10 +403,14 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer, read
 //     (publishes among them) finish.
 //  3. wsH.Wait waits for the hijacked WebSocket connections, which
 //     http.Server does not track.
-//  4. h.Close stops the hub's goroutines and the broker.
+//  4. svc.Shutdown refuses new actions (nothing can submit one any more)
+//     and lets the accepted ones finish and publish their results, which
+//     needs the hub still open; what has not finished when the timeout
+//     passes fails with code "shutdown".
+//  5. h.Close stops the hub's goroutines and the broker.
 //
 // When the timeout passes, srv.Close cuts every remaining connection.
-func shutdown(srv *http.Server, h *hub.Hub, wsH *ws.Handler, timeout time.Duration, log *slog.Logger) {
+func shutdown(srv *http.Server, h *hub.Hub, wsH *ws.Handler, svc *action.Service, timeout time.Duration, log *slog.Logger) {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	h.Shutdown()
@@ -268,7 +421,19 @@ func shutdown(srv *http.Server, h *hub.Hub, wsH *ws.Handler, timeout time.Durati
 	if err := wsH.Wait(ctx); err != nil {
 		log.Warn("WebSocket connections did not close in time", "err", err)
 	}
-	if err := h.Close(ctx); err != nil {
+	if err := svc.Shutdown(ctx); err != nil {
+		log.Warn("actions did not finish in time; the unfinished ones failed with code shutdown", "err", err)
+	}
+	// The hub's goroutines stop within moments. When slow actions have
+	// spent the whole bound, they still get that moment, rather than being
+	// reported as hung and left running.
+	hctx := ctx
+	if ctx.Err() != nil {
+		var hcancel context.CancelFunc
+		hctx, hcancel = context.WithTimeout(context.Background(), hubCloseGrace)
+		defer hcancel()
+	}
+	if err := h.Close(hctx); err != nil {
 		log.Warn("hub did not stop in time", "err", err)
 	}
 }

@@ -1,6 +1,6 @@
 // Package apierror writes the protocol's JSON errors,
 // {"error":{"code":"snake_case_code","message":"human text"}}, and maps the
-// hub's errors onto codes and HTTP statuses. Every transport uses it so a
+// errors of the hub and of the action service onto codes and HTTP statuses. Every transport uses it so a
 // client sees one error shape everywhere.
 package apierror
 
@@ -9,6 +9,7 @@ import (
 	"errors"
 	"net/http"
 
+	"github.com/heraldpush/herald/action"
 	"github.com/heraldpush/herald/hub"
 )
 
@@ -68,8 +69,12 @@ func Write(w http.ResponseWriter, e *Error) {
 // WriteErr maps err with From and writes it.
 func WriteErr(w http.ResponseWriter, err error) { Write(w, From(err)) }
 
-// From maps an error from the hub (or an *Error) onto a protocol error.
-// Unknown errors become 500 "internal" without leaking their text.
+// From maps an error from the hub or the action service (or an *Error)
+// onto a protocol error. Unknown errors become 500 "internal" without
+// leaking their text.
+//
+// The 503s of a full action queue and of actions shutting down are meant to
+// be retried: HTTP handlers add Retry-After (see RetryAfter).
 func From(err error) *Error {
 	var e *Error
 	var maxBytes *http.MaxBytesError
@@ -90,9 +95,29 @@ func From(err error) *Error {
 		return New(http.StatusBadRequest, InvalidCursor, err.Error())
 	case errors.Is(err, hub.ErrHistoryGone):
 		return New(http.StatusGone, HistoryGone, "the requested events are no longer retained")
+	case errors.Is(err, action.ErrUnknownAction):
+		return New(http.StatusUnprocessableEntity, UnknownAction, err.Error())
+	case errors.Is(err, action.ErrIdempotencyMismatch):
+		return New(http.StatusUnprocessableEntity, IdempotencyMismatch,
+			"this Idempotency-Key was already used for an action with another type, topic or payload")
+	case errors.Is(err, action.ErrQueueFull):
+		return New(http.StatusServiceUnavailable, Unavailable, "the action queue is full; retry later")
+	case errors.Is(err, action.ErrShuttingDown):
+		return New(http.StatusServiceUnavailable, Unavailable, "the server is shutting down and accepts no new actions")
 	case errors.Is(err, hub.ErrGoingAway), errors.Is(err, hub.ErrClosed), errors.Is(err, hub.ErrUnavailable):
 		return New(http.StatusServiceUnavailable, Unavailable, "the server is not accepting this request now")
 	default:
 		return New(http.StatusInternalServerError, Internal, "internal error")
 	}
+}
+
+// RetryAfter is the Retry-After value, in seconds, that HTTP handlers send
+// with the 503 of a full action queue or of actions shutting down, and
+// whether err is one of those. A queue drains within moments; a node that
+// is shutting down is replaced behind a load balancer within about as long.
+func RetryAfter(err error) (string, bool) {
+	if errors.Is(err, action.ErrQueueFull) || errors.Is(err, action.ErrShuttingDown) {
+		return "1", true
+	}
+	return "", false
 }

@@ -15,6 +15,7 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/heraldpush/herald/action"
 	"github.com/heraldpush/herald/hub"
 	"github.com/heraldpush/herald/transport/httpapi"
 	"github.com/heraldpush/herald/transport/sse"
@@ -25,9 +26,10 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 // server is a real hub behind the real router on a real socket.
 type server struct {
-	hub    *hub.Hub
-	url    string
-	client *http.Client
+	hub     *hub.Hub
+	actions *action.Service // nil unless serverOptions.actions was set
+	url     string
+	client  *http.Client
 }
 
 type serverOptions struct {
@@ -36,6 +38,9 @@ type serverOptions struct {
 	maxBatch int
 	sse, ws  http.Handler // nil: the real transports
 	logger   *slog.Logger
+	// actions, when not nil, starts an action service with these options
+	// (Hub filled in) and serves it over HTTP and WebSocket.
+	actions *action.Options
 }
 
 func newServer(t *testing.T, o serverOptions) *server {
@@ -44,30 +49,46 @@ func newServer(t *testing.T, o serverOptions) *server {
 	if err != nil {
 		t.Fatalf("failed to start hub: %v", err)
 	}
+	if o.logger == nil {
+		o.logger = slog.New(slog.DiscardHandler)
+	}
+	var svc *action.Service
+	if o.actions != nil {
+		ao := *o.actions
+		ao.Hub = h
+		ao.Logger = o.logger
+		if svc, err = action.New(ao); err != nil {
+			t.Fatalf("failed to start actions: %v", err)
+		}
+	}
 	if o.sse == nil {
 		o.sse = sse.New(sse.Options{Hub: h})
 	}
 	if o.ws == nil {
-		o.ws = ws.New(ws.Options{Hub: h})
-	}
-	if o.logger == nil {
-		o.logger = slog.New(slog.DiscardHandler)
+		o.ws = ws.New(ws.Options{Hub: h, Actions: svc})
 	}
 	srv := httptest.NewServer(httpapi.NewRouter(httpapi.Config{
-		Hub: h, SSE: o.sse, WS: o.ws, MaxBody: o.maxBody, MaxBatch: o.maxBatch, Logger: o.logger,
+		Hub: h, SSE: o.sse, WS: o.ws, Actions: svc, MaxBody: o.maxBody, MaxBatch: o.maxBatch, Logger: o.logger,
 	}))
 	tr := &http.Transport{}
 	t.Cleanup(func() {
+		// The order of the server binary: clients first, then actions
+		// (which publish their results), then the hub.
 		h.Shutdown()
 		tr.CloseIdleConnections()
 		srv.Close()
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
+		if svc != nil {
+			if err := svc.Shutdown(ctx); err != nil {
+				t.Errorf("failed to shut actions down: %v", err)
+			}
+		}
 		if err := h.Close(ctx); err != nil {
 			t.Errorf("failed to close hub: %v", err)
 		}
 	})
-	return &server{hub: h, url: srv.URL, client: &http.Client{Transport: tr, Timeout: 30 * time.Second}}
+	return &server{hub: h, actions: svc, url: srv.URL, client: &http.Client{Transport: tr, Timeout: 30 * time.Second}}
 }
 
 // response is what a client observed.

@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"unicode/utf8"
 
+	"github.com/heraldpush/herald/action"
 	"github.com/heraldpush/herald/hub"
 	"github.com/heraldpush/herald/transport/apierror"
 )
@@ -18,6 +19,7 @@ import (
 // api holds what the JSON handlers share. It is immutable after NewRouter.
 type api struct {
 	hub      *hub.Hub
+	actions  *action.Service // nil: the action routes are not mounted
 	maxBody  int64
 	maxBatch int
 }

@@ -1,5 +1,5 @@
-// Package httpapi serves Herald's HTTP JSON API (publish, history, topics,
-// health) and mounts the SSE and WebSocket handlers beside it.
+// Package httpapi serves Herald's HTTP JSON API (publish, actions, history,
+// topics, health) and mounts the SSE and WebSocket handlers beside it.
 //
 // routes.go is the only file that knows about the router (gorilla/mux), so
 // moving to another router touches this file alone.
@@ -12,6 +12,7 @@ import (
 
 	"github.com/gorilla/mux"
 
+	"github.com/heraldpush/herald/action"
 	"github.com/heraldpush/herald/hub"
 	"github.com/heraldpush/herald/transport/apierror"
 )
@@ -29,6 +30,10 @@ type Config struct {
 	// leaves its route unmounted (404).
 	SSE http.Handler
 	WS  http.Handler
+	// Actions serves POST /v1/actions and GET /v1/actions/{id}. Nil means
+	// actions are disabled: both paths answer 404 not_found, as any path
+	// the server does not serve.
+	Actions *action.Service
 	// MaxBody bounds a request body in bytes; larger bodies get 413
 	// too_large. Default 1 MiB.
 	MaxBody int64
@@ -55,7 +60,7 @@ func NewRouter(cfg Config) http.Handler {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	a := &api{hub: cfg.Hub, maxBody: cfg.MaxBody, maxBatch: cfg.MaxBatch}
+	a := &api{hub: cfg.Hub, actions: cfg.Actions, maxBody: cfg.MaxBody, maxBatch: cfg.MaxBatch}
 
 	r := mux.NewRouter().SkipClean(true)
 	if cfg.SSE != nil {
@@ -65,6 +70,10 @@ func NewRouter(cfg Config) http.Handler {
 		r.Handle("/v1/ws", cfg.WS).Methods(http.MethodGet)
 	}
 	r.HandleFunc("/v1/publish", a.publish).Methods(http.MethodPost)
+	if cfg.Actions != nil {
+		r.HandleFunc(actionsPath, a.submitAction).Methods(http.MethodPost)
+		r.HandleFunc(actionsPath+"/{id}", a.getAction).Methods(http.MethodGet)
+	}
 	r.HandleFunc("/v1/topics", a.topics).Methods(http.MethodGet)
 	// The default variable pattern [^/]+ admits dots; the handler validates
 	// the topic so that a bad one is a 400 invalid_topic rather than a 404.

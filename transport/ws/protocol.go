@@ -10,6 +10,7 @@ import (
 
 	"github.com/coder/websocket"
 
+	"github.com/heraldpush/herald/action"
 	"github.com/heraldpush/herald/hub"
 	"github.com/heraldpush/herald/transport/apierror"
 )
@@ -156,7 +157,7 @@ func (s *session) handle(b []byte) {
 		}
 		s.client.Queue(okReply("ok", m.Ref, msgs[0].ID.String()))
 	case "action":
-		s.replyError(m.Ref, apierror.New(http.StatusUnprocessableEntity, apierror.UnknownAction, "no action handlers are configured"))
+		s.submitAction(m)
 	case "ping":
 		s.client.Queue(okReply("pong", m.Ref, ""))
 	case "":
@@ -169,6 +170,73 @@ func (s *session) handle(b []byte) {
 		s.replyError(m.Ref, apierror.New(http.StatusBadRequest, apierror.UnknownOp,
 			fmt.Sprintf("unknown op %q (ops: subscribe, unsubscribe, publish, action, ping)", op)))
 	}
+}
+
+// MaxIdempotencyKey is the longest idempotency_key of an action, in bytes;
+// the same bound as HTTP's Idempotency-Key header, since both share keys.
+const MaxIdempotencyKey = 255
+
+// submitAction handles the "action" op. The reply carries only the action's
+// ID, for a new action and for an idempotent repeat alike: the result
+// arrives as an event on the action's topic (subscribe to it first) and the
+// status can be read over HTTP.
+func (s *session) submitAction(m inbound) {
+	svc := s.h.opts.Actions
+	if svc == nil {
+		s.replyError(m.Ref, apierror.New(http.StatusUnprocessableEntity, apierror.UnknownAction,
+			"actions are not enabled on this server"))
+		return
+	}
+	if m.Type == "" {
+		s.replyError(m.Ref, apierror.New(http.StatusBadRequest, apierror.InvalidType, `"type" is required`))
+		return
+	}
+	if m.Topic == "" {
+		s.replyError(m.Ref, apierror.New(http.StatusBadRequest, apierror.InvalidTopic,
+			`"topic" is required: the action's result is published there`))
+		return
+	}
+	if e := checkIdempotencyKey(m.IdempotencyKey); e != nil {
+		s.replyError(m.Ref, e)
+		return
+	}
+	a, _, err := svc.Submit(s.ctx, action.Request{
+		Type: m.Type, Topic: m.Topic, Payload: m.Payload, IdempotencyKey: m.IdempotencyKey,
+	})
+	if err != nil {
+		s.replyError(m.Ref, apierror.From(err))
+		return
+	}
+	id, err := json.Marshal(a.ID)
+	if err != nil {
+		s.replyError(m.Ref, apierror.From(err))
+		return
+	}
+	b := make([]byte, 0, 48+len(m.Ref)+len(id))
+	b = append(b, `{"op":"ok"`...)
+	if hasRef(m.Ref) {
+		b = append(b, `,"ref":`...)
+		b = append(b, m.Ref...)
+	}
+	b = append(b, `,"action_id":`...)
+	b = append(b, id...)
+	s.client.Queue(append(b, '}'))
+}
+
+// checkIdempotencyKey accepts "" (no key) or 1 to MaxIdempotencyKey bytes of
+// printable ASCII, the rule of the HTTP header.
+func checkIdempotencyKey(k string) *apierror.Error {
+	if len(k) > MaxIdempotencyKey {
+		return apierror.New(http.StatusBadRequest, apierror.InvalidRequest,
+			fmt.Sprintf(`"idempotency_key" must be at most %d bytes long, got %d`, MaxIdempotencyKey, len(k)))
+	}
+	for i := 0; i < len(k); i++ {
+		if c := k[i]; c < 0x20 || c > 0x7e {
+			return apierror.New(http.StatusBadRequest, apierror.InvalidRequest,
+				`"idempotency_key" must be printable ASCII`)
+		}
+	}
+	return nil
 }
 
 func jsonKind(field string) string {

@@ -20,6 +20,7 @@ import (
 
 	"github.com/coder/websocket"
 
+	"github.com/heraldpush/herald/action"
 	"github.com/heraldpush/herald/hub"
 	"github.com/heraldpush/herald/transport/apierror"
 )
@@ -42,7 +43,11 @@ type Options struct {
 	ReadLimit      int64         // largest client message; default 64 KiB; a larger one closes with 1009
 	PingInterval   time.Duration // keep-alive ping interval; default 25s; negative disables pings
 	WriteTimeout   time.Duration // deadline for each batch write; default 10s; missing it closes with 4008
-	Logger         *slog.Logger
+	// Actions runs the "action" op; nil answers every action with an
+	// unknown_action error. Share the Service with the HTTP API so that
+	// idempotency keys are shared too.
+	Actions *action.Service
+	Logger  *slog.Logger
 }
 
 // Handler serves GET /v1/ws.

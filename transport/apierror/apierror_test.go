@@ -1,0 +1,48 @@
+package apierror_test
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"testing"
+
+	"go.uber.org/goleak"
+
+	"github.com/heraldpush/herald/action"
+	"github.com/heraldpush/herald/hub"
+	"github.com/heraldpush/herald/transport/apierror"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// TestFromActionErrors checks the codes, statuses and Retry-After of the
+// action service's errors, as Submit returns them (wrapped).
+func TestFromActionErrors(t *testing.T) {
+	cases := []struct {
+		err        error
+		status     int
+		code       string
+		retryAfter string
+	}{
+		{fmt.Errorf("%w %q", action.ErrUnknownAction, "todo.add"), http.StatusUnprocessableEntity, apierror.UnknownAction, ""},
+		{fmt.Errorf("%w: key", action.ErrIdempotencyMismatch), http.StatusUnprocessableEntity, apierror.IdempotencyMismatch, ""},
+		{action.ErrQueueFull, http.StatusServiceUnavailable, apierror.Unavailable, "1"},
+		{fmt.Errorf("failed to submit: %w", action.ErrShuttingDown), http.StatusServiceUnavailable, apierror.Unavailable, "1"},
+		{fmt.Errorf("bad: %w", hub.ErrInvalidType), http.StatusBadRequest, apierror.InvalidType, ""},
+		{hub.ErrGoingAway, http.StatusServiceUnavailable, apierror.Unavailable, ""},
+		{errors.New("secret detail"), http.StatusInternalServerError, apierror.Internal, ""},
+	}
+	for _, tc := range cases {
+		e := apierror.From(tc.err)
+		if e.Status != tc.status || e.Code != tc.code || e.Message == "" {
+			t.Errorf("From(%v) = %d %s %q, want %d %s with a message", tc.err, e.Status, e.Code, e.Message, tc.status, tc.code)
+		}
+		ra, ok := apierror.RetryAfter(tc.err)
+		if ra != tc.retryAfter || ok != (tc.retryAfter != "") {
+			t.Errorf("RetryAfter(%v) = %q, %v; want %q", tc.err, ra, ok, tc.retryAfter)
+		}
+	}
+	if e := apierror.From(errors.New("secret detail")); e.Message != "internal error" {
+		t.Errorf("an unknown error leaks its text: %q", e.Message)
+	}
+}

@@ -1,0 +1,176 @@
+package httpapi
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"unicode/utf8"
+
+	"github.com/gorilla/mux"
+
+	"github.com/heraldpush/herald/action"
+	"github.com/heraldpush/herald/transport/apierror"
+)
+
+// MaxIdempotencyKey is the longest Idempotency-Key accepted, in bytes.
+const MaxIdempotencyKey = 255
+
+// actionsPath is where actions are submitted; an action's status lives
+// under it, at actionsPath/ID.
+const actionsPath = "/v1/actions"
+
+// actionJSON is the body of POST /v1/actions. Unknown fields are ignored,
+// as for publish.
+type actionJSON struct {
+	Type    *string         `json:"type"`
+	Topic   *string         `json:"topic"`
+	Payload json.RawMessage `json:"payload"`
+}
+
+// acceptedJSON is the body of a 202: where to follow the action.
+type acceptedJSON struct {
+	ID        string        `json:"id"`
+	Status    action.Status `json:"status"`
+	StatusURL string        `json:"status_url"`
+}
+
+// submitAction serves POST /v1/actions. A new action is answered 202 with
+// Location; an idempotent repeat is answered 200 with the first action's
+// current status, so a client can tell the two apart.
+func (a *api) submitAction(w http.ResponseWriter, r *http.Request) {
+	if err := checkJSONContentType(r); err != nil {
+		apierror.Write(w, err)
+		return
+	}
+	key, kerr := idempotencyKey(r.Header)
+	if kerr != nil {
+		apierror.Write(w, kerr)
+		return
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, a.maxBody))
+	if err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			apierror.Write(w, apierror.New(http.StatusRequestEntityTooLarge, apierror.TooLarge,
+				fmt.Sprintf("request body is larger than %d bytes", a.maxBody)))
+			return
+		}
+		apierror.Write(w, apierror.New(http.StatusBadRequest, apierror.InvalidRequest, "failed to read request body"))
+		return
+	}
+	req, perr := parseAction(body)
+	if perr != nil {
+		apierror.Write(w, perr)
+		return
+	}
+	req.IdempotencyKey = key
+	act, created, err := a.actions.Submit(r.Context(), req)
+	if err != nil {
+		if v, ok := apierror.RetryAfter(err); ok {
+			w.Header().Set("Retry-After", v)
+		}
+		apierror.WriteErr(w, err)
+		return
+	}
+	loc := actionURL(act.ID)
+	w.Header().Set("Location", loc)
+	if !created {
+		a.writeAction(w, act)
+		return
+	}
+	// The action was queued just now: whatever a worker has done with it
+	// since, the client is told the state it was accepted in.
+	out, err := json.Marshal(acceptedJSON{ID: act.ID, Status: action.Pending, StatusURL: loc})
+	if err != nil {
+		apierror.WriteErr(w, err)
+		return
+	}
+	writeJSON(w, http.StatusAccepted, append(out, '\n'))
+}
+
+// getAction serves GET /v1/actions/{id}.
+func (a *api) getAction(w http.ResponseWriter, r *http.Request) {
+	id := mux.Vars(r)["id"]
+	act, ok := a.actions.Get(id)
+	if !ok {
+		if len(id) > 64 {
+			id = id[:64] + "…"
+		}
+		apierror.Write(w, apierror.New(http.StatusNotFound, apierror.NotFound,
+			fmt.Sprintf("no action %q (unknown, or finished longer ago than the server keeps actions)", id)))
+		return
+	}
+	a.writeAction(w, act)
+}
+
+// writeAction answers 200 with an action's status document.
+func (a *api) writeAction(w http.ResponseWriter, act action.Action) {
+	out, err := json.Marshal(act)
+	if err != nil {
+		apierror.WriteErr(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, append(out, '\n'))
+}
+
+// actionURL is the relative URL of an action's status, used both in
+// Location and in status_url.
+func actionURL(id string) string { return actionsPath + "/" + url.PathEscape(id) }
+
+// parseAction decodes an action body. It checks what only the transport
+// knows (the JSON and the presence of the fields); the service validates the
+// values.
+func parseAction(body []byte) (action.Request, *apierror.Error) {
+	if !utf8.Valid(body) {
+		return action.Request{}, badJSON("request body is not valid UTF-8")
+	}
+	trimmed := bytes.TrimLeft(body, " \t\r\n")
+	if len(trimmed) == 0 || trimmed[0] != '{' {
+		return action.Request{}, badJSON("request body must be a JSON object")
+	}
+	var in actionJSON
+	if err := json.Unmarshal(body, &in); err != nil {
+		return action.Request{}, badJSON(describeJSONError(err))
+	}
+	if in.Type == nil || *in.Type == "" {
+		return action.Request{}, apierror.New(http.StatusBadRequest, apierror.InvalidType, `"type" is required`)
+	}
+	if in.Topic == nil || *in.Topic == "" {
+		return action.Request{}, apierror.New(http.StatusBadRequest, apierror.InvalidTopic,
+			`"topic" is required: the action's result is published there`)
+	}
+	return action.Request{Type: *in.Type, Topic: *in.Topic, Payload: in.Payload}, nil
+}
+
+// idempotencyKey returns the request's Idempotency-Key, or "" when it has
+// none. A key is 1 to MaxIdempotencyKey bytes of printable ASCII (space
+// included, though HTTP trims it at both ends); anything else, or the header
+// given twice, is 400 invalid_request rather than silently running the
+// action without the protection the client asked for.
+func idempotencyKey(h http.Header) (string, *apierror.Error) {
+	vals := h.Values("Idempotency-Key")
+	switch len(vals) {
+	case 0:
+		return "", nil
+	case 1:
+	default:
+		return "", apierror.New(http.StatusBadRequest, apierror.InvalidRequest,
+			"give at most one Idempotency-Key header")
+	}
+	k := vals[0]
+	if k == "" || len(k) > MaxIdempotencyKey {
+		return "", apierror.New(http.StatusBadRequest, apierror.InvalidRequest,
+			fmt.Sprintf("Idempotency-Key must be 1 to %d bytes long, got %d", MaxIdempotencyKey, len(k)))
+	}
+	for i := 0; i < len(k); i++ {
+		if c := k[i]; c < 0x20 || c > 0x7e {
+			return "", apierror.New(http.StatusBadRequest, apierror.InvalidRequest,
+				"Idempotency-Key must be printable ASCII")
+		}
+	}
+	return k, nil
+}
