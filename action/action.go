@@ -12,6 +12,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"time"
 
@@ -121,6 +122,27 @@ func (f HandlerFunc) Handle(ctx context.Context, call *Call) (json.RawMessage, e
 	return f(ctx, call)
 }
 
+// MaxKeyLen is the longest idempotency key, in bytes.
+const MaxKeyLen = 255
+
+// ErrInvalidKey is returned for an idempotency key that is not 1 to
+// MaxKeyLen bytes of printable ASCII (400 invalid_request).
+var ErrInvalidKey = errors.New("invalid idempotency key")
+
+// ValidateKey checks a non-empty idempotency key. HTTP's Idempotency-Key
+// header and WebSocket's idempotency_key share keys, so they share the rule.
+func ValidateKey(k string) error {
+	if k == "" || len(k) > MaxKeyLen {
+		return fmt.Errorf("%w: must be 1 to %d bytes long, got %d", ErrInvalidKey, MaxKeyLen, len(k))
+	}
+	for i := 0; i < len(k); i++ {
+		if c := k[i]; c < 0x20 || c > 0x7e {
+			return fmt.Errorf("%w: must be printable ASCII", ErrInvalidKey)
+		}
+	}
+	return nil
+}
+
 // Retryable marks err as transient: the service tries the action again with
 // exponential backoff and jitter, up to MaxAttempts. Retryable(nil) is nil.
 func Retryable(err error) error {
@@ -143,10 +165,13 @@ func (e *retryableError) Unwrap() error { return e.err }
 
 // Options configures a Service. The zero value of each field means its default.
 type Options struct {
-	Hub         *hub.Hub      // where results are published (required)
-	Workers     int           // actions run at once; default 16
-	QueueSize   int           // accepted actions waiting for a worker; default 10000. Full: ErrQueueFull.
-	TTL         time.Duration // finished actions (and their idempotency keys) are kept this long; default 1h
+	Hub       *hub.Hub      // where results are published (required)
+	Workers   int           // actions run at once; default 16
+	QueueSize int           // accepted actions waiting for a worker; default 10000. Full: ErrQueueFull.
+	TTL       time.Duration // finished actions (and their idempotency keys) are kept this long; default 1h
+	// MaxFinished bounds how many finished actions are kept whatever their
+	// age: past it the oldest are forgotten early. Default 100000.
+	MaxFinished int
 	MaxAttempts int           // attempts for retryable errors; default 5
 	BackoffBase time.Duration // first retry delay (doubles each time, with jitter); default 100ms
 	BackoffMax  time.Duration // longest retry delay; default 10s

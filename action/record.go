@@ -72,6 +72,11 @@ func (s *Service) finalizeLocked(r *record, result json.RawMessage, failure *Fai
 	r.finished = time.Now()
 	r.payload = nil
 	s.expiry.push(r)
+	for s.expiry.len() > s.maxFinished {
+		// Over the count bound: the oldest finished record goes early.
+		s.forgetLocked(s.expiry.front())
+		s.expiry.pop()
+	}
 	return true
 }
 

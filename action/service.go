@@ -22,6 +22,7 @@ const (
 	DefaultWorkers     = 16
 	DefaultQueueSize   = 10000
 	DefaultTTL         = time.Hour
+	DefaultMaxFinished = 100000
 	DefaultMaxAttempts = 5
 	DefaultBackoffBase = 100 * time.Millisecond
 	DefaultBackoffMax  = 10 * time.Second
@@ -78,11 +79,12 @@ type Service struct {
 	stopJanitorOnce sync.Once
 	janitorDone     chan struct{}
 
-	mu      sync.Mutex
-	closing bool
-	records map[string]*record
-	keys    map[idemKey]*record
-	expiry  fifo // finished records, oldest first
+	mu          sync.Mutex
+	closing     bool
+	records     map[string]*record
+	keys        map[idemKey]*record
+	expiry      fifo // finished records, oldest first
+	maxFinished int
 
 	accepted     atomic.Int64
 	succeeded    atomic.Int64
@@ -112,6 +114,9 @@ func New(o Options) (*Service, error) {
 	if o.TTL <= 0 {
 		o.TTL = DefaultTTL
 	}
+	if o.MaxFinished <= 0 {
+		o.MaxFinished = DefaultMaxFinished
+	}
 	if o.MaxAttempts <= 0 {
 		o.MaxAttempts = DefaultMaxAttempts
 	}
@@ -132,6 +137,7 @@ func New(o Options) (*Service, error) {
 		hub:         o.Hub,
 		log:         o.Logger,
 		ttl:         o.TTL,
+		maxFinished: o.MaxFinished,
 		maxAttempts: o.MaxAttempts,
 		backoffBase: o.BackoffBase,
 		backoffMax:  o.BackoffMax,
@@ -166,7 +172,7 @@ func echo(_ context.Context, call *Call) (json.RawMessage, error) {
 // Submit validates req and queues the action. It returns the action as it
 // stands and created=false when an idempotent repeat matched an earlier one.
 // Errors: hub.ErrInvalidTopic, hub.ErrInvalidType, hub.ErrInvalidData,
-// ErrUnknownAction, ErrIdempotencyMismatch, ErrQueueFull, ErrShuttingDown
+// ErrInvalidKey, ErrUnknownAction, ErrIdempotencyMismatch, ErrQueueFull, ErrShuttingDown
 // (or ctx.Err() when ctx is already done; ctx bounds only the submission,
 // never the action).
 //
@@ -191,6 +197,9 @@ func (s *Service) Submit(ctx context.Context, req Request) (a Action, created bo
 	}
 	var sum [sha256.Size]byte
 	if req.IdempotencyKey != "" {
+		if err := ValidateKey(req.IdempotencyKey); err != nil {
+			return Action{}, false, err
+		}
 		if sum, err = bodySum(req.Type, req.Topic, d.Data); err != nil {
 			return Action{}, false, err
 		}

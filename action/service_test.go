@@ -494,3 +494,32 @@ func TestNoLostActions(t *testing.T) {
 		t.Errorf("Stats = %+v, counted %d succeeded, %d failed", st, succeeded, failed)
 	}
 }
+
+// TestMaxFinishedBoundsRecords: however long the TTL, no more than
+// MaxFinished finished actions are kept; the oldest go first, and their
+// idempotency keys with them.
+func TestMaxFinishedBoundsRecords(t *testing.T) {
+	h := newHub(t, 0)
+	s := newService(t, h, action.Options{Echo: true, TTL: time.Hour, MaxFinished: 3, Workers: 1})
+	sub := subscribe(t, h)
+	var ids []string
+	for i := range 5 {
+		a := submit(t, s, action.Request{Type: "echo", Topic: "t.bound", IdempotencyKey: fmt.Sprintf("k%d", i)})
+		sub.await(t, a.ID) // finished, in order
+		ids = append(ids, a.ID)
+	}
+	for i, id := range ids {
+		_, ok := s.Get(id)
+		if want := i >= 2; ok != want {
+			t.Errorf("action %d kept = %v, want %v", i, ok, want)
+		}
+	}
+	// The forgotten action's key is free again: the same key runs anew.
+	a, created, err := s.Submit(context.Background(), action.Request{Type: "echo", Topic: "t.bound", IdempotencyKey: "k0"})
+	if err != nil || !created || a.ID == ids[0] {
+		t.Fatalf("reusing an evicted key: %v created=%v id=%s", err, created, a.ID)
+	}
+	if _, _, err := s.Submit(context.Background(), action.Request{Type: "echo", Topic: "t.bound", IdempotencyKey: "bad\x01key"}); !errors.Is(err, action.ErrInvalidKey) {
+		t.Fatalf("a control byte in the key: %v, want ErrInvalidKey", err)
+	}
+}

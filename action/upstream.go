@@ -7,10 +7,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/url"
 	"strings"
+	"syscall"
 	"time"
 	"unicode/utf8"
 )
@@ -32,6 +34,7 @@ type UpstreamOptions struct {
 	URL     string        // the backend's endpoint, e.g. http://app/actions
 	Timeout time.Duration // per attempt; default 10s
 	Client  *http.Client  // default: a client with sane transport limits
+	Logger  *slog.Logger  // where attempt failures are logged in detail; default slog.Default()
 	// MaxIdleConns is how many idle keep-alive connections the default
 	// client keeps to the backend; size it to Options.Workers. Default 64.
 	// Ignored when Client is set.
@@ -54,6 +57,7 @@ type Upstream struct {
 	url     string
 	timeout time.Duration
 	client  *http.Client
+	log     *slog.Logger
 }
 
 // NewUpstream checks o and returns an Upstream.
@@ -67,6 +71,9 @@ func NewUpstream(o UpstreamOptions) (*Upstream, error) {
 	}
 	if o.Timeout <= 0 {
 		o.Timeout = DefaultUpstreamTimeout
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
 	}
 	if o.Client == nil {
 		conns := o.MaxIdleConns
@@ -92,7 +99,7 @@ func NewUpstream(o UpstreamOptions) (*Upstream, error) {
 			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 		}
 	}
-	return &Upstream{url: u.String(), timeout: o.Timeout, client: o.Client}, nil
+	return &Upstream{url: u.String(), timeout: o.Timeout, client: o.Client, log: o.Logger}, nil
 }
 
 // CloseIdleConnections closes the client's idle keep-alive connections (and
@@ -171,10 +178,24 @@ func (u *Upstream) transient(ctx, actx context.Context, what string, err error) 
 	if ctx.Err() != nil {
 		return fmt.Errorf("%s: %w", what, ctx.Err())
 	}
-	if errors.Is(actx.Err(), context.DeadlineExceeded) {
-		return Retryable(fmt.Errorf("%s: no answer within %v", what, u.timeout))
+	// Clients see the kind of failure, never the backend's address: that
+	// detail goes to the log.
+	u.log.Warn("upstream attempt failed", "what", what, "err", err)
+	var kind string
+	var ne net.Error
+	switch {
+	case errors.Is(actx.Err(), context.DeadlineExceeded):
+		kind = fmt.Sprintf("no answer within %v", u.timeout)
+	case errors.Is(err, syscall.ECONNREFUSED):
+		kind = "connection refused"
+	case errors.Is(err, syscall.ECONNRESET), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, io.EOF):
+		kind = "connection reset"
+	case errors.As(err, &ne) && ne.Timeout():
+		kind = "timed out"
+	default:
+		kind = "network error"
 	}
-	return Retryable(fmt.Errorf("%s: %w", what, err))
+	return Retryable(fmt.Errorf("%s: %s", what, kind))
 }
 
 // rejection is the Failure for a 4xx answer: the upstream's own

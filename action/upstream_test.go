@@ -245,6 +245,11 @@ func TestUpstreamConnectionRefused(t *testing.T) {
 	if o.Status != action.Failed || o.Error.Code != action.CodeUpstreamUnavailable || !strings.Contains(o.Error.Message, "refused") {
 		t.Fatalf("%+v %+v", o, o.Error)
 	}
+	// Clients learn what went wrong, not where the backend lives.
+	host := strings.TrimPrefix(url, "http://")
+	if strings.Contains(o.Error.Message, host) || strings.Contains(mustGet(t, s, a.ID).Error.Message, host) {
+		t.Errorf("the failure message reveals the upstream address %s: %q", host, o.Error.Message)
+	}
 	if g := mustGet(t, s, a.ID); g.Attempts != 3 {
 		t.Errorf("Attempts = %d, want 3", g.Attempts)
 	}

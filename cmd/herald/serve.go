@@ -59,6 +59,7 @@ type serveConfig struct {
 	actionWorkers     int
 	actionQueue       int
 	actionTTL         time.Duration
+	actionMaxFinished int
 	actionTimeout     time.Duration
 	actionMaxAttempts int
 }
@@ -103,6 +104,7 @@ func parseServeFlags(args []string, getenv func(string) (string, bool), stdout i
 	fs.IntVar(&c.actionWorkers, "action-workers", 16, "actions run at once")
 	fs.IntVar(&c.actionQueue, "action-queue", 10000, "accepted actions waiting for a worker, at most; when full, new actions get 503 with Retry-After")
 	fs.DurationVar(&c.actionTTL, "action-ttl", time.Hour, "how long a finished action's status (and its idempotency key) is kept")
+	fs.IntVar(&c.actionMaxFinished, "action-max-finished", 100000, "finished actions kept at most, whatever their age; the oldest are forgotten first")
 	fs.DurationVar(&c.actionTimeout, "action-timeout", 10*time.Second, "deadline of each attempt at an upstream action")
 	fs.IntVar(&c.actionMaxAttempts, "action-max-attempts", 5, "attempts at an action whose upstream fails transiently (5xx, timeout, connection error)")
 	fs.Usage = func() {
@@ -263,6 +265,8 @@ func (c *serveConfig) validate() error {
 		return usagef("--action-queue must be positive, got %d", c.actionQueue)
 	case c.actionTTL <= 0:
 		return usagef("--action-ttl must be positive, got %v", c.actionTTL)
+	case c.actionMaxFinished <= 0:
+		return usagef("--action-max-finished must be positive, got %d", c.actionMaxFinished)
 	case c.actionTimeout <= 0:
 		return usagef("--action-timeout must be positive, got %v", c.actionTimeout)
 	case c.actionMaxAttempts <= 0:
@@ -324,7 +328,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer, read
 		return fmt.Errorf("failed to start hub: %w", err)
 	}
 	svc, err := action.New(action.Options{
-		Hub: h, Workers: cfg.actionWorkers, QueueSize: cfg.actionQueue, TTL: cfg.actionTTL,
+		Hub: h, Workers: cfg.actionWorkers, QueueSize: cfg.actionQueue, TTL: cfg.actionTTL, MaxFinished: cfg.actionMaxFinished,
 		MaxAttempts: cfg.actionMaxAttempts, Echo: true, Logger: log,
 	})
 	if err != nil {

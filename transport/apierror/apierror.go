@@ -100,6 +100,8 @@ func From(err error) *Error {
 	case errors.Is(err, action.ErrIdempotencyMismatch):
 		return New(http.StatusUnprocessableEntity, IdempotencyMismatch,
 			"this Idempotency-Key was already used for an action with another type, topic or payload")
+	case errors.Is(err, action.ErrInvalidKey):
+		return New(http.StatusBadRequest, InvalidRequest, err.Error())
 	case errors.Is(err, action.ErrQueueFull):
 		return New(http.StatusServiceUnavailable, Unavailable, "the action queue is full; retry later")
 	case errors.Is(err, action.ErrShuttingDown):

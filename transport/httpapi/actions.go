@@ -3,11 +3,10 @@ package httpapi
 import (
 	"bytes"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"net/url"
+	"strings"
 	"unicode/utf8"
 
 	"github.com/gorilla/mux"
@@ -15,9 +14,6 @@ import (
 	"github.com/heraldpush/herald/action"
 	"github.com/heraldpush/herald/transport/apierror"
 )
-
-// MaxIdempotencyKey is the longest Idempotency-Key accepted, in bytes.
-const MaxIdempotencyKey = 255
 
 // actionsPath is where actions are submitted; an action's status lives
 // under it, at actionsPath/ID.
@@ -51,15 +47,9 @@ func (a *api) submitAction(w http.ResponseWriter, r *http.Request) {
 		apierror.Write(w, kerr)
 		return
 	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, a.maxBody))
-	if err != nil {
-		var tooBig *http.MaxBytesError
-		if errors.As(err, &tooBig) {
-			apierror.Write(w, apierror.New(http.StatusRequestEntityTooLarge, apierror.TooLarge,
-				fmt.Sprintf("request body is larger than %d bytes", a.maxBody)))
-			return
-		}
-		apierror.Write(w, apierror.New(http.StatusBadRequest, apierror.InvalidRequest, "failed to read request body"))
+	body, berr := a.readJSONBody(w, r)
+	if berr != nil {
+		apierror.Write(w, berr)
 		return
 	}
 	req, perr := parseAction(body)
@@ -147,7 +137,7 @@ func parseAction(body []byte) (action.Request, *apierror.Error) {
 }
 
 // idempotencyKey returns the request's Idempotency-Key, or "" when it has
-// none. A key is 1 to MaxIdempotencyKey bytes of printable ASCII (space
+// none. A key is 1 to action.MaxKeyLen bytes of printable ASCII (space
 // included, though HTTP trims it at both ends); anything else, or the header
 // given twice, is 400 invalid_request rather than silently running the
 // action without the protection the client asked for.
@@ -162,15 +152,8 @@ func idempotencyKey(h http.Header) (string, *apierror.Error) {
 			"give at most one Idempotency-Key header")
 	}
 	k := vals[0]
-	if k == "" || len(k) > MaxIdempotencyKey {
-		return "", apierror.New(http.StatusBadRequest, apierror.InvalidRequest,
-			fmt.Sprintf("Idempotency-Key must be 1 to %d bytes long, got %d", MaxIdempotencyKey, len(k)))
-	}
-	for i := 0; i < len(k); i++ {
-		if c := k[i]; c < 0x20 || c > 0x7e {
-			return "", apierror.New(http.StatusBadRequest, apierror.InvalidRequest,
-				"Idempotency-Key must be printable ASCII")
-		}
+	if err := action.ValidateKey(k); err != nil {
+		return "", apierror.New(http.StatusBadRequest, apierror.InvalidRequest, "Idempotency-Key "+strings.TrimPrefix(err.Error(), action.ErrInvalidKey.Error()+": "))
 	}
 	return k, nil
 }

@@ -39,21 +39,29 @@ type publishJSON struct {
 	Events json.RawMessage `json:"events"`
 }
 
-// publish serves POST /v1/publish.
-func (a *api) publish(w http.ResponseWriter, r *http.Request) {
+// readJSONBody checks that r carries JSON and reads its body, at most
+// maxBody bytes: 415 for another content type, 413 for a larger body.
+func (a *api) readJSONBody(w http.ResponseWriter, r *http.Request) ([]byte, *apierror.Error) {
 	if err := checkJSONContentType(r); err != nil {
-		apierror.Write(w, err)
-		return
+		return nil, err
 	}
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, a.maxBody))
 	if err != nil {
 		var tooBig *http.MaxBytesError
 		if errors.As(err, &tooBig) {
-			apierror.Write(w, apierror.New(http.StatusRequestEntityTooLarge, apierror.TooLarge,
-				fmt.Sprintf("request body is larger than %d bytes", a.maxBody)))
-			return
+			return nil, apierror.New(http.StatusRequestEntityTooLarge, apierror.TooLarge,
+				fmt.Sprintf("request body is larger than %d bytes", a.maxBody))
 		}
-		apierror.Write(w, apierror.New(http.StatusBadRequest, apierror.InvalidRequest, "failed to read request body"))
+		return nil, apierror.New(http.StatusBadRequest, apierror.InvalidRequest, "failed to read request body")
+	}
+	return body, nil
+}
+
+// publish serves POST /v1/publish.
+func (a *api) publish(w http.ResponseWriter, r *http.Request) {
+	body, berr := a.readJSONBody(w, r)
+	if berr != nil {
+		apierror.Write(w, berr)
 		return
 	}
 	drafts, batch, perr := a.parsePublish(body)

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strings"
 
 	"github.com/coder/websocket"
 
@@ -172,10 +173,6 @@ func (s *session) handle(b []byte) {
 	}
 }
 
-// MaxIdempotencyKey is the longest idempotency_key of an action, in bytes;
-// the same bound as HTTP's Idempotency-Key header, since both share keys.
-const MaxIdempotencyKey = 255
-
 // submitAction handles the "action" op. The reply carries only the action's
 // ID, for a new action and for an idempotent repeat alike: the result
 // arrives as an event on the action's topic (subscribe to it first) and the
@@ -223,18 +220,15 @@ func (s *session) submitAction(m inbound) {
 	s.client.Queue(append(b, '}'))
 }
 
-// checkIdempotencyKey accepts "" (no key) or 1 to MaxIdempotencyKey bytes of
-// printable ASCII, the rule of the HTTP header.
+// checkIdempotencyKey accepts "" (no key) or a key action.ValidateKey
+// accepts: HTTP and WebSocket share keys, so they share the rule.
 func checkIdempotencyKey(k string) *apierror.Error {
-	if len(k) > MaxIdempotencyKey {
-		return apierror.New(http.StatusBadRequest, apierror.InvalidRequest,
-			fmt.Sprintf(`"idempotency_key" must be at most %d bytes long, got %d`, MaxIdempotencyKey, len(k)))
+	if k == "" {
+		return nil
 	}
-	for i := 0; i < len(k); i++ {
-		if c := k[i]; c < 0x20 || c > 0x7e {
-			return apierror.New(http.StatusBadRequest, apierror.InvalidRequest,
-				`"idempotency_key" must be printable ASCII`)
-		}
+	if err := action.ValidateKey(k); err != nil {
+		return apierror.New(http.StatusBadRequest, apierror.InvalidRequest,
+			`"idempotency_key" `+strings.TrimPrefix(err.Error(), action.ErrInvalidKey.Error()+": "))
 	}
 	return nil
 }
