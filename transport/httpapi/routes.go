@@ -78,6 +78,7 @@ func NewRouter(cfg Config) http.Handler {
 	// The default variable pattern [^/]+ admits dots; the handler validates
 	// the topic so that a bad one is a 400 invalid_topic rather than a 404.
 	r.HandleFunc("/v1/topics/{topic}/history", a.history).Methods(http.MethodGet)
+	r.HandleFunc("/v1/stats", a.stats).Methods(http.MethodGet)
 	r.HandleFunc("/healthz", a.healthz).Methods(http.MethodGet, http.MethodHead)
 	r.HandleFunc("/readyz", a.readyz).Methods(http.MethodGet, http.MethodHead)
 

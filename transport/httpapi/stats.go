@@ -1,0 +1,31 @@
+package httpapi
+
+import (
+	"encoding/json"
+	"net/http"
+
+	"github.com/heraldpush/herald/action"
+	"github.com/heraldpush/herald/hub"
+)
+
+// statsJSON is the body of GET /v1/stats: every counter of the node in one
+// document, for dashboards and for the metrics exporter to read.
+type statsJSON struct {
+	Hub     hub.Stats     `json:"hub"`
+	Actions *action.Stats `json:"actions,omitempty"` // absent when actions are off
+}
+
+// stats serves GET /v1/stats.
+func (a *api) stats(w http.ResponseWriter, r *http.Request) {
+	body := statsJSON{Hub: a.hub.Stats()}
+	if a.actions != nil {
+		st := a.actions.Stats()
+		body.Actions = &st
+	}
+	b, err := json.Marshal(body)
+	if err != nil {
+		// Counters always marshal; this would be a programming error.
+		panic(err)
+	}
+	writeJSON(w, http.StatusOK, append(b, '\n'))
+}
