@@ -38,8 +38,9 @@ var errPingTimeout = errors.New("peer did not answer a ping")
 // The writer and the reader each run as a relay of goroutines: having done
 // some work, a loop that is about to wait continues in a fresh goroutine and
 // the old one ends, so an idle connection holds two minimal stacks rather
-// than the grown ones (see read.go). There is still exactly one writer and
-// one reader at any time.
+// than the grown ones (see read.go). The writer relays only after relayAfter
+// without work, so a busy connection does not pay for it per event. There is
+// still exactly one writer and one reader at any time.
 type session struct {
 	h      *Handler
 	client *hub.Client
@@ -53,6 +54,7 @@ type session struct {
 	cancel context.CancelCauseFunc
 
 	pingTick *time.Ticker // nil when pings are disabled
+	idle     *time.Timer  // the writer's relayAfter timer; writer-owned
 	items    []hub.Item   // the writer's batch, recycled through Drain
 
 	tasks   sync.WaitGroup // the reader and the ping in flight
@@ -110,16 +112,42 @@ func (s *session) writeLoop() {
 			if cap(s.items) > 256 {
 				s.items = nil
 			}
-			select {
-			case <-s.ctx.Done():
-				s.finish(readerStatus(context.Cause(s.ctx)))
+			// An active connection keeps its stack: relaying after every
+			// batch would cost a goroutine start and a stack regrowth per
+			// event. Only once it has been idle for relayAfter does the
+			// writer continue on a fresh, minimal stack.
+			if !s.awaitMore(ping) {
 				return
-			case <-s.client.Wake():
-				continue // more queued meanwhile: keep going on this stack
-			default:
 			}
+		}
+	}
+}
+
+// relayAfter is how long a writer waits for more work on its current stack
+// before it relays to a fresh goroutine to idle on a minimal one.
+const relayAfter = time.Second
+
+// awaitMore waits up to relayAfter for the next batch on the current stack,
+// answering keep-alive ticks meanwhile. It reports true when there is more
+// to write; false when the writer has finished the session or relayed.
+func (s *session) awaitMore(ping <-chan time.Time) bool {
+	if s.idle == nil {
+		s.idle = time.NewTimer(relayAfter)
+	} else {
+		s.idle.Reset(relayAfter)
+	}
+	for {
+		select {
+		case <-s.client.Wake():
+			return true
+		case <-ping:
+			s.ping()
+		case <-s.ctx.Done():
+			s.finish(readerStatus(context.Cause(s.ctx)))
+			return false
+		case <-s.idle.C:
 			go s.writeLoop()
-			return
+			return false
 		}
 	}
 }
@@ -199,6 +227,9 @@ func (s *session) finish(code websocket.StatusCode, reason string) {
 	s.cancel(nil)
 	if s.pingTick != nil {
 		s.pingTick.Stop()
+	}
+	if s.idle != nil {
+		s.idle.Stop()
 	}
 	s.tasks.Wait()
 	s.client.Close()
