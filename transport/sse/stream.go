@@ -110,14 +110,21 @@ type writer struct {
 	deadline  time.Time // of the last write
 }
 
+// write sends b under the write deadline. The deadline is moved only when
+// less than half of the timeout is left: moving it is a timer update in the
+// runtime poller (and a trip through every ResponseWriter wrapper), a
+// noticeable cost when a busy stream writes a batch per event. A write still
+// never gets more than the timeout, nor less than half of it.
 func (s *writer) write(b []byte) error {
 	if s.deadlines {
-		s.deadline = time.Now().Add(s.timeout)
-		if err := s.rc.SetWriteDeadline(s.deadline); err != nil {
-			if !errors.Is(err, http.ErrNotSupported) {
-				return err
+		if now := time.Now(); s.deadline.Sub(now) < s.timeout/2 {
+			s.deadline = now.Add(s.timeout)
+			if err := s.rc.SetWriteDeadline(s.deadline); err != nil {
+				if !errors.Is(err, http.ErrNotSupported) {
+					return err
+				}
+				s.deadlines = false
 			}
-			s.deadlines = false
 		}
 	}
 	if _, err := s.w.Write(b); err != nil {

@@ -61,6 +61,7 @@ type corkConn struct {
 	corked   bool         // a batch is being written: Write appends to buf
 	buf      *[]byte      // from corkPool, only while corked and written to
 	due      time.Time    // deadline of the current batch's writes
+	armed    time.Time    // the write deadline set on the socket
 	err      error        // the first failed socket write; every later write fails with it
 	closed   bool         // Close has run
 	closeOut bool         // coder/websocket has written a close frame: no data frame may follow
@@ -170,9 +171,18 @@ func (c *corkConn) appendLocked(p []byte) (int, error) {
 // writeLocked writes p to the socket with deadline due, recording a failure.
 // c.mu is held on entry.
 func (c *corkConn) writeLocked(p []byte, due time.Time) (int, error) {
-	if err := c.Conn.SetWriteDeadline(due); err != nil {
-		c.err = err
-		return 0, err
+	// Moving the socket's deadline is a timer update in the runtime poller,
+	// a noticeable cost when a busy connection writes a batch per event. So
+	// the deadline moves only when due is earlier than the one set (a close
+	// handshake's shorter bound), or when less than half of the budget due
+	// asks for is left: a write never gets more time than its caller asked
+	// for, nor less than half of it.
+	if now := time.Now(); due.Before(c.armed) || c.armed.Sub(now) < due.Sub(now)/2 {
+		if err := c.Conn.SetWriteDeadline(due); err != nil {
+			c.err = err
+			return 0, err
+		}
+		c.armed = due
 	}
 	// Checked after setting the deadline: either Close's shorter deadline
 	// comes later and bounds this write, or closing is already visible here.
