@@ -30,11 +30,12 @@ Usage:
 
 Commands:
   serve     run the server (see "herald serve -h" for its flags)
+  sub       subscribe and print events as JSON lines (see "herald sub -h")
+  pub       publish events and print their cursors (see "herald pub -h")
+  action    submit an action, optionally wait for its result (see "herald action -h")
   bench     load-test a running server (see "herald bench -h")
   version   print the version
   help      print this help
-
-Planned for a later release, not available yet: sub, pub, action.
 `
 
 func main() {
@@ -76,8 +77,18 @@ func run(args []string, stdout, stderr io.Writer) int {
 		defer stop()
 		return exitStatus(runBench(ctx, args[1:], stdout, stderr), stderr)
 	case "sub", "pub", "action":
-		fmt.Fprintf(stderr, "herald: %q is planned for a later release and not available yet\n\n%s", args[0], usage)
-		return 2
+		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+		defer stop()
+		var err error
+		switch args[0] {
+		case "sub":
+			err = runSub(ctx, args[1:], stdout, stderr)
+		case "pub":
+			err = runPub(ctx, args[1:], os.Stdin, stdout, stderr)
+		default:
+			err = runAction(ctx, args[1:], stdout, stderr)
+		}
+		return exitStatus(err, stderr)
 	default:
 		fmt.Fprintf(stderr, "herald: unknown command %q\n\n%s", args[0], usage)
 		return 2

@@ -35,7 +35,6 @@ func TestCommands(t *testing.T) {
 		{name: "-h", args: []string{"-h"}, status: 0, stdout: "version"},
 		{name: "version", args: []string{"version"}, status: 0, stdout: "herald "},
 		{name: "unknown", args: []string{"frobnicate"}, status: 2, stderr: `unknown command "frobnicate"`, noStdout: true},
-		{name: "planned sub", args: []string{"sub"}, status: 2, stderr: "not available yet", noStdout: true},
 		{name: "bench bad flag", args: []string{"bench", "--subscribers", "many"}, status: 2, stderr: "invalid value", noStdout: true},
 		{name: "bench -h", args: []string{"bench", "-h"}, status: 0, stdout: "-subscribers int"},
 		{name: "serve -h", args: []string{"serve", "-h"}, status: 0, stdout: "HERALD_HISTORY_SIZE"},
@@ -56,16 +55,6 @@ func TestCommands(t *testing.T) {
 				t.Errorf("stdout should be empty on a usage error, got %q", &stdout)
 			}
 		})
-	}
-	// The usage does not present planned commands as working ones.
-	var stdout bytes.Buffer
-	run([]string{"help"}, &stdout, io.Discard)
-	for _, line := range strings.Split(stdout.String(), "\n") {
-		for _, planned := range []string{"sub", "pub", "action"} {
-			if strings.HasPrefix(strings.TrimSpace(line), planned+" ") {
-				t.Errorf("usage lists planned command %q as available: %q", planned, line)
-			}
-		}
 	}
 }
 

@@ -1,0 +1,441 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"net/url"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/coder/websocket"
+	"github.com/r3labs/sse/v2"
+
+	"github.com/heraldpush/herald/hub"
+)
+
+// Reconnect pacing: exponential backoff with jitter, back to the start after
+// a connection that delivered something.
+const (
+	subBackoffMin = 250 * time.Millisecond
+	subBackoffMax = 10 * time.Second
+	// subMaxMessage bounds one SSE event or WebSocket message.
+	subMaxMessage = 1 << 20
+)
+
+// stringsFlag is a repeatable string flag.
+type stringsFlag []string
+
+func (f *stringsFlag) String() string { return strings.Join(*f, ",") }
+
+func (f *stringsFlag) Set(s string) error {
+	*f = append(*f, s)
+	return nil
+}
+
+type subConfig struct {
+	base      *url.URL
+	transport string
+	topics    []string
+	since     string
+	token     string
+	pretty    bool
+}
+
+// runSub runs "herald sub": subscribe over WebSocket or SSE and print one
+// event per line (NDJSON) on stdout, reconnecting and resuming.
+func runSub(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	cfg, err := parseSubFlags(args, stdout)
+	if err != nil {
+		return err
+	}
+	s := &subscriber{cfg: cfg, stdout: stdout, stderr: stderr}
+	if cfg.since != "" {
+		s.last, _ = hub.ParseCursor(cfg.since) // validated by parseSubFlags
+		s.haveLast = true
+	}
+	return s.run(ctx)
+}
+
+func parseSubFlags(args []string, stdout io.Writer) (subConfig, error) {
+	var cfg subConfig
+	var rawURL, format string
+	var topics stringsFlag
+	fs := flag.NewFlagSet("herald sub", flag.ContinueOnError)
+	fs.StringVar(&rawURL, "url", "http://127.0.0.1:8080", "server base `URL`")
+	fs.StringVar(&cfg.transport, "transport", "ws", "transport: ws or sse")
+	fs.Var(&topics, "topic", "topic `pattern` to subscribe to (repeatable, at least one), e.g. 'orders.*'")
+	fs.StringVar(&cfg.since, "since", "", "resume after this `CURSOR` (the id of an event already seen)")
+	fs.StringVar(&cfg.token, "token", "", "`JWT` sent as Authorization: Bearer")
+	fs.StringVar(&format, "format", "json", "output: json (one event envelope per line) or pretty")
+	fs.SetOutput(io.Discard)
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			fs.SetOutput(stdout)
+			fmt.Fprint(stdout, "Usage: herald sub --topic PATTERN [--topic ...] [flags]\n\n"+
+				"Subscribes and prints one event envelope per line (NDJSON) on stdout;\n"+
+				"diagnostics go to stderr. Reconnects with backoff and resumes from the\n"+
+				"last event printed. Runs until interrupted.\n\nFlags:\n")
+			fs.PrintDefaults()
+			return cfg, err
+		}
+		return cfg, usagef("%v (see \"herald sub -h\")", err)
+	}
+	if fs.NArg() > 0 {
+		return cfg, usagef("sub takes no arguments, got %q (use --topic)", fs.Arg(0))
+	}
+	if len(topics) == 0 {
+		return cfg, usagef("sub needs at least one --topic")
+	}
+	for _, p := range topics {
+		if _, err := hub.ParsePattern(p); err != nil {
+			return cfg, usagef("invalid --topic %q: %v", p, err)
+		}
+	}
+	cfg.topics = topics
+	if cfg.transport != "ws" && cfg.transport != "sse" {
+		return cfg, usagef("--transport must be ws or sse, got %q", cfg.transport)
+	}
+	switch format {
+	case "json":
+	case "pretty":
+		cfg.pretty = true
+	default:
+		return cfg, usagef("--format must be json or pretty, got %q", format)
+	}
+	if cfg.since != "" {
+		if _, err := hub.ParseCursor(cfg.since); err != nil {
+			return cfg, usagef("invalid --since %q: not a cursor", cfg.since)
+		}
+	}
+	u, err := url.Parse(strings.TrimRight(rawURL, "/"))
+	if err != nil || u.Host == "" {
+		return cfg, usagef("invalid --url %q", rawURL)
+	}
+	switch u.Scheme {
+	case "http", "https":
+	case "ws":
+		u.Scheme = "http"
+	case "wss":
+		u.Scheme = "https"
+	default:
+		return cfg, usagef("--url must start with http://, https://, ws:// or wss://, got %q", rawURL)
+	}
+	cfg.base = u
+	return cfg, nil
+}
+
+// fatalError ends runSub without a retry: the server refused the
+// subscription itself, so asking again would get the same answer.
+type fatalError struct{ err error }
+
+func (e *fatalError) Error() string { return e.err.Error() }
+func (e *fatalError) Unwrap() error { return e.err }
+
+// subscriber is one "herald sub" run. It is used by a single goroutine.
+type subscriber struct {
+	cfg            subConfig
+	stdout, stderr io.Writer
+	http           *http.Client
+
+	last      hub.Cursor // the last cursor printed or reset to: where to resume
+	haveLast  bool
+	connected bool // a subscription has been live at least once
+	delivered bool // the current connection delivered an event or a reset
+	line      []byte
+}
+
+func (s *subscriber) run(ctx context.Context) error {
+	// No keep-alive: every stream is long-lived, and an idle pooled
+	// connection would outlive the command.
+	tr := &http.Transport{Proxy: http.ProxyFromEnvironment, DisableKeepAlives: true}
+	defer tr.CloseIdleConnections()
+	s.http = &http.Client{Transport: tr}
+
+	backoff := subBackoffMin
+	for {
+		fmt.Fprintf(s.stderr, "connecting to %s (%s)\n", s.cfg.base, s.cfg.transport)
+		s.delivered = false
+		var err error
+		if s.cfg.transport == "sse" {
+			err = s.sessionSSE(ctx)
+		} else {
+			err = s.sessionWS(ctx)
+		}
+		if ctx.Err() != nil {
+			return nil
+		}
+		var fe *fatalError
+		if errors.As(err, &fe) {
+			return fe.err
+		}
+		if !s.connected {
+			return connectError(s.cfg.base.String(), err)
+		}
+		if s.delivered {
+			backoff = subBackoffMin
+		}
+		// Full range jitter over the upper half keeps a crowd of clients
+		// from reconnecting in lockstep after a server restart.
+		d := backoff/2 + rand.N(backoff/2+1)
+		fmt.Fprintf(s.stderr, "disconnected: %v; reconnecting in %v\n", err, d.Round(time.Millisecond))
+		t := time.NewTimer(d)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil
+		case <-t.C:
+		}
+		backoff = min(2*backoff, subBackoffMax)
+	}
+}
+
+// connectError words a failure of the very first connection.
+func connectError(u string, err error) error {
+	if errors.Is(err, syscall.ECONNREFUSED) {
+		return fmt.Errorf("cannot connect to %s: connection refused", u)
+	}
+	return fmt.Errorf("cannot connect to %s: %w", u, err)
+}
+
+// statusError turns a refused HTTP answer into an error carrying the
+// server's JSON error code and message. 400, 401, 403 and 404 are fatal.
+func statusError(code int, body []byte) error {
+	var e struct {
+		Error struct {
+			Code    string `json:"code"`
+			Message string `json:"message"`
+		} `json:"error"`
+	}
+	var err error
+	if json.Unmarshal(body, &e) == nil && e.Error.Code != "" {
+		err = fmt.Errorf("server answered %d %s: %s", code, e.Error.Code, e.Error.Message)
+	} else {
+		err = fmt.Errorf("server answered %d %s", code, http.StatusText(code))
+	}
+	switch code {
+	case http.StatusBadRequest, http.StatusUnauthorized, http.StatusForbidden, http.StatusNotFound:
+		return &fatalError{err}
+	}
+	return err
+}
+
+// sessionSSE runs one SSE connection until it ends.
+func (s *subscriber) sessionSSE(ctx context.Context) error {
+	u := *s.cfg.base
+	u.Path += "/v1/events"
+	q := url.Values{"topic": s.cfg.topics}
+	u.RawQuery = q.Encode()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
+	if err != nil {
+		return &fatalError{fmt.Errorf("failed to build request: %w", err)}
+	}
+	req.Header.Set("Accept", "text/event-stream")
+	if s.cfg.token != "" {
+		req.Header.Set("Authorization", "Bearer "+s.cfg.token)
+	}
+	if s.haveLast {
+		req.Header.Set("Last-Event-ID", s.last.String())
+	}
+	resp, err := s.http.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		body, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+		return statusError(resp.StatusCode, body)
+	}
+	s.connected = true
+	fmt.Fprintf(s.stderr, "subscribed to %s\n", strings.Join(s.cfg.topics, " "))
+	r := sse.NewEventStreamReader(resp.Body, subMaxMessage)
+	for {
+		block, err := r.ReadEvent()
+		if err != nil {
+			if err == io.EOF {
+				return errors.New("the server ended the stream")
+			}
+			return fmt.Errorf("failed to read stream: %w", err)
+		}
+		id, typ, data := parseSSEBlock(block)
+		// A cancelled request can leave a truncated last block: only
+		// complete JSON is accepted.
+		if !json.Valid(data) {
+			continue
+		}
+		if typ == "herald.reset" {
+			if err := s.reset(id, data); err != nil {
+				return err
+			}
+			continue
+		}
+		if err := s.event(data); err != nil {
+			return err
+		}
+	}
+}
+
+// parseSSEBlock extracts the fields of one event block; comments and
+// unknown fields are ignored, data lines are joined with newlines.
+func parseSSEBlock(block []byte) (id, typ string, data []byte) {
+	first := true
+	for len(block) > 0 {
+		var line []byte
+		if i := bytes.IndexAny(block, "\r\n"); i >= 0 {
+			line, block = block[:i], block[i+1:]
+		} else {
+			line, block = block, nil
+		}
+		name, value, _ := bytes.Cut(line, []byte(":"))
+		value = bytes.TrimPrefix(value, []byte(" "))
+		switch string(name) {
+		case "id":
+			id = string(value)
+		case "event":
+			typ = string(value)
+		case "data":
+			if !first {
+				data = append(data, '\n')
+			}
+			data = append(data, value...)
+			first = false
+		}
+	}
+	return id, typ, data
+}
+
+// sessionWS runs one WebSocket connection until it ends.
+func (s *subscriber) sessionWS(ctx context.Context) error {
+	h := http.Header{}
+	if s.cfg.token != "" {
+		h.Set("Authorization", "Bearer "+s.cfg.token)
+	}
+	c, resp, err := websocket.Dial(ctx, s.cfg.base.String()+"/v1/ws", &websocket.DialOptions{
+		HTTPClient:   s.http,
+		HTTPHeader:   h,
+		Subprotocols: []string{"herald.v1"},
+	})
+	if err != nil {
+		if resp != nil && resp.StatusCode != http.StatusSwitchingProtocols && resp.StatusCode != 0 {
+			var body []byte
+			if resp.Body != nil {
+				body, _ = io.ReadAll(resp.Body)
+			}
+			return statusError(resp.StatusCode, body)
+		}
+		return err
+	}
+	defer c.CloseNow()
+	c.SetReadLimit(subMaxMessage)
+
+	sub := struct {
+		Op     string   `json:"op"`
+		Ref    int      `json:"ref"`
+		Topics []string `json:"topics"`
+		Since  string   `json:"since,omitempty"`
+	}{Op: "subscribe", Ref: 1, Topics: s.cfg.topics}
+	if s.haveLast {
+		sub.Since = s.last.String()
+	}
+	msg, _ := json.Marshal(sub)
+	if err := c.Write(ctx, websocket.MessageText, msg); err != nil {
+		return fmt.Errorf("failed to subscribe: %w", err)
+	}
+	for {
+		_, b, err := c.Read(ctx)
+		if err != nil {
+			return fmt.Errorf("failed to read: %w", err)
+		}
+		var head struct {
+			Op    string          `json:"op"`
+			Ref   json.RawMessage `json:"ref"`
+			ID    string          `json:"id"`
+			Error struct {
+				Code    string `json:"code"`
+				Message string `json:"message"`
+			} `json:"error"`
+		}
+		if err := json.Unmarshal(b, &head); err != nil {
+			fmt.Fprintf(s.stderr, "ignoring a message that is not JSON: %.200q\n", b)
+			continue
+		}
+		switch head.Op {
+		case "event":
+			if err := s.event(b); err != nil {
+				return err
+			}
+		case "reset":
+			if err := s.reset(head.ID, b); err != nil {
+				return err
+			}
+		case "ok":
+			if string(head.Ref) == "1" {
+				s.connected = true
+				fmt.Fprintf(s.stderr, "subscribed to %s\n", strings.Join(s.cfg.topics, " "))
+			}
+		case "error":
+			err := fmt.Errorf("server answered %s: %s", head.Error.Code, head.Error.Message)
+			if string(head.Ref) == "1" {
+				return &fatalError{err}
+			}
+			fmt.Fprintf(s.stderr, "%v\n", err)
+		}
+	}
+}
+
+// event prints one event envelope, unless it was already printed.
+func (s *subscriber) event(raw []byte) error {
+	var e hub.Event
+	if err := json.Unmarshal(raw, &e); err != nil || e.ID.Epoch == "" {
+		fmt.Fprintf(s.stderr, "ignoring a malformed event: %.200q\n", raw)
+		return nil
+	}
+	s.delivered = true
+	if s.haveLast && e.ID.Epoch == s.last.Epoch && e.ID.Seq <= s.last.Seq {
+		return nil // already printed: one line per event, even across reconnects
+	}
+	s.line = s.line[:0]
+	if s.cfg.pretty {
+		s.line = e.Time.UTC().AppendFormat(s.line, "2006-01-02T15:04:05.000Z07:00")
+		s.line = fmt.Appendf(s.line, "  %s  %s  %s\n  ", e.Topic, e.Type, e.ID)
+		var ind bytes.Buffer
+		if json.Indent(&ind, e.Data, "  ", "  ") == nil {
+			s.line = append(s.line, ind.Bytes()...)
+		} else {
+			s.line = append(s.line, e.Data...)
+		}
+	} else {
+		s.line = e.AppendJSON(s.line)
+	}
+	s.line = append(s.line, '\n')
+	if _, err := s.stdout.Write(s.line); err != nil {
+		return &fatalError{fmt.Errorf("failed to write output: %w", err)}
+	}
+	s.last, s.haveLast = e.ID, true
+	return nil
+}
+
+// reset reports a herald.reset and moves the resume point to its cursor.
+func (s *subscriber) reset(id string, data []byte) error {
+	var r struct {
+		Reason string   `json:"reason"`
+		Topics []string `json:"topics"`
+	}
+	_ = json.Unmarshal(data, &r)
+	c, err := hub.ParseCursor(id)
+	if err != nil {
+		fmt.Fprintf(s.stderr, "reset: %s for %v, without a usable cursor %q\n", r.Reason, r.Topics, id)
+		return nil
+	}
+	s.delivered = true
+	s.last, s.haveLast = c, true
+	fmt.Fprintf(s.stderr, "reset: %s for %v, resuming from %s\n", r.Reason, r.Topics, id)
+	return nil
+}

@@ -1,0 +1,449 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/heraldpush/herald/hub"
+	"github.com/heraldpush/herald/internal/wait"
+)
+
+// subRun is a runSub running in a goroutine until stop or the test's end.
+type subRun struct {
+	stdout, stderr *syncBuffer
+	cancel         context.CancelFunc
+	done           chan error
+}
+
+func startSub(t *testing.T, args ...string) *subRun {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	s := &subRun{stdout: &syncBuffer{}, stderr: &syncBuffer{}, cancel: cancel, done: make(chan error, 1)}
+	go func() { s.done <- runSub(ctx, args, s.stdout, s.stderr) }()
+	t.Cleanup(func() {
+		select {
+		case err := <-s.done: // ended by itself; the test judged the result
+			s.done <- err
+			cancel()
+		default:
+			if err := s.stop(t); err != nil {
+				t.Errorf("runSub after cancel: %v", err)
+			}
+		}
+		if t.Failed() {
+			t.Logf("sub stderr:\n%s", s.stderr)
+		}
+	})
+	return s
+}
+
+// stop cancels runSub and returns its result; it may be called again.
+func (s *subRun) stop(t *testing.T) error {
+	t.Helper()
+	s.cancel()
+	select {
+	case err := <-s.done:
+		s.done <- err
+		return err
+	case <-time.After(5 * time.Second):
+		t.Fatalf("runSub did not return within 5s of cancel")
+		return nil
+	}
+}
+
+// result waits for runSub to return by itself.
+func (s *subRun) result(t *testing.T) error {
+	t.Helper()
+	select {
+	case err := <-s.done:
+		s.done <- err
+		return err
+	case <-time.After(10 * time.Second):
+		t.Fatalf("runSub did not return within 10s\nstderr: %s", s.stderr)
+		return nil
+	}
+}
+
+// lines returns the complete lines printed so far.
+func (s *subRun) lines() []string {
+	out := s.stdout.String()
+	if i := strings.LastIndexByte(out, '\n'); i >= 0 {
+		return strings.Split(out[:i], "\n")
+	}
+	return nil
+}
+
+func (s *subRun) waitLines(t *testing.T, n int) []string {
+	t.Helper()
+	wait.For(t, 10*time.Second, "the subscriber to print events", func() bool { return len(s.lines()) >= n })
+	return s.lines()
+}
+
+func (s *subRun) waitSubscribed(t *testing.T, times int) {
+	t.Helper()
+	wait.For(t, 10*time.Second, "the subscription to be live", func() bool {
+		return strings.Count(s.stderr.String(), "subscribed to ") >= times
+	})
+}
+
+// publish publishes one event per data value on topic and returns the cursors.
+func publish(t *testing.T, in *instance, topic string, data ...string) []string {
+	t.Helper()
+	var ids []string
+	for _, d := range data {
+		status, body := in.post(t, "/v1/publish", `{"topic":"`+topic+`","type":"test.event","data":`+d+`}`)
+		if status != http.StatusOK {
+			t.Fatalf("publish: status %d, body %s", status, body)
+		}
+		var r struct{ ID string }
+		if err := json.Unmarshal(body, &r); err != nil || r.ID == "" {
+			t.Fatalf("publish body %s: %v", body, err)
+		}
+		ids = append(ids, r.ID)
+	}
+	return ids
+}
+
+// checkEvents checks that lines are envelopes with the given ids and data.
+func checkEvents(t *testing.T, lines, ids, data []string) {
+	t.Helper()
+	if len(lines) != len(ids) {
+		t.Fatalf("got %d lines, want %d:\n%s", len(lines), len(ids), strings.Join(lines, "\n"))
+	}
+	for i, l := range lines {
+		var e hub.Event
+		if err := json.Unmarshal([]byte(l), &e); err != nil {
+			t.Fatalf("line %d %q is not an event envelope: %v", i, l, err)
+		}
+		if e.ID.String() != ids[i] || string(e.Data) != data[i] {
+			t.Errorf("line %d: id %s data %s, want id %s data %s", i, e.ID, e.Data, ids[i], data[i])
+		}
+		if b, _ := e.MarshalJSON(); string(b) != l {
+			t.Errorf("line %d %q is not the canonical envelope %s", i, l, b)
+		}
+	}
+}
+
+var transports = []string{"ws", "sse"}
+
+func TestSubReceives(t *testing.T) {
+	in := startServe(t, "--addr", "127.0.0.1:0")
+	subs := map[string]*subRun{}
+	for _, tr := range transports {
+		subs[tr] = startSub(t, "--url", in.url, "--transport", tr, "--topic", "orders.*", "--topic", "audit")
+		subs[tr].waitSubscribed(t, 1)
+	}
+	ids := publish(t, in, "orders.1", `{"n":1}`)
+	publish(t, in, "other.1", `"not subscribed"`)
+	ids = append(ids, publish(t, in, "audit", `[1,2]`, `"x"`)...)
+	ids = append(ids, publish(t, in, "orders.2", `null`)...)
+	data := []string{`{"n":1}`, `[1,2]`, `"x"`, `null`}
+
+	got := map[string][]string{}
+	for _, tr := range transports {
+		got[tr] = subs[tr].waitLines(t, len(ids))
+		t.Run(tr, func(t *testing.T) { checkEvents(t, got[tr], ids, data) })
+	}
+	if strings.Join(got["ws"], "\n") != strings.Join(got["sse"], "\n") {
+		t.Errorf("transports print different lines:\nws:\n%s\nsse:\n%s", strings.Join(got["ws"], "\n"), strings.Join(got["sse"], "\n"))
+	}
+	for _, tr := range transports {
+		if err := subs[tr].stop(t); err != nil {
+			t.Errorf("%s: runSub after cancel = %v, want nil (exit 0)", tr, err)
+		}
+		if strings.Contains(subs[tr].stdout.String(), "subscribed") {
+			t.Errorf("%s: diagnostics on stdout", tr)
+		}
+	}
+}
+
+func TestSubPretty(t *testing.T) {
+	in := startServe(t, "--addr", "127.0.0.1:0")
+	s := startSub(t, "--url", in.url, "--transport", "sse", "--topic", "orders.>", "--format", "pretty")
+	s.waitSubscribed(t, 1)
+	ids := publish(t, in, "orders.eu.1", `{"total":12.5}`)
+	wait.For(t, 10*time.Second, "a pretty event", func() bool { return strings.Contains(s.stdout.String(), "}\n") })
+	out := s.stdout.String()
+	for _, want := range []string{"orders.eu.1", "test.event", ids[0], "\n  {\n    \"total\": 12.5\n  }\n"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("pretty output %q does not contain %q", out, want)
+		}
+	}
+}
+
+func TestSubSince(t *testing.T) {
+	in := startServe(t, "--addr", "127.0.0.1:0")
+	ids := publish(t, in, "orders.1", "1", "2", "3")
+	for _, tr := range transports {
+		t.Run(tr, func(t *testing.T) {
+			s := startSub(t, "--url", in.url, "--transport", tr, "--topic", "orders.*", "--since", ids[0])
+			checkEvents(t, s.waitLines(t, 2), ids[1:], []string{"2", "3"})
+		})
+	}
+}
+
+func TestSubResumesAfterCut(t *testing.T) {
+	in := startServe(t, "--addr", "127.0.0.1:0")
+	for _, tr := range transports {
+		t.Run(tr, func(t *testing.T) {
+			topic := "cut." + tr
+			p := startProxy(t, in.url[len("http://"):])
+			s := startSub(t, "--url", "http://"+p.addr(), "--transport", tr, "--topic", topic)
+			s.waitSubscribed(t, 1)
+			ids := publish(t, in, topic, "1")
+			s.waitLines(t, 1)
+
+			p.cut()
+			ids = append(ids, publish(t, in, topic, "2", "3")...)
+			// Let it fail to reconnect at least once while the events wait.
+			wait.For(t, 10*time.Second, "a failed reconnect", func() bool {
+				return strings.Count(s.stderr.String(), "reconnecting in") >= 2
+			})
+			p.resume()
+			s.waitSubscribed(t, 2)
+			ids = append(ids, publish(t, in, topic, "4")...)
+			checkEvents(t, s.waitLines(t, 4), ids, []string{"1", "2", "3", "4"})
+			if err := s.stop(t); err != nil {
+				t.Errorf("runSub after cancel: %v", err)
+			}
+			// Nothing more came after the last expected event.
+			checkEvents(t, s.lines(), ids, []string{"1", "2", "3", "4"})
+		})
+	}
+}
+
+func TestSubReset(t *testing.T) {
+	in := startServe(t, "--addr", "127.0.0.1:0")
+	publish(t, in, "orders.1", "0")
+	for _, tr := range transports {
+		t.Run(tr, func(t *testing.T) {
+			s := startSub(t, "--url", in.url, "--transport", tr, "--topic", "orders.*", "--since", "abcdefghij-5")
+			wait.For(t, 10*time.Second, "the reset on stderr", func() bool {
+				return strings.Contains(s.stderr.String(), "resuming from")
+			})
+			line := s.stderr.String()
+			line = line[strings.Index(line, "reset: "):]
+			if !strings.Contains(line, "[orders.*]") || strings.Contains(line, "abcdefghij-5") {
+				t.Errorf("reset line %q should name the pattern and the server's cursor", line)
+			}
+			ids := publish(t, in, "orders.1", "1")
+			checkEvents(t, s.waitLines(t, 1), ids, []string{"1"})
+			if strings.Contains(s.stdout.String(), "reset") {
+				t.Errorf("the reset leaked onto stdout: %q", s.stdout)
+			}
+		})
+	}
+}
+
+func TestSubErrors(t *testing.T) {
+	in := startServe(t, "--addr", "127.0.0.1:0")
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	refused := "http://" + ln.Addr().String()
+	ln.Close()
+
+	cases := []struct {
+		name   string
+		args   []string
+		status int
+		stderr string
+	}{
+		{"refused ws", []string{"--url", refused, "--topic", "a"}, 1, "cannot connect to " + refused + ": connection refused"},
+		{"refused sse", []string{"--url", refused, "--transport", "sse", "--topic", "a"}, 1, "cannot connect to " + refused + ": connection refused"},
+		{"no topic", []string{"--url", in.url}, 2, "at least one --topic"},
+		{"invalid pattern", []string{"--url", in.url, "--topic", "orders..x"}, 2, "invalid --topic"},
+		{"transport", []string{"--url", in.url, "--topic", "a", "--transport", "pigeon"}, 2, "--transport must be ws or sse"},
+		{"format", []string{"--url", in.url, "--topic", "a", "--format", "xml"}, 2, "--format must be json or pretty"},
+		{"since", []string{"--url", in.url, "--topic", "a", "--since", "nope"}, 2, "invalid --since"},
+		{"url", []string{"--url", "ftp://x", "--topic", "a"}, 2, "--url must start with"},
+		{"unknown flag", []string{"--nope"}, 2, "flag provided but not defined"},
+		{"not found", []string{"--url", in.url + "/nowhere", "--transport", "sse", "--topic", "a"}, 1, "404"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			s := startSub(t, tc.args...)
+			err := s.result(t)
+			var stderr bytes.Buffer
+			if got := exitStatus(err, &stderr); got != tc.status {
+				t.Errorf("exit status %d, want %d (%v)", got, tc.status, err)
+			}
+			if !strings.Contains(stderr.String(), tc.stderr) {
+				t.Errorf("error %q does not contain %q", &stderr, tc.stderr)
+			}
+			if s.stdout.String() != "" {
+				t.Errorf("stdout %q, want nothing", s.stdout)
+			}
+		})
+	}
+
+	t.Run("help", func(t *testing.T) {
+		var stdout bytes.Buffer
+		if err := runSub(context.Background(), []string{"-h"}, &stdout, io.Discard); !errors.Is(err, flag.ErrHelp) {
+			t.Errorf("-h: %v", err)
+		}
+		if !strings.Contains(stdout.String(), "-topic pattern") {
+			t.Errorf("help %q does not list --topic", &stdout)
+		}
+	})
+}
+
+// TestSubServerRejects checks that an error answered by the server itself
+// (a pattern the client cannot judge, over the wire) ends sub with exit 1
+// and the server's code, on both transports, without retrying.
+func TestSubServerRejects(t *testing.T) {
+	in := startServe(t, "--addr", "127.0.0.1:0")
+	// The client checks patterns too, so this goes below the flag parsing.
+	for _, tr := range transports {
+		t.Run(tr, func(t *testing.T) {
+			s := &subscriber{
+				cfg:    subConfig{base: mustURL(t, in.url), transport: tr, topics: []string{"orders..x"}},
+				stdout: io.Discard, stderr: io.Discard,
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			err := s.run(ctx)
+			var stderr bytes.Buffer
+			if got := exitStatus(err, &stderr); got != 1 || !strings.Contains(stderr.String(), "invalid_pattern") {
+				t.Errorf("exit status %d, error %q; want 1 and invalid_pattern", got, &stderr)
+			}
+		})
+	}
+}
+
+func mustURL(t *testing.T, s string) *url.URL {
+	t.Helper()
+	u, err := url.Parse(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return u
+}
+
+// cutProxy forwards TCP connections to a target; cut closes every
+// forwarded connection and refuses new ones until resume.
+type cutProxy struct {
+	ln     net.Listener
+	target string
+	wg     sync.WaitGroup
+
+	mu    sync.Mutex
+	down  bool
+	conns map[net.Conn]struct{}
+}
+
+func startProxy(t *testing.T, target string) *cutProxy {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &cutProxy{ln: ln, target: target, conns: map[net.Conn]struct{}{}}
+	p.wg.Add(1)
+	go p.accept()
+	t.Cleanup(func() {
+		ln.Close()
+		p.cut()
+		p.wg.Wait()
+	})
+	return p
+}
+
+func (p *cutProxy) addr() string { return p.ln.Addr().String() }
+
+func (p *cutProxy) accept() {
+	defer p.wg.Done()
+	for {
+		c, err := p.ln.Accept()
+		if err != nil {
+			return
+		}
+		p.mu.Lock()
+		down := p.down
+		p.mu.Unlock()
+		if down {
+			c.Close()
+			continue
+		}
+		up, err := net.Dial("tcp", p.target)
+		if err != nil {
+			c.Close()
+			continue
+		}
+		p.mu.Lock()
+		p.conns[c], p.conns[up] = struct{}{}, struct{}{}
+		p.mu.Unlock()
+		p.wg.Add(2)
+		pipe := func(dst, src net.Conn) {
+			defer p.wg.Done()
+			_, _ = io.Copy(dst, src)
+			dst.Close()
+			src.Close()
+		}
+		go pipe(up, c)
+		go pipe(c, up)
+	}
+}
+
+func (p *cutProxy) cut() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.down = true
+	for c := range p.conns {
+		c.Close()
+		delete(p.conns, c)
+	}
+}
+
+func (p *cutProxy) resume() {
+	p.mu.Lock()
+	p.down = false
+	p.mu.Unlock()
+}
+
+// TestSubToken checks that --token goes out as a bearer token on both
+// transports, and that a 401 answer ends sub at once with the server's error.
+func TestSubToken(t *testing.T) {
+	var mu sync.Mutex
+	var seen []string
+	ts := httptestServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		seen = append(seen, r.URL.Path+" "+r.Header.Get("Authorization"))
+		mu.Unlock()
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusUnauthorized)
+		io.WriteString(w, `{"error":{"code":"unauthorized","message":"token expired"}}`)
+	}))
+	for _, tr := range transports {
+		s := startSub(t, "--url", ts, "--transport", tr, "--topic", "a", "--token", "tok.en")
+		var stderr bytes.Buffer
+		if got := exitStatus(s.result(t), &stderr); got != 1 || !strings.Contains(stderr.String(), "401 unauthorized: token expired") {
+			t.Errorf("%s: exit status %d, error %q; want 1 and the server's error", tr, got, &stderr)
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if got := strings.Join(seen, "|"); got != "/v1/ws Bearer tok.en|/v1/events Bearer tok.en" {
+		t.Errorf("requests %q, want one per transport with the bearer token", got)
+	}
+}
+
+func httptestServer(t *testing.T, h http.Handler) string {
+	t.Helper()
+	ts := httptest.NewServer(h)
+	t.Cleanup(ts.Close)
+	return ts.URL
+}
