@@ -310,7 +310,9 @@ func (h *Hub) Ready(ctx context.Context) error {
 	return h.broker.Ping(ctx)
 }
 
-// Epoch returns the epoch of the broker's log as it was when the hub started.
+// Epoch returns the current epoch of the broker's log ("" if the broker
+// cannot be reached), for building cursors such as "EPOCH-0", the position
+// before the first event.
 func (h *Hub) Epoch() string {
 	b, err := h.broker.Bounds(h.ctx)
 	if err != nil {

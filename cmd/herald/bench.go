@@ -21,6 +21,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	var jsonOut string
 	var quiet bool
 	fs := flag.NewFlagSet("herald bench", flag.ContinueOnError)
+	fs.StringVar(&cfg.Mode, "mode", loadgen.ModeFanout, "fanout (publish and measure deliveries), connect (connection ramp rate and latency) or idle (hold idle connections, measure server memory)")
 	fs.StringVar(&cfg.URL, "url", "http://127.0.0.1:8080", "server base `URL`")
 	fs.StringVar(&cfg.Transport, "transport", "ws", "subscriber transport: ws, sse or mixed (half each)")
 	fs.IntVar(&cfg.Subscribers, "subscribers", 1000, "subscriber connections")
@@ -28,7 +29,9 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.IntVar(&cfg.Publishers, "publishers", 4, "publishing goroutines (each owns a share of the topics)")
 	fs.Float64Var(&cfg.Rate, "rate", 100, "publish requests per second, all publishers together")
 	fs.IntVar(&cfg.Batch, "batch", 1, "events per publish request")
-	fs.DurationVar(&cfg.Duration, "duration", 10*time.Second, "how long to publish")
+	fs.DurationVar(&cfg.Duration, "duration", 10*time.Second, "how long to publish (idle mode: how long to hold the connections)")
+	fs.Float64Var(&cfg.Ramp, "ramp", 0, "connect and idle modes: new connections per second (0: as fast as the dial workers go)")
+	fs.IntVar(&cfg.ServerPID, "server-pid", 0, "idle mode: `PID` of a server on this machine whose resident memory (VmRSS) to sample")
 	fs.IntVar(&cfg.Payload, "payload", 64, "padding bytes per event")
 	fs.IntVar(&cfg.SourceIPs, "source-ips", 1, "spread connections over 127.0.0.1 … 127.0.0.N (one address has ~28k ports)")
 	fs.IntVar(&cfg.DialWorkers, "dial-workers", 64, "concurrent connection attempts while ramping up")
@@ -39,11 +42,19 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			fs.SetOutput(stdout)
-			fmt.Fprint(stdout, "Usage: herald bench [flags]\n\nConnects subscribers, publishes at a fixed rate, and reports deliveries/s,\nloss, duplicates, order and publish-to-receive latency.\n\nFlags:\n")
+			fmt.Fprint(stdout, "Usage: herald bench [flags]\n\nConnects subscribers, publishes at a fixed rate, and reports deliveries/s,\nloss, duplicates, order and publish-to-receive latency. --mode connect measures\nthe connection ramp instead, --mode idle the memory idle connections cost.\n\nFlags:\n")
 			fs.PrintDefaults()
 			return err
 		}
 		return usagef("%v (see \"herald bench -h\")", err)
+	}
+	switch cfg.Mode {
+	case loadgen.ModeFanout, loadgen.ModeConnect, loadgen.ModeIdle:
+	default:
+		return usagef("unknown --mode %q: want fanout, connect or idle", cfg.Mode)
+	}
+	if cfg.Ramp < 0 || cfg.ServerPID < 0 {
+		return usagef("--ramp and --server-pid must not be negative")
 	}
 	if !quiet {
 		cfg.Progress = func(s loadgen.Status) { fmt.Fprintln(stderr, loadgen.FormatStatus(s)) }
@@ -52,14 +63,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return fmt.Errorf("failed to run bench: %w", err)
 	}
-	fmt.Fprintf(stdout, "transport %s  subscribers %d (connected %d)  published %d in %.1fs\n",
-		rep.Transport, rep.Subscribers, rep.Connected, rep.Published, rep.DurationS)
-	fmt.Fprintf(stdout, "deliveries %d of %d  offered %.0f/s  achieved %.0f/s\n", rep.Delivered, rep.Expected, rep.OfferedPerSec, rep.DeliveriesPerSec)
-	fmt.Fprintf(stdout, "lost %d  duplicates %d  out of order %d\n", rep.Lost, rep.Duplicates, rep.OutOfOrder)
-	l := rep.LatencyMS
-	fmt.Fprintf(stdout, "latency ms  p50 %.2f  p90 %.2f  p99 %.2f  p99.9 %.2f  max %.2f\n", l.P50, l.P90, l.P99, l.P999, l.Max)
-	cm := rep.ConnectMS
-	fmt.Fprintf(stdout, "connect ms  p50 %.2f  p99 %.2f  max %.2f\n", cm.P50, cm.P99, cm.Max)
+	printReport(stdout, rep)
 	if len(rep.Errors) > 0 {
 		fmt.Fprintf(stdout, "errors %s\n", strings.Join(loadgen.SortedErrors(rep.Errors), " "))
 	}
@@ -75,8 +79,43 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			return fmt.Errorf("failed to write report: %w", err)
 		}
 	}
+	if rep.Mode != loadgen.ModeFanout {
+		if failed := rep.Subscribers - rep.Connected; failed > 0 || len(rep.Errors) > 0 {
+			return fmt.Errorf("connections failed: %d of %d did not connect, errors %s",
+				failed, rep.Subscribers, strings.Join(loadgen.SortedErrors(rep.Errors), " "))
+		}
+		return nil
+	}
 	if rep.Lost > 0 || rep.Duplicates > 0 || rep.OutOfOrder > 0 {
 		return fmt.Errorf("delivery was not exact: lost %d, duplicates %d, out of order %d", rep.Lost, rep.Duplicates, rep.OutOfOrder)
 	}
 	return nil
+}
+
+// printReport writes the human summary of rep, whose lines depend on the mode.
+func printReport(w io.Writer, rep *loadgen.Report) {
+	cm := rep.ConnectMS
+	switch rep.Mode {
+	case loadgen.ModeConnect:
+		fmt.Fprintf(w, "mode connect  transport %s  subscribers %d (connected %d)  ramp %.2fs\n",
+			rep.Transport, rep.Subscribers, rep.Connected, rep.DurationS)
+		fmt.Fprintf(w, "connects/s %.0f\n", rep.ConnectsPerSec)
+		fmt.Fprintf(w, "connect ms  p50 %.2f  p90 %.2f  p99 %.2f  p99.9 %.2f  max %.2f\n", cm.P50, cm.P90, cm.P99, cm.P999, cm.Max)
+	case loadgen.ModeIdle:
+		fmt.Fprintf(w, "mode idle  transport %s  subscribers %d (connected %d)  held %.1fs\n",
+			rep.Transport, rep.Subscribers, rep.Connected, rep.DurationS)
+		fmt.Fprintf(w, "connect ms  p50 %.2f  p99 %.2f  max %.2f\n", cm.P50, cm.P99, cm.Max)
+		if rep.ServerRSSKBBefore > 0 {
+			fmt.Fprintf(w, "server rss  before %d kB  after %d kB  per connection %d bytes\n",
+				rep.ServerRSSKBBefore, rep.ServerRSSKBAfter, rep.RSSPerConnBytes)
+		}
+	default:
+		fmt.Fprintf(w, "transport %s  subscribers %d (connected %d)  published %d in %.1fs\n",
+			rep.Transport, rep.Subscribers, rep.Connected, rep.Published, rep.DurationS)
+		fmt.Fprintf(w, "deliveries %d of %d  offered %.0f/s  achieved %.0f/s\n", rep.Delivered, rep.Expected, rep.OfferedPerSec, rep.DeliveriesPerSec)
+		fmt.Fprintf(w, "lost %d  duplicates %d  out of order %d\n", rep.Lost, rep.Duplicates, rep.OutOfOrder)
+		l := rep.LatencyMS
+		fmt.Fprintf(w, "latency ms  p50 %.2f  p90 %.2f  p99 %.2f  p99.9 %.2f  max %.2f\n", l.P50, l.P90, l.P99, l.P999, l.Max)
+		fmt.Fprintf(w, "connect ms  p50 %.2f  p99 %.2f  max %.2f\n", cm.P50, cm.P99, cm.Max)
+	}
 }

@@ -1,15 +1,19 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"io"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/heraldpush/herald/internal/loadgen"
+	"github.com/heraldpush/herald/internal/wait"
 )
 
 // TestBenchAgainstServer runs a short mixed WS/SSE fan-out against a real
@@ -53,5 +57,153 @@ func TestBenchAgainstServer(t *testing.T) {
 		if _, ok := m[k]; !ok {
 			t.Errorf("report lacks %q", k)
 		}
+	}
+}
+
+// benchJSON runs bench with args plus a JSON report and returns the report,
+// its raw JSON, and runBench's error.
+func benchJSON(t *testing.T, args ...string) (loadgen.Report, map[string]json.RawMessage, error) {
+	t.Helper()
+	out := filepath.Join(t.TempDir(), "report.json")
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	runErr := runBench(ctx, append(args, "--quiet", "--json", out), io.Discard, io.Discard)
+	b, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatalf("no report (bench: %v): %v", runErr, err)
+	}
+	var rep loadgen.Report
+	var raw map[string]json.RawMessage
+	if err := json.Unmarshal(b, &rep); err != nil {
+		t.Fatalf("report is not JSON: %v\n%s", err, b)
+	}
+	_ = json.Unmarshal(b, &raw)
+	return rep, raw, runErr
+}
+
+// serverClients reads the open client count from the server's /v1/stats.
+func serverClients(t *testing.T, in *instance) int64 {
+	t.Helper()
+	resp, err := in.client.Get(in.url + "/v1/stats")
+	if err != nil {
+		t.Fatalf("GET /v1/stats: %v", err)
+	}
+	defer resp.Body.Close()
+	var st struct {
+		Hub struct {
+			Clients map[string]int64 `json:"clients"`
+		} `json:"hub"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
+		t.Fatalf("decode /v1/stats: %v", err)
+	}
+	var n int64
+	for _, c := range st.Hub.Clients {
+		n += c
+	}
+	return n
+}
+
+// TestBenchConnectMode ramps mixed connections and checks the connect
+// report, and that every connection is closed afterwards.
+func TestBenchConnectMode(t *testing.T) {
+	in := startServe(t, "--addr", "127.0.0.1:0")
+	rep, raw, err := benchJSON(t, "--url", in.url, "--mode", "connect", "--transport", "mixed", "--subscribers", "50", "--topics", "5")
+	if err != nil {
+		t.Fatalf("bench: %v", err)
+	}
+	if rep.Mode != "connect" || rep.Connected != 50 || len(rep.Errors) != 0 {
+		t.Fatalf("mode %q connected %d errors %v, want connect 50 none", rep.Mode, rep.Connected, rep.Errors)
+	}
+	if rep.ConnectsPerSec <= 0 || rep.DurationS <= 0 {
+		t.Fatalf("connects/s %v over %vs", rep.ConnectsPerSec, rep.DurationS)
+	}
+	c := rep.ConnectMS
+	if !(c.P50 > 0 && c.P50 <= c.P99 && c.P99 <= c.Max && c.Max < 10000) {
+		t.Fatalf("implausible connect latency %+v", c)
+	}
+	if rep.Published != 0 {
+		t.Fatalf("connect mode published %d events", rep.Published)
+	}
+	if _, ok := raw["server_rss_kb_before"]; ok {
+		t.Fatalf("connect mode reports server memory it did not measure")
+	}
+	wait.For(t, 10*time.Second, "server clients back to 0", func() bool { return serverClients(t, in) == 0 })
+}
+
+// TestBenchConnectModeRamp limits the ramp rate and checks the run takes
+// as long as the rate implies.
+func TestBenchConnectModeRamp(t *testing.T) {
+	in := startServe(t, "--addr", "127.0.0.1:0")
+	rep, _, err := benchJSON(t, "--url", in.url, "--mode", "connect", "--transport", "ws", "--subscribers", "20", "--ramp", "50")
+	if err != nil {
+		t.Fatalf("bench: %v", err)
+	}
+	// 20 connections at 50/s: the last is due 380 ms after the first.
+	if rep.Connected != 20 || rep.DurationS < 0.38 || rep.ConnectsPerSec > 55 {
+		t.Fatalf("connected %d in %.3fs (%.1f/s), want 20 no faster than 50/s", rep.Connected, rep.DurationS, rep.ConnectsPerSec)
+	}
+}
+
+// TestBenchIdleMode holds idle connections and samples this process's
+// memory (the server runs in it), checking the memory fields are reported.
+func TestBenchIdleMode(t *testing.T) {
+	in := startServe(t, "--addr", "127.0.0.1:0")
+	rep, raw, err := benchJSON(t, "--url", in.url, "--mode", "idle", "--transport", "mixed", "--subscribers", "40",
+		"--duration", "300ms", "--server-pid", strconv.Itoa(os.Getpid()))
+	if err != nil {
+		t.Fatalf("bench: %v", err)
+	}
+	if rep.Mode != "idle" || rep.Connected != 40 || len(rep.Errors) != 0 {
+		t.Fatalf("mode %q connected %d errors %v, want idle 40 none", rep.Mode, rep.Connected, rep.Errors)
+	}
+	if rep.DurationS < 0.3 {
+		t.Fatalf("held %.3fs, want at least 0.3", rep.DurationS)
+	}
+	if rep.ServerRSSKBBefore <= 0 || rep.ServerRSSKBAfter <= 0 {
+		t.Fatalf("server rss before %d after %d kB", rep.ServerRSSKBBefore, rep.ServerRSSKBAfter)
+	}
+	for _, k := range []string{"server_rss_kb_before", "server_rss_kb_after"} {
+		if _, ok := raw[k]; !ok {
+			t.Errorf("report lacks %q", k)
+		}
+	}
+	if want := (rep.ServerRSSKBAfter - rep.ServerRSSKBBefore) * 1024 / 40; rep.RSSPerConnBytes != want {
+		t.Fatalf("rss per connection %d, want %d", rep.RSSPerConnBytes, want)
+	}
+	wait.For(t, 10*time.Second, "server clients back to 0", func() bool { return serverClients(t, in) == 0 })
+}
+
+// TestBenchIdleModeLostConnections stops the server during the hold: the
+// lost connections are errors and the exit status says so.
+func TestBenchIdleModeLostConnections(t *testing.T) {
+	in := startServe(t, "--addr", "127.0.0.1:0")
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		wait.For(t, 20*time.Second, "bench connections open", func() bool { return serverClients(t, in) == 10 })
+		in.cancel()
+	}()
+	rep, _, err := benchJSON(t, "--url", in.url, "--mode", "idle", "--transport", "ws", "--subscribers", "10", "--duration", "30s")
+	<-done
+	if err == nil || exitStatus(err, io.Discard) != 1 {
+		t.Fatalf("bench returned %v, want a run-time failure", err)
+	}
+	var n int64
+	for _, c := range rep.Errors {
+		n += c
+	}
+	if rep.Connected != 10 || n == 0 {
+		t.Fatalf("connected %d errors %v, want 10 and some", rep.Connected, rep.Errors)
+	}
+}
+
+func TestBenchBadMode(t *testing.T) {
+	var stdout, stderr bytes.Buffer
+	if got := run([]string{"bench", "--mode", "storm"}, &stdout, &stderr); got != 2 {
+		t.Fatalf("exit status %d, want 2 (stderr %q)", got, &stderr)
+	}
+	if !strings.Contains(stderr.String(), `unknown --mode "storm"`) || stdout.Len() > 0 {
+		t.Fatalf("stdout %q stderr %q", &stdout, &stderr)
 	}
 }

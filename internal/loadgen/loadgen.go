@@ -29,6 +29,7 @@ import (
 
 // Config describes one run.
 type Config struct {
+	Mode        string        // "fanout" (default), "connect" or "idle"; see Run
 	URL         string        // server base URL, e.g. http://127.0.0.1:8080
 	Transport   string        // "ws", "sse" or "mixed" (half and half)
 	Subscribers int           // subscriber connections
@@ -36,7 +37,9 @@ type Config struct {
 	Publishers  int           // publishing goroutines, each owning a share of the topics
 	Rate        float64       // publishes per second, all publishers together
 	Batch       int           // events per publish request (1 = single form)
-	Duration    time.Duration // publishing time
+	Duration    time.Duration // publishing time; in idle mode, how long to hold the connections
+	Ramp        float64       // connect and idle modes: new connections per second while ramping (0: as fast as DialWorkers allow)
+	ServerPID   int           // idle mode: the server's process, whose VmRSS is sampled (0: not measured)
 	Payload     int           // padding bytes per event
 	SourceIPs   int           // spread connections over 127.0.0.1 … 127.0.0.N
 	DialWorkers int           // concurrent connection attempts while ramping
@@ -54,6 +57,7 @@ type Status struct {
 	DeliveriesSec float64
 	P50, P99      time.Duration
 	Errors        int64
+	Phase         string // "ramp" or "hold" in the connect and idle modes; empty in fan-out
 }
 
 // Report is the result of a run, in the shape SPEC requires of `herald bench --json`.
@@ -74,6 +78,14 @@ type Report struct {
 	LatencyMS        Latency          `json:"latency_ms"`
 	ConnectMS        Latency          `json:"connect_ms"`
 	Errors           map[string]int64 `json:"errors"`
+
+	// Connect mode: connections per second over the ramp.
+	ConnectsPerSec float64 `json:"connects_per_sec,omitempty"`
+	// Idle mode with Config.ServerPID: the server's VmRSS before the first
+	// connection and at the end of the hold, and the growth per connection.
+	ServerRSSKBBefore int64 `json:"server_rss_kb_before,omitempty"`
+	ServerRSSKBAfter  int64 `json:"server_rss_kb_after,omitempty"`
+	RSSPerConnBytes   int64 `json:"rss_per_conn_bytes,omitempty"`
 }
 
 // Latency is a distribution summary in milliseconds.
@@ -90,6 +102,16 @@ func (c *Config) defaults() error {
 		c.URL = "http://127.0.0.1:8080"
 	}
 	c.URL = strings.TrimRight(c.URL, "/")
+	switch c.Mode {
+	case "":
+		c.Mode = ModeFanout
+	case ModeFanout, ModeConnect, ModeIdle:
+	default:
+		return fmt.Errorf("unknown mode %q (want fanout, connect or idle)", c.Mode)
+	}
+	if c.Ramp < 0 || c.ServerPID < 0 {
+		return errors.New("ramp and server pid must not be negative")
+	}
 	switch c.Transport {
 	case "":
 		c.Transport = "ws"
@@ -149,6 +171,7 @@ type run struct {
 	errMu     sync.Mutex
 	errs      map[string]int64
 	subs      []*subscriber
+	phase     atomic.Value // string: what the progress line says the run is doing
 }
 
 type lockedHist struct {
@@ -276,8 +299,10 @@ func (r *run) flush(s *subscriber) {
 	s.flushed = s.lastRecv
 }
 
-// Run performs a fan-out run: connect the subscribers, publish at the fixed
-// rate for the duration, wait for stragglers, and report.
+// Run performs one run of cfg.Mode. In the default fan-out mode it
+// connects the subscribers, publishes at the fixed rate for the duration,
+// waits for stragglers, and reports; see runConnect and runIdle for the
+// others.
 func Run(ctx context.Context, cfg Config) (*Report, error) {
 	if err := cfg.defaults(); err != nil {
 		return nil, err
@@ -286,76 +311,25 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	for i := range r.hists {
 		r.hists[i].h = newHist()
 	}
+	switch cfg.Mode {
+	case ModeConnect:
+		return r.runConnect(ctx)
+	case ModeIdle:
+		return r.runIdle(ctx)
+	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 
 	// Connect.
-	connectHist := newHist()
-	var chMu sync.Mutex
 	var wg sync.WaitGroup
-	r.subs = make([]*subscriber, cfg.Subscribers)
-	for i := range r.subs {
-		r.subs[i] = &subscriber{idx: i, topic: i % cfg.Topics}
-	}
-	work := make(chan *subscriber)
-	ready := make(chan struct{}, cfg.Subscribers)
 	srcs := newSources(cfg.SourceIPs, cfg.TLS)
-	defer func() {
-		for _, src := range srcs {
-			src.client.CloseIdleConnections()
-		}
-	}()
-	var dwg sync.WaitGroup
-	for w := 0; w < cfg.DialWorkers; w++ {
-		dwg.Add(1)
-		go func() {
-			defer dwg.Done()
-			for s := range work {
-				kind := cfg.Transport
-				if kind == "mixed" {
-					kind = [2]string{"ws", "sse"}[s.idx%2]
-				}
-				t0 := time.Now()
-				conn, err := r.connect(ctx, kind, s, srcs[s.idx%len(srcs)])
-				if err != nil {
-					r.fail("connect")
-					ready <- struct{}{}
-					continue
-				}
-				chMu.Lock()
-				_ = connectHist.RecordValue(time.Since(t0).Microseconds())
-				chMu.Unlock()
-				r.connected.Add(1)
-				ready <- struct{}{}
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					defer r.connected.Add(-1)
-					if err := conn.read(ctx); err != nil && ctx.Err() == nil {
-						r.fail(errorKind(err))
-					}
-				}()
-			}
-		}()
+	defer closeSources(srcs)
+	connectHist := newHist()
+	if err := r.ramp(ctx, srcs, &wg, connectHist); err != nil {
+		cancel()
+		wg.Wait()
+		return nil, err
 	}
-	go func() {
-		defer close(work)
-		for _, s := range r.subs {
-			select {
-			case work <- s:
-			case <-ctx.Done():
-				return
-			}
-		}
-	}()
-	for range r.subs {
-		select {
-		case <-ready:
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		}
-	}
-	dwg.Wait()
 	connected := int(r.connected.Load())
 
 	// Publish at a fixed rate.
@@ -380,7 +354,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	wg.Wait()
 
 	rep := &Report{
-		Mode:        "fanout",
+		Mode:        ModeFanout,
 		Transport:   cfg.Transport,
 		Subscribers: cfg.Subscribers,
 		Connected:   connected,
@@ -447,7 +421,8 @@ func (r *run) complete(perTopic map[int]int64) bool {
 	return true
 }
 
-// progress calls cfg.Progress every second until the returned func is called.
+// progress calls cfg.Progress every second until the returned func is
+// called; calling it again is harmless.
 func (r *run) progress(ctx context.Context) (stop func()) {
 	if r.cfg.Progress == nil {
 		return func() {}
@@ -470,6 +445,7 @@ func (r *run) progress(ctx context.Context) (stop func()) {
 			}
 			now := r.delivered()
 			st := Status{Elapsed: time.Since(r.start), Connected: r.connected.Load(), DeliveriesSec: float64(now - prev)}
+			st.Phase, _ = r.phase.Load().(string)
 			prev = now
 			all := newHist()
 			for i := range r.hists {
@@ -487,7 +463,8 @@ func (r *run) progress(ctx context.Context) (stop func()) {
 			r.cfg.Progress(st)
 		}
 	}()
-	return func() { close(done); wg.Wait() }
+	var once sync.Once
+	return func() { once.Do(func() { close(done) }); wg.Wait() }
 }
 
 // delivered sums the subscribers' delivery counters.
@@ -723,6 +700,9 @@ func parseEight(v uint64) uint64 {
 
 // FormatStatus renders a Status as the one-line live display.
 func FormatStatus(s Status) string {
+	if s.Phase != "" {
+		return fmt.Sprintf("%6.1fs  %-4s  connected %6d  errors %d", s.Elapsed.Seconds(), s.Phase, s.Connected, s.Errors)
+	}
 	return fmt.Sprintf("%6.1fs  connected %6d  deliveries/s %10.0f  p50 %8s  p99 %8s  errors %d",
 		s.Elapsed.Seconds(), s.Connected, s.DeliveriesSec, s.P50.Round(10*time.Microsecond), s.P99.Round(10*time.Microsecond), s.Errors)
 }
