@@ -178,23 +178,31 @@ func TestBenchIdleMode(t *testing.T) {
 // lost connections are errors and the exit status says so.
 func TestBenchIdleModeLostConnections(t *testing.T) {
 	in := startServe(t, "--addr", "127.0.0.1:0")
-	done := make(chan struct{})
+	out := filepath.Join(t.TempDir(), "report.json")
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	var progress syncBuffer
+	errc := make(chan error, 1)
 	go func() {
-		defer close(done)
-		wait.For(t, 20*time.Second, "bench connections open", func() bool { return serverClients(t, in) == 10 })
-		in.cancel()
+		errc <- runBench(ctx, []string{"--url", in.url, "--mode", "idle", "--transport", "ws", "--subscribers", "10",
+			"--duration", "8s", "--json", out}, io.Discard, &progress)
 	}()
-	rep, _, err := benchJSON(t, "--url", in.url, "--mode", "idle", "--transport", "ws", "--subscribers", "10", "--duration", "30s")
-	<-done
+	wait.For(t, 20*time.Second, "the hold to start", func() bool { return strings.Contains(progress.String(), "hold") })
+	in.cancel()
+	err := <-errc
 	if err == nil || exitStatus(err, io.Discard) != 1 {
 		t.Fatalf("bench returned %v, want a run-time failure", err)
 	}
-	var n int64
-	for _, c := range rep.Errors {
-		n += c
+	b, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
 	}
-	if rep.Connected != 10 || n == 0 {
-		t.Fatalf("connected %d errors %v, want 10 and some", rep.Connected, rep.Errors)
+	var rep loadgen.Report
+	if err := json.Unmarshal(b, &rep); err != nil {
+		t.Fatal(err)
+	}
+	if rep.Connected != 10 || rep.Errors["ws_close_1001"] != 10 {
+		t.Fatalf("connected %d errors %v, want 10 and 10 closed with 1001", rep.Connected, rep.Errors)
 	}
 }
 

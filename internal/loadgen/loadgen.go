@@ -311,6 +311,11 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	for i := range r.hists {
 		r.hists[i].h = newHist()
 	}
+	// Fixed before any goroutine starts: the progress display reads it.
+	r.subs = make([]*subscriber, cfg.Subscribers)
+	for i := range r.subs {
+		r.subs[i] = &subscriber{idx: i, topic: i % cfg.Topics}
+	}
 	switch cfg.Mode {
 	case ModeConnect:
 		return r.runConnect(ctx)

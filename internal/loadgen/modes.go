@@ -1,0 +1,277 @@
+package loadgen
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/HdrHistogram/hdrhistogram-go"
+)
+
+// The modes of a run (Config.Mode).
+const (
+	// ModeFanout connects the subscribers, publishes at a fixed rate and
+	// measures deliveries.
+	ModeFanout = "fanout"
+	// ModeConnect measures how fast the server accepts connections: it
+	// ramps them up, times each one from dial to subscribed, and closes them.
+	ModeConnect = "connect"
+	// ModeIdle measures what idle connections cost the server: it ramps
+	// them up, holds them without publishing, and samples the server's
+	// resident memory before and after.
+	ModeIdle = "idle"
+)
+
+// ramp opens a connection for each of r.subs, at most
+// cfg.DialWorkers at a time and, if cfg.Ramp is set, no faster than Ramp per
+// second. Each connection's time from dial start to subscribed (the
+// subscribe reply on WebSocket, the response headers on SSE) goes into hist.
+// Every open connection gets a reader goroutine counted in wg, which ends
+// when ctx does or the connection fails (a failure before ctx ends is
+// recorded as an error). ramp returns once every attempt has finished, with
+// ctx's error if ctx ended first; the caller ends ctx and waits on wg.
+func (r *run) ramp(ctx context.Context, srcs []source, wg *sync.WaitGroup, hist *hdrhistogram.Histogram) error {
+	cfg := r.cfg
+	// Unbuffered: a subscriber leaves the feeder only when a worker is free,
+	// so the pacing below is what the server sees.
+	work := make(chan *subscriber)
+	var histMu sync.Mutex
+	var dwg sync.WaitGroup
+	for w := 0; w < cfg.DialWorkers; w++ {
+		dwg.Add(1)
+		go func() {
+			defer dwg.Done()
+			for s := range work {
+				kind := cfg.Transport
+				if kind == "mixed" {
+					kind = [2]string{"ws", "sse"}[s.idx%2]
+				}
+				t0 := time.Now()
+				conn, err := r.connect(ctx, kind, s, srcs[s.idx%len(srcs)])
+				if err != nil {
+					if ctx.Err() == nil {
+						r.fail(connectErrorKind(err))
+					}
+					continue
+				}
+				histMu.Lock()
+				_ = hist.RecordValue(time.Since(t0).Microseconds())
+				histMu.Unlock()
+				r.connected.Add(1)
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					defer r.connected.Add(-1)
+					if err := conn.read(ctx); err != nil && ctx.Err() == nil {
+						r.fail(errorKind(err))
+					}
+				}()
+			}
+		}()
+	}
+	dwg.Add(1)
+	go func() {
+		defer dwg.Done()
+		defer close(work)
+		var interval time.Duration
+		if cfg.Ramp > 0 {
+			interval = time.Duration(float64(time.Second) / cfg.Ramp)
+		}
+		// Each connection is due at a fixed offset from the start, so a
+		// late tick is made up rather than lowering the rate.
+		start := time.Now()
+		timer := time.NewTimer(time.Hour)
+		defer timer.Stop()
+		for i, s := range r.subs {
+			if interval > 0 {
+				if d := time.Until(start.Add(time.Duration(i) * interval)); d > 0 {
+					timer.Reset(d)
+					select {
+					case <-timer.C:
+					case <-ctx.Done():
+						return
+					}
+				}
+			}
+			select {
+			case work <- s:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	dwg.Wait()
+	return ctx.Err()
+}
+
+// connectErrorKind names a failed connection attempt in the report.
+func connectErrorKind(err error) string {
+	var ne net.Error
+	switch {
+	case errors.Is(err, context.DeadlineExceeded), errors.As(err, &ne) && ne.Timeout():
+		return "connect_timeout"
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return "connect_refused"
+	case errors.Is(err, syscall.ECONNRESET), errors.Is(err, syscall.EPIPE):
+		return "connect_reset"
+	case errors.Is(err, syscall.EADDRNOTAVAIL), errors.Is(err, syscall.EADDRINUSE):
+		return "connect_no_port"
+	case errors.Is(err, syscall.EMFILE), errors.Is(err, syscall.ENFILE):
+		return "connect_no_fd"
+	}
+	return "connect"
+}
+
+func closeSources(srcs []source) {
+	for _, src := range srcs {
+		src.client.CloseIdleConnections()
+	}
+}
+
+// runConnect ramps up the connections, then closes them all, and reports
+// connects per second over the ramp and the distribution of connect times.
+func (r *run) runConnect(ctx context.Context) (*Report, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	srcs := newSources(r.cfg.SourceIPs, r.cfg.TLS)
+	defer closeSources(srcs)
+	var wg sync.WaitGroup
+	defer wg.Wait() // after cancel, which runs first
+	hist := newHist()
+
+	r.phase.Store("ramp")
+	r.start = time.Now()
+	stopProgress := r.progress(ctx)
+	err := r.ramp(ctx, srcs, &wg, hist)
+	rampDur := time.Since(r.start)
+	stopProgress()
+	if err != nil {
+		return nil, err
+	}
+	connected := int(hist.TotalCount())
+	rep := &Report{
+		Mode:        ModeConnect,
+		Transport:   r.cfg.Transport,
+		Subscribers: r.cfg.Subscribers,
+		Connected:   connected,
+		DurationS:   rampDur.Seconds(),
+		ConnectMS:   summarize(hist),
+	}
+	if rampDur > 0 {
+		rep.ConnectsPerSec = float64(connected) / rampDur.Seconds()
+	}
+	cancel()
+	wg.Wait()
+	rep.Errors = r.errorsSnapshot()
+	return rep, nil
+}
+
+// runIdle ramps up the connections, holds them for cfg.Duration without
+// publishing, and, given cfg.ServerPID, reports the server's resident
+// memory before the first connection and at the end of the hold. A
+// connection lost during the hold counts as an error.
+func (r *run) runIdle(ctx context.Context) (*Report, error) {
+	var before int64
+	if pid := r.cfg.ServerPID; pid > 0 {
+		var err error
+		if before, err = readRSS(pid); err != nil {
+			return nil, err
+		}
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	srcs := newSources(r.cfg.SourceIPs, r.cfg.TLS)
+	defer closeSources(srcs)
+	var wg sync.WaitGroup
+	defer wg.Wait() // after cancel, which runs first
+	hist := newHist()
+
+	r.phase.Store("ramp")
+	r.start = time.Now()
+	stopProgress := r.progress(ctx)
+	defer stopProgress()
+	if err := r.ramp(ctx, srcs, &wg, hist); err != nil {
+		return nil, err
+	}
+	connected := int(hist.TotalCount())
+
+	r.phase.Store("hold")
+	holdStart := time.Now()
+	hold := time.NewTimer(r.cfg.Duration)
+	defer hold.Stop()
+	select {
+	case <-hold.C:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	rep := &Report{
+		Mode:        ModeIdle,
+		Transport:   r.cfg.Transport,
+		Subscribers: r.cfg.Subscribers,
+		Connected:   connected,
+		DurationS:   time.Since(holdStart).Seconds(),
+		ConnectMS:   summarize(hist),
+	}
+	// Sampled while every connection is still open.
+	if pid := r.cfg.ServerPID; pid > 0 {
+		after, err := readRSS(pid)
+		if err != nil {
+			r.fail("rss")
+		} else {
+			rep.ServerRSSKBBefore, rep.ServerRSSKBAfter = before, after
+			if connected > 0 {
+				rep.RSSPerConnBytes = (after - before) * 1024 / int64(connected)
+			}
+		}
+	}
+	// Losses during the hold are recorded before the readers end.
+	rep.Errors = r.errorsSnapshot()
+	stopProgress()
+	cancel()
+	wg.Wait()
+	return rep, nil
+}
+
+func (r *run) errorsSnapshot() map[string]int64 {
+	r.errMu.Lock()
+	defer r.errMu.Unlock()
+	out := make(map[string]int64, len(r.errs))
+	for k, n := range r.errs {
+		out[k] = n
+	}
+	return out
+}
+
+// readRSS returns the VmRSS of process pid in kB, from /proc/PID/status.
+func readRSS(pid int) (int64, error) {
+	f, err := os.Open("/proc/" + strconv.Itoa(pid) + "/status")
+	if err != nil {
+		return 0, fmt.Errorf("failed to read server memory: %w", err)
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		rest, ok := strings.CutPrefix(sc.Text(), "VmRSS:")
+		if !ok {
+			continue
+		}
+		num, _ := strings.CutSuffix(strings.TrimSpace(rest), " kB")
+		kb, err := strconv.ParseInt(strings.TrimSpace(num), 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("failed to read server memory: bad VmRSS line %q", sc.Text())
+		}
+		return kb, nil
+	}
+	if err := sc.Err(); err != nil {
+		return 0, fmt.Errorf("failed to read server memory: %w", err)
+	}
+	return 0, fmt.Errorf("failed to read server memory: no VmRSS in /proc/%d/status", pid)
+}
