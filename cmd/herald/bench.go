@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -18,16 +19,17 @@ import (
 // a running server, a live status line on stderr, and a report at the end.
 func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var cfg loadgen.Config
-	var jsonOut string
+	var jsonOut, htmlOut, shard string
 	var quiet bool
 	fs := flag.NewFlagSet("herald bench", flag.ContinueOnError)
-	fs.StringVar(&cfg.Mode, "mode", loadgen.ModeFanout, "fanout (publish and measure deliveries), connect (connection ramp rate and latency) or idle (hold idle connections, measure server memory)")
+	fs.StringVar(&cfg.Mode, "mode", loadgen.ModeFanout, "fanout (publish and measure deliveries), actions (post actions, measure 202 time; subscribers check the result events), connect (connection ramp rate and latency) or idle (hold idle connections, measure server memory)")
+	fs.StringVar(&cfg.ActionType, "action-type", "echo", "actions mode: the action `TYPE` to post; the server needs a handler for it")
 	fs.StringVar(&cfg.URL, "url", "http://127.0.0.1:8080", "server base `URL`")
 	fs.StringVar(&cfg.Transport, "transport", "ws", "subscriber transport: ws, sse or mixed (half each)")
 	fs.IntVar(&cfg.Subscribers, "subscribers", 1000, "subscriber connections")
 	fs.IntVar(&cfg.Topics, "topics", 10, "topics; subscriber i subscribes to topic i mod K")
 	fs.IntVar(&cfg.Publishers, "publishers", 4, "publishing goroutines (each owns a share of the topics)")
-	fs.Float64Var(&cfg.Rate, "rate", 100, "publish requests per second, all publishers together")
+	fs.Float64Var(&cfg.Rate, "rate", 100, "publish requests (actions mode: actions) per second, all publishers together")
 	fs.IntVar(&cfg.Batch, "batch", 1, "events per publish request")
 	fs.DurationVar(&cfg.Duration, "duration", 10*time.Second, "how long to publish (idle mode: how long to hold the connections)")
 	fs.Float64Var(&cfg.Ramp, "ramp", 0, "connect and idle modes: new connections per second (0: as fast as the dial workers go)")
@@ -35,26 +37,38 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.IntVar(&cfg.Payload, "payload", 64, "padding bytes per event")
 	fs.IntVar(&cfg.SourceIPs, "source-ips", 1, "spread connections over 127.0.0.1 … 127.0.0.N (one address has ~28k ports)")
 	fs.IntVar(&cfg.DialWorkers, "dial-workers", 64, "concurrent connection attempts while ramping up")
+	fs.StringVar(&cfg.Prefix, "prefix", "bench", "topic `PREFIX`: topics are PREFIX.0 … PREFIX.K-1")
+	fs.StringVar(&shard, "shard", "", "run shard `i/n` of a load split over n bench processes: this one takes its share of --subscribers and --rate, topics PREFIX-si.*, and source addresses after the other shards'")
 	fs.DurationVar(&cfg.Drain, "drain", 5*time.Second, "how long to wait for late deliveries after publishing")
 	fs.StringVar(&jsonOut, "json", "", "write the report as JSON to `FILE` (- for stdout)")
+	fs.StringVar(&htmlOut, "html", "", "write the report as a self-contained HTML page with latency-over-time and histogram plots to `FILE`")
 	fs.BoolVar(&quiet, "quiet", false, "no live status line")
 	fs.SetOutput(io.Discard)
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			fs.SetOutput(stdout)
-			fmt.Fprint(stdout, "Usage: herald bench [flags]\n\nConnects subscribers, publishes at a fixed rate, and reports deliveries/s,\nloss, duplicates, order and publish-to-receive latency. --mode connect measures\nthe connection ramp instead, --mode idle the memory idle connections cost.\n\nFlags:\n")
+			fmt.Fprint(stdout, "Usage: herald bench [flags]\n\nConnects subscribers, publishes at a fixed rate, and reports deliveries/s,\nloss, duplicates, order and publish-to-receive latency. --mode actions posts\nactions instead and measures the time to 202, --mode connect the connection\nramp, --mode idle the memory idle connections cost.\n\nFlags:\n")
 			fs.PrintDefaults()
 			return err
 		}
 		return usagef("%v (see \"herald bench -h\")", err)
 	}
 	switch cfg.Mode {
-	case loadgen.ModeFanout, loadgen.ModeConnect, loadgen.ModeIdle:
+	case loadgen.ModeFanout, loadgen.ModeActions, loadgen.ModeConnect, loadgen.ModeIdle:
 	default:
-		return usagef("unknown --mode %q: want fanout, connect or idle", cfg.Mode)
+		return usagef("unknown --mode %q: want fanout, actions, connect or idle", cfg.Mode)
 	}
 	if cfg.Ramp < 0 || cfg.ServerPID < 0 {
 		return usagef("--ramp and --server-pid must not be negative")
+	}
+	if shard != "" {
+		i, n, ok := strings.Cut(shard, "/")
+		var err1, err2 error
+		cfg.Shard, err1 = strconv.Atoi(i)
+		cfg.Shards, err2 = strconv.Atoi(n)
+		if !ok || err1 != nil || err2 != nil || cfg.Shards < 1 || cfg.Shard < 1 || cfg.Shard > cfg.Shards {
+			return usagef("--shard %q: want i/n with 1 <= i <= n, e.g. 2/4", shard)
+		}
 	}
 	if !quiet {
 		cfg.Progress = func(s loadgen.Status) { fmt.Fprintln(stderr, loadgen.FormatStatus(s)) }
@@ -79,12 +93,20 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			return fmt.Errorf("failed to write report: %w", err)
 		}
 	}
-	if rep.Mode != loadgen.ModeFanout {
+	if htmlOut != "" {
+		if err := writeHTML(htmlOut, rep); err != nil {
+			return fmt.Errorf("failed to write report: %w", err)
+		}
+	}
+	if rep.Mode == loadgen.ModeConnect || rep.Mode == loadgen.ModeIdle {
 		if failed := rep.Subscribers - rep.Connected; failed > 0 || len(rep.Errors) > 0 {
 			return fmt.Errorf("connections failed: %d of %d did not connect, errors %s",
 				failed, rep.Subscribers, strings.Join(loadgen.SortedErrors(rep.Errors), " "))
 		}
 		return nil
+	}
+	if rep.Mode == loadgen.ModeActions && rep.Accepted == 0 {
+		return fmt.Errorf("no action was accepted: errors %s", strings.Join(loadgen.SortedErrors(rep.Errors), " "))
 	}
 	if rep.Lost > 0 || rep.Duplicates > 0 || rep.OutOfOrder > 0 {
 		return fmt.Errorf("delivery was not exact: lost %d, duplicates %d, out of order %d", rep.Lost, rep.Duplicates, rep.OutOfOrder)
@@ -109,6 +131,18 @@ func printReport(w io.Writer, rep *loadgen.Report) {
 			fmt.Fprintf(w, "server rss  before %d kB  after %d kB  per connection %d bytes\n",
 				rep.ServerRSSKBBefore, rep.ServerRSSKBAfter, rep.RSSPerConnBytes)
 		}
+	case loadgen.ModeActions:
+		a := rep.AcceptMS
+		fmt.Fprintf(w, "mode actions  accepted %d in %.1fs  %.0f/s\n", rep.Accepted, rep.DurationS, rep.AcceptedPerSec)
+		if a != nil {
+			fmt.Fprintf(w, "202 ms  p50 %.2f  p90 %.2f  p99 %.2f  p99.9 %.2f  max %.2f\n", a.P50, a.P90, a.P99, a.P999, a.Max)
+		}
+		if rep.Subscribers > 0 {
+			l := rep.LatencyMS
+			fmt.Fprintf(w, "results: transport %s  subscribers %d (connected %d)  deliveries %d of %d  lost %d  duplicates %d  out of order %d\n",
+				rep.Transport, rep.Subscribers, rep.Connected, rep.Delivered, rep.Expected, rep.Lost, rep.Duplicates, rep.OutOfOrder)
+			fmt.Fprintf(w, "action to result ms  p50 %.2f  p90 %.2f  p99 %.2f  p99.9 %.2f  max %.2f\n", l.P50, l.P90, l.P99, l.P999, l.Max)
+		}
 	default:
 		fmt.Fprintf(w, "transport %s  subscribers %d (connected %d)  published %d in %.1fs\n",
 			rep.Transport, rep.Subscribers, rep.Connected, rep.Published, rep.DurationS)
@@ -117,5 +151,21 @@ func printReport(w io.Writer, rep *loadgen.Report) {
 		l := rep.LatencyMS
 		fmt.Fprintf(w, "latency ms  p50 %.2f  p90 %.2f  p99 %.2f  p99.9 %.2f  max %.2f\n", l.P50, l.P90, l.P99, l.P999, l.Max)
 		fmt.Fprintf(w, "connect ms  p50 %.2f  p99 %.2f  max %.2f\n", cm.P50, cm.P99, cm.Max)
+		if p := rep.PublishMS; p != nil {
+			fmt.Fprintf(w, "publish ms  p50 %.2f  p99 %.2f  max %.2f\n", p.P50, p.P99, p.Max)
+		}
 	}
+}
+
+// writeHTML writes rep's HTML page to path.
+func writeHTML(path string, rep *loadgen.Report) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if err := loadgen.WriteHTML(f, rep); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
 }

@@ -5,10 +5,13 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -213,5 +216,163 @@ func TestBenchBadMode(t *testing.T) {
 	}
 	if !strings.Contains(stderr.String(), `unknown --mode "storm"`) || stdout.Len() > 0 {
 		t.Fatalf("stdout %q stderr %q", &stdout, &stderr)
+	}
+}
+
+// cuttingProxy forwards TCP connections to target and cuts every
+// subscriber connection (a request for /v1/ws or /v1/events) once it has
+// carried cutAfter bytes towards the client, the way a flaky network or a
+// server that drops its subscribers would. Publish requests pass intact.
+type cuttingProxy struct {
+	ln       net.Listener
+	target   string
+	cutAfter int64
+	cuts     atomic.Int64
+	wg       sync.WaitGroup
+}
+
+func newCuttingProxy(t *testing.T, target string, cutAfter int64) *cuttingProxy {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &cuttingProxy{ln: ln, target: target, cutAfter: cutAfter}
+	p.wg.Add(1)
+	go func() {
+		defer p.wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			p.wg.Add(1)
+			go func() {
+				defer p.wg.Done()
+				p.serve(c)
+			}()
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		p.wg.Wait()
+	})
+	return p
+}
+
+func (p *cuttingProxy) serve(c net.Conn) {
+	defer c.Close()
+	up, err := net.Dial("tcp", p.target)
+	if err != nil {
+		return
+	}
+	defer up.Close()
+	// The first bytes say what the connection is for.
+	head := make([]byte, 64)
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	n, err := c.Read(head)
+	c.SetReadDeadline(time.Time{})
+	if err != nil {
+		return
+	}
+	subscriber := bytes.HasPrefix(head[:n], []byte("GET /v1/ws")) || bytes.HasPrefix(head[:n], []byte("GET /v1/events"))
+	if _, err := up.Write(head[:n]); err != nil {
+		return
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_, _ = io.Copy(up, c)
+		up.Close()
+	}()
+	if subscriber {
+		if _, err := io.CopyN(c, up, p.cutAfter); err == nil {
+			p.cuts.Add(1)
+		}
+	} else {
+		_, _ = io.Copy(c, up)
+	}
+	c.Close()
+	up.Close()
+	<-done
+}
+
+// TestBenchDetectsLoss runs bench through a proxy that cuts every
+// subscriber's connection after a few events while publishing goes on: the
+// events those subscribers never got must be reported as lost, and the run
+// must fail.
+func TestBenchDetectsLoss(t *testing.T) {
+	in := startServe(t, "--addr", "127.0.0.1:0")
+	proxy := newCuttingProxy(t, strings.TrimPrefix(in.url, "http://"), 3000)
+	for _, transport := range []string{"ws", "sse"} {
+		t.Run(transport, func(t *testing.T) {
+			before := proxy.cuts.Load()
+			rep, _, err := benchJSON(t, "--url", "http://"+proxy.ln.Addr().String(), "--transport", transport,
+				"--subscribers", "8", "--topics", "2", "--publishers", "2", "--rate", "400", "--duration", "1500ms", "--drain", "1s")
+			if err == nil || exitStatus(err, io.Discard) != 1 || !strings.Contains(err.Error(), "lost") {
+				t.Fatalf("bench returned %v, want a failure naming the loss", err)
+			}
+			if got := proxy.cuts.Load() - before; got != 8 {
+				t.Fatalf("proxy cut %d subscriber connections, want 8", got)
+			}
+			if rep.Published < 400 || rep.Lost == 0 || rep.Delivered+rep.Lost != rep.Expected {
+				t.Fatalf("published %d, delivered %d + lost %d, expected %d: the loss is not accounted",
+					rep.Published, rep.Delivered, rep.Lost, rep.Expected)
+			}
+			var lostConns int64
+			for _, n := range rep.Errors {
+				lostConns += n
+			}
+			if lostConns < 8 {
+				t.Fatalf("errors %v, want the 8 lost connections among them", rep.Errors)
+			}
+		})
+	}
+}
+
+// TestBenchActionsMode posts echo actions with subscribers on their
+// topics: every 202 is timed, and every result event arrives exactly once.
+func TestBenchActionsMode(t *testing.T) {
+	in := startServe(t, "--addr", "127.0.0.1:0")
+	htmlOut := filepath.Join(t.TempDir(), "report.html")
+	rep, raw, err := benchJSON(t, "--url", in.url, "--mode", "actions", "--transport", "mixed", "--subscribers", "10",
+		"--topics", "2", "--publishers", "2", "--rate", "200", "--duration", "1s", "--html", htmlOut)
+	if err != nil {
+		t.Fatalf("bench: %v", err)
+	}
+	if rep.Mode != "actions" || rep.Accepted < 150 || rep.AcceptedPerSec <= 0 || len(rep.Errors) != 0 {
+		t.Fatalf("mode %q accepted %d (%.0f/s) errors %v", rep.Mode, rep.Accepted, rep.AcceptedPerSec, rep.Errors)
+	}
+	a := rep.AcceptMS
+	if a == nil || !(a.P50 > 0 && a.P50 <= a.P99 && a.P99 <= a.Max && a.Max < 5000) {
+		t.Fatalf("implausible 202 latency %+v", a)
+	}
+	if rep.Expected != rep.Accepted*5 || rep.Delivered != rep.Expected || rep.Lost != 0 || rep.Duplicates != 0 {
+		t.Fatalf("result events: delivered %d of %d (accepted %d to 5 subscribers each), lost %d, dup %d",
+			rep.Delivered, rep.Expected, rep.Accepted, rep.Lost, rep.Duplicates)
+	}
+	if _, ok := raw["accept_ms"]; !ok {
+		t.Fatalf("report lacks accept_ms")
+	}
+	if len(rep.Timeline) == 0 || len(rep.Histogram) == 0 {
+		t.Fatalf("timeline %d samples, histogram %d buckets", len(rep.Timeline), len(rep.Histogram))
+	}
+	page, err := os.ReadFile(htmlOut)
+	if err != nil || !bytes.Contains(page, []byte("<svg")) {
+		t.Fatalf("html report: %v, %d bytes without a plot", err, len(page))
+	}
+}
+
+// TestBenchActionsModeUnknownType fails the run when the server has no
+// handler for the action type, and says why.
+func TestBenchActionsModeUnknownType(t *testing.T) {
+	in := startServe(t, "--addr", "127.0.0.1:0")
+	rep, _, err := benchJSON(t, "--url", in.url, "--mode", "actions", "--action-type", "no.such", "--subscribers", "0",
+		"--rate", "50", "--duration", "300ms")
+	if err == nil || !strings.Contains(err.Error(), "action_422") {
+		t.Fatalf("bench returned %v, want a failure naming action_422", err)
+	}
+	if rep.Accepted != 0 || rep.Errors["action_422"] == 0 {
+		t.Fatalf("accepted %d errors %v", rep.Accepted, rep.Errors)
 	}
 }

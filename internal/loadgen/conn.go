@@ -30,12 +30,12 @@ type source struct {
 
 // newSources returns one source per address 127.0.0.1 … 127.0.0.n; a run
 // closes their clients' idle connections when it ends.
-func newSources(n int, tlsConf *tls.Config) []source {
+func newSources(base, n int, tlsConf *tls.Config) []source {
 	out := make([]source, n)
 	for i := range out {
 		d := &net.Dialer{
 			Timeout:   10 * time.Second,
-			LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, byte(1+i))},
+			LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, byte(1+base+i))},
 		}
 		out[i] = source{dialer: d, client: &http.Client{Transport: &http.Transport{
 			DialContext:           d.DialContext,

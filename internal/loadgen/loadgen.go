@@ -14,9 +14,10 @@ import (
 	"context"
 	"crypto/tls"
 	"encoding/binary"
-	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"net/http"
 	"sort"
 	"strings"
@@ -29,7 +30,8 @@ import (
 
 // Config describes one run.
 type Config struct {
-	Mode        string        // "fanout" (default), "connect" or "idle"; see Run
+	Mode        string        // "fanout" (default), "actions", "connect" or "idle"; see Run
+	ActionType  string        // actions mode: the action type to post (default "echo", whose result is its payload)
 	URL         string        // server base URL, e.g. http://127.0.0.1:8080
 	Transport   string        // "ws", "sse" or "mixed" (half and half)
 	Subscribers int           // subscriber connections
@@ -45,7 +47,14 @@ type Config struct {
 	DialWorkers int           // concurrent connection attempts while ramping
 	Drain       time.Duration // how long to wait for stragglers after publishing
 	Prefix      string        // topic prefix (default "bench")
-	TLS         *tls.Config   // for https URLs; nil: the system's roots
+	// Shard and Shards split one run over several bench processes (a
+	// process may hold at most ~20k sockets): shard i of n (1-based) takes
+	// its share of Subscribers and of Rate, its own topics (Prefix-sI) and
+	// its own source addresses, so the shards' reports add up. Shards 0
+	// means no split.
+	Shard, Shards int
+	TLS           *tls.Config // for https URLs; nil: the system's roots
+	sourceBase    int         // the first source address is 127.0.0.(1+sourceBase)
 	// Progress, if set, is called about once a second with a status line.
 	Progress func(Status)
 }
@@ -63,6 +72,7 @@ type Status struct {
 // Report is the result of a run, in the shape SPEC requires of `herald bench --json`.
 type Report struct {
 	Mode             string           `json:"mode"`
+	Shard            string           `json:"shard,omitempty"` // "i/n" when the run is one of several
 	Transport        string           `json:"transport"`
 	Subscribers      int              `json:"subscribers"`
 	Connected        int              `json:"connected"`
@@ -86,6 +96,39 @@ type Report struct {
 	ServerRSSKBBefore int64 `json:"server_rss_kb_before,omitempty"`
 	ServerRSSKBAfter  int64 `json:"server_rss_kb_after,omitempty"`
 	RSSPerConnBytes   int64 `json:"rss_per_conn_bytes,omitempty"`
+
+	// Actions mode: actions accepted (202) and the time to that answer.
+	Accepted       int64    `json:"accepted,omitempty"`
+	AcceptedPerSec float64  `json:"accepted_per_sec,omitempty"`
+	AcceptMS       *Latency `json:"accept_ms,omitempty"`
+	// Fan-out mode: the publish requests' time from scheduled send to answer.
+	PublishMS *Latency `json:"publish_ms,omitempty"`
+
+	// Timeline has one sample per second of the run; Histogram is the
+	// distribution of the mode's main latency (publish to receive in
+	// fan-out, 202 time in actions, connect time otherwise).
+	Timeline  []Sample `json:"timeline,omitempty"`
+	Histogram []Bucket `json:"histogram,omitempty"`
+}
+
+// Sample is one second of a run. Rate is what the mode counts per second:
+// deliveries (fanout), accepted actions (actions) or new connections
+// (connect, idle); the latencies are of that second alone.
+type Sample struct {
+	T         float64 `json:"t"` // seconds since the measured phase began
+	Connected int64   `json:"connected"`
+	Rate      float64 `json:"rate"`
+	P50MS     float64 `json:"p50_ms"`
+	P99MS     float64 `json:"p99_ms"`
+	MaxMS     float64 `json:"max_ms"`
+	Errors    int64   `json:"errors"`
+}
+
+// Bucket is one bar of a latency histogram: Count values in (previous
+// bucket's UpToMS, UpToMS].
+type Bucket struct {
+	UpToMS float64 `json:"le_ms"`
+	Count  int64   `json:"count"`
 }
 
 // Latency is a distribution summary in milliseconds.
@@ -105,9 +148,12 @@ func (c *Config) defaults() error {
 	switch c.Mode {
 	case "":
 		c.Mode = ModeFanout
-	case ModeFanout, ModeConnect, ModeIdle:
+	case ModeFanout, ModeActions, ModeConnect, ModeIdle:
 	default:
-		return fmt.Errorf("unknown mode %q (want fanout, connect or idle)", c.Mode)
+		return fmt.Errorf("unknown mode %q (want fanout, actions, connect or idle)", c.Mode)
+	}
+	if c.ActionType == "" {
+		c.ActionType = "echo"
 	}
 	if c.Ramp < 0 || c.ServerPID < 0 {
 		return errors.New("ramp and server pid must not be negative")
@@ -131,8 +177,8 @@ func (c *Config) defaults() error {
 	if c.Publishers > c.Topics {
 		c.Publishers = c.Topics
 	}
-	if c.Batch <= 0 {
-		c.Batch = 1
+	if c.Batch <= 0 || c.Mode == ModeActions {
+		c.Batch = 1 // actions have no batch form
 	}
 	if c.Rate == 0 {
 		c.Rate = 100
@@ -155,7 +201,28 @@ func (c *Config) defaults() error {
 	if c.Prefix == "" {
 		c.Prefix = "bench"
 	}
+	if c.Shards < 0 || c.Shards > 0 && (c.Shard < 1 || c.Shard > c.Shards) {
+		return fmt.Errorf("shard %d/%d: want i/n with 1 <= i <= n", c.Shard, c.Shards)
+	}
+	if c.Shards > 1 {
+		i, n := c.Shard, c.Shards
+		c.Subscribers = c.Subscribers*i/n - c.Subscribers*(i-1)/n
+		c.Rate /= float64(n)
+		c.Prefix = fmt.Sprintf("%s-s%d", c.Prefix, i)
+		c.sourceBase = (i - 1) * c.SourceIPs
+		if c.sourceBase+c.SourceIPs > 254 {
+			return fmt.Errorf("shard %d/%d with %d source addresses each needs more than 127.0.0.254", i, n, c.SourceIPs)
+		}
+	}
 	return nil
+}
+
+// shardName is "i/n" for a sharded run, else empty.
+func (c *Config) shardName() string {
+	if c.Shards <= 1 {
+		return ""
+	}
+	return fmt.Sprintf("%d/%d", c.Shard, c.Shards)
 }
 
 // run is the shared state of one run.
@@ -166,12 +233,16 @@ func (c *Config) defaults() error {
 type run struct {
 	cfg       Config
 	start     time.Time
-	hists     [64]lockedHist
+	hists     [64]lockedHist // publish to receive, sharded by subscriber
+	reqHist   lockedHist     // publish or action request, scheduled send to answer
+	connHist  lockedHist     // dial start to subscribed
+	accepted  atomic.Int64   // events or actions the server accepted
 	connected atomic.Int64
 	errMu     sync.Mutex
 	errs      map[string]int64
 	subs      []*subscriber
 	phase     atomic.Value // string: what the progress line says the run is doing
+	timeline  []Sample     // owned by the sampler until it stops
 }
 
 type lockedHist struct {
@@ -245,6 +316,17 @@ func (r *run) fail(kind string) {
 	r.errMu.Unlock()
 }
 
+// errorCount is the number of errors of every kind so far.
+func (r *run) errorCount() int64 {
+	r.errMu.Lock()
+	defer r.errMu.Unlock()
+	var n int64
+	for _, c := range r.errs {
+		n += c
+	}
+	return n
+}
+
 // observe records one event received by s: its server cursor's sequence,
 // the publisher's sequence for its topic, the intended send time and the
 // receive time (unix ns). Only s's owner may call it.
@@ -311,6 +393,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	for i := range r.hists {
 		r.hists[i].h = newHist()
 	}
+	r.reqHist.h, r.connHist.h = newHist(), newHist()
 	// Fixed before any goroutine starts: the progress display reads it.
 	r.subs = make([]*subscriber, cfg.Subscribers)
 	for i := range r.subs {
@@ -327,19 +410,32 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 
 	// Connect.
 	var wg sync.WaitGroup
-	srcs := newSources(cfg.SourceIPs, cfg.TLS)
+	srcs := newSources(cfg.sourceBase, cfg.SourceIPs, cfg.TLS)
 	defer closeSources(srcs)
-	connectHist := newHist()
-	if err := r.ramp(ctx, srcs, &wg, connectHist); err != nil {
+	if err := r.ramp(ctx, srcs, &wg); err != nil {
 		cancel()
 		wg.Wait()
 		return nil, err
 	}
 	connected := int(r.connected.Load())
 
-	// Publish at a fixed rate.
+	// Publish at a fixed rate. In actions mode the main latency and rate are
+	// the requests' own; deliveries (of result events) are still counted.
 	r.start = time.Now()
-	stopProgress := r.progress(ctx)
+	m := meter{
+		count: r.delivered,
+		latency: func() *hdrhistogram.Histogram {
+			shards := make([]*lockedHist, len(r.hists))
+			for i := range r.hists {
+				shards[i] = &r.hists[i]
+			}
+			return mergedCopy(shards...)
+		},
+	}
+	if cfg.Mode == ModeActions {
+		m = meter{count: r.accepted.Load, latency: func() *hdrhistogram.Histogram { return mergedCopy(&r.reqHist) }}
+	}
+	stopSampler := r.sample(ctx, m)
 	published, perTopic := r.publish(ctx)
 	pubEnd := time.Now()
 
@@ -354,12 +450,13 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		case <-ctx.Done():
 		}
 	}
-	stopProgress()
+	stopSampler()
 	cancel()
 	wg.Wait()
 
 	rep := &Report{
-		Mode:        ModeFanout,
+		Mode:        cfg.Mode,
+		Shard:       cfg.shardName(),
 		Transport:   cfg.Transport,
 		Subscribers: cfg.Subscribers,
 		Connected:   connected,
@@ -399,7 +496,20 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		all.Merge(r.hists[i].h)
 	}
 	rep.LatencyMS = summarize(all)
-	rep.ConnectMS = summarize(connectHist)
+	rep.ConnectMS = summarize(r.connHist.h)
+	req := summarize(r.reqHist.h) // every publisher has ended
+	rep.Timeline = r.timeline
+	if cfg.Mode == ModeActions {
+		rep.Accepted = published
+		rep.AcceptMS = &req
+		if rep.DurationS > 0 {
+			rep.AcceptedPerSec = float64(published) / rep.DurationS
+		}
+		rep.Histogram = buckets(r.reqHist.h)
+	} else {
+		rep.PublishMS = &req
+		rep.Histogram = buckets(all)
+	}
 	return rep, nil
 }
 
@@ -424,52 +534,6 @@ func (r *run) complete(perTopic map[int]int64) bool {
 		}
 	}
 	return true
-}
-
-// progress calls cfg.Progress every second until the returned func is
-// called; calling it again is harmless.
-func (r *run) progress(ctx context.Context) (stop func()) {
-	if r.cfg.Progress == nil {
-		return func() {}
-	}
-	done := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		t := time.NewTicker(time.Second)
-		defer t.Stop()
-		prev := r.delivered()
-		for {
-			select {
-			case <-t.C:
-			case <-done:
-				return
-			case <-ctx.Done():
-				return
-			}
-			now := r.delivered()
-			st := Status{Elapsed: time.Since(r.start), Connected: r.connected.Load(), DeliveriesSec: float64(now - prev)}
-			st.Phase, _ = r.phase.Load().(string)
-			prev = now
-			all := newHist()
-			for i := range r.hists {
-				r.hists[i].Lock()
-				all.Merge(r.hists[i].h)
-				r.hists[i].Unlock()
-			}
-			st.P50 = time.Duration(all.ValueAtQuantile(50)) * time.Microsecond
-			st.P99 = time.Duration(all.ValueAtQuantile(99)) * time.Microsecond
-			r.errMu.Lock()
-			for _, n := range r.errs {
-				st.Errors += n
-			}
-			r.errMu.Unlock()
-			r.cfg.Progress(st)
-		}
-	}()
-	var once sync.Once
-	return func() { once.Do(func() { close(done) }); wg.Wait() }
 }
 
 // delivered sums the subscribers' delivery counters.
@@ -497,6 +561,10 @@ func (r *run) publish(ctx context.Context) (int64, map[int]int64) {
 	var total atomic.Int64
 	var wg sync.WaitGroup
 	pad := strings.Repeat("x", cfg.Payload)
+	url, want := cfg.URL+"/v1/publish", http.StatusOK
+	if cfg.Mode == ModeActions {
+		url, want = cfg.URL+"/v1/actions", http.StatusAccepted
+	}
 	perPub := cfg.Rate / float64(cfg.Publishers)
 	end := r.start.Add(cfg.Duration)
 	for p := 0; p < cfg.Publishers; p++ {
@@ -534,6 +602,7 @@ func (r *run) publish(ctx context.Context) (int64, map[int]int64) {
 				case <-ctx.Done():
 					return
 				}
+				scheduled := next
 				sent := next.UnixNano()
 				var body []byte
 				var batch []int
@@ -548,7 +617,11 @@ func (r *run) publish(ctx context.Context) (int64, map[int]int64) {
 					if b > 0 {
 						body = append(body, ',')
 					}
-					body = fmt.Appendf(body, `{"topic":"%s.%d","type":"bench","data":{"bseq":%d,"bts":%d,"pad":"%s"}}`, cfg.Prefix, t, seqs[t], sent, pad)
+					if cfg.Mode == ModeActions {
+						body = fmt.Appendf(body, `{"type":%q,"topic":"%s.%d","payload":{"bseq":%d,"bts":%d,"pad":"%s"}}`, cfg.ActionType, cfg.Prefix, t, seqs[t], sent, pad)
+					} else {
+						body = fmt.Appendf(body, `{"topic":"%s.%d","type":"bench","data":{"bseq":%d,"bts":%d,"pad":"%s"}}`, cfg.Prefix, t, seqs[t], sent, pad)
+					}
 				}
 				mu.Unlock()
 				if cfg.Batch > 1 {
@@ -558,17 +631,23 @@ func (r *run) publish(ctx context.Context) (int64, map[int]int64) {
 				go func() {
 					defer inflight.Done()
 					defer func() { <-slots }()
-					if err := post(ctx, client, cfg.URL+"/v1/publish", body); err != nil {
+					if err := post(ctx, client, url, want, body); err != nil {
 						// Not accepted: its sequence numbers will never arrive.
 						mu.Lock()
 						for _, t := range batch {
 							failed[p][t]++
 						}
 						mu.Unlock()
-						r.fail("publish")
+						if ctx.Err() == nil {
+							r.fail(requestErrorKind(cfg.Mode, err))
+						}
 						return
 					}
+					r.reqHist.Lock()
+					_ = r.reqHist.h.RecordValue(max(time.Since(scheduled).Microseconds(), 1))
+					r.reqHist.Unlock()
 					total.Add(int64(len(batch)))
+					r.accepted.Add(int64(len(batch)))
 				}()
 				next = next.Add(interval)
 			}
@@ -584,8 +663,34 @@ func (r *run) publish(ctx context.Context) (int64, map[int]int64) {
 	return total.Load(), perTopic
 }
 
-func post(ctx context.Context, client *http.Client, url string, body []byte) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, strings.NewReader(string(body)))
+// statusError is an answer other than the one a request expects.
+type statusError struct{ code int }
+
+func (e statusError) Error() string { return fmt.Sprintf("unexpected status %d", e.code) }
+
+// requestErrorKind names a failed publish or action request in the report:
+// by status when the server answered (publish_503, action_429), else by
+// what went wrong with the connection.
+func requestErrorKind(mode string, err error) string {
+	what := "publish"
+	if mode == ModeActions {
+		what = "action"
+	}
+	var se statusError
+	if errors.As(err, &se) {
+		return fmt.Sprintf("%s_%d", what, se.code)
+	}
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		return what + "_timeout"
+	}
+	return what + "_conn"
+}
+
+// post sends body and reads the whole answer, so the connection is reused;
+// any status but want is an error.
+func post(ctx context.Context, client *http.Client, url string, want int, body []byte) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
 	if err != nil {
 		return err
 	}
@@ -594,11 +699,10 @@ func post(ctx context.Context, client *http.Client, url string, body []byte) err
 	if err != nil {
 		return err
 	}
-	var sink json.RawMessage
-	_ = json.NewDecoder(resp.Body).Decode(&sink)
+	_, _ = io.Copy(io.Discard, resp.Body)
 	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("publish: %s", resp.Status)
+	if resp.StatusCode != want {
+		return statusError{resp.StatusCode}
 	}
 	return nil
 }

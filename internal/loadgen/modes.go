@@ -28,22 +28,26 @@ const (
 	// them up, holds them without publishing, and samples the server's
 	// resident memory before and after.
 	ModeIdle = "idle"
+	// ModeActions posts actions at a fixed rate and measures the time to
+	// their 202 answer; subscribers, if any, receive and check the result
+	// events as fan-out mode checks published ones.
+	ModeActions = "actions"
 )
 
 // ramp opens a connection for each of r.subs, at most
 // cfg.DialWorkers at a time and, if cfg.Ramp is set, no faster than Ramp per
 // second. Each connection's time from dial start to subscribed (the
-// subscribe reply on WebSocket, the response headers on SSE) goes into hist.
+// subscribe reply on WebSocket, the response headers on SSE) goes into
+// r.connHist.
 // Every open connection gets a reader goroutine counted in wg, which ends
 // when ctx does or the connection fails (a failure before ctx ends is
 // recorded as an error). ramp returns once every attempt has finished, with
 // ctx's error if ctx ended first; the caller ends ctx and waits on wg.
-func (r *run) ramp(ctx context.Context, srcs []source, wg *sync.WaitGroup, hist *hdrhistogram.Histogram) error {
+func (r *run) ramp(ctx context.Context, srcs []source, wg *sync.WaitGroup) error {
 	cfg := r.cfg
 	// Unbuffered: a subscriber leaves the feeder only when a worker is free,
 	// so the pacing below is what the server sees.
 	work := make(chan *subscriber)
-	var histMu sync.Mutex
 	var dwg sync.WaitGroup
 	for w := 0; w < cfg.DialWorkers; w++ {
 		dwg.Add(1)
@@ -62,9 +66,9 @@ func (r *run) ramp(ctx context.Context, srcs []source, wg *sync.WaitGroup, hist 
 					}
 					continue
 				}
-				histMu.Lock()
-				_ = hist.RecordValue(time.Since(t0).Microseconds())
-				histMu.Unlock()
+				r.connHist.Lock()
+				_ = r.connHist.h.RecordValue(time.Since(t0).Microseconds())
+				r.connHist.Unlock()
 				r.connected.Add(1)
 				wg.Add(1)
 				go func() {
@@ -141,29 +145,32 @@ func closeSources(srcs []source) {
 func (r *run) runConnect(ctx context.Context) (*Report, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	srcs := newSources(r.cfg.SourceIPs, r.cfg.TLS)
+	srcs := newSources(r.cfg.sourceBase, r.cfg.SourceIPs, r.cfg.TLS)
 	defer closeSources(srcs)
 	var wg sync.WaitGroup
 	defer wg.Wait() // after cancel, which runs first
-	hist := newHist()
 
 	r.phase.Store("ramp")
 	r.start = time.Now()
-	stopProgress := r.progress(ctx)
-	err := r.ramp(ctx, srcs, &wg, hist)
+	stopSampler := r.sample(ctx, r.connectMeter())
+	err := r.ramp(ctx, srcs, &wg)
 	rampDur := time.Since(r.start)
-	stopProgress()
+	stopSampler()
 	if err != nil {
 		return nil, err
 	}
+	hist := r.connHist.h // every dial worker has ended
 	connected := int(hist.TotalCount())
 	rep := &Report{
 		Mode:        ModeConnect,
+		Shard:       r.cfg.shardName(),
 		Transport:   r.cfg.Transport,
 		Subscribers: r.cfg.Subscribers,
 		Connected:   connected,
 		DurationS:   rampDur.Seconds(),
 		ConnectMS:   summarize(hist),
+		Timeline:    r.timeline,
+		Histogram:   buckets(hist),
 	}
 	if rampDur > 0 {
 		rep.ConnectsPerSec = float64(connected) / rampDur.Seconds()
@@ -188,19 +195,19 @@ func (r *run) runIdle(ctx context.Context) (*Report, error) {
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	srcs := newSources(r.cfg.SourceIPs, r.cfg.TLS)
+	srcs := newSources(r.cfg.sourceBase, r.cfg.SourceIPs, r.cfg.TLS)
 	defer closeSources(srcs)
 	var wg sync.WaitGroup
 	defer wg.Wait() // after cancel, which runs first
-	hist := newHist()
 
 	r.phase.Store("ramp")
 	r.start = time.Now()
-	stopProgress := r.progress(ctx)
-	defer stopProgress()
-	if err := r.ramp(ctx, srcs, &wg, hist); err != nil {
+	stopSampler := r.sample(ctx, r.connectMeter())
+	defer stopSampler()
+	if err := r.ramp(ctx, srcs, &wg); err != nil {
 		return nil, err
 	}
+	hist := r.connHist.h // every dial worker has ended
 	connected := int(hist.TotalCount())
 
 	r.phase.Store("hold")
@@ -214,6 +221,7 @@ func (r *run) runIdle(ctx context.Context) (*Report, error) {
 	}
 	rep := &Report{
 		Mode:        ModeIdle,
+		Shard:       r.cfg.shardName(),
 		Transport:   r.cfg.Transport,
 		Subscribers: r.cfg.Subscribers,
 		Connected:   connected,
@@ -234,10 +242,23 @@ func (r *run) runIdle(ctx context.Context) (*Report, error) {
 	}
 	// Losses during the hold are recorded before the readers end.
 	rep.Errors = r.errorsSnapshot()
-	stopProgress()
+	stopSampler()
+	rep.Timeline, rep.Histogram = r.timeline, buckets(hist)
 	cancel()
 	wg.Wait()
 	return rep, nil
+}
+
+// connectMeter counts connections made and their connect times.
+func (r *run) connectMeter() meter {
+	return meter{
+		count: func() int64 {
+			r.connHist.Lock()
+			defer r.connHist.Unlock()
+			return r.connHist.h.TotalCount()
+		},
+		latency: func() *hdrhistogram.Histogram { return mergedCopy(&r.connHist) },
+	}
 }
 
 func (r *run) errorsSnapshot() map[string]int64 {
