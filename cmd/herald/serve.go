@@ -386,7 +386,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer, read
 		log.Error("server stopped accepting connections", "err", serveErr)
 		served <- serveErr // so the wait below does not block
 	}
-	shutdown(srv, h, wsH, svc, cfg.shutdownTimeout, log)
+	shutdown(srv, h, sseH, wsH, svc, cfg.shutdownTimeout, log)
 	if err := <-served; serveErr == nil && !errors.Is(err, http.ErrServerClosed) {
 		serveErr = err
 	}
@@ -405,8 +405,8 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer, read
 //     WebSocket connections close with 1001. Publishing still works.
 //  2. srv.Shutdown closes the listener and lets in-flight requests
 //     (publishes among them) finish.
-//  3. wsH.Wait waits for the hijacked WebSocket connections, which
-//     http.Server does not track.
+//  3. sseH.Wait and wsH.Wait wait for the hijacked SSE streams and
+//     WebSocket connections, which http.Server does not track.
 //  4. svc.Shutdown refuses new actions (nothing can submit one any more)
 //     and lets the accepted ones finish and publish their results, which
 //     needs the hub still open; what has not finished when the timeout
@@ -414,13 +414,16 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer, read
 //  5. h.Close stops the hub's goroutines and the broker.
 //
 // When the timeout passes, srv.Close cuts every remaining connection.
-func shutdown(srv *http.Server, h *hub.Hub, wsH *ws.Handler, svc *action.Service, timeout time.Duration, log *slog.Logger) {
+func shutdown(srv *http.Server, h *hub.Hub, sseH *sse.Handler, wsH *ws.Handler, svc *action.Service, timeout time.Duration, log *slog.Logger) {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	h.Shutdown()
 	if err := srv.Shutdown(ctx); err != nil {
 		log.Warn("cutting HTTP connections that did not finish in time", "err", err)
 		_ = srv.Close()
+	}
+	if err := sseH.Wait(ctx); err != nil {
+		log.Warn("SSE streams did not end in time", "err", err)
 	}
 	if err := wsH.Wait(ctx); err != nil {
 		log.Warn("WebSocket connections did not close in time", "err", err)

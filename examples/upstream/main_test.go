@@ -122,14 +122,18 @@ func TestWithHerald(t *testing.T) {
 		t.Fatal(err)
 	}
 	svc.Handle("todo.", up)
+	sseH := sse.New(sse.Options{Hub: h})
 	herald := httptest.NewServer(httpapi.NewRouter(httpapi.Config{
-		Hub: h, SSE: sse.New(sse.Options{Hub: h}), Actions: svc, Logger: slog.New(slog.DiscardHandler),
+		Hub: h, SSE: sseH, Actions: svc, Logger: slog.New(slog.DiscardHandler),
 	}))
 	t.Cleanup(func() {
 		h.Shutdown()
 		herald.Close()
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
+		if err := sseH.Wait(ctx); err != nil {
+			t.Errorf("SSE streams: %v", err)
+		}
 		if err := svc.Shutdown(ctx); err != nil {
 			t.Errorf("actions: %v", err)
 		}

@@ -33,7 +33,8 @@ func newTestServer(t *testing.T, o serverOptions) *testServer {
 	}
 	o.ws.Hub = h
 	wsH := ws.New(o.ws)
-	router := httpapi.NewRouter(httpapi.Config{Hub: h, SSE: sse.New(sse.Options{Hub: h}), WS: wsH})
+	sseH := sse.New(sse.Options{Hub: h})
+	router := httpapi.NewRouter(httpapi.Config{Hub: h, SSE: sseH, WS: wsH})
 	srv := httptest.NewUnstartedServer(router)
 	if o.tls {
 		srv.StartTLS()
@@ -45,6 +46,9 @@ func newTestServer(t *testing.T, o serverOptions) *testServer {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		srv.Close()
+		if err := sseH.Wait(ctx); err != nil {
+			t.Errorf("sse handler Wait: %v", err)
+		}
 		if err := wsH.Wait(ctx); err != nil {
 			t.Errorf("ws handler Wait: %v", err)
 		}

@@ -79,6 +79,11 @@ func newServer(t *testing.T, o serverOptions) *server {
 		srv.Close()
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
+		if w, ok := o.sse.(interface{ Wait(context.Context) error }); ok {
+			if err := w.Wait(ctx); err != nil {
+				t.Errorf("SSE streams: %v", err)
+			}
+		}
 		if svc != nil {
 			if err := svc.Shutdown(ctx); err != nil {
 				t.Errorf("failed to shut actions down: %v", err)

@@ -26,12 +26,15 @@
 package sse
 
 import (
+	"context"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"strconv"
 	"time"
 
 	"github.com/heraldpush/herald/hub"
+	"github.com/heraldpush/herald/internal/tracker"
 	"github.com/heraldpush/herald/transport/apierror"
 )
 
@@ -62,8 +65,9 @@ type Options struct {
 // hub client with hub.ErrGoingAway, which ends every open stream promptly, so
 // http.Server.Shutdown can then wait for the handlers to return.
 type Handler struct {
-	opts  Options
-	retry []byte // the "retry: N\n\n" preamble
+	opts    Options
+	retry   []byte          // the "retry: N\n\n" preamble
+	streams tracker.Tracker // streams on hijacked connections (conn.go)
 }
 
 // New returns a Handler serving o.Hub, which must not be nil.
@@ -122,15 +126,29 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		apierror.Write(w, apierror.New(http.StatusServiceUnavailable, apierror.Unavailable, "the server is shutting down"))
 		return
 	}
-	defer c.Close()
 	// Registration is synchronous: every event published from here on is
 	// queued for c, so once the client sees the response open it misses
 	// nothing (SPEC: the subscription is live before the headers go out).
 	if err := c.Subscribe(hub.SubscribeRequest{Patterns: patterns, Since: since}); err != nil {
+		c.Close()
 		apierror.WriteErr(w, err)
 		return
 	}
+	if h.serveConn(w, r, c) {
+		return // the stream's goroutines own c now
+	}
+	defer c.Close()
 	h.serveStream(w, r, c)
+}
+
+// Wait blocks until every stream on a hijacked connection has ended (after
+// hub.Shutdown each ends promptly), or ctx expires. http.Server's Shutdown
+// does not track hijacked connections, so the server calls this.
+func (h *Handler) Wait(ctx context.Context) error {
+	if err := h.streams.Wait(ctx); err != nil {
+		return fmt.Errorf("failed to wait for SSE streams: %w", err)
+	}
+	return nil
 }
 
 // parsePatterns validates every topic= value; the first bad one is the error.

@@ -44,11 +44,16 @@ func TestWireFormat(t *testing.T) {
 		"Content-Type":      "text/event-stream",
 		"Cache-Control":     "no-cache",
 		"X-Accel-Buffering": "no",
-		"Connection":        "keep-alive",
 	} {
 		if got := resp.Header.Get(k); got != want {
 			t.Errorf("header %s = %q, want %q", k, got, want)
 		}
+	}
+	// The body runs to the end of the connection: no length, no chunks.
+	// (net/http reports "Connection: close" as Close and drops the header.)
+	if !resp.Close || resp.ContentLength != -1 || len(resp.TransferEncoding) != 0 || resp.Header.Get("Date") == "" {
+		t.Errorf("close %v, content length %d, transfer encoding %v, date %q: want a close-delimited body with a Date",
+			resp.Close, resp.ContentLength, resp.TransferEncoding, resp.Header.Get("Date"))
 	}
 	first := make([]byte, len("retry: 2000\n\n"))
 	if _, err := io.ReadFull(resp.Body, first); err != nil {

@@ -151,16 +151,21 @@ func (s *writer) expired() bool {
 
 // writeItems frames items into one pooled buffer and writes it. A lone event
 // is written straight from its shared, cached frame.
-func (s *writer) writeItems(items []hub.Item) error {
+func (s *writer) writeItems(items []hub.Item) error { return writeItems(items, s.write) }
+
+// writeItems frames items and hands them to write in one call: a lone
+// event straight from its shared, cached frame, anything else through a
+// pooled buffer held only for that call.
+func writeItems(items []hub.Item, write func([]byte) error) error {
 	if len(items) == 1 && items[0].Msg != nil {
-		return s.write(items[0].Msg.Frame(frameFormat))
+		return write(items[0].Msg.Frame(frameFormat))
 	}
 	bp := getBuf()
 	b := (*bp)[:0]
 	for _, it := range items {
 		b = appendItem(b, it)
 	}
-	err := s.write(b)
+	err := write(b)
 	putBuf(bp, b)
 	return err
 }

@@ -233,7 +233,7 @@ func (s *session) finish(code websocket.StatusCode, reason string) {
 	}
 	s.tasks.Wait()
 	s.client.Close()
-	s.h.conns.done()
+	s.h.conns.Done()
 }
 
 // readerStatus is how to close after the reader ended with err. A peer

@@ -14,7 +14,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -22,6 +21,7 @@ import (
 
 	"github.com/heraldpush/herald/action"
 	"github.com/heraldpush/herald/hub"
+	"github.com/heraldpush/herald/internal/tracker"
 	"github.com/heraldpush/herald/transport/apierror"
 )
 
@@ -59,7 +59,7 @@ type Options struct {
 type Handler struct {
 	opts   Options
 	accept websocket.AcceptOptions
-	conns  tracker
+	conns  tracker.Tracker
 
 	// Counters of the write path, read by tests to prove coalescing.
 	frames atomic.Int64 // data frames handed to the connection
@@ -98,10 +98,10 @@ func New(o Options) *Handler {
 // JSON error; so does one that arrives while the hub is shutting down (503).
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// Counted from the start, so that Wait also covers a handshake in progress.
-	h.conns.add()
+	h.conns.Add()
 	client, err := h.opts.Hub.NewClient("ws")
 	if err != nil {
-		h.conns.done()
+		h.conns.Done()
 		apierror.WriteErr(w, err)
 		return
 	}
@@ -113,7 +113,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			_ = uw.conn.Abort()
 		}
 		uw.flushError()
-		h.conns.done()
+		h.conns.Done()
 		h.opts.Logger.Debug("websocket handshake failed", "remote", r.RemoteAddr, "err", err)
 		return
 	}
@@ -125,50 +125,8 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // hub.Shutdown, each is closed with 1001), or ctx expires. http.Server's
 // Shutdown does not track hijacked connections, so the server calls this.
 func (h *Handler) Wait(ctx context.Context) error {
-	if err := h.conns.wait(ctx); err != nil {
+	if err := h.conns.Wait(ctx); err != nil {
 		return fmt.Errorf("failed to wait for WebSocket connections: %w", err)
 	}
 	return nil
-}
-
-// tracker counts running connections. Unlike a sync.WaitGroup it may be
-// waited on while connections still arrive.
-type tracker struct {
-	mu   sync.Mutex
-	n    int
-	idle chan struct{} // closed when n drops to 0; nil while n == 0
-}
-
-func (t *tracker) add() {
-	t.mu.Lock()
-	if t.n == 0 {
-		t.idle = make(chan struct{})
-	}
-	t.n++
-	t.mu.Unlock()
-}
-
-func (t *tracker) done() {
-	t.mu.Lock()
-	t.n--
-	if t.n == 0 {
-		close(t.idle)
-		t.idle = nil
-	}
-	t.mu.Unlock()
-}
-
-func (t *tracker) wait(ctx context.Context) error {
-	t.mu.Lock()
-	idle := t.idle
-	t.mu.Unlock()
-	if idle == nil {
-		return nil
-	}
-	select {
-	case <-idle:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
 }

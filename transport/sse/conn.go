@@ -1,0 +1,253 @@
+package sse
+
+import (
+	"bytes"
+	"errors"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/heraldpush/herald/hub"
+)
+
+// An HTTP/1.x stream is served on the hijacked connection rather than
+// through net/http, for idle memory: a handler that stays in ServeHTTP keeps
+// net/http's per-connection state alive for the life of the stream, its
+// 4 KiB read buffer, its 4 KiB and 2 KiB write buffers, the request with its
+// headers and context, a background-read goroutine and a handler goroutine
+// whose stack has grown through the router (measured at 8,000 idle streams:
+// 18 KiB of heap and 10 KiB of stacks per stream). Hijacked, a stream is a
+// hub.Client, a socket, a timer and two goroutines on minimal stacks.
+//
+// The body is delimited by the end of the connection (RFC 9112 §6.3), with
+// "Connection: close", as a stream never ends on its own and is never
+// followed by another response: every event goes out as the same shared
+// bytes, with no chunk framing added per connection. HTTP/2 cannot be
+// hijacked and keeps the ResponseWriter path (stream.go).
+
+// relayAfter is how long a writer waits for more work on its current stack
+// before it continues on a fresh goroutine, to idle on a minimal stack.
+const relayAfter = time.Second
+
+// connStream is one stream on a hijacked connection.
+//
+// Goroutines, both owned by the stream:
+//   - the writer (writeLoop) drains the client's queue and sends heartbeats.
+//     When the stream ends it closes the connection, waits for the reader,
+//     closes the client and marks the stream done in the Handler's tracker:
+//     it is the stream's owner. It relays to a fresh goroutine once idle for
+//     relayAfter, so an idle stream does not keep a stack grown by a burst.
+//   - the reader (readLoop) waits for the peer to go away. A client sends
+//     nothing after its request; anything it does send is discarded.
+//
+// Every field but gone is the writer's alone.
+type connStream struct {
+	h    *Handler
+	c    *hub.Client
+	conn net.Conn
+
+	gone chan struct{} // closed by the reader when the connection is finished
+
+	heartbeat *time.Timer
+	idle      *time.Timer // the writer's relayAfter timer
+	items     []hub.Item
+	deadline  time.Time // of the last write
+}
+
+// serveConn hijacks the connection under w and serves the stream on it
+// from goroutines of its own, so ServeHTTP can return. It reports false,
+// having written nothing, when w cannot be hijacked (HTTP/2, or a wrapper
+// that hides it); the caller then streams through w. On true the stream owns
+// c and closes it.
+func (h *Handler) serveConn(w http.ResponseWriter, r *http.Request, c *hub.Client) bool {
+	if r.ProtoMajor != 1 {
+		return false
+	}
+	// The server's buffers are dropped with the ReadWriter. A client that
+	// pipelined a request behind this one gets no answer to it: the stream
+	// never ends.
+	conn, _, err := http.NewResponseController(w).Hijack()
+	if err != nil {
+		return false
+	}
+	s := &connStream{h: h, c: c, conn: conn, gone: make(chan struct{})}
+	h.streams.Add()
+	// Headers and the retry hint go out from this goroutine, in one write;
+	// events queued since Subscribe wait for the writer.
+	head := h.appendHeader(make([]byte, 0, 512), w.Header())
+	if err := s.write(head); err != nil {
+		h.writeConnFailed(s, err)
+		_ = conn.Close()
+		c.Close()
+		h.streams.Done()
+		return true
+	}
+	s.heartbeat = time.NewTimer(h.opts.Heartbeat)
+	go s.readLoop()
+	go s.writeLoop()
+	return true
+}
+
+// appendHeader appends the status line and headers of a stream (hdr holds
+// any set by middleware, CORS for one) and the retry hint.
+func (h *Handler) appendHeader(b []byte, hdr http.Header) []byte {
+	hdr.Set("Content-Type", "text/event-stream")
+	hdr.Set("Cache-Control", "no-cache")
+	hdr.Set("X-Accel-Buffering", "no")
+	hdr.Set("Connection", "close")
+	hdr.Del("Content-Length")
+	hdr.Del("Transfer-Encoding")
+	b = append(b, "HTTP/1.1 200 OK\r\nDate: "...)
+	b = time.Now().UTC().AppendFormat(b, http.TimeFormat)
+	b = append(b, "\r\n"...)
+	var buf bytes.Buffer
+	_ = hdr.Write(&buf) // sorted, with values sanitized
+	b = append(b, buf.Bytes()...)
+	b = append(b, "\r\n"...)
+	return append(b, h.retry...)
+}
+
+// readLoop waits for the peer to close or the connection to fail, then
+// closes gone. It runs on a fresh goroutine whose small buffer keeps its
+// stack minimal.
+func (s *connStream) readLoop() {
+	defer close(s.gone)
+	var buf [128]byte
+	for {
+		if _, err := s.conn.Read(buf[:]); err != nil {
+			return
+		}
+	}
+}
+
+// writeLoop is the writer: it waits for work, writes it, and after
+// relayAfter without work continues in a fresh goroutine.
+func (s *connStream) writeLoop() {
+	for {
+		select {
+		case <-s.c.Wake():
+		case <-s.heartbeat.C:
+			if err := s.write(pingFrame); err != nil {
+				s.finish(err)
+				return
+			}
+			s.heartbeat.Reset(s.h.opts.Heartbeat)
+			continue
+		case <-s.gone:
+			s.finish(nil)
+			return
+		}
+		for {
+			var err error
+			s.items, err = s.c.Drain(s.items)
+			if err != nil {
+				// The hub closed the client: slow consumer, shutdown or a
+				// broker failure. Ending the stream makes the client
+				// reconnect with its last id.
+				s.h.opts.Logger.Debug("sse: stream closed by hub", "client", s.c.ID(), "reason", err)
+				if errors.Is(err, hub.ErrSlowConsumer) {
+					s.abort()
+				}
+				s.finish(nil)
+				return
+			}
+			if len(s.items) > 0 {
+				err = s.writeItems(s.items)
+				clear(s.items) // do not pin the batch's messages while idle
+				if cap(s.items) > keepItems {
+					s.items = nil
+				}
+				if err != nil {
+					s.finish(err)
+					return
+				}
+				// Anything written counts as keep-alive.
+				s.heartbeat.Reset(s.h.opts.Heartbeat)
+			}
+			if !s.awaitMore() {
+				return
+			}
+		}
+	}
+}
+
+// awaitMore waits up to relayAfter for the next batch on the current stack,
+// sending heartbeats meanwhile. It reports true when there is more to write;
+// false when the writer has finished the stream or relayed.
+func (s *connStream) awaitMore() bool {
+	if s.idle == nil {
+		s.idle = time.NewTimer(relayAfter)
+	} else {
+		s.idle.Reset(relayAfter)
+	}
+	for {
+		select {
+		case <-s.c.Wake():
+			return true
+		case <-s.heartbeat.C:
+			if err := s.write(pingFrame); err != nil {
+				s.finish(err)
+				return false
+			}
+			s.heartbeat.Reset(s.h.opts.Heartbeat)
+		case <-s.gone:
+			s.finish(nil)
+			return false
+		case <-s.idle.C:
+			go s.writeLoop()
+			return false
+		}
+	}
+}
+
+// write sends b under the write deadline, which is moved only when less than
+// half of the timeout is left (see writer.write).
+func (s *connStream) write(b []byte) error {
+	if now := time.Now(); s.deadline.Sub(now) < s.h.opts.WriteTimeout/2 {
+		s.deadline = now.Add(s.h.opts.WriteTimeout)
+		if err := s.conn.SetWriteDeadline(s.deadline); err != nil {
+			return err
+		}
+	}
+	_, err := s.conn.Write(b)
+	return err
+}
+
+func (s *connStream) writeItems(items []hub.Item) error { return writeItems(items, s.write) }
+
+// abort makes the close a reset: a slow consumer's socket may hold a
+// backlog it has not read, which a graceful close would keep sending.
+func (s *connStream) abort() {
+	if tc, ok := s.conn.(interface{ SetLinger(int) error }); ok {
+		_ = tc.SetLinger(0)
+	}
+}
+
+// finish ends the stream after err (nil: the peer left or the hub ended the
+// client): it closes the connection, waits for the reader and releases the
+// client.
+func (s *connStream) finish(err error) {
+	if err != nil {
+		s.h.writeConnFailed(s, err)
+	}
+	_ = s.conn.Close()
+	s.heartbeat.Stop()
+	if s.idle != nil {
+		s.idle.Stop()
+	}
+	<-s.gone
+	s.c.Close()
+	s.h.streams.Done()
+}
+
+// writeConnFailed classifies a failed write as writeFailed does: a missed
+// deadline makes the client a slow consumer, whose socket is then reset.
+func (h *Handler) writeConnFailed(s *connStream, err error) {
+	if isTimeout(err) {
+		s.c.Fail(hub.ErrSlowConsumer)
+		s.abort()
+		h.opts.Logger.Debug("sse: write deadline passed, dropping slow consumer", "client", s.c.ID())
+		return
+	}
+	h.opts.Logger.Debug("sse: write failed", "client", s.c.ID(), "err", err)
+}
