@@ -101,8 +101,9 @@ type Client struct {
 	err      error
 	closed   bool // Close was called
 
-	wake  chan struct{} // cap 1: items queued, or the client failed
-	space chan struct{} // cap 1: the writer drained the queue
+	wake   chan struct{} // cap 1: items queued, or the client failed
+	space  chan struct{} // cap 1: the writer drained the queue
+	parked func()        // set by Park: called, once, at the next wake
 }
 
 type replayRequest struct {
@@ -115,6 +116,52 @@ func (c *Client) ID() uint64 { return c.id }
 
 // Wake receives when Drain may return items or an error.
 func (c *Client) Wake() <-chan struct{} { return c.wake }
+
+// Park lets the writer stop waiting on Wake without missing a wake: unless
+// items are queued or the client has failed already (then it returns false
+// and the writer goes on), fn is called at the next wake instead, exactly
+// once, and Park returns true. A transport uses it to end an idle writer's
+// goroutine, with fn starting a new one; an idle connection then holds no
+// writer stack at all. fn runs with the client's lock held, on the hub's
+// dispatcher or a publisher: it must be quick and must not call back into
+// the Client (starting a goroutine is the intended use). Unpark, Close and
+// a failure also end the parking.
+func (c *Client) Park(fn func()) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.queue) > 0 || c.err != nil {
+		return false
+	}
+	c.parked = fn
+	return true
+}
+
+// Unpark ends the parking, if any, as a wake would: it calls the parked
+// func and reports true, or reports false when the writer was not parked.
+// Timers and the transport's reader use it to restart a parked writer.
+func (c *Client) Unpark() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.unparkLocked()
+}
+
+// unparkLocked calls and clears the parked func. c.mu is held on entry.
+func (c *Client) unparkLocked() bool {
+	fn := c.parked
+	if fn == nil {
+		return false
+	}
+	c.parked = nil
+	fn()
+	return true
+}
+
+// wakeLocked tells the writer there is work: on Wake, and by restarting it
+// if it is parked. c.mu is held on entry.
+func (c *Client) wakeLocked() {
+	signal(c.wake)
+	c.unparkLocked()
+}
 
 // Drain returns every queued item, or the reason the client was closed by
 // the hub. dst, the slice returned by the previous call, is recycled. It
@@ -169,7 +216,7 @@ func (c *Client) failLocked(err error) bool {
 	if errors.Is(err, ErrSlowConsumer) {
 		c.hub.kicked.Add(1)
 	}
-	signal(c.wake)
+	c.wakeLocked()
 	signal(c.space)
 	c.cancel()
 	return true
@@ -196,7 +243,7 @@ func (c *Client) enqueueLocked(it Item) bool {
 	c.queue = append(c.queue, it)
 	c.qbytes += n
 	if len(c.queue) == 1 {
-		signal(c.wake)
+		c.wakeLocked()
 	}
 	return true
 }

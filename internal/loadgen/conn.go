@@ -36,6 +36,7 @@ func newSources(base, n int, tlsConf *tls.Config) []source {
 		d := &net.Dialer{
 			Timeout:   10 * time.Second,
 			LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, byte(1+base+i))},
+			Control:   bindNoPort,
 		}
 		out[i] = source{dialer: d, client: &http.Client{Transport: &http.Transport{
 			DialContext:           d.DialContext,

@@ -25,33 +25,37 @@ import (
 // bytes, with no chunk framing added per connection. HTTP/2 cannot be
 // hijacked and keeps the ResponseWriter path (stream.go).
 
-// relayAfter is how long a writer waits for more work on its current stack
-// before it continues on a fresh goroutine, to idle on a minimal stack.
-const relayAfter = time.Second
+// parkAfter is how long a writer waits for more work before it parks.
+const parkAfter = time.Second
 
 // connStream is one stream on a hijacked connection.
 //
-// Goroutines, both owned by the stream:
+// Goroutines, owned by the stream:
 //   - the writer (writeLoop) drains the client's queue and sends heartbeats.
 //     When the stream ends it closes the connection, waits for the reader,
 //     closes the client and marks the stream done in the Handler's tracker:
-//     it is the stream's owner. It relays to a fresh goroutine once idle for
-//     relayAfter, so an idle stream does not keep a stack grown by a burst.
+//     it is the stream's owner. After parkAfter without work it parks
+//     (hub.Client.Park) and its goroutine ends: an idle stream holds no
+//     writer goroutine. The next event, a due heartbeat or the reader's end
+//     starts a new one, so there is at most one writer at any time.
 //   - the reader (readLoop) waits for the peer to go away. A client sends
 //     nothing after its request; anything it does send is discarded.
 //
-// Every field but gone is the writer's alone.
+// The writer's fields are used by one writer goroutine at a time, each
+// start of one ordered after the end of the last by the client's lock.
 type connStream struct {
 	h    *Handler
 	c    *hub.Client
 	conn net.Conn
 
-	gone chan struct{} // closed by the reader when the connection is finished
+	gone      chan struct{} // closed by the reader when the connection is finished
+	beat      chan struct{} // cap 1: a heartbeat is due
+	heartbeat *time.Timer   // signals beat and restarts a parked writer
+	restart   func()        // the parked func: starts a writer
 
-	heartbeat *time.Timer
-	idle      *time.Timer // the writer's relayAfter timer
-	items     []hub.Item
-	deadline  time.Time // of the last write
+	idle     *time.Timer // the writer's parkAfter timer
+	items    []hub.Item
+	deadline time.Time // of the last write
 }
 
 // serveConn hijacks the connection under w and serves the stream on it
@@ -70,7 +74,7 @@ func (h *Handler) serveConn(w http.ResponseWriter, r *http.Request, c *hub.Clien
 	if err != nil {
 		return false
 	}
-	s := &connStream{h: h, c: c, conn: conn, gone: make(chan struct{})}
+	s := &connStream{h: h, c: c, conn: conn, gone: make(chan struct{}), beat: make(chan struct{}, 1)}
 	h.streams.Add()
 	// Headers and the retry hint go out from this goroutine, in one write;
 	// events queued since Subscribe wait for the writer.
@@ -82,7 +86,11 @@ func (h *Handler) serveConn(w http.ResponseWriter, r *http.Request, c *hub.Clien
 		h.streams.Done()
 		return true
 	}
-	s.heartbeat = time.NewTimer(h.opts.Heartbeat)
+	s.restart = func() { go s.writeLoop() }
+	s.heartbeat = time.AfterFunc(h.opts.Heartbeat, func() {
+		signal(s.beat)
+		s.c.Unpark()
+	})
 	go s.readLoop()
 	go s.writeLoop()
 	return true
@@ -108,83 +116,68 @@ func (h *Handler) appendHeader(b []byte, hdr http.Header) []byte {
 }
 
 // readLoop waits for the peer to close or the connection to fail, then
-// closes gone. It runs on a fresh goroutine whose small buffer keeps its
+// closes gone and restarts a parked writer. Its small buffer keeps its
 // stack minimal.
 func (s *connStream) readLoop() {
-	defer close(s.gone)
 	var buf [128]byte
 	for {
 		if _, err := s.conn.Read(buf[:]); err != nil {
+			close(s.gone)
+			s.c.Unpark()
 			return
 		}
 	}
 }
 
-// writeLoop is the writer: it waits for work, writes it, and after
-// relayAfter without work continues in a fresh goroutine.
+// writeLoop is the writer: it waits for work and writes it, and parks after
+// parkAfter without work.
 func (s *connStream) writeLoop() {
-	for {
-		select {
-		case <-s.c.Wake():
-		case <-s.heartbeat.C:
-			if err := s.write(pingFrame); err != nil {
-				s.finish(err)
-				return
+	for s.awaitWork() {
+		items, err := s.c.Drain(s.items)
+		if err != nil {
+			// The hub closed the client: slow consumer, shutdown or a broker
+			// failure. Ending the stream makes the client reconnect with its
+			// last id.
+			s.h.opts.Logger.Debug("sse: stream closed by hub", "client", s.c.ID(), "reason", err)
+			if errors.Is(err, hub.ErrSlowConsumer) {
+				s.abort()
 			}
-			s.heartbeat.Reset(s.h.opts.Heartbeat)
-			continue
-		case <-s.gone:
 			s.finish(nil)
 			return
 		}
-		for {
-			var err error
-			s.items, err = s.c.Drain(s.items)
-			if err != nil {
-				// The hub closed the client: slow consumer, shutdown or a
-				// broker failure. Ending the stream makes the client
-				// reconnect with its last id.
-				s.h.opts.Logger.Debug("sse: stream closed by hub", "client", s.c.ID(), "reason", err)
-				if errors.Is(err, hub.ErrSlowConsumer) {
-					s.abort()
-				}
-				s.finish(nil)
-				return
-			}
-			if len(s.items) > 0 {
-				err = s.writeItems(s.items)
-				clear(s.items) // do not pin the batch's messages while idle
-				if cap(s.items) > keepItems {
-					s.items = nil
-				}
-				if err != nil {
-					s.finish(err)
-					return
-				}
-				// Anything written counts as keep-alive.
-				s.heartbeat.Reset(s.h.opts.Heartbeat)
-			}
-			if !s.awaitMore() {
-				return
-			}
+		if len(items) == 0 {
+			s.items = items
+			continue
 		}
+		err = s.writeItems(items)
+		clear(items) // do not pin the batch's messages while idle
+		if cap(items) > keepItems {
+			items = nil
+		}
+		s.items = items
+		if err != nil {
+			s.finish(err)
+			return
+		}
+		// Anything written counts as keep-alive.
+		s.heartbeat.Reset(s.h.opts.Heartbeat)
 	}
 }
 
-// awaitMore waits up to relayAfter for the next batch on the current stack,
-// sending heartbeats meanwhile. It reports true when there is more to write;
-// false when the writer has finished the stream or relayed.
-func (s *connStream) awaitMore() bool {
+// awaitWork waits up to parkAfter for the client's queue to have work,
+// sending heartbeats meanwhile. It reports true when there is work; false
+// when the writer has finished the stream or parked.
+func (s *connStream) awaitWork() bool {
 	if s.idle == nil {
-		s.idle = time.NewTimer(relayAfter)
+		s.idle = time.NewTimer(s.h.parkAfter)
 	} else {
-		s.idle.Reset(relayAfter)
+		s.idle.Reset(s.h.parkAfter)
 	}
 	for {
 		select {
 		case <-s.c.Wake():
 			return true
-		case <-s.heartbeat.C:
+		case <-s.beat:
 			if err := s.write(pingFrame); err != nil {
 				s.finish(err)
 				return false
@@ -194,9 +187,34 @@ func (s *connStream) awaitMore() bool {
 			s.finish(nil)
 			return false
 		case <-s.idle.C:
-			go s.writeLoop()
+			if !s.c.Park(s.restart) {
+				return true // work arrived meanwhile
+			}
+			// A heartbeat or the reader's end may have come between the
+			// select and Park, when there was nothing parked to restart.
+			if len(s.beat) > 0 || isClosed(s.gone) {
+				s.c.Unpark()
+			}
 			return false
 		}
+	}
+}
+
+// isClosed reports whether ch is closed.
+func isClosed(ch <-chan struct{}) bool {
+	select {
+	case <-ch:
+		return true
+	default:
+		return false
+	}
+}
+
+// signal leaves a token in ch, a channel of capacity 1, without blocking.
+func signal(ch chan struct{}) {
+	select {
+	case ch <- struct{}{}:
+	default:
 	}
 }
 
@@ -235,6 +253,7 @@ func (s *connStream) finish(err error) {
 	if s.idle != nil {
 		s.idle.Stop()
 	}
+	// The reader's Unpark finds nothing parked: this writer is running.
 	<-s.gone
 	s.c.Close()
 	s.h.streams.Done()

@@ -31,6 +31,7 @@ func TestMain(m *testing.M) {
 type fixture struct {
 	t      testing.TB
 	hub    *hub.Hub
+	sse    *sse.Handler
 	srv    *httptest.Server
 	tr     *http.Transport
 	client *http.Client
@@ -51,14 +52,15 @@ func newFixtureOn(t testing.TB, ho hub.Options, so sse.Options, wrap func(net.Li
 	}
 	so.Hub = h
 	mux := http.NewServeMux()
-	mux.Handle("/v1/events", sse.New(so))
+	sh := sse.New(so)
+	mux.Handle("/v1/events", sh)
 	srv := httptest.NewUnstartedServer(mux)
 	if wrap != nil {
 		srv.Listener = wrap(srv.Listener)
 	}
 	srv.Start()
 	tr := &http.Transport{MaxIdleConnsPerHost: 64}
-	f := &fixture{t: t, hub: h, srv: srv, tr: tr, client: &http.Client{Transport: tr}}
+	f := &fixture{t: t, hub: h, sse: sh, srv: srv, tr: tr, client: &http.Client{Transport: tr}}
 	t.Cleanup(f.close)
 	return f
 }
@@ -73,6 +75,9 @@ func (f *fixture) shutdown() {
 	f.srv.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
+	if err := f.sse.Wait(ctx); err != nil {
+		f.t.Errorf("streams did not end: %v", err)
+	}
 	if err := f.hub.Close(ctx); err != nil {
 		f.t.Errorf("failed to close hub: %v", err)
 	}

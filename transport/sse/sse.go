@@ -68,6 +68,8 @@ type Handler struct {
 	opts    Options
 	retry   []byte          // the "retry: N\n\n" preamble
 	streams tracker.Tracker // streams on hijacked connections (conn.go)
+	// parkAfter is parkAfter but for tests, which shorten it.
+	parkAfter time.Duration
 }
 
 // New returns a Handler serving o.Hub, which must not be nil.
@@ -88,7 +90,7 @@ func New(o Options) *Handler {
 		o.Logger = slog.Default()
 	}
 	retry := strconv.AppendInt([]byte("retry: "), o.Retry.Milliseconds(), 10)
-	return &Handler{opts: o, retry: append(retry, "\n\n"...)}
+	return &Handler{opts: o, retry: append(retry, "\n\n"...), parkAfter: parkAfter}
 }
 
 // ServeHTTP implements http.Handler. It returns when the client goes away,

@@ -7,8 +7,10 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -375,6 +377,70 @@ func TestHeartbeat(t *testing.T) {
 			t.Fatalf("frame %q, %v; want a ping comment", fr.Raw, err)
 		}
 	}
+}
+
+// TestIdleStreamsPark opens streams and lets them idle: their writers park,
+// leaving one goroutine per stream, and the streams still get heartbeats
+// and events, which start a writer again.
+func TestIdleStreamsPark(t *testing.T) {
+	f := newFixture(t, hub.Options{}, sse.Options{Heartbeat: 150 * time.Millisecond})
+	sse.SetParkAfter(f.sse, 20*time.Millisecond)
+	base := runtime.NumGoroutine()
+	const n = 20
+	conns := make([]net.Conn, n)
+	brs := make([]*bufio.Reader, n)
+	for i := range conns {
+		conns[i] = rawGet(t, f.srv.Listener.Addr().String(), "/v1/events?topic=park.>")
+		_ = conns[i].SetDeadline(time.Now().Add(20 * time.Second))
+		brs[i] = bufio.NewReader(conns[i])
+		resp, err := http.ReadResponse(brs[i], nil)
+		if err != nil || resp.StatusCode != http.StatusOK {
+			t.Fatalf("stream %d: %v %v", i, resp, err)
+		}
+		if fr, err := readFrame(brs[i]); err != nil || fr.Retry == "" {
+			t.Fatalf("stream %d: first frame %q, %v", i, fr.Raw, err)
+		}
+	}
+	// Each stream keeps its reader; its writer has parked. (These clients
+	// are raw sockets, with no goroutines of their own.)
+	wait.For(t, 10*time.Second, "idle streams to park their writers", func() bool {
+		return runtime.NumGoroutine()-base <= n+2
+	})
+	// Heartbeats restart the writers, which park again.
+	for i, br := range brs {
+		for range 2 {
+			if fr, err := readFrame(br); err != nil || fr.Comment != "ping" {
+				t.Fatalf("stream %d: frame %q, %v; want a ping", i, fr.Raw, err)
+			}
+		}
+	}
+	ms, err := f.hub.Publish(context.Background(), hub.Draft{Topic: "park.a", Data: json.RawMessage(`1`)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, br := range brs {
+		for {
+			fr, err := readFrame(br)
+			if err != nil {
+				t.Fatalf("stream %d: %v", i, err)
+			}
+			if fr.Comment == "ping" {
+				continue
+			}
+			if fr.ID != ms[0].ID.String() {
+				t.Fatalf("stream %d: frame %q, want the event %s", i, fr.Raw, ms[0].ID)
+			}
+			break
+		}
+	}
+	// The peer leaving ends a parked stream promptly.
+	wait.For(t, 10*time.Second, "writers to park again", func() bool {
+		return runtime.NumGoroutine()-base <= n+2
+	})
+	for _, c := range conns {
+		c.Close()
+	}
+	wait.For(t, 10*time.Second, "closed streams to end", func() bool { return sseClients(f.hub) == 0 })
 }
 
 // hub.Shutdown ends every open stream cleanly; new streams get 503.

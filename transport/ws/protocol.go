@@ -86,7 +86,7 @@ func (s *session) readLoop() {
 	defer s.tasks.Done()
 	for {
 		if err := s.conn.WaitReadable(); err != nil {
-			s.cancel(err)
+			s.stop(err)
 			return
 		}
 		// No deadline: the reader ends when the session closes the connection.
@@ -100,7 +100,7 @@ func (s *session) readLoop() {
 			return
 		}
 		if err != nil {
-			s.cancel(err)
+			s.stop(err)
 			return
 		}
 		if typ != websocket.MessageText {

@@ -30,17 +30,17 @@ var errPingTimeout = errors.New("peer did not answer a ping")
 // Goroutines, all owned by the session:
 //   - the writer (writeLoop) drains the client's queue to the connection.
 //     When the connection ends it closes it, waits for the others and
-//     releases the session: it is the session's owner.
+//     releases the session: it is the session's owner. After parkAfter
+//     without work it parks (hub.Client.Park) and its goroutine ends: an idle
+//     connection holds no writer goroutine. The next event or reply, a due
+//     keep-alive ping or the reader's end starts a new one, so there is at
+//     most one writer at any time.
 //   - the reader (readLoop) handles the client's messages until the
-//     connection is closed.
+//     connection is closed. It runs as a relay of goroutines: having handled
+//     a message, it continues in a fresh goroutine and the old one ends, so
+//     an idle connection holds one minimal stack rather than a grown one
+//     (see read.go).
 //   - a keep-alive ping, at most one at a time, short-lived.
-//
-// The writer and the reader each run as a relay of goroutines: having done
-// some work, a loop that is about to wait continues in a fresh goroutine and
-// the old one ends, so an idle connection holds two minimal stacks rather
-// than the grown ones (see read.go). The writer relays only after relayAfter
-// without work, so a busy connection does not pay for it per event. There is
-// still exactly one writer and one reader at any time.
 type session struct {
 	h      *Handler
 	client *hub.Client
@@ -53,9 +53,14 @@ type session struct {
 	ctx    context.Context
 	cancel context.CancelCauseFunc
 
-	pingTick *time.Ticker // nil when pings are disabled
-	idle     *time.Timer  // the writer's relayAfter timer; writer-owned
-	items    []hub.Item   // the writer's batch, recycled through Drain
+	pingDue chan struct{} // cap 1: a keep-alive ping is due
+	pinger  *time.Timer   // signals pingDue and restarts a parked writer; nil when pings are disabled
+	restart func()        // the parked func: starts a writer
+
+	// The writer's, used by one writer goroutine at a time, each start of
+	// one ordered after the end of the last by the client's lock.
+	idle  *time.Timer // the parkAfter timer
+	items []hub.Item  // the batch, recycled through Drain
 
 	tasks   sync.WaitGroup // the reader and the ping in flight
 	pinging atomic.Bool
@@ -63,92 +68,98 @@ type session struct {
 
 func newSession(h *Handler, client *hub.Client, ws *websocket.Conn, conn *corkConn) *session {
 	ctx, cancel := context.WithCancelCause(context.Background())
-	return &session{h: h, client: client, ws: ws, conn: conn, ctx: ctx, cancel: cancel}
+	return &session{h: h, client: client, ws: ws, conn: conn, ctx: ctx, cancel: cancel, pingDue: make(chan struct{}, 1)}
 }
 
 // start starts the reader and the writer. The Handler has counted the
 // session in its tracker; the writer's last goroutine marks it done.
 func (s *session) start() {
-	if s.h.opts.PingInterval > 0 {
-		s.pingTick = time.NewTicker(s.h.opts.PingInterval)
+	s.restart = func() { go s.writeLoop() }
+	if d := s.h.opts.PingInterval; d > 0 {
+		s.pinger = time.AfterFunc(d, func() {
+			signal(s.pingDue)
+			s.client.Unpark()
+		})
 	}
 	s.tasks.Add(1)
 	go s.readLoop()
 	go s.writeLoop()
 }
 
-// writeLoop is the writer. It waits for work, writes it, and when the queue
-// is empty again continues in a fresh goroutine. When the connection or the
-// client ends, it closes the connection and releases the session.
+// stop ends the session from the reader or a ping: it tells the writer,
+// starting it if it is parked.
+func (s *session) stop(cause error) {
+	s.cancel(cause)
+	s.client.Unpark()
+}
+
+// writeLoop is the writer: it waits for work and writes it, and parks after
+// parkAfter without work. When the connection or the client ends, it closes
+// the connection and releases the session.
 func (s *session) writeLoop() {
-	var ping <-chan time.Time
-	if s.pingTick != nil {
-		ping = s.pingTick.C
-	}
-	for {
-		select {
-		case <-s.client.Wake():
-		case <-ping:
-			s.ping()
-			continue
-		case <-s.ctx.Done():
-			s.finish(readerStatus(context.Cause(s.ctx)))
+	for s.awaitWork() {
+		var err error
+		s.items, err = s.client.Drain(s.items)
+		if err != nil {
+			s.finish(closeStatus(err))
 			return
 		}
-		for {
-			var err error
-			s.items, err = s.client.Drain(s.items)
-			if err != nil {
-				s.finish(closeStatus(err))
-				return
-			}
-			if err := s.writeBatch(s.items); err != nil {
-				s.finish(s.writeFailed(err))
-				return
-			}
-			// Let the batch's messages go now rather than at the next
-			// Drain; a burst's large slice is not kept while idle.
-			clear(s.items)
-			if cap(s.items) > 256 {
-				s.items = nil
-			}
-			// An active connection keeps its stack: relaying after every
-			// batch would cost a goroutine start and a stack regrowth per
-			// event. Only once it has been idle for relayAfter does the
-			// writer continue on a fresh, minimal stack.
-			if !s.awaitMore(ping) {
-				return
-			}
+		if err := s.writeBatch(s.items); err != nil {
+			s.finish(s.writeFailed(err))
+			return
+		}
+		// Let the batch's messages go now rather than at the next Drain; a
+		// burst's large slice is not kept while idle.
+		clear(s.items)
+		if cap(s.items) > 256 {
+			s.items = nil
 		}
 	}
 }
 
-// relayAfter is how long a writer waits for more work on its current stack
-// before it relays to a fresh goroutine to idle on a minimal one.
-const relayAfter = time.Second
+// parkAfter is how long a writer waits for more work before it parks. An
+// active connection keeps its writer: parking after every batch would cost
+// a goroutine start and a stack regrowth per event.
+const parkAfter = time.Second
 
-// awaitMore waits up to relayAfter for the next batch on the current stack,
-// answering keep-alive ticks meanwhile. It reports true when there is more
-// to write; false when the writer has finished the session or relayed.
-func (s *session) awaitMore(ping <-chan time.Time) bool {
+// awaitWork waits up to parkAfter for the client's queue to have work,
+// starting keep-alive pings meanwhile. It reports true when there is work;
+// false when the writer has finished the session or parked.
+func (s *session) awaitWork() bool {
 	if s.idle == nil {
-		s.idle = time.NewTimer(relayAfter)
+		s.idle = time.NewTimer(s.h.parkAfter)
 	} else {
-		s.idle.Reset(relayAfter)
+		s.idle.Reset(s.h.parkAfter)
 	}
 	for {
 		select {
 		case <-s.client.Wake():
 			return true
-		case <-ping:
+		case <-s.pingDue:
 			s.ping()
+			s.pinger.Reset(s.h.opts.PingInterval)
 		case <-s.ctx.Done():
 			s.finish(readerStatus(context.Cause(s.ctx)))
 			return false
 		case <-s.idle.C:
-			go s.writeLoop()
+			if !s.client.Park(s.restart) {
+				return true // work arrived meanwhile
+			}
+			// A ping or the reader's end may have come between the select
+			// and Park, when there was nothing parked to restart.
+			if len(s.pingDue) > 0 || s.ctx.Err() != nil {
+				s.client.Unpark()
+			}
 			return false
 		}
+	}
+}
+
+// signal leaves a token in ch, a channel of capacity 1, without blocking.
+func signal(ch chan struct{}) {
+	select {
+	case ch <- struct{}{}:
+	default:
 	}
 }
 
@@ -225,8 +236,8 @@ func (s *session) finish(code websocket.StatusCode, reason string) {
 		_ = s.ws.CloseNow()
 	}
 	s.cancel(nil)
-	if s.pingTick != nil {
-		s.pingTick.Stop()
+	if s.pinger != nil {
+		s.pinger.Stop()
 	}
 	if s.idle != nil {
 		s.idle.Stop()
@@ -301,7 +312,7 @@ func (s *session) ping() {
 		ctx, cancel := context.WithTimeout(context.Background(), s.h.opts.WriteTimeout)
 		defer cancel()
 		if err := s.ws.Ping(ctx); err != nil && s.ctx.Err() == nil {
-			s.cancel(errPingTimeout)
+			s.stop(errPingTimeout)
 		}
 	}()
 }

@@ -60,6 +60,8 @@ type Handler struct {
 	opts   Options
 	accept websocket.AcceptOptions
 	conns  tracker.Tracker
+	// parkAfter is parkAfter but for tests, which shorten it.
+	parkAfter time.Duration
 
 	// Counters of the write path, read by tests to prove coalescing.
 	frames atomic.Int64 // data frames handed to the connection
@@ -84,7 +86,8 @@ func New(o Options) *Handler {
 		o.Logger = slog.Default()
 	}
 	return &Handler{
-		opts: o,
+		opts:      o,
+		parkAfter: parkAfter,
 		accept: websocket.AcceptOptions{
 			Subprotocols:    []string{Subprotocol},
 			OriginPatterns:  o.AllowedOrigins,
