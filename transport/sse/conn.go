@@ -3,6 +3,7 @@ package sse
 import (
 	"bytes"
 	"errors"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"time"
@@ -87,7 +88,9 @@ func (h *Handler) serveConn(w http.ResponseWriter, r *http.Request, c *hub.Clien
 		return true
 	}
 	s.restart = func() { go s.writeLoop() }
-	s.heartbeat = time.AfterFunc(h.opts.Heartbeat, func() {
+	// The first heartbeat comes after a random half to whole interval, so
+	// streams opened together are not all woken together ever after.
+	s.heartbeat = time.AfterFunc(h.opts.Heartbeat/2+rand.N(h.opts.Heartbeat/2+1), func() {
 		signal(s.beat)
 		s.c.Unpark()
 	})
@@ -132,7 +135,7 @@ func (s *connStream) readLoop() {
 // writeLoop is the writer: it waits for work and writes it, and parks after
 // parkAfter without work.
 func (s *connStream) writeLoop() {
-	for s.awaitWork() {
+	for wrote := false; s.awaitWork(wrote); wrote = true {
 		items, err := s.c.Drain(s.items)
 		if err != nil {
 			// The hub closed the client: slow consumer, shutdown or a broker
@@ -166,8 +169,10 @@ func (s *connStream) writeLoop() {
 
 // awaitWork waits up to parkAfter for the client's queue to have work,
 // sending heartbeats meanwhile. It reports true when there is work; false
-// when the writer has finished the stream or parked.
-func (s *connStream) awaitWork() bool {
+// when the writer has finished the stream or parked. A writer that has
+// written nothing (wrote is false: it was started for a heartbeat) parks
+// right after the heartbeat.
+func (s *connStream) awaitWork(wrote bool) bool {
 	if s.idle == nil {
 		s.idle = time.NewTimer(s.h.parkAfter)
 	} else {
@@ -183,21 +188,30 @@ func (s *connStream) awaitWork() bool {
 				return false
 			}
 			s.heartbeat.Reset(s.h.opts.Heartbeat)
+			if !wrote {
+				return s.park()
+			}
 		case <-s.gone:
 			s.finish(nil)
 			return false
 		case <-s.idle.C:
-			if !s.c.Park(s.restart) {
-				return true // work arrived meanwhile
-			}
-			// A heartbeat or the reader's end may have come between the
-			// select and Park, when there was nothing parked to restart.
-			if len(s.beat) > 0 || isClosed(s.gone) {
-				s.c.Unpark()
-			}
-			return false
+			return s.park()
 		}
 	}
+}
+
+// park parks the writer. It reports true, not parked, when work arrived
+// meanwhile, else false: this goroutine must end.
+func (s *connStream) park() bool {
+	if !s.c.Park(s.restart) {
+		return true
+	}
+	// A heartbeat or the reader's end may have come between the writer's
+	// last look and Park, when there was nothing parked to restart.
+	if len(s.beat) > 0 || isClosed(s.gone) {
+		s.c.Unpark()
+	}
+	return false
 }
 
 // isClosed reports whether ch is closed.

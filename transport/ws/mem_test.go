@@ -91,14 +91,15 @@ func TestIdleConnectionMemory(t *testing.T) {
 		})
 	}
 	// The client read every subscribe's reply, so the connections are idle
-	// or about to be; wait until stacks stop changing between collections.
+	// or about to be; wait until their writers have parked (one goroutine
+	// each, the reader) and stacks stop changing between collections.
 	prev := memNow()
 	wait.For(t, 30*time.Second, "the connections to settle", func() bool {
 		for range 4 { // each GC halves stacks that use under a quarter of their size
 			runtime.GC()
 		}
 		cur := memNow()
-		settled := cur.stack == prev.stack && cur.goroutines == base.goroutines+2*n
+		settled := cur.stack == prev.stack && cur.goroutines == base.goroutines+n
 		prev = cur
 		return settled
 	})

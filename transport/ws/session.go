@@ -3,6 +3,7 @@ package ws
 import (
 	"context"
 	"errors"
+	"math/rand/v2"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -76,7 +77,11 @@ func newSession(h *Handler, client *hub.Client, ws *websocket.Conn, conn *corkCo
 func (s *session) start() {
 	s.restart = func() { go s.writeLoop() }
 	if d := s.h.opts.PingInterval; d > 0 {
-		s.pinger = time.AfterFunc(d, func() {
+		// The first ping comes after a random half to whole interval, so
+		// connections made together (a reconnect storm, a load test) are not
+		// all pinged at once ever after: every ping starts a writer, and a
+		// synchronized round would hold thousands of them at the same time.
+		s.pinger = time.AfterFunc(jitter(d), func() {
 			signal(s.pingDue)
 			s.client.Unpark()
 		})
@@ -97,7 +102,7 @@ func (s *session) stop(cause error) {
 // parkAfter without work. When the connection or the client ends, it closes
 // the connection and releases the session.
 func (s *session) writeLoop() {
-	for s.awaitWork() {
+	for wrote := false; s.awaitWork(wrote); wrote = true {
 		var err error
 		s.items, err = s.client.Drain(s.items)
 		if err != nil {
@@ -124,8 +129,10 @@ const parkAfter = time.Second
 
 // awaitWork waits up to parkAfter for the client's queue to have work,
 // starting keep-alive pings meanwhile. It reports true when there is work;
-// false when the writer has finished the session or parked.
-func (s *session) awaitWork() bool {
+// false when the writer has finished the session or parked. A writer that
+// has written nothing (wrote is false: it was started for a ping) parks as
+// soon as the ping is on its way.
+func (s *session) awaitWork(wrote bool) bool {
 	if s.idle == nil {
 		s.idle = time.NewTimer(s.h.parkAfter)
 	} else {
@@ -138,21 +145,35 @@ func (s *session) awaitWork() bool {
 		case <-s.pingDue:
 			s.ping()
 			s.pinger.Reset(s.h.opts.PingInterval)
+			if !wrote {
+				return s.park()
+			}
 		case <-s.ctx.Done():
 			s.finish(readerStatus(context.Cause(s.ctx)))
 			return false
 		case <-s.idle.C:
-			if !s.client.Park(s.restart) {
-				return true // work arrived meanwhile
-			}
-			// A ping or the reader's end may have come between the select
-			// and Park, when there was nothing parked to restart.
-			if len(s.pingDue) > 0 || s.ctx.Err() != nil {
-				s.client.Unpark()
-			}
-			return false
+			return s.park()
 		}
 	}
+}
+
+// park parks the writer. It reports true, not parked, when work arrived
+// meanwhile, else false: this goroutine must end.
+func (s *session) park() bool {
+	if !s.client.Park(s.restart) {
+		return true
+	}
+	// A ping or the reader's end may have come between the writer's last
+	// look and Park, when there was nothing parked to restart.
+	if len(s.pingDue) > 0 || s.ctx.Err() != nil {
+		s.client.Unpark()
+	}
+	return false
+}
+
+// jitter returns a random duration between d/2 and d.
+func jitter(d time.Duration) time.Duration {
+	return d/2 + rand.N(d/2+1)
 }
 
 // signal leaves a token in ch, a channel of capacity 1, without blocking.
