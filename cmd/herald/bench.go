@@ -34,6 +34,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.DurationVar(&cfg.Duration, "duration", 10*time.Second, "how long to publish (idle mode: how long to hold the connections)")
 	fs.Float64Var(&cfg.Ramp, "ramp", 0, "connect and idle modes: new connections per second (0: as fast as the dial workers go)")
 	fs.IntVar(&cfg.ServerPID, "server-pid", 0, "idle mode: `PID` of a server on this machine whose resident memory (VmRSS) to sample")
+	fs.StringVar(&cfg.ServerDebug, "server-debug", "", "idle mode: base `URL` of the server's --debug-addr endpoints; each memory sample then follows a garbage collection that returns free memory to the system")
 	fs.IntVar(&cfg.Payload, "payload", 64, "padding bytes per event")
 	fs.IntVar(&cfg.SourceIPs, "source-ips", 1, "spread connections over 127.0.0.1 … 127.0.0.N (one address has ~28k ports)")
 	fs.IntVar(&cfg.DialWorkers, "dial-workers", 64, "concurrent connection attempts while ramping up")
@@ -128,8 +129,12 @@ func printReport(w io.Writer, rep *loadgen.Report) {
 			rep.Transport, rep.Subscribers, rep.Connected, rep.DurationS)
 		fmt.Fprintf(w, "connect ms  p50 %.2f  p99 %.2f  max %.2f\n", cm.P50, cm.P99, cm.Max)
 		if rep.ServerRSSKBBefore > 0 {
-			fmt.Fprintf(w, "server rss  before %d kB  after %d kB  per connection %d bytes\n",
-				rep.ServerRSSKBBefore, rep.ServerRSSKBAfter, rep.RSSPerConnBytes)
+			gc := ""
+			if rep.RSSAfterGC {
+				gc = " (after GC)"
+			}
+			fmt.Fprintf(w, "server rss%s  before %d kB  after %d kB  per connection %d bytes\n",
+				gc, rep.ServerRSSKBBefore, rep.ServerRSSKBAfter, rep.RSSPerConnBytes)
 		}
 	case loadgen.ModeActions:
 		a := rep.AcceptMS

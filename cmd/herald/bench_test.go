@@ -6,8 +6,10 @@ import (
 	"encoding/json"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -374,5 +376,74 @@ func TestBenchActionsModeUnknownType(t *testing.T) {
 	}
 	if rep.Accepted != 0 || rep.Errors["action_422"] == 0 {
 		t.Fatalf("accepted %d errors %v", rep.Accepted, rep.Errors)
+	}
+}
+
+// debugURL starts nothing: it finds the address the server's debug
+// endpoints listen on in its log.
+func debugURL(t *testing.T, in *instance) string {
+	t.Helper()
+	re := regexp.MustCompile(`msg="debug endpoints listening" addr=(\S+)`)
+	var addr string
+	wait.For(t, 10*time.Second, "the debug listener in the log", func() bool {
+		m := re.FindStringSubmatch(in.logs.String())
+		if m != nil {
+			addr = m[1]
+		}
+		return m != nil
+	})
+	return "http://" + addr
+}
+
+// TestServeDebugEndpoints checks --debug-addr: profiles, and a memory
+// release that answers with what the runtime holds.
+func TestServeDebugEndpoints(t *testing.T) {
+	in := startServe(t, "--addr", "127.0.0.1:0", "--debug-addr", "127.0.0.1:0")
+	base := debugURL(t, in)
+	resp, err := in.client.Get(base + "/debug/pprof/")
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET /debug/pprof/: %v %v", resp, err)
+	}
+	resp.Body.Close()
+	resp, err = in.client.Post(base+"/debug/free-memory", "", nil)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("POST /debug/free-memory: %v %v", resp, err)
+	}
+	var m map[string]uint64
+	err = json.NewDecoder(resp.Body).Decode(&m)
+	resp.Body.Close()
+	if err != nil || m["heap_inuse_bytes"] == 0 || m["goroutines"] == 0 {
+		t.Fatalf("free-memory answered %v, %v", m, err)
+	}
+	if resp, err := in.client.Get(base + "/debug/free-memory"); err != nil || resp.StatusCode != http.StatusMethodNotAllowed {
+		t.Fatalf("GET /debug/free-memory: %v %v, want 405", resp, err)
+	} else {
+		resp.Body.Close()
+	}
+	// The public listener does not serve them.
+	if resp, err := in.client.Get(in.url + "/debug/pprof/"); err != nil || resp.StatusCode != http.StatusNotFound {
+		t.Fatalf("GET /debug/pprof/ on the public listener: %v %v, want 404", resp, err)
+	} else {
+		resp.Body.Close()
+	}
+}
+
+// TestBenchIdleModeAfterGC samples memory after the server has collected
+// garbage, through its debug endpoint.
+func TestBenchIdleModeAfterGC(t *testing.T) {
+	in := startServe(t, "--addr", "127.0.0.1:0", "--debug-addr", "127.0.0.1:0")
+	rep, _, err := benchJSON(t, "--url", in.url, "--mode", "idle", "--transport", "mixed", "--subscribers", "20",
+		"--duration", "100ms", "--server-pid", strconv.Itoa(os.Getpid()), "--server-debug", debugURL(t, in))
+	if err != nil {
+		t.Fatalf("bench: %v", err)
+	}
+	if !rep.RSSAfterGC || rep.ServerRSSKBBefore <= 0 || rep.ServerRSSKBAfter <= 0 || len(rep.Errors) != 0 {
+		t.Fatalf("after gc %v, rss %d → %d kB, errors %v", rep.RSSAfterGC, rep.ServerRSSKBBefore, rep.ServerRSSKBAfter, rep.Errors)
+	}
+	// A debug URL that answers nothing fails the run.
+	err = runBench(context.Background(), []string{"--url", in.url, "--mode", "idle", "--subscribers", "2", "--duration", "50ms",
+		"--server-pid", strconv.Itoa(os.Getpid()), "--server-debug", in.url, "--quiet"}, io.Discard, io.Discard)
+	if err == nil || !strings.Contains(err.Error(), "free the server's memory") {
+		t.Fatalf("bench with a wrong --server-debug: %v", err)
 	}
 }

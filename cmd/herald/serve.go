@@ -39,6 +39,7 @@ const envPrefix = "HERALD_"
 // serveConfig is the parsed and validated configuration of "herald serve".
 type serveConfig struct {
 	addr            string
+	debugAddr       string
 	broker          string
 	historySize     int
 	historyTTL      time.Duration
@@ -85,6 +86,7 @@ func parseServeFlags(args []string, getenv func(string) (string, bool), stdout i
 	var origins, logLevel, upstream string
 	fs := flag.NewFlagSet("herald serve", flag.ContinueOnError)
 	fs.StringVar(&c.addr, "addr", "127.0.0.1:8080", "`address` to listen on (host:port; port 0 picks a free one)")
+	fs.StringVar(&c.debugAddr, "debug-addr", "", "`address` of an internal listener for /debug/pprof/ and POST /debug/free-memory (empty: off); keep it private")
 	fs.StringVar(&c.broker, "broker", "memory", "event broker: memory (redis://… and nats://… are planned)")
 	fs.IntVar(&c.historySize, "history-size", 10000, "events retained for replay and history, at most")
 	fs.DurationVar(&c.historyTTL, "history-ttl", time.Hour, "events older than this are dropped from history (0: no age limit)")
@@ -363,6 +365,18 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer, read
 		_ = svc.Shutdown(cctx)
 		_ = h.Close(cctx)
 		return fmt.Errorf("failed to listen on %s: %w", cfg.addr, err)
+	}
+	if cfg.debugAddr != "" {
+		dbg, err := startDebug(cfg.debugAddr, log)
+		if err != nil {
+			_ = ln.Close()
+			cctx, cancel := context.WithTimeout(context.Background(), cfg.shutdownTimeout)
+			defer cancel()
+			_ = svc.Shutdown(cctx)
+			_ = h.Close(cctx)
+			return err
+		}
+		defer dbg.stop()
 	}
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()

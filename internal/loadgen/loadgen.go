@@ -42,6 +42,11 @@ type Config struct {
 	Duration    time.Duration // publishing time; in idle mode, how long to hold the connections
 	Ramp        float64       // connect and idle modes: new connections per second while ramping (0: as fast as DialWorkers allow)
 	ServerPID   int           // idle mode: the server's process, whose VmRSS is sampled (0: not measured)
+	// ServerDebug, in idle mode, is the base URL of the server's debug
+	// endpoints (herald serve --debug-addr): before each VmRSS sample the
+	// server is asked to collect garbage and return free memory to the
+	// system, so the sample is what it holds, not the collector's reserve.
+	ServerDebug string
 	Payload     int           // padding bytes per event
 	SourceIPs   int           // spread connections over 127.0.0.1 … 127.0.0.N
 	DialWorkers int           // concurrent connection attempts while ramping
@@ -96,6 +101,7 @@ type Report struct {
 	ServerRSSKBBefore int64 `json:"server_rss_kb_before,omitempty"`
 	ServerRSSKBAfter  int64 `json:"server_rss_kb_after,omitempty"`
 	RSSPerConnBytes   int64 `json:"rss_per_conn_bytes,omitempty"`
+	RSSAfterGC        bool  `json:"rss_after_gc,omitempty"` // the samples followed a collection (Config.ServerDebug)
 
 	// Actions mode: actions accepted (202) and the time to that answer.
 	Accepted       int64    `json:"accepted,omitempty"`

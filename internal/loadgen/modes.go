@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"strconv"
 	"strings"
@@ -188,6 +189,9 @@ func (r *run) runConnect(ctx context.Context) (*Report, error) {
 func (r *run) runIdle(ctx context.Context) (*Report, error) {
 	var before int64
 	if pid := r.cfg.ServerPID; pid > 0 {
+		if err := r.freeServerMemory(ctx); err != nil {
+			return nil, err
+		}
 		var err error
 		if before, err = readRSS(pid); err != nil {
 			return nil, err
@@ -230,6 +234,10 @@ func (r *run) runIdle(ctx context.Context) (*Report, error) {
 	}
 	// Sampled while every connection is still open.
 	if pid := r.cfg.ServerPID; pid > 0 {
+		if err := r.freeServerMemory(ctx); err != nil {
+			r.fail("server_debug")
+		}
+		rep.RSSAfterGC = r.cfg.ServerDebug != ""
 		after, err := readRSS(pid)
 		if err != nil {
 			r.fail("rss")
@@ -269,6 +277,22 @@ func (r *run) errorsSnapshot() map[string]int64 {
 		out[k] = n
 	}
 	return out
+}
+
+// freeServerMemory asks the server to collect garbage and return free
+// memory to the system (POST /debug/free-memory), if cfg.ServerDebug is set.
+func (r *run) freeServerMemory(ctx context.Context) error {
+	if r.cfg.ServerDebug == "" {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	client := &http.Client{}
+	defer client.CloseIdleConnections()
+	if err := post(ctx, client, strings.TrimRight(r.cfg.ServerDebug, "/")+"/debug/free-memory", http.StatusOK, nil); err != nil {
+		return fmt.Errorf("failed to free the server's memory: %w", err)
+	}
+	return nil
 }
 
 // readRSS returns the VmRSS of process pid in kB, from /proc/PID/status.
