@@ -118,18 +118,25 @@ func (c *Client) ID() uint64 { return c.id }
 func (c *Client) Wake() <-chan struct{} { return c.wake }
 
 // Park lets the writer stop waiting on Wake without missing a wake: unless
-// items are queued or the client has failed already (then it returns false
-// and the writer goes on), fn is called at the next wake instead, exactly
-// once, and Park returns true. A transport uses it to end an idle writer's
-// goroutine, with fn starting a new one; an idle connection then holds no
-// writer stack at all. fn runs with the client's lock held, on the hub's
-// dispatcher or a publisher: it must be quick and must not call back into
-// the Client (starting a goroutine is the intended use). Unpark, Close and
-// a failure also end the parking.
-func (c *Client) Park(fn func()) bool {
+// items are queued, the client has failed already or busy reports true (then
+// it returns false and the writer goes on), fn is called at the next wake
+// instead, exactly once, and Park returns true. A transport uses it to end
+// an idle writer's goroutine, with fn starting a new one; an idle connection
+// then holds no writer goroutine at all.
+//
+// busy (which may be nil) reports the transport's own reasons to write, a
+// due keep-alive or a finished reader. It is called under the client's lock,
+// so whoever sets such a reason and then calls Unpark is seen either by busy
+// or by Unpark: no wake is lost between the writer's last look and Park.
+//
+// fn runs with the client's lock held, on the hub's dispatcher or a
+// publisher: it must be quick and must not call back into the Client
+// (starting a goroutine is the intended use). Unpark, Close and a failure
+// also end the parking.
+func (c *Client) Park(fn func(), busy func() bool) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if len(c.queue) > 0 || c.err != nil {
+	if len(c.queue) > 0 || c.err != nil || busy != nil && busy() {
 		return false
 	}
 	c.parked = fn

@@ -19,13 +19,13 @@ func TestPark(t *testing.T) {
 
 	var calls atomic.Int32
 	fn := func() { calls.Add(1) }
-	if !c.Park(fn) {
+	if !c.Park(fn, nil) {
 		t.Fatalf("Park refused with nothing queued")
 	}
 	pub(t, h, "park.a", `1`)
 	wait.For(t, waitTimeout, "the parked func to run at the event", func() bool { return calls.Load() == 1 })
 	pub(t, h, "park.a", `2`)
-	if c.Park(fn) {
+	if c.Park(fn, nil) {
 		t.Fatalf("Park accepted with two events queued")
 	}
 	got := 0
@@ -42,7 +42,7 @@ func TestPark(t *testing.T) {
 	}
 
 	// A reply wakes it too, and Unpark after that finds nothing parked.
-	if !c.Park(fn) {
+	if !c.Park(fn, nil) {
 		t.Fatalf("Park refused with an empty queue")
 	}
 	c.Queue([]byte("reply"))
@@ -51,13 +51,18 @@ func TestPark(t *testing.T) {
 	}
 	_, _ = c.Drain(nil)
 
+	// Park refuses while the transport is busy.
+	if c.Park(fn, func() bool { return true }) || c.Unpark() {
+		t.Fatalf("Park accepted while busy reported true")
+	}
+
 	// Unpark restarts it without work.
-	if !c.Park(fn) || !c.Unpark() || calls.Load() != 3 {
+	if !c.Park(fn, nil) || !c.Unpark() || calls.Load() != 3 {
 		t.Fatalf("Unpark did not run the parked func once (%d calls)", calls.Load())
 	}
 
 	// A failure, and then Close, run it at most once more.
-	if !c.Park(fn) {
+	if !c.Park(fn, nil) {
 		t.Fatalf("Park refused")
 	}
 	c.Fail(hub.ErrSlowConsumer)
@@ -65,7 +70,7 @@ func TestPark(t *testing.T) {
 	if calls.Load() != 4 {
 		t.Fatalf("failure and Close ran the parked func %d times in all, want 4", calls.Load())
 	}
-	if c.Park(fn) {
+	if c.Park(fn, nil) {
 		t.Fatalf("Park accepted on a failed client")
 	}
 }

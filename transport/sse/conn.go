@@ -90,7 +90,7 @@ func (h *Handler) serveConn(w http.ResponseWriter, r *http.Request, c *hub.Clien
 	s.restart = func() { go s.writeLoop() }
 	// The first heartbeat comes after a random half to whole interval, so
 	// streams opened together are not all woken together ever after.
-	s.heartbeat = time.AfterFunc(h.opts.Heartbeat/2+rand.N(h.opts.Heartbeat/2+1), func() {
+	s.heartbeat = time.AfterFunc(jitter(h.opts.Heartbeat), func() {
 		signal(s.beat)
 		s.c.Unpark()
 	})
@@ -200,19 +200,16 @@ func (s *connStream) awaitWork(wrote bool) bool {
 	}
 }
 
-// park parks the writer. It reports true, not parked, when work arrived
+// park parks the writer. It reports true, not parked, when there is work
 // meanwhile, else false: this goroutine must end.
-func (s *connStream) park() bool {
-	if !s.c.Park(s.restart) {
-		return true
-	}
-	// A heartbeat or the reader's end may have come between the writer's
-	// last look and Park, when there was nothing parked to restart.
-	if len(s.beat) > 0 || isClosed(s.gone) {
-		s.c.Unpark()
-	}
-	return false
-}
+func (s *connStream) park() bool { return !s.c.Park(s.restart, s.busy) }
+
+// busy reports a reason to write other than the client's queue: a due
+// heartbeat or a finished reader.
+func (s *connStream) busy() bool { return len(s.beat) > 0 || isClosed(s.gone) }
+
+// jitter returns a random duration between d/2 and d.
+func jitter(d time.Duration) time.Duration { return d/2 + rand.N(d/2+1) }
 
 // isClosed reports whether ch is closed.
 func isClosed(ch <-chan struct{}) bool {
@@ -267,7 +264,6 @@ func (s *connStream) finish(err error) {
 	if s.idle != nil {
 		s.idle.Stop()
 	}
-	// The reader's Unpark finds nothing parked: this writer is running.
 	<-s.gone
 	s.c.Close()
 	s.h.streams.Done()

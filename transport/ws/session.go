@@ -157,19 +157,13 @@ func (s *session) awaitWork(wrote bool) bool {
 	}
 }
 
-// park parks the writer. It reports true, not parked, when work arrived
+// park parks the writer. It reports true, not parked, when there is work
 // meanwhile, else false: this goroutine must end.
-func (s *session) park() bool {
-	if !s.client.Park(s.restart) {
-		return true
-	}
-	// A ping or the reader's end may have come between the writer's last
-	// look and Park, when there was nothing parked to restart.
-	if len(s.pingDue) > 0 || s.ctx.Err() != nil {
-		s.client.Unpark()
-	}
-	return false
-}
+func (s *session) park() bool { return !s.client.Park(s.restart, s.busy) }
+
+// busy reports a reason to write other than the client's queue: a due ping
+// or a finished reader.
+func (s *session) busy() bool { return len(s.pingDue) > 0 || s.ctx.Err() != nil }
 
 // jitter returns a random duration between d/2 and d.
 func jitter(d time.Duration) time.Duration {
