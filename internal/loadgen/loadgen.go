@@ -69,6 +69,7 @@ type Status struct {
 	Elapsed       time.Duration
 	Connected     int64
 	DeliveriesSec float64
+	RateName      string // what DeliveriesSec counts: "deliveries/s" (default) or "accepted/s" (requests)
 	P50, P99      time.Duration
 	Errors        int64
 	Phase         string // "ramp" or "hold" in the connect and idle modes; empty in fan-out
@@ -151,6 +152,9 @@ func (c *Config) defaults() error {
 		c.URL = "http://127.0.0.1:8080"
 	}
 	c.URL = strings.TrimRight(c.URL, "/")
+	if _, err := newEndpoint(c.URL, "", c.TLS, nil); err != nil {
+		return err
+	}
 	switch c.Mode {
 	case "":
 		c.Mode = ModeFanout
@@ -429,6 +433,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	// the requests' own; deliveries (of result events) are still counted.
 	r.start = time.Now()
 	m := meter{
+		name:  "deliveries/s",
 		count: r.delivered,
 		latency: func() *hdrhistogram.Histogram {
 			shards := make([]*lockedHist, len(r.hists))
@@ -438,8 +443,9 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 			return mergedCopy(shards...)
 		},
 	}
-	if cfg.Mode == ModeActions {
-		m = meter{count: r.accepted.Load, latency: func() *hdrhistogram.Histogram { return mergedCopy(&r.reqHist) }}
+	if cfg.Mode == ModeActions || cfg.Subscribers == 0 {
+		// With nobody to deliver to, the requests are what there is to watch.
+		m = meter{name: "accepted/s", count: r.accepted.Load, latency: func() *hdrhistogram.Histogram { return mergedCopy(&r.reqHist) }}
 	}
 	stopSampler := r.sample(ctx, m)
 	published, perTopic := r.publish(ctx)
@@ -558,19 +564,19 @@ const maxInFlight = 32
 // events the server accepted.
 func (r *run) publish(ctx context.Context) (int64, map[int]int64) {
 	cfg := r.cfg
-	client := &http.Client{Transport: &http.Transport{
-		MaxIdleConnsPerHost: cfg.Publishers * maxInFlight, DisableCompression: true, TLSClientConfig: cfg.TLS,
-	}, Timeout: 10 * time.Second}
-	defer client.CloseIdleConnections()
+	path, want := "/v1/publish", http.StatusOK
+	if cfg.Mode == ModeActions {
+		path, want = "/v1/actions", http.StatusAccepted
+	}
+	// Config.defaults has checked the URL.
+	ep, _ := newEndpoint(cfg.URL, path, cfg.TLS, nil)
+	pool := &posterPool{e: ep}
+	defer pool.closeAll()
 	counts := make([]map[int]int64, cfg.Publishers)
 	failed := make([]map[int]int64, cfg.Publishers)
 	var total atomic.Int64
 	var wg sync.WaitGroup
 	pad := strings.Repeat("x", cfg.Payload)
-	url, want := cfg.URL+"/v1/publish", http.StatusOK
-	if cfg.Mode == ModeActions {
-		url, want = cfg.URL+"/v1/actions", http.StatusAccepted
-	}
 	perPub := cfg.Rate / float64(cfg.Publishers)
 	end := r.start.Add(cfg.Duration)
 	for p := 0; p < cfg.Publishers; p++ {
@@ -637,7 +643,7 @@ func (r *run) publish(ctx context.Context) (int64, map[int]int64) {
 				go func() {
 					defer inflight.Done()
 					defer func() { <-slots }()
-					if err := post(ctx, client, url, want, body); err != nil {
+					if err := pool.postWant(ctx, body, want); err != nil {
 						// Not accepted: its sequence numbers will never arrive.
 						mu.Lock()
 						for _, t := range batch {
@@ -818,8 +824,12 @@ func FormatStatus(s Status) string {
 	if s.Phase != "" {
 		return fmt.Sprintf("%6.1fs  %-4s  connected %6d  errors %d", s.Elapsed.Seconds(), s.Phase, s.Connected, s.Errors)
 	}
-	return fmt.Sprintf("%6.1fs  connected %6d  deliveries/s %10.0f  p50 %8s  p99 %8s  errors %d",
-		s.Elapsed.Seconds(), s.Connected, s.DeliveriesSec, s.P50.Round(10*time.Microsecond), s.P99.Round(10*time.Microsecond), s.Errors)
+	name := s.RateName
+	if name == "" {
+		name = "deliveries/s"
+	}
+	return fmt.Sprintf("%6.1fs  connected %6d  %s %10.0f  p50 %8s  p99 %8s  errors %d",
+		s.Elapsed.Seconds(), s.Connected, name, s.DeliveriesSec, s.P50.Round(10*time.Microsecond), s.P99.Round(10*time.Microsecond), s.Errors)
 }
 
 // SortedErrors lists error kinds by name, for stable output.

@@ -13,6 +13,7 @@ import (
 // mode's unit of work and a merged copy of the mode's latency histogram so
 // far. Both must be safe to call while the run goes on.
 type meter struct {
+	name    string // of the rate, for the status line
 	count   func() int64
 	latency func() *hdrhistogram.Histogram
 }
@@ -60,7 +61,7 @@ func (r *run) sample(ctx context.Context, m meter) (stop func()) {
 			}
 			r.timeline = append(r.timeline, s)
 			if r.cfg.Progress != nil {
-				st := Status{Elapsed: elapsed, Connected: s.Connected, DeliveriesSec: s.Rate, Errors: s.Errors,
+				st := Status{Elapsed: elapsed, Connected: s.Connected, DeliveriesSec: s.Rate, RateName: m.name, Errors: s.Errors,
 					P50: time.Duration(s.P50MS * float64(time.Millisecond)), P99: time.Duration(s.P99MS * float64(time.Millisecond))}
 				st.Phase, _ = r.phase.Load().(string)
 				r.cfg.Progress(st)

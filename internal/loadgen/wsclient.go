@@ -15,7 +15,6 @@ import (
 	mrand "math/rand/v2"
 	"net"
 	"net/http"
-	"net/url"
 	"strings"
 	"time"
 )
@@ -277,35 +276,16 @@ func appendFrame(dst []byte, op byte, p []byte) []byte {
 // dialWS opens a WebSocket to base+"/v1/ws" from the dialer's source address
 // and performs the opening handshake; ctx bounds the handshake only.
 func dialWS(ctx context.Context, d *net.Dialer, tlsConf *tls.Config, base string) (*wsConn, error) {
-	u, err := url.Parse(base)
+	e, err := newEndpoint(base, "/v1/ws", tlsConf, d)
 	if err != nil {
-		return nil, fmt.Errorf("failed to parse %q: %w", base, err)
+		return nil, err
 	}
-	host := u.Host
-	if u.Port() == "" {
-		port := "80"
-		if u.Scheme == "https" {
-			port = "443"
-		}
-		host = net.JoinHostPort(u.Hostname(), port)
-	}
-	if u.Scheme != "http" && u.Scheme != "https" {
-		return nil, fmt.Errorf("failed to dial %s: unsupported scheme %q", base, u.Scheme)
-	}
-	raw, err := d.DialContext(ctx, "tcp", host)
+	raw, err := e.dialer.DialContext(ctx, "tcp", e.addr)
 	if err != nil {
-		return nil, fmt.Errorf("failed to dial %s: %w", host, err)
+		return nil, fmt.Errorf("failed to dial %s: %w", e.addr, err)
 	}
-	if u.Scheme == "https" {
-		conf := tlsConf.Clone()
-		if conf == nil {
-			conf = &tls.Config{}
-		}
-		if conf.ServerName == "" {
-			conf.ServerName = u.Hostname()
-		}
-		conf.NextProtos = []string{"http/1.1"}
-		raw = tls.Client(raw, conf)
+	if e.tls != nil {
+		raw = tls.Client(raw, e.tls)
 	}
 	// Cancelling ctx interrupts the handshake; the deadline bounds it too.
 	stop := context.AfterFunc(ctx, func() { raw.Close() })
@@ -314,7 +294,7 @@ func dialWS(ctx context.Context, d *net.Dialer, tlsConf *tls.Config, base string
 		_ = raw.SetDeadline(dl)
 	}
 	c := newWSConn(raw)
-	if err := c.handshake(u.Host, u.Path+"/v1/ws"); err != nil {
+	if err := c.handshake(e.host, e.path); err != nil {
 		raw.Close()
 		if ctx.Err() != nil {
 			err = fmt.Errorf("%w (%w)", err, ctx.Err())

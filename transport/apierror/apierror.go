@@ -58,12 +58,27 @@ type Body struct {
 // Write sends e as a JSON error response.
 func Write(w http.ResponseWriter, e *Error) {
 	b, _ := json.Marshal(Body{Error: e})
-	h := w.Header()
-	h.Set("Content-Type", "application/json")
-	h.Set("Cache-Control", "no-store")
-	h.Set("X-Content-Type-Options", "nosniff")
+	SetJSONHeaders(w.Header())
 	w.WriteHeader(e.Status)
 	_, _ = w.Write(append(b, '\n'))
+}
+
+// The header values of every JSON answer. The slices are shared by all
+// responses and never modified: Header.Set replaces a value slice and
+// Header.Add appends to one whose capacity is full, so neither writes into
+// them. Three Header.Set calls would allocate three slices per response.
+var (
+	jsonContentType = []string{"application/json"}
+	noStore         = []string{"no-store"}
+	noSniff         = []string{"nosniff"}
+)
+
+// SetJSONHeaders sets the headers of a JSON answer: its content type, and
+// that it must be neither cached nor sniffed.
+func SetJSONHeaders(h http.Header) {
+	h["Content-Type"] = jsonContentType
+	h["Cache-Control"] = noStore
+	h["X-Content-Type-Options"] = noSniff
 }
 
 // WriteErr maps err with From and writes it.

@@ -202,11 +202,15 @@ func TestOversizeMessageWhileEventsFlow(t *testing.T) {
 	published := make(chan struct{})
 	go func() {
 		defer close(published)
+		// Paced, so that the writer is busy but the client, which reads
+		// nothing while it sends, is not dropped as a slow consumer first.
+		tick := time.NewTicker(100 * time.Microsecond)
+		defer tick.Stop()
 		for {
 			select {
 			case <-stop:
 				return
-			default:
+			case <-tick.C:
 			}
 			if _, err := e.hub.Publish(context.Background(), hub.Draft{Topic: "busy.t", Data: json.RawMessage(`{"x":1}`)}); err != nil {
 				return

@@ -1,0 +1,103 @@
+package httpapi
+
+import (
+	"bytes"
+	"testing"
+	"unicode/utf8"
+)
+
+var fastAccepts = []string{
+	`{"topic":"orders.42","type":"order.created","data":{"total":12.5}}`,
+	`{"data":[1,"two",{"three":null}],"topic":"a","type":"b"}`,
+	` { "topic" : "a" , "data" : "x\"y" } `,
+	"{\n\t\"topic\": \"a\",\r\n\t\"data\": " + `{"s": "}]\\\"", "t": [{}]}` + "\n}\n",
+	`{"topic":"a"}`,
+	`{"topic":"a","type":"","data":null}`,
+	`{"topic":"a","data":-1.5e3}`,
+	`{"topic":"a","data":true}`,
+	`{"topic":"a","data":"é ünïcode"}`,
+}
+
+var fastDeclines = []string{
+	``,
+	`[]`,
+	`{}`,
+	`{"type":"b","data":1}`,               // no topic
+	`{"topic":"a","events":[]}`,           // another key
+	`{"Topic":"a"}`,                       // encoding/json matches keys case-insensitively
+	`{"topic":"a","topic":"b"}`,           // duplicate key: the last one wins there
+	`{"topic":"a\u002eb"}`,                // escape in a string
+	`{"top\u0069c":"a"}`,                  // escape in a key
+	`{"topic":"a","data":}`,               // no value
+	`{"topic":"a","data":1 2}`,            // two values
+	`{"topic":"a","data":{"x":1]}`,        // mismatched brackets
+	`{"topic":"a","data":"open}`,          // unterminated string
+	`{"topic":"a"} x`,                     // trailing bytes
+	`{"topic":"a",}`,                      // trailing comma
+	`{"topic":"a","data":nul}`,            // bad literal
+	`{"topic":"bad topic!"}`,              // fails validation
+	`{"topic":"a","type":"herald.reset"}`, // reserved type
+	`{"topic":null}`,                      // not a string
+	`{"topic":"a","data":{"x":1}`,         // unterminated object
+	"{\"topic\":\"a\x01\"}",               // control byte
+}
+
+// TestParseSingleFastEngages pins which bodies take the fast path, so that
+// a change which quietly sends every publish through encoding/json fails.
+func TestParseSingleFastEngages(t *testing.T) {
+	a := &api{maxBatch: DefaultMaxBatch}
+	for _, body := range fastAccepts {
+		d, ok := parseSingleFast([]byte(body))
+		if !ok {
+			t.Errorf("fast path declined %q", body)
+			continue
+		}
+		want, batch, err := a.decodePublish([]byte(body))
+		if err != nil || batch || len(want) != 1 {
+			t.Fatalf("encoding/json path on %q: %v, batch %v, %d drafts", body, err, batch, len(want))
+		}
+		if d.Topic != want[0].Topic || d.Type != want[0].Type || !bytes.Equal(d.Data, want[0].Data) {
+			t.Errorf("%q: fast %q %q %s, encoding/json %q %q %s", body,
+				d.Topic, d.Type, d.Data, want[0].Topic, want[0].Type, want[0].Data)
+		}
+	}
+	for _, body := range fastDeclines {
+		if d, ok := parseSingleFast([]byte(body)); ok {
+			t.Errorf("fast path accepted %q as %+v", body, d)
+		}
+	}
+}
+
+// FuzzParseSingleFast checks that every body the fast path accepts is
+// decoded by encoding/json to the same event: the fast path may decline
+// anything, but never disagree.
+func FuzzParseSingleFast(f *testing.F) {
+	for _, s := range fastAccepts {
+		f.Add([]byte(s))
+	}
+	for _, s := range fastDeclines {
+		f.Add([]byte(s))
+	}
+	a := &api{maxBatch: DefaultMaxBatch}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		d, ok := parseSingleFast(body)
+		if !ok {
+			return
+		}
+		if !utf8.Valid(body) {
+			// parsePublish rejects it before the fast path runs.
+			return
+		}
+		want, batch, err := a.decodePublish(body)
+		if err != nil {
+			t.Fatalf("fast path accepted %q, encoding/json rejects it: %v", body, err)
+		}
+		if batch || len(want) != 1 {
+			t.Fatalf("fast path accepted %q as one event, encoding/json saw batch %v with %d", body, batch, len(want))
+		}
+		if d.Topic != want[0].Topic || d.Type != want[0].Type || !bytes.Equal(d.Data, want[0].Data) {
+			t.Fatalf("%q: fast %q %q %s, encoding/json %q %q %s", body,
+				d.Topic, d.Type, d.Data, want[0].Topic, want[0].Type, want[0].Data)
+		}
+	})
+}
