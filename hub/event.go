@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 	"unicode/utf8"
+	"unsafe"
 )
 
 // DefaultType is the type of an event published without one.
@@ -39,6 +40,12 @@ type Draft struct {
 	Topic string
 	Type  string
 	Data  json.RawMessage
+
+	// compacted is Data as Normalize left it. The HTTP API normalizes a
+	// draft to report a bad event by its index, and Hub.Publish normalizes
+	// again; the second pass skips the compaction, the costly part, while
+	// Data is still the same slice.
+	compacted json.RawMessage
 }
 
 // Normalize validates d in place: the topic, the type (defaulting to
@@ -55,6 +62,9 @@ func (d *Draft) Normalize() error {
 	if err := ValidateType(d.Type); err != nil {
 		return err
 	}
+	if len(d.Data) > 0 && len(d.Data) == len(d.compacted) && unsafe.SliceData(d.Data) == unsafe.SliceData(d.compacted) {
+		return nil
+	}
 	if len(bytes.TrimSpace(d.Data)) == 0 {
 		d.Data = json.RawMessage("null")
 		return nil
@@ -70,6 +80,7 @@ func (d *Draft) Normalize() error {
 		return fmt.Errorf("%w: %v", ErrInvalidData, err)
 	}
 	d.Data = buf.Bytes()
+	d.compacted = d.Data
 	return nil
 }
 

@@ -218,3 +218,36 @@ func TestMessageFrame(t *testing.T) {
 		t.Fatal("a cached frame was encoded again")
 	}
 }
+
+// TestDraftNormalizeTwice checks that a second Normalize, which skips
+// compacting data it compacted itself, still validates everything else and
+// compacts data that was replaced in between.
+func TestDraftNormalizeTwice(t *testing.T) {
+	d := hub.Draft{Topic: "a", Data: []byte(`{ "x" : 1 }`)}
+	if err := d.Normalize(); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Normalize(); err != nil || string(d.Data) != `{"x":1}` {
+		t.Fatalf("second Normalize: %v, data %s", err, d.Data)
+	}
+	bad := d
+	bad.Topic = "a..b"
+	if err := bad.Normalize(); !errors.Is(err, hub.ErrInvalidTopic) {
+		t.Errorf("topic changed after Normalize: %v, want %v", err, hub.ErrInvalidTopic)
+	}
+	bad = d
+	bad.Type = "herald.x"
+	if err := bad.Normalize(); !errors.Is(err, hub.ErrInvalidType) {
+		t.Errorf("type changed after Normalize: %v, want %v", err, hub.ErrInvalidType)
+	}
+	bad = d
+	bad.Data = []byte(`{"x":`)
+	if err := bad.Normalize(); !errors.Is(err, hub.ErrInvalidData) {
+		t.Errorf("data replaced after Normalize: %v, want %v", err, hub.ErrInvalidData)
+	}
+	again := d
+	again.Data = []byte("[ 1 ,\n2 ]")
+	if err := again.Normalize(); err != nil || string(again.Data) != `[1,2]` {
+		t.Errorf("data replaced after Normalize: %v, data %s", err, again.Data)
+	}
+}

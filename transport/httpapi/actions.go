@@ -9,8 +9,6 @@ import (
 	"strings"
 	"unicode/utf8"
 
-	"github.com/gorilla/mux"
-
 	"github.com/heraldpush/herald/action"
 	"github.com/heraldpush/herald/transport/apierror"
 )
@@ -84,7 +82,7 @@ func (a *api) submitAction(w http.ResponseWriter, r *http.Request) {
 
 // getAction serves GET /v1/actions/{id}.
 func (a *api) getAction(w http.ResponseWriter, r *http.Request) {
-	id := mux.Vars(r)["id"]
+	id := pathVar(r, "id")
 	act, ok := a.actions.Get(id)
 	if !ok {
 		if len(id) > 64 {

@@ -63,32 +63,64 @@ func NewRouter(cfg Config) http.Handler {
 	a := &api{hub: cfg.Hub, actions: cfg.Actions, maxBody: cfg.MaxBody, maxBatch: cfg.MaxBatch}
 
 	r := mux.NewRouter().SkipClean(true)
+	rt := &router{mux: r, static: map[string]http.Handler{}}
 	if cfg.SSE != nil {
-		r.Handle("/v1/events", cfg.SSE).Methods(http.MethodGet)
+		rt.handle("/v1/events", cfg.SSE, http.MethodGet)
 	}
 	if cfg.WS != nil {
-		r.Handle("/v1/ws", cfg.WS).Methods(http.MethodGet)
+		rt.handle("/v1/ws", cfg.WS, http.MethodGet)
 	}
-	r.HandleFunc("/v1/publish", a.publish).Methods(http.MethodPost)
+	rt.handle("/v1/publish", http.HandlerFunc(a.publish), http.MethodPost)
 	if cfg.Actions != nil {
-		r.HandleFunc(actionsPath, a.submitAction).Methods(http.MethodPost)
-		r.HandleFunc(actionsPath+"/{id}", a.getAction).Methods(http.MethodGet)
+		rt.handle(actionsPath, http.HandlerFunc(a.submitAction), http.MethodPost)
+		rt.handle(actionsPath+"/{id}", http.HandlerFunc(a.getAction), http.MethodGet)
 	}
-	r.HandleFunc("/v1/topics", a.topics).Methods(http.MethodGet)
+	rt.handle("/v1/topics", http.HandlerFunc(a.topics), http.MethodGet)
 	// The default variable pattern [^/]+ admits dots; the handler validates
 	// the topic so that a bad one is a 400 invalid_topic rather than a 404.
-	r.HandleFunc("/v1/topics/{topic}/history", a.history).Methods(http.MethodGet)
-	r.HandleFunc("/v1/stats", a.stats).Methods(http.MethodGet)
-	r.HandleFunc("/healthz", a.healthz).Methods(http.MethodGet, http.MethodHead)
-	r.HandleFunc("/readyz", a.readyz).Methods(http.MethodGet, http.MethodHead)
+	rt.handle("/v1/topics/{topic}/history", http.HandlerFunc(a.history), http.MethodGet)
+	rt.handle("/v1/stats", http.HandlerFunc(a.stats), http.MethodGet)
+	rt.handle("/healthz", http.HandlerFunc(a.healthz), http.MethodGet, http.MethodHead)
+	rt.handle("/readyz", http.HandlerFunc(a.readyz), http.MethodGet, http.MethodHead)
 
 	r.NotFoundHandler = http.HandlerFunc(notFound)
 	r.MethodNotAllowedHandler = methodNotAllowed(r)
 
 	// mux's own middleware (r.Use) does not run for 404 and 405, so the
 	// outer layers wrap the router itself.
-	return withAccessLog(cfg.Logger, r)
+	return withAccessLog(cfg.Logger, rt)
 }
+
+// router dispatches the routes without path variables with one map lookup
+// and leaves the rest, and every 404 and 405, to mux. mux tries each
+// route's regular expression in turn and copies the Request to carry its
+// match in the context: about nine allocations, which on the publish path
+// were a quarter of all of them. Every route is registered with mux as
+// well, so that a 405's Allow header knows it.
+type router struct {
+	mux    *mux.Router
+	static map[string]http.Handler // by "METHOD /path"; read-only once built
+}
+
+func (rt *router) handle(path string, h http.Handler, methods ...string) {
+	rt.mux.Handle(path, h).Methods(methods...)
+	if !strings.Contains(path, "{") {
+		for _, m := range methods {
+			rt.static[m+" "+path] = h
+		}
+	}
+}
+
+func (rt *router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if h, ok := rt.static[r.Method+" "+r.URL.Path]; ok {
+		h.ServeHTTP(w, r)
+		return
+	}
+	rt.mux.ServeHTTP(w, r)
+}
+
+// pathVar returns the value of a {name} in the route's path.
+func pathVar(r *http.Request, name string) string { return mux.Vars(r)[name] }
 
 func notFound(w http.ResponseWriter, r *http.Request) {
 	apierror.Write(w, apierror.New(http.StatusNotFound, apierror.NotFound, "no route for "+r.URL.Path))

@@ -5,8 +5,6 @@ import (
 	"net/http"
 	"strconv"
 
-	"github.com/gorilla/mux"
-
 	"github.com/heraldpush/herald/hub"
 	"github.com/heraldpush/herald/transport/apierror"
 )
@@ -40,7 +38,7 @@ func (a *api) topics(w http.ResponseWriter, r *http.Request) {
 
 // history serves GET /v1/topics/{topic}/history?after=CURSOR&limit=N.
 func (a *api) history(w http.ResponseWriter, r *http.Request) {
-	topic := mux.Vars(r)["topic"]
+	topic := pathVar(r, "topic")
 	if err := hub.ValidateTopic(topic); err != nil {
 		apierror.WriteErr(w, err)
 		return
