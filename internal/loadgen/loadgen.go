@@ -586,63 +586,58 @@ func (r *run) publish(ctx context.Context) (int64, map[int]int64) {
 		for t := p; t < cfg.Topics; t += cfg.Publishers {
 			topics = append(topics, t)
 		}
-		wg.Add(1)
-		go func(p int, topics []int) {
-			defer wg.Done()
-			// Open loop: a request leaves at its scheduled time whether or not
-			// earlier ones have been answered, up to maxInFlight at once.
-			seqs := counts[p]
-			var mu sync.Mutex // guards seqs
-			var inflight sync.WaitGroup
-			defer inflight.Wait()
-			slots := make(chan struct{}, maxInFlight)
-			interval := time.Duration(float64(time.Second) / perPub)
-			next := r.start
-			for i := 0; ; i++ {
-				if next.After(end) || ctx.Err() != nil {
-					return
-				}
-				if d := time.Until(next); d > 0 {
-					select {
-					case <-time.After(d):
-					case <-ctx.Done():
+		// Open loop: request i of this publisher is due at start + i ×
+		// interval whatever became of the earlier ones; maxInFlight workers
+		// take the requests in turn, so at most that many are outstanding
+		// and a request that waits for a free worker counts its wait.
+		var mu sync.Mutex // guards counts[p], failed[p] and the order of sequence numbers
+		var ticket atomic.Int64
+		interval := time.Duration(float64(time.Second) / perPub)
+		for range maxInFlight {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				timer := time.NewTimer(time.Hour)
+				timer.Stop()
+				var body []byte
+				batch := make([]int, 0, cfg.Batch)
+				for ctx.Err() == nil {
+					i := ticket.Add(1) - 1
+					scheduled := r.start.Add(time.Duration(i) * interval)
+					if scheduled.After(end) {
 						return
 					}
-				}
-				select {
-				case slots <- struct{}{}:
-				case <-ctx.Done():
-					return
-				}
-				scheduled := next
-				sent := next.UnixNano()
-				var body []byte
-				var batch []int
-				if cfg.Batch > 1 {
-					body = append(body, `{"events":[`...)
-				}
-				mu.Lock()
-				for b := 0; b < cfg.Batch; b++ {
-					t := topics[(i*cfg.Batch+b)%len(topics)]
-					seqs[t]++
-					batch = append(batch, t)
-					if b > 0 {
-						body = append(body, ',')
+					if d := time.Until(scheduled); d > 0 {
+						timer.Reset(d)
+						select {
+						case <-timer.C:
+						case <-ctx.Done():
+							return
+						}
 					}
-					if cfg.Mode == ModeActions {
-						body = fmt.Appendf(body, `{"type":%q,"topic":"%s.%d","payload":{"bseq":%d,"bts":%d,"pad":"%s"}}`, cfg.ActionType, cfg.Prefix, t, seqs[t], sent, pad)
-					} else {
-						body = fmt.Appendf(body, `{"topic":"%s.%d","type":"bench","data":{"bseq":%d,"bts":%d,"pad":"%s"}}`, cfg.Prefix, t, seqs[t], sent, pad)
+					sent := scheduled.UnixNano()
+					body, batch = body[:0], batch[:0]
+					if cfg.Batch > 1 {
+						body = append(body, `{"events":[`...)
 					}
-				}
-				mu.Unlock()
-				if cfg.Batch > 1 {
-					body = append(body, "]}"...)
-				}
-				inflight.Add(1)
-				go func() {
-					defer inflight.Done()
-					defer func() { <-slots }()
+					mu.Lock()
+					for b := 0; b < cfg.Batch; b++ {
+						t := topics[(int(i)*cfg.Batch+b)%len(topics)]
+						counts[p][t]++
+						batch = append(batch, t)
+						if b > 0 {
+							body = append(body, ',')
+						}
+						if cfg.Mode == ModeActions {
+							body = fmt.Appendf(body, `{"type":%q,"topic":"%s.%d","payload":{"bseq":%d,"bts":%d,"pad":"%s"}}`, cfg.ActionType, cfg.Prefix, t, counts[p][t], sent, pad)
+						} else {
+							body = fmt.Appendf(body, `{"topic":"%s.%d","type":"bench","data":{"bseq":%d,"bts":%d,"pad":"%s"}}`, cfg.Prefix, t, counts[p][t], sent, pad)
+						}
+					}
+					mu.Unlock()
+					if cfg.Batch > 1 {
+						body = append(body, "]}"...)
+					}
 					if err := pool.postWant(ctx, body, want); err != nil {
 						// Not accepted: its sequence numbers will never arrive.
 						mu.Lock()
@@ -653,17 +648,16 @@ func (r *run) publish(ctx context.Context) (int64, map[int]int64) {
 						if ctx.Err() == nil {
 							r.fail(requestErrorKind(cfg.Mode, err))
 						}
-						return
+						continue
 					}
 					r.reqHist.Lock()
 					_ = r.reqHist.h.RecordValue(max(time.Since(scheduled).Microseconds(), 1))
 					r.reqHist.Unlock()
 					total.Add(int64(len(batch)))
 					r.accepted.Add(int64(len(batch)))
-				}()
-				next = next.Add(interval)
-			}
-		}(p, topics)
+				}
+			}()
+		}
 	}
 	wg.Wait()
 	perTopic := map[int]int64{}
