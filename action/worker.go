@@ -12,6 +12,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/heraldpush/herald/hub"
+	"github.com/heraldpush/herald/internal/jsonenc"
 )
 
 const (
@@ -235,6 +236,23 @@ func (r *record) draft() (hub.Draft, error) {
 	if r.status == Failed {
 		typ = TypeFailed
 		data, err = json.Marshal(failureData{ActionID: r.id, Type: r.typ, Status: r.status, Error: r.failure})
+	} else if len(r.result) == 0 || json.Valid(r.result) {
+		// resultData, encoded by hand: one per action, on the workers'
+		// path. Publishing compacts the result.
+		data = make([]byte, 0, 64+len(r.id)+len(r.typ)+len(r.result))
+		data = append(data, `{"action_id":`...)
+		data = jsonenc.AppendString(data, r.id)
+		data = append(data, `,"type":`...)
+		data = jsonenc.AppendString(data, r.typ)
+		data = append(data, `,"status":`...)
+		data = jsonenc.AppendString(data, string(r.status))
+		data = append(data, `,"result":`...)
+		if len(r.result) == 0 {
+			data = append(data, "null"...)
+		} else {
+			data = append(data, r.result...)
+		}
+		data = append(data, '}')
 	} else {
 		data, err = json.Marshal(resultData{ActionID: r.id, Type: r.typ, Status: r.status, Result: r.result})
 	}

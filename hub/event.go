@@ -65,7 +65,8 @@ func (d *Draft) Normalize() error {
 	if len(d.Data) > 0 && len(d.Data) == len(d.compacted) && unsafe.SliceData(d.Data) == unsafe.SliceData(d.compacted) {
 		return nil
 	}
-	if len(bytes.TrimSpace(d.Data)) == 0 {
+	if len(bytes.Trim(d.Data, " \t\r\n")) == 0 {
+		// Only JSON's own whitespace: a vertical tab is not blank data.
 		d.Data = json.RawMessage("null")
 		return nil
 	}

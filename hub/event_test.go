@@ -114,6 +114,7 @@ func TestDraftNormalize(t *testing.T) {
 		{"truncated object", hub.Draft{Topic: "a", Data: []byte(`{"a":`)}, "", "", hub.ErrInvalidData},
 		{"two values", hub.Draft{Topic: "a", Data: []byte(`1 2`)}, "", "", hub.ErrInvalidData},
 		{"bare word", hub.Draft{Topic: "a", Data: []byte(`hello`)}, "", "", hub.ErrInvalidData},
+		{"vertical tab is not JSON whitespace", hub.Draft{Topic: "a", Data: []byte("\v")}, "", "", hub.ErrInvalidData},
 		{"trailing comma", hub.Draft{Topic: "a", Data: []byte(`[1,]`)}, "", "", hub.ErrInvalidData},
 		{"raw newline in string", hub.Draft{Topic: "a", Data: []byte("\"a\nb\"")}, "", "", hub.ErrInvalidData},
 		// JSON text is UTF-8 (RFC 8259), and a WebSocket text frame that is

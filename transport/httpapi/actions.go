@@ -10,6 +10,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/heraldpush/herald/action"
+	"github.com/heraldpush/herald/internal/jsonenc"
 	"github.com/heraldpush/herald/transport/apierror"
 )
 
@@ -23,13 +24,6 @@ type actionJSON struct {
 	Type    *string         `json:"type"`
 	Topic   *string         `json:"topic"`
 	Payload json.RawMessage `json:"payload"`
-}
-
-// acceptedJSON is the body of a 202: where to follow the action.
-type acceptedJSON struct {
-	ID        string        `json:"id"`
-	Status    action.Status `json:"status"`
-	StatusURL string        `json:"status_url"`
 }
 
 // submitAction serves POST /v1/actions. A new action is answered 202 with
@@ -72,12 +66,17 @@ func (a *api) submitAction(w http.ResponseWriter, r *http.Request) {
 	}
 	// The action was queued just now: whatever a worker has done with it
 	// since, the client is told the state it was accepted in.
-	out, err := json.Marshal(acceptedJSON{ID: act.ID, Status: action.Pending, StatusURL: loc})
-	if err != nil {
-		apierror.WriteErr(w, err)
-		return
-	}
-	writeJSON(w, http.StatusAccepted, append(out, '\n'))
+	// {"id","status","status_url"}, encoded by hand: this answer is the
+	// hot path.
+	out := make([]byte, 0, 40+len(act.ID)+len(loc)+len(action.Pending))
+	out = append(out, `{"id":`...)
+	out = jsonenc.AppendString(out, act.ID)
+	out = append(out, `,"status":`...)
+	out = jsonenc.AppendString(out, string(action.Pending))
+	out = append(out, `,"status_url":`...)
+	out = jsonenc.AppendString(out, loc)
+	out = append(out, "}\n"...)
+	writeJSON(w, http.StatusAccepted, out)
 }
 
 // getAction serves GET /v1/actions/{id}.
@@ -120,6 +119,14 @@ func parseAction(body []byte) (action.Request, *apierror.Error) {
 	if len(trimmed) == 0 || trimmed[0] != '{' {
 		return action.Request{}, badJSON("request body must be a JSON object")
 	}
+	if o, ok := parseFlatObject(body, "payload"); ok && o.typ != "" && o.topic != "" && (!o.hasRaw || json.Valid(o.raw)) {
+		return action.Request{Type: o.typ, Topic: o.topic, Payload: o.raw}, nil
+	}
+	return decodeAction(body)
+}
+
+// decodeAction is parseAction with encoding/json, for any body.
+func decodeAction(body []byte) (action.Request, *apierror.Error) {
 	var in actionJSON
 	if err := json.Unmarshal(body, &in); err != nil {
 		return action.Request{}, badJSON(describeJSONError(err))

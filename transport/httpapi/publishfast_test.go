@@ -101,3 +101,52 @@ func FuzzParseSingleFast(f *testing.F) {
 		}
 	})
 }
+
+// FuzzParseActionFast checks parseAction's fast path against encoding/json
+// the same way: whatever the fast path accepts decodes to the same request.
+func FuzzParseActionFast(f *testing.F) {
+	for _, s := range []string{
+		`{"type":"echo","topic":"todo.1","payload":{"title":"milk","n":42}}`,
+		` {"payload":[1,2] , "topic":"a","type":"b"} `,
+		`{"type":"echo","topic":"a"}`,
+		`{"type":"echo","topic":"a","payload":null}`,
+		`{"type":"","topic":"a"}`,
+		`{"type":"echo","topic":"a","payload":{"x":]}`,
+		`{"type":"echo","topic":"a","payload":1,"payload":2}`,
+		`{"type":"echo","topic":"a","data":1}`,
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		if t := bytes.TrimLeft(body, " \t\r\n"); !utf8.Valid(body) || len(t) == 0 || t[0] != '{' {
+			return // parseAction rejects it before either path runs
+		}
+		got, gerr := parseAction(body)
+		want, werr := decodeAction(body)
+		if (gerr == nil) != (werr == nil) {
+			t.Fatalf("%q: parseAction %v, encoding/json %v", body, gerr, werr)
+		}
+		if gerr != nil {
+			if gerr.Code != werr.Code || gerr.Message != werr.Message {
+				t.Fatalf("%q: parseAction %v, encoding/json %v", body, gerr, werr)
+			}
+			return
+		}
+		if got.Type != want.Type || got.Topic != want.Topic || !bytes.Equal(got.Payload, want.Payload) ||
+			(got.Payload == nil) != (want.Payload == nil) {
+			t.Fatalf("%q: parseAction %+v, encoding/json %+v", body, got, want)
+		}
+	})
+}
+
+func TestParseActionFastEngages(t *testing.T) {
+	for _, body := range []string{
+		`{"type":"echo","topic":"todo.1","payload":{"title":"milk","n":42}}`,
+		`{"type":"echo","topic":"a"}`,
+	} {
+		o, ok := parseFlatObject([]byte(body), "payload")
+		if !ok || o.typ == "" || o.topic == "" {
+			t.Errorf("fast path declined %q", body)
+		}
+	}
+}
