@@ -10,6 +10,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"time"
 	"unsafe"
 )
@@ -21,32 +22,20 @@ type subConn interface {
 	read(ctx context.Context) error
 }
 
-// source is one loopback source address: a dialer bound to it for WebSocket
-// connections, and an HTTP client on that dialer for SSE streams.
+// source is one loopback source address: a dialer bound to it.
 type source struct {
 	dialer *net.Dialer
-	client *http.Client
 }
 
-// newSources returns one source per address 127.0.0.1 … 127.0.0.n; a run
-// closes their clients' idle connections when it ends.
-func newSources(base, n int, tlsConf *tls.Config) []source {
+// newSources returns one source per address 127.0.0.1 … 127.0.0.n.
+func newSources(base, n int) []source {
 	out := make([]source, n)
 	for i := range out {
-		d := &net.Dialer{
+		out[i] = source{dialer: &net.Dialer{
 			Timeout:   10 * time.Second,
 			LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, byte(1+base+i))},
 			Control:   bindNoPort,
-		}
-		out[i] = source{dialer: d, client: &http.Client{Transport: &http.Transport{
-			DialContext:           d.DialContext,
-			TLSClientConfig:       tlsConf,
-			DisableCompression:    true,
-			ResponseHeaderTimeout: 15 * time.Second,
-			MaxIdleConnsPerHost:   -1,
-			// A stream is read in large pieces when the server coalesces.
-			ReadBufferSize: sseBufferSize,
-		}}}
+		}}
 	}
 	return out
 }
@@ -59,7 +48,7 @@ func (r *run) connect(ctx context.Context, kind string, s *subscriber, src sourc
 	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	if kind == "sse" {
-		return dialSSE(cctx, ctx, r, s, src.client, topic)
+		return dialSSE(cctx, r, s, src.dialer, topic)
 	}
 	c, err := dialWS(cctx, src.dialer, r.cfg.TLS, r.cfg.URL)
 	if err != nil {
@@ -97,74 +86,80 @@ func (w *wsSub) read(ctx context.Context) error {
 	}
 }
 
+// sseSub reads one event stream. It is a plain HTTP/1.1 GET on a
+// connection of its own, like the WebSocket client and for the same reason:
+// net/http's Transport keeps two goroutines and its own buffers per
+// connection and was half of the load generator's cost of opening a stream.
 type sseSub struct {
 	r    *run
 	s    *subscriber
-	body io.ReadCloser
+	conn *stampConn
+	br   *bufio.Reader // the stream: the connection's reader, or one over a chunked body
 }
 
-func dialSSE(dialCtx, runCtx context.Context, r *run, s *subscriber, hc *http.Client, topic string) (subConn, error) {
-	// The request lives as long as the run; only the wait for headers is bounded by dialCtx.
-	req, err := http.NewRequestWithContext(runCtx, http.MethodGet, r.cfg.URL+"/v1/events?topic="+topic, nil)
+func dialSSE(ctx context.Context, r *run, s *subscriber, d *net.Dialer, topic string) (subConn, error) {
+	e, err := newEndpoint(r.cfg.URL, "/v1/events?topic="+url.QueryEscape(topic), r.cfg.TLS, d)
 	if err != nil {
 		return nil, err
 	}
-	req.Header.Set("Accept", "text/event-stream")
-	type result struct {
-		resp *http.Response
-		err  error
+	raw, err := e.dialer.DialContext(ctx, "tcp", e.addr)
+	if err != nil {
+		return nil, fmt.Errorf("failed to dial %s: %w", e.addr, err)
 	}
-	done := make(chan result, 1)
-	go func() {
-		resp, err := hc.Do(req)
-		done <- result{resp, err}
-	}()
-	var res result
-	select {
-	case res = <-done:
-	case <-dialCtx.Done():
-		// hc.Do still owns the request; it ends when runCtx does.
-		go func() {
-			if r := <-done; r.resp != nil {
-				r.resp.Body.Close()
-			}
-		}()
-		return nil, fmt.Errorf("failed to open stream: %w", dialCtx.Err())
+	if e.tls != nil {
+		raw = tls.Client(raw, e.tls)
 	}
-	if res.err != nil {
-		return nil, fmt.Errorf("failed to open stream: %w", res.err)
+	// Cancelling ctx interrupts the request; the deadline bounds it too.
+	stop := context.AfterFunc(ctx, func() { raw.Close() })
+	defer stop()
+	if dl, ok := ctx.Deadline(); ok {
+		_ = raw.SetDeadline(dl)
 	}
-	if res.resp.StatusCode != http.StatusOK {
-		res.resp.Body.Close()
-		return nil, fmt.Errorf("failed to open stream: %s", res.resp.Status)
+	fail := func(err error) (subConn, error) {
+		raw.Close()
+		if ctx.Err() != nil {
+			err = fmt.Errorf("%w (%w)", err, ctx.Err())
+		}
+		return nil, fmt.Errorf("failed to open stream: %w", err)
 	}
-	return &sseSub{r: r, s: s, body: res.resp.Body}, nil
-}
-
-// stampReader notes when each read returned, like stampConn: every event
-// that came out of one read gets the same receive time.
-type stampReader struct {
-	r    io.Reader
-	last int64 // unix ns after the newest Read
-}
-
-func (s *stampReader) Read(p []byte) (int, error) {
-	n, err := s.r.Read(p)
-	s.last = time.Now().UnixNano()
-	return n, err
+	req := "GET " + e.path + " HTTP/1.1\r\nHost: " + e.host +
+		"\r\nAccept: text/event-stream\r\nUser-Agent: herald-bench\r\n\r\n"
+	if _, err := io.WriteString(raw, req); err != nil {
+		return fail(err)
+	}
+	sc := &stampConn{Conn: raw}
+	br := bufio.NewReaderSize(sc, sseBufferSize)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		return fail(err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return fail(fmt.Errorf("%s", resp.Status))
+	}
+	if !stop() {
+		raw.Close()
+		return nil, fmt.Errorf("failed to open stream: %w", ctx.Err())
+	}
+	_ = raw.SetDeadline(time.Time{})
+	if len(resp.TransferEncoding) > 0 {
+		// A chunked stream (a proxy, or another server): events are read
+		// from the decoded body, a second buffer on top of the first.
+		br = bufio.NewReaderSize(resp.Body, sseBufferSize)
+	}
+	return &sseSub{r: r, s: s, conn: sc, br: br}, nil
 }
 
 func (s *sseSub) read(ctx context.Context) error {
-	defer s.body.Close()
+	defer s.conn.Close()
 	defer s.r.flush(s.s)
-	sr := &stampReader{r: s.body}
-	br := bufio.NewReaderSize(sr, sseBufferSize)
+	stop := context.AfterFunc(ctx, func() { s.conn.Close() })
+	defer stop()
 	for {
-		line, err := br.ReadSlice('\n')
+		line, err := s.br.ReadSlice('\n')
 		if errors.Is(err, bufio.ErrBufferFull) {
 			// A line longer than the buffer is not one of ours; skip it.
 			for errors.Is(err, bufio.ErrBufferFull) {
-				_, err = br.ReadSlice('\n')
+				_, err = s.br.ReadSlice('\n')
 			}
 			continue
 		}
@@ -176,7 +171,7 @@ func (s *sseSub) read(ctx context.Context) error {
 		}
 		if bytes.HasPrefix(line, []byte("data: ")) {
 			if cur, seq, sent, ok := parsePayload(line); ok {
-				s.r.observe(s.s, cur, seq, sent, sr.last)
+				s.r.observe(s.s, cur, seq, sent, s.conn.last)
 			}
 		}
 	}

@@ -420,8 +420,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 
 	// Connect.
 	var wg sync.WaitGroup
-	srcs := newSources(cfg.sourceBase, cfg.SourceIPs, cfg.TLS)
-	defer closeSources(srcs)
+	srcs := newSources(cfg.sourceBase, cfg.SourceIPs)
 	if err := r.ramp(ctx, srcs, &wg); err != nil {
 		cancel()
 		wg.Wait()

@@ -135,19 +135,12 @@ func connectErrorKind(err error) string {
 	return "connect"
 }
 
-func closeSources(srcs []source) {
-	for _, src := range srcs {
-		src.client.CloseIdleConnections()
-	}
-}
-
 // runConnect ramps up the connections, then closes them all, and reports
 // connects per second over the ramp and the distribution of connect times.
 func (r *run) runConnect(ctx context.Context) (*Report, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	srcs := newSources(r.cfg.sourceBase, r.cfg.SourceIPs, r.cfg.TLS)
-	defer closeSources(srcs)
+	srcs := newSources(r.cfg.sourceBase, r.cfg.SourceIPs)
 	var wg sync.WaitGroup
 	defer wg.Wait() // after cancel, which runs first
 
@@ -199,8 +192,7 @@ func (r *run) runIdle(ctx context.Context) (*Report, error) {
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	srcs := newSources(r.cfg.sourceBase, r.cfg.SourceIPs, r.cfg.TLS)
-	defer closeSources(srcs)
+	srcs := newSources(r.cfg.sourceBase, r.cfg.SourceIPs)
 	var wg sync.WaitGroup
 	defer wg.Wait() // after cancel, which runs first
 
