@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -102,45 +101,29 @@ func dialSSE(ctx context.Context, r *run, s *subscriber, d *net.Dialer, topic st
 	if err != nil {
 		return nil, err
 	}
-	raw, err := e.dialer.DialContext(ctx, "tcp", e.addr)
-	if err != nil {
-		return nil, fmt.Errorf("failed to dial %s: %w", e.addr, err)
-	}
-	if e.tls != nil {
-		raw = tls.Client(raw, e.tls)
-	}
-	// Cancelling ctx interrupts the request; the deadline bounds it too.
-	stop := context.AfterFunc(ctx, func() { raw.Close() })
-	defer stop()
-	if dl, ok := ctx.Deadline(); ok {
-		_ = raw.SetDeadline(dl)
-	}
-	fail := func(err error) (subConn, error) {
-		raw.Close()
-		if ctx.Err() != nil {
-			err = fmt.Errorf("%w (%w)", err, ctx.Err())
+	var sc *stampConn
+	var br *bufio.Reader
+	var resp *http.Response
+	_, err = e.open(ctx, func(raw net.Conn) error {
+		req := "GET " + e.path + " HTTP/1.1\r\nHost: " + e.host +
+			"\r\nAccept: text/event-stream\r\nUser-Agent: herald-bench\r\n\r\n"
+		if _, err := io.WriteString(raw, req); err != nil {
+			return err
 		}
+		sc = &stampConn{Conn: raw}
+		br = bufio.NewReaderSize(sc, sseBufferSize)
+		var rerr error
+		if resp, rerr = http.ReadResponse(br, nil); rerr != nil {
+			return rerr
+		}
+		if resp.StatusCode != http.StatusOK {
+			return errors.New(resp.Status)
+		}
+		return nil
+	})
+	if err != nil {
 		return nil, fmt.Errorf("failed to open stream: %w", err)
 	}
-	req := "GET " + e.path + " HTTP/1.1\r\nHost: " + e.host +
-		"\r\nAccept: text/event-stream\r\nUser-Agent: herald-bench\r\n\r\n"
-	if _, err := io.WriteString(raw, req); err != nil {
-		return fail(err)
-	}
-	sc := &stampConn{Conn: raw}
-	br := bufio.NewReaderSize(sc, sseBufferSize)
-	resp, err := http.ReadResponse(br, nil)
-	if err != nil {
-		return fail(err)
-	}
-	if resp.StatusCode != http.StatusOK {
-		return fail(fmt.Errorf("%s", resp.Status))
-	}
-	if !stop() {
-		raw.Close()
-		return nil, fmt.Errorf("failed to open stream: %w", ctx.Err())
-	}
-	_ = raw.SetDeadline(time.Time{})
 	if len(resp.TransferEncoding) > 0 {
 		// A chunked stream (a proxy, or another server): events are read
 		// from the decoded body, a second buffer on top of the first.

@@ -76,6 +76,37 @@ func newEndpoint(base, path string, tlsConf *tls.Config, d *net.Dialer) (*endpoi
 	return e, nil
 }
 
+// open dials the endpoint and runs handshake on the new connection, within
+// ctx: cancelling ctx or reaching its deadline interrupts both. The
+// connection returned has no deadline and outlives ctx.
+func (e *endpoint) open(ctx context.Context, handshake func(net.Conn) error) (net.Conn, error) {
+	raw, err := e.dialer.DialContext(ctx, "tcp", e.addr)
+	if err != nil {
+		return nil, fmt.Errorf("failed to dial %s: %w", e.addr, err)
+	}
+	if e.tls != nil {
+		raw = tls.Client(raw, e.tls)
+	}
+	stop := context.AfterFunc(ctx, func() { raw.Close() })
+	if dl, ok := ctx.Deadline(); ok {
+		_ = raw.SetDeadline(dl)
+	}
+	if err := handshake(raw); err != nil {
+		stop()
+		raw.Close()
+		if ctx.Err() != nil {
+			err = fmt.Errorf("%w (%w)", err, ctx.Err())
+		}
+		return nil, err
+	}
+	if !stop() {
+		raw.Close()
+		return nil, ctx.Err()
+	}
+	_ = raw.SetDeadline(time.Time{})
+	return raw, nil
+}
+
 // poster is one keep-alive connection to an endpoint. It is used by one
 // goroutine at a time: a pool hands it out and takes it back.
 type poster struct {

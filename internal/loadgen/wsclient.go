@@ -280,32 +280,14 @@ func dialWS(ctx context.Context, d *net.Dialer, tlsConf *tls.Config, base string
 	if err != nil {
 		return nil, err
 	}
-	raw, err := e.dialer.DialContext(ctx, "tcp", e.addr)
+	var c *wsConn
+	_, err = e.open(ctx, func(raw net.Conn) error {
+		c = newWSConn(raw)
+		return c.handshake(e.host, e.path)
+	})
 	if err != nil {
-		return nil, fmt.Errorf("failed to dial %s: %w", e.addr, err)
+		return nil, fmt.Errorf("failed to open WebSocket: %w", err)
 	}
-	if e.tls != nil {
-		raw = tls.Client(raw, e.tls)
-	}
-	// Cancelling ctx interrupts the handshake; the deadline bounds it too.
-	stop := context.AfterFunc(ctx, func() { raw.Close() })
-	defer stop()
-	if dl, ok := ctx.Deadline(); ok {
-		_ = raw.SetDeadline(dl)
-	}
-	c := newWSConn(raw)
-	if err := c.handshake(e.host, e.path); err != nil {
-		raw.Close()
-		if ctx.Err() != nil {
-			err = fmt.Errorf("%w (%w)", err, ctx.Err())
-		}
-		return nil, err
-	}
-	if !stop() {
-		raw.Close()
-		return nil, fmt.Errorf("failed to open WebSocket: %w", ctx.Err())
-	}
-	_ = raw.SetDeadline(time.Time{})
 	return c, nil
 }
 
