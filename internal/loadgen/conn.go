@@ -39,8 +39,26 @@ func newSources(base, n int) []source {
 	return out
 }
 
-// sseBufferSize is the read buffer of an SSE stream (and of its transport).
+// sseBufferSize is the read buffer of an SSE stream in a run that delivers
+// events.
 const sseBufferSize = 64 << 10
+
+// idleBufferSize is the read buffer of a subscriber in the connect and idle
+// modes, which deliver no events: 64 KiB per connection made the load
+// generator's own allocations a cost of the ramp it measures.
+const idleBufferSize = 4 << 10
+
+// readBufferSize is the read buffer of each subscriber connection of a run.
+func (r *run) readBufferSize(kind string) int {
+	switch {
+	case r.cfg.Mode == ModeConnect || r.cfg.Mode == ModeIdle:
+		return idleBufferSize
+	case kind == "sse":
+		return sseBufferSize
+	default:
+		return wsBufferSize
+	}
+}
 
 func (r *run) connect(ctx context.Context, kind string, s *subscriber, src source) (subConn, error) {
 	topic := fmt.Sprintf("%s.%d", r.cfg.Prefix, s.topic)
@@ -49,7 +67,7 @@ func (r *run) connect(ctx context.Context, kind string, s *subscriber, src sourc
 	if kind == "sse" {
 		return dialSSE(cctx, r, s, src.dialer, topic)
 	}
-	c, err := dialWS(cctx, src.dialer, r.cfg.TLS, r.cfg.URL)
+	c, err := dialWS(cctx, src.dialer, r.cfg.TLS, r.cfg.URL, r.readBufferSize("ws"))
 	if err != nil {
 		return nil, err
 	}
@@ -111,7 +129,7 @@ func dialSSE(ctx context.Context, r *run, s *subscriber, d *net.Dialer, topic st
 			return err
 		}
 		sc = &stampConn{Conn: raw}
-		br = bufio.NewReaderSize(sc, sseBufferSize)
+		br = bufio.NewReaderSize(sc, r.readBufferSize("sse"))
 		var rerr error
 		if resp, rerr = http.ReadResponse(br, nil); rerr != nil {
 			return rerr

@@ -88,9 +88,11 @@ type wsConn struct {
 	ctl   [2 + 4 + 125]byte
 }
 
-func newWSConn(raw net.Conn) *wsConn {
+// newWSConn wraps raw with a read buffer of bufSize bytes (wsBufferSize for
+// a run that delivers events).
+func newWSConn(raw net.Conn, bufSize int) *wsConn {
 	c := &wsConn{conn: &stampConn{Conn: raw}}
-	c.br = bufio.NewReaderSize(c.conn, wsBufferSize)
+	c.br = bufio.NewReaderSize(c.conn, bufSize)
 	return c
 }
 
@@ -275,14 +277,14 @@ func appendFrame(dst []byte, op byte, p []byte) []byte {
 
 // dialWS opens a WebSocket to base+"/v1/ws" from the dialer's source address
 // and performs the opening handshake; ctx bounds the handshake only.
-func dialWS(ctx context.Context, d *net.Dialer, tlsConf *tls.Config, base string) (*wsConn, error) {
+func dialWS(ctx context.Context, d *net.Dialer, tlsConf *tls.Config, base string, bufSize int) (*wsConn, error) {
 	e, err := newEndpoint(base, "/v1/ws", tlsConf, d)
 	if err != nil {
 		return nil, err
 	}
 	var c *wsConn
 	_, err = e.open(ctx, func(raw net.Conn) error {
-		c = newWSConn(raw)
+		c = newWSConn(raw, bufSize)
 		return c.handshake(e.host, e.path)
 	})
 	if err != nil {

@@ -98,7 +98,7 @@ func framePair(t *testing.T) (*wsConn, net.Conn) {
 		cli.Close()
 		t.Fatal(err)
 	}
-	c := newWSConn(cli)
+	c := newWSConn(cli, wsBufferSize)
 	t.Cleanup(func() { c.Close(); srv.Close() })
 	return c, srv
 }
@@ -269,7 +269,7 @@ func TestDialSubscribeAndReceive(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 2)}}
-	c, err := dialWS(ctx, d, nil, ts.url)
+	c, err := dialWS(ctx, d, nil, ts.url, wsBufferSize)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -306,7 +306,7 @@ func TestSubscriberAnswersPings(t *testing.T) {
 	ts := newTestServer(t, serverOptions{ws: ws.Options{PingInterval: 10 * time.Millisecond, WriteTimeout: 100 * time.Millisecond}})
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	c, err := dialWS(ctx, &net.Dialer{}, nil, ts.url)
+	c, err := dialWS(ctx, &net.Dialer{}, nil, ts.url, wsBufferSize)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -342,7 +342,7 @@ func TestDialReportsHTTPErrors(t *testing.T) {
 	ts := newTestServer(t, serverOptions{})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	_, err := dialWS(ctx, &net.Dialer{}, nil, ts.url+"/nowhere")
+	_, err := dialWS(ctx, &net.Dialer{}, nil, ts.url+"/nowhere", wsBufferSize)
 	if err == nil || !strings.Contains(err.Error(), "404") {
 		t.Fatalf("dial to a missing path: %v, want a 404", err)
 	}
@@ -414,7 +414,7 @@ func TestHandshakeChecksTheServer(t *testing.T) {
 			url, reqs := fakeUpgrader(t, tc.respond)
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
-			c, err := dialWS(ctx, &net.Dialer{}, nil, url)
+			c, err := dialWS(ctx, &net.Dialer{}, nil, url, wsBufferSize)
 			if tc.ok != (err == nil) {
 				t.Fatalf("dial: %v, want success %v", err, tc.ok)
 			}
@@ -437,7 +437,7 @@ func TestHandshakeIsBoundedByTheContext(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 	defer cancel()
 	start := time.Now()
-	_, err := dialWS(ctx, &net.Dialer{}, nil, url)
+	_, err := dialWS(ctx, &net.Dialer{}, nil, url, wsBufferSize)
 	if err == nil {
 		t.Fatal("dial to a silent server succeeded")
 	}
