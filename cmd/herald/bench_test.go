@@ -5,19 +5,17 @@ import (
 	"context"
 	"encoding/json"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/heraldpush/herald/internal/loadgen"
+	"github.com/heraldpush/herald/internal/relay"
 	"github.com/heraldpush/herald/internal/wait"
 )
 
@@ -221,100 +219,22 @@ func TestBenchBadMode(t *testing.T) {
 	}
 }
 
-// cuttingProxy forwards TCP connections to target and cuts every
-// subscriber connection (a request for /v1/ws or /v1/events) once it has
-// carried cutAfter bytes towards the client, the way a flaky network or a
-// server that drops its subscribers would. Publish requests pass intact.
-type cuttingProxy struct {
-	ln       net.Listener
-	target   string
-	cutAfter int64
-	cuts     atomic.Int64
-	wg       sync.WaitGroup
-}
-
-func newCuttingProxy(t *testing.T, target string, cutAfter int64) *cuttingProxy {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &cuttingProxy{ln: ln, target: target, cutAfter: cutAfter}
-	p.wg.Add(1)
-	go func() {
-		defer p.wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			p.wg.Add(1)
-			go func() {
-				defer p.wg.Done()
-				p.serve(c)
-			}()
-		}
-	}()
-	t.Cleanup(func() {
-		ln.Close()
-		p.wg.Wait()
-	})
-	return p
-}
-
-func (p *cuttingProxy) serve(c net.Conn) {
-	defer c.Close()
-	up, err := net.Dial("tcp", p.target)
-	if err != nil {
-		return
-	}
-	defer up.Close()
-	// The first bytes say what the connection is for.
-	head := make([]byte, 64)
-	c.SetReadDeadline(time.Now().Add(5 * time.Second))
-	n, err := c.Read(head)
-	c.SetReadDeadline(time.Time{})
-	if err != nil {
-		return
-	}
-	subscriber := bytes.HasPrefix(head[:n], []byte("GET /v1/ws")) || bytes.HasPrefix(head[:n], []byte("GET /v1/events"))
-	if _, err := up.Write(head[:n]); err != nil {
-		return
-	}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		_, _ = io.Copy(up, c)
-		up.Close()
-	}()
-	if subscriber {
-		if _, err := io.CopyN(c, up, p.cutAfter); err == nil {
-			p.cuts.Add(1)
-		}
-	} else {
-		_, _ = io.Copy(c, up)
-	}
-	c.Close()
-	up.Close()
-	<-done
-}
-
 // TestBenchDetectsLoss runs bench through a proxy that cuts every
 // subscriber's connection after a few events while publishing goes on: the
 // events those subscribers never got must be reported as lost, and the run
 // must fail.
 func TestBenchDetectsLoss(t *testing.T) {
 	in := startServe(t, "--addr", "127.0.0.1:0")
-	proxy := newCuttingProxy(t, strings.TrimPrefix(in.url, "http://"), 3000)
+	proxy := relay.Start(t, strings.TrimPrefix(in.url, "http://"), relay.Options{CutAfter: 3000})
 	for _, transport := range []string{"ws", "sse"} {
 		t.Run(transport, func(t *testing.T) {
-			before := proxy.cuts.Load()
-			rep, _, err := benchJSON(t, "--url", "http://"+proxy.ln.Addr().String(), "--transport", transport,
+			before := proxy.Cuts()
+			rep, _, err := benchJSON(t, "--url", proxy.URL(), "--transport", transport,
 				"--subscribers", "8", "--topics", "2", "--publishers", "2", "--rate", "400", "--duration", "1500ms", "--drain", "1s")
 			if err == nil || exitStatus(err, io.Discard) != 1 || !strings.Contains(err.Error(), "lost") {
 				t.Fatalf("bench returned %v, want a failure naming the loss", err)
 			}
-			if got := proxy.cuts.Load() - before; got != 8 {
+			if got := proxy.Cuts() - before; got != 8 {
 				t.Fatalf("proxy cut %d subscriber connections, want 8", got)
 			}
 			if rep.Published < 400 || rep.Lost == 0 || rep.Delivered+rep.Lost != rep.Expected {

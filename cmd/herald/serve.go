@@ -19,6 +19,7 @@ import (
 	"github.com/heraldpush/herald/transport/httpapi"
 	"github.com/heraldpush/herald/transport/sse"
 	"github.com/heraldpush/herald/transport/ws"
+	"github.com/heraldpush/herald/web"
 )
 
 // Timeouts of the HTTP server. There is deliberately no WriteTimeout: SSE
@@ -352,6 +353,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer, read
 	srv := &http.Server{
 		Handler: httpapi.NewRouter(httpapi.Config{
 			Hub: h, SSE: sseH, WS: wsH, Actions: svc, MaxBody: cfg.maxBody, Logger: log,
+			Client: web.JS(), Dashboard: web.Dashboard(), DashboardPaths: web.DashboardPaths,
 		}),
 		ReadHeaderTimeout: readHeaderTimeout,
 		IdleTimeout:       idleTimeout,

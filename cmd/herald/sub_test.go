@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/heraldpush/herald/hub"
+	"github.com/heraldpush/herald/internal/relay"
 	"github.com/heraldpush/herald/internal/wait"
 )
 
@@ -199,19 +200,19 @@ func TestSubResumesAfterCut(t *testing.T) {
 	for _, tr := range transports {
 		t.Run(tr, func(t *testing.T) {
 			topic := "cut." + tr
-			p := startProxy(t, in.url[len("http://"):])
-			s := startSub(t, "--url", "http://"+p.addr(), "--transport", tr, "--topic", topic)
+			p := relay.Start(t, in.url[len("http://"):], relay.Options{})
+			s := startSub(t, "--url", p.URL(), "--transport", tr, "--topic", topic)
 			s.waitSubscribed(t, 1)
 			ids := publish(t, in, topic, "1")
 			s.waitLines(t, 1)
 
-			p.cut()
+			p.Down()
 			ids = append(ids, publish(t, in, topic, "2", "3")...)
 			// Let it fail to reconnect at least once while the events wait.
 			wait.For(t, 10*time.Second, "a failed reconnect", func() bool {
 				return strings.Count(s.stderr.String(), "reconnecting in") >= 2
 			})
-			p.resume()
+			p.Up()
 			s.waitSubscribed(t, 2)
 			ids = append(ids, publish(t, in, topic, "4")...)
 			checkEvents(t, s.waitLines(t, 4), ids, []string{"1", "2", "3", "4"})
@@ -331,87 +332,6 @@ func mustURL(t *testing.T, s string) *url.URL {
 		t.Fatal(err)
 	}
 	return u
-}
-
-// cutProxy forwards TCP connections to a target; cut closes every
-// forwarded connection and refuses new ones until resume.
-type cutProxy struct {
-	ln     net.Listener
-	target string
-	wg     sync.WaitGroup
-
-	mu    sync.Mutex
-	down  bool
-	conns map[net.Conn]struct{}
-}
-
-func startProxy(t *testing.T, target string) *cutProxy {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &cutProxy{ln: ln, target: target, conns: map[net.Conn]struct{}{}}
-	p.wg.Add(1)
-	go p.accept()
-	t.Cleanup(func() {
-		ln.Close()
-		p.cut()
-		p.wg.Wait()
-	})
-	return p
-}
-
-func (p *cutProxy) addr() string { return p.ln.Addr().String() }
-
-func (p *cutProxy) accept() {
-	defer p.wg.Done()
-	for {
-		c, err := p.ln.Accept()
-		if err != nil {
-			return
-		}
-		p.mu.Lock()
-		down := p.down
-		p.mu.Unlock()
-		if down {
-			c.Close()
-			continue
-		}
-		up, err := net.Dial("tcp", p.target)
-		if err != nil {
-			c.Close()
-			continue
-		}
-		p.mu.Lock()
-		p.conns[c], p.conns[up] = struct{}{}, struct{}{}
-		p.mu.Unlock()
-		p.wg.Add(2)
-		pipe := func(dst, src net.Conn) {
-			defer p.wg.Done()
-			_, _ = io.Copy(dst, src)
-			dst.Close()
-			src.Close()
-		}
-		go pipe(up, c)
-		go pipe(c, up)
-	}
-}
-
-func (p *cutProxy) cut() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.down = true
-	for c := range p.conns {
-		c.Close()
-		delete(p.conns, c)
-	}
-}
-
-func (p *cutProxy) resume() {
-	p.mu.Lock()
-	p.down = false
-	p.mu.Unlock()
 }
 
 // TestSubToken checks that --token goes out as a bearer token on both

@@ -40,6 +40,11 @@ type Config struct {
 	// MaxBatch bounds the events of one batch publish; more get 413
 	// too_large. Default 1000.
 	MaxBatch int
+	// Client serves GET /herald.js and Dashboard serves DashboardPaths
+	// (package web); nil leaves the routes unmounted.
+	Client         http.Handler
+	Dashboard      http.Handler
+	DashboardPaths []string
 	// Logger receives access logs (Debug) and recovered panics (Error);
 	// nil means slog.Default().
 	Logger *slog.Logger
@@ -80,6 +85,14 @@ func NewRouter(cfg Config) http.Handler {
 	// the topic so that a bad one is a 400 invalid_topic rather than a 404.
 	rt.handle("/v1/topics/{topic}/history", http.HandlerFunc(a.history), http.MethodGet)
 	rt.handle("/v1/stats", http.HandlerFunc(a.stats), http.MethodGet)
+	if cfg.Client != nil {
+		rt.handle("/herald.js", cfg.Client, http.MethodGet, http.MethodHead)
+	}
+	if cfg.Dashboard != nil {
+		for _, p := range cfg.DashboardPaths {
+			rt.handle(p, cfg.Dashboard, http.MethodGet, http.MethodHead)
+		}
+	}
 	rt.handle("/healthz", http.HandlerFunc(a.healthz), http.MethodGet, http.MethodHead)
 	rt.handle("/readyz", http.HandlerFunc(a.readyz), http.MethodGet, http.MethodHead)
 

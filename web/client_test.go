@@ -1,0 +1,124 @@
+package web_test
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/heraldpush/herald/internal/relay"
+	"github.com/heraldpush/herald/internal/wait"
+)
+
+// TestClientResumesAfterCut subscribes with herald.js over each transport,
+// cuts the connection in the middle of a stream of events and checks that
+// the page got every event exactly once and in order: the client
+// reconnected by itself and resumed from its last cursor.
+func TestClientResumesAfterCut(t *testing.T) {
+	for _, tr := range []string{"sse", "ws"} {
+		t.Run(tr, func(t *testing.T) {
+			s := newStack(t)
+			px := relay.Start(t, strings.TrimPrefix(s.url, "http://"), relay.Options{})
+			tb := newBrowser(t)()
+			tb.openTestPage(t, px.URL())
+			eval[bool](t, tb, fmt.Sprintf(`window.got = []; window.states = [];
+				window.sub = herald.subscribe(['resume.*'], (e) => got.push(e), {
+					transport: %q, minBackoff: 50, maxBackoff: 300, onState: (s) => states.push(s) });
+				sub.ready.then(() => true)`, tr))
+			for i := 0; i < 50; i++ {
+				s.publish(t, "resume.a", "tick", map[string]int{"n": i})
+			}
+			waitCount(t, tb, "got.length", 50)
+			if n := px.Cut(); n == 0 {
+				t.Fatal("the proxy relayed no connection to cut")
+			}
+			// Published while the client is away: it must catch up on them.
+			for i := 50; i < 100; i++ {
+				s.publish(t, "resume.b", "tick", map[string]int{"n": i})
+			}
+			waitCount(t, tb, "got.length", 100)
+			ns := eval[[]int](t, tb, `got.map((e) => e.data.n)`)
+			for i, n := range ns {
+				if n != i {
+					t.Fatalf("events out of order or repeated: got n=%d at %d (%v)", n, i, ns)
+				}
+			}
+			states := eval[[]string](t, tb, `states`)
+			if len(states) < 3 || states[0] != "connecting" || !contains(states, "reconnecting") || states[len(states)-1] != "open" {
+				t.Errorf("connection states %v: want connecting, open, reconnecting … open", states)
+			}
+			if !eval[bool](t, tb, `new Set(got.map((e) => e.id)).size === got.length`) {
+				t.Error("an event id was delivered twice")
+			}
+			noErrors(t, tb)
+		})
+	}
+}
+
+// TestClientPublishAndActions publishes from the page and runs actions whose
+// promises resolve with the result event or reject with the failure.
+func TestClientPublishAndActions(t *testing.T) {
+	s := newStack(t)
+	tb := newBrowser(t)()
+	tb.openTestPage(t, s.url)
+	for _, tr := range []string{"sse", "ws"} {
+		t.Run(tr, func(t *testing.T) {
+			type outcome struct {
+				ID      string `json:"id"`
+				Echoed  string `json:"echoed"`
+				Cursor  string `json:"cursor"`
+				Failure string `json:"failure"`
+			}
+			got := eval[outcome](t, tb, fmt.Sprintf(`(async () => {
+				const seen = [];
+				const sub = herald.subscribe(['page.%[1]s'], (e) => seen.push(e), { transport: %[1]q });
+				await sub.ready;
+				const pub = await herald.publish('page.%[1]s', 'note', { text: 'from the page' });
+				while (seen.length === 0) await new Promise((r) => setTimeout(r, 10));
+				sub.close();
+				const ev = await herald.action('echo', 'todo.%[1]s', { item: 'milk' }, { transport: %[1]q });
+				let failure = '';
+				try {
+					await herald.action('shop.buy', 'shop.%[1]s', { item: 'milk' }, { transport: %[1]q });
+				} catch (e) { failure = e.name + ' ' + e.code + ': ' + e.message; }
+				return { id: pub.id, cursor: seen[0].id, echoed: ev.data.result.item, failure };
+			})()`, tr))
+			if got.ID == "" || got.ID != got.Cursor {
+				t.Errorf("publish returned id %q, the subscription saw %q", got.ID, got.Cursor)
+			}
+			if got.Echoed != "milk" {
+				t.Errorf("echo action result %q, want milk", got.Echoed)
+			}
+			if got.Failure != "HeraldError out_of_stock: no milk left" {
+				t.Errorf("failing action rejected with %q", got.Failure)
+			}
+		})
+	}
+	noErrors(t, tb) // before the request below, which the browser logs as a failed load
+	rejected := eval[string](t, tb, `herald.publish('bad topic!', 'x', 1).then(() => 'resolved', (e) => e.code + ' ' + e.status)`)
+	if rejected != "invalid_topic 400" {
+		t.Errorf("publishing to a bad topic: %q, want invalid_topic 400", rejected)
+	}
+}
+
+// waitCount polls a numeric expression until it reaches want.
+func waitCount(t *testing.T, tb *tab, expr string, want int) {
+	t.Helper()
+	var n int
+	wait.For(t, 20*time.Second, fmt.Sprintf("%s to reach %d", expr, want), func() bool {
+		n = eval[int](t, tb, expr)
+		return n >= want
+	})
+	if n != want {
+		t.Fatalf("%s = %d, want %d", expr, n, want)
+	}
+}
+
+func contains(ss []string, s string) bool {
+	for _, x := range ss {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}

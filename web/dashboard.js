@@ -1,0 +1,207 @@
+// The dashboard's logic (index.html). It uses nothing but herald.js.
+import { subscribe, publish, action } from '/herald.js';
+
+const $ = (id) => document.getElementById(id);
+const MAX_LOG = 500;      // entries kept in the log
+const MAX_PAUSED = 5000;  // events held while paused; older ones are dropped
+const CHART_POINTS = 120; // seconds of history in the chart
+
+$('served').textContent = location.host;
+
+// --- subscriptions: one per transport, on the same patterns ---------------
+
+const subs = { sse: null, ws: null };
+const counts = { sse: 0, ws: 0 };
+
+function showState(transport, state) {
+  const el = $('state-' + transport);
+  el.className = 'badge ' + state;
+  el.querySelector('b').textContent = state + (counts[transport] ? ' · ' + counts[transport] : '');
+}
+
+function startSubscriptions() {
+  const patterns = $('patterns').value.split(',').map((s) => s.trim()).filter(Boolean);
+  if (patterns.length === 0) {
+    setMsg('sub-msg', 'give at least one pattern', true);
+    return;
+  }
+  setMsg('sub-msg', '');
+  for (const t of ['sse', 'ws']) {
+    if (subs[t]) subs[t].close();
+    counts[t] = 0;
+    subs[t] = subscribe(patterns, (ev) => {
+      counts[t]++;
+      showState(t, subs[t].state);
+      if ($('transport').value === t) addEvent(ev);
+    }, {
+      transport: t,
+      onState: (s) => showState(t, s),
+      onReset: (r) => { if ($('transport').value === t) addReset(r); },
+      onError: (e) => { if (e.code) setMsg('sub-msg', t.toUpperCase() + ': ' + e.message, true); },
+    });
+  }
+}
+
+$('sub-form').addEventListener('submit', (e) => { e.preventDefault(); startSubscriptions(); });
+$('transport').addEventListener('change', () => { $('log').textContent = ''; });
+
+// --- the live log ----------------------------------------------------------
+
+let paused = false;
+let held = [];
+
+function addEvent(ev) {
+  if (paused) {
+    held.push(ev);
+    if (held.length > MAX_PAUSED) held.shift();
+    $('log-count').textContent = held.length + ' held';
+    return;
+  }
+  const li = document.createElement('li');
+  const meta = document.createElement('span');
+  meta.className = 'meta';
+  meta.textContent = (ev.time || '').replace('T', ' ').replace(/\..*$/, '') + '  ' + ev.id + '  ' + ev.topic + '  ';
+  const type = document.createElement('span');
+  type.className = 'type';
+  type.textContent = ev.type;
+  li.append(meta, type, '\n' + JSON.stringify(ev.data));
+  li.dataset.text = (ev.topic + ' ' + ev.type + ' ' + JSON.stringify(ev.data)).toLowerCase();
+  applyFilter(li);
+  $('log').prepend(li);
+  while ($('log').children.length > MAX_LOG) $('log').lastChild.remove();
+}
+
+function addReset(r) {
+  const li = document.createElement('li');
+  li.className = 'reset';
+  li.textContent = 'reset (' + r.reason + ') for ' + (r.topics || []).join(', ') + ': events in between could not be replayed';
+  li.dataset.text = 'reset';
+  $('log').prepend(li);
+}
+
+function applyFilter(li) {
+  const f = $('filter').value.trim().toLowerCase();
+  li.hidden = f !== '' && !li.dataset.text.includes(f);
+}
+
+$('filter').addEventListener('input', () => { for (const li of $('log').children) applyFilter(li); });
+$('pause').addEventListener('click', () => {
+  paused = !paused;
+  $('pause').textContent = paused ? 'Resume' : 'Pause';
+  if (!paused) {
+    const h = held;
+    held = [];
+    $('log-count').textContent = '';
+    for (const ev of h) addEvent(ev);
+  }
+});
+$('clear').addEventListener('click', () => { $('log').textContent = ''; held = []; $('log-count').textContent = ''; });
+
+// --- publish and actions ---------------------------------------------------
+
+function setMsg(id, text, bad) {
+  const el = $(id);
+  el.textContent = text;
+  el.className = 'msg' + (text ? (bad ? ' err' : ' ok') : '');
+}
+
+function parseJSON(id, msgId) {
+  try {
+    return { ok: true, value: JSON.parse($(id).value) };
+  } catch (e) {
+    setMsg(msgId, 'not valid JSON: ' + e.message, true);
+    return { ok: false };
+  }
+}
+
+$('pub-form').addEventListener('submit', async (e) => {
+  e.preventDefault();
+  const data = parseJSON('pub-data', 'pub-msg');
+  if (!data.ok) return;
+  try {
+    const res = await publish($('pub-topic').value.trim(), $('pub-type').value.trim(), data.value);
+    setMsg('pub-msg', 'published as ' + res.id);
+  } catch (err) {
+    setMsg('pub-msg', (err.code ? err.code + ': ' : '') + err.message, true);
+  }
+});
+
+$('act-form').addEventListener('submit', async (e) => {
+  e.preventDefault();
+  const li = document.createElement('li');
+  const payload = parseJSON('act-payload', 'pub-msg');
+  if (!payload.ok) {
+    li.className = 'failed';
+    li.textContent = 'payload is not valid JSON';
+    $('actions').prepend(li);
+    return;
+  }
+  const type = $('act-type').value.trim();
+  li.className = 'pending';
+  li.textContent = type + ': pending';
+  $('actions').prepend(li);
+  while ($('actions').children.length > 50) $('actions').lastChild.remove();
+  try {
+    const ev = await action(type, $('act-topic').value.trim(), payload.value, { transport: $('transport').value });
+    li.className = 'succeeded';
+    li.textContent = type + ' ' + ev.data.action_id + ': succeeded → ' + JSON.stringify(ev.data.result);
+  } catch (err) {
+    li.className = 'failed';
+    li.textContent = type + ': failed: ' + (err.code ? err.code + ': ' : '') + err.message;
+  }
+});
+
+// --- server stats ----------------------------------------------------------
+
+const series = { events: [], deliveries: [] };
+let prev = null;
+
+async function pollStats() {
+  try {
+    const res = await fetch('/v1/stats', { cache: 'no-store' });
+    if (!res.ok) throw new Error('HTTP ' + res.status);
+    const st = await res.json();
+    const now = performance.now();
+    const clients = (st.hub && st.hub.clients) || {};
+    $('st-conns').textContent = (clients.sse || 0) + ' / ' + (clients.ws || 0);
+    $('st-dropped').textContent = st.hub.slow_consumers;
+    const a = st.actions || {};
+    $('st-actions').textContent = a.queued === undefined ? 'off' : a.queued + ' / ' + a.running;
+    $('st-failed').textContent = a.failed === undefined ? '–' : a.failed;
+    if (prev) {
+      const dt = (now - prev.t) / 1000;
+      const ev = Math.max(0, (st.hub.published - prev.published) / dt);
+      const dl = Math.max(0, (st.hub.delivered - prev.delivered) / dt);
+      $('st-events').textContent = Math.round(ev);
+      $('st-deliveries').textContent = Math.round(dl);
+      push(series.events, ev);
+      push(series.deliveries, dl);
+      drawChart();
+    }
+    prev = { t: now, published: st.hub.published, delivered: st.hub.delivered };
+    setMsg('stats-msg', '');
+  } catch (err) {
+    setMsg('stats-msg', 'stats unavailable: ' + err.message, true);
+  }
+}
+
+function push(a, v) {
+  a.push(v);
+  if (a.length > CHART_POINTS) a.shift();
+}
+
+function drawChart() {
+  const svg = $('chart');
+  const max = Math.max(1, ...series.events, ...series.deliveries);
+  const line = (a, color) => {
+    const pts = a.map((v, i) => ((i + CHART_POINTS - a.length) * 600 / (CHART_POINTS - 1)).toFixed(1) + ',' + (86 - v / max * 80).toFixed(1));
+    return '<polyline fill="none" stroke="' + color + '" stroke-width="1.5" points="' + pts.join(' ') + '"/>';
+  };
+  svg.innerHTML = '<line x1="0" y1="86" x2="600" y2="86" stroke="#dde1e8"/>' +
+    line(series.deliveries, '#2f5fd0') + line(series.events, '#1f8f4e') +
+    '<text x="4" y="12" font-size="10" fill="#687085">max ' + Math.round(max) + '/s · green events · blue deliveries</text>';
+}
+
+startSubscriptions();
+pollStats();
+setInterval(pollStats, 1000);

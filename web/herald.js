@@ -1,0 +1,437 @@
+// herald.js: the browser client of Herald's wire protocol v1.
+//
+//   import { subscribe, publish, action } from '/herald.js';
+//
+//   const sub = subscribe(['orders.*'], (event) => render(event), {
+//     transport: 'sse',                     // or 'ws'
+//     onState: (state) => showStatus(state), // connecting | open | reconnecting | closed
+//     onReset: (reset) => reloadList(),      // history could not be replayed
+//   });
+//   await publish('orders.42', 'order.created', { total: 12.5 });
+//   const result = await action('todo.delete', 'todos', { id: 7 }); // the action.succeeded event
+//   sub.close();
+//
+// No dependencies and no build step. See docs/browser.md.
+
+const DEFAULTS = {
+  baseURL: '',        // '' = the page's own origin
+  token: '',          // a JWT, sent as Authorization (HTTP) or access_token (WebSocket)
+  transport: 'sse',
+  minBackoff: 500,    // ms before the first reconnect
+  maxBackoff: 15000,  // ms, the most a reconnect waits
+  actionTimeout: 30000,
+};
+
+/** The error a Herald request rejects with: the SPEC's {code, message} and the HTTP status. */
+export class HeraldError extends Error {
+  constructor(code, message, status) {
+    super(message);
+    this.name = 'HeraldError';
+    this.code = code;
+    this.status = status;
+  }
+}
+
+let settings = { ...DEFAULTS };
+
+/** configure sets defaults for every later call: baseURL, token, transport, backoff, actionTimeout. */
+export function configure(options) {
+  settings = { ...settings, ...options };
+}
+
+function opts(o) {
+  return { ...settings, ...(o || {}) };
+}
+
+function base(o) {
+  return String(o.baseURL || '').replace(/\/+$/, '');
+}
+
+// backoff returns the wait before reconnect attempt n (0-based): exponential
+// with full jitter, so that a restarted server is not hit by every tab at once.
+function backoff(o, n) {
+  const cap = Math.min(o.maxBackoff, o.minBackoff * 2 ** Math.min(n, 16));
+  return o.minBackoff / 2 + Math.random() * (cap - o.minBackoff / 2);
+}
+
+/**
+ * subscribe opens a subscription to topic patterns and calls onEvent with each
+ * event ({id, topic, type, data, time}), in order and at most once. It
+ * reconnects by itself, with backoff and jitter, and resumes after the last
+ * event it delivered, so a dropped connection loses nothing the server still
+ * holds. When history could not be replayed it calls onReset with
+ * {reason, topics, id} and goes on live.
+ *
+ * Options: transport ('sse' | 'ws'), since (a cursor to start after), token,
+ * baseURL, onState(state), onReset(reset), onError(error).
+ *
+ * Returns {close(), ready, get state(), get lastId()}: ready resolves once the
+ * subscription is live (events published after that are delivered).
+ */
+export function subscribe(patterns, onEvent, options) {
+  const o = opts(options);
+  const topics = Array.isArray(patterns) ? patterns.slice() : [patterns];
+  if (topics.length === 0) throw new TypeError('subscribe needs at least one pattern');
+  const sub = new Subscription(topics, onEvent, o);
+  sub.start();
+  return sub;
+}
+
+class Subscription {
+  constructor(topics, onEvent, o) {
+    this.topics = topics;
+    this.onEvent = onEvent;
+    this.o = o;
+    this.lastId = o.since || '';
+    this.attempt = 0;
+    this.closed = false;
+    this._state = '';
+    this.stopCurrent = null;
+    this.timer = null;
+    this.ready = new Promise((resolve) => { this.resolveReady = resolve; });
+  }
+
+  get state() { return this._state; }
+
+  setState(s) {
+    if (this._state === s) return;
+    this._state = s;
+    if (this.o.onState) this.o.onState(s);
+  }
+
+  start() {
+    if (this.closed) return;
+    this.setState(this.attempt === 0 ? 'connecting' : 'reconnecting');
+    const connect = this.o.transport === 'ws' ? this.connectWS : this.connectSSE;
+    this.stopCurrent = connect.call(this);
+  }
+
+  // opened marks the subscription live; failed schedules a reconnect.
+  opened() {
+    this.attempt = 0;
+    this.setState('open');
+    this.resolveReady();
+  }
+
+  failed(err) {
+    if (this.closed) return;
+    if (err && this.o.onError) this.o.onError(err);
+    if (this.stopCurrent) this.stopCurrent();
+    this.stopCurrent = null;
+    this.setState('reconnecting');
+    const wait = backoff(this.o, this.attempt++);
+    this.timer = setTimeout(() => { this.timer = null; this.start(); }, wait);
+  }
+
+  deliver(ev) {
+    if (ev.id) this.lastId = ev.id;
+    try {
+      this.onEvent(ev);
+    } catch (e) {
+      // The app's handler must not break the stream.
+      setTimeout(() => { throw e; });
+    }
+  }
+
+  reset(r) {
+    if (r.id) this.lastId = r.id;
+    if (this.o.onReset) this.o.onReset(r);
+  }
+
+  close() {
+    if (this.closed) return;
+    this.closed = true;
+    clearTimeout(this.timer);
+    if (this.stopCurrent) this.stopCurrent();
+    this.stopCurrent = null;
+    this.setState('closed');
+  }
+
+  // connectSSE reads the event stream with fetch rather than EventSource:
+  // EventSource only delivers the event names it has listeners for (Herald
+  // names each event by its type), cannot send the Authorization header, and
+  // after a failed reconnect gives up without telling why.
+  connectSSE() {
+    const ctl = new AbortController();
+    const q = new URLSearchParams();
+    for (const t of this.topics) q.append('topic', t);
+    const headers = { Accept: 'text/event-stream' };
+    if (this.lastId) headers['Last-Event-ID'] = this.lastId;
+    if (this.o.token) headers.Authorization = 'Bearer ' + this.o.token;
+    const url = base(this.o) + '/v1/events?' + q.toString();
+    (async () => {
+      let res;
+      try {
+        res = await fetch(url, { headers, signal: ctl.signal, cache: 'no-store' });
+      } catch (e) {
+        if (!ctl.signal.aborted) this.failed(e);
+        return;
+      }
+      if (!res.ok) {
+        const err = await errorOf(res);
+        // A request the server refuses will be refused again: stop, unless
+        // the server is only unavailable for now.
+        if (res.status >= 500 || res.status === 429) this.failed(err);
+        else { if (this.o.onError) this.o.onError(err); this.close(); }
+        return;
+      }
+      this.opened();
+      try {
+        await readEventStream(res.body, ctl.signal, (msg) => {
+          if (msg.event === 'herald.reset') {
+            const r = JSON.parse(msg.data);
+            if (msg.id) r.id = msg.id;
+            this.reset(r);
+            return;
+          }
+          if (!msg.data) return;
+          this.deliver(JSON.parse(msg.data));
+        });
+        if (!ctl.signal.aborted) this.failed(new Error('the event stream ended'));
+      } catch (e) {
+        if (!ctl.signal.aborted) this.failed(e);
+      }
+    })();
+    return () => ctl.abort();
+  }
+
+  connectWS() {
+    const u = new URL(base(this.o) + '/v1/ws', location.href);
+    u.protocol = u.protocol === 'https:' ? 'wss:' : 'ws:';
+    if (this.o.token) u.searchParams.set('access_token', this.o.token);
+    let ws;
+    try {
+      ws = new WebSocket(u.toString(), 'herald.v1');
+    } catch (e) {
+      this.failed(e);
+      return () => {};
+    }
+    let done = false;
+    ws.onopen = () => {
+      const msg = { op: 'subscribe', ref: 'sub', topics: this.topics };
+      if (this.lastId) msg.since = this.lastId;
+      ws.send(JSON.stringify(msg));
+    };
+    ws.onmessage = (m) => {
+      let msg;
+      try { msg = JSON.parse(m.data); } catch (e) { return; }
+      switch (msg.op) {
+        case 'ok':
+          if (msg.ref === 'sub') this.opened();
+          break;
+        case 'event': {
+          const { op, ...ev } = msg;
+          this.deliver(ev);
+          break;
+        }
+        case 'reset': {
+          const { op, ...r } = msg;
+          this.reset(r);
+          break;
+        }
+        case 'error':
+          if (msg.ref === 'sub') {
+            // The subscription itself was refused (a bad pattern, no grant).
+            done = true;
+            const e = msg.error || {};
+            if (this.o.onError) this.o.onError(new HeraldError(e.code, e.message, 0));
+            ws.close(1000);
+            this.close();
+          }
+          break;
+      }
+    };
+    ws.onclose = (ev) => {
+      if (done || this.closed) return;
+      done = true;
+      if (ev.code === 1008) { // policy: authentication, which a retry will not fix
+        if (this.o.onError) this.o.onError(new HeraldError('unauthorized', ev.reason || 'closed by policy', 0));
+        this.close();
+        return;
+      }
+      this.failed(new Error('WebSocket closed: ' + ev.code + (ev.reason ? ' ' + ev.reason : '')));
+    };
+    return () => {
+      done = true;
+      ws.onopen = ws.onmessage = ws.onclose = null;
+      ws.close(1000);
+    };
+  }
+}
+
+// readEventStream parses text/event-stream (the WHATWG grammar: LF, CR or
+// CRLF line ends, comments, id/event/data fields) and calls onMessage with
+// {id, event, data} for each dispatched message.
+async function readEventStream(body, signal, onMessage) {
+  const reader = body.getReader();
+  const decoder = new TextDecoder();
+  let buf = '';
+  let id = '', event = '', data = [];
+  const abort = () => reader.cancel().catch(() => {});
+  signal.addEventListener('abort', abort);
+  try {
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) return;
+      buf += decoder.decode(value, { stream: true });
+      let i;
+      while ((i = buf.search(/\r\n|\r|\n/)) >= 0) {
+        // A CR at the very end may be the first half of a CRLF.
+        if (buf[i] === '\r' && i === buf.length - 1) break;
+        const line = buf.slice(0, i);
+        buf = buf.slice(i + (buf[i] === '\r' && buf[i + 1] === '\n' ? 2 : 1));
+        if (line === '') {
+          if (data.length > 0) onMessage({ id, event: event || 'message', data: data.join('\n') });
+          event = '';
+          data = [];
+          continue;
+        }
+        if (line[0] === ':') continue;
+        const c = line.indexOf(':');
+        const field = c < 0 ? line : line.slice(0, c);
+        let val = c < 0 ? '' : line.slice(c + 1);
+        if (val[0] === ' ') val = val.slice(1);
+        if (field === 'data') data.push(val);
+        else if (field === 'event') event = val;
+        else if (field === 'id' && !val.includes('\0')) id = val;
+      }
+    }
+  } finally {
+    signal.removeEventListener('abort', abort);
+  }
+}
+
+async function errorOf(res) {
+  let code = 'http_' + res.status, message = res.statusText || ('HTTP ' + res.status);
+  try {
+    const body = await res.json();
+    if (body && body.error) ({ code, message } = body.error);
+  } catch (e) { /* not JSON */ }
+  return new HeraldError(code, message, res.status);
+}
+
+async function post(o, path, body, headers) {
+  const h = { 'Content-Type': 'application/json', ...(headers || {}) };
+  if (o.token) h.Authorization = 'Bearer ' + o.token;
+  const res = await fetch(base(o) + path, { method: 'POST', headers: h, body: JSON.stringify(body) });
+  if (!res.ok) throw await errorOf(res);
+  return res.json();
+}
+
+/** publish sends one event and resolves with {id}, its cursor. */
+export function publish(topic, type, data, options) {
+  return post(opts(options), '/v1/publish', { topic, type, data });
+}
+
+// Result listeners: one subscription per action topic (and transport, base
+// and token), shared by the actions in flight on it and closed when the last
+// one settles.
+const resultSubs = new Map();
+
+function resultSub(o, topic) {
+  const key = [base(o), o.transport, o.token, topic].join('\n');
+  let rs = resultSubs.get(key);
+  if (!rs) {
+    rs = { users: 0, waiting: new Map(), early: new Map() };
+    rs.sub = subscribe([topic], (ev) => {
+      if (ev.type !== 'action.succeeded' && ev.type !== 'action.failed') return;
+      const id = ev.data && ev.data.action_id;
+      const w = rs.waiting.get(id);
+      if (w) w(ev);
+      else {
+        // The result came before the 202, or belongs to someone else's
+        // action on the same topic: keep the newest few.
+        rs.early.set(id, ev);
+        if (rs.early.size > 1000) rs.early.delete(rs.early.keys().next().value);
+      }
+    }, { ...o, since: undefined });
+    resultSubs.set(key, rs);
+  }
+  rs.users++;
+  return {
+    rs,
+    release() {
+      if (--rs.users === 0) {
+        rs.sub.close();
+        resultSubs.delete(key);
+      }
+    },
+  };
+}
+
+/**
+ * action submits an action and resolves with its result event (type
+ * action.succeeded, data {action_id, type, status, result}) once it has run.
+ * It rejects with a HeraldError when the action fails (code and message from
+ * the action's error), when the server refuses it, or after
+ * options.timeout ms (default 30 s) with code 'timeout'.
+ *
+ * Options: idempotencyKey, timeout, transport and token for the result
+ * subscription, baseURL.
+ */
+export async function action(type, topic, payload, options) {
+  const o = opts(options);
+  const timeout = o.timeout || o.actionTimeout;
+  const { rs, release } = resultSub(o, topic);
+  try {
+    // The result is published to topic once: be subscribed before asking.
+    await withTimeout(rs.sub.ready, timeout, 'the result subscription did not open');
+    const headers = o.idempotencyKey ? { 'Idempotency-Key': o.idempotencyKey } : {};
+    const accepted = await post(o, '/v1/actions', { type, topic, payload }, headers);
+    const id = accepted.id;
+    let ev = rs.early.get(id);
+    rs.early.delete(id);
+    if (!ev && (accepted.status === 'succeeded' || accepted.status === 'failed')) {
+      ev = resultOf(accepted); // an idempotent repeat of a finished action
+    }
+    if (!ev) {
+      ev = await new Promise((resolve, reject) => {
+        const t = setTimeout(async () => {
+          rs.waiting.delete(id);
+          // The event may have been lost to a reset: ask for the status.
+          try {
+            const st = await getJSON(o, accepted.status_url || ('/v1/actions/' + encodeURIComponent(id)));
+            if (st.status === 'succeeded' || st.status === 'failed') return resolve(resultOf(st));
+          } catch (e) { /* report the timeout */ }
+          reject(new HeraldError('timeout', 'no result for action ' + id + ' within ' + timeout + ' ms', 0));
+        }, timeout);
+        rs.waiting.set(id, (e) => { clearTimeout(t); rs.waiting.delete(id); resolve(e); });
+      });
+    }
+    if (ev.type === 'action.failed') {
+      const e = (ev.data && ev.data.error) || {};
+      const err = new HeraldError(e.code || 'action_failed', e.message || 'the action failed', 0);
+      err.event = ev;
+      throw err;
+    }
+    return ev;
+  } finally {
+    release();
+  }
+}
+
+// resultOf turns an action's status document into the event its result
+// would have been published as.
+function resultOf(st) {
+  const id = st.id || st.action_id;
+  if (st.status === 'failed') {
+    return { topic: st.topic, type: 'action.failed', data: { action_id: id, type: st.type, status: 'failed', error: st.error } };
+  }
+  return { topic: st.topic, type: 'action.succeeded', data: { action_id: id, type: st.type, status: 'succeeded', result: st.result === undefined ? null : st.result } };
+}
+
+async function getJSON(o, path) {
+  const h = {};
+  if (o.token) h.Authorization = 'Bearer ' + o.token;
+  const res = await fetch(base(o) + path, { headers: h, cache: 'no-store' });
+  if (!res.ok) throw await errorOf(res);
+  return res.json();
+}
+
+function withTimeout(p, ms, what) {
+  let t;
+  return Promise.race([
+    p,
+    new Promise((_, reject) => { t = setTimeout(() => reject(new HeraldError('timeout', what, 0)), ms); }),
+  ]).finally(() => clearTimeout(t));
+}
