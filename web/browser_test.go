@@ -44,7 +44,11 @@ window.herald = herald;
 window.heraldLoaded = true;
 </script>`
 
-func newStack(t *testing.T) *stack {
+func newStack(t *testing.T) *stack { return newStackCORS(t, nil) }
+
+// newStackCORS is newStack with pages from these origins allowed, over
+// HTTP (CORS) and WebSocket, as herald serve --cors-origins does.
+func newStackCORS(t *testing.T, origins []string) *stack {
 	t.Helper()
 	h, err := hub.New(hub.Options{Broker: hub.NewMemoryBroker(hub.MemoryOptions{Size: 10000})})
 	if err != nil {
@@ -58,10 +62,11 @@ func newStack(t *testing.T) *stack {
 		return nil, &action.Failure{Code: "out_of_stock", Message: "no milk left"}
 	}))
 	sseH := sse.New(sse.Options{Hub: h})
-	wsH := ws.New(ws.Options{Hub: h, Actions: svc})
+	wsH := ws.New(ws.Options{Hub: h, Actions: svc, AllowedOrigins: origins})
 	router := httpapi.NewRouter(httpapi.Config{
 		Hub: h, SSE: sseH, WS: wsH, Actions: svc,
 		Client: web.JS(), Dashboard: web.Dashboard(), DashboardPaths: web.DashboardPaths,
+		CORSOrigins: origins,
 	})
 	mux := http.NewServeMux()
 	mux.HandleFunc("/test.html", func(w http.ResponseWriter, r *http.Request) {

@@ -116,7 +116,7 @@ func TestServeFlagsAndEnv(t *testing.T) {
 		}
 		for _, name := range []string{"addr", "broker", "history-size", "history-ttl", "queue-bytes", "shards",
 			"heartbeat", "sse-retry", "write-timeout", "max-body", "ws-read-limit", "ws-ping-interval",
-			"allowed-origins", "shutdown-timeout", "log-level", "log-format", "action-upstream", "action-workers",
+			"allowed-origins", "cors-origins", "shutdown-timeout", "log-level", "log-format", "action-upstream", "action-workers",
 			"action-queue", "action-ttl", "action-timeout", "action-max-attempts"} {
 			if !strings.Contains(stdout.String(), "-"+name+" ") && !strings.Contains(stdout.String(), "-"+name+"\n") {
 				t.Errorf("help does not list --%s", name)
@@ -145,6 +145,8 @@ func TestServeBadFlags(t *testing.T) {
 		{"negative duration", []string{"--heartbeat", "-1s"}, nil, "--heartbeat must be positive"},
 		{"not a number", []string{"--max-body", "1MB"}, nil, "invalid value"},
 		{"unknown flag", []string{"--nope"}, nil, "flag provided but not defined"},
+		{"cors origin with a path", []string{"--cors-origins", "https://app.example.com/page"}, nil, `--cors-origins: "https://app.example.com/page" is not an origin`},
+		{"cors origin without scheme", nil, map[string]string{"HERALD_CORS_ORIGINS": "app.example.com"}, `--cors-origins: "app.example.com" is not an origin`},
 		{"argument", []string{"extra"}, nil, "takes no arguments"},
 		{"redis broker", []string{"--broker", "redis://127.0.0.1:6379"}, nil, "broker redis://127.0.0.1:6379 is not supported yet"},
 		{"nats broker from env", nil, map[string]string{"HERALD_BROKER": "nats://127.0.0.1:4222"}, "broker nats://127.0.0.1:4222 is not supported yet"},

@@ -53,6 +53,7 @@ type serveConfig struct {
 	wsReadLimit     int64
 	wsPingInterval  time.Duration
 	allowedOrigins  []string
+	corsOrigins     []string
 	shutdownTimeout time.Duration
 	logLevel        slog.Level
 	logFormat       string
@@ -84,7 +85,7 @@ func envName(flagName string) string {
 // variable counts as unset. Help goes to stdout.
 func parseServeFlags(args []string, getenv func(string) (string, bool), stdout io.Writer) (serveConfig, error) {
 	var c serveConfig
-	var origins, logLevel, upstream string
+	var origins, corsOrigins, logLevel, upstream string
 	fs := flag.NewFlagSet("herald serve", flag.ContinueOnError)
 	fs.StringVar(&c.addr, "addr", "127.0.0.1:8080", "`address` to listen on (host:port; port 0 picks a free one)")
 	fs.StringVar(&c.debugAddr, "debug-addr", "", "`address` of an internal listener for /debug/pprof/ and POST /debug/free-memory (empty: off); keep it private")
@@ -100,6 +101,7 @@ func parseServeFlags(args []string, getenv func(string) (string, bool), stdout i
 	fs.Int64Var(&c.wsReadLimit, "ws-read-limit", 64<<10, "largest WebSocket message from a client, in bytes (larger: close 1009)")
 	fs.DurationVar(&c.wsPingInterval, "ws-ping-interval", 25*time.Second, "interval of WebSocket keep-alive pings")
 	fs.StringVar(&origins, "allowed-origins", "", "comma-separated Origin patterns allowed to open WebSockets, e.g. app.example.com,*.example.org (empty: same host only)")
+	fs.StringVar(&corsOrigins, "cors-origins", "", "comma-separated origins whose pages may use the API, the SSE stream and /herald.js, e.g. https://app.example.com,https://*.example.org, or * for any; they may open WebSockets too (empty: no cross-origin access)")
 	fs.DurationVar(&c.shutdownTimeout, "shutdown-timeout", 10*time.Second, "how long a graceful shutdown may take before connections are cut")
 	fs.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn or error (debug logs every request)")
 	fs.StringVar(&c.logFormat, "log-format", "text", "log format: text or json")
@@ -153,6 +155,23 @@ func parseServeFlags(args []string, getenv func(string) (string, bool), stdout i
 		if o = strings.TrimSpace(o); o != "" {
 			c.allowedOrigins = append(c.allowedOrigins, o)
 		}
+	}
+	for _, o := range strings.Split(corsOrigins, ",") {
+		if o = strings.TrimSpace(o); o == "" {
+			continue
+		}
+		if o != "*" {
+			u, err := url.Parse(o)
+			if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || (u.Path != "" && u.Path != "/") || u.RawQuery != "" {
+				return c, usagef("--cors-origins: %q is not an origin like https://app.example.com", o)
+			}
+			o = strings.TrimSuffix(o, "/")
+		}
+		c.corsOrigins = append(c.corsOrigins, o)
+		// A page that may call the API may open a WebSocket too:
+		// coder/websocket matches a pattern with :// against the whole
+		// origin.
+		c.allowedOrigins = append(c.allowedOrigins, o)
 	}
 	if err := c.logLevel.UnmarshalText([]byte(logLevel)); err != nil {
 		return c, usagef("--log-level must be debug, info, warn or error, got %q", logLevel)
@@ -354,6 +373,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer, read
 		Handler: httpapi.NewRouter(httpapi.Config{
 			Hub: h, SSE: sseH, WS: wsH, Actions: svc, MaxBody: cfg.maxBody, Logger: log,
 			Client: web.JS(), Dashboard: web.Dashboard(), DashboardPaths: web.DashboardPaths,
+			CORSOrigins: cfg.corsOrigins,
 		}),
 		ReadHeaderTimeout: readHeaderTimeout,
 		IdleTimeout:       idleTimeout,

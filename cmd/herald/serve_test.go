@@ -203,3 +203,61 @@ func TestServeShutdownClosesWebSocket(t *testing.T) {
 		t.Errorf("runServe: %v", err)
 	}
 }
+
+// TestServeCORSOrigins checks that --cors-origins lets those origins use
+// the HTTP API and open WebSockets, and no other origin, and that the
+// server also serves its browser files.
+func TestServeCORSOrigins(t *testing.T) {
+	in := startServe(t, "--addr", "127.0.0.1:0", "--cors-origins", "https://app.example.com, https://*.example.org")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+
+	preflight := func(origin string) string {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodOptions, in.url+"/v1/publish", nil)
+		req.Header.Set("Origin", origin)
+		req.Header.Set("Access-Control-Request-Method", "POST")
+		req.Header.Set("Access-Control-Request-Headers", "content-type")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.Header.Get("Access-Control-Allow-Origin")
+	}
+	dialWS := func(origin string) error {
+		c, _, err := websocket.Dial(ctx, "ws"+in.url[len("http"):]+"/v1/ws", &websocket.DialOptions{
+			HTTPHeader: http.Header{"Origin": {origin}},
+		})
+		if err == nil {
+			c.CloseNow()
+		}
+		return err
+	}
+	for _, origin := range []string{"https://app.example.com", "https://eu.example.org"} {
+		if got := preflight(origin); got != origin {
+			t.Errorf("preflight from %s: Access-Control-Allow-Origin %q", origin, got)
+		}
+		if err := dialWS(origin); err != nil {
+			t.Errorf("WebSocket from %s: %v", origin, err)
+		}
+	}
+	for _, origin := range []string{"https://evil.example.com", "http://app.example.com"} {
+		if got := preflight(origin); got != "" {
+			t.Errorf("preflight from %s granted %q", origin, got)
+		}
+		if err := dialWS(origin); err == nil || !strings.Contains(err.Error(), "403") {
+			t.Errorf("WebSocket from %s: %v, want 403", origin, err)
+		}
+	}
+	for path, ctype := range map[string]string{"/": "text/html", "/herald.js": "text/javascript", "/dashboard.js": "text/javascript"} {
+		resp, err := http.Get(in.url + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK || !strings.HasPrefix(resp.Header.Get("Content-Type"), ctype) || len(body) < 100 {
+			t.Errorf("GET %s: %d %s, %d bytes", path, resp.StatusCode, resp.Header.Get("Content-Type"), len(body))
+		}
+	}
+}

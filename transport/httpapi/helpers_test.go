@@ -41,6 +41,7 @@ type serverOptions struct {
 	// actions, when not nil, starts an action service with these options
 	// (Hub filled in) and serves it over HTTP and WebSocket.
 	actions *action.Options
+	cors    []string // CORSOrigins
 }
 
 func newServer(t *testing.T, o serverOptions) *server {
@@ -69,6 +70,7 @@ func newServer(t *testing.T, o serverOptions) *server {
 	}
 	srv := httptest.NewServer(httpapi.NewRouter(httpapi.Config{
 		Hub: h, SSE: o.sse, WS: o.ws, Actions: svc, MaxBody: o.maxBody, MaxBatch: o.maxBatch, Logger: o.logger,
+		CORSOrigins: o.cors,
 	}))
 	tr := &http.Transport{}
 	t.Cleanup(func() {

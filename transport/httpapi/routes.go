@@ -11,6 +11,7 @@ import (
 	"strings"
 
 	"github.com/gorilla/mux"
+	"github.com/rs/cors"
 
 	"github.com/heraldpush/herald/action"
 	"github.com/heraldpush/herald/hub"
@@ -45,6 +46,11 @@ type Config struct {
 	Client         http.Handler
 	Dashboard      http.Handler
 	DashboardPaths []string
+	// CORSOrigins, if not empty, lets pages from these origins use the API,
+	// the SSE stream and /herald.js: full origins (https://app.example.com),
+	// one wildcard (https://*.example.com), or "*" for any. See
+	// docs/protocol.md, "Cross-origin pages".
+	CORSOrigins []string
 	// Logger receives access logs (Debug) and recovered panics (Error);
 	// nil means slog.Default().
 	Logger *slog.Logger
@@ -101,7 +107,34 @@ func NewRouter(cfg Config) http.Handler {
 
 	// mux's own middleware (r.Use) does not run for 404 and 405, so the
 	// outer layers wrap the router itself.
-	return withAccessLog(cfg.Logger, rt)
+	var h http.Handler = rt
+	if len(cfg.CORSOrigins) > 0 {
+		h = withCORS(cfg.CORSOrigins, h)
+	}
+	return withAccessLog(cfg.Logger, h)
+}
+
+// withCORS answers preflights and adds the CORS headers for the allowed
+// origins (rs/cors), before routing, so that 404s, 405s and errors carry
+// them too and a page can read the error. It passes the ResponseWriter on
+// unwrapped, so streams can still flush and hijack.
+//
+// Credentials (the herald_token cookie) are allowed only for a list of
+// origins: with "*" any site could make a visitor's browser send them.
+func withCORS(origins []string, next http.Handler) http.Handler {
+	any := false
+	for _, o := range origins {
+		any = any || o == "*"
+	}
+	return cors.New(cors.Options{
+		AllowedOrigins: origins,
+		AllowedMethods: []string{http.MethodGet, http.MethodHead, http.MethodPost},
+		AllowedHeaders: []string{"Content-Type", "Authorization", "Idempotency-Key", "Last-Event-ID"},
+		// Location and Retry-After are what a page needs from a 202 and a 503.
+		ExposedHeaders:   []string{"Location", "Retry-After"},
+		AllowCredentials: !any,
+		MaxAge:           600,
+	}).Handler(next)
 }
 
 // router dispatches the routes without path variables with one map lookup
