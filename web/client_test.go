@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/heraldpush/herald/internal/browsertest"
 	"github.com/heraldpush/herald/internal/relay"
 	"github.com/heraldpush/herald/internal/wait"
 )
@@ -19,9 +20,9 @@ func TestClientResumesAfterCut(t *testing.T) {
 		t.Run(tr, func(t *testing.T) {
 			s := newStack(t)
 			px := relay.Start(t, strings.TrimPrefix(s.url, "http://"), relay.Options{})
-			tb := newBrowser(t)()
-			tb.openTestPage(t, px.URL())
-			eval[bool](t, tb, fmt.Sprintf(`window.got = []; window.states = [];
+			tb := browsertest.New(t)()
+			openTestPage(t, tb, px.URL())
+			browsertest.Eval[bool](t, tb, fmt.Sprintf(`window.got = []; window.states = [];
 				window.sub = herald.subscribe(['resume.*'], (e) => got.push(e), {
 					transport: %q, minBackoff: 50, maxBackoff: 300, onState: (s) => states.push(s) });
 				sub.ready.then(() => true)`, tr))
@@ -37,20 +38,20 @@ func TestClientResumesAfterCut(t *testing.T) {
 				s.publish(t, "resume.b", "tick", map[string]int{"n": i})
 			}
 			waitCount(t, tb, "got.length", 100)
-			ns := eval[[]int](t, tb, `got.map((e) => e.data.n)`)
+			ns := browsertest.Eval[[]int](t, tb, `got.map((e) => e.data.n)`)
 			for i, n := range ns {
 				if n != i {
 					t.Fatalf("events out of order or repeated: got n=%d at %d (%v)", n, i, ns)
 				}
 			}
-			states := eval[[]string](t, tb, `states`)
+			states := browsertest.Eval[[]string](t, tb, `states`)
 			if len(states) < 3 || states[0] != "connecting" || !contains(states, "reconnecting") || states[len(states)-1] != "open" {
 				t.Errorf("connection states %v: want connecting, open, reconnecting … open", states)
 			}
-			if !eval[bool](t, tb, `new Set(got.map((e) => e.id)).size === got.length`) {
+			if !browsertest.Eval[bool](t, tb, `new Set(got.map((e) => e.id)).size === got.length`) {
 				t.Error("an event id was delivered twice")
 			}
-			noErrors(t, tb)
+			browsertest.NoErrors(t, tb)
 		})
 	}
 }
@@ -59,8 +60,8 @@ func TestClientResumesAfterCut(t *testing.T) {
 // promises resolve with the result event or reject with the failure.
 func TestClientPublishAndActions(t *testing.T) {
 	s := newStack(t)
-	tb := newBrowser(t)()
-	tb.openTestPage(t, s.url)
+	tb := browsertest.New(t)()
+	openTestPage(t, tb, s.url)
 	for _, tr := range []string{"sse", "ws"} {
 		t.Run(tr, func(t *testing.T) {
 			type outcome struct {
@@ -69,7 +70,7 @@ func TestClientPublishAndActions(t *testing.T) {
 				Cursor  string `json:"cursor"`
 				Failure string `json:"failure"`
 			}
-			got := eval[outcome](t, tb, fmt.Sprintf(`(async () => {
+			got := browsertest.Eval[outcome](t, tb, fmt.Sprintf(`(async () => {
 				const seen = [];
 				const sub = herald.subscribe(['page.%[1]s'], (e) => seen.push(e), { transport: %[1]q });
 				await sub.ready;
@@ -94,19 +95,19 @@ func TestClientPublishAndActions(t *testing.T) {
 			}
 		})
 	}
-	noErrors(t, tb) // before the request below, which the browser logs as a failed load
-	rejected := eval[string](t, tb, `herald.publish('bad topic!', 'x', 1).then(() => 'resolved', (e) => e.code + ' ' + e.status)`)
+	browsertest.NoErrors(t, tb) // before the request below, which the browser logs as a failed load
+	rejected := browsertest.Eval[string](t, tb, `herald.publish('bad topic!', 'x', 1).then(() => 'resolved', (e) => e.code + ' ' + e.status)`)
 	if rejected != "invalid_topic 400" {
 		t.Errorf("publishing to a bad topic: %q, want invalid_topic 400", rejected)
 	}
 }
 
 // waitCount polls a numeric expression until it reaches want.
-func waitCount(t *testing.T, tb *tab, expr string, want int) {
+func waitCount(t *testing.T, tb *browsertest.Tab, expr string, want int) {
 	t.Helper()
 	var n int
 	wait.For(t, 20*time.Second, fmt.Sprintf("%s to reach %d", expr, want), func() bool {
-		n = eval[int](t, tb, expr)
+		n = browsertest.Eval[int](t, tb, expr)
 		return n >= want
 	})
 	if n != want {

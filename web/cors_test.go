@@ -9,6 +9,8 @@ import (
 	"testing"
 
 	"github.com/chromedp/chromedp"
+
+	"github.com/heraldpush/herald/internal/browsertest"
 )
 
 // TestCrossOriginPage serves a page from one origin that loads herald.js
@@ -30,12 +32,12 @@ window.loaded = import(%q).then((h) => { h.configure({ baseURL: %q }); window.he
 	t.Run("allowed", func(t *testing.T) {
 		s := newStackCORS(t, []string{pages.URL})
 		heraldURL.Store(s.url)
-		tb := newBrowser(t)()
-		tb.do(t, chromedp.Navigate(pages.URL+"/"))
-		if got := eval[string](t, tb, `window.loaded`); got != "ok" {
+		tb := browsertest.New(t)()
+		tb.Do(t, chromedp.Navigate(pages.URL+"/"))
+		if got := browsertest.Eval[string](t, tb, `window.loaded`); got != "ok" {
 			t.Fatalf("loading herald.js across origins: %s", got)
 		}
-		got := eval[string](t, tb, `(async () => {
+		got := browsertest.Eval[string](t, tb, `(async () => {
 			const seen = { sse: [], ws: [] };
 			const subs = ['sse', 'ws'].map((tr) => herald.subscribe(['x.*'], (e) => seen[tr].push(e.data.n), { transport: tr }));
 			await Promise.all(subs.map((s) => s.ready));
@@ -48,15 +50,15 @@ window.loaded = import(%q).then((h) => { h.configure({ baseURL: %q }); window.he
 		if got != "1,1,2" {
 			t.Errorf("cross-origin subscribe, publish and action: %q, want 1,1,2", got)
 		}
-		noErrors(t, tb)
+		browsertest.NoErrors(t, tb)
 	})
 
 	t.Run("not allowed", func(t *testing.T) {
 		s := newStack(t)
 		heraldURL.Store(s.url)
-		tb := newBrowser(t)()
-		tb.do(t, chromedp.Navigate(pages.URL+"/"))
-		if got := eval[string](t, tb, `window.loaded`); !strings.HasPrefix(got, "failed: ") {
+		tb := browsertest.New(t)()
+		tb.Do(t, chromedp.Navigate(pages.URL+"/"))
+		if got := browsertest.Eval[string](t, tb, `window.loaded`); !strings.HasPrefix(got, "failed: ") {
 			t.Errorf("a page from an origin not allowed loaded herald.js: %s", got)
 		}
 	})

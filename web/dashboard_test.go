@@ -4,6 +4,8 @@ import (
 	"testing"
 
 	"github.com/chromedp/chromedp"
+
+	"github.com/heraldpush/herald/internal/browsertest"
 )
 
 // TestDashboard loads the dashboard, as a user would, and checks that it
@@ -12,54 +14,54 @@ import (
 // fails, and shows the server's connection counts.
 func TestDashboard(t *testing.T) {
 	s := newStack(t)
-	tb := newBrowser(t)()
-	tb.do(t, chromedp.Navigate(s.url+"/"))
-	waitFor(t, tb, "the SSE subscription to open", `document.querySelector('#state-sse').classList.contains('open')`)
-	waitFor(t, tb, "the WebSocket subscription to open", `document.querySelector('#state-ws').classList.contains('open')`)
+	tb := browsertest.New(t)()
+	tb.Do(t, chromedp.Navigate(s.url+"/"))
+	browsertest.WaitFor(t, tb, "the SSE subscription to open", `document.querySelector('#state-sse').classList.contains('open')`)
+	browsertest.WaitFor(t, tb, "the WebSocket subscription to open", `document.querySelector('#state-ws').classList.contains('open')`)
 
 	// An event published elsewhere shows up in the log.
 	s.publish(t, "orders.42", "order.created", map[string]any{"total": 12.5})
-	waitFor(t, tb, "the published event in the log", `[...document.querySelectorAll('#log li')].some((li) => li.textContent.includes('orders.42') && li.textContent.includes('order.created') && li.textContent.includes('12.5'))`)
+	browsertest.WaitFor(t, tb, "the published event in the log", `[...document.querySelectorAll('#log li')].some((li) => li.textContent.includes('orders.42') && li.textContent.includes('order.created') && li.textContent.includes('12.5'))`)
 
 	// Publishing from the form.
-	tb.do(t,
+	tb.Do(t,
 		chromedp.SetValue(chromedp.CSS("#pub-topic"), "dash.form"),
 		chromedp.SetValue(chromedp.CSS("#pub-type"), "note"),
 		chromedp.SetValue(chromedp.CSS("#pub-data"), `{"text":"typed in the form"}`),
 		chromedp.Click(chromedp.CSS("#pub-form button")),
 	)
-	waitFor(t, tb, "the form's event in the log", `[...document.querySelectorAll('#log li')].some((li) => li.textContent.includes('dash.form') && li.textContent.includes('typed in the form'))`)
-	waitFor(t, tb, "the form to show the event's cursor", `/^published as \S+-\d+$/.test(document.querySelector('#pub-msg').textContent)`)
+	browsertest.WaitFor(t, tb, "the form's event in the log", `[...document.querySelectorAll('#log li')].some((li) => li.textContent.includes('dash.form') && li.textContent.includes('typed in the form'))`)
+	browsertest.WaitFor(t, tb, "the form to show the event's cursor", `/^published as \S+-\d+$/.test(document.querySelector('#pub-msg').textContent)`)
 
 	// An action that succeeds, then one that fails upstream.
-	tb.do(t,
+	tb.Do(t,
 		chromedp.SetValue(chromedp.CSS("#act-type"), "echo"),
 		chromedp.SetValue(chromedp.CSS("#act-payload"), `{"item":"milk"}`),
 		chromedp.Click(chromedp.CSS("#act-form button")),
 	)
-	waitFor(t, tb, "the echo action to succeed", `document.querySelector('#actions li.succeeded')?.textContent.includes('milk')`)
-	tb.do(t,
+	browsertest.WaitFor(t, tb, "the echo action to succeed", `document.querySelector('#actions li.succeeded')?.textContent.includes('milk')`)
+	tb.Do(t,
 		chromedp.SetValue(chromedp.CSS("#act-type"), "shop.buy"),
 		chromedp.Click(chromedp.CSS("#act-form button")),
 	)
-	waitFor(t, tb, "the failing action to show its failure", `document.querySelector('#actions li.failed')?.textContent.includes('out_of_stock: no milk left')`)
+	browsertest.WaitFor(t, tb, "the failing action to show its failure", `document.querySelector('#actions li.failed')?.textContent.includes('out_of_stock: no milk left')`)
 
 	// Server stats: at least the dashboard's own two connections.
-	waitFor(t, tb, "the connection counts", `/^[1-9]\d* \/ [1-9]\d*$/.test(document.querySelector('#st-conns').textContent)`)
-	waitFor(t, tb, "a point on the chart", `document.querySelectorAll('#chart polyline').length === 2`)
+	browsertest.WaitFor(t, tb, "the connection counts", `/^[1-9]\d* \/ [1-9]\d*$/.test(document.querySelector('#st-conns').textContent)`)
+	browsertest.WaitFor(t, tb, "a point on the chart", `document.querySelectorAll('#chart polyline').length === 2`)
 
 	// Pause holds events back; resume shows them.
-	tb.do(t, chromedp.Click(chromedp.CSS("#pause")))
+	tb.Do(t, chromedp.Click(chromedp.CSS("#pause")))
 	s.publish(t, "orders.43", "order.created", map[string]any{"total": 1})
-	waitFor(t, tb, "the paused event to be held", `document.querySelector('#log-count').textContent === '1 held'`)
-	if eval[bool](t, tb, `[...document.querySelectorAll('#log li')].some((li) => li.textContent.includes('orders.43'))`) {
+	browsertest.WaitFor(t, tb, "the paused event to be held", `document.querySelector('#log-count').textContent === '1 held'`)
+	if browsertest.Eval[bool](t, tb, `[...document.querySelectorAll('#log li')].some((li) => li.textContent.includes('orders.43'))`) {
 		t.Error("an event was shown while paused")
 	}
-	tb.do(t, chromedp.Click(chromedp.CSS("#pause")))
-	waitFor(t, tb, "the held event after resuming", `[...document.querySelectorAll('#log li')].some((li) => li.textContent.includes('orders.43'))`)
+	tb.Do(t, chromedp.Click(chromedp.CSS("#pause")))
+	browsertest.WaitFor(t, tb, "the held event after resuming", `[...document.querySelectorAll('#log li')].some((li) => li.textContent.includes('orders.43'))`)
 
 	// The filter hides what does not match.
-	tb.do(t, chromedp.SendKeys(chromedp.CSS("#filter"), "dash.form"))
-	waitFor(t, tb, "the filter to hide other events", `[...document.querySelectorAll('#log li')].every((li) => li.hidden !== li.textContent.includes('dash.form'))`)
-	noErrors(t, tb)
+	tb.Do(t, chromedp.SendKeys(chromedp.CSS("#filter"), "dash.form"))
+	browsertest.WaitFor(t, tb, "the filter to hide other events", `[...document.querySelectorAll('#log li')].every((li) => li.hidden !== li.textContent.includes('dash.form'))`)
+	browsertest.NoErrors(t, tb)
 }
