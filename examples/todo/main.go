@@ -1,6 +1,12 @@
-// Command upstream is an example backend for Herald's actions: the HTTP
-// service that `herald serve --action-upstream URL` hands actions to. It
-// keeps a to-do list in memory and implements three action types:
+// Command todo is Herald's example application: a to-do list whose page
+// updates live in every open tab, and the backend that runs its actions.
+//
+// The page (GET /) lists the to-dos. Adding or deleting one sends a JSON
+// action to Herald with fetch, without reloading the page. Herald answers
+// 202 at once and hands the action to this backend (POST /actions, the
+// --action-upstream of herald serve). When the backend is done, Herald
+// publishes the result to the topic todo.list, and every page subscribed to
+// it updates its list. The action types:
 //
 //	todo.add     {"title":"milk"}  -> {"id":1,"title":"milk"}
 //	todo.delete  {"id":1}          -> {"deleted":1}
@@ -13,42 +19,51 @@
 // with the same Idempotency-Key. So the backend remembers each key's answer
 // and replays it, and a retried todo.add never adds the item twice.
 //
-// Run it with `go run ./examples/upstream`, then start Herald with
-// `--action-upstream http://127.0.0.1:9000/actions`.
+// Run it with `go run ./examples/todo`, and Herald with
+// `--action-upstream http://127.0.0.1:9000/actions --cors-origins http://127.0.0.1:9000`
+// (see README.md).
 package main
 
 import (
 	"context"
+	_ "embed"
 	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
+	"html/template"
 	"io"
 	"log/slog"
 	"net/http"
 	"os"
 	"os/signal"
+	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
 
 func main() {
 	addr := flag.String("addr", "127.0.0.1:9000", "`address` to listen on")
+	heraldURL := flag.String("herald", "http://127.0.0.1:8080", "the `URL` of Herald, where the page loads herald.js from and sends actions to")
 	flag.Parse()
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	srv := &http.Server{Addr: *addr, Handler: newBackend(log), ReadHeaderTimeout: 10 * time.Second}
+	b := newBackend(log)
+	b.setHerald(strings.TrimRight(*heraldURL, "/"))
+	b.seed("milk", "bread", "eggs")
+	srv := &http.Server{Addr: *addr, Handler: b, ReadHeaderTimeout: 10 * time.Second}
 	go func() {
 		<-ctx.Done()
 		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		_ = srv.Shutdown(sctx)
 	}()
-	log.Info("listening", "url", "http://"+*addr+"/actions")
+	log.Info("listening", "page", "http://"+*addr+"/", "actions", "http://"+*addr+"/actions", "herald", *heraldURL)
 	if err := srv.ListenAndServe(); !errors.Is(err, http.ErrServerClosed) {
 		log.Error("failed to serve", "err", err)
 		os.Exit(1)
@@ -70,12 +85,14 @@ type answer struct {
 	body   []byte
 }
 
-// backend serves POST /actions. One mutex guards the list and the answers:
-// holding it for a whole action also makes two concurrent attempts with the
-// same key run one after the other, the second replaying the first.
+// backend serves the page (GET /), the list (GET /todos) and the actions
+// (POST /actions). One mutex guards the list and the answers: holding it
+// for a whole action also makes two concurrent attempts with the same key
+// run one after the other, the second replaying the first.
 type backend struct {
-	log *slog.Logger
-	mux *http.ServeMux
+	log    *slog.Logger
+	mux    *http.ServeMux
+	herald atomic.Pointer[string] // Herald's base URL, for the page
 
 	mu      sync.Mutex
 	next    int
@@ -85,8 +102,58 @@ type backend struct {
 
 func newBackend(log *slog.Logger) *backend {
 	b := &backend{log: log, mux: http.NewServeMux(), todos: make(map[int]string), answers: make(map[string]answer)}
+	b.setHerald("http://127.0.0.1:8080")
 	b.mux.HandleFunc("POST /actions", b.action)
+	b.mux.HandleFunc("GET /todos", b.list)
+	b.mux.HandleFunc("GET /{$}", b.page)
 	return b
+}
+
+// seed adds to-dos, so that a fresh page has something to delete.
+func (b *backend) seed(titles ...string) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for _, title := range titles {
+		b.next++
+		b.todos[b.next] = title
+	}
+}
+
+// setHerald sets the Herald the page talks to. It may be called while
+// serving.
+func (b *backend) setHerald(url string) { b.herald.Store(&url) }
+
+//go:embed index.html
+var pageHTML string
+
+var pageTemplate = template.Must(template.New("page").Parse(pageHTML))
+
+func (b *backend) page(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	w.Header().Set("Cache-Control", "no-cache")
+	if err := pageTemplate.Execute(w, struct{ Herald string }{*b.herald.Load()}); err != nil {
+		b.log.Error("failed to render the page", "err", err)
+	}
+}
+
+// todo is one item of the list as GET /todos and the result events carry it.
+type todo struct {
+	ID    int    `json:"id"`
+	Title string `json:"title"`
+}
+
+// list serves GET /todos: {"todos":[{"id","title"}]}, oldest first.
+func (b *backend) list(w http.ResponseWriter, r *http.Request) {
+	b.mu.Lock()
+	out := make([]todo, 0, len(b.todos))
+	for id, title := range b.todos {
+		out = append(out, todo{id, title})
+	}
+	b.mu.Unlock()
+	slices.SortFunc(out, func(a, b todo) int { return a.ID - b.ID })
+	body, _ := json.Marshal(map[string]any{"todos": out})
+	w.Header().Set("Cache-Control", "no-store")
+	send(w, answer{status: http.StatusOK, body: append(body, '\n')})
 }
 
 func (b *backend) ServeHTTP(w http.ResponseWriter, r *http.Request) { b.mux.ServeHTTP(w, r) }

@@ -18,6 +18,8 @@ import (
 	"github.com/heraldpush/herald/hub"
 	"github.com/heraldpush/herald/transport/httpapi"
 	"github.com/heraldpush/herald/transport/sse"
+	"github.com/heraldpush/herald/transport/ws"
+	"github.com/heraldpush/herald/web"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -48,6 +50,52 @@ func post(t *testing.T, c *http.Client, url, body string, header ...string) repl
 		t.Fatal(err)
 	}
 	return reply{resp.StatusCode, resp.Header, strings.TrimSpace(string(b))}
+}
+
+// startHerald runs Herald in process, as herald serve would with
+// --action-upstream actionsURL (for the todo. types) and --cors-origins:
+// the HTTP API, both transports, and /herald.js. It returns Herald's URL.
+func startHerald(t *testing.T, actionsURL string, corsOrigins []string) string {
+	t.Helper()
+	log := slog.New(slog.DiscardHandler)
+	h, err := hub.New(hub.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc, err := action.New(action.Options{Hub: h, Echo: true, Logger: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	up, err := action.NewUpstream(action.UpstreamOptions{URL: actionsURL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc.Handle("todo.", up)
+	sseH := sse.New(sse.Options{Hub: h})
+	wsH := ws.New(ws.Options{Hub: h, Actions: svc, AllowedOrigins: corsOrigins})
+	herald := httptest.NewServer(httpapi.NewRouter(httpapi.Config{
+		Hub: h, SSE: sseH, WS: wsH, Actions: svc, Logger: log, Client: web.JS(), CORSOrigins: corsOrigins,
+	}))
+	t.Cleanup(func() {
+		h.Shutdown()
+		herald.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := sseH.Wait(ctx); err != nil {
+			t.Errorf("SSE streams: %v", err)
+		}
+		if err := wsH.Wait(ctx); err != nil {
+			t.Errorf("WebSockets: %v", err)
+		}
+		if err := svc.Shutdown(ctx); err != nil {
+			t.Errorf("actions: %v", err)
+		}
+		up.CloseIdleConnections()
+		if err := h.Close(ctx); err != nil {
+			t.Errorf("hub: %v", err)
+		}
+	})
+	return herald.URL
 }
 
 func newTestBackend(t *testing.T) (*backend, string, *http.Client) {
@@ -109,43 +157,11 @@ func TestBackendReplaysByKey(t *testing.T) {
 func TestWithHerald(t *testing.T) {
 	b, backendURL, c := newTestBackend(t)
 
-	h, err := hub.New(hub.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	svc, err := action.New(action.Options{Hub: h, Echo: true, Logger: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	up, err := action.NewUpstream(action.UpstreamOptions{URL: backendURL})
-	if err != nil {
-		t.Fatal(err)
-	}
-	svc.Handle("todo.", up)
-	sseH := sse.New(sse.Options{Hub: h})
-	herald := httptest.NewServer(httpapi.NewRouter(httpapi.Config{
-		Hub: h, SSE: sseH, Actions: svc, Logger: slog.New(slog.DiscardHandler),
-	}))
-	t.Cleanup(func() {
-		h.Shutdown()
-		herald.Close()
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		if err := sseH.Wait(ctx); err != nil {
-			t.Errorf("SSE streams: %v", err)
-		}
-		if err := svc.Shutdown(ctx); err != nil {
-			t.Errorf("actions: %v", err)
-		}
-		up.CloseIdleConnections()
-		if err := h.Close(ctx); err != nil {
-			t.Errorf("hub: %v", err)
-		}
-	})
+	heraldURL := startHerald(t, backendURL, nil)
 
 	// Subscribe first: the stream is live once its headers arrive.
 	ctx, cancel := context.WithCancel(context.Background())
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, herald.URL+"/v1/events?topic=todo.*", nil)
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, heraldURL+"/v1/events?topic=todo.*", nil)
 	resp, err := c.Do(req)
 	if err != nil || resp.StatusCode != http.StatusOK {
 		cancel()
@@ -181,7 +197,7 @@ func TestWithHerald(t *testing.T) {
 
 	submit := func(body string, header ...string) string {
 		t.Helper()
-		r := post(t, c, herald.URL+"/v1/actions", body, header...)
+		r := post(t, c, heraldURL+"/v1/actions", body, header...)
 		var a struct{ ID string }
 		if r.status != http.StatusAccepted || json.Unmarshal([]byte(r.body), &a) != nil {
 			t.Fatalf("submit %s: %d %s", body, r.status, r.body)
@@ -205,7 +221,7 @@ func TestWithHerald(t *testing.T) {
 
 	// Repeating the request with its key names the same action; the
 	// backend is not called again.
-	r := post(t, c, herald.URL+"/v1/actions", `{"type":"todo.add","topic":"todo.list","payload":{"title":"milk"}}`,
+	r := post(t, c, heraldURL+"/v1/actions", `{"type":"todo.add","topic":"todo.list","payload":{"title":"milk"}}`,
 		"Idempotency-Key", "add-milk")
 	if r.status != http.StatusOK || r.header.Get("Location") != "/v1/actions/"+id || !strings.Contains(r.body, `"status":"succeeded"`) {
 		t.Errorf("repeat: %d %s %s, want 200 with the first action's status", r.status, r.header.Get("Location"), r.body)
