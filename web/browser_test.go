@@ -3,8 +3,10 @@ package web_test
 import (
 	"context"
 	"encoding/json"
+	"net"
 	"net/http"
 	"net/http/httptest"
+	"sync"
 	"testing"
 	"time"
 
@@ -26,9 +28,10 @@ import (
 // stack is a whole Herald: hub, actions, both transports and the HTTP API
 // with the browser files, plus /test.html, a blank page that loads herald.js.
 type stack struct {
-	hub *hub.Hub
-	srv *httptest.Server
-	url string
+	hub  *hub.Hub
+	srv  *httptest.Server
+	url  string
+	stop func() // shuts it down, as the binary does; later calls do nothing
 }
 
 const testPage = `<!doctype html><meta charset="utf-8"><title>herald.js test</title><link rel="icon" href="data:,">
@@ -38,11 +41,14 @@ window.herald = herald;
 window.heraldLoaded = true;
 </script>`
 
-func newStack(t *testing.T) *stack { return newStackCORS(t, nil) }
+func newStack(t *testing.T) *stack { return newStackOn(t, nil, nil) }
 
 // newStackCORS is newStack with pages from these origins allowed, over
 // HTTP (CORS) and WebSocket, as herald serve --cors-origins does.
-func newStackCORS(t *testing.T, origins []string) *stack {
+func newStackCORS(t *testing.T, origins []string) *stack { return newStackOn(t, nil, origins) }
+
+// newStackOn is newStackCORS serving on ln (nil: a new random port).
+func newStackOn(t *testing.T, ln net.Listener, origins []string) *stack {
 	t.Helper()
 	h, err := hub.New(hub.Options{Broker: hub.NewMemoryBroker(hub.MemoryOptions{Size: 10000})})
 	if err != nil {
@@ -68,26 +74,35 @@ func newStackCORS(t *testing.T, origins []string) *stack {
 		_, _ = w.Write([]byte(testPage))
 	})
 	mux.Handle("/", router)
-	srv := httptest.NewServer(mux)
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		h.Shutdown()
-		srv.Close()
-		if err := sseH.Wait(ctx); err != nil {
-			t.Errorf("sse Wait: %v", err)
-		}
-		if err := wsH.Wait(ctx); err != nil {
-			t.Errorf("ws Wait: %v", err)
-		}
-		if err := svc.Shutdown(ctx); err != nil {
-			t.Errorf("actions Shutdown: %v", err)
-		}
-		if err := h.Close(ctx); err != nil {
-			t.Errorf("hub Close: %v", err)
-		}
-	})
-	return &stack{hub: h, srv: srv, url: srv.URL}
+	srv := httptest.NewUnstartedServer(mux)
+	if ln != nil {
+		srv.Listener.Close()
+		srv.Listener = ln
+	}
+	srv.Start()
+	var once sync.Once
+	stop := func() {
+		once.Do(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			h.Shutdown()
+			srv.Close()
+			if err := sseH.Wait(ctx); err != nil {
+				t.Errorf("sse Wait: %v", err)
+			}
+			if err := wsH.Wait(ctx); err != nil {
+				t.Errorf("ws Wait: %v", err)
+			}
+			if err := svc.Shutdown(ctx); err != nil {
+				t.Errorf("actions Shutdown: %v", err)
+			}
+			if err := h.Close(ctx); err != nil {
+				t.Errorf("hub Close: %v", err)
+			}
+		})
+	}
+	t.Cleanup(stop)
+	return &stack{hub: h, srv: srv, url: srv.URL, stop: stop}
 }
 
 func (s *stack) publish(t *testing.T, topic, typ string, data any) {

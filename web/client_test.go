@@ -2,6 +2,7 @@ package web_test
 
 import (
 	"fmt"
+	"net"
 	"strings"
 	"testing"
 	"time"
@@ -122,4 +123,47 @@ func contains(ss []string, s string) bool {
 		}
 	}
 	return false
+}
+
+// TestClientSurvivesRestart restarts the server under a subscribed page: a
+// new process on the same address, whose memory broker starts a new epoch.
+// The client reconnects by itself, reports the reset (the events it had
+// cannot be resumed from), and receives what the new server publishes.
+func TestClientSurvivesRestart(t *testing.T) {
+	for _, tr := range []string{"sse", "ws"} {
+		t.Run(tr, func(t *testing.T) {
+			first := newStack(t)
+			addr := first.srv.Listener.Addr().String()
+			tb := browsertest.New(t)()
+			openTestPage(t, tb, first.url)
+			browsertest.Eval[bool](t, tb, fmt.Sprintf(`window.got = []; window.resets = [];
+				window.sub = herald.subscribe(['restart.*'], (e) => got.push(e.data.n), {
+					transport: %q, minBackoff: 50, maxBackoff: 300, onReset: (r) => resets.push(r) });
+				sub.ready.then(() => true)`, tr))
+			for i := 0; i < 10; i++ {
+				first.publish(t, "restart.a", "tick", map[string]int{"n": i})
+			}
+			waitCount(t, tb, "got.length", 10)
+
+			first.stop()
+			browsertest.WaitFor(t, tb, "the client to notice", `sub.state === 'reconnecting'`)
+			ln, err := net.Listen("tcp", addr)
+			if err != nil {
+				t.Fatalf("listening again on %s: %v", addr, err)
+			}
+			second := newStackOn(t, ln, nil)
+			browsertest.WaitFor(t, tb, "the reset", `resets.length === 1 && sub.state === 'open'`)
+			reset := browsertest.Eval[map[string]any](t, tb, `resets[0]`)
+			if reset["reason"] != "epoch_changed" || reset["id"] == "" {
+				t.Errorf("reset %v: want reason epoch_changed and the new head cursor", reset)
+			}
+			for i := 10; i < 15; i++ {
+				second.publish(t, "restart.b", "tick", map[string]int{"n": i})
+			}
+			waitCount(t, tb, "got.length", 15)
+			if got := browsertest.Eval[[]int](t, tb, `got`); fmt.Sprint(got) != "[0 1 2 3 4 5 6 7 8 9 10 11 12 13 14]" {
+				t.Errorf("events %v", got)
+			}
+		})
+	}
 }
