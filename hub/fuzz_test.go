@@ -151,3 +151,26 @@ func FuzzDraftNormalize(f *testing.F) {
 		}
 	})
 }
+
+// FuzzPatternCovers checks that Covers never grants more than it should:
+// if p covers q, every topic q matches is matched by p. A grant check built
+// on it must not let a subscriber see a topic outside its grant.
+func FuzzPatternCovers(f *testing.F) {
+	f.Add("a.>", "a.*.c", "a.b.c")
+	f.Add("a.*", "a.>", "a.b.c")
+	f.Add("*.b", "a.*", "a.c")
+	f.Add(">", "x", "x")
+	f.Fuzz(func(t *testing.T, ps, qs, topic string) {
+		p, err1 := ParsePattern(ps)
+		q, err2 := ParsePattern(qs)
+		if err1 != nil || err2 != nil || ValidateTopic(topic) != nil {
+			return
+		}
+		if p.Covers(q) && q.Match(topic) && !p.Match(topic) {
+			t.Fatalf("%q covers %q, which matches %q, but %q does not", ps, qs, topic, ps)
+		}
+		if q.Literal() && p.Match(qs) != p.Covers(q) {
+			t.Fatalf("%q matches the topic %q: %v, but covers it: %v", ps, qs, p.Match(qs), p.Covers(q))
+		}
+	})
+}

@@ -112,6 +112,35 @@ func (p Pattern) Match(topic string) bool {
 	}
 }
 
+// Covers reports whether every topic q matches is matched by p too: a grant
+// p allows subscribing to q. It does not allocate.
+func (p Pattern) Covers(q Pattern) bool {
+	if p.raw == "" || q.raw == "" {
+		return false
+	}
+	if !p.wild {
+		return p.raw == q.raw
+	}
+	pat, sub := p.raw, q.raw
+	for {
+		ps, prest, pmore := cut(pat)
+		if ps == ">" {
+			return true // sub has at least this one segment left
+		}
+		qs, qrest, qmore := cut(sub)
+		switch {
+		case qs == ">":
+			return false // one or more segments, where p takes exactly one
+		case ps != "*" && ps != qs:
+			return false // a literal covers only itself, not "*"
+		}
+		if !pmore || !qmore {
+			return pmore == qmore
+		}
+		pat, sub = prest, qrest
+	}
+}
+
 // cut splits off the first dot-separated segment.
 func cut(s string) (seg, rest string, more bool) {
 	if i := strings.IndexByte(s, '.'); i >= 0 {

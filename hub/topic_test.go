@@ -384,3 +384,41 @@ func TestIndexProperty(t *testing.T) {
 		}
 	}
 }
+
+func TestPatternCovers(t *testing.T) {
+	cases := []struct {
+		p, q string
+		want bool
+	}{
+		{"a.b", "a.b", true},
+		{"a.b", "a.c", false},
+		{"a.*", "a.b", true},
+		{"a.*", "a.*", true},
+		{"a.*", "a.>", false},
+		{"a.*", "a", false},
+		{"a.*", "a.b.c", false},
+		{"a.>", "a.b", true},
+		{"a.>", "a.*.c", true},
+		{"a.>", "a.>", true},
+		{"a.>", "a", false},
+		{"a.>", "b.c", false},
+		{">", "a", true},
+		{">", "*.>", true},
+		{"*", "a", true},
+		{"*", "a.b", false},
+		{"*.b", "a.*", false},
+		{"a.b", "a.*", false},
+		{"a.b", "*.b", false},
+		{"*.*", "a.*", true},
+		{"*.>", "a", false},
+		{"*.>", "a.b.c", true},
+	}
+	for _, c := range cases {
+		if got := MustPattern(c.p).Covers(MustPattern(c.q)); got != c.want {
+			t.Errorf("%q covers %q = %v, want %v", c.p, c.q, got, c.want)
+		}
+	}
+	if (Pattern{}).Covers(MustPattern("a")) || MustPattern(">").Covers(Pattern{}) {
+		t.Error("the zero Pattern covers or is covered")
+	}
+}

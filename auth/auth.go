@@ -1,0 +1,337 @@
+// Package auth decides who a request comes from and what it may do: JWT
+// bearer tokens with Herald's grants (SPEC "Auth"), a publisher API key, and
+// patterns open to anonymous subscribers.
+//
+// An Authenticator is immutable after New and safe for concurrent use; so is
+// every Principal it returns.
+package auth
+
+import (
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/rsa"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/heraldpush/herald/hub"
+)
+
+// Where a token may come from, besides the Authorization header: browsers'
+// EventSource and WebSocket cannot set headers.
+const (
+	QueryParam = "access_token"
+	CookieName = "herald_token"
+	// APIKeyHeader carries the publisher API key (server-to-server).
+	APIKeyHeader = "X-API-Key"
+)
+
+// ErrUnauthorized is matched (errors.Is) by every authentication failure:
+// no credentials where they are needed, a token that does not verify, or
+// one that has expired. Its text says which.
+var ErrUnauthorized = errors.New("unauthorized")
+
+// Config configures New.
+type Config struct {
+	// Secret verifies HS256 tokens; PublicKey verifies RS256 (an
+	// *rsa.PublicKey) or ES256 (an *ecdsa.PublicKey, P-256) tokens. At least
+	// one is required; a token must be signed with an algorithm whose key is
+	// given, so neither "none" nor a public key used as an HMAC secret is
+	// ever accepted.
+	Secret    []byte
+	PublicKey crypto.PublicKey
+	// Audience and Issuer, if set, must be the token's aud (one of) and iss.
+	Audience string
+	Issuer   string
+	// PublicSubscribe are patterns anyone may subscribe to without a token.
+	PublicSubscribe []hub.Pattern
+	// APIKey, if set, is a secret that X-API-Key may carry instead of a
+	// token: it may publish to any topic (server-to-server), nothing else.
+	APIKey string
+	// Leeway tolerates clock skew on exp and nbf; default 30 s.
+	Leeway time.Duration
+	// Now is the clock (tests); default time.Now.
+	Now func() time.Time
+}
+
+// Authenticator verifies credentials. A nil *Authenticator means
+// authentication is off: every request is allowed everything.
+type Authenticator struct {
+	cfg     Config
+	parser  *jwt.Parser
+	methods []string
+}
+
+// New checks cfg and returns an Authenticator.
+func New(cfg Config) (*Authenticator, error) {
+	var methods []string
+	if len(cfg.Secret) > 0 {
+		if len(cfg.Secret) < 32 {
+			return nil, errors.New("failed to configure JWT: the HS256 secret must be at least 32 bytes")
+		}
+		methods = append(methods, "HS256")
+	}
+	switch k := cfg.PublicKey.(type) {
+	case nil:
+	case *rsa.PublicKey:
+		if k.N.BitLen() < 2048 {
+			return nil, fmt.Errorf("failed to configure JWT: the RSA key has %d bits, want at least 2048", k.N.BitLen())
+		}
+		methods = append(methods, "RS256")
+	case *ecdsa.PublicKey:
+		if k.Curve.Params().Name != "P-256" {
+			return nil, fmt.Errorf("failed to configure JWT: the ECDSA key is on %s, ES256 needs P-256", k.Curve.Params().Name)
+		}
+		methods = append(methods, "ES256")
+	default:
+		return nil, fmt.Errorf("failed to configure JWT: unsupported public key type %T (want RSA or ECDSA P-256)", k)
+	}
+	if len(methods) == 0 {
+		return nil, errors.New("failed to configure JWT: give a secret (HS256) or a public key (RS256, ES256)")
+	}
+	if cfg.Leeway == 0 {
+		cfg.Leeway = 30 * time.Second
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	opts := []jwt.ParserOption{
+		jwt.WithValidMethods(methods),
+		jwt.WithExpirationRequired(),
+		jwt.WithLeeway(cfg.Leeway),
+		jwt.WithTimeFunc(cfg.Now),
+		jwt.WithJSONNumber(),
+	}
+	if cfg.Audience != "" {
+		opts = append(opts, jwt.WithAudience(cfg.Audience))
+	}
+	if cfg.Issuer != "" {
+		opts = append(opts, jwt.WithIssuer(cfg.Issuer))
+	}
+	return &Authenticator{cfg: cfg, parser: jwt.NewParser(opts...), methods: methods}, nil
+}
+
+// claims is a token's payload as Herald reads it.
+type claims struct {
+	jwt.RegisteredClaims
+	Herald *grantClaims `json:"herald"`
+}
+
+type grantClaims struct {
+	Subscribe []string `json:"subscribe"`
+	Publish   []string `json:"publish"`
+	Actions   []string `json:"actions"`
+}
+
+// Token verifies a token and returns its principal. Errors match
+// ErrUnauthorized.
+func (a *Authenticator) Token(token string) (*Principal, error) {
+	var c claims
+	_, err := a.parser.ParseWithClaims(token, &c, a.key)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s", ErrUnauthorized, describe(err))
+	}
+	if c.Subject == "" {
+		return nil, fmt.Errorf("%w: the token has no sub claim", ErrUnauthorized)
+	}
+	p := &Principal{Subject: c.Subject, Expires: c.ExpiresAt.Time}
+	if c.Herald != nil {
+		var perr error
+		p.subscribe, perr = patterns(c.Herald.Subscribe, perr)
+		p.publish, perr = patterns(c.Herald.Publish, perr)
+		p.actions, perr = patterns(c.Herald.Actions, perr)
+		if perr != nil {
+			return nil, fmt.Errorf("%w: the herald claim has %v", ErrUnauthorized, perr)
+		}
+	}
+	p.subscribe = append(p.subscribe, a.cfg.PublicSubscribe...)
+	return p, nil
+}
+
+func patterns(ss []string, prev error) ([]hub.Pattern, error) {
+	if prev != nil {
+		return nil, prev
+	}
+	out := make([]hub.Pattern, 0, len(ss))
+	for _, s := range ss {
+		p, err := hub.ParsePattern(s)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, p)
+	}
+	return out, nil
+}
+
+// key picks the verification key for the token's algorithm. The parser
+// has already refused any algorithm outside a.methods.
+func (a *Authenticator) key(t *jwt.Token) (any, error) {
+	switch t.Method.Alg() {
+	case "HS256":
+		return a.cfg.Secret, nil
+	case "RS256", "ES256":
+		return a.cfg.PublicKey, nil
+	}
+	return nil, fmt.Errorf("unexpected algorithm %q", t.Method.Alg())
+}
+
+// describe words a verification failure for the client, without echoing
+// the token.
+func describe(err error) string {
+	switch {
+	case errors.Is(err, jwt.ErrTokenMalformed):
+		return "the token is malformed"
+	case errors.Is(err, jwt.ErrTokenSignatureInvalid), errors.Is(err, jwt.ErrTokenUnverifiable):
+		return "the token's signature or algorithm is not accepted"
+	case errors.Is(err, jwt.ErrTokenExpired):
+		return "the token has expired"
+	case errors.Is(err, jwt.ErrTokenRequiredClaimMissing):
+		// "…: aud claim is required": names the claim, nothing secret.
+		msg := err.Error()
+		if i := strings.LastIndex(msg, ": "); i >= 0 {
+			msg = msg[i+2:]
+		}
+		return "the token lacks a required claim: " + msg
+	case errors.Is(err, jwt.ErrTokenNotValidYet), errors.Is(err, jwt.ErrTokenUsedBeforeIssued):
+		return "the token is not valid yet"
+	case errors.Is(err, jwt.ErrTokenInvalidAudience):
+		return "the token is for another audience"
+	case errors.Is(err, jwt.ErrTokenInvalidIssuer):
+		return "the token is from another issuer"
+	case errors.Is(err, jwt.ErrTokenInvalidClaims):
+		return "the token's claims are not valid"
+	}
+	return "the token is not valid"
+}
+
+// Request returns the principal of r. A token is taken from, in order,
+// Authorization: Bearer, the access_token query parameter and the
+// herald_token cookie; a request with none but the right X-API-Key is the
+// publisher; a request with no credentials at all is anonymous (it may
+// subscribe to the public patterns). A token or key that is given but
+// wrong is an error (ErrUnauthorized): it is never taken for anonymous.
+func (a *Authenticator) Request(r *http.Request) (*Principal, error) {
+	tok, err := tokenOf(r)
+	if err != nil {
+		return nil, err
+	}
+	if tok != "" {
+		return a.Token(tok)
+	}
+	if key := r.Header.Get(APIKeyHeader); key != "" {
+		if a.cfg.APIKey == "" || subtle.ConstantTimeCompare([]byte(key), []byte(a.cfg.APIKey)) != 1 {
+			return nil, fmt.Errorf("%w: the API key is not valid", ErrUnauthorized)
+		}
+		return &Principal{Subject: "api-key", publishAll: true}, nil
+	}
+	return &Principal{anonymous: true, subscribe: a.cfg.PublicSubscribe}, nil
+}
+
+func tokenOf(r *http.Request) (string, error) {
+	if h := r.Header.Get("Authorization"); h != "" {
+		scheme, tok, ok := strings.Cut(h, " ")
+		if !ok || !strings.EqualFold(scheme, "Bearer") || strings.TrimSpace(tok) == "" {
+			return "", fmt.Errorf("%w: the Authorization header must be \"Bearer TOKEN\"", ErrUnauthorized)
+		}
+		return strings.TrimSpace(tok), nil
+	}
+	if q := r.URL.Query(); q.Has(QueryParam) {
+		if q.Get(QueryParam) == "" {
+			return "", fmt.Errorf("%w: %s is empty", ErrUnauthorized, QueryParam)
+		}
+		return q.Get(QueryParam), nil
+	}
+	if c, err := r.Cookie(CookieName); err == nil && c.Value != "" {
+		return c.Value, nil
+	}
+	return "", nil
+}
+
+// FromCookie reports whether r's credentials are the herald_token cookie:
+// such a request can be forged by another site, which a cross-origin check
+// must then refuse.
+func FromCookie(r *http.Request) bool {
+	if r.Header.Get("Authorization") != "" || r.URL.Query().Has(QueryParam) {
+		return false
+	}
+	c, err := r.Cookie(CookieName)
+	return err == nil && c.Value != ""
+}
+
+// Principal is who a request comes from and what it may do.
+type Principal struct {
+	// Subject is the token's sub ("" when anonymous, "api-key" for the
+	// publisher key). Idempotency keys are scoped by it.
+	Subject string
+	// Expires is when the token expires (zero: it does not).
+	Expires time.Time
+
+	anonymous  bool
+	all        bool // authentication is off
+	publishAll bool // the API key
+	subscribe  []hub.Pattern
+	publish    []hub.Pattern
+	actions    []hub.Pattern
+}
+
+// Everyone is the principal of every request when authentication is off.
+var Everyone = &Principal{all: true}
+
+// Anonymous reports whether the request carried no credentials: a refusal
+// is then 401 (credentials would help), not 403.
+func (p *Principal) Anonymous() bool { return p.anonymous }
+
+// MaySubscribe reports whether every topic pat matches is granted: some
+// subscribe pattern covers pat.
+func (p *Principal) MaySubscribe(pat hub.Pattern) bool {
+	if p.all {
+		return true
+	}
+	for _, g := range p.subscribe {
+		if g.Covers(pat) {
+			return true
+		}
+	}
+	return false
+}
+
+// MayPublish reports whether the principal may publish to topic.
+func (p *Principal) MayPublish(topic string) bool {
+	if p.all || p.publishAll {
+		return true
+	}
+	return matchAny(p.publish, topic)
+}
+
+// MayAct reports whether the principal may submit (and look up) actions of
+// this type: action patterns match the type.
+func (p *Principal) MayAct(typ string) bool {
+	return p.all || matchAny(p.actions, typ)
+}
+
+func matchAny(ps []hub.Pattern, s string) bool {
+	for _, g := range ps {
+		if g.Match(s) {
+			return true
+		}
+	}
+	return false
+}
+
+// MarshalJSON is for logs and debugging: the subject and the grants.
+func (p *Principal) MarshalJSON() ([]byte, error) {
+	str := func(ps []hub.Pattern) []string {
+		out := make([]string, len(ps))
+		for i, g := range ps {
+			out[i] = g.String()
+		}
+		return out
+	}
+	return json.Marshal(map[string]any{"sub": p.Subject, "subscribe": str(p.subscribe), "publish": str(p.publish), "actions": str(p.actions)})
+}
