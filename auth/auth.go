@@ -140,7 +140,7 @@ func (a *Authenticator) Token(token string) (*Principal, error) {
 	if c.Subject == "" {
 		return nil, fmt.Errorf("%w: the token has no sub claim", ErrUnauthorized)
 	}
-	p := &Principal{Subject: c.Subject, Expires: c.ExpiresAt.Time}
+	p := &Principal{Subject: c.Subject, Expires: c.ExpiresAt.Time.Add(a.cfg.Leeway)}
 	if c.Herald != nil {
 		var perr error
 		p.subscribe, perr = patterns(c.Herald.Subscribe, perr)
@@ -269,7 +269,8 @@ type Principal struct {
 	// Subject is the token's sub ("" when anonymous, "api-key" for the
 	// publisher key). Idempotency keys are scoped by it.
 	Subject string
-	// Expires is when the token expires (zero: it does not).
+	// Expires is when the token stops being accepted: its exp plus the
+	// allowed clock skew (zero: never). Live connections end then.
 	Expires time.Time
 
 	anonymous  bool
@@ -282,6 +283,10 @@ type Principal struct {
 
 // Everyone is the principal of every request when authentication is off.
 var Everyone = &Principal{all: true}
+
+// Nobody may do nothing: the principal of a connection whose credentials
+// were refused, until it is closed.
+var Nobody = &Principal{anonymous: true}
 
 // Anonymous reports whether the request carried no credentials: a refusal
 // is then 401 (credentials would help), not 403.

@@ -205,6 +205,10 @@ func (c *Client) Err() error {
 // the transport's write deadline passed). The transport still calls Close.
 func (c *Client) Fail(err error) { c.fail(err) }
 
+// Context is done once the client has failed or been closed: what watches
+// a client from outside (a token's expiry) stops there.
+func (c *Client) Context() context.Context { return c.ctx }
+
 func (c *Client) fail(err error) {
 	c.mu.Lock()
 	c.failLocked(err)

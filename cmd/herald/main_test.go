@@ -73,7 +73,7 @@ func TestServeFlagsAndEnv(t *testing.T) {
 			writeTimeout: 10 * time.Second, maxBody: 1048576, wsReadLimit: 65536,
 			wsPingInterval: 25 * time.Second, shutdownTimeout: 10 * time.Second, logFormat: "text",
 			actionWorkers: 16, actionQueue: 10000, actionTTL: time.Hour, actionMaxFinished: 100000, actionTimeout: 10 * time.Second,
-			actionMaxAttempts: 5,
+			actionMaxAttempts: 5, authMode: "none",
 		}
 		if fmt.Sprint(c) != fmt.Sprint(want) {
 			t.Errorf("defaults:\n got %+v\nwant %+v", c, want)
@@ -116,7 +116,8 @@ func TestServeFlagsAndEnv(t *testing.T) {
 		}
 		for _, name := range []string{"addr", "broker", "history-size", "history-ttl", "queue-bytes", "shards",
 			"heartbeat", "sse-retry", "write-timeout", "max-body", "ws-read-limit", "ws-ping-interval",
-			"allowed-origins", "cors-origins", "shutdown-timeout", "log-level", "log-format", "action-upstream", "action-workers",
+			"allowed-origins", "cors-origins", "auth", "jwt-secret", "jwt-public-key", "jwt-audience", "jwt-issuer",
+			"public-subscribe", "api-key", "shutdown-timeout", "log-level", "log-format", "action-upstream", "action-workers",
 			"action-queue", "action-ttl", "action-timeout", "action-max-attempts"} {
 			if !strings.Contains(stdout.String(), "-"+name+" ") && !strings.Contains(stdout.String(), "-"+name+"\n") {
 				t.Errorf("help does not list --%s", name)
@@ -145,6 +146,12 @@ func TestServeBadFlags(t *testing.T) {
 		{"negative duration", []string{"--heartbeat", "-1s"}, nil, "--heartbeat must be positive"},
 		{"not a number", []string{"--max-body", "1MB"}, nil, "invalid value"},
 		{"unknown flag", []string{"--nope"}, nil, "flag provided but not defined"},
+		{"unknown auth", []string{"--auth", "basic"}, nil, "--auth must be none or jwt"},
+		{"jwt without a key", []string{"--auth", "jwt"}, nil, "--auth jwt needs --jwt-secret or --jwt-public-key"},
+		{"jwt flag without jwt", nil, map[string]string{"HERALD_JWT_SECRET": "0123456789abcdef0123456789abcdef"}, "need --auth jwt"},
+		{"short secret", []string{"--auth", "jwt", "--jwt-secret", "short"}, nil, "at least 32 bytes"},
+		{"missing key file", []string{"--auth", "jwt", "--jwt-public-key", "/nonexistent.pem"}, nil, "--jwt-public-key"},
+		{"bad public pattern", []string{"--auth", "jwt", "--jwt-secret", "0123456789abcdef0123456789abcdef", "--public-subscribe", "a..b"}, nil, "--public-subscribe"},
 		{"cors origin with a path", []string{"--cors-origins", "https://app.example.com/page"}, nil, `--cors-origins: "https://app.example.com/page" is not an origin`},
 		{"cors origin without scheme", nil, map[string]string{"HERALD_CORS_ORIGINS": "app.example.com"}, `--cors-origins: "app.example.com" is not an origin`},
 		{"argument", []string{"extra"}, nil, "takes no arguments"},

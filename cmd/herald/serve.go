@@ -14,7 +14,10 @@ import (
 	"strings"
 	"time"
 
+	"github.com/golang-jwt/jwt/v5"
+
 	"github.com/heraldpush/herald/action"
+	"github.com/heraldpush/herald/auth"
 	"github.com/heraldpush/herald/hub"
 	"github.com/heraldpush/herald/transport/httpapi"
 	"github.com/heraldpush/herald/transport/sse"
@@ -54,6 +57,13 @@ type serveConfig struct {
 	wsPingInterval  time.Duration
 	allowedOrigins  []string
 	corsOrigins     []string
+	authMode        string
+	jwtSecret       string
+	jwtPublicKey    string // PEM file
+	jwtAudience     string
+	jwtIssuer       string
+	publicSubscribe []hub.Pattern
+	apiKey          string
 	shutdownTimeout time.Duration
 	logLevel        slog.Level
 	logFormat       string
@@ -85,7 +95,7 @@ func envName(flagName string) string {
 // variable counts as unset. Help goes to stdout.
 func parseServeFlags(args []string, getenv func(string) (string, bool), stdout io.Writer) (serveConfig, error) {
 	var c serveConfig
-	var origins, corsOrigins, logLevel, upstream string
+	var origins, corsOrigins, logLevel, upstream, public string
 	fs := flag.NewFlagSet("herald serve", flag.ContinueOnError)
 	fs.StringVar(&c.addr, "addr", "127.0.0.1:8080", "`address` to listen on (host:port; port 0 picks a free one)")
 	fs.StringVar(&c.debugAddr, "debug-addr", "", "`address` of an internal listener for /debug/pprof/ and POST /debug/free-memory (empty: off); keep it private")
@@ -102,6 +112,13 @@ func parseServeFlags(args []string, getenv func(string) (string, bool), stdout i
 	fs.DurationVar(&c.wsPingInterval, "ws-ping-interval", 25*time.Second, "interval of WebSocket keep-alive pings")
 	fs.StringVar(&origins, "allowed-origins", "", "comma-separated Origin patterns allowed to open WebSockets, e.g. app.example.com,*.example.org (empty: same host only)")
 	fs.StringVar(&corsOrigins, "cors-origins", "", "comma-separated origins whose pages may use the API, the SSE stream and /herald.js, e.g. https://app.example.com,https://*.example.org, or * for any; they may open WebSockets too (empty: no cross-origin access)")
+	fs.StringVar(&c.authMode, "auth", "none", "authentication: none (anyone may do anything) or jwt (a token with grants; see docs/security.md)")
+	fs.StringVar(&c.jwtSecret, "jwt-secret", "", "HS256 secret that signs tokens, at least 32 bytes (--auth jwt)")
+	fs.StringVar(&c.jwtPublicKey, "jwt-public-key", "", "PEM `file` with the RSA (RS256) or ECDSA P-256 (ES256) public key that verifies tokens (--auth jwt)")
+	fs.StringVar(&c.jwtAudience, "jwt-audience", "", "if set, tokens must carry this aud (--auth jwt)")
+	fs.StringVar(&c.jwtIssuer, "jwt-issuer", "", "if set, tokens must carry this iss (--auth jwt)")
+	fs.StringVar(&public, "public-subscribe", "", "comma-separated patterns anyone may subscribe to without a token, e.g. news.> (--auth jwt)")
+	fs.StringVar(&c.apiKey, "api-key", "", "secret that lets a server publish to any topic with the X-API-Key header instead of a token (--auth jwt)")
 	fs.DurationVar(&c.shutdownTimeout, "shutdown-timeout", 10*time.Second, "how long a graceful shutdown may take before connections are cut")
 	fs.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn or error (debug logs every request)")
 	fs.StringVar(&c.logFormat, "log-format", "text", "log format: text or json")
@@ -172,6 +189,16 @@ func parseServeFlags(args []string, getenv func(string) (string, bool), stdout i
 		// coder/websocket matches a pattern with :// against the whole
 		// origin.
 		c.allowedOrigins = append(c.allowedOrigins, o)
+	}
+	for _, raw := range strings.Split(public, ",") {
+		if raw = strings.TrimSpace(raw); raw == "" {
+			continue
+		}
+		pat, err := hub.ParsePattern(raw)
+		if err != nil {
+			return c, usagef("--public-subscribe: %v", err)
+		}
+		c.publicSubscribe = append(c.publicSubscribe, pat)
 	}
 	if err := c.logLevel.UnmarshalText([]byte(logLevel)); err != nil {
 		return c, usagef("--log-level must be debug, info, warn or error, got %q", logLevel)
@@ -293,8 +320,44 @@ func (c *serveConfig) validate() error {
 		return usagef("--action-timeout must be positive, got %v", c.actionTimeout)
 	case c.actionMaxAttempts <= 0:
 		return usagef("--action-max-attempts must be positive, got %d", c.actionMaxAttempts)
+	case c.authMode != "none" && c.authMode != "jwt":
+		return usagef("--auth must be none or jwt, got %q", c.authMode)
+	case c.authMode == "jwt" && c.jwtSecret == "" && c.jwtPublicKey == "":
+		return usagef("--auth jwt needs --jwt-secret or --jwt-public-key")
+	case c.authMode == "none" && (c.jwtSecret != "" || c.jwtPublicKey != "" || c.jwtAudience != "" ||
+		c.jwtIssuer != "" || len(c.publicSubscribe) > 0 || c.apiKey != ""):
+		return usagef("the --jwt-*, --public-subscribe and --api-key flags need --auth jwt")
 	}
 	return nil
+}
+
+// authenticator builds the token verifier of --auth jwt (nil for none).
+func (c *serveConfig) authenticator() (*auth.Authenticator, error) {
+	if c.authMode != "jwt" {
+		return nil, nil
+	}
+	cfg := auth.Config{
+		Secret: []byte(c.jwtSecret), Audience: c.jwtAudience, Issuer: c.jwtIssuer,
+		PublicSubscribe: c.publicSubscribe, APIKey: c.apiKey,
+	}
+	if c.jwtPublicKey != "" {
+		pemBytes, err := os.ReadFile(c.jwtPublicKey)
+		if err != nil {
+			return nil, usagef("--jwt-public-key: %v", err)
+		}
+		if k, err := jwt.ParseRSAPublicKeyFromPEM(pemBytes); err == nil {
+			cfg.PublicKey = k
+		} else if k, err := jwt.ParseECPublicKeyFromPEM(pemBytes); err == nil {
+			cfg.PublicKey = k
+		} else {
+			return nil, usagef("--jwt-public-key: %s holds no PEM RSA or ECDSA public key", c.jwtPublicKey)
+		}
+	}
+	a, err := auth.New(cfg)
+	if err != nil {
+		return nil, usagef("%v", err)
+	}
+	return a, nil
 }
 
 func (c *serveConfig) logger(w io.Writer) *slog.Logger {
@@ -319,6 +382,10 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer, read
 		return err
 	}
 	log := cfg.logger(stderr)
+	authn, err := cfg.authenticator()
+	if err != nil {
+		return err
+	}
 
 	// Upstreams are built before anything starts, so a URL they refuse is a
 	// usage error with nothing to clean up.
@@ -363,17 +430,17 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer, read
 		svc.Handle(r.typ, upstreams[i])
 	}
 	sseH := sse.New(sse.Options{
-		Hub: h, Heartbeat: cfg.heartbeat, Retry: cfg.sseRetry, WriteTimeout: cfg.writeTimeout, Logger: log,
+		Hub: h, Heartbeat: cfg.heartbeat, Retry: cfg.sseRetry, WriteTimeout: cfg.writeTimeout, Auth: authn, Logger: log,
 	})
 	wsH := ws.New(ws.Options{
 		Hub: h, AllowedOrigins: cfg.allowedOrigins, ReadLimit: cfg.wsReadLimit,
-		PingInterval: cfg.wsPingInterval, WriteTimeout: cfg.writeTimeout, Actions: svc, Logger: log,
+		PingInterval: cfg.wsPingInterval, WriteTimeout: cfg.writeTimeout, Actions: svc, Auth: authn, Logger: log,
 	})
 	srv := &http.Server{
 		Handler: httpapi.NewRouter(httpapi.Config{
 			Hub: h, SSE: sseH, WS: wsH, Actions: svc, MaxBody: cfg.maxBody, Logger: log,
 			Client: web.JS(), Dashboard: web.Dashboard(), DashboardPaths: web.DashboardPaths,
-			CORSOrigins: cfg.corsOrigins,
+			CORSOrigins: cfg.corsOrigins, Auth: authn,
 		}),
 		ReadHeaderTimeout: readHeaderTimeout,
 		IdleTimeout:       idleTimeout,
@@ -402,7 +469,13 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer, read
 	}
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
-	log.Info("listening", "addr", ln.Addr().String(), "broker", cfg.broker, "version", buildVersion())
+	log.Info("listening", "addr", ln.Addr().String(), "broker", cfg.broker, "auth", cfg.authMode, "version", buildVersion())
+	if authn == nil {
+		if tcp, ok := ln.Addr().(*net.TCPAddr); ok && !tcp.IP.IsLoopback() {
+			log.Warn("AUTHENTICATION IS OFF on an address other machines can reach: anyone may subscribe to, " +
+				"publish to and run actions on any topic. Use --auth jwt, or listen on 127.0.0.1.")
+		}
+	}
 	for _, r := range cfg.actionUpstream {
 		typ := r.typ
 		if typ == "" {

@@ -10,6 +10,7 @@ import (
 	"net/http"
 
 	"github.com/heraldpush/herald/action"
+	"github.com/heraldpush/herald/auth"
 	"github.com/heraldpush/herald/hub"
 )
 
@@ -59,6 +60,9 @@ type Body struct {
 func Write(w http.ResponseWriter, e *Error) {
 	b, _ := json.Marshal(Body{Error: e})
 	SetJSONHeaders(w.Header())
+	if e.Status == http.StatusUnauthorized {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="herald"`)
+	}
 	w.WriteHeader(e.Status)
 	_, _ = w.Write(append(b, '\n'))
 }
@@ -81,6 +85,16 @@ func SetJSONHeaders(h http.Header) {
 	h["X-Content-Type-Options"] = noSniff
 }
 
+// Denied is the refusal of something p's grants do not allow: 401 when the
+// request had no credentials (a token would help), 403 otherwise. what says
+// what was refused, e.g. `subscribing to "news.>"`.
+func Denied(p *auth.Principal, what string) *Error {
+	if p.Anonymous() {
+		return New(http.StatusUnauthorized, Unauthorized, "a token is required for "+what)
+	}
+	return New(http.StatusForbidden, Forbidden, "the token does not grant "+what)
+}
+
 // WriteErr maps err with From and writes it.
 func WriteErr(w http.ResponseWriter, err error) { Write(w, From(err)) }
 
@@ -96,6 +110,8 @@ func From(err error) *Error {
 	switch {
 	case errors.As(err, &e):
 		return e
+	case errors.Is(err, auth.ErrUnauthorized):
+		return New(http.StatusUnauthorized, Unauthorized, err.Error())
 	case errors.As(err, &maxBytes):
 		return New(http.StatusRequestEntityTooLarge, TooLarge, "request body is too large")
 	case errors.Is(err, hub.ErrInvalidTopic):

@@ -30,6 +30,10 @@ type actionJSON struct {
 // Location; an idempotent repeat is answered 200 with the first action's
 // current status, so a client can tell the two apart.
 func (a *api) submitAction(w http.ResponseWriter, r *http.Request) {
+	p, ok := a.principal(w, r)
+	if !ok {
+		return
+	}
 	if err := checkJSONContentType(r); err != nil {
 		apierror.Write(w, err)
 		return
@@ -49,7 +53,12 @@ func (a *api) submitAction(w http.ResponseWriter, r *http.Request) {
 		apierror.Write(w, perr)
 		return
 	}
+	if !p.MayAct(req.Type) {
+		apierror.Write(w, apierror.Denied(p, fmt.Sprintf("actions of type %q", req.Type)))
+		return
+	}
 	req.IdempotencyKey = key
+	req.Caller = p.Subject
 	act, created, err := a.actions.Submit(r.Context(), req)
 	if err != nil {
 		if v, ok := apierror.RetryAfter(err); ok {
@@ -81,8 +90,16 @@ func (a *api) submitAction(w http.ResponseWriter, r *http.Request) {
 
 // getAction serves GET /v1/actions/{id}.
 func (a *api) getAction(w http.ResponseWriter, r *http.Request) {
+	p, ok := a.principal(w, r)
+	if !ok {
+		return
+	}
 	id := pathVar(r, "id")
 	act, ok := a.actions.Get(id)
+	if ok && !p.MayAct(act.Type) {
+		apierror.Write(w, apierror.Denied(p, fmt.Sprintf("actions of type %q", act.Type)))
+		return
+	}
 	if !ok {
 		if len(id) > 64 {
 			id = id[:64] + "…"

@@ -16,6 +16,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/heraldpush/herald/action"
+	"github.com/heraldpush/herald/auth"
 	"github.com/heraldpush/herald/hub"
 	"github.com/heraldpush/herald/transport/httpapi"
 	"github.com/heraldpush/herald/transport/sse"
@@ -42,6 +43,7 @@ type serverOptions struct {
 	// (Hub filled in) and serves it over HTTP and WebSocket.
 	actions *action.Options
 	cors    []string // CORSOrigins
+	auth    *auth.Authenticator
 }
 
 func newServer(t *testing.T, o serverOptions) *server {
@@ -63,14 +65,14 @@ func newServer(t *testing.T, o serverOptions) *server {
 		}
 	}
 	if o.sse == nil {
-		o.sse = sse.New(sse.Options{Hub: h})
+		o.sse = sse.New(sse.Options{Hub: h, Auth: o.auth})
 	}
 	if o.ws == nil {
-		o.ws = ws.New(ws.Options{Hub: h, Actions: svc})
+		o.ws = ws.New(ws.Options{Hub: h, Actions: svc, Auth: o.auth})
 	}
 	srv := httptest.NewServer(httpapi.NewRouter(httpapi.Config{
 		Hub: h, SSE: o.sse, WS: o.ws, Actions: svc, MaxBody: o.maxBody, MaxBatch: o.maxBatch, Logger: o.logger,
-		CORSOrigins: o.cors,
+		CORSOrigins: o.cors, Auth: o.auth,
 	}))
 	tr := &http.Transport{}
 	t.Cleanup(func() {

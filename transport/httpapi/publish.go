@@ -12,6 +12,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/heraldpush/herald/action"
+	"github.com/heraldpush/herald/auth"
 	"github.com/heraldpush/herald/hub"
 	"github.com/heraldpush/herald/transport/apierror"
 )
@@ -22,6 +23,30 @@ type api struct {
 	actions  *action.Service // nil: the action routes are not mounted
 	maxBody  int64
 	maxBatch int
+	auth     *auth.Authenticator         // nil: no authentication
+	cop      *http.CrossOriginProtection // for cookie-authenticated POSTs; nil without auth
+}
+
+// principal authenticates r: auth.Everyone when authentication is off. On
+// failure it has answered (401, or 403 for a cross-site POST carrying the
+// cookie) and reports false.
+func (a *api) principal(w http.ResponseWriter, r *http.Request) (*auth.Principal, bool) {
+	if a.auth == nil {
+		return auth.Everyone, true
+	}
+	p, err := a.auth.Request(r)
+	if err != nil {
+		apierror.WriteErr(w, err)
+		return nil, false
+	}
+	if r.Method == http.MethodPost && auth.FromCookie(r) {
+		if err := a.cop.Check(r); err != nil {
+			apierror.Write(w, apierror.New(http.StatusForbidden, apierror.Forbidden,
+				"a cross-origin request cannot use the herald_token cookie; send the token in Authorization"))
+			return nil, false
+		}
+	}
+	return p, true
 }
 
 // eventJSON is one event as a publisher sends it. Unknown fields are
@@ -68,6 +93,10 @@ func (a *api) readJSONBody(w http.ResponseWriter, r *http.Request) ([]byte, *api
 
 // publish serves POST /v1/publish.
 func (a *api) publish(w http.ResponseWriter, r *http.Request) {
+	p, ok := a.principal(w, r)
+	if !ok {
+		return
+	}
 	body, berr := a.readJSONBody(w, r)
 	if berr != nil {
 		apierror.Write(w, berr)
@@ -77,6 +106,13 @@ func (a *api) publish(w http.ResponseWriter, r *http.Request) {
 	if perr != nil {
 		apierror.Write(w, perr)
 		return
+	}
+	for _, d := range drafts {
+		if !p.MayPublish(d.Topic) {
+			// A batch is all or nothing: nothing is published.
+			apierror.Write(w, apierror.Denied(p, fmt.Sprintf("publishing to %q", d.Topic)))
+			return
+		}
 	}
 	msgs, err := a.hub.Publish(r.Context(), drafts...)
 	if err != nil {

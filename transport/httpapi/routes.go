@@ -14,6 +14,7 @@ import (
 	"github.com/rs/cors"
 
 	"github.com/heraldpush/herald/action"
+	"github.com/heraldpush/herald/auth"
 	"github.com/heraldpush/herald/hub"
 	"github.com/heraldpush/herald/transport/apierror"
 )
@@ -51,6 +52,9 @@ type Config struct {
 	// one wildcard (https://*.example.com), or "*" for any. See
 	// docs/protocol.md, "Cross-origin pages".
 	CORSOrigins []string
+	// Auth, if set, authenticates every API request and checks its grants
+	// (package auth). Nil: no authentication, everything allowed.
+	Auth *auth.Authenticator
 	// Logger receives access logs (Debug) and recovered panics (Error);
 	// nil means slog.Default().
 	Logger *slog.Logger
@@ -71,7 +75,20 @@ func NewRouter(cfg Config) http.Handler {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	a := &api{hub: cfg.Hub, actions: cfg.Actions, maxBody: cfg.MaxBody, maxBatch: cfg.MaxBatch}
+	a := &api{hub: cfg.Hub, actions: cfg.Actions, maxBody: cfg.MaxBody, maxBatch: cfg.MaxBatch, auth: cfg.Auth}
+	if cfg.Auth != nil {
+		// A POST that carries the herald_token cookie could be forged by
+		// any site the user visits; it must come from Herald's own origin
+		// or a CORS origin listed by name.
+		a.cop = http.NewCrossOriginProtection()
+		for _, o := range cfg.CORSOrigins {
+			if !strings.Contains(o, "*") {
+				if err := a.cop.AddTrustedOrigin(o); err != nil {
+					panic("httpapi: CORS origin " + o + ": " + err.Error())
+				}
+			}
+		}
+	}
 
 	r := mux.NewRouter().SkipClean(true)
 	rt := &router{mux: r, static: map[string]http.Handler{}}

@@ -2,6 +2,7 @@ package httpapi
 
 import (
 	"encoding/json"
+	"github.com/heraldpush/herald/transport/apierror"
 	"net/http"
 
 	"github.com/heraldpush/herald/action"
@@ -17,6 +18,14 @@ type statsJSON struct {
 
 // stats serves GET /v1/stats.
 func (a *api) stats(w http.ResponseWriter, r *http.Request) {
+	p, ok := a.principal(w, r)
+	if !ok {
+		return
+	}
+	if a.auth != nil && p.Anonymous() {
+		apierror.Write(w, apierror.Denied(p, "the server's statistics"))
+		return
+	}
 	body := statsJSON{Hub: a.hub.Stats()}
 	if a.actions != nil {
 		st := a.actions.Stats()

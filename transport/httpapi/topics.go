@@ -2,7 +2,9 @@ package httpapi
 
 import (
 	"encoding/json"
+	"fmt"
 	"net/http"
+	"slices"
 	"strconv"
 
 	"github.com/heraldpush/herald/hub"
@@ -18,11 +20,20 @@ const (
 
 // topics serves GET /v1/topics.
 func (a *api) topics(w http.ResponseWriter, r *http.Request) {
+	p, ok := a.principal(w, r)
+	if !ok {
+		return
+	}
 	rows, err := a.hub.Topics(r.Context())
 	if err != nil {
 		apierror.WriteErr(w, err)
 		return
 	}
+	// Only what the caller may subscribe to: a name is information too.
+	rows = slices.DeleteFunc(rows, func(ti hub.TopicInfo) bool {
+		pat, err := hub.ParsePattern(ti.Topic)
+		return err != nil || !p.MaySubscribe(pat)
+	})
 	if rows == nil {
 		rows = []hub.TopicInfo{}
 	}
@@ -38,9 +49,17 @@ func (a *api) topics(w http.ResponseWriter, r *http.Request) {
 
 // history serves GET /v1/topics/{topic}/history?after=CURSOR&limit=N.
 func (a *api) history(w http.ResponseWriter, r *http.Request) {
+	p, ok := a.principal(w, r)
+	if !ok {
+		return
+	}
 	topic := pathVar(r, "topic")
 	if err := hub.ValidateTopic(topic); err != nil {
 		apierror.WriteErr(w, err)
+		return
+	}
+	if !p.MaySubscribe(hub.MustPattern(topic)) {
+		apierror.Write(w, apierror.Denied(p, fmt.Sprintf("the history of %q", topic)))
 		return
 	}
 	q := r.URL.Query()

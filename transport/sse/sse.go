@@ -33,6 +33,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/heraldpush/herald/auth"
 	"github.com/heraldpush/herald/hub"
 	"github.com/heraldpush/herald/internal/tracker"
 	"github.com/heraldpush/herald/transport/apierror"
@@ -55,7 +56,10 @@ type Options struct {
 	Heartbeat    time.Duration // comment line interval; default 15s
 	Retry        time.Duration // "retry:" hint sent first; default 2s
 	WriteTimeout time.Duration // deadline for each batch write; default 10s
-	Logger       *slog.Logger
+	// Auth, if set, checks each stream's credentials and grants; the
+	// stream ends when its token expires. Nil: no authentication.
+	Auth   *auth.Authenticator
+	Logger *slog.Logger
 }
 
 // Handler serves GET /v1/events. It is safe for concurrent use; each request
@@ -112,6 +116,20 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		apierror.Write(w, perr)
 		return
 	}
+	p := auth.Everyone
+	if h.opts.Auth != nil {
+		var err error
+		if p, err = h.opts.Auth.Request(r); err != nil {
+			apierror.WriteErr(w, err)
+			return
+		}
+		for _, pat := range patterns {
+			if !p.MaySubscribe(pat) {
+				apierror.Write(w, apierror.Denied(p, fmt.Sprintf("subscribing to %q", pat)))
+				return
+			}
+		}
+	}
 	if !canFlush(w) {
 		h.opts.Logger.Error("sse: the response writer cannot flush; a wrapper must keep Flush or Unwrap (felixge/httpsnoop)")
 		apierror.Write(w, apierror.New(http.StatusInternalServerError, apierror.Internal, "streaming is not supported by this server"))
@@ -136,6 +154,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		apierror.WriteErr(w, err)
 		return
 	}
+	auth.WatchExpiry(c, p)
 	if h.serveConn(w, r, c) {
 		return // the stream's goroutines own c now
 	}

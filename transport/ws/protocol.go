@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strconv"
 	"strings"
 
 	"github.com/coder/websocket"
@@ -71,6 +72,7 @@ type inbound struct {
 	Data           json.RawMessage `json:"data"`
 	Payload        json.RawMessage `json:"payload"`
 	IdempotencyKey string          `json:"idempotency_key"`
+	Token          string          `json:"token"` // refresh
 }
 
 // readLoop is the reader: it handles client messages until the connection
@@ -139,6 +141,12 @@ func (s *session) handle(b []byte) {
 			s.replyError(m.Ref, perr)
 			return
 		}
+		for _, pat := range pats {
+			if !s.principal.MaySubscribe(pat) {
+				s.replyError(m.Ref, apierror.Denied(s.principal, fmt.Sprintf("subscribing to %q", pat)))
+				return
+			}
+		}
 		// The ok goes in with the subscription so it precedes replayed events.
 		// An error means the client is closing; there is nobody to tell.
 		_ = s.client.Subscribe(hub.SubscribeRequest{Patterns: pats, Since: m.Since, Ack: okReply("ok", m.Ref, "")})
@@ -151,6 +159,10 @@ func (s *session) handle(b []byte) {
 		s.client.Unsubscribe(pats)
 		s.client.Queue(okReply("ok", m.Ref, ""))
 	case "publish":
+		if !s.principal.MayPublish(m.Topic) && hub.ValidateTopic(m.Topic) == nil {
+			s.replyError(m.Ref, apierror.Denied(s.principal, fmt.Sprintf("publishing to %q", m.Topic)))
+			return
+		}
 		msgs, err := s.h.opts.Hub.Publish(s.ctx, hub.Draft{Topic: m.Topic, Type: m.Type, Data: m.Data})
 		if err != nil {
 			s.replyError(m.Ref, apierror.From(err))
@@ -161,6 +173,8 @@ func (s *session) handle(b []byte) {
 		s.submitAction(m)
 	case "ping":
 		s.client.Queue(okReply("pong", m.Ref, ""))
+	case "refresh":
+		s.refresh(m)
 	case "":
 		s.replyError(m.Ref, apierror.New(http.StatusBadRequest, apierror.UnknownOp, `the message has no "op"`))
 	default:
@@ -169,7 +183,7 @@ func (s *session) handle(b []byte) {
 			op = op[:32] + "…"
 		}
 		s.replyError(m.Ref, apierror.New(http.StatusBadRequest, apierror.UnknownOp,
-			fmt.Sprintf("unknown op %q (ops: subscribe, unsubscribe, publish, action, ping)", op)))
+			fmt.Sprintf("unknown op %q (ops: subscribe, unsubscribe, publish, action, ping, refresh)", op)))
 	}
 }
 
@@ -197,8 +211,13 @@ func (s *session) submitAction(m inbound) {
 		s.replyError(m.Ref, e)
 		return
 	}
+	if !s.principal.MayAct(m.Type) {
+		s.replyError(m.Ref, apierror.Denied(s.principal, fmt.Sprintf("actions of type %q", m.Type)))
+		return
+	}
 	a, _, err := svc.Submit(s.ctx, action.Request{
 		Type: m.Type, Topic: m.Topic, Payload: m.Payload, IdempotencyKey: m.IdempotencyKey,
+		Caller: s.principal.Subject,
 	})
 	if err != nil {
 		s.replyError(m.Ref, apierror.From(err))
@@ -218,6 +237,38 @@ func (s *session) submitAction(m inbound) {
 	b = append(b, `,"action_id":`...)
 	b = append(b, id...)
 	s.client.Queue(append(b, '}'))
+}
+
+// refresh handles the "refresh" op: a new token for the same subject
+// replaces the connection's grants and moves its expiry. It must still
+// grant every subscription the connection holds; otherwise, or if the token
+// does not verify, the connection keeps its old token (and its old expiry).
+func (s *session) refresh(m inbound) {
+	a := s.h.opts.Auth
+	if a == nil {
+		s.client.Queue(okReply("ok", m.Ref, "")) // nothing expires
+		return
+	}
+	p, err := a.Token(m.Token)
+	if err != nil {
+		s.replyError(m.Ref, apierror.From(err))
+		return
+	}
+	if p.Subject != s.principal.Subject {
+		s.replyError(m.Ref, apierror.New(http.StatusForbidden, apierror.Forbidden,
+			"a refresh must be for the same subject ("+strconv.Quote(s.principal.Subject)+")"))
+		return
+	}
+	for _, raw := range s.client.Patterns() {
+		if pat, err := hub.ParsePattern(raw); err != nil || !p.MaySubscribe(pat) {
+			s.replyError(m.Ref, apierror.New(http.StatusForbidden, apierror.Forbidden,
+				fmt.Sprintf("the new token does not grant subscribing to %q, which this connection has; unsubscribe first", raw)))
+			return
+		}
+	}
+	s.principal = p
+	s.expiry.Extend(p)
+	s.client.Queue(okReply("ok", m.Ref, ""))
 }
 
 // checkIdempotencyKey accepts "" (no key) or a key action.ValidateKey

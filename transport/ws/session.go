@@ -11,6 +11,7 @@ import (
 
 	"github.com/coder/websocket"
 
+	"github.com/heraldpush/herald/auth"
 	"github.com/heraldpush/herald/hub"
 )
 
@@ -65,11 +66,16 @@ type session struct {
 
 	tasks   sync.WaitGroup // the reader and the ping in flight
 	pinging atomic.Bool
+
+	// The reader's: who the connection is, replaced by a "refresh".
+	principal *auth.Principal
+	expiry    *auth.Expiry
 }
 
 func newSession(h *Handler, client *hub.Client, ws *websocket.Conn, conn *corkConn) *session {
 	ctx, cancel := context.WithCancelCause(context.Background())
-	return &session{h: h, client: client, ws: ws, conn: conn, ctx: ctx, cancel: cancel, pingDue: make(chan struct{}, 1)}
+	return &session{h: h, client: client, ws: ws, conn: conn, ctx: ctx, cancel: cancel, pingDue: make(chan struct{}, 1),
+		principal: auth.Everyone}
 }
 
 // start starts the reader and the writer. The Handler has counted the
@@ -284,6 +290,15 @@ func closeStatus(err error) (websocket.StatusCode, string) {
 	switch {
 	case errors.Is(err, hub.ErrSlowConsumer):
 		return StatusSlowConsumer, "slow consumer"
+	case errors.Is(err, auth.ErrExpired):
+		return websocket.StatusPolicyViolation, "token expired"
+	case errors.Is(err, auth.ErrUnauthorized):
+		// The reason must fit a control frame: 123 bytes.
+		reason := err.Error()
+		if len(reason) > 120 {
+			reason = reason[:120]
+		}
+		return websocket.StatusPolicyViolation, reason
 	case errors.Is(err, hub.ErrUnavailable):
 		return websocket.StatusTryAgainLater, "broker unavailable"
 	default: // hub.ErrGoingAway, hub.ErrClosed

@@ -20,6 +20,7 @@ import (
 	"github.com/coder/websocket"
 
 	"github.com/heraldpush/herald/action"
+	"github.com/heraldpush/herald/auth"
 	"github.com/heraldpush/herald/hub"
 	"github.com/heraldpush/herald/internal/tracker"
 	"github.com/heraldpush/herald/transport/apierror"
@@ -47,7 +48,12 @@ type Options struct {
 	// unknown_action error. Share the Service with the HTTP API so that
 	// idempotency keys are shared too.
 	Actions *action.Service
-	Logger  *slog.Logger
+	// Auth, if set, authenticates each connection at the handshake and
+	// checks every subscribe, publish and action against its grants; a
+	// bad token closes the connection with 1008 and so does its expiry,
+	// unless a "refresh" op extends it. Nil: no authentication.
+	Auth   *auth.Authenticator
+	Logger *slog.Logger
 }
 
 // Handler serves GET /v1/ws.
@@ -108,6 +114,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		apierror.WriteErr(w, err)
 		return
 	}
+	p, authErr := auth.Everyone, error(nil)
+	if h.opts.Auth != nil {
+		p, authErr = h.opts.Auth.Request(r)
+	}
 	uw := &upgradeWriter{ResponseWriter: w, h: h}
 	ws, err := websocket.Accept(uw, r, &h.accept)
 	if err != nil {
@@ -121,7 +131,17 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ws.SetReadLimit(h.opts.ReadLimit)
-	newSession(h, client, ws, uw.conn).start() // its writer marks the session done
+	s := newSession(h, client, ws, uw.conn)
+	if authErr != nil {
+		// Browsers cannot read the status of a refused handshake, but they
+		// see a close code: the writer closes with 1008 and the reason.
+		client.Fail(authErr)
+		s.principal = auth.Nobody
+	} else {
+		s.principal = p
+		s.expiry = auth.WatchExpiry(client, p)
+	}
+	s.start() // its writer marks the session done
 }
 
 // Wait blocks until every connection's goroutines have ended (after
