@@ -34,6 +34,7 @@ Commands:
   pub       publish events and print their cursors (see "herald pub -h")
   action    submit an action, optionally wait for its result (see "herald action -h")
   bench     load-test a running server (see "herald bench -h")
+  token     print a token for a server run with --auth jwt (see "herald token -h")
   version   print the version
   help      print this help
 `
@@ -76,6 +77,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 		defer stop()
 		return exitStatus(runBench(ctx, args[1:], stdout, stderr), stderr)
+	case "token":
+		return exitStatus(runToken(args[1:], stdout, stderr), stderr)
 	case "sub", "pub", "action":
 		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 		defer stop()

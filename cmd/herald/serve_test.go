@@ -261,3 +261,47 @@ func TestServeCORSOrigins(t *testing.T) {
 		}
 	}
 }
+
+// TestTokenCommand signs a token with herald token and has a server with
+// --auth jwt accept it for exactly its grants.
+func TestTokenCommand(t *testing.T) {
+	const secret = "0123456789abcdef0123456789abcdef"
+	var stdout, stderr strings.Builder
+	if code := run([]string{"token", "--secret", secret, "--sub", "alice", "--publish", "orders.*", "--ttl", "10m"}, &stdout, &stderr); code != 0 {
+		t.Fatalf("herald token: exit %d, %s", code, &stderr)
+	}
+	tok := strings.TrimSpace(stdout.String())
+	in := startServe(t, "--addr", "127.0.0.1:0", "--auth", "jwt", "--jwt-secret", secret)
+	publish := func(topic, token string) int {
+		req, _ := http.NewRequest(http.MethodPost, in.url+"/v1/publish", strings.NewReader(`{"topic":"`+topic+`","data":1}`))
+		req.Header.Set("Content-Type", "application/json")
+		if token != "" {
+			req.Header.Set("Authorization", "Bearer "+token)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if got := publish("orders.1", tok); got != http.StatusOK {
+		t.Errorf("publish within the grant: %d", got)
+	}
+	if got := publish("billing.1", tok); got != http.StatusForbidden {
+		t.Errorf("publish outside the grant: %d, want 403", got)
+	}
+	if got := publish("orders.1", ""); got != http.StatusUnauthorized {
+		t.Errorf("publish without a token: %d, want 401", got)
+	}
+	for _, args := range [][]string{
+		{"token", "--sub", "alice"},
+		{"token", "--secret", secret},
+		{"token", "--secret", secret, "--sub", "a", "--subscribe", "a..b"},
+	} {
+		stderr.Reset()
+		if code := run(args, io.Discard, &stderr); code != 2 {
+			t.Errorf("%v: exit %d, want 2 (%s)", args, code, &stderr)
+		}
+	}
+}
