@@ -73,7 +73,7 @@ func TestServeFlagsAndEnv(t *testing.T) {
 			writeTimeout: 10 * time.Second, maxBody: 1048576, wsReadLimit: 65536,
 			wsPingInterval: 25 * time.Second, shutdownTimeout: 10 * time.Second, logFormat: "text",
 			actionWorkers: 16, actionQueue: 10000, actionTTL: time.Hour, actionMaxFinished: 100000, actionTimeout: 10 * time.Second,
-			actionMaxAttempts: 5, authMode: "none",
+			actionMaxAttempts: 5, authMode: "none", maxConns: 100000, wsMessageRate: 200, wsMaxTopics: 256,
 		}
 		if fmt.Sprint(c) != fmt.Sprint(want) {
 			t.Errorf("defaults:\n got %+v\nwant %+v", c, want)
@@ -116,7 +116,7 @@ func TestServeFlagsAndEnv(t *testing.T) {
 		}
 		for _, name := range []string{"addr", "broker", "history-size", "history-ttl", "queue-bytes", "shards",
 			"heartbeat", "sse-retry", "write-timeout", "max-body", "ws-read-limit", "ws-ping-interval",
-			"allowed-origins", "cors-origins", "auth", "jwt-secret", "jwt-public-key", "jwt-audience", "jwt-issuer",
+			"allowed-origins", "cors-origins", "max-conns", "max-conns-per-ip", "rate-publish", "rate-actions", "ws-message-rate", "ws-max-topics", "auth", "jwt-secret", "jwt-public-key", "jwt-audience", "jwt-issuer",
 			"public-subscribe", "api-key", "shutdown-timeout", "log-level", "log-format", "action-upstream", "action-workers",
 			"action-queue", "action-ttl", "action-timeout", "action-max-attempts"} {
 			if !strings.Contains(stdout.String(), "-"+name+" ") && !strings.Contains(stdout.String(), "-"+name+"\n") {

@@ -19,6 +19,7 @@ import (
 	"github.com/heraldpush/herald/action"
 	"github.com/heraldpush/herald/auth"
 	"github.com/heraldpush/herald/hub"
+	"github.com/heraldpush/herald/limit"
 	"github.com/heraldpush/herald/transport/httpapi"
 	"github.com/heraldpush/herald/transport/sse"
 	"github.com/heraldpush/herald/transport/ws"
@@ -57,6 +58,12 @@ type serveConfig struct {
 	wsPingInterval  time.Duration
 	allowedOrigins  []string
 	corsOrigins     []string
+	maxConns        int
+	maxConnsPerIP   int
+	ratePublish     float64
+	rateActions     float64
+	wsMessageRate   float64
+	wsMaxTopics     int
 	authMode        string
 	jwtSecret       string
 	jwtPublicKey    string // PEM file
@@ -112,6 +119,12 @@ func parseServeFlags(args []string, getenv func(string) (string, bool), stdout i
 	fs.DurationVar(&c.wsPingInterval, "ws-ping-interval", 25*time.Second, "interval of WebSocket keep-alive pings")
 	fs.StringVar(&origins, "allowed-origins", "", "comma-separated Origin patterns allowed to open WebSockets, e.g. app.example.com,*.example.org (empty: same host only)")
 	fs.StringVar(&corsOrigins, "cors-origins", "", "comma-separated origins whose pages may use the API, the SSE stream and /herald.js, e.g. https://app.example.com,https://*.example.org, or * for any; they may open WebSockets too (empty: no cross-origin access)")
+	fs.IntVar(&c.maxConns, "max-conns", 100000, "open SSE streams and WebSockets at most, in all; more get 503 (0: no limit)")
+	fs.IntVar(&c.maxConnsPerIP, "max-conns-per-ip", 0, "open streams and WebSockets at most from one client address; more get 429 (0: no limit; behind a proxy every client has the proxy's address)")
+	fs.Float64Var(&c.ratePublish, "rate-publish", 0, "events a caller (token subject, else address) may publish per second, over HTTP and WebSocket, in bursts of as many; more get 429 (0: no limit)")
+	fs.Float64Var(&c.rateActions, "rate-actions", 0, "actions a caller may submit per second, in bursts of as many; more get 429 (0: no limit)")
+	fs.Float64Var(&c.wsMessageRate, "ws-message-rate", ws.DefaultMessageRate, "messages one WebSocket may send per second (bursts of 1000); a flood closes it with 4029 (negative: no limit)")
+	fs.IntVar(&c.wsMaxTopics, "ws-max-topics", ws.DefaultMaxTopics, "patterns one WebSocket may hold at once")
 	fs.StringVar(&c.authMode, "auth", "none", "authentication: none (anyone may do anything) or jwt (a token with grants; see docs/security.md)")
 	fs.StringVar(&c.jwtSecret, "jwt-secret", "", "HS256 secret that signs tokens, at least 32 bytes (--auth jwt)")
 	fs.StringVar(&c.jwtPublicKey, "jwt-public-key", "", "PEM `file` with the RSA (RS256) or ECDSA P-256 (ES256) public key that verifies tokens (--auth jwt)")
@@ -320,6 +333,12 @@ func (c *serveConfig) validate() error {
 		return usagef("--action-timeout must be positive, got %v", c.actionTimeout)
 	case c.actionMaxAttempts <= 0:
 		return usagef("--action-max-attempts must be positive, got %d", c.actionMaxAttempts)
+	case c.maxConns < 0 || c.maxConnsPerIP < 0:
+		return usagef("--max-conns and --max-conns-per-ip must not be negative")
+	case c.ratePublish < 0 || c.rateActions < 0:
+		return usagef("--rate-publish and --rate-actions must not be negative")
+	case c.wsMaxTopics <= 0:
+		return usagef("--ws-max-topics must be positive, got %d", c.wsMaxTopics)
 	case c.authMode != "none" && c.authMode != "jwt":
 		return usagef("--auth must be none or jwt, got %q", c.authMode)
 	case c.authMode == "jwt" && c.jwtSecret == "" && c.jwtPublicKey == "":
@@ -429,18 +448,22 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer, read
 	for i, r := range cfg.actionUpstream {
 		svc.Handle(r.typ, upstreams[i])
 	}
+	conns := limit.NewConns(cfg.maxConns, cfg.maxConnsPerIP)
+	publishRates := limit.NewRates(cfg.ratePublish, 0)
+	actionRates := limit.NewRates(cfg.rateActions, 0)
 	sseH := sse.New(sse.Options{
-		Hub: h, Heartbeat: cfg.heartbeat, Retry: cfg.sseRetry, WriteTimeout: cfg.writeTimeout, Auth: authn, Logger: log,
+		Hub: h, Heartbeat: cfg.heartbeat, Retry: cfg.sseRetry, WriteTimeout: cfg.writeTimeout, Auth: authn, Conns: conns, Logger: log,
 	})
 	wsH := ws.New(ws.Options{
 		Hub: h, AllowedOrigins: cfg.allowedOrigins, ReadLimit: cfg.wsReadLimit,
-		PingInterval: cfg.wsPingInterval, WriteTimeout: cfg.writeTimeout, Actions: svc, Auth: authn, Logger: log,
+		PingInterval: cfg.wsPingInterval, WriteTimeout: cfg.writeTimeout, Actions: svc, Auth: authn, Conns: conns,
+		PublishRates: publishRates, ActionRates: actionRates, MessageRate: cfg.wsMessageRate, MaxTopics: cfg.wsMaxTopics, Logger: log,
 	})
 	srv := &http.Server{
 		Handler: httpapi.NewRouter(httpapi.Config{
 			Hub: h, SSE: sseH, WS: wsH, Actions: svc, MaxBody: cfg.maxBody, Logger: log,
 			Client: web.JS(), Dashboard: web.Dashboard(), DashboardPaths: web.DashboardPaths,
-			CORSOrigins: cfg.corsOrigins, Auth: authn,
+			CORSOrigins: cfg.corsOrigins, Auth: authn, PublishRates: publishRates, ActionRates: actionRates,
 		}),
 		ReadHeaderTimeout: readHeaderTimeout,
 		IdleTimeout:       idleTimeout,

@@ -8,10 +8,13 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"strconv"
+	"time"
 
 	"github.com/heraldpush/herald/action"
 	"github.com/heraldpush/herald/auth"
 	"github.com/heraldpush/herald/hub"
+	"github.com/heraldpush/herald/limit"
 )
 
 // Codes of the wire protocol (SPEC "Errors").
@@ -95,6 +98,14 @@ func Denied(p *auth.Principal, what string) *Error {
 	return New(http.StatusForbidden, Forbidden, "the token does not grant "+what)
 }
 
+// WriteRateLimited answers 429 rate_limited with Retry-After: the caller
+// has used its rate for what (e.g. "publishing") and may try again after
+// wait.
+func WriteRateLimited(w http.ResponseWriter, what string, wait time.Duration) {
+	w.Header().Set("Retry-After", strconv.Itoa(limit.RetryAfter(wait)))
+	Write(w, New(http.StatusTooManyRequests, RateLimited, "too many requests for "+what+"; retry after "+strconv.Itoa(limit.RetryAfter(wait))+" s"))
+}
+
 // WriteErr maps err with From and writes it.
 func WriteErr(w http.ResponseWriter, err error) { Write(w, From(err)) }
 
@@ -110,6 +121,10 @@ func From(err error) *Error {
 	switch {
 	case errors.As(err, &e):
 		return e
+	case errors.Is(err, limit.ErrTooManyConns):
+		return New(http.StatusServiceUnavailable, Unavailable, err.Error())
+	case errors.Is(err, limit.ErrTooManyFromIP):
+		return New(http.StatusTooManyRequests, RateLimited, err.Error())
 	case errors.Is(err, auth.ErrUnauthorized):
 		return New(http.StatusUnauthorized, Unauthorized, err.Error())
 	case errors.As(err, &maxBytes):

@@ -11,6 +11,7 @@ import (
 
 	"github.com/heraldpush/herald/action"
 	"github.com/heraldpush/herald/internal/jsonenc"
+	"github.com/heraldpush/herald/limit"
 	"github.com/heraldpush/herald/transport/apierror"
 )
 
@@ -55,6 +56,10 @@ func (a *api) submitAction(w http.ResponseWriter, r *http.Request) {
 	}
 	if !p.MayAct(req.Type) {
 		apierror.Write(w, apierror.Denied(p, fmt.Sprintf("actions of type %q", req.Type)))
+		return
+	}
+	if ok, wait := a.actionRates.Allow(limit.Key(p.Subject, r), 1); !ok {
+		apierror.WriteRateLimited(w, "actions", wait)
 		return
 	}
 	req.IdempotencyKey = key

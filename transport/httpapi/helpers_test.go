@@ -18,6 +18,7 @@ import (
 	"github.com/heraldpush/herald/action"
 	"github.com/heraldpush/herald/auth"
 	"github.com/heraldpush/herald/hub"
+	"github.com/heraldpush/herald/limit"
 	"github.com/heraldpush/herald/transport/httpapi"
 	"github.com/heraldpush/herald/transport/sse"
 	"github.com/heraldpush/herald/transport/ws"
@@ -44,6 +45,9 @@ type serverOptions struct {
 	actions *action.Options
 	cors    []string // CORSOrigins
 	auth    *auth.Authenticator
+	// limits
+	publishRates, actionRates *limit.Rates
+	conns                     *limit.Conns
 }
 
 func newServer(t *testing.T, o serverOptions) *server {
@@ -65,14 +69,15 @@ func newServer(t *testing.T, o serverOptions) *server {
 		}
 	}
 	if o.sse == nil {
-		o.sse = sse.New(sse.Options{Hub: h, Auth: o.auth})
+		o.sse = sse.New(sse.Options{Hub: h, Auth: o.auth, Conns: o.conns})
 	}
 	if o.ws == nil {
-		o.ws = ws.New(ws.Options{Hub: h, Actions: svc, Auth: o.auth})
+		o.ws = ws.New(ws.Options{Hub: h, Actions: svc, Auth: o.auth, Conns: o.conns,
+			PublishRates: o.publishRates, ActionRates: o.actionRates})
 	}
 	srv := httptest.NewServer(httpapi.NewRouter(httpapi.Config{
 		Hub: h, SSE: o.sse, WS: o.ws, Actions: svc, MaxBody: o.maxBody, MaxBatch: o.maxBatch, Logger: o.logger,
-		CORSOrigins: o.cors, Auth: o.auth,
+		CORSOrigins: o.cors, Auth: o.auth, PublishRates: o.publishRates, ActionRates: o.actionRates,
 	}))
 	tr := &http.Transport{}
 	t.Cleanup(func() {

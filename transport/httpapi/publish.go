@@ -14,6 +14,7 @@ import (
 	"github.com/heraldpush/herald/action"
 	"github.com/heraldpush/herald/auth"
 	"github.com/heraldpush/herald/hub"
+	"github.com/heraldpush/herald/limit"
 	"github.com/heraldpush/herald/transport/apierror"
 )
 
@@ -25,6 +26,8 @@ type api struct {
 	maxBatch int
 	auth     *auth.Authenticator         // nil: no authentication
 	cop      *http.CrossOriginProtection // for cookie-authenticated POSTs; nil without auth
+
+	publishRates, actionRates *limit.Rates // nil: unlimited
 }
 
 // principal authenticates r: auth.Everyone when authentication is off. On
@@ -113,6 +116,10 @@ func (a *api) publish(w http.ResponseWriter, r *http.Request) {
 			apierror.Write(w, apierror.Denied(p, fmt.Sprintf("publishing to %q", d.Topic)))
 			return
 		}
+	}
+	if ok, wait := a.publishRates.Allow(limit.Key(p.Subject, r), len(drafts)); !ok {
+		apierror.WriteRateLimited(w, "publishing", wait)
+		return
 	}
 	msgs, err := a.hub.Publish(r.Context(), drafts...)
 	if err != nil {

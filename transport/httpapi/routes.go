@@ -16,6 +16,7 @@ import (
 	"github.com/heraldpush/herald/action"
 	"github.com/heraldpush/herald/auth"
 	"github.com/heraldpush/herald/hub"
+	"github.com/heraldpush/herald/limit"
 	"github.com/heraldpush/herald/transport/apierror"
 )
 
@@ -52,6 +53,11 @@ type Config struct {
 	// one wildcard (https://*.example.com), or "*" for any. See
 	// docs/protocol.md, "Cross-origin pages".
 	CORSOrigins []string
+	// PublishRates and ActionRates, if set, limit the events published and
+	// the actions submitted per caller (token subject, else client IP),
+	// shared with the WebSocket ops; over it: 429 rate_limited.
+	PublishRates *limit.Rates
+	ActionRates  *limit.Rates
 	// Auth, if set, authenticates every API request and checks its grants
 	// (package auth). Nil: no authentication, everything allowed.
 	Auth *auth.Authenticator
@@ -75,7 +81,8 @@ func NewRouter(cfg Config) http.Handler {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	a := &api{hub: cfg.Hub, actions: cfg.Actions, maxBody: cfg.MaxBody, maxBatch: cfg.MaxBatch, auth: cfg.Auth}
+	a := &api{hub: cfg.Hub, actions: cfg.Actions, maxBody: cfg.MaxBody, maxBatch: cfg.MaxBatch, auth: cfg.Auth,
+		publishRates: cfg.PublishRates, actionRates: cfg.ActionRates}
 	if cfg.Auth != nil {
 		// A POST that carries the herald_token cookie could be forged by
 		// any site the user visits; it must come from Herald's own origin

@@ -36,6 +36,7 @@ import (
 	"github.com/heraldpush/herald/auth"
 	"github.com/heraldpush/herald/hub"
 	"github.com/heraldpush/herald/internal/tracker"
+	"github.com/heraldpush/herald/limit"
 	"github.com/heraldpush/herald/transport/apierror"
 )
 
@@ -58,7 +59,10 @@ type Options struct {
 	WriteTimeout time.Duration // deadline for each batch write; default 10s
 	// Auth, if set, checks each stream's credentials and grants; the
 	// stream ends when its token expires. Nil: no authentication.
-	Auth   *auth.Authenticator
+	Auth *auth.Authenticator
+	// Conns, if set, bounds open streams (with the WebSockets it is shared
+	// with): over it, 503 unavailable or 429 rate_limited per address.
+	Conns  *limit.Conns
 	Logger *slog.Logger
 }
 
@@ -140,12 +144,19 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		since = q.Get("last_event_id")
 	}
 
+	release, err := h.opts.Conns.Acquire(limit.ClientIP(r))
+	if err != nil {
+		apierror.WriteErr(w, err)
+		return
+	}
 	c, err := h.opts.Hub.NewClient("sse")
 	if err != nil {
+		release()
 		// The hub is shutting down: this node takes no new streams.
 		apierror.Write(w, apierror.New(http.StatusServiceUnavailable, apierror.Unavailable, "the server is shutting down"))
 		return
 	}
+	context.AfterFunc(c.Context(), release) // the stream ends with its client
 	// Registration is synchronous: every event published from here on is
 	// queued for c, so once the client sees the response open it misses
 	// nothing (SPEC: the subscription is live before the headers go out).

@@ -9,11 +9,13 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/coder/websocket"
 
 	"github.com/heraldpush/herald/action"
 	"github.com/heraldpush/herald/hub"
+	"github.com/heraldpush/herald/limit"
 	"github.com/heraldpush/herald/transport/apierror"
 )
 
@@ -105,6 +107,10 @@ func (s *session) readLoop() {
 			s.stop(err)
 			return
 		}
+		if s.flood != nil && !s.flood.Allow() {
+			s.stop(errFlood)
+			return
+		}
 		if typ != websocket.MessageText {
 			s.replyError(nil, apierror.New(http.StatusUnsupportedMediaType, apierror.UnsupportedMediaType,
 				"binary frames are not supported: send each message as a JSON object in a text frame"))
@@ -141,6 +147,11 @@ func (s *session) handle(b []byte) {
 			s.replyError(m.Ref, perr)
 			return
 		}
+		if max := s.h.opts.MaxTopics; len(pats) > max || len(s.client.Patterns())+len(pats) > max {
+			s.replyError(m.Ref, apierror.New(http.StatusRequestEntityTooLarge, apierror.TooLarge,
+				fmt.Sprintf("a connection holds at most %d patterns; unsubscribe some first", max)))
+			return
+		}
 		for _, pat := range pats {
 			if !s.principal.MaySubscribe(pat) {
 				s.replyError(m.Ref, apierror.Denied(s.principal, fmt.Sprintf("subscribing to %q", pat)))
@@ -161,6 +172,10 @@ func (s *session) handle(b []byte) {
 	case "publish":
 		if !s.principal.MayPublish(m.Topic) && hub.ValidateTopic(m.Topic) == nil {
 			s.replyError(m.Ref, apierror.Denied(s.principal, fmt.Sprintf("publishing to %q", m.Topic)))
+			return
+		}
+		if ok, wait := s.h.opts.PublishRates.Allow(s.rateKey, 1); !ok {
+			s.replyError(m.Ref, rateLimited("publishing", wait))
 			return
 		}
 		msgs, err := s.h.opts.Hub.Publish(s.ctx, hub.Draft{Topic: m.Topic, Type: m.Type, Data: m.Data})
@@ -213,6 +228,10 @@ func (s *session) submitAction(m inbound) {
 	}
 	if !s.principal.MayAct(m.Type) {
 		s.replyError(m.Ref, apierror.Denied(s.principal, fmt.Sprintf("actions of type %q", m.Type)))
+		return
+	}
+	if ok, wait := s.h.opts.ActionRates.Allow(s.rateKey, 1); !ok {
+		s.replyError(m.Ref, rateLimited("actions", wait))
 		return
 	}
 	a, _, err := svc.Submit(s.ctx, action.Request{
@@ -269,6 +288,12 @@ func (s *session) refresh(m inbound) {
 	s.principal = p
 	s.expiry.Extend(p)
 	s.client.Queue(okReply("ok", m.Ref, ""))
+}
+
+// rateLimited is the error reply of an op over its rate.
+func rateLimited(what string, wait time.Duration) *apierror.Error {
+	return apierror.New(http.StatusTooManyRequests, apierror.RateLimited,
+		fmt.Sprintf("too many requests for %s; retry after %d s", what, limit.RetryAfter(wait)))
 }
 
 // checkIdempotencyKey accepts "" (no key) or a key action.ValidateKey

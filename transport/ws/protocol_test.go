@@ -503,3 +503,36 @@ func TestPingBetweenFragments(t *testing.T) {
 		t.Fatalf("got %s, want event %s", f, m.ID)
 	}
 }
+
+// TestFloodCloses4029 sends messages far faster than the connection's
+// message rate: the server closes with 4029 and still serves others.
+func TestFloodCloses4029(t *testing.T) {
+	e := newEnv(t, envOptions{ws: ws.Options{MessageRate: 10, MessageBurst: 20}})
+	c := e.dial(nil)
+	flooder := e.dial(nil)
+	for i := range 100 {
+		flooder.send(map[string]any{"op": "ping", "ref": i})
+	}
+	if got := flooder.closeStatus(5 * time.Second); got != ws.StatusRateLimited {
+		t.Fatalf("flood: close %v, want 4029", got)
+	}
+	c.send(map[string]any{"op": "ping", "ref": "still"})
+	if f := c.expect("pong"); string(f.Ref) != `"still"` {
+		t.Errorf("another connection after the flood: %s", f)
+	}
+}
+
+// TestTopicsPerConnection refuses a subscribe that would take a connection
+// past MaxTopics, and keeps what it had.
+func TestTopicsPerConnection(t *testing.T) {
+	e := newEnv(t, envOptions{ws: ws.Options{MaxTopics: 3}})
+	c := e.dial(nil)
+	c.send(map[string]any{"op": "subscribe", "ref": 1, "topics": []string{"a", "b"}})
+	c.expect("ok")
+	c.send(map[string]any{"op": "subscribe", "ref": 2, "topics": []string{"c", "d"}})
+	if f := c.expect("error"); !strings.Contains(string(f.raw), `"too_large"`) {
+		t.Errorf("past the limit: %s", f)
+	}
+	c.send(map[string]any{"op": "subscribe", "ref": 3, "topics": []string{"c"}})
+	c.expect("ok")
+}

@@ -11,6 +11,8 @@ import (
 
 	"github.com/coder/websocket"
 
+	"golang.org/x/time/rate"
+
 	"github.com/heraldpush/herald/auth"
 	"github.com/heraldpush/herald/hub"
 )
@@ -23,6 +25,12 @@ const (
 // closeTimeout bounds a close handshake: after it the socket is closed
 // without waiting for the peer's answer.
 const closeTimeout = time.Second
+
+// errFlood ends a connection that sent messages faster than MessageRate.
+var errFlood = errors.New("the client sent messages too fast")
+
+// StatusRateLimited closes a connection that flooded the server.
+const StatusRateLimited websocket.StatusCode = 4029
 
 // errPingTimeout ends a connection whose peer did not answer a ping.
 var errPingTimeout = errors.New("peer did not answer a ping")
@@ -67,15 +75,22 @@ type session struct {
 	tasks   sync.WaitGroup // the reader and the ping in flight
 	pinging atomic.Bool
 
-	// The reader's: who the connection is, replaced by a "refresh".
+	// The reader's: who the connection is, replaced by a "refresh"; whom
+	// its op rates count; its message rate.
 	principal *auth.Principal
 	expiry    *auth.Expiry
+	rateKey   string
+	flood     *rate.Limiter // nil: unlimited
 }
 
 func newSession(h *Handler, client *hub.Client, ws *websocket.Conn, conn *corkConn) *session {
 	ctx, cancel := context.WithCancelCause(context.Background())
-	return &session{h: h, client: client, ws: ws, conn: conn, ctx: ctx, cancel: cancel, pingDue: make(chan struct{}, 1),
+	s := &session{h: h, client: client, ws: ws, conn: conn, ctx: ctx, cancel: cancel, pingDue: make(chan struct{}, 1),
 		principal: auth.Everyone}
+	if h.opts.MessageRate > 0 {
+		s.flood = rate.NewLimiter(rate.Limit(h.opts.MessageRate), h.opts.MessageBurst)
+	}
+	return s
 }
 
 // start starts the reader and the writer. The Handler has counted the
@@ -278,6 +293,8 @@ func readerStatus(err error) (websocket.StatusCode, string) {
 	switch {
 	case errors.Is(err, errPingTimeout):
 		return 0, ""
+	case errors.Is(err, errFlood):
+		return StatusRateLimited, "rate limited"
 	case errors.Is(err, websocket.ErrMessageTooBig):
 		return websocket.StatusMessageTooBig, "message too big"
 	default:

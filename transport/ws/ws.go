@@ -23,6 +23,7 @@ import (
 	"github.com/heraldpush/herald/auth"
 	"github.com/heraldpush/herald/hub"
 	"github.com/heraldpush/herald/internal/tracker"
+	"github.com/heraldpush/herald/limit"
 	"github.com/heraldpush/herald/transport/apierror"
 )
 
@@ -52,9 +53,31 @@ type Options struct {
 	// checks every subscribe, publish and action against its grants; a
 	// bad token closes the connection with 1008 and so does its expiry,
 	// unless a "refresh" op extends it. Nil: no authentication.
-	Auth   *auth.Authenticator
-	Logger *slog.Logger
+	Auth *auth.Authenticator
+	// Conns, if set, bounds open connections (shared with SSE streams):
+	// over it, the handshake gets 503 unavailable or 429 rate_limited.
+	Conns *limit.Conns
+	// PublishRates and ActionRates, if set, limit the publish and action
+	// ops per caller, in the same buckets as the HTTP API (limit.Key).
+	PublishRates *limit.Rates
+	ActionRates  *limit.Rates
+	// MessageRate and MessageBurst bound the messages one connection may
+	// send per second; a client that floods past them is closed with
+	// 4029. Default 200/s with bursts of 1000; a negative rate disables it.
+	MessageRate  float64
+	MessageBurst int
+	// MaxTopics bounds the patterns one connection holds at once; a
+	// subscribe past it gets too_large. Default 256.
+	MaxTopics int
+	Logger    *slog.Logger
 }
+
+// Defaults of Options.
+const (
+	DefaultMessageRate  = 200
+	DefaultMessageBurst = 1000
+	DefaultMaxTopics    = 256
+)
 
 // Handler serves GET /v1/ws.
 //
@@ -88,6 +111,15 @@ func New(o Options) *Handler {
 	if o.WriteTimeout <= 0 {
 		o.WriteTimeout = DefaultWriteTimeout
 	}
+	if o.MessageRate == 0 {
+		o.MessageRate = DefaultMessageRate
+	}
+	if o.MessageBurst <= 0 {
+		o.MessageBurst = max(DefaultMessageBurst, int(o.MessageRate))
+	}
+	if o.MaxTopics <= 0 {
+		o.MaxTopics = DefaultMaxTopics
+	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
@@ -114,6 +146,14 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		apierror.WriteErr(w, err)
 		return
 	}
+	release, err := h.opts.Conns.Acquire(limit.ClientIP(r))
+	if err != nil {
+		h.conns.Done()
+		client.Close()
+		apierror.WriteErr(w, err)
+		return
+	}
+	context.AfterFunc(client.Context(), release)
 	p, authErr := auth.Everyone, error(nil)
 	if h.opts.Auth != nil {
 		p, authErr = h.opts.Auth.Request(r)
@@ -140,6 +180,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	} else {
 		s.principal = p
 		s.expiry = auth.WatchExpiry(client, p)
+		s.rateKey = limit.Key(p.Subject, r)
 	}
 	s.start() // its writer marks the session done
 }
