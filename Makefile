@@ -5,7 +5,7 @@ BIN     := bin/herald
 # Flags for `make run`: the memory hub with every request logged.
 RUN_FLAGS ?= --log-level debug
 
-.PHONY: build run test bench fmt vet clean
+.PHONY: build run test fuzz bench fmt vet clean
 
 build:
 	$(GO) build -o $(BIN) ./cmd/herald
@@ -16,6 +16,27 @@ run: build
 test:
 	$(GO) vet ./...
 	$(GO) test -race -count=1 -timeout 20m ./...
+	$(MAKE) --no-print-directory fuzz
+
+# Every fuzz target, each for FUZZTIME: a short run in `make test`, counted
+# in executions because Go 1.26's fuzz coordinator can fail a run spuriously
+# with "context deadline exceeded" at the end of a timed -fuzztime
+# (go.dev/issue/75804). Run long with e.g. `make fuzz FUZZTIME=10m` (where
+# that flake may show) or `FUZZTIME=5000000x`. Findings are written to the
+# package's testdata/fuzz and fail the run; commit them as seeds.
+FUZZTIME ?= 20000x
+FUZZ_TARGETS := \
+	./hub:FuzzParsePattern ./hub:FuzzParseCursor ./hub:FuzzDraftNormalize ./hub:FuzzPatternCovers \
+	./transport/ws:FuzzFrameCutter ./transport/ws:FuzzClientMessage \
+	./transport/sse:FuzzLastEventID \
+	./transport/httpapi:FuzzParseSingleFast ./transport/httpapi:FuzzParseActionFast \
+	./internal/jsonenc:FuzzAppendString
+fuzz:
+	@for t in $(FUZZ_TARGETS); do \
+		pkg=$${t%%:*}; fn=$${t##*:}; \
+		echo "fuzz $$pkg $$fn for $(FUZZTIME)"; \
+		$(GO) test -run '^$$' -fuzz "^$$fn\$$" -fuzztime $(FUZZTIME) $$pkg >/tmp/herald-fuzz.log 2>&1 || { cat /tmp/herald-fuzz.log; exit 1; }; \
+	done
 
 # Where `make bench` runs its own server for the end-to-end scenario.
 BENCH_ADDR ?= 127.0.0.1:18180

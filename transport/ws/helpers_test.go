@@ -25,7 +25,7 @@ import (
 
 // env is a hub and a WebSocket handler on a real HTTP server.
 type env struct {
-	t       *testing.T
+	t       testing.TB
 	hub     *hub.Hub
 	handler *ws.Handler
 	srv     *httptest.Server
@@ -40,7 +40,7 @@ type envOptions struct {
 	listener func(net.Listener) net.Listener // wraps the server's listener
 }
 
-func newEnv(t *testing.T, o envOptions) *env {
+func newEnv(t testing.TB, o envOptions) *env {
 	t.Helper()
 	h, err := hub.New(o.hub)
 	if err != nil {

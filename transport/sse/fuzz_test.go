@@ -1,0 +1,51 @@
+package sse_test
+
+import (
+	"bufio"
+	"context"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/heraldpush/herald/hub"
+	"github.com/heraldpush/herald/transport/sse"
+)
+
+// FuzzLastEventID opens a stream with an arbitrary Last-Event-ID. Whatever
+// it holds, the answer is a 200 stream that starts with its retry hint:
+// EventSource cannot read an error and would not reconnect, so a cursor the
+// server cannot use gets a reset on the stream, never a 4xx.
+//
+// Run long with: go test -run '^$' -fuzz FuzzLastEventID -fuzztime 10m ./transport/sse/
+func FuzzLastEventID(f *testing.F) {
+	fx := newFixture(f, hub.Options{}, sse.Options{})
+	if _, err := fx.hub.Publish(context.Background(), hub.Draft{Topic: "fz.a", Data: []byte("1")}); err != nil {
+		f.Fatal(err)
+	}
+	for _, s := range []string{"", "abc-1", "0-0", "-1", "x", "zzzzzzzzzz-18446744073709551615", "a-b-c", "é", " 1", "1 "} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, id string) {
+		for _, c := range []byte(id) {
+			if c < 0x20 && c != '\t' || c == 0x7f {
+				return // not a header value any client can send
+			}
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		resp, err := fx.get(ctx, fx.url([]string{"fz.*"}), http.Header{"Last-Event-ID": {id}})
+		if err != nil {
+			t.Fatalf("Last-Event-ID %q: %v", id, err)
+		}
+		defer resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("Last-Event-ID %q: status %d", id, resp.StatusCode)
+		}
+		br := bufio.NewReader(resp.Body)
+		first, err := br.ReadString('\n')
+		if err != nil || !strings.HasPrefix(first, "retry: ") {
+			t.Fatalf("Last-Event-ID %q: stream starts %q, %v", id, first, err)
+		}
+	})
+}
