@@ -123,6 +123,10 @@ func TestBadInput(t *testing.T) {
 			if got := r.header.Get("Allow"); got != tc.allow {
 				t.Errorf("Allow = %q, want %q", got, tc.allow)
 			}
+			// And a well-behaved client is still served.
+			if ok := s.do(t, http.MethodGet, "/v1/topics/gone/history?limit=1", noContentType, ""); ok.status != http.StatusOK {
+				t.Errorf("a normal request after it: %d %s", ok.status, ok.body)
+			}
 		})
 	}
 
