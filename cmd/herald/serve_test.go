@@ -305,3 +305,21 @@ func TestTokenCommand(t *testing.T) {
 		}
 	}
 }
+
+// TestServeWarnsWhenOpen checks the warning of a server without
+// authentication on an address other machines can reach, and its absence
+// on loopback or with --auth jwt.
+func TestServeWarnsWhenOpen(t *testing.T) {
+	const warning = "AUTHENTICATION IS OFF"
+	open := startServe(t, "--addr", "0.0.0.0:0")
+	if !strings.Contains(open.logs.String(), warning) {
+		t.Errorf("no warning on 0.0.0.0 without auth:\n%s", open.logs)
+	}
+	local := startServe(t, "--addr", "127.0.0.1:0")
+	closed := startServe(t, "--addr", "0.0.0.0:0", "--auth", "jwt", "--jwt-secret", "0123456789abcdef0123456789abcdef")
+	for _, in := range []*instance{local, closed} {
+		if strings.Contains(in.logs.String(), warning) {
+			t.Errorf("a warning where none is due:\n%s", in.logs)
+		}
+	}
+}
