@@ -15,10 +15,12 @@ import (
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/heraldpush/herald/action"
 	"github.com/heraldpush/herald/auth"
 	"github.com/heraldpush/herald/hub"
+	"github.com/heraldpush/herald/hub/redisbroker"
 	"github.com/heraldpush/herald/limit"
 	"github.com/heraldpush/herald/transport/httpapi"
 	"github.com/heraldpush/herald/transport/sse"
@@ -106,7 +108,7 @@ func parseServeFlags(args []string, getenv func(string) (string, bool), stdout i
 	fs := flag.NewFlagSet("herald serve", flag.ContinueOnError)
 	fs.StringVar(&c.addr, "addr", "127.0.0.1:8080", "`address` to listen on (host:port; port 0 picks a free one)")
 	fs.StringVar(&c.debugAddr, "debug-addr", "", "`address` of an internal listener for /debug/pprof/ and POST /debug/free-memory (empty: off); keep it private")
-	fs.StringVar(&c.broker, "broker", "memory", "event broker: memory (redis://… and nats://… are planned)")
+	fs.StringVar(&c.broker, "broker", "memory", "event broker: memory (one node), or redis://[:password@]host:6379/0[?prefix=herald] for a cluster of nodes sharing one log (nats://… is planned)")
 	fs.IntVar(&c.historySize, "history-size", 10000, "events retained for replay and history, at most")
 	fs.DurationVar(&c.historyTTL, "history-ttl", time.Hour, "events older than this are dropped from history (0: no age limit)")
 	fs.IntVar(&c.queueBytes, "queue-bytes", 512<<10, "outbound queue bound per connection, in bytes; a client that overflows it is disconnected as a slow consumer")
@@ -293,8 +295,8 @@ func checkUpstreamURL(s string) error {
 
 func (c *serveConfig) validate() error {
 	switch {
-	case c.broker != "memory":
-		return usagef("broker %s is not supported yet (this release has only the memory broker)", c.broker)
+	case c.broker != "memory" && !strings.HasPrefix(c.broker, "redis://") && !strings.HasPrefix(c.broker, "rediss://"):
+		return usagef("broker %s is not supported yet (memory or redis://…)", c.broker)
 	case c.addr == "":
 		return usagef("--addr must not be empty")
 	case c.historySize <= 0:
@@ -349,6 +351,40 @@ func (c *serveConfig) validate() error {
 	}
 	return nil
 }
+
+// newBroker connects the --broker. The returned func releases what it
+// holds (the Redis connections), after the hub has closed the broker.
+func (c *serveConfig) newBroker(log *slog.Logger) (hub.Broker, func(), error) {
+	if c.broker == "memory" {
+		return hub.NewMemoryBroker(hub.MemoryOptions{Size: c.historySize, TTL: c.historyTTL}), func() {}, nil
+	}
+	u, err := url.Parse(c.broker)
+	if err != nil {
+		return nil, nil, usagef("--broker: %v", err)
+	}
+	q := u.Query()
+	prefix := q.Get("prefix")
+	q.Del("prefix")
+	u.RawQuery = q.Encode()
+	opts, err := redis.ParseURL(u.String())
+	if err != nil {
+		return nil, nil, usagef("--broker: %v", err)
+	}
+	rdb := redis.NewClient(opts)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	b, err := redisbroker.New(ctx, redisbroker.Options{
+		Client: rdb, Prefix: prefix, Size: c.historySize, TTL: c.historyTTL, Logger: log,
+	})
+	if err != nil {
+		rdb.Close()
+		return nil, nil, fmt.Errorf("failed to connect to %s: %w", redactURL(u), err)
+	}
+	return b, func() { rdb.Close() }, nil
+}
+
+// redactURL is u without its password, for messages.
+func redactURL(u *url.URL) string { return u.Redacted() }
 
 // authenticator builds the token verifier of --auth jwt (nil for none).
 func (c *serveConfig) authenticator() (*auth.Authenticator, error) {
@@ -426,8 +462,13 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer, read
 		}
 	}()
 
+	broker, closeBroker, err := cfg.newBroker(log)
+	if err != nil {
+		return err
+	}
+	defer closeBroker()
 	h, err := hub.New(hub.Options{
-		Broker:     hub.NewMemoryBroker(hub.MemoryOptions{Size: cfg.historySize, TTL: cfg.historyTTL}),
+		Broker:     broker,
 		Shards:     cfg.shards,
 		QueueBytes: cfg.queueBytes,
 		Logger:     log,

@@ -1,0 +1,511 @@
+// Package redisbroker is a hub.Broker on Redis: the event log of a cluster
+// of Herald nodes, kept in one Redis stream (go-redis/v9).
+//
+// Keys, all under one hash tag so that they live in one Redis Cluster slot:
+//
+//	{prefix}:epoch  the log's epoch, set once (SET NX)
+//	{prefix}:seq    the last sequence number given out
+//	{prefix}:log    the stream; entry ID <seq>-0, fields t (topic), y (type),
+//	                d (data), m (time, Unix microseconds)
+//
+// A batch is appended by one Lua script (INCRBY, then XADD per event), so
+// it is numbered consecutively in one order shared by every node, all or
+// nothing. Each node delivers by reading the stream (XREAD BLOCK) from the
+// last ID it delivered: in order, without gaps, and an event is in the
+// stream before any node can read it. See docs/design.md and
+// docs/cluster.md.
+//
+// A Broker is safe for concurrent use.
+package redisbroker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/heraldpush/herald/hub"
+)
+
+// Options configures a Broker.
+type Options struct {
+	// Client is the connection to Redis. The Broker does not close it.
+	Client redis.UniversalClient
+	// Prefix names the keys ({Prefix}:log, …); nodes that share a Prefix
+	// share a log. Default "herald".
+	Prefix string
+	// Size is the most events retained (approximately: Redis trims whole
+	// stream nodes); default 10000. TTL, if set, also drops older events.
+	Size int
+	TTL  time.Duration
+	// Block is how long one XREAD waits for new events before the reader
+	// checks the epoch again; default 2s.
+	Block  time.Duration
+	Logger *slog.Logger
+}
+
+// Broker is the Redis-backed hub.Broker.
+type Broker struct {
+	o                        Options
+	rdb                      redis.UniversalClient
+	epochKey, seqKey, logKey string
+	epoch                    atomic.Pointer[string]
+	publish                  *redis.Script
+	ctx                      context.Context
+	cancel                   context.CancelFunc
+	done                     chan struct{} // closed when the reader has ended; nil before Start
+	started, closed          atomic.Bool
+	trimMu                   sync.Mutex
+	lastTrim                 time.Time
+}
+
+// publishScript appends a batch: ARGV[1] is the retention, ARGV[2] the
+// number of events, then topic, type and data of each. It returns the first
+// sequence number and the server time, which is every event's time.
+var publishScript = redis.NewScript(`
+local n = tonumber(ARGV[2])
+local last = redis.call('INCRBY', KEYS[1], n)
+local first = last - n + 1
+local t = redis.call('TIME')
+local micros = t[1] .. string.format('%06d', tonumber(t[2]))
+for i = 0, n - 1 do
+  local a = 3 + i * 3
+  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[1], (first + i) .. '-0',
+    't', ARGV[a], 'y', ARGV[a + 1], 'd', ARGV[a + 2], 'm', micros)
+end
+return {first, micros}
+`)
+
+// New connects the broker to its log, creating the epoch if the log is new.
+func New(ctx context.Context, o Options) (*Broker, error) {
+	if o.Client == nil {
+		return nil, errors.New("failed to start Redis broker: Options.Client is nil")
+	}
+	if o.Prefix == "" {
+		o.Prefix = "herald"
+	}
+	if o.Size <= 0 {
+		o.Size = 10000
+	}
+	if o.Block <= 0 {
+		o.Block = 2 * time.Second
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	tag := "{" + o.Prefix + "}"
+	b := &Broker{
+		o: o, rdb: o.Client,
+		epochKey: tag + ":epoch", seqKey: tag + ":seq", logKey: tag + ":log",
+		publish: publishScript,
+	}
+	b.ctx, b.cancel = context.WithCancel(context.Background())
+	if _, err := b.loadEpoch(ctx); err != nil {
+		b.cancel()
+		return nil, fmt.Errorf("failed to start Redis broker: %w", err)
+	}
+	return b, nil
+}
+
+// loadEpoch reads the log's epoch, creating it if the log is new (or Redis
+// lost it), and reports whether it changed.
+func (b *Broker) loadEpoch(ctx context.Context) (changed bool, err error) {
+	if err := b.rdb.SetNX(ctx, b.epochKey, hub.NewEpoch(), 0).Err(); err != nil {
+		return false, err
+	}
+	e, err := b.rdb.Get(ctx, b.epochKey).Result()
+	if err != nil {
+		return false, err
+	}
+	old := b.epoch.Swap(&e)
+	return old != nil && *old != e, nil
+}
+
+func (b *Broker) currentEpoch() string { return *b.epoch.Load() }
+
+// Start implements hub.Broker: it starts the reader, which delivers every
+// event after the log's current end.
+func (b *Broker) Start(deliver func([]*hub.Message)) error {
+	if !b.started.CompareAndSwap(false, true) {
+		return errors.New("failed to start Redis broker: already started")
+	}
+	bd, err := b.Bounds(b.ctx)
+	if err != nil {
+		return fmt.Errorf("failed to start Redis broker: %w", err)
+	}
+	b.done = make(chan struct{})
+	go b.read(deliver, bd.Last)
+	return nil
+}
+
+// read is the reader goroutine: XREAD from the last delivered ID, deliver,
+// repeat, until Close. Connection errors are retried with a capped backoff;
+// a reconnect resumes from the last ID, so nothing is skipped.
+func (b *Broker) read(deliver func([]*hub.Message), last uint64) {
+	defer close(b.done)
+	backoff := 50 * time.Millisecond
+	for b.ctx.Err() == nil {
+		res, err := b.rdb.XRead(b.ctx, &redis.XReadArgs{
+			Streams: []string{b.logKey, strconv.FormatUint(last, 10) + "-0"},
+			Count:   512,
+			Block:   b.o.Block,
+		}).Result()
+		switch {
+		case b.ctx.Err() != nil:
+			return
+		case errors.Is(err, redis.Nil):
+			// Quiet: check that the log is still the one we read. If Redis
+			// lost it, new events start again at 1 and XREAD from our last
+			// ID would wait forever.
+			if changed, err := b.loadEpoch(b.ctx); err == nil && changed {
+				b.o.Logger.Warn("redis broker: the log was lost and started afresh (new epoch); clients resume with a reset",
+					"epoch", b.currentEpoch())
+				last = 0
+			}
+			continue
+		case err != nil:
+			b.o.Logger.Warn("redis broker: reading the log failed; retrying", "err", err, "in", backoff)
+			select {
+			case <-time.After(backoff):
+			case <-b.ctx.Done():
+				return
+			}
+			backoff = min(2*backoff, 2*time.Second)
+			continue
+		}
+		backoff = 50 * time.Millisecond
+		for _, st := range res {
+			msgs := make([]*hub.Message, 0, len(st.Messages))
+			for _, xm := range st.Messages {
+				m, err := b.message(xm)
+				if err != nil {
+					b.o.Logger.Error("redis broker: skipping an unreadable log entry", "id", xm.ID, "err", err)
+					continue
+				}
+				if m.ID.Seq != last+1 && last != 0 {
+					// The entries in between were trimmed before this node
+					// read them: it fell more than the retention behind.
+					b.o.Logger.Error("redis broker: events were trimmed before this node delivered them",
+						"from", last+1, "to", m.ID.Seq-1)
+				}
+				last = m.ID.Seq
+				msgs = append(msgs, m)
+			}
+			if len(msgs) > 0 && b.ctx.Err() == nil {
+				deliver(msgs)
+			}
+		}
+	}
+}
+
+// message turns a stream entry into a hub message.
+func (b *Broker) message(xm redis.XMessage) (*hub.Message, error) {
+	seqStr, _, _ := strings.Cut(xm.ID, "-")
+	seq, err := strconv.ParseUint(seqStr, 10, 64)
+	if err != nil {
+		return nil, fmt.Errorf("bad entry ID %q", xm.ID)
+	}
+	field := func(k string) string { s, _ := xm.Values[k].(string); return s }
+	micros, err := strconv.ParseInt(field("m"), 10, 64)
+	if err != nil {
+		return nil, fmt.Errorf("bad time %q", field("m"))
+	}
+	return hub.NewMessage(hub.Event{
+		ID:    hub.Cursor{Epoch: b.currentEpoch(), Seq: seq},
+		Topic: field("t"),
+		Type:  field("y"),
+		Data:  []byte(field("d")),
+		Time:  time.UnixMicro(micros).UTC(),
+	}), nil
+}
+
+// Publish implements hub.Broker.
+func (b *Broker) Publish(ctx context.Context, drafts []hub.Draft) ([]*hub.Message, error) {
+	if b.closed.Load() {
+		return nil, hub.ErrClosed
+	}
+	args := make([]any, 0, 2+3*len(drafts))
+	args = append(args, b.o.Size, len(drafts))
+	for _, d := range drafts {
+		args = append(args, d.Topic, d.Type, string(d.Data))
+	}
+	res, err := b.publish.Run(ctx, b.rdb, []string{b.seqKey, b.logKey}, args...).Slice()
+	if err != nil {
+		return nil, fmt.Errorf("failed to publish to Redis: %w", err)
+	}
+	if len(res) != 2 {
+		return nil, fmt.Errorf("failed to publish to Redis: unexpected reply %v", res)
+	}
+	first, ok1 := res[0].(int64)
+	microsStr, ok2 := res[1].(string)
+	micros, err := strconv.ParseInt(microsStr, 10, 64)
+	if !ok1 || !ok2 || err != nil {
+		return nil, fmt.Errorf("failed to publish to Redis: unexpected reply %v", res)
+	}
+	when := time.UnixMicro(micros).UTC()
+	epoch := b.currentEpoch()
+	msgs := make([]*hub.Message, len(drafts))
+	for i, d := range drafts {
+		msgs[i] = hub.NewMessage(hub.Event{
+			ID: hub.Cursor{Epoch: epoch, Seq: uint64(first) + uint64(i)}, Topic: d.Topic, Type: d.Type, Data: d.Data, Time: when,
+		})
+	}
+	return msgs, nil
+}
+
+// Read implements hub.Broker.
+func (b *Broker) Read(ctx context.Context, req hub.ReadRequest) (hub.ReadResult, error) {
+	if req.Limit <= 0 {
+		return hub.ReadResult{}, fmt.Errorf("failed to read history: limit %d must be positive", req.Limit)
+	}
+	if b.closed.Load() {
+		return hub.ReadResult{}, hub.ErrClosed
+	}
+	b.maybeTrim(ctx)
+	res := hub.ReadResult{Next: req.After}
+	from, scanned := req.After+1, 0
+	for {
+		page := 256
+		if req.MaxScan > 0 {
+			page = min(page, req.MaxScan-scanned)
+		}
+		entries, err := b.rdb.XRangeN(ctx, b.logKey, strconv.FormatUint(from, 10)+"-0", "+", int64(page)).Result()
+		if err != nil {
+			return hub.ReadResult{}, fmt.Errorf("failed to read history from Redis: %w", err)
+		}
+		if len(entries) == 0 {
+			if scanned == 0 {
+				// Nothing from After on: the end of the log, or all of it
+				// was trimmed.
+				last, err := b.lastSeq(ctx)
+				if err != nil {
+					return hub.ReadResult{}, err
+				}
+				if req.After < last {
+					return hub.ReadResult{}, hub.ErrHistoryGone
+				}
+			}
+			return res, nil
+		}
+		for _, xm := range entries {
+			m, err := b.message(xm)
+			if err != nil {
+				return hub.ReadResult{}, fmt.Errorf("failed to read history from Redis: %w", err)
+			}
+			if scanned == 0 && m.ID.Seq != req.After+1 {
+				return hub.ReadResult{}, hub.ErrHistoryGone // trimmed up to m
+			}
+			if len(res.Messages) == req.Limit || (req.MaxScan > 0 && scanned == req.MaxScan) {
+				res.More = true
+				return res, nil
+			}
+			scanned++
+			res.Next = m.ID.Seq
+			for _, p := range req.Patterns {
+				if p.Match(m.Topic) {
+					res.Messages = append(res.Messages, m)
+					break
+				}
+			}
+		}
+		from = res.Next + 1
+		if len(entries) < page {
+			return res, nil
+		}
+		if req.MaxScan > 0 && scanned == req.MaxScan || len(res.Messages) == req.Limit {
+			// Whether more follow is known only by looking: one entry.
+			more, err := b.rdb.XRangeN(ctx, b.logKey, strconv.FormatUint(from, 10)+"-0", "+", 1).Result()
+			if err != nil {
+				return hub.ReadResult{}, fmt.Errorf("failed to read history from Redis: %w", err)
+			}
+			res.More = len(more) > 0
+			return res, nil
+		}
+	}
+}
+
+func (b *Broker) lastSeq(ctx context.Context) (uint64, error) {
+	s, err := b.rdb.Get(ctx, b.seqKey).Uint64()
+	if errors.Is(err, redis.Nil) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("failed to read the log's end from Redis: %w", err)
+	}
+	return s, nil
+}
+
+// Latest implements hub.Broker.
+func (b *Broker) Latest(ctx context.Context, topic string, limit int) ([]*hub.Message, error) {
+	if b.closed.Load() {
+		return nil, hub.ErrClosed
+	}
+	b.maybeTrim(ctx)
+	var out []*hub.Message
+	end := "+"
+	for len(out) < limit {
+		entries, err := b.rdb.XRevRangeN(ctx, b.logKey, end, "-", 256).Result()
+		if err != nil {
+			return nil, fmt.Errorf("failed to read history from Redis: %w", err)
+		}
+		for _, xm := range entries {
+			m, err := b.message(xm)
+			if err != nil {
+				return nil, err
+			}
+			if m.Topic == topic {
+				out = append(out, m)
+				if len(out) == limit {
+					break
+				}
+			}
+			end = "(" + xm.ID
+		}
+		if len(entries) < 256 {
+			break
+		}
+	}
+	for i, j := 0, len(out)-1; i < j; i, j = i+1, j-1 {
+		out[i], out[j] = out[j], out[i]
+	}
+	return out, nil
+}
+
+// Bounds implements hub.Broker.
+func (b *Broker) Bounds(ctx context.Context) (hub.Bounds, error) {
+	if b.closed.Load() {
+		return hub.Bounds{}, hub.ErrClosed
+	}
+	b.maybeTrim(ctx)
+	pipe := b.rdb.Pipeline()
+	seq := pipe.Get(ctx, b.seqKey)
+	first := pipe.XRangeN(ctx, b.logKey, "-", "+", 1)
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+		return hub.Bounds{}, fmt.Errorf("failed to read the log's bounds from Redis: %w", err)
+	}
+	last, err := seq.Uint64()
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return hub.Bounds{}, fmt.Errorf("failed to read the log's end from Redis: %w", err)
+	}
+	bd := hub.Bounds{Epoch: b.currentEpoch(), First: last + 1, Last: last}
+	if entries := first.Val(); len(entries) > 0 {
+		m, err := b.message(entries[0])
+		if err != nil {
+			return hub.Bounds{}, err
+		}
+		bd.First = m.ID.Seq
+	}
+	return bd, nil
+}
+
+// Topics implements hub.Broker. It reads the whole retained log: the
+// endpoint that asks is for people, and the log is bounded by Size.
+func (b *Broker) Topics(ctx context.Context) ([]hub.TopicHistory, error) {
+	if b.closed.Load() {
+		return nil, hub.ErrClosed
+	}
+	b.maybeTrim(ctx)
+	counts := map[string]int{}
+	from := "-"
+	for {
+		entries, err := b.rdb.XRangeN(ctx, b.logKey, from, "+", 1000).Result()
+		if err != nil {
+			return nil, fmt.Errorf("failed to read history from Redis: %w", err)
+		}
+		for _, xm := range entries {
+			t, _ := xm.Values["t"].(string)
+			counts[t]++
+			from = "(" + xm.ID
+		}
+		if len(entries) < 1000 {
+			break
+		}
+	}
+	out := make([]hub.TopicHistory, 0, len(counts))
+	for t, n := range counts {
+		out = append(out, hub.TopicHistory{Topic: t, Events: n})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Topic < out[j].Topic })
+	return out, nil
+}
+
+// maybeTrim drops events older than TTL, at most every TTL/4 (and 1 s) per
+// node. Stream IDs are sequence numbers, not times, so it finds the first
+// young entry by its time field and trims below it; every node may do it,
+// and trimming twice is harmless. Failures are left to the next call.
+func (b *Broker) maybeTrim(ctx context.Context) {
+	if b.o.TTL <= 0 {
+		return
+	}
+	b.trimMu.Lock()
+	defer b.trimMu.Unlock()
+	now := time.Now()
+	if now.Sub(b.lastTrim) < min(b.o.TTL/4, time.Second) {
+		return
+	}
+	b.lastTrim = now
+	t, err := b.rdb.Time(ctx).Result()
+	if err != nil {
+		return
+	}
+	cutoff := t.Add(-b.o.TTL).UnixMicro()
+	for {
+		entries, err := b.rdb.XRangeN(ctx, b.logKey, "-", "+", 100).Result()
+		if err != nil || len(entries) == 0 {
+			return
+		}
+		keep := ""
+		for _, xm := range entries {
+			m, _ := xm.Values["m"].(string)
+			if micros, err := strconv.ParseInt(m, 10, 64); err == nil && micros >= cutoff {
+				keep = xm.ID
+				break
+			}
+		}
+		if keep == "" {
+			// All 100 are old: drop them and look again.
+			last := entries[len(entries)-1].ID
+			seqStr, _, _ := strings.Cut(last, "-")
+			seq, _ := strconv.ParseUint(seqStr, 10, 64)
+			keep = strconv.FormatUint(seq+1, 10) + "-0"
+			if err := b.rdb.XTrimMinID(ctx, b.logKey, keep).Err(); err != nil {
+				return
+			}
+			continue
+		}
+		_ = b.rdb.XTrimMinID(ctx, b.logKey, keep).Err()
+		return
+	}
+}
+
+// Ping implements hub.Broker: Redis answers PING.
+func (b *Broker) Ping(ctx context.Context) error {
+	if b.closed.Load() {
+		return hub.ErrClosed
+	}
+	if err := b.rdb.Ping(ctx).Err(); err != nil {
+		return fmt.Errorf("failed to reach Redis: %w", err)
+	}
+	return nil
+}
+
+// Close implements hub.Broker: it stops the reader and waits for it, so
+// deliver is not called after Close returns. The Redis client stays open.
+func (b *Broker) Close() error {
+	if !b.closed.CompareAndSwap(false, true) {
+		return nil
+	}
+	b.cancel()
+	if b.done != nil {
+		<-b.done
+	}
+	return nil
+}
