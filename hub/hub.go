@@ -21,6 +21,10 @@ var (
 	ErrGoingAway = errors.New("server going away")
 	// ErrUnavailable: the broker could not serve a replay.
 	ErrUnavailable = errors.New("broker unavailable")
+	// ErrEpochChanged: the broker's log was replaced (a Redis that lost
+	// its data, a recreated stream). Every client is closed with it; they
+	// reconnect with their cursors, which then get a reset.
+	ErrEpochChanged = errors.New("the event log was replaced")
 )
 
 // Options configures a Hub. The zero value is usable.
@@ -73,6 +77,8 @@ type Hub struct {
 	mu      sync.Mutex
 	clients map[*Client]struct{}
 	kinds   map[string]int64 // open clients per transport
+
+	epoch string // of the log being delivered; the deliver goroutine's
 }
 
 // shard owns a partition of the clients and their subscriptions.
@@ -120,6 +126,7 @@ func New(o Options) (*Hub, error) {
 		cancel()
 		return nil, fmt.Errorf("failed to read broker bounds: %w", err)
 	}
+	h.epoch = b.Epoch
 	h.shards = make([]*shard, o.Shards)
 	for i := range h.shards {
 		s := &shard{idx: newIndex(), in: make(chan []*Message, o.ShardBuffer)}
@@ -144,6 +151,9 @@ func (h *Hub) Broker() Broker { return h.broker }
 // deliver hands a batch from the broker to every shard, in order. It blocks
 // while a shard's buffer is full, which is the back-pressure on publishers.
 func (h *Hub) deliver(msgs []*Message) {
+	if len(msgs) > 0 && msgs[0].ID.Epoch != h.epoch {
+		h.newEpoch(msgs[0].ID.Epoch)
+	}
 	for _, s := range h.shards {
 		select {
 		case s.in <- msgs:
@@ -153,11 +163,41 @@ func (h *Hub) deliver(msgs []*Message) {
 	}
 }
 
+// newEpoch handles a replaced log: its sequence numbers start again, so
+// every client (whose position is of the old log) is closed to come back
+// with its cursor and a reset, and each shard forgets its position, in
+// order with the batches it has yet to dispatch (an empty batch says so).
+func (h *Hub) newEpoch(epoch string) {
+	h.opts.Logger.Warn("hub: the event log was replaced; disconnecting every client so that they resume with a reset",
+		"old", h.epoch, "new", epoch)
+	h.epoch = epoch
+	for _, s := range h.shards {
+		select {
+		case s.in <- nil:
+		case <-h.done:
+			return
+		}
+	}
+	h.mu.Lock()
+	cs := make([]*Client, 0, len(h.clients))
+	for c := range h.clients {
+		cs = append(cs, c)
+	}
+	h.mu.Unlock()
+	for _, c := range cs {
+		c.fail(ErrEpochChanged)
+	}
+}
+
 func (h *Hub) dispatchLoop(s *shard) {
 	defer h.wg.Done()
 	for {
 		select {
 		case msgs := <-s.in:
+			if msgs == nil {
+				s.dispatched.Store(0) // a new log
+				continue
+			}
 			s.dispatch(msgs)
 		case <-h.done:
 			return

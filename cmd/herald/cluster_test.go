@@ -5,13 +5,17 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net"
 	"net/http"
+	"os/exec"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/heraldpush/herald/internal/redistest"
+	"github.com/heraldpush/herald/internal/wait"
 )
 
 // clusterEvent is one event read from a stream.
@@ -145,4 +149,131 @@ func seqOf(t *testing.T, cursor string) int {
 		t.Fatalf("cursor %q: %v", cursor, err)
 	}
 	return n
+}
+
+// TestRedisRestart runs a node on a Redis of its own, kills Redis under
+// it and starts it again, empty: /readyz goes 503 and back to 200. With the
+// first event of the new log the node ends its streams; a client that comes
+// back with its cursor gets a reset (epoch_changed) and then what is
+// published.
+func TestRedisRestart(t *testing.T) {
+	bin, err := exec.LookPath("redis-server")
+	if err != nil {
+		t.Skip("no redis-server binary")
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := ln.Addr().(*net.TCPAddr).Port
+	ln.Close()
+	start := func() *exec.Cmd {
+		cmd := exec.Command(bin, "--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--daemonize", "no")
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		wait.For(t, 10*time.Second, "redis-server to listen", func() bool {
+			c, err := net.Dial("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
+			if err == nil {
+				c.Close()
+			}
+			return err == nil
+		})
+		return cmd
+	}
+	srv := start()
+	t.Cleanup(func() { _ = srv.Process.Kill(); _ = srv.Wait() })
+
+	node := startServe(t, "--addr", "127.0.0.1:0", "--broker", fmt.Sprintf("redis://127.0.0.1:%d/0", port))
+	ready := func() int { status, _ := node.get(t, "/readyz"); return status }
+	publish := func(n int) {
+		t.Helper()
+		if status, body := node.post(t, "/v1/publish", fmt.Sprintf(`{"topic":"restart.a","data":{"n":%d}}`, n)); status != http.StatusOK {
+			t.Fatalf("publish %d: %d %s", n, status, body)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	url := node.url + "/v1/events?topic=restart.*"
+
+	lines, stop := streamLines(ctx, t, url, "")
+	defer stop()
+	publish(0)
+	id := nextLine(t, lines, "id: ")
+
+	_ = srv.Process.Kill()
+	_ = srv.Wait()
+	wait.For(t, 20*time.Second, "/readyz to fail", func() bool { return ready() == http.StatusServiceUnavailable })
+	srv = start()
+	wait.For(t, 20*time.Second, "/readyz to recover", func() bool { return ready() == http.StatusOK })
+	// The node ends the stream when it sees the new log's first event.
+	publish(1)
+	for range lines {
+	}
+
+	lines, stop2 := streamLines(ctx, t, url, strings.TrimPrefix(id, "id: "))
+	defer stop2()
+	if ev := nextLine(t, lines, "event: "); ev != "event: herald.reset" {
+		t.Fatalf("resuming with an old cursor: %q, want a reset", ev)
+	}
+	if data := nextLine(t, lines, "data: "); !strings.Contains(data, `"epoch_changed"`) {
+		t.Errorf("reset %s: want reason epoch_changed", data)
+	}
+	for n := 2; n <= 4; n++ {
+		publish(n)
+		if data := nextLine(t, lines, "data: "); !strings.Contains(data, fmt.Sprintf(`"n":%d`, n)) {
+			t.Fatalf("after the restart: %s, want event %d", data, n)
+		}
+	}
+}
+
+// streamLines opens an SSE stream and sends its lines; the channel closes
+// when the stream ends.
+func streamLines(ctx context.Context, t *testing.T, url, lastID string) (<-chan string, func()) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(ctx)
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if lastID != "" {
+		req.Header.Set("Last-Event-ID", lastID)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		cancel()
+		t.Fatalf("stream %s: %v %v", url, resp, err)
+	}
+	out := make(chan string, 100)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		defer close(out)
+		defer resp.Body.Close()
+		sc := bufio.NewScanner(resp.Body)
+		for sc.Scan() {
+			select {
+			case out <- sc.Text():
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	return out, func() { cancel(); <-done }
+}
+
+// nextLine returns the next line with the prefix, skipping others.
+func nextLine(t *testing.T, lines <-chan string, prefix string) string {
+	t.Helper()
+	timeout := time.After(20 * time.Second)
+	for {
+		select {
+		case l, ok := <-lines:
+			if !ok {
+				t.Fatalf("the stream ended before a %q line", prefix)
+			}
+			if strings.HasPrefix(l, prefix) {
+				return l
+			}
+		case <-timeout:
+			t.Fatalf("no %q line", prefix)
+		}
+	}
 }

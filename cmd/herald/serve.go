@@ -12,6 +12,7 @@ import (
 	"net/url"
 	"os"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
@@ -370,6 +371,10 @@ func (c *serveConfig) newBroker(log *slog.Logger) (hub.Broker, func(), error) {
 	if err != nil {
 		return nil, nil, usagef("--broker: %v", err)
 	}
+	// go-redis logs its reconnect attempts to the standard logger; the
+	// broker reports failures itself, so these go to debug.
+	// It is process-wide: the first server's logger takes them.
+	redisLogOnce.Do(func() { redis.SetLogger(redisLogger{log}) })
 	rdb := redis.NewClient(opts)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -381,6 +386,15 @@ func (c *serveConfig) newBroker(log *slog.Logger) (hub.Broker, func(), error) {
 		return nil, nil, fmt.Errorf("failed to connect to %s: %w", redactURL(u), err)
 	}
 	return b, func() { rdb.Close() }, nil
+}
+
+var redisLogOnce sync.Once
+
+// redisLogger routes go-redis's own messages into the server's log.
+type redisLogger struct{ log *slog.Logger }
+
+func (l redisLogger) Printf(ctx context.Context, format string, v ...any) {
+	l.log.DebugContext(ctx, "redis: "+fmt.Sprintf(format, v...))
 }
 
 // redactURL is u without its password, for messages.

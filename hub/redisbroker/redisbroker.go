@@ -68,20 +68,23 @@ type Broker struct {
 }
 
 // publishScript appends a batch: ARGV[1] is the retention, ARGV[2] the
-// number of events, then topic, type and data of each. It returns the first
-// sequence number and the server time, which is every event's time.
+// number of events, ARGV[3] an epoch to set if the log has none (Redis lost
+// it), then topic, type and data of each. It returns the first sequence
+// number, the server time, which is every event's time, and the epoch.
 var publishScript = redis.NewScript(`
+redis.call('SET', KEYS[3], ARGV[3], 'NX')
+local epoch = redis.call('GET', KEYS[3])
 local n = tonumber(ARGV[2])
 local last = redis.call('INCRBY', KEYS[1], n)
 local first = last - n + 1
 local t = redis.call('TIME')
 local micros = t[1] .. string.format('%06d', tonumber(t[2]))
 for i = 0, n - 1 do
-  local a = 3 + i * 3
+  local a = 4 + i * 3
   redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[1], (first + i) .. '-0',
     't', ARGV[a], 'y', ARGV[a + 1], 'd', ARGV[a + 2], 'm', micros)
 end
-return {first, micros}
+return {first, micros, epoch}
 `)
 
 // New connects the broker to its log, creating the epoch if the log is new.
@@ -116,17 +119,17 @@ func New(ctx context.Context, o Options) (*Broker, error) {
 }
 
 // loadEpoch reads the log's epoch, creating it if the log is new (or Redis
-// lost it), and reports whether it changed.
-func (b *Broker) loadEpoch(ctx context.Context) (changed bool, err error) {
+// lost it).
+func (b *Broker) loadEpoch(ctx context.Context) (string, error) {
 	if err := b.rdb.SetNX(ctx, b.epochKey, hub.NewEpoch(), 0).Err(); err != nil {
-		return false, err
+		return "", err
 	}
 	e, err := b.rdb.Get(ctx, b.epochKey).Result()
 	if err != nil {
-		return false, err
+		return "", err
 	}
-	old := b.epoch.Swap(&e)
-	return old != nil && *old != e, nil
+	b.epoch.Store(&e)
+	return e, nil
 }
 
 func (b *Broker) currentEpoch() string { return *b.epoch.Load() }
@@ -149,10 +152,33 @@ func (b *Broker) Start(deliver func([]*hub.Message)) error {
 // read is the reader goroutine: XREAD from the last delivered ID, deliver,
 // repeat, until Close. Connection errors are retried with a capped backoff;
 // a reconnect resumes from the last ID, so nothing is skipped.
+//
+// If Redis lost the log (a restart without persistence), new events start
+// again at 1 under a new epoch, and XREAD from the old last ID would skip
+// or wait for them. So the reader checks the epoch after every failure and
+// whenever it is idle, and starts over at 1 when it changed; clients whose
+// cursors are of the old epoch then get a reset.
 func (b *Broker) read(deliver func([]*hub.Message), last uint64) {
 	defer close(b.done)
+	epoch := b.currentEpoch()
 	backoff := 50 * time.Millisecond
+	recheck := false
 	for b.ctx.Err() == nil {
+		if recheck {
+			e, err := b.loadEpoch(b.ctx)
+			if err != nil {
+				if !b.sleep(&backoff) {
+					return
+				}
+				continue
+			}
+			recheck = false
+			if e != epoch {
+				b.o.Logger.Warn("redis broker: the log was lost and started afresh (new epoch); clients resume with a reset",
+					"epoch", e)
+				epoch, last = e, 0
+			}
+		}
 		res, err := b.rdb.XRead(b.ctx, &redis.XReadArgs{
 			Streams: []string{b.logKey, strconv.FormatUint(last, 10) + "-0"},
 			Count:   512,
@@ -162,30 +188,21 @@ func (b *Broker) read(deliver func([]*hub.Message), last uint64) {
 		case b.ctx.Err() != nil:
 			return
 		case errors.Is(err, redis.Nil):
-			// Quiet: check that the log is still the one we read. If Redis
-			// lost it, new events start again at 1 and XREAD from our last
-			// ID would wait forever.
-			if changed, err := b.loadEpoch(b.ctx); err == nil && changed {
-				b.o.Logger.Warn("redis broker: the log was lost and started afresh (new epoch); clients resume with a reset",
-					"epoch", b.currentEpoch())
-				last = 0
-			}
+			recheck = true // idle: a good moment to look
 			continue
 		case err != nil:
 			b.o.Logger.Warn("redis broker: reading the log failed; retrying", "err", err, "in", backoff)
-			select {
-			case <-time.After(backoff):
-			case <-b.ctx.Done():
+			recheck = true
+			if !b.sleep(&backoff) {
 				return
 			}
-			backoff = min(2*backoff, 2*time.Second)
 			continue
 		}
 		backoff = 50 * time.Millisecond
 		for _, st := range res {
 			msgs := make([]*hub.Message, 0, len(st.Messages))
 			for _, xm := range st.Messages {
-				m, err := b.message(xm)
+				m, err := b.message(xm, epoch)
 				if err != nil {
 					b.o.Logger.Error("redis broker: skipping an unreadable log entry", "id", xm.ID, "err", err)
 					continue
@@ -206,8 +223,20 @@ func (b *Broker) read(deliver func([]*hub.Message), last uint64) {
 	}
 }
 
+// sleep waits out the backoff, doubling it up to 2 s; false if the broker
+// closed meanwhile.
+func (b *Broker) sleep(backoff *time.Duration) bool {
+	select {
+	case <-time.After(*backoff):
+	case <-b.ctx.Done():
+		return false
+	}
+	*backoff = min(2**backoff, 2*time.Second)
+	return true
+}
+
 // message turns a stream entry into a hub message.
-func (b *Broker) message(xm redis.XMessage) (*hub.Message, error) {
+func (b *Broker) message(xm redis.XMessage, epoch string) (*hub.Message, error) {
 	seqStr, _, _ := strings.Cut(xm.ID, "-")
 	seq, err := strconv.ParseUint(seqStr, 10, 64)
 	if err != nil {
@@ -219,7 +248,7 @@ func (b *Broker) message(xm redis.XMessage) (*hub.Message, error) {
 		return nil, fmt.Errorf("bad time %q", field("m"))
 	}
 	return hub.NewMessage(hub.Event{
-		ID:    hub.Cursor{Epoch: b.currentEpoch(), Seq: seq},
+		ID:    hub.Cursor{Epoch: epoch, Seq: seq},
 		Topic: field("t"),
 		Type:  field("y"),
 		Data:  []byte(field("d")),
@@ -232,26 +261,27 @@ func (b *Broker) Publish(ctx context.Context, drafts []hub.Draft) ([]*hub.Messag
 	if b.closed.Load() {
 		return nil, hub.ErrClosed
 	}
-	args := make([]any, 0, 2+3*len(drafts))
-	args = append(args, b.o.Size, len(drafts))
+	args := make([]any, 0, 3+3*len(drafts))
+	args = append(args, b.o.Size, len(drafts), hub.NewEpoch())
 	for _, d := range drafts {
 		args = append(args, d.Topic, d.Type, string(d.Data))
 	}
-	res, err := b.publish.Run(ctx, b.rdb, []string{b.seqKey, b.logKey}, args...).Slice()
+	res, err := b.publish.Run(ctx, b.rdb, []string{b.seqKey, b.logKey, b.epochKey}, args...).Slice()
 	if err != nil {
 		return nil, fmt.Errorf("failed to publish to Redis: %w", err)
 	}
-	if len(res) != 2 {
+	if len(res) != 3 {
 		return nil, fmt.Errorf("failed to publish to Redis: unexpected reply %v", res)
 	}
 	first, ok1 := res[0].(int64)
 	microsStr, ok2 := res[1].(string)
+	epoch, ok3 := res[2].(string)
 	micros, err := strconv.ParseInt(microsStr, 10, 64)
-	if !ok1 || !ok2 || err != nil {
+	if !ok1 || !ok2 || !ok3 || err != nil {
 		return nil, fmt.Errorf("failed to publish to Redis: unexpected reply %v", res)
 	}
+	b.epoch.Store(&epoch)
 	when := time.UnixMicro(micros).UTC()
-	epoch := b.currentEpoch()
 	msgs := make([]*hub.Message, len(drafts))
 	for i, d := range drafts {
 		msgs[i] = hub.NewMessage(hub.Event{
@@ -296,7 +326,7 @@ func (b *Broker) Read(ctx context.Context, req hub.ReadRequest) (hub.ReadResult,
 			return res, nil
 		}
 		for _, xm := range entries {
-			m, err := b.message(xm)
+			m, err := b.message(xm, b.currentEpoch())
 			if err != nil {
 				return hub.ReadResult{}, fmt.Errorf("failed to read history from Redis: %w", err)
 			}
@@ -357,7 +387,7 @@ func (b *Broker) Latest(ctx context.Context, topic string, limit int) ([]*hub.Me
 			return nil, fmt.Errorf("failed to read history from Redis: %w", err)
 		}
 		for _, xm := range entries {
-			m, err := b.message(xm)
+			m, err := b.message(xm, b.currentEpoch())
 			if err != nil {
 				return nil, err
 			}
@@ -386,6 +416,7 @@ func (b *Broker) Bounds(ctx context.Context) (hub.Bounds, error) {
 	}
 	b.maybeTrim(ctx)
 	pipe := b.rdb.Pipeline()
+	epoch := pipe.Get(ctx, b.epochKey)
 	seq := pipe.Get(ctx, b.seqKey)
 	first := pipe.XRangeN(ctx, b.logKey, "-", "+", 1)
 	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
@@ -395,9 +426,14 @@ func (b *Broker) Bounds(ctx context.Context) (hub.Bounds, error) {
 	if err != nil && !errors.Is(err, redis.Nil) {
 		return hub.Bounds{}, fmt.Errorf("failed to read the log's end from Redis: %w", err)
 	}
+	if e, err := epoch.Result(); err == nil {
+		b.epoch.Store(&e)
+	} else if e, err := b.loadEpoch(ctx); err == nil { // Redis lost it
+		b.epoch.Store(&e)
+	}
 	bd := hub.Bounds{Epoch: b.currentEpoch(), First: last + 1, Last: last}
 	if entries := first.Val(); len(entries) > 0 {
-		m, err := b.message(entries[0])
+		m, err := b.message(entries[0], b.currentEpoch())
 		if err != nil {
 			return hub.Bounds{}, err
 		}

@@ -316,6 +316,8 @@ func closeStatus(err error) (websocket.StatusCode, string) {
 			reason = reason[:120]
 		}
 		return websocket.StatusPolicyViolation, reason
+	case errors.Is(err, hub.ErrEpochChanged):
+		return websocket.StatusServiceRestart, "event log replaced; reconnect"
 	case errors.Is(err, hub.ErrUnavailable):
 		return websocket.StatusTryAgainLater, "broker unavailable"
 	default: // hub.ErrGoingAway, hub.ErrClosed
