@@ -25,6 +25,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.StringVar(&cfg.Mode, "mode", loadgen.ModeFanout, "fanout (publish and measure deliveries), actions (post actions, measure 202 time; subscribers check the result events), connect (connection ramp rate and latency) or idle (hold idle connections, measure server memory)")
 	fs.StringVar(&cfg.ActionType, "action-type", "echo", "actions mode: the action `TYPE` to post; the server needs a handler for it")
 	fs.StringVar(&cfg.URL, "url", "http://127.0.0.1:8080", "server base `URL`")
+	fs.StringVar(&cfg.PublishURL, "publish-url", "", "publish (and submit actions) to this `URL` instead of --url: another node of a cluster, so that every delivery crosses the broker")
 	fs.StringVar(&cfg.Transport, "transport", "ws", "subscriber transport: ws, sse or mixed (half each)")
 	fs.IntVar(&cfg.Subscribers, "subscribers", 1000, "subscriber connections")
 	fs.IntVar(&cfg.Topics, "topics", 10, "topics; subscriber i subscribes to topic i mod K")

@@ -33,6 +33,10 @@ type Config struct {
 	Mode        string        // "fanout" (default), "actions", "connect" or "idle"; see Run
 	ActionType  string        // actions mode: the action type to post (default "echo", whose result is its payload)
 	URL         string        // server base URL, e.g. http://127.0.0.1:8080
+	// PublishURL, if set, is where publishers and actions go instead of
+	// URL: another node of a cluster, so that every delivery crosses the
+	// broker.
+	PublishURL string
 	Transport   string        // "ws", "sse" or "mixed" (half and half)
 	Subscribers int           // subscriber connections
 	Topics      int           // topics bench.0 … bench.K-1; subscriber i takes topic i mod K
@@ -154,6 +158,12 @@ func (c *Config) defaults() error {
 	c.URL = strings.TrimRight(c.URL, "/")
 	if _, err := newEndpoint(c.URL, "", c.TLS, nil); err != nil {
 		return err
+	}
+	if c.PublishURL != "" {
+		c.PublishURL = strings.TrimRight(c.PublishURL, "/")
+		if _, err := newEndpoint(c.PublishURL, "", c.TLS, nil); err != nil {
+			return err
+		}
 	}
 	switch c.Mode {
 	case "":
@@ -568,7 +578,11 @@ func (r *run) publish(ctx context.Context) (int64, map[int]int64) {
 		path, want = "/v1/actions", http.StatusAccepted
 	}
 	// Config.defaults has checked the URL.
-	ep, _ := newEndpoint(cfg.URL, path, cfg.TLS, nil)
+	base := cfg.URL
+	if cfg.PublishURL != "" {
+		base = cfg.PublishURL
+	}
+	ep, _ := newEndpoint(base, path, cfg.TLS, nil)
 	pool := &posterPool{e: ep}
 	defer pool.closeAll()
 	counts := make([]map[int]int64, cfg.Publishers)
