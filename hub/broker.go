@@ -86,3 +86,18 @@ type TopicHistory struct {
 	Topic  string
 	Events int
 }
+
+// ClusterCounter is implemented by brokers that several nodes share: it
+// sums the subscriber counts of every live node for GET /v1/topics. The hub
+// calls Count with its own counts, and the broker keeps them fresh for the
+// other nodes between calls by calling it again itself (see the
+// implementation for how stale a count may be).
+type ClusterCounter interface {
+	// CountSubscribers registers a function that returns this node's
+	// subscribers per pattern; the broker publishes its result
+	// periodically until Close.
+	CountSubscribers(local func() map[string]int)
+	// ClusterSubscribers returns the subscribers per pattern summed over
+	// every live node, this one included.
+	ClusterSubscribers(ctx context.Context) (map[string]int, error)
+}

@@ -134,6 +134,9 @@ func New(o Options) (*Hub, error) {
 		s.dispatched.Store(b.Last)
 		h.shards[i] = s
 	}
+	if cc, ok := h.broker.(ClusterCounter); ok {
+		cc.CountSubscribers(h.localCounts)
+	}
 	if err := h.broker.Start(h.deliver); err != nil {
 		cancel()
 		return nil, fmt.Errorf("failed to start broker: %w", err)
@@ -291,11 +294,13 @@ type TopicInfo struct {
 // Topics lists every subscribed pattern (as written) with its subscriber
 // count, and every topic with retained history, sorted by name.
 func (h *Hub) Topics(ctx context.Context) ([]TopicInfo, error) {
-	counts := make(map[string]int)
-	for _, s := range h.shards {
-		s.mu.RLock()
-		s.idx.counts(counts)
-		s.mu.RUnlock()
+	counts := h.localCounts()
+	if cc, ok := h.broker.(ClusterCounter); ok {
+		if all, err := cc.ClusterSubscribers(ctx); err == nil {
+			counts = all
+		} else {
+			h.opts.Logger.Warn("hub: failed to read the cluster's subscriber counts; showing this node's", "err", err)
+		}
 	}
 	retained, err := h.broker.Topics(ctx)
 	if err != nil {
@@ -318,6 +323,17 @@ func (h *Hub) Topics(ctx context.Context) ([]TopicInfo, error) {
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Topic < out[j].Topic })
 	return out, nil
+}
+
+// localCounts returns this node's subscribers per pattern.
+func (h *Hub) localCounts() map[string]int {
+	counts := make(map[string]int)
+	for _, s := range h.shards {
+		s.mu.RLock()
+		s.idx.counts(counts)
+		s.mu.RUnlock()
+	}
+	return counts
 }
 
 // Stats is a snapshot of the hub's counters.

@@ -295,3 +295,40 @@ func TestBenchAcrossNodes(t *testing.T) {
 			rep.Published, rep.Delivered, rep.Expected, rep.Lost, rep.Duplicates, rep.OutOfOrder)
 	}
 }
+
+// TestClusterSubscriberCounts checks that GET /v1/topics on one node
+// counts the subscribers of every node sharing the log.
+func TestClusterSubscriberCounts(t *testing.T) {
+	broker := redistest.URL(t)
+	a := startServe(t, "--addr", "127.0.0.1:0", "--broker", broker)
+	b := startServe(t, "--addr", "127.0.0.1:0", "--broker", broker)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	_, stopA := streamLines(ctx, t, a.url+"/v1/events?topic=count.*", "")
+	defer stopA()
+	_, stopB := streamLines(ctx, t, b.url+"/v1/events?topic=count.*", "")
+	subscribers := func(in *instance) int {
+		status, body := in.get(t, "/v1/topics")
+		if status != http.StatusOK {
+			t.Fatalf("topics: %d %s", status, body)
+		}
+		var out struct {
+			Topics []struct {
+				Topic       string
+				Subscribers int
+			}
+		}
+		if err := json.Unmarshal(body, &out); err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range out.Topics {
+			if r.Topic == "count.*" {
+				return r.Subscribers
+			}
+		}
+		return 0
+	}
+	wait.For(t, 20*time.Second, "node A to count both nodes' subscribers", func() bool { return subscribers(a) == 2 })
+	stopB()
+	wait.For(t, 20*time.Second, "node A to see node B's subscriber go", func() bool { return subscribers(a) == 1 })
+}
