@@ -30,13 +30,13 @@ import (
 
 // Config describes one run.
 type Config struct {
-	Mode        string        // "fanout" (default), "actions", "connect" or "idle"; see Run
-	ActionType  string        // actions mode: the action type to post (default "echo", whose result is its payload)
-	URL         string        // server base URL, e.g. http://127.0.0.1:8080
+	Mode       string // "fanout" (default), "actions", "connect" or "idle"; see Run
+	ActionType string // actions mode: the action type to post (default "echo", whose result is its payload)
+	URL        string // server base URL, e.g. http://127.0.0.1:8080
 	// PublishURL, if set, is where publishers and actions go instead of
 	// URL: another node of a cluster, so that every delivery crosses the
 	// broker.
-	PublishURL string
+	PublishURL  string
 	Transport   string        // "ws", "sse" or "mixed" (half and half)
 	Subscribers int           // subscriber connections
 	Topics      int           // topics bench.0 … bench.K-1; subscriber i takes topic i mod K
