@@ -36,35 +36,50 @@ func (r *run) sample(ctx context.Context, m meter) (stop func()) {
 		defer t.Stop()
 		prevCount := m.count()
 		prevHist := m.latency()
-		for {
-			select {
-			case <-t.C:
-			case <-done:
-				return
-			case <-ctx.Done():
-				return
-			}
+		prevAt := time.Now()
+		take := func(final bool) {
+			now := time.Now()
 			count, hist := m.count(), m.latency()
 			iv := subtract(hist, prevHist)
-			elapsed := time.Since(r.start)
+			elapsed := now.Sub(r.start)
+			secs := now.Sub(prevAt).Seconds()
 			s := Sample{
 				T:         math.Round(elapsed.Seconds()*1000) / 1000,
 				Connected: r.connected.Load(),
 				Rate:      float64(count - prevCount),
 				Errors:    r.errorCount(),
 			}
-			prevCount, prevHist = count, hist
+			if final && secs > 0 {
+				// A partial second: its rate per second, not its count.
+				s.Rate = math.Round(float64(count-prevCount) / secs)
+			}
+			prevCount, prevHist, prevAt = count, hist, now
 			if iv.TotalCount() > 0 {
 				s.P50MS = ms(iv.ValueAtQuantile(50))
 				s.P99MS = ms(iv.ValueAtQuantile(99))
 				s.MaxMS = ms(iv.Max())
 			}
 			r.timeline = append(r.timeline, s)
-			if r.cfg.Progress != nil {
+			if r.cfg.Progress != nil && !final {
 				st := Status{Elapsed: elapsed, Connected: s.Connected, DeliveriesSec: s.Rate, RateName: m.name, Errors: s.Errors,
 					P50: time.Duration(s.P50MS * float64(time.Millisecond)), P99: time.Duration(s.P99MS * float64(time.Millisecond))}
 				st.Phase, _ = r.phase.Load().(string)
 				r.cfg.Progress(st)
+			}
+		}
+		for {
+			select {
+			case <-t.C:
+				take(false)
+			case <-done:
+				// The last partial second counts too, so that a run shorter
+				// than a second still has a timeline.
+				if time.Since(prevAt) >= 100*time.Millisecond || len(r.timeline) == 0 {
+					take(true)
+				}
+				return
+			case <-ctx.Done():
+				return
 			}
 		}
 	}()
