@@ -89,8 +89,8 @@ type TopicHistory struct {
 
 // ClusterCounter is implemented by brokers that several nodes share: it
 // sums the subscriber counts of every live node for GET /v1/topics. The hub
-// calls Count with its own counts, and the broker keeps them fresh for the
-// other nodes between calls by calling it again itself (see the
+// hands the broker a function returning its own counts before Start; the
+// broker publishes them for the other nodes until Close (see the
 // implementation for how stale a count may be).
 type ClusterCounter interface {
 	// CountSubscribers registers a function that returns this node's

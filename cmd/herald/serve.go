@@ -383,7 +383,7 @@ func (c *serveConfig) newBroker(log *slog.Logger) (hub.Broker, func(), error) {
 	})
 	if err != nil {
 		rdb.Close()
-		return nil, nil, fmt.Errorf("failed to connect to %s: %w", redactURL(u), err)
+		return nil, nil, fmt.Errorf("failed to connect to %s: %w", u.Redacted(), err)
 	}
 	return b, func() { rdb.Close() }, nil
 }
@@ -396,9 +396,6 @@ type redisLogger struct{ log *slog.Logger }
 func (l redisLogger) Printf(ctx context.Context, format string, v ...any) {
 	l.log.DebugContext(ctx, "redis: "+fmt.Sprintf(format, v...))
 }
-
-// redactURL is u without its password, for messages.
-func redactURL(u *url.URL) string { return u.Redacted() }
 
 // authenticator builds the token verifier of --auth jwt (nil for none).
 func (c *serveConfig) authenticator() (*auth.Authenticator, error) {
