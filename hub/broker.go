@@ -17,14 +17,17 @@ var ErrClosed = errors.New("closed")
 //
 // The contract every implementation keeps (and brokertest checks):
 //   - Publish assigns each event the next position in ONE total order shared
-//     by every node using the same log: Seq increases by exactly one per event,
-//     and a batch occupies consecutive positions, all or nothing.
+//     by every node using the same log: Seq increases by one per event, and a
+//     batch occupies consecutive positions, all or nothing. A cluster broker
+//     may leave positions unused when publishes from different nodes collide
+//     (natsbroker does); such a position holds no event, for Read, Latest or
+//     deliver, and one node alone never leaves one.
 //   - Every event is readable through Read before it is handed to the deliver
 //     function given to Start. The hub's seam between history and live relies
 //     on it: an event is either in what a replay reads or arrives live later.
 //   - deliver is called from one goroutine at a time, with every event of the
 //     log (published on any node) exactly once, in increasing Seq, without
-//     gaps. deliver may block briefly (it applies the hub's back-pressure).
+//     gaps (other than unused positions). deliver may block briefly (it applies the hub's back-pressure).
 //   - Retention is bounded by count and by age; Bounds reports what is left.
 //
 // How the cluster brokers map onto this is written down in docs/design.md.

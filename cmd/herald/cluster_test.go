@@ -14,9 +14,27 @@ import (
 	"testing"
 	"time"
 
+	"github.com/heraldpush/herald/internal/natstest"
 	"github.com/heraldpush/herald/internal/redistest"
 	"github.com/heraldpush/herald/internal/wait"
 )
+
+// clusterBrokers are the shared brokers every cluster test runs on, each
+// giving a --broker URL on a log of the test's own.
+var clusterBrokers = []struct {
+	name string
+	url  func(testing.TB) string
+}{
+	{"redis", redistest.URL},
+	{"nats", natstest.BrokerURL},
+}
+
+// forEachBroker runs test once per shared broker.
+func forEachBroker(t *testing.T, test func(t *testing.T, broker string)) {
+	for _, b := range clusterBrokers {
+		t.Run(b.name, func(t *testing.T) { test(t, b.url(t)) })
+	}
+}
 
 // clusterEvent is one event read from a stream.
 type clusterEvent struct {
@@ -66,11 +84,12 @@ func readClusterStream(ctx context.Context, t *testing.T, url, lastID string, ou
 	return func() { cancel(); <-done }
 }
 
-// TestClusterOnRedis runs three nodes on one Redis log: a subscriber on A
-// gets everything B and C publish concurrently, once and in one order; it
-// then leaves A and resumes on C from its last cursor without loss.
-func TestClusterOnRedis(t *testing.T) {
-	broker := redistest.URL(t)
+// TestCluster runs three nodes on one shared log: a subscriber on A gets
+// everything B and C publish concurrently, once and in one order; it then
+// leaves A and resumes on C from its last cursor without loss.
+func TestCluster(t *testing.T) { forEachBroker(t, testCluster) }
+
+func testCluster(t *testing.T, broker string) {
 	var nodes []*instance
 	for range 3 {
 		nodes = append(nodes, startServe(t, "--addr", "127.0.0.1:0", "--broker", broker))
@@ -112,7 +131,8 @@ func TestClusterOnRedis(t *testing.T) {
 			t.Fatalf("node A got %d of %d events", len(got), 2*each)
 		}
 	}
-	// One total order: cursors increase by one.
+	// One total order: cursors increase by one (single events leave no
+	// unused positions, even on NATS).
 	for i := 1; i < len(got); i++ {
 		if seqOf(t, got[i].ID) != seqOf(t, got[i-1].ID)+1 {
 			t.Fatalf("cursors %s then %s: not consecutive", got[i-1].ID, got[i].ID)
@@ -161,24 +181,13 @@ func TestRedisRestart(t *testing.T) {
 	if err != nil {
 		t.Skip("no redis-server binary")
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := ln.Addr().(*net.TCPAddr).Port
-	ln.Close()
+	port := freePort(t)
 	start := func() *exec.Cmd {
 		cmd := exec.Command(bin, "--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--daemonize", "no")
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
-		wait.For(t, 10*time.Second, "redis-server to listen", func() bool {
-			c, err := net.Dial("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
-			if err == nil {
-				c.Close()
-			}
-			return err == nil
-		})
+		waitListening(t, port, "redis-server")
 		return cmd
 	}
 	srv := start()
@@ -206,13 +215,20 @@ func TestRedisRestart(t *testing.T) {
 	wait.For(t, 20*time.Second, "/readyz to fail", func() bool { return ready() == http.StatusServiceUnavailable })
 	srv = start()
 	wait.For(t, 20*time.Second, "/readyz to recover", func() bool { return ready() == http.StatusOK })
-	// The node ends the stream when it sees the new log's first event.
 	publish(1)
+	expectNewLog(ctx, t, lines, url, id, publish)
+}
+
+// expectNewLog checks what follows a lost log: the node ends the open
+// stream (lines) at the new log's first event; the client that comes back
+// with its cursor (the stream's "id: " line id) gets a reset, reason
+// epoch_changed, and then the events publish(2…4) sends.
+func expectNewLog(ctx context.Context, t *testing.T, lines <-chan string, url, id string, publish func(int)) {
+	t.Helper()
 	for range lines {
 	}
-
-	lines, stop2 := streamLines(ctx, t, url, strings.TrimPrefix(id, "id: "))
-	defer stop2()
+	lines, stop := streamLines(ctx, t, url, strings.TrimPrefix(id, "id: "))
+	defer stop()
 	if ev := nextLine(t, lines, "event: "); ev != "event: herald.reset" {
 		t.Fatalf("resuming with an old cursor: %q, want a reset", ev)
 	}
@@ -279,10 +295,11 @@ func nextLine(t *testing.T, lines <-chan string, prefix string) string {
 }
 
 // TestBenchAcrossNodes runs herald bench with its subscribers on one node
-// and its publishers on another, on one Redis: every delivery crosses the
+// and its publishers on another, on one log: every delivery crosses the
 // broker, and none is lost, repeated or out of order.
-func TestBenchAcrossNodes(t *testing.T) {
-	broker := redistest.URL(t)
+func TestBenchAcrossNodes(t *testing.T) { forEachBroker(t, testBenchAcrossNodes) }
+
+func testBenchAcrossNodes(t *testing.T, broker string) {
 	a := startServe(t, "--addr", "127.0.0.1:0", "--broker", broker)
 	b := startServe(t, "--addr", "127.0.0.1:0", "--broker", broker)
 	rep, _, err := benchJSON(t, "--url", a.url, "--publish-url", b.url, "--transport", "mixed",
@@ -298,8 +315,9 @@ func TestBenchAcrossNodes(t *testing.T) {
 
 // TestClusterSubscriberCounts checks that GET /v1/topics on one node
 // counts the subscribers of every node sharing the log.
-func TestClusterSubscriberCounts(t *testing.T) {
-	broker := redistest.URL(t)
+func TestClusterSubscriberCounts(t *testing.T) { forEachBroker(t, testClusterSubscriberCounts) }
+
+func testClusterSubscriberCounts(t *testing.T, broker string) {
 	a := startServe(t, "--addr", "127.0.0.1:0", "--broker", broker)
 	b := startServe(t, "--addr", "127.0.0.1:0", "--broker", broker)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -331,4 +349,112 @@ func TestClusterSubscriberCounts(t *testing.T) {
 	wait.For(t, 20*time.Second, "node A to count both nodes' subscribers", func() bool { return subscribers(a) == 2 })
 	stopB()
 	wait.For(t, 20*time.Second, "node A to see node B's subscriber go", func() bool { return subscribers(a) == 1 })
+}
+
+// natsServer runs a nats-server of the test's own, with JetStream stored in
+// dir, on a fixed port so that it can be restarted in place.
+type natsServer struct {
+	t        *testing.T
+	bin, dir string
+	port     int
+	cmd      *exec.Cmd
+}
+
+func newNATSServer(t *testing.T) *natsServer {
+	bin, err := exec.LookPath("nats-server")
+	if err != nil {
+		t.Skip("no nats-server binary")
+	}
+	s := &natsServer{t: t, bin: bin, dir: t.TempDir(), port: freePort(t)}
+	s.start()
+	t.Cleanup(s.stop)
+	return s
+}
+
+func (s *natsServer) start() {
+	s.cmd = exec.Command(s.bin, "-a", "127.0.0.1", "-p", strconv.Itoa(s.port), "-js", "-sd", s.dir)
+	if err := s.cmd.Start(); err != nil {
+		s.t.Fatal(err)
+	}
+	waitListening(s.t, s.port, "nats-server")
+}
+
+func (s *natsServer) stop() {
+	if s.cmd != nil {
+		_ = s.cmd.Process.Kill()
+		_ = s.cmd.Wait()
+		s.cmd = nil
+	}
+}
+
+// TestNATSRestart kills the NATS server under a node and starts it again:
+// /readyz goes 503 and back to 200. With file storage the log survives, and
+// a subscriber that stayed connected goes on receiving, without a reset.
+// With memory storage the log is lost: the node ends its streams at the
+// new log's first event, and a client that comes back with its cursor gets
+// a reset (epoch_changed) and then what is published.
+func TestNATSRestart(t *testing.T) {
+	for _, storage := range []string{"file", "memory"} {
+		t.Run(storage, func(t *testing.T) {
+			srv := newNATSServer(t)
+			node := startServe(t, "--addr", "127.0.0.1:0",
+				"--broker", fmt.Sprintf("nats://127.0.0.1:%d?storage=%s", srv.port, storage))
+			ready := func() int { status, _ := node.get(t, "/readyz"); return status }
+			publish := func(n int) {
+				t.Helper()
+				// Right after NATS is back, the stream may still be on its way.
+				wait.For(t, 20*time.Second, fmt.Sprintf("publish %d to succeed", n), func() bool {
+					status, _ := node.post(t, "/v1/publish", fmt.Sprintf(`{"topic":"restart.a","data":{"n":%d}}`, n))
+					return status == http.StatusOK
+				})
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+			defer cancel()
+			url := node.url + "/v1/events?topic=restart.*"
+			lines, stop := streamLines(ctx, t, url, "")
+			defer stop()
+			publish(0)
+			id := nextLine(t, lines, "id: ")
+			nextLine(t, lines, "data: ")
+
+			srv.stop()
+			wait.For(t, 20*time.Second, "/readyz to fail", func() bool { return ready() == http.StatusServiceUnavailable })
+			srv.start()
+			wait.For(t, 20*time.Second, "/readyz to recover", func() bool { return ready() == http.StatusOK })
+			publish(1)
+			if storage == "file" {
+				ev := nextLine(t, lines, "event: ")
+				data := nextLine(t, lines, "data: ")
+				if ev != "event: message" || !strings.Contains(data, `"n":1`) {
+					t.Fatalf("after the restart the open stream got %s %s, want event 1", ev, data)
+				}
+				return
+			}
+			expectNewLog(ctx, t, lines, url, id, publish)
+		})
+	}
+}
+
+// freePort returns a port on 127.0.0.1 that was free a moment ago, for a
+// server that must keep its port across a restart.
+func freePort(t *testing.T) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// waitListening waits until something accepts connections on the port.
+func waitListening(t *testing.T, port int, what string) {
+	t.Helper()
+	wait.For(t, 10*time.Second, what+" to listen", func() bool {
+		c, err := net.Dial("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
+		if err == nil {
+			c.Close()
+		}
+		return err == nil
+	})
 }

@@ -12,16 +12,13 @@ import (
 	"net/url"
 	"os"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
-	"github.com/redis/go-redis/v9"
 
 	"github.com/heraldpush/herald/action"
 	"github.com/heraldpush/herald/auth"
 	"github.com/heraldpush/herald/hub"
-	"github.com/heraldpush/herald/hub/redisbroker"
 	"github.com/heraldpush/herald/limit"
 	"github.com/heraldpush/herald/transport/httpapi"
 	"github.com/heraldpush/herald/transport/sse"
@@ -109,7 +106,7 @@ func parseServeFlags(args []string, getenv func(string) (string, bool), stdout i
 	fs := flag.NewFlagSet("herald serve", flag.ContinueOnError)
 	fs.StringVar(&c.addr, "addr", "127.0.0.1:8080", "`address` to listen on (host:port; port 0 picks a free one)")
 	fs.StringVar(&c.debugAddr, "debug-addr", "", "`address` of an internal listener for /debug/pprof/ and POST /debug/free-memory (empty: off); keep it private")
-	fs.StringVar(&c.broker, "broker", "memory", "event broker: memory (one node), or redis://[:password@]host:6379/0[?prefix=herald] for a cluster of nodes sharing one log (nats://… is planned)")
+	fs.StringVar(&c.broker, "broker", "memory", "event broker: memory (one node); for a cluster of nodes sharing one log, redis://[:password@]host:6379/0[?prefix=herald] or nats://[user:password@]host:4222[,host:4222…][?stream=HERALD&subjects=herald.ev&replicas=1&storage=file]")
 	fs.IntVar(&c.historySize, "history-size", 10000, "events retained for replay and history, at most")
 	fs.DurationVar(&c.historyTTL, "history-ttl", time.Hour, "events older than this are dropped from history (0: no age limit)")
 	fs.IntVar(&c.queueBytes, "queue-bytes", 512<<10, "outbound queue bound per connection, in bytes; a client that overflows it is disconnected as a slow consumer")
@@ -296,8 +293,8 @@ func checkUpstreamURL(s string) error {
 
 func (c *serveConfig) validate() error {
 	switch {
-	case c.broker != "memory" && !strings.HasPrefix(c.broker, "redis://") && !strings.HasPrefix(c.broker, "rediss://"):
-		return usagef("broker %s is not supported yet (memory or redis://…)", c.broker)
+	case !knownBroker(c.broker):
+		return usagef("--broker %s is not supported (memory, redis://…, rediss://…, nats://… or tls://…)", c.broker)
 	case c.addr == "":
 		return usagef("--addr must not be empty")
 	case c.historySize <= 0:
@@ -351,50 +348,6 @@ func (c *serveConfig) validate() error {
 		return usagef("the --jwt-*, --public-subscribe and --api-key flags need --auth jwt")
 	}
 	return nil
-}
-
-// newBroker connects the --broker. The returned func releases what it
-// holds (the Redis connections), after the hub has closed the broker.
-func (c *serveConfig) newBroker(log *slog.Logger) (hub.Broker, func(), error) {
-	if c.broker == "memory" {
-		return hub.NewMemoryBroker(hub.MemoryOptions{Size: c.historySize, TTL: c.historyTTL}), func() {}, nil
-	}
-	u, err := url.Parse(c.broker)
-	if err != nil {
-		return nil, nil, usagef("--broker: %v", err)
-	}
-	q := u.Query()
-	prefix := q.Get("prefix")
-	q.Del("prefix")
-	u.RawQuery = q.Encode()
-	opts, err := redis.ParseURL(u.String())
-	if err != nil {
-		return nil, nil, usagef("--broker: %v", err)
-	}
-	// go-redis logs its reconnect attempts to the standard logger; the
-	// broker reports failures itself, so these go to debug.
-	// It is process-wide: the first server's logger takes them.
-	redisLogOnce.Do(func() { redis.SetLogger(redisLogger{log}) })
-	rdb := redis.NewClient(opts)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	b, err := redisbroker.New(ctx, redisbroker.Options{
-		Client: rdb, Prefix: prefix, Size: c.historySize, TTL: c.historyTTL, Logger: log,
-	})
-	if err != nil {
-		rdb.Close()
-		return nil, nil, fmt.Errorf("failed to connect to %s: %w", u.Redacted(), err)
-	}
-	return b, func() { rdb.Close() }, nil
-}
-
-var redisLogOnce sync.Once
-
-// redisLogger routes go-redis's own messages into the server's log.
-type redisLogger struct{ log *slog.Logger }
-
-func (l redisLogger) Printf(ctx context.Context, format string, v ...any) {
-	l.log.DebugContext(ctx, "redis: "+fmt.Sprintf(format, v...))
 }
 
 // authenticator builds the token verifier of --auth jwt (nil for none).
@@ -544,7 +497,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer, read
 	}
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
-	log.Info("listening", "addr", ln.Addr().String(), "broker", cfg.broker, "auth", cfg.authMode, "version", buildVersion())
+	log.Info("listening", "addr", ln.Addr().String(), "broker", redactBroker(cfg.broker), "auth", cfg.authMode, "version", buildVersion())
 	if authn == nil {
 		if tcp, ok := ln.Addr().(*net.TCPAddr); ok && !tcp.IP.IsLoopback() {
 			log.Warn("AUTHENTICATION IS OFF on an address other machines can reach: anyone may subscribe to, " +

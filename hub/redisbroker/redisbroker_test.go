@@ -27,3 +27,21 @@ func TestConformance(t *testing.T) {
 		return b
 	})
 }
+
+func TestCluster(t *testing.T) {
+	brokertest.RunCluster(t, func(t *testing.T, n int, o brokertest.Options) []hub.Broker {
+		_, prefix := redistest.Client(t)
+		var bs []hub.Broker
+		for range n {
+			rdb, _ := redistest.Client(t) // a connection per node
+			b, err := redisbroker.New(context.Background(), redisbroker.Options{
+				Client: rdb, Prefix: prefix, Size: o.Size, TTL: o.TTL, Block: 200 * time.Millisecond,
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			bs = append(bs, b)
+		}
+		return bs
+	})
+}

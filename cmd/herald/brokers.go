@@ -1,0 +1,173 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/heraldpush/herald/hub"
+	"github.com/heraldpush/herald/hub/natsbroker"
+	"github.com/heraldpush/herald/hub/redisbroker"
+)
+
+// brokerConnectTimeout bounds connecting to the broker at start.
+const brokerConnectTimeout = 10 * time.Second
+
+func knownBroker(s string) bool {
+	if s == "memory" {
+		return true
+	}
+	for _, scheme := range []string{"redis://", "rediss://", "nats://", "tls://"} {
+		if strings.HasPrefix(s, scheme) {
+			return true
+		}
+	}
+	return false
+}
+
+// newBroker connects the --broker. The returned func releases what it
+// holds (the connections), after the hub has closed the broker.
+func (c *serveConfig) newBroker(log *slog.Logger) (hub.Broker, func(), error) {
+	switch {
+	case c.broker == "memory":
+		return hub.NewMemoryBroker(hub.MemoryOptions{Size: c.historySize, TTL: c.historyTTL}), func() {}, nil
+	case strings.HasPrefix(c.broker, "nats://"), strings.HasPrefix(c.broker, "tls://"):
+		return c.newNATSBroker(log)
+	default:
+		return c.newRedisBroker(log)
+	}
+}
+
+func (c *serveConfig) newRedisBroker(log *slog.Logger) (hub.Broker, func(), error) {
+	u, err := url.Parse(c.broker)
+	if err != nil {
+		return nil, nil, usagef("--broker: %v", err)
+	}
+	q := u.Query()
+	prefix := q.Get("prefix")
+	q.Del("prefix")
+	u.RawQuery = q.Encode()
+	opts, err := redis.ParseURL(u.String())
+	if err != nil {
+		return nil, nil, usagef("--broker: %v", err)
+	}
+	// go-redis logs its reconnect attempts to the standard logger; the
+	// broker reports failures itself, so these go to debug.
+	// It is process-wide: the first server's logger takes them.
+	redisLogOnce.Do(func() { redis.SetLogger(redisLogger{log}) })
+	rdb := redis.NewClient(opts)
+	ctx, cancel := context.WithTimeout(context.Background(), brokerConnectTimeout)
+	defer cancel()
+	b, err := redisbroker.New(ctx, redisbroker.Options{
+		Client: rdb, Prefix: prefix, Size: c.historySize, TTL: c.historyTTL, Logger: log,
+	})
+	if err != nil {
+		rdb.Close()
+		return nil, nil, fmt.Errorf("failed to connect to %s: %w", u.Redacted(), err)
+	}
+	return b, func() { rdb.Close() }, nil
+}
+
+var redisLogOnce sync.Once
+
+// redisLogger routes go-redis's own messages into the server's log.
+type redisLogger struct{ log *slog.Logger }
+
+func (l redisLogger) Printf(ctx context.Context, format string, v ...any) {
+	l.log.DebugContext(ctx, "redis: "+fmt.Sprintf(format, v...))
+}
+
+// natsBrokerURL splits a nats:// --broker into the server list nats.go
+// takes and the stream's options from the query.
+func natsBrokerURL(s string) (servers string, o natsbroker.Options, err error) {
+	servers, query, _ := strings.Cut(s, "?")
+	q, err := url.ParseQuery(query)
+	if err != nil {
+		return "", o, usagef("--broker: %v", err)
+	}
+	for k := range q {
+		switch k {
+		case "stream", "subjects", "replicas", "storage":
+		default:
+			return "", o, usagef("--broker: unknown NATS option %q (stream, subjects, replicas, storage)", k)
+		}
+	}
+	o.Stream, o.Subjects = q.Get("stream"), q.Get("subjects")
+	if r := q.Get("replicas"); r != "" {
+		if o.Replicas, err = strconv.Atoi(r); err != nil || o.Replicas < 1 || o.Replicas > 5 {
+			return "", o, usagef("--broker: replicas must be 1 to 5, got %q", r)
+		}
+	}
+	switch q.Get("storage") {
+	case "", "file":
+	case "memory":
+		o.Memory = true
+	default:
+		return "", o, usagef("--broker: storage must be file or memory, got %q", q.Get("storage"))
+	}
+	return servers, o, nil
+}
+
+func (c *serveConfig) newNATSBroker(log *slog.Logger) (hub.Broker, func(), error) {
+	servers, o, err := natsBrokerURL(c.broker)
+	if err != nil {
+		return nil, nil, err
+	}
+	// nats.go calls these on a goroutine of its own; closed, its last call,
+	// tells the release func that none is left to log after the server.
+	closed := make(chan struct{})
+	nc, err := nats.Connect(servers,
+		nats.Name("herald"),
+		nats.Timeout(brokerConnectTimeout),
+		nats.MaxReconnects(-1), // a node keeps trying; /readyz says it cannot serve meanwhile
+		nats.ReconnectWait(250*time.Millisecond),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			if err != nil {
+				log.Warn("nats: disconnected", "err", err)
+			}
+		}),
+		nats.ReconnectHandler(func(nc *nats.Conn) { log.Info("nats: reconnected", "server", nc.ConnectedUrlRedacted()) }),
+		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) { log.Warn("nats: error", "err", err) }),
+		nats.ClosedHandler(func(*nats.Conn) { close(closed) }),
+	)
+	if err != nil {
+		return nil, nil, fmt.Errorf("failed to connect to NATS at %s: %w", redactBroker(servers), err)
+	}
+	release := func() {
+		nc.Close()
+		select {
+		case <-closed:
+		case <-time.After(5 * time.Second):
+			log.Warn("nats: the connection's callbacks did not finish within 5s")
+		}
+	}
+	o.Conn, o.Size, o.TTL, o.Logger = nc, c.historySize, c.historyTTL, log
+	ctx, cancel := context.WithTimeout(context.Background(), brokerConnectTimeout)
+	defer cancel()
+	b, err := natsbroker.New(ctx, o)
+	if err != nil {
+		release()
+		return nil, nil, fmt.Errorf("failed to open the NATS broker: %w", err)
+	}
+	return b, release, nil
+}
+
+// redactBroker hides the passwords of a --broker (a URL, or a NATS server
+// list) for logs.
+func redactBroker(servers string) string {
+	parts := strings.Split(servers, ",")
+	for i, p := range parts {
+		if u, err := url.Parse(strings.TrimSpace(p)); err == nil {
+			parts[i] = u.Redacted()
+		}
+	}
+	return strings.Join(parts, ",")
+}

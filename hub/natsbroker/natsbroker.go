@@ -1,0 +1,699 @@
+// Package natsbroker is a hub.Broker on NATS JetStream (nats.go): the event
+// log of a cluster of Herald nodes, kept in one stream.
+//
+// Topic a.b is stored as subject <Subjects>.a.b (default herald.ev.a.b), so
+// Herald's `*` and `>` are NATS's own wildcards and history reads filter on
+// the server. The stream sequence is the cursor's sequence, and the stream's
+// creation time is the log's epoch: a stream that was lost and created again
+// is a new log, and clients resume with a reset.
+//
+// A batch of several events is appended as consecutive messages chained by
+// Nats-Expected-Last-Msg-Id, so nothing can land inside it. If another
+// publisher's message gets in between (or the publisher dies half way), the
+// part already stored is abandoned: readers skip it, and the publisher tries
+// again. A batch is therefore all or nothing to every reader, at the price
+// of positions that no event holds. Publishes from one node never collide
+// with each other (see Broker.pubMu), so a single node leaves no such
+// holes. docs/design.md explains why NATS 2.9 needs this.
+//
+// A Broker is safe for concurrent use.
+package natsbroker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/heraldpush/herald/hub"
+)
+
+// Options configures a Broker.
+type Options struct {
+	// Conn is the connection to NATS. The Broker does not close it.
+	Conn *nats.Conn
+	// Stream names the JetStream stream; nodes that share a Stream share a
+	// log. Default "HERALD".
+	Stream string
+	// Subjects is the subject prefix of the events; default "herald.ev".
+	Subjects string
+	// Size is the most events retained (the stream's MaxMsgs); default
+	// 10000. TTL, if set, is the stream's MaxAge (at least 100ms, NATS's
+	// minimum).
+	Size int
+	TTL  time.Duration
+	// Replicas is the stream's replication factor in a NATS cluster;
+	// default 1.
+	Replicas int
+	// Memory keeps the stream in memory rather than on disk. A restarted
+	// NATS server then loses the log, and clients resume with a reset.
+	Memory bool
+	// Idle is how long delivery waits for a message before it checks that
+	// the stream is still the same; default 2s.
+	Idle   time.Duration
+	Logger *slog.Logger
+}
+
+// Headers of a stored event. The subject carries the topic and the body
+// the data.
+const (
+	hdrType  = "Herald-Type"  // omitted for the default type
+	hdrTime  = "Herald-Time"  // Unix microseconds, taken by the publishing node
+	hdrBatch = "Herald-Batch" // "ID INDEX COUNT" on each event of a batch of several
+)
+
+// Broker is the JetStream-backed hub.Broker.
+type Broker struct {
+	o      Options
+	js     jetstream.JetStream
+	prefix string // Subjects + "."
+
+	streamMu sync.Mutex // guards stream (recreated after a loss)
+	stream   jetstream.Stream
+	epoch    atomic.Pointer[string]
+
+	// pubMu keeps this node's publishes from colliding: single events
+	// share it, a batch holds it alone, so no event of this node can land
+	// inside this node's batch.
+	pubMu   sync.RWMutex
+	batchID atomic.Uint64
+	idBase  string
+
+	ctx             context.Context
+	cancel          context.CancelFunc
+	done            chan struct{} // closed when delivery has ended; nil before Start
+	started, closed atomic.Bool
+
+	node       string
+	countLocal func() map[string]int
+	counting   sync.WaitGroup
+}
+
+// New connects the broker to its stream, creating the stream if there is
+// none and bringing its limits to the options if there is.
+func New(ctx context.Context, o Options) (*Broker, error) {
+	if o.Conn == nil {
+		return nil, errors.New("failed to start NATS broker: Options.Conn is nil")
+	}
+	if o.Stream == "" {
+		o.Stream = "HERALD"
+	}
+	if o.Subjects == "" {
+		o.Subjects = "herald.ev"
+	}
+	if o.Size <= 0 {
+		o.Size = 10000
+	}
+	if o.Replicas <= 0 {
+		o.Replicas = 1
+	}
+	if o.Idle <= 0 {
+		o.Idle = 2 * time.Second
+	}
+	if o.TTL > 0 && o.TTL < 100*time.Millisecond {
+		o.TTL = 100 * time.Millisecond
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	js, err := jetstream.New(o.Conn)
+	if err != nil {
+		return nil, fmt.Errorf("failed to start NATS broker: %w", err)
+	}
+	b := &Broker{o: o, js: js, prefix: o.Subjects + ".", idBase: hub.NewEpoch(), node: hub.NewEpoch()}
+	b.ctx, b.cancel = context.WithCancel(context.Background())
+	if _, err := b.ensureStream(ctx); err != nil {
+		b.cancel()
+		return nil, fmt.Errorf("failed to start NATS broker: %w", err)
+	}
+	return b, nil
+}
+
+func (b *Broker) config() jetstream.StreamConfig {
+	cfg := jetstream.StreamConfig{
+		Name:        b.o.Stream,
+		Description: "Herald event log",
+		Subjects:    []string{b.prefix + ">"},
+		Retention:   jetstream.LimitsPolicy,
+		Discard:     jetstream.DiscardOld,
+		MaxMsgs:     int64(b.o.Size),
+		MaxAge:      b.o.TTL,
+		Replicas:    b.o.Replicas,
+		Storage:     jetstream.FileStorage,
+		AllowDirect: true,
+		// Message IDs only chain a batch; they need not be remembered long.
+		Duplicates: 10 * time.Second,
+	}
+	if b.o.TTL > 0 && b.o.TTL < cfg.Duplicates {
+		cfg.Duplicates = b.o.TTL
+	}
+	if b.o.Memory {
+		cfg.Storage = jetstream.MemoryStorage
+	}
+	return cfg
+}
+
+// ensureStream creates the stream, or updates its limits, and records its
+// epoch. Several nodes may do it at once: creating an existing stream with
+// the same configuration is a no-op, so they agree on one stream.
+func (b *Broker) ensureStream(ctx context.Context) (jetstream.Stream, error) {
+	s, err := b.js.CreateOrUpdateStream(ctx, b.config())
+	if err != nil {
+		return nil, fmt.Errorf("failed to create stream %s: %w", b.o.Stream, err)
+	}
+	b.setStream(s, s.CachedInfo())
+	return s, nil
+}
+
+func (b *Broker) setStream(s jetstream.Stream, info *jetstream.StreamInfo) {
+	e := epochOf(info)
+	b.streamMu.Lock()
+	b.stream = s
+	b.streamMu.Unlock()
+	b.epoch.Store(&e)
+}
+
+func (b *Broker) currentStream() jetstream.Stream {
+	b.streamMu.Lock()
+	defer b.streamMu.Unlock()
+	return b.stream
+}
+
+func (b *Broker) currentEpoch() string { return *b.epoch.Load() }
+
+// epochOf names a stream's incarnation by its creation time, which every
+// node reads alike, in base 36 so that it is a valid cursor epoch.
+func epochOf(info *jetstream.StreamInfo) string {
+	return strconv.FormatInt(info.Created.UnixNano(), 36)
+}
+
+// info reads the stream's state. A stream that is gone (NATS lost it) is
+// created again, which starts a new epoch.
+func (b *Broker) info(ctx context.Context) (*jetstream.StreamInfo, error) {
+	s := b.currentStream()
+	info, err := s.Info(ctx)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		if s, err = b.ensureStream(ctx); err != nil {
+			return nil, err
+		}
+		return s.CachedInfo(), nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("failed to read stream %s: %w", b.o.Stream, err)
+	}
+	if e := epochOf(info); e != b.currentEpoch() {
+		b.setStream(s, info)
+	}
+	return info, nil
+}
+
+// Start implements hub.Broker: delivery begins after the log's current end.
+func (b *Broker) Start(deliver func([]*hub.Message)) error {
+	if !b.started.CompareAndSwap(false, true) {
+		return errors.New("failed to start NATS broker: already started")
+	}
+	bd, err := b.Bounds(b.ctx)
+	if err != nil {
+		return fmt.Errorf("failed to start NATS broker: %w", err)
+	}
+	b.done = make(chan struct{})
+	go b.deliverLoop(deliver, bd.Epoch, bd.Last)
+	if b.countLocal != nil {
+		b.counting.Add(1)
+		go b.count()
+	}
+	return nil
+}
+
+// deliverLoop is the delivery goroutine: an ordered consumer on the whole
+// stream from the last resolved position, until Close. nats.go's ordered
+// consumer recreates itself on a gap or a reconnect; this loop recreates
+// it after other errors, and checks while idle that the stream is still
+// the same one: a stream created again numbers from 1 under a new epoch,
+// which an ordered consumer waiting past the old end would never see.
+func (b *Broker) deliverLoop(deliver func([]*hub.Message), epoch string, last uint64) {
+	defer close(b.done)
+	backoff := 50 * time.Millisecond
+	for b.ctx.Err() == nil {
+		var err error
+		last, epoch, err = b.consume(deliver, epoch, last)
+		if b.ctx.Err() != nil {
+			return
+		}
+		if err != nil {
+			b.o.Logger.Warn("nats broker: delivery failed; retrying", "err", err, "in", backoff)
+			select {
+			case <-time.After(backoff):
+			case <-b.ctx.Done():
+				return
+			}
+			backoff = min(2*backoff, 2*time.Second)
+			continue
+		}
+		backoff = 50 * time.Millisecond
+	}
+}
+
+// consume delivers from last+1 until an error or a new epoch, and returns
+// where to go on from.
+func (b *Broker) consume(deliver func([]*hub.Message), epoch string, last uint64) (uint64, string, error) {
+	cfg := jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverAllPolicy}
+	if last > 0 {
+		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, last+1
+	}
+	cons, err := b.js.OrderedConsumer(b.ctx, b.o.Stream, cfg)
+	if err != nil {
+		return last, epoch, b.recheck(epoch, err)
+	}
+	it, err := cons.Messages(jetstream.PullMaxMessages(512))
+	if err != nil {
+		return last, epoch, err
+	}
+	defer it.Stop()
+	asm := assembler{prefix: b.prefix}
+	var out []*hub.Message
+	for {
+		// Ready events wait for more only briefly: the stream's count of
+		// what follows is a hint, and a stalled batch must not hold them.
+		wait := b.o.Idle
+		if len(out) > 0 {
+			wait = 5 * time.Millisecond
+		}
+		ctx, cancel := context.WithTimeout(b.ctx, wait)
+		msg, err := it.Next(jetstream.NextContext(ctx))
+		cancel()
+		if b.ctx.Err() != nil {
+			return last, epoch, nil
+		}
+		if err != nil && len(out) > 0 {
+			deliver(out)
+			out = nil
+			if errors.Is(err, context.DeadlineExceeded) {
+				continue
+			}
+		}
+		if err != nil {
+			if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) {
+				err = nil // idle
+			}
+			info, ierr := b.info(b.ctx)
+			if ierr != nil {
+				return asm.resolved(last), epoch, ierr
+			}
+			if e := epochOf(info); e != epoch {
+				b.o.Logger.Warn("nats broker: the stream was lost and created again (new epoch); clients resume with a reset",
+					"stream", b.o.Stream, "epoch", e)
+				return 0, e, nil
+			}
+			if err != nil {
+				return asm.resolved(last), epoch, err
+			}
+			continue
+		}
+		meta, err := msg.Metadata()
+		if err != nil {
+			b.o.Logger.Error("nats broker: skipping a message without metadata", "err", err)
+			continue
+		}
+		seq := meta.Sequence.Stream
+		if last != 0 && seq != last+1 {
+			b.o.Logger.Error("nats broker: events were dropped by retention before this node delivered them",
+				"from", last+1, "to", seq-1)
+		}
+		last = seq
+		m, bi, err := decode(epoch, seq, msg.Subject(), msg.Headers(), msg.Data(), b.prefix)
+		if err != nil {
+			b.o.Logger.Error("nats broker: skipping an unreadable message", "seq", seq, "err", err)
+			asm.abandon(b.o.Logger)
+		} else {
+			out = append(out, asm.add(m, bi, b.o.Logger)...)
+		}
+		if len(out) > 0 && (meta.NumPending == 0 || len(out) >= 256) {
+			deliver(out)
+			out = nil
+		}
+	}
+}
+
+// recheck turns a failure to create the consumer on a lost stream into a
+// new epoch.
+func (b *Broker) recheck(epoch string, err error) error {
+	if info, ierr := b.info(b.ctx); ierr == nil && epochOf(info) != epoch {
+		return nil // the next round starts on the new stream
+	}
+	return err
+}
+
+// Publish implements hub.Broker.
+func (b *Broker) Publish(ctx context.Context, drafts []hub.Draft) ([]*hub.Message, error) {
+	if b.closed.Load() {
+		return nil, hub.ErrClosed
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("failed to publish to NATS: %w", err)
+	}
+	when := time.Now().UTC().Truncate(time.Microsecond)
+	var seqs []uint64
+	var err error
+	for attempt := 0; ; attempt++ {
+		if len(drafts) == 1 {
+			seqs, err = b.publishOne(ctx, encode(b.prefix, drafts[0], when))
+		} else {
+			seqs, err = b.publishBatch(ctx, drafts, when)
+		}
+		if errors.Is(err, jetstream.ErrNoStreamResponse) || errors.Is(err, nats.ErrNoResponders) {
+			// NATS lost the stream: create it again (a new epoch), once.
+			if attempt == 0 {
+				if _, cerr := b.ensureStream(ctx); cerr == nil {
+					continue
+				}
+			}
+		}
+		if !errors.Is(err, errCollided) || attempt >= 8 || ctx.Err() != nil {
+			break
+		}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("failed to publish to NATS: %w", err)
+	}
+	epoch := b.currentEpoch()
+	out := make([]*hub.Message, len(drafts))
+	for i, d := range drafts {
+		out[i] = hub.NewMessage(hub.Event{
+			ID: hub.Cursor{Epoch: epoch, Seq: seqs[i]}, Topic: d.Topic, Type: d.Type, Data: d.Data, Time: when,
+		})
+	}
+	return out, nil
+}
+
+func (b *Broker) publishOne(ctx context.Context, m *nats.Msg) ([]uint64, error) {
+	b.pubMu.RLock()
+	defer b.pubMu.RUnlock()
+	ack, err := b.js.PublishMsg(ctx, m)
+	if err != nil {
+		return nil, err
+	}
+	return []uint64{ack.Sequence}, nil
+}
+
+// errCollided reports a batch that another node's message interrupted.
+var errCollided = errors.New("batch interrupted by another publisher")
+
+// publishBatch sends every message of the batch at once, each expecting
+// its predecessor as the stream's last message. It returns errCollided if
+// the stream refused one for that reason: what was stored before it is
+// abandoned, and the caller tries again with a new batch ID.
+func (b *Broker) publishBatch(ctx context.Context, drafts []hub.Draft, when time.Time) ([]uint64, error) {
+	b.pubMu.Lock()
+	defer b.pubMu.Unlock()
+	id := b.idBase + strconv.FormatUint(b.batchID.Add(1), 36)
+	n := strconv.Itoa(len(drafts))
+	futures := make([]jetstream.PubAckFuture, len(drafts))
+	for i, d := range drafts {
+		m := encode(b.prefix, d, when)
+		m.Header.Set(hdrBatch, id+" "+strconv.Itoa(i)+" "+n)
+		opts := []jetstream.PublishOpt{jetstream.WithMsgID(id + "." + strconv.Itoa(i))}
+		if i > 0 {
+			opts = append(opts, jetstream.WithExpectLastMsgID(id+"."+strconv.Itoa(i-1)))
+		}
+		f, err := b.js.PublishMsgAsync(m, opts...)
+		if err != nil {
+			return nil, err
+		}
+		futures[i] = f
+	}
+	seqs := make([]uint64, len(drafts))
+	var first error
+	for i, f := range futures {
+		select {
+		case ack := <-f.Ok():
+			seqs[i] = ack.Sequence
+		case err := <-f.Err():
+			if first == nil {
+				first = err
+			}
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+	if first != nil {
+		var apiErr *jetstream.APIError
+		if errors.As(first, &apiErr) && apiErr.ErrorCode == jsErrWrongLastMsgID {
+			return nil, errCollided
+		}
+		return nil, first
+	}
+	return seqs, nil
+}
+
+// jsErrWrongLastMsgID is JetStream's refusal of a message whose expected
+// last message ID is not the stream's.
+const jsErrWrongLastMsgID jetstream.ErrorCode = 10070
+
+// Bounds implements hub.Broker. A batch still being written at the end of
+// the log is not yet part of it: Last stops before it, so that delivery
+// started from Last+1 gets the whole batch.
+func (b *Broker) Bounds(ctx context.Context) (hub.Bounds, error) {
+	if b.closed.Load() {
+		return hub.Bounds{}, hub.ErrClosed
+	}
+	info, err := b.info(ctx)
+	if err != nil {
+		return hub.Bounds{}, err
+	}
+	st := info.State
+	bd := hub.Bounds{Epoch: epochOf(info), First: st.FirstSeq, Last: st.LastSeq}
+	if st.Msgs == 0 {
+		bd.First = st.LastSeq + 1
+	}
+	if st.Msgs > 0 {
+		start, pending, err := b.tailBatch(ctx, st.LastSeq)
+		if err != nil {
+			return hub.Bounds{}, err
+		}
+		if pending {
+			bd.Last = start - 1
+		}
+	}
+	return bd, nil
+}
+
+// Read implements hub.Broker. With one pattern the stream filters on the
+// server; with several it reads every event and filters here, bounded by
+// MaxScan.
+func (b *Broker) Read(ctx context.Context, req hub.ReadRequest) (hub.ReadResult, error) {
+	if req.Limit <= 0 {
+		return hub.ReadResult{}, fmt.Errorf("failed to read history: limit %d must be positive", req.Limit)
+	}
+	if b.closed.Load() {
+		return hub.ReadResult{}, hub.ErrClosed
+	}
+	info, err := b.info(ctx)
+	if err != nil {
+		return hub.ReadResult{}, err
+	}
+	epoch, st := epochOf(info), info.State
+	res := hub.ReadResult{Next: req.After}
+	if req.After >= st.LastSeq {
+		return res, nil
+	}
+	if st.Msgs == 0 || req.After+1 < st.FirstSeq {
+		return hub.ReadResult{}, hub.ErrHistoryGone
+	}
+	filter := ""
+	if len(req.Patterns) == 1 {
+		filter = b.prefix + req.Patterns[0].String()
+	}
+	c, err := b.openReader(ctx, filter, req.After+1)
+	if err != nil {
+		return hub.ReadResult{}, err
+	}
+	defer c.close()
+	batches := batchCache{}
+	for !c.done() {
+		want := 256
+		if req.MaxScan > 0 {
+			if c.fetched >= req.MaxScan {
+				res.More = true
+				return res, nil
+			}
+			want = min(want, req.MaxScan-c.fetched)
+		}
+		page, err := c.fetch(ctx, want)
+		if err != nil {
+			return hub.ReadResult{}, err
+		}
+		for _, rm := range page {
+			m, bi, err := decode(epoch, rm.seq, rm.subject, rm.header, rm.data, b.prefix)
+			if err != nil {
+				res.Next = rm.seq // unreadable: skipped, as delivery does
+				continue
+			}
+			if bi != nil {
+				state, err := batches.state(ctx, b, bi, rm.seq)
+				if err != nil {
+					return hub.ReadResult{}, err
+				}
+				switch state {
+				case batchPending:
+					// Not written to the end yet: the log ends before it.
+					res.Next, res.More = max(req.After, bi.start(rm.seq)-1), false
+					return res, nil
+				case batchAbandoned:
+					res.Next = rm.seq
+					continue
+				}
+			}
+			if len(res.Messages) == req.Limit {
+				res.More = true
+				return res, nil
+			}
+			res.Next = rm.seq
+			if matchAny(req.Patterns, m.Topic) {
+				res.Messages = append(res.Messages, m)
+			}
+		}
+	}
+	// Every matching event up to the end seen at the start was read.
+	res.Next = max(res.Next, st.LastSeq)
+	return res, nil
+}
+
+func matchAny(ps []hub.Pattern, topic string) bool {
+	for _, p := range ps {
+		if p.Match(topic) {
+			return true
+		}
+	}
+	return false
+}
+
+// Latest implements hub.Broker. JetStream reads forwards only, so it reads
+// ever wider windows at the end of the log until one holds enough events
+// of the topic.
+func (b *Broker) Latest(ctx context.Context, topic string, limit int) ([]*hub.Message, error) {
+	if b.closed.Load() {
+		return nil, hub.ErrClosed
+	}
+	info, err := b.info(ctx)
+	if err != nil {
+		return nil, err
+	}
+	epoch, st := epochOf(info), info.State
+	if st.Msgs == 0 || limit <= 0 {
+		return nil, nil
+	}
+	window := uint64(max(4*limit, 64))
+	for {
+		from := st.FirstSeq
+		if st.LastSeq-st.FirstSeq+1 > window {
+			from = st.LastSeq - window + 1
+		}
+		out, err := b.readTail(ctx, topic, from, epoch, st.LastSeq, limit)
+		if err != nil {
+			return nil, err
+		}
+		if len(out) < limit && from > st.FirstSeq {
+			window *= 4
+			continue
+		}
+		return out, nil
+	}
+}
+
+// readTail reads the topic's events from position from up to last and
+// keeps the newest limit complete ones.
+func (b *Broker) readTail(ctx context.Context, topic string, from uint64, epoch string, last uint64, limit int) ([]*hub.Message, error) {
+	c, err := b.openReader(ctx, b.prefix+topic, from)
+	if err != nil {
+		return nil, err
+	}
+	defer c.close()
+	var out []*hub.Message
+	batches := batchCache{}
+	for !c.done() {
+		page, err := c.fetch(ctx, 256)
+		if err != nil {
+			return nil, err
+		}
+		for _, rm := range page {
+			if rm.seq > last {
+				continue
+			}
+			m, bi, err := decode(epoch, rm.seq, rm.subject, rm.header, rm.data, b.prefix)
+			if err != nil {
+				continue
+			}
+			if bi != nil {
+				state, err := batches.state(ctx, b, bi, rm.seq)
+				if err != nil {
+					return nil, err
+				}
+				if state != batchComplete {
+					continue
+				}
+			}
+			out = append(out, m)
+			if len(out) > limit {
+				out = out[1:]
+			}
+		}
+	}
+	return out, nil
+}
+
+// Topics implements hub.Broker from the stream's per-subject counts. Events
+// of abandoned batch attempts are counted too: they are rare, and this is
+// an overview for people.
+func (b *Broker) Topics(ctx context.Context) ([]hub.TopicHistory, error) {
+	if b.closed.Load() {
+		return nil, hub.ErrClosed
+	}
+	info, err := b.currentStream().Info(ctx, jetstream.WithSubjectFilter(b.prefix+">"))
+	if err != nil {
+		return nil, fmt.Errorf("failed to read stream %s: %w", b.o.Stream, err)
+	}
+	out := make([]hub.TopicHistory, 0, len(info.State.Subjects))
+	for subj, n := range info.State.Subjects {
+		out = append(out, hub.TopicHistory{Topic: strings.TrimPrefix(subj, b.prefix), Events: int(n)})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Topic < out[j].Topic })
+	return out, nil
+}
+
+// Ping implements hub.Broker: the connection is up and the stream answers.
+func (b *Broker) Ping(ctx context.Context) error {
+	if b.closed.Load() {
+		return hub.ErrClosed
+	}
+	if s := b.o.Conn.Status(); s != nats.CONNECTED {
+		return fmt.Errorf("failed to reach NATS: connection %s", s)
+	}
+	if _, err := b.info(ctx); err != nil {
+		return fmt.Errorf("failed to reach NATS: %w", err)
+	}
+	return nil
+}
+
+// Close implements hub.Broker: it stops delivery and waits for it, so
+// deliver is not called after Close returns. The NATS connection stays open.
+func (b *Broker) Close() error {
+	if !b.closed.CompareAndSwap(false, true) {
+		return nil
+	}
+	b.cancel()
+	if b.done != nil {
+		<-b.done
+	}
+	b.counting.Wait()
+	return nil
+}

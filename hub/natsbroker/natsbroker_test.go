@@ -1,0 +1,224 @@
+package natsbroker_test
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/goleak"
+
+	"github.com/heraldpush/herald/hub"
+	"github.com/heraldpush/herald/hub/brokertest"
+	"github.com/heraldpush/herald/hub/natsbroker"
+	"github.com/heraldpush/herald/internal/natstest"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+func TestConformance(t *testing.T) {
+	brokertest.Run(t, func(t *testing.T, o brokertest.Options) hub.Broker {
+		nc, name := natstest.Conn(t)
+		b, err := natsbroker.New(context.Background(), natsbroker.Options{
+			Conn: nc, Stream: name, Subjects: natstest.Subjects(name), Size: o.Size, TTL: o.TTL, Idle: 200 * time.Millisecond,
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	})
+}
+
+func TestCluster(t *testing.T) {
+	brokertest.RunCluster(t, func(t *testing.T, n int, o brokertest.Options) []hub.Broker {
+		_, name := natstest.Conn(t)
+		var bs []hub.Broker
+		for range n {
+			nc, _ := natstest.Conn(t) // a connection per node
+			b, err := natsbroker.New(context.Background(), natsbroker.Options{
+				Conn: nc, Stream: name, Subjects: natstest.Subjects(name), Size: o.Size, TTL: o.TTL, Idle: 200 * time.Millisecond,
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			bs = append(bs, b)
+		}
+		return bs
+	})
+}
+
+// collector records deliveries for the tests below.
+type collector struct {
+	mu   sync.Mutex
+	msgs []*hub.Message
+}
+
+func (c *collector) deliver(ms []*hub.Message) {
+	c.mu.Lock()
+	c.msgs = append(c.msgs, ms...)
+	c.mu.Unlock()
+}
+
+func (c *collector) snapshot() []*hub.Message {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return append([]*hub.Message(nil), c.msgs...)
+}
+
+// waitFor polls until cond holds, or fails the test.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func datas(ms []*hub.Message) string {
+	var s []string
+	for _, m := range ms {
+		s = append(s, string(m.Data))
+	}
+	return strings.Join(s, ",")
+}
+
+func open(t *testing.T) (*natsbroker.Broker, *nats.Conn, string, *collector) {
+	t.Helper()
+	nc, name := natstest.Conn(t)
+	b, err := natsbroker.New(context.Background(), natsbroker.Options{
+		Conn: nc, Stream: name, Subjects: natstest.Subjects(name), Idle: 100 * time.Millisecond,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	col := &collector{}
+	if err := b.Start(col.deliver); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.Close() })
+	return b, nc, name, col
+}
+
+func publish(t *testing.T, b hub.Broker, topic string, data ...string) []*hub.Message {
+	t.Helper()
+	var ds []hub.Draft
+	for _, d := range data {
+		dr := hub.Draft{Topic: topic, Data: []byte(d)}
+		if err := dr.Normalize(); err != nil {
+			t.Fatal(err)
+		}
+		ds = append(ds, dr)
+	}
+	ms, err := b.Publish(context.Background(), ds)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ms
+}
+
+// rawBatchPart stores events i of a batch of n as a publisher that may
+// die half way would: the stored format is Herald-Batch "ID INDEX COUNT",
+// chained by message IDs.
+func rawBatchPart(t *testing.T, nc *nats.Conn, subject, id string, i, n int, data string) {
+	t.Helper()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := &nats.Msg{Subject: subject, Data: []byte(data), Header: nats.Header{}}
+	m.Header.Set("Herald-Time", fmt.Sprint(time.Now().UnixMicro()))
+	m.Header.Set("Herald-Batch", fmt.Sprintf("%s %d %d", id, i, n))
+	opts := []jetstream.PublishOpt{jetstream.WithMsgID(fmt.Sprintf("%s.%d", id, i))}
+	if i > 0 {
+		opts = append(opts, jetstream.WithExpectLastMsgID(fmt.Sprintf("%s.%d", id, i-1)))
+	}
+	if _, err := js.PublishMsg(context.Background(), m, opts...); err != nil {
+		t.Fatalf("failed to store part %d of batch %s: %v", i, id, err)
+	}
+}
+
+// TestInterruptedBatch: the part of a batch that its publisher left (it
+// died, or another message got in) is never delivered nor read, and a
+// batch still being written ends the log until it is complete.
+func TestInterruptedBatch(t *testing.T) {
+	b, nc, name, col := open(t)
+	ctx := context.Background()
+	subj := natstest.Subjects(name) + ".t"
+	publish(t, b, "t", "1")
+	// A publisher stores two of three events and dies.
+	rawBatchPart(t, nc, subj, "dead", 0, 3, "d0")
+	rawBatchPart(t, nc, subj, "dead", 1, 3, "d1")
+	bd, err := b.Bounds(ctx)
+	if err != nil || bd.Last != 1 {
+		t.Fatalf("with a batch pending at the end, Bounds = %+v, %v; want Last 1", bd, err)
+	}
+	res, err := b.Read(ctx, hub.ReadRequest{After: 0, Patterns: []hub.Pattern{hub.MustPattern("t")}, Limit: 10})
+	if err != nil || datas(res.Messages) != "1" || res.Next != 1 || res.More {
+		t.Fatalf("Read with a batch pending = %q next %d more %v, %v; want 1 up to 1", datas(res.Messages), res.Next, res.More, err)
+	}
+	// Someone else publishes: the dead batch is abandoned, and skipped.
+	publish(t, b, "t", "2")
+	publish(t, b, "t", "3", "4")
+	waitFor(t, "deliveries", func() bool { return len(col.snapshot()) >= 4 })
+	if got := datas(col.snapshot()); got != "1,2,3,4" {
+		t.Fatalf("delivered %s, want 1,2,3,4", got)
+	}
+	for _, pats := range [][]hub.Pattern{{hub.MustPattern("t")}, {hub.MustPattern("t"), hub.MustPattern("x")}} {
+		res, err = b.Read(ctx, hub.ReadRequest{After: 0, Patterns: pats, Limit: 10})
+		if err != nil || datas(res.Messages) != "1,2,3,4" || res.More {
+			t.Fatalf("Read %v = %q, %v; want 1,2,3,4", pats, datas(res.Messages), err)
+		}
+	}
+	latest, err := b.Latest(ctx, "t", 10)
+	if err != nil || datas(latest) != "1,2,3,4" {
+		t.Fatalf("Latest = %q, %v; want 1,2,3,4", datas(latest), err)
+	}
+	// A batch written slowly is delivered once complete, whole.
+	rawBatchPart(t, nc, subj, "slow", 0, 2, "s0")
+	bd, _ = b.Bounds(ctx)
+	pendingAt := bd.Last
+	rawBatchPart(t, nc, subj, "slow", 1, 2, "s1")
+	waitFor(t, "the slow batch", func() bool { return len(col.snapshot()) >= 6 })
+	if got := datas(col.snapshot()); got != "1,2,3,4,s0,s1" {
+		t.Fatalf("delivered %s, want 1,2,3,4,s0,s1", got)
+	}
+	if bd, _ := b.Bounds(ctx); pendingAt >= bd.Last || bd.Last != col.snapshot()[5].ID.Seq {
+		t.Fatalf("Bounds.Last %d while pending, %d when complete; want below, then the batch's end %d", pendingAt, bd.Last, col.snapshot()[5].ID.Seq)
+	}
+}
+
+// TestStreamLost: a stream deleted under running nodes (NATS lost it) is
+// created again as a new log, with a new epoch, and delivery follows it.
+func TestStreamLost(t *testing.T) {
+	b, nc, name, col := open(t)
+	ctx := context.Background()
+	old := publish(t, b, "t", "1")
+	waitFor(t, "the first delivery", func() bool { return len(col.snapshot()) == 1 })
+	js, _ := jetstream.New(nc)
+	if err := js.DeleteStream(ctx, name); err != nil {
+		t.Fatal(err)
+	}
+	var m []*hub.Message
+	waitFor(t, "a publish on the new stream", func() bool {
+		ms, err := b.Publish(ctx, []hub.Draft{{Topic: "t", Type: hub.DefaultType, Data: []byte("2")}})
+		m = ms
+		return err == nil
+	})
+	if m[0].ID.Epoch == old[0].ID.Epoch || m[0].ID.Seq != 1 {
+		t.Fatalf("first event on the new stream is %s; want seq 1 under an epoch other than %s", m[0].ID, old[0].ID.Epoch)
+	}
+	waitFor(t, "delivery from the new stream", func() bool { return len(col.snapshot()) == 2 })
+	if got := col.snapshot()[1]; got.ID != m[0].ID {
+		t.Fatalf("delivered %s after the loss, want %s", got.ID, m[0].ID)
+	}
+	if bd, err := b.Bounds(ctx); err != nil || bd.Epoch != m[0].ID.Epoch || bd.Last != 1 {
+		t.Fatalf("Bounds after the loss = %+v, %v", bd, err)
+	}
+}
