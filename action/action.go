@@ -38,10 +38,11 @@ const (
 
 // Errors of Submit, for the transports to map onto the protocol's codes.
 var (
-	ErrUnknownAction       = errors.New("unknown action type")       // 422 unknown_action
-	ErrIdempotencyMismatch = errors.New("idempotency key reused")    // 422 idempotency_mismatch
-	ErrQueueFull           = errors.New("action queue is full")      // 503 unavailable + Retry-After
-	ErrShuttingDown        = errors.New("actions are shutting down") // 503 unavailable
+	ErrUnknownAction       = errors.New("unknown action type")             // 422 unknown_action
+	ErrIdempotencyMismatch = errors.New("idempotency key reused")          // 422 idempotency_mismatch
+	ErrQueueFull           = errors.New("action queue is full")            // 503 unavailable + Retry-After
+	ErrShuttingDown        = errors.New("actions are shutting down")       // 503 unavailable
+	ErrUnavailable         = errors.New("the action store is unavailable") // 503 unavailable (Shared)
 )
 
 // Request is an action as a caller submits it.

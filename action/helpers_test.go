@@ -170,7 +170,7 @@ func submit(t testing.TB, s *action.Service, req action.Request) action.Action {
 
 func mustGet(t testing.TB, s *action.Service, id string) action.Action {
 	t.Helper()
-	a, ok := s.Get(id)
+	a, ok, _ := s.Get(context.Background(), id)
 	if !ok {
 		t.Fatalf("Get(%s): not found", id)
 	}

@@ -126,7 +126,7 @@ func TestIdempotencyKeyExpires(t *testing.T) {
 	first := submit(t, s, req)
 	sub.await(t, first.ID)
 	wait.For(t, waitLong, "the action to be forgotten", func() bool {
-		_, ok := s.Get(first.ID)
+		_, ok, _ := s.Get(context.Background(), first.ID)
 		return !ok
 	})
 	second := submit(t, s, req)
@@ -136,7 +136,7 @@ func TestIdempotencyKeyExpires(t *testing.T) {
 	sub.await(t, second.ID)
 	// A different body is no mismatch either once the key is free.
 	wait.For(t, waitLong, "the second action to be forgotten", func() bool {
-		_, ok := s.Get(second.ID)
+		_, ok, _ := s.Get(context.Background(), second.ID)
 		return !ok
 	})
 	req.Payload = json.RawMessage(`"other"`)
@@ -167,7 +167,7 @@ func TestJanitorForgetsFinished(t *testing.T) {
 	}
 	wait.For(t, waitLong, "finished actions to be forgotten", func() bool {
 		for _, id := range ids {
-			if _, ok := s.Get(id); ok {
+			if _, ok, _ := s.Get(context.Background(), id); ok {
 				return false
 			}
 		}
@@ -177,7 +177,7 @@ func TestJanitorForgetsFinished(t *testing.T) {
 		records, keys := action.RecordCount(s)
 		return records == 1 && keys == 0
 	})
-	if a, ok := s.Get(slow.ID); !ok || a.Status != action.Running {
+	if a, ok, _ := s.Get(context.Background(), slow.ID); !ok || a.Status != action.Running {
 		t.Fatalf("the running action was forgotten or changed: %+v %v", a, ok)
 	}
 	close(g.release)
@@ -188,7 +188,7 @@ func TestJanitorForgetsFinished(t *testing.T) {
 		records, _ := action.RecordCount(s)
 		return records == 0
 	})
-	if _, ok := s.Get(slow.ID); ok {
+	if _, ok, _ := s.Get(context.Background(), slow.ID); ok {
 		t.Error("Get still finds a freed action")
 	}
 }

@@ -1,9 +1,13 @@
 package action
 
 import (
+	"crypto/sha256"
+	"fmt"
 	"sort"
 	"strings"
 	"sync"
+
+	"github.com/heraldpush/herald/hub"
 )
 
 // routes maps action types to handlers. Its lock is never held together
@@ -72,4 +76,30 @@ func (rt *routes) lookup(typ string) Handler {
 		}
 	}
 	return rt.fallback
+}
+
+// prepare validates a request: the action's type and topic, its payload
+// (normalized into the returned draft's Data), its handler and idempotency
+// key. sum is the body's hash when the request has a key.
+func (rt *routes) prepare(req Request) (d hub.Draft, h Handler, sum [sha256.Size]byte, err error) {
+	// Draft.Normalize defaults an empty type, which an action may not have.
+	if err := hub.ValidateType(req.Type); err != nil {
+		return d, nil, sum, err
+	}
+	d = hub.Draft{Topic: req.Topic, Type: req.Type, Data: req.Payload}
+	if err := d.Normalize(); err != nil {
+		return d, nil, sum, err
+	}
+	if h = rt.lookup(req.Type); h == nil {
+		return d, nil, sum, fmt.Errorf("%w %q", ErrUnknownAction, req.Type)
+	}
+	if req.IdempotencyKey != "" {
+		if err := ValidateKey(req.IdempotencyKey); err != nil {
+			return d, nil, sum, err
+		}
+		if sum, err = bodySum(req.Type, req.Topic, d.Data); err != nil {
+			return d, nil, sum, err
+		}
+	}
+	return d, h, sum, nil
 }

@@ -183,26 +183,9 @@ func (s *Service) Submit(ctx context.Context, req Request) (a Action, created bo
 	if err := ctx.Err(); err != nil {
 		return Action{}, false, err
 	}
-	// Draft.Normalize defaults an empty type, which an action may not have.
-	if err := hub.ValidateType(req.Type); err != nil {
+	d, h, sum, err := s.routes.prepare(req)
+	if err != nil {
 		return Action{}, false, err
-	}
-	d := hub.Draft{Topic: req.Topic, Type: req.Type, Data: req.Payload}
-	if err := d.Normalize(); err != nil {
-		return Action{}, false, err
-	}
-	h := s.routes.lookup(req.Type)
-	if h == nil {
-		return Action{}, false, fmt.Errorf("%w %q", ErrUnknownAction, req.Type)
-	}
-	var sum [sha256.Size]byte
-	if req.IdempotencyKey != "" {
-		if err := ValidateKey(req.IdempotencyKey); err != nil {
-			return Action{}, false, err
-		}
-		if sum, err = bodySum(req.Type, req.Topic, d.Data); err != nil {
-			return Action{}, false, err
-		}
 	}
 	now := time.Now()
 	r := &record{
@@ -260,15 +243,16 @@ func (s *Service) Submit(ctx context.Context, req Request) (a Action, created bo
 	return a, true, nil
 }
 
-// Get returns an action by ID, while its record is kept.
-func (s *Service) Get(id string) (Action, bool) {
+// Get returns an action by ID, while its record is kept. It never fails:
+// the records are in memory.
+func (s *Service) Get(_ context.Context, id string) (Action, bool, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	r := s.records[id]
 	if r == nil || s.expiredLocked(r, time.Now()) {
-		return Action{}, false
+		return Action{}, false, nil
 	}
-	return r.snapshot(), true
+	return r.snapshot(), true, nil
 }
 
 // Stats returns the counters.

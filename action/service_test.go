@@ -509,7 +509,7 @@ func TestMaxFinishedBoundsRecords(t *testing.T) {
 		ids = append(ids, a.ID)
 	}
 	for i, id := range ids {
-		_, ok := s.Get(id)
+		_, ok, _ := s.Get(context.Background(), id)
 		if want := i >= 2; ok != want {
 			t.Errorf("action %d kept = %v, want %v", i, ok, want)
 		}

@@ -228,33 +228,38 @@ func (s *Service) publish(rs ...*record) {
 
 // draft is r's result event. r is final.
 func (r *record) draft() (hub.Draft, error) {
+	return resultDraft(r.id, r.typ, r.topic, r.status, r.result, r.failure)
+}
+
+// resultDraft is the result event of a final action.
+func resultDraft(id, typ, topic string, status Status, result json.RawMessage, failure *Failure) (hub.Draft, error) {
 	var (
 		data []byte
 		err  error
-		typ  = TypeSucceeded
+		etyp = TypeSucceeded
 	)
-	if r.status == Failed {
-		typ = TypeFailed
-		data, err = json.Marshal(failureData{ActionID: r.id, Type: r.typ, Status: r.status, Error: r.failure})
-	} else if len(r.result) == 0 || json.Valid(r.result) {
+	if status == Failed {
+		etyp = TypeFailed
+		data, err = json.Marshal(failureData{ActionID: id, Type: typ, Status: status, Error: failure})
+	} else if len(result) == 0 || json.Valid(result) {
 		// resultData, encoded by hand: one per action, on the workers'
 		// path. Publishing compacts the result.
-		data = make([]byte, 0, 64+len(r.id)+len(r.typ)+len(r.result))
+		data = make([]byte, 0, 64+len(id)+len(typ)+len(result))
 		data = append(data, `{"action_id":`...)
-		data = jsonenc.AppendString(data, r.id)
+		data = jsonenc.AppendString(data, id)
 		data = append(data, `,"type":`...)
-		data = jsonenc.AppendString(data, r.typ)
+		data = jsonenc.AppendString(data, typ)
 		data = append(data, `,"status":`...)
-		data = jsonenc.AppendString(data, string(r.status))
+		data = jsonenc.AppendString(data, string(status))
 		data = append(data, `,"result":`...)
-		if len(r.result) == 0 {
+		if len(result) == 0 {
 			data = append(data, "null"...)
 		} else {
-			data = append(data, r.result...)
+			data = append(data, result...)
 		}
 		data = append(data, '}')
 	} else {
-		data, err = json.Marshal(resultData{ActionID: r.id, Type: r.typ, Status: r.status, Result: r.result})
+		data, err = json.Marshal(resultData{ActionID: id, Type: typ, Status: status, Result: result})
 	}
-	return hub.Draft{Topic: r.topic, Type: typ, Data: data}, err
+	return hub.Draft{Topic: topic, Type: etyp, Data: data}, err
 }

@@ -551,7 +551,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer, read
 //  5. h.Close stops the hub's goroutines and the broker.
 //
 // When the timeout passes, srv.Close cuts every remaining connection.
-func shutdown(srv *http.Server, h *hub.Hub, sseH *sse.Handler, wsH *ws.Handler, svc *action.Service, timeout time.Duration, log *slog.Logger) {
+func shutdown(srv *http.Server, h *hub.Hub, sseH *sse.Handler, wsH *ws.Handler, svc action.Runner, timeout time.Duration, log *slog.Logger) {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	h.Shutdown()

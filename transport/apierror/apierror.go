@@ -152,6 +152,8 @@ func From(err error) *Error {
 		return New(http.StatusServiceUnavailable, Unavailable, "the action queue is full; retry later")
 	case errors.Is(err, action.ErrShuttingDown):
 		return New(http.StatusServiceUnavailable, Unavailable, "the server is shutting down and accepts no new actions")
+	case errors.Is(err, action.ErrUnavailable):
+		return New(http.StatusServiceUnavailable, Unavailable, "actions are unavailable: the server cannot reach its broker")
 	case errors.Is(err, hub.ErrGoingAway), errors.Is(err, hub.ErrClosed), errors.Is(err, hub.ErrUnavailable):
 		return New(http.StatusServiceUnavailable, Unavailable, "the server is not accepting this request now")
 	default:
@@ -164,7 +166,7 @@ func From(err error) *Error {
 // whether err is one of those. A queue drains within moments; a node that
 // is shutting down is replaced behind a load balancer within about as long.
 func RetryAfter(err error) (string, bool) {
-	if errors.Is(err, action.ErrQueueFull) || errors.Is(err, action.ErrShuttingDown) {
+	if errors.Is(err, action.ErrQueueFull) || errors.Is(err, action.ErrShuttingDown) || errors.Is(err, action.ErrUnavailable) {
 		return "1", true
 	}
 	return "", false

@@ -100,7 +100,11 @@ func (a *api) getAction(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	id := pathVar(r, "id")
-	act, ok := a.actions.Get(id)
+	act, ok, err := a.actions.Get(r.Context(), id)
+	if err != nil {
+		apierror.WriteErr(w, err)
+		return
+	}
 	if ok && !p.MayAct(act.Type) {
 		apierror.Write(w, apierror.Denied(p, fmt.Sprintf("actions of type %q", act.Type)))
 		return

@@ -29,7 +29,7 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 // server is a real hub behind the real router on a real socket.
 type server struct {
 	hub     *hub.Hub
-	actions *action.Service // nil unless serverOptions.actions was set
+	actions action.Runner // nil unless serverOptions.actions was set
 	url     string
 	client  *http.Client
 }
@@ -59,14 +59,16 @@ func newServer(t *testing.T, o serverOptions) *server {
 	if o.logger == nil {
 		o.logger = slog.New(slog.DiscardHandler)
 	}
-	var svc *action.Service
+	var svc action.Runner // a nil *action.Service would not be a nil Runner
 	if o.actions != nil {
 		ao := *o.actions
 		ao.Hub = h
 		ao.Logger = o.logger
-		if svc, err = action.New(ao); err != nil {
+		s, err := action.New(ao)
+		if err != nil {
 			t.Fatalf("failed to start actions: %v", err)
 		}
+		svc = s
 	}
 	if o.sse == nil {
 		o.sse = sse.New(sse.Options{Hub: h, Auth: o.auth, Conns: o.conns})

@@ -21,7 +21,7 @@ import (
 // api holds what the JSON handlers share. It is immutable after NewRouter.
 type api struct {
 	hub      *hub.Hub
-	actions  *action.Service // nil: the action routes are not mounted
+	actions  action.Runner // nil: the action routes are not mounted
 	maxBody  int64
 	maxBatch int
 	auth     *auth.Authenticator         // nil: no authentication

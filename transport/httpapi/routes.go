@@ -36,7 +36,7 @@ type Config struct {
 	// Actions serves POST /v1/actions and GET /v1/actions/{id}. Nil means
 	// actions are disabled: both paths answer 404 not_found, as any path
 	// the server does not serve.
-	Actions *action.Service
+	Actions action.Runner
 	// MaxBody bounds a request body in bytes; larger bodies get 413
 	// too_large. Default 1 MiB.
 	MaxBody int64

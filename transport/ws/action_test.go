@@ -123,7 +123,7 @@ func TestActionOp(t *testing.T) {
 	if d.ActionID != id || d.Type != "echo" || d.Status != "succeeded" || string(d.Result) != `{"title":"milk"}` {
 		t.Errorf("event data %s: want action %s of type echo, succeeded, with the payload as result", result.Data, id)
 	}
-	if a, ok := svc.Get(id); !ok || a.Status != action.Succeeded {
+	if a, ok, _ := svc.Get(context.Background(), id); !ok || a.Status != action.Succeeded {
 		t.Errorf("Get(%s) = %+v, %v; want succeeded", id, a, ok)
 	}
 

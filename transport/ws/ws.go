@@ -48,7 +48,7 @@ type Options struct {
 	// Actions runs the "action" op; nil answers every action with an
 	// unknown_action error. Share the Service with the HTTP API so that
 	// idempotency keys are shared too.
-	Actions *action.Service
+	Actions action.Runner
 	// Auth, if set, authenticates each connection at the handshake and
 	// checks every subscribe, publish and action against its grants; a
 	// bad token closes the connection with 1008 and so does its expiry,

@@ -1,0 +1,285 @@
+// Package redisstore is an action.Store on Redis (go-redis/v9): the queue
+// and the records of the actions of a cluster of Herald nodes.
+//
+// Keys, under the same hash tag as the Redis broker's:
+//
+//	{prefix}:act:q        the queue: a stream of action IDs read by the
+//	                      consumer group "workers"; an entry leaves it
+//	                      (XACK + XDEL) when its action is done
+//	{prefix}:act:r:<id>   the record: a hash with a (the action as JSON),
+//	                      s (its status) and p ("1" once its result is
+//	                      published); it expires TTL after the end
+//	{prefix}:act:k:<hash> an idempotency key (hash of caller and key):
+//	                      the action ID, expiring with the record
+//
+// A worker claims with XREADGROUP; the pending entries list is the lease:
+// a worker renews it by claiming its entry again (XCLAIM, which resets the
+// idle time), and any node takes over an entry idle longer than the lease
+// (XAUTOCLAIM). A Store is safe for concurrent use.
+package redisstore
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/heraldpush/herald/action"
+	"github.com/heraldpush/herald/hub"
+)
+
+const group = "workers"
+
+// Store is the Redis-backed action.Store.
+type Store struct {
+	rdb      redis.UniversalClient
+	tag      string // "{prefix}"
+	queue    string
+	consumer string
+
+	mu       sync.Mutex
+	lastAuto time.Time // last XAUTOCLAIM by this node
+}
+
+// New returns a store on the keys of prefix (default "herald"), creating
+// the consumer group if there is none.
+func New(ctx context.Context, rdb redis.UniversalClient, prefix string) (*Store, error) {
+	if prefix == "" {
+		prefix = "herald"
+	}
+	tag := "{" + prefix + "}"
+	s := &Store{rdb: rdb, tag: tag, queue: tag + ":act:q", consumer: hub.NewEpoch()}
+	if err := s.ensureGroup(ctx); err != nil {
+		return nil, fmt.Errorf("failed to open the action store: %w", err)
+	}
+	return s, nil
+}
+
+func (s *Store) ensureGroup(ctx context.Context) error {
+	err := s.rdb.XGroupCreateMkStream(ctx, s.queue, group, "0").Err()
+	if err != nil && !strings.HasPrefix(err.Error(), "BUSYGROUP") {
+		return err
+	}
+	return nil
+}
+
+func (s *Store) recKey(id string) string { return s.tag + ":act:r:" + id }
+
+func (s *Store) idemKey(caller, key string) string {
+	h := sha256.Sum256([]byte(caller + "\x00" + key))
+	return s.tag + ":act:k:" + hex.EncodeToString(h[:16])
+}
+
+// createScript: KEYS queue, record, idempotency key (or "" for none);
+// ARGV action JSON, ID, max queued, pending TTL ms, record key prefix.
+// Returns {"old", json} for a kept key, {"full"}, or {"ok"}.
+var createScript = redis.NewScript(`
+if KEYS[3] ~= '' then
+  local old = redis.call('GET', KEYS[3])
+  if old then
+    local a = redis.call('HGET', ARGV[5] .. old, 'a')
+    if a then return {'old', a} end
+  end
+end
+if redis.call('XLEN', KEYS[1]) >= tonumber(ARGV[3]) then return {'full'} end
+redis.call('HSET', KEYS[2], 'a', ARGV[1], 's', 'pending')
+redis.call('PEXPIRE', KEYS[2], ARGV[4])
+if KEYS[3] ~= '' then redis.call('SET', KEYS[3], ARGV[2], 'PX', ARGV[4]) end
+redis.call('XADD', KEYS[1], '*', 'id', ARGV[2])
+return {'ok'}
+`)
+
+// pendingTTL bounds how long a record waits for a worker.
+const pendingTTL = 24 * time.Hour
+
+// Create implements action.Store.
+func (s *Store) Create(ctx context.Context, a *action.Stored, maxQueued int) (*action.Stored, error) {
+	js, err := json.Marshal(a)
+	if err != nil {
+		return nil, err
+	}
+	idem := ""
+	if a.Key != "" {
+		idem = s.idemKey(a.Caller, a.Key)
+	}
+	res, err := createScript.Run(ctx, s.rdb, []string{s.queue, s.recKey(a.ID), idem},
+		js, a.ID, maxQueued, pendingTTL.Milliseconds(), s.tag+":act:r:").StringSlice()
+	if err != nil {
+		return nil, err
+	}
+	switch res[0] {
+	case "ok":
+		return nil, nil
+	case "full":
+		return nil, action.ErrQueueFull
+	case "old":
+		var old action.Stored
+		if err := json.Unmarshal([]byte(res[1]), &old); err != nil {
+			return nil, fmt.Errorf("failed to read action record: %w", err)
+		}
+		return &old, nil
+	}
+	return nil, fmt.Errorf("unexpected reply %v", res)
+}
+
+// Claim implements action.Store. Every lease/4 at most, this node first
+// looks for entries whose lease ran out.
+func (s *Store) Claim(ctx context.Context, lease, wait time.Duration) (*action.Claim, error) {
+	s.mu.Lock()
+	auto := time.Since(s.lastAuto) >= lease/4
+	if auto {
+		s.lastAuto = time.Now()
+	}
+	s.mu.Unlock()
+	if auto {
+		msgs, _, err := s.rdb.XAutoClaim(ctx, &redis.XAutoClaimArgs{
+			Stream: s.queue, Group: group, Consumer: s.consumer, MinIdle: lease, Start: "0-0", Count: 1,
+		}).Result()
+		if err = s.fixGroup(ctx, err); err != nil {
+			return nil, err
+		}
+		if len(msgs) > 0 {
+			return s.claimed(ctx, msgs[0], true)
+		}
+	}
+	res, err := s.rdb.XReadGroup(ctx, &redis.XReadGroupArgs{
+		Group: group, Consumer: s.consumer, Streams: []string{s.queue, ">"}, Count: 1, Block: wait,
+	}).Result()
+	if errors.Is(err, redis.Nil) {
+		return nil, nil
+	}
+	if err = s.fixGroup(ctx, err); err != nil {
+		return nil, err
+	}
+	for _, st := range res {
+		for _, m := range st.Messages {
+			return s.claimed(ctx, m, false)
+		}
+	}
+	return nil, nil
+}
+
+// fixGroup recreates the group if Redis lost it (a restart without data).
+func (s *Store) fixGroup(ctx context.Context, err error) error {
+	if err != nil && strings.HasPrefix(err.Error(), "NOGROUP") {
+		if gerr := s.ensureGroup(ctx); gerr != nil {
+			return gerr
+		}
+		return nil
+	}
+	return err
+}
+
+// claimed loads the record of a claimed entry. An entry whose record is
+// gone (it expired while nobody ran it) is dropped.
+func (s *Store) claimed(ctx context.Context, m redis.XMessage, redelivered bool) (*action.Claim, error) {
+	id, _ := m.Values["id"].(string)
+	a, ok, err := s.Get(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	if !ok {
+		s.rdb.XAck(ctx, s.queue, group, m.ID)
+		s.rdb.XDel(ctx, s.queue, m.ID)
+		return nil, nil
+	}
+	return &action.Claim{Stored: *a, Token: m.ID, Redelivered: redelivered}, nil
+}
+
+// Touch implements action.Store: claiming the entry again resets its idle
+// time, which is what XAUTOCLAIM compares with the lease.
+func (s *Store) Touch(ctx context.Context, c *action.Claim) error {
+	return s.rdb.XClaimJustID(ctx, &redis.XClaimArgs{
+		Stream: s.queue, Group: group, Consumer: s.consumer, MinIdle: 0, Messages: []string{c.Token},
+	}).Err()
+}
+
+// Release implements action.Store: the entry is made to look idle for
+// ever, so the next XAUTOCLAIM of any node takes it.
+func (s *Store) Release(ctx context.Context, c *action.Claim) error {
+	return s.rdb.Do(ctx, "XCLAIM", s.queue, group, s.consumer, 0, c.Token,
+		"IDLE", int64(24*time.Hour/time.Millisecond), "JUSTID").Err()
+}
+
+// updateScript: KEYS record, idempotency key (or ""); ARGV action JSON,
+// status, TTL ms (0: keep). It changes nothing on a final record and
+// returns 0 then.
+var updateScript = redis.NewScript(`
+local st = redis.call('HGET', KEYS[1], 's')
+if not st or st == 'succeeded' or st == 'failed' then return 0 end
+redis.call('HSET', KEYS[1], 'a', ARGV[1], 's', ARGV[2])
+if tonumber(ARGV[3]) > 0 then
+  redis.call('PEXPIRE', KEYS[1], ARGV[3])
+  if KEYS[2] ~= '' then redis.call('PEXPIRE', KEYS[2], ARGV[3]) end
+end
+return 1
+`)
+
+func (s *Store) update(ctx context.Context, a *action.Stored, ttl time.Duration) (bool, error) {
+	js, err := json.Marshal(a)
+	if err != nil {
+		return false, err
+	}
+	idem := ""
+	if a.Key != "" {
+		idem = s.idemKey(a.Caller, a.Key)
+	}
+	n, err := updateScript.Run(ctx, s.rdb, []string{s.recKey(a.ID), idem}, js, string(a.Status), ttl.Milliseconds()).Int()
+	return n == 1, err
+}
+
+// Save implements action.Store.
+func (s *Store) Save(ctx context.Context, a *action.Stored) error {
+	_, err := s.update(ctx, a, 0)
+	return err
+}
+
+// Finish implements action.Store.
+func (s *Store) Finish(ctx context.Context, a *action.Stored, ttl time.Duration) (bool, error) {
+	return s.update(ctx, a, max(ttl, time.Millisecond))
+}
+
+// doneScript: KEYS queue, record; ARGV entry ID. The record is marked
+// only if it is still kept: a hash made by HSET alone would never expire.
+var doneScript = redis.NewScript(`
+if redis.call('EXISTS', KEYS[2]) == 1 then redis.call('HSET', KEYS[2], 'p', '1') end
+redis.call('XACK', KEYS[1], '` + group + `', ARGV[1])
+redis.call('XDEL', KEYS[1], ARGV[1])
+return 1
+`)
+
+// Done implements action.Store.
+func (s *Store) Done(ctx context.Context, c *action.Claim) error {
+	return doneScript.Run(ctx, s.rdb, []string{s.queue, s.recKey(c.ID)}, c.Token).Err()
+}
+
+// Get implements action.Store.
+func (s *Store) Get(ctx context.Context, id string) (*action.Stored, bool, error) {
+	vals, err := s.rdb.HMGet(ctx, s.recKey(id), "a", "p").Result()
+	if err != nil {
+		return nil, false, err
+	}
+	js, ok := vals[0].(string)
+	if !ok {
+		return nil, false, nil
+	}
+	var a action.Stored
+	if err := json.Unmarshal([]byte(js), &a); err != nil {
+		return nil, false, fmt.Errorf("failed to read action record %s: %w", id, err)
+	}
+	p, _ := vals[1].(string)
+	a.Published = p == "1"
+	return &a, true, nil
+}
+
+// Len returns how many actions are queued or running.
+func (s *Store) Len(ctx context.Context) (int64, error) {
+	return s.rdb.XLen(ctx, s.queue).Result()
+}
