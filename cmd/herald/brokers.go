@@ -13,6 +13,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/heraldpush/herald/action"
+	"github.com/heraldpush/herald/action/redisstore"
 	"github.com/heraldpush/herald/hub"
 	"github.com/heraldpush/herald/hub/natsbroker"
 	"github.com/heraldpush/herald/hub/redisbroker"
@@ -33,23 +35,25 @@ func knownBroker(s string) bool {
 	return false
 }
 
-// newBroker connects the --broker. The returned func releases what it
-// holds (the connections), after the hub has closed the broker.
-func (c *serveConfig) newBroker(log *slog.Logger) (hub.Broker, func(), error) {
+// newBroker connects the --broker, and the action store that goes with it
+// (nil: the actions stay on each node). The returned func releases what
+// they hold (the connections), after the hub has closed the broker.
+func (c *serveConfig) newBroker(log *slog.Logger) (hub.Broker, action.Store, func(), error) {
 	switch {
 	case c.broker == "memory":
-		return hub.NewMemoryBroker(hub.MemoryOptions{Size: c.historySize, TTL: c.historyTTL}), func() {}, nil
+		return hub.NewMemoryBroker(hub.MemoryOptions{Size: c.historySize, TTL: c.historyTTL}), nil, func() {}, nil
 	case strings.HasPrefix(c.broker, "nats://"), strings.HasPrefix(c.broker, "tls://"):
-		return c.newNATSBroker(log)
+		b, release, err := c.newNATSBroker(log)
+		return b, nil, release, err
 	default:
 		return c.newRedisBroker(log)
 	}
 }
 
-func (c *serveConfig) newRedisBroker(log *slog.Logger) (hub.Broker, func(), error) {
+func (c *serveConfig) newRedisBroker(log *slog.Logger) (hub.Broker, action.Store, func(), error) {
 	u, err := url.Parse(c.broker)
 	if err != nil {
-		return nil, nil, usagef("--broker: %v", err)
+		return nil, nil, nil, usagef("--broker: %v", err)
 	}
 	q := u.Query()
 	prefix := q.Get("prefix")
@@ -57,7 +61,7 @@ func (c *serveConfig) newRedisBroker(log *slog.Logger) (hub.Broker, func(), erro
 	u.RawQuery = q.Encode()
 	opts, err := redis.ParseURL(u.String())
 	if err != nil {
-		return nil, nil, usagef("--broker: %v", err)
+		return nil, nil, nil, usagef("--broker: %v", err)
 	}
 	// go-redis logs its reconnect attempts to the standard logger; the
 	// broker reports failures itself, so these go to debug.
@@ -71,9 +75,15 @@ func (c *serveConfig) newRedisBroker(log *slog.Logger) (hub.Broker, func(), erro
 	})
 	if err != nil {
 		rdb.Close()
-		return nil, nil, fmt.Errorf("failed to connect to %s: %w", u.Redacted(), err)
+		return nil, nil, nil, fmt.Errorf("failed to connect to %s: %w", u.Redacted(), err)
 	}
-	return b, func() { rdb.Close() }, nil
+	store, err := redisstore.New(ctx, rdb, prefix)
+	if err != nil {
+		_ = b.Close()
+		rdb.Close()
+		return nil, nil, nil, fmt.Errorf("failed to connect to %s: %w", u.Redacted(), err)
+	}
+	return b, store, func() { rdb.Close() }, nil
 }
 
 var redisLogOnce sync.Once

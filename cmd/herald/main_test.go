@@ -9,6 +9,8 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -17,7 +19,23 @@ import (
 	"go.uber.org/goleak"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(testMain{m})
+}
+
+// testMain removes the binary that buildHerald may have built once the
+// tests have run.
+type testMain struct{ m *testing.M }
+
+func (t testMain) Run() int {
+	code := t.m.Run()
+	if builtHerald.Load() {
+		if bin, err := buildHerald(); err == nil {
+			os.RemoveAll(filepath.Dir(bin))
+		}
+	}
+	return code
+}
 
 func TestCommands(t *testing.T) {
 	cases := []struct {

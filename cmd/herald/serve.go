@@ -79,6 +79,7 @@ type serveConfig struct {
 	actionWorkers     int
 	actionQueue       int
 	actionTTL         time.Duration
+	actionLease       time.Duration
 	actionMaxFinished int
 	actionTimeout     time.Duration
 	actionMaxAttempts int
@@ -139,6 +140,7 @@ func parseServeFlags(args []string, getenv func(string) (string, bool), stdout i
 	fs.IntVar(&c.actionWorkers, "action-workers", 16, "actions run at once")
 	fs.IntVar(&c.actionQueue, "action-queue", 10000, "accepted actions waiting for a worker, at most; when full, new actions get 503 with Retry-After")
 	fs.DurationVar(&c.actionTTL, "action-ttl", time.Hour, "how long a finished action's status (and its idempotency key) is kept")
+	fs.DurationVar(&c.actionLease, "action-lease", action.DefaultLease, "with a shared broker: how long a node keeps an action it runs without renewing it; another node takes over the actions of a node that died after this")
 	fs.IntVar(&c.actionMaxFinished, "action-max-finished", 100000, "finished actions kept at most, whatever their age; the oldest are forgotten first")
 	fs.DurationVar(&c.actionTimeout, "action-timeout", 10*time.Second, "deadline of each attempt at an upstream action")
 	fs.IntVar(&c.actionMaxAttempts, "action-max-attempts", 5, "attempts at an action whose upstream fails transiently (5xx, timeout, connection error)")
@@ -325,6 +327,8 @@ func (c *serveConfig) validate() error {
 		return usagef("--action-workers must be positive, got %d", c.actionWorkers)
 	case c.actionQueue <= 0:
 		return usagef("--action-queue must be positive, got %d", c.actionQueue)
+	case c.actionLease < 300*time.Millisecond:
+		return usagef("--action-lease must be at least 300ms, got %v", c.actionLease)
 	case c.actionTTL <= 0:
 		return usagef("--action-ttl must be positive, got %v", c.actionTTL)
 	case c.actionMaxFinished <= 0:
@@ -348,6 +352,21 @@ func (c *serveConfig) validate() error {
 		return usagef("the --jwt-*, --public-subscribe and --api-key flags need --auth jwt")
 	}
 	return nil
+}
+
+// newActions starts the action service: on the shared store when the
+// broker has one (the actions of every node), else in memory.
+func (c *serveConfig) newActions(h *hub.Hub, store action.Store, log *slog.Logger) (action.Runner, error) {
+	if store != nil {
+		return action.NewShared(action.SharedOptions{
+			Hub: h, Store: store, Workers: c.actionWorkers, QueueSize: c.actionQueue, TTL: c.actionTTL,
+			MaxAttempts: c.actionMaxAttempts, Lease: c.actionLease, Echo: true, Logger: log,
+		})
+	}
+	return action.New(action.Options{
+		Hub: h, Workers: c.actionWorkers, QueueSize: c.actionQueue, TTL: c.actionTTL, MaxFinished: c.actionMaxFinished,
+		MaxAttempts: c.actionMaxAttempts, Echo: true, Logger: log,
+	})
 }
 
 // authenticator builds the token verifier of --auth jwt (nil for none).
@@ -426,7 +445,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer, read
 		}
 	}()
 
-	broker, closeBroker, err := cfg.newBroker(log)
+	broker, store, closeBroker, err := cfg.newBroker(log)
 	if err != nil {
 		return err
 	}
@@ -440,10 +459,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer, read
 	if err != nil {
 		return fmt.Errorf("failed to start hub: %w", err)
 	}
-	svc, err := action.New(action.Options{
-		Hub: h, Workers: cfg.actionWorkers, QueueSize: cfg.actionQueue, TTL: cfg.actionTTL, MaxFinished: cfg.actionMaxFinished,
-		MaxAttempts: cfg.actionMaxAttempts, Echo: true, Logger: log,
-	})
+	svc, err := cfg.newActions(h, store, log)
 	if err != nil {
 		cctx, cancel := context.WithTimeout(context.Background(), cfg.shutdownTimeout)
 		defer cancel()
