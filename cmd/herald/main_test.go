@@ -90,7 +90,7 @@ func TestServeFlagsAndEnv(t *testing.T) {
 			queueBytes: 524288, shards: 0, heartbeat: 15 * time.Second, sseRetry: 2 * time.Second,
 			writeTimeout: 10 * time.Second, maxBody: 1048576, wsReadLimit: 65536,
 			wsPingInterval: 25 * time.Second, shutdownTimeout: 10 * time.Second, logFormat: "text",
-			actionWorkers: 16, actionQueue: 10000, actionTTL: time.Hour, actionMaxFinished: 100000, actionTimeout: 10 * time.Second,
+			actionWorkers: 16, actionQueue: 10000, actionTTL: time.Hour, actionLease: 30 * time.Second, actionMaxFinished: 100000, actionTimeout: 10 * time.Second,
 			actionMaxAttempts: 5, authMode: "none", maxConns: 100000, wsMessageRate: 200, wsMaxTopics: 256,
 		}
 		if fmt.Sprint(c) != fmt.Sprint(want) {
