@@ -100,11 +100,8 @@ type idemKey struct {
 	caller, key string
 }
 
-// New starts a service and its workers. Call Shutdown to stop it.
-func New(o Options) (*Service, error) {
-	if o.Hub == nil {
-		return nil, errors.New("failed to start actions: Options.Hub is required")
-	}
+// withDefaults returns o with each zero field set to its default.
+func (o Options) withDefaults() Options {
 	if o.Workers <= 0 {
 		o.Workers = DefaultWorkers
 	}
@@ -132,6 +129,15 @@ func New(o Options) (*Service, error) {
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
+	return o
+}
+
+// New starts a service and its workers. Call Shutdown to stop it.
+func New(o Options) (*Service, error) {
+	if o.Hub == nil {
+		return nil, errors.New("failed to start actions: Options.Hub is required")
+	}
+	o = o.withDefaults()
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &Service{
 		hub:         o.Hub,

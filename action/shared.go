@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -78,29 +77,14 @@ func NewShared(o SharedOptions) (*Shared, error) {
 	if o.Hub == nil || o.Store == nil {
 		return nil, errors.New("failed to start actions: SharedOptions.Hub and Store are required")
 	}
-	if o.Workers <= 0 {
-		o.Workers = DefaultWorkers
-	}
-	if o.QueueSize <= 0 {
-		o.QueueSize = DefaultQueueSize
-	}
-	if o.TTL <= 0 {
-		o.TTL = DefaultTTL
-	}
-	if o.MaxAttempts <= 0 {
-		o.MaxAttempts = DefaultMaxAttempts
-	}
-	if o.BackoffBase <= 0 {
-		o.BackoffBase = DefaultBackoffBase
-	}
-	if o.BackoffMax < o.BackoffBase {
-		o.BackoffMax = max(o.BackoffBase, DefaultBackoffMax)
-	}
+	d := Options{
+		Workers: o.Workers, QueueSize: o.QueueSize, TTL: o.TTL, MaxAttempts: o.MaxAttempts,
+		BackoffBase: o.BackoffBase, BackoffMax: o.BackoffMax, Logger: o.Logger,
+	}.withDefaults()
+	o.Workers, o.QueueSize, o.TTL, o.MaxAttempts = d.Workers, d.QueueSize, d.TTL, d.MaxAttempts
+	o.BackoffBase, o.BackoffMax, o.Logger = d.BackoffBase, d.BackoffMax, d.Logger
 	if o.Lease <= 0 {
 		o.Lease = DefaultLease
-	}
-	if o.Logger == nil {
-		o.Logger = slog.Default()
 	}
 	s := &Shared{
 		o: o, store: o.Store, hub: o.Hub, log: o.Logger,
@@ -371,14 +355,14 @@ func (s *Shared) attempts(c *Claim, h Handler) ([]byte, error) {
 			s.log.Warn("failed to record an action's attempt", "id", a.ID, "err", err)
 		}
 		cancel()
-		res, err := s.invoke(h, &Call{
+		res, err := invoke(s.workCtx, s.log, h, &Call{
 			ID: a.ID, Type: a.Type, Topic: a.Topic, Payload: a.Payload,
 			IdempotencyKey: key, Caller: a.Caller, Attempt: a.Attempts,
 		})
 		if err == nil || !IsRetryable(err) || a.Attempts >= s.o.MaxAttempts || s.workCtx.Err() != nil {
 			return res, err
 		}
-		t := time.NewTimer(s.backoff(a.Attempts))
+		t := time.NewTimer(backoff(s.o.BackoffBase, s.o.BackoffMax, a.Attempts))
 		select {
 		case <-t.C:
 		case <-s.workCtx.Done():
@@ -387,27 +371,6 @@ func (s *Shared) attempts(c *Claim, h Handler) ([]byte, error) {
 		}
 		s.retried.Add(1)
 	}
-}
-
-// invoke calls the handler, turning a panic into a final failure.
-func (s *Shared) invoke(h Handler, call *Call) (res []byte, err error) {
-	defer func() {
-		if p := recover(); p != nil {
-			s.log.Error("action handler panicked", "id", call.ID, "type", call.Type, "panic", p)
-			res, err = nil, &Failure{Code: CodeHandlerPanic, Message: "the action's handler failed unexpectedly"}
-		}
-	}()
-	return h.Handle(s.workCtx, call)
-}
-
-// backoff is the delay before attempt+1, as in Service.
-func (s *Shared) backoff(attempt int) time.Duration {
-	ceil := s.o.BackoffBase
-	for i := 1; i < attempt && ceil < s.o.BackoffMax; i++ {
-		ceil *= 2
-	}
-	ceil = min(ceil, s.o.BackoffMax)
-	return time.Duration(rand.Int64N(int64(ceil) + 1))
 }
 
 // renew keeps the claim's lease while the action runs; the returned func

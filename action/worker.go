@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math/rand/v2"
 	"runtime/debug"
 	"time"
@@ -81,7 +82,7 @@ func (s *Service) run(r *record) {
 		}
 		r.attempts = attempt
 		s.mu.Unlock()
-		res, err = s.invoke(r.handler, &Call{
+		res, err = invoke(s.workCtx, s.log, r.handler, &Call{
 			ID:             r.id,
 			Type:           r.typ,
 			Topic:          r.topic,
@@ -93,7 +94,7 @@ func (s *Service) run(r *record) {
 		if err == nil || !IsRetryable(err) || attempt >= s.maxAttempts {
 			break
 		}
-		if !s.pause(s.backoff(attempt)) {
+		if !s.pause(backoff(s.backoffBase, s.backoffMax, attempt)) {
 			return // Shutdown's deadline: it has failed r already
 		}
 		s.retried.Add(1)
@@ -111,26 +112,26 @@ func (s *Service) run(r *record) {
 }
 
 // invoke calls the handler, turning a panic into a final failure.
-func (s *Service) invoke(h Handler, call *Call) (res json.RawMessage, err error) {
+func invoke(ctx context.Context, log *slog.Logger, h Handler, call *Call) (res json.RawMessage, err error) {
 	defer func() {
 		if p := recover(); p != nil {
-			s.log.Error("action handler panicked",
+			log.Error("action handler panicked",
 				"id", call.ID, "type", call.Type, "panic", p, "stack", string(debug.Stack()))
 			res, err = nil, &Failure{Code: CodeHandlerPanic, Message: "the action's handler failed unexpectedly"}
 		}
 	}()
-	return h.Handle(s.workCtx, call)
+	return h.Handle(ctx, call)
 }
 
 // backoff is the delay before attempt+1: full jitter, uniform in
-// [0, min(BackoffMax, BackoffBase*2^(attempt-1))].
-func (s *Service) backoff(attempt int) time.Duration {
-	ceil := s.backoffBase
-	for i := 1; i < attempt && ceil < s.backoffMax; i++ {
-		ceil *= 2
+// [0, min(ceil, base*2^(attempt-1))].
+func backoff(base, ceil time.Duration, attempt int) time.Duration {
+	d := base
+	for i := 1; i < attempt && d < ceil; i++ {
+		d *= 2
 	}
-	ceil = min(ceil, s.backoffMax)
-	return time.Duration(rand.Int64N(int64(ceil) + 1))
+	d = min(d, ceil)
+	return time.Duration(rand.Int64N(int64(d) + 1))
 }
 
 // pause waits d, or reports false when Shutdown's deadline cut it short.

@@ -278,8 +278,3 @@ func (s *Store) Get(ctx context.Context, id string) (*action.Stored, bool, error
 	a.Published = p == "1"
 	return &a, true, nil
 }
-
-// Len returns how many actions are queued or running.
-func (s *Store) Len(ctx context.Context) (int64, error) {
-	return s.rdb.XLen(ctx, s.queue).Result()
-}

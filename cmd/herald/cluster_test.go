@@ -50,27 +50,17 @@ type clusterEvent struct {
 	}
 }
 
-// readSSE reads events from a stream until ctx ends or the stream does,
-// sending each on out.
+// readClusterStream reads events from a stream until ctx ends or the
+// stream does, sending each on out.
 func readClusterStream(ctx context.Context, t *testing.T, url, lastID string, out chan<- clusterEvent) (stop func()) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(ctx)
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	if lastID != "" {
-		req.Header.Set("Last-Event-ID", lastID)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil || resp.StatusCode != http.StatusOK {
-		cancel()
-		t.Fatalf("stream %s: %v %v", url, resp, err)
-	}
+	lines, stopLines := streamLines(ctx, t, url, lastID)
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		defer resp.Body.Close()
-		sc := bufio.NewScanner(resp.Body)
-		for sc.Scan() {
-			data, ok := strings.CutPrefix(sc.Text(), "data: ")
+		for l := range lines {
+			data, ok := strings.CutPrefix(l, "data: ")
 			if !ok {
 				continue
 			}
@@ -86,7 +76,7 @@ func readClusterStream(ctx context.Context, t *testing.T, url, lastID string, ou
 			}
 		}
 	}()
-	return func() { cancel(); <-done }
+	return func() { cancel(); stopLines(); <-done }
 }
 
 // TestCluster runs three nodes on one shared log: a subscriber on A gets
