@@ -235,19 +235,51 @@ func testShutdownHandsOver(t *testing.T, newStores func(t *testing.T, n int) []a
 	}
 }
 
-// testQueueFull: past QueueSize queued actions, Submit is refused.
+// testQueueFull: past the bound of queued actions, Create is refused;
+// once the queued actions are done, there is room again.
 func testQueueFull(t *testing.T, newStores func(t *testing.T, n int) []action.Store) {
 	st := newStores(t, 1)
 	ctx := context.Background()
-	for i := range 3 {
+	create := func(i int) (string, error) {
 		a := &action.Stored{Action: action.Action{ID: fmt.Sprintf("act_full%d_%d", time.Now().UnixNano(), i), Type: "echo", Topic: "t",
-			Status: action.Pending, CreatedAt: time.Now().UTC()}}
+			Status: action.Pending, CreatedAt: time.Now().UTC()}, Payload: json.RawMessage(`1`)}
 		_, err := st[0].Create(ctx, a, 2)
-		if i < 2 && err != nil {
+		return a.ID, err
+	}
+	var ids []string
+	for i := range 2 {
+		id, err := create(i)
+		if err != nil {
 			t.Fatalf("create %d: %v", i, err)
 		}
-		if i == 2 && !errors.Is(err, action.ErrQueueFull) {
-			t.Fatalf("create past the bound: %v, want ErrQueueFull", err)
-		}
+		ids = append(ids, id)
 	}
+	refused, err := create(2)
+	if !errors.Is(err, action.ErrQueueFull) {
+		t.Fatalf("create past the bound: %v, want ErrQueueFull", err)
+	}
+	if _, ok, err := st[0].Get(ctx, refused); err != nil || ok {
+		t.Fatalf("the refused action is kept: found=%v err=%v", ok, err)
+	}
+	h, err := hub.New(hub.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close(ctx)
+	svc, err := action.NewShared(action.SharedOptions{Hub: h, Store: st[0], Workers: 2, Echo: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer svc.Shutdown(ctx)
+	for _, id := range ids {
+		waitFor(t, "queued action "+id+" to succeed", func() bool {
+			a, ok, err := st[0].Get(ctx, id)
+			return err == nil && ok && a.Status == action.Succeeded && a.Published
+		})
+	}
+	// Done may come just after Published: poll for the room.
+	waitFor(t, "room in the queue once its actions are done", func() bool {
+		_, err := create(3)
+		return err == nil
+	})
 }

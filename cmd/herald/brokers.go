@@ -14,6 +14,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/heraldpush/herald/action"
+	"github.com/heraldpush/herald/action/natsstore"
 	"github.com/heraldpush/herald/action/redisstore"
 	"github.com/heraldpush/herald/hub"
 	"github.com/heraldpush/herald/hub/natsbroker"
@@ -43,8 +44,7 @@ func (c *serveConfig) newBroker(log *slog.Logger) (hub.Broker, action.Store, fun
 	case c.broker == "memory":
 		return hub.NewMemoryBroker(hub.MemoryOptions{Size: c.historySize, TTL: c.historyTTL}), nil, func() {}, nil
 	case strings.HasPrefix(c.broker, "nats://"), strings.HasPrefix(c.broker, "tls://"):
-		b, release, err := c.newNATSBroker(log)
-		return b, nil, release, err
+		return c.newNATSBroker(log)
 	default:
 		return c.newRedisBroker(log)
 	}
@@ -126,10 +126,10 @@ func natsBrokerURL(s string) (servers string, o natsbroker.Options, err error) {
 	return servers, o, nil
 }
 
-func (c *serveConfig) newNATSBroker(log *slog.Logger) (hub.Broker, func(), error) {
+func (c *serveConfig) newNATSBroker(log *slog.Logger) (hub.Broker, action.Store, func(), error) {
 	servers, o, err := natsBrokerURL(c.broker)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	// nats.go calls these on a goroutine of its own; closed, its last call,
 	// tells the release func that none is left to log after the server.
@@ -149,7 +149,7 @@ func (c *serveConfig) newNATSBroker(log *slog.Logger) (hub.Broker, func(), error
 		nats.ClosedHandler(func(*nats.Conn) { close(closed) }),
 	)
 	if err != nil {
-		return nil, nil, fmt.Errorf("failed to connect to NATS at %s: %w", redactBroker(servers), err)
+		return nil, nil, nil, fmt.Errorf("failed to connect to NATS at %s: %w", redactBroker(servers), err)
 	}
 	release := func() {
 		nc.Close()
@@ -165,9 +165,17 @@ func (c *serveConfig) newNATSBroker(log *slog.Logger) (hub.Broker, func(), error
 	b, err := natsbroker.New(ctx, o)
 	if err != nil {
 		release()
-		return nil, nil, fmt.Errorf("failed to open the NATS broker: %w", err)
+		return nil, nil, nil, fmt.Errorf("failed to open the NATS broker: %w", err)
 	}
-	return b, release, nil
+	store, err := natsstore.New(ctx, natsstore.Options{
+		Conn: nc, Stream: o.Stream, TTL: c.actionTTL, Replicas: o.Replicas, Memory: o.Memory,
+	})
+	if err != nil {
+		_ = b.Close()
+		release()
+		return nil, nil, nil, fmt.Errorf("failed to open the NATS broker: %w", err)
+	}
+	return b, store, release, nil
 }
 
 // redactBroker hides the passwords of a --broker (a URL, or a NATS server

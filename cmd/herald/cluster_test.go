@@ -416,6 +416,18 @@ func TestNATSRestart(t *testing.T) {
 			wait.For(t, 20*time.Second, "/readyz to fail", func() bool { return ready() == http.StatusServiceUnavailable })
 			srv.start()
 			wait.For(t, 20*time.Second, "/readyz to recover", func() bool { return ready() == http.StatusOK })
+			// Actions go through the restarted server too (with memory
+			// storage, through a queue and records made anew).
+			var accepted struct{ ID string }
+			wait.For(t, 20*time.Second, "an action to be accepted", func() bool {
+				status, body := node.post(t, "/v1/actions", `{"type":"echo","topic":"elsewhere","payload":7}`)
+				return status == http.StatusAccepted && json.Unmarshal(body, &accepted) == nil
+			})
+			wait.For(t, 20*time.Second, "the action to succeed", func() bool {
+				status, body := node.get(t, "/v1/actions/"+accepted.ID)
+				var a struct{ Status string }
+				return status == http.StatusOK && json.Unmarshal(body, &a) == nil && a.Status == "succeeded"
+			})
 			publish(1)
 			if storage == "file" {
 				ev := nextLine(t, lines, "event: ")
@@ -510,12 +522,13 @@ func (p *process) kill() {
 	}
 }
 
-// TestActionsSurviveNodeDeath runs three node processes on one Redis with
-// an upstream backend, holds every worker busy, and kills one node
+// TestActionsSurviveNodeDeath runs three node processes on one broker
+// with an upstream backend, holds every worker busy, and kills one node
 // outright: every accepted action still ends succeeded, read from the
 // survivors, and the killed node's actions ran again elsewhere.
-func TestActionsSurviveNodeDeath(t *testing.T) {
-	broker := redistest.URL(t)
+func TestActionsSurviveNodeDeath(t *testing.T) { forEachBroker(t, testActionsSurviveNodeDeath) }
+
+func testActionsSurviveNodeDeath(t *testing.T, broker string) {
 	var (
 		mu       sync.Mutex
 		calls    = map[string]int{}

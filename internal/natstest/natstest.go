@@ -30,8 +30,8 @@ func URL() string {
 
 // Conn returns a connection of the test's own and a fresh stream name
 // (also usable, lowercased, as a subject prefix). When the test ends, the
-// stream and its subscriber-count bucket are deleted and the connection
-// closed.
+// stream, its subscriber-count bucket and the action store's stream and
+// bucket are deleted and the connection closed.
 func Conn(t testing.TB) (*nats.Conn, string) {
 	t.Helper()
 	nc, err := nats.Connect(URL(), nats.Timeout(5*time.Second))
@@ -59,6 +59,8 @@ func Conn(t testing.TB) (*nats.Conn, string) {
 		if js, err := jetstream.New(nc); err == nil {
 			_ = js.DeleteStream(ctx, name)
 			_ = js.DeleteKeyValue(ctx, name+"_SUBS")
+			_ = js.DeleteStream(ctx, name+"_ACTIONS") // the action store's
+			_ = js.DeleteKeyValue(ctx, name+"_ACTIONS")
 		}
 		nc.Close()
 	})
