@@ -31,6 +31,10 @@ type Stored struct {
 	Sum     string          `json:"sum,omitempty"` // the body's hash (hex), when Key is set
 	// Published is set once the result event is published (Store.Done).
 	Published bool `json:"-"`
+	// Version is the Store's own revision of the record as this copy
+	// last read or wrote it (0: not known), for stores that change
+	// records by compare-and-set.
+	Version uint64 `json:"-"`
 }
 
 // Claim is an action leased to one worker: no other node runs it while

@@ -39,6 +39,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -241,13 +242,15 @@ func (s *Store) Create(ctx context.Context, a *action.Stored, maxQueued int) (*a
 	if err != nil {
 		return nil, err
 	}
-	if _, err := kv.Put(ctx, recKey(a.ID), rec); err != nil {
+	rev, err := kv.Put(ctx, recKey(a.ID), rec)
+	if err != nil {
 		if key != "" {
 			s.undo(kv, key, keyRev)
 		}
 		s.forget()
 		return nil, fmt.Errorf("failed to write the action record: %w", err)
 	}
+	a.Version = rev
 	if err := s.enqueue(ctx, a); err != nil {
 		if errors.Is(err, action.ErrQueueFull) {
 			s.undo(kv, recKey(a.ID), 0)
@@ -263,6 +266,11 @@ func (s *Store) Create(ctx context.Context, a *action.Stored, maxQueued int) (*a
 	return nil, nil
 }
 
+// hdrVersion carries the record's revision as it was when the action was
+// queued: the first worker to claim it can change the record without
+// reading it first.
+const hdrVersion = "Herald-Version"
+
 // enqueue publishes an action to the queue. The message ID makes a
 // repeated publish within the stream's duplicate window a no-op.
 func (s *Store) enqueue(ctx context.Context, a *action.Stored) error {
@@ -270,7 +278,11 @@ func (s *Store) enqueue(ctx context.Context, a *action.Stored) error {
 	if err != nil {
 		return err
 	}
-	_, err = s.js.Publish(ctx, s.subject(a.ID), body, jetstream.WithMsgID(a.ID))
+	m := &nats.Msg{Subject: s.subject(a.ID), Data: body, Header: nats.Header{}}
+	if a.Version != 0 {
+		m.Header.Set(hdrVersion, strconv.FormatUint(a.Version, 10))
+	}
+	_, err = s.js.PublishMsg(ctx, m, jetstream.WithMsgID(a.ID))
 	if err != nil {
 		if strings.Contains(err.Error(), "maximum messages exceeded") {
 			return action.ErrQueueFull
@@ -416,7 +428,9 @@ func (s *Store) Claim(ctx context.Context, lease, wait time.Duration) (*action.C
 
 // claimed makes a Claim of a queue message. The record is the truth about
 // the action's progress; the message's copy stands in when the record has
-// expired while the action waited.
+// expired while the action waited. On its first delivery nobody has
+// touched the action since it was queued, so the message's copy and its
+// version are the record's, and the record is not read.
 func (s *Store) claimed(ctx context.Context, m jetstream.Msg) (*action.Claim, error) {
 	var q action.Stored
 	if err := json.Unmarshal(m.Data(), &q); err != nil || q.ID == "" {
@@ -428,12 +442,16 @@ func (s *Store) claimed(ctx context.Context, m jetstream.Msg) (*action.Claim, er
 		_ = m.Nak()
 		return nil, fmt.Errorf("failed to read a queued action's metadata: %w", err)
 	}
+	if v, err := strconv.ParseUint(m.Headers().Get(hdrVersion), 10, 64); err == nil && meta.NumDelivered == 1 {
+		q.Version = v
+		return &action.Claim{Stored: q, Token: m.Reply()}, nil
+	}
 	kv, err := s.records(ctx)
 	if err != nil {
 		_ = m.Nak()
 		return nil, err
 	}
-	r, _, err := s.get(ctx, kv, q.ID)
+	r, rev, err := s.get(ctx, kv, q.ID)
 	if err != nil {
 		_ = m.Nak()
 		return nil, err
@@ -441,7 +459,7 @@ func (s *Store) claimed(ctx context.Context, m jetstream.Msg) (*action.Claim, er
 	a := q
 	if r != nil {
 		a = r.A
-		a.Published = r.P
+		a.Published, a.Version = r.P, rev
 		if a.Payload == nil && !r.final() {
 			a.Payload = q.Payload
 		}
@@ -482,7 +500,7 @@ func (s *Store) Done(ctx context.Context, c *action.Claim) error {
 	if err != nil {
 		return err
 	}
-	if _, err := s.change(ctx, kv, c.ID, func(r *record, found bool) bool {
+	if _, err := s.change(ctx, kv, &c.Stored, record{A: c.Stored, P: true}, func(r *record, found bool) bool {
 		if !found || r.P {
 			return false
 		}
@@ -515,7 +533,7 @@ func (s *Store) update(ctx context.Context, a *action.Stored, final bool) (bool,
 	if err != nil {
 		return false, err
 	}
-	made, err := s.change(ctx, kv, a.ID, func(r *record, found bool) bool {
+	made, err := s.change(ctx, kv, a, record{A: *a}, func(r *record, found bool) bool {
 		if found && r.final() {
 			return false
 		}
@@ -531,10 +549,29 @@ func (s *Store) update(ctx context.Context, a *action.Stored, final bool) (bool,
 	return true, nil
 }
 
-// change applies edit to the record of id by compare-and-set, retrying
-// when another node changed it meanwhile. edit reports whether to write;
-// change reports whether it wrote.
-func (s *Store) change(ctx context.Context, kv jetstream.KeyValue, id string, edit func(r *record, found bool) bool) (bool, error) {
+// change changes a's record by compare-and-set. When a.Version is known,
+// the record at that version is the one a worker last read or wrote, and
+// next (the change made to it) is written at once. Otherwise, or when
+// another node changed it meanwhile, change reads the record, applies edit
+// (which reports whether to write), and tries again until it wins. It
+// reports whether it wrote, and keeps a.Version up to date.
+func (s *Store) change(ctx context.Context, kv jetstream.KeyValue, a *action.Stored, next record, edit func(r *record, found bool) bool) (bool, error) {
+	id := a.ID
+	if a.Version != 0 {
+		val, err := json.Marshal(next)
+		if err != nil {
+			return false, err
+		}
+		rev, err := kv.Update(ctx, recKey(id), val, a.Version)
+		if err == nil {
+			a.Version = rev
+			return true, nil
+		}
+		if !errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
+			s.forget()
+			return false, fmt.Errorf("failed to write the action record: %w", err)
+		}
+	}
 	for range casTries {
 		r, rev, err := s.get(ctx, kv, id)
 		if err != nil {
@@ -552,11 +589,12 @@ func (s *Store) change(ctx context.Context, kv jetstream.KeyValue, id string, ed
 			return false, err
 		}
 		if found {
-			_, err = kv.Update(ctx, recKey(id), val, rev)
+			rev, err = kv.Update(ctx, recKey(id), val, rev)
 		} else {
-			_, err = kv.Create(ctx, recKey(id), val)
+			rev, err = kv.Create(ctx, recKey(id), val)
 		}
 		if err == nil {
+			a.Version = rev
 			return true, nil
 		}
 		if !errors.Is(err, jetstream.ErrKeyExists) && !errors.Is(err, jetstream.ErrKeyRevisionMismatch) {

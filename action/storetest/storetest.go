@@ -30,6 +30,7 @@ func Run(t *testing.T, newStores func(t *testing.T, n int) []action.Store) {
 	t.Run("EveryActionOnceAcrossNodes", func(t *testing.T) { testEveryAction(t, newStores) })
 	t.Run("IdempotencyAcrossNodes", func(t *testing.T) { testIdempotency(t, newStores) })
 	t.Run("LeaseRunsOut", func(t *testing.T) { testLeaseRunsOut(t, newStores) })
+	t.Run("OutcomeOnce", func(t *testing.T) { testOutcomeOnce(t, newStores) })
 	t.Run("ShutdownHandsOver", func(t *testing.T) { testShutdownHandsOver(t, newStores) })
 	t.Run("QueueFull", func(t *testing.T) { testQueueFull(t, newStores) })
 }
@@ -193,6 +194,41 @@ func testLeaseRunsOut(t *testing.T, newStores func(t *testing.T, n int) []action
 	})
 	if x, _ := get(t, b, a.ID); string(x.Result) != `"hi"` {
 		t.Fatalf("result %s", x.Result)
+	}
+}
+
+// testOutcomeOnce: a worker whose lease ran out while it ran comes back
+// after another node finished the action: its outcome and its status
+// changes are dropped.
+func testOutcomeOnce(t *testing.T, newStores func(t *testing.T, n int) []action.Store) {
+	st := newStores(t, 2)
+	const lease = 300 * time.Millisecond
+	ctx := context.Background()
+	a := &action.Stored{Action: action.Action{ID: "act_late" + fmt.Sprint(time.Now().UnixNano()), Type: "echo", Topic: "t",
+		Status: action.Pending, CreatedAt: time.Now().UTC()}, Payload: json.RawMessage(`"first"`)}
+	if old, err := st[0].Create(ctx, a, 100); err != nil || old != nil {
+		t.Fatalf("create: %v %v", old, err)
+	}
+	late, err := st[0].Claim(ctx, lease, time.Second)
+	if err != nil || late == nil || late.ID != a.ID {
+		t.Fatalf("claim: %+v %v", late, err)
+	}
+	b := start(t, st[1], 1, lease, nil)
+	waitFor(t, "another node to run the action", func() bool {
+		x, ok := get(t, b, a.ID)
+		return ok && x.Status == action.Succeeded
+	})
+	late.Status, late.Attempts = action.Running, 1
+	if err := st[0].Save(ctx, &late.Stored); err != nil {
+		t.Fatalf("save: %v", err)
+	}
+	now := time.Now().UTC()
+	late.Status, late.Error, late.FinishedAt, late.Payload = action.Failed, &action.Failure{Code: "late"}, &now, nil
+	if made, err := st[0].Finish(ctx, &late.Stored, time.Hour); err != nil || made {
+		t.Fatalf("the late Finish: made=%v err=%v, want false", made, err)
+	}
+	if x, _ := get(t, b, a.ID); x.Status != action.Succeeded || string(x.Result) != `"first"` || x.Error != nil {
+		t.Fatalf("after the late worker: %+v, want the first outcome", x)
 	}
 }
 
