@@ -178,6 +178,10 @@ type Options struct {
 	BackoffMax  time.Duration // longest retry delay; default 10s
 	Echo        bool          // register the built-in "echo" type (result = payload); the server turns it on
 	Logger      *slog.Logger
+	// ObserveDuration, if set, receives each action's time from acceptance
+	// to its final status, as it ends. It is called from the workers,
+	// concurrently, and must be safe for that.
+	ObserveDuration func(Status, time.Duration)
 }
 
 // Stats counts what the service did, for metrics. The first five are

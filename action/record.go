@@ -70,6 +70,9 @@ func (s *Service) finalizeLocked(r *record, result json.RawMessage, failure *Fai
 		s.succeeded.Add(1)
 	}
 	r.finished = time.Now()
+	if s.observe != nil {
+		s.observe(r.status, r.finished.Sub(r.created))
+	}
 	r.payload = nil
 	s.expiry.push(r)
 	for s.expiry.len() > s.maxFinished {

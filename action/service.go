@@ -54,6 +54,7 @@ const cancelGrace = time.Second
 type Service struct {
 	hub         *hub.Hub
 	log         *slog.Logger
+	observe     func(Status, time.Duration)
 	ttl         time.Duration
 	maxAttempts int
 	backoffBase time.Duration
@@ -141,6 +142,7 @@ func New(o Options) (*Service, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &Service{
 		hub:         o.Hub,
+		observe:     o.ObserveDuration,
 		log:         o.Logger,
 		ttl:         o.TTL,
 		maxFinished: o.MaxFinished,

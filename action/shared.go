@@ -30,16 +30,17 @@ type SharedOptions struct {
 	Hub   *hub.Hub // where results are published (required)
 	Store Store    // the actions of every node (required)
 	// Workers, QueueSize (across the cluster), TTL, MaxAttempts,
-	// BackoffBase, BackoffMax, Echo and Logger mean what they mean in
+	// BackoffBase, BackoffMax, Echo, Logger and ObserveDuration mean what they mean in
 	// Options, with the same defaults.
-	Workers     int
-	QueueSize   int
-	TTL         time.Duration
-	MaxAttempts int
-	BackoffBase time.Duration
-	BackoffMax  time.Duration
-	Echo        bool
-	Logger      *slog.Logger
+	Workers         int
+	QueueSize       int
+	TTL             time.Duration
+	MaxAttempts     int
+	BackoffBase     time.Duration
+	BackoffMax      time.Duration
+	Echo            bool
+	Logger          *slog.Logger
+	ObserveDuration func(Status, time.Duration)
 	// Lease is how long a node keeps an action it runs without renewing
 	// it (it renews every Lease/3); default DefaultLease.
 	Lease time.Duration
@@ -335,6 +336,9 @@ func (s *Shared) execute(c *Claim) bool {
 		s.failed.Add(1)
 	} else {
 		s.succeeded.Add(1)
+	}
+	if s.o.ObserveDuration != nil {
+		s.o.ObserveDuration(a.Status, a.FinishedAt.Sub(a.CreatedAt))
 	}
 	return true
 }

@@ -46,6 +46,11 @@ type Options struct {
 	ReplayWait time.Duration
 	// Logger receives the hub's rare notices (nil: slog.Default()).
 	Logger *slog.Logger
+	// ObserveLatency, if set, receives the time from publishing to
+	// writing of live events, once per write of a connection (see
+	// Client.Written). It is called from the transports' writers,
+	// concurrently: it must be safe for concurrent use, and cheap.
+	ObserveLatency func(time.Duration)
 }
 
 // Hub fans events out to subscribed clients. It is safe for concurrent use.
@@ -71,12 +76,16 @@ type Hub struct {
 	nextID  atomic.Uint64
 	closing atomic.Bool
 
-	published atomic.Int64
-	kicked    atomic.Int64
+	published     atomic.Int64
+	publishErrors atomic.Int64
+	kicked        atomic.Int64
+	dropped       atomic.Int64
 
-	mu      sync.Mutex
-	clients map[*Client]struct{}
-	kinds   map[string]int64 // open clients per transport
+	mu          sync.Mutex
+	clients     map[*Client]struct{}
+	kinds       map[string]int64 // open clients per transport
+	connects    map[string]int64 // clients ever registered, per transport
+	disconnects map[disconnect]int64
 
 	epoch string // of the log being delivered; the deliver goroutine's
 }
@@ -113,13 +122,15 @@ func New(o Options) (*Hub, error) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	h := &Hub{
-		opts:    o,
-		broker:  o.Broker,
-		ctx:     ctx,
-		cancel:  cancel,
-		done:    make(chan struct{}),
-		clients: make(map[*Client]struct{}),
-		kinds:   make(map[string]int64),
+		opts:        o,
+		broker:      o.Broker,
+		ctx:         ctx,
+		cancel:      cancel,
+		done:        make(chan struct{}),
+		clients:     make(map[*Client]struct{}),
+		kinds:       make(map[string]int64),
+		connects:    make(map[string]int64),
+		disconnects: make(map[disconnect]int64),
 	}
 	b, err := h.broker.Bounds(ctx)
 	if err != nil {
@@ -246,6 +257,7 @@ func (h *Hub) Publish(ctx context.Context, drafts ...Draft) ([]*Message, error) 
 	}
 	msgs, err := h.broker.Publish(ctx, drafts)
 	if err != nil {
+		h.publishErrors.Add(1)
 		return nil, fmt.Errorf("failed to publish: %w", err)
 	}
 	h.published.Add(int64(len(msgs)))
@@ -338,15 +350,44 @@ func (h *Hub) localCounts() map[string]int {
 
 // Stats is a snapshot of the hub's counters.
 type Stats struct {
-	Published  int64            `json:"published"`      // events accepted by Publish on this node
-	Delivered  int64            `json:"delivered"`      // events enqueued to clients
-	SlowKicked int64            `json:"slow_consumers"` // clients disconnected as slow consumers
-	Clients    map[string]int64 `json:"clients"`        // open clients per transport
+	Published     int64            `json:"published"`      // events accepted by Publish on this node
+	PublishErrors int64            `json:"publish_errors"` // Publish calls the broker failed
+	Delivered     int64            `json:"delivered"`      // events enqueued to clients
+	Dropped       int64            `json:"dropped"`        // queued events discarded when their client ended before writing them
+	SlowKicked    int64            `json:"slow_consumers"` // clients disconnected as slow consumers
+	Clients       map[string]int64 `json:"clients"`        // open clients per transport
+	Connects      map[string]int64 `json:"connects"`       // clients ever opened, per transport
+	// Disconnects counts ended clients per transport and reason (see
+	// DisconnectReason).
+	Disconnects map[string]map[string]int64 `json:"disconnects"`
+	// QueueBytes is what the open clients' outbound queues hold, in all;
+	// QueueBytesMax the largest of them.
+	QueueBytes    int64 `json:"queue_bytes"`
+	QueueBytesMax int64 `json:"queue_bytes_max"`
+	// Broker holds the broker's own counts, if it keeps any.
+	Broker *BrokerStats `json:"broker,omitempty"`
 }
 
-// Stats returns current counters.
+// BrokerStats are a broker's delivery failures and recoveries.
+type BrokerStats struct {
+	Errors     int64 `json:"errors"`     // failed reads of the log (each retried)
+	Reconnects int64 `json:"reconnects"` // deliveries resumed after a failure
+}
+
+// BrokerCounter is implemented by brokers that count their failures.
+type BrokerCounter interface {
+	BrokerStats() BrokerStats
+}
+
+// Stats returns current counters. It visits every open client for the
+// queue sizes: cheap enough for a scrape every few seconds, not for a
+// tight loop.
 func (h *Hub) Stats() Stats {
-	st := Stats{Published: h.published.Load(), SlowKicked: h.kicked.Load(), Clients: map[string]int64{}}
+	st := Stats{
+		Published: h.published.Load(), PublishErrors: h.publishErrors.Load(),
+		SlowKicked: h.kicked.Load(), Dropped: h.dropped.Load(),
+		Clients: map[string]int64{}, Connects: map[string]int64{}, Disconnects: map[string]map[string]int64{},
+	}
 	for _, s := range h.shards {
 		st.Delivered += s.delivered.Load()
 	}
@@ -354,9 +395,39 @@ func (h *Hub) Stats() Stats {
 	for k, n := range h.kinds {
 		st.Clients[k] = n
 	}
+	for k, n := range h.connects {
+		st.Connects[k] = n
+	}
+	for d, n := range h.disconnects {
+		if st.Disconnects[d.kind] == nil {
+			st.Disconnects[d.kind] = map[string]int64{}
+		}
+		st.Disconnects[d.kind][d.reason] = n
+	}
+	clients := make([]*Client, 0, len(h.clients))
+	for c := range h.clients {
+		clients = append(clients, c)
+	}
 	h.mu.Unlock()
+	// Client.mu comes before Hub.mu in the lock order: the queues are read
+	// after letting go of the hub's lock.
+	for _, c := range clients {
+		c.mu.Lock()
+		q := int64(c.qbytes)
+		c.mu.Unlock()
+		st.QueueBytes += q
+		st.QueueBytesMax = max(st.QueueBytesMax, q)
+	}
+	if bc, ok := h.broker.(BrokerCounter); ok {
+		bs := bc.BrokerStats()
+		st.Broker = &bs
+	}
 	return st
 }
+
+// Bounds returns the bounds of the broker's log: it retains about
+// Last - First + 1 events.
+func (h *Hub) Bounds(ctx context.Context) (Bounds, error) { return h.broker.Bounds(ctx) }
 
 // Ready reports whether the hub accepts work and its broker is reachable.
 func (h *Hub) Ready(ctx context.Context) error {
@@ -439,6 +510,7 @@ func (h *Hub) NewClient(kind string) (*Client, error) {
 	h.mu.Lock()
 	h.clients[c] = struct{}{}
 	h.kinds[kind]++
+	h.connects[kind]++
 	h.mu.Unlock()
 	if h.closing.Load() {
 		// Shutdown may have snapshotted the clients before this one joined.
@@ -448,10 +520,47 @@ func (h *Hub) NewClient(kind string) (*Client, error) {
 }
 
 func (h *Hub) forget(c *Client) {
+	c.mu.Lock()
+	reason := DisconnectReason(c.err)
+	c.mu.Unlock()
 	h.mu.Lock()
 	if _, ok := h.clients[c]; ok {
 		delete(h.clients, c)
 		h.kinds[c.kind]--
+		h.disconnects[disconnect{c.kind, reason}]++
 	}
 	h.mu.Unlock()
+}
+
+// disconnect keys the disconnect counts.
+type disconnect struct{ kind, reason string }
+
+// Disconnect reasons, the values DisconnectReason returns.
+const (
+	ReasonClosed       = "closed"        // the connection ended: the peer left, or the transport closed it
+	ReasonSlowConsumer = "slow_consumer" // the outbound queue overflowed or a write missed its deadline
+	ReasonShutdown     = "shutdown"      // the hub shut down
+	ReasonLogReplaced  = "log_replaced"  // the broker's log was replaced (a new epoch)
+	ReasonError        = "error"         // anything else, such as a broker failure during a replay
+)
+
+// DisconnectReason names why a client ended, from the error it failed
+// with: one of a few fixed values, fit for a metric label. An error may
+// name its own reason with a method DisconnectReason() string (auth's
+// errors say "unauthorized").
+func DisconnectReason(err error) string {
+	var named interface{ DisconnectReason() string }
+	switch {
+	case err == nil, errors.Is(err, ErrClosed):
+		return ReasonClosed
+	case errors.Is(err, ErrSlowConsumer):
+		return ReasonSlowConsumer
+	case errors.Is(err, ErrGoingAway):
+		return ReasonShutdown
+	case errors.Is(err, ErrEpochChanged):
+		return ReasonLogReplaced
+	case errors.As(err, &named):
+		return named.DisconnectReason()
+	}
+	return ReasonError
 }

@@ -5,11 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/heraldpush/herald/hub"
+	"github.com/heraldpush/herald/internal/wait"
 )
 
 // TestSlowConsumerLive: a client whose writer never drains is failed with
@@ -448,3 +450,56 @@ func TestCloseWithoutShutdown(t *testing.T) {
 		t.Fatalf("client closed with %v, want ErrGoingAway", err)
 	}
 }
+
+// TestStatsConnectionsAndQueues: the counters an operator reads (package
+// metrics) follow connections from open to their end, by reason, and
+// what their queues hold.
+func TestStatsConnectionsAndQueues(t *testing.T) {
+	h := newHub(t, hub.Options{QueueBytes: 4 << 10})
+	slow := newClient(t, h, "sse")
+	subscribe(t, slow, hub.SubscribeRequest{Patterns: pats("q.*")})
+	left := newClient(t, h, "ws")
+
+	pub(t, h, "q.a", `"one"`)
+	wait.For(t, waitTimeout, "the event to be queued", func() bool { return h.Stats().QueueBytes > 0 })
+	if st := h.Stats(); st.QueueBytes != st.QueueBytesMax || st.Connects["sse"] != 1 || st.Connects["ws"] != 1 {
+		t.Fatalf("one queued event: %+v", st)
+	}
+	// Nobody drains the queue: the client overflows it and is dropped as a
+	// slow consumer, its queued events with it.
+	big := `"` + strings.Repeat("x", 1000) + `"`
+	for range 8 {
+		pub(t, h, "q.a", big)
+	}
+	wait.For(t, waitTimeout, "the slow consumer to be dropped", func() bool { return h.Stats().SlowKicked == 1 })
+	slow.Close()
+	left.Close()
+	st := h.Stats()
+	if st.Dropped < 1 || st.QueueBytes != 0 {
+		t.Fatalf("after the overflow: dropped %d, queue bytes %d", st.Dropped, st.QueueBytes)
+	}
+	if st.Disconnects["sse"][hub.ReasonSlowConsumer] != 1 || st.Disconnects["ws"][hub.ReasonClosed] != 1 || st.Clients["sse"] != 0 {
+		t.Fatalf("disconnects %v, clients %v", st.Disconnects, st.Clients)
+	}
+}
+
+func TestDisconnectReason(t *testing.T) {
+	for err, want := range map[error]string{
+		nil:           hub.ReasonClosed,
+		hub.ErrClosed: hub.ReasonClosed,
+		fmt.Errorf("write: %w", hub.ErrSlowConsumer): hub.ReasonSlowConsumer,
+		hub.ErrGoingAway:          hub.ReasonShutdown,
+		hub.ErrEpochChanged:       hub.ReasonLogReplaced,
+		named{}:                   "named",
+		errors.New("broker down"): hub.ReasonError,
+	} {
+		if got := hub.DisconnectReason(err); got != want {
+			t.Errorf("DisconnectReason(%v) = %q, want %q", err, got, want)
+		}
+	}
+}
+
+type named struct{}
+
+func (named) Error() string            { return "named" }
+func (named) DisconnectReason() string { return "named" }

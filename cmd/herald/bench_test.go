@@ -8,7 +8,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -299,27 +298,11 @@ func TestBenchActionsModeUnknownType(t *testing.T) {
 	}
 }
 
-// debugURL starts nothing: it finds the address the server's debug
-// endpoints listen on in its log.
-func debugURL(t *testing.T, in *instance) string {
-	t.Helper()
-	re := regexp.MustCompile(`msg="debug endpoints listening" addr=(\S+)`)
-	var addr string
-	wait.For(t, 10*time.Second, "the debug listener in the log", func() bool {
-		m := re.FindStringSubmatch(in.logs.String())
-		if m != nil {
-			addr = m[1]
-		}
-		return m != nil
-	})
-	return "http://" + addr
-}
-
-// TestServeDebugEndpoints checks --debug-addr: profiles, and a memory
+// TestServeDebugEndpoints checks --metrics-addr with --pprof: profiles, and a memory
 // release that answers with what the runtime holds.
 func TestServeDebugEndpoints(t *testing.T) {
-	in := startServe(t, "--addr", "127.0.0.1:0", "--debug-addr", "127.0.0.1:0")
-	base := debugURL(t, in)
+	in := startServe(t, "--addr", "127.0.0.1:0", "--metrics-addr", "127.0.0.1:0", "--pprof")
+	base := internalURL(t, in)
 	resp, err := in.client.Get(base + "/debug/pprof/")
 	if err != nil || resp.StatusCode != http.StatusOK {
 		t.Fatalf("GET /debug/pprof/: %v %v", resp, err)
@@ -351,9 +334,9 @@ func TestServeDebugEndpoints(t *testing.T) {
 // TestBenchIdleModeAfterGC samples memory after the server has collected
 // garbage, through its debug endpoint.
 func TestBenchIdleModeAfterGC(t *testing.T) {
-	in := startServe(t, "--addr", "127.0.0.1:0", "--debug-addr", "127.0.0.1:0")
+	in := startServe(t, "--addr", "127.0.0.1:0", "--metrics-addr", "127.0.0.1:0", "--pprof")
 	rep, _, err := benchJSON(t, "--url", in.url, "--mode", "idle", "--transport", "mixed", "--subscribers", "20",
-		"--duration", "100ms", "--server-pid", strconv.Itoa(os.Getpid()), "--server-debug", debugURL(t, in))
+		"--duration", "100ms", "--server-pid", strconv.Itoa(os.Getpid()), "--server-debug", internalURL(t, in))
 	if err != nil {
 		t.Fatalf("bench: %v", err)
 	}

@@ -211,6 +211,7 @@ func TestRedisRestart(t *testing.T) {
 	srv = start()
 	wait.For(t, 20*time.Second, "/readyz to recover", func() bool { return ready() == http.StatusOK })
 	publish(1)
+	brokerRecovered(t, node.url, true)
 	expectNewLog(ctx, t, lines, url, id, publish)
 }
 
@@ -416,6 +417,7 @@ func TestNATSRestart(t *testing.T) {
 			wait.For(t, 20*time.Second, "/readyz to fail", func() bool { return ready() == http.StatusServiceUnavailable })
 			srv.start()
 			wait.For(t, 20*time.Second, "/readyz to recover", func() bool { return ready() == http.StatusOK })
+			brokerRecovered(t, node.url, false)
 			// Actions go through the restarted server too (with memory
 			// storage, through a queue and records made anew).
 			var accepted struct{ ID string }
@@ -440,6 +442,20 @@ func TestNATSRestart(t *testing.T) {
 			expectNewLog(ctx, t, lines, url, id, publish)
 		})
 	}
+}
+
+// brokerRecovered checks that /metrics tells of the broker's recovery and,
+// when failedReads, of the failed reads of the log before it. (NATS's
+// ordered consumer waits through a disconnection instead of failing.)
+func brokerRecovered(t *testing.T, url string, failedReads bool) {
+	t.Helper()
+	wait.For(t, 20*time.Second, "the metrics to show the broker's recovery", func() bool {
+		fams, _ := scrape(t, url+"/metrics")
+		errs, _ := value(fams, "herald_broker_errors_total", "op=deliver")
+		again, _ := value(fams, "herald_broker_reconnects_total")
+		up, _ := value(fams, "herald_broker_up")
+		return (errs >= 1 || !failedReads) && again >= 1 && up == 1
+	})
 }
 
 // freePort returns a port on 127.0.0.1 that was free a moment ago, for a

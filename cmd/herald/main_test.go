@@ -180,6 +180,7 @@ func TestServeBadFlags(t *testing.T) {
 		{"log format", []string{"--log-format", "xml"}, nil, "--log-format must be text or json"},
 		{"log level", []string{"--log-level", "loud"}, nil, "--log-level must be"},
 		{"negative shards", []string{"--shards", "-2"}, nil, "--shards must not be negative"},
+		{"pprof without the internal listener", []string{"--pprof"}, nil, "--pprof needs --metrics-addr"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

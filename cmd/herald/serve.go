@@ -20,6 +20,7 @@ import (
 	"github.com/heraldpush/herald/auth"
 	"github.com/heraldpush/herald/hub"
 	"github.com/heraldpush/herald/limit"
+	"github.com/heraldpush/herald/metrics"
 	"github.com/heraldpush/herald/transport/httpapi"
 	"github.com/heraldpush/herald/transport/sse"
 	"github.com/heraldpush/herald/transport/ws"
@@ -44,7 +45,8 @@ const envPrefix = "HERALD_"
 // serveConfig is the parsed and validated configuration of "herald serve".
 type serveConfig struct {
 	addr            string
-	debugAddr       string
+	metricsAddr     string
+	pprof           bool
 	broker          string
 	historySize     int
 	historyTTL      time.Duration
@@ -106,7 +108,8 @@ func parseServeFlags(args []string, getenv func(string) (string, bool), stdout i
 	var origins, corsOrigins, logLevel, upstream, public string
 	fs := flag.NewFlagSet("herald serve", flag.ContinueOnError)
 	fs.StringVar(&c.addr, "addr", "127.0.0.1:8080", "`address` to listen on (host:port; port 0 picks a free one)")
-	fs.StringVar(&c.debugAddr, "debug-addr", "", "`address` of an internal listener for /debug/pprof/ and POST /debug/free-memory (empty: off); keep it private")
+	fs.StringVar(&c.metricsAddr, "metrics-addr", "", "`address` of an internal listener for GET /metrics (and --pprof); empty: /metrics is served on --addr")
+	fs.BoolVar(&c.pprof, "pprof", false, "serve Go's profiles under /debug/pprof/ (and POST /debug/free-memory) on --metrics-addr, never on --addr")
 	fs.StringVar(&c.broker, "broker", "memory", "event broker: memory (one node); for a cluster of nodes sharing one log, redis://[:password@]host:6379/0[?prefix=herald] or nats://[user:password@]host:4222[,host:4222…][?stream=HERALD&subjects=herald.ev&replicas=1&storage=file]")
 	fs.IntVar(&c.historySize, "history-size", 10000, "events retained for replay and history, at most")
 	fs.DurationVar(&c.historyTTL, "history-ttl", time.Hour, "events older than this are dropped from history (0: no age limit)")
@@ -299,6 +302,8 @@ func (c *serveConfig) validate() error {
 		return usagef("--broker %s is not supported (memory, redis://…, rediss://…, nats://… or tls://…)", c.broker)
 	case c.addr == "":
 		return usagef("--addr must not be empty")
+	case c.pprof && c.metricsAddr == "":
+		return usagef("--pprof needs --metrics-addr: profiles are served on the internal listener only")
 	case c.historySize <= 0:
 		return usagef("--history-size must be positive, got %d", c.historySize)
 	case c.historyTTL < 0:
@@ -356,16 +361,16 @@ func (c *serveConfig) validate() error {
 
 // newActions starts the action service: on the shared store when the
 // broker has one (the actions of every node), else in memory.
-func (c *serveConfig) newActions(h *hub.Hub, store action.Store, log *slog.Logger) (action.Runner, error) {
+func (c *serveConfig) newActions(h *hub.Hub, store action.Store, observe func(action.Status, time.Duration), log *slog.Logger) (action.Runner, error) {
 	if store != nil {
 		return action.NewShared(action.SharedOptions{
 			Hub: h, Store: store, Workers: c.actionWorkers, QueueSize: c.actionQueue, TTL: c.actionTTL,
-			MaxAttempts: c.actionMaxAttempts, Lease: c.actionLease, Echo: true, Logger: log,
+			MaxAttempts: c.actionMaxAttempts, Lease: c.actionLease, Echo: true, Logger: log, ObserveDuration: observe,
 		})
 	}
 	return action.New(action.Options{
 		Hub: h, Workers: c.actionWorkers, QueueSize: c.actionQueue, TTL: c.actionTTL, MaxFinished: c.actionMaxFinished,
-		MaxAttempts: c.actionMaxAttempts, Echo: true, Logger: log,
+		MaxAttempts: c.actionMaxAttempts, Echo: true, Logger: log, ObserveDuration: observe,
 	})
 }
 
@@ -450,16 +455,18 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer, read
 		return err
 	}
 	defer closeBroker()
+	m := metrics.New(buildVersion())
 	h, err := hub.New(hub.Options{
-		Broker:     broker,
-		Shards:     cfg.shards,
-		QueueBytes: cfg.queueBytes,
-		Logger:     log,
+		Broker:         broker,
+		Shards:         cfg.shards,
+		QueueBytes:     cfg.queueBytes,
+		Logger:         log,
+		ObserveLatency: m.ObserveLatency,
 	})
 	if err != nil {
 		return fmt.Errorf("failed to start hub: %w", err)
 	}
-	svc, err := cfg.newActions(h, store, log)
+	svc, err := cfg.newActions(h, store, m.ObserveAction, log)
 	if err != nil {
 		cctx, cancel := context.WithTimeout(context.Background(), cfg.shutdownTimeout)
 		defer cancel()
@@ -468,6 +475,11 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer, read
 	}
 	for i, r := range cfg.actionUpstream {
 		svc.Handle(r.typ, upstreams[i])
+	}
+	m.Attach(h, svc)
+	var publicMetrics http.Handler // /metrics on --addr, unless --metrics-addr takes it
+	if cfg.metricsAddr == "" {
+		publicMetrics = m.Handler()
 	}
 	conns := limit.NewConns(cfg.maxConns, cfg.maxConnsPerIP)
 	publishRates := limit.NewRates(cfg.ratePublish, 0)
@@ -485,6 +497,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer, read
 			Hub: h, SSE: sseH, WS: wsH, Actions: svc, MaxBody: cfg.maxBody, Logger: log,
 			Client: web.JS(), Dashboard: web.Dashboard(), DashboardPaths: web.DashboardPaths,
 			CORSOrigins: cfg.corsOrigins, Auth: authn, PublishRates: publishRates, ActionRates: actionRates,
+			Metrics: publicMetrics, ObserveRequest: m.ObserveRequest,
 		}),
 		ReadHeaderTimeout: readHeaderTimeout,
 		IdleTimeout:       idleTimeout,
@@ -499,8 +512,8 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer, read
 		_ = h.Close(cctx)
 		return fmt.Errorf("failed to listen on %s: %w", cfg.addr, err)
 	}
-	if cfg.debugAddr != "" {
-		dbg, err := startDebug(cfg.debugAddr, log)
+	if cfg.metricsAddr != "" {
+		dbg, err := startInternal(cfg.metricsAddr, m.Handler(), cfg.pprof, log)
 		if err != nil {
 			_ = ln.Close()
 			cctx, cancel := context.WithTimeout(context.Background(), cfg.shutdownTimeout)

@@ -96,6 +96,14 @@ type Broker struct {
 	node       string
 	countLocal func() map[string]int
 	counting   sync.WaitGroup
+
+	deliverErrors atomic.Int64 // see BrokerStats
+}
+
+// BrokerStats implements hub.BrokerCounter: failures of delivery (each
+// retried), and the connection's reconnects to NATS.
+func (b *Broker) BrokerStats() hub.BrokerStats {
+	return hub.BrokerStats{Errors: b.deliverErrors.Load(), Reconnects: int64(b.o.Conn.Stats().Reconnects)}
 }
 
 // New connects the broker to its stream, creating the stream if there is
@@ -251,6 +259,7 @@ func (b *Broker) deliverLoop(deliver func([]*hub.Message), epoch string, last ui
 		}
 		if err != nil {
 			b.o.Logger.Warn("nats broker: delivery failed; retrying", "err", err, "in", backoff)
+			b.deliverErrors.Add(1)
 			select {
 			case <-time.After(backoff):
 			case <-b.ctx.Done():

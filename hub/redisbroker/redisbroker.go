@@ -69,6 +69,14 @@ type Broker struct {
 	node       string                // this node's ID among the counters
 	countLocal func() map[string]int // set by CountSubscribers
 	counting   sync.WaitGroup        // the counter goroutine
+
+	readErrors, recoveries atomic.Int64 // of the reader: see BrokerStats
+}
+
+// BrokerStats implements hub.BrokerCounter: failed reads of the log, and
+// the times reading worked again after failing.
+func (b *Broker) BrokerStats() hub.BrokerStats {
+	return hub.BrokerStats{Errors: b.readErrors.Load(), Reconnects: b.recoveries.Load()}
 }
 
 // Subscriber counts: each node writes its own to a hash that expires
@@ -180,7 +188,7 @@ func (b *Broker) read(deliver func([]*hub.Message), last uint64) {
 	defer close(b.done)
 	epoch := b.currentEpoch()
 	backoff := 50 * time.Millisecond
-	recheck := false
+	recheck, failing := false, false
 	for b.ctx.Err() == nil {
 		if recheck {
 			e, err := b.loadEpoch(b.ctx)
@@ -202,6 +210,11 @@ func (b *Broker) read(deliver func([]*hub.Message), last uint64) {
 			Count:   512,
 			Block:   b.o.Block,
 		}).Result()
+		if failing && (err == nil || errors.Is(err, redis.Nil)) {
+			failing = false
+			b.recoveries.Add(1)
+			b.o.Logger.Info("redis broker: reading the log again")
+		}
 		switch {
 		case b.ctx.Err() != nil:
 			return
@@ -210,7 +223,8 @@ func (b *Broker) read(deliver func([]*hub.Message), last uint64) {
 			continue
 		case err != nil:
 			b.o.Logger.Warn("redis broker: reading the log failed; retrying", "err", err, "in", backoff)
-			recheck = true
+			b.readErrors.Add(1)
+			recheck, failing = true, true
 			if !b.sleep(&backoff) {
 				return
 			}

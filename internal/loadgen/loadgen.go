@@ -47,7 +47,7 @@ type Config struct {
 	Ramp        float64       // connect and idle modes: new connections per second while ramping (0: as fast as DialWorkers allow)
 	ServerPID   int           // idle mode: the server's process, whose VmRSS is sampled (0: not measured)
 	// ServerDebug, in idle mode, is the base URL of the server's debug
-	// endpoints (herald serve --debug-addr): before each VmRSS sample the
+	// endpoints (herald serve --metrics-addr ADDR --pprof): before each VmRSS sample the
 	// server is asked to collect garbage and return free memory to the
 	// system, so the sample is what it holds, not the collector's reserve.
 	ServerDebug string

@@ -26,6 +26,7 @@ import (
 // http.ResponseController and coder/websocket follow.
 type recorder struct {
 	w        http.ResponseWriter
+	route    string // the matched route's pattern (see routed)
 	code     int
 	bytes    int64
 	wrote    bool // the status line has gone out (WriteHeader, Write or Flush)
@@ -81,12 +82,13 @@ func (rec *recorder) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	return c, rw, err
 }
 
-// withAccessLog wraps next with panic recovery and a Debug-level access log.
+// withAccessLog wraps next with panic recovery, a Debug-level access log
+// and, when observe is set, the request metrics.
 //
 // A panic becomes a 500 "internal" JSON error when nothing was written yet;
 // otherwise the response is cut short with http.ErrAbortHandler, as net/http
 // itself would.
-func withAccessLog(log *slog.Logger, next http.Handler) http.Handler {
+func withAccessLog(log *slog.Logger, observe func(route string, code int, d time.Duration), next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		ex := &recorder{w: w, code: http.StatusOK}
@@ -104,6 +106,13 @@ func withAccessLog(log *slog.Logger, next http.Handler) http.Handler {
 				} else {
 					v = http.ErrAbortHandler
 				}
+			}
+			if observe != nil {
+				code := ex.code
+				if v != nil {
+					code = http.StatusInternalServerError
+				}
+				observe(ex.route, code, time.Since(start))
 			}
 			if log.Enabled(r.Context(), slog.LevelDebug) {
 				// The query is left out: it may carry an access token.

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
+	"time"
 
 	"github.com/gorilla/mux"
 	"github.com/rs/cors"
@@ -64,6 +65,12 @@ type Config struct {
 	// Logger receives access logs (Debug) and recovered panics (Error);
 	// nil means slog.Default().
 	Logger *slog.Logger
+	// Metrics, if set, serves GET /metrics (package metrics).
+	Metrics http.Handler
+	// ObserveRequest, if set, is called as each request ends with its
+	// route's pattern ("" when no route matched), its status and its
+	// duration. It must be safe for concurrent use.
+	ObserveRequest func(route string, code int, d time.Duration)
 }
 
 // NewRouter returns the handler for every route of Herald's HTTP surface.
@@ -125,6 +132,9 @@ func NewRouter(cfg Config) http.Handler {
 	}
 	rt.handle("/healthz", http.HandlerFunc(a.healthz), http.MethodGet, http.MethodHead)
 	rt.handle("/readyz", http.HandlerFunc(a.readyz), http.MethodGet, http.MethodHead)
+	if cfg.Metrics != nil {
+		rt.handle("/metrics", cfg.Metrics, http.MethodGet)
+	}
 
 	r.NotFoundHandler = http.HandlerFunc(notFound)
 	r.MethodNotAllowedHandler = methodNotAllowed(r)
@@ -135,7 +145,7 @@ func NewRouter(cfg Config) http.Handler {
 	if len(cfg.CORSOrigins) > 0 {
 		h = withCORS(cfg.CORSOrigins, h)
 	}
-	return withAccessLog(cfg.Logger, h)
+	return withAccessLog(cfg.Logger, cfg.ObserveRequest, h)
 }
 
 // withCORS answers preflights and adds the CORS headers for the allowed
@@ -173,6 +183,7 @@ type router struct {
 }
 
 func (rt *router) handle(path string, h http.Handler, methods ...string) {
+	h = routed{route: path, next: h}
 	rt.mux.Handle(path, h).Methods(methods...)
 	if !strings.Contains(path, "{") {
 		for _, m := range methods {
@@ -187,6 +198,20 @@ func (rt *router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	rt.mux.ServeHTTP(w, r)
+}
+
+// routed notes its route's pattern in the request's recorder, for the
+// metrics: a label from the pattern, never from the path, stays bounded.
+type routed struct {
+	route string
+	next  http.Handler
+}
+
+func (rh routed) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if rec, ok := w.(*recorder); ok {
+		rec.route = rh.route
+	}
+	rh.next.ServeHTTP(w, r)
 }
 
 // pathVar returns the value of a {name} in the route's path.

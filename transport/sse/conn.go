@@ -153,6 +153,9 @@ func (s *connStream) writeLoop() {
 			continue
 		}
 		err = s.writeItems(items)
+		if err == nil {
+			s.c.Written(items)
+		}
 		clear(items) // do not pin the batch's messages while idle
 		if cap(items) > keepItems {
 			items = nil

@@ -64,6 +64,9 @@ func (h *Handler) serveStream(w http.ResponseWriter, r *http.Request, c *hub.Cli
 				continue
 			}
 			err = s.writeItems(items)
+			if err == nil {
+				c.Written(items)
+			}
 			clear(items) // do not pin the batch's messages while idle
 			if cap(items) > keepItems {
 				items = nil

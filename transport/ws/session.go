@@ -134,6 +134,7 @@ func (s *session) writeLoop() {
 			s.finish(s.writeFailed(err))
 			return
 		}
+		s.client.Written(s.items)
 		// Let the batch's messages go now rather than at the next Drain; a
 		// burst's large slice is not kept while idle.
 		clear(s.items)

@@ -1,0 +1,254 @@
+// Package metrics exports a Herald node's workings to Prometheus
+// (prometheus/client_golang): its connections, events, actions, broker
+// and HTTP requests, plus the Go runtime's and the process's own metrics.
+//
+// Most figures are counters the hub and the action service keep anyway:
+// they are read when Prometheus scrapes, so serving metrics costs nothing
+// on the delivery path. Only the histograms (delivery latency, action and
+// request durations) are fed as things happen, through the Observe
+// methods, which are safe for concurrent use.
+//
+// No label takes an unbounded value: topics, users and action types never
+// become labels. Labels are the transport, a disconnect reason (a fixed
+// set), an HTTP route (the server's route patterns) and status code, and an
+// action's final status.
+package metrics
+
+import (
+	"context"
+	"net/http"
+	"runtime/debug"
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/heraldpush/herald/action"
+	"github.com/heraldpush/herald/hub"
+)
+
+const namespace = "herald"
+
+// boundsTimeout bounds the broker call a scrape makes for the history
+// size, so that a hung broker cannot hang the scrape.
+const boundsTimeout = time.Second
+
+// Metrics is one node's registry. Create it with New, give its Observe
+// methods to the hub, the action service and the HTTP router, then Attach
+// the hub and the actions. Safe for concurrent use.
+type Metrics struct {
+	reg            *prometheus.Registry
+	latency        prometheus.Histogram
+	actionDuration *prometheus.HistogramVec
+	requests       *prometheus.CounterVec
+	requestTime    *prometheus.HistogramVec
+}
+
+// New returns a registry with the Go runtime and process collectors
+// (goroutines, heap, open file descriptors, …) and Herald's histograms.
+// version is reported by herald_build_info.
+func New(version string) *Metrics {
+	m := &Metrics{
+		reg: prometheus.NewRegistry(),
+		latency: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Namespace: namespace,
+			Name:      "delivery_latency_seconds",
+			Help:      "Time from publishing a live event to writing it to a connection (the oldest event of each write).",
+			Buckets:   []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
+		}),
+		actionDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: namespace,
+			Name:      "action_duration_seconds",
+			Help:      "Time from accepting an action to its final status, by that status.",
+			Buckets:   []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 300},
+		}, []string{"status"}),
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace,
+			Name:      "http_requests_total",
+			Help:      "HTTP requests by route pattern and status code, counted when they end (streams included).",
+		}, []string{"route", "code"}),
+		requestTime: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: namespace,
+			Name:      "http_request_duration_seconds",
+			Help:      "Duration of HTTP requests by route pattern; streams (/v1/events, /v1/ws) are left out.",
+			Buckets:   []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5},
+		}, []string{"route"}),
+	}
+	goVersion := "unknown"
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		goVersion = bi.GoVersion
+	}
+	build := prometheus.NewGauge(prometheus.GaugeOpts{
+		Namespace:   namespace,
+		Name:        "build_info",
+		Help:        "Always 1; the labels say which build runs.",
+		ConstLabels: prometheus.Labels{"version": version, "goversion": goVersion},
+	})
+	build.Set(1)
+	m.reg.MustRegister(
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		m.latency, m.actionDuration, m.requests, m.requestTime, build,
+	)
+	return m
+}
+
+// Handler serves the registry in Prometheus's text (or OpenMetrics)
+// format.
+func (m *Metrics) Handler() http.Handler {
+	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{Registry: m.reg})
+}
+
+// ObserveLatency records one publish-to-write latency (hub.Options).
+func (m *Metrics) ObserveLatency(d time.Duration) { m.latency.Observe(d.Seconds()) }
+
+// ObserveAction records an action's duration (action.Options).
+func (m *Metrics) ObserveAction(st action.Status, d time.Duration) {
+	m.actionDuration.WithLabelValues(string(st)).Observe(d.Seconds())
+}
+
+// ObserveRequest records an HTTP request that ended (httpapi.Config).
+// route is the route's pattern, "" for a request no route matched.
+func (m *Metrics) ObserveRequest(route string, code int, d time.Duration) {
+	if route == "" {
+		route = "unmatched"
+	}
+	m.requests.WithLabelValues(route, codeLabel(code)).Inc()
+	if route != "/v1/events" && route != "/v1/ws" {
+		m.requestTime.WithLabelValues(route).Observe(d.Seconds())
+	}
+}
+
+// codes holds the labels of the usual status codes, so that a request
+// does not format one.
+var codes = func() map[int]string {
+	c := map[int]string{}
+	for code := 100; code < 600; code++ {
+		if http.StatusText(code) != "" {
+			c[code] = strconv.Itoa(code)
+		}
+	}
+	return c
+}()
+
+func codeLabel(code int) string {
+	if s, ok := codes[code]; ok {
+		return s
+	}
+	return strconv.Itoa(code)
+}
+
+// Attach registers the collector that reads h's counters, and those of
+// actions (which may be nil: actions off), at each scrape.
+func (m *Metrics) Attach(h *hub.Hub, actions action.Runner) {
+	m.reg.MustRegister(&collector{hub: h, actions: actions})
+}
+
+// collector turns the hub's and the action service's counters into
+// metrics when Prometheus scrapes.
+type collector struct {
+	hub     *hub.Hub
+	actions action.Runner
+}
+
+func desc(name, help string, labels ...string) *prometheus.Desc {
+	return prometheus.NewDesc(prometheus.BuildFQName(namespace, "", name), help, labels, nil)
+}
+
+var (
+	descConnections   = desc("connections", "Open subscriber connections, by transport.", "transport")
+	descConnects      = desc("connects_total", "Subscriber connections opened, by transport.", "transport")
+	descDisconnects   = desc("disconnects_total", "Subscriber connections ended, by transport and reason (closed, slow_consumer, shutdown, log_replaced, unauthorized, error).", "transport", "reason")
+	descPublished     = desc("events_published_total", "Events published through this node.")
+	descDeliveries    = desc("deliveries_total", "Events queued to subscriber connections.")
+	descDropped       = desc("events_dropped_total", "Queued events discarded because their connection ended (a slow consumer, a shutdown) before they were written; the client resumes from its cursor.")
+	descQueueBytes    = desc("queue_bytes", "Bytes waiting in the outbound queues of all connections.")
+	descQueueBytesMax = desc("queue_bytes_max", "Bytes waiting in the fullest outbound queue.")
+	descHistory       = desc("history_events", "Events the broker's log retains (approximately, on NATS).")
+	descBrokerUp      = desc("broker_up", "1 when the broker answered this scrape's query, else 0.")
+	descBrokerErrors  = desc("broker_errors_total", "Failed broker operations, by operation (publish: a publish the broker refused or could not take; deliver: a failed read of the log, retried).", "op")
+	descReconnects    = desc("broker_reconnects_total", "Times the broker connection or its delivery recovered after a failure.")
+	descActAccepted   = desc("actions_accepted_total", "Actions accepted (202).")
+	descActFinished   = desc("actions_finished_total", "Actions that reached a final status on this node, by status.", "status")
+	descActRetried    = desc("actions_retried_total", "Attempts at actions after their first.")
+	descActRejected   = desc("actions_rejected_total", "Actions refused because the queue was full (503).")
+	descActQueued     = desc("actions_queued", "Actions waiting for a worker on this node (0 with a shared broker, whose queue is shared).")
+	descActRunning    = desc("actions_running", "Actions running on this node.")
+)
+
+func (c *collector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{
+		descConnections, descConnects, descDisconnects, descPublished, descDeliveries, descDropped,
+		descQueueBytes, descQueueBytesMax, descHistory, descBrokerUp, descBrokerErrors, descReconnects,
+		descActAccepted, descActFinished, descActRetried, descActRejected, descActQueued, descActRunning,
+	} {
+		ch <- d
+	}
+}
+
+func (c *collector) Collect(ch chan<- prometheus.Metric) {
+	counter := func(d *prometheus.Desc, v int64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), labels...)
+	}
+	gauge := func(d *prometheus.Desc, v int64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, float64(v), labels...)
+	}
+	st := c.hub.Stats()
+	for _, t := range transports(st) {
+		gauge(descConnections, st.Clients[t], t)
+		counter(descConnects, st.Connects[t], t)
+	}
+	for t, reasons := range st.Disconnects {
+		for r, n := range reasons {
+			counter(descDisconnects, n, t, r)
+		}
+	}
+	counter(descPublished, st.Published)
+	counter(descDeliveries, st.Delivered)
+	counter(descDropped, st.Dropped)
+	gauge(descQueueBytes, st.QueueBytes)
+	gauge(descQueueBytesMax, st.QueueBytesMax)
+	counter(descBrokerErrors, st.PublishErrors, "publish")
+	if st.Broker != nil {
+		counter(descBrokerErrors, st.Broker.Errors, "deliver")
+		counter(descReconnects, st.Broker.Reconnects)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), boundsTimeout)
+	b, err := c.hub.Bounds(ctx)
+	cancel()
+	if err != nil {
+		gauge(descBrokerUp, 0)
+	} else {
+		gauge(descBrokerUp, 1)
+		gauge(descHistory, int64(b.Last+1-min(b.First, b.Last+1)))
+	}
+	if c.actions == nil {
+		return
+	}
+	as := c.actions.Stats()
+	counter(descActAccepted, as.Accepted)
+	counter(descActFinished, as.Succeeded, string(action.Succeeded))
+	counter(descActFinished, as.Failed, string(action.Failed))
+	counter(descActRetried, as.Retried)
+	counter(descActRejected, as.RejectedFull)
+	gauge(descActQueued, as.Queued)
+	gauge(descActRunning, as.Running)
+}
+
+// transports lists Herald's transports and any other seen so far, so
+// that a transport with no connection reports 0 rather than nothing.
+func transports(st hub.Stats) []string {
+	seen := map[string]bool{"sse": true, "ws": true}
+	out := []string{"sse", "ws"}
+	for _, m := range []map[string]int64{st.Connects, st.Clients} {
+		for t := range m {
+			if !seen[t] {
+				seen[t] = true
+				out = append(out, t)
+			}
+		}
+	}
+	return out
+}
