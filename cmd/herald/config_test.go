@@ -1,0 +1,313 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// writeConfig writes a configuration file in a directory of the test's own
+// and returns its path.
+func writeConfig(t *testing.T, content string) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "herald.yaml")
+	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// envOf is a getenv that sees only kv.
+func envOf(kv map[string]string) func(string) (string, bool) {
+	return func(k string) (string, bool) { v, ok := kv[k]; return v, ok }
+}
+
+// sourceOf returns where the flag name of c came from.
+func sourceOf(t *testing.T, c serveConfig, name string) string {
+	t.Helper()
+	for _, s := range c.settings {
+		if s.name == name {
+			return s.source
+		}
+	}
+	t.Fatalf("no setting %s in %+v", name, c.settings)
+	return ""
+}
+
+// configString is c as text, without the record of sources, so that two
+// configurations can be compared.
+func configString(c serveConfig) string {
+	c.settings = nil
+	return fmt.Sprintf("%+v", c)
+}
+
+func TestConfigFilePrecedence(t *testing.T) {
+	path := writeConfig(t, `# every layer sets some of these
+history-size: 100          # int: the flag wins
+history-ttl: 5m            # duration: the environment wins
+log-format: json           # string: the flag wins
+rate-publish: 2.5          # float: the environment wins
+heartbeat: 3s              # the file alone
+shards: 2
+allowed-origins: [app.example.com, "*.example.org"]
+public-subscribe:
+  - news.>
+  - status.*
+auth: jwt
+jwt-secret: 0123456789abcdef0123456789abcdef
+`)
+	c, err := parseServeFlags([]string{"--config", path, "--history-size", "300", "--log-format=text"}, envOf(map[string]string{
+		"HERALD_HISTORY_SIZE": "200",
+		"HERALD_HISTORY_TTL":  "6m",
+		"HERALD_RATE_PUBLISH": "3.5",
+		"HERALD_QUEUE_BYTES":  "1000",
+		"HERALD_SHARDS":       "", // empty counts as unset: the file's value stays
+	}), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, check := range []struct {
+		name   string
+		ok     bool
+		source string
+	}{
+		{"history-size", c.historySize == 300, fromFlag},
+		{"log-format", c.logFormat == "text", fromFlag},
+		{"history-ttl", c.historyTTL == 6*time.Minute, "env HERALD_HISTORY_TTL"},
+		{"rate-publish", c.ratePublish == 3.5, "env HERALD_RATE_PUBLISH"},
+		{"queue-bytes", c.queueBytes == 1000, "env HERALD_QUEUE_BYTES"},
+		{"heartbeat", c.heartbeat == 3*time.Second, fromFile},
+		{"shards", c.shards == 2, fromFile},
+		{"allowed-origins", strings.Join(c.allowedOrigins, "|") == "app.example.com|*.example.org", fromFile},
+		{"public-subscribe", fmt.Sprint(c.publicSubscribe) == "[news.> status.*]", fromFile},
+		{"jwt-secret", c.authMode == "jwt" && c.jwtSecret == "0123456789abcdef0123456789abcdef", fromFile},
+		{"max-body", c.maxBody == 1<<20, fromDefault},
+	} {
+		if !check.ok {
+			t.Errorf("%s has the wrong value: %+v", check.name, c)
+		}
+		if got := sourceOf(t, c, check.name); got != check.source {
+			t.Errorf("%s comes from %q, want %q", check.name, got, check.source)
+		}
+	}
+}
+
+func TestConfigFileFromEnv(t *testing.T) {
+	fromEnv := writeConfig(t, "history-size: 11\n")
+	fromFlag := writeConfig(t, "history-size: 22\n")
+	env := envOf(map[string]string{"HERALD_CONFIG": fromEnv})
+
+	c, err := parseServeFlags(nil, env, io.Discard)
+	if err != nil || c.historySize != 11 || sourceOf(t, c, "config") != "env HERALD_CONFIG" {
+		t.Errorf("HERALD_CONFIG: history-size %d, %v; want 11 from its file", c.historySize, err)
+	}
+	c, err = parseServeFlags([]string{"--config", fromFlag}, env, io.Discard)
+	if err != nil || c.historySize != 22 {
+		t.Errorf("--config over HERALD_CONFIG: history-size %d, %v; want 22 from the flag's file", c.historySize, err)
+	}
+	c, err = parseServeFlags([]string{"--config="}, env, io.Discard)
+	if err != nil || c.historySize != 10000 {
+		t.Errorf("--config= (no file) over HERALD_CONFIG: history-size %d, %v; want the default", c.historySize, err)
+	}
+}
+
+func TestConfigFileEmpty(t *testing.T) {
+	defaults, err := parseServeFlags(nil, envOf(nil), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, content := range []string{"", "\n\n", "# nothing set yet\n", "---\n", "--- # empty\n...\n"} {
+		c, err := parseServeFlags([]string{"--config", writeConfig(t, content)}, envOf(nil), io.Discard)
+		if err != nil {
+			t.Errorf("%q: %v", content, err)
+			continue
+		}
+		if configString(c) != configString(defaults) {
+			t.Errorf("%q: got %+v, want the defaults", content, c)
+		}
+	}
+}
+
+func TestConfigFileErrors(t *testing.T) {
+	cases := []struct {
+		name, content string
+		want          []string // substrings of the error
+	}{
+		{"unknown key with a suggestion", "history-size: 5\n\nhisotry-ttl: 1m\n",
+			[]string{"herald.yaml:3:", `unknown key "hisotry-ttl"`, `did you mean "history-ttl"?`}},
+		{"unknown key in snake case", "log_level: debug\n",
+			[]string{"herald.yaml:1:", `unknown key "log_level"`, `did you mean "log-level"?`}},
+		{"unknown key far from any", "colour: blue\n",
+			[]string{"herald.yaml:1:", `unknown key "colour"`, `herald serve -h`}},
+		{"config in the file", "addr: 127.0.0.1:0\nconfig: other.yaml\n",
+			[]string{"herald.yaml:2:", `"config" cannot be set in a configuration file`}},
+		{"not a number", "addr: 127.0.0.1:0\nhistory-size: lots\n",
+			[]string{"herald.yaml:2:", `invalid value "lots" for history-size`}},
+		{"a float for an int", "max-body: 1.5\n",
+			[]string{"herald.yaml:1:", `invalid value "1.5" for max-body`}},
+		{"a duration without unit", "\n\nheartbeat: 30\n",
+			[]string{"herald.yaml:3:", `invalid value "30" for heartbeat`}},
+		{"a list for a single value", "history-size: [1, 2]\n",
+			[]string{"herald.yaml:1:", "history-size: want a single value, not a list"}},
+		{"nested map", "broker:\n  url: redis://127.0.0.1:6379/0\n",
+			[]string{"herald.yaml:1:", "broker: want a value, not a nested mapping"}},
+		{"a map in a list", "allowed-origins:\n  - app.example.com\n  - {host: x}\n",
+			[]string{"herald.yaml:1:", "allowed-origins: line 3: a list item must be a single value"}},
+		{"a comma in a list item", "cors-origins: [\"https://a.example.com,https://b.example.com\"]\n",
+			[]string{"herald.yaml:1:", "holds a comma"}},
+		{"no value", "api-key:\n",
+			[]string{"herald.yaml:1:", "api-key: no value"}},
+		{"twice", "shards: 1\nshards: 2\n",
+			[]string{"herald.yaml:2:", "shards is set twice (first on line 1)"}},
+		{"not a mapping", "- history-size: 5\n",
+			[]string{"herald.yaml:1:", "want a mapping of flag names to values"}},
+		{"a scalar", "history-size\n",
+			[]string{"herald.yaml:1:", "want a mapping"}},
+		{"two documents", "shards: 1\n---\nshards: 2\n",
+			[]string{"herald.yaml:", "one YAML document"}},
+		{"bad YAML", "shards: 1\n  addr: [\n",
+			[]string{"herald.yaml:", "yaml:"}},
+		{"a bad value caught by validation", "history-size: -1\n",
+			[]string{"--history-size must be positive"}},
+		{"a bad list item caught by validation", "public-subscribe: [news.>, a..b]\n",
+			[]string{"--public-subscribe"}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			path := writeConfig(t, tc.content)
+			// A valid value in the environment does not hide a bad file.
+			_, err := parseServeFlags([]string{"--config", path}, envOf(map[string]string{"HERALD_HEARTBEAT": "1s"}), io.Discard)
+			var ue *usageError
+			if !errors.As(err, &ue) {
+				t.Fatalf("got %v, want a usage error", err)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not contain %q", err, w)
+				}
+			}
+		})
+	}
+	t.Run("missing file", func(t *testing.T) {
+		_, err := parseServeFlags([]string{"--config", filepath.Join(t.TempDir(), "nope.yaml")}, envOf(nil), io.Discard)
+		if !errors.As(err, new(*usageError)) || !strings.Contains(err.Error(), "--config: open ") || !strings.Contains(err.Error(), "nope.yaml") {
+			t.Errorf("got %v, want a usage error naming the flag and the file", err)
+		}
+		_, err = parseServeFlags(nil, envOf(map[string]string{"HERALD_CONFIG": "/nonexistent/nope.yaml"}), io.Discard)
+		if !errors.As(err, new(*usageError)) || !strings.Contains(err.Error(), "HERALD_CONFIG: open /nonexistent/nope.yaml") {
+			t.Errorf("got %v, want a usage error naming the variable and the file", err)
+		}
+	})
+	t.Run("serve exits 2", func(t *testing.T) {
+		// An already cancelled context: were the file wrongly accepted,
+		// the server would stop at once rather than run on.
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel()
+		var stderr strings.Builder
+		path := writeConfig(t, "addr: 127.0.0.1:0\nhistroy-size: 5\n")
+		if got := exitStatus(runServe(ctx, []string{"--config", path}, io.Discard, &stderr, nil), &stderr); got != 2 {
+			t.Errorf("exit status %d, want 2 (%s)", got, &stderr)
+		}
+		if !strings.Contains(stderr.String(), `herald.yaml:2: unknown key "histroy-size" (did you mean "history-size"?)`) {
+			t.Errorf("stderr %q", &stderr)
+		}
+	})
+}
+
+// TestConfigAnyFlag loads a file into a flag set of every kind of flag, as
+// later serve flags may be: the loader knows none of them by name.
+func TestConfigAnyFlag(t *testing.T) {
+	fs := flag.NewFlagSet("test", flag.ContinueOnError)
+	fs.String(configFlag, "", "")
+	on := fs.Bool("h2c", false, "a boolean")
+	n := fs.Uint("workers", 1, "an unsigned")
+	big := fs.Int64("bytes", 1, "an int64")
+	ratio := fs.Float64("ratio", 1, "a float")
+	d := fs.Duration("wait", time.Second, "a duration")
+	name := fs.String("name", "", "a string")
+	list := fs.String("hosts", "", "comma-separated hosts")
+	path := writeConfig(t, "h2c: true\nworkers: 8\nbytes: 0x10\nratio: 1e3\nwait: 1m30s\nname: \"yes\"\nhosts: [a, b]\n")
+	if err := fs.Parse([]string{"--config", path, "--ratio", "0.5"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := applyConfigSources(fs, envOf(map[string]string{"HERALD_WORKERS": "9"})); err != nil {
+		t.Fatal(err)
+	}
+	if !*on || *n != 9 || *big != 16 || *ratio != 0.5 || *d != 90*time.Second || *name != "yes" || *list != "a,b" {
+		t.Errorf("got h2c %v workers %d bytes %d ratio %v wait %v name %q hosts %q", *on, *n, *big, *ratio, *d, *name, *list)
+	}
+	for content, want := range map[string]string{
+		"h2c: yes\n":      `invalid value "yes" for h2c`, // YAML 1.2: a string, which a bool flag refuses
+		"workers: -1\n":   `invalid value "-1" for workers`,
+		"hosts: {a: 1}\n": "hosts: want a value, not a nested mapping",
+	} {
+		fs := flag.NewFlagSet("test", flag.ContinueOnError)
+		fs.String(configFlag, "", "")
+		fs.Bool("h2c", false, "")
+		fs.Uint("workers", 1, "")
+		fs.String("hosts", "", "comma-separated hosts")
+		if err := fs.Parse([]string{"--config", writeConfig(t, content)}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := applyConfigSources(fs, envOf(nil)); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%q: got %v, want %q", content, err, want)
+		}
+	}
+}
+
+func TestEditDistance(t *testing.T) {
+	for _, tc := range []struct {
+		a, b string
+		want int
+	}{
+		{"", "", 0}, {"abc", "", 3}, {"", "ab", 2}, {"history-size", "history-size", 0},
+		{"hisotry-size", "history-size", 2}, {"history-sizes", "history-size", 1}, {"kitten", "sitting", 3},
+	} {
+		if got := editDistance(tc.a, tc.b); got != tc.want {
+			t.Errorf("editDistance(%q, %q) = %d, want %d", tc.a, tc.b, got, tc.want)
+		}
+	}
+}
+
+// TestServeConfigFile runs a server whose settings come from --config and
+// sees them at work: the SSE retry: line, the history's size, the log's
+// format.
+func TestServeConfigFile(t *testing.T) {
+	in := startServe(t, "--config", writeConfig(t, `addr: 127.0.0.1:0
+sse-retry: 1500ms
+history-size: 2
+log-format: json
+`))
+	for _, d := range []string{"1", "2", "3"} {
+		if status, body := in.post(t, "/v1/publish", `{"topic":"t","data":`+d+`}`); status != http.StatusOK {
+			t.Fatalf("publish: status %d, body %s", status, body)
+		}
+	}
+	if got := strings.Join(historyData(t, in, "t"), ","); got != "2,3" {
+		t.Errorf("with history-size: 2, history = %s, want 2,3", got)
+	}
+	if !strings.Contains(in.logs.String(), `"msg":"listening"`) {
+		t.Errorf("log-format: json not applied:\n%s", in.logs)
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, in.url+"/v1/events?topic=t", nil)
+	resp, err := in.client.Transport.RoundTrip(req)
+	if err != nil {
+		t.Fatalf("GET /v1/events: %v", err)
+	}
+	defer resp.Body.Close()
+	if line, err := bufio.NewReader(resp.Body).ReadString('\n'); err != nil || line != "retry: 1500\n" {
+		t.Errorf("first line %q, %v; want retry: 1500 from sse-retry: 1500ms", line, err)
+	}
+}
