@@ -239,12 +239,26 @@ func TestConfigAnyFlag(t *testing.T) {
 	if err := fs.Parse([]string{"--config", path, "--ratio", "0.5"}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := applyConfigSources(fs, envOf(map[string]string{"HERALD_WORKERS": "9"})); err != nil {
+	settings, err := applyConfigSources(fs, envOf(map[string]string{"HERALD_WORKERS": "9"}))
+	if err != nil {
 		t.Fatal(err)
 	}
 	if !*on || *n != 9 || *big != 16 || *ratio != 0.5 || *d != 90*time.Second || *name != "yes" || *list != "a,b" {
 		t.Errorf("got h2c %v workers %d bytes %d ratio %v wait %v name %q hosts %q", *on, *n, *big, *ratio, *d, *name, *list)
 	}
+	var out strings.Builder
+	if err := printConfig(&out, settings); err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range []string{
+		"h2c: true ", "workers: 9 ", "bytes: 16 ", "ratio: 0.5 ", "wait: 1m30s ", "name: yes ", "hosts: [a, b] ",
+		"# env HERALD_WORKERS\n", "# flag\n",
+	} {
+		if !strings.Contains(out.String(), line) {
+			t.Errorf("printed configuration lacks %q:\n%s", line, &out)
+		}
+	}
+
 	for content, want := range map[string]string{
 		"h2c: yes\n":      `invalid value "yes" for h2c`, // YAML 1.2: a string, which a bool flag refuses
 		"workers: -1\n":   `invalid value "-1" for workers`,
@@ -275,6 +289,177 @@ func TestEditDistance(t *testing.T) {
 		if got := editDistance(tc.a, tc.b); got != tc.want {
 			t.Errorf("editDistance(%q, %q) = %d, want %d", tc.a, tc.b, got, tc.want)
 		}
+	}
+}
+
+func TestMaskURLPasswords(t *testing.T) {
+	for in, want := range map[string]string{
+		"memory":                                                   "memory",
+		"redis://127.0.0.1:6379/0":                                 "redis://127.0.0.1:6379/0",
+		"redis://:s3cret@127.0.0.1:6379/0":                         "redis://:****@127.0.0.1:6379/0",
+		"rediss://app:s3cret@r:6380/1?prefix=h":                    "rediss://app:****@r:6380/1?prefix=h",
+		"nats://u:s3cret@a:4222,nats://b:4222":                     "nats://u:****@a:4222,nats://b:4222",
+		"nats://a:4222,u:s3cret@b:4222?stream=S":                   "nats://a:4222,u:****@b:4222?stream=S",
+		"nats://s3cret@a:4222":                                     "nats://****@a:4222", // a token
+		"tls://u:p%40ss@a:4222":                                    "tls://u:****@a:4222",
+		"nats://u:p@ss@a:4222":                                     "nats://u:****@a:4222", // the last @ ends the userinfo
+		"billing.=http://u:s3cret@billing/a,http://app/a?mail=x@y": "billing.=http://u:****@billing/a,http://app/a?mail=x@y",
+	} {
+		if got := maskURLPasswords(in); got != want {
+			t.Errorf("maskURLPasswords(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+// Secrets of the configuration printed in the tests below.
+const (
+	testJWTSecret   = "jwt-0123456789abcdef0123456789ab"
+	testAPIKey      = "api-key-value-0123"
+	testRedisPass   = "redis-pass"
+	testNATSPass    = "nats-pass"
+	testNATSToken   = "nats-token"
+	testUpstreamPwd = "upstream-pass"
+)
+
+func TestConfigPrintMasksSecrets(t *testing.T) {
+	for _, broker := range []string{
+		"redis://:" + testRedisPass + "@127.0.0.1:6379/0?prefix=h",
+		"nats://app:" + testNATSPass + "@127.0.0.1:4222,nats://" + testNATSToken + "@127.0.0.2:4222?stream=S",
+	} {
+		var out strings.Builder
+		err := runConfig([]string{"print", "--broker", broker, "--auth", "jwt",
+			"--jwt-secret", testJWTSecret, "--api-key", testAPIKey,
+			"--action-upstream", "billing.=https://bill:" + testUpstreamPwd + "@billing.internal/actions,http://app.internal/actions",
+		}, envOf(nil), &out)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, secret := range []string{testJWTSecret, testAPIKey, testRedisPass, testNATSPass, testNATSToken, testUpstreamPwd} {
+			if strings.Contains(out.String(), secret) {
+				t.Errorf("the printed configuration shows the secret %q:\n%s", secret, &out)
+			}
+		}
+		for _, line := range []string{
+			"jwt-secret: '****'", "api-key: '****'",
+			"action-upstream: ['billing.=https://bill:****@billing.internal/actions', 'http://app.internal/actions']",
+			"broker: " + maskURLPasswords(broker),
+		} {
+			if !strings.Contains(out.String(), line+" ") {
+				t.Errorf("the printed configuration lacks %q:\n%s", line, &out)
+			}
+		}
+	}
+}
+
+// TestConfigPrintRoundTrip prints a configuration made of a file, the
+// environment and flags, reads the output back with --config alone, and
+// checks that it gives the same configuration but for the masked secrets.
+func TestConfigPrintRoundTrip(t *testing.T) {
+	file := writeConfig(t, `
+history-size: 20000
+broker: redis://:`+testRedisPass+`@127.0.0.1:6379/0?prefix=rt
+allowed-origins: [app.example.com, "*.example.org"]
+cors-origins: [https://app.example.com]
+auth: jwt
+jwt-secret: `+testJWTSecret+`
+public-subscribe: [news.>]
+action-upstream: [billing.=http://u:`+testUpstreamPwd+`@billing/a, "http://app/a?x=1"]
+`)
+	env := map[string]string{"HERALD_HEARTBEAT": "7s", "HERALD_LOG_LEVEL": "warn", "HERALD_API_KEY": testAPIKey, "HERALD_JWT_ISSUER": "https://id.example.com"}
+	args := []string{"--config", file, "--rate-publish", "12.5", "--history-ttl", "90m", "--log-format", "json", "--addr", "127.0.0.1:0"}
+
+	var printed strings.Builder
+	if err := runConfig(append([]string{"print"}, args...), envOf(env), &printed); err != nil {
+		t.Fatal(err)
+	}
+	again, err := parseServeFlags([]string{"--config", writeConfig(t, printed.String())}, envOf(nil), io.Discard)
+	if err != nil {
+		t.Fatalf("the printed configuration does not load: %v\n%s", err, &printed)
+	}
+	// What the original gives with its secrets replaced as printed.
+	env["HERALD_API_KEY"] = masked
+	want, err := parseServeFlags(append(args,
+		"--jwt-secret", masked,
+		"--broker", "redis://:"+masked+"@127.0.0.1:6379/0?prefix=rt",
+		"--action-upstream", "billing.=http://u:"+masked+"@billing/a,http://app/a?x=1",
+	), envOf(env), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if configString(again) != configString(want) {
+		t.Errorf("read back:\n%s\nwant:\n%s\nprinted:\n%s", configString(again), configString(want), &printed)
+	}
+	for _, s := range again.settings {
+		if s.name != configFlag && s.source != fromFile {
+			t.Errorf("%s read back from %s, want file: the printed configuration lacks it", s.name, s.source)
+		}
+	}
+
+	// The defaults, printed and read back, are the defaults.
+	printed.Reset()
+	if err := runConfig([]string{"print"}, envOf(nil), &printed); err != nil {
+		t.Fatal(err)
+	}
+	defaults, _ := parseServeFlags(nil, envOf(nil), io.Discard)
+	again, err = parseServeFlags([]string{"--config", writeConfig(t, printed.String())}, envOf(nil), io.Discard)
+	if err != nil || configString(again) != configString(defaults) {
+		t.Errorf("defaults read back: %v\n%s\nwant\n%s", err, configString(again), configString(defaults))
+	}
+}
+
+func TestConfigCommand(t *testing.T) {
+	okFile := writeConfig(t, `history-size: 500
+# Nothing listens on these ports: check must not connect.
+broker: nats://127.0.0.1:1?stream=CHECK
+auth: jwt
+jwt-secret: 0123456789abcdef0123456789abcdef
+`)
+	redisFile := writeConfig(t, "broker: redis://127.0.0.1:1/0\n")
+	cases := []struct {
+		name   string
+		args   []string
+		status int
+		stdout string
+		stderr string
+	}{
+		{"check ok", []string{"config", "check", okFile}, 0, okFile + ": ok\n", ""},
+		{"check ok with redis", []string{"config", "check", redisFile}, 0, redisFile + ": ok\n", ""},
+		{"check unknown key", []string{"config", "check", writeConfig(t, "shards: 1\nhistory-sise: 5\n")}, 2, "",
+			`herald.yaml:2: unknown key "history-sise" (did you mean "history-size"?)`},
+		{"check validation", []string{"config", "check", writeConfig(t, "queue-bytes: 0\n")}, 2, "", "--queue-bytes must be positive"},
+		{"check short JWT secret", []string{"config", "check", writeConfig(t, "auth: jwt\njwt-secret: short\n")}, 2, "", "at least 32 bytes"},
+		{"check missing key file", []string{"config", "check", writeConfig(t, "auth: jwt\njwt-public-key: /nonexistent.pem\n")}, 2, "", "--jwt-public-key"},
+		{"check bad redis URL", []string{"config", "check", writeConfig(t, "broker: redis://127.0.0.1:6379/notadb\n")}, 2, "", "--broker"},
+		{"check bad NATS option", []string{"config", "check", writeConfig(t, "broker: nats://127.0.0.1:4222?storage=disk\n")}, 2, "", "storage must be file or memory"},
+		{"check missing file", []string{"config", "check", "/nonexistent/herald.yaml"}, 2, "", "/nonexistent/herald.yaml"},
+		{"check without a file", []string{"config", "check"}, 2, "", "takes one file"},
+		{"check two files", []string{"config", "check", okFile, okFile}, 2, "", "takes one file"},
+		{"check an empty name", []string{"config", "check", ""}, 2, "", "takes one file"},
+		{"check -h", []string{"config", "check", "-h"}, 0, "herald config check FILE", ""},
+		{"config alone", []string{"config"}, 2, "", "config needs a command"},
+		{"config -h", []string{"config", "-h"}, 0, "herald config print", ""},
+		{"config unknown", []string{"config", "show"}, 2, "", `unknown config command "show"`},
+		{"print", []string{"config", "print", "--shards", "3"}, 0, "shards: 3", ""},
+		{"print -h", []string{"config", "print", "-h"}, 0, "HERALD_HISTORY_SIZE", ""},
+		{"print bad flag", []string{"config", "print", "--shards", "-3"}, 2, "", "--shards must not be negative"},
+		{"help lists config", []string{"help"}, 0, "config    print the configuration", ""},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			var stdout, stderr strings.Builder
+			if got := run(tc.args, &stdout, &stderr); got != tc.status {
+				t.Errorf("exit status %d, want %d\nstdout: %s\nstderr: %s", got, tc.status, &stdout, &stderr)
+			}
+			if !strings.Contains(stdout.String(), tc.stdout) {
+				t.Errorf("stdout %q does not contain %q", &stdout, tc.stdout)
+			}
+			if !strings.Contains(stderr.String(), tc.stderr) {
+				t.Errorf("stderr %q does not contain %q", &stderr, tc.stderr)
+			}
+			if tc.status == 2 && stdout.Len() > 0 {
+				t.Errorf("stdout should be empty on a usage error, got %q", &stdout)
+			}
+		})
 	}
 }
 
