@@ -30,7 +30,8 @@ FUZZ_TARGETS := \
 	./transport/ws:FuzzFrameCutter ./transport/ws:FuzzClientMessage \
 	./transport/sse:FuzzLastEventID \
 	./transport/httpapi:FuzzParseSingleFast ./transport/httpapi:FuzzParseActionFast \
-	./internal/jsonenc:FuzzAppendString
+	./internal/jsonenc:FuzzAppendString \
+	./cmd/herald:FuzzConfigFile
 fuzz:
 	@for t in $(FUZZ_TARGETS); do \
 		pkg=$${t%%:*}; fn=$${t##*:}; \

@@ -50,10 +50,27 @@ func (c *serveConfig) newBroker(log *slog.Logger) (hub.Broker, action.Store, fun
 	}
 }
 
-func (c *serveConfig) newRedisBroker(log *slog.Logger) (hub.Broker, action.Store, func(), error) {
-	u, err := url.Parse(c.broker)
+// checkBroker checks the --broker URL as newBroker reads it, without
+// connecting.
+func (c *serveConfig) checkBroker() error {
+	switch {
+	case c.broker == "memory":
+		return nil
+	case strings.HasPrefix(c.broker, "nats://"), strings.HasPrefix(c.broker, "tls://"):
+		_, _, err := natsBrokerURL(c.broker)
+		return err
+	default:
+		_, _, err := redisBrokerURL(c.broker)
+		return err
+	}
+}
+
+// redisBrokerURL reads a redis:// --broker: the client's options, and the
+// key prefix of its prefix= parameter, which go-redis does not know.
+func redisBrokerURL(s string) (*redis.Options, string, error) {
+	u, err := url.Parse(s)
 	if err != nil {
-		return nil, nil, nil, usagef("--broker: %v", err)
+		return nil, "", usagef("--broker: %v", err)
 	}
 	q := u.Query()
 	prefix := q.Get("prefix")
@@ -61,7 +78,15 @@ func (c *serveConfig) newRedisBroker(log *slog.Logger) (hub.Broker, action.Store
 	u.RawQuery = q.Encode()
 	opts, err := redis.ParseURL(u.String())
 	if err != nil {
-		return nil, nil, nil, usagef("--broker: %v", err)
+		return nil, "", usagef("--broker: %v", err)
+	}
+	return opts, prefix, nil
+}
+
+func (c *serveConfig) newRedisBroker(log *slog.Logger) (hub.Broker, action.Store, func(), error) {
+	opts, prefix, err := redisBrokerURL(c.broker)
+	if err != nil {
+		return nil, nil, nil, err
 	}
 	// go-redis logs its reconnect attempts to the standard logger; the
 	// broker reports failures itself, so these go to debug.
@@ -75,13 +100,13 @@ func (c *serveConfig) newRedisBroker(log *slog.Logger) (hub.Broker, action.Store
 	})
 	if err != nil {
 		rdb.Close()
-		return nil, nil, nil, fmt.Errorf("failed to connect to %s: %w", u.Redacted(), err)
+		return nil, nil, nil, fmt.Errorf("failed to connect to %s: %w", redactBroker(c.broker), err)
 	}
 	store, err := redisstore.New(ctx, rdb, prefix)
 	if err != nil {
 		_ = b.Close()
 		rdb.Close()
-		return nil, nil, nil, fmt.Errorf("failed to connect to %s: %w", u.Redacted(), err)
+		return nil, nil, nil, fmt.Errorf("failed to connect to %s: %w", redactBroker(c.broker), err)
 	}
 	return b, store, func() { rdb.Close() }, nil
 }

@@ -1,6 +1,8 @@
 // Command herald is Herald's server and command-line tool.
 //
 //	herald serve [flags]   run the push server
+//	herald config print    print the configuration of serve, as YAML
+//	herald config check F  check the configuration file F
 //	herald version         print the version
 //	herald help            print usage
 package main
@@ -30,6 +32,7 @@ Usage:
 
 Commands:
   serve     run the server (see "herald serve -h" for its flags)
+  config    print the configuration of serve, or check a configuration file (see "herald config -h")
   sub       subscribe and print events as JSON lines (see "herald sub -h")
   pub       publish events and print their cursors (see "herald pub -h")
   action    submit an action, optionally wait for its result (see "herald action -h")
@@ -79,6 +82,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return exitStatus(runBench(ctx, args[1:], stdout, stderr), stderr)
 	case "token":
 		return exitStatus(runToken(args[1:], stdout, stderr), stderr)
+	case "config":
+		return exitStatus(runConfig(args[1:], os.LookupEnv, stdout), stderr)
 	case "sub", "pub", "action":
 		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 		defer stop()

@@ -93,6 +93,7 @@ func TestServeFlagsAndEnv(t *testing.T) {
 			actionWorkers: 16, actionQueue: 10000, actionTTL: time.Hour, actionLease: 30 * time.Second, actionMaxFinished: 100000, actionTimeout: 10 * time.Second,
 			actionMaxAttempts: 5, authMode: "none", maxConns: 100000, wsMessageRate: 200, wsMaxTopics: 256,
 		}
+		c.settings = nil // compared in config_test.go
 		if fmt.Sprint(c) != fmt.Sprint(want) {
 			t.Errorf("defaults:\n got %+v\nwant %+v", c, want)
 		}

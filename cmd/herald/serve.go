@@ -85,6 +85,8 @@ type serveConfig struct {
 	actionMaxFinished int
 	actionTimeout     time.Duration
 	actionMaxAttempts int
+
+	settings []setting // every flag's value and where it came from, for "herald config print"
 }
 
 // upstreamRoute sends the action types that match typ to an HTTP backend.
@@ -101,12 +103,15 @@ func envName(flagName string) string {
 }
 
 // parseServeFlags parses args, then fills every flag absent from args from
-// its environment variable (getenv), so the command line wins. An empty
-// variable counts as unset. Help goes to stdout.
+// the --config file and its environment variable (getenv), so the command
+// line wins over the environment, which wins over the file (see
+// applyConfigSources). An empty variable counts as unset. Help goes to
+// stdout.
 func parseServeFlags(args []string, getenv func(string) (string, bool), stdout io.Writer) (serveConfig, error) {
 	var c serveConfig
 	var origins, corsOrigins, logLevel, upstream, public string
 	fs := flag.NewFlagSet("herald serve", flag.ContinueOnError)
+	fs.String(configFlag, "", "YAML `file` of flag values, e.g. history-size: 20000 (see docs/operations.md); the environment and the command line override it")
 	fs.StringVar(&c.addr, "addr", "127.0.0.1:8080", "`address` to listen on (host:port; port 0 picks a free one)")
 	fs.StringVar(&c.metricsAddr, "metrics-addr", "", "`address` of an internal listener for GET /metrics (and --pprof); empty: /metrics is served on --addr")
 	fs.BoolVar(&c.pprof, "pprof", false, "serve Go's profiles under /debug/pprof/ (and POST /debug/free-memory) on --metrics-addr, never on --addr")
@@ -152,7 +157,8 @@ func parseServeFlags(args []string, getenv func(string) (string, bool), stdout i
 		fmt.Fprint(out, "Usage: herald serve [flags]\n\n"+
 			"Runs the Herald server. Every flag can also be set with an environment variable,\n"+
 			"HERALD_ followed by the flag name in upper snake case (--history-size is\n"+
-			"HERALD_HISTORY_SIZE); a flag on the command line wins over the environment.\n\nFlags:\n")
+			"HERALD_HISTORY_SIZE), or in the YAML file of --config. A flag on the command\n"+
+			"line wins over the environment, which wins over the file.\n\nFlags:\n")
 		fs.PrintDefaults()
 	}
 
@@ -168,23 +174,11 @@ func parseServeFlags(args []string, getenv func(string) (string, bool), stdout i
 	if fs.NArg() > 0 {
 		return c, usagef("serve takes no arguments, got %q (see \"herald serve -h\")", fs.Args())
 	}
-	given := make(map[string]bool)
-	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
-	var envErr error
-	fs.VisitAll(func(f *flag.Flag) {
-		if given[f.Name] || envErr != nil {
-			return
-		}
-		name := envName(f.Name)
-		if v, ok := getenv(name); ok && v != "" {
-			if err := fs.Set(f.Name, v); err != nil {
-				envErr = usagef("invalid value %q for %s: %v", v, name, err)
-			}
-		}
-	})
-	if envErr != nil {
-		return c, envErr
+	settings, err := applyConfigSources(fs, getenv)
+	if err != nil {
+		return c, err
 	}
+	c.settings = settings
 
 	for _, o := range strings.Split(origins, ",") {
 		if o = strings.TrimSpace(o); o != "" {
