@@ -278,6 +278,34 @@ func TestTLSShutdownEndsHTTP2Streams(t *testing.T) {
 	}
 }
 
+// TestTLSHTTP1SSE checks SSE over HTTP/1.1 with TLS, for clients that do
+// not speak HTTP/2: the streams are hijacked *tls.Conns, each on its own
+// connection, and shutdown ends them at once too.
+func TestTLSHTTP1SSE(t *testing.T) {
+	in, cert, _ := startTLS(t, "--shutdown-timeout", "20s")
+	client, dials := newClient(t, cert.pool, http1)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	streams := openStreams(ctx, t, client, in.url, "tls.h1", 3, "HTTP/1.1")
+	publishAndReceive(t, client, in.url, "tls.h1", streams)
+	if n := dials.n.Load(); n < 3 {
+		t.Errorf("the client opened %d connections for 3 HTTP/1.1 streams", n)
+	}
+
+	err, took := in.stop(t, 25*time.Second)
+	if err != nil {
+		t.Errorf("runServe: %v", err)
+	}
+	if took > 5*time.Second {
+		t.Errorf("shutdown with open streams took %v; they should end at once", took)
+	}
+	for i, s := range streams {
+		if rest, err := io.ReadAll(s.br); err != nil {
+			t.Errorf("stream %d did not end cleanly: %v (after %q)", i, err, rest)
+		}
+	}
+}
+
 // wsSubscribeAndReceive opens a WebSocket with opts, subscribes to topic,
 // publishes an event with in.client and reads it from the WebSocket. It
 // returns the handshake's response.

@@ -24,7 +24,8 @@ import (
 // "Connection: close", as a stream never ends on its own and is never
 // followed by another response: every event goes out as the same shared
 // bytes, with no chunk framing added per connection. HTTP/2 cannot be
-// hijacked and keeps the ResponseWriter path (stream.go).
+// hijacked and keeps the ResponseWriter path (stream.go); HTTP/1.1 over TLS
+// is hijacked like plain HTTP/1.1, as a *tls.Conn.
 
 // parkAfter is how long a writer waits for more work before it parks.
 const parkAfter = time.Second
@@ -48,6 +49,7 @@ type connStream struct {
 	h    *Handler
 	c    *hub.Client
 	conn net.Conn
+	tcp  net.Conn // the socket: conn, or the one under TLS
 
 	gone      chan struct{} // closed by the reader when the connection is finished
 	beat      chan struct{} // cap 1: a heartbeat is due
@@ -57,6 +59,7 @@ type connStream struct {
 	idle     *time.Timer // the writer's parkAfter timer
 	items    []hub.Item
 	deadline time.Time // of the last write
+	aborted  bool      // close the socket at once, with a reset
 }
 
 // serveConn hijacks the connection under w and serves the stream on it
@@ -75,14 +78,17 @@ func (h *Handler) serveConn(w http.ResponseWriter, r *http.Request, c *hub.Clien
 	if err != nil {
 		return false
 	}
-	s := &connStream{h: h, c: c, conn: conn, gone: make(chan struct{}), beat: make(chan struct{}, 1)}
+	s := &connStream{h: h, c: c, conn: conn, tcp: conn, gone: make(chan struct{}), beat: make(chan struct{}, 1)}
+	if tc, ok := conn.(interface{ NetConn() net.Conn }); ok {
+		s.tcp = tc.NetConn() // *tls.Conn
+	}
 	h.streams.Add()
 	// Headers and the retry hint go out from this goroutine, in one write;
 	// events queued since Subscribe wait for the writer.
 	head := h.appendHeader(make([]byte, 0, 512), w.Header())
 	if err := s.write(head); err != nil {
 		h.writeConnFailed(s, err)
-		_ = conn.Close()
+		s.close()
 		c.Close()
 		h.streams.Done()
 		return true
@@ -247,9 +253,21 @@ func (s *connStream) writeItems(items []hub.Item) error { return writeItems(item
 // abort makes the close a reset: a slow consumer's socket may hold a
 // backlog it has not read, which a graceful close would keep sending.
 func (s *connStream) abort() {
-	if tc, ok := s.conn.(interface{ SetLinger(int) error }); ok {
+	s.aborted = true
+	if tc, ok := s.tcp.(interface{ SetLinger(int) error }); ok {
 		_ = tc.SetLinger(0)
 	}
+}
+
+// close closes the connection. After abort it closes the socket under TLS
+// directly: tls.Conn's Close would first queue a close_notify alert behind
+// the backlog that the client does not read, and wait up to 5 s for it.
+func (s *connStream) close() {
+	if s.aborted {
+		_ = s.tcp.Close()
+		return
+	}
+	_ = s.conn.Close()
 }
 
 // finish ends the stream after err (nil: the peer left or the hub ended the
@@ -259,7 +277,7 @@ func (s *connStream) finish(err error) {
 	if err != nil {
 		s.h.writeConnFailed(s, err)
 	}
-	_ = s.conn.Close()
+	s.close()
 	s.heartbeat.Stop()
 	if s.idle != nil {
 		s.idle.Stop()
