@@ -252,6 +252,72 @@ func TestTLSHTTP2ManySSEStreams(t *testing.T) {
 	}
 }
 
+// slowConsumers returns the server's count of clients dropped as slow
+// consumers.
+func slowConsumers(t *testing.T, in *instance) int64 {
+	t.Helper()
+	resp, err := in.client.Get(in.url + "/v1/stats")
+	if err != nil {
+		t.Fatalf("GET /v1/stats: %v", err)
+	}
+	defer resp.Body.Close()
+	var st struct {
+		Hub struct {
+			SlowConsumers int64 `json:"slow_consumers"`
+		} `json:"hub"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
+		t.Fatalf("decode /v1/stats: %v", err)
+	}
+	return st.Hub.SlowConsumers
+}
+
+// TestTLSHTTP2SlowStream stalls one SSE stream of an HTTP/2 connection and
+// checks that it alone is dropped as a slow consumer: another stream on the
+// same connection keeps receiving every event, before and after.
+func TestTLSHTTP2SlowStream(t *testing.T) {
+	in, _, dials := startTLS(t, "--queue-bytes", "65536", "--write-timeout", "1s")
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	mustGet(t, in.client, in.url+"/healthz", "HTTP/2.0")
+	streams := openStreams(ctx, t, in.client, in.url, "tls.slow", 2, "HTTP/2.0")
+	stalled, reader := streams[0], streams[1]
+
+	// stalled reads nothing more: the client's flow-control window for it
+	// fills (4 MiB), then its queue on the server, and the server drops it.
+	// reader keeps up.
+	body := `{"topic":"tls.slow","data":"` + strings.Repeat("x", 16<<10) + `"}`
+	deadline := time.Now().Add(30 * time.Second)
+	n := 0
+	for ; slowConsumers(t, in) == 0; n++ {
+		if time.Now().After(deadline) {
+			t.Fatalf("no slow consumer after %d events", n)
+		}
+		if status, resp := in.post(t, "/v1/publish", body); status != http.StatusOK {
+			t.Fatalf("publish: status %d, body %.200s", status, resp)
+		}
+		if _, err := reader.nextData(); err != nil {
+			t.Fatalf("the reading stream failed after %d events: %v", n, err)
+		}
+	}
+	t.Logf("the stalled stream was dropped after %d events of 16 KiB", n)
+	// What the client had buffered, then the end: a reset, not a clean end
+	// that would pass for a complete response.
+	got, err := io.Copy(io.Discard, stalled.br)
+	t.Logf("the stalled stream ended after %d more bytes: %v", got, err)
+	if err == nil {
+		t.Errorf("the stalled stream ended cleanly, want a reset")
+	}
+
+	publishAndReceive(t, in.client, in.url, "tls.slow", []stream{reader})
+	if k := slowConsumers(t, in); k != 1 {
+		t.Errorf("%d slow consumers, want only the stalled stream", k)
+	}
+	if n := dials.n.Load(); n != 1 {
+		t.Errorf("the client opened %d TCP connections, want 1", n)
+	}
+}
+
 // TestTLSShutdownEndsHTTP2Streams checks that shutdown ends SSE streams
 // over HTTP/2 at once, cleanly, as it does hijacked HTTP/1.1 ones.
 func TestTLSShutdownEndsHTTP2Streams(t *testing.T) {
