@@ -49,7 +49,6 @@ type connStream struct {
 	h    *Handler
 	c    *hub.Client
 	conn net.Conn
-	tcp  net.Conn // the socket: conn, or the one under TLS
 
 	gone      chan struct{} // closed by the reader when the connection is finished
 	beat      chan struct{} // cap 1: a heartbeat is due
@@ -78,10 +77,7 @@ func (h *Handler) serveConn(w http.ResponseWriter, r *http.Request, c *hub.Clien
 	if err != nil {
 		return false
 	}
-	s := &connStream{h: h, c: c, conn: conn, tcp: conn, gone: make(chan struct{}), beat: make(chan struct{}, 1)}
-	if tc, ok := conn.(interface{ NetConn() net.Conn }); ok {
-		s.tcp = tc.NetConn() // *tls.Conn
-	}
+	s := &connStream{h: h, c: c, conn: conn, gone: make(chan struct{}), beat: make(chan struct{}, 1)}
 	h.streams.Add()
 	// Headers and the retry hint go out from this goroutine, in one write;
 	// events queued since Subscribe wait for the writer.
@@ -254,9 +250,17 @@ func (s *connStream) writeItems(items []hub.Item) error { return writeItems(item
 // backlog it has not read, which a graceful close would keep sending.
 func (s *connStream) abort() {
 	s.aborted = true
-	if tc, ok := s.tcp.(interface{ SetLinger(int) error }); ok {
+	if tc, ok := socket(s.conn).(interface{ SetLinger(int) error }); ok {
 		_ = tc.SetLinger(0)
 	}
+}
+
+// socket returns the connection under TLS, or conn itself.
+func socket(conn net.Conn) net.Conn {
+	if tc, ok := conn.(interface{ NetConn() net.Conn }); ok {
+		return tc.NetConn()
+	}
+	return conn
 }
 
 // close closes the connection. After abort it closes the socket under TLS
@@ -264,7 +268,7 @@ func (s *connStream) abort() {
 // the backlog that the client does not read, and wait up to 5 s for it.
 func (s *connStream) close() {
 	if s.aborted {
-		_ = s.tcp.Close()
+		_ = socket(s.conn).Close()
 		return
 	}
 	_ = s.conn.Close()
