@@ -47,6 +47,9 @@ type serveConfig struct {
 	addr            string
 	metricsAddr     string
 	pprof           bool
+	tlsCert         string // PEM file; with tlsKey, serve HTTPS and HTTP/2
+	tlsKey          string // PEM file
+	h2c             bool   // HTTP/2 without TLS besides HTTP/1.1
 	broker          string
 	historySize     int
 	historyTTL      time.Duration
@@ -115,6 +118,9 @@ func parseServeFlags(args []string, getenv func(string) (string, bool), stdout i
 	fs.StringVar(&c.addr, "addr", "127.0.0.1:8080", "`address` to listen on (host:port; port 0 picks a free one)")
 	fs.StringVar(&c.metricsAddr, "metrics-addr", "", "`address` of an internal listener for GET /metrics (and --pprof); empty: /metrics is served on --addr")
 	fs.BoolVar(&c.pprof, "pprof", false, "serve Go's profiles under /debug/pprof/ (and POST /debug/free-memory) on --metrics-addr, never on --addr")
+	fs.StringVar(&c.tlsCert, "tls-cert", "", "PEM `file` with the server's certificate (and its chain): serve HTTPS, with HTTP/2 for browsers (needs --tls-key)")
+	fs.StringVar(&c.tlsKey, "tls-key", "", "PEM `file` with the private key of --tls-cert")
+	fs.BoolVar(&c.h2c, "h2c", false, "also accept HTTP/2 without TLS (prior knowledge), for a proxy that speaks h2c to Herald; HTTP/1.1 still works on the same port")
 	fs.StringVar(&c.broker, "broker", "memory", "event broker: memory (one node); for a cluster of nodes sharing one log, redis://[:password@]host:6379/0[?prefix=herald] or nats://[user:password@]host:4222[,host:4222…][?stream=HERALD&subjects=herald.ev&replicas=1&storage=file]")
 	fs.IntVar(&c.historySize, "history-size", 10000, "events retained for replay and history, at most")
 	fs.DurationVar(&c.historyTTL, "history-ttl", time.Hour, "events older than this are dropped from history (0: no age limit)")
@@ -298,6 +304,10 @@ func (c *serveConfig) validate() error {
 		return usagef("--addr must not be empty")
 	case c.pprof && c.metricsAddr == "":
 		return usagef("--pprof needs --metrics-addr: profiles are served on the internal listener only")
+	case (c.tlsCert == "") != (c.tlsKey == ""):
+		return usagef("--tls-cert and --tls-key go together: give both or neither")
+	case c.h2c && c.tlsCert != "":
+		return usagef("--h2c is HTTP/2 without TLS; with --tls-cert the server speaks HTTP/2 over TLS already")
 	case c.historySize <= 0:
 		return usagef("--history-size must be positive, got %d", c.historySize)
 	case c.historyTTL < 0:
@@ -423,6 +433,16 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer, read
 	if err != nil {
 		return err
 	}
+	// Like the upstreams below, the certificate is loaded before anything
+	// starts: one that cannot be used is a usage error, not a server that
+	// fails every handshake.
+	tlsConfig, err := cfg.tlsConfig()
+	if err != nil {
+		return err
+	}
+	if err := cfg.checkHTTP2(os.Getenv("GODEBUG")); err != nil {
+		return err
+	}
 
 	// Upstreams are built before anything starts, so a URL they refuse is a
 	// usage error with nothing to clean up.
@@ -496,6 +516,8 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer, read
 		ReadHeaderTimeout: readHeaderTimeout,
 		IdleTimeout:       idleTimeout,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+		Protocols:         cfg.protocols(),
+		TLSConfig:         tlsConfig,
 	}
 
 	ln, err := net.Listen("tcp", cfg.addr)
@@ -519,8 +541,16 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer, read
 		defer dbg.stop()
 	}
 	served := make(chan error, 1)
-	go func() { served <- srv.Serve(ln) }()
-	log.Info("listening", "addr", ln.Addr().String(), "broker", redactBroker(cfg.broker), "auth", cfg.authMode, "version", buildVersion())
+	go func() {
+		if tlsConfig != nil {
+			// ServeTLS offers h2 and http/1.1 by ALPN, as srv.Protocols says.
+			served <- srv.ServeTLS(ln, "", "")
+			return
+		}
+		served <- srv.Serve(ln)
+	}()
+	log.Info("listening", "addr", ln.Addr().String(), "scheme", cfg.scheme(), "protocols", cfg.protocolNames(),
+		"broker", redactBroker(cfg.broker), "auth", cfg.authMode, "version", buildVersion())
 	if authn == nil {
 		if tcp, ok := ln.Addr().(*net.TCPAddr); ok && !tcp.IP.IsLoopback() {
 			log.Warn("AUTHENTICATION IS OFF on an address other machines can reach: anyone may subscribe to, " +
@@ -564,9 +594,12 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer, read
 //     end (http.Server.Shutdown would otherwise wait for them forever) and
 //     WebSocket connections close with 1001. Publishing still works.
 //  2. srv.Shutdown closes the listener and lets in-flight requests
-//     (publishes among them) finish.
+//     (publishes among them) finish. SSE streams over HTTP/2 are such
+//     requests, as HTTP/2 cannot be hijacked: they have ended in step 1,
+//     and each HTTP/2 connection gets a GOAWAY and closes.
 //  3. sseH.Wait and wsH.Wait wait for the hijacked SSE streams and
-//     WebSocket connections, which http.Server does not track.
+//     WebSocket connections (HTTP/1.1, with or without TLS), which
+//     http.Server does not track.
 //  4. svc.Shutdown refuses new actions (nothing can submit one any more)
 //     and lets the accepted ones finish and publish their results, which
 //     needs the hub still open; what has not finished when the timeout

@@ -62,8 +62,10 @@ func (tb *Tab) Errors() []string {
 
 // New starts a headless Chromium for the test and returns a function that
 // opens a tab. Everything ends with the test; a failed test leaves a
-// screenshot of each of its tabs (see screenshot).
-func New(t *testing.T) func() *Tab {
+// screenshot of each of its tabs (see screenshot). extra adds to the
+// browser's options, e.g. chromedp.Flag("ignore-certificate-errors", true)
+// for a server with a self-signed certificate.
+func New(t *testing.T, extra ...chromedp.ExecAllocatorOption) func() *Tab {
 	t.Helper()
 	opts := []chromedp.ExecAllocatorOption{
 		chromedp.ExecPath(chromium(t)),
@@ -76,6 +78,7 @@ func New(t *testing.T) func() *Tab {
 		chromedp.Flag("disable-dev-shm-usage", true),
 		chromedp.UserDataDir(t.TempDir()),
 	}
+	opts = append(opts, extra...)
 	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
 	bctx, cancelBrowser := chromedp.NewContext(actx)
 	if err := chromedp.Do(bctx); err != nil {

@@ -24,7 +24,8 @@ import (
 // "Connection: close", as a stream never ends on its own and is never
 // followed by another response: every event goes out as the same shared
 // bytes, with no chunk framing added per connection. HTTP/2 cannot be
-// hijacked and keeps the ResponseWriter path (stream.go).
+// hijacked and keeps the ResponseWriter path (stream.go); HTTP/1.1 over TLS
+// is hijacked like plain HTTP/1.1, as a *tls.Conn.
 
 // parkAfter is how long a writer waits for more work before it parks.
 const parkAfter = time.Second
@@ -57,6 +58,7 @@ type connStream struct {
 	idle     *time.Timer // the writer's parkAfter timer
 	items    []hub.Item
 	deadline time.Time // of the last write
+	aborted  bool      // close the socket at once, with a reset
 }
 
 // serveConn hijacks the connection under w and serves the stream on it
@@ -82,7 +84,7 @@ func (h *Handler) serveConn(w http.ResponseWriter, r *http.Request, c *hub.Clien
 	head := h.appendHeader(make([]byte, 0, 512), w.Header())
 	if err := s.write(head); err != nil {
 		h.writeConnFailed(s, err)
-		_ = conn.Close()
+		s.close()
 		c.Close()
 		h.streams.Done()
 		return true
@@ -250,9 +252,29 @@ func (s *connStream) writeItems(items []hub.Item) error { return writeItems(item
 // abort makes the close a reset: a slow consumer's socket may hold a
 // backlog it has not read, which a graceful close would keep sending.
 func (s *connStream) abort() {
-	if tc, ok := s.conn.(interface{ SetLinger(int) error }); ok {
+	s.aborted = true
+	if tc, ok := socket(s.conn).(interface{ SetLinger(int) error }); ok {
 		_ = tc.SetLinger(0)
 	}
+}
+
+// socket returns the connection under TLS, or conn itself.
+func socket(conn net.Conn) net.Conn {
+	if tc, ok := conn.(interface{ NetConn() net.Conn }); ok {
+		return tc.NetConn()
+	}
+	return conn
+}
+
+// close closes the connection. After abort it closes the socket under TLS
+// directly: tls.Conn's Close would first queue a close_notify alert behind
+// the backlog that the client does not read, and wait up to 5 s for it.
+func (s *connStream) close() {
+	if s.aborted {
+		_ = socket(s.conn).Close()
+		return
+	}
+	_ = s.conn.Close()
 }
 
 // finish ends the stream after err (nil: the peer left or the hub ended the
@@ -262,7 +284,7 @@ func (s *connStream) finish(err error) {
 	if err != nil {
 		s.h.writeConnFailed(s, err)
 	}
-	_ = s.conn.Close()
+	s.close()
 	s.heartbeat.Stop()
 	if s.idle != nil {
 		s.idle.Stop()
