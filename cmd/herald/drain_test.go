@@ -118,10 +118,10 @@ func testShutdownRedis(t *testing.T) {
 	}
 
 	// Every action A accepted ends on B, and its result is published.
-	var unfinished []string
+	unfinished := append([]string(nil), actions...)
 	wait.For(t, 2*time.Minute, "every accepted action to finish", func() bool {
-		unfinished = unfinished[:0]
-		for _, id := range actions {
+		still := unfinished[:0]
+		for _, id := range unfinished {
 			a := actionOn(t, b.url, id)
 			switch {
 			case a.Status == "succeeded":
@@ -130,9 +130,10 @@ func testShutdownRedis(t *testing.T) {
 					t.Fatalf("action %s failed without a reason: %+v", id, a)
 				}
 			default:
-				unfinished = append(unfinished, id)
+				still = append(still, id)
 			}
 		}
+		unfinished = still
 		return len(unfinished) == 0
 	})
 	results := map[string]bool{}
