@@ -119,16 +119,19 @@ func testShutdownRedis(t *testing.T) {
 
 	// Every action A accepted ends on B, and its result is published.
 	unfinished := append([]string(nil), actions...)
+	final := map[string]int{} // by status, and failures by code
 	wait.For(t, 2*time.Minute, "every accepted action to finish", func() bool {
 		still := unfinished[:0]
 		for _, id := range unfinished {
 			a := actionOn(t, b.url, id)
 			switch {
 			case a.Status == "succeeded":
+				final[a.Status]++
 			case a.Status == "failed":
 				if a.Error == nil || a.Error.Code == "" {
 					t.Fatalf("action %s failed without a reason: %+v", id, a)
 				}
+				final[a.Status+" ("+a.Error.Code+")"]++
 			default:
 				still = append(still, id)
 			}
@@ -136,6 +139,7 @@ func testShutdownRedis(t *testing.T) {
 		unfinished = still
 		return len(unfinished) == 0
 	})
+	t.Logf("on node B, the actions A accepted ended: %v", final)
 	results := map[string]bool{}
 	for _, data := range readTopic(t, b.url, drainResults, published[0].id) {
 		var r struct {

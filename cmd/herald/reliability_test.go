@@ -83,6 +83,9 @@ func logReport(t *testing.T, name string, rep *loadgen.Report) {
 		rep.Lost, rep.Duplicates, rep.OutOfOrder, rep.Incomplete, rep.Resets,
 		rep.Disconnects, rep.Reconnects, rep.Stalled, rep.StalledDisconnected,
 		l.P50, l.P90, l.P99, l.P999, l.Max, rep.Errors, rep.Seed)
+	if r := rep.ReconnectMS; r != nil {
+		t.Logf("%s: reconnect (dial to subscribed) ms p50 %.2f p99 %.2f max %.2f", name, r.P50, r.P99, r.Max)
+	}
 }
 
 // checkExactDelivery fails t unless every one of the run's subscribers
