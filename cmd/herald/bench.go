@@ -42,6 +42,10 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.StringVar(&cfg.Prefix, "prefix", "bench", "topic `PREFIX`: topics are PREFIX.0 … PREFIX.K-1")
 	fs.StringVar(&shard, "shard", "", "run shard `i/n` of a load split over n bench processes: this one takes its share of --subscribers and --rate, topics PREFIX-si.*, and source addresses after the other shards'")
 	fs.DurationVar(&cfg.Drain, "drain", 5*time.Second, "how long to wait for late deliveries after publishing")
+	fs.Int64Var(&cfg.Events, "events", 0, "publish exactly `N` events (actions mode: actions) at --rate, instead of publishing for --duration")
+	fs.Float64Var(&cfg.ChaosDisconnect, "chaos-disconnect", 0, "forced disconnects per second while publishing: each cuts a random subscriber's connection from the client side, and the subscriber reconnects at once and resumes from its last event (SSE Last-Event-ID, WebSocket subscribe since); the report counts the reconnects, and loss, duplicates and order are judged across them")
+	fs.IntVar(&cfg.Stall, "stall", 0, "`N` extra connections that subscribe to every topic and never read (their receive window fills), left out of the figures; the report says how many the server closed")
+	fs.Uint64Var(&cfg.Seed, "seed", 0, "seed of the run's random choices (0: drawn; the report gives it, to replay a run)")
 	fs.StringVar(&jsonOut, "json", "", "write the report as JSON to `FILE` (- for stdout)")
 	fs.StringVar(&htmlOut, "html", "", "write the report as a self-contained HTML page with latency-over-time and histogram plots to `FILE`")
 	fs.BoolVar(&quiet, "quiet", false, "no live status line")
@@ -49,7 +53,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			fs.SetOutput(stdout)
-			fmt.Fprint(stdout, "Usage: herald bench [flags]\n\nConnects subscribers, publishes at a fixed rate, and reports deliveries/s,\nloss, duplicates, order and publish-to-receive latency. --mode actions posts\nactions instead and measures the time to 202, --mode connect the connection\nramp, --mode idle the memory idle connections cost.\n\nFlags:\n")
+			fmt.Fprint(stdout, "Usage: herald bench [flags]\n\nConnects subscribers, publishes at a fixed rate, and reports deliveries/s,\nloss, duplicates, order and publish-to-receive latency. --mode actions posts\nactions instead and measures the time to 202, --mode connect the connection\nramp, --mode idle the memory idle connections cost. --chaos-disconnect cuts\nrandom subscribers, which resume from their last event; --stall adds\nconnections that never read.\n\nFlags:\n")
 			fs.PrintDefaults()
 			return err
 		}
@@ -62,6 +66,12 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	if cfg.Ramp < 0 || cfg.ServerPID < 0 {
 		return usagef("--ramp and --server-pid must not be negative")
+	}
+	if cfg.Events < 0 || cfg.ChaosDisconnect < 0 || cfg.Stall < 0 {
+		return usagef("--events, --chaos-disconnect and --stall must not be negative")
+	}
+	if (cfg.Events > 0 || cfg.ChaosDisconnect > 0 || cfg.Stall > 0) && cfg.Mode != loadgen.ModeFanout && cfg.Mode != loadgen.ModeActions {
+		return usagef("--events, --chaos-disconnect and --stall need --mode fanout or actions")
 	}
 	if shard != "" {
 		i, n, ok := strings.Cut(shard, "/")
@@ -110,10 +120,26 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if rep.Mode == loadgen.ModeActions && rep.Accepted == 0 {
 		return fmt.Errorf("no action was accepted: errors %s", strings.Join(loadgen.SortedErrors(rep.Errors), " "))
 	}
-	if rep.Lost > 0 || rep.Duplicates > 0 || rep.OutOfOrder > 0 {
-		return fmt.Errorf("delivery was not exact: lost %d, duplicates %d, out of order %d", rep.Lost, rep.Duplicates, rep.OutOfOrder)
+	if rep.Lost > 0 || rep.Duplicates > 0 || rep.OutOfOrder > 0 || rep.Resets > 0 {
+		return fmt.Errorf("delivery was not exact: lost %d, duplicates %d, out of order %d, resets %d", rep.Lost, rep.Duplicates, rep.OutOfOrder, rep.Resets)
 	}
 	return nil
+}
+
+// printChaos writes the lines of the forced disconnects and stalled
+// connections, if the run had any.
+func printChaos(w io.Writer, rep *loadgen.Report) {
+	if rep.ReconnectMS != nil {
+		r := rep.ReconnectMS
+		fmt.Fprintf(w, "chaos  disconnects %d  reconnects %d  resets %d  incomplete subscribers %d  seed %d\n",
+			rep.Disconnects, rep.Reconnects, rep.Resets, rep.Incomplete, rep.Seed)
+		fmt.Fprintf(w, "reconnect ms  p50 %.2f  p99 %.2f  max %.2f\n", r.P50, r.P99, r.Max)
+	} else if rep.Resets > 0 {
+		fmt.Fprintf(w, "resets %d\n", rep.Resets)
+	}
+	if rep.Stalled > 0 {
+		fmt.Fprintf(w, "stalled %d  closed by the server %d\n", rep.Stalled, rep.StalledDisconnected)
+	}
 }
 
 // printReport writes the human summary of rep, whose lines depend on the mode.
@@ -160,6 +186,9 @@ func printReport(w io.Writer, rep *loadgen.Report) {
 		if p := rep.PublishMS; p != nil {
 			fmt.Fprintf(w, "publish ms  p50 %.2f  p99 %.2f  max %.2f\n", p.P50, p.P99, p.Max)
 		}
+	}
+	if rep.Mode == loadgen.ModeFanout || rep.Mode == loadgen.ModeActions {
+		printChaos(w, rep)
 	}
 }
 

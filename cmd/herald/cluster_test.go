@@ -501,10 +501,12 @@ var buildHerald = sync.OnceValues(func() (string, error) {
 // builtHerald is set once buildHerald has run.
 var builtHerald atomic.Bool
 
-// process is a herald serve in a process of its own.
+// process is a herald serve in a process of its own. Its log (warnings,
+// unless args set --log-level) is kept in logs and shown if the test fails.
 type process struct {
-	url string
-	cmd *exec.Cmd
+	url  string
+	cmd  *exec.Cmd
+	logs *syncBuffer
 }
 
 func startProcess(t *testing.T, args ...string) *process {
@@ -515,12 +517,18 @@ func startProcess(t *testing.T, args ...string) *process {
 	}
 	port := freePort(t)
 	cmd := exec.Command(bin, append([]string{"serve", "--addr", fmt.Sprintf("127.0.0.1:%d", port), "--log-level", "warn"}, args...)...)
-	cmd.Stderr = os.Stderr
+	logs := &syncBuffer{}
+	cmd.Stderr = logs
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	p := &process{url: fmt.Sprintf("http://127.0.0.1:%d", port), cmd: cmd}
-	t.Cleanup(p.kill)
+	p := &process{url: fmt.Sprintf("http://127.0.0.1:%d", port), cmd: cmd, logs: logs}
+	t.Cleanup(func() {
+		p.kill()
+		if t.Failed() {
+			t.Logf("log of the node at %s:\n%s", p.url, logs)
+		}
+	})
 	wait.For(t, 20*time.Second, "the node to be ready", func() bool {
 		resp, err := http.Get(p.url + "/readyz")
 		if err == nil {

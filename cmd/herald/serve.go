@@ -583,7 +583,12 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer, read
 	if serveErr != nil {
 		return fmt.Errorf("failed to serve: %w", serveErr)
 	}
-	log.Info("stopped")
+	// What the node did in its life, from counters that are final now: a
+	// drain can be checked against what clients were answered (every
+	// accepted action finished, and its result among the events).
+	hs, as := h.Stats(), svc.Stats()
+	log.Info("stopped", "events_published", hs.Published, "publish_errors", hs.PublishErrors,
+		"actions_accepted", as.Accepted, "actions_succeeded", as.Succeeded, "actions_failed", as.Failed)
 	return nil
 }
 

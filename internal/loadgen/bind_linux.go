@@ -22,3 +22,17 @@ func bindNoPort(network, address string, c syscall.RawConn) error {
 	}
 	return serr
 }
+
+// setReceiveBuffer sets the socket's SO_RCVBUF to n bytes (the kernel
+// doubles it for its own bookkeeping). Set before connect, it also bounds
+// the window the connection starts with.
+func setReceiveBuffer(c syscall.RawConn, n int) error {
+	var serr error
+	err := c.Control(func(fd uintptr) {
+		serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, n)
+	})
+	if err != nil {
+		return err
+	}
+	return serr
+}

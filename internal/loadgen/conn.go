@@ -16,9 +16,11 @@ import (
 
 // subConn is one subscriber connection; read consumes events until ctx ends
 // or the connection fails. The goroutine that calls read owns the
-// subscriber's per-event state for as long as read runs.
+// subscriber's per-event state for as long as read runs. close may be
+// called from any goroutine, also during read, which it ends.
 type subConn interface {
 	read(ctx context.Context) error
+	close()
 }
 
 // source is one loopback source address: a dialer bound to it.
@@ -60,22 +62,63 @@ func (r *run) readBufferSize(kind string) int {
 	}
 }
 
-func (r *run) connect(ctx context.Context, kind string, s *subscriber, src source) (subConn, error) {
+// connect opens s's connection from src and subscribes it to its topic;
+// since, if not empty, is the cursor to resume after.
+func (r *run) connect(ctx context.Context, kind string, s *subscriber, src source, since string) (subConn, error) {
 	topic := fmt.Sprintf("%s.%d", r.cfg.Prefix, s.topic)
 	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	if kind == "sse" {
-		return dialSSE(cctx, r, s, src.dialer, topic)
+		return dialSSE(cctx, r, s, src.dialer, topic, since)
 	}
 	c, err := dialWS(cctx, src.dialer, r.cfg.TLS, r.cfg.URL, r.readBufferSize("ws"))
 	if err != nil {
 		return nil, err
 	}
-	if err := c.subscribe(cctx, topic); err != nil {
+	if err := c.subscribe(cctx, topic, since); err != nil {
 		c.Close()
 		return nil, err
 	}
 	return &wsSub{r: r, s: s, c: c}, nil
+}
+
+// Control messages a subscriber counts: the server's word that it missed
+// events it cannot replay.
+var (
+	wsReset  = []byte(`{"op":"reset"`)
+	sseReset = []byte("event: herald.reset")
+)
+
+// received handles one event of s (p is its WebSocket message or SSE data
+// line) with its parsed fields. The first one also tells the epoch of the
+// log, which a resume needs along with the cursor's sequence.
+func (r *run) received(s *subscriber, p []byte, cursor uint64, seq, sent, now int64) {
+	if s.epoch == "" {
+		if e := epochOf(p); e != "" {
+			s.epoch = e
+			s.resumable.Store(true)
+		}
+	}
+	r.observe(s, cursor, seq, sent, now)
+}
+
+// epochOf returns the epoch of the first "id" of an event's JSON: the text
+// before the cursor's last '-'.
+func epochOf(p []byte) string {
+	i := bytes.Index(p, []byte(`"id":"`))
+	if i < 0 {
+		return ""
+	}
+	id := p[i+len(`"id":"`):]
+	j := bytes.IndexByte(id, '"')
+	if j < 0 {
+		return ""
+	}
+	k := bytes.LastIndexByte(id[:j], '-')
+	if k <= 0 {
+		return ""
+	}
+	return string(id[:k])
 }
 
 type wsSub struct {
@@ -98,10 +141,14 @@ func (w *wsSub) read(ctx context.Context) error {
 			return err
 		}
 		if cur, seq, sent, ok := parsePayload(p); ok {
-			w.r.observe(w.s, cur, seq, sent, w.c.conn.last)
+			w.r.received(w.s, p, cur, seq, sent, w.c.conn.last)
+		} else if bytes.HasPrefix(p, wsReset) {
+			w.r.resets.Add(1)
 		}
 	}
 }
+
+func (w *wsSub) close() { w.c.Close() }
 
 // sseSub reads one event stream. It is a plain HTTP/1.1 GET on a
 // connection of its own, like the WebSocket client and for the same reason:
@@ -114,7 +161,7 @@ type sseSub struct {
 	br   *bufio.Reader // the stream: the connection's reader, or one over a chunked body
 }
 
-func dialSSE(ctx context.Context, r *run, s *subscriber, d *net.Dialer, topic string) (subConn, error) {
+func dialSSE(ctx context.Context, r *run, s *subscriber, d *net.Dialer, topic, lastEventID string) (subConn, error) {
 	e, err := newEndpoint(r.cfg.URL, "/v1/events?topic="+url.QueryEscape(topic), r.cfg.TLS, d)
 	if err != nil {
 		return nil, err
@@ -124,7 +171,11 @@ func dialSSE(ctx context.Context, r *run, s *subscriber, d *net.Dialer, topic st
 	var resp *http.Response
 	_, err = e.open(ctx, func(raw net.Conn) error {
 		req := "GET " + e.path + " HTTP/1.1\r\nHost: " + e.host +
-			"\r\nAccept: text/event-stream\r\nUser-Agent: herald-bench\r\n\r\n"
+			"\r\nAccept: text/event-stream\r\nUser-Agent: herald-bench\r\n"
+		if lastEventID != "" {
+			req += "Last-Event-ID: " + lastEventID + "\r\n"
+		}
+		req += "\r\n"
 		if _, err := io.WriteString(raw, req); err != nil {
 			return err
 		}
@@ -172,11 +223,15 @@ func (s *sseSub) read(ctx context.Context) error {
 		}
 		if bytes.HasPrefix(line, []byte("data: ")) {
 			if cur, seq, sent, ok := parsePayload(line); ok {
-				s.r.observe(s.s, cur, seq, sent, s.conn.last)
+				s.r.received(s.s, line, cur, seq, sent, s.conn.last)
 			}
+		} else if bytes.HasPrefix(line, sseReset) {
+			s.r.resets.Add(1)
 		}
 	}
 }
+
+func (s *sseSub) close() { s.conn.Close() }
 
 // errorKind names a reader's failure in the report: a WebSocket the server
 // closed on purpose by its close code, anything else as "read".

@@ -17,6 +17,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"sort"
@@ -63,7 +64,28 @@ type Config struct {
 	// means no split.
 	Shard, Shards int
 	TLS           *tls.Config // for https URLs; nil: the system's roots
-	sourceBase    int         // the first source address is 127.0.0.(1+sourceBase)
+
+	// Events, if positive, is how many events (actions mode: actions) the
+	// run publishes in all, at Rate: publishing ends after the last one,
+	// and Duration plays no part. A report can then say whether every
+	// subscriber ended with every event.
+	Events int64
+	// ChaosDisconnect is forced disconnects per second while publishing
+	// (fan-out and actions modes): each closes the connection of a random
+	// subscriber from the client side, and the subscriber reconnects at
+	// once and resumes from the last event it received (SSE with
+	// Last-Event-ID, WebSocket with subscribe since). See chaos.go.
+	ChaosDisconnect float64
+	// Stall is how many extra connections subscribe to every topic of the
+	// run and then never read, so that their receive windows fill. They are
+	// not among Subscribers and not in the figures; see stall.go.
+	Stall int
+	// Seed seeds the run's random choices (which subscriber the chaos
+	// disconnects); 0 draws one. The report gives the seed used, so a run
+	// can be replayed.
+	Seed uint64
+
+	sourceBase int // the first source address is 127.0.0.(1+sourceBase)
 	// Progress, if set, is called about once a second with a status line.
 	Progress func(Status)
 }
@@ -98,6 +120,25 @@ type Report struct {
 	LatencyMS        Latency          `json:"latency_ms"`
 	ConnectMS        Latency          `json:"connect_ms"`
 	Errors           map[string]int64 `json:"errors"`
+	// Incomplete counts the subscribers that did not end with every event
+	// published to their topic (0 exactly when Lost is 0).
+	Incomplete int `json:"incomplete_subscribers"`
+	// Resets counts herald.reset events received: the server said a
+	// subscriber missed events it could no longer replay.
+	Resets int64 `json:"resets"`
+	// Seed seeded the run's random choices (Config.Seed, or the one drawn).
+	Seed uint64 `json:"seed"`
+
+	// With Config.ChaosDisconnect: the disconnects forced, the reconnects
+	// that resumed a subscriber, and the time each reconnect took, from
+	// dial to subscribed.
+	Disconnects int64    `json:"chaos_disconnects,omitempty"`
+	Reconnects  int64    `json:"reconnects,omitempty"`
+	ReconnectMS *Latency `json:"reconnect_ms,omitempty"`
+	// With Config.Stall: the stalled connections opened, and how many of
+	// them the server had closed by the end of the run.
+	Stalled             int `json:"stalled,omitempty"`
+	StalledDisconnected int `json:"stalled_disconnected,omitempty"`
 
 	// Connect mode: connections per second over the ramp.
 	ConnectsPerSec float64 `json:"connects_per_sec,omitempty"`
@@ -188,6 +229,15 @@ func (c *Config) defaults() error {
 	if c.Subscribers < 0 || c.Topics < 0 || c.Publishers < 0 || c.Rate < 0 || c.Payload < 0 {
 		return errors.New("counts and rates must not be negative")
 	}
+	if c.Events < 0 || c.ChaosDisconnect < 0 || c.Stall < 0 {
+		return errors.New("events, chaos disconnects and stalled connections must not be negative")
+	}
+	if (c.Events > 0 || c.ChaosDisconnect > 0 || c.Stall > 0) && c.Mode != ModeFanout && c.Mode != ModeActions {
+		return fmt.Errorf("events, chaos disconnects and stalled connections need the fanout or actions mode, not %s", c.Mode)
+	}
+	if c.Seed == 0 {
+		c.Seed = rand.Uint64() | 1 // never 0, which would mean "draw one" on a replay
+	}
 	if c.Topics == 0 {
 		c.Topics = 1
 	}
@@ -227,7 +277,10 @@ func (c *Config) defaults() error {
 	if c.Shards > 1 {
 		i, n := c.Shard, c.Shards
 		c.Subscribers = c.Subscribers*i/n - c.Subscribers*(i-1)/n
+		c.Stall = c.Stall*i/n - c.Stall*(i-1)/n
+		c.Events = c.Events*int64(i)/int64(n) - c.Events*int64(i-1)/int64(n)
 		c.Rate /= float64(n)
+		c.ChaosDisconnect /= float64(n)
 		c.Prefix = fmt.Sprintf("%s-s%d", c.Prefix, i)
 		c.sourceBase = (i - 1) * c.SourceIPs
 		if c.sourceBase+c.SourceIPs > 254 {
@@ -251,18 +304,21 @@ func (c *Config) shardName() string {
 // subscriber keeps its own counters and latency batch, and takes its
 // histogram shard's lock once per batch.
 type run struct {
-	cfg       Config
-	start     time.Time
-	hists     [64]lockedHist // publish to receive, sharded by subscriber
-	reqHist   lockedHist     // publish or action request, scheduled send to answer
-	connHist  lockedHist     // dial start to subscribed
-	accepted  atomic.Int64   // events or actions the server accepted
-	connected atomic.Int64
-	errMu     sync.Mutex
-	errs      map[string]int64
-	subs      []*subscriber
-	phase     atomic.Value // string: what the progress line says the run is doing
-	timeline  []Sample     // owned by the sampler until it stops
+	cfg        Config
+	start      time.Time
+	hists      [64]lockedHist // publish to receive, sharded by subscriber
+	reqHist    lockedHist     // publish or action request, scheduled send to answer
+	connHist   lockedHist     // dial start to subscribed
+	accepted   atomic.Int64   // events or actions the server accepted
+	connected  atomic.Int64
+	resets     atomic.Int64 // herald.reset events received
+	cuts       atomic.Int64 // connections the chaos closed
+	resumeHist lockedHist   // a reconnect after a chaos disconnect, dial start to subscribed
+	errMu      sync.Mutex
+	errs       map[string]int64
+	subs       []*subscriber
+	phase      atomic.Value // string: what the progress line says the run is doing
+	timeline   []Sample     // owned by the sampler until it stops
 }
 
 type lockedHist struct {
@@ -297,6 +353,21 @@ type subscriber struct {
 	lats    [latBatch]int64 // latencies (µs) not yet in the histogram
 	nlat    int
 	flushed int64 // unix ns of the last flush
+
+	// Resuming (chaos.go), owned by the reader like the fields above:
+	// the epoch of the cursors received (the cursor's sequence is cursor),
+	// and the reconnects made.
+	epoch      string
+	reconnects int64
+	// resumable is set once the subscriber has a cursor to resume from;
+	// before that a forced disconnect could lose events for want of one,
+	// which would be the test's doing, not the server's.
+	resumable atomic.Bool
+	// cutMu guards conn, the open connection (nil while reconnecting), and
+	// cut, set when the chaos closed it on purpose.
+	cutMu sync.Mutex
+	conn  subConn
+	cut   bool
 }
 
 // latBatch latencies are recorded under one lock of a histogram shard, and
@@ -413,7 +484,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	for i := range r.hists {
 		r.hists[i].h = newHist()
 	}
-	r.reqHist.h, r.connHist.h = newHist(), newHist()
+	r.reqHist.h, r.connHist.h, r.resumeHist.h = newHist(), newHist(), newHist()
 	// Fixed before any goroutine starts: the progress display reads it.
 	r.subs = make([]*subscriber, cfg.Subscribers)
 	for i := range r.subs {
@@ -437,6 +508,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		return nil, err
 	}
 	connected := int(r.connected.Load())
+	stalled := r.openStalled(ctx, srcs)
 
 	// Publish at a fixed rate. In actions mode the main latency and rate are
 	// the requests' own; deliveries (of result events) are still counted.
@@ -457,8 +529,10 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		m = meter{name: "accepted/s", count: r.accepted.Load, latency: func() *hdrhistogram.Histogram { return mergedCopy(&r.reqHist) }}
 	}
 	stopSampler := r.sample(ctx, m)
+	stopChaos := r.startChaos(ctx)
 	published, perTopic := r.publish(ctx)
 	pubEnd := time.Now()
+	stopChaos()
 
 	// Wait for stragglers: until every subscriber has its topic's count, or Drain.
 	deadline := time.Now().Add(cfg.Drain)
@@ -471,6 +545,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		case <-ctx.Done():
 		}
 	}
+	stalledClosed := closedStalled(stalled)
 	stopSampler()
 	cancel()
 	wg.Wait()
@@ -484,6 +559,12 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		DurationS:   pubEnd.Sub(r.start).Seconds(),
 		Published:   published,
 		Errors:      r.errs,
+		Resets:      r.resets.Load(),
+		Seed:        cfg.Seed,
+		Disconnects: r.cuts.Load(),
+		Stalled:     len(stalled),
+
+		StalledDisconnected: stalledClosed,
 	}
 	perSub := map[int]int{}
 	for _, s := range r.subs {
@@ -498,7 +579,9 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		want := perTopic[s.topic]
 		if got := s.received.Load(); got < want {
 			rep.Lost += want - got
+			rep.Incomplete++
 		}
+		rep.Reconnects += s.reconnects
 		rep.Delivered += s.delivered.Load()
 		rep.Duplicates += s.dups
 		rep.OutOfOrder += s.ooo
@@ -518,6 +601,10 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	}
 	rep.LatencyMS = summarize(all)
 	rep.ConnectMS = summarize(r.connHist.h)
+	if cfg.ChaosDisconnect > 0 {
+		rm := summarize(r.resumeHist.h)
+		rep.ReconnectMS = &rm
+	}
 	req := summarize(r.reqHist.h) // every publisher has ended
 	rep.Timeline = r.timeline
 	if cfg.Mode == ModeActions {
@@ -606,6 +693,10 @@ func (r *run) publish(ctx context.Context) (int64, map[int]int64) {
 		var mu sync.Mutex // guards counts[p], failed[p] and the order of sequence numbers
 		var ticket atomic.Int64
 		interval := time.Duration(float64(time.Second) / perPub)
+		// With a fixed count of events, this publisher's share: requests
+		// of Batch events, the last one with what remains.
+		events := cfg.Events*int64(p+1)/int64(cfg.Publishers) - cfg.Events*int64(p)/int64(cfg.Publishers)
+		requests := (events + int64(cfg.Batch) - 1) / int64(cfg.Batch)
 		for range maxInFlight {
 			wg.Add(1)
 			go func() {
@@ -617,7 +708,15 @@ func (r *run) publish(ctx context.Context) (int64, map[int]int64) {
 				for ctx.Err() == nil {
 					i := ticket.Add(1) - 1
 					scheduled := r.start.Add(time.Duration(i) * interval)
-					if scheduled.After(end) {
+					size := cfg.Batch
+					if cfg.Events > 0 {
+						if i >= requests {
+							return
+						}
+						if i == requests-1 {
+							size = int(events - i*int64(cfg.Batch))
+						}
+					} else if scheduled.After(end) {
 						return
 					}
 					if d := time.Until(scheduled); d > 0 {
@@ -634,7 +733,7 @@ func (r *run) publish(ctx context.Context) (int64, map[int]int64) {
 						body = append(body, `{"events":[`...)
 					}
 					mu.Lock()
-					for b := 0; b < cfg.Batch; b++ {
+					for b := 0; b < size; b++ {
 						t := topics[(int(i)*cfg.Batch+b)%len(topics)]
 						counts[p][t]++
 						batch = append(batch, t)

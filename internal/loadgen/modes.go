@@ -41,8 +41,7 @@ const (
 // subscribe reply on WebSocket, the response headers on SSE) goes into
 // r.connHist.
 // Every open connection gets a reader goroutine counted in wg, which ends
-// when ctx does or the connection fails (a failure before ctx ends is
-// recorded as an error). ramp returns once every attempt has finished, with
+// when ctx does or the connection fails (see hold). ramp returns once every attempt has finished, with
 // ctx's error if ctx ended first; the caller ends ctx and waits on wg.
 func (r *run) ramp(ctx context.Context, srcs []source, wg *sync.WaitGroup) error {
 	cfg := r.cfg
@@ -60,7 +59,8 @@ func (r *run) ramp(ctx context.Context, srcs []source, wg *sync.WaitGroup) error
 					kind = [2]string{"ws", "sse"}[s.idx%2]
 				}
 				t0 := time.Now()
-				conn, err := r.connect(ctx, kind, s, srcs[s.idx%len(srcs)])
+				src := srcs[s.idx%len(srcs)]
+				conn, err := r.connect(ctx, kind, s, src, "")
 				if err != nil {
 					if ctx.Err() == nil {
 						r.fail(connectErrorKind(err))
@@ -74,10 +74,7 @@ func (r *run) ramp(ctx context.Context, srcs []source, wg *sync.WaitGroup) error
 				wg.Add(1)
 				go func() {
 					defer wg.Done()
-					defer r.connected.Add(-1)
-					if err := conn.read(ctx); err != nil && ctx.Err() == nil {
-						r.fail(errorKind(err))
-					}
+					r.hold(ctx, kind, s, src, conn)
 				}()
 			}
 		}()

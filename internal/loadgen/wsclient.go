@@ -347,13 +347,14 @@ func headerHas(h http.Header, name, token string) bool {
 	return false
 }
 
-// subscribe sends a subscribe message and waits for its ok; ctx bounds the wait.
-func (c *wsConn) subscribe(ctx context.Context, topic string) error {
+// subscribe sends a subscribe message, with since if it is not empty, and
+// waits for its ok; ctx bounds the wait.
+func (c *wsConn) subscribe(ctx context.Context, topic, since string) error {
 	stop := context.AfterFunc(ctx, func() { c.conn.Close() })
 	if dl, ok := ctx.Deadline(); ok {
 		_ = c.conn.SetDeadline(dl)
 	}
-	err := c.sendSubscribe(topic)
+	err := c.sendSubscribe(topic, since)
 	if !stop() {
 		return fmt.Errorf("failed to subscribe: %w", ctx.Err())
 	}
@@ -361,8 +362,12 @@ func (c *wsConn) subscribe(ctx context.Context, topic string) error {
 	return err
 }
 
-func (c *wsConn) sendSubscribe(topic string) error {
-	msg := fmt.Appendf(nil, `{"op":"subscribe","ref":1,"topics":[%q]}`, topic)
+func (c *wsConn) sendSubscribe(topic, since string) error {
+	msg := fmt.Appendf(nil, `{"op":"subscribe","ref":1,"topics":[%q]`, topic)
+	if since != "" {
+		msg = fmt.Appendf(msg, `,"since":%q`, since)
+	}
+	msg = append(msg, '}')
 	if _, err := c.conn.Write(appendFrame(nil, opText, msg)); err != nil {
 		return fmt.Errorf("failed to subscribe: %w", err)
 	}

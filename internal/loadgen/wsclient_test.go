@@ -277,7 +277,7 @@ func TestDialSubscribeAndReceive(t *testing.T) {
 	if got := c.conn.LocalAddr().(*net.TCPAddr).IP.String(); got != "127.0.0.2" {
 		t.Fatalf("connected from %s, want the dialer's 127.0.0.2", got)
 	}
-	if err := c.subscribe(ctx, "lg.a"); err != nil {
+	if err := c.subscribe(ctx, "lg.a", ""); err != nil {
 		t.Fatal(err)
 	}
 	msgs, err := ts.hub.Publish(ctx,
@@ -311,7 +311,7 @@ func TestSubscriberAnswersPings(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	if err := c.subscribe(ctx, "lg.ping"); err != nil {
+	if err := c.subscribe(ctx, "lg.ping", ""); err != nil {
 		t.Fatal(err)
 	}
 	start := time.Now()
