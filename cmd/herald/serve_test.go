@@ -108,6 +108,16 @@ func TestServeShutdownBound(t *testing.T) {
 	if _, err := io.WriteString(conn, "GET /healthz HTTP/1.1\r\nHost: herald\r\n"); err != nil {
 		t.Fatalf("write: %v", err)
 	}
+	// The server must have accepted that connection before the shutdown
+	// closes the listener; otherwise nothing is hung and the shutdown is
+	// instant. It accepts in order, so an answer on a connection dialled
+	// after it proves it.
+	later := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: 10 * time.Second}
+	resp, err := later.Get(in.url + "/healthz")
+	if err != nil {
+		t.Fatalf("GET /healthz on a later connection: %v", err)
+	}
+	resp.Body.Close()
 
 	err, took := in.stop(t, timeout+5*time.Second)
 	if err != nil {
