@@ -51,6 +51,7 @@ func Run(t *testing.T, newBroker func(t *testing.T, o Options) hub.Broker) {
 	t.Run("ReadableBeforeDelivered", s.testReadableBeforeDelivered)
 	t.Run("FilteredRead", s.testFilteredRead)
 	t.Run("ReadPaging", s.testReadPaging)
+	t.Run("ReadAtHeadWhilePublishing", s.testReadAtHeadWhilePublishing)
 	t.Run("RetentionByCount", s.testRetentionByCount)
 	t.Run("RetentionByAge", s.testRetentionByAge)
 	t.Run("Latest", s.testLatest)
@@ -471,6 +472,51 @@ func (s *suite) testReadableBeforeDelivered(t *testing.T) {
 	rec.waitN(t, total)
 	rec.check(t)
 	t.Logf("%d reads behind the delivery position", checks)
+}
+
+// testReadAtHeadWhilePublishing: a reader that follows the head of the
+// log (as a client that has just resumed does) while another goroutine
+// publishes never sees ErrHistoryGone: nothing is trimmed, so a race
+// between reading and appending must not look like one.
+func (s *suite) testReadAtHeadWhilePublishing(t *testing.T) {
+	b, _ := s.open(t, Options{Size: 100000})
+	ctx := ctxT(t)
+	const n = 500
+	done := make(chan error, 1)
+	go func() {
+		for i := range n {
+			if _, err := b.Publish(ctx, []hub.Draft{draft(t, "head.t", fmt.Sprint(i))}); err != nil {
+				done <- err
+				return
+			}
+		}
+		done <- nil
+	}()
+	pats := []hub.Pattern{hub.MustPattern("head.*")}
+	var after uint64
+	reads := 0
+	for finished := false; !finished || after < n; reads++ {
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatalf("publish: %v", err)
+			}
+			finished = true
+		default:
+		}
+		res, err := b.Read(ctx, hub.ReadRequest{After: after, Patterns: pats, Limit: 10})
+		if err != nil {
+			t.Fatalf("read %d after %d: %v", reads, after, err)
+		}
+		after = res.Next
+		if finished && len(res.Messages) == 0 && after < n {
+			b, err := b.Bounds(ctx)
+			if err != nil || b.Last < n {
+				t.Fatalf("after the publishes: bounds %+v, %v", b, err)
+			}
+		}
+	}
+	t.Logf("%d reads followed the head", reads)
 }
 
 func (s *suite) testFilteredRead(t *testing.T) {

@@ -334,6 +334,11 @@ func (b *Broker) Read(ctx context.Context, req hub.ReadRequest) (hub.ReadResult,
 	b.maybeTrim(ctx)
 	res := hub.ReadResult{Next: req.After}
 	from, scanned := req.After+1, 0
+	// lastSeen is the log's end as read after an empty page, 0 before.
+	// The publish script numbers and appends in one step, so every event
+	// up to it is in the stream unless trimmed; reading it after the
+	// page, though, may count an event appended in between.
+	var lastSeen uint64
 	for {
 		page := 256
 		if req.MaxScan > 0 {
@@ -346,13 +351,18 @@ func (b *Broker) Read(ctx context.Context, req hub.ReadRequest) (hub.ReadResult,
 		if len(entries) == 0 {
 			if scanned == 0 {
 				// Nothing from After on: the end of the log, or all of it
-				// was trimmed.
+				// was trimmed. Which one is known only from an end read
+				// before the page: read it, and look again.
+				if lastSeen > req.After {
+					return hub.ReadResult{}, hub.ErrHistoryGone
+				}
 				last, err := b.lastSeq(ctx)
 				if err != nil {
 					return hub.ReadResult{}, err
 				}
 				if req.After < last {
-					return hub.ReadResult{}, hub.ErrHistoryGone
+					lastSeen = last
+					continue
 				}
 			}
 			return res, nil
