@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/heraldpush/herald/hub"
 	"github.com/heraldpush/herald/internal/loadgen"
 	"github.com/heraldpush/herald/internal/relay"
 	"github.com/heraldpush/herald/internal/wait"
@@ -83,8 +84,8 @@ func benchJSON(t *testing.T, args ...string) (loadgen.Report, map[string]json.Ra
 	return rep, raw, runErr
 }
 
-// serverClients reads the open client count from the server's /v1/stats.
-func serverClients(t *testing.T, in *instance) int64 {
+// serverStats reads the hub's counters from the server's /v1/stats.
+func serverStats(t *testing.T, in *instance) hub.Stats {
 	t.Helper()
 	resp, err := in.client.Get(in.url + "/v1/stats")
 	if err != nil {
@@ -92,15 +93,19 @@ func serverClients(t *testing.T, in *instance) int64 {
 	}
 	defer resp.Body.Close()
 	var st struct {
-		Hub struct {
-			Clients map[string]int64 `json:"clients"`
-		} `json:"hub"`
+		Hub hub.Stats `json:"hub"`
 	}
 	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
 		t.Fatalf("decode /v1/stats: %v", err)
 	}
+	return st.Hub
+}
+
+// serverClients reads the open client count from the server's /v1/stats.
+func serverClients(t *testing.T, in *instance) int64 {
+	t.Helper()
 	var n int64
-	for _, c := range st.Hub.Clients {
+	for _, c := range serverStats(t, in).Clients {
 		n += c
 	}
 	return n

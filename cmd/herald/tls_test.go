@@ -288,20 +288,7 @@ func TestTLSHTTP2ManySSEStreams(t *testing.T) {
 // consumers.
 func slowConsumers(t *testing.T, in *instance) int64 {
 	t.Helper()
-	resp, err := in.client.Get(in.url + "/v1/stats")
-	if err != nil {
-		t.Fatalf("GET /v1/stats: %v", err)
-	}
-	defer resp.Body.Close()
-	var st struct {
-		Hub struct {
-			SlowConsumers int64 `json:"slow_consumers"`
-		} `json:"hub"`
-	}
-	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
-		t.Fatalf("decode /v1/stats: %v", err)
-	}
-	return st.Hub.SlowConsumers
+	return serverStats(t, in).SlowKicked
 }
 
 // TestTLSHTTP2SlowStream stalls one SSE stream of an HTTP/2 connection and
