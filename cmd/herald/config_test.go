@@ -415,13 +415,7 @@ auth: jwt
 jwt-secret: 0123456789abcdef0123456789abcdef
 `)
 	redisFile := writeConfig(t, "broker: redis://127.0.0.1:1/0\n")
-	cases := []struct {
-		name   string
-		args   []string
-		status int
-		stdout string
-		stderr string
-	}{
+	runCommands(t, []commandCase{
 		{"check ok", []string{"config", "check", okFile}, 0, okFile + ": ok\n", ""},
 		{"check ok with redis", []string{"config", "check", redisFile}, 0, redisFile + ": ok\n", ""},
 		{"check unknown key", []string{"config", "check", writeConfig(t, "shards: 1\nhistory-sise: 5\n")}, 2, "",
@@ -443,24 +437,7 @@ jwt-secret: 0123456789abcdef0123456789abcdef
 		{"print -h", []string{"config", "print", "-h"}, 0, "HERALD_HISTORY_SIZE", ""},
 		{"print bad flag", []string{"config", "print", "--shards", "-3"}, 2, "", "--shards must not be negative"},
 		{"help lists config", []string{"help"}, 0, "config    print the configuration", ""},
-	}
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			var stdout, stderr strings.Builder
-			if got := run(tc.args, &stdout, &stderr); got != tc.status {
-				t.Errorf("exit status %d, want %d\nstdout: %s\nstderr: %s", got, tc.status, &stdout, &stderr)
-			}
-			if !strings.Contains(stdout.String(), tc.stdout) {
-				t.Errorf("stdout %q does not contain %q", &stdout, tc.stdout)
-			}
-			if !strings.Contains(stderr.String(), tc.stderr) {
-				t.Errorf("stderr %q does not contain %q", &stderr, tc.stderr)
-			}
-			if tc.status == 2 && stdout.Len() > 0 {
-				t.Errorf("stdout should be empty on a usage error, got %q", &stdout)
-			}
-		})
-	}
+	})
 }
 
 // TestServeConfigFile runs a server whose settings come from --config and

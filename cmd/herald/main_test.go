@@ -37,26 +37,19 @@ func (t testMain) Run() int {
 	return code
 }
 
-func TestCommands(t *testing.T) {
-	cases := []struct {
-		name       string
-		args       []string
-		status     int
-		stdout     string // substring expected on stdout
-		stderr     string // substring expected on stderr
-		noStdout   bool
-		noUsageErr bool
-	}{
-		{name: "no command", args: nil, status: 2, stderr: "Usage:", noStdout: true},
-		{name: "help", args: []string{"help"}, status: 0, stdout: "Commands:"},
-		{name: "--help", args: []string{"--help"}, status: 0, stdout: "serve"},
-		{name: "-h", args: []string{"-h"}, status: 0, stdout: "version"},
-		{name: "version", args: []string{"version"}, status: 0, stdout: "herald "},
-		{name: "unknown", args: []string{"frobnicate"}, status: 2, stderr: `unknown command "frobnicate"`, noStdout: true},
-		{name: "bench bad flag", args: []string{"bench", "--subscribers", "many"}, status: 2, stderr: "invalid value", noStdout: true},
-		{name: "bench -h", args: []string{"bench", "-h"}, status: 0, stdout: "-subscribers int"},
-		{name: "serve -h", args: []string{"serve", "-h"}, status: 0, stdout: "HERALD_HISTORY_SIZE"},
-	}
+// commandCase is one run of the herald binary's entry point: its exit
+// status and what its outputs must contain. A usage error (status 2)
+// must leave stdout empty.
+type commandCase struct {
+	name   string
+	args   []string
+	status int
+	stdout string // substring expected on stdout
+	stderr string // substring expected on stderr
+}
+
+func runCommands(t *testing.T, cases []commandCase) {
+	t.Helper()
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			var stdout, stderr bytes.Buffer
@@ -69,11 +62,25 @@ func TestCommands(t *testing.T) {
 			if !strings.Contains(stderr.String(), tc.stderr) {
 				t.Errorf("stderr %q does not contain %q", &stderr, tc.stderr)
 			}
-			if tc.noStdout && stdout.Len() > 0 {
+			if tc.status == 2 && stdout.Len() > 0 {
 				t.Errorf("stdout should be empty on a usage error, got %q", &stdout)
 			}
 		})
 	}
+}
+
+func TestCommands(t *testing.T) {
+	runCommands(t, []commandCase{
+		{name: "no command", args: nil, status: 2, stderr: "Usage:"},
+		{name: "help", args: []string{"help"}, status: 0, stdout: "Commands:"},
+		{name: "--help", args: []string{"--help"}, status: 0, stdout: "serve"},
+		{name: "-h", args: []string{"-h"}, status: 0, stdout: "version"},
+		{name: "version", args: []string{"version"}, status: 0, stdout: "herald "},
+		{name: "unknown", args: []string{"frobnicate"}, status: 2, stderr: `unknown command "frobnicate"`},
+		{name: "bench bad flag", args: []string{"bench", "--subscribers", "many"}, status: 2, stderr: "invalid value"},
+		{name: "bench -h", args: []string{"bench", "-h"}, status: 0, stdout: "-subscribers int"},
+		{name: "serve -h", args: []string{"serve", "-h"}, status: 0, stdout: "HERALD_HISTORY_SIZE"},
+	})
 }
 
 func TestServeFlagsAndEnv(t *testing.T) {
