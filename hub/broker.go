@@ -3,6 +3,10 @@ package hub
 import (
 	"context"
 	"errors"
+	"fmt"
+	"io"
+	"net"
+	"syscall"
 )
 
 // ErrHistoryGone is returned by Broker.Read when the requested position is
@@ -37,7 +41,10 @@ type Broker interface {
 	// that Bounds reported (events before it are history, not live).
 	Start(deliver func([]*Message)) error
 	// Publish appends the normalized drafts as one batch and returns them as
-	// messages carrying their cursors and times.
+	// messages carrying their cursors and times. A publish that returns an
+	// error stored nothing, and stores nothing later, unless the error is
+	// ErrUnconfirmed. Failures to reach the broker wrap ErrUnavailable, as
+	// they do for every other method.
 	Publish(ctx context.Context, drafts []Draft) ([]*Message, error)
 	// Read returns retained events after position req.After that match any
 	// of req.Patterns, oldest first. It returns ErrHistoryGone if events after
@@ -103,4 +110,31 @@ type ClusterCounter interface {
 	// ClusterSubscribers returns the subscribers per pattern summed over
 	// every live node, this one included.
 	ClusterSubscribers(ctx context.Context) (map[string]int, error)
+}
+
+// ErrUnconfirmed is returned by Broker.Publish when the publish reached the
+// broker, or may have, and the broker could not be asked for the outcome
+// before the publish's time ran out: the events may or may not be in the
+// log. It wraps ErrUnavailable. Every other error of Publish means that
+// nothing was stored, and nothing will be.
+var ErrUnconfirmed = fmt.Errorf("%w: the publish was not confirmed", ErrUnavailable)
+
+// Unavailable marks err, a failure to reach the broker, so that errors.Is
+// finds both ErrUnavailable and err in it. Brokers return it for
+// connection failures and timeouts, never for a refusal of the request
+// itself: a client may retry the first, not the second.
+func Unavailable(err error) error {
+	return fmt.Errorf("%w: %w", ErrUnavailable, err)
+}
+
+// IsConnFailure reports whether err is a failure of the connection to a
+// broker rather than an answer from it: a network error, a connection
+// closed under the request, or a deadline or cancellation.
+func IsConnFailure(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) ||
+		errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		errors.Is(err, net.ErrClosed) || errors.Is(err, syscall.ECONNRESET) ||
+		errors.Is(err, syscall.EPIPE) || errors.Is(err, syscall.ECONNREFUSED) ||
+		errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled)
 }

@@ -19,7 +19,8 @@ var (
 	ErrSlowConsumer = errors.New("slow consumer")
 	// ErrGoingAway: the hub is shutting down.
 	ErrGoingAway = errors.New("server going away")
-	// ErrUnavailable: the broker could not serve a replay.
+	// ErrUnavailable: the broker cannot be reached (see also Unavailable
+	// in broker.go). A client closed with it could not be served a replay.
 	ErrUnavailable = errors.New("broker unavailable")
 	// ErrEpochChanged: the broker's log was replaced (a Redis that lost
 	// its data, a recreated stream). Every client is closed with it; they

@@ -28,6 +28,7 @@ type Relay struct {
 	target string
 	o      Options
 	cuts   atomic.Int64
+	muted  atomic.Bool
 	wg     sync.WaitGroup
 
 	mu    sync.Mutex
@@ -84,6 +85,27 @@ func (r *Relay) Up() {
 	r.mu.Lock()
 	r.down = false
 	r.mu.Unlock()
+}
+
+// Mute drops what the server sends, on every connection, until Unmute,
+// while what clients send still reaches it: answers lost on the way.
+func (r *Relay) Mute() { r.muted.Store(true) }
+
+// Unmute relays the server's bytes again after Mute. What was dropped
+// stays lost.
+func (r *Relay) Unmute() { r.muted.Store(false) }
+
+// muting writes to the client unless the relay is muted.
+type muting struct {
+	r *Relay
+	w io.Writer
+}
+
+func (m muting) Write(p []byte) (int, error) {
+	if m.r.muted.Load() {
+		return len(p), nil
+	}
+	return m.w.Write(p)
 }
 
 // Cuts is how many connections CutAfter has cut.
@@ -157,7 +179,7 @@ func (r *Relay) serve(c net.Conn) {
 			r.cuts.Add(1)
 		}
 	} else {
-		_, _ = io.Copy(c, up)
+		_, _ = io.Copy(muting{r, c}, up)
 	}
 	c.Close()
 	up.Close()

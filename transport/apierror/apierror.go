@@ -106,15 +106,22 @@ func WriteRateLimited(w http.ResponseWriter, what string, wait time.Duration) {
 	Write(w, New(http.StatusTooManyRequests, RateLimited, "too many requests for "+what+"; retry after "+strconv.Itoa(limit.RetryAfter(wait))+" s"))
 }
 
-// WriteErr maps err with From and writes it.
-func WriteErr(w http.ResponseWriter, err error) { Write(w, From(err)) }
+// WriteErr maps err with From and writes it, with Retry-After when err is
+// one to retry (see RetryAfter).
+func WriteErr(w http.ResponseWriter, err error) {
+	if v, ok := RetryAfter(err); ok {
+		w.Header().Set("Retry-After", v)
+	}
+	Write(w, From(err))
+}
 
 // From maps an error from the hub or the action service (or an *Error)
 // onto a protocol error. Unknown errors become 500 "internal" without
 // leaking their text.
 //
-// The 503s of a full action queue and of actions shutting down are meant to
-// be retried: HTTP handlers add Retry-After (see RetryAfter).
+// The 503s of a full action queue, of actions shutting down and of a broker
+// that cannot be reached are meant to be retried: WriteErr adds
+// Retry-After (see RetryAfter).
 func From(err error) *Error {
 	var e *Error
 	var maxBytes *http.MaxBytesError
@@ -154,19 +161,27 @@ func From(err error) *Error {
 		return New(http.StatusServiceUnavailable, Unavailable, "the server is shutting down and accepts no new actions")
 	case errors.Is(err, action.ErrUnavailable):
 		return New(http.StatusServiceUnavailable, Unavailable, "actions are unavailable: the server cannot reach its broker")
-	case errors.Is(err, hub.ErrGoingAway), errors.Is(err, hub.ErrClosed), errors.Is(err, hub.ErrUnavailable):
+	case errors.Is(err, hub.ErrUnconfirmed):
+		return New(http.StatusServiceUnavailable, Unavailable,
+			"the broker did not confirm the publish in time: it may or may not have been published")
+	case errors.Is(err, hub.ErrUnavailable):
+		return New(http.StatusServiceUnavailable, Unavailable, "the server cannot reach its broker; retry later")
+	case errors.Is(err, hub.ErrGoingAway), errors.Is(err, hub.ErrClosed):
 		return New(http.StatusServiceUnavailable, Unavailable, "the server is not accepting this request now")
 	default:
 		return New(http.StatusInternalServerError, Internal, "internal error")
 	}
 }
 
-// RetryAfter is the Retry-After value, in seconds, that HTTP handlers send
-// with the 503 of a full action queue or of actions shutting down, and
-// whether err is one of those. A queue drains within moments; a node that
-// is shutting down is replaced behind a load balancer within about as long.
+// RetryAfter is the Retry-After value, in seconds, that WriteErr sends
+// with the 503 of a full action queue, of actions shutting down or of a
+// broker that cannot be reached, and whether err is one of those. A queue
+// drains within moments; a node that is shutting down, or cut off from its
+// broker, is taken out of a load balancer's rotation by /readyz within
+// about as long.
 func RetryAfter(err error) (string, bool) {
-	if errors.Is(err, action.ErrQueueFull) || errors.Is(err, action.ErrShuttingDown) || errors.Is(err, action.ErrUnavailable) {
+	if errors.Is(err, action.ErrQueueFull) || errors.Is(err, action.ErrShuttingDown) ||
+		errors.Is(err, action.ErrUnavailable) || errors.Is(err, hub.ErrUnavailable) {
 		return "1", true
 	}
 	return "", false

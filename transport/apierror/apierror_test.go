@@ -16,7 +16,7 @@ import (
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 // TestFromActionErrors checks the codes, statuses and Retry-After of the
-// action service's errors, as Submit returns them (wrapped).
+// action service's and the brokers' errors, as they are returned (wrapped).
 func TestFromActionErrors(t *testing.T) {
 	cases := []struct {
 		err        error
@@ -30,6 +30,9 @@ func TestFromActionErrors(t *testing.T) {
 		{fmt.Errorf("failed to submit: %w", action.ErrShuttingDown), http.StatusServiceUnavailable, apierror.Unavailable, "1"},
 		{fmt.Errorf("bad: %w", hub.ErrInvalidType), http.StatusBadRequest, apierror.InvalidType, ""},
 		{hub.ErrGoingAway, http.StatusServiceUnavailable, apierror.Unavailable, ""},
+		// A broker that cannot be reached, as the brokers wrap it.
+		{fmt.Errorf("failed to publish: %w", hub.Unavailable(errors.New("dial tcp: connection refused"))), http.StatusServiceUnavailable, apierror.Unavailable, "1"},
+		{fmt.Errorf("failed to publish: %w", hub.ErrUnconfirmed), http.StatusServiceUnavailable, apierror.Unavailable, "1"},
 		{errors.New("secret detail"), http.StatusInternalServerError, apierror.Internal, ""},
 	}
 	for _, tc := range cases {

@@ -66,9 +66,6 @@ func (a *api) submitAction(w http.ResponseWriter, r *http.Request) {
 	req.Caller = p.Subject
 	act, created, err := a.actions.Submit(r.Context(), req)
 	if err != nil {
-		if v, ok := apierror.RetryAfter(err); ok {
-			w.Header().Set("Retry-After", v)
-		}
 		apierror.WriteErr(w, err)
 		return
 	}
