@@ -92,6 +92,9 @@ func (c *serveConfig) newRedisBroker(log *slog.Logger) (hub.Broker, action.Store
 	// broker reports failures itself, so these go to debug.
 	// It is process-wide: the first server's logger takes them.
 	redisLogOnce.Do(func() { redis.SetLogger(redisLogger{log}) })
+	// A request's deadline bounds its reads and writes too, so that a
+	// publish to an unreachable Redis answers within its time.
+	opts.ContextTimeoutEnabled = true
 	rdb := redis.NewClient(opts)
 	ctx, cancel := context.WithTimeout(context.Background(), brokerConnectTimeout)
 	defer cancel()

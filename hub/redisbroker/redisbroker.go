@@ -7,6 +7,7 @@
 //	{prefix}:seq    the last sequence number given out
 //	{prefix}:log    the stream; entry ID <seq>-0, fields t (topic), y (type),
 //	                d (data), m (time, Unix microseconds)
+//	{prefix}:pub:<id>  the outcome of one publish, kept for pubIDTTL
 //
 // A batch is appended by one Lua script (INCRBY, then XADD per event), so
 // it is numbered consecutively in one order shared by every node, all or
@@ -14,6 +15,13 @@
 // last ID it delivered: in order, without gaps, and an event is in the
 // stream before any node can read it. See docs/design.md and
 // docs/cluster.md.
+//
+// A publish is never stored twice and never stored late: the script
+// remembers each publish's ID with its outcome, so running it again (a
+// retry of go-redis after a lost reply, or the broker's own, see confirm)
+// returns the first outcome. A failure to reach Redis wraps
+// hub.ErrUnavailable; a publish whose outcome could not be learnt in time
+// returns hub.ErrUnconfirmed.
 //
 // A Broker is safe for concurrent use.
 package redisbroker
@@ -71,6 +79,13 @@ type Broker struct {
 	counting   sync.WaitGroup        // the counter goroutine
 
 	readErrors, recoveries atomic.Int64 // of the reader: see BrokerStats
+
+	pubSeq atomic.Uint64 // numbers this node's publish IDs
+	// down is set when a request failed to reach Redis and cleared when
+	// one succeeds. While it is set, a publish first checks that Redis
+	// answers, so that one that cannot reach it is refused before it is
+	// sent (and surely not stored).
+	down atomic.Bool
 }
 
 // BrokerStats implements hub.BrokerCounter: failed reads of the log, and
@@ -88,11 +103,30 @@ const (
 	countTTL   = 3 * countEvery
 )
 
+// How long a publish may take, how long one attempt may wait for Redis's
+// answer, and how long Redis remembers the outcome: longer, so that every
+// attempt within confirmWait finds it.
+const (
+	confirmWait = 5 * time.Second
+	attemptWait = 2 * time.Second
+	pubIDTTL    = 3 * confirmWait
+	// probeWait bounds the PING of a publish while Redis was failing.
+	probeWait = time.Second
+)
+
 // publishScript appends a batch: ARGV[1] is the retention, ARGV[2] the
 // number of events, ARGV[3] an epoch to set if the log has none (Redis lost
-// it), then topic, type and data of each. It returns the first sequence
-// number, the server time, which is every event's time, and the epoch.
+// it), ARGV[4] how long to remember the outcome under KEYS[4] (ms), then
+// topic, type and data of each. It returns the first sequence number, the
+// server time, which is every event's time, and the epoch; if KEYS[4]
+// holds an outcome already, the batch was appended before, and it returns
+// that outcome without appending again.
 var publishScript = redis.NewScript(`
+local done = redis.call('GET', KEYS[4])
+if done then
+  local first, micros, epoch = string.match(done, '^(%d+) (%d+) (.+)$')
+  return {tonumber(first), micros, epoch}
+end
 redis.call('SET', KEYS[3], ARGV[3], 'NX')
 local epoch = redis.call('GET', KEYS[3])
 local n = tonumber(ARGV[2])
@@ -101,10 +135,11 @@ local first = last - n + 1
 local t = redis.call('TIME')
 local micros = t[1] .. string.format('%06d', tonumber(t[2]))
 for i = 0, n - 1 do
-  local a = 4 + i * 3
+  local a = 5 + i * 3
   redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[1], (first + i) .. '-0',
     't', ARGV[a], 'y', ARGV[a + 1], 'd', ARGV[a + 2], 'm', micros)
 end
+redis.call('SET', KEYS[4], first .. ' ' .. micros .. ' ' .. epoch, 'PX', ARGV[4])
 return {first, micros, epoch}
 `)
 
@@ -222,6 +257,7 @@ func (b *Broker) read(deliver func([]*hub.Message), last uint64) {
 			recheck = true // idle: a good moment to look
 			continue
 		case err != nil:
+			b.unreachable(err) // publishes check before they send
 			b.o.Logger.Warn("redis broker: reading the log failed; retrying", "err", err, "in", backoff)
 			b.readErrors.Add(1)
 			recheck, failing = true, true
@@ -293,15 +329,28 @@ func (b *Broker) Publish(ctx context.Context, drafts []hub.Draft) ([]*hub.Messag
 	if b.closed.Load() {
 		return nil, hub.ErrClosed
 	}
-	args := make([]any, 0, 3+3*len(drafts))
-	args = append(args, b.o.Size, len(drafts), hub.NewEpoch())
+	ctx, cancel := context.WithTimeout(ctx, confirmWait)
+	defer cancel()
+	args := make([]any, 0, 4+3*len(drafts))
+	args = append(args, b.o.Size, len(drafts), hub.NewEpoch(), pubIDTTL.Milliseconds())
 	for _, d := range drafts {
 		args = append(args, d.Topic, d.Type, string(d.Data))
 	}
-	res, err := b.publish.Run(ctx, b.rdb, []string{b.seqKey, b.logKey, b.epochKey}, args...).Slice()
+	id := b.node + "-" + strconv.FormatUint(b.pubSeq.Add(1), 36)
+	keys := []string{b.seqKey, b.logKey, b.epochKey, "{" + b.o.Prefix + "}:pub:" + id}
+	if b.down.Load() {
+		if err := b.probe(ctx); err != nil {
+			return nil, fmt.Errorf("failed to publish to Redis: %w", err)
+		}
+	}
+	res, err := b.run(ctx, keys, args)
+	if err != nil && b.unreachable(err) {
+		res, err = b.confirm(ctx, keys, args, err)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("failed to publish to Redis: %w", err)
 	}
+	b.down.Store(false)
 	if len(res) != 3 {
 		return nil, fmt.Errorf("failed to publish to Redis: unexpected reply %v", res)
 	}
@@ -321,6 +370,84 @@ func (b *Broker) Publish(ctx context.Context, drafts []hub.Draft) ([]*hub.Messag
 		})
 	}
 	return msgs, nil
+}
+
+// confirm learns the outcome of a publish whose script Redis may have run
+// although its answer was lost (err): it runs the script again with the
+// same publish ID, which appends the batch if the first run did not and
+// returns the first run's outcome if it did, until Redis answers or ctx
+// ends. Then the outcome is unknown: hub.ErrUnconfirmed.
+func (b *Broker) confirm(ctx context.Context, keys []string, args []any, err error) ([]any, error) {
+	backoff := 20 * time.Millisecond
+	for {
+		select {
+		case <-time.After(backoff):
+		case <-ctx.Done():
+			return nil, fmt.Errorf("%w: %v", hub.ErrUnconfirmed, err)
+		}
+		backoff = min(2*backoff, 500*time.Millisecond)
+		if b.probe(ctx) != nil {
+			continue // still unreachable
+		}
+		res, rerr := b.run(ctx, keys, args)
+		if rerr == nil || !b.unreachable(rerr) {
+			return res, rerr
+		}
+		err = rerr
+	}
+}
+
+// run runs the publish script once, waiting at most attemptWait for the
+// answer (when the client honours deadlines: ContextTimeoutEnabled),
+// so that a lost answer leaves time to ask again.
+func (b *Broker) run(ctx context.Context, keys []string, args []any) ([]any, error) {
+	ctx, cancel := context.WithTimeout(ctx, attemptWait)
+	defer cancel()
+	return b.publish.Run(ctx, b.rdb, keys, args...).Slice()
+}
+
+// probe checks that Redis answers, within probeWait.
+func (b *Broker) probe(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, probeWait)
+	defer cancel()
+	if err := b.rdb.Ping(ctx).Err(); err != nil {
+		return b.fail(err)
+	}
+	b.down.Store(false)
+	return nil
+}
+
+// transientReplies begin Redis's refusals that mean "not now" (loading,
+// failing over, busy, full): the command did not run, and may later.
+var transientReplies = []string{"LOADING", "BUSY", "MASTERDOWN", "READONLY", "CLUSTERDOWN", "TRYAGAIN", "max number of clients"}
+
+// unreachable reports whether err is a failure to reach Redis, rather
+// than Redis's answer (or a bug), and notes it for the next publish.
+func (b *Broker) unreachable(err error) bool {
+	var reply redis.Error
+	if errors.As(err, &reply) {
+		for _, p := range transientReplies {
+			if redis.HasErrorPrefix(err, p) {
+				b.down.Store(true)
+				return true
+			}
+		}
+		return false
+	}
+	if hub.IsConnFailure(err) || errors.Is(err, redis.ErrClosed) ||
+		errors.Is(err, redis.ErrPoolTimeout) || errors.Is(err, redis.ErrPoolExhausted) {
+		b.down.Store(true)
+		return true
+	}
+	return false
+}
+
+// fail marks err as hub.ErrUnavailable if it is a failure to reach Redis.
+func (b *Broker) fail(err error) error {
+	if b.unreachable(err) {
+		return hub.Unavailable(err)
+	}
+	return err
 }
 
 // Read implements hub.Broker.
@@ -346,7 +473,7 @@ func (b *Broker) Read(ctx context.Context, req hub.ReadRequest) (hub.ReadResult,
 		}
 		entries, err := b.rdb.XRangeN(ctx, b.logKey, strconv.FormatUint(from, 10)+"-0", "+", int64(page)).Result()
 		if err != nil {
-			return hub.ReadResult{}, fmt.Errorf("failed to read history from Redis: %w", err)
+			return hub.ReadResult{}, fmt.Errorf("failed to read history from Redis: %w", b.fail(err))
 		}
 		if len(entries) == 0 {
 			if scanned == 0 {
@@ -370,7 +497,7 @@ func (b *Broker) Read(ctx context.Context, req hub.ReadRequest) (hub.ReadResult,
 		for _, xm := range entries {
 			m, err := b.message(xm, b.currentEpoch())
 			if err != nil {
-				return hub.ReadResult{}, fmt.Errorf("failed to read history from Redis: %w", err)
+				return hub.ReadResult{}, fmt.Errorf("failed to read history from Redis: %w", b.fail(err))
 			}
 			if scanned == 0 && m.ID.Seq != req.After+1 {
 				return hub.ReadResult{}, hub.ErrHistoryGone // trimmed up to m
@@ -396,7 +523,7 @@ func (b *Broker) Read(ctx context.Context, req hub.ReadRequest) (hub.ReadResult,
 			// Whether more follow is known only by looking: one entry.
 			more, err := b.rdb.XRangeN(ctx, b.logKey, strconv.FormatUint(from, 10)+"-0", "+", 1).Result()
 			if err != nil {
-				return hub.ReadResult{}, fmt.Errorf("failed to read history from Redis: %w", err)
+				return hub.ReadResult{}, fmt.Errorf("failed to read history from Redis: %w", b.fail(err))
 			}
 			res.More = len(more) > 0
 			return res, nil
@@ -410,7 +537,7 @@ func (b *Broker) lastSeq(ctx context.Context) (uint64, error) {
 		return 0, nil
 	}
 	if err != nil {
-		return 0, fmt.Errorf("failed to read the log's end from Redis: %w", err)
+		return 0, fmt.Errorf("failed to read the log's end from Redis: %w", b.fail(err))
 	}
 	return s, nil
 }
@@ -426,7 +553,7 @@ func (b *Broker) Latest(ctx context.Context, topic string, limit int) ([]*hub.Me
 	for len(out) < limit {
 		entries, err := b.rdb.XRevRangeN(ctx, b.logKey, end, "-", 256).Result()
 		if err != nil {
-			return nil, fmt.Errorf("failed to read history from Redis: %w", err)
+			return nil, fmt.Errorf("failed to read history from Redis: %w", b.fail(err))
 		}
 		for _, xm := range entries {
 			m, err := b.message(xm, b.currentEpoch())
@@ -462,11 +589,11 @@ func (b *Broker) Bounds(ctx context.Context) (hub.Bounds, error) {
 	seq := pipe.Get(ctx, b.seqKey)
 	first := pipe.XRangeN(ctx, b.logKey, "-", "+", 1)
 	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
-		return hub.Bounds{}, fmt.Errorf("failed to read the log's bounds from Redis: %w", err)
+		return hub.Bounds{}, fmt.Errorf("failed to read the log's bounds from Redis: %w", b.fail(err))
 	}
 	last, err := seq.Uint64()
 	if err != nil && !errors.Is(err, redis.Nil) {
-		return hub.Bounds{}, fmt.Errorf("failed to read the log's end from Redis: %w", err)
+		return hub.Bounds{}, fmt.Errorf("failed to read the log's end from Redis: %w", b.fail(err))
 	}
 	if e, err := epoch.Result(); err == nil {
 		b.epoch.Store(&e)
@@ -496,7 +623,7 @@ func (b *Broker) Topics(ctx context.Context) ([]hub.TopicHistory, error) {
 	for {
 		entries, err := b.rdb.XRangeN(ctx, b.logKey, from, "+", 1000).Result()
 		if err != nil {
-			return nil, fmt.Errorf("failed to read history from Redis: %w", err)
+			return nil, fmt.Errorf("failed to read history from Redis: %w", b.fail(err))
 		}
 		for _, xm := range entries {
 			t, _ := xm.Values["t"].(string)
@@ -611,7 +738,7 @@ func (b *Broker) count() {
 func (b *Broker) ClusterSubscribers(ctx context.Context) (map[string]int, error) {
 	if b.countLocal != nil {
 		if err := b.writeCounts(ctx); err != nil {
-			return nil, fmt.Errorf("failed to write subscriber counts to Redis: %w", err)
+			return nil, fmt.Errorf("failed to write subscriber counts to Redis: %w", b.fail(err))
 		}
 	}
 	sum := map[string]int{}
@@ -619,7 +746,7 @@ func (b *Broker) ClusterSubscribers(ctx context.Context) (map[string]int, error)
 	for iter.Next(ctx) {
 		vals, err := b.rdb.HGetAll(ctx, iter.Val()).Result()
 		if err != nil {
-			return nil, fmt.Errorf("failed to read subscriber counts from Redis: %w", err)
+			return nil, fmt.Errorf("failed to read subscriber counts from Redis: %w", b.fail(err))
 		}
 		for pat, v := range vals {
 			n, _ := strconv.Atoi(v)
@@ -627,7 +754,7 @@ func (b *Broker) ClusterSubscribers(ctx context.Context) (map[string]int, error)
 		}
 	}
 	if err := iter.Err(); err != nil {
-		return nil, fmt.Errorf("failed to read subscriber counts from Redis: %w", err)
+		return nil, fmt.Errorf("failed to read subscriber counts from Redis: %w", b.fail(err))
 	}
 	return sum, nil
 }
@@ -638,7 +765,7 @@ func (b *Broker) Ping(ctx context.Context) error {
 		return hub.ErrClosed
 	}
 	if err := b.rdb.Ping(ctx).Err(); err != nil {
-		return fmt.Errorf("failed to reach Redis: %w", err)
+		return fmt.Errorf("failed to reach Redis: %w", b.fail(err))
 	}
 	return nil
 }

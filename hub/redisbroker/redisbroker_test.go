@@ -5,12 +5,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	"go.uber.org/goleak"
 
 	"github.com/heraldpush/herald/hub"
 	"github.com/heraldpush/herald/hub/brokertest"
 	"github.com/heraldpush/herald/hub/redisbroker"
 	"github.com/heraldpush/herald/internal/redistest"
+	"github.com/heraldpush/herald/internal/relay"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -43,5 +45,24 @@ func TestCluster(t *testing.T) {
 			bs = append(bs, b)
 		}
 		return bs
+	})
+}
+
+// TestPublishAnswerLost: Redis runs a publish whose answer is lost on the
+// way; the broker asks again, answers with the cursors of the first run,
+// and the log holds the events once.
+func TestPublishAnswerLost(t *testing.T) {
+	rdb, prefix := redistest.Client(t)
+	rl := relay.Start(t, redistest.Addr(), relay.Options{})
+	via := redis.NewClient(&redis.Options{Addr: rl.Addr(), ContextTimeoutEnabled: true})
+	defer via.Close()
+	b, err := redisbroker.New(context.Background(), redisbroker.Options{Client: via, Prefix: prefix})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	brokertest.RunAnswerLost(t, b, rl, func() int {
+		n, _ := rdb.XLen(context.Background(), "{"+prefix+"}:log").Result()
+		return int(n)
 	})
 }
