@@ -167,6 +167,9 @@ func (c *serveConfig) newNATSBroker(log *slog.Logger) (hub.Broker, action.Store,
 		nats.Timeout(brokerConnectTimeout),
 		nats.MaxReconnects(-1), // a node keeps trying; /readyz says it cannot serve meanwhile
 		nats.ReconnectWait(250*time.Millisecond),
+		// A publish sent while disconnected fails at once rather than
+		// being buffered and stored after its client got 503.
+		nats.ReconnectBufSize(-1),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
 			if err != nil {
 				log.Warn("nats: disconnected", "err", err)

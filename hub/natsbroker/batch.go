@@ -112,7 +112,7 @@ func (b *Broker) batchState(ctx context.Context, bi *batchInfo, seq uint64) (bat
 	s := b.currentStream()
 	info, err := s.Info(ctx)
 	if err != nil {
-		return 0, fmt.Errorf("failed to read stream %s: %w", b.o.Stream, err)
+		return 0, fmt.Errorf("failed to read stream %s: %w", b.o.Stream, b.fail(err))
 	}
 	end, lastPos := info.State.LastSeq, bi.last(seq)
 	if lastPos <= end {
@@ -145,7 +145,7 @@ func (b *Broker) batchAt(ctx context.Context, s jetstream.Stream, seq uint64) (*
 		return nil, nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("failed to read message %d of stream %s: %w", seq, b.o.Stream, err)
+		return nil, fmt.Errorf("failed to read message %d of stream %s: %w", seq, b.o.Stream, b.fail(err))
 	}
 	v := rm.Header.Get(hdrBatch)
 	if v == "" {

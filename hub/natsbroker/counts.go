@@ -84,7 +84,7 @@ func (b *Broker) ClusterSubscribers(ctx context.Context) (map[string]int, error)
 	}
 	if b.countLocal != nil {
 		if err := b.writeCounts(ctx, kv); err != nil {
-			return nil, fmt.Errorf("failed to write subscriber counts to NATS: %w", err)
+			return nil, fmt.Errorf("failed to write subscriber counts to NATS: %w", b.fail(err))
 		}
 	}
 	sum := map[string]int{}
@@ -93,7 +93,7 @@ func (b *Broker) ClusterSubscribers(ctx context.Context) (map[string]int, error)
 		return sum, nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("failed to read subscriber counts from NATS: %w", err)
+		return nil, fmt.Errorf("failed to read subscriber counts from NATS: %w", b.fail(err))
 	}
 	for _, k := range keys {
 		e, err := kv.Get(ctx, k)
@@ -101,7 +101,7 @@ func (b *Broker) ClusterSubscribers(ctx context.Context) (map[string]int, error)
 			continue // expired or left meanwhile
 		}
 		if err != nil {
-			return nil, fmt.Errorf("failed to read subscriber counts from NATS: %w", err)
+			return nil, fmt.Errorf("failed to read subscriber counts from NATS: %w", b.fail(err))
 		}
 		var counts map[string]int
 		if json.Unmarshal(e.Value(), &counts) != nil {

@@ -16,6 +16,15 @@
 // with each other (see Broker.pubMu), so a single node leaves no such
 // holes. docs/design.md explains why NATS 2.9 needs this.
 //
+// A publish is stored once or not at all, and never late. Every event
+// carries a message ID, and the stream stores a message ID once within its
+// duplicate window, answering a repeat with the first position: after a
+// lost acknowledgement the broker sends the same messages again to learn
+// the outcome (see Publish). The connection keeps no reconnect buffer, so
+// that nothing sent while disconnected is stored after the publish has
+// failed. A failure to reach NATS wraps hub.ErrUnavailable; a publish
+// whose outcome could not be learnt in time returns hub.ErrUnconfirmed.
+//
 // A Broker is safe for concurrent use.
 package natsbroker
 
@@ -24,6 +33,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"sort"
 	"strconv"
 	"strings"
@@ -39,7 +49,10 @@ import (
 
 // Options configures a Broker.
 type Options struct {
-	// Conn is the connection to NATS. The Broker does not close it.
+	// Conn is the connection to NATS. The Broker does not close it. It
+	// must be made with nats.ReconnectBufSize(-1): a connection that
+	// buffers while disconnected would send a publish that has already
+	// failed once it reconnects.
 	Conn *nats.Conn
 	// Stream names the JetStream stream; nodes that share a Stream share a
 	// log. Default "HERALD".
@@ -112,6 +125,9 @@ func New(ctx context.Context, o Options) (*Broker, error) {
 	if o.Conn == nil {
 		return nil, errors.New("failed to start NATS broker: Options.Conn is nil")
 	}
+	if o.Conn.Opts.ReconnectBufSize != -1 {
+		return nil, errors.New("failed to start NATS broker: Options.Conn must be made with nats.ReconnectBufSize(-1)")
+	}
 	if o.Stream == "" {
 		o.Stream = "HERALD"
 	}
@@ -133,7 +149,8 @@ func New(ctx context.Context, o Options) (*Broker, error) {
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
-	js, err := jetstream.New(o.Conn)
+	// Acknowledgements lost in a disconnect must not pile up.
+	js, err := jetstream.New(o.Conn, jetstream.WithPublishAsyncTimeout(confirmWait))
 	if err != nil {
 		return nil, fmt.Errorf("failed to start NATS broker: %w", err)
 	}
@@ -158,10 +175,12 @@ func (b *Broker) config() jetstream.StreamConfig {
 		Replicas:    b.o.Replicas,
 		Storage:     jetstream.FileStorage,
 		AllowDirect: true,
-		// Message IDs only chain a batch; they need not be remembered long.
-		Duplicates: 10 * time.Second,
+		// Message IDs chain a batch and let a publish be sent again after
+		// a lost acknowledgement (Publish); they need not be remembered
+		// long.
+		Duplicates: dupWindow,
 	}
-	if b.o.TTL > 0 && b.o.TTL < cfg.Duplicates {
+	if b.o.TTL > 0 && b.o.TTL < cfg.Duplicates { // NATS wants no more
 		cfg.Duplicates = b.o.TTL
 	}
 	if b.o.Memory {
@@ -176,7 +195,7 @@ func (b *Broker) config() jetstream.StreamConfig {
 func (b *Broker) ensureStream(ctx context.Context) (jetstream.Stream, error) {
 	s, err := b.js.CreateOrUpdateStream(ctx, b.config())
 	if err != nil {
-		return nil, fmt.Errorf("failed to create stream %s: %w", b.o.Stream, err)
+		return nil, fmt.Errorf("failed to create stream %s: %w", b.o.Stream, b.fail(err))
 	}
 	b.setStream(s, s.CachedInfo())
 	return s, nil
@@ -216,7 +235,7 @@ func (b *Broker) info(ctx context.Context) (*jetstream.StreamInfo, error) {
 		return s.CachedInfo(), nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("failed to read stream %s: %w", b.o.Stream, err)
+		return nil, fmt.Errorf("failed to read stream %s: %w", b.o.Stream, b.fail(err))
 	}
 	if e := epochOf(info); e != b.currentEpoch() {
 		b.setStream(s, info)
@@ -362,7 +381,22 @@ func (b *Broker) recheck(epoch string, err error) error {
 	return err
 }
 
-// Publish implements hub.Broker.
+// How long a publish may take, how long one attempt may wait for its
+// acknowledgement, and the stream's duplicate window: an attempt sent again
+// within it finds the first.
+const (
+	confirmWait = 5 * time.Second
+	attemptWait = time.Second
+	dupWindow   = 2 * confirmWait
+)
+
+// Publish implements hub.Broker. An attempt that may have reached the
+// stream without an answer (a timeout, or a disconnect while the
+// acknowledgement was due) is sent again with the same message IDs until
+// the stream answers, as long as the first is within the duplicate
+// window: the stream then reports the first positions, or stores the
+// events now. Past that the outcome is unknown, hub.ErrUnconfirmed. An
+// attempt that could not be sent (disconnected) stored nothing.
 func (b *Broker) Publish(ctx context.Context, drafts []hub.Draft) ([]*hub.Message, error) {
 	if b.closed.Load() {
 		return nil, hub.ErrClosed
@@ -370,46 +404,117 @@ func (b *Broker) Publish(ctx context.Context, drafts []hub.Draft) ([]*hub.Messag
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("failed to publish to NATS: %w", err)
 	}
-	when := time.Now().UTC().Truncate(time.Microsecond)
+	start := time.Now()
+	ctx, cancel := context.WithDeadline(ctx, start.Add(min(confirmWait, b.config().Duplicates)))
+	defer cancel()
+	when := start.UTC().Truncate(time.Microsecond)
+	id := b.nextID()
 	var seqs []uint64
 	var err error
-	for attempt := 0; ; attempt++ {
+	sent, recreated, collisions := false, false, 0
+	backoff := 20 * time.Millisecond
+	for {
+		actx, acancel := context.WithTimeout(ctx, attemptWait)
 		if len(drafts) == 1 {
-			seqs, err = b.publishOne(ctx, encode(b.prefix, drafts[0], when))
+			seqs, err = b.publishOne(actx, id, encode(b.prefix, drafts[0], when))
 		} else {
-			seqs, err = b.publishBatch(ctx, drafts, when)
+			seqs, err = b.publishBatch(actx, id, drafts, when)
 		}
-		if errors.Is(err, jetstream.ErrNoStreamResponse) || errors.Is(err, nats.ErrNoResponders) {
-			// NATS lost the stream: create it again (a new epoch), once.
-			if attempt == 0 {
-				if _, cerr := b.ensureStream(ctx); cerr == nil {
-					continue
-				}
+		acancel()
+		switch {
+		case err == nil:
+			epoch := b.currentEpoch()
+			out := make([]*hub.Message, len(drafts))
+			for i, d := range drafts {
+				out[i] = hub.NewMessage(hub.Event{
+					ID: hub.Cursor{Epoch: epoch, Seq: seqs[i]}, Topic: d.Topic, Type: d.Type, Data: d.Data, Time: when,
+				})
 			}
+			return out, nil
+		case errors.Is(err, errCollided) && collisions < 8:
+			// What this ID stored is abandoned for good: start afresh.
+			collisions++
+			id, sent = b.nextID(), false
+			continue
+		case errors.Is(err, errNoAnswer):
+			sent = true
+		case !recreated && (errors.Is(err, jetstream.ErrNoStreamResponse) || errors.Is(err, nats.ErrNoResponders)):
+			// NATS lost the stream: create it again (a new epoch), once.
+			recreated = true
+			if _, cerr := b.ensureStream(ctx); cerr == nil {
+				continue
+			}
+			fallthrough
+		case notSent(err):
+			if !sent {
+				return nil, fmt.Errorf("failed to publish to NATS: %w", hub.Unavailable(err))
+			}
+		default:
+			return nil, fmt.Errorf("failed to publish to NATS: %w", b.fail(err))
 		}
-		if !errors.Is(err, errCollided) || attempt >= 8 || ctx.Err() != nil {
-			break
+		// The outcome is unknown: ask again with the same IDs.
+		select {
+		case <-time.After(backoff):
+		case <-ctx.Done():
 		}
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("failed to publish to NATS: %w: %v", hub.ErrUnconfirmed, err)
+		}
+		backoff = min(2*backoff, 250*time.Millisecond)
 	}
-	if err != nil {
-		return nil, fmt.Errorf("failed to publish to NATS: %w", err)
-	}
-	epoch := b.currentEpoch()
-	out := make([]*hub.Message, len(drafts))
-	for i, d := range drafts {
-		out[i] = hub.NewMessage(hub.Event{
-			ID: hub.Cursor{Epoch: epoch, Seq: seqs[i]}, Topic: d.Topic, Type: d.Type, Data: d.Data, Time: when,
-		})
-	}
-	return out, nil
 }
 
-func (b *Broker) publishOne(ctx context.Context, m *nats.Msg) ([]uint64, error) {
+// nextID names a publish (an event, or a batch whose events add an index).
+func (b *Broker) nextID() string {
+	return b.idBase + strconv.FormatUint(b.batchID.Add(1), 36)
+}
+
+// errNoAnswer marks an attempt that may have reached the stream but whose
+// acknowledgement did not come.
+var errNoAnswer = errors.New("no acknowledgement from the stream")
+
+// noAnswer wraps err with errNoAnswer if it says that an acknowledgement
+// did not come: a timeout, or a disconnect while it was due.
+func noAnswer(err error) error {
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) ||
+		errors.Is(err, nats.ErrDisconnected) || errors.Is(err, jetstream.ErrAsyncPublishTimeout) {
+		return fmt.Errorf("%w: %w", errNoAnswer, err)
+	}
+	return err
+}
+
+// notSent reports whether err says that a message was not sent: the
+// connection was down, closing or closed, or nobody was there to store it.
+func notSent(err error) bool {
+	return errors.Is(err, nats.ErrReconnectBufExceeded) || errors.Is(err, nats.ErrConnectionClosed) ||
+		errors.Is(err, nats.ErrConnectionDraining) || errors.Is(err, nats.ErrInvalidConnection) ||
+		errors.Is(err, nats.ErrNoResponders) || errors.Is(err, jetstream.ErrNoStreamResponse)
+}
+
+// fail marks err as hub.ErrUnavailable if it is a failure to reach NATS or
+// JetStream rather than a refusal of the request.
+func (b *Broker) fail(err error) error {
+	var apiErr *jetstream.APIError
+	switch {
+	case errors.As(err, &apiErr):
+		if apiErr.Code != http.StatusServiceUnavailable { // JetStream is not available now
+			return err
+		}
+	case !notSent(err) && !errors.Is(err, errNoAnswer) && !hub.IsConnFailure(err) &&
+		!errors.Is(err, nats.ErrTimeout) && !errors.Is(err, nats.ErrDisconnected) &&
+		!errors.Is(err, nats.ErrConnectionReconnecting) && !errors.Is(err, nats.ErrNoServers) &&
+		!errors.Is(err, jetstream.ErrJetStreamNotEnabled) && !errors.Is(err, nats.ErrStaleConnection):
+		return err
+	}
+	return hub.Unavailable(err)
+}
+
+func (b *Broker) publishOne(ctx context.Context, id string, m *nats.Msg) ([]uint64, error) {
 	b.pubMu.RLock()
 	defer b.pubMu.RUnlock()
-	ack, err := b.js.PublishMsg(ctx, m)
+	ack, err := b.js.PublishMsg(ctx, m, jetstream.WithMsgID(id))
 	if err != nil {
-		return nil, err
+		return nil, noAnswer(err)
 	}
 	return []uint64{ack.Sequence}, nil
 }
@@ -420,11 +525,12 @@ var errCollided = errors.New("batch interrupted by another publisher")
 // publishBatch sends every message of the batch at once, each expecting
 // its predecessor as the stream's last message. It returns errCollided if
 // the stream refused one for that reason: what was stored before it is
-// abandoned, and the caller tries again with a new batch ID.
-func (b *Broker) publishBatch(ctx context.Context, drafts []hub.Draft, when time.Time) ([]uint64, error) {
+// abandoned, and the caller tries again with a new batch ID. Sent again
+// with the same ID, the messages stored before are acknowledged with their
+// positions, and the rest continue the chain.
+func (b *Broker) publishBatch(ctx context.Context, id string, drafts []hub.Draft, when time.Time) ([]uint64, error) {
 	b.pubMu.Lock()
 	defer b.pubMu.Unlock()
-	id := b.idBase + strconv.FormatUint(b.batchID.Add(1), 36)
 	n := strconv.Itoa(len(drafts))
 	futures := make([]jetstream.PubAckFuture, len(drafts))
 	for i, d := range drafts {
@@ -436,6 +542,10 @@ func (b *Broker) publishBatch(ctx context.Context, drafts []hub.Draft, when time
 		}
 		f, err := b.js.PublishMsgAsync(m, opts...)
 		if err != nil {
+			if i > 0 {
+				// The first ones went out; their outcome is unknown.
+				return nil, fmt.Errorf("%w: %w", errNoAnswer, err)
+			}
 			return nil, err
 		}
 		futures[i] = f
@@ -451,7 +561,7 @@ func (b *Broker) publishBatch(ctx context.Context, drafts []hub.Draft, when time
 				first = err
 			}
 		case <-ctx.Done():
-			return nil, ctx.Err()
+			return nil, noAnswer(ctx.Err())
 		}
 	}
 	if first != nil {
@@ -459,7 +569,7 @@ func (b *Broker) publishBatch(ctx context.Context, drafts []hub.Draft, when time
 		if errors.As(first, &apiErr) && apiErr.ErrorCode == jsErrWrongLastMsgID {
 			return nil, errCollided
 		}
-		return nil, first
+		return nil, noAnswer(first)
 	}
 	return seqs, nil
 }
@@ -669,7 +779,7 @@ func (b *Broker) Topics(ctx context.Context) ([]hub.TopicHistory, error) {
 	}
 	info, err := b.currentStream().Info(ctx, jetstream.WithSubjectFilter(b.prefix+">"))
 	if err != nil {
-		return nil, fmt.Errorf("failed to read stream %s: %w", b.o.Stream, err)
+		return nil, fmt.Errorf("failed to read stream %s: %w", b.o.Stream, b.fail(err))
 	}
 	out := make([]hub.TopicHistory, 0, len(info.State.Subjects))
 	for subj, n := range info.State.Subjects {
@@ -685,10 +795,10 @@ func (b *Broker) Ping(ctx context.Context) error {
 		return hub.ErrClosed
 	}
 	if s := b.o.Conn.Status(); s != nats.CONNECTED {
-		return fmt.Errorf("failed to reach NATS: connection %s", s)
+		return fmt.Errorf("failed to reach NATS: %w", hub.Unavailable(fmt.Errorf("connection %s", s)))
 	}
 	if _, err := b.info(ctx); err != nil {
-		return fmt.Errorf("failed to reach NATS: %w", err)
+		return fmt.Errorf("failed to reach NATS: %w", b.fail(err))
 	}
 	return nil
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/heraldpush/herald/hub/brokertest"
 	"github.com/heraldpush/herald/hub/natsbroker"
 	"github.com/heraldpush/herald/internal/natstest"
+	"github.com/heraldpush/herald/internal/relay"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -221,4 +222,38 @@ func TestStreamLost(t *testing.T) {
 	if bd, err := b.Bounds(ctx); err != nil || bd.Epoch != m[0].ID.Epoch || bd.Last != 1 {
 		t.Fatalf("Bounds after the loss = %+v, %v", bd, err)
 	}
+}
+
+// TestPublishAnswerLost: the stream stores a publish whose acknowledgement
+// is lost on the way; the broker sends it again, answers with the first
+// positions, and the stream holds the events once.
+func TestPublishAnswerLost(t *testing.T) {
+	nc, name := natstest.Conn(t)
+	rl := relay.Start(t, strings.TrimPrefix(natstest.URL(), "nats://"), relay.Options{})
+	via, err := nats.Connect("nats://"+rl.Addr(), nats.ReconnectBufSize(-1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer via.Close()
+	ctx := context.Background()
+	b, err := natsbroker.New(ctx, natsbroker.Options{Conn: via, Stream: name, Subjects: natstest.Subjects(name)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	brokertest.RunAnswerLost(t, b, rl, func() int {
+		s, err := js.Stream(ctx, name)
+		if err != nil {
+			return 0
+		}
+		info, err := s.Info(ctx)
+		if err != nil {
+			return 0
+		}
+		return int(info.State.Msgs)
+	})
 }

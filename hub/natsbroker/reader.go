@@ -42,7 +42,7 @@ func (b *Broker) openReader(ctx context.Context, filter string, from uint64) (*r
 	if filter == "" {
 		si, err := s.Info(ctx)
 		if err != nil {
-			return nil, fmt.Errorf("failed to read stream %s: %w", b.o.Stream, err)
+			return nil, fmt.Errorf("failed to read stream %s: %w", b.o.Stream, b.fail(err))
 		}
 		r.end = si.State.LastSeq
 	} else {
@@ -51,7 +51,7 @@ func (b *Broker) openReader(ctx context.Context, filter string, from uint64) (*r
 		case errors.Is(err, jetstream.ErrMsgNotFound):
 			r.end = 0
 		case err != nil:
-			return nil, fmt.Errorf("failed to read stream %s: %w", b.o.Stream, err)
+			return nil, fmt.Errorf("failed to read stream %s: %w", b.o.Stream, b.fail(err))
 		default:
 			r.end = rm.Sequence
 		}
@@ -71,7 +71,7 @@ func (b *Broker) openReader(ctx context.Context, filter string, from uint64) (*r
 		Replicas:          1,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("failed to read history from stream %s: %w", b.o.Stream, err)
+		return nil, fmt.Errorf("failed to read history from stream %s: %w", b.o.Stream, b.fail(err))
 	}
 	r.cons = cons
 	return r, nil
@@ -121,7 +121,7 @@ func (r *reader) fill(ctx context.Context, n int, wait bool) error {
 		batch, err = r.cons.FetchNoWait(n)
 	}
 	if err != nil {
-		return fmt.Errorf("failed to read history from stream %s: %w", r.b.o.Stream, err)
+		return fmt.Errorf("failed to read history from stream %s: %w", r.b.o.Stream, r.b.fail(err))
 	}
 	for m := range batch.Messages() {
 		meta, err := m.Metadata()
@@ -135,7 +135,7 @@ func (r *reader) fill(ctx context.Context, n int, wait bool) error {
 		r.buf = append(r.buf, rawMsg{seq: meta.Sequence.Stream, subject: m.Subject(), header: m.Headers(), data: m.Data()})
 	}
 	if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) {
-		return fmt.Errorf("failed to read history from stream %s: %w", r.b.o.Stream, err)
+		return fmt.Errorf("failed to read history from stream %s: %w", r.b.o.Stream, r.b.fail(err))
 	}
 	return nil
 }

@@ -34,7 +34,8 @@ func URL() string {
 // bucket are deleted and the connection closed.
 func Conn(t testing.TB) (*nats.Conn, string) {
 	t.Helper()
-	nc, err := nats.Connect(URL(), nats.Timeout(5*time.Second))
+	// As natsbroker requires: nothing is buffered while disconnected.
+	nc, err := nats.Connect(URL(), nats.Timeout(5*time.Second), nats.ReconnectBufSize(-1))
 	if err == nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
