@@ -450,6 +450,9 @@ func (b *Broker) Publish(ctx context.Context, drafts []hub.Draft) ([]*hub.Messag
 				return nil, fmt.Errorf("failed to publish to NATS: %w", hub.Unavailable(err))
 			}
 		default:
+			if sent { // an earlier attempt may have been stored
+				return nil, fmt.Errorf("failed to publish to NATS: %w: %v", hub.ErrUnconfirmed, err)
+			}
 			return nil, fmt.Errorf("failed to publish to NATS: %w", b.fail(err))
 		}
 		// The outcome is unknown: ask again with the same IDs.
