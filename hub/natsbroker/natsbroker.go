@@ -16,7 +16,7 @@
 // with each other (see Broker.pubMu), so a single node leaves no such
 // holes. docs/design.md explains why NATS 2.9 needs this.
 //
-// A publish is stored once or not at all, and never late. Every event
+// A publish is stored once or not at all. Every event
 // carries a message ID, and the stream stores a message ID once within its
 // duplicate window, answering a repeat with the first position: after a
 // lost acknowledgement the broker sends the same messages again to learn

@@ -16,10 +16,11 @@
 // stream before any node can read it. See docs/design.md and
 // docs/cluster.md.
 //
-// A publish is never stored twice and never stored late: the script
-// remembers each publish's ID with its outcome, so running it again (a
-// retry of go-redis after a lost reply, or the broker's own, see confirm)
-// returns the first outcome. A failure to reach Redis wraps
+// A publish is never stored twice: the script remembers each publish's ID
+// with its outcome, so running it again (a retry of go-redis after a lost
+// reply, or the broker's own, see confirm) returns the first outcome. A
+// publish that fails while Redis is known to be failing was never sent
+// (see Broker.down). A failure to reach Redis wraps
 // hub.ErrUnavailable; a publish whose outcome could not be learnt in time
 // returns hub.ErrUnconfirmed.
 //
