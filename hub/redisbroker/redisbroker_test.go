@@ -2,6 +2,7 @@ package redisbroker_test
 
 import (
 	"context"
+	"errors"
 	"testing"
 	"time"
 
@@ -65,4 +66,31 @@ func TestPublishAnswerLost(t *testing.T) {
 		n, _ := rdb.XLen(context.Background(), "{"+prefix+"}:log").Result()
 		return int(n)
 	})
+}
+
+// TestRefusalIsNotUnavailable: a request that Redis refuses for a reason
+// of its own (here the log's key holds a string) fails, but not with
+// hub.ErrUnavailable: retrying would not help, and it is not an outage.
+func TestRefusalIsNotUnavailable(t *testing.T) {
+	rdb, prefix := redistest.Client(t)
+	ctx := context.Background()
+	b, err := redisbroker.New(ctx, redisbroker.Options{Client: rdb, Prefix: prefix})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	if err := rdb.Set(ctx, "{"+prefix+"}:log", "not a stream", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	d := hub.Draft{Topic: "refused.a", Data: []byte("1")}
+	if err := d.Normalize(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Publish(ctx, []hub.Draft{d}); err == nil || errors.Is(err, hub.ErrUnavailable) {
+		t.Errorf("publish to a log that is not a stream: %v, want an error other than ErrUnavailable", err)
+	}
+	_, err = b.Read(ctx, hub.ReadRequest{Patterns: []hub.Pattern{hub.MustPattern(">")}, Limit: 10})
+	if err == nil || errors.Is(err, hub.ErrUnavailable) {
+		t.Errorf("read of a log that is not a stream: %v, want an error other than ErrUnavailable", err)
+	}
 }
