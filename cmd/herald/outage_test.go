@@ -29,7 +29,8 @@ const outageBound = 10 * time.Second
 // unavailable, and /readyz 503. Afterwards the log holds every publish
 // answered with a cursor exactly once, under that cursor, and none
 // answered 503; a publish whose outcome the node could not learn in time
-// (503 saying so) is there at most once.
+// (503 saying so) is there at most once. A subscriber on the node receives
+// the log as it is, through both cuts.
 func TestBrokerOutage(t *testing.T) {
 	for _, b := range []struct {
 		name, target string
@@ -65,6 +66,22 @@ func testBrokerOutage(t *testing.T, rl *relay.Relay, broker string) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
+	// A subscriber on the node from the first event on, for the whole test.
+	var (
+		liveMu sync.Mutex
+		live   []string // cursors, as delivered
+	)
+	lines, stopLines := streamLines(ctx, t, node.url+"/v1/events?topic=outage.a", first.ID)
+	defer stopLines()
+	go func() {
+		for l := range lines {
+			if id, ok := strings.CutPrefix(l, "id: "); ok {
+				liveMu.Lock()
+				live = append(live, id)
+				liveMu.Unlock()
+			}
+		}
+	}()
 	ws, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(node.url, "http")+"/v1/ws", nil)
 	if err != nil {
 		t.Fatal(err)
@@ -238,6 +255,7 @@ func testBrokerOutage(t *testing.T, rl *relay.Relay, broker string) {
 
 	// The log from the first event on, compared with the answers.
 	stored := map[string][]string{} // data → cursors
+	var order []string              // every cursor, in the log's order
 	for cursor := first.ID; ; {
 		status, body := node.get(t, "/v1/topics/outage.a/history?limit=1000&after="+cursor)
 		if status != http.StatusOK {
@@ -254,6 +272,7 @@ func testBrokerOutage(t *testing.T, rl *relay.Relay, broker string) {
 		}
 		for _, e := range page.Events {
 			stored[string(e.Data)] = append(stored[string(e.Data)], e.ID)
+			order = append(order, e.ID)
 			cursor = e.ID
 		}
 		if len(page.Events) < 1000 {
@@ -290,6 +309,18 @@ func testBrokerOutage(t *testing.T, rl *relay.Relay, broker string) {
 	if len(stored) > 0 {
 		t.Errorf("the log holds events nobody published: %v", stored)
 	}
+	// The subscriber got the log as it is, through both cuts: every event
+	// once, in order.
+	wait.For(t, 30*time.Second, "the subscriber to receive the log", func() bool {
+		liveMu.Lock()
+		defer liveMu.Unlock()
+		return len(live) >= len(order)
+	})
+	liveMu.Lock()
+	if strings.Join(live, " ") != strings.Join(order, " ") {
+		t.Errorf("the subscriber received %d events that differ from the log's %d", len(live), len(order))
+	}
+	liveMu.Unlock()
 	t.Logf("%d publishes answered with cursors, %d refused, %d of unknown outcome", nPublished, nRefused, nUnknown)
 	if status, body := node.get(t, "/v1/topics/outage.b/history"); status != http.StatusOK || strings.Contains(string(body), `"id"`) {
 		t.Errorf("the publishes refused while cut: history %d %s, want none", status, body)
