@@ -171,7 +171,8 @@ func TestClientSurvivesRestart(t *testing.T) {
 // TestClientReady publishes from the page right after the subscription's
 // ready promise resolved: the event must arrive, so ready means the server
 // has the subscription. A subscription the server refuses, or one closed
-// before it opened, rejects ready instead of leaving it pending for ever.
+// before it opened, rejects ready instead of leaving it pending for ever;
+// so does an action whose result subscription is refused.
 func TestClientReady(t *testing.T) {
 	s := newStack(t)
 	tb := browsertest.New(t)()
@@ -209,6 +210,13 @@ func TestClientReady(t *testing.T) {
 			})()`, tr, settled))
 			if got != "rejected closed" {
 				t.Errorf("ready of a subscription closed before it opened: %s, want rejected closed", got)
+			}
+			// An action waits for its result subscription's ready: a refused
+			// one rejects the action with the refusal, not a timeout later.
+			got = browsertest.Eval[string](t, tb, fmt.Sprintf(`herald.action('echo', 'bad topic!', {}, { transport: %q, timeout: 5000 })
+				.then(() => 'resolved', (e) => 'rejected ' + e.code)`, tr))
+			if got != "rejected invalid_pattern" {
+				t.Errorf("action whose result subscription is refused: %s, want rejected invalid_pattern", got)
 			}
 		})
 	}
