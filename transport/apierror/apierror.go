@@ -92,6 +92,10 @@ func SetJSONHeaders(h http.Header) {
 // request had no credentials (a token would help), 403 otherwise. what says
 // what was refused, e.g. `subscribing to "news.>"`.
 func Denied(p *auth.Principal, what string) *Error {
+	if p.CookieIgnored() {
+		return New(http.StatusUnauthorized, Unauthorized, "a token is required for "+what+
+			"; the herald_token cookie does not count on a request from a page of another origin: send the token in Authorization or access_token")
+	}
 	if p.Anonymous() {
 		return New(http.StatusUnauthorized, Unauthorized, "a token is required for "+what)
 	}

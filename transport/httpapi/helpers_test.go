@@ -44,7 +44,10 @@ type serverOptions struct {
 	// (Hub filled in) and serves it over HTTP and WebSocket.
 	actions *action.Options
 	cors    []string // CORSOrigins
-	auth    *auth.Authenticator
+	// wsOrigins are the WebSocket's AllowedOrigins; the binary passes
+	// --allowed-origins and --cors-origins.
+	wsOrigins []string
+	auth      *auth.Authenticator
 	// limits
 	publishRates, actionRates *limit.Rates
 	conns                     *limit.Conns
@@ -74,7 +77,7 @@ func newServer(t *testing.T, o serverOptions) *server {
 		o.sse = sse.New(sse.Options{Hub: h, Auth: o.auth, Conns: o.conns})
 	}
 	if o.ws == nil {
-		o.ws = ws.New(ws.Options{Hub: h, Actions: svc, Auth: o.auth, Conns: o.conns,
+		o.ws = ws.New(ws.Options{Hub: h, Actions: svc, Auth: o.auth, Conns: o.conns, AllowedOrigins: o.wsOrigins,
 			PublishRates: o.publishRates, ActionRates: o.actionRates})
 	}
 	srv := httptest.NewServer(httpapi.NewRouter(httpapi.Config{

@@ -24,15 +24,14 @@ type api struct {
 	actions  action.Runner // nil: the action routes are not mounted
 	maxBody  int64
 	maxBatch int
-	auth     *auth.Authenticator         // nil: no authentication
-	cop      *http.CrossOriginProtection // for cookie-authenticated POSTs; nil without auth
+	auth     *auth.Authenticator // nil: no authentication
 
 	publishRates, actionRates *limit.Rates // nil: unlimited
 }
 
 // principal authenticates r: auth.Everyone when authentication is off. On
-// failure it has answered (401, or 403 for a cross-site POST carrying the
-// cookie) and reports false.
+// failure it has answered 401 and reports false. A herald_token cookie
+// from a page of another origin is no credential (auth.Config.CookieOrigins).
 func (a *api) principal(w http.ResponseWriter, r *http.Request) (*auth.Principal, bool) {
 	if a.auth == nil {
 		return auth.Everyone, true
@@ -41,13 +40,6 @@ func (a *api) principal(w http.ResponseWriter, r *http.Request) (*auth.Principal
 	if err != nil {
 		apierror.WriteErr(w, err)
 		return nil, false
-	}
-	if r.Method == http.MethodPost && auth.FromCookie(r) {
-		if err := a.cop.Check(r); err != nil {
-			apierror.Write(w, apierror.New(http.StatusForbidden, apierror.Forbidden,
-				"a cross-origin request cannot use the herald_token cookie; send the token in Authorization"))
-			return nil, false
-		}
 	}
 	return p, true
 }

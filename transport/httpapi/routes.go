@@ -90,20 +90,6 @@ func NewRouter(cfg Config) http.Handler {
 	}
 	a := &api{hub: cfg.Hub, actions: cfg.Actions, maxBody: cfg.MaxBody, maxBatch: cfg.MaxBatch, auth: cfg.Auth,
 		publishRates: cfg.PublishRates, actionRates: cfg.ActionRates}
-	if cfg.Auth != nil {
-		// A POST that carries the herald_token cookie could be forged by
-		// any site the user visits; it must come from Herald's own origin
-		// or a CORS origin listed by name.
-		a.cop = http.NewCrossOriginProtection()
-		for _, o := range cfg.CORSOrigins {
-			if !strings.Contains(o, "*") {
-				if err := a.cop.AddTrustedOrigin(o); err != nil {
-					panic("httpapi: CORS origin " + o + ": " + err.Error())
-				}
-			}
-		}
-	}
-
 	r := mux.NewRouter().SkipClean(true)
 	rt := &router{mux: r, static: map[string]http.Handler{}}
 	if cfg.SSE != nil {
@@ -153,22 +139,48 @@ func NewRouter(cfg Config) http.Handler {
 // them too and a page can read the error. It passes the ResponseWriter on
 // unwrapped, so streams can still flush and hijack.
 //
-// Credentials (the herald_token cookie) are allowed only for a list of
-// origins: with "*" any site could make a visitor's browser send them.
+// Credentials (the herald_token cookie) are allowed only for origins
+// listed by name: the cookie is no credential from a page that only a
+// wildcard ("*", "https://*.example.org") admits (auth.Config.CookieOrigins),
+// so such pages are not invited to send it.
 func withCORS(origins []string, next http.Handler) http.Handler {
-	any := false
+	var named, wild []string
 	for _, o := range origins {
-		any = any || o == "*"
+		if strings.Contains(o, "*") {
+			wild = append(wild, o)
+		} else {
+			named = append(named, o)
+		}
 	}
-	return cors.New(cors.Options{
-		AllowedOrigins: origins,
-		AllowedMethods: []string{http.MethodGet, http.MethodHead, http.MethodPost},
-		AllowedHeaders: []string{"Content-Type", "Authorization", "Idempotency-Key", "Last-Event-ID"},
-		// Location and Retry-After are what a page needs from a 202 and a 503.
-		ExposedHeaders:   []string{"Location", "Retry-After"},
-		AllowCredentials: !any,
-		MaxAge:           600,
-	}).Handler(next)
+	handler := func(origins []string, credentials bool) http.Handler {
+		return cors.New(cors.Options{
+			AllowedOrigins: origins,
+			AllowedMethods: []string{http.MethodGet, http.MethodHead, http.MethodPost},
+			AllowedHeaders: []string{"Content-Type", "Authorization", "Idempotency-Key", "Last-Event-ID"},
+			// Location and Retry-After are what a page needs from a 202 and a 503.
+			ExposedHeaders:   []string{"Location", "Retry-After"},
+			AllowCredentials: credentials,
+			MaxAge:           600,
+		}).Handler(next)
+	}
+	switch {
+	case len(wild) == 0:
+		return handler(named, true)
+	case len(named) == 0:
+		return handler(wild, false)
+	}
+	withCredentials, without := handler(named, true), handler(wild, false)
+	isNamed := make(map[string]bool, len(named))
+	for _, o := range named {
+		isNamed[strings.ToLower(o)] = true
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if isNamed[strings.ToLower(r.Header.Get("Origin"))] {
+			withCredentials.ServeHTTP(w, r)
+			return
+		}
+		without.ServeHTTP(w, r)
+	})
 }
 
 // router dispatches the routes without path variables with one map lookup

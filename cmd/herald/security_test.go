@@ -1,0 +1,71 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+	"github.com/golang-jwt/jwt/v5"
+)
+
+// TestServeCookieNotFromOtherSites is cross-site WebSocket hijacking: a
+// page on another site opens a WebSocket to Herald, and the browser
+// attaches the visitor's herald_token cookie. With --cors-origins '*' the
+// handshake is allowed, but the cookie must not make the page its visitor:
+// it subscribes, publishes and runs actions as nobody. A page of an origin
+// named in --allowed-origins is the operator's own, and its cookie counts.
+func TestServeCookieNotFromOtherSites(t *testing.T) {
+	const secret = "0123456789abcdef0123456789abcdef"
+	in := startServe(t, "--addr", "127.0.0.1:0", "--auth", "jwt", "--jwt-secret", secret,
+		"--cors-origins", "*", "--allowed-origins", "app.example.com")
+	tok, err := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{
+		"sub": "victim", "exp": time.Now().Add(time.Hour).Unix(),
+		"herald": map[string][]string{"subscribe": {"orders.>"}, "publish": {"orders.*"}, "actions": {"echo"}},
+	}).SignedString([]byte(secret))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+
+	for origin, want := range map[string]string{"https://evil.example": "unauthorized", "https://app.example.com": ""} {
+		c, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(in.url, "http")+"/v1/ws", &websocket.DialOptions{
+			Subprotocols: []string{"herald.v1"},
+			HTTPClient:   in.client,
+			HTTPHeader:   http.Header{"Origin": {origin}, "Cookie": {"herald_token=" + tok}},
+		})
+		if err != nil {
+			t.Fatalf("%s: dial: %v", origin, err)
+		}
+		for _, op := range []string{
+			`{"op":"subscribe","ref":"1","topics":["orders.>"]}`,
+			`{"op":"publish","ref":"2","topic":"orders.1","data":"forged"}`,
+			`{"op":"action","ref":"3","type":"echo","topic":"orders.1","payload":"forged"}`,
+		} {
+			if err := c.Write(ctx, websocket.MessageText, []byte(op)); err != nil {
+				t.Fatalf("%s: write: %v", origin, err)
+			}
+			var reply struct {
+				Op    string
+				Error struct{ Code string }
+			}
+			for reply.Op == "" || reply.Op == "event" {
+				_, b, err := c.Read(ctx)
+				if err != nil {
+					t.Fatalf("%s: read: %v", origin, err)
+				}
+				if err := json.Unmarshal(b, &reply); err != nil {
+					t.Fatalf("%s: %s: %v", origin, b, err)
+				}
+			}
+			if reply.Error.Code != want {
+				t.Errorf("%s with the cookie: %s got %+v, want error code %q", origin, op, reply, want)
+			}
+		}
+		c.CloseNow()
+	}
+}
