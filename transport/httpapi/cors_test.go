@@ -137,3 +137,44 @@ func TestNoCORSByDefault(t *testing.T) {
 		t.Errorf("OPTIONS without CORS: %d, want 405", code)
 	}
 }
+
+// TestCORSPreflightHeaderForms sends preflights whose
+// Access-Control-Request-Headers is not in browsers' form (lower case,
+// sorted, no spaces), as some clients and proxies send it: each is granted
+// like the browser's form, and a header outside the allowed ones still is
+// not.
+func TestCORSPreflightHeaderForms(t *testing.T) {
+	s := newServer(t, serverOptions{cors: []string{"https://app.example.com"}})
+	const origin = "https://app.example.com"
+	for _, tc := range []struct {
+		values []string // one header line each
+		want   string   // Access-Control-Allow-Headers; "" = not granted
+	}{
+		{[]string{"content-type,authorization"}, "authorization,content-type"},
+		{[]string{"Content-Type, Authorization"}, "authorization,content-type"},
+		{[]string{"  idempotency-key ,\tCONTENT-TYPE  "}, "content-type,idempotency-key"},
+		{[]string{"content-type, Content-Type,content-type"}, "content-type"},
+		{[]string{"last-event-id,", ",authorization"}, "authorization,last-event-id"},
+		{[]string{"Authorization", "Content-Type"}, "authorization,content-type"},
+		{[]string{"Content-Type, X-Not-Allowed"}, ""},
+		{[]string{strings.Repeat("content-type,", 200)}, ""}, // beyond any list Herald allows
+	} {
+		req, err := http.NewRequest(http.MethodOptions, s.url+"/v1/publish", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Origin", origin)
+		req.Header.Set("Access-Control-Request-Method", "POST")
+		req.Header["Access-Control-Request-Headers"] = tc.values
+		resp, err := s.client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		granted := resp.Header.Get("Access-Control-Allow-Origin") == origin
+		if got := resp.Header.Get("Access-Control-Allow-Headers"); granted != (tc.want != "") || got != tc.want {
+			t.Errorf("%q: status %d, Access-Control-Allow-Origin %q, Access-Control-Allow-Headers %q; want %q",
+				tc.values, resp.StatusCode, resp.Header.Get("Access-Control-Allow-Origin"), got, tc.want)
+		}
+	}
+}

@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/gorilla/mux"
-	"github.com/rs/cors"
 
 	"github.com/heraldpush/herald/action"
 	"github.com/heraldpush/herald/auth"
@@ -132,55 +131,6 @@ func NewRouter(cfg Config) http.Handler {
 		h = withCORS(cfg.CORSOrigins, h)
 	}
 	return withAccessLog(cfg.Logger, cfg.ObserveRequest, h)
-}
-
-// withCORS answers preflights and adds the CORS headers for the allowed
-// origins (rs/cors), before routing, so that 404s, 405s and errors carry
-// them too and a page can read the error. It passes the ResponseWriter on
-// unwrapped, so streams can still flush and hijack.
-//
-// Credentials (the herald_token cookie) are allowed only for origins
-// listed by name: the cookie is no credential from a page that only a
-// wildcard ("*", "https://*.example.org") admits (auth.Config.CookieOrigins),
-// so such pages are not invited to send it.
-func withCORS(origins []string, next http.Handler) http.Handler {
-	var named, wild []string
-	for _, o := range origins {
-		if strings.Contains(o, "*") {
-			wild = append(wild, o)
-		} else {
-			named = append(named, o)
-		}
-	}
-	handler := func(origins []string, credentials bool) http.Handler {
-		return cors.New(cors.Options{
-			AllowedOrigins: origins,
-			AllowedMethods: []string{http.MethodGet, http.MethodHead, http.MethodPost},
-			AllowedHeaders: []string{"Content-Type", "Authorization", "Idempotency-Key", "Last-Event-ID"},
-			// Location and Retry-After are what a page needs from a 202 and a 503.
-			ExposedHeaders:   []string{"Location", "Retry-After"},
-			AllowCredentials: credentials,
-			MaxAge:           600,
-		}).Handler(next)
-	}
-	switch {
-	case len(wild) == 0:
-		return handler(named, true)
-	case len(named) == 0:
-		return handler(wild, false)
-	}
-	withCredentials, without := handler(named, true), handler(wild, false)
-	isNamed := make(map[string]bool, len(named))
-	for _, o := range named {
-		isNamed[strings.ToLower(o)] = true
-	}
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if isNamed[strings.ToLower(r.Header.Get("Origin"))] {
-			withCredentials.ServeHTTP(w, r)
-			return
-		}
-		without.ServeHTTP(w, r)
-	})
 }
 
 // router dispatches the routes without path variables with one map lookup
