@@ -126,7 +126,7 @@ func NewRouter(cfg Config) http.Handler {
 
 	// mux's own middleware (r.Use) does not run for 404 and 405, so the
 	// outer layers wrap the router itself.
-	var h http.Handler = rt
+	h := withReadableQuery(rt)
 	if len(cfg.CORSOrigins) > 0 {
 		h = withCORS(cfg.CORSOrigins, h)
 	}
