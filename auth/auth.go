@@ -59,7 +59,9 @@ type Config struct {
 	// PublicSubscribe are patterns anyone may subscribe to without a token.
 	PublicSubscribe []hub.Pattern
 	// APIKey, if set, is a secret that X-API-Key may carry instead of a
-	// token: it may publish to any topic (server-to-server), nothing else.
+	// token: the backend's credential (server-to-server). It may publish
+	// to any topic and read the node's statistics, and subscribe to the
+	// public patterns like anyone; nothing a user does.
 	APIKey string
 	// CookieOrigins are the Origin patterns of --allowed-origins and
 	// --cors-origins. The herald_token cookie is a credential only on
@@ -255,7 +257,8 @@ func (a *Authenticator) Request(r *http.Request) (*Principal, error) {
 		if a.cfg.APIKey == "" || subtle.ConstantTimeCompare([]byte(key), []byte(a.cfg.APIKey)) != 1 {
 			return nil, fmt.Errorf("%w: the API key is not valid", ErrUnauthorized)
 		}
-		return &Principal{Subject: "api-key", publishAll: true}, nil
+		// Like anyone, it may subscribe to the public patterns.
+		return &Principal{Subject: "api-key", publishAll: true, subscribe: a.cfg.PublicSubscribe}, nil
 	}
 	return &Principal{anonymous: true, subscribe: a.cfg.PublicSubscribe, cookieIgnored: cookieIgnored}, nil
 }
@@ -308,6 +311,9 @@ var Nobody = &Principal{anonymous: true}
 // Anonymous reports whether the request carried no credentials: a refusal
 // is then 401 (credentials would help), not 403.
 func (p *Principal) Anonymous() bool { return p.anonymous }
+
+// APIKey reports whether the request was authenticated by the API key.
+func (p *Principal) APIKey() bool { return p.publishAll }
 
 // CookieIgnored reports whether the request is anonymous because its
 // herald_token cookie came from a page of another origin, which a refusal

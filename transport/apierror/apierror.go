@@ -99,6 +99,10 @@ func Denied(p *auth.Principal, what string) *Error {
 	if p.Anonymous() {
 		return New(http.StatusUnauthorized, Unauthorized, "a token is required for "+what)
 	}
+	if p.APIKey() {
+		return New(http.StatusForbidden, Forbidden, "the API key does not grant "+what+
+			": it publishes and reads /v1/stats; what a user does needs the user's token")
+	}
 	return New(http.StatusForbidden, Forbidden, "the token does not grant "+what)
 }
 

@@ -336,3 +336,34 @@ func TestTokenExpiryEndsConnections(t *testing.T) {
 		t.Errorf("after refresh: %v", m)
 	}
 }
+
+// TestAPIKeyScope checks what the --api-key may do: it is the backend's
+// credential, so it publishes to any topic and reads the node's statistics,
+// and, like anyone, subscribes to the public patterns; what a user does
+// (subscribing to private topics, reading their history, actions) needs a
+// user's token: 403.
+func TestAPIKeyScope(t *testing.T) {
+	s := newAuthServer(t)
+	key := map[string]string{"X-API-Key": "publisher-key"}
+	for _, c := range []struct {
+		what, method, path, body string
+		status                   int
+	}{
+		{"publish", http.MethodPost, "/v1/publish", `{"topic":"orders.1","data":1}`, http.StatusOK},
+		{"stats", http.MethodGet, "/v1/stats", "", http.StatusOK},
+		{"topics", http.MethodGet, "/v1/topics", "", http.StatusOK},
+		{"action", http.MethodPost, "/v1/actions", `{"type":"echo","topic":"orders.1","payload":1}`, http.StatusForbidden},
+		{"history", http.MethodGet, "/v1/topics/orders.1/history", "", http.StatusForbidden},
+	} {
+		r := s.authedDo(t, c.method, c.path, c.body, key)
+		if r.status != c.status {
+			t.Errorf("%s with the API key: %d %s, want %d", c.what, r.status, r.body, c.status)
+		}
+	}
+	if r := s.openSSE(t, "/v1/events?topic=orders.*", key); r.status != http.StatusForbidden {
+		t.Errorf("a stream of a private pattern with the API key: %d %s, want 403", r.status, r.body)
+	}
+	if r := s.openSSE(t, "/v1/events?topic=public.news", key); r.status != http.StatusOK {
+		t.Errorf("a stream of a public pattern with the API key: %d %s, want 200", r.status, r.body)
+	}
+}
