@@ -3,6 +3,8 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"io"
+	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -67,5 +69,31 @@ func TestServeCookieNotFromOtherSites(t *testing.T) {
 			}
 		}
 		c.CloseNow()
+	}
+}
+
+// TestServeReadTimeout announces a request body and sends one byte of it:
+// with --read-timeout, the server answers 408 and closes the connection
+// rather than keeping it open for ever.
+func TestServeReadTimeout(t *testing.T) {
+	in := startServe(t, "--addr", "127.0.0.1:0", "--read-timeout", "200ms")
+	conn, err := net.Dial("tcp", strings.TrimPrefix(in.url, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := io.WriteString(conn, "POST /v1/publish HTTP/1.1\r\nHost: herald\r\nContent-Type: application/json\r\n"+
+		"Content-Length: 1048576\r\n\r\n{"); err != nil {
+		t.Fatal(err)
+	}
+	if err := conn.SetReadDeadline(time.Now().Add(15 * time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	got, err := io.ReadAll(conn) // to the end: the server closes the connection
+	if err != nil {
+		t.Fatalf("after %q: %v", got, err)
+	}
+	if !strings.HasPrefix(string(got), "HTTP/1.1 408 ") || !strings.Contains(string(got), `"request_timeout"`) {
+		t.Errorf("the server answered %q, want 408 request_timeout", got)
 	}
 }

@@ -29,7 +29,8 @@ import (
 
 // Timeouts of the HTTP server. There is deliberately no WriteTimeout: SSE
 // streams and WebSocket connections live for hours, and their transports set
-// a deadline on each write instead.
+// a deadline on each write instead. Nor is there a ReadTimeout: request
+// bodies get --read-timeout per request (httpapi.Config.ReadTimeout).
 const (
 	readHeaderTimeout = 10 * time.Second
 	idleTimeout       = 120 * time.Second
@@ -58,6 +59,7 @@ type serveConfig struct {
 	heartbeat       time.Duration
 	sseRetry        time.Duration
 	writeTimeout    time.Duration
+	readTimeout     time.Duration
 	maxBody         int64
 	wsReadLimit     int64
 	wsPingInterval  time.Duration
@@ -129,6 +131,7 @@ func parseServeFlags(args []string, getenv func(string) (string, bool), stdout i
 	fs.DurationVar(&c.heartbeat, "heartbeat", 15*time.Second, "interval of SSE \": ping\" comment lines")
 	fs.DurationVar(&c.sseRetry, "sse-retry", 2*time.Second, "reconnect delay suggested to SSE clients (the retry: line)")
 	fs.DurationVar(&c.writeTimeout, "write-timeout", 10*time.Second, "deadline for each write to an SSE or WebSocket client; missing it disconnects the client")
+	fs.DurationVar(&c.readTimeout, "read-timeout", httpapi.DefaultReadTimeout, "how long a request body may take to arrive once its headers have; past it: 408 and the connection closed (streams are not affected)")
 	fs.Int64Var(&c.maxBody, "max-body", httpapi.DefaultMaxBody, "largest HTTP request body, in bytes")
 	fs.Int64Var(&c.wsReadLimit, "ws-read-limit", 64<<10, "largest WebSocket message from a client, in bytes (larger: close 1009)")
 	fs.DurationVar(&c.wsPingInterval, "ws-ping-interval", 25*time.Second, "interval of WebSocket keep-alive pings")
@@ -322,6 +325,8 @@ func (c *serveConfig) validate() error {
 		return usagef("--sse-retry must be positive, got %v", c.sseRetry)
 	case c.writeTimeout <= 0:
 		return usagef("--write-timeout must be positive, got %v", c.writeTimeout)
+	case c.readTimeout <= 0:
+		return usagef("--read-timeout must be positive, got %v", c.readTimeout)
 	case c.maxBody <= 0:
 		return usagef("--max-body must be positive, got %d", c.maxBody)
 	case c.wsReadLimit <= 0:
@@ -511,7 +516,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer, read
 	})
 	srv := &http.Server{
 		Handler: httpapi.NewRouter(httpapi.Config{
-			Hub: h, SSE: sseH, WS: wsH, Actions: svc, MaxBody: cfg.maxBody, Logger: log,
+			Hub: h, SSE: sseH, WS: wsH, Actions: svc, MaxBody: cfg.maxBody, ReadTimeout: cfg.readTimeout, Logger: log,
 			Client: web.JS(), Dashboard: web.Dashboard(), DashboardPaths: web.DashboardPaths,
 			CORSOrigins: cfg.corsOrigins, Auth: authn, PublishRates: publishRates, ActionRates: actionRates,
 			Metrics: publicMetrics, ObserveRequest: m.ObserveRequest,

@@ -26,6 +26,7 @@ const (
 	InvalidCursor        = "invalid_cursor"
 	InvalidRequest       = "invalid_request"
 	TooLarge             = "too_large"
+	RequestTimeout       = "request_timeout"
 	UnsupportedMediaType = "unsupported_media_type"
 	Unauthorized         = "unauthorized"
 	Forbidden            = "forbidden"

@@ -100,16 +100,7 @@ func TestCORS(t *testing.T) {
 		if r := s.do(t, http.MethodPost, "/v1/publish", "application/json", `{"topic":"cors.t","data":1}`); r.status != http.StatusOK {
 			t.Fatalf("publish: %d %s", r.status, r.body)
 		}
-		br := bufio.NewReader(resp.Body)
-		for {
-			line, err := br.ReadString('\n')
-			if err != nil {
-				t.Fatalf("reading the stream: %v", err)
-			}
-			if strings.HasPrefix(line, "data: ") && strings.Contains(line, `"cors.t"`) {
-				break
-			}
-		}
+		awaitSSEEvent(t, bufio.NewReader(resp.Body), "cors.t")
 	})
 }
 

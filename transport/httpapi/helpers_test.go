@@ -35,11 +35,12 @@ type server struct {
 }
 
 type serverOptions struct {
-	retain   int // memory broker size; 0: default
-	maxBody  int64
-	maxBatch int
-	sse, ws  http.Handler // nil: the real transports
-	logger   *slog.Logger
+	retain      int // memory broker size; 0: default
+	maxBody     int64
+	maxBatch    int
+	readTimeout time.Duration
+	sse, ws     http.Handler // nil: the real transports
+	logger      *slog.Logger
 	// actions, when not nil, starts an action service with these options
 	// (Hub filled in) and serves it over HTTP and WebSocket.
 	actions *action.Options
@@ -81,7 +82,7 @@ func newServer(t *testing.T, o serverOptions) *server {
 			PublishRates: o.publishRates, ActionRates: o.actionRates})
 	}
 	srv := httptest.NewServer(httpapi.NewRouter(httpapi.Config{
-		Hub: h, SSE: o.sse, WS: o.ws, Actions: svc, MaxBody: o.maxBody, MaxBatch: o.maxBatch, Logger: o.logger,
+		Hub: h, SSE: o.sse, WS: o.ws, Actions: svc, MaxBody: o.maxBody, MaxBatch: o.maxBatch, ReadTimeout: o.readTimeout, Logger: o.logger,
 		CORSOrigins: o.cors, Auth: o.auth, PublishRates: o.publishRates, ActionRates: o.actionRates,
 	}))
 	tr := &http.Transport{}

@@ -22,8 +22,9 @@ import (
 
 // Defaults of Config.
 const (
-	DefaultMaxBody  int64 = 1 << 20
-	DefaultMaxBatch       = 1000
+	DefaultMaxBody     int64 = 1 << 20
+	DefaultMaxBatch          = 1000
+	DefaultReadTimeout       = 30 * time.Second
 )
 
 // Config configures the handler returned by NewRouter.
@@ -43,6 +44,12 @@ type Config struct {
 	// MaxBatch bounds the events of one batch publish; more get 413
 	// too_large. Default 1000.
 	MaxBatch int
+	// ReadTimeout bounds how long a request body may take to arrive,
+	// from the end of its headers; past it the request is answered 408
+	// request_timeout and its connection closed. Requests without a body,
+	// the SSE stream and the WebSocket handshake among them, are not
+	// affected. Default 30 s.
+	ReadTimeout time.Duration
 	// Client serves GET /herald.js and Dashboard serves DashboardPaths
 	// (package web); nil leaves the routes unmounted.
 	Client         http.Handler
@@ -84,10 +91,13 @@ func NewRouter(cfg Config) http.Handler {
 	if cfg.MaxBatch <= 0 {
 		cfg.MaxBatch = DefaultMaxBatch
 	}
+	if cfg.ReadTimeout <= 0 {
+		cfg.ReadTimeout = DefaultReadTimeout
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	a := &api{hub: cfg.Hub, actions: cfg.Actions, maxBody: cfg.MaxBody, maxBatch: cfg.MaxBatch, auth: cfg.Auth,
+	a := &api{hub: cfg.Hub, actions: cfg.Actions, maxBody: cfg.MaxBody, maxBatch: cfg.MaxBatch, readTimeout: cfg.ReadTimeout, auth: cfg.Auth,
 		publishRates: cfg.PublishRates, actionRates: cfg.ActionRates}
 	r := mux.NewRouter().SkipClean(true)
 	rt := &router{mux: r, static: map[string]http.Handler{}}
@@ -130,7 +140,7 @@ func NewRouter(cfg Config) http.Handler {
 	if len(cfg.CORSOrigins) > 0 {
 		h = withCORS(cfg.CORSOrigins, h)
 	}
-	return withAccessLog(cfg.Logger, cfg.ObserveRequest, h)
+	return withAccessLog(cfg.Logger, cfg.ObserveRequest, withBodyDeadline(cfg.ReadTimeout, h))
 }
 
 // router dispatches the routes without path variables with one map lookup
