@@ -73,27 +73,53 @@ func TestServeCookieNotFromOtherSites(t *testing.T) {
 }
 
 // TestServeReadTimeout announces a request body and sends one byte of it:
-// with --read-timeout, the server answers 408 and closes the connection
-// rather than keeping it open for ever.
+// with --read-timeout, the server answers 408 rather than waiting for ever,
+// over HTTP/1.1 (and closes the connection) and over HTTP/2 (the stream).
 func TestServeReadTimeout(t *testing.T) {
-	in := startServe(t, "--addr", "127.0.0.1:0", "--read-timeout", "200ms")
-	conn, err := net.Dial("tcp", strings.TrimPrefix(in.url, "http://"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	if _, err := io.WriteString(conn, "POST /v1/publish HTTP/1.1\r\nHost: herald\r\nContent-Type: application/json\r\n"+
-		"Content-Length: 1048576\r\n\r\n{"); err != nil {
-		t.Fatal(err)
-	}
-	if err := conn.SetReadDeadline(time.Now().Add(15 * time.Second)); err != nil {
-		t.Fatal(err)
-	}
-	got, err := io.ReadAll(conn) // to the end: the server closes the connection
-	if err != nil {
-		t.Fatalf("after %q: %v", got, err)
-	}
-	if !strings.HasPrefix(string(got), "HTTP/1.1 408 ") || !strings.Contains(string(got), `"request_timeout"`) {
-		t.Errorf("the server answered %q, want 408 request_timeout", got)
-	}
+	in := startServe(t, "--addr", "127.0.0.1:0", "--read-timeout", "200ms", "--h2c")
+
+	t.Run("HTTP/1.1", func(t *testing.T) {
+		conn, err := net.Dial("tcp", strings.TrimPrefix(in.url, "http://"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		if _, err := io.WriteString(conn, "POST /v1/publish HTTP/1.1\r\nHost: herald\r\nContent-Type: application/json\r\n"+
+			"Content-Length: 1048576\r\n\r\n{"); err != nil {
+			t.Fatal(err)
+		}
+		if err := conn.SetReadDeadline(time.Now().Add(15 * time.Second)); err != nil {
+			t.Fatal(err)
+		}
+		got, err := io.ReadAll(conn) // to the end: the server closes the connection
+		if err != nil {
+			t.Fatalf("after %q: %v", got, err)
+		}
+		if !strings.HasPrefix(string(got), "HTTP/1.1 408 ") || !strings.Contains(string(got), `"request_timeout"`) {
+			t.Errorf("the server answered %q, want 408 request_timeout", got)
+		}
+	})
+
+	t.Run("HTTP/2", func(t *testing.T) {
+		client, _ := newClient(t, nil, h2c)
+		client.Timeout = 15 * time.Second
+		body, more := io.Pipe()
+		defer more.Close()
+		go func() { _, _ = io.WriteString(more, "{") }() // and nothing more
+		req, err := http.NewRequest(http.MethodPost, in.url+"/v1/publish", body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.ContentLength = 1 << 20
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.ProtoMajor != 2 || resp.StatusCode != http.StatusRequestTimeout || !strings.Contains(string(got), `"request_timeout"`) {
+			t.Errorf("%s %d %s, want HTTP/2 408 request_timeout", resp.Proto, resp.StatusCode, got)
+		}
+	})
 }
