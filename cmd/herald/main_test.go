@@ -95,7 +95,7 @@ func TestServeFlagsAndEnv(t *testing.T) {
 		want := serveConfig{
 			addr: "127.0.0.1:8080", broker: "memory", historySize: 10000, historyTTL: time.Hour,
 			queueBytes: 524288, shards: 0, heartbeat: 15 * time.Second, sseRetry: 2 * time.Second,
-			writeTimeout: 10 * time.Second, maxBody: 1048576, wsReadLimit: 65536,
+			writeTimeout: 10 * time.Second, readTimeout: 30 * time.Second, maxBody: 1048576, wsReadLimit: 65536,
 			wsPingInterval: 25 * time.Second, shutdownTimeout: 10 * time.Second, logFormat: "text",
 			actionWorkers: 16, actionQueue: 10000, actionTTL: time.Hour, actionLease: 30 * time.Second, actionMaxFinished: 100000, actionTimeout: 10 * time.Second,
 			actionMaxAttempts: 5, authMode: "none", maxConns: 100000, wsMessageRate: 200, wsMaxTopics: 256,
@@ -141,7 +141,7 @@ func TestServeFlagsAndEnv(t *testing.T) {
 			t.Fatalf("-h: %v", err)
 		}
 		for _, name := range []string{"addr", "broker", "history-size", "history-ttl", "queue-bytes", "shards",
-			"heartbeat", "sse-retry", "write-timeout", "max-body", "ws-read-limit", "ws-ping-interval",
+			"heartbeat", "sse-retry", "write-timeout", "read-timeout", "max-body", "ws-read-limit", "ws-ping-interval",
 			"allowed-origins", "cors-origins", "max-conns", "max-conns-per-ip", "rate-publish", "rate-actions", "ws-message-rate", "ws-max-topics", "auth", "jwt-secret", "jwt-public-key", "jwt-audience", "jwt-issuer",
 			"public-subscribe", "api-key", "shutdown-timeout", "log-level", "log-format", "action-upstream", "action-workers",
 			"action-queue", "action-ttl", "action-timeout", "action-max-attempts"} {
@@ -170,6 +170,7 @@ func TestServeBadFlags(t *testing.T) {
 		{"zero queue bytes", []string{"--queue-bytes=0"}, nil, "--queue-bytes must be positive"},
 		{"bad duration", []string{"--history-ttl", "forever"}, nil, "invalid value"},
 		{"negative duration", []string{"--heartbeat", "-1s"}, nil, "--heartbeat must be positive"},
+		{"zero read timeout", []string{"--read-timeout", "0s"}, nil, "--read-timeout must be positive"},
 		{"not a number", []string{"--max-body", "1MB"}, nil, "invalid value"},
 		{"unknown flag", []string{"--nope"}, nil, "flag provided but not defined"},
 		{"unknown auth", []string{"--auth", "basic"}, nil, "--auth must be none or jwt"},

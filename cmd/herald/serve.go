@@ -29,7 +29,8 @@ import (
 
 // Timeouts of the HTTP server. There is deliberately no WriteTimeout: SSE
 // streams and WebSocket connections live for hours, and their transports set
-// a deadline on each write instead.
+// a deadline on each write instead. Nor is there a ReadTimeout: request
+// bodies get --read-timeout per request (httpapi.Config.ReadTimeout).
 const (
 	readHeaderTimeout = 10 * time.Second
 	idleTimeout       = 120 * time.Second
@@ -58,6 +59,7 @@ type serveConfig struct {
 	heartbeat       time.Duration
 	sseRetry        time.Duration
 	writeTimeout    time.Duration
+	readTimeout     time.Duration
 	maxBody         int64
 	wsReadLimit     int64
 	wsPingInterval  time.Duration
@@ -129,11 +131,12 @@ func parseServeFlags(args []string, getenv func(string) (string, bool), stdout i
 	fs.DurationVar(&c.heartbeat, "heartbeat", 15*time.Second, "interval of SSE \": ping\" comment lines")
 	fs.DurationVar(&c.sseRetry, "sse-retry", 2*time.Second, "reconnect delay suggested to SSE clients (the retry: line)")
 	fs.DurationVar(&c.writeTimeout, "write-timeout", 10*time.Second, "deadline for each write to an SSE or WebSocket client; missing it disconnects the client")
+	fs.DurationVar(&c.readTimeout, "read-timeout", httpapi.DefaultReadTimeout, "how long a request body may take to arrive once its headers have; past it: 408 and the connection closed (streams are not affected)")
 	fs.Int64Var(&c.maxBody, "max-body", httpapi.DefaultMaxBody, "largest HTTP request body, in bytes")
 	fs.Int64Var(&c.wsReadLimit, "ws-read-limit", 64<<10, "largest WebSocket message from a client, in bytes (larger: close 1009)")
 	fs.DurationVar(&c.wsPingInterval, "ws-ping-interval", 25*time.Second, "interval of WebSocket keep-alive pings")
-	fs.StringVar(&origins, "allowed-origins", "", "comma-separated Origin patterns allowed to open WebSockets, e.g. app.example.com,*.example.org (empty: same host only)")
-	fs.StringVar(&corsOrigins, "cors-origins", "", "comma-separated origins whose pages may use the API, the SSE stream and /herald.js, e.g. https://app.example.com,https://*.example.org, or * for any; they may open WebSockets too (empty: no cross-origin access)")
+	fs.StringVar(&origins, "allowed-origins", "", "comma-separated Origin patterns allowed to open WebSockets, e.g. app.example.com,*.example.org (empty: same host only); those without a wildcard may also use the herald_token cookie")
+	fs.StringVar(&corsOrigins, "cors-origins", "", "comma-separated origins whose pages may use the API, the SSE stream and /herald.js, e.g. https://app.example.com,https://*.example.org, or * for any; they may open WebSockets too; only those named exactly get credentials (the herald_token cookie) (empty: no cross-origin access)")
 	fs.IntVar(&c.maxConns, "max-conns", 100000, "open SSE streams and WebSockets at most, in all; more get 503 (0: no limit)")
 	fs.IntVar(&c.maxConnsPerIP, "max-conns-per-ip", 0, "open streams and WebSockets at most from one client address; more get 429 (0: no limit; behind a proxy every client has the proxy's address)")
 	fs.Float64Var(&c.ratePublish, "rate-publish", 0, "events a caller (token subject, else address) may publish per second, over HTTP and WebSocket, in bursts of as many; more get 429 (0: no limit)")
@@ -146,7 +149,7 @@ func parseServeFlags(args []string, getenv func(string) (string, bool), stdout i
 	fs.StringVar(&c.jwtAudience, "jwt-audience", "", "if set, tokens must carry this aud (--auth jwt)")
 	fs.StringVar(&c.jwtIssuer, "jwt-issuer", "", "if set, tokens must carry this iss (--auth jwt)")
 	fs.StringVar(&public, "public-subscribe", "", "comma-separated patterns anyone may subscribe to without a token, e.g. news.> (--auth jwt)")
-	fs.StringVar(&c.apiKey, "api-key", "", "secret that lets a server publish to any topic with the X-API-Key header instead of a token (--auth jwt)")
+	fs.StringVar(&c.apiKey, "api-key", "", "secret that lets a server publish to any topic and read /v1/stats with the X-API-Key header instead of a token (--auth jwt)")
 	fs.DurationVar(&c.shutdownTimeout, "shutdown-timeout", 10*time.Second, "how long a graceful shutdown may take before connections are cut")
 	fs.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn or error (debug logs every request)")
 	fs.StringVar(&c.logFormat, "log-format", "text", "log format: text or json")
@@ -322,6 +325,8 @@ func (c *serveConfig) validate() error {
 		return usagef("--sse-retry must be positive, got %v", c.sseRetry)
 	case c.writeTimeout <= 0:
 		return usagef("--write-timeout must be positive, got %v", c.writeTimeout)
+	case c.readTimeout <= 0:
+		return usagef("--read-timeout must be positive, got %v", c.readTimeout)
 	case c.maxBody <= 0:
 		return usagef("--max-body must be positive, got %d", c.maxBody)
 	case c.wsReadLimit <= 0:
@@ -386,6 +391,9 @@ func (c *serveConfig) authenticator() (*auth.Authenticator, error) {
 	cfg := auth.Config{
 		Secret: []byte(c.jwtSecret), Audience: c.jwtAudience, Issuer: c.jwtIssuer,
 		PublicSubscribe: c.publicSubscribe, APIKey: c.apiKey,
+		// The pages that may open WebSockets or use the API: those named
+		// exactly may also authenticate with the herald_token cookie.
+		CookieOrigins: c.allowedOrigins,
 	}
 	if c.jwtPublicKey != "" {
 		pemBytes, err := os.ReadFile(c.jwtPublicKey)
@@ -508,7 +516,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer, read
 	})
 	srv := &http.Server{
 		Handler: httpapi.NewRouter(httpapi.Config{
-			Hub: h, SSE: sseH, WS: wsH, Actions: svc, MaxBody: cfg.maxBody, Logger: log,
+			Hub: h, SSE: sseH, WS: wsH, Actions: svc, MaxBody: cfg.maxBody, ReadTimeout: cfg.readTimeout, Logger: log,
 			Client: web.JS(), Dashboard: web.Dashboard(), DashboardPaths: web.DashboardPaths,
 			CORSOrigins: cfg.corsOrigins, Auth: authn, PublishRates: publishRates, ActionRates: actionRates,
 			Metrics: publicMetrics, ObserveRequest: m.ObserveRequest,
