@@ -279,7 +279,8 @@ func checkUpstreamType(typ string) error {
 			return fmt.Errorf("type %q may only contain A-Z a-z 0-9 _ . : - (and end in *)", typ)
 		}
 	}
-	if strings.HasPrefix(name, "herald.") || name == "herald" {
+	// name+"." also catches "herald" itself, whose "herald*" would cover the namespace.
+	if hub.ReservedType(name) || hub.ReservedType(name+".") {
 		return fmt.Errorf("type %q is in the reserved herald. namespace", typ)
 	}
 	return nil
