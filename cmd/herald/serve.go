@@ -450,7 +450,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer, read
 	upstreams := make([]*action.Upstream, len(cfg.actionUpstream))
 	for i, r := range cfg.actionUpstream {
 		u, err := action.NewUpstream(action.UpstreamOptions{
-			URL: r.url, Timeout: cfg.actionTimeout, MaxIdleConns: cfg.actionWorkers,
+			URL: r.url, Timeout: cfg.actionTimeout, MaxIdleConns: cfg.actionWorkers, Logger: log,
 		})
 		if err != nil {
 			return usagef("--action-upstream %s: %v", r.url, err)
