@@ -332,6 +332,7 @@ func TestSubmitValidation(t *testing.T) {
 	}{
 		{"empty type", action.Request{Topic: "t.x"}, hub.ErrInvalidType},
 		{"reserved type", action.Request{Type: "herald.reset", Topic: "t.x"}, hub.ErrInvalidType},
+		{"reserved type in capitals", action.Request{Type: "HERALD.reset", Topic: "t.x"}, hub.ErrInvalidType},
 		{"space in type", action.Request{Type: "bad type", Topic: "t.x"}, hub.ErrInvalidType},
 		{"long type", action.Request{Type: strings.Repeat("a", 65), Topic: "t.x"}, hub.ErrInvalidType},
 		{"empty topic", action.Request{Type: "echo"}, hub.ErrInvalidTopic},

@@ -16,8 +16,16 @@ import (
 // DefaultType is the type of an event published without one.
 const DefaultType = "message"
 
-// ReservedTypePrefix starts the types only the server may use (herald.reset, …).
+// ReservedTypePrefix starts the types only the server may use (herald.reset, …),
+// in any case: clients match types as they like, and one that folds case
+// must not take HERALD.reset for the server's own.
 const ReservedTypePrefix = "herald."
+
+// ReservedType reports whether t is in the server's reserved namespace: it
+// begins with ReservedTypePrefix, compared without regard to case.
+func ReservedType(t string) bool {
+	return len(t) >= len(ReservedTypePrefix) && strings.EqualFold(t[:len(ReservedTypePrefix)], ReservedTypePrefix)
+}
 
 // ErrInvalidType is returned for a type outside [A-Za-z0-9_.:-]{1,64} or one
 // in the reserved herald.* namespace.
@@ -96,7 +104,7 @@ func ValidateType(t string) error {
 			return fmt.Errorf("%w %q: byte %q not allowed (types are [A-Za-z0-9_.:-])", ErrInvalidType, t, c)
 		}
 	}
-	if strings.HasPrefix(t, ReservedTypePrefix) {
+	if ReservedType(t) {
 		return fmt.Errorf("%w %q: the %s namespace is reserved for the server", ErrInvalidType, t, ReservedTypePrefix)
 	}
 	return nil

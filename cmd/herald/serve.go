@@ -282,7 +282,8 @@ func checkUpstreamType(typ string) error {
 			return fmt.Errorf("type %q may only contain A-Z a-z 0-9 _ . : - (and end in *)", typ)
 		}
 	}
-	if strings.HasPrefix(name, "herald.") || name == "herald" {
+	// name+"." also catches "herald" itself, whose "herald*" would cover the namespace.
+	if hub.ReservedType(name) || hub.ReservedType(name+".") {
 		return fmt.Errorf("type %q is in the reserved herald. namespace", typ)
 	}
 	return nil
@@ -457,7 +458,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer, read
 	upstreams := make([]*action.Upstream, len(cfg.actionUpstream))
 	for i, r := range cfg.actionUpstream {
 		u, err := action.NewUpstream(action.UpstreamOptions{
-			URL: r.url, Timeout: cfg.actionTimeout, MaxIdleConns: cfg.actionWorkers,
+			URL: r.url, Timeout: cfg.actionTimeout, MaxIdleConns: cfg.actionWorkers, Logger: log,
 		})
 		if err != nil {
 			return usagef("--action-upstream %s: %v", r.url, err)

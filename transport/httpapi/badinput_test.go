@@ -77,6 +77,8 @@ func TestBadInput(t *testing.T) {
 		{"empty segment", "POST", "/v1/publish", js, `{"topic":"a..b"}`, 400, "invalid_topic", ""},
 		{"space in topic", "POST", "/v1/publish", js, `{"topic":"a b"}`, 400, "invalid_topic", ""},
 		{"reserved type", "POST", "/v1/publish", js, `{"topic":"a","type":"herald.reset"}`, 400, "invalid_type", ""},
+		{"reserved type in capitals", "POST", "/v1/publish", js, `{"topic":"a","type":"HERALD.reset"}`, 400, "invalid_type", ""},
+		{"reserved type capitalized", "POST", "/v1/publish", js, `{"topic":"a","type":"Herald.reset"}`, 400, "invalid_type", ""},
 		{"invalid type chars", "POST", "/v1/publish", js, `{"topic":"a","type":"a/b"}`, 400, "invalid_type", ""},
 		{"space in type", "POST", "/v1/publish", js, `{"topic":"a","type":"a b"}`, 400, "invalid_type", ""},
 		{"65-byte type", "POST", "/v1/publish", js, `{"topic":"a","type":"` + strings.Repeat("t", 65) + `"}`, 400, "invalid_type", ""},
@@ -88,6 +90,7 @@ func TestBadInput(t *testing.T) {
 		{"both forms via data", "POST", "/v1/publish", js, `{"data":null,"events":[{"topic":"b"}]}`, 400, "invalid_request", ""},
 		{"bad topic in batch", "POST", "/v1/publish", js, `{"events":[{"topic":"a"},{"topic":"b.*"}]}`, 400, "invalid_topic", ""},
 		{"reserved type in batch", "POST", "/v1/publish", js, `{"events":[{"topic":"a","type":"herald.x"}]}`, 400, "invalid_type", ""},
+		{"reserved type in capitals in batch", "POST", "/v1/publish", js, `{"events":[{"topic":"a"},{"topic":"a","type":"HERALD.reset"}]}`, 400, "invalid_type", ""},
 		{"batch too long", "POST", "/v1/publish", js, tooMany, 413, "too_large", ""},
 		{"body too large", "POST", "/v1/publish", js, huge, 413, "too_large", ""},
 

@@ -113,14 +113,20 @@ func (c *corkConn) Uncork() error {
 // Write: coder/websocket flushes its buffered writer at the end of every
 // frame, and a control frame (at most 127 bytes) fits its buffer. While
 // corked it appends p to the batch; otherwise it writes p to the socket
-// under the write timeout.
+// under the write timeout. A close frame goes out as validClose has it.
 func (c *corkConn) Write(p []byte) (int, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	frame := p
 	if len(p) > 0 && p[0]&0x0F == opClose {
 		c.closeOut = true
+		frame = validClose(p)
 	}
-	return c.appendLocked(p)
+	n, err := c.appendLocked(frame)
+	if err == nil {
+		n = len(p)
+	}
+	return n, err
 }
 
 // opClose is the close frame's opcode (RFC 6455 section 5.2).

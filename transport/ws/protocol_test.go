@@ -150,6 +150,7 @@ func TestBadMessagesGetErrorsAndTheConnectionStays(t *testing.T) {
 		{name: "publish to an invalid topic", msg: `{"op":"publish","topic":"a b","data":1}`, code: "invalid_topic"},
 		{name: "publish without topic", msg: `{"op":"publish","data":1}`, code: "invalid_topic"},
 		{name: "publish reserved type", msg: `{"op":"publish","ref":6,"topic":"a.b","type":"herald.x","data":1}`, code: "invalid_type", wantRef: "6"},
+		{name: "publish reserved type in capitals", msg: `{"op":"publish","ref":6,"topic":"a.b","type":"HERALD.reset","data":1}`, code: "invalid_type", wantRef: "6"},
 		{name: "publish bad type", msg: `{"op":"publish","topic":"a.b","type":"has space"}`, code: "invalid_type"},
 		{name: "binary frame", binary: true, msg: `{"op":"ping"}`, code: "unsupported_media_type"},
 		{name: "action", msg: `{"op":"action","ref":8,"type":"echo","topic":"a.b","payload":{}}`, code: "unknown_action", wantRef: "8"},
