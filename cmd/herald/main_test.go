@@ -168,6 +168,7 @@ func TestServeBadFlags(t *testing.T) {
 	}{
 		{"negative history size", []string{"--history-size", "-1"}, nil, "--history-size must be positive"},
 		{"zero history bytes", []string{"--history-bytes", "0"}, nil, "--history-bytes must be positive"},
+		{"history bytes below the largest event", []string{"--history-bytes", "1000", "--max-body", "2000"}, nil, "--history-bytes (1000) must be at least --max-body (2000)"},
 		{"zero action bytes", []string{"--action-max-bytes", "0"}, nil, "--action-max-bytes must be positive"},
 		{"zero queue bytes", []string{"--queue-bytes=0"}, nil, "--queue-bytes must be positive"},
 		{"bad duration", []string{"--history-ttl", "forever"}, nil, "invalid value"},

@@ -316,6 +316,10 @@ func (c *serveConfig) validate() error {
 		return usagef("--history-size must be positive, got %d", c.historySize)
 	case c.historyBytes <= 0:
 		return usagef("--history-bytes must be positive, got %d", c.historyBytes)
+	case int64(c.historyBytes) < c.maxBody:
+		// A smaller bound could not retain the largest event a client may
+		// publish (and NATS would refuse to store it).
+		return usagef("--history-bytes (%d) must be at least --max-body (%d)", c.historyBytes, c.maxBody)
 	case c.historyTTL < 0:
 		return usagef("--history-ttl must not be negative, got %v", c.historyTTL)
 	case c.queueBytes <= 0:
