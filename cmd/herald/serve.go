@@ -53,6 +53,7 @@ type serveConfig struct {
 	h2c             bool   // HTTP/2 without TLS besides HTTP/1.1
 	broker          string
 	historySize     int
+	historyBytes    int
 	historyTTL      time.Duration
 	queueBytes      int
 	shards          int
@@ -88,6 +89,7 @@ type serveConfig struct {
 	actionTTL         time.Duration
 	actionLease       time.Duration
 	actionMaxFinished int
+	actionMaxBytes    int
 	actionTimeout     time.Duration
 	actionMaxAttempts int
 
@@ -125,6 +127,7 @@ func parseServeFlags(args []string, getenv func(string) (string, bool), stdout i
 	fs.BoolVar(&c.h2c, "h2c", false, "also accept HTTP/2 without TLS (prior knowledge), for a proxy that speaks h2c to Herald; HTTP/1.1 still works on the same port")
 	fs.StringVar(&c.broker, "broker", "memory", "event broker: memory (one node); for a cluster of nodes sharing one log, redis://[:password@]host:6379/0[?prefix=herald] or nats://[user:password@]host:4222[,host:4222…][?stream=HERALD&subjects=herald.ev&replicas=1&storage=file]")
 	fs.IntVar(&c.historySize, "history-size", 10000, "events retained for replay and history, at most")
+	fs.IntVar(&c.historyBytes, "history-bytes", hub.DefaultHistoryBytes, "bound of the retained events' size, in bytes; the oldest go first (redis:// bounds the events' fields, nats:// the stream's MaxBytes)")
 	fs.DurationVar(&c.historyTTL, "history-ttl", time.Hour, "events older than this are dropped from history (0: no age limit)")
 	fs.IntVar(&c.queueBytes, "queue-bytes", 512<<10, "outbound queue bound per connection, in bytes; a client that overflows it is disconnected as a slow consumer")
 	fs.IntVar(&c.shards, "shards", 0, "hub shards (0: GOMAXPROCS)")
@@ -159,6 +162,7 @@ func parseServeFlags(args []string, getenv func(string) (string, bool), stdout i
 	fs.DurationVar(&c.actionTTL, "action-ttl", time.Hour, "how long a finished action's status (and its idempotency key) is kept")
 	fs.DurationVar(&c.actionLease, "action-lease", action.DefaultLease, "with a shared broker: how long a node keeps an action it runs without renewing it; another node takes over the actions of a node that died after this")
 	fs.IntVar(&c.actionMaxFinished, "action-max-finished", 100000, "finished actions kept at most, whatever their age; the oldest are forgotten first")
+	fs.IntVar(&c.actionMaxBytes, "action-max-bytes", action.DefaultMaxFinishedBytes, "bound of the finished actions' records kept on this node (results, errors, keys), in bytes; the oldest are forgotten first (not with a shared broker: its records expire after --action-ttl)")
 	fs.DurationVar(&c.actionTimeout, "action-timeout", 10*time.Second, "deadline of each attempt at an upstream action")
 	fs.IntVar(&c.actionMaxAttempts, "action-max-attempts", 5, "attempts at an action whose upstream fails transiently (5xx, timeout, connection error)")
 	fs.Usage = func() {
@@ -314,6 +318,12 @@ func (c *serveConfig) validate() error {
 		return usagef("--h2c is HTTP/2 without TLS; with --tls-cert the server speaks HTTP/2 over TLS already")
 	case c.historySize <= 0:
 		return usagef("--history-size must be positive, got %d", c.historySize)
+	case c.historyBytes <= 0:
+		return usagef("--history-bytes must be positive, got %d", c.historyBytes)
+	case int64(c.historyBytes) < c.maxBody:
+		// A smaller bound could not retain the largest event a client may
+		// publish (and NATS would refuse to store it).
+		return usagef("--history-bytes (%d) must be at least --max-body (%d)", c.historyBytes, c.maxBody)
 	case c.historyTTL < 0:
 		return usagef("--history-ttl must not be negative, got %v", c.historyTTL)
 	case c.queueBytes <= 0:
@@ -348,6 +358,8 @@ func (c *serveConfig) validate() error {
 		return usagef("--action-ttl must be positive, got %v", c.actionTTL)
 	case c.actionMaxFinished <= 0:
 		return usagef("--action-max-finished must be positive, got %d", c.actionMaxFinished)
+	case c.actionMaxBytes <= 0:
+		return usagef("--action-max-bytes must be positive, got %d", c.actionMaxBytes)
 	case c.actionTimeout <= 0:
 		return usagef("--action-timeout must be positive, got %v", c.actionTimeout)
 	case c.actionMaxAttempts <= 0:
@@ -379,7 +391,7 @@ func (c *serveConfig) newActions(h *hub.Hub, store action.Store, observe func(ac
 		})
 	}
 	return action.New(action.Options{
-		Hub: h, Workers: c.actionWorkers, QueueSize: c.actionQueue, TTL: c.actionTTL, MaxFinished: c.actionMaxFinished,
+		Hub: h, Workers: c.actionWorkers, QueueSize: c.actionQueue, TTL: c.actionTTL, MaxFinished: c.actionMaxFinished, MaxFinishedBytes: c.actionMaxBytes,
 		MaxAttempts: c.actionMaxAttempts, Echo: true, Logger: log, ObserveDuration: observe,
 	})
 }

@@ -46,6 +46,12 @@ type Options struct {
 	// stream nodes); default 10000. TTL, if set, also drops older events.
 	Size int
 	TTL  time.Duration
+	// MaxBytes bounds the events retained by their size: each counts its
+	// topic, type and data plus 64 bytes (Redis's own memory per entry is
+	// somewhat more), and the oldest go first. Every publish trims to the
+	// bound it is given, so nodes sharing a log should share MaxBytes.
+	// Default hub.DefaultHistoryBytes.
+	MaxBytes int
 	// Block is how long one XREAD waits for new events before the reader
 	// checks the epoch again; default 2s.
 	Block  time.Duration
@@ -54,17 +60,17 @@ type Options struct {
 
 // Broker is the Redis-backed hub.Broker.
 type Broker struct {
-	o                        Options
-	rdb                      redis.UniversalClient
-	epochKey, seqKey, logKey string
-	epoch                    atomic.Pointer[string]
-	publish                  *redis.Script
-	ctx                      context.Context
-	cancel                   context.CancelFunc
-	done                     chan struct{} // closed when the reader has ended; nil before Start
-	started, closed          atomic.Bool
-	trimMu                   sync.Mutex
-	lastTrim                 time.Time
+	o                                  Options
+	rdb                                redis.UniversalClient
+	epochKey, seqKey, logKey, bytesKey string
+	epoch                              atomic.Pointer[string]
+	publish                            *redis.Script
+	ctx                                context.Context
+	cancel                             context.CancelFunc
+	done                               chan struct{} // closed when the reader has ended; nil before Start
+	started, closed                    atomic.Bool
+	trimMu                             sync.Mutex
+	lastTrim                           time.Time
 
 	node       string                // this node's ID among the counters
 	countLocal func() map[string]int // set by CountSubscribers
@@ -88,10 +94,19 @@ const (
 	countTTL   = 3 * countEvery
 )
 
-// publishScript appends a batch: ARGV[1] is the retention, ARGV[2] the
-// number of events, ARGV[3] an epoch to set if the log has none (Redis lost
-// it), then topic, type and data of each. It returns the first sequence
-// number, the server time, which is every event's time, and the epoch.
+// publishScript appends a batch: ARGV[1] is the retention by count, ARGV[2]
+// the number of events, ARGV[3] an epoch to set if the log has none (Redis
+// lost it), ARGV[4] the retention in bytes, then topic, type and data of
+// each. It returns the first sequence number, the server time, which is
+// every event's time, and the epoch.
+//
+// The byte bound: KEYS[4] counts the bytes ever appended (each event's
+// topic, type and data plus entryOverhead), and each entry records in 'o'
+// that count before it. The events retained are those whose 'o' is at least
+// the count minus the bound, so the script drops older entries from the
+// front, a page at a time (a bounded number of pages per publish: what is
+// left goes with the next one). An entry written before the byte bound
+// existed has no 'o' and counts as old.
 var publishScript = redis.NewScript(`
 redis.call('SET', KEYS[3], ARGV[3], 'NX')
 local epoch = redis.call('GET', KEYS[3])
@@ -100,13 +115,45 @@ local last = redis.call('INCRBY', KEYS[1], n)
 local first = last - n + 1
 local t = redis.call('TIME')
 local micros = t[1] .. string.format('%06d', tonumber(t[2]))
+local total = 0
 for i = 0, n - 1 do
-  local a = 4 + i * 3
+  local a = 5 + i * 3
+  local size = #ARGV[a] + #ARGV[a + 1] + #ARGV[a + 2] + ` + strconv.Itoa(entryOverhead) + `
+  total = redis.call('INCRBY', KEYS[4], size)
   redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[1], (first + i) .. '-0',
-    't', ARGV[a], 'y', ARGV[a + 1], 'd', ARGV[a + 2], 'm', micros)
+    't', ARGV[a], 'y', ARGV[a + 1], 'd', ARGV[a + 2], 'm', micros, 'o', total - size)
+end
+local cutoff = total - tonumber(ARGV[4])
+for page = 1, ` + strconv.Itoa(trimPages) + ` do
+  if cutoff <= 0 then break end
+  local entries = redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', 100)
+  if #entries == 0 then break end
+  local keep = nil
+  for _, e in ipairs(entries) do
+    local f = e[2]
+    local o = nil
+    for j = 1, #f, 2 do
+      if f[j] == 'o' then o = tonumber(f[j + 1]) end
+    end
+    if o ~= nil and o >= cutoff then keep = e[1] break end
+  end
+  if keep ~= nil then
+    redis.call('XTRIM', KEYS[2], 'MINID', keep)
+    break
+  end
+  local seq = string.match(entries[#entries][1], '^(%d+)')
+  redis.call('XTRIM', KEYS[2], 'MINID', (tonumber(seq) + 1) .. '-0')
 end
 return {first, micros, epoch}
 `)
+
+// entryOverhead is what an event counts against Options.MaxBytes besides
+// its topic, type and data: its ID and other fields, roughly.
+const entryOverhead = 64
+
+// trimPages bounds the pages of 100 entries one publish drops for the byte
+// bound, so that the script stays short however much is over it.
+const trimPages = 10
 
 // New connects the broker to its log, creating the epoch if the log is new.
 func New(ctx context.Context, o Options) (*Broker, error) {
@@ -119,6 +166,9 @@ func New(ctx context.Context, o Options) (*Broker, error) {
 	if o.Size <= 0 {
 		o.Size = 10000
 	}
+	if o.MaxBytes <= 0 {
+		o.MaxBytes = hub.DefaultHistoryBytes
+	}
 	if o.Block <= 0 {
 		o.Block = 2 * time.Second
 	}
@@ -128,7 +178,7 @@ func New(ctx context.Context, o Options) (*Broker, error) {
 	tag := "{" + o.Prefix + "}"
 	b := &Broker{
 		o: o, rdb: o.Client,
-		epochKey: tag + ":epoch", seqKey: tag + ":seq", logKey: tag + ":log",
+		epochKey: tag + ":epoch", seqKey: tag + ":seq", logKey: tag + ":log", bytesKey: tag + ":bytes",
 		publish: publishScript,
 	}
 	b.ctx, b.cancel = context.WithCancel(context.Background())
@@ -293,12 +343,12 @@ func (b *Broker) Publish(ctx context.Context, drafts []hub.Draft) ([]*hub.Messag
 	if b.closed.Load() {
 		return nil, hub.ErrClosed
 	}
-	args := make([]any, 0, 3+3*len(drafts))
-	args = append(args, b.o.Size, len(drafts), hub.NewEpoch())
+	args := make([]any, 0, 4+3*len(drafts))
+	args = append(args, b.o.Size, len(drafts), hub.NewEpoch(), b.o.MaxBytes)
 	for _, d := range drafts {
 		args = append(args, d.Topic, d.Type, string(d.Data))
 	}
-	res, err := b.publish.Run(ctx, b.rdb, []string{b.seqKey, b.logKey, b.epochKey}, args...).Slice()
+	res, err := b.publish.Run(ctx, b.rdb, []string{b.seqKey, b.logKey, b.epochKey, b.bytesKey}, args...).Slice()
 	if err != nil {
 		return nil, fmt.Errorf("failed to publish to Redis: %w", err)
 	}

@@ -21,16 +21,16 @@ import (
 )
 
 // eventFormat is an event's complete WebSocket frame, header included, with
-// the payload {"op":"event",…envelope fields…}. Server frames are not masked,
-// so the frame is the same for every subscriber: the hub encodes it once per
-// event and every WebSocket subscriber's writer copies the shared bytes.
+// the payload {"op":"event",…envelope fields…}: a head of the frame header
+// and the "op" field, then the envelope after its opening brace. Server
+// frames are not masked, so the frame is the same for every subscriber: the
+// hub encodes the head once per event and every WebSocket subscriber's
+// writer sends it and the shared envelope.
 var eventFormat = hub.NewFormat(func(dst []byte, m *hub.Message) []byte {
 	const op = `{"op":"event",`
-	env := m.Envelope() // {"id":…}: splice "op" in after the opening brace
-	dst = appendTextHeader(dst, len(op)+len(env)-1)
-	dst = append(dst, op...)
-	return append(dst, env[1:]...)
-})
+	dst = appendTextHeader(dst, len(op)+len(m.Envelope())-1)
+	return append(dst, op...)
+}, 1, "")
 
 // appendTextHeader appends the header of an unmasked, final text frame
 // carrying n payload bytes (RFC 6455 section 5.2).

@@ -537,3 +537,28 @@ func TestTopicsPerConnection(t *testing.T) {
 	c.send(map[string]any{"op": "subscribe", "ref": 3, "topics": []string{"c"}})
 	c.expect("ok")
 }
+
+// TestLargeEventFrames: events larger than a cork buffer, written from the
+// shared message rather than copied, arrive whole and in order between small
+// ones of the same batch, each as {"op":"event"} plus its envelope.
+func TestLargeEventFrames(t *testing.T) {
+	e := newEnv(t, envOptions{hub: hub.Options{QueueBytes: 1 << 20}})
+	c := e.dial(nil)
+	c.subscribe("", "large.*")
+	large := json.RawMessage(`"` + strings.Repeat("L", 200<<10) + `"`)
+	ms, err := e.hub.Publish(context.Background(),
+		hub.Draft{Topic: "large.a", Data: json.RawMessage(`1`)},
+		hub.Draft{Topic: "large.b", Data: large},
+		hub.Draft{Topic: "large.c", Data: large},
+		hub.Draft{Topic: "large.d", Data: json.RawMessage(`2`)},
+	)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range ms {
+		f := c.expect("event")
+		if want := `{"op":"event",` + string(m.Envelope()[1:]); string(f.raw) != want {
+			t.Fatalf("event %s: frame of %d bytes differs from its envelope (%d bytes)", m.ID, len(f.raw), len(want))
+		}
+	}
+}

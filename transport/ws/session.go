@@ -222,8 +222,9 @@ func (s *session) writeFailed(err error) (websocket.StatusCode, string) {
 // writeBatch writes items as frames and sends them in one socket write (or
 // a few, for a batch larger than corkLimit), all before the write timeout.
 //
-// Data frames bypass coder/websocket: an event's frame is encoded once for
-// every subscriber (eventFormat) and copied into the cork buffer, where a
+// Data frames bypass coder/websocket: an event's frame head is encoded once
+// for every subscriber (eventFormat) and copied into the cork buffer with the
+// shared envelope (or a large envelope is written from where it is), where a
 // per-message coder/websocket Write would cost a lock handshake and a header
 // encode per subscriber. coder/websocket still writes every control frame
 // (pings, pongs, close); corkConn keeps the two from interleaving and stops
@@ -237,20 +238,20 @@ func (s *session) writeBatch(items []hub.Item) error {
 	n := 0
 	var scratch []byte
 	for _, it := range items {
-		var frame []byte
+		var head, body []byte
 		switch {
 		case it.Msg != nil:
-			frame = it.Msg.Frame(eventFormat)
+			f := it.Msg.Frame(eventFormat)
+			head, body = f.Head, f.Body
 		default:
 			payload := it.Raw
 			if it.Reset != nil {
 				payload = resetFrame(it.Reset)
 			}
 			scratch = appendTextHeader(scratch[:0], len(payload))
-			frame = append(scratch, payload...)
-			scratch = frame
+			head, body = scratch, payload
 		}
-		if err = s.conn.WriteFrame(frame); err != nil {
+		if err = s.conn.WriteFrame(head, body); err != nil {
 			break
 		}
 		n++
