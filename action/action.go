@@ -173,11 +173,16 @@ type Options struct {
 	// MaxFinished bounds how many finished actions are kept whatever their
 	// age: past it the oldest are forgotten early. Default 100000.
 	MaxFinished int
-	MaxAttempts int           // attempts for retryable errors; default 5
-	BackoffBase time.Duration // first retry delay (doubles each time, with jitter); default 100ms
-	BackoffMax  time.Duration // longest retry delay; default 10s
-	Echo        bool          // register the built-in "echo" type (result = payload); the server turns it on
-	Logger      *slog.Logger
+	// MaxFinishedBytes bounds the memory of the finished actions kept, each
+	// counted as its result or error, its ID, type, topic and key, plus a
+	// fixed allowance for the record and its index entries: past it the
+	// oldest are forgotten early. Default DefaultMaxFinishedBytes.
+	MaxFinishedBytes int
+	MaxAttempts      int           // attempts for retryable errors; default 5
+	BackoffBase      time.Duration // first retry delay (doubles each time, with jitter); default 100ms
+	BackoffMax       time.Duration // longest retry delay; default 10s
+	Echo             bool          // register the built-in "echo" type (result = payload); the server turns it on
+	Logger           *slog.Logger
 	// ObserveDuration, if set, receives each action's time from acceptance
 	// to its final status, as it ends. It is called from the workers,
 	// concurrently, and must be safe for that.

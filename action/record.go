@@ -75,8 +75,8 @@ func (s *Service) finalizeLocked(r *record, result json.RawMessage, failure *Fai
 	}
 	r.payload = nil
 	s.expiry.push(r)
-	for s.expiry.len() > s.maxFinished {
-		// Over the count bound: the oldest finished record goes early.
+	for s.expiry.len() > s.maxFinished || s.expiry.bytes > s.maxBytes {
+		// Over a bound: the oldest finished record goes early.
 		s.forgetLocked(s.expiry.front())
 		s.expiry.pop()
 	}
@@ -102,20 +102,41 @@ func (s *Service) forgetLocked(r *record) {
 	}
 }
 
+// recordOverhead is what a finished record costs besides its variable
+// fields: the struct, its entries in the records and keys maps and its slot
+// in the expiry queue, rounded up.
+const recordOverhead = 512
+
+// size is what a finished record counts against Options.MaxFinishedBytes.
+// The payload is not counted: it is dropped when the record becomes final.
+func (r *record) size() int {
+	n := recordOverhead + len(r.id) + len(r.typ) + len(r.topic) + len(r.key) + len(r.caller) + len(r.result)
+	if r.failure != nil {
+		n += len(r.failure.Code) + len(r.failure.Message)
+	}
+	return n
+}
+
 // fifo is a queue of finished records in the order they finished, which is
-// also the order they expire in (one TTL for all).
+// also the order they expire in (one TTL for all), and the sum of their
+// sizes. A record's size does not change once it is final.
 type fifo struct {
 	items []*record
 	head  int
+	bytes int
 }
 
 func (q *fifo) len() int { return len(q.items) - q.head }
 
-func (q *fifo) push(r *record) { q.items = append(q.items, r) }
+func (q *fifo) push(r *record) {
+	q.items = append(q.items, r)
+	q.bytes += r.size()
+}
 
 func (q *fifo) front() *record { return q.items[q.head] }
 
 func (q *fifo) pop() {
+	q.bytes -= q.items[q.head].size()
 	q.items[q.head] = nil
 	q.head++
 	// Reclaim the consumed front once it is at least half of the slice.

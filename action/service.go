@@ -23,9 +23,12 @@ const (
 	DefaultQueueSize   = 10000
 	DefaultTTL         = time.Hour
 	DefaultMaxFinished = 100000
-	DefaultMaxAttempts = 5
-	DefaultBackoffBase = 100 * time.Millisecond
-	DefaultBackoffMax  = 10 * time.Second
+	// DefaultMaxFinishedBytes bounds the finished records' memory: at the
+	// default TTL it holds a steady 75 KB/s of results.
+	DefaultMaxFinishedBytes = 256 << 20
+	DefaultMaxAttempts      = 5
+	DefaultBackoffBase      = 100 * time.Millisecond
+	DefaultBackoffMax       = 10 * time.Second
 )
 
 // cancelGrace is how long Shutdown waits, once its context has expired and
@@ -86,6 +89,7 @@ type Service struct {
 	keys        map[idemKey]*record
 	expiry      fifo // finished records, oldest first
 	maxFinished int
+	maxBytes    int // bound of expiry.bytes
 
 	accepted     atomic.Int64
 	succeeded    atomic.Int64
@@ -114,6 +118,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.MaxFinished <= 0 {
 		o.MaxFinished = DefaultMaxFinished
+	}
+	if o.MaxFinishedBytes <= 0 {
+		o.MaxFinishedBytes = DefaultMaxFinishedBytes
 	}
 	if o.MaxAttempts <= 0 {
 		o.MaxAttempts = DefaultMaxAttempts
@@ -146,6 +153,7 @@ func New(o Options) (*Service, error) {
 		log:         o.Logger,
 		ttl:         o.TTL,
 		maxFinished: o.MaxFinished,
+		maxBytes:    o.MaxFinishedBytes,
 		maxAttempts: o.MaxAttempts,
 		backoffBase: o.BackoffBase,
 		backoffMax:  o.BackoffMax,

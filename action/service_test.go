@@ -332,6 +332,7 @@ func TestSubmitValidation(t *testing.T) {
 	}{
 		{"empty type", action.Request{Topic: "t.x"}, hub.ErrInvalidType},
 		{"reserved type", action.Request{Type: "herald.reset", Topic: "t.x"}, hub.ErrInvalidType},
+		{"reserved type in capitals", action.Request{Type: "HERALD.reset", Topic: "t.x"}, hub.ErrInvalidType},
 		{"space in type", action.Request{Type: "bad type", Topic: "t.x"}, hub.ErrInvalidType},
 		{"long type", action.Request{Type: strings.Repeat("a", 65), Topic: "t.x"}, hub.ErrInvalidType},
 		{"empty topic", action.Request{Type: "echo"}, hub.ErrInvalidTopic},
@@ -521,5 +522,46 @@ func TestMaxFinishedBoundsRecords(t *testing.T) {
 	}
 	if _, _, err := s.Submit(context.Background(), action.Request{Type: "echo", Topic: "t.bound", IdempotencyKey: "bad\x01key"}); !errors.Is(err, action.ErrInvalidKey) {
 		t.Fatalf("a control byte in the key: %v, want ErrInvalidKey", err)
+	}
+}
+
+// TestMaxFinishedBytesBoundsRecords: however long the TTL and however few
+// the records, the finished actions kept hold no more than MaxFinishedBytes
+// of results; the oldest go first.
+func TestMaxFinishedBytesBoundsRecords(t *testing.T) {
+	const (
+		maxBytes   = 256 << 10
+		resultSize = 64 << 10
+		actions    = 12
+	)
+	h := newHub(t, 0)
+	s := newService(t, h, action.Options{Echo: true, TTL: time.Hour, MaxFinished: 1000, MaxFinishedBytes: maxBytes, Workers: 1})
+	sub := subscribe(t, h)
+	payload := json.RawMessage(`"` + strings.Repeat("x", resultSize-2) + `"`)
+	var ids []string
+	for range actions {
+		a := submit(t, s, action.Request{Type: "echo", Topic: "t.bytes", Payload: payload})
+		sub.await(t, a.ID) // finished, in order
+		ids = append(ids, a.ID)
+	}
+	kept := 0
+	for i, id := range ids {
+		a, ok, err := s.Get(context.Background(), id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !ok {
+			if kept > 0 {
+				t.Errorf("action %d forgotten after a newer one was kept", i)
+			}
+			continue
+		}
+		kept++
+		if len(a.Result) != resultSize {
+			t.Errorf("action %d kept with a result of %d bytes, want %d", i, len(a.Result), resultSize)
+		}
+	}
+	if kept*resultSize > maxBytes || kept < maxBytes/resultSize-1 {
+		t.Fatalf("kept %d finished actions of %d bytes with MaxFinishedBytes %d", kept, resultSize, maxBytes)
 	}
 }

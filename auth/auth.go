@@ -59,8 +59,16 @@ type Config struct {
 	// PublicSubscribe are patterns anyone may subscribe to without a token.
 	PublicSubscribe []hub.Pattern
 	// APIKey, if set, is a secret that X-API-Key may carry instead of a
-	// token: it may publish to any topic (server-to-server), nothing else.
+	// token: the backend's credential (server-to-server). It may publish
+	// to any topic and read the node's statistics, and subscribe to the
+	// public patterns like anyone; nothing a user does.
 	APIKey string
+	// CookieOrigins are the Origin patterns of --allowed-origins and
+	// --cors-origins. The herald_token cookie is a credential only on
+	// requests from the server's own host or from an origin one of them
+	// names exactly; patterns with a wildcard, "*" among them, never
+	// extend it (see cookieOrigins).
+	CookieOrigins []string
 	// Leeway tolerates clock skew on exp and nbf; default 30 s.
 	Leeway time.Duration
 	// Now is the clock (tests); default time.Now.
@@ -73,6 +81,7 @@ type Authenticator struct {
 	cfg     Config
 	parser  *jwt.Parser
 	methods []string
+	cookies cookieOrigins
 }
 
 // New checks cfg and returns an Authenticator.
@@ -121,7 +130,8 @@ func New(cfg Config) (*Authenticator, error) {
 	if cfg.Issuer != "" {
 		opts = append(opts, jwt.WithIssuer(cfg.Issuer))
 	}
-	return &Authenticator{cfg: cfg, parser: jwt.NewParser(opts...), methods: methods}, nil
+	return &Authenticator{cfg: cfg, parser: jwt.NewParser(opts...), methods: methods,
+		cookies: newCookieOrigins(cfg.CookieOrigins)}, nil
 }
 
 // claims is a token's payload as Herald reads it.
@@ -219,14 +229,26 @@ func describe(err error) string {
 
 // Request returns the principal of r. A token is taken from, in order,
 // Authorization: Bearer, the access_token query parameter and the
-// herald_token cookie; a request with none but the right X-API-Key is the
-// publisher; a request with no credentials at all is anonymous (it may
-// subscribe to the public patterns). A token or key that is given but
-// wrong is an error (ErrUnauthorized): it is never taken for anonymous.
+// herald_token cookie, the cookie only when r comes from a page it may
+// speak for (Config.CookieOrigins); a request with none but the right
+// X-API-Key is the publisher; a request with no credentials at all is
+// anonymous (it may subscribe to the public patterns). A token or key that
+// is given but wrong is an error (ErrUnauthorized): it is never taken for
+// anonymous. A cookie from another page is not given: it is ignored.
 func (a *Authenticator) Request(r *http.Request) (*Principal, error) {
 	tok, err := tokenOf(r)
 	if err != nil {
 		return nil, err
+	}
+	cookieIgnored := false
+	if tok == "" {
+		if c, err := r.Cookie(CookieName); err == nil && c.Value != "" {
+			if a.cookies.trusts(r) {
+				tok = c.Value
+			} else {
+				cookieIgnored = true
+			}
+		}
 	}
 	if tok != "" {
 		return a.Token(tok)
@@ -235,11 +257,15 @@ func (a *Authenticator) Request(r *http.Request) (*Principal, error) {
 		if a.cfg.APIKey == "" || subtle.ConstantTimeCompare([]byte(key), []byte(a.cfg.APIKey)) != 1 {
 			return nil, fmt.Errorf("%w: the API key is not valid", ErrUnauthorized)
 		}
-		return &Principal{Subject: "api-key", publishAll: true}, nil
+		// Like anyone, it may subscribe to the public patterns.
+		return &Principal{Subject: "api-key", publishAll: true, subscribe: a.cfg.PublicSubscribe}, nil
 	}
-	return &Principal{anonymous: true, subscribe: a.cfg.PublicSubscribe}, nil
+	return &Principal{anonymous: true, subscribe: a.cfg.PublicSubscribe, cookieIgnored: cookieIgnored}, nil
 }
 
+// tokenOf returns the token of the Authorization header or the
+// access_token query parameter, which a page can only send if it holds the
+// token: "" if there is none.
 func tokenOf(r *http.Request) (string, error) {
 	if h := r.Header.Get("Authorization"); h != "" {
 		scheme, tok, ok := strings.Cut(h, " ")
@@ -254,21 +280,7 @@ func tokenOf(r *http.Request) (string, error) {
 		}
 		return q.Get(QueryParam), nil
 	}
-	if c, err := r.Cookie(CookieName); err == nil && c.Value != "" {
-		return c.Value, nil
-	}
 	return "", nil
-}
-
-// FromCookie reports whether r's credentials are the herald_token cookie:
-// such a request can be forged by another site, which a cross-origin check
-// must then refuse.
-func FromCookie(r *http.Request) bool {
-	if r.Header.Get("Authorization") != "" || r.URL.Query().Has(QueryParam) {
-		return false
-	}
-	c, err := r.Cookie(CookieName)
-	return err == nil && c.Value != ""
 }
 
 // Principal is who a request comes from and what it may do.
@@ -280,12 +292,13 @@ type Principal struct {
 	// allowed clock skew (zero: never). Live connections end then.
 	Expires time.Time
 
-	anonymous  bool
-	all        bool // authentication is off
-	publishAll bool // the API key
-	subscribe  []hub.Pattern
-	publish    []hub.Pattern
-	actions    []hub.Pattern
+	anonymous     bool
+	cookieIgnored bool // anonymous because the cookie came from another page
+	all           bool // authentication is off
+	publishAll    bool // the API key
+	subscribe     []hub.Pattern
+	publish       []hub.Pattern
+	actions       []hub.Pattern
 }
 
 // Everyone is the principal of every request when authentication is off.
@@ -298,6 +311,14 @@ var Nobody = &Principal{anonymous: true}
 // Anonymous reports whether the request carried no credentials: a refusal
 // is then 401 (credentials would help), not 403.
 func (p *Principal) Anonymous() bool { return p.anonymous }
+
+// APIKey reports whether the request was authenticated by the API key.
+func (p *Principal) APIKey() bool { return p.publishAll }
+
+// CookieIgnored reports whether the request is anonymous because its
+// herald_token cookie came from a page of another origin, which a refusal
+// should tell the developer.
+func (p *Principal) CookieIgnored() bool { return p.cookieIgnored }
 
 // MaySubscribe reports whether every topic pat matches is granted: some
 // subscribe pattern covers pat.

@@ -13,6 +13,9 @@ import (
 // older than the retained history.
 var ErrHistoryGone = errors.New("history gone")
 
+// DefaultHistoryBytes is the default byte bound of the retained history.
+const DefaultHistoryBytes = 256 << 20
+
 // ErrClosed is returned by operations on a closed hub or broker.
 var ErrClosed = errors.New("closed")
 
@@ -32,7 +35,7 @@ var ErrClosed = errors.New("closed")
 //   - deliver is called from one goroutine at a time, with every event of the
 //     log (published on any node) exactly once, in increasing Seq, without
 //     gaps (other than unused positions). deliver may block briefly (it applies the hub's back-pressure).
-//   - Retention is bounded by count and by age; Bounds reports what is left.
+//   - Retention is bounded by count, by bytes and by age; Bounds reports what is left.
 //
 // How the cluster brokers map onto this is written down in docs/design.md.
 type Broker interface {

@@ -9,7 +9,7 @@ import (
 )
 
 // MemoryBroker is the embedded, single-process Broker: a ring of the most
-// recent events, bounded by count and by age. Its epoch is drawn at creation,
+// recent events, bounded by count, by bytes and by age. Its epoch is drawn at creation,
 // so cursors from a previous process are recognised as foreign.
 //
 // All methods are safe for concurrent use. Publish holds the broker's lock
@@ -21,6 +21,8 @@ type MemoryBroker struct {
 	ring    []*Message // capacity = size; ring[head] is the oldest retained
 	head    int
 	n       int
+	bytes   int // retainedSize of the retained events
+	max     int // bound of bytes
 	last    uint64
 	ttl     time.Duration
 	topics  map[string]int // retained events per topic
@@ -31,9 +33,14 @@ type MemoryBroker struct {
 
 // MemoryOptions configures a MemoryBroker.
 type MemoryOptions struct {
-	Size int           // events retained at most; default 10000
-	TTL  time.Duration // events older than this are dropped; 0 keeps them until Size pushes them out
-	Now  func() time.Time
+	Size int // events retained at most; default 10000
+	// MaxBytes bounds the memory of the retained events, each counted as
+	// its envelope plus a fixed allowance for the rest of its Message;
+	// the oldest go first. An event larger than MaxBytes on its own is
+	// delivered but not retained. Default DefaultHistoryBytes.
+	MaxBytes int
+	TTL      time.Duration // events older than this are dropped; 0 keeps them until Size or MaxBytes pushes them out
+	Now      func() time.Time
 }
 
 // NewMemoryBroker returns a broker with a fresh epoch.
@@ -41,11 +48,15 @@ func NewMemoryBroker(o MemoryOptions) *MemoryBroker {
 	if o.Size <= 0 {
 		o.Size = 10000
 	}
+	if o.MaxBytes <= 0 {
+		o.MaxBytes = DefaultHistoryBytes
+	}
 	if o.Now == nil {
 		o.Now = time.Now
 	}
 	return &MemoryBroker{
 		epoch:  NewEpoch(),
+		max:    o.MaxBytes,
 		ring:   make([]*Message, o.Size),
 		ttl:    o.TTL,
 		topics: make(map[string]int),
@@ -95,15 +106,19 @@ func (b *MemoryBroker) Publish(ctx context.Context, drafts []Draft) ([]*Message,
 	return msgs, nil
 }
 
-// push appends m, evicting the oldest event when the ring is full.
-// Lock is held on entry.
+// push appends m, evicting the oldest events while the ring is full or
+// over its byte bound. Lock is held on entry.
 func (b *MemoryBroker) push(m *Message) {
 	if b.n == len(b.ring) {
 		b.dropOldest()
 	}
 	b.ring[(b.head+b.n)%len(b.ring)] = m
 	b.n++
+	b.bytes += m.retainedSize()
 	b.topics[m.Topic]++
+	for b.bytes > b.max {
+		b.dropOldest()
+	}
 }
 
 // dropOldest removes the oldest retained event. Lock is held on entry.
@@ -112,6 +127,7 @@ func (b *MemoryBroker) dropOldest() {
 	b.ring[b.head] = nil
 	b.head = (b.head + 1) % len(b.ring)
 	b.n--
+	b.bytes -= old.retainedSize()
 	if c := b.topics[old.Topic]; c <= 1 {
 		delete(b.topics, old.Topic)
 	} else {

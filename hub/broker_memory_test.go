@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -14,7 +15,7 @@ import (
 
 func TestMemoryBrokerConformance(t *testing.T) {
 	brokertest.Run(t, func(t *testing.T, o brokertest.Options) hub.Broker {
-		return hub.NewMemoryBroker(hub.MemoryOptions{Size: o.Size, TTL: o.TTL})
+		return hub.NewMemoryBroker(hub.MemoryOptions{Size: o.Size, MaxBytes: o.MaxBytes, TTL: o.TTL})
 	})
 }
 
@@ -83,6 +84,35 @@ func seqs(msgs []*hub.Message) []uint64 {
 		out[i] = m.ID.Seq
 	}
 	return out
+}
+
+// TestMemoryBrokerOversizedEvent: an event larger than MaxBytes on its own
+// is delivered but leaves nothing retained, and the log goes on from it.
+func TestMemoryBrokerOversizedEvent(t *testing.T) {
+	ctx := context.Background()
+	b, d := newMem(t, hub.MemoryOptions{MaxBytes: 4 << 10})
+	mpub(t, b, mdraft("big.a", "1"))
+	mpub(t, b, mdraft("big.a", `"`+strings.Repeat("x", 8<<10)+`"`))
+	d.mu.Lock()
+	delivered := len(d.batches)
+	d.mu.Unlock()
+	if delivered != 2 {
+		t.Fatalf("delivered %d batches, want 2", delivered)
+	}
+	bd, err := b.Bounds(ctx)
+	if err != nil || bd.First != 3 || bd.Last != 2 {
+		t.Fatalf("Bounds = %+v, %v; want an empty log ending at 2", bd, err)
+	}
+	if _, err := b.Read(ctx, hub.ReadRequest{After: 1, Patterns: all, Limit: 10}); !errors.Is(err, hub.ErrHistoryGone) {
+		t.Fatalf("Read after 1 = %v, want ErrHistoryGone", err)
+	}
+	if ms := mpub(t, b, mdraft("big.a", "3")); ms[0].ID.Seq != 3 {
+		t.Fatalf("next event at %d, want 3", ms[0].ID.Seq)
+	}
+	res, err := b.Read(ctx, hub.ReadRequest{After: 2, Patterns: all, Limit: 10})
+	if err != nil || fmt.Sprint(seqs(res.Messages)) != "[3]" {
+		t.Fatalf("Read after 2 = %v, %v; want [3]", seqs(res.Messages), err)
+	}
 }
 
 func TestMemoryBrokerRetentionByCount(t *testing.T) {

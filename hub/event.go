@@ -16,8 +16,16 @@ import (
 // DefaultType is the type of an event published without one.
 const DefaultType = "message"
 
-// ReservedTypePrefix starts the types only the server may use (herald.reset, …).
+// ReservedTypePrefix starts the types only the server may use (herald.reset, …),
+// in any case: clients match types as they like, and one that folds case
+// must not take HERALD.reset for the server's own.
 const ReservedTypePrefix = "herald."
+
+// ReservedType reports whether t is in the server's reserved namespace: it
+// begins with ReservedTypePrefix, compared without regard to case.
+func ReservedType(t string) bool {
+	return len(t) >= len(ReservedTypePrefix) && strings.EqualFold(t[:len(ReservedTypePrefix)], ReservedTypePrefix)
+}
 
 // ErrInvalidType is returned for a type outside [A-Za-z0-9_.:-]{1,64} or one
 // in the reserved herald.* namespace.
@@ -96,7 +104,7 @@ func ValidateType(t string) error {
 			return fmt.Errorf("%w %q: byte %q not allowed (types are [A-Za-z0-9_.:-])", ErrInvalidType, t, c)
 		}
 	}
-	if strings.HasPrefix(t, ReservedTypePrefix) {
+	if ReservedType(t) {
 		return fmt.Errorf("%w %q: the %s namespace is reserved for the server", ErrInvalidType, t, ReservedTypePrefix)
 	}
 	return nil
@@ -107,6 +115,12 @@ func ValidateType(t string) error {
 // Topic and type are restricted to characters that need no escaping and
 // Data is already compact JSON, so no reflection is needed.
 func (e *Event) AppendJSON(b []byte) []byte {
+	b, _, _ = e.appendJSON(b)
+	return b
+}
+
+// appendJSON is AppendJSON that also reports where the data lies in b.
+func (e *Event) appendJSON(b []byte) (_ []byte, dataStart, dataEnd int) {
 	b = append(b, `{"id":"`...)
 	b = e.ID.AppendText(b)
 	b = append(b, `","topic":"`...)
@@ -114,15 +128,21 @@ func (e *Event) AppendJSON(b []byte) []byte {
 	b = append(b, `","type":"`...)
 	b = append(b, e.Type...)
 	b = append(b, `","data":`...)
+	dataStart = len(b)
 	if len(e.Data) == 0 {
 		b = append(b, "null"...)
 	} else {
 		b = append(b, e.Data...)
 	}
+	dataEnd = len(b)
 	b = append(b, `,"time":"`...)
 	b = e.Time.UTC().AppendFormat(b, time.RFC3339Nano)
-	return append(b, `"}`...)
+	return append(b, `"}`...), dataStart, dataEnd
 }
+
+// envelopeFixed bounds what an envelope adds to its cursor, topic, type and
+// data: the field names and punctuation (45 bytes) and the time (at most 30).
+const envelopeFixed = 80
 
 // MarshalJSON encodes the envelope.
 func (e Event) MarshalJSON() ([]byte, error) {
@@ -152,12 +172,16 @@ func (e *Event) UnmarshalJSON(b []byte) error {
 // maxFormats bounds the number of wire formats a process may register.
 const maxFormats = 8
 
-// Format is a wire encoding of events, registered once per transport.
-// Each Message encodes itself at most once per Format, and every subscriber
-// of that transport shares the resulting bytes.
+// Format is a wire encoding of events, registered once per transport. A
+// frame is a head particular to the format, the envelope (less its first
+// Skip bytes) and a constant tail: the envelope is the one copy of the
+// event's bytes, and only the small head is encoded per format, once per
+// Message, shared by every subscriber of that transport.
 type Format struct {
-	id     int
-	encode func(dst []byte, m *Message) []byte
+	id   int
+	skip int
+	tail string
+	head func(dst []byte, m *Message) []byte
 }
 
 var formats struct {
@@ -165,50 +189,95 @@ var formats struct {
 	n int
 }
 
-// NewFormat registers a wire format. encode appends the frame for m to dst;
-// it must not retain dst or modify m. Call it from package initialisation.
-func NewFormat(encode func(dst []byte, m *Message) []byte) *Format {
+// NewFormat registers a wire format whose frames are head(m), then
+// m.Envelope()[skip:], then tail. head appends to dst; it must not retain
+// dst or modify m. Call it from package initialisation.
+func NewFormat(head func(dst []byte, m *Message) []byte, skip int, tail string) *Format {
 	formats.Lock()
 	defer formats.Unlock()
 	if formats.n == maxFormats {
 		panic("hub: too many wire formats")
 	}
-	f := &Format{id: formats.n, encode: encode}
+	f := &Format{id: formats.n, skip: skip, tail: tail, head: head}
 	formats.n++
 	return f
 }
 
-// Message is an event on its way through the hub: the event, its envelope
-// encoded once, and a cache of its frames per wire format. A Message is
-// immutable once created and is shared by every subscriber queue it is in.
-type Message struct {
-	Event
-	seq    uint64
-	env    []byte
-	frames [maxFormats]atomic.Pointer[[]byte]
+// Frame is a message encoded in one format, in three parts sent in order.
+// Body is the message's envelope itself: a writer copies it into its own
+// buffer, or writes it straight to the socket when it is large. The bytes
+// are shared: do not modify them.
+type Frame struct {
+	Head []byte
+	Body []byte
+	Tail string
 }
 
-// NewMessage wraps an event, encoding its envelope once.
+// Len is the frame's size in bytes.
+func (f Frame) Len() int { return len(f.Head) + len(f.Body) + len(f.Tail) }
+
+// AppendTo appends the whole frame to dst.
+func (f Frame) AppendTo(dst []byte) []byte {
+	dst = append(dst, f.Head...)
+	dst = append(dst, f.Body...)
+	return append(dst, f.Tail...)
+}
+
+// Message is an event on its way through the hub: the event, its envelope
+// encoded once, and a cache of its frame heads per wire format. A Message is
+// immutable once created and is shared by every subscriber queue it is in,
+// and by the memory broker's history.
+//
+// The envelope is the only copy of the event's bytes a Message holds: Data
+// is a slice of it, and frames reuse it (see Format). A retained 1 MB event
+// costs 1 MB and a little, not one copy per representation.
+type Message struct {
+	Event // Data aliases env
+	seq   uint64
+	env   []byte
+	heads [maxFormats]atomic.Pointer[[]byte]
+}
+
+// NewMessage wraps an event, encoding its envelope once. The message does
+// not keep e.Data: its Data is the copy inside the envelope.
 func NewMessage(e Event) *Message {
-	return &Message{Event: e, seq: e.ID.Seq, env: e.AppendJSON(make([]byte, 0, 128+len(e.Data)))}
+	n := envelopeFixed + len(e.ID.Epoch) + 20 + len(e.Topic) + len(e.Type) + max(len(e.Data), len("null"))
+	env, start, end := e.appendJSON(make([]byte, 0, n))
+	e.Data = env[start:end:end]
+	return &Message{Event: e, seq: e.ID.Seq, env: env}
 }
 
 // Envelope returns the event's JSON envelope. The bytes are shared: do not modify them.
 func (m *Message) Envelope() []byte { return m.env }
 
-// Frame returns the message encoded in format f, encoding it on first use.
-// Safe for concurrent use; the bytes are shared: do not modify them.
-func (m *Message) Frame(f *Format) []byte {
-	if p := m.frames[f.id].Load(); p != nil {
+// Frame returns the message encoded in format f, encoding its head on
+// first use. Safe for concurrent use.
+func (m *Message) Frame(f *Format) Frame {
+	return Frame{Head: m.head(f), Body: m.env[f.skip:], Tail: f.tail}
+}
+
+func (m *Message) head(f *Format) []byte {
+	if p := m.heads[f.id].Load(); p != nil {
 		return *p
 	}
-	b := f.encode(make([]byte, 0, len(m.env)+64), m)
+	b := f.head(nil, m)
 	// Two writers racing here encode identical bytes; either may win.
-	if m.frames[f.id].CompareAndSwap(nil, &b) {
+	if m.heads[f.id].CompareAndSwap(nil, &b) {
 		return b
 	}
-	return *m.frames[f.id].Load()
+	return *m.heads[f.id].Load()
 }
 
 // size is what the message counts against a subscriber's queue bound.
 func (m *Message) size() int { return len(m.env) + 64 }
+
+// retainedOverhead is what a retained Message costs besides its envelope
+// and its topic and type: the struct with its head cache, the frame heads
+// of the two transports, and its slot in the history, rounded up.
+const retainedOverhead = 512
+
+// retainedSize is what the message counts against the memory broker's byte
+// bound: an honest upper estimate of the heap it holds while retained.
+func (m *Message) retainedSize() int {
+	return len(m.env) + len(m.Topic) + len(m.Type) + retainedOverhead
+}

@@ -103,6 +103,10 @@ func TestDraftNormalize(t *testing.T) {
 		{"unicode kept", hub.Draft{Topic: "a", Data: []byte(`"é\u2028"`)}, "message", `"é\u2028"`, nil},
 		{"reserved type", hub.Draft{Topic: "a", Type: "herald.reset"}, "", "", hub.ErrInvalidType},
 		{"reserved prefix alone", hub.Draft{Topic: "a", Type: "herald."}, "", "", hub.ErrInvalidType},
+		{"reserved type in capitals", hub.Draft{Topic: "a", Type: "HERALD.reset"}, "", "", hub.ErrInvalidType},
+		{"reserved type capitalized", hub.Draft{Topic: "a", Type: "Herald.x"}, "", "", hub.ErrInvalidType},
+		{"reserved type mixed case", hub.Draft{Topic: "a", Type: "hErAlD.join"}, "", "", hub.ErrInvalidType},
+		{"prefix without the dot", hub.Draft{Topic: "a", Type: "HERALDx"}, "HERALDx", "null", nil},
 		{"65-byte type", hub.Draft{Topic: "a", Type: strings.Repeat("t", 65)}, "", "", hub.ErrInvalidType},
 		{"type with space", hub.Draft{Topic: "a", Type: "a b"}, "", "", hub.ErrInvalidType},
 		{"type with slash", hub.Draft{Topic: "a", Type: "a/b"}, "", "", hub.ErrInvalidType},
@@ -189,9 +193,8 @@ func TestEventJSONRoundTrip(t *testing.T) {
 
 var testFormat = hub.NewFormat(func(dst []byte, m *hub.Message) []byte {
 	formatCalls.Add(1)
-	dst = append(dst, "F:"...)
-	return append(dst, m.Envelope()...)
-})
+	return append(dst, "F:"...)
+}, 1, "!")
 
 var formatCalls atomic.Int64
 
@@ -202,21 +205,51 @@ func TestMessageFrame(t *testing.T) {
 	}
 	formatCalls.Store(0)
 	var wg sync.WaitGroup
-	frames := make([][]byte, 8)
+	frames := make([]hub.Frame, 8)
 	for i := range frames {
 		wg.Add(1)
 		go func() { defer wg.Done(); frames[i] = m.Frame(testFormat) }()
 	}
 	wg.Wait()
 	for _, f := range frames {
-		if string(f) != "F:"+string(m.Envelope()) {
-			t.Fatalf("frame = %s", f)
+		if got := f.AppendTo(nil); string(got) != "F:"+string(m.Envelope()[1:])+"!" || len(got) != f.Len() {
+			t.Fatalf("frame = %s (Len %d)", got, f.Len())
 		}
 	}
 	calls := formatCalls.Load()
 	again := m.Frame(testFormat)
-	if formatCalls.Load() != calls || &again[0] != &m.Frame(testFormat)[0] {
-		t.Fatal("a cached frame was encoded again")
+	if formatCalls.Load() != calls || &again.Head[0] != &m.Frame(testFormat).Head[0] {
+		t.Fatal("a cached frame head was encoded again")
+	}
+	// The body is the envelope itself, not a copy of it.
+	if &again.Body[0] != &m.Envelope()[1] {
+		t.Fatal("the frame's body is a copy of the envelope")
+	}
+}
+
+// TestMessageOneCopy checks that a message holds one copy of the event's
+// bytes: its Data lies inside the envelope, and it keeps no reference to the
+// data it was given.
+func TestMessageOneCopy(t *testing.T) {
+	data := []byte(`{"x":"` + strings.Repeat("y", 1000) + `"}`)
+	m := hub.NewMessage(hub.Event{ID: hub.Cursor{Epoch: "e", Seq: 1}, Topic: "a", Type: "t", Data: data, Time: time.Unix(0, 0)})
+	if !bytes.Equal(m.Data, data) {
+		t.Fatalf("data = %s", m.Data)
+	}
+	env := m.Envelope()
+	start := bytes.Index(env, data)
+	if start < 0 || &m.Data[0] != &env[start] {
+		t.Fatal("the message's data is not the copy inside its envelope")
+	}
+	if cap(m.Data) != len(m.Data) {
+		t.Fatalf("data has spare capacity %d: an append would write into the envelope", cap(m.Data)-len(m.Data))
+	}
+	if cap(env) > len(env)+128 {
+		t.Errorf("envelope of %d bytes allocated with capacity %d", len(env), cap(env))
+	}
+	empty := hub.NewMessage(hub.Event{ID: hub.Cursor{Epoch: "e", Seq: 2}, Topic: "a", Type: "t", Time: time.Unix(0, 0)})
+	if string(empty.Data) != "null" {
+		t.Errorf("data of an event without data = %q, want null", empty.Data)
 	}
 }
 

@@ -167,3 +167,57 @@ func TestClientSurvivesRestart(t *testing.T) {
 		})
 	}
 }
+
+// TestClientReady publishes from the page right after the subscription's
+// ready promise resolved: the event must arrive, so ready means the server
+// has the subscription. A subscription the server refuses, or one closed
+// before it opened, rejects ready instead of leaving it pending for ever;
+// so does an action whose result subscription is refused.
+func TestClientReady(t *testing.T) {
+	s := newStack(t)
+	tb := browsertest.New(t)()
+	openTestPage(t, tb, s.url)
+	for _, tr := range []string{"sse", "ws"} {
+		t.Run(tr, func(t *testing.T) {
+			browsertest.Eval[bool](t, tb, fmt.Sprintf(`(async () => {
+				window.seen_%[1]s = [];
+				const sub = herald.subscribe(['ready.%[1]s'], (e) => seen_%[1]s.push(e.data.n), { transport: %[1]q });
+				await sub.ready;
+				await herald.publish('ready.%[1]s', 'note', { n: 1 });
+				return true;
+			})()`, tr))
+			browsertest.WaitFor(t, tb, "the event published after ready", fmt.Sprintf(`seen_%s.join() === '1'`, tr))
+		})
+	}
+	browsertest.NoErrors(t, tb) // before the refused requests below, which the browser logs
+
+	for _, tr := range []string{"sse", "ws"} {
+		t.Run(tr+" refused", func(t *testing.T) {
+			// settled is what ready did within 10 s: 'resolved',
+			// 'rejected CODE', or 'pending'.
+			const settled = `(p) => Promise.race([
+				p.then(() => 'resolved', (e) => 'rejected ' + e.code),
+				new Promise((r) => setTimeout(() => r('pending'), 10000)),
+			])`
+			got := browsertest.Eval[string](t, tb, fmt.Sprintf(`(%s)(herald.subscribe(['bad topic!'], () => {}, { transport: %q }).ready)`, settled, tr))
+			if got != "rejected invalid_pattern" {
+				t.Errorf("ready of a refused subscription: %s, want rejected invalid_pattern", got)
+			}
+			got = browsertest.Eval[string](t, tb, fmt.Sprintf(`(() => {
+				const sub = herald.subscribe(['ready.closed'], () => {}, { transport: %q });
+				sub.close();
+				return (%s)(sub.ready);
+			})()`, tr, settled))
+			if got != "rejected closed" {
+				t.Errorf("ready of a subscription closed before it opened: %s, want rejected closed", got)
+			}
+			// An action waits for its result subscription's ready: a refused
+			// one rejects the action with the refusal, not a timeout later.
+			got = browsertest.Eval[string](t, tb, fmt.Sprintf(`herald.action('echo', 'bad topic!', {}, { transport: %q, timeout: 5000 })
+				.then(() => 'resolved', (e) => 'rejected ' + e.code)`, tr))
+			if got != "rejected invalid_pattern" {
+				t.Errorf("action whose result subscription is refused: %s, want rejected invalid_pattern", got)
+			}
+		})
+	}
+}

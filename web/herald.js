@@ -7,6 +7,7 @@
 //     onState: (state) => showStatus(state), // connecting | open | reconnecting | closed
 //     onReset: (reset) => reloadList(),      // history could not be replayed
 //   });
+//   await sub.ready;                        // the server has the subscription
 //   await publish('orders.42', 'order.created', { total: 12.5 });
 //   const result = await action('todo.delete', 'todos', { id: 7 }); // the action.succeeded event
 //   sub.close();
@@ -65,8 +66,12 @@ function backoff(o, n) {
  * Options: transport ('sse' | 'ws'), since (a cursor to start after), token,
  * baseURL, onState(state), onReset(reset), onError(error).
  *
- * Returns {close(), ready, get state(), get lastId()}: ready resolves once the
- * subscription is live (events published after that are delivered).
+ * Returns {close(), ready, get state(), get lastId()}. ready is a promise that
+ * resolves once the server has confirmed the subscription (the WebSocket's ok
+ * to subscribe, the SSE stream's response): an event published after that is
+ * delivered. It rejects with the HeraldError when the server refuses the
+ * subscription, and with code 'closed' when close() comes first. Failures
+ * that are retried do not settle it.
  */
 export function subscribe(patterns, onEvent, options) {
   const o = opts(options);
@@ -88,7 +93,9 @@ class Subscription {
     this._state = '';
     this.stopCurrent = null;
     this.timer = null;
-    this.ready = new Promise((resolve) => { this.resolveReady = resolve; });
+    this.ready = new Promise((resolve, reject) => { this.resolveReady = resolve; this.rejectReady = reject; });
+    // A page that never awaits ready must not get an unhandled rejection.
+    this.ready.catch(() => {});
   }
 
   get state() { return this._state; }
@@ -123,6 +130,15 @@ class Subscription {
     this.timer = setTimeout(() => { this.timer = null; this.start(); }, wait);
   }
 
+  // refused ends a subscription the server will not serve: retrying would
+  // be refused again.
+  refused(err) {
+    if (this.closed) return;
+    if (this.o.onError) this.o.onError(err);
+    this.rejectReady(err);
+    this.close();
+  }
+
   deliver(ev) {
     if (ev.id) this.lastId = ev.id;
     try {
@@ -141,6 +157,7 @@ class Subscription {
   close() {
     if (this.closed) return;
     this.closed = true;
+    this.rejectReady(new HeraldError('closed', 'the subscription was closed before the server confirmed it', 0));
     clearTimeout(this.timer);
     if (this.stopCurrent) this.stopCurrent();
     this.stopCurrent = null;
@@ -172,7 +189,7 @@ class Subscription {
         // A request the server refuses will be refused again: stop, unless
         // the server is only unavailable for now.
         if (res.status >= 500 || res.status === 429) this.failed(err);
-        else { if (this.o.onError) this.o.onError(err); this.close(); }
+        else this.refused(err);
         return;
       }
       this.opened();
@@ -234,9 +251,8 @@ class Subscription {
             // The subscription itself was refused (a bad pattern, no grant).
             done = true;
             const e = msg.error || {};
-            if (this.o.onError) this.o.onError(new HeraldError(e.code, e.message, 0));
             ws.close(1000);
-            this.close();
+            this.refused(new HeraldError(e.code, e.message, 0));
           }
           break;
       }
@@ -245,8 +261,7 @@ class Subscription {
       if (done || this.closed) return;
       done = true;
       if (ev.code === 1008) { // policy: authentication, which a retry will not fix
-        if (this.o.onError) this.o.onError(new HeraldError('unauthorized', ev.reason || 'closed by policy', 0));
-        this.close();
+        this.refused(new HeraldError('unauthorized', ev.reason || 'closed by policy', 0));
         return;
       }
       this.failed(new Error('WebSocket closed: ' + ev.code + (ev.reason ? ' ' + ev.reason : '')));

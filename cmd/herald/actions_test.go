@@ -81,6 +81,8 @@ func TestServeBadActionFlags(t *testing.T) {
 		{"empty type", []string{"--action-upstream", "=http://a/x"}, nil, "is empty"},
 		{"star type", []string{"--action-upstream", "*=http://a/x"}, nil, "is empty"},
 		{"reserved type", []string{"--action-upstream", "herald.=http://a/x"}, nil, "reserved"},
+		{"reserved type in capitals", []string{"--action-upstream", "HERALD.reset=http://a/x"}, nil, "reserved"},
+		{"reserved namespace by prefix", []string{"--action-upstream", "Herald*=http://a/x"}, nil, "reserved"},
 		{"bad type", []string{"--action-upstream", "todo add=http://a/x"}, nil, "may only contain"},
 		{"type without URL", []string{"--action-upstream", "todo.="}, nil, "must be absolute"},
 		{"two fallbacks", []string{"--action-upstream", "http://a/x,http://b/y"}, nil, "more than one fallback"},

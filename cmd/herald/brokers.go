@@ -42,7 +42,7 @@ func knownBroker(s string) bool {
 func (c *serveConfig) newBroker(log *slog.Logger) (hub.Broker, action.Store, func(), error) {
 	switch {
 	case c.broker == "memory":
-		return hub.NewMemoryBroker(hub.MemoryOptions{Size: c.historySize, TTL: c.historyTTL}), nil, func() {}, nil
+		return hub.NewMemoryBroker(hub.MemoryOptions{Size: c.historySize, MaxBytes: c.historyBytes, TTL: c.historyTTL}), nil, func() {}, nil
 	case strings.HasPrefix(c.broker, "nats://"), strings.HasPrefix(c.broker, "tls://"):
 		return c.newNATSBroker(log)
 	default:
@@ -99,7 +99,7 @@ func (c *serveConfig) newRedisBroker(log *slog.Logger) (hub.Broker, action.Store
 	ctx, cancel := context.WithTimeout(context.Background(), brokerConnectTimeout)
 	defer cancel()
 	b, err := redisbroker.New(ctx, redisbroker.Options{
-		Client: rdb, Prefix: prefix, Size: c.historySize, TTL: c.historyTTL, Logger: log,
+		Client: rdb, Prefix: prefix, Size: c.historySize, MaxBytes: c.historyBytes, TTL: c.historyTTL, Logger: log,
 	})
 	if err != nil {
 		rdb.Close()
@@ -190,7 +190,7 @@ func (c *serveConfig) newNATSBroker(log *slog.Logger) (hub.Broker, action.Store,
 			log.Warn("nats: the connection's callbacks did not finish within 5s")
 		}
 	}
-	o.Conn, o.Size, o.TTL, o.Logger = nc, c.historySize, c.historyTTL, log
+	o.Conn, o.Size, o.MaxBytes, o.TTL, o.Logger = nc, c.historySize, c.historyBytes, c.historyTTL, log
 	ctx, cancel := context.WithTimeout(context.Background(), brokerConnectTimeout)
 	defer cancel()
 	b, err := natsbroker.New(ctx, o)

@@ -243,12 +243,18 @@ func expectNewLog(ctx context.Context, t *testing.T, lines <-chan string, url, i
 // when the stream ends.
 func streamLines(ctx context.Context, t *testing.T, url, lastID string) (<-chan string, func()) {
 	t.Helper()
+	return streamLinesVia(ctx, t, http.DefaultClient, url, lastID)
+}
+
+// streamLinesVia is streamLines over client.
+func streamLinesVia(ctx context.Context, t *testing.T, client *http.Client, url, lastID string) (<-chan string, func()) {
+	t.Helper()
 	ctx, cancel := context.WithCancel(ctx)
 	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if lastID != "" {
 		req.Header.Set("Last-Event-ID", lastID)
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := client.Do(req)
 	if err != nil || resp.StatusCode != http.StatusOK {
 		cancel()
 		t.Fatalf("stream %s: %v %v", url, resp, err)

@@ -6,8 +6,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/http/httptrace"
 	"regexp"
 	"strconv"
 	"strings"
@@ -35,7 +37,9 @@ import (
 //     with a reason), with its result event in the log.
 //
 // The actions run on a backend that takes a while, so that at the signal
-// some are running and some wait in the queue.
+// some are running and some wait in the queue. One publish is held open
+// in the node across the signal (see drainLoad.signal): it must be
+// answered 200, and its event must be in the log like the others.
 //
 // Short: 2 s of load before the signal. Full (HERALD_SOAK=1): 10 s, with
 // more clients.
@@ -206,14 +210,101 @@ type drainLoad struct {
 	signalled bool
 }
 
-// signal sends the node SIGTERM and notes when, so that the answers after
-// it are counted: requests the node was serving when it was told to stop.
+// signal sends the node SIGTERM while a request is known to be in flight
+// in it, and returns the node's exit code once it has exited.
+//
+// Which of the load's requests are in flight at the signal is up to the
+// scheduler: a connection whose next request the node has not begun to
+// read is idle to http.Server.Shutdown, which closes it, and on a busy
+// machine every connection can be between requests at that moment. So
+// signal holds a publish of its own open: the node has read its headers
+// and waits for its body ("100 Continue" says so) when the signal is sent,
+// and the body follows only once the node refuses new connections, that
+// is, once its shutdown has begun. That publish must be answered 200.
+// Answers to the load after the signal are counted too, for the log.
 func (l *drainLoad) signal(t *testing.T, p *process) int {
 	t.Helper()
+	held := l.hold(t)
 	l.mu.Lock()
 	l.signalled = true
 	l.mu.Unlock()
-	return p.terminate(t, 30*time.Second)
+	p.sigterm(t)
+	addr := strings.TrimPrefix(p.url, "http://")
+	wait.For(t, 30*time.Second, "the node to refuse new connections after SIGTERM", func() bool {
+		c, err := net.DialTimeout("tcp", addr, time.Second)
+		if err != nil {
+			return true
+		}
+		c.Close()
+		return false
+	})
+	if err := held.release(); err != nil {
+		t.Errorf("the publish in flight at the signal: %v", err)
+	}
+	return p.exit(t, 30*time.Second)
+}
+
+// heldPublish is a publish the node has begun to serve and whose body it
+// waits for.
+type heldPublish struct {
+	body *io.PipeWriter
+	done chan error // the outcome, once answered
+}
+
+// heldTopic is the topic of the held publish.
+const heldTopic = "drain.held"
+
+// hold starts a publish on a connection of its own and returns once the
+// node is reading its body: the request's handler is running, and the node
+// counts the connection as active until the publish is answered.
+func (l *drainLoad) hold(t *testing.T) *heldPublish {
+	t.Helper()
+	pr, pw := io.Pipe()
+	h := &heldPublish{body: pw, done: make(chan error, 1)}
+	t.Cleanup(func() { pw.Close() })
+	reading := make(chan struct{})
+	ctx := httptrace.WithClientTrace(context.Background(), &httptrace.ClientTrace{
+		Got100Continue: func() { close(reading) },
+	})
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, l.url+"/v1/publish", pr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Expect", "100-continue")
+	tr := &http.Transport{ExpectContinueTimeout: time.Minute}
+	t.Cleanup(tr.CloseIdleConnections)
+	client := &http.Client{Timeout: 2 * time.Minute, Transport: tr}
+	go func() {
+		var out struct{ ID string }
+		err := l.do(client, req, http.StatusOK, &out)
+		if err == nil {
+			l.mu.Lock()
+			l.published = append(l.published, drainEvent{id: out.ID, topic: heldTopic, data: heldData})
+			l.mu.Unlock()
+		}
+		h.done <- err
+	}()
+	select {
+	case <-reading:
+	case err := <-h.done:
+		t.Fatalf("the held publish ended before the node read its body: %v", err)
+	case <-time.After(time.Minute):
+		t.Fatal("the node did not start reading the held publish's body within a minute")
+	}
+	return h
+}
+
+// heldData is the data of the held publish.
+const heldData = `{"held":true}`
+
+// release sends the rest of the held publish and returns its outcome.
+func (h *heldPublish) release() error {
+	if _, err := io.WriteString(h.body, fmt.Sprintf(`{"topic":%q,"data":%s}`, heldTopic, heldData)); err != nil {
+		return fmt.Errorf("failed to send the body: %w", err)
+	}
+	h.body.Close()
+	return <-h.done
 }
 
 func newDrainLoad(url string) *drainLoad {
@@ -323,7 +414,14 @@ func (l *drainLoad) post(ctx context.Context, path, body string, want int, out a
 		return err
 	}
 	req.Header.Set("Content-Type", "application/json")
-	resp, err := l.client.Do(req)
+	return l.do(l.client, req, want, out)
+}
+
+// do sends req through client and decodes the answer, which must have the
+// status want, into out.
+func (l *drainLoad) do(client *http.Client, req *http.Request, want int, out any) error {
+	path := req.URL.Path
+	resp, err := client.Do(req)
 	if err != nil {
 		return err
 	}
@@ -348,17 +446,13 @@ func (l *drainLoad) wait() {
 	l.client.CloseIdleConnections()
 }
 
-// results returns what the node accepted. Call after wait. It fails t
-// unless some requests were answered after the signal: the check is about
-// those in flight when it came.
+// results returns what the node accepted, the held publish among it. Call
+// after wait.
 func (l *drainLoad) results(t *testing.T) ([]drainEvent, []string) {
 	t.Helper()
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	t.Logf("%d publishes and %d actions accepted, %d of them answered after the signal", len(l.published), len(l.actions), l.late)
-	if l.late == 0 {
-		t.Errorf("no request was answered after the signal: none was in flight")
-	}
+	t.Logf("%d publishes and %d actions accepted, %d of the load's answered after the signal", len(l.published), len(l.actions), l.late)
 	return l.published, l.actions
 }
 

@@ -3,6 +3,7 @@
 //	herald serve [flags]   run the push server
 //	herald config print    print the configuration of serve, as YAML
 //	herald config check F  check the configuration file F
+//	herald health URL      exit 0 if URL answers 2xx (a container health check)
 //	herald version         print the version
 //	herald help            print usage
 package main
@@ -38,6 +39,7 @@ Commands:
   action    submit an action, optionally wait for its result (see "herald action -h")
   bench     load-test a running server (see "herald bench -h")
   token     print a token for a server run with --auth jwt (see "herald token -h")
+  health    check that a URL, e.g. a node's /readyz, answers 2xx (see "herald health -h")
   version   print the version
   help      print this help
 `
@@ -82,6 +84,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return exitStatus(runBench(ctx, args[1:], stdout, stderr), stderr)
 	case "token":
 		return exitStatus(runToken(args[1:], stdout, stderr), stderr)
+	case "health":
+		return exitStatus(runHealth(context.Background(), args[1:], stdout, stderr), stderr)
 	case "config":
 		return exitStatus(runConfig(args[1:], os.LookupEnv, stdout), stderr)
 	case "sub", "pub", "action":

@@ -93,11 +93,11 @@ func TestServeFlagsAndEnv(t *testing.T) {
 			t.Fatal(err)
 		}
 		want := serveConfig{
-			addr: "127.0.0.1:8080", broker: "memory", historySize: 10000, historyTTL: time.Hour,
+			addr: "127.0.0.1:8080", broker: "memory", historySize: 10000, historyBytes: 256 << 20, historyTTL: time.Hour,
 			queueBytes: 524288, shards: 0, heartbeat: 15 * time.Second, sseRetry: 2 * time.Second,
-			writeTimeout: 10 * time.Second, maxBody: 1048576, wsReadLimit: 65536,
+			writeTimeout: 10 * time.Second, readTimeout: 30 * time.Second, maxBody: 1048576, wsReadLimit: 65536,
 			wsPingInterval: 25 * time.Second, shutdownTimeout: 10 * time.Second, logFormat: "text",
-			actionWorkers: 16, actionQueue: 10000, actionTTL: time.Hour, actionLease: 30 * time.Second, actionMaxFinished: 100000, actionTimeout: 10 * time.Second,
+			actionWorkers: 16, actionQueue: 10000, actionTTL: time.Hour, actionLease: 30 * time.Second, actionMaxFinished: 100000, actionMaxBytes: 256 << 20, actionTimeout: 10 * time.Second,
 			actionMaxAttempts: 5, authMode: "none", maxConns: 100000, wsMessageRate: 200, wsMaxTopics: 256,
 		}
 		c.settings = nil // compared in config_test.go
@@ -140,11 +140,11 @@ func TestServeFlagsAndEnv(t *testing.T) {
 		if _, err := parseServeFlags([]string{"-h"}, env(nil), &stdout); !errors.Is(err, flag.ErrHelp) {
 			t.Fatalf("-h: %v", err)
 		}
-		for _, name := range []string{"addr", "broker", "history-size", "history-ttl", "queue-bytes", "shards",
-			"heartbeat", "sse-retry", "write-timeout", "max-body", "ws-read-limit", "ws-ping-interval",
+		for _, name := range []string{"addr", "broker", "history-size", "history-bytes", "history-ttl", "queue-bytes", "shards",
+			"heartbeat", "sse-retry", "write-timeout", "read-timeout", "max-body", "ws-read-limit", "ws-ping-interval",
 			"allowed-origins", "cors-origins", "max-conns", "max-conns-per-ip", "rate-publish", "rate-actions", "ws-message-rate", "ws-max-topics", "auth", "jwt-secret", "jwt-public-key", "jwt-audience", "jwt-issuer",
 			"public-subscribe", "api-key", "shutdown-timeout", "log-level", "log-format", "action-upstream", "action-workers",
-			"action-queue", "action-ttl", "action-timeout", "action-max-attempts"} {
+			"action-queue", "action-ttl", "action-max-bytes", "action-timeout", "action-max-attempts"} {
 			if !strings.Contains(stdout.String(), "-"+name+" ") && !strings.Contains(stdout.String(), "-"+name+"\n") {
 				t.Errorf("help does not list --%s", name)
 			}
@@ -167,9 +167,13 @@ func TestServeBadFlags(t *testing.T) {
 		stderr string
 	}{
 		{"negative history size", []string{"--history-size", "-1"}, nil, "--history-size must be positive"},
+		{"zero history bytes", []string{"--history-bytes", "0"}, nil, "--history-bytes must be positive"},
+		{"history bytes below the largest event", []string{"--history-bytes", "1000", "--max-body", "2000"}, nil, "--history-bytes (1000) must be at least --max-body (2000)"},
+		{"zero action bytes", []string{"--action-max-bytes", "0"}, nil, "--action-max-bytes must be positive"},
 		{"zero queue bytes", []string{"--queue-bytes=0"}, nil, "--queue-bytes must be positive"},
 		{"bad duration", []string{"--history-ttl", "forever"}, nil, "invalid value"},
 		{"negative duration", []string{"--heartbeat", "-1s"}, nil, "--heartbeat must be positive"},
+		{"zero read timeout", []string{"--read-timeout", "0s"}, nil, "--read-timeout must be positive"},
 		{"not a number", []string{"--max-body", "1MB"}, nil, "invalid value"},
 		{"unknown flag", []string{"--nope"}, nil, "flag provided but not defined"},
 		{"unknown auth", []string{"--auth", "basic"}, nil, "--auth must be none or jwt"},

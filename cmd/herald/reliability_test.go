@@ -107,9 +107,22 @@ func checkExactDelivery(t *testing.T, rep *loadgen.Report) {
 // up to bound for it to exit; it returns the exit code.
 func (p *process) terminate(t *testing.T, bound time.Duration) int {
 	t.Helper()
+	p.sigterm(t)
+	return p.exit(t, bound)
+}
+
+// sigterm sends the process SIGTERM.
+func (p *process) sigterm(t *testing.T) {
+	t.Helper()
 	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatalf("SIGTERM: %v", err)
 	}
+}
+
+// exit waits up to bound for the process, told to stop, to exit; it
+// returns the exit code.
+func (p *process) exit(t *testing.T, bound time.Duration) int {
+	t.Helper()
 	done := make(chan error, 1)
 	go func() { done <- p.cmd.Wait() }()
 	select {

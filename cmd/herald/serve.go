@@ -29,7 +29,8 @@ import (
 
 // Timeouts of the HTTP server. There is deliberately no WriteTimeout: SSE
 // streams and WebSocket connections live for hours, and their transports set
-// a deadline on each write instead.
+// a deadline on each write instead. Nor is there a ReadTimeout: request
+// bodies get --read-timeout per request (httpapi.Config.ReadTimeout).
 const (
 	readHeaderTimeout = 10 * time.Second
 	idleTimeout       = 120 * time.Second
@@ -52,12 +53,14 @@ type serveConfig struct {
 	h2c             bool   // HTTP/2 without TLS besides HTTP/1.1
 	broker          string
 	historySize     int
+	historyBytes    int
 	historyTTL      time.Duration
 	queueBytes      int
 	shards          int
 	heartbeat       time.Duration
 	sseRetry        time.Duration
 	writeTimeout    time.Duration
+	readTimeout     time.Duration
 	maxBody         int64
 	wsReadLimit     int64
 	wsPingInterval  time.Duration
@@ -86,6 +89,7 @@ type serveConfig struct {
 	actionTTL         time.Duration
 	actionLease       time.Duration
 	actionMaxFinished int
+	actionMaxBytes    int
 	actionTimeout     time.Duration
 	actionMaxAttempts int
 
@@ -123,17 +127,19 @@ func parseServeFlags(args []string, getenv func(string) (string, bool), stdout i
 	fs.BoolVar(&c.h2c, "h2c", false, "also accept HTTP/2 without TLS (prior knowledge), for a proxy that speaks h2c to Herald; HTTP/1.1 still works on the same port")
 	fs.StringVar(&c.broker, "broker", "memory", "event broker: memory (one node); for a cluster of nodes sharing one log, redis://[:password@]host:6379/0[?prefix=herald] or nats://[user:password@]host:4222[,host:4222…][?stream=HERALD&subjects=herald.ev&replicas=1&storage=file]")
 	fs.IntVar(&c.historySize, "history-size", 10000, "events retained for replay and history, at most")
+	fs.IntVar(&c.historyBytes, "history-bytes", hub.DefaultHistoryBytes, "bound of the retained events' size, in bytes; the oldest go first (redis:// bounds the events' fields, nats:// the stream's MaxBytes)")
 	fs.DurationVar(&c.historyTTL, "history-ttl", time.Hour, "events older than this are dropped from history (0: no age limit)")
 	fs.IntVar(&c.queueBytes, "queue-bytes", 512<<10, "outbound queue bound per connection, in bytes; a client that overflows it is disconnected as a slow consumer")
 	fs.IntVar(&c.shards, "shards", 0, "hub shards (0: GOMAXPROCS)")
 	fs.DurationVar(&c.heartbeat, "heartbeat", 15*time.Second, "interval of SSE \": ping\" comment lines")
 	fs.DurationVar(&c.sseRetry, "sse-retry", 2*time.Second, "reconnect delay suggested to SSE clients (the retry: line)")
 	fs.DurationVar(&c.writeTimeout, "write-timeout", 10*time.Second, "deadline for each write to an SSE or WebSocket client; missing it disconnects the client")
+	fs.DurationVar(&c.readTimeout, "read-timeout", httpapi.DefaultReadTimeout, "how long a request body may take to arrive once its headers have; past it: 408 and the connection closed (streams are not affected)")
 	fs.Int64Var(&c.maxBody, "max-body", httpapi.DefaultMaxBody, "largest HTTP request body, in bytes")
 	fs.Int64Var(&c.wsReadLimit, "ws-read-limit", 64<<10, "largest WebSocket message from a client, in bytes (larger: close 1009)")
 	fs.DurationVar(&c.wsPingInterval, "ws-ping-interval", 25*time.Second, "interval of WebSocket keep-alive pings")
-	fs.StringVar(&origins, "allowed-origins", "", "comma-separated Origin patterns allowed to open WebSockets, e.g. app.example.com,*.example.org (empty: same host only)")
-	fs.StringVar(&corsOrigins, "cors-origins", "", "comma-separated origins whose pages may use the API, the SSE stream and /herald.js, e.g. https://app.example.com,https://*.example.org, or * for any; they may open WebSockets too (empty: no cross-origin access)")
+	fs.StringVar(&origins, "allowed-origins", "", "comma-separated Origin patterns allowed to open WebSockets, e.g. app.example.com,*.example.org (empty: same host only); those without a wildcard may also use the herald_token cookie")
+	fs.StringVar(&corsOrigins, "cors-origins", "", "comma-separated origins whose pages may use the API, the SSE stream and /herald.js, e.g. https://app.example.com,https://*.example.org, or * for any; they may open WebSockets too; only those named exactly get credentials (the herald_token cookie) (empty: no cross-origin access)")
 	fs.IntVar(&c.maxConns, "max-conns", 100000, "open SSE streams and WebSockets at most, in all; more get 503 (0: no limit)")
 	fs.IntVar(&c.maxConnsPerIP, "max-conns-per-ip", 0, "open streams and WebSockets at most from one client address; more get 429 (0: no limit; behind a proxy every client has the proxy's address)")
 	fs.Float64Var(&c.ratePublish, "rate-publish", 0, "events a caller (token subject, else address) may publish per second, over HTTP and WebSocket, in bursts of as many; more get 429 (0: no limit)")
@@ -146,7 +152,7 @@ func parseServeFlags(args []string, getenv func(string) (string, bool), stdout i
 	fs.StringVar(&c.jwtAudience, "jwt-audience", "", "if set, tokens must carry this aud (--auth jwt)")
 	fs.StringVar(&c.jwtIssuer, "jwt-issuer", "", "if set, tokens must carry this iss (--auth jwt)")
 	fs.StringVar(&public, "public-subscribe", "", "comma-separated patterns anyone may subscribe to without a token, e.g. news.> (--auth jwt)")
-	fs.StringVar(&c.apiKey, "api-key", "", "secret that lets a server publish to any topic with the X-API-Key header instead of a token (--auth jwt)")
+	fs.StringVar(&c.apiKey, "api-key", "", "secret that lets a server publish to any topic and read /v1/stats with the X-API-Key header instead of a token (--auth jwt)")
 	fs.DurationVar(&c.shutdownTimeout, "shutdown-timeout", 10*time.Second, "how long a graceful shutdown may take before connections are cut")
 	fs.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn or error (debug logs every request)")
 	fs.StringVar(&c.logFormat, "log-format", "text", "log format: text or json")
@@ -156,6 +162,7 @@ func parseServeFlags(args []string, getenv func(string) (string, bool), stdout i
 	fs.DurationVar(&c.actionTTL, "action-ttl", time.Hour, "how long a finished action's status (and its idempotency key) is kept")
 	fs.DurationVar(&c.actionLease, "action-lease", action.DefaultLease, "with a shared broker: how long a node keeps an action it runs without renewing it; another node takes over the actions of a node that died after this")
 	fs.IntVar(&c.actionMaxFinished, "action-max-finished", 100000, "finished actions kept at most, whatever their age; the oldest are forgotten first")
+	fs.IntVar(&c.actionMaxBytes, "action-max-bytes", action.DefaultMaxFinishedBytes, "bound of the finished actions' records kept on this node (results, errors, keys), in bytes; the oldest are forgotten first (not with a shared broker: its records expire after --action-ttl)")
 	fs.DurationVar(&c.actionTimeout, "action-timeout", 10*time.Second, "deadline of each attempt at an upstream action")
 	fs.IntVar(&c.actionMaxAttempts, "action-max-attempts", 5, "attempts at an action whose upstream fails transiently (5xx, timeout, connection error)")
 	fs.Usage = func() {
@@ -279,7 +286,8 @@ func checkUpstreamType(typ string) error {
 			return fmt.Errorf("type %q may only contain A-Z a-z 0-9 _ . : - (and end in *)", typ)
 		}
 	}
-	if strings.HasPrefix(name, "herald.") || name == "herald" {
+	// name+"." also catches "herald" itself, whose "herald*" would cover the namespace.
+	if hub.ReservedType(name) || hub.ReservedType(name+".") {
 		return fmt.Errorf("type %q is in the reserved herald. namespace", typ)
 	}
 	return nil
@@ -310,6 +318,12 @@ func (c *serveConfig) validate() error {
 		return usagef("--h2c is HTTP/2 without TLS; with --tls-cert the server speaks HTTP/2 over TLS already")
 	case c.historySize <= 0:
 		return usagef("--history-size must be positive, got %d", c.historySize)
+	case c.historyBytes <= 0:
+		return usagef("--history-bytes must be positive, got %d", c.historyBytes)
+	case int64(c.historyBytes) < c.maxBody:
+		// A smaller bound could not retain the largest event a client may
+		// publish (and NATS would refuse to store it).
+		return usagef("--history-bytes (%d) must be at least --max-body (%d)", c.historyBytes, c.maxBody)
 	case c.historyTTL < 0:
 		return usagef("--history-ttl must not be negative, got %v", c.historyTTL)
 	case c.queueBytes <= 0:
@@ -322,6 +336,8 @@ func (c *serveConfig) validate() error {
 		return usagef("--sse-retry must be positive, got %v", c.sseRetry)
 	case c.writeTimeout <= 0:
 		return usagef("--write-timeout must be positive, got %v", c.writeTimeout)
+	case c.readTimeout <= 0:
+		return usagef("--read-timeout must be positive, got %v", c.readTimeout)
 	case c.maxBody <= 0:
 		return usagef("--max-body must be positive, got %d", c.maxBody)
 	case c.wsReadLimit <= 0:
@@ -342,6 +358,8 @@ func (c *serveConfig) validate() error {
 		return usagef("--action-ttl must be positive, got %v", c.actionTTL)
 	case c.actionMaxFinished <= 0:
 		return usagef("--action-max-finished must be positive, got %d", c.actionMaxFinished)
+	case c.actionMaxBytes <= 0:
+		return usagef("--action-max-bytes must be positive, got %d", c.actionMaxBytes)
 	case c.actionTimeout <= 0:
 		return usagef("--action-timeout must be positive, got %v", c.actionTimeout)
 	case c.actionMaxAttempts <= 0:
@@ -373,7 +391,7 @@ func (c *serveConfig) newActions(h *hub.Hub, store action.Store, observe func(ac
 		})
 	}
 	return action.New(action.Options{
-		Hub: h, Workers: c.actionWorkers, QueueSize: c.actionQueue, TTL: c.actionTTL, MaxFinished: c.actionMaxFinished,
+		Hub: h, Workers: c.actionWorkers, QueueSize: c.actionQueue, TTL: c.actionTTL, MaxFinished: c.actionMaxFinished, MaxFinishedBytes: c.actionMaxBytes,
 		MaxAttempts: c.actionMaxAttempts, Echo: true, Logger: log, ObserveDuration: observe,
 	})
 }
@@ -386,6 +404,9 @@ func (c *serveConfig) authenticator() (*auth.Authenticator, error) {
 	cfg := auth.Config{
 		Secret: []byte(c.jwtSecret), Audience: c.jwtAudience, Issuer: c.jwtIssuer,
 		PublicSubscribe: c.publicSubscribe, APIKey: c.apiKey,
+		// The pages that may open WebSockets or use the API: those named
+		// exactly may also authenticate with the herald_token cookie.
+		CookieOrigins: c.allowedOrigins,
 	}
 	if c.jwtPublicKey != "" {
 		pemBytes, err := os.ReadFile(c.jwtPublicKey)
@@ -449,7 +470,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer, read
 	upstreams := make([]*action.Upstream, len(cfg.actionUpstream))
 	for i, r := range cfg.actionUpstream {
 		u, err := action.NewUpstream(action.UpstreamOptions{
-			URL: r.url, Timeout: cfg.actionTimeout, MaxIdleConns: cfg.actionWorkers,
+			URL: r.url, Timeout: cfg.actionTimeout, MaxIdleConns: cfg.actionWorkers, Logger: log,
 		})
 		if err != nil {
 			return usagef("--action-upstream %s: %v", r.url, err)
@@ -508,7 +529,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer, read
 	})
 	srv := &http.Server{
 		Handler: httpapi.NewRouter(httpapi.Config{
-			Hub: h, SSE: sseH, WS: wsH, Actions: svc, MaxBody: cfg.maxBody, Logger: log,
+			Hub: h, SSE: sseH, WS: wsH, Actions: svc, MaxBody: cfg.maxBody, ReadTimeout: cfg.readTimeout, Logger: log,
 			Client: web.JS(), Dashboard: web.Dashboard(), DashboardPaths: web.DashboardPaths,
 			CORSOrigins: cfg.corsOrigins, Auth: authn, PublishRates: publishRates, ActionRates: actionRates,
 			Metrics: publicMetrics, ObserveRequest: m.ObserveRequest,

@@ -3,6 +3,7 @@ package main
 import (
 	"log/slog"
 	"net/http/httptest"
+	"strings"
 	"testing"
 
 	"github.com/chromedp/chromedp"
@@ -66,5 +67,38 @@ func TestTwoTabs(t *testing.T) {
 			t.Errorf("tab %d loaded a page again", i)
 		}
 		browsertest.NoErrors(t, tb)
+	}
+}
+
+// TestPageWithoutCORS opens the page while Herald does not list its origin
+// in --cors-origins, the mistake of starting Herald without that flag: the
+// browser refuses herald.js, and the page says so in a banner that is
+// visible above the list and names the flag to add.
+func TestPageWithoutCORS(t *testing.T) {
+	b := newBackend(slog.New(slog.DiscardHandler))
+	b.seed("milk")
+	page := httptest.NewServer(b)
+	t.Cleanup(page.Close)
+	heraldURL := startHerald(t, page.URL+"/actions", nil)
+	b.setHerald(heraldURL)
+
+	tb := browsertest.New(t)()
+	tb.Do(t, chromedp.Navigate(page.URL+"/"))
+	browsertest.WaitFor(t, tb, "the error banner", `(() => {
+		const el = document.querySelector('#fatal');
+		const box = el.getBoundingClientRect();
+		return !el.hidden && getComputedStyle(el).display !== 'none' && box.width > 0 && box.height > 0;
+	})()`)
+	text := browsertest.Eval[string](t, tb, `document.querySelector('#fatal').innerText`)
+	for _, want := range []string{"Cannot load herald.js from Herald at " + heraldURL, "--cors-origins " + page.URL} {
+		if !strings.Contains(text, want) {
+			t.Errorf("the banner says %q, want it to contain %q", text, want)
+		}
+	}
+	if !browsertest.Eval[bool](t, tb, `(() => {
+		const banner = document.querySelector('#fatal').getBoundingClientRect();
+		return banner.bottom <= document.querySelector('#todos').getBoundingClientRect().top;
+	})()`) {
+		t.Error("the banner is not above the list")
 	}
 }

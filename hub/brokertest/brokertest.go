@@ -19,6 +19,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -31,6 +32,10 @@ import (
 type Options struct {
 	Size int           // retain at most this many events (0: the implementation's default)
 	TTL  time.Duration // drop events older than this (0: no age limit)
+	// MaxBytes bounds the retained events' size in bytes (0: the
+	// implementation's default). Implementations measure an event's size
+	// their own way (envelope, stored record), always at least its data.
+	MaxBytes int
 }
 
 // waitTimeout bounds every wait of the suite. It is generous on purpose: the
@@ -53,6 +58,7 @@ func Run(t *testing.T, newBroker func(t *testing.T, o Options) hub.Broker) {
 	t.Run("ReadPaging", s.testReadPaging)
 	t.Run("ReadAtHeadWhilePublishing", s.testReadAtHeadWhilePublishing)
 	t.Run("RetentionByCount", s.testRetentionByCount)
+	t.Run("RetentionByBytes", s.testRetentionByBytes)
 	t.Run("RetentionByAge", s.testRetentionByAge)
 	t.Run("Latest", s.testLatest)
 	t.Run("Topics", s.testTopics)
@@ -683,6 +689,52 @@ func (s *suite) testRetentionByCount(t *testing.T) {
 	res, err := b.Read(ctx, hub.ReadRequest{After: bd.First - 1, Patterns: all, Limit: 1})
 	if err != nil || len(res.Messages) != 1 || res.Messages[0].ID.Seq != bd.First {
 		t.Fatalf("Read after First-1 = %+v, %v; want the event at First %d", res, err, bd.First)
+	}
+}
+
+// testRetentionByBytes: with a byte bound far below what is published, and
+// a count bound far above, the oldest events go so that the data retained
+// stays within MaxBytes, the newest events are kept, and reading from an
+// evicted position is ErrHistoryGone, exactly as with the count bound.
+func (s *suite) testRetentionByBytes(t *testing.T) {
+	const (
+		maxBytes = 64 << 10
+		dataSize = 4 << 10
+		events   = 4 * maxBytes / dataSize
+		// minKept allows half of the bound for what an implementation
+		// counts besides the data.
+		minKept = maxBytes / 2 / dataSize
+	)
+	b, _ := s.open(t, Options{Size: 100000, MaxBytes: maxBytes})
+	ctx := ctxT(t)
+	payload := `"` + strings.Repeat("x", dataSize-2) + `"`
+	var pub []*hub.Message
+	for i := range events {
+		pub = append(pub, publish(t, ctx, b, draft(t, fmt.Sprintf("bytes.t%d", i%3), payload))...)
+	}
+	bd := bounds(t, ctx, b)
+	if bd.Last != events {
+		t.Fatalf("Bounds.Last = %d, want %d", bd.Last, events)
+	}
+	kept := int(bd.Last - bd.First + 1)
+	if kept*dataSize > maxBytes {
+		t.Fatalf("retains %d events of %d bytes (First %d Last %d), more than MaxBytes %d", kept, dataSize, bd.First, bd.Last, maxBytes)
+	}
+	if kept < minKept {
+		t.Fatalf("retains %d events of %d bytes with MaxBytes %d, want at least the newest %d", kept, dataSize, maxBytes, minKept)
+	}
+	got := readAll(t, ctx, b, bd.First-1, all, 100, 0)
+	if len(got) != kept {
+		t.Fatalf("read %d of the %d retained events", len(got), kept)
+	}
+	for i, m := range got {
+		sameEvent(t, m, pub[int(bd.First)-1+i])
+	}
+	if _, err := b.Read(ctx, hub.ReadRequest{After: 0, Patterns: all, Limit: 1}); !errors.Is(err, hub.ErrHistoryGone) {
+		t.Fatalf("Read after 0 = %v, want ErrHistoryGone", err)
+	}
+	if _, err := b.Read(ctx, hub.ReadRequest{After: bd.First - 2, Patterns: all, Limit: 1}); !errors.Is(err, hub.ErrHistoryGone) {
+		t.Fatalf("Read after First-2 = %v, want ErrHistoryGone", err)
 	}
 }
 

@@ -64,6 +64,10 @@ type Options struct {
 	// minimum).
 	Size int
 	TTL  time.Duration
+	// MaxBytes bounds the stream's size (its MaxBytes: JetStream counts
+	// each message's subject, headers and data plus a few dozen bytes);
+	// the oldest events go first. Default hub.DefaultHistoryBytes.
+	MaxBytes int
 	// Replicas is the stream's replication factor in a NATS cluster;
 	// default 1.
 	Replicas int
@@ -137,6 +141,9 @@ func New(ctx context.Context, o Options) (*Broker, error) {
 	if o.Size <= 0 {
 		o.Size = 10000
 	}
+	if o.MaxBytes <= 0 {
+		o.MaxBytes = hub.DefaultHistoryBytes
+	}
 	if o.Replicas <= 0 {
 		o.Replicas = 1
 	}
@@ -171,6 +178,7 @@ func (b *Broker) config() jetstream.StreamConfig {
 		Retention:   jetstream.LimitsPolicy,
 		Discard:     jetstream.DiscardOld,
 		MaxMsgs:     int64(b.o.Size),
+		MaxBytes:    int64(b.o.MaxBytes),
 		MaxAge:      b.o.TTL,
 		Replicas:    b.o.Replicas,
 		Storage:     jetstream.FileStorage,

@@ -25,7 +25,7 @@ func TestConformance(t *testing.T) {
 	brokertest.Run(t, func(t *testing.T, o brokertest.Options) hub.Broker {
 		nc, name := natstest.Conn(t)
 		b, err := natsbroker.New(context.Background(), natsbroker.Options{
-			Conn: nc, Stream: name, Subjects: natstest.Subjects(name), Size: o.Size, TTL: o.TTL, Idle: 200 * time.Millisecond,
+			Conn: nc, Stream: name, Subjects: natstest.Subjects(name), Size: o.Size, MaxBytes: o.MaxBytes, TTL: o.TTL, Idle: 200 * time.Millisecond,
 		})
 		if err != nil {
 			t.Fatal(err)
@@ -41,7 +41,7 @@ func TestCluster(t *testing.T) {
 		for range n {
 			nc, _ := natstest.Conn(t) // a connection per node
 			b, err := natsbroker.New(context.Background(), natsbroker.Options{
-				Conn: nc, Stream: name, Subjects: natstest.Subjects(name), Size: o.Size, TTL: o.TTL, Idle: 200 * time.Millisecond,
+				Conn: nc, Stream: name, Subjects: natstest.Subjects(name), Size: o.Size, MaxBytes: o.MaxBytes, TTL: o.TTL, Idle: 200 * time.Millisecond,
 			})
 			if err != nil {
 				t.Fatal(err)

@@ -55,6 +55,12 @@ type Options struct {
 	// stream nodes); default 10000. TTL, if set, also drops older events.
 	Size int
 	TTL  time.Duration
+	// MaxBytes bounds the events retained by their size: each counts its
+	// topic, type and data plus 64 bytes (Redis's own memory per entry is
+	// somewhat more), and the oldest go first. Every publish trims to the
+	// bound it is given, so nodes sharing a log should share MaxBytes.
+	// Default hub.DefaultHistoryBytes.
+	MaxBytes int
 	// Block is how long one XREAD waits for new events before the reader
 	// checks the epoch again; default 2s.
 	Block  time.Duration
@@ -63,17 +69,17 @@ type Options struct {
 
 // Broker is the Redis-backed hub.Broker.
 type Broker struct {
-	o                        Options
-	rdb                      redis.UniversalClient
-	epochKey, seqKey, logKey string
-	epoch                    atomic.Pointer[string]
-	publish                  *redis.Script
-	ctx                      context.Context
-	cancel                   context.CancelFunc
-	done                     chan struct{} // closed when the reader has ended; nil before Start
-	started, closed          atomic.Bool
-	trimMu                   sync.Mutex
-	lastTrim                 time.Time
+	o                                  Options
+	rdb                                redis.UniversalClient
+	epochKey, seqKey, logKey, bytesKey string
+	epoch                              atomic.Pointer[string]
+	publish                            *redis.Script
+	ctx                                context.Context
+	cancel                             context.CancelFunc
+	done                               chan struct{} // closed when the reader has ended; nil before Start
+	started, closed                    atomic.Bool
+	trimMu                             sync.Mutex
+	lastTrim                           time.Time
 
 	node       string                // this node's ID among the counters
 	countLocal func() map[string]int // set by CountSubscribers
@@ -115,15 +121,25 @@ const (
 	probeWait = time.Second
 )
 
-// publishScript appends a batch: ARGV[1] is the retention, ARGV[2] the
-// number of events, ARGV[3] an epoch to set if the log has none (Redis lost
-// it), ARGV[4] how long to remember the outcome under KEYS[4] (ms), then
-// topic, type and data of each. It returns the first sequence number, the
-// server time, which is every event's time, and the epoch; if KEYS[4]
-// holds an outcome already, the batch was appended before, and it returns
-// that outcome without appending again.
+// publishScript appends a batch. KEYS are the sequence, the log, the epoch,
+// the byte count and the publish's outcome. ARGV[1] is the retention by
+// count, ARGV[2] the number of events, ARGV[3] an epoch to set if the log
+// has none (Redis lost it), ARGV[4] the retention in bytes, ARGV[5] how
+// long to remember the outcome under KEYS[5] (ms), then topic, type and
+// data of each. It returns the first sequence number, the server time,
+// which is every event's time, and the epoch; if KEYS[5] holds an outcome
+// already, the batch was appended before, and it returns that outcome
+// without appending again.
+//
+// The byte bound: KEYS[4] counts the bytes ever appended (each event's
+// topic, type and data plus entryOverhead), and each entry records in 'o'
+// that count before it. The events retained are those whose 'o' is at least
+// the count minus the bound, so the script drops older entries from the
+// front, a page at a time (a bounded number of pages per publish: what is
+// left goes with the next one). An entry written before the byte bound
+// existed has no 'o' and counts as old.
 var publishScript = redis.NewScript(`
-local done = redis.call('GET', KEYS[4])
+local done = redis.call('GET', KEYS[5])
 if done then
   local first, micros, epoch = string.match(done, '^(%d+) (%d+) (.+)$')
   return {tonumber(first), micros, epoch}
@@ -135,14 +151,52 @@ local last = redis.call('INCRBY', KEYS[1], n)
 local first = last - n + 1
 local t = redis.call('TIME')
 local micros = t[1] .. string.format('%06d', tonumber(t[2]))
+local total = 0
 for i = 0, n - 1 do
-  local a = 5 + i * 3
+  local a = 6 + i * 3
+  local size = #ARGV[a] + #ARGV[a + 1] + #ARGV[a + 2] + ` + strconv.Itoa(entryOverhead) + `
+  total = redis.call('INCRBY', KEYS[4], size)
   redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[1], (first + i) .. '-0',
-    't', ARGV[a], 'y', ARGV[a + 1], 'd', ARGV[a + 2], 'm', micros)
+    't', ARGV[a], 'y', ARGV[a + 1], 'd', ARGV[a + 2], 'm', micros, 'o', total - size)
 end
-redis.call('SET', KEYS[4], first .. ' ' .. micros .. ' ' .. epoch, 'PX', ARGV[4])
+local cutoff = total - tonumber(ARGV[4])
+local count = 1
+for page = 1, ` + strconv.Itoa(trimPages) + ` do
+  if cutoff <= 0 then break end
+  local entries = redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', count)
+  count = math.min(count * 4, 100)
+  if #entries == 0 then break end
+  local keep = nil
+  for _, e in ipairs(entries) do
+    local f = e[2]
+    local o = nil
+    for j = 1, #f, 2 do
+      if f[j] == 'o' then o = tonumber(f[j + 1]) end
+    end
+    if o ~= nil and o >= cutoff then keep = e[1] break end
+  end
+  if keep ~= nil then
+    redis.call('XTRIM', KEYS[2], 'MINID', keep)
+    break
+  end
+  local seq = string.match(entries[#entries][1], '^(%d+)')
+  redis.call('XTRIM', KEYS[2], 'MINID', (tonumber(seq) + 1) .. '-0')
+end
+redis.call('SET', KEYS[5], first .. ' ' .. micros .. ' ' .. epoch, 'PX', ARGV[5])
 return {first, micros, epoch}
 `)
+
+// entryOverhead is what an event counts against Options.MaxBytes besides
+// its topic, type and data: its ID and other fields, roughly.
+const entryOverhead = 64
+
+// trimPages bounds the pages one publish drops for the byte bound, so that
+// the script stays short however much is over it. The first page is one
+// entry and each next one four times larger, up to 100: once the log has
+// held its bound's worth of bytes, every publish looks at the oldest entry,
+// and XRANGE copies whole entries, so the usual look (the oldest is kept,
+// or is the one to drop) reads one entry, not a page.
+const trimPages = 10
 
 // New connects the broker to its log, creating the epoch if the log is new.
 func New(ctx context.Context, o Options) (*Broker, error) {
@@ -155,6 +209,9 @@ func New(ctx context.Context, o Options) (*Broker, error) {
 	if o.Size <= 0 {
 		o.Size = 10000
 	}
+	if o.MaxBytes <= 0 {
+		o.MaxBytes = hub.DefaultHistoryBytes
+	}
 	if o.Block <= 0 {
 		o.Block = 2 * time.Second
 	}
@@ -164,7 +221,7 @@ func New(ctx context.Context, o Options) (*Broker, error) {
 	tag := "{" + o.Prefix + "}"
 	b := &Broker{
 		o: o, rdb: o.Client,
-		epochKey: tag + ":epoch", seqKey: tag + ":seq", logKey: tag + ":log",
+		epochKey: tag + ":epoch", seqKey: tag + ":seq", logKey: tag + ":log", bytesKey: tag + ":bytes",
 		publish: publishScript,
 	}
 	b.ctx, b.cancel = context.WithCancel(context.Background())
@@ -332,13 +389,13 @@ func (b *Broker) Publish(ctx context.Context, drafts []hub.Draft) ([]*hub.Messag
 	}
 	ctx, cancel := context.WithTimeout(ctx, confirmWait)
 	defer cancel()
-	args := make([]any, 0, 4+3*len(drafts))
-	args = append(args, b.o.Size, len(drafts), hub.NewEpoch(), pubIDTTL.Milliseconds())
+	args := make([]any, 0, 5+3*len(drafts))
+	args = append(args, b.o.Size, len(drafts), hub.NewEpoch(), b.o.MaxBytes, pubIDTTL.Milliseconds())
 	for _, d := range drafts {
 		args = append(args, d.Topic, d.Type, string(d.Data))
 	}
 	id := b.node + "-" + strconv.FormatUint(b.pubSeq.Add(1), 36)
-	keys := []string{b.seqKey, b.logKey, b.epochKey, "{" + b.o.Prefix + "}:pub:" + id}
+	keys := []string{b.seqKey, b.logKey, b.epochKey, b.bytesKey, "{" + b.o.Prefix + "}:pub:" + id}
 	if b.down.Load() {
 		if err := b.probe(ctx); err != nil {
 			return nil, fmt.Errorf("failed to publish to Redis: %w", err)

@@ -22,7 +22,7 @@ func TestConformance(t *testing.T) {
 	brokertest.Run(t, func(t *testing.T, o brokertest.Options) hub.Broker {
 		rdb, prefix := redistest.Client(t)
 		b, err := redisbroker.New(context.Background(), redisbroker.Options{
-			Client: rdb, Prefix: prefix, Size: o.Size, TTL: o.TTL, Block: 200 * time.Millisecond,
+			Client: rdb, Prefix: prefix, Size: o.Size, MaxBytes: o.MaxBytes, TTL: o.TTL, Block: 200 * time.Millisecond,
 		})
 		if err != nil {
 			t.Fatal(err)
@@ -38,7 +38,7 @@ func TestCluster(t *testing.T) {
 		for range n {
 			rdb, _ := redistest.Client(t) // a connection per node
 			b, err := redisbroker.New(context.Background(), redisbroker.Options{
-				Client: rdb, Prefix: prefix, Size: o.Size, TTL: o.TTL, Block: 200 * time.Millisecond,
+				Client: rdb, Prefix: prefix, Size: o.Size, MaxBytes: o.MaxBytes, TTL: o.TTL, Block: 200 * time.Millisecond,
 			})
 			if err != nil {
 				t.Fatal(err)

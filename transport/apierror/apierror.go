@@ -26,6 +26,7 @@ const (
 	InvalidCursor        = "invalid_cursor"
 	InvalidRequest       = "invalid_request"
 	TooLarge             = "too_large"
+	RequestTimeout       = "request_timeout"
 	UnsupportedMediaType = "unsupported_media_type"
 	Unauthorized         = "unauthorized"
 	Forbidden            = "forbidden"
@@ -92,8 +93,16 @@ func SetJSONHeaders(h http.Header) {
 // request had no credentials (a token would help), 403 otherwise. what says
 // what was refused, e.g. `subscribing to "news.>"`.
 func Denied(p *auth.Principal, what string) *Error {
+	if p.CookieIgnored() {
+		return New(http.StatusUnauthorized, Unauthorized, "a token is required for "+what+
+			"; the herald_token cookie does not count on a request from a page of another origin: send the token in Authorization or access_token")
+	}
 	if p.Anonymous() {
 		return New(http.StatusUnauthorized, Unauthorized, "a token is required for "+what)
+	}
+	if p.APIKey() {
+		return New(http.StatusForbidden, Forbidden, "the API key does not grant "+what+
+			": it publishes and reads /v1/stats; what a user does needs the user's token")
 	}
 	return New(http.StatusForbidden, Forbidden, "the token does not grant "+what)
 }

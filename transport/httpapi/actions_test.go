@@ -345,6 +345,7 @@ func TestActionBadInput(t *testing.T) {
 		{"empty type", "POST", "/v1/actions", js, `{"type":"","topic":"a"}`, nil, 400, "invalid_type", ""},
 		{"null type", "POST", "/v1/actions", js, `{"type":null,"topic":"a"}`, nil, 400, "invalid_type", ""},
 		{"reserved type", "POST", "/v1/actions", js, `{"type":"herald.reset","topic":"a"}`, nil, 400, "invalid_type", ""},
+		{"reserved type in capitals", "POST", "/v1/actions", js, `{"type":"HERALD.reset","topic":"a"}`, nil, 400, "invalid_type", ""},
 		{"bad type chars", "POST", "/v1/actions", js, `{"type":"todo add","topic":"a"}`, nil, 400, "invalid_type", ""},
 		{"65-byte type", "POST", "/v1/actions", js, `{"type":"` + strings.Repeat("t", 65) + `","topic":"a"}`, nil, 400, "invalid_type", ""},
 		{"missing topic", "POST", "/v1/actions", js, `{"type":"echo"}`, nil, 400, "invalid_topic", ""},

@@ -126,23 +126,13 @@ func TestAuthMatrix(t *testing.T) {
 			check("history", s.authedDo(t, http.MethodGet, "/v1/topics/orders.1/history", "", hdr), http.StatusOK)
 
 			// SSE: the token in the query, as EventSource sends it.
+			path := "/v1/events?topic=orders.*"
+			if c.token != "" {
+				path += "&access_token=" + c.token
+			}
+			check("sse", s.openSSE(t, path, nil), http.StatusOK)
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
-			url := s.url + "/v1/events?topic=orders.*"
-			if c.token != "" {
-				url += "&access_token=" + c.token
-			}
-			req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-			resp, err := s.client.Do(req)
-			if err != nil {
-				t.Fatal(err)
-			}
-			var body strings.Builder
-			if resp.StatusCode != http.StatusOK {
-				_, _ = bufio.NewReader(resp.Body).WriteTo(&body)
-			}
-			resp.Body.Close()
-			check("sse", response{status: resp.StatusCode, header: resp.Header, body: []byte(body.String())}, http.StatusOK)
 
 			// WebSocket: the token in the query, as browsers send it.
 			wsURL := "ws" + strings.TrimPrefix(s.url, "http") + "/v1/ws"
@@ -162,26 +152,40 @@ func TestAuthMatrix(t *testing.T) {
 				}
 				return
 			}
-			for _, op := range []string{
-				`{"op":"subscribe","ref":1,"topics":["orders.*"]}`,
-				`{"op":"publish","ref":2,"topic":"orders.1","data":1}`,
-				`{"op":"action","ref":3,"type":"echo","topic":"orders.1","payload":1}`,
-			} {
-				w.send(t, op)
-				m := w.recv(t)
-				for string(m["op"]) == `"event"` { // the event of the publish, on this subscription
-					m = w.recv(t)
-				}
-				var op string
-				_ = json.Unmarshal(m["op"], &op)
-				var e struct{ Code string }
-				_ = json.Unmarshal(m["error"], &e)
-				if c.code == "" && op != "ok" || c.code != "" && (op != "error" || e.Code != c.code) {
-					t.Errorf("ws %s: reply %v, want %q", op, m, c.code)
+			for op, code := range w.grantedOps(t) {
+				if code != c.code {
+					t.Errorf("ws %s: error code %q, want %q", op, code, c.code)
 				}
 			}
 		})
 	}
+}
+
+// grantedOps subscribes to orders.*, publishes to orders.1 and runs an echo
+// action there, and returns each op's error code ("" for ok).
+func (w *wsConn) grantedOps(t *testing.T) map[string]string {
+	t.Helper()
+	codes := map[string]string{}
+	for _, op := range []struct{ name, msg string }{
+		{"subscribe", `{"op":"subscribe","ref":1,"topics":["orders.*"]}`},
+		{"publish", `{"op":"publish","ref":2,"topic":"orders.1","data":1}`},
+		{"action", `{"op":"action","ref":3,"type":"echo","topic":"orders.1","payload":1}`},
+	} {
+		w.send(t, op.msg)
+		m := w.recv(t)
+		for string(m["op"]) == `"event"` { // the events of the publish and action, on this subscription
+			m = w.recv(t)
+		}
+		var reply string
+		_ = json.Unmarshal(m["op"], &reply)
+		var e struct{ Code string }
+		_ = json.Unmarshal(m["error"], &e)
+		if reply == "error" && e.Code == "" || reply != "error" && reply != "ok" {
+			t.Fatalf("ws %s: reply %v", op.name, m)
+		}
+		codes[op.name] = e.Code
+	}
+	return codes
 }
 
 func TestAuthPublicAndAPIKey(t *testing.T) {
@@ -228,7 +232,8 @@ func TestAuthPublicAndAPIKey(t *testing.T) {
 }
 
 // TestAuthCookieCrossSite checks that the herald_token cookie authenticates
-// a same-site POST and not a cross-site one, which any page could forge.
+// a same-origin POST and not a cross-site one, which any page could forge,
+// as the browser reports it in Sec-Fetch-Site.
 func TestAuthCookieCrossSite(t *testing.T) {
 	s := newAuthServer(t)
 	tok := token(t, time.Now().Add(time.Hour), "alice", map[string][]string{"publish": {"orders.*"}})
@@ -240,8 +245,8 @@ func TestAuthCookieCrossSite(t *testing.T) {
 	if r := post("same-origin"); r.status != http.StatusOK {
 		t.Errorf("same-origin POST with the cookie: %d %s", r.status, r.body)
 	}
-	if r := post("cross-site"); r.status != http.StatusForbidden || errCode(r.body) != "forbidden" {
-		t.Errorf("cross-site POST with the cookie: %d %s, want 403", r.status, r.body)
+	if r := post("cross-site"); r.status != http.StatusUnauthorized || errCode(r.body) != "unauthorized" {
+		t.Errorf("cross-site POST with the cookie: %d %s, want 401: the cookie is no credential there", r.status, r.body)
 	}
 	// The same request with the token in a header cannot be forged by a page.
 	r := s.authedDo(t, http.MethodPost, "/v1/publish", `{"topic":"orders.1","data":1}`, map[string]string{
@@ -329,5 +334,36 @@ func TestTokenExpiryEndsConnections(t *testing.T) {
 	refreshed.send(t, `{"op":"ping","ref":4}`)
 	if m := refreshed.recv(t); string(m["op"]) != `"pong"` {
 		t.Errorf("after refresh: %v", m)
+	}
+}
+
+// TestAPIKeyScope checks what the --api-key may do: it is the backend's
+// credential, so it publishes to any topic and reads the node's statistics,
+// and, like anyone, subscribes to the public patterns; what a user does
+// (subscribing to private topics, reading their history, actions) needs a
+// user's token: 403.
+func TestAPIKeyScope(t *testing.T) {
+	s := newAuthServer(t)
+	key := map[string]string{"X-API-Key": "publisher-key"}
+	for _, c := range []struct {
+		what, method, path, body string
+		status                   int
+	}{
+		{"publish", http.MethodPost, "/v1/publish", `{"topic":"orders.1","data":1}`, http.StatusOK},
+		{"stats", http.MethodGet, "/v1/stats", "", http.StatusOK},
+		{"topics", http.MethodGet, "/v1/topics", "", http.StatusOK},
+		{"action", http.MethodPost, "/v1/actions", `{"type":"echo","topic":"orders.1","payload":1}`, http.StatusForbidden},
+		{"history", http.MethodGet, "/v1/topics/orders.1/history", "", http.StatusForbidden},
+	} {
+		r := s.authedDo(t, c.method, c.path, c.body, key)
+		if r.status != c.status {
+			t.Errorf("%s with the API key: %d %s, want %d", c.what, r.status, r.body, c.status)
+		}
+	}
+	if r := s.openSSE(t, "/v1/events?topic=orders.*", key); r.status != http.StatusForbidden {
+		t.Errorf("a stream of a private pattern with the API key: %d %s, want 403", r.status, r.body)
+	}
+	if r := s.openSSE(t, "/v1/events?topic=public.news", key); r.status != http.StatusOK {
+		t.Errorf("a stream of a public pattern with the API key: %d %s, want 200", r.status, r.body)
 	}
 }

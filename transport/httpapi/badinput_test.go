@@ -32,6 +32,8 @@ func TestBadInput(t *testing.T) {
 	long := strings.Repeat("a", 256)
 	tooMany := `{"events":[` + strings.TrimSuffix(strings.Repeat(`{"topic":"a"},`, 6), ",") + `]}`
 	huge := `{"topic":"a","data":"` + strings.Repeat("x", 20<<10) + `"}`
+	// Beyond the 10,000 parameters net/url parses, it parses none.
+	params := strings.Repeat("&x=1", 10000)
 
 	cases := []struct {
 		name        string
@@ -75,6 +77,8 @@ func TestBadInput(t *testing.T) {
 		{"empty segment", "POST", "/v1/publish", js, `{"topic":"a..b"}`, 400, "invalid_topic", ""},
 		{"space in topic", "POST", "/v1/publish", js, `{"topic":"a b"}`, 400, "invalid_topic", ""},
 		{"reserved type", "POST", "/v1/publish", js, `{"topic":"a","type":"herald.reset"}`, 400, "invalid_type", ""},
+		{"reserved type in capitals", "POST", "/v1/publish", js, `{"topic":"a","type":"HERALD.reset"}`, 400, "invalid_type", ""},
+		{"reserved type capitalized", "POST", "/v1/publish", js, `{"topic":"a","type":"Herald.reset"}`, 400, "invalid_type", ""},
 		{"invalid type chars", "POST", "/v1/publish", js, `{"topic":"a","type":"a/b"}`, 400, "invalid_type", ""},
 		{"space in type", "POST", "/v1/publish", js, `{"topic":"a","type":"a b"}`, 400, "invalid_type", ""},
 		{"65-byte type", "POST", "/v1/publish", js, `{"topic":"a","type":"` + strings.Repeat("t", 65) + `"}`, 400, "invalid_type", ""},
@@ -86,6 +90,7 @@ func TestBadInput(t *testing.T) {
 		{"both forms via data", "POST", "/v1/publish", js, `{"data":null,"events":[{"topic":"b"}]}`, 400, "invalid_request", ""},
 		{"bad topic in batch", "POST", "/v1/publish", js, `{"events":[{"topic":"a"},{"topic":"b.*"}]}`, 400, "invalid_topic", ""},
 		{"reserved type in batch", "POST", "/v1/publish", js, `{"events":[{"topic":"a","type":"herald.x"}]}`, 400, "invalid_type", ""},
+		{"reserved type in capitals in batch", "POST", "/v1/publish", js, `{"events":[{"topic":"a"},{"topic":"a","type":"HERALD.reset"}]}`, 400, "invalid_type", ""},
 		{"batch too long", "POST", "/v1/publish", js, tooMany, 413, "too_large", ""},
 		{"body too large", "POST", "/v1/publish", js, huge, 413, "too_large", ""},
 
@@ -115,6 +120,16 @@ func TestBadInput(t *testing.T) {
 		{"history escaped wildcard", "GET", "/v1/topics/orders.%3E/history", noContentType, "", 400, "invalid_topic", ""},
 		{"history 256-byte topic", "GET", "/v1/topics/" + long + "/history", noContentType, "", 400, "invalid_topic", ""},
 		{"history empty segment", "GET", "/v1/topics/a..b/history", noContentType, "", 400, "invalid_topic", ""},
+
+		// A query that cannot be read is refused whole, never read in part.
+		{"history, too many parameters", "GET", "/v1/topics/gone/history?limit=1" + params, noContentType, "", 400, "invalid_request", ""},
+		{"history, semicolon", "GET", "/v1/topics/gone/history?limit=1;after=x", noContentType, "", 400, "invalid_request", ""},
+		{"history, bad escape", "GET", "/v1/topics/gone/history?limit=%zz", noContentType, "", 400, "invalid_request", ""},
+		{"events, too many parameters", "GET", "/v1/events?topic=a" + params, noContentType, "", 400, "invalid_request", ""},
+		{"events, bad escape", "GET", "/v1/events?topic=a%2", noContentType, "", 400, "invalid_request", ""},
+		{"ws, too many parameters", "GET", "/v1/ws?x=1" + params, noContentType, "", 400, "invalid_request", ""},
+		{"publish, too many parameters", "POST", "/v1/publish?x=1" + params, js, `{"topic":"a"}`, 400, "invalid_request", ""},
+		{"topics, too many parameters", "GET", "/v1/topics?x=1" + params, noContentType, "", 400, "invalid_request", ""},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -150,5 +165,21 @@ func TestBatchErrorNamesTheEvent(t *testing.T) {
 	assertError(t, r, http.StatusBadRequest, "invalid_type")
 	if !strings.Contains(string(r.body), "events[2]") {
 		t.Errorf("message should name events[2]: %s", r.body)
+	}
+}
+
+// TestUnreadableQueryNamesTheCause checks that a refused query says why.
+func TestUnreadableQueryNamesTheCause(t *testing.T) {
+	s := newServer(t, serverOptions{})
+	for query, cause := range map[string]string{
+		"topic=a" + strings.Repeat("&x=1", 10000): "number of URL query parameters exceeded limit",
+		"topic=a;b": "semicolon",
+		"topic=%zz": "escape",
+	} {
+		r := s.do(t, http.MethodGet, "/v1/events?"+query, noContentType, "")
+		assertError(t, r, http.StatusBadRequest, "invalid_request")
+		if !strings.Contains(string(r.body), cause) {
+			t.Errorf("%.20s…: %s does not say %q", query, r.body, cause)
+		}
 	}
 }

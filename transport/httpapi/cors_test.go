@@ -40,7 +40,9 @@ func TestCORS(t *testing.T) {
 	}
 
 	t.Run("preflight from an allowed origin", func(t *testing.T) {
-		for _, origin := range []string{"https://app.example.com", "https://eu.example.org"} {
+		// Credentials only for the origin named exactly: the cookie does
+		// not count from a page a wildcard admits.
+		for origin, credentials := range map[string]string{"https://app.example.com": "true", "https://eu.example.org": ""} {
 			code, h := corsRequest(t, s, http.MethodOptions, "/v1/actions", origin, preflight)
 			if code != http.StatusNoContent {
 				t.Errorf("%s: preflight status %d, want 204", origin, code)
@@ -51,7 +53,7 @@ func TestCORS(t *testing.T) {
 			if got := h.Get("Access-Control-Allow-Headers"); got != "authorization,content-type,idempotency-key" {
 				t.Errorf("%s: Access-Control-Allow-Headers %q", origin, got)
 			}
-			if h.Get("Access-Control-Allow-Credentials") != "true" || h.Get("Access-Control-Max-Age") != "600" {
+			if h.Get("Access-Control-Allow-Credentials") != credentials || h.Get("Access-Control-Max-Age") != "600" {
 				t.Errorf("%s: credentials %q, max age %q", origin, h.Get("Access-Control-Allow-Credentials"), h.Get("Access-Control-Max-Age"))
 			}
 		}
@@ -98,16 +100,7 @@ func TestCORS(t *testing.T) {
 		if r := s.do(t, http.MethodPost, "/v1/publish", "application/json", `{"topic":"cors.t","data":1}`); r.status != http.StatusOK {
 			t.Fatalf("publish: %d %s", r.status, r.body)
 		}
-		br := bufio.NewReader(resp.Body)
-		for {
-			line, err := br.ReadString('\n')
-			if err != nil {
-				t.Fatalf("reading the stream: %v", err)
-			}
-			if strings.HasPrefix(line, "data: ") && strings.Contains(line, `"cors.t"`) {
-				break
-			}
-		}
+		awaitSSEEvent(t, bufio.NewReader(resp.Body), "cors.t")
 	})
 }
 
@@ -133,5 +126,46 @@ func TestNoCORSByDefault(t *testing.T) {
 	}
 	if code != http.StatusMethodNotAllowed {
 		t.Errorf("OPTIONS without CORS: %d, want 405", code)
+	}
+}
+
+// TestCORSPreflightHeaderForms sends preflights whose
+// Access-Control-Request-Headers is not in browsers' form (lower case,
+// sorted, no spaces), as some clients and proxies send it: each is granted
+// like the browser's form, and a header outside the allowed ones still is
+// not.
+func TestCORSPreflightHeaderForms(t *testing.T) {
+	s := newServer(t, serverOptions{cors: []string{"https://app.example.com"}})
+	const origin = "https://app.example.com"
+	for _, tc := range []struct {
+		values []string // one header line each
+		want   string   // Access-Control-Allow-Headers; "" = not granted
+	}{
+		{[]string{"content-type,authorization"}, "authorization,content-type"},
+		{[]string{"Content-Type, Authorization"}, "authorization,content-type"},
+		{[]string{"  idempotency-key ,\tCONTENT-TYPE  "}, "content-type,idempotency-key"},
+		{[]string{"content-type, Content-Type,content-type"}, "content-type"},
+		{[]string{"last-event-id,", ",authorization"}, "authorization,last-event-id"},
+		{[]string{"Authorization", "Content-Type"}, "authorization,content-type"},
+		{[]string{"Content-Type, X-Not-Allowed"}, ""},
+		{[]string{strings.Repeat("content-type,", 200)}, ""}, // beyond any list Herald allows
+	} {
+		req, err := http.NewRequest(http.MethodOptions, s.url+"/v1/publish", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Origin", origin)
+		req.Header.Set("Access-Control-Request-Method", "POST")
+		req.Header["Access-Control-Request-Headers"] = tc.values
+		resp, err := s.client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		granted := resp.Header.Get("Access-Control-Allow-Origin") == origin
+		if got := resp.Header.Get("Access-Control-Allow-Headers"); granted != (tc.want != "") || got != tc.want {
+			t.Errorf("%q: status %d, Access-Control-Allow-Origin %q, Access-Control-Allow-Headers %q; want %q",
+				tc.values, resp.StatusCode, resp.Header.Get("Access-Control-Allow-Origin"), got, tc.want)
+		}
 	}
 }

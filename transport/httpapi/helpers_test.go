@@ -35,16 +35,20 @@ type server struct {
 }
 
 type serverOptions struct {
-	retain   int // memory broker size; 0: default
-	maxBody  int64
-	maxBatch int
-	sse, ws  http.Handler // nil: the real transports
-	logger   *slog.Logger
+	retain      int // memory broker size; 0: default
+	maxBody     int64
+	maxBatch    int
+	readTimeout time.Duration
+	sse, ws     http.Handler // nil: the real transports
+	logger      *slog.Logger
 	// actions, when not nil, starts an action service with these options
 	// (Hub filled in) and serves it over HTTP and WebSocket.
 	actions *action.Options
 	cors    []string // CORSOrigins
-	auth    *auth.Authenticator
+	// wsOrigins are the WebSocket's AllowedOrigins; the binary passes
+	// --allowed-origins and --cors-origins.
+	wsOrigins []string
+	auth      *auth.Authenticator
 	// limits
 	publishRates, actionRates *limit.Rates
 	conns                     *limit.Conns
@@ -74,11 +78,11 @@ func newServer(t *testing.T, o serverOptions) *server {
 		o.sse = sse.New(sse.Options{Hub: h, Auth: o.auth, Conns: o.conns})
 	}
 	if o.ws == nil {
-		o.ws = ws.New(ws.Options{Hub: h, Actions: svc, Auth: o.auth, Conns: o.conns,
+		o.ws = ws.New(ws.Options{Hub: h, Actions: svc, Auth: o.auth, Conns: o.conns, AllowedOrigins: o.wsOrigins,
 			PublishRates: o.publishRates, ActionRates: o.actionRates})
 	}
 	srv := httptest.NewServer(httpapi.NewRouter(httpapi.Config{
-		Hub: h, SSE: o.sse, WS: o.ws, Actions: svc, MaxBody: o.maxBody, MaxBatch: o.maxBatch, Logger: o.logger,
+		Hub: h, SSE: o.sse, WS: o.ws, Actions: svc, MaxBody: o.maxBody, MaxBatch: o.maxBatch, ReadTimeout: o.readTimeout, Logger: o.logger,
 		CORSOrigins: o.cors, Auth: o.auth, PublishRates: o.publishRates, ActionRates: o.actionRates,
 	}))
 	tr := &http.Transport{}

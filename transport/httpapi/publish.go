@@ -8,7 +8,9 @@ import (
 	"io"
 	"mime"
 	"net/http"
+	"os"
 	"strconv"
+	"time"
 	"unicode/utf8"
 
 	"github.com/heraldpush/herald/action"
@@ -20,19 +22,19 @@ import (
 
 // api holds what the JSON handlers share. It is immutable after NewRouter.
 type api struct {
-	hub      *hub.Hub
-	actions  action.Runner // nil: the action routes are not mounted
-	maxBody  int64
-	maxBatch int
-	auth     *auth.Authenticator         // nil: no authentication
-	cop      *http.CrossOriginProtection // for cookie-authenticated POSTs; nil without auth
+	hub         *hub.Hub
+	actions     action.Runner // nil: the action routes are not mounted
+	maxBody     int64
+	maxBatch    int
+	readTimeout time.Duration       // for a body to arrive (withBodyDeadline)
+	auth        *auth.Authenticator // nil: no authentication
 
 	publishRates, actionRates *limit.Rates // nil: unlimited
 }
 
 // principal authenticates r: auth.Everyone when authentication is off. On
-// failure it has answered (401, or 403 for a cross-site POST carrying the
-// cookie) and reports false.
+// failure it has answered 401 and reports false. A herald_token cookie
+// from a page of another origin is no credential (auth.Config.CookieOrigins).
 func (a *api) principal(w http.ResponseWriter, r *http.Request) (*auth.Principal, bool) {
 	if a.auth == nil {
 		return auth.Everyone, true
@@ -41,13 +43,6 @@ func (a *api) principal(w http.ResponseWriter, r *http.Request) (*auth.Principal
 	if err != nil {
 		apierror.WriteErr(w, err)
 		return nil, false
-	}
-	if r.Method == http.MethodPost && auth.FromCookie(r) {
-		if err := a.cop.Check(r); err != nil {
-			apierror.Write(w, apierror.New(http.StatusForbidden, apierror.Forbidden,
-				"a cross-origin request cannot use the herald_token cookie; send the token in Authorization"))
-			return nil, false
-		}
 	}
 	return p, true
 }
@@ -67,15 +62,22 @@ type publishJSON struct {
 	Events json.RawMessage `json:"events"`
 }
 
+// preallocMax is the largest body readJSONBody reads into a buffer of the
+// announced Content-Length. A larger body grows its buffer as it arrives,
+// so that a client announcing a megabyte and sending one byte costs about
+// a byte, not a megabyte, for as long as the read timeout lets it wait.
+const preallocMax = 64 << 10
+
 // readJSONBody checks that r carries JSON and reads its body, at most
-// maxBody bytes: 415 for another content type, 413 for a larger body.
+// maxBody bytes: 415 for another content type, 413 for a larger body, 408
+// for one that did not arrive in time (withBodyDeadline).
 func (a *api) readJSONBody(w http.ResponseWriter, r *http.Request) ([]byte, *apierror.Error) {
 	if err := checkJSONContentType(r); err != nil {
 		return nil, err
 	}
 	var body []byte
 	var err error
-	if n := r.ContentLength; n >= 0 && n <= a.maxBody {
+	if n := r.ContentLength; n >= 0 && n <= min(a.maxBody, preallocMax) {
 		// The length is known and net/http stops the body there: one
 		// buffer of the right size, read without growing.
 		body = make([]byte, n)
@@ -85,9 +87,16 @@ func (a *api) readJSONBody(w http.ResponseWriter, r *http.Request) ([]byte, *api
 	}
 	if err != nil {
 		var tooBig *http.MaxBytesError
-		if errors.As(err, &tooBig) {
+		switch {
+		case errors.As(err, &tooBig):
 			return nil, apierror.New(http.StatusRequestEntityTooLarge, apierror.TooLarge,
 				fmt.Sprintf("request body is larger than %d bytes", a.maxBody))
+		case errors.Is(err, os.ErrDeadlineExceeded):
+			// The rest of the body may still come; the connection cannot
+			// carry another request.
+			w.Header().Set("Connection", "close")
+			return nil, apierror.New(http.StatusRequestTimeout, apierror.RequestTimeout,
+				fmt.Sprintf("the request body did not arrive within %v", a.readTimeout))
 		}
 		return nil, apierror.New(http.StatusBadRequest, apierror.InvalidRequest, "failed to read request body")
 	}

@@ -37,6 +37,7 @@ var fastDeclines = []string{
 	`{"topic":"a","data":nul}`,            // bad literal
 	`{"topic":"bad topic!"}`,              // fails validation
 	`{"topic":"a","type":"herald.reset"}`, // reserved type
+	`{"topic":"a","type":"HERALD.reset"}`, // reserved type, in capitals
 	`{"topic":null}`,                      // not a string
 	`{"topic":"a","data":{"x":1}`,         // unterminated object
 	"{\"topic\":\"a\x01\"}",               // control byte

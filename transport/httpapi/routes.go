@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/gorilla/mux"
-	"github.com/rs/cors"
 
 	"github.com/heraldpush/herald/action"
 	"github.com/heraldpush/herald/auth"
@@ -23,8 +22,9 @@ import (
 
 // Defaults of Config.
 const (
-	DefaultMaxBody  int64 = 1 << 20
-	DefaultMaxBatch       = 1000
+	DefaultMaxBody     int64 = 1 << 20
+	DefaultMaxBatch          = 1000
+	DefaultReadTimeout       = 30 * time.Second
 )
 
 // Config configures the handler returned by NewRouter.
@@ -44,6 +44,12 @@ type Config struct {
 	// MaxBatch bounds the events of one batch publish; more get 413
 	// too_large. Default 1000.
 	MaxBatch int
+	// ReadTimeout bounds how long a request body may take to arrive,
+	// from the end of its headers; past it the request is answered 408
+	// request_timeout and its connection closed. Requests without a body,
+	// the SSE stream and the WebSocket handshake among them, are not
+	// affected. Default 30 s.
+	ReadTimeout time.Duration
 	// Client serves GET /herald.js and Dashboard serves DashboardPaths
 	// (package web); nil leaves the routes unmounted.
 	Client         http.Handler
@@ -85,25 +91,14 @@ func NewRouter(cfg Config) http.Handler {
 	if cfg.MaxBatch <= 0 {
 		cfg.MaxBatch = DefaultMaxBatch
 	}
+	if cfg.ReadTimeout <= 0 {
+		cfg.ReadTimeout = DefaultReadTimeout
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	a := &api{hub: cfg.Hub, actions: cfg.Actions, maxBody: cfg.MaxBody, maxBatch: cfg.MaxBatch, auth: cfg.Auth,
+	a := &api{hub: cfg.Hub, actions: cfg.Actions, maxBody: cfg.MaxBody, maxBatch: cfg.MaxBatch, readTimeout: cfg.ReadTimeout, auth: cfg.Auth,
 		publishRates: cfg.PublishRates, actionRates: cfg.ActionRates}
-	if cfg.Auth != nil {
-		// A POST that carries the herald_token cookie could be forged by
-		// any site the user visits; it must come from Herald's own origin
-		// or a CORS origin listed by name.
-		a.cop = http.NewCrossOriginProtection()
-		for _, o := range cfg.CORSOrigins {
-			if !strings.Contains(o, "*") {
-				if err := a.cop.AddTrustedOrigin(o); err != nil {
-					panic("httpapi: CORS origin " + o + ": " + err.Error())
-				}
-			}
-		}
-	}
-
 	r := mux.NewRouter().SkipClean(true)
 	rt := &router{mux: r, static: map[string]http.Handler{}}
 	if cfg.SSE != nil {
@@ -141,34 +136,11 @@ func NewRouter(cfg Config) http.Handler {
 
 	// mux's own middleware (r.Use) does not run for 404 and 405, so the
 	// outer layers wrap the router itself.
-	var h http.Handler = rt
+	h := withReadableQuery(rt)
 	if len(cfg.CORSOrigins) > 0 {
 		h = withCORS(cfg.CORSOrigins, h)
 	}
-	return withAccessLog(cfg.Logger, cfg.ObserveRequest, h)
-}
-
-// withCORS answers preflights and adds the CORS headers for the allowed
-// origins (rs/cors), before routing, so that 404s, 405s and errors carry
-// them too and a page can read the error. It passes the ResponseWriter on
-// unwrapped, so streams can still flush and hijack.
-//
-// Credentials (the herald_token cookie) are allowed only for a list of
-// origins: with "*" any site could make a visitor's browser send them.
-func withCORS(origins []string, next http.Handler) http.Handler {
-	any := false
-	for _, o := range origins {
-		any = any || o == "*"
-	}
-	return cors.New(cors.Options{
-		AllowedOrigins: origins,
-		AllowedMethods: []string{http.MethodGet, http.MethodHead, http.MethodPost},
-		AllowedHeaders: []string{"Content-Type", "Authorization", "Idempotency-Key", "Last-Event-ID"},
-		// Location and Retry-After are what a page needs from a 202 and a 503.
-		ExposedHeaders:   []string{"Location", "Retry-After"},
-		AllowCredentials: !any,
-		MaxAge:           600,
-	}).Handler(next)
+	return withAccessLog(cfg.Logger, cfg.ObserveRequest, withBodyDeadline(cfg.ReadTimeout, h))
 }
 
 // router dispatches the routes without path variables with one map lookup

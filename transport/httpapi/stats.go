@@ -22,6 +22,9 @@ func (a *api) stats(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
+	// Counters, not events: any credentials read them, a user's token (the
+	// dashboard) or the backend's API key, as Centrifugo's API key reads
+	// its node info.
 	if a.auth != nil && p.Anonymous() {
 		apierror.Write(w, apierror.Denied(p, "the server's statistics"))
 		return

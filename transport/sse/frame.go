@@ -11,8 +11,8 @@ import (
 // missed events (SPEC "Control events").
 const ResetEvent = "herald.reset"
 
-// frameFormat encodes an event once per process: every SSE subscriber of a
-// message writes the same cached bytes.
+// frameFormat frames an event: its head is encoded once per process, and
+// the envelope and tail follow it unchanged.
 //
 //	id: CURSOR
 //	event: TYPE
@@ -26,10 +26,8 @@ var frameFormat = hub.NewFormat(func(dst []byte, m *hub.Message) []byte {
 	dst = m.ID.AppendText(dst)
 	dst = append(dst, "\nevent: "...)
 	dst = append(dst, m.Type...)
-	dst = append(dst, "\ndata: "...)
-	dst = append(dst, m.Envelope()...)
-	return append(dst, "\n\n"...)
-})
+	return append(dst, "\ndata: "...)
+}, 0, "\n\n")
 
 // pingFrame is the heartbeat: a comment line, ignored by EventSource.
 var pingFrame = []byte(": ping\n\n")
@@ -57,13 +55,18 @@ func appendReset(dst []byte, r *hub.Reset) []byte {
 func appendItem(dst []byte, it hub.Item) []byte {
 	switch {
 	case it.Msg != nil:
-		return append(dst, it.Msg.Frame(frameFormat)...)
+		return it.Msg.Frame(frameFormat).AppendTo(dst)
 	case it.Reset != nil:
 		return appendReset(dst, it.Reset)
 	default:
 		return append(dst, it.Raw...) // already a complete frame
 	}
 }
+
+// directBody is the size from which an event's envelope is written
+// straight from the shared message rather than copied into the batch
+// buffer: a large event is then never copied per subscriber.
+const directBody = 32 << 10
 
 // Batch buffers are shared by all connections and held only for the length
 // of one write, so an idle connection owns none. A buffer that grew past

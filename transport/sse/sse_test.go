@@ -596,3 +596,47 @@ func TestBurstIsCoalesced(t *testing.T) {
 		t.Errorf("%d writes for a burst of %d events: not coalesced", w, n)
 	}
 }
+
+// TestLargeEventFrames: an event large enough to be written straight from
+// the shared message, between small ones of the same batch, reaches the
+// client byte for byte, in order.
+func TestLargeEventFrames(t *testing.T) {
+	f := newFixture(t, hub.Options{QueueBytes: 1 << 20}, sse.Options{})
+	conn := rawGet(t, f.srv.Listener.Addr().String(), "/v1/events?topic=large.*")
+	if err := conn.SetDeadline(time.Now().Add(10 * time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	br := bufio.NewReader(conn)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("response %v, %v", resp, err)
+	}
+	if line, err := br.ReadString('\n'); err != nil || line != "retry: 2000\n" {
+		t.Fatalf("first line %q, %v", line, err)
+	}
+	if _, err := br.ReadString('\n'); err != nil {
+		t.Fatal(err)
+	}
+	large := `"` + strings.Repeat("L", 200<<10) + `"`
+	ms, err := f.hub.Publish(context.Background(),
+		hub.Draft{Topic: "large.a", Data: json.RawMessage(`1`)},
+		hub.Draft{Topic: "large.b", Data: json.RawMessage(large)},
+		hub.Draft{Topic: "large.c", Data: json.RawMessage(large)},
+		hub.Draft{Topic: "large.d", Data: json.RawMessage(`2`)},
+	)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want string
+	for _, m := range ms {
+		want += expectFrame(m)
+	}
+	got := make([]byte, len(want))
+	if _, err := io.ReadFull(br, got); err != nil {
+		t.Fatalf("failed to read frames: %v", err)
+	}
+	if string(got) != want {
+		t.Fatalf("frames differ from the events' frames (%d bytes, want %d)", len(got), len(want))
+	}
+}

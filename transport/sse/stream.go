@@ -152,23 +152,34 @@ func (s *writer) expired() bool {
 	return s.deadlines && !time.Now().Before(s.deadline)
 }
 
-// writeItems frames items into one pooled buffer and writes it. A lone event
-// is written straight from its shared, cached frame.
+// writeItems frames items into one pooled buffer and writes it.
 func (s *writer) writeItems(items []hub.Item) error { return writeItems(items, s.write) }
 
-// writeItems frames items and hands them to write in one call: a lone
-// event straight from its shared, cached frame, anything else through a
-// pooled buffer held only for that call.
+// writeItems frames items and hands them to write, through a pooled buffer
+// held only for that call: in one call, unless an event's envelope is
+// large (directBody), which is written from the shared message in a call
+// of its own instead of being copied.
 func writeItems(items []hub.Item, write func([]byte) error) error {
-	if len(items) == 1 && items[0].Msg != nil {
-		return write(items[0].Msg.Frame(frameFormat))
-	}
 	bp := getBuf()
 	b := (*bp)[:0]
+	var err error
 	for _, it := range items {
-		b = appendItem(b, it)
+		if it.Msg == nil || len(it.Msg.Envelope()) < directBody {
+			b = appendItem(b, it)
+			continue
+		}
+		f := it.Msg.Frame(frameFormat)
+		if err = write(append(b, f.Head...)); err != nil {
+			break
+		}
+		if err = write(f.Body); err != nil {
+			break
+		}
+		b = append(b[:0], f.Tail...)
 	}
-	err := write(b)
+	if err == nil && len(b) > 0 {
+		err = write(b)
+	}
 	putBuf(bp, b)
 	return err
 }

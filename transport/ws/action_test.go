@@ -150,6 +150,7 @@ func TestActionOpErrors(t *testing.T) {
 		{"unknown type", `{"op":"action","ref":2,"type":"todo.add","topic":"a.b"}`, "unknown_action", "2"},
 		{"missing type", `{"op":"action","ref":3,"topic":"a.b"}`, "invalid_type", "3"},
 		{"reserved type", `{"op":"action","ref":4,"type":"herald.x","topic":"a.b"}`, "invalid_type", "4"},
+		{"reserved type in capitals", `{"op":"action","ref":4,"type":"Herald.x","topic":"a.b"}`, "invalid_type", "4"},
 		{"bad type", `{"op":"action","ref":5,"type":"a b","topic":"a.b"}`, "invalid_type", "5"},
 		{"missing topic", `{"op":"action","ref":6,"type":"echo"}`, "invalid_topic", "6"},
 		{"pattern topic", `{"op":"action","ref":7,"type":"echo","topic":"a.*"}`, "invalid_topic", "7"},

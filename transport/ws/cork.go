@@ -113,29 +113,43 @@ func (c *corkConn) Uncork() error {
 // Write: coder/websocket flushes its buffered writer at the end of every
 // frame, and a control frame (at most 127 bytes) fits its buffer. While
 // corked it appends p to the batch; otherwise it writes p to the socket
-// under the write timeout.
+// under the write timeout. A close frame goes out as validClose has it.
 func (c *corkConn) Write(p []byte) (int, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	frame := p
 	if len(p) > 0 && p[0]&0x0F == opClose {
 		c.closeOut = true
+		frame = validClose(p)
 	}
-	return c.appendLocked(p)
+	n, err := c.appendLocked(frame)
+	if err == nil {
+		n = len(p)
+	}
+	return n, err
 }
 
 // opClose is the close frame's opcode (RFC 6455 section 5.2).
 const opClose = 0x8
 
-// WriteFrame writes one complete data frame from the session's writer: in
-// the batch while corked, else straight to the socket. It fails once a close
-// frame has been written, as the protocol allows no data after it.
-func (c *corkConn) WriteFrame(frame []byte) error {
+// WriteFrame writes one complete data frame, head then body, from the
+// session's writer: in the batch while corked, else straight to the socket.
+// Holding the lock across both parts keeps a control frame from landing
+// between them. It fails once a close frame has been written, as the
+// protocol allows no data after it.
+func (c *corkConn) WriteFrame(head, body []byte) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.closeOut {
 		return net.ErrClosed
 	}
-	_, err := c.appendLocked(frame)
+	if _, err := c.appendLocked(head); err != nil {
+		return err
+	}
+	if len(body) == 0 {
+		return nil
+	}
+	_, err := c.appendLocked(body)
 	return err
 }
 

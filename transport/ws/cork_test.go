@@ -481,14 +481,14 @@ func TestNoDataFrameAfterClose(t *testing.T) {
 	cc.Cork(time.Now().Add(5 * time.Second))
 	data := appendTextHeader(nil, 2)
 	data = append(data, "hi"...)
-	if err := cc.WriteFrame(data); err != nil {
+	if err := cc.WriteFrame(data, nil); err != nil {
 		t.Fatal(err)
 	}
 	closeFrame := []byte{0x88, 2, 0x03, 0xE9} // close 1001
 	if _, err := cc.Write(closeFrame); err != nil {
 		t.Fatal(err)
 	}
-	if err := cc.WriteFrame(data); err == nil {
+	if err := cc.WriteFrame(data, nil); err == nil {
 		t.Fatal("a data frame was accepted after a close frame")
 	}
 	if err := cc.Uncork(); err != nil {
@@ -498,7 +498,7 @@ func TestNoDataFrameAfterClose(t *testing.T) {
 	if got := readN(t, client, len(want)); !bytes.Equal(got, want) {
 		t.Fatalf("peer got % x, want % x", got, want)
 	}
-	if err := cc.WriteFrame(data); err == nil {
+	if err := cc.WriteFrame(data, nil); err == nil {
 		t.Fatal("a data frame was accepted after a close frame, uncorked")
 	}
 }

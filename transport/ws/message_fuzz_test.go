@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/coder/websocket"
 
@@ -14,7 +15,9 @@ import (
 // FuzzClientMessage sends arbitrary text messages to a real server over one
 // connection. Whatever a message holds, the server must answer it (or, for
 // a subscribe, take it) without closing the connection, crashing or
-// hanging: a ping sent after it must still get its pong.
+// hanging: a ping sent after it must still get its pong. Every answer is
+// JSON and UTF-8. The exception is a message that is not UTF-8: it goes on
+// a connection of its own, which the server must close with 1007.
 //
 // Run long with: go test -run '^$' -fuzz FuzzClientMessage -fuzztime 10m ./transport/ws/
 func FuzzClientMessage(f *testing.F) {
@@ -29,6 +32,7 @@ func FuzzClientMessage(f *testing.F) {
 		`{"op":"refresh","token":"x.y.z"}`,
 		`{"op":"nope"}`, `{}`, `[]`, `null`, `"op"`, `{"op":1}`, `{"ref":{"a":[1]}}`,
 		`{"op":"subscribe","topics":"a"}`, "{\"op\":\"ping\",\"ref\":\"\xff\"}", `{"op":"ping"`, "",
+		`{"op":"ping","ref":"\ud800"}`, "{\"op\":\"nope\xc3\",\"ref\":[\"\xe2\x82\"]}",
 	} {
 		f.Add(s)
 	}
@@ -37,6 +41,19 @@ func FuzzClientMessage(f *testing.F) {
 	f.Fuzz(func(t *testing.T, msg string) {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
+		if !utf8.ValidString(msg) {
+			own, err := e.tryDial(t, nil)
+			if err != nil {
+				t.Fatalf("dial: %v", err)
+			}
+			if err := own.c.Write(ctx, websocket.MessageText, []byte(msg)); err != nil {
+				t.Fatalf("write: %v", err)
+			}
+			if got := own.closeStatus(10 * time.Second); got != websocket.StatusInvalidFramePayloadData {
+				t.Fatalf("after %q: close status %v, want 1007", msg, got)
+			}
+			return
+		}
 		if err := c.c.Write(ctx, websocket.MessageText, []byte(msg)); err != nil {
 			t.Fatalf("write: %v", err)
 		}
@@ -51,6 +68,9 @@ func FuzzClientMessage(f *testing.F) {
 			var m struct {
 				Op  string          `json:"op"`
 				Ref json.RawMessage `json:"ref"`
+			}
+			if !utf8.Valid(b) {
+				t.Fatalf("after %q the server sent a text message that is not UTF-8: %q", msg, b)
 			}
 			if err := json.Unmarshal(b, &m); err != nil {
 				t.Fatalf("after %q the server sent non-JSON %q", msg, b)

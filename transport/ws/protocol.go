@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/coder/websocket"
 
@@ -20,16 +21,16 @@ import (
 )
 
 // eventFormat is an event's complete WebSocket frame, header included, with
-// the payload {"op":"event",…envelope fields…}. Server frames are not masked,
-// so the frame is the same for every subscriber: the hub encodes it once per
-// event and every WebSocket subscriber's writer copies the shared bytes.
+// the payload {"op":"event",…envelope fields…}: a head of the frame header
+// and the "op" field, then the envelope after its opening brace. Server
+// frames are not masked, so the frame is the same for every subscriber: the
+// hub encodes the head once per event and every WebSocket subscriber's
+// writer sends it and the shared envelope.
 var eventFormat = hub.NewFormat(func(dst []byte, m *hub.Message) []byte {
 	const op = `{"op":"event",`
-	env := m.Envelope() // {"id":…}: splice "op" in after the opening brace
-	dst = appendTextHeader(dst, len(op)+len(env)-1)
-	dst = append(dst, op...)
-	return append(dst, env[1:]...)
-})
+	dst = appendTextHeader(dst, len(op)+len(m.Envelope())-1)
+	return append(dst, op...)
+}, 1, "")
 
 // appendTextHeader appends the header of an unmasked, final text frame
 // carrying n payload bytes (RFC 6455 section 5.2).
@@ -66,7 +67,7 @@ func resetFrame(r *hub.Reset) []byte {
 // inbound is any client message; which fields matter depends on Op.
 type inbound struct {
 	Op             string          `json:"op"`
-	Ref            json.RawMessage `json:"ref"` // echoed verbatim in the reply
+	Ref            json.RawMessage `json:"ref"` // echoed verbatim in the reply: the message was UTF-8 (readLoop)
 	Topics         []string        `json:"topics"`
 	Since          string          `json:"since"`
 	Topic          string          `json:"topic"`
@@ -82,7 +83,9 @@ type inbound struct {
 // queued on the client, so replies and events reach the client in the order
 // they were queued. A bad message gets an error reply and the connection
 // stays open; a message over the read limit makes coder/websocket close it
-// with 1009.
+// with 1009, and a text message that is not UTF-8 closes it with 1007
+// (RFC 6455 section 8.1): nothing of it is handled, so no part of it is ever
+// echoed (a ref goes back byte for byte).
 //
 // Having handled a message, it waits for the next one in a fresh goroutine
 // unless bytes of it are already here (see read.go).
@@ -111,10 +114,14 @@ func (s *session) readLoop() {
 			s.stop(errFlood)
 			return
 		}
-		if typ != websocket.MessageText {
+		switch {
+		case typ != websocket.MessageText:
 			s.replyError(nil, apierror.New(http.StatusUnsupportedMediaType, apierror.UnsupportedMediaType,
 				"binary frames are not supported: send each message as a JSON object in a text frame"))
-		} else {
+		case !utf8.Valid(b):
+			s.stop(errInvalidUTF8)
+			return
+		default:
 			s.handle(b)
 		}
 		if !s.conn.Buffered() {

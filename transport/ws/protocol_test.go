@@ -150,6 +150,7 @@ func TestBadMessagesGetErrorsAndTheConnectionStays(t *testing.T) {
 		{name: "publish to an invalid topic", msg: `{"op":"publish","topic":"a b","data":1}`, code: "invalid_topic"},
 		{name: "publish without topic", msg: `{"op":"publish","data":1}`, code: "invalid_topic"},
 		{name: "publish reserved type", msg: `{"op":"publish","ref":6,"topic":"a.b","type":"herald.x","data":1}`, code: "invalid_type", wantRef: "6"},
+		{name: "publish reserved type in capitals", msg: `{"op":"publish","ref":6,"topic":"a.b","type":"HERALD.reset","data":1}`, code: "invalid_type", wantRef: "6"},
 		{name: "publish bad type", msg: `{"op":"publish","topic":"a.b","type":"has space"}`, code: "invalid_type"},
 		{name: "binary frame", binary: true, msg: `{"op":"ping"}`, code: "unsupported_media_type"},
 		{name: "action", msg: `{"op":"action","ref":8,"type":"echo","topic":"a.b","payload":{}}`, code: "unknown_action", wantRef: "8"},
@@ -535,4 +536,29 @@ func TestTopicsPerConnection(t *testing.T) {
 	}
 	c.send(map[string]any{"op": "subscribe", "ref": 3, "topics": []string{"c"}})
 	c.expect("ok")
+}
+
+// TestLargeEventFrames: events larger than a cork buffer, written from the
+// shared message rather than copied, arrive whole and in order between small
+// ones of the same batch, each as {"op":"event"} plus its envelope.
+func TestLargeEventFrames(t *testing.T) {
+	e := newEnv(t, envOptions{hub: hub.Options{QueueBytes: 1 << 20}})
+	c := e.dial(nil)
+	c.subscribe("", "large.*")
+	large := json.RawMessage(`"` + strings.Repeat("L", 200<<10) + `"`)
+	ms, err := e.hub.Publish(context.Background(),
+		hub.Draft{Topic: "large.a", Data: json.RawMessage(`1`)},
+		hub.Draft{Topic: "large.b", Data: large},
+		hub.Draft{Topic: "large.c", Data: large},
+		hub.Draft{Topic: "large.d", Data: json.RawMessage(`2`)},
+	)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range ms {
+		f := c.expect("event")
+		if want := `{"op":"event",` + string(m.Envelope()[1:]); string(f.raw) != want {
+			t.Fatalf("event %s: frame of %d bytes differs from its envelope (%d bytes)", m.ID, len(f.raw), len(want))
+		}
+	}
 }

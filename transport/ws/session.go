@@ -35,6 +35,10 @@ const StatusRateLimited websocket.StatusCode = 4029
 // errPingTimeout ends a connection whose peer did not answer a ping.
 var errPingTimeout = errors.New("peer did not answer a ping")
 
+// errInvalidUTF8 ends a connection that sent a text message that is not
+// UTF-8: RFC 6455 (section 8.1) has the endpoint fail the connection.
+var errInvalidUTF8 = errors.New("the client sent a text message that is not UTF-8")
+
 // session is one WebSocket connection.
 //
 // Goroutines, all owned by the session:
@@ -218,8 +222,9 @@ func (s *session) writeFailed(err error) (websocket.StatusCode, string) {
 // writeBatch writes items as frames and sends them in one socket write (or
 // a few, for a batch larger than corkLimit), all before the write timeout.
 //
-// Data frames bypass coder/websocket: an event's frame is encoded once for
-// every subscriber (eventFormat) and copied into the cork buffer, where a
+// Data frames bypass coder/websocket: an event's frame head is encoded once
+// for every subscriber (eventFormat) and copied into the cork buffer with the
+// shared envelope (or a large envelope is written from where it is), where a
 // per-message coder/websocket Write would cost a lock handshake and a header
 // encode per subscriber. coder/websocket still writes every control frame
 // (pings, pongs, close); corkConn keeps the two from interleaving and stops
@@ -233,20 +238,20 @@ func (s *session) writeBatch(items []hub.Item) error {
 	n := 0
 	var scratch []byte
 	for _, it := range items {
-		var frame []byte
+		var head, body []byte
 		switch {
 		case it.Msg != nil:
-			frame = it.Msg.Frame(eventFormat)
+			f := it.Msg.Frame(eventFormat)
+			head, body = f.Head, f.Body
 		default:
 			payload := it.Raw
 			if it.Reset != nil {
 				payload = resetFrame(it.Reset)
 			}
 			scratch = appendTextHeader(scratch[:0], len(payload))
-			frame = append(scratch, payload...)
-			scratch = frame
+			head, body = scratch, payload
 		}
-		if err = s.conn.WriteFrame(frame); err != nil {
+		if err = s.conn.WriteFrame(head, body); err != nil {
 			break
 		}
 		n++
@@ -298,6 +303,8 @@ func readerStatus(err error) (websocket.StatusCode, string) {
 		return StatusRateLimited, "rate limited"
 	case errors.Is(err, websocket.ErrMessageTooBig):
 		return websocket.StatusMessageTooBig, "message too big"
+	case errors.Is(err, errInvalidUTF8):
+		return websocket.StatusInvalidFramePayloadData, "invalid UTF-8"
 	default:
 		return websocket.StatusProtocolError, "protocol error"
 	}
@@ -311,12 +318,7 @@ func closeStatus(err error) (websocket.StatusCode, string) {
 	case errors.Is(err, auth.ErrExpired):
 		return websocket.StatusPolicyViolation, "token expired"
 	case errors.Is(err, auth.ErrUnauthorized):
-		// The reason must fit a control frame: 123 bytes.
-		reason := err.Error()
-		if len(reason) > 120 {
-			reason = reason[:120]
-		}
-		return websocket.StatusPolicyViolation, reason
+		return websocket.StatusPolicyViolation, err.Error() // close makes it fit
 	case errors.Is(err, hub.ErrEpochChanged):
 		return websocket.StatusServiceRestart, "event log replaced; reconnect"
 	case errors.Is(err, hub.ErrUnavailable):
@@ -328,7 +330,9 @@ func closeStatus(err error) (websocket.StatusCode, string) {
 
 // close performs the close handshake, bounded by closeTimeout: a peer that
 // does not answer, or a socket that does not drain, gets its socket closed.
+// The reason is made to fit the close frame (closeReason).
 func (s *session) close(code websocket.StatusCode, reason string) {
+	reason = closeReason(reason)
 	s.conn.StartHandshake()
 	s.conn.SetWriteTimeout(closeTimeout)
 	done := make(chan struct{})

@@ -1,0 +1,125 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+	"github.com/golang-jwt/jwt/v5"
+)
+
+// TestServeCookieNotFromOtherSites is cross-site WebSocket hijacking: a
+// page on another site opens a WebSocket to Herald, and the browser
+// attaches the visitor's herald_token cookie. With --cors-origins '*' the
+// handshake is allowed, but the cookie must not make the page its visitor:
+// it subscribes, publishes and runs actions as nobody. A page of an origin
+// named in --allowed-origins is the operator's own, and its cookie counts.
+func TestServeCookieNotFromOtherSites(t *testing.T) {
+	const secret = "0123456789abcdef0123456789abcdef"
+	in := startServe(t, "--addr", "127.0.0.1:0", "--auth", "jwt", "--jwt-secret", secret,
+		"--cors-origins", "*", "--allowed-origins", "app.example.com")
+	tok, err := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{
+		"sub": "victim", "exp": time.Now().Add(time.Hour).Unix(),
+		"herald": map[string][]string{"subscribe": {"orders.>"}, "publish": {"orders.*"}, "actions": {"echo"}},
+	}).SignedString([]byte(secret))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+
+	for origin, want := range map[string]string{"https://evil.example": "unauthorized", "https://app.example.com": ""} {
+		c, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(in.url, "http")+"/v1/ws", &websocket.DialOptions{
+			Subprotocols: []string{"herald.v1"},
+			HTTPClient:   in.client,
+			HTTPHeader:   http.Header{"Origin": {origin}, "Cookie": {"herald_token=" + tok}},
+		})
+		if err != nil {
+			t.Fatalf("%s: dial: %v", origin, err)
+		}
+		for _, op := range []string{
+			`{"op":"subscribe","ref":"1","topics":["orders.>"]}`,
+			`{"op":"publish","ref":"2","topic":"orders.1","data":"forged"}`,
+			`{"op":"action","ref":"3","type":"echo","topic":"orders.1","payload":"forged"}`,
+		} {
+			if err := c.Write(ctx, websocket.MessageText, []byte(op)); err != nil {
+				t.Fatalf("%s: write: %v", origin, err)
+			}
+			var reply struct {
+				Op    string
+				Error struct{ Code string }
+			}
+			for reply.Op == "" || reply.Op == "event" {
+				_, b, err := c.Read(ctx)
+				if err != nil {
+					t.Fatalf("%s: read: %v", origin, err)
+				}
+				if err := json.Unmarshal(b, &reply); err != nil {
+					t.Fatalf("%s: %s: %v", origin, b, err)
+				}
+			}
+			if reply.Error.Code != want {
+				t.Errorf("%s with the cookie: %s got %+v, want error code %q", origin, op, reply, want)
+			}
+		}
+		c.CloseNow()
+	}
+}
+
+// TestServeReadTimeout announces a request body and sends one byte of it:
+// with --read-timeout, the server answers 408 rather than waiting for ever,
+// over HTTP/1.1 (and closes the connection) and over HTTP/2 (the stream).
+func TestServeReadTimeout(t *testing.T) {
+	in := startServe(t, "--addr", "127.0.0.1:0", "--read-timeout", "200ms", "--h2c")
+
+	t.Run("HTTP/1.1", func(t *testing.T) {
+		conn, err := net.Dial("tcp", strings.TrimPrefix(in.url, "http://"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		if _, err := io.WriteString(conn, "POST /v1/publish HTTP/1.1\r\nHost: herald\r\nContent-Type: application/json\r\n"+
+			"Content-Length: 1048576\r\n\r\n{"); err != nil {
+			t.Fatal(err)
+		}
+		if err := conn.SetReadDeadline(time.Now().Add(15 * time.Second)); err != nil {
+			t.Fatal(err)
+		}
+		got, err := io.ReadAll(conn) // to the end: the server closes the connection
+		if err != nil {
+			t.Fatalf("after %q: %v", got, err)
+		}
+		if !strings.HasPrefix(string(got), "HTTP/1.1 408 ") || !strings.Contains(string(got), `"request_timeout"`) {
+			t.Errorf("the server answered %q, want 408 request_timeout", got)
+		}
+	})
+
+	t.Run("HTTP/2", func(t *testing.T) {
+		client, _ := newClient(t, nil, h2c)
+		client.Timeout = 15 * time.Second
+		body, more := io.Pipe()
+		defer more.Close()
+		go func() { _, _ = io.WriteString(more, "{") }() // and nothing more
+		req, err := http.NewRequest(http.MethodPost, in.url+"/v1/publish", body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.ContentLength = 1 << 20
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.ProtoMajor != 2 || resp.StatusCode != http.StatusRequestTimeout || !strings.Contains(string(got), `"request_timeout"`) {
+			t.Errorf("%s %d %s, want HTTP/2 408 request_timeout", resp.Proto, resp.StatusCode, got)
+		}
+	})
+}

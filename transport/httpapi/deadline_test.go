@@ -1,0 +1,145 @@
+package httpapi_test
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/heraldpush/herald/action"
+)
+
+// trickle sends a request head and the start of its body on a raw
+// connection, then nothing more, and returns the answer the server gives
+// before it closes the connection (nil if it gives none). It fails if the
+// connection is still open after 15 s: a body that never comes must not
+// hold a connection for ever.
+func (s *server) trickle(t *testing.T, head, start string) *http.Response {
+	t.Helper()
+	conn, err := net.Dial("tcp", strings.TrimPrefix(s.url, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := io.WriteString(conn, head+"\r\n"+start); err != nil {
+		t.Fatal(err)
+	}
+	if err := conn.SetReadDeadline(time.Now().Add(15 * time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	got, err := io.ReadAll(conn)
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("%s: the connection is still open 15 s later (read so far: %q)", strings.SplitN(head, "\r\n", 2)[0], got)
+	}
+	if len(got) == 0 {
+		return nil
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(strings.NewReader(string(got))), nil)
+	if err != nil {
+		t.Fatalf("the server answered %q: %v", got, err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body = io.NopCloser(strings.NewReader(string(b)))
+	return resp
+}
+
+// TestSlowBodyTimesOut sends request bodies that stop coming: each request
+// is answered 408 request_timeout once the read timeout has passed, or its
+// answer is sent and the connection closed, where the handler did not need
+// the body.
+func TestSlowBodyTimesOut(t *testing.T) {
+	s := newServer(t, serverOptions{readTimeout: 300 * time.Millisecond, actions: &action.Options{Echo: true}})
+	const json = "Host: herald\r\nContent-Type: application/json\r\n"
+	for _, c := range []struct {
+		name, head, start string
+		status            int
+	}{
+		{"publish", "POST /v1/publish HTTP/1.1\r\n" + json + "Content-Length: 1048576\r\n", "{", http.StatusRequestTimeout},
+		{"publish, chunked", "POST /v1/publish HTTP/1.1\r\n" + json + "Transfer-Encoding: chunked\r\n", "5\r\n{\"top", http.StatusRequestTimeout},
+		{"action", "POST /v1/actions HTTP/1.1\r\n" + json + "Content-Length: 1000\r\n", `{"type":"echo",`, http.StatusRequestTimeout},
+		{"a GET with a body", "GET /v1/topics HTTP/1.1\r\nHost: herald\r\nContent-Length: 1000\r\n", "x", http.StatusOK},
+		{"no such route", "POST /v1/nope HTTP/1.1\r\n" + json + "Content-Length: 1000\r\n", "x", http.StatusNotFound},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			resp := s.trickle(t, c.head, c.start)
+			if resp == nil {
+				t.Fatal("the connection was closed without an answer")
+			}
+			if resp.StatusCode != c.status {
+				t.Errorf("status %d, want %d", resp.StatusCode, c.status)
+			}
+			if c.status == http.StatusRequestTimeout {
+				body, _ := io.ReadAll(resp.Body)
+				assertError(t, response{status: resp.StatusCode, header: resp.Header, body: body}, c.status, "request_timeout")
+				if !resp.Close {
+					t.Error("a 408 without Connection: close")
+				}
+			}
+		})
+	}
+}
+
+// TestSlowBodyCostsWhatArrived checks that a request announcing a large
+// body holds memory for what has arrived, not for what it announced: a
+// thousand such requests would otherwise hold a gigabyte.
+func TestSlowBodyCostsWhatArrived(t *testing.T) {
+	s := newServer(t, serverOptions{readTimeout: 300 * time.Millisecond})
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	s.trickle(t, "POST /v1/publish HTTP/1.1\r\nHost: herald\r\nContent-Type: application/json\r\nContent-Length: 1048576\r\n", "{")
+	runtime.ReadMemStats(&after)
+	if n := after.TotalAlloc - before.TotalAlloc; n > 256<<10 {
+		t.Errorf("one request with a body of one byte so far allocated %d bytes", n)
+	}
+}
+
+// TestReadTimeoutSparesStreams opens an SSE stream and a WebSocket, lets a
+// read timeout pass (a trickled request on another connection is answered
+// 408), and checks that both still deliver: the deadline is for request
+// bodies, and streams live for hours.
+func TestReadTimeoutSparesStreams(t *testing.T) {
+	s := newServer(t, serverOptions{readTimeout: 100 * time.Millisecond})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, s.url+"/v1/events?topic=spared", nil)
+	resp, err := s.client.Do(req)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("sse: %v %v", resp, err)
+	}
+	defer resp.Body.Close()
+	w := s.dialWS(t)
+	w.send(t, `{"op":"subscribe","ref":1,"topics":["spared"]}`)
+	if m := w.recv(t); string(m["op"]) != `"ok"` {
+		t.Fatalf("subscribe: %v", m)
+	}
+
+	if r := s.trickle(t, "POST /v1/publish HTTP/1.1\r\nHost: herald\r\nContent-Type: application/json\r\nContent-Length: 100\r\n", "{"); r == nil || r.StatusCode != http.StatusRequestTimeout {
+		t.Fatalf("the trickled request: %v, want 408", r)
+	}
+	s.mustPublish(t, "spared", "", "1")
+	awaitSSEEvent(t, bufio.NewReader(resp.Body), "spared")
+	if m := w.recv(t); string(m["op"]) != `"event"` {
+		t.Errorf("the WebSocket: %v, want the event", m)
+	}
+}
+
+// awaitSSEEvent reads a stream until an event of topic arrives.
+func awaitSSEEvent(t *testing.T, br *bufio.Reader, topic string) {
+	t.Helper()
+	for {
+		line, err := br.ReadString('\n')
+		if err != nil {
+			t.Fatalf("reading the stream: %v", err)
+		}
+		if strings.HasPrefix(line, "data: ") && strings.Contains(line, `"topic":"`+topic+`"`) {
+			return
+		}
+	}
+}
