@@ -104,6 +104,10 @@ type Broker struct {
 	pubMu   sync.RWMutex
 	batchID atomic.Uint64
 	idBase  string
+	// pubWait bounds a publish's attempts: confirmWait, or the stream's
+	// duplicate window if a short TTL narrowed it, since an attempt sent
+	// again after the window would be stored again.
+	pubWait time.Duration
 
 	ctx             context.Context
 	cancel          context.CancelFunc
@@ -162,6 +166,7 @@ func New(ctx context.Context, o Options) (*Broker, error) {
 		return nil, fmt.Errorf("failed to start NATS broker: %w", err)
 	}
 	b := &Broker{o: o, js: js, prefix: o.Subjects + ".", idBase: hub.NewEpoch(), node: hub.NewEpoch()}
+	b.pubWait = min(confirmWait, b.config().Duplicates)
 	b.ctx, b.cancel = context.WithCancel(context.Background())
 	if _, err := b.ensureStream(ctx); err != nil {
 		b.cancel()
@@ -413,7 +418,7 @@ func (b *Broker) Publish(ctx context.Context, drafts []hub.Draft) ([]*hub.Messag
 		return nil, fmt.Errorf("failed to publish to NATS: %w", err)
 	}
 	start := time.Now()
-	ctx, cancel := context.WithDeadline(ctx, start.Add(min(confirmWait, b.config().Duplicates)))
+	ctx, cancel := context.WithDeadline(ctx, start.Add(b.pubWait))
 	defer cancel()
 	when := start.UTC().Truncate(time.Microsecond)
 	id := b.nextID()
