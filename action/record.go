@@ -26,7 +26,8 @@ type record struct {
 	attempts int
 }
 
-func (s Status) final() bool { return s == Succeeded || s == Failed }
+// Final reports whether s is an outcome: succeeded or failed.
+func (s Status) Final() bool { return s == Succeeded || s == Failed }
 
 // snapshot copies the record for a caller. Service.mu is held.
 func (r *record) snapshot() Action {
@@ -43,7 +44,7 @@ func (r *record) snapshot() Action {
 		f := *r.failure
 		a.Error = &f
 	}
-	if r.status.final() {
+	if r.status.Final() {
 		t := r.finished
 		a.FinishedAt = &t
 	}
@@ -54,7 +55,7 @@ func (r *record) snapshot() Action {
 // reports whether this call did it: a record becomes final exactly once, and
 // only the caller that made it final publishes its result. Service.mu is held.
 func (s *Service) finalizeLocked(r *record, result json.RawMessage, failure *Failure) bool {
-	if r.status.final() {
+	if r.status.Final() {
 		return false
 	}
 	if r.status == Running {
@@ -74,11 +75,11 @@ func (s *Service) finalizeLocked(r *record, result json.RawMessage, failure *Fai
 		s.observe(r.status, r.finished.Sub(r.created))
 	}
 	r.payload = nil
-	s.expiry.push(r)
-	for s.expiry.len() > s.maxFinished || s.expiry.bytes > s.maxBytes {
+	s.expiry.Push(r, r.size())
+	for s.expiry.Len() > s.maxFinished || s.expiry.Bytes() > s.maxBytes {
 		// Over a bound: the oldest finished record goes early.
-		s.forgetLocked(s.expiry.front())
-		s.expiry.pop()
+		s.forgetLocked(s.expiry.Front())
+		s.expiry.Pop()
 	}
 	return true
 }
@@ -86,7 +87,7 @@ func (s *Service) finalizeLocked(r *record, result json.RawMessage, failure *Fai
 // expiredLocked reports whether r is final and past its TTL, which makes it
 // gone for Get and for its idempotency key even before the janitor sweeps it.
 func (s *Service) expiredLocked(r *record, now time.Time) bool {
-	return r.status.final() && now.Sub(r.finished) >= s.ttl
+	return r.status.Final() && now.Sub(r.finished) >= s.ttl
 }
 
 // forgetLocked removes r and its idempotency key. Service.mu is held.
@@ -110,43 +111,26 @@ const recordOverhead = 512
 // size is what a finished record counts against Options.MaxFinishedBytes.
 // The payload is not counted: it is dropped when the record becomes final.
 func (r *record) size() int {
-	n := recordOverhead + len(r.id) + len(r.typ) + len(r.topic) + len(r.key) + len(r.caller) + len(r.result)
-	if r.failure != nil {
-		n += len(r.failure.Code) + len(r.failure.Message)
+	return finishedSize(r.result, r.failure, r.id, r.typ, r.topic, r.key, r.caller)
+}
+
+// FinishedSize is what a finished action kept in memory counts against a
+// bound of bytes such as Options.MaxFinishedBytes, by the rule the Service
+// counts its own records with. Sum is counted too: a Stored holds it as a
+// string, where the Service's record holds it in its fixed part.
+func (a *Stored) FinishedSize() int {
+	return finishedSize(a.Result, a.Error, a.ID, a.Type, a.Topic, a.Key, a.Caller, a.Sum)
+}
+
+// finishedSize is the one rule for the size of a finished record: its
+// fixed overhead, its strings, its result and its failure.
+func finishedSize(result json.RawMessage, f *Failure, fields ...string) int {
+	n := recordOverhead + len(result)
+	for _, s := range fields {
+		n += len(s)
+	}
+	if f != nil {
+		n += len(f.Code) + len(f.Message)
 	}
 	return n
-}
-
-// fifo is a queue of finished records in the order they finished, which is
-// also the order they expire in (one TTL for all), and the sum of their
-// sizes. A record's size does not change once it is final.
-type fifo struct {
-	items []*record
-	head  int
-	bytes int
-}
-
-func (q *fifo) len() int { return len(q.items) - q.head }
-
-func (q *fifo) push(r *record) {
-	q.items = append(q.items, r)
-	q.bytes += r.size()
-}
-
-func (q *fifo) front() *record { return q.items[q.head] }
-
-func (q *fifo) pop() {
-	q.bytes -= q.items[q.head].size()
-	q.items[q.head] = nil
-	q.head++
-	// Reclaim the consumed front once it is at least half of the slice.
-	if q.head >= 1024 && q.head*2 >= len(q.items) {
-		n := copy(q.items, q.items[q.head:])
-		clear(q.items[n:])
-		q.items = q.items[:n]
-		q.head = 0
-	}
-	if q.head == len(q.items) {
-		q.items, q.head = q.items[:0], 0
-	}
 }

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/heraldpush/herald/hub"
+	"github.com/heraldpush/herald/internal/expiry"
 )
 
 // Defaults of Options.
@@ -87,9 +88,9 @@ type Service struct {
 	closing     bool
 	records     map[string]*record
 	keys        map[idemKey]*record
-	expiry      fifo // finished records, oldest first
+	expiry      expiry.Queue[*record] // finished records, oldest first
 	maxFinished int
-	maxBytes    int // bound of expiry.bytes
+	maxBytes    int // bound of expiry.Bytes()
 
 	accepted     atomic.Int64
 	succeeded    atomic.Int64
@@ -176,7 +177,7 @@ func New(o Options) (*Service, error) {
 	for range o.Workers {
 		go s.work()
 	}
-	go s.janitor(janitorInterval(o.TTL))
+	go expiry.Janitor(expiry.Interval(o.TTL), s.stopJanitor, s.janitorDone, s.sweep)
 	return s, nil
 }
 

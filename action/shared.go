@@ -268,7 +268,7 @@ func (s *Shared) storeCtx() (context.Context, context.CancelFunc) {
 // needs the rest.
 func (s *Shared) run(c *Claim) {
 	a := &c.Stored
-	if !a.Status.final() {
+	if !a.Status.Final() {
 		if !s.execute(c) {
 			return // given back, or left to the lease
 		}

@@ -76,7 +76,7 @@ func (s *Service) run(r *record) {
 	)
 	for attempt := 1; ; attempt++ {
 		s.mu.Lock()
-		if r.status.final() { // failed by Shutdown
+		if r.status.Final() { // failed by Shutdown
 			s.mu.Unlock()
 			return
 		}

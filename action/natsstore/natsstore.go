@@ -209,7 +209,7 @@ type record struct {
 	P bool          `json:"p,omitempty"` // the result event is published
 }
 
-func (r *record) final() bool { return r.A.Status == action.Succeeded || r.A.Status == action.Failed }
+func (r *record) final() bool { return r.A.Status.Final() }
 
 // Create implements action.Store.
 func (s *Store) Create(ctx context.Context, a *action.Stored, maxQueued int) (*action.Stored, error) {
