@@ -6,6 +6,14 @@
 //
 // Handlers are Go code registered by type (Herald embedded as a library) or
 // an upstream HTTP backend (Upstream, for the standalone binary).
+//
+// Every accepted action is owed one final outcome, and that decides what
+// Shutdown does with the actions not yet finished. Service (one node) keeps
+// its queue in memory, where no other node can reach it: it fails them with
+// CodeShutdown, so the caller learns the outcome and may submit again.
+// Shared (nodes sharing a Store) gives them back to the Store, where
+// another node, or this one once restarted, runs them: their outcome still
+// comes, and failing them would turn a delay into an error.
 package action
 
 import (
