@@ -228,3 +228,39 @@ func TestCopies(t *testing.T) {
 		t.Fatalf("after the caller changed its copy: %+v %v %v", got, ok, err)
 	}
 }
+
+// TestQueueCountsRunning: as in the shared stores, an action counts against
+// the queue bound from Create until Done, claimed or not.
+func TestQueueCountsRunning(t *testing.T) {
+	s := newStore(t, memstore.Options{})
+	ctx := context.Background()
+	for _, id := range []string{"act_q1", "act_q2"} {
+		if _, err := s.Create(ctx, stored(id, ""), 2); err != nil {
+			t.Fatalf("create %s: %v", id, err)
+		}
+	}
+	c, err := s.Claim(ctx, time.Minute, time.Second)
+	if err != nil || c == nil {
+		t.Fatalf("claim: %+v %v", c, err)
+	}
+	if _, err := s.Create(ctx, stored("act_q3", ""), 2); !errors.Is(err, action.ErrQueueFull) {
+		t.Fatalf("create with one running and one waiting: %v, want ErrQueueFull", err)
+	}
+	now := time.Now().UTC()
+	c.Status, c.FinishedAt, c.Payload = action.Succeeded, &now, nil
+	if made, err := s.Finish(ctx, &c.Stored, time.Hour); err != nil || !made {
+		t.Fatalf("finish: %v %v", made, err)
+	}
+	if _, err := s.Create(ctx, stored("act_q3", ""), 2); !errors.Is(err, action.ErrQueueFull) {
+		t.Fatalf("create before Done: %v, want ErrQueueFull", err)
+	}
+	if err := s.Done(ctx, c); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Create(ctx, stored("act_q3", ""), 2); err != nil {
+		t.Fatalf("create after Done: %v", err)
+	}
+	if a, ok, err := s.Get(ctx, c.ID); err != nil || !ok || !a.Published {
+		t.Fatalf("the done action: %+v found=%v err=%v, want it published", a, ok, err)
+	}
+}
