@@ -270,27 +270,19 @@ func parseUpstream(s string) ([]upstreamRoute, error) {
 	return routes, nil
 }
 
-// checkUpstreamType accepts what an action type may be, optionally followed
-// by "*", outside the reserved herald. namespace.
+// checkUpstreamType accepts an entry's type by the rule for action types
+// (hub.ValidateType): an exact type, or a prefix ending in "." or "*",
+// whose name without the "*" must be a type itself.
 func checkUpstreamType(typ string) error {
 	name := strings.TrimSuffix(typ, "*")
 	if name == "" {
 		return errors.New(`the type before "=" is empty (a bare URL is the fallback for every type)`)
 	}
-	if len(name) > 64 {
-		return fmt.Errorf("type %q is longer than 64 bytes", typ)
+	// "herald" is a type, but "herald*" would cover the reserved namespace.
+	if hub.ReservedType(name + ".") {
+		return fmt.Errorf("type %q is in the reserved %s namespace", typ, hub.ReservedTypePrefix)
 	}
-	for i := 0; i < len(name); i++ {
-		c := name[i]
-		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || strings.IndexByte("_.:-", c) >= 0) {
-			return fmt.Errorf("type %q may only contain A-Z a-z 0-9 _ . : - (and end in *)", typ)
-		}
-	}
-	// name+"." also catches "herald" itself, whose "herald*" would cover the namespace.
-	if hub.ReservedType(name) || hub.ReservedType(name+".") {
-		return fmt.Errorf("type %q is in the reserved herald. namespace", typ)
-	}
-	return nil
+	return hub.ValidateType(name)
 }
 
 func checkUpstreamURL(s string) error {
