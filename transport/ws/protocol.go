@@ -220,13 +220,12 @@ func (s *session) submitAction(m inbound) {
 			"actions are not enabled on this server"))
 		return
 	}
-	if m.Type == "" {
-		s.replyError(m.Ref, apierror.New(http.StatusBadRequest, apierror.InvalidType, `"type" is required`))
-		return
+	req := action.Request{
+		Type: m.Type, Topic: m.Topic, Payload: m.Payload, IdempotencyKey: m.IdempotencyKey,
+		Caller: s.principal.Subject,
 	}
-	if m.Topic == "" {
-		s.replyError(m.Ref, apierror.New(http.StatusBadRequest, apierror.InvalidTopic,
-			`"topic" is required: the action's result is published there`))
+	if err := req.Validate(); err != nil {
+		s.replyError(m.Ref, apierror.From(err))
 		return
 	}
 	if e := checkIdempotencyKey(m.IdempotencyKey); e != nil {
@@ -241,10 +240,7 @@ func (s *session) submitAction(m inbound) {
 		s.replyError(m.Ref, rateLimited("actions", wait))
 		return
 	}
-	a, _, err := svc.Submit(s.ctx, action.Request{
-		Type: m.Type, Topic: m.Topic, Payload: m.Payload, IdempotencyKey: m.IdempotencyKey,
-		Caller: s.principal.Subject,
-	})
+	a, _, err := svc.Submit(s.ctx, req)
 	if err != nil {
 		s.replyError(m.Ref, apierror.From(err))
 		return
