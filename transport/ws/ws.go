@@ -175,7 +175,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if authErr != nil {
 		// Browsers cannot read the status of a refused handshake, but they
 		// see a close code: the writer closes with 1008 and the reason.
-		client.Fail(authErr)
+		client.Fail(hub.Refused(authErr.Error(), authErr))
 		s.principal = auth.Nobody
 	} else {
 		s.principal = p
