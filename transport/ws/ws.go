@@ -5,8 +5,10 @@
 // messages (session.go). The writer coalesces every frame of a drained batch
 // into a single write on the socket (cork.go): one write() per batch rather
 // than one per frame is what lets a small box fan out to many connections.
-// An idle connection holds no buffer beyond a few hundred bytes and two
-// minimal goroutine stacks (read.go).
+// An idle connection holds no buffer beyond a few hundred bytes and one
+// goroutine, the reader, on a minimal stack: the writer parks when it has
+// nothing to do (session.go), and the reader waits for the next message on
+// a fresh goroutine (read.go).
 package ws
 
 import (
