@@ -66,6 +66,36 @@ type Request struct {
 	Caller string
 }
 
+// requestError is a Request without a field every action needs. Its text
+// is the whole message a client reads; it wraps the hub error of an invalid
+// value of that field, so that transports give it the same code.
+type requestError struct {
+	msg  string
+	kind error
+}
+
+func (e *requestError) Error() string { return e.msg }
+func (e *requestError) Unwrap() error { return e.kind }
+
+var (
+	errNoType  = &requestError{`"type" is required`, hub.ErrInvalidType}
+	errNoTopic = &requestError{`"topic" is required: the action's result is published there`, hub.ErrInvalidTopic}
+)
+
+// Validate checks that r has what every action needs: a type, and a topic
+// to publish its result to. Transports call it first, before a caller's
+// grants are looked at, so a request without them is told what it lacks
+// rather than refused; Submit calls it too, then checks the values.
+func (r Request) Validate() error {
+	if r.Type == "" {
+		return errNoType
+	}
+	if r.Topic == "" {
+		return errNoTopic
+	}
+	return nil
+}
+
 // Action is a snapshot of one action's record.
 type Action struct {
 	ID         string          `json:"id"`

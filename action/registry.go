@@ -82,8 +82,8 @@ func (rt *routes) lookup(typ string) Handler {
 // (normalized into the returned draft's Data), its handler and idempotency
 // key. sum is the body's hash when the request has a key.
 func (rt *routes) prepare(req Request) (d hub.Draft, h Handler, sum [sha256.Size]byte, err error) {
-	// Draft.Normalize defaults an empty type, which an action may not have.
-	if err := hub.ValidateType(req.Type); err != nil {
+	// Before Normalize, which would default an empty type.
+	if err := req.Validate(); err != nil {
 		return d, nil, sum, err
 	}
 	d = hub.Draft{Topic: req.Topic, Type: req.Type, Data: req.Payload}

@@ -353,6 +353,29 @@ func TestSubmitValidation(t *testing.T) {
 	}
 }
 
+// TestRequestValidate pins what a client reads, over HTTP and WebSocket
+// alike, when its request lacks a type or a topic.
+func TestRequestValidate(t *testing.T) {
+	for _, tc := range []struct {
+		req  action.Request
+		want error
+		msg  string
+	}{
+		{action.Request{}, hub.ErrInvalidType, `"type" is required`},
+		{action.Request{Topic: "t.x"}, hub.ErrInvalidType, `"type" is required`},
+		{action.Request{Type: "echo"}, hub.ErrInvalidTopic, `"topic" is required: the action's result is published there`},
+	} {
+		err := tc.req.Validate()
+		if !errors.Is(err, tc.want) || err.Error() != tc.msg {
+			t.Errorf("%+v: %v, want %q matching %v", tc.req, err, tc.msg, tc.want)
+		}
+	}
+	// The values themselves are Submit's to check.
+	if err := (action.Request{Type: "bad type", Topic: "t.*"}).Validate(); err != nil {
+		t.Errorf("a request with a type and a topic: %v", err)
+	}
+}
+
 func echoHandler(_ context.Context, c *action.Call) (json.RawMessage, error) { return c.Payload, nil }
 
 func TestQueueFull(t *testing.T) {

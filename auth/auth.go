@@ -35,14 +35,7 @@ const (
 // ErrUnauthorized is matched (errors.Is) by every authentication failure:
 // no credentials where they are needed, a token that does not verify, or
 // one that has expired. Its text says which.
-var ErrUnauthorized error = unauthorized{}
-
-// unauthorized names its own disconnect reason (hub.DisconnectReason), so
-// that a connection ended by an expired token is counted as such.
-type unauthorized struct{}
-
-func (unauthorized) Error() string            { return "unauthorized" }
-func (unauthorized) DisconnectReason() string { return "unauthorized" }
+var ErrUnauthorized = errors.New("unauthorized")
 
 // Config configures New.
 type Config struct {

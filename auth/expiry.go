@@ -12,7 +12,11 @@ import (
 // ErrExpired is what a connection fails with when its token expires.
 var ErrExpired = fmt.Errorf("%w: the token has expired", ErrUnauthorized)
 
-// Expiry fails a hub client with ErrExpired when its token expires. Its
+// expired is the Disconnect of a connection whose token expired.
+var expired = hub.Refused("token expired", ErrExpired)
+
+// Expiry fails a hub client with ErrExpired (as the Disconnect
+// hub.Refused makes of it) when its token expires. Its
 // methods are safe for concurrent use; it ends with the client.
 type Expiry struct {
 	c  *hub.Client
@@ -48,7 +52,7 @@ func (e *Expiry) Extend(p *Principal) {
 	if p.Expires.IsZero() || e.c.Context().Err() != nil {
 		return
 	}
-	e.t = time.AfterFunc(time.Until(p.Expires), func() { e.c.Fail(ErrExpired) })
+	e.t = time.AfterFunc(time.Until(p.Expires), func() { e.c.Fail(expired) })
 }
 
 func (e *Expiry) stop() {

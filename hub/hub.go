@@ -2,7 +2,6 @@ package hub
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"runtime"
@@ -10,22 +9,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-)
-
-// Reasons a Client is closed by the hub, as returned by Client.Drain.
-var (
-	// ErrSlowConsumer: the client's outbound queue overflowed, a replay could
-	// not make progress, or its transport's write deadline passed.
-	ErrSlowConsumer = errors.New("slow consumer")
-	// ErrGoingAway: the hub is shutting down.
-	ErrGoingAway = errors.New("server going away")
-	// ErrUnavailable: the broker cannot be reached (see also Unavailable
-	// in broker.go). A client closed with it could not be served a replay.
-	ErrUnavailable = errors.New("broker unavailable")
-	// ErrEpochChanged: the broker's log was replaced (a Redis that lost
-	// its data, a recreated stream). Every client is closed with it; they
-	// reconnect with their cursors, which then get a reset.
-	ErrEpochChanged = errors.New("the event log was replaced")
 )
 
 // Options configures a Hub. The zero value is usable.
@@ -86,7 +69,7 @@ type Hub struct {
 	clients     map[*Client]struct{}
 	kinds       map[string]int64 // open clients per transport
 	connects    map[string]int64 // clients ever registered, per transport
-	disconnects map[disconnect]int64
+	disconnects map[disconnectKey]int64
 
 	epoch string // of the log being delivered; the deliver goroutine's
 }
@@ -131,7 +114,7 @@ func New(o Options) (*Hub, error) {
 		clients:     make(map[*Client]struct{}),
 		kinds:       make(map[string]int64),
 		connects:    make(map[string]int64),
-		disconnects: make(map[disconnect]int64),
+		disconnects: make(map[disconnectKey]int64),
 	}
 	b, err := h.broker.Bounds(ctx)
 	if err != nil {
@@ -358,8 +341,8 @@ type Stats struct {
 	SlowKicked    int64            `json:"slow_consumers"` // clients disconnected as slow consumers
 	Clients       map[string]int64 `json:"clients"`        // open clients per transport
 	Connects      map[string]int64 `json:"connects"`       // clients ever opened, per transport
-	// Disconnects counts ended clients per transport and reason (see
-	// DisconnectReason).
+	// Disconnects counts ended clients per transport and reason (the
+	// Label of DisconnectOf the client's error).
 	Disconnects map[string]map[string]int64 `json:"disconnects"`
 	// QueueBytes is what the open clients' outbound queues hold, in all;
 	// QueueBytesMax the largest of them.
@@ -522,46 +505,16 @@ func (h *Hub) NewClient(kind string) (*Client, error) {
 
 func (h *Hub) forget(c *Client) {
 	c.mu.Lock()
-	reason := DisconnectReason(c.err)
+	reason := DisconnectOf(c.err).Label
 	c.mu.Unlock()
 	h.mu.Lock()
 	if _, ok := h.clients[c]; ok {
 		delete(h.clients, c)
 		h.kinds[c.kind]--
-		h.disconnects[disconnect{c.kind, reason}]++
+		h.disconnects[disconnectKey{c.kind, reason}]++
 	}
 	h.mu.Unlock()
 }
 
-// disconnect keys the disconnect counts.
-type disconnect struct{ kind, reason string }
-
-// Disconnect reasons, the values DisconnectReason returns.
-const (
-	ReasonClosed       = "closed"        // the connection ended: the peer left, or the transport closed it
-	ReasonSlowConsumer = "slow_consumer" // the outbound queue overflowed or a write missed its deadline
-	ReasonShutdown     = "shutdown"      // the hub shut down
-	ReasonLogReplaced  = "log_replaced"  // the broker's log was replaced (a new epoch)
-	ReasonError        = "error"         // anything else, such as a broker failure during a replay
-)
-
-// DisconnectReason names why a client ended, from the error it failed
-// with: one of a few fixed values, fit for a metric label. An error may
-// name its own reason with a method DisconnectReason() string (auth's
-// errors say "unauthorized").
-func DisconnectReason(err error) string {
-	var named interface{ DisconnectReason() string }
-	switch {
-	case err == nil, errors.Is(err, ErrClosed):
-		return ReasonClosed
-	case errors.Is(err, ErrSlowConsumer):
-		return ReasonSlowConsumer
-	case errors.Is(err, ErrGoingAway):
-		return ReasonShutdown
-	case errors.Is(err, ErrEpochChanged):
-		return ReasonLogReplaced
-	case errors.As(err, &named):
-		return named.DisconnectReason()
-	}
-	return ReasonError
-}
+// disconnectKey keys the disconnect counts.
+type disconnectKey struct{ kind, reason string }

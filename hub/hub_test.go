@@ -478,28 +478,37 @@ func TestStatsConnectionsAndQueues(t *testing.T) {
 	if st.Dropped < 1 || st.QueueBytes != 0 {
 		t.Fatalf("after the overflow: dropped %d, queue bytes %d", st.Dropped, st.QueueBytes)
 	}
-	if st.Disconnects["sse"][hub.ReasonSlowConsumer] != 1 || st.Disconnects["ws"][hub.ReasonClosed] != 1 || st.Clients["sse"] != 0 {
+	if st.Disconnects["sse"]["slow_consumer"] != 1 || st.Disconnects["ws"]["closed"] != 1 || st.Clients["sse"] != 0 {
 		t.Fatalf("disconnects %v, clients %v", st.Disconnects, st.Clients)
 	}
 }
 
-func TestDisconnectReason(t *testing.T) {
-	for err, want := range map[error]string{
-		nil:           hub.ReasonClosed,
-		hub.ErrClosed: hub.ReasonClosed,
-		fmt.Errorf("write: %w", hub.ErrSlowConsumer): hub.ReasonSlowConsumer,
-		hub.ErrGoingAway:          hub.ReasonShutdown,
-		hub.ErrEpochChanged:       hub.ReasonLogReplaced,
-		named{}:                   "named",
-		errors.New("broker down"): hub.ReasonError,
+// TestDisconnectOf pins what a client that ended for each reason is
+// counted as and closed with.
+func TestDisconnectOf(t *testing.T) {
+	refusal := errors.New("unauthorized: the token has expired")
+	for _, tc := range []struct {
+		err    error
+		label  string
+		code   uint16
+		reason string
+	}{
+		{nil, "closed", 1001, "server going away"},
+		{hub.ErrClosed, "closed", 1001, "server going away"},
+		{fmt.Errorf("write: %w", hub.ErrSlowConsumer), "slow_consumer", 4008, "slow consumer"},
+		{hub.ErrGoingAway, "shutdown", 1001, "server going away"},
+		{hub.ErrEpochChanged, "log_replaced", 1012, "event log replaced; reconnect"},
+		{hub.ErrUnavailable, "error", 1013, "broker unavailable"},
+		{hub.Unavailable(errors.New("dial tcp: refused")), "error", 1013, "broker unavailable"},
+		{hub.Refused("token expired", refusal), "unauthorized", 1008, "token expired"},
+		{errors.New("broker down"), "error", 1001, "server going away"},
 	} {
-		if got := hub.DisconnectReason(err); got != want {
-			t.Errorf("DisconnectReason(%v) = %q, want %q", err, got, want)
+		d := hub.DisconnectOf(tc.err)
+		if d.Label != tc.label || d.Code != tc.code || d.Reason != tc.reason {
+			t.Errorf("DisconnectOf(%v) = %+v, want %s %d %q", tc.err, d, tc.label, tc.code, tc.reason)
 		}
 	}
+	if err := hub.Refused("token expired", refusal); !errors.Is(err, refusal) {
+		t.Errorf("Refused(…, cause) does not match its cause")
+	}
 }
-
-type named struct{}
-
-func (named) Error() string            { return "named" }
-func (named) DisconnectReason() string { return "named" }

@@ -132,9 +132,7 @@ func applyConfigSources(fs *flag.FlagSet, getenv func(string) (string, bool)) ([
 }
 
 // kindOf tells how f's value is written in YAML, from the type of the
-// value behind it. A flag takes a list when its help says it takes a
-// comma-separated one: that is the convention of the serve flags' help, so
-// a new list flag needs nothing more here.
+// value behind it: a listValue is a list.
 func kindOf(f *flag.Flag) valueKind {
 	var v any = f.Value.String()
 	if g, ok := f.Value.(flag.Getter); ok {
@@ -147,11 +145,31 @@ func kindOf(f *flag.Flag) valueKind {
 		return kindNumber
 	case time.Duration:
 		return kindDuration
-	}
-	if strings.Contains(f.Usage, "comma-separated") {
+	case []string:
 		return kindList
 	}
 	return kindString
+}
+
+// listValue is the flag.Value of a flag that takes a comma-separated list.
+// Its Get returns the items, which is what makes a configuration file give
+// the flag as a YAML sequence and "herald config print" write it as one.
+type listValue string
+
+func (l *listValue) String() string     { return string(*l) }
+func (l *listValue) Set(s string) error { *l = listValue(s); return nil }
+func (l *listValue) Get() any           { return listItems(string(*l)) }
+
+// listItems splits a comma-separated list into its items, each trimmed of
+// spaces, leaving out empty ones.
+func listItems(s string) []string {
+	var items []string
+	for _, item := range strings.Split(s, ",") {
+		if item = strings.TrimSpace(item); item != "" {
+			items = append(items, item)
+		}
+	}
+	return items
 }
 
 // parseConfigFile parses a configuration file: one YAML mapping whose keys

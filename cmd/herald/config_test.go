@@ -234,8 +234,10 @@ func TestConfigAnyFlag(t *testing.T) {
 	ratio := fs.Float64("ratio", 1, "a float")
 	d := fs.Duration("wait", time.Second, "a duration")
 	name := fs.String("name", "", "a string")
-	list := fs.String("hosts", "", "comma-separated hosts")
-	path := writeConfig(t, "h2c: true\nworkers: 8\nbytes: 0x10\nratio: 1e3\nwait: 1m30s\nname: \"yes\"\nhosts: [a, b]\n")
+	var list listValue
+	fs.Var(&list, "hosts", "hosts")
+	note := fs.String("note", "", "comma-separated words, taken as one string")
+	path := writeConfig(t, "h2c: true\nworkers: 8\nbytes: 0x10\nratio: 1e3\nwait: 1m30s\nname: \"yes\"\nhosts: [a, b]\nnote: a,b\n")
 	if err := fs.Parse([]string{"--config", path, "--ratio", "0.5"}); err != nil {
 		t.Fatal(err)
 	}
@@ -243,15 +245,15 @@ func TestConfigAnyFlag(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !*on || *n != 9 || *big != 16 || *ratio != 0.5 || *d != 90*time.Second || *name != "yes" || *list != "a,b" {
-		t.Errorf("got h2c %v workers %d bytes %d ratio %v wait %v name %q hosts %q", *on, *n, *big, *ratio, *d, *name, *list)
+	if !*on || *n != 9 || *big != 16 || *ratio != 0.5 || *d != 90*time.Second || *name != "yes" || list != "a,b" || *note != "a,b" {
+		t.Errorf("got h2c %v workers %d bytes %d ratio %v wait %v name %q hosts %q note %q", *on, *n, *big, *ratio, *d, *name, list, *note)
 	}
 	var out strings.Builder
 	if err := printConfig(&out, settings); err != nil {
 		t.Fatal(err)
 	}
 	for _, line := range []string{
-		"h2c: true ", "workers: 9 ", "bytes: 16 ", "ratio: 0.5 ", "wait: 1m30s ", "name: yes ", "hosts: [a, b] ",
+		"h2c: true ", "workers: 9 ", "bytes: 16 ", "ratio: 0.5 ", "wait: 1m30s ", "name: yes ", "hosts: [a, b] ", "note: a,b ",
 		"# env HERALD_WORKERS\n", "# flag\n",
 	} {
 		if !strings.Contains(out.String(), line) {
@@ -263,12 +265,14 @@ func TestConfigAnyFlag(t *testing.T) {
 		"h2c: yes\n":      `invalid value "yes" for h2c`, // YAML 1.2: a string, which a bool flag refuses
 		"workers: -1\n":   `invalid value "-1" for workers`,
 		"hosts: {a: 1}\n": "hosts: want a value, not a nested mapping",
+		"note: [a, b]\n":  "note: want a single value, not a list",
 	} {
 		fs := flag.NewFlagSet("test", flag.ContinueOnError)
 		fs.String(configFlag, "", "")
 		fs.Bool("h2c", false, "")
 		fs.Uint("workers", 1, "")
-		fs.String("hosts", "", "comma-separated hosts")
+		fs.Var(new(listValue), "hosts", "")
+		fs.String("note", "", "comma-separated words, taken as one string")
 		if err := fs.Parse([]string{"--config", writeConfig(t, content)}); err != nil {
 			t.Fatal(err)
 		}

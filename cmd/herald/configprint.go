@@ -125,10 +125,8 @@ func yamlValue(s setting) (string, error) {
 		n = str(shortDuration(s.value))
 	case kindList:
 		n = &yaml.Node{Kind: yaml.SequenceNode, Style: yaml.FlowStyle}
-		for _, item := range strings.Split(s.value, ",") {
-			if item = strings.TrimSpace(item); item != "" {
-				n.Content = append(n.Content, str(item))
-			}
+		for _, item := range listItems(s.value) {
+			n.Content = append(n.Content, str(item))
 		}
 	default:
 		n = str(s.value)

@@ -116,7 +116,8 @@ func envName(flagName string) string {
 // stdout.
 func parseServeFlags(args []string, getenv func(string) (string, bool), stdout io.Writer) (serveConfig, error) {
 	var c serveConfig
-	var origins, corsOrigins, logLevel, upstream, public string
+	var logLevel string
+	var origins, corsOrigins, upstream, public listValue
 	fs := flag.NewFlagSet("herald serve", flag.ContinueOnError)
 	fs.String(configFlag, "", "YAML `file` of flag values, e.g. history-size: 20000 (see docs/operations.md); the environment and the command line override it")
 	fs.StringVar(&c.addr, "addr", "127.0.0.1:8080", "`address` to listen on (host:port; port 0 picks a free one)")
@@ -138,8 +139,8 @@ func parseServeFlags(args []string, getenv func(string) (string, bool), stdout i
 	fs.Int64Var(&c.maxBody, "max-body", httpapi.DefaultMaxBody, "largest HTTP request body, in bytes")
 	fs.Int64Var(&c.wsReadLimit, "ws-read-limit", 64<<10, "largest WebSocket message from a client, in bytes (larger: close 1009)")
 	fs.DurationVar(&c.wsPingInterval, "ws-ping-interval", 25*time.Second, "interval of WebSocket keep-alive pings")
-	fs.StringVar(&origins, "allowed-origins", "", "comma-separated Origin patterns allowed to open WebSockets, e.g. app.example.com,*.example.org (empty: same host only); those without a wildcard may also use the herald_token cookie")
-	fs.StringVar(&corsOrigins, "cors-origins", "", "comma-separated origins whose pages may use the API, the SSE stream and /herald.js, e.g. https://app.example.com,https://*.example.org, or * for any; they may open WebSockets too; only those named exactly get credentials (the herald_token cookie) (empty: no cross-origin access)")
+	fs.Var(&origins, "allowed-origins", "comma-separated Origin `patterns` allowed to open WebSockets, e.g. app.example.com,*.example.org (empty: same host only); those without a wildcard may also use the herald_token cookie")
+	fs.Var(&corsOrigins, "cors-origins", "comma-separated `origins` whose pages may use the API, the SSE stream and /herald.js, e.g. https://app.example.com,https://*.example.org, or * for any; they may open WebSockets too; only those named exactly get credentials (the herald_token cookie) (empty: no cross-origin access)")
 	fs.IntVar(&c.maxConns, "max-conns", 100000, "open SSE streams and WebSockets at most, in all; more get 503 (0: no limit)")
 	fs.IntVar(&c.maxConnsPerIP, "max-conns-per-ip", 0, "open streams and WebSockets at most from one client address; more get 429 (0: no limit; behind a proxy every client has the proxy's address)")
 	fs.Float64Var(&c.ratePublish, "rate-publish", 0, "events a caller (token subject, else address) may publish per second, over HTTP and WebSocket, in bursts of as many; more get 429 (0: no limit)")
@@ -151,12 +152,12 @@ func parseServeFlags(args []string, getenv func(string) (string, bool), stdout i
 	fs.StringVar(&c.jwtPublicKey, "jwt-public-key", "", "PEM `file` with the RSA (RS256) or ECDSA P-256 (ES256) public key that verifies tokens (--auth jwt)")
 	fs.StringVar(&c.jwtAudience, "jwt-audience", "", "if set, tokens must carry this aud (--auth jwt)")
 	fs.StringVar(&c.jwtIssuer, "jwt-issuer", "", "if set, tokens must carry this iss (--auth jwt)")
-	fs.StringVar(&public, "public-subscribe", "", "comma-separated patterns anyone may subscribe to without a token, e.g. news.> (--auth jwt)")
+	fs.Var(&public, "public-subscribe", "comma-separated `patterns` anyone may subscribe to without a token, e.g. news.> (--auth jwt)")
 	fs.StringVar(&c.apiKey, "api-key", "", "secret that lets a server publish to any topic and read /v1/stats with the X-API-Key header instead of a token (--auth jwt)")
 	fs.DurationVar(&c.shutdownTimeout, "shutdown-timeout", 10*time.Second, "how long a graceful shutdown may take before connections are cut")
 	fs.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn or error (debug logs every request)")
 	fs.StringVar(&c.logFormat, "log-format", "text", "log format: text or json")
-	fs.StringVar(&upstream, "action-upstream", "", "HTTP backend that runs actions: a `URL` for every action type, or a comma-separated list of TYPE=URL (TYPE exact, or a prefix ending in . or *) with at most one bare URL as the fallback, e.g. billing.=http://billing/actions,http://app/actions (empty: only the built-in echo type)")
+	fs.Var(&upstream, "action-upstream", "HTTP backend that runs actions: a `URL` for every action type, or a comma-separated list of TYPE=URL (TYPE exact, or a prefix ending in . or *) with at most one bare URL as the fallback, e.g. billing.=http://billing/actions,http://app/actions (empty: only the built-in echo type)")
 	fs.IntVar(&c.actionWorkers, "action-workers", 16, "actions run at once")
 	fs.IntVar(&c.actionQueue, "action-queue", 10000, "accepted actions waiting for a worker, at most; when full, new actions get 503 with Retry-After")
 	fs.DurationVar(&c.actionTTL, "action-ttl", time.Hour, "how long a finished action's status (and its idempotency key) is kept")
@@ -193,15 +194,8 @@ func parseServeFlags(args []string, getenv func(string) (string, bool), stdout i
 	}
 	c.settings = settings
 
-	for _, o := range strings.Split(origins, ",") {
-		if o = strings.TrimSpace(o); o != "" {
-			c.allowedOrigins = append(c.allowedOrigins, o)
-		}
-	}
-	for _, o := range strings.Split(corsOrigins, ",") {
-		if o = strings.TrimSpace(o); o == "" {
-			continue
-		}
+	c.allowedOrigins = listItems(string(origins))
+	for _, o := range listItems(string(corsOrigins)) {
 		if o != "*" {
 			u, err := url.Parse(o)
 			if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || (u.Path != "" && u.Path != "/") || u.RawQuery != "" {
@@ -215,10 +209,7 @@ func parseServeFlags(args []string, getenv func(string) (string, bool), stdout i
 		// origin.
 		c.allowedOrigins = append(c.allowedOrigins, o)
 	}
-	for _, raw := range strings.Split(public, ",") {
-		if raw = strings.TrimSpace(raw); raw == "" {
-			continue
-		}
+	for _, raw := range listItems(string(public)) {
 		pat, err := hub.ParsePattern(raw)
 		if err != nil {
 			return c, usagef("--public-subscribe: %v", err)
@@ -228,7 +219,7 @@ func parseServeFlags(args []string, getenv func(string) (string, bool), stdout i
 	if err := c.logLevel.UnmarshalText([]byte(logLevel)); err != nil {
 		return c, usagef("--log-level must be debug, info, warn or error, got %q", logLevel)
 	}
-	routes, err := parseUpstream(upstream)
+	routes, err := parseUpstream(string(upstream))
 	if err != nil {
 		return c, err
 	}
@@ -242,10 +233,7 @@ func parseServeFlags(args []string, getenv func(string) (string, bool), stdout i
 func parseUpstream(s string) ([]upstreamRoute, error) {
 	var routes []upstreamRoute
 	seen := make(map[string]bool)
-	for _, e := range strings.Split(s, ",") {
-		if e = strings.TrimSpace(e); e == "" {
-			continue
-		}
+	for _, e := range listItems(s) {
 		r := upstreamRoute{url: e}
 		if eq, scheme := strings.Index(e, "="), strings.Index(e, "://"); eq >= 0 && (scheme < 0 || eq < scheme) {
 			r.typ, r.url = strings.TrimSpace(e[:eq]), strings.TrimSpace(e[eq+1:])
@@ -270,27 +258,19 @@ func parseUpstream(s string) ([]upstreamRoute, error) {
 	return routes, nil
 }
 
-// checkUpstreamType accepts what an action type may be, optionally followed
-// by "*", outside the reserved herald. namespace.
+// checkUpstreamType accepts an entry's type by the rule for action types
+// (hub.ValidateType): an exact type, or a prefix ending in "." or "*",
+// whose name without the "*" must be a type itself.
 func checkUpstreamType(typ string) error {
 	name := strings.TrimSuffix(typ, "*")
 	if name == "" {
 		return errors.New(`the type before "=" is empty (a bare URL is the fallback for every type)`)
 	}
-	if len(name) > 64 {
-		return fmt.Errorf("type %q is longer than 64 bytes", typ)
+	// "herald" is a type, but "herald*" would cover the reserved namespace.
+	if hub.ReservedType(name + ".") {
+		return fmt.Errorf("type %q is in the reserved %s namespace", typ, hub.ReservedTypePrefix)
 	}
-	for i := 0; i < len(name); i++ {
-		c := name[i]
-		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || strings.IndexByte("_.:-", c) >= 0) {
-			return fmt.Errorf("type %q may only contain A-Z a-z 0-9 _ . : - (and end in *)", typ)
-		}
-	}
-	// name+"." also catches "herald" itself, whose "herald*" would cover the namespace.
-	if hub.ReservedType(name) || hub.ReservedType(name+".") {
-		return fmt.Errorf("type %q is in the reserved herald. namespace", typ)
-	}
-	return nil
+	return hub.ValidateType(name)
 }
 
 func checkUpstreamURL(s string) error {

@@ -22,8 +22,8 @@ const actionsPath = "/v1/actions"
 // actionJSON is the body of POST /v1/actions. Unknown fields are ignored,
 // as for publish.
 type actionJSON struct {
-	Type    *string         `json:"type"`
-	Topic   *string         `json:"topic"`
+	Type    string          `json:"type"`
+	Topic   string          `json:"topic"`
 	Payload json.RawMessage `json:"payload"`
 }
 
@@ -52,6 +52,10 @@ func (a *api) submitAction(w http.ResponseWriter, r *http.Request) {
 	req, perr := parseAction(body)
 	if perr != nil {
 		apierror.Write(w, perr)
+		return
+	}
+	if err := req.Validate(); err != nil {
+		apierror.WriteErr(w, err)
 		return
 	}
 	if !p.MayAct(req.Type) {
@@ -132,8 +136,7 @@ func (a *api) writeAction(w http.ResponseWriter, act action.Action) {
 func actionURL(id string) string { return actionsPath + "/" + url.PathEscape(id) }
 
 // parseAction decodes an action body. It checks what only the transport
-// knows (the JSON and the presence of the fields); the service validates the
-// values.
+// knows, the JSON; Request.Validate and the service check the fields.
 func parseAction(body []byte) (action.Request, *apierror.Error) {
 	if !utf8.Valid(body) {
 		return action.Request{}, badJSON("request body is not valid UTF-8")
@@ -154,14 +157,7 @@ func decodeAction(body []byte) (action.Request, *apierror.Error) {
 	if err := json.Unmarshal(body, &in); err != nil {
 		return action.Request{}, badJSON(describeJSONError(err))
 	}
-	if in.Type == nil || *in.Type == "" {
-		return action.Request{}, apierror.New(http.StatusBadRequest, apierror.InvalidType, `"type" is required`)
-	}
-	if in.Topic == nil || *in.Topic == "" {
-		return action.Request{}, apierror.New(http.StatusBadRequest, apierror.InvalidTopic,
-			`"topic" is required: the action's result is published there`)
-	}
-	return action.Request{Type: *in.Type, Topic: *in.Topic, Payload: in.Payload}, nil
+	return action.Request{Type: in.Type, Topic: in.Topic, Payload: in.Payload}, nil
 }
 
 // idempotencyKey returns the request's Idempotency-Key, or "" when it has

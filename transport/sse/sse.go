@@ -1,20 +1,29 @@
 // Package sse serves the hub's events as Server-Sent Events on GET /v1/events.
 //
-// One request is one hub.Client. The handler goroutine that net/http runs
-// for the request is the connection's only writer: it subscribes, sends the
-// headers and the retry hint, then waits on the client's wake channel, a
-// heartbeat timer and the request's context. Each wake drains everything the
-// hub queued and writes it as one buffer with one flush, so a burst costs one
-// write per connection rather than one per event, and an idle connection
-// holds no buffer.
+// One request is one hub.Client. The handler subscribes it, and then one
+// writer at a time sends the stream:
+//   - HTTP/1.x (conn.go): the handler hijacks the connection, writes the
+//     response head and the retry hint, and returns. A writer goroutine
+//     waits on the client's wake channel and a heartbeat timer, and parks
+//     when idle (hub.Client.Park), ending its goroutine until there is work;
+//     a reader goroutine waits for the peer to leave.
+//   - HTTP/2, or a connection a wrapper keeps from being hijacked
+//     (stream.go): the handler goroutine that net/http runs for the
+//     request is the writer: it sends the headers and the retry hint, then
+//     waits on the client's wake channel, a heartbeat timer and the
+//     request's context.
+//
+// Each wake drains everything the hub queued and writes it as one buffer
+// with one flush, so a burst costs one write per connection rather than one
+// per event, and an idle connection holds no buffer.
 //
 // Slow consumers: the hub bounds each client's queue (hub.Options.QueueBytes).
 // A client that lets it overflow is failed by the hub with
 // hub.ErrSlowConsumer without ever blocking the publisher or other clients;
-// its handler sees the error at its next Drain and closes the connection
+// its writer sees the error at its next Drain and closes the connection
 // (not a clean end of the response, which would keep the socket open for
 // keep-alive behind a backlog the client never read). A client that stops
-// reading leaves the handler blocked in a write: the per-batch write deadline
+// reading leaves the writer blocked in a write: the per-batch write deadline
 // (Options.WriteTimeout) bounds that, after which the client is failed as a
 // slow consumer and the connection is closed. So a stalled connection lives
 // at most about WriteTimeout after its queue overflowed. The browser's
@@ -66,12 +75,12 @@ type Options struct {
 	Logger *slog.Logger
 }
 
-// Handler serves GET /v1/events. It is safe for concurrent use; each request
-// is served entirely by the goroutine net/http runs it on.
+// Handler serves GET /v1/events. It is safe for concurrent use.
 //
-// It does not track its requests itself: hub.Shutdown (or Close) fails every
-// hub client with hub.ErrGoingAway, which ends every open stream promptly, so
-// http.Server.Shutdown can then wait for the handlers to return.
+// hub.Shutdown (or Close) fails every hub client with hub.ErrGoingAway,
+// which ends every open stream promptly. http.Server.Shutdown then waits for
+// the HTTP/2 handlers to return; the streams on hijacked connections, which
+// it does not see, are counted by the Handler (Wait).
 type Handler struct {
 	opts    Options
 	retry   []byte          // the "retry: N\n\n" preamble

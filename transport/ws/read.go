@@ -5,14 +5,17 @@ import "errors"
 // The read side of corkConn exists for idle memory. A goroutine's stack
 // grows while it works (decoding a message, subscribing, writing a batch),
 // and the runtime halves a stack only when less than a quarter of it is in
-// use, counting an 800-byte reserve, so a stack that has grown to 4 KiB stays
-// there: a connection that has done anything would idle on grown stacks
-// (measured: 12 KiB of stacks per idle connection, against 4 KiB now; see
-// mem_test.go). Instead, each of the session's loops hands over to a fresh
-// goroutine before it waits (session.go). For the reader that requires
-// waiting for the next message outside coder/websocket, whose Read blocks
-// deep in its own call chain: WaitReadable blocks until the socket is
-// readable without consuming anything, on a shallow stack.
+// use, counting an 800-byte reserve. A goroutine waiting on a socket uses
+// more than the 224 bytes that leaves of a 4 KiB stack, so a stack that has
+// grown to 4 KiB or more never gets back to the minimal 2 KiB: a connection
+// that has done anything would idle on grown stacks (measured: 12 KiB of
+// stacks per idle connection, against about 2 KiB now, the reader's minimal
+// stack alone; see mem_test.go). Instead, the writer parks, ending its
+// goroutine (session.go), and the reader hands over to a fresh goroutine
+// before it waits (readloop.go). For the reader that requires waiting for the
+// next message outside coder/websocket, whose Read blocks deep in its own
+// call chain: WaitReadable blocks until the socket is readable without
+// consuming anything, on a shallow stack.
 //
 // That is only correct if nothing of the next message is already buffered
 // above the socket, in coder/websocket's bufio.Reader. So Read never returns

@@ -17,11 +17,6 @@ import (
 	"github.com/heraldpush/herald/hub"
 )
 
-// Close codes of the wire protocol beyond those coder/websocket names.
-const (
-	StatusSlowConsumer websocket.StatusCode = 4008
-)
-
 // closeTimeout bounds a close handshake: after it the socket is closed
 // without waiting for the peer's answer.
 const closeTimeout = time.Second
@@ -211,7 +206,7 @@ func signal(ch chan struct{}) {
 func (s *session) writeFailed(err error) (websocket.StatusCode, string) {
 	if errors.Is(err, os.ErrDeadlineExceeded) && !s.conn.Closing() {
 		s.client.Fail(hub.ErrSlowConsumer)
-		return StatusSlowConsumer, "slow consumer"
+		return closeStatus(hub.ErrSlowConsumer)
 	}
 	if s.ctx.Err() != nil {
 		return readerStatus(context.Cause(s.ctx))
@@ -269,7 +264,7 @@ func (s *session) writeBatch(items []hub.Item) error {
 // close handshake), waits for the session's other goroutines and releases
 // the client.
 func (s *session) finish(code websocket.StatusCode, reason string) {
-	if code == StatusSlowConsumer {
+	if code == websocket.StatusCode(hub.ErrSlowConsumer.Code) {
 		s.h.opts.Logger.Debug("websocket client disconnected as a slow consumer", "client", s.client.ID())
 	}
 	if code != 0 {
@@ -310,22 +305,11 @@ func readerStatus(err error) (websocket.StatusCode, string) {
 	}
 }
 
-// closeStatus maps the reason the hub closed the client to a close status.
+// closeStatus is how to close after the hub closed the client with err:
+// the code and reason of its hub.Disconnect.
 func closeStatus(err error) (websocket.StatusCode, string) {
-	switch {
-	case errors.Is(err, hub.ErrSlowConsumer):
-		return StatusSlowConsumer, "slow consumer"
-	case errors.Is(err, auth.ErrExpired):
-		return websocket.StatusPolicyViolation, "token expired"
-	case errors.Is(err, auth.ErrUnauthorized):
-		return websocket.StatusPolicyViolation, err.Error() // close makes it fit
-	case errors.Is(err, hub.ErrEpochChanged):
-		return websocket.StatusServiceRestart, "event log replaced; reconnect"
-	case errors.Is(err, hub.ErrUnavailable):
-		return websocket.StatusTryAgainLater, "broker unavailable"
-	default: // hub.ErrGoingAway, hub.ErrClosed
-		return websocket.StatusGoingAway, "server going away"
-	}
+	d := hub.DisconnectOf(err)
+	return websocket.StatusCode(d.Code), d.Reason
 }
 
 // close performs the close handshake, bounded by closeTimeout: a peer that

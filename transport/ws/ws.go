@@ -5,8 +5,10 @@
 // messages (session.go). The writer coalesces every frame of a drained batch
 // into a single write on the socket (cork.go): one write() per batch rather
 // than one per frame is what lets a small box fan out to many connections.
-// An idle connection holds no buffer beyond a few hundred bytes and two
-// minimal goroutine stacks (read.go).
+// An idle connection holds no buffer beyond a few hundred bytes and one
+// goroutine, the reader, on a minimal stack: the writer parks when it has
+// nothing to do (session.go), and the reader waits for the next message on
+// a fresh goroutine (read.go).
 package ws
 
 import (
@@ -175,7 +177,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if authErr != nil {
 		// Browsers cannot read the status of a refused handshake, but they
 		// see a close code: the writer closes with 1008 and the reason.
-		client.Fail(authErr)
+		client.Fail(hub.Refused(authErr.Error(), authErr))
 		s.principal = auth.Nobody
 	} else {
 		s.principal = p

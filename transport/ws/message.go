@@ -1,8 +1,6 @@
 package ws
 
 import (
-	"bytes"
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -10,59 +8,12 @@ import (
 	"strconv"
 	"strings"
 	"time"
-	"unicode/utf8"
-
-	"github.com/coder/websocket"
 
 	"github.com/heraldpush/herald/action"
 	"github.com/heraldpush/herald/hub"
 	"github.com/heraldpush/herald/limit"
 	"github.com/heraldpush/herald/transport/apierror"
 )
-
-// eventFormat is an event's complete WebSocket frame, header included, with
-// the payload {"op":"event",…envelope fields…}: a head of the frame header
-// and the "op" field, then the envelope after its opening brace. Server
-// frames are not masked, so the frame is the same for every subscriber: the
-// hub encodes the head once per event and every WebSocket subscriber's
-// writer sends it and the shared envelope.
-var eventFormat = hub.NewFormat(func(dst []byte, m *hub.Message) []byte {
-	const op = `{"op":"event",`
-	dst = appendTextHeader(dst, len(op)+len(m.Envelope())-1)
-	return append(dst, op...)
-}, 1, "")
-
-// appendTextHeader appends the header of an unmasked, final text frame
-// carrying n payload bytes (RFC 6455 section 5.2).
-func appendTextHeader(dst []byte, n int) []byte {
-	const finText = 0x81
-	switch {
-	case n <= 125:
-		return append(dst, finText, byte(n))
-	case n <= 0xFFFF:
-		return append(dst, finText, 126, byte(n>>8), byte(n))
-	default:
-		return append(dst, finText, 127,
-			byte(uint64(n)>>56), byte(uint64(n)>>48), byte(uint64(n)>>40), byte(uint64(n)>>32),
-			byte(n>>24), byte(n>>16), byte(n>>8), byte(n))
-	}
-}
-
-// resetFrame frames a herald.reset for one client. id is the head cursor the
-// client resumes from.
-func resetFrame(r *hub.Reset) []byte {
-	topics := r.Topics
-	if topics == nil {
-		topics = []string{}
-	}
-	b, _ := json.Marshal(struct {
-		Op     string   `json:"op"`
-		Reason string   `json:"reason"`
-		Topics []string `json:"topics"`
-		ID     string   `json:"id"`
-	}{"reset", r.Reason, topics, r.Cursor.String()})
-	return b
-}
 
 // inbound is any client message; which fields matter depends on Op.
 type inbound struct {
@@ -76,60 +27,6 @@ type inbound struct {
 	Payload        json.RawMessage `json:"payload"`
 	IdempotencyKey string          `json:"idempotency_key"`
 	Token          string          `json:"token"` // refresh
-}
-
-// readLoop is the reader: it handles client messages until the connection
-// closes, then cancels the session's context with the reason. Every reply is
-// queued on the client, so replies and events reach the client in the order
-// they were queued. A bad message gets an error reply and the connection
-// stays open; a message over the read limit makes coder/websocket close it
-// with 1009, and a text message that is not UTF-8 closes it with 1007
-// (RFC 6455 section 8.1): nothing of it is handled, so no part of it is ever
-// echoed (a ref goes back byte for byte).
-//
-// Having handled a message, it waits for the next one in a fresh goroutine
-// unless bytes of it are already here (see read.go).
-func (s *session) readLoop() {
-	defer s.tasks.Done()
-	for {
-		if err := s.conn.WaitReadable(); err != nil {
-			s.stop(err)
-			return
-		}
-		// No deadline: the reader ends when the session closes the connection.
-		s.conn.SetNonblocking(true)
-		typ, b, err := s.ws.Read(context.Background())
-		s.conn.SetNonblocking(false)
-		if errors.Is(err, errWouldBlock) {
-			// Only control frames came (a pong): wait again on a fresh stack.
-			s.tasks.Add(1)
-			go s.readLoop()
-			return
-		}
-		if err != nil {
-			s.stop(err)
-			return
-		}
-		if s.flood != nil && !s.flood.Allow() {
-			s.stop(errFlood)
-			return
-		}
-		switch {
-		case typ != websocket.MessageText:
-			s.replyError(nil, apierror.New(http.StatusUnsupportedMediaType, apierror.UnsupportedMediaType,
-				"binary frames are not supported: send each message as a JSON object in a text frame"))
-		case !utf8.Valid(b):
-			s.stop(errInvalidUTF8)
-			return
-		default:
-			s.handle(b)
-		}
-		if !s.conn.Buffered() {
-			s.tasks.Add(1)
-			go s.readLoop()
-			return
-		}
-	}
 }
 
 func (s *session) handle(b []byte) {
@@ -220,13 +117,12 @@ func (s *session) submitAction(m inbound) {
 			"actions are not enabled on this server"))
 		return
 	}
-	if m.Type == "" {
-		s.replyError(m.Ref, apierror.New(http.StatusBadRequest, apierror.InvalidType, `"type" is required`))
-		return
+	req := action.Request{
+		Type: m.Type, Topic: m.Topic, Payload: m.Payload, IdempotencyKey: m.IdempotencyKey,
+		Caller: s.principal.Subject,
 	}
-	if m.Topic == "" {
-		s.replyError(m.Ref, apierror.New(http.StatusBadRequest, apierror.InvalidTopic,
-			`"topic" is required: the action's result is published there`))
+	if err := req.Validate(); err != nil {
+		s.replyError(m.Ref, apierror.From(err))
 		return
 	}
 	if e := checkIdempotencyKey(m.IdempotencyKey); e != nil {
@@ -241,10 +137,7 @@ func (s *session) submitAction(m inbound) {
 		s.replyError(m.Ref, rateLimited("actions", wait))
 		return
 	}
-	a, _, err := svc.Submit(s.ctx, action.Request{
-		Type: m.Type, Topic: m.Topic, Payload: m.Payload, IdempotencyKey: m.IdempotencyKey,
-		Caller: s.principal.Subject,
-	})
+	a, _, err := svc.Submit(s.ctx, req)
 	if err != nil {
 		s.replyError(m.Ref, apierror.From(err))
 		return
@@ -341,44 +234,4 @@ func parsePatterns(topics []string) ([]hub.Pattern, *apierror.Error) {
 		pats[i] = p
 	}
 	return pats, nil
-}
-
-// hasRef reports whether the client gave a ref worth echoing.
-func hasRef(ref json.RawMessage) bool {
-	return len(ref) > 0 && !bytes.Equal(ref, []byte("null"))
-}
-
-// okReply encodes {"op":OP,"ref":REF,"id":ID}, leaving out an absent ref or id.
-// Cursors need no escaping.
-func okReply(op string, ref json.RawMessage, id string) []byte {
-	b := make([]byte, 0, 24+len(ref)+len(id))
-	b = append(b, `{"op":"`...)
-	b = append(b, op...)
-	b = append(b, '"')
-	if hasRef(ref) {
-		b = append(b, `,"ref":`...)
-		b = append(b, ref...)
-	}
-	if id != "" {
-		b = append(b, `,"id":"`...)
-		b = append(b, id...)
-		b = append(b, '"')
-	}
-	return append(b, '}')
-}
-
-// replyError queues {"op":"error","ref":REF,"error":{"code","message"}}.
-func (s *session) replyError(ref json.RawMessage, e *apierror.Error) {
-	if !hasRef(ref) {
-		ref = nil
-	}
-	b, err := json.Marshal(struct {
-		Op    string          `json:"op"`
-		Ref   json.RawMessage `json:"ref,omitempty"`
-		Error *apierror.Error `json:"error"`
-	}{"error", ref, e})
-	if err != nil {
-		return // unreachable: ref was decoded from valid JSON
-	}
-	s.client.Queue(b)
 }

@@ -1,0 +1,93 @@
+package ws
+
+import (
+	"bytes"
+	"encoding/json"
+
+	"github.com/heraldpush/herald/hub"
+	"github.com/heraldpush/herald/transport/apierror"
+)
+
+// eventFormat is an event's complete WebSocket frame, header included, with
+// the payload {"op":"event",…envelope fields…}: a head of the frame header
+// and the "op" field, then the envelope after its opening brace. Server
+// frames are not masked, so the frame is the same for every subscriber: the
+// hub encodes the head once per event and every WebSocket subscriber's
+// writer sends it and the shared envelope.
+var eventFormat = hub.NewFormat(func(dst []byte, m *hub.Message) []byte {
+	const op = `{"op":"event",`
+	dst = appendTextHeader(dst, len(op)+len(m.Envelope())-1)
+	return append(dst, op...)
+}, 1, "")
+
+// appendTextHeader appends the header of an unmasked, final text frame
+// carrying n payload bytes (RFC 6455 section 5.2).
+func appendTextHeader(dst []byte, n int) []byte {
+	const finText = 0x81
+	switch {
+	case n <= 125:
+		return append(dst, finText, byte(n))
+	case n <= 0xFFFF:
+		return append(dst, finText, 126, byte(n>>8), byte(n))
+	default:
+		return append(dst, finText, 127,
+			byte(uint64(n)>>56), byte(uint64(n)>>48), byte(uint64(n)>>40), byte(uint64(n)>>32),
+			byte(n>>24), byte(n>>16), byte(n>>8), byte(n))
+	}
+}
+
+// resetFrame frames a herald.reset for one client. id is the head cursor the
+// client resumes from.
+func resetFrame(r *hub.Reset) []byte {
+	topics := r.Topics
+	if topics == nil {
+		topics = []string{}
+	}
+	b, _ := json.Marshal(struct {
+		Op     string   `json:"op"`
+		Reason string   `json:"reason"`
+		Topics []string `json:"topics"`
+		ID     string   `json:"id"`
+	}{"reset", r.Reason, topics, r.Cursor.String()})
+	return b
+}
+
+// hasRef reports whether the client gave a ref worth echoing.
+func hasRef(ref json.RawMessage) bool {
+	return len(ref) > 0 && !bytes.Equal(ref, []byte("null"))
+}
+
+// okReply encodes {"op":OP,"ref":REF,"id":ID}, leaving out an absent ref or id.
+// Cursors need no escaping.
+func okReply(op string, ref json.RawMessage, id string) []byte {
+	b := make([]byte, 0, 24+len(ref)+len(id))
+	b = append(b, `{"op":"`...)
+	b = append(b, op...)
+	b = append(b, '"')
+	if hasRef(ref) {
+		b = append(b, `,"ref":`...)
+		b = append(b, ref...)
+	}
+	if id != "" {
+		b = append(b, `,"id":"`...)
+		b = append(b, id...)
+		b = append(b, '"')
+	}
+	return append(b, '}')
+}
+
+// replyError queues {"op":"error","ref":REF,"error":{"code","message"}}.
+func (s *session) replyError(ref json.RawMessage, e *apierror.Error) {
+	if !hasRef(ref) {
+		ref = nil
+	}
+	b, err := json.Marshal(struct {
+		Op    string          `json:"op"`
+		Ref   json.RawMessage `json:"ref,omitempty"`
+		Error *apierror.Error `json:"error"`
+	}{"error", ref, e})
+	if err != nil {
+		return // unreachable: ref was decoded from valid JSON
+	}
+	s.client.Queue(b)
+}
