@@ -20,8 +20,8 @@ import (
 
 	"github.com/felixge/httpsnoop"
 
+	"github.com/heraldpush/herald/apierror"
 	"github.com/heraldpush/herald/hub"
-	"github.com/heraldpush/herald/transport/apierror"
 	"github.com/heraldpush/herald/transport/sse"
 )
 

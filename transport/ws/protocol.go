@@ -15,9 +15,9 @@ import (
 	"github.com/coder/websocket"
 
 	"github.com/heraldpush/herald/action"
+	"github.com/heraldpush/herald/apierror"
 	"github.com/heraldpush/herald/hub"
 	"github.com/heraldpush/herald/limit"
-	"github.com/heraldpush/herald/transport/apierror"
 )
 
 // eventFormat is an event's complete WebSocket frame, header included, with
