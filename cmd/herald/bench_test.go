@@ -15,8 +15,8 @@ import (
 
 	"github.com/heraldpush/herald/cmd/herald/internal/bench"
 	"github.com/heraldpush/herald/hub"
-	"github.com/heraldpush/herald/internal/relay"
-	"github.com/heraldpush/herald/internal/wait"
+	"github.com/heraldpush/herald/internal/testkit/relay"
+	"github.com/heraldpush/herald/internal/testkit/wait"
 )
 
 // TestBenchAgainstServer runs a short mixed WS/SSE fan-out against a real

@@ -15,7 +15,7 @@ import (
 	"github.com/prometheus/common/model"
 
 	"github.com/heraldpush/herald/cmd/herald/internal/bench"
-	"github.com/heraldpush/herald/internal/wait"
+	"github.com/heraldpush/herald/internal/testkit/wait"
 )
 
 // TestSoak runs a server process under steady, moderate load with

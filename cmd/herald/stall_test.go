@@ -6,7 +6,7 @@ import (
 	"time"
 
 	"github.com/heraldpush/herald/cmd/herald/internal/bench"
-	"github.com/heraldpush/herald/internal/wait"
+	"github.com/heraldpush/herald/internal/testkit/wait"
 )
 
 // TestStalledClient adds connections that subscribe to every topic and
