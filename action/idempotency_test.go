@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"github.com/heraldpush/herald/action"
-	"github.com/heraldpush/herald/internal/wait"
+	"github.com/heraldpush/herald/internal/testkit/wait"
 )
 
 func TestIdempotentReplay(t *testing.T) {

@@ -15,7 +15,7 @@ import (
 
 	"github.com/heraldpush/herald/action"
 	"github.com/heraldpush/herald/hub"
-	"github.com/heraldpush/herald/internal/wait"
+	"github.com/heraldpush/herald/internal/testkit/wait"
 )
 
 var idPattern = regexp.MustCompile(`^act_[a-z2-7]{20}$`)

@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/heraldpush/herald/action"
-	"github.com/heraldpush/herald/internal/wait"
+	"github.com/heraldpush/herald/internal/testkit/wait"
 )
 
 // shutdownAsync runs Shutdown(ctx with timeout d) in a goroutine the test

@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"github.com/heraldpush/herald/hub"
-	"github.com/heraldpush/herald/internal/wait"
+	"github.com/heraldpush/herald/internal/testkit/wait"
 )
 
 // TestSlowConsumerLive: a client whose writer never drains is failed with

@@ -5,7 +5,7 @@ import (
 	"testing"
 
 	"github.com/heraldpush/herald/hub"
-	"github.com/heraldpush/herald/internal/wait"
+	"github.com/heraldpush/herald/internal/testkit/wait"
 )
 
 // TestPark checks the contract a transport's parked writer relies on: the

@@ -14,7 +14,7 @@ import (
 
 	"github.com/heraldpush/herald/action"
 	"github.com/heraldpush/herald/hub"
-	"github.com/heraldpush/herald/internal/browsertest"
+	"github.com/heraldpush/herald/internal/testkit/browsertest"
 	"github.com/heraldpush/herald/transport/httpapi"
 	"github.com/heraldpush/herald/transport/sse"
 	"github.com/heraldpush/herald/transport/ws"

@@ -7,9 +7,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/heraldpush/herald/internal/browsertest"
-	"github.com/heraldpush/herald/internal/relay"
-	"github.com/heraldpush/herald/internal/wait"
+	"github.com/heraldpush/herald/internal/testkit/browsertest"
+	"github.com/heraldpush/herald/internal/testkit/relay"
+	"github.com/heraldpush/herald/internal/testkit/wait"
 )
 
 // TestClientResumesAfterCut subscribes with herald.js over each transport,

@@ -10,7 +10,7 @@ import (
 
 	"github.com/chromedp/chromedp"
 
-	"github.com/heraldpush/herald/internal/browsertest"
+	"github.com/heraldpush/herald/internal/testkit/browsertest"
 )
 
 // TestCrossOriginPage serves a page from one origin that loads herald.js

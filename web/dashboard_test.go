@@ -5,7 +5,7 @@ import (
 
 	"github.com/chromedp/chromedp"
 
-	"github.com/heraldpush/herald/internal/browsertest"
+	"github.com/heraldpush/herald/internal/testkit/browsertest"
 )
 
 // TestDashboard loads the dashboard, as a user would, and checks that it

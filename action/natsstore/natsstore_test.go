@@ -14,8 +14,8 @@ import (
 	"github.com/heraldpush/herald/action/natsstore"
 	"github.com/heraldpush/herald/action/storetest"
 	"github.com/heraldpush/herald/hub"
-	"github.com/heraldpush/herald/internal/natstest"
-	"github.com/heraldpush/herald/internal/wait"
+	"github.com/heraldpush/herald/internal/testkit/natstest"
+	"github.com/heraldpush/herald/internal/testkit/wait"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }

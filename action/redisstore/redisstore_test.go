@@ -9,7 +9,7 @@ import (
 	"github.com/heraldpush/herald/action"
 	"github.com/heraldpush/herald/action/redisstore"
 	"github.com/heraldpush/herald/action/storetest"
-	"github.com/heraldpush/herald/internal/redistest"
+	"github.com/heraldpush/herald/internal/testkit/redistest"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }

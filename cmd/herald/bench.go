@@ -12,17 +12,17 @@ import (
 	"strings"
 	"time"
 
-	"github.com/heraldpush/herald/internal/loadgen"
+	"github.com/heraldpush/herald/cmd/herald/internal/bench"
 )
 
 // runBench runs "herald bench": subscribers and fixed-rate publishers against
 // a running server, a live status line on stderr, and a report at the end.
 func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	var cfg loadgen.Config
+	var cfg bench.Config
 	var jsonOut, htmlOut, shard string
 	var quiet bool
 	fs := flag.NewFlagSet("herald bench", flag.ContinueOnError)
-	fs.StringVar(&cfg.Mode, "mode", loadgen.ModeFanout, "fanout (publish and measure deliveries), actions (post actions, measure 202 time; subscribers check the result events), connect (connection ramp rate and latency) or idle (hold idle connections, measure server memory)")
+	fs.StringVar(&cfg.Mode, "mode", bench.ModeFanout, "fanout (publish and measure deliveries), actions (post actions, measure 202 time; subscribers check the result events), connect (connection ramp rate and latency) or idle (hold idle connections, measure server memory)")
 	fs.StringVar(&cfg.ActionType, "action-type", "echo", "actions mode: the action `TYPE` to post; the server needs a handler for it")
 	fs.StringVar(&cfg.URL, "url", "http://127.0.0.1:8080", "server base `URL`")
 	fs.StringVar(&cfg.PublishURL, "publish-url", "", "publish (and submit actions) to this `URL` instead of --url: another node of a cluster, so that every delivery crosses the broker")
@@ -60,7 +60,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return usagef("%v (see \"herald bench -h\")", err)
 	}
 	switch cfg.Mode {
-	case loadgen.ModeFanout, loadgen.ModeActions, loadgen.ModeConnect, loadgen.ModeIdle:
+	case bench.ModeFanout, bench.ModeActions, bench.ModeConnect, bench.ModeIdle:
 	default:
 		return usagef("unknown --mode %q: want fanout, actions, connect or idle", cfg.Mode)
 	}
@@ -70,7 +70,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if cfg.Events < 0 || cfg.ChaosDisconnect < 0 || cfg.Stall < 0 {
 		return usagef("--events, --chaos-disconnect and --stall must not be negative")
 	}
-	if (cfg.Events > 0 || cfg.ChaosDisconnect > 0 || cfg.Stall > 0) && cfg.Mode != loadgen.ModeFanout && cfg.Mode != loadgen.ModeActions {
+	if (cfg.Events > 0 || cfg.ChaosDisconnect > 0 || cfg.Stall > 0) && cfg.Mode != bench.ModeFanout && cfg.Mode != bench.ModeActions {
 		return usagef("--events, --chaos-disconnect and --stall need --mode fanout or actions")
 	}
 	if shard != "" {
@@ -83,15 +83,15 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		}
 	}
 	if !quiet {
-		cfg.Progress = func(s loadgen.Status) { fmt.Fprintln(stderr, loadgen.FormatStatus(s)) }
+		cfg.Progress = func(s bench.Status) { fmt.Fprintln(stderr, bench.FormatStatus(s)) }
 	}
-	rep, err := loadgen.Run(ctx, cfg)
+	rep, err := bench.Run(ctx, cfg)
 	if err != nil {
 		return fmt.Errorf("failed to run bench: %w", err)
 	}
 	printReport(stdout, rep)
 	if len(rep.Errors) > 0 {
-		fmt.Fprintf(stdout, "errors %s\n", strings.Join(loadgen.SortedErrors(rep.Errors), " "))
+		fmt.Fprintf(stdout, "errors %s\n", strings.Join(bench.SortedErrors(rep.Errors), " "))
 	}
 	if jsonOut != "" {
 		b, _ := json.MarshalIndent(rep, "", "  ")
@@ -110,15 +110,15 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			return fmt.Errorf("failed to write report: %w", err)
 		}
 	}
-	if rep.Mode == loadgen.ModeConnect || rep.Mode == loadgen.ModeIdle {
+	if rep.Mode == bench.ModeConnect || rep.Mode == bench.ModeIdle {
 		if failed := rep.Subscribers - rep.Connected; failed > 0 || len(rep.Errors) > 0 {
 			return fmt.Errorf("connections failed: %d of %d did not connect, errors %s",
-				failed, rep.Subscribers, strings.Join(loadgen.SortedErrors(rep.Errors), " "))
+				failed, rep.Subscribers, strings.Join(bench.SortedErrors(rep.Errors), " "))
 		}
 		return nil
 	}
-	if rep.Mode == loadgen.ModeActions && rep.Accepted == 0 {
-		return fmt.Errorf("no action was accepted: errors %s", strings.Join(loadgen.SortedErrors(rep.Errors), " "))
+	if rep.Mode == bench.ModeActions && rep.Accepted == 0 {
+		return fmt.Errorf("no action was accepted: errors %s", strings.Join(bench.SortedErrors(rep.Errors), " "))
 	}
 	if rep.Lost > 0 || rep.Duplicates > 0 || rep.OutOfOrder > 0 || rep.Resets > 0 {
 		return fmt.Errorf("delivery was not exact: lost %d, duplicates %d, out of order %d, resets %d", rep.Lost, rep.Duplicates, rep.OutOfOrder, rep.Resets)
@@ -128,7 +128,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 
 // printChaos writes the lines of the forced disconnects and stalled
 // connections, if the run had any.
-func printChaos(w io.Writer, rep *loadgen.Report) {
+func printChaos(w io.Writer, rep *bench.Report) {
 	if rep.ReconnectMS != nil {
 		r := rep.ReconnectMS
 		fmt.Fprintf(w, "chaos  disconnects %d  reconnects %d  resets %d  incomplete subscribers %d  seed %d\n",
@@ -143,15 +143,15 @@ func printChaos(w io.Writer, rep *loadgen.Report) {
 }
 
 // printReport writes the human summary of rep, whose lines depend on the mode.
-func printReport(w io.Writer, rep *loadgen.Report) {
+func printReport(w io.Writer, rep *bench.Report) {
 	cm := rep.ConnectMS
 	switch rep.Mode {
-	case loadgen.ModeConnect:
+	case bench.ModeConnect:
 		fmt.Fprintf(w, "mode connect  transport %s  subscribers %d (connected %d)  ramp %.2fs\n",
 			rep.Transport, rep.Subscribers, rep.Connected, rep.DurationS)
 		fmt.Fprintf(w, "connects/s %.0f\n", rep.ConnectsPerSec)
 		fmt.Fprintf(w, "connect ms  p50 %.2f  p90 %.2f  p99 %.2f  p99.9 %.2f  max %.2f\n", cm.P50, cm.P90, cm.P99, cm.P999, cm.Max)
-	case loadgen.ModeIdle:
+	case bench.ModeIdle:
 		fmt.Fprintf(w, "mode idle  transport %s  subscribers %d (connected %d)  held %.1fs\n",
 			rep.Transport, rep.Subscribers, rep.Connected, rep.DurationS)
 		fmt.Fprintf(w, "connect ms  p50 %.2f  p99 %.2f  max %.2f\n", cm.P50, cm.P99, cm.Max)
@@ -163,7 +163,7 @@ func printReport(w io.Writer, rep *loadgen.Report) {
 			fmt.Fprintf(w, "server rss%s  before %d kB  after %d kB  per connection %d bytes\n",
 				gc, rep.ServerRSSKBBefore, rep.ServerRSSKBAfter, rep.RSSPerConnBytes)
 		}
-	case loadgen.ModeActions:
+	case bench.ModeActions:
 		a := rep.AcceptMS
 		fmt.Fprintf(w, "mode actions  accepted %d in %.1fs  %.0f/s\n", rep.Accepted, rep.DurationS, rep.AcceptedPerSec)
 		if a != nil {
@@ -187,18 +187,18 @@ func printReport(w io.Writer, rep *loadgen.Report) {
 			fmt.Fprintf(w, "publish ms  p50 %.2f  p99 %.2f  max %.2f\n", p.P50, p.P99, p.Max)
 		}
 	}
-	if rep.Mode == loadgen.ModeFanout || rep.Mode == loadgen.ModeActions {
+	if rep.Mode == bench.ModeFanout || rep.Mode == bench.ModeActions {
 		printChaos(w, rep)
 	}
 }
 
 // writeHTML writes rep's HTML page to path.
-func writeHTML(path string, rep *loadgen.Report) error {
+func writeHTML(path string, rep *bench.Report) error {
 	f, err := os.Create(path)
 	if err != nil {
 		return err
 	}
-	if err := loadgen.WriteHTML(f, rep); err != nil {
+	if err := bench.WriteHTML(f, rep); err != nil {
 		f.Close()
 		return err
 	}

@@ -13,10 +13,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/heraldpush/herald/cmd/herald/internal/bench"
 	"github.com/heraldpush/herald/hub"
-	"github.com/heraldpush/herald/internal/loadgen"
-	"github.com/heraldpush/herald/internal/relay"
-	"github.com/heraldpush/herald/internal/wait"
+	"github.com/heraldpush/herald/internal/testkit/relay"
+	"github.com/heraldpush/herald/internal/testkit/wait"
 )
 
 // TestBenchAgainstServer runs a short mixed WS/SSE fan-out against a real
@@ -36,7 +36,7 @@ func TestBenchAgainstServer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var rep loadgen.Report
+	var rep bench.Report
 	if err := json.Unmarshal(b, &rep); err != nil {
 		t.Fatalf("report is not JSON: %v\n%s", err, b)
 	}
@@ -65,7 +65,7 @@ func TestBenchAgainstServer(t *testing.T) {
 
 // benchJSON runs bench with args plus a JSON report and returns the report,
 // its raw JSON, and runBench's error.
-func benchJSON(t *testing.T, args ...string) (loadgen.Report, map[string]json.RawMessage, error) {
+func benchJSON(t *testing.T, args ...string) (bench.Report, map[string]json.RawMessage, error) {
 	t.Helper()
 	out := filepath.Join(t.TempDir(), "report.json")
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
@@ -75,7 +75,7 @@ func benchJSON(t *testing.T, args ...string) (loadgen.Report, map[string]json.Ra
 	if err != nil {
 		t.Fatalf("no report (bench: %v): %v", runErr, err)
 	}
-	var rep loadgen.Report
+	var rep bench.Report
 	var raw map[string]json.RawMessage
 	if err := json.Unmarshal(b, &rep); err != nil {
 		t.Fatalf("report is not JSON: %v\n%s", err, b)
@@ -204,7 +204,7 @@ func TestBenchIdleModeLostConnections(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var rep loadgen.Report
+	var rep bench.Report
 	if err := json.Unmarshal(b, &rep); err != nil {
 		t.Fatal(err)
 	}

@@ -5,7 +5,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/heraldpush/herald/internal/loadgen"
+	"github.com/heraldpush/herald/cmd/herald/internal/bench"
 )
 
 // TestChaosDisconnects cuts random subscribers' connections from the
@@ -27,7 +27,7 @@ func TestChaosDisconnects(t *testing.T) {
 	} else {
 		url = startServe(t, append([]string{"--addr", "127.0.0.1:0"}, args...)...).url
 	}
-	cfg := loadgen.Config{
+	cfg := bench.Config{
 		URL:             url,
 		Transport:       "mixed",
 		Subscribers:     pick(100, 1000),

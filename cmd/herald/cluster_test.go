@@ -19,9 +19,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/heraldpush/herald/internal/natstest"
-	"github.com/heraldpush/herald/internal/redistest"
-	"github.com/heraldpush/herald/internal/wait"
+	"github.com/heraldpush/herald/internal/testkit/natstest"
+	"github.com/heraldpush/herald/internal/testkit/redistest"
+	"github.com/heraldpush/herald/internal/testkit/wait"
 )
 
 // clusterBrokers are the shared brokers every cluster test runs on, each

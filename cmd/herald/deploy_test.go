@@ -19,8 +19,8 @@ import (
 	"github.com/coder/websocket"
 	"github.com/coder/websocket/wsjson"
 
-	"github.com/heraldpush/herald/internal/redistest"
-	"github.com/heraldpush/herald/internal/wait"
+	"github.com/heraldpush/herald/internal/testkit/redistest"
+	"github.com/heraldpush/herald/internal/testkit/wait"
 )
 
 // composeNode is what docker-compose.yml gives each Herald node: the

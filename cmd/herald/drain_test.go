@@ -18,8 +18,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/heraldpush/herald/internal/redistest"
-	"github.com/heraldpush/herald/internal/wait"
+	"github.com/heraldpush/herald/internal/testkit/redistest"
+	"github.com/heraldpush/herald/internal/testkit/wait"
 )
 
 // TestShutdownUnderLoad sends a node SIGTERM while publishers and action

@@ -12,10 +12,10 @@ import (
 
 	"github.com/coder/websocket"
 
-	"github.com/heraldpush/herald/internal/natstest"
-	"github.com/heraldpush/herald/internal/redistest"
-	"github.com/heraldpush/herald/internal/relay"
-	"github.com/heraldpush/herald/internal/wait"
+	"github.com/heraldpush/herald/internal/testkit/natstest"
+	"github.com/heraldpush/herald/internal/testkit/redistest"
+	"github.com/heraldpush/herald/internal/testkit/relay"
+	"github.com/heraldpush/herald/internal/testkit/wait"
 )
 
 // outageBound is how long any request may take while the broker is cut

@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/heraldpush/herald/internal/loadgen"
+	"github.com/heraldpush/herald/cmd/herald/internal/bench"
 )
 
 // The reliability checks (chaos_test.go, stall_test.go, soak_test.go,
@@ -46,7 +46,7 @@ func testSeed(t *testing.T) uint64 {
 
 // runLoad runs the bench engine with cfg (see load), and fails t if the
 // run cannot start or finish.
-func runLoad(t *testing.T, cfg loadgen.Config, bound time.Duration) *loadgen.Report {
+func runLoad(t *testing.T, cfg bench.Config, bound time.Duration) *bench.Report {
 	t.Helper()
 	rep, err := load(t, cfg, bound)
 	if err != nil {
@@ -57,22 +57,22 @@ func runLoad(t *testing.T, cfg loadgen.Config, bound time.Duration) *loadgen.Rep
 
 // load runs the bench engine with cfg within bound, logging its status
 // line every 10 s at full size. It may run on any goroutine.
-func load(t *testing.T, cfg loadgen.Config, bound time.Duration) (*loadgen.Report, error) {
+func load(t *testing.T, cfg bench.Config, bound time.Duration) (*bench.Report, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), bound)
 	defer cancel()
 	if soak() {
 		var n int
-		cfg.Progress = func(s loadgen.Status) {
+		cfg.Progress = func(s bench.Status) {
 			if n++; n%10 == 0 {
-				t.Logf("%s %s", cfg.Prefix, loadgen.FormatStatus(s))
+				t.Logf("%s %s", cfg.Prefix, bench.FormatStatus(s))
 			}
 		}
 	}
-	return loadgen.Run(ctx, cfg)
+	return bench.Run(ctx, cfg)
 }
 
 // logReport logs the figures of a fan-out run that the checks are about.
-func logReport(t *testing.T, name string, rep *loadgen.Report) {
+func logReport(t *testing.T, name string, rep *bench.Report) {
 	t.Helper()
 	l := rep.LatencyMS
 	t.Logf("%s: subscribers %d (connected %d), published %d in %.1fs, delivered %d of %d (%.0f/s); "+
@@ -91,7 +91,7 @@ func logReport(t *testing.T, name string, rep *loadgen.Report) {
 // checkExactDelivery fails t unless every one of the run's subscribers
 // connected and ended with every event of its topic, once and in order,
 // without a reset or an error.
-func checkExactDelivery(t *testing.T, rep *loadgen.Report) {
+func checkExactDelivery(t *testing.T, rep *bench.Report) {
 	t.Helper()
 	if rep.Connected != rep.Subscribers || rep.Published == 0 || len(rep.Errors) != 0 {
 		t.Errorf("connected %d of %d, published %d, errors %v", rep.Connected, rep.Subscribers, rep.Published, rep.Errors)

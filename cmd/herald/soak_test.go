@@ -14,8 +14,8 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 
-	"github.com/heraldpush/herald/internal/loadgen"
-	"github.com/heraldpush/herald/internal/wait"
+	"github.com/heraldpush/herald/cmd/herald/internal/bench"
+	"github.com/heraldpush/herald/internal/testkit/wait"
 )
 
 // TestSoak runs a server process under steady, moderate load with
@@ -65,20 +65,20 @@ func TestSoak(t *testing.T) {
 	baseline := s.take(t)
 	t.Logf("baseline: %s", baseline)
 
-	fanout := loadgen.Config{
+	fanout := bench.Config{
 		URL: p.url, Transport: "mixed", Subscribers: pick(200, 2000), Topics: 20, Publishers: 2,
 		Rate: pick(100.0, 300.0), Duration: duration, ChaosDisconnect: pick(5.0, 10.0),
 		SourceIPs: 8, Seed: seed, Prefix: "soak",
 	}
-	actions := loadgen.Config{
-		URL: p.url, Mode: loadgen.ModeActions, Transport: "mixed", Subscribers: 20, Topics: 10,
+	actions := bench.Config{
+		URL: p.url, Mode: bench.ModeActions, Transport: "mixed", Subscribers: 20, Topics: 10,
 		Rate: pick(20.0, 50.0), Duration: duration, SourceIPs: 8, Seed: seed + 1, Prefix: "soak-actions",
 	}
 	var wg sync.WaitGroup
-	reports := make([]*loadgen.Report, 2)
+	reports := make([]*bench.Report, 2)
 	errs := make([]error, 2)
 	start := time.Now()
-	for i, cfg := range []loadgen.Config{fanout, actions} {
+	for i, cfg := range []bench.Config{fanout, actions} {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()

@@ -5,8 +5,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/heraldpush/herald/internal/loadgen"
-	"github.com/heraldpush/herald/internal/wait"
+	"github.com/heraldpush/herald/cmd/herald/internal/bench"
+	"github.com/heraldpush/herald/internal/testkit/wait"
 )
 
 // TestStalledClient adds connections that subscribe to every topic and
@@ -31,7 +31,7 @@ func TestStalledClient(t *testing.T) {
 	// connections get all of them: 9 MB each, twice what the kernel's
 	// buffers (a send buffer grows to net.ipv4.tcp_wmem's 4 MB here) and
 	// the queue can hold, so the queue overflows whatever the timing.
-	rep := runLoad(t, loadgen.Config{
+	rep := runLoad(t, bench.Config{
 		URL: in.url, Transport: "mixed", Subscribers: 20, Topics: 20, Rate: 1400,
 		Payload: 1024, Events: 7000, Stall: 2, Seed: testSeed(t),
 	}, 2*time.Minute)
@@ -66,7 +66,7 @@ func testStalledClientLatency(t *testing.T) {
 	// stalled connection gets every event, 250 kB/s: its buffers fill and
 	// the server drops it some 20 s into a 30 s run, so the readers are
 	// measured while it stalls, when it is dropped, and after.
-	cfg := loadgen.Config{
+	cfg := bench.Config{
 		URL: p.url, Transport: "mixed", Subscribers: 1000, Topics: 10, Publishers: 4,
 		Rate: 500, Payload: 256, Duration: 30 * time.Second, SourceIPs: 8, Seed: seed,
 	}

@@ -17,8 +17,8 @@ import (
 	"time"
 
 	"github.com/heraldpush/herald/hub"
-	"github.com/heraldpush/herald/internal/relay"
-	"github.com/heraldpush/herald/internal/wait"
+	"github.com/heraldpush/herald/internal/testkit/relay"
+	"github.com/heraldpush/herald/internal/testkit/wait"
 )
 
 // subRun is a runSub running in a goroutine until stop or the test's end.

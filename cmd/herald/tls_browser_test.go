@@ -7,7 +7,7 @@ import (
 
 	"github.com/chromedp/chromedp"
 
-	"github.com/heraldpush/herald/internal/browsertest"
+	"github.com/heraldpush/herald/internal/testkit/browsertest"
 )
 
 // TestTLSBrowser loads the dashboard over HTTPS in Chromium, which does not

@@ -8,7 +8,7 @@ import (
 
 	"github.com/chromedp/chromedp"
 
-	"github.com/heraldpush/herald/internal/browsertest"
+	"github.com/heraldpush/herald/internal/testkit/browsertest"
 )
 
 // TestTwoTabs is the example's whole flow in a real browser: two tabs show

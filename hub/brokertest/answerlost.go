@@ -6,11 +6,11 @@ import (
 	"time"
 
 	"github.com/heraldpush/herald/hub"
-	"github.com/heraldpush/herald/internal/wait"
+	"github.com/heraldpush/herald/internal/testkit/wait"
 )
 
 // Muter loses the broker's answers on the way back while requests still
-// reach it (internal/relay's Relay between the broker and its server).
+// reach it (internal/testkit/relay's Relay between the broker and its server).
 type Muter interface {
 	Mute()
 	Unmute()

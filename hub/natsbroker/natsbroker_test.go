@@ -15,8 +15,8 @@ import (
 	"github.com/heraldpush/herald/hub"
 	"github.com/heraldpush/herald/hub/brokertest"
 	"github.com/heraldpush/herald/hub/natsbroker"
-	"github.com/heraldpush/herald/internal/natstest"
-	"github.com/heraldpush/herald/internal/relay"
+	"github.com/heraldpush/herald/internal/testkit/natstest"
+	"github.com/heraldpush/herald/internal/testkit/relay"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }

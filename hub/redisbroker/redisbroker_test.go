@@ -12,8 +12,8 @@ import (
 	"github.com/heraldpush/herald/hub"
 	"github.com/heraldpush/herald/hub/brokertest"
 	"github.com/heraldpush/herald/hub/redisbroker"
-	"github.com/heraldpush/herald/internal/redistest"
-	"github.com/heraldpush/herald/internal/relay"
+	"github.com/heraldpush/herald/internal/testkit/redistest"
+	"github.com/heraldpush/herald/internal/testkit/relay"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }

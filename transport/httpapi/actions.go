@@ -10,9 +10,9 @@ import (
 	"unicode/utf8"
 
 	"github.com/heraldpush/herald/action"
+	"github.com/heraldpush/herald/apierror"
 	"github.com/heraldpush/herald/internal/jsonenc"
 	"github.com/heraldpush/herald/limit"
-	"github.com/heraldpush/herald/transport/apierror"
 )
 
 // actionsPath is where actions are submitted; an action's status lives

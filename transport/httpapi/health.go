@@ -6,8 +6,8 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/heraldpush/herald/apierror"
 	"github.com/heraldpush/herald/hub"
-	"github.com/heraldpush/herald/transport/apierror"
 )
 
 // readyTimeout bounds the broker check of /readyz, so a hung broker makes

@@ -11,7 +11,7 @@ import (
 	"github.com/coder/websocket"
 
 	"github.com/heraldpush/herald/action"
-	"github.com/heraldpush/herald/internal/wait"
+	"github.com/heraldpush/herald/internal/testkit/wait"
 	"github.com/heraldpush/herald/limit"
 )
 

@@ -9,7 +9,7 @@ import (
 	"runtime/debug"
 	"time"
 
-	"github.com/heraldpush/herald/transport/apierror"
+	"github.com/heraldpush/herald/apierror"
 )
 
 // recorder is the ResponseWriter the access log and panic recovery see: it

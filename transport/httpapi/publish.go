@@ -14,10 +14,10 @@ import (
 	"unicode/utf8"
 
 	"github.com/heraldpush/herald/action"
+	"github.com/heraldpush/herald/apierror"
 	"github.com/heraldpush/herald/auth"
 	"github.com/heraldpush/herald/hub"
 	"github.com/heraldpush/herald/limit"
-	"github.com/heraldpush/herald/transport/apierror"
 )
 
 // api holds what the JSON handlers share. It is immutable after NewRouter.

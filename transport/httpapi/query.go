@@ -4,7 +4,7 @@ import (
 	"net/http"
 	"net/url"
 
-	"github.com/heraldpush/herald/transport/apierror"
+	"github.com/heraldpush/herald/apierror"
 )
 
 // withReadableQuery answers 400 invalid_request for a query that net/url

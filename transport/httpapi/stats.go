@@ -2,7 +2,7 @@ package httpapi
 
 import (
 	"encoding/json"
-	"github.com/heraldpush/herald/transport/apierror"
+	"github.com/heraldpush/herald/apierror"
 	"net/http"
 
 	"github.com/heraldpush/herald/action"

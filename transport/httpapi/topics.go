@@ -7,8 +7,8 @@ import (
 	"slices"
 	"strconv"
 
+	"github.com/heraldpush/herald/apierror"
 	"github.com/heraldpush/herald/hub"
-	"github.com/heraldpush/herald/transport/apierror"
 )
 
 // History page sizes: the default, and the largest a request gets (larger

@@ -42,11 +42,11 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/heraldpush/herald/apierror"
 	"github.com/heraldpush/herald/auth"
 	"github.com/heraldpush/herald/hub"
 	"github.com/heraldpush/herald/internal/tracker"
 	"github.com/heraldpush/herald/limit"
-	"github.com/heraldpush/herald/transport/apierror"
 )
 
 // Defaults of Options.

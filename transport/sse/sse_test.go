@@ -16,12 +16,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/heraldpush/herald/internal/wait"
+	"github.com/heraldpush/herald/internal/testkit/wait"
 
 	"github.com/felixge/httpsnoop"
 
+	"github.com/heraldpush/herald/apierror"
 	"github.com/heraldpush/herald/hub"
-	"github.com/heraldpush/herald/transport/apierror"
 	"github.com/heraldpush/herald/transport/sse"
 )
 

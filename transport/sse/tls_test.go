@@ -14,7 +14,7 @@ import (
 	"time"
 
 	"github.com/heraldpush/herald/hub"
-	"github.com/heraldpush/herald/internal/wait"
+	"github.com/heraldpush/herald/internal/testkit/wait"
 	"github.com/heraldpush/herald/transport/sse"
 )
 

@@ -15,7 +15,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/heraldpush/herald/internal/wait"
+	"github.com/heraldpush/herald/internal/testkit/wait"
 
 	"github.com/coder/websocket"
 	"go.uber.org/goleak"

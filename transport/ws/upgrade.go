@@ -8,7 +8,7 @@ import (
 	"net/http"
 	"strings"
 
-	"github.com/heraldpush/herald/transport/apierror"
+	"github.com/heraldpush/herald/apierror"
 )
 
 // Buffer sizes of the bufio pair coder/websocket keeps for the life of a

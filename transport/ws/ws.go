@@ -22,11 +22,11 @@ import (
 	"github.com/coder/websocket"
 
 	"github.com/heraldpush/herald/action"
+	"github.com/heraldpush/herald/apierror"
 	"github.com/heraldpush/herald/auth"
 	"github.com/heraldpush/herald/hub"
 	"github.com/heraldpush/herald/internal/tracker"
 	"github.com/heraldpush/herald/limit"
-	"github.com/heraldpush/herald/transport/apierror"
 )
 
 // Subprotocol is the WebSocket subprotocol of the wire protocol. Clients that

@@ -1,4 +1,4 @@
-package loadgen
+package bench
 
 import (
 	"context"
@@ -7,7 +7,7 @@ import (
 	"time"
 
 	"github.com/heraldpush/herald/hub"
-	"github.com/heraldpush/herald/internal/wait"
+	"github.com/heraldpush/herald/internal/testkit/wait"
 )
 
 // Forced disconnects on both transports: every cut subscriber resumes

@@ -1,4 +1,4 @@
-// Package loadgen drives a Herald server with many subscribers and fixed-rate
+// Package bench drives a Herald server with many subscribers and fixed-rate
 // publishers, and measures what the subscribers observe: deliveries per
 // second, loss, duplicates, order, and publish-to-receive latency.
 //
@@ -7,7 +7,7 @@
 // because one address has only ~28k ephemeral ports, and stamps each event
 // with its intended send time so latency includes any time a late publisher
 // spent catching up (no coordinated omission).
-package loadgen
+package bench
 
 import (
 	"bytes"

@@ -9,8 +9,8 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/heraldpush/herald/action"
+	"github.com/heraldpush/herald/apierror"
 	"github.com/heraldpush/herald/hub"
-	"github.com/heraldpush/herald/transport/apierror"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }

@@ -2,7 +2,7 @@
 -- submits one built-in echo action, so requests/s is accepted actions per
 -- second, while the workers run every action and publish its result.
 --
---   wrk -t2 -c64 -d10s --latency -s docs/wrk-actions.lua http://127.0.0.1:18090/v1/actions
+--   wrk -t2 -c64 -d10s --latency -s scripts/wrk-actions.lua http://127.0.0.1:18090/v1/actions
 
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
