@@ -14,7 +14,7 @@ import (
 	"github.com/heraldpush/herald/action"
 	"github.com/heraldpush/herald/action/memstore"
 	"github.com/heraldpush/herald/action/storetest"
-	"github.com/heraldpush/herald/internal/wait"
+	"github.com/heraldpush/herald/internal/testkit/wait"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }

@@ -8,7 +8,7 @@ import (
 
 	"github.com/coder/websocket"
 
-	"github.com/heraldpush/herald/transport/apierror"
+	"github.com/heraldpush/herald/apierror"
 )
 
 // readLoop is the reader: it handles client messages until the connection
