@@ -113,6 +113,13 @@ func TestMetrics(t *testing.T) {
 	}
 	id := in.submit(t, `{"type":"echo","topic":"done","payload":1}`, "")
 	in.finished(t, id)
+	// The status is final before the result event is published, so a
+	// scrape right after it may not count that event yet.
+	wait.For(t, 10*time.Second, "the action's result to be published", func() bool {
+		fams, _ := scrape(t, in.url+"/metrics")
+		n, _ := value(fams, "herald_events_published_total")
+		return n == events+1
+	})
 	if status, _ := in.get(t, "/no/such/path"); status != http.StatusNotFound {
 		t.Fatalf("GET /no/such/path: %d", status)
 	}

@@ -303,7 +303,12 @@ func TestDialSubscribeAndReceive(t *testing.T) {
 // A subscriber answers the server's keep-alive pings: the server would drop
 // it within a ping interval plus the write timeout otherwise.
 func TestSubscriberAnswersPings(t *testing.T) {
-	ts := newTestServer(t, serverOptions{ws: ws.Options{PingInterval: 10 * time.Millisecond, WriteTimeout: 100 * time.Millisecond}})
+	// A ping's pong is due within the write timeout. The loop runs for
+	// twice that, so a client that left pings unanswered would be closed
+	// while it runs; the timeout is long enough that a busy machine
+	// pausing the test's reads for a moment is not taken for that.
+	const pongDue = time.Second
+	ts := newTestServer(t, serverOptions{ws: ws.Options{PingInterval: 10 * time.Millisecond, WriteTimeout: pongDue}})
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	c, err := dialWS(ctx, &net.Dialer{}, nil, ts.url, wsBufferSize)
@@ -317,7 +322,7 @@ func TestSubscriberAnswersPings(t *testing.T) {
 	start := time.Now()
 	tick := time.NewTicker(5 * time.Millisecond) // paces the events that wake the reader
 	defer tick.Stop()
-	for i := 1; c.pings < 30 || time.Since(start) < 500*time.Millisecond; i++ {
+	for i := 1; c.pings < 30 || time.Since(start) < 2*pongDue; i++ {
 		if ctx.Err() != nil {
 			t.Fatalf("only %d pings seen", c.pings)
 		}
