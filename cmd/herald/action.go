@@ -42,18 +42,8 @@ func runAction(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	fs.BoolVar(&waitDone, "wait", false, "wait for the result and print the final status")
 	fs.DurationVar(&timeout, "timeout", 30*time.Second, "time limit of the whole command, waiting included")
 	fs.StringVar(&token, "token", "", "`JWT` sent as Authorization: Bearer")
-	fs.SetOutput(io.Discard)
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			fs.SetOutput(stdout)
-			fmt.Fprint(stdout, actionUsage)
-			fs.PrintDefaults()
-			return err
-		}
-		return usagef("%v (see \"herald action -h\")", err)
-	}
-	if fs.NArg() > 0 {
-		return usagef("action takes no arguments, got %q (see \"herald action -h\")", fs.Arg(0))
+	if err := parseFlags(fs, args, stdout, actionUsage); err != nil {
+		return err
 	}
 	base, err := parseBaseURL(rawURL)
 	if err != nil {

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -49,15 +48,8 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.StringVar(&jsonOut, "json", "", "write the report as JSON to `FILE` (- for stdout)")
 	fs.StringVar(&htmlOut, "html", "", "write the report as a self-contained HTML page with latency-over-time and histogram plots to `FILE`")
 	fs.BoolVar(&quiet, "quiet", false, "no live status line")
-	fs.SetOutput(io.Discard)
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			fs.SetOutput(stdout)
-			fmt.Fprint(stdout, "Usage: herald bench [flags]\n\nConnects subscribers, publishes at a fixed rate, and reports deliveries/s,\nloss, duplicates, order and publish-to-receive latency. --mode actions posts\nactions instead and measures the time to 202, --mode connect the connection\nramp, --mode idle the memory idle connections cost. --chaos-disconnect cuts\nrandom subscribers, which resume from their last event; --stall adds\nconnections that never read.\n\nFlags:\n")
-			fs.PrintDefaults()
-			return err
-		}
-		return usagef("%v (see \"herald bench -h\")", err)
+	if err := parseFlags(fs, args, stdout, "Usage: herald bench [flags]\n\nConnects subscribers, publishes at a fixed rate, and reports deliveries/s,\nloss, duplicates, order and publish-to-receive latency. --mode actions posts\nactions instead and measures the time to 202, --mode connect the connection\nramp, --mode idle the memory idle connections cost. --chaos-disconnect cuts\nrandom subscribers, which resume from their last event; --stall adds\nconnections that never read.\n\nFlags:\n"); err != nil {
+		return err
 	}
 	switch cfg.Mode {
 	case bench.ModeFanout, bench.ModeActions, bench.ModeConnect, bench.ModeIdle:

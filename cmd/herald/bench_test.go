@@ -213,13 +213,24 @@ func TestBenchIdleModeLostConnections(t *testing.T) {
 	}
 }
 
-func TestBenchBadMode(t *testing.T) {
-	var stdout, stderr bytes.Buffer
-	if got := run([]string{"bench", "--mode", "storm"}, &stdout, &stderr); got != 2 {
-		t.Fatalf("exit status %d, want 2 (stderr %q)", got, &stderr)
-	}
-	if !strings.Contains(stderr.String(), `unknown --mode "storm"`) || stdout.Len() > 0 {
-		t.Fatalf("stdout %q stderr %q", &stdout, &stderr)
+// TestBenchBadCommandLine: a command line bench cannot run is refused with
+// exit status 2 before it connects to anything (an argument it would
+// ignore included: "herald bench 1000" is not --subscribers 1000).
+func TestBenchBadCommandLine(t *testing.T) {
+	for _, tc := range []struct {
+		args   []string
+		stderr string
+	}{
+		{[]string{"--mode", "storm"}, `unknown --mode "storm"`},
+		{[]string{"1000"}, `bench takes no arguments, got "1000" (see "herald bench -h")`},
+	} {
+		var stdout, stderr bytes.Buffer
+		if got := run(append([]string{"bench"}, tc.args...), &stdout, &stderr); got != 2 {
+			t.Fatalf("%q: exit status %d, want 2 (stderr %q)", tc.args, got, &stderr)
+		}
+		if !strings.Contains(stderr.String(), tc.stderr) || stdout.Len() > 0 {
+			t.Fatalf("%q: stdout %q stderr %q", tc.args, &stdout, &stderr)
+		}
 	}
 }
 

@@ -18,6 +18,7 @@ import (
 	"os/signal"
 	"runtime"
 	"runtime/debug"
+	"strings"
 	"syscall"
 )
 
@@ -55,6 +56,27 @@ func (e *usageError) Error() string { return e.msg }
 
 func usagef(format string, args ...any) error {
 	return &usageError{msg: fmt.Sprintf(format, args...)}
+}
+
+// parseFlags parses the flags of a client command (fs is named "herald
+// NAME"), which takes no arguments. -h prints usage, then the flags, on
+// stdout and returns flag.ErrHelp; a bad flag or an argument is a usage
+// error that names the command's -h.
+func parseFlags(fs *flag.FlagSet, args []string, stdout io.Writer, usage string) error {
+	fs.SetOutput(io.Discard)
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			fs.SetOutput(stdout)
+			fmt.Fprint(stdout, usage)
+			fs.PrintDefaults()
+			return err
+		}
+		return usagef("%v (see \"%s -h\")", err, fs.Name())
+	}
+	if fs.NArg() > 0 {
+		return usagef("%s takes no arguments, got %q (see \"%s -h\")", strings.TrimPrefix(fs.Name(), "herald "), fs.Arg(0), fs.Name())
+	}
+	return nil
 }
 
 // run executes one command and returns the process exit status:

@@ -56,18 +56,8 @@ func runPub(ctx context.Context, args []string, stdin io.Reader, stdout, stderr 
 	fs.BoolVar(&useStdin, "stdin", false, "read NDJSON events from stdin")
 	fs.IntVar(&batch, "batch", 100, "at most `N` events per publish request (1 to 1000)")
 	fs.DurationVar(&timeout, "timeout", 30*time.Second, "time limit of each request")
-	fs.SetOutput(io.Discard)
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			fs.SetOutput(stdout)
-			fmt.Fprint(stdout, pubUsage)
-			fs.PrintDefaults()
-			return err
-		}
-		return usagef("%v (see \"herald pub -h\")", err)
-	}
-	if fs.NArg() > 0 {
-		return usagef("pub takes no arguments, got %q (see \"herald pub -h\")", fs.Arg(0))
+	if err := parseFlags(fs, args, stdout, pubUsage); err != nil {
+		return err
 	}
 	base, err := parseBaseURL(rawURL)
 	if err != nil {

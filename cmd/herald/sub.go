@@ -75,21 +75,11 @@ func parseSubFlags(args []string, stdout io.Writer) (subConfig, error) {
 	fs.StringVar(&cfg.since, "since", "", "resume after this `CURSOR` (the id of an event already seen)")
 	fs.StringVar(&cfg.token, "token", "", "`JWT` sent as Authorization: Bearer")
 	fs.StringVar(&format, "format", "json", "output: json (one event envelope per line) or pretty")
-	fs.SetOutput(io.Discard)
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			fs.SetOutput(stdout)
-			fmt.Fprint(stdout, "Usage: herald sub --topic PATTERN [--topic ...] [flags]\n\n"+
-				"Subscribes and prints one event envelope per line (NDJSON) on stdout;\n"+
-				"diagnostics go to stderr. Reconnects with backoff and resumes from the\n"+
-				"last event printed. Runs until interrupted.\n\nFlags:\n")
-			fs.PrintDefaults()
-			return cfg, err
-		}
-		return cfg, usagef("%v (see \"herald sub -h\")", err)
-	}
-	if fs.NArg() > 0 {
-		return cfg, usagef("sub takes no arguments, got %q (use --topic)", fs.Arg(0))
+	if err := parseFlags(fs, args, stdout, "Usage: herald sub --topic PATTERN [--topic ...] [flags]\n\n"+
+		"Subscribes and prints one event envelope per line (NDJSON) on stdout;\n"+
+		"diagnostics go to stderr. Reconnects with backoff and resumes from the\n"+
+		"last event printed. Runs until interrupted.\n\nFlags:\n"); err != nil {
+		return cfg, err
 	}
 	if len(topics) == 0 {
 		return cfg, usagef("sub needs at least one --topic")
