@@ -9,6 +9,7 @@ import (
 	"errors"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/heraldpush/herald/action"
@@ -53,6 +54,13 @@ func (e *Error) Error() string { return e.Code + ": " + e.Message }
 // New returns an *Error.
 func New(status int, code, message string) *Error {
 	return &Error{Status: status, Code: code, Message: message}
+}
+
+// InvalidKey is the answer to an idempotency key that action.ValidateKey
+// refused, naming where the key came from (the Idempotency-Key header, the
+// "idempotency_key" field) before the reason.
+func InvalidKey(where string, err error) *Error {
+	return New(http.StatusBadRequest, InvalidRequest, where+" "+strings.TrimPrefix(err.Error(), action.ErrInvalidKey.Error()+": "))
 }
 
 // Body is the JSON document of an error response.

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
-	"strings"
 	"unicode/utf8"
 
 	"github.com/heraldpush/herald/action"
@@ -177,7 +176,7 @@ func idempotencyKey(h http.Header) (string, *apierror.Error) {
 	}
 	k := vals[0]
 	if err := action.ValidateKey(k); err != nil {
-		return "", apierror.New(http.StatusBadRequest, apierror.InvalidRequest, "Idempotency-Key "+strings.TrimPrefix(err.Error(), action.ErrInvalidKey.Error()+": "))
+		return "", apierror.InvalidKey("Idempotency-Key", err)
 	}
 	return k, nil
 }

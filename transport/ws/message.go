@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net/http"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/heraldpush/herald/action"
@@ -203,8 +202,7 @@ func checkIdempotencyKey(k string) *apierror.Error {
 		return nil
 	}
 	if err := action.ValidateKey(k); err != nil {
-		return apierror.New(http.StatusBadRequest, apierror.InvalidRequest,
-			`"idempotency_key" `+strings.TrimPrefix(err.Error(), action.ErrInvalidKey.Error()+": "))
+		return apierror.InvalidKey(`"idempotency_key"`, err)
 	}
 	return nil
 }
