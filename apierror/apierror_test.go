@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strings"
 	"testing"
 
 	"go.uber.org/goleak"
@@ -47,5 +48,17 @@ func TestFromActionErrors(t *testing.T) {
 	}
 	if e := apierror.From(errors.New("secret detail")); e.Message != "internal error" {
 		t.Errorf("an unknown error leaks its text: %q", e.Message)
+	}
+}
+
+// TestInvalidKey: a refused idempotency key is 400 invalid_request, and the
+// message names where the key came from and why, without the sentinel's
+// words in between.
+func TestInvalidKey(t *testing.T) {
+	err := action.ValidateKey(strings.Repeat("k", action.MaxKeyLen+1))
+	got := apierror.InvalidKey("Idempotency-Key", err)
+	want := fmt.Sprintf("Idempotency-Key must be 1 to %d bytes long, got %d", action.MaxKeyLen, action.MaxKeyLen+1)
+	if got.Status != http.StatusBadRequest || got.Code != apierror.InvalidRequest || got.Message != want {
+		t.Fatalf("got %d %s %q, want 400 invalid_request %q", got.Status, got.Code, got.Message, want)
 	}
 }
