@@ -196,13 +196,56 @@ func (c Config) withDefaults() Config {
 func (c *Config) historyTTL() time.Duration { return max(c.HistoryTTL, 0) }
 func (c *Config) maxConns() int             { return max(c.MaxConns, 0) }
 
-// Check runs the checks of New that connect nothing and read no file but
-// JWTPublicKey: the broker URL and the authentication settings.
-func (c Config) Check() error {
+// Validate checks the values of c, and how they go together, reading no
+// file and connecting nothing. New checks the same; a refused Config is a
+// *ConfigError, named by the flags of "herald serve".
+func (c Config) Validate() error {
 	c = c.withDefaults()
 	if err := CheckBroker(c.Broker); err != nil {
 		return err
 	}
+	switch {
+	case c.Pprof && c.MetricsAddr == "":
+		return configErrorf("--pprof needs --metrics-addr: profiles are served on the internal listener only")
+	case (c.TLSCert == "") != (c.TLSKey == ""):
+		return configErrorf("--tls-cert and --tls-key go together: give both or neither")
+	case c.H2C && c.TLSCert != "":
+		return configErrorf("--h2c is HTTP/2 without TLS; with --tls-cert the server speaks HTTP/2 over TLS already")
+	case int64(c.HistoryBytes) < c.MaxBody:
+		// A smaller bound could not retain the largest event a client may
+		// publish (and NATS would refuse to store it).
+		return configErrorf("--history-bytes (%d) must be at least --max-body (%d)", c.HistoryBytes, c.MaxBody)
+	case c.Shards < 0:
+		return configErrorf("--shards must not be negative, got %d", c.Shards)
+	case c.ActionLease < 300*time.Millisecond:
+		return configErrorf("--action-lease must be at least 300ms, got %v", c.ActionLease)
+	case c.MaxConnsPerIP < 0:
+		return configErrorf("--max-conns-per-ip must not be negative, got %d", c.MaxConnsPerIP)
+	case c.RatePublish < 0 || c.RateActions < 0:
+		return configErrorf("--rate-publish and --rate-actions must not be negative")
+	case c.Auth != "none" && c.Auth != "jwt":
+		return configErrorf("--auth must be none or jwt, got %q", c.Auth)
+	case c.Auth == "jwt" && c.JWTSecret == "" && c.JWTPublicKey == "":
+		return configErrorf("--auth jwt needs --jwt-secret or --jwt-public-key")
+	case c.Auth == "none" && (c.JWTSecret != "" || c.JWTPublicKey != "" || c.JWTAudience != "" ||
+		c.JWTIssuer != "" || len(c.PublicSubscribe) > 0 || c.APIKey != ""):
+		return configErrorf("the --jwt-*, --public-subscribe and --api-key flags need --auth jwt")
+	}
+	for typ, h := range c.ActionHandlers {
+		if h == nil {
+			return configErrorf("the action handler of type %q is nil", typ)
+		}
+	}
+	return nil
+}
+
+// Check runs Validate and the checks of New that connect nothing: the
+// authentication settings, reading JWTPublicKey.
+func (c Config) Check() error {
+	if err := c.Validate(); err != nil {
+		return err
+	}
+	c = c.withDefaults()
 	_, err := c.authenticator()
 	return err
 }

@@ -65,10 +65,10 @@ type Server struct {
 // on cfg.Addr (and cfg.MetricsAddr), so that Addr is known before Serve. A
 // Config it refuses returns a *ConfigError, with nothing started.
 func New(cfg Config) (*Server, error) {
-	cfg = cfg.withDefaults()
-	if err := CheckBroker(cfg.Broker); err != nil {
+	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	cfg = cfg.withDefaults()
 	log := cfg.Logger
 	authn, err := cfg.authenticator()
 	if err != nil {
@@ -83,11 +83,6 @@ func New(cfg Config) (*Server, error) {
 	}
 	if err := cfg.checkHTTP2(os.Getenv("GODEBUG")); err != nil {
 		return nil, err
-	}
-	for typ, h := range cfg.ActionHandlers {
-		if h == nil {
-			return nil, configErrorf("the action handler of type %q is nil", typ)
-		}
 	}
 	// Upstreams are built before anything starts, so a URL they refuse is a
 	// configuration error with nothing to clean up.

@@ -118,6 +118,10 @@ func TestNewRefusesConfig(t *testing.T) {
 		"upstream":  {ActionUpstreams: []server.Upstream{{URL: "ftp://x"}}},
 		"redis url": {Broker: "redis://h:notaport/0"},
 		"handler":   {ActionHandlers: map[string]action.Handler{"greet": nil}},
+		"pprof":     {Pprof: true},
+		"h2c":       {H2C: true, TLSCert: "c.pem", TLSKey: "k.pem"},
+		"lease":     {ActionLease: 100 * time.Millisecond},
+		"jwt":       {JWTSecret: "0123456789abcdef0123456789abcdef"},
 	} {
 		c.Addr, c.Logger = "127.0.0.1:0", slog.New(slog.DiscardHandler)
 		srv, err := server.New(c)

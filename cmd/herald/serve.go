@@ -262,32 +262,20 @@ func checkUpstreamURL(s string) error {
 }
 
 func (c *serveConfig) validate() error {
-	if err := server.CheckBroker(c.broker); err != nil {
-		return usagef("%v", err)
-	}
 	switch {
 	case c.addr == "":
 		return usagef("--addr must not be empty")
-	case c.pprof && c.metricsAddr == "":
-		return usagef("--pprof needs --metrics-addr: profiles are served on the internal listener only")
-	case (c.tlsCert == "") != (c.tlsKey == ""):
-		return usagef("--tls-cert and --tls-key go together: give both or neither")
-	case c.h2c && c.tlsCert != "":
-		return usagef("--h2c is HTTP/2 without TLS; with --tls-cert the server speaks HTTP/2 over TLS already")
 	case c.historySize <= 0:
 		return usagef("--history-size must be positive, got %d", c.historySize)
 	case c.historyBytes <= 0:
 		return usagef("--history-bytes must be positive, got %d", c.historyBytes)
-	case int64(c.historyBytes) < c.maxBody:
-		// A smaller bound could not retain the largest event a client may
-		// publish (and NATS would refuse to store it).
-		return usagef("--history-bytes (%d) must be at least --max-body (%d)", c.historyBytes, c.maxBody)
+	case c.maxConns < 0:
+		// Not passed on: a server.Config's negative MaxConns means no limit.
+		return usagef("--max-conns must not be negative, got %d", c.maxConns)
 	case c.historyTTL < 0:
 		return usagef("--history-ttl must not be negative, got %v", c.historyTTL)
 	case c.queueBytes <= 0:
 		return usagef("--queue-bytes must be positive, got %d", c.queueBytes)
-	case c.shards < 0:
-		return usagef("--shards must not be negative, got %d", c.shards)
 	case c.heartbeat <= 0:
 		return usagef("--heartbeat must be positive, got %v", c.heartbeat)
 	case c.sseRetry <= 0:
@@ -310,8 +298,6 @@ func (c *serveConfig) validate() error {
 		return usagef("--action-workers must be positive, got %d", c.actionWorkers)
 	case c.actionQueue <= 0:
 		return usagef("--action-queue must be positive, got %d", c.actionQueue)
-	case c.actionLease < 300*time.Millisecond:
-		return usagef("--action-lease must be at least 300ms, got %v", c.actionLease)
 	case c.actionTTL <= 0:
 		return usagef("--action-ttl must be positive, got %v", c.actionTTL)
 	case c.actionMaxFinished <= 0:
@@ -322,19 +308,13 @@ func (c *serveConfig) validate() error {
 		return usagef("--action-timeout must be positive, got %v", c.actionTimeout)
 	case c.actionMaxAttempts <= 0:
 		return usagef("--action-max-attempts must be positive, got %d", c.actionMaxAttempts)
-	case c.maxConns < 0 || c.maxConnsPerIP < 0:
-		return usagef("--max-conns and --max-conns-per-ip must not be negative")
-	case c.ratePublish < 0 || c.rateActions < 0:
-		return usagef("--rate-publish and --rate-actions must not be negative")
 	case c.wsMaxTopics <= 0:
 		return usagef("--ws-max-topics must be positive, got %d", c.wsMaxTopics)
-	case c.authMode != "none" && c.authMode != "jwt":
-		return usagef("--auth must be none or jwt, got %q", c.authMode)
-	case c.authMode == "jwt" && c.jwtSecret == "" && c.jwtPublicKey == "":
-		return usagef("--auth jwt needs --jwt-secret or --jwt-public-key")
-	case c.authMode == "none" && (c.jwtSecret != "" || c.jwtPublicKey != "" || c.jwtAudience != "" ||
-		c.jwtIssuer != "" || len(c.publicSubscribe) > 0 || c.apiKey != ""):
-		return usagef("the --jwt-*, --public-subscribe and --api-key flags need --auth jwt")
+	}
+	// The rules that hold for an embedded server too, the broker URL
+	// among them.
+	if err := c.server(nil).Validate(); err != nil {
+		return usagef("%v", err)
 	}
 	return nil
 }
@@ -350,7 +330,8 @@ func (c *serveConfig) logger(w io.Writer) *slog.Logger {
 // runServe runs the server until ctx is cancelled, then shuts it down
 // gracefully within --shutdown-timeout. Logs go to stderr, help to stdout.
 // ready, if not nil, is called with the listening address once the server
-// accepts connections.
+// listens; connections wait in the listener's backlog until Serve takes
+// them a moment later.
 //
 // It returns a *usageError for a bad command line, flag.ErrHelp after -h,
 // and nil after a shutdown asked for through ctx (even one that had to cut
