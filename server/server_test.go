@@ -133,3 +133,28 @@ func TestNewRefusesConfig(t *testing.T) {
 		}
 	}
 }
+
+// TestShutdownBeforeServe stops a server that never served: its port is
+// free again, and a later Serve returns at once.
+func TestShutdownBeforeServe(t *testing.T) {
+	srv, err := server.New(server.Config{Addr: "127.0.0.1:0", Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	addr := srv.Addr()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(ctx); err != nil {
+		t.Fatalf("Shutdown: %v", err)
+	}
+	if err := srv.Serve(ctx); err != nil {
+		t.Fatalf("Serve after Shutdown: %v", err)
+	}
+	again, err := server.New(server.Config{Addr: addr, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatalf("New on the address of a server shut down: %v", err)
+	}
+	if err := again.Shutdown(ctx); err != nil {
+		t.Fatalf("Shutdown: %v", err)
+	}
+}
