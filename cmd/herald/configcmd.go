@@ -87,8 +87,8 @@ func configCheck(args []string, getenv func(string) (string, bool), stdout io.Wr
 // listens: the JWT keys (reading --jwt-public-key) and the broker URL. The
 // --action-upstream URLs need nothing beyond parseServeFlags' checks.
 func (c *serveConfig) preflight() error {
-	if _, err := c.authenticator(); err != nil {
-		return err
+	if err := c.server(nil).Check(); err != nil {
+		return usagef("%v", err)
 	}
-	return c.checkBroker()
+	return nil
 }

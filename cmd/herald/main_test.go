@@ -193,6 +193,9 @@ func TestServeBadFlags(t *testing.T) {
 		{"log level", []string{"--log-level", "loud"}, nil, "--log-level must be"},
 		{"negative shards", []string{"--shards", "-2"}, nil, "--shards must not be negative"},
 		{"pprof without the internal listener", []string{"--pprof"}, nil, "--pprof needs --metrics-addr"},
+		{"negative max-conns", []string{"--max-conns", "-1"}, nil, "--max-conns must not be negative"},
+		{"negative max-conns-per-ip", []string{"--max-conns-per-ip", "-1"}, nil, "--max-conns-per-ip must not be negative"},
+		{"h2c with TLS", []string{"--h2c", "--tls-cert", "c.pem", "--tls-key", "k.pem"}, nil, "--h2c is HTTP/2 without TLS"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

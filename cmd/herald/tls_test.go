@@ -454,7 +454,7 @@ func TestTLSWebSocket(t *testing.T) {
 // extended CONNECT (SETTINGS_ENABLE_CONNECT_PROTOCOL, RFC 8441). A browser
 // offered it opens WebSockets as streams of the HTTP/2 connection, which
 // coder/websocket cannot accept: this test fails if a Go release turns it
-// on by default (see checkHTTP2).
+// on by default (see server.Config.checkHTTP2).
 func TestHTTP2NoExtendedConnect(t *testing.T) {
 	settings := func(t *testing.T, conn net.Conn) {
 		t.Helper()

@@ -1,4 +1,4 @@
-package main
+package server
 
 import (
 	"context"
@@ -24,45 +24,33 @@ import (
 // brokerConnectTimeout bounds connecting to the broker at start.
 const brokerConnectTimeout = 10 * time.Second
 
-func knownBroker(s string) bool {
-	if s == "memory" {
-		return true
-	}
-	for _, scheme := range []string{"redis://", "rediss://", "nats://", "tls://"} {
-		if strings.HasPrefix(s, scheme) {
-			return true
-		}
-	}
-	return false
-}
-
 // newBroker connects the --broker, and the action store that goes with it
 // (nil: the actions stay on each node). The returned func releases what
 // they hold (the connections), after the hub has closed the broker.
-func (c *serveConfig) newBroker(log *slog.Logger) (hub.Broker, action.Store, func(), error) {
+func (c *Config) newBroker(log *slog.Logger) (hub.Broker, action.Store, func(), error) {
 	switch {
-	case c.broker == "memory":
-		return hub.NewMemoryBroker(hub.MemoryOptions{Size: c.historySize, MaxBytes: c.historyBytes, TTL: c.historyTTL}), nil, func() {}, nil
-	case strings.HasPrefix(c.broker, "nats://"), strings.HasPrefix(c.broker, "tls://"):
+	case c.Broker == "memory":
+		return hub.NewMemoryBroker(hub.MemoryOptions{Size: c.HistorySize, MaxBytes: c.HistoryBytes, TTL: c.historyTTL()}), nil, func() {}, nil
+	case strings.HasPrefix(c.Broker, "nats://"), strings.HasPrefix(c.Broker, "tls://"):
 		return c.newNATSBroker(log)
 	default:
 		return c.newRedisBroker(log)
 	}
 }
 
-// checkBroker checks the --broker URL as newBroker reads it, without
-// connecting.
-func (c *serveConfig) checkBroker() error {
+// CheckBroker checks a broker URL as New reads it, without connecting.
+func CheckBroker(broker string) error {
 	switch {
-	case c.broker == "memory":
+	case broker == "memory":
 		return nil
-	case strings.HasPrefix(c.broker, "nats://"), strings.HasPrefix(c.broker, "tls://"):
-		_, _, err := natsBrokerURL(c.broker)
+	case strings.HasPrefix(broker, "nats://"), strings.HasPrefix(broker, "tls://"):
+		_, _, err := natsBrokerURL(broker)
 		return err
-	default:
-		_, _, err := redisBrokerURL(c.broker)
+	case strings.HasPrefix(broker, "redis://"), strings.HasPrefix(broker, "rediss://"):
+		_, _, err := redisBrokerURL(broker)
 		return err
 	}
+	return configErrorf("--broker %s is not supported (memory, redis://…, rediss://…, nats://… or tls://…)", broker)
 }
 
 // redisBrokerURL reads a redis:// --broker: the client's options, and the
@@ -70,7 +58,7 @@ func (c *serveConfig) checkBroker() error {
 func redisBrokerURL(s string) (*redis.Options, string, error) {
 	u, err := url.Parse(s)
 	if err != nil {
-		return nil, "", usagef("--broker: %v", err)
+		return nil, "", configErrorf("--broker: %v", err)
 	}
 	q := u.Query()
 	prefix := q.Get("prefix")
@@ -78,13 +66,13 @@ func redisBrokerURL(s string) (*redis.Options, string, error) {
 	u.RawQuery = q.Encode()
 	opts, err := redis.ParseURL(u.String())
 	if err != nil {
-		return nil, "", usagef("--broker: %v", err)
+		return nil, "", configErrorf("--broker: %v", err)
 	}
 	return opts, prefix, nil
 }
 
-func (c *serveConfig) newRedisBroker(log *slog.Logger) (hub.Broker, action.Store, func(), error) {
-	opts, prefix, err := redisBrokerURL(c.broker)
+func (c *Config) newRedisBroker(log *slog.Logger) (hub.Broker, action.Store, func(), error) {
+	opts, prefix, err := redisBrokerURL(c.Broker)
 	if err != nil {
 		return nil, nil, nil, err
 	}
@@ -99,17 +87,17 @@ func (c *serveConfig) newRedisBroker(log *slog.Logger) (hub.Broker, action.Store
 	ctx, cancel := context.WithTimeout(context.Background(), brokerConnectTimeout)
 	defer cancel()
 	b, err := redisbroker.New(ctx, redisbroker.Options{
-		Client: rdb, Prefix: prefix, Size: c.historySize, MaxBytes: c.historyBytes, TTL: c.historyTTL, Logger: log,
+		Client: rdb, Prefix: prefix, Size: c.HistorySize, MaxBytes: c.HistoryBytes, TTL: c.historyTTL(), Logger: log,
 	})
 	if err != nil {
 		rdb.Close()
-		return nil, nil, nil, fmt.Errorf("failed to connect to %s: %w", redactBroker(c.broker), err)
+		return nil, nil, nil, fmt.Errorf("failed to connect to %s: %w", redactBroker(c.Broker), err)
 	}
 	store, err := redisstore.New(ctx, rdb, prefix)
 	if err != nil {
 		_ = b.Close()
 		rdb.Close()
-		return nil, nil, nil, fmt.Errorf("failed to connect to %s: %w", redactBroker(c.broker), err)
+		return nil, nil, nil, fmt.Errorf("failed to connect to %s: %w", redactBroker(c.Broker), err)
 	}
 	return b, store, func() { rdb.Close() }, nil
 }
@@ -129,19 +117,19 @@ func natsBrokerURL(s string) (servers string, o natsbroker.Options, err error) {
 	servers, query, _ := strings.Cut(s, "?")
 	q, err := url.ParseQuery(query)
 	if err != nil {
-		return "", o, usagef("--broker: %v", err)
+		return "", o, configErrorf("--broker: %v", err)
 	}
 	for k := range q {
 		switch k {
 		case "stream", "subjects", "replicas", "storage":
 		default:
-			return "", o, usagef("--broker: unknown NATS option %q (stream, subjects, replicas, storage)", k)
+			return "", o, configErrorf("--broker: unknown NATS option %q (stream, subjects, replicas, storage)", k)
 		}
 	}
 	o.Stream, o.Subjects = q.Get("stream"), q.Get("subjects")
 	if r := q.Get("replicas"); r != "" {
 		if o.Replicas, err = strconv.Atoi(r); err != nil || o.Replicas < 1 || o.Replicas > 5 {
-			return "", o, usagef("--broker: replicas must be 1 to 5, got %q", r)
+			return "", o, configErrorf("--broker: replicas must be 1 to 5, got %q", r)
 		}
 	}
 	switch q.Get("storage") {
@@ -149,13 +137,13 @@ func natsBrokerURL(s string) (servers string, o natsbroker.Options, err error) {
 	case "memory":
 		o.Memory = true
 	default:
-		return "", o, usagef("--broker: storage must be file or memory, got %q", q.Get("storage"))
+		return "", o, configErrorf("--broker: storage must be file or memory, got %q", q.Get("storage"))
 	}
 	return servers, o, nil
 }
 
-func (c *serveConfig) newNATSBroker(log *slog.Logger) (hub.Broker, action.Store, func(), error) {
-	servers, o, err := natsBrokerURL(c.broker)
+func (c *Config) newNATSBroker(log *slog.Logger) (hub.Broker, action.Store, func(), error) {
+	servers, o, err := natsBrokerURL(c.Broker)
 	if err != nil {
 		return nil, nil, nil, err
 	}
@@ -190,7 +178,7 @@ func (c *serveConfig) newNATSBroker(log *slog.Logger) (hub.Broker, action.Store,
 			log.Warn("nats: the connection's callbacks did not finish within 5s")
 		}
 	}
-	o.Conn, o.Size, o.MaxBytes, o.TTL, o.Logger = nc, c.historySize, c.historyBytes, c.historyTTL, log
+	o.Conn, o.Size, o.MaxBytes, o.TTL, o.Logger = nc, c.HistorySize, c.HistoryBytes, c.historyTTL(), log
 	ctx, cancel := context.WithTimeout(context.Background(), brokerConnectTimeout)
 	defer cancel()
 	b, err := natsbroker.New(ctx, o)
@@ -199,7 +187,7 @@ func (c *serveConfig) newNATSBroker(log *slog.Logger) (hub.Broker, action.Store,
 		return nil, nil, nil, fmt.Errorf("failed to open the NATS broker: %w", err)
 	}
 	store, err := natsstore.New(ctx, natsstore.Options{
-		Conn: nc, Stream: o.Stream, TTL: c.actionTTL, Replicas: o.Replicas, Memory: o.Memory,
+		Conn: nc, Stream: o.Stream, TTL: c.ActionTTL, Replicas: o.Replicas, Memory: o.Memory,
 	})
 	if err != nil {
 		_ = b.Close()

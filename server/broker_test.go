@@ -1,4 +1,4 @@
-package main
+package server
 
 import (
 	"errors"
@@ -19,7 +19,7 @@ func TestNATSBrokerURL(t *testing.T) {
 		"nats://a?replicas=0", "nats://a?replicas=x", "nats://a?replicas=6",
 		"nats://a?storage=disk", "nats://a?prefix=x", "nats://a?%zz",
 	} {
-		if _, _, err := natsBrokerURL(bad); !errors.As(err, new(*usageError)) {
+		if _, _, err := natsBrokerURL(bad); !errors.As(err, new(*ConfigError)) {
 			t.Errorf("%s: %v, want a usage error", bad, err)
 		}
 	}

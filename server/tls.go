@@ -1,4 +1,4 @@
-package main
+package server
 
 import (
 	"crypto/tls"
@@ -12,13 +12,13 @@ import (
 // HTTP/2 needs TLS 1.2 at least (RFC 9113 §9.2), and nothing older is safe
 // any more. The rest, cipher suites and curves among them, is Go's choice,
 // which follows current advice with each release.
-func (c *serveConfig) tlsConfig() (*tls.Config, error) {
-	if c.tlsCert == "" {
+func (c *Config) tlsConfig() (*tls.Config, error) {
+	if c.TLSCert == "" {
 		return nil, nil
 	}
-	cert, err := tls.LoadX509KeyPair(c.tlsCert, c.tlsKey)
+	cert, err := tls.LoadX509KeyPair(c.TLSCert, c.TLSKey)
 	if err != nil {
-		return nil, usagef("--tls-cert %s and --tls-key %s: failed to load the certificate and key: %v", c.tlsCert, c.tlsKey, err)
+		return nil, configErrorf("--tls-cert %s and --tls-key %s: failed to load the certificate and key: %v", c.TLSCert, c.TLSKey, err)
 	}
 	return &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}, nil
 }
@@ -27,32 +27,32 @@ func (c *serveConfig) tlsConfig() (*tls.Config, error) {
 // for WebSocket upgrades and plain clients; HTTP/2 over TLS, where browsers
 // multiplex every SSE stream of a page over one connection instead of being
 // held to six connections per origin; HTTP/2 without TLS with --h2c.
-func (c *serveConfig) protocols() *http.Protocols {
+func (c *Config) protocols() *http.Protocols {
 	var p http.Protocols
 	p.SetHTTP1(true)
 	switch {
-	case c.tlsCert != "":
+	case c.TLSCert != "":
 		p.SetHTTP2(true)
-	case c.h2c:
+	case c.H2C:
 		p.SetUnencryptedHTTP2(true)
 	}
 	return &p
 }
 
 // scheme is the URL scheme of the server's address, for the log.
-func (c *serveConfig) scheme() string {
-	if c.tlsCert != "" {
+func (c *Config) scheme() string {
+	if c.TLSCert != "" {
 		return "https"
 	}
 	return "http"
 }
 
 // protocolNames names protocols() for the log, by their ALPN names.
-func (c *serveConfig) protocolNames() string {
+func (c *Config) protocolNames() string {
 	switch {
-	case c.tlsCert != "":
+	case c.TLSCert != "":
 		return "h2,http/1.1"
-	case c.h2c:
+	case c.H2C:
 		return "h2c,http/1.1"
 	}
 	return "http/1.1"
@@ -68,9 +68,9 @@ func (c *serveConfig) protocolNames() string {
 // browser WebSocket would fail. Go leaves the setting off by default for that
 // very reason (Go issue 71128); net/http reads GODEBUG once at start with
 // this same substring test, so the check sees what the server will do.
-func (c *serveConfig) checkHTTP2(godebug string) error {
-	if (c.tlsCert != "" || c.h2c) && strings.Contains(godebug, "http2xconnect=1") {
-		return usagef("GODEBUG=http2xconnect=1 makes browsers open WebSockets over HTTP/2, " +
+func (c *Config) checkHTTP2(godebug string) error {
+	if (c.TLSCert != "" || c.H2C) && strings.Contains(godebug, "http2xconnect=1") {
+		return configErrorf("GODEBUG=http2xconnect=1 makes browsers open WebSockets over HTTP/2, " +
 			"which Herald cannot accept: remove it from GODEBUG")
 	}
 	return nil

@@ -1,0 +1,41 @@
+package server
+
+import (
+	"os"
+
+	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/heraldpush/herald/auth"
+)
+
+// authenticator builds the token verifier of Auth "jwt" (nil for "none").
+func (c *Config) authenticator() (*auth.Authenticator, error) {
+	if c.Auth != "jwt" {
+		return nil, nil
+	}
+	cfg := auth.Config{
+		Secret: []byte(c.JWTSecret), Audience: c.JWTAudience, Issuer: c.JWTIssuer,
+		PublicSubscribe: c.PublicSubscribe, APIKey: c.APIKey,
+		// The pages that may open WebSockets or use the API: those named
+		// exactly may also authenticate with the herald_token cookie.
+		CookieOrigins: c.AllowedOrigins,
+	}
+	if c.JWTPublicKey != "" {
+		pemBytes, err := os.ReadFile(c.JWTPublicKey)
+		if err != nil {
+			return nil, configErrorf("--jwt-public-key: %v", err)
+		}
+		if k, err := jwt.ParseRSAPublicKeyFromPEM(pemBytes); err == nil {
+			cfg.PublicKey = k
+		} else if k, err := jwt.ParseECPublicKeyFromPEM(pemBytes); err == nil {
+			cfg.PublicKey = k
+		} else {
+			return nil, configErrorf("--jwt-public-key: %s holds no PEM RSA or ECDSA public key", c.JWTPublicKey)
+		}
+	}
+	a, err := auth.New(cfg)
+	if err != nil {
+		return nil, configErrorf("%v", err)
+	}
+	return a, nil
+}

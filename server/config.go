@@ -1,0 +1,251 @@
+package server
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/heraldpush/herald/action"
+	"github.com/heraldpush/herald/hub"
+	"github.com/heraldpush/herald/transport/httpapi"
+	"github.com/heraldpush/herald/transport/ws"
+)
+
+// Defaults that New applies to the zero fields of a Config; "herald serve"
+// shows the same ones as its flags' defaults.
+const (
+	DefaultAddr              = "127.0.0.1:8080"
+	DefaultBroker            = "memory"
+	DefaultHistorySize       = 10000
+	DefaultHistoryBytes      = hub.DefaultHistoryBytes
+	DefaultHistoryTTL        = time.Hour
+	DefaultQueueBytes        = 512 << 10
+	DefaultHeartbeat         = 15 * time.Second
+	DefaultSSERetry          = 2 * time.Second
+	DefaultWriteTimeout      = 10 * time.Second
+	DefaultReadTimeout       = httpapi.DefaultReadTimeout
+	DefaultMaxBody           = httpapi.DefaultMaxBody
+	DefaultWSReadLimit       = 64 << 10
+	DefaultWSPingInterval    = 25 * time.Second
+	DefaultWSMessageRate     = ws.DefaultMessageRate
+	DefaultWSMaxTopics       = ws.DefaultMaxTopics
+	DefaultMaxConns          = 100000
+	DefaultAuth              = "none"
+	DefaultShutdownTimeout   = 10 * time.Second
+	DefaultActionWorkers     = 16
+	DefaultActionQueue       = 10000
+	DefaultActionTTL         = time.Hour
+	DefaultActionLease       = action.DefaultLease
+	DefaultActionMaxFinished = 100000
+	DefaultActionMaxBytes    = action.DefaultMaxFinishedBytes
+	DefaultActionTimeout     = 10 * time.Second
+	DefaultActionMaxAttempts = 5
+)
+
+// Config is the configuration of a Server. A zero field takes its Default
+// constant; where zero would mean "no limit", a negative value says so.
+// Each field is the value of the "herald serve" flag of the same name
+// (docs/operations.md and the README describe them).
+type Config struct {
+	Addr        string // host:port to listen on; port 0 picks a free one
+	MetricsAddr string // internal listener of GET /metrics (and Pprof); empty: /metrics on Addr
+	Pprof       bool   // Go's profiles on MetricsAddr, never on Addr
+	TLSCert     string // PEM file; with TLSKey, serve HTTPS and HTTP/2
+	TLSKey      string // PEM file
+	H2C         bool   // HTTP/2 without TLS besides HTTP/1.1
+
+	// Broker is "memory" or the URL of a redis://, rediss://, nats:// or
+	// tls:// broker shared by the nodes of a cluster.
+	Broker       string
+	HistorySize  int
+	HistoryBytes int
+	HistoryTTL   time.Duration // negative: no age limit
+	QueueBytes   int
+	Shards       int // 0: GOMAXPROCS
+
+	Heartbeat      time.Duration
+	SSERetry       time.Duration
+	WriteTimeout   time.Duration
+	ReadTimeout    time.Duration
+	MaxBody        int64
+	WSReadLimit    int64
+	WSPingInterval time.Duration
+	WSMessageRate  float64 // negative: no limit
+	WSMaxTopics    int
+
+	AllowedOrigins []string // Origin patterns that may open WebSockets
+	CORSOrigins    []string // origins whose pages may use the API
+	MaxConns       int      // negative: no limit
+	MaxConnsPerIP  int      // 0: no limit
+	RatePublish    float64  // 0: no limit
+	RateActions    float64  // 0: no limit
+
+	Auth            string // "none" or "jwt"
+	JWTSecret       string
+	JWTPublicKey    string // PEM file
+	JWTAudience     string
+	JWTIssuer       string
+	PublicSubscribe []hub.Pattern
+	APIKey          string
+
+	// ShutdownTimeout bounds the shutdown that Serve starts when its
+	// context ends.
+	ShutdownTimeout time.Duration
+
+	// ActionUpstreams send actions to HTTP backends, in this order in the
+	// log. ActionHandlers run actions in the process; their keys are
+	// action types as for action.Service.Handle, and a key there wins over
+	// an upstream of the same key. Without either, only "echo" runs.
+	ActionUpstreams   []Upstream
+	ActionHandlers    map[string]action.Handler
+	ActionWorkers     int
+	ActionQueue       int
+	ActionTTL         time.Duration
+	ActionLease       time.Duration
+	ActionMaxFinished int
+	ActionMaxBytes    int
+	ActionTimeout     time.Duration
+	ActionMaxAttempts int
+
+	Logger  *slog.Logger // nil: slog.Default()
+	Version string       // reported by /metrics and the log
+}
+
+// Upstream sends the action types that match Type to an HTTP backend.
+// Type is an exact type, a prefix (ending in "." or "*"), or "" for every
+// type without another handler: the keys of action.Service.Handle.
+type Upstream struct {
+	Type string
+	URL  string
+}
+
+// ConfigError is a Config that New refuses before starting anything.
+type ConfigError struct{ msg string }
+
+func (e *ConfigError) Error() string { return e.msg }
+
+func configErrorf(format string, args ...any) error {
+	return &ConfigError{msg: fmt.Sprintf(format, args...)}
+}
+
+// IsConfigError reports whether err is, or wraps, a *ConfigError.
+func IsConfigError(err error) bool {
+	var ce *ConfigError
+	return errors.As(err, &ce)
+}
+
+// withDefaults returns c with every zero field set to its default.
+func (c Config) withDefaults() Config {
+	def := func(v *int, d int) {
+		if *v == 0 {
+			*v = d
+		}
+	}
+	defDur := func(v *time.Duration, d time.Duration) {
+		if *v == 0 {
+			*v = d
+		}
+	}
+	if c.Addr == "" {
+		c.Addr = DefaultAddr
+	}
+	if c.Broker == "" {
+		c.Broker = DefaultBroker
+	}
+	if c.Auth == "" {
+		c.Auth = DefaultAuth
+	}
+	def(&c.HistorySize, DefaultHistorySize)
+	def(&c.HistoryBytes, DefaultHistoryBytes)
+	def(&c.QueueBytes, DefaultQueueBytes)
+	def(&c.WSMaxTopics, DefaultWSMaxTopics)
+	def(&c.MaxConns, DefaultMaxConns)
+	def(&c.ActionWorkers, DefaultActionWorkers)
+	def(&c.ActionQueue, DefaultActionQueue)
+	def(&c.ActionMaxFinished, DefaultActionMaxFinished)
+	def(&c.ActionMaxBytes, DefaultActionMaxBytes)
+	def(&c.ActionMaxAttempts, DefaultActionMaxAttempts)
+	defDur(&c.HistoryTTL, DefaultHistoryTTL)
+	defDur(&c.Heartbeat, DefaultHeartbeat)
+	defDur(&c.SSERetry, DefaultSSERetry)
+	defDur(&c.WriteTimeout, DefaultWriteTimeout)
+	defDur(&c.ReadTimeout, DefaultReadTimeout)
+	defDur(&c.WSPingInterval, DefaultWSPingInterval)
+	defDur(&c.ShutdownTimeout, DefaultShutdownTimeout)
+	defDur(&c.ActionTTL, DefaultActionTTL)
+	defDur(&c.ActionLease, DefaultActionLease)
+	defDur(&c.ActionTimeout, DefaultActionTimeout)
+	if c.MaxBody == 0 {
+		c.MaxBody = DefaultMaxBody
+	}
+	if c.WSReadLimit == 0 {
+		c.WSReadLimit = DefaultWSReadLimit
+	}
+	if c.WSMessageRate == 0 {
+		c.WSMessageRate = DefaultWSMessageRate
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	return c
+}
+
+// historyTTL and maxConns are the values the components take, where 0
+// means no limit.
+func (c *Config) historyTTL() time.Duration { return max(c.HistoryTTL, 0) }
+func (c *Config) maxConns() int             { return max(c.MaxConns, 0) }
+
+// Validate checks the values of c, and how they go together, reading no
+// file and connecting nothing. New checks the same; a refused Config is a
+// *ConfigError, named by the flags of "herald serve".
+func (c Config) Validate() error {
+	c = c.withDefaults()
+	if err := CheckBroker(c.Broker); err != nil {
+		return err
+	}
+	switch {
+	case c.Pprof && c.MetricsAddr == "":
+		return configErrorf("--pprof needs --metrics-addr: profiles are served on the internal listener only")
+	case (c.TLSCert == "") != (c.TLSKey == ""):
+		return configErrorf("--tls-cert and --tls-key go together: give both or neither")
+	case c.H2C && c.TLSCert != "":
+		return configErrorf("--h2c is HTTP/2 without TLS; with --tls-cert the server speaks HTTP/2 over TLS already")
+	case int64(c.HistoryBytes) < c.MaxBody:
+		// A smaller bound could not retain the largest event a client may
+		// publish (and NATS would refuse to store it).
+		return configErrorf("--history-bytes (%d) must be at least --max-body (%d)", c.HistoryBytes, c.MaxBody)
+	case c.Shards < 0:
+		return configErrorf("--shards must not be negative, got %d", c.Shards)
+	case c.ActionLease < 300*time.Millisecond:
+		return configErrorf("--action-lease must be at least 300ms, got %v", c.ActionLease)
+	case c.MaxConnsPerIP < 0:
+		return configErrorf("--max-conns-per-ip must not be negative, got %d", c.MaxConnsPerIP)
+	case c.RatePublish < 0 || c.RateActions < 0:
+		return configErrorf("--rate-publish and --rate-actions must not be negative")
+	case c.Auth != "none" && c.Auth != "jwt":
+		return configErrorf("--auth must be none or jwt, got %q", c.Auth)
+	case c.Auth == "jwt" && c.JWTSecret == "" && c.JWTPublicKey == "":
+		return configErrorf("--auth jwt needs --jwt-secret or --jwt-public-key")
+	case c.Auth == "none" && (c.JWTSecret != "" || c.JWTPublicKey != "" || c.JWTAudience != "" ||
+		c.JWTIssuer != "" || len(c.PublicSubscribe) > 0 || c.APIKey != ""):
+		return configErrorf("the --jwt-*, --public-subscribe and --api-key flags need --auth jwt")
+	}
+	for typ, h := range c.ActionHandlers {
+		if h == nil {
+			return configErrorf("the action handler of type %q is nil", typ)
+		}
+	}
+	return nil
+}
+
+// Check runs Validate and the checks of New that connect nothing: the
+// authentication settings, reading JWTPublicKey.
+func (c Config) Check() error {
+	if err := c.Validate(); err != nil {
+		return err
+	}
+	c = c.withDefaults()
+	_, err := c.authenticator()
+	return err
+}
