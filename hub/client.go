@@ -31,7 +31,7 @@ type Item struct {
 	Raw   []byte   // a frame the transport queued itself (replies), already encoded
 	// Live marks an event delivered as it was published (possibly after
 	// waiting for a replay), not read back from history: only these say
-	// how long publishing to writing takes (see Client.Written).
+	// how long publishing to writing takes (see Options.ObserveLatency).
 	Live bool
 }
 
@@ -96,6 +96,8 @@ type Client struct {
 	anchored bool   // pos is meaningful (set by a live subscription or a replay)
 	catching bool   // a replay runs; live events go to pending
 	replay   bool   // the replay goroutine is running
+	parked   bool   // the writer is parked: no goroutine runs it; the next wake starts one
+	writes   uint32 // batches the writer has written, for latency sampling; the writer's own
 	requests []replayRequest
 	pending  []*Message
 	pendSize int
@@ -105,11 +107,10 @@ type Client struct {
 	err      error
 	closed   bool // Close was called
 
-	wake   chan struct{} // cap 1: items queued, or the client failed
-	space  chan struct{} // cap 1: the writer drained the queue
-	parked func()        // set by Park: called, once, at the next wake
+	wake  chan struct{} // cap 1: items queued, or the client failed
+	space chan struct{} // cap 1: the writer drained the queue
 
-	writes uint32 // writes reported by Written; the writer's own
+	w writer // the connection's writer, when served (Serve)
 }
 
 type replayRequest struct {
@@ -123,54 +124,8 @@ func (c *Client) ID() uint64 { return c.id }
 // Wake receives when Drain may return items or an error.
 func (c *Client) Wake() <-chan struct{} { return c.wake }
 
-// Park lets the writer stop waiting on Wake without missing a wake: unless
-// items are queued, the client has failed already or busy reports true (then
-// it returns false and the writer goes on), fn is called at the next wake
-// instead, exactly once, and Park returns true. A transport uses it to end
-// an idle writer's goroutine, with fn starting a new one; an idle connection
-// then holds no writer goroutine at all.
-//
-// busy (which may be nil) reports the transport's own reasons to write, a
-// due keep-alive or a finished reader. It is called under the client's lock,
-// so whoever sets such a reason and then calls Unpark is seen either by busy
-// or by Unpark: no wake is lost between the writer's last look and Park.
-//
-// fn runs with the client's lock held, on the hub's dispatcher or a
-// publisher: it must be quick and must not call back into the Client
-// (starting a goroutine is the intended use). Unpark, Close and a failure
-// also end the parking.
-func (c *Client) Park(fn func(), busy func() bool) bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if len(c.queue) > 0 || c.err != nil || busy != nil && busy() {
-		return false
-	}
-	c.parked = fn
-	return true
-}
-
-// Unpark ends the parking, if any, as a wake would: it calls the parked
-// func and reports true, or reports false when the writer was not parked.
-// Timers and the transport's reader use it to restart a parked writer.
-func (c *Client) Unpark() bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.unparkLocked()
-}
-
-// unparkLocked calls and clears the parked func. c.mu is held on entry.
-func (c *Client) unparkLocked() bool {
-	fn := c.parked
-	if fn == nil {
-		return false
-	}
-	c.parked = nil
-	fn()
-	return true
-}
-
 // wakeLocked tells the writer there is work: on Wake, and by restarting it
-// if it is parked. c.mu is held on entry.
+// if it is parked (see Serve). c.mu is held on entry.
 func (c *Client) wakeLocked() {
 	signal(c.wake)
 	c.unparkLocked()
@@ -210,35 +165,6 @@ func (c *Client) Err() error {
 // Fail closes the client for reason err (for instance ErrSlowConsumer when
 // the transport's write deadline passed). The transport still calls Close.
 func (c *Client) Fail(err error) { c.fail(err) }
-
-// latencySample: Written observes one write in latencySample of each
-// connection. An observation costs about 100 ns when every writer makes
-// them at once (a shared histogram); at a million writes a second that
-// would be 5 % of the machine, sampled it is negligible, and with many
-// connections every event is still observed many times over.
-const latencySample = 16
-
-// Written tells the hub that the transport has written items (as Drain
-// returned them) to the connection: the first live event among them gives
-// the publish-to-write latency to Options.ObserveLatency, for one write in
-// latencySample. The first event is the one that waited longest. Safe to
-// call from the writer only.
-func (c *Client) Written(items []Item) {
-	observe := c.hub.opts.ObserveLatency
-	if observe == nil {
-		return
-	}
-	c.writes++
-	if c.writes%latencySample != 1 {
-		return
-	}
-	for _, it := range items {
-		if it.Live && it.Msg != nil {
-			observe(time.Since(it.Msg.Time))
-			return
-		}
-	}
-}
 
 // Context is done once the client has failed or been closed: what watches
 // a client from outside (a token's expiry) stops there.
@@ -763,12 +689,4 @@ func (c *Client) brokerErr(err error) error {
 	}
 	c.hub.opts.Logger.Warn("replay failed", "client", c.id, "err", err)
 	return ErrUnavailable
-}
-
-// signal does a non-blocking send on a capacity-1 channel.
-func signal(ch chan struct{}) {
-	select {
-	case ch <- struct{}{}:
-	default:
-	}
 }

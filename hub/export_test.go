@@ -41,3 +41,10 @@ func Pending(c *Client) int {
 	defer c.mu.Unlock()
 	return len(c.pending)
 }
+
+// Parked reports whether c's writer is parked: no goroutine runs it.
+func Parked(c *Client) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.parked
+}

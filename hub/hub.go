@@ -31,8 +31,8 @@ type Options struct {
 	// Logger receives the hub's rare notices (nil: slog.Default()).
 	Logger *slog.Logger
 	// ObserveLatency, if set, receives the time from publishing to
-	// writing of live events, once per write of a connection (see
-	// Client.Written). It is called from the transports' writers,
+	// writing of live events, for one batch in 16 of a connection (see
+	// Client.Serve). It is called from the connections' writers,
 	// concurrently: it must be safe for concurrent use, and cheap.
 	ObserveLatency func(time.Duration)
 }

@@ -2,8 +2,6 @@ package sse
 
 import (
 	"bytes"
-	"errors"
-	"math/rand/v2"
 	"net"
 	"net/http"
 	"time"
@@ -33,13 +31,12 @@ const parkAfter = time.Second
 // connStream is one stream on a hijacked connection.
 //
 // Goroutines, owned by the stream:
-//   - the writer (writeLoop) drains the client's queue and sends heartbeats.
-//     When the stream ends it closes the connection, waits for the reader,
-//     closes the client and marks the stream done in the Handler's tracker:
-//     it is the stream's owner. After parkAfter without work it parks
-//     (hub.Client.Park) and its goroutine ends: an idle stream holds no
-//     writer goroutine. The next event, a due heartbeat or the reader's end
-//     starts a new one, so there is at most one writer at any time.
+//   - the writer (hub.Client.Serve, with the stream as its BatchWriter)
+//     drains the client's queue and sends heartbeats. When the stream ends
+//     it closes the connection, waits for the reader, closes the client and
+//     marks the stream done in the Handler's tracker (Finish): it is the
+//     stream's owner. It parks while idle: an idle stream holds no writer
+//     goroutine.
 //   - the reader (readLoop) waits for the peer to go away. A client sends
 //     nothing after its request; anything it does send is discarded.
 //
@@ -50,13 +47,8 @@ type connStream struct {
 	c    *hub.Client
 	conn net.Conn
 
-	gone      chan struct{} // closed by the reader when the connection is finished
-	beat      chan struct{} // cap 1: a heartbeat is due
-	heartbeat *time.Timer   // signals beat and restarts a parked writer
-	restart   func()        // the parked func: starts a writer
+	gone chan struct{} // closed by the reader when the connection is finished
 
-	idle     *time.Timer // the writer's parkAfter timer
-	items    []hub.Item
 	deadline time.Time // of the last write
 	aborted  bool      // close the socket at once, with a reset
 }
@@ -77,7 +69,7 @@ func (h *Handler) serveConn(w http.ResponseWriter, r *http.Request, c *hub.Clien
 	if err != nil {
 		return false
 	}
-	s := &connStream{h: h, c: c, conn: conn, gone: make(chan struct{}), beat: make(chan struct{}, 1)}
+	s := &connStream{h: h, c: c, conn: conn, gone: make(chan struct{})}
 	h.streams.Add()
 	// Headers and the retry hint go out from this goroutine, in one write;
 	// events queued since Subscribe wait for the writer.
@@ -89,15 +81,8 @@ func (h *Handler) serveConn(w http.ResponseWriter, r *http.Request, c *hub.Clien
 		h.streams.Done()
 		return true
 	}
-	s.restart = func() { go s.writeLoop() }
-	// The first heartbeat comes after a random half to whole interval, so
-	// streams opened together are not all woken together ever after.
-	s.heartbeat = time.AfterFunc(jitter(h.opts.Heartbeat), func() {
-		signal(s.beat)
-		s.c.Unpark()
-	})
 	go s.readLoop()
-	go s.writeLoop()
+	c.Serve(s, &h.conn, s.gone)
 	return true
 }
 
@@ -128,110 +113,21 @@ func (s *connStream) readLoop() {
 	for {
 		if _, err := s.conn.Read(buf[:]); err != nil {
 			close(s.gone)
-			s.c.Unpark()
+			s.c.Interrupt()
 			return
 		}
 	}
 }
 
-// writeLoop is the writer: it waits for work and writes it, and parks after
-// parkAfter without work.
-func (s *connStream) writeLoop() {
-	for wrote := false; s.awaitWork(wrote); wrote = true {
-		items, err := s.c.Drain(s.items)
-		if err != nil {
-			// The hub closed the client: slow consumer, shutdown or a broker
-			// failure. Ending the stream makes the client reconnect with its
-			// last id.
-			s.h.opts.Logger.Debug("sse: stream closed by hub", "client", s.c.ID(), "reason", err)
-			if errors.Is(err, hub.ErrSlowConsumer) {
-				s.abort()
-			}
-			s.finish(nil)
-			return
-		}
-		if len(items) == 0 {
-			s.items = items
-			continue
-		}
-		err = s.writeItems(items)
-		if err == nil {
-			s.c.Written(items)
-		}
-		clear(items) // do not pin the batch's messages while idle
-		if cap(items) > keepItems {
-			items = nil
-		}
-		s.items = items
-		if err != nil {
-			s.finish(err)
-			return
-		}
-		// Anything written counts as keep-alive.
-		s.heartbeat.Reset(s.h.opts.Heartbeat)
+// KeepAlive sends a heartbeat (hub.BatchWriter).
+func (s *connStream) KeepAlive() error { return s.write(pingFrame) }
+
+// Finish ends the stream as end calls for (hub.BatchWriter).
+func (s *connStream) Finish(end hub.End) {
+	if end.Closed != nil && s.h.closedByHub(s.c, end.Closed) {
+		s.abort()
 	}
-}
-
-// awaitWork waits up to parkAfter for the client's queue to have work,
-// sending heartbeats meanwhile. It reports true when there is work; false
-// when the writer has finished the stream or parked. A writer that has
-// written nothing (wrote is false: it was started for a heartbeat) parks
-// right after the heartbeat.
-func (s *connStream) awaitWork(wrote bool) bool {
-	if s.idle == nil {
-		s.idle = time.NewTimer(s.h.parkAfter)
-	} else {
-		s.idle.Reset(s.h.parkAfter)
-	}
-	for {
-		select {
-		case <-s.c.Wake():
-			return true
-		case <-s.beat:
-			if err := s.write(pingFrame); err != nil {
-				s.finish(err)
-				return false
-			}
-			s.heartbeat.Reset(s.h.opts.Heartbeat)
-			if !wrote {
-				return s.park()
-			}
-		case <-s.gone:
-			s.finish(nil)
-			return false
-		case <-s.idle.C:
-			return s.park()
-		}
-	}
-}
-
-// park parks the writer. It reports true, not parked, when there is work
-// meanwhile, else false: this goroutine must end.
-func (s *connStream) park() bool { return !s.c.Park(s.restart, s.busy) }
-
-// busy reports a reason to write other than the client's queue: a due
-// heartbeat or a finished reader.
-func (s *connStream) busy() bool { return len(s.beat) > 0 || isClosed(s.gone) }
-
-// jitter returns a random duration between d/2 and d.
-func jitter(d time.Duration) time.Duration { return d/2 + rand.N(d/2+1) }
-
-// isClosed reports whether ch is closed.
-func isClosed(ch <-chan struct{}) bool {
-	select {
-	case <-ch:
-		return true
-	default:
-		return false
-	}
-}
-
-// signal leaves a token in ch, a channel of capacity 1, without blocking.
-func signal(ch chan struct{}) {
-	select {
-	case ch <- struct{}{}:
-	default:
-	}
+	s.finish(end.Failed)
 }
 
 // write sends b under the write deadline, which is moved only when less than
@@ -247,7 +143,8 @@ func (s *connStream) write(b []byte) error {
 	return err
 }
 
-func (s *connStream) writeItems(items []hub.Item) error { return writeItems(items, s.write) }
+// WriteBatch frames items and writes them (hub.BatchWriter).
+func (s *connStream) WriteBatch(items []hub.Item) error { return writeItems(items, s.write) }
 
 // abort makes the close a reset: a slow consumer's socket may hold a
 // backlog it has not read, which a graceful close would keep sending.
@@ -285,10 +182,6 @@ func (s *connStream) finish(err error) {
 		s.h.writeConnFailed(s, err)
 	}
 	s.close()
-	s.heartbeat.Stop()
-	if s.idle != nil {
-		s.idle.Stop()
-	}
 	<-s.gone
 	s.c.Close()
 	s.h.streams.Done()

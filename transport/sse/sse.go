@@ -3,15 +3,14 @@
 // One request is one hub.Client. The handler subscribes it, and then one
 // writer at a time sends the stream:
 //   - HTTP/1.x (conn.go): the handler hijacks the connection, writes the
-//     response head and the retry hint, and returns. A writer goroutine
-//     waits on the client's wake channel and a heartbeat timer, and parks
-//     when idle (hub.Client.Park), ending its goroutine until there is work;
-//     a reader goroutine waits for the peer to leave.
+//     response head and the retry hint, and returns. The client's writer
+//     (hub.Client.Serve) sends events and heartbeats, and parks when idle,
+//     ending its goroutine until there is work; a reader goroutine waits
+//     for the peer to leave.
 //   - HTTP/2, or a connection a wrapper keeps from being hijacked
 //     (stream.go): the handler goroutine that net/http runs for the
-//     request is the writer: it sends the headers and the retry hint, then
-//     waits on the client's wake channel, a heartbeat timer and the
-//     request's context.
+//     request sends the headers and the retry hint, then runs the writer
+//     itself, without parking, until the request's context ends.
 //
 // Each wake drains everything the hub queued and writes it as one buffer
 // with one flush, so a burst costs one write per connection rather than one
@@ -85,8 +84,10 @@ type Handler struct {
 	opts    Options
 	retry   []byte          // the "retry: N\n\n" preamble
 	streams tracker.Tracker // streams on hijacked connections (conn.go)
-	// parkAfter is parkAfter but for tests, which shorten it.
-	parkAfter time.Duration
+	// conn and stream shape the writers of streams on hijacked connections
+	// (they park) and of HTTP/2 streams (on the handler's goroutine); tests
+	// shorten conn.ParkAfter.
+	conn, stream hub.WriterOptions
 }
 
 // New returns a Handler serving o.Hub, which must not be nil.
@@ -107,7 +108,11 @@ func New(o Options) *Handler {
 		o.Logger = slog.Default()
 	}
 	retry := strconv.AppendInt([]byte("retry: "), o.Retry.Milliseconds(), 10)
-	return &Handler{opts: o, retry: append(retry, "\n\n"...), parkAfter: parkAfter}
+	return &Handler{opts: o, retry: append(retry, "\n\n"...),
+		// Streams opened together are not all woken together ever after.
+		conn:   hub.WriterOptions{KeepAlive: o.Heartbeat, KeepAliveJitter: true, WritesKeepAlive: true, ParkAfter: parkAfter},
+		stream: hub.WriterOptions{KeepAlive: o.Heartbeat, WritesKeepAlive: true},
+	}
 }
 
 // ServeHTTP implements http.Handler. It returns when the client goes away,

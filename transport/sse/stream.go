@@ -10,11 +10,6 @@ import (
 	"github.com/heraldpush/herald/hub"
 )
 
-// keepItems is the largest Drain slice kept between batches. A burst may
-// grow it much further; keeping that while idle would cost every
-// connection that ever saw a burst.
-const keepItems = 128
-
 // serveStream writes the stream headers, the retry hint and then every item
 // the hub queues for c until one side ends. It runs on the request's
 // goroutine, the only one that touches w.
@@ -30,56 +25,48 @@ func (h *Handler) serveStream(w http.ResponseWriter, r *http.Request, c *hub.Cli
 	w.WriteHeader(http.StatusOK)
 
 	s := &writer{w: w, rc: http.NewResponseController(w), timeout: h.opts.WriteTimeout, deadlines: true}
-	log := h.opts.Logger
 	if err := s.write(h.retry); err != nil {
 		h.writeFailed(c, s, err)
 		return
 	}
 
-	heartbeat := time.NewTimer(h.opts.Heartbeat)
-	defer heartbeat.Stop()
-	done := r.Context().Done()
-	var items []hub.Item
-	for {
-		var err error
-		select {
-		case <-done:
-			return
-		case <-heartbeat.C:
-			err = s.write(pingFrame)
-		case <-c.Wake():
-			var derr error
-			items, derr = c.Drain(items)
-			if derr != nil {
-				// The hub closed the client: slow consumer, shutdown or a
-				// broker failure. Its queue is gone; ending the response makes
-				// the client reconnect with its last id.
-				log.Debug("sse: stream closed by hub", "client", c.ID(), "reason", derr)
-				if errors.Is(derr, hub.ErrSlowConsumer) {
-					s.abort()
-				}
-				return
-			}
-			if len(items) == 0 {
-				continue
-			}
-			err = s.writeItems(items)
-			if err == nil {
-				c.Written(items)
-			}
-			clear(items) // do not pin the batch's messages while idle
-			if cap(items) > keepItems {
-				items = nil
-			}
+	c.Serve(&stream{h: h, c: c, writer: s}, &h.stream, r.Context().Done())
+}
+
+// stream is the hub.BatchWriter of a stream served through the
+// ResponseWriter, on the request's goroutine.
+type stream struct {
+	h *Handler
+	c *hub.Client
+	*writer
+}
+
+// WriteBatch frames items and writes them.
+func (s *stream) WriteBatch(items []hub.Item) error { return s.writeItems(items) }
+
+// KeepAlive sends a heartbeat.
+func (s *stream) KeepAlive() error { return s.write(pingFrame) }
+
+// Finish classifies why the stream ended; the request's return ends it.
+func (s *stream) Finish(end hub.End) {
+	switch {
+	case end.Closed != nil:
+		if s.h.closedByHub(s.c, end.Closed) {
+			s.abort()
 		}
-		if err != nil {
-			h.writeFailed(c, s, err)
-			return
-		}
-		// Anything written counts as keep-alive; a ping is due only after a
-		// full quiet interval.
-		heartbeat.Reset(h.opts.Heartbeat)
+	case end.Failed != nil:
+		s.h.writeFailed(s.c, s.writer, end.Failed)
 	}
+}
+
+// closedByHub logs that the hub closed c with err (slow consumer, shutdown
+// or a broker failure: its queue is gone, and ending the stream makes the
+// client reconnect with its last id). It reports whether the connection is
+// to be reset rather than ended cleanly: a slow consumer's socket may hold
+// a backlog it has not read.
+func (h *Handler) closedByHub(c *hub.Client, err error) bool {
+	h.opts.Logger.Debug("sse: stream closed by hub", "client", c.ID(), "reason", err)
+	return errors.Is(err, hub.ErrSlowConsumer)
 }
 
 // writeFailed classifies a failed write. A deadline means the client stopped

@@ -3,7 +3,6 @@ package ws
 import (
 	"context"
 	"errors"
-	"math/rand/v2"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -37,13 +36,11 @@ var errInvalidUTF8 = errors.New("the client sent a text message that is not UTF-
 // session is one WebSocket connection.
 //
 // Goroutines, all owned by the session:
-//   - the writer (writeLoop) drains the client's queue to the connection.
-//     When the connection ends it closes it, waits for the others and
-//     releases the session: it is the session's owner. After parkAfter
-//     without work it parks (hub.Client.Park) and its goroutine ends: an idle
-//     connection holds no writer goroutine. The next event or reply, a due
-//     keep-alive ping or the reader's end starts a new one, so there is at
-//     most one writer at any time.
+//   - the writer (hub.Client.Serve, with the session as its BatchWriter)
+//     drains the client's queue to the connection and starts keep-alive
+//     pings. When the connection ends it closes it, waits for the others and
+//     releases the session (Finish): it is the session's owner. It parks
+//     while idle: an idle connection holds no writer goroutine.
 //   - the reader (readLoop) handles the client's messages until the
 //     connection is closed. It runs as a relay of goroutines: having handled
 //     a message, it continues in a fresh goroutine and the old one ends, so
@@ -58,18 +55,9 @@ type session struct {
 
 	// ctx is cancelled when the reader ends (the peer left, or sent something
 	// that closed the connection) or a ping failed, with that as its cause;
-	// it tells the writer to stop.
+	// it tells the writer to stop (the done channel of Serve).
 	ctx    context.Context
 	cancel context.CancelCauseFunc
-
-	pingDue chan struct{} // cap 1: a keep-alive ping is due
-	pinger  *time.Timer   // signals pingDue and restarts a parked writer; nil when pings are disabled
-	restart func()        // the parked func: starts a writer
-
-	// The writer's, used by one writer goroutine at a time, each start of
-	// one ordered after the end of the last by the client's lock.
-	idle  *time.Timer // the parkAfter timer
-	items []hub.Item  // the batch, recycled through Drain
 
 	tasks   sync.WaitGroup // the reader and the ping in flight
 	pinging atomic.Bool
@@ -84,8 +72,7 @@ type session struct {
 
 func newSession(h *Handler, client *hub.Client, ws *websocket.Conn, conn *corkConn) *session {
 	ctx, cancel := context.WithCancelCause(context.Background())
-	s := &session{h: h, client: client, ws: ws, conn: conn, ctx: ctx, cancel: cancel, pingDue: make(chan struct{}, 1),
-		principal: auth.Everyone}
+	s := &session{h: h, client: client, ws: ws, conn: conn, ctx: ctx, cancel: cancel, principal: auth.Everyone}
 	if h.opts.MessageRate > 0 {
 		s.flood = rate.NewLimiter(rate.Limit(h.opts.MessageRate), h.opts.MessageBurst)
 	}
@@ -95,107 +82,36 @@ func newSession(h *Handler, client *hub.Client, ws *websocket.Conn, conn *corkCo
 // start starts the reader and the writer. The Handler has counted the
 // session in its tracker; the writer's last goroutine marks it done.
 func (s *session) start() {
-	s.restart = func() { go s.writeLoop() }
-	if d := s.h.opts.PingInterval; d > 0 {
-		// The first ping comes after a random half to whole interval, so
-		// connections made together (a reconnect storm, a load test) are not
-		// all pinged at once ever after: every ping starts a writer, and a
-		// synchronized round would hold thousands of them at the same time.
-		s.pinger = time.AfterFunc(jitter(d), func() {
-			signal(s.pingDue)
-			s.client.Unpark()
-		})
-	}
 	s.tasks.Add(1)
 	go s.readLoop()
-	go s.writeLoop()
+	s.client.Serve(s, &s.h.writer, s.ctx.Done())
 }
 
 // stop ends the session from the reader or a ping: it tells the writer,
 // starting it if it is parked.
 func (s *session) stop(cause error) {
 	s.cancel(cause)
-	s.client.Unpark()
+	s.client.Interrupt()
 }
 
-// writeLoop is the writer: it waits for work and writes it, and parks after
-// parkAfter without work. When the connection or the client ends, it closes
-// the connection and releases the session.
-func (s *session) writeLoop() {
-	for wrote := false; s.awaitWork(wrote); wrote = true {
-		var err error
-		s.items, err = s.client.Drain(s.items)
-		if err != nil {
-			s.finish(closeStatus(err))
-			return
-		}
-		if err := s.writeBatch(s.items); err != nil {
-			s.finish(s.writeFailed(err))
-			return
-		}
-		s.client.Written(s.items)
-		// Let the batch's messages go now rather than at the next Drain; a
-		// burst's large slice is not kept while idle.
-		clear(s.items)
-		if cap(s.items) > 256 {
-			s.items = nil
-		}
-	}
-}
-
-// parkAfter is how long a writer waits for more work before it parks. An
-// active connection keeps its writer: parking after every batch would cost
-// a goroutine start and a stack regrowth per event.
+// parkAfter is how long a writer waits for more work before it parks.
 const parkAfter = time.Second
 
-// awaitWork waits up to parkAfter for the client's queue to have work,
-// starting keep-alive pings meanwhile. It reports true when there is work;
-// false when the writer has finished the session or parked. A writer that
-// has written nothing (wrote is false: it was started for a ping) parks as
-// soon as the ping is on its way.
-func (s *session) awaitWork(wrote bool) bool {
-	if s.idle == nil {
-		s.idle = time.NewTimer(s.h.parkAfter)
-	} else {
-		s.idle.Reset(s.h.parkAfter)
-	}
-	for {
-		select {
-		case <-s.client.Wake():
-			return true
-		case <-s.pingDue:
-			s.ping()
-			s.pinger.Reset(s.h.opts.PingInterval)
-			if !wrote {
-				return s.park()
-			}
-		case <-s.ctx.Done():
-			s.finish(readerStatus(context.Cause(s.ctx)))
-			return false
-		case <-s.idle.C:
-			return s.park()
-		}
-	}
+// KeepAlive starts a keep-alive ping (hub.BatchWriter).
+func (s *session) KeepAlive() error {
+	s.ping()
+	return nil
 }
 
-// park parks the writer. It reports true, not parked, when there is work
-// meanwhile, else false: this goroutine must end.
-func (s *session) park() bool { return !s.client.Park(s.restart, s.busy) }
-
-// busy reports a reason to write other than the client's queue: a due ping
-// or a finished reader.
-func (s *session) busy() bool { return len(s.pingDue) > 0 || s.ctx.Err() != nil }
-
-// jitter returns a random duration between d/2 and d.
-func jitter(d time.Duration) time.Duration {
-	return d/2 + rand.N(d/2+1)
-}
-
-// signal leaves a token in ch, a channel of capacity 1, without blocking.
-func signal(ch chan struct{}) {
-	select {
-	case ch <- struct{}{}:
+// Finish closes the connection as end calls for (hub.BatchWriter).
+func (s *session) Finish(end hub.End) {
+	switch {
+	case end.Closed != nil:
+		s.finish(closeStatus(end.Closed))
+	case end.Failed != nil:
+		s.finish(s.writeFailed(end.Failed))
 	default:
+		s.finish(readerStatus(context.Cause(s.ctx)))
 	}
 }
 
@@ -214,7 +130,7 @@ func (s *session) writeFailed(err error) (websocket.StatusCode, string) {
 	return websocket.StatusInternalError, "write failed"
 }
 
-// writeBatch writes items as frames and sends them in one socket write (or
+// WriteBatch writes items as frames and sends them in one socket write (or
 // a few, for a batch larger than corkLimit), all before the write timeout.
 //
 // Data frames bypass coder/websocket: an event's frame head is encoded once
@@ -224,7 +140,7 @@ func (s *session) writeFailed(err error) (websocket.StatusCode, string) {
 // encode per subscriber. coder/websocket still writes every control frame
 // (pings, pongs, close); corkConn keeps the two from interleaving and stops
 // data after a close frame.
-func (s *session) writeBatch(items []hub.Item) error {
+func (s *session) WriteBatch(items []hub.Item) error {
 	if len(items) == 0 {
 		return nil
 	}
@@ -273,12 +189,6 @@ func (s *session) finish(code websocket.StatusCode, reason string) {
 		_ = s.ws.CloseNow()
 	}
 	s.cancel(nil)
-	if s.pinger != nil {
-		s.pinger.Stop()
-	}
-	if s.idle != nil {
-		s.idle.Stop()
-	}
 	s.tasks.Wait()
 	s.client.Close()
 	s.h.conns.Done()

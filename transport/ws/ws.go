@@ -91,8 +91,9 @@ type Handler struct {
 	opts   Options
 	accept websocket.AcceptOptions
 	conns  tracker.Tracker
-	// parkAfter is parkAfter but for tests, which shorten it.
-	parkAfter time.Duration
+	// writer shapes every connection's writer (keep-alive pings, parking);
+	// tests shorten its ParkAfter.
+	writer hub.WriterOptions
 
 	// Counters of the write path, read by tests to prove coalescing.
 	frames atomic.Int64 // data frames handed to the connection
@@ -126,8 +127,11 @@ func New(o Options) *Handler {
 		o.Logger = slog.Default()
 	}
 	return &Handler{
-		opts:      o,
-		parkAfter: parkAfter,
+		opts: o,
+		// Every ping starts a parked writer: jittered, connections made
+		// together (a reconnect storm, a load test) are not all pinged at once
+		// ever after, which would hold thousands of writers at the same time.
+		writer: hub.WriterOptions{KeepAlive: o.PingInterval, KeepAliveJitter: true, ParkAfter: parkAfter},
 		accept: websocket.AcceptOptions{
 			Subprotocols:    []string{Subprotocol},
 			OriginPatterns:  o.AllowedOrigins,

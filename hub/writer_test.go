@@ -1,0 +1,146 @@
+package hub_test
+
+import (
+	"errors"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/heraldpush/herald/hub"
+	"github.com/heraldpush/herald/internal/testkit/wait"
+)
+
+// recorder is a BatchWriter that keeps what it is given. fail, when set,
+// is returned by the next WriteBatch.
+type recorder struct {
+	c        *hub.Client
+	mu       sync.Mutex
+	items    []hub.Item
+	batches  int
+	fail     error
+	beats    atomic.Int32
+	ended    chan hub.End // receives Finish's End, once
+	inFlight atomic.Int32 // methods running now: the contract says at most one
+}
+
+func newRecorder(c *hub.Client) *recorder {
+	return &recorder{c: c, ended: make(chan hub.End, 1)}
+}
+
+func (r *recorder) enter() func() {
+	if r.inFlight.Add(1) != 1 {
+		panic("two BatchWriter calls at once")
+	}
+	return func() { r.inFlight.Add(-1) }
+}
+
+func (r *recorder) WriteBatch(items []hub.Item) error {
+	defer r.enter()()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.fail != nil {
+		return r.fail
+	}
+	r.items = append(r.items, items...)
+	r.batches++
+	return nil
+}
+
+func (r *recorder) KeepAlive() error {
+	defer r.enter()()
+	r.beats.Add(1)
+	return nil
+}
+
+func (r *recorder) Finish(end hub.End) {
+	defer r.enter()()
+	r.ended <- end
+	r.c.Close()
+}
+
+func (r *recorder) count() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.items)
+}
+
+func (r *recorder) end(t *testing.T) hub.End {
+	t.Helper()
+	select {
+	case e := <-r.ended:
+		return e
+	case <-time.After(waitTimeout):
+		t.Fatalf("the writer did not finish")
+		return hub.End{}
+	}
+}
+
+// TestWriterParks checks the writer's lifecycle: it parks when idle (no
+// goroutine), and the next event, a reply or a due keep-alive restarts it
+// without losing a wake; a keep-alive's writer parks again at once.
+func TestWriterParks(t *testing.T) {
+	h := newHub(t, hub.Options{})
+	c := newClient(t, h, "test")
+	subscribe(t, c, hub.SubscribeRequest{Patterns: pats("park.>")})
+	r := newRecorder(c)
+	done := make(chan struct{})
+	c.Serve(r, &hub.WriterOptions{ParkAfter: time.Millisecond, KeepAlive: 20 * time.Millisecond, WritesKeepAlive: true}, done)
+
+	for i, topic := range []string{"park.a", "park.b", "park.c"} {
+		wait.For(t, waitTimeout, "the writer to park", func() bool { return hub.Parked(c) })
+		pub(t, h, topic, `1`)
+		wait.For(t, waitTimeout, "the event to be written", func() bool { return r.count() == 2*i+1 })
+		wait.For(t, waitTimeout, "the writer to park", func() bool { return hub.Parked(c) })
+		c.Queue([]byte("reply"))
+		wait.For(t, waitTimeout, "the reply to be written", func() bool { return r.count() == 2*i+2 })
+	}
+	// Keep-alives go on while parked, and the writer parks again after each.
+	wait.For(t, waitTimeout, "three keep-alives", func() bool { return r.beats.Load() >= 3 })
+	wait.For(t, waitTimeout, "the writer to park", func() bool { return hub.Parked(c) })
+
+	close(done)
+	c.Interrupt()
+	if e := r.end(t); e != (hub.End{}) {
+		t.Fatalf("after done: End %+v, want none", e)
+	}
+}
+
+// TestWriterEnds checks that a failure, a failed write and a closed done
+// each finish the connection exactly once, from a parked writer too.
+func TestWriterEnds(t *testing.T) {
+	h := newHub(t, hub.Options{})
+	opts := &hub.WriterOptions{ParkAfter: time.Millisecond}
+
+	c := newClient(t, h, "test")
+	r := newRecorder(c)
+	c.Serve(r, opts, nil)
+	wait.For(t, waitTimeout, "the writer to park", func() bool { return hub.Parked(c) })
+	c.Fail(hub.ErrSlowConsumer)
+	if e := r.end(t); !errors.Is(e.Closed, hub.ErrSlowConsumer) {
+		t.Fatalf("after Fail: End %+v, want Closed: slow consumer", e)
+	}
+
+	c = newClient(t, h, "test")
+	r = newRecorder(c)
+	r.fail = errors.New("broken pipe")
+	c.Serve(r, opts, nil)
+	c.Queue([]byte("reply"))
+	if e := r.end(t); e.Failed != r.fail {
+		t.Fatalf("after a failed write: End %+v, want Failed: %v", e, r.fail)
+	}
+
+	c = newClient(t, h, "test")
+	r = newRecorder(c)
+	done := make(chan struct{})
+	close(done)
+	c.Serve(r, &hub.WriterOptions{}, done) // never parks: returns once finished
+	select {
+	case e := <-r.ended:
+		if e != (hub.End{}) {
+			t.Fatalf("after done: End %+v, want none", e)
+		}
+	default:
+		t.Fatalf("Serve without ParkAfter returned before Finish")
+	}
+}
