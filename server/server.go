@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/heraldpush/herald/action"
@@ -53,8 +54,8 @@ type Server struct {
 	upstreams []*action.Upstream
 	release   func() // the broker's connections
 
-	serveOnce    sync.Once
-	served       chan error // the result of http.Server.Serve, once Serve ran
+	serving      atomic.Bool // set by the first Serve
+	served       chan error  // the result of http.Server.Serve, once Serve ran
 	started      chan struct{}
 	shutdownOnce sync.Once
 	stopped      chan struct{} // closed when Shutdown has finished
@@ -226,9 +227,7 @@ func (s *Server) Addr() string { return s.ln.Addr().String() }
 // server stopped accepting connections for another reason. Serve may be
 // called once.
 func (s *Server) Serve(ctx context.Context) error {
-	first := false
-	s.serveOnce.Do(func() { first = true })
-	if !first {
+	if !s.serving.CompareAndSwap(false, true) {
 		return errors.New("failed to serve: Serve was called twice")
 	}
 	select {
