@@ -66,10 +66,10 @@ func benchFanout(b *testing.B, subs int, kind string) {
 		if err := c.Subscribe(SubscribeRequest{Patterns: []Pattern{pattern}}); err != nil {
 			b.Fatal(err)
 		}
-		w := writers[c.shard]
+		w := writers[c.shardOf()]
 		if w == nil {
 			w = &shardWriter{}
-			writers[c.shard] = w
+			writers[c.shardOf()] = w
 		}
 		w.clients = append(w.clients, c)
 		w.bufs = append(w.bufs, nil)

@@ -82,7 +82,6 @@ type Client struct {
 	hub    *Hub
 	id     uint64
 	kind   string
-	shard  *shard
 	ctx    context.Context
 	cancel context.CancelFunc
 	worker sync.WaitGroup // the replay goroutine, when one runs
@@ -96,18 +95,19 @@ type Client struct {
 	anchored bool   // pos is meaningful (set by a live subscription or a replay)
 	catching bool   // a replay runs; live events go to pending
 	replay   bool   // the replay goroutine is running
+	pendLost bool   // pending overflowed and was dropped
+	closed   bool   // Close was called
 	parked   bool   // the writer is parked: no goroutine runs it; the next wake starts one
-	writes   uint32 // batches the writer has written, for latency sampling; the writer's own
+	due      bool   // a keep-alive is due (Serve)
+	writes   uint8  // batches the writer has written, for latency sampling (wraps at a multiple of latencySample); the writer's own
 	requests []replayRequest
 	pending  []*Message
 	pendSize int
 	pendLast uint64
-	pendLost bool   // pending overflowed and was dropped
 	subGen   uint64 // bumped by Subscribe; a replay page read under an older one is read again
 	err      error
-	closed   bool // Close was called
 
-	wake  chan struct{} // cap 1: items queued, or the client failed
+	wake  chan struct{} // cap 1: items queued, the client failed, or a keep-alive is due
 	space chan struct{} // cap 1: the writer drained the queue
 
 	w writer // the connection's writer, when served (Serve)
@@ -135,6 +135,13 @@ func (c *Client) wakeLocked() {
 // the hub. dst, the slice returned by the previous call, is recycled. It
 // never blocks; wait on Wake.
 func (c *Client) Drain(dst []Item) ([]Item, error) {
+	items, _, err := c.drain(dst)
+	return items, err
+}
+
+// drain is Drain that also takes the writer's due keep-alive (Serve), under
+// the same lock.
+func (c *Client) drain(dst []Item) (items []Item, due bool, err error) {
 	clear(dst)
 	if cap(dst) > 1024 {
 		dst = nil // let a burst's buffer go rather than keep it while idle
@@ -143,17 +150,22 @@ func (c *Client) Drain(dst []Item) ([]Item, error) {
 	if c.err != nil {
 		err := c.err
 		c.mu.Unlock()
-		return dst[:0], err
+		return dst[:0], false, err
 	}
-	items := c.queue
+	items, due = c.queue, c.due
 	c.queue = dst[:0]
 	c.qbytes = 0
+	c.due = false
 	c.mu.Unlock()
 	if len(items) > 0 {
 		signal(c.space)
 	}
-	return items, nil
+	return items, due, nil
 }
+
+// shardOf is the shard that indexes c's subscriptions. It is computed, not
+// kept, to keep Client in its size class (clientSizeClass).
+func (c *Client) shardOf() *shard { return c.hub.shards[c.id%uint64(len(c.hub.shards))] }
 
 // Err returns the reason the hub closed the client, or nil.
 func (c *Client) Err() error {
@@ -264,7 +276,7 @@ func (c *Client) deliverLive(m *Message) bool {
 // Per the one-order rule, a replay on a client that has already been sent
 // events starts from the later of Since and the last event sent.
 func (c *Client) Subscribe(req SubscribeRequest) error {
-	s := c.shard
+	s := c.shardOf()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	c.mu.Lock()
@@ -328,7 +340,7 @@ func (c *Client) Subscribe(req SubscribeRequest) error {
 // Unsubscribe removes patterns; unknown ones are ignored. Events of them
 // already queued are still delivered.
 func (c *Client) Unsubscribe(patterns []Pattern) {
-	s := c.shard
+	s := c.shardOf()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	c.mu.Lock()
@@ -355,7 +367,7 @@ func (c *Client) Patterns() []string {
 // Close releases the client: its subscriptions leave the index and its
 // replay goroutine, if any, has ended when Close returns. Idempotent.
 func (c *Client) Close() {
-	s := c.shard
+	s := c.shardOf()
 	s.mu.Lock()
 	c.mu.Lock()
 	if c.closed {

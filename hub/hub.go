@@ -484,7 +484,6 @@ func (h *Hub) NewClient(kind string) (*Client, error) {
 		hub:    h,
 		id:     id,
 		kind:   kind,
-		shard:  h.shards[id%uint64(len(h.shards))],
 		ctx:    ctx,
 		cancel: cancel,
 		subs:   make(map[string]*sub),

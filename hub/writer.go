@@ -66,18 +66,20 @@ type WriterOptions struct {
 const keepItems = 128
 
 // writer is the state of a served client's writer. Its fields are set by
-// Serve and then used by one writer goroutine at a time, except the
-// keep-alive timer (safe for concurrent use). Client.parked and
-// Client.writes belong with it; they sit among the client's other small
-// fields, where they take no room of their own.
+// Serve and not changed after. Client.parked, Client.due and Client.writes
+// belong with it; they sit among the client's other small fields, where
+// they take no room of their own.
+//
+// What a running writer alone uses (its batch slice, its ParkAfter timer)
+// lives on its goroutine and goes when it parks: an idle connection keeps
+// only this, the keep-alive timer and its func. Every byte here is paid by
+// every connection, and Client must stay in its size class (see
+// clientSizeClass).
 type writer struct {
 	bw        BatchWriter
 	opts      *WriterOptions
 	done      <-chan struct{}
-	due       chan struct{} // cap 1: a keep-alive is due; nil without keep-alives
-	keepAlive *time.Timer   // signals due and restarts a parked writer
-	idle      *time.Timer   // the ParkAfter timer
-	items     []Item        // the batch, recycled through Drain
+	keepAlive *time.Timer // sets Client.due and wakes the writer; nil without keep-alives
 }
 
 // Serve runs the client's one writer: it drains the queue into w's
@@ -100,7 +102,6 @@ func (c *Client) Serve(w BatchWriter, opts *WriterOptions, done <-chan struct{})
 	wr := &c.w
 	wr.bw, wr.opts, wr.done = w, opts, done
 	if d := opts.KeepAlive; d > 0 {
-		wr.due = make(chan struct{}, 1)
 		if opts.KeepAliveJitter {
 			d = d/2 + rand.N(d/2+1)
 		}
@@ -114,10 +115,14 @@ func (c *Client) Serve(w BatchWriter, opts *WriterOptions, done <-chan struct{})
 }
 
 // keepAliveDue is the keep-alive timer's func: it marks a keep-alive due
-// and restarts a parked writer to make it.
+// and wakes the writer, restarting it if it is parked, to make it. A flag
+// under the client's lock and the wake channel the writer waits on anyway
+// cost a connection nothing, where a channel of its own would cost 96 bytes.
 func (c *Client) keepAliveDue() {
-	signal(c.w.due)
-	c.Interrupt()
+	c.mu.Lock()
+	c.due = true
+	c.wakeLocked()
+	c.mu.Unlock()
 }
 
 // Interrupt restarts the writer if it is parked, so that it sees the
@@ -138,75 +143,77 @@ func (c *Client) unparkLocked() {
 	}
 }
 
-// writeLoop is the writer: it waits for work and writes it, and parks after
-// ParkAfter without work.
+// writeLoop is the writer: it waits for work, writes it and makes due
+// keep-alives, and parks after ParkAfter without work. A writer that has
+// written nothing (it was started for a keep-alive) parks as soon as the
+// keep-alive is made.
 func (c *Client) writeLoop() {
 	wr := &c.w
-	for wrote := false; c.awaitWork(wrote); wrote = true {
-		items, err := c.Drain(wr.items)
+	var idle *time.Timer // the ParkAfter timer; this goroutine's own
+	if d := wr.opts.ParkAfter; d > 0 {
+		idle = time.NewTimer(d)
+		defer idle.Stop()
+	}
+	var items []Item // the batch, recycled through drain
+	for wrote := false; c.awaitWork(idle); {
+		var due bool
+		var err error
+		items, due, err = c.drain(items)
 		if err != nil {
 			c.endWriter(End{Closed: err})
 			return
 		}
+		if due {
+			if err := wr.bw.KeepAlive(); err != nil {
+				c.endWriter(End{Failed: err})
+				return
+			}
+			wr.keepAlive.Reset(wr.opts.KeepAlive)
+		}
 		if len(items) == 0 {
-			wr.items = items
+			if due && !wrote && idle != nil && !c.park() {
+				return
+			}
 			continue
 		}
 		err = wr.bw.WriteBatch(items)
 		if err == nil {
 			c.written(items)
 		}
-		// Let the batch's messages go now rather than at the next Drain.
+		// Let the batch's messages go now rather than at the next drain.
 		clear(items)
 		if cap(items) > keepItems {
 			items = nil
 		}
-		wr.items = items
 		if err != nil {
 			c.endWriter(End{Failed: err})
 			return
 		}
+		wrote = true
 		if wr.opts.WritesKeepAlive && wr.keepAlive != nil {
 			wr.keepAlive.Reset(wr.opts.KeepAlive)
 		}
 	}
 }
 
-// awaitWork waits up to ParkAfter for the queue to have work, making
-// keep-alives meanwhile. It reports true when there is work; false when the
-// writer has finished the connection or parked. A writer that has written
-// nothing (wrote is false: it was started for a keep-alive) parks as soon as
-// the keep-alive is made.
-func (c *Client) awaitWork(wrote bool) bool {
+// awaitWork waits up to ParkAfter (idle; nil: for ever) for a wake: queued
+// items, a failure or a due keep-alive. It reports true when woken; false
+// when the writer has finished the connection or parked.
+func (c *Client) awaitWork(idle *time.Timer) bool {
 	wr := &c.w
-	var idle <-chan time.Time
-	if d := wr.opts.ParkAfter; d > 0 {
-		if wr.idle == nil {
-			wr.idle = time.NewTimer(d)
-		} else {
-			wr.idle.Reset(d)
-		}
-		idle = wr.idle.C
+	var expired <-chan time.Time
+	if idle != nil {
+		idle.Reset(wr.opts.ParkAfter)
+		expired = idle.C
 	}
-	for {
-		select {
-		case <-c.wake:
-			return true
-		case <-wr.due:
-			if err := wr.bw.KeepAlive(); err != nil {
-				c.endWriter(End{Failed: err})
-				return false
-			}
-			wr.keepAlive.Reset(wr.opts.KeepAlive)
-			if !wrote && idle != nil {
-				return c.park()
-			}
-		case <-wr.done:
-			c.endWriter(End{})
-			return false
-		case <-idle:
-			return c.park()
-		}
+	select {
+	case <-c.wake:
+		return true
+	case <-wr.done:
+		c.endWriter(End{})
+		return false
+	case <-expired:
+		return c.park()
 	}
 }
 
@@ -215,23 +222,19 @@ func (c *Client) awaitWork(wrote bool) bool {
 func (c *Client) park() bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if len(c.queue) > 0 || c.err != nil || len(c.w.due) > 0 || isClosed(c.w.done) {
+	if len(c.queue) > 0 || c.err != nil || c.due || isClosed(c.w.done) {
 		return true
 	}
 	c.parked = true
 	return false
 }
 
-// endWriter stops the writer's timers and finishes the connection.
+// endWriter stops the keep-alive timer and finishes the connection.
 func (c *Client) endWriter(end End) {
-	wr := &c.w
-	if wr.keepAlive != nil {
-		wr.keepAlive.Stop()
+	if t := c.w.keepAlive; t != nil {
+		t.Stop()
 	}
-	if wr.idle != nil {
-		wr.idle.Stop()
-	}
-	wr.bw.Finish(end)
+	c.w.bw.Finish(end)
 }
 
 // latencySample: written observes one batch in latencySample of each
@@ -239,7 +242,7 @@ func (c *Client) endWriter(end End) {
 // them at once (a shared histogram); at a million writes a second that
 // would be 5 % of the machine, sampled it is negligible, and with many
 // connections every event is still observed many times over.
-const latencySample = 16
+const latencySample = 16 // a divisor of 256: Client.writes is a uint8
 
 // written gives the publish-to-write latency of the first live event of a
 // written batch (the one that waited longest) to Options.ObserveLatency, for

@@ -55,6 +55,8 @@ func TestIdleConnectionMemory(t *testing.T) {
 	e.publish("mem.t", "warm up")
 
 	base := memNow()
+	var baseMS runtime.MemStats
+	runtime.ReadMemStats(&baseMS)
 	cmd := exec.Command(os.Args[0], "-test.run=^TestIdleConnectionMemory$", "-test.v")
 	cmd.Env = append(os.Environ(), "HERALD_MEMTEST_CLIENT="+strings.TrimPrefix(e.srv.URL, "http://"), "HERALD_MEMTEST_N="+strconv.Itoa(n))
 	stdout, err := cmd.StdoutPipe()
@@ -104,6 +106,22 @@ func TestIdleConnectionMemory(t *testing.T) {
 		return settled
 	})
 	after := memNow()
+	if os.Getenv("HERALD_MEMTEST_CLASSES") != "" {
+		var ms runtime.MemStats
+		runtime.ReadMemStats(&ms)
+		t.Logf("heap_alloc %.0f B/conn, heap_inuse %.0f B/conn, unused %.0f B/conn",
+			float64(int64(ms.HeapAlloc)-int64(baseMS.HeapAlloc))/float64(n),
+			float64(int64(ms.HeapInuse)-int64(baseMS.HeapInuse))/float64(n),
+			float64(int64(ms.HeapInuse-ms.HeapAlloc)-int64(baseMS.HeapInuse-baseMS.HeapAlloc))/float64(n))
+		for i, c := range ms.BySize {
+			b := baseMS.BySize[i]
+			allocs := float64(c.Mallocs-b.Mallocs) / float64(n)
+			live := float64(int64(c.Mallocs-c.Frees)-int64(b.Mallocs-b.Frees)) / float64(n)
+			if allocs > 0.05 || live > 0.05 || live < -0.05 {
+				t.Logf("class %5d: allocs %6.2f/conn, live %5.2f/conn", c.Size, allocs, live)
+			}
+		}
+	}
 	if f := os.Getenv("HERALD_MEMTEST_PROFILE"); f != "" {
 		out, _ := os.Create(f)
 		_ = pprof.Lookup("heap").WriteTo(out, 0)

@@ -1,0 +1,21 @@
+package hub
+
+import (
+	"testing"
+	"unsafe"
+)
+
+// clientSizeClass is the largest size Client may have. Every connection
+// keeps one, and the Go allocator rounds it up to a size class; in the next
+// class (352 bytes) it shares spans with the three header maps every
+// connection's handshake allocates and drops (net/http's request and
+// response headers), which after a connection ramp leave those spans about
+// a quarter full: 0.5 KB more memory per idle connection than the size
+// says (docs/benchmarks.md, "One connection writer").
+const clientSizeClass = 288
+
+func TestClientSizeClass(t *testing.T) {
+	if n := unsafe.Sizeof(Client{}); n > clientSizeClass {
+		t.Fatalf("Client is %d bytes, above its size class of %d", n, clientSizeClass)
+	}
+}
