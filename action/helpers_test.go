@@ -3,6 +3,7 @@ package action_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"log/slog"
 	"strings"
 	"testing"
@@ -75,13 +76,16 @@ type outcome struct {
 	keys      map[string]json.RawMessage
 }
 
-// subscriber watches "t.>" the way a transport does: it waits on Wake and
-// drains the client's queue. It is read from the test goroutine only.
+// subscriber watches "t.>" the way a transport does: the client's writer
+// (hub.Client.Serve) hands it batches, which the test goroutine reads.
 type subscriber struct {
-	c     *hub.Client
-	items []hub.Item
-	seen  map[string][]outcome // by action ID
-	total int
+	c       *hub.Client
+	batches chan []hub.Item // from the writer
+	done    chan struct{}   // closed at cleanup: the writer finishes
+	ended   chan struct{}   // closed by the writer's Finish, after end is set
+	end     hub.End
+	seen    map[string][]outcome // by action ID; the test goroutine's
+	total   int
 }
 
 func subscribe(t testing.TB, h *hub.Hub) *subscriber {
@@ -90,11 +94,45 @@ func subscribe(t testing.TB, h *hub.Hub) *subscriber {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(c.Close)
 	if err := c.Subscribe(hub.SubscribeRequest{Patterns: []hub.Pattern{hub.MustPattern("t.>")}}); err != nil {
+		c.Close()
 		t.Fatal(err)
 	}
-	return &subscriber{c: c, seen: make(map[string][]outcome)}
+	s := &subscriber{c: c, batches: make(chan []hub.Item, 64), done: make(chan struct{}),
+		ended: make(chan struct{}), seen: make(map[string][]outcome)}
+	c.Serve(s, &hub.WriterOptions{ParkAfter: time.Second}, s.done)
+	t.Cleanup(func() {
+		close(s.done)
+		c.Interrupt()
+		select {
+		case <-s.ended:
+		case <-time.After(waitLong):
+			t.Error("the subscriber's writer did not finish")
+		}
+	})
+	return s
+}
+
+// WriteBatch passes a copy of items to the test goroutine (hub.BatchWriter);
+// while the test does not read, the writer waits, and the hub's queue bound
+// applies.
+func (s *subscriber) WriteBatch(items []hub.Item) error {
+	select {
+	case s.batches <- append([]hub.Item(nil), items...):
+		return nil
+	case <-s.done:
+		return errors.New("subscriber done")
+	}
+}
+
+// KeepAlive is never called: the writer has no keep-alive interval.
+func (s *subscriber) KeepAlive() error { return nil }
+
+// Finish records why the writer ended and closes the client.
+func (s *subscriber) Finish(end hub.End) {
+	s.c.Close()
+	s.end = end
+	close(s.ended)
 }
 
 // pump waits until d for one batch of events, records them and returns
@@ -103,18 +141,16 @@ func (s *subscriber) pump(t testing.TB, d time.Duration) []outcome {
 	t.Helper()
 	timer := time.NewTimer(d)
 	defer timer.Stop()
+	var items []hub.Item
 	select {
-	case <-s.c.Wake():
+	case items = <-s.batches:
+	case <-s.ended:
+		t.Fatalf("subscriber ended by the hub: %+v", s.end)
 	case <-timer.C:
 		return nil
 	}
-	var err error
-	s.items, err = s.c.Drain(s.items)
-	if err != nil {
-		t.Fatalf("subscriber closed by the hub: %v", err)
-	}
 	var got []outcome
-	for _, it := range s.items {
+	for _, it := range items {
 		if it.Msg == nil {
 			continue
 		}

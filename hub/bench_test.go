@@ -84,7 +84,7 @@ func benchFanout(b *testing.B, subs int, kind string) {
 			defer stopped.Done()
 			for range drain {
 				for i, c := range w.clients {
-					items, err := c.Drain(w.bufs[i])
+					items, _, err := c.drain(w.bufs[i])
 					if err != nil {
 						panic(fmt.Sprintf("client failed: %v", err))
 					}
@@ -118,7 +118,7 @@ func benchFanout(b *testing.B, subs int, kind string) {
 		}
 		round.Wait()
 	}
-	// Warm up: a client's queue and its writer's buffer swap at every Drain,
+	// Warm up: a client's queue and its writer's buffer swap at every drain,
 	// so two rounds bring both slices to their working size.
 	runRound(fanoutRound)
 	runRound(fanoutRound)

@@ -69,8 +69,8 @@ type sub struct {
 // drained by the transport's single writer.
 //
 // Concurrency: every method is safe for concurrent use. The transport owns the
-// Client: it must call Close exactly once when the connection ends. Drain is
-// meant for one writer goroutine.
+// Client: it must call Close exactly once when the connection ends, and Serve
+// once, to run the writer that drains the queue.
 //
 // Ordering: items leave the queue in strictly increasing cursor order and
 // never twice, however many patterns match an event. While a replay runs
@@ -121,26 +121,17 @@ type replayRequest struct {
 // ID is unique among the hub's clients.
 func (c *Client) ID() uint64 { return c.id }
 
-// Wake receives when Drain may return items or an error.
-func (c *Client) Wake() <-chan struct{} { return c.wake }
-
-// wakeLocked tells the writer there is work: on Wake, and by restarting it
+// wakeLocked tells the writer there is work: on c.wake, and by restarting it
 // if it is parked (see Serve). c.mu is held on entry.
 func (c *Client) wakeLocked() {
 	signal(c.wake)
 	c.unparkLocked()
 }
 
-// Drain returns every queued item, or the reason the client was closed by
-// the hub. dst, the slice returned by the previous call, is recycled. It
-// never blocks; wait on Wake.
-func (c *Client) Drain(dst []Item) ([]Item, error) {
-	items, _, err := c.drain(dst)
-	return items, err
-}
-
-// drain is Drain that also takes the writer's due keep-alive (Serve), under
-// the same lock.
+// drain returns every queued item and whether a keep-alive is due (Serve),
+// or the reason the client was closed by the hub. dst, the slice returned by
+// the previous call, is recycled. It never blocks; the writer waits on
+// c.wake.
 func (c *Client) drain(dst []Item) (items []Item, due bool, err error) {
 	clear(dst)
 	if cap(dst) > 1024 {
@@ -166,13 +157,6 @@ func (c *Client) drain(dst []Item) (items []Item, due bool, err error) {
 // shardOf is the shard that indexes c's subscriptions. It is computed, not
 // kept, to keep Client in its size class (clientSizeClass).
 func (c *Client) shardOf() *shard { return c.hub.shards[c.id%uint64(len(c.hub.shards))] }
-
-// Err returns the reason the hub closed the client, or nil.
-func (c *Client) Err() error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.err
-}
 
 // Fail closes the client for reason err (for instance ErrSlowConsumer when
 // the transport's write deadline passed). The transport still calls Close.

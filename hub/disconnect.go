@@ -9,10 +9,11 @@ import "errors"
 // code; it just ends.
 //
 // A *Disconnect is an error: a client fails with one (Client.Fail, or the
-// hub's own failures) and Client.Drain returns it to the transport, which
-// reads it with DisconnectOf. The values below are compared by identity
-// (errors.Is); Refused makes one for each refused credential. A Disconnect is
-// never modified, so it is safe for concurrent use.
+// hub's own failures) and the client's writer gives it to the transport
+// (End.Closed, see Client.Serve), which reads it with DisconnectOf. The
+// values below are compared by identity (errors.Is); Refused makes one for
+// each refused credential. A Disconnect is never modified, so it is safe for
+// concurrent use.
 type Disconnect struct {
 	Code   uint16 // the WebSocket close code (RFC 6455 section 7.4; 4000–4999 are the protocol's own)
 	Reason string // the close frame's reason, and the error's text

@@ -48,3 +48,21 @@ func Parked(c *Client) bool {
 	defer c.mu.Unlock()
 	return c.parked
 }
+
+// Wake receives when Drain may return items or an error: what a writer
+// waits on, for tests that drain a client themselves instead of serving it.
+func Wake(c *Client) <-chan struct{} { return c.wake }
+
+// Drain returns every item queued for c, or the reason the hub closed it.
+// dst, the slice returned by the previous call, is recycled.
+func Drain(c *Client, dst []Item) ([]Item, error) {
+	items, _, err := c.drain(dst)
+	return items, err
+}
+
+// Err returns the reason the hub closed c, or nil.
+func Err(c *Client) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.err
+}

@@ -67,7 +67,7 @@ func subscribe(t testing.TB, c *hub.Client, req hub.SubscribeRequest) {
 }
 
 // collector is a transport's writer loop reduced to its essence: it waits
-// on Wake, drains everything, and keeps what it got. It ends when the hub
+// on hub.Wake, drains everything, and keeps what it got. It ends when the hub
 // closes the client (Drain returns an error), which Close always does.
 type collector struct {
 	c      *hub.Client
@@ -113,14 +113,14 @@ func (col *collector) run() {
 	var buf []hub.Item
 	woke := false
 	for {
-		<-col.c.Wake()
+		<-hub.Wake(col.c)
 		if !woke {
 			woke = true
 			close(col.woke)
 			<-col.gate
 		}
 		var err error
-		buf, err = col.c.Drain(buf)
+		buf, err = hub.Drain(col.c, buf)
 		col.mu.Lock()
 		col.items = append(col.items, buf...)
 		if err != nil {

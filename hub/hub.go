@@ -434,7 +434,8 @@ func (h *Hub) Epoch() string {
 
 // Shutdown refuses new clients and disconnects every open one with
 // ErrGoingAway, leaving Publish working so in-flight requests can finish.
-// Transports see the reason in Client.Drain and close their connections.
+// Transports see the reason in End.Closed (Client.Serve) and close their
+// connections.
 func (h *Hub) Shutdown() {
 	h.closing.Store(true)
 	h.mu.Lock()

@@ -71,12 +71,12 @@ func TestSlowConsumerLive(t *testing.T) {
 			t.Fatalf("a draining client got %d of %d events", len(items), n)
 		}
 	}
-	eventually(t, "the slow client to be failed", func() bool { return slow.Err() != nil })
-	if _, err := slow.Drain(nil); !errors.Is(err, hub.ErrSlowConsumer) {
+	eventually(t, "the slow client to be failed", func() bool { return hub.Err(slow) != nil })
+	if _, err := hub.Drain(slow, nil); !errors.Is(err, hub.ErrSlowConsumer) {
 		t.Fatalf("Drain = %v, want ErrSlowConsumer", err)
 	}
 	select {
-	case <-slow.Wake():
+	case <-hub.Wake(slow):
 	default:
 		t.Fatal("a failed client's writer was not woken")
 	}
@@ -102,8 +102,8 @@ func TestSlowConsumerReplay(t *testing.T) {
 	c := newClient(t, h, "ws")
 	defer c.Close()
 	subscribe(t, c, hub.SubscribeRequest{Patterns: pats("sr.a"), Since: cur(h, 0)})
-	eventually(t, "the replay to give up", func() bool { return c.Err() != nil })
-	if _, err := c.Drain(nil); !errors.Is(err, hub.ErrSlowConsumer) {
+	eventually(t, "the replay to give up", func() bool { return hub.Err(c) != nil })
+	if _, err := hub.Drain(c, nil); !errors.Is(err, hub.ErrSlowConsumer) {
 		t.Fatalf("Drain = %v, want ErrSlowConsumer", err)
 	}
 	if st := h.Stats(); st.SlowKicked != 1 {
@@ -123,14 +123,14 @@ func TestQueueAndFail(t *testing.T) {
 	if !c.Queue([]byte("pong")) {
 		t.Fatal("Queue failed")
 	}
-	items, err := c.Drain(nil)
+	items, err := hub.Drain(c, nil)
 	if err != nil || len(items) != 3 || string(items[0].Raw) != "ok" || items[1].Msg != m || string(items[2].Raw) != "pong" {
 		t.Fatalf("Drain = %s, %v; want ok, event, pong", describe(items), err)
 	}
 	if !c.Queue(make([]byte, 10)) || c.Queue(make([]byte, 2<<10)) {
 		t.Fatal("an overflowing reply was queued")
 	}
-	if _, err := c.Drain(nil); !errors.Is(err, hub.ErrSlowConsumer) {
+	if _, err := hub.Drain(c, nil); !errors.Is(err, hub.ErrSlowConsumer) {
 		t.Fatalf("Drain = %v", err)
 	}
 	c.Close()
@@ -139,7 +139,7 @@ func TestQueueAndFail(t *testing.T) {
 	defer c2.Close()
 	c2.Fail(hub.ErrSlowConsumer)
 	c2.Fail(hub.ErrGoingAway) // the first reason sticks
-	if err := c2.Err(); !errors.Is(err, hub.ErrSlowConsumer) {
+	if err := hub.Err(c2); !errors.Is(err, hub.ErrSlowConsumer) {
 		t.Fatalf("Err = %v", err)
 	}
 	if st := h.Stats(); st.SlowKicked != 2 {

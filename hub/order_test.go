@@ -173,12 +173,12 @@ func waitOwn(c *hub.Client, m *hub.Message) error {
 	var items []hub.Item
 	for {
 		select {
-		case <-c.Wake():
+		case <-hub.Wake(c):
 		case <-timer.C:
 			return fmt.Errorf("event %d never arrived", m.ID.Seq)
 		}
 		var err error
-		items, err = c.Drain(items)
+		items, err = hub.Drain(c, items)
 		if err != nil {
 			return err
 		}
@@ -228,7 +228,7 @@ func TestGoLiveWaitsForRoom(t *testing.T) {
 	settle(t, h)
 	var got []hub.Item
 	drain := func() {
-		items, err := c.Drain(nil)
+		items, err := hub.Drain(c, nil)
 		if err != nil {
 			t.Fatalf("client failed after %s: %v", describe(got), err)
 		}
@@ -242,7 +242,7 @@ func TestGoLiveWaitsForRoom(t *testing.T) {
 	// finds pending with nowhere to go: it drops pending (those events are
 	// in the log) and waits for room.
 	eventually(t, "the replay to wait for room", func() bool {
-		return c.Err() != nil || hub.Queued(c) == k && hub.Pending(c) == 0
+		return hub.Err(c) != nil || hub.Queued(c) == k && hub.Pending(c) == 0
 	})
 	drain()
 	eventually(t, "the replay to end", func() bool { return !hub.Catching(c) })
@@ -292,11 +292,11 @@ func TestLiveSubscribeDuringReplay(t *testing.T) {
 	var got []hub.Item
 	for !slices.ContainsFunc(got, func(it hub.Item) bool { return it.Msg != nil && it.Msg.ID.Seq == 105 }) {
 		select {
-		case <-c.Wake():
+		case <-hub.Wake(c):
 		case <-time.After(waitTimeout):
 			t.Fatalf("105 never arrived; got %s", describe(got))
 		}
-		items, err := c.Drain(nil)
+		items, err := hub.Drain(c, nil)
 		if err != nil {
 			t.Fatal(err)
 		}

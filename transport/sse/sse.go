@@ -19,7 +19,7 @@
 // Slow consumers: the hub bounds each client's queue (hub.Options.QueueBytes).
 // A client that lets it overflow is failed by the hub with
 // hub.ErrSlowConsumer without ever blocking the publisher or other clients;
-// its writer sees the error at its next Drain and closes the connection
+// its writer sees the error at its next wake and closes the connection
 // (not a clean end of the response, which would keep the socket open for
 // keep-alive behind a backlog the client never read). A client that stops
 // reading leaves the writer blocked in a write: the per-batch write deadline
