@@ -23,7 +23,7 @@ import (
 )
 
 // TestHistoryBytesBoundsHeap publishes 1 GB in events of 1 MB to a server
-// with --history-bytes 64 MiB, with an SSE and a WebSocket subscriber
+// with HistoryBytes 64 MiB, with an SSE and a WebSocket subscriber
 // receiving every event, and checks along the way that the live heap
 // (after GC) stays within the bound plus a small constant: a retained event
 // costs its size once, not once per representation (data, envelope, SSE

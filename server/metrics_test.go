@@ -171,8 +171,8 @@ func dashboardMetricsExist(t *testing.T, fams map[string]*dto.MetricFamily) {
 	}
 }
 
-// TestMetricsInternalListener: with --metrics-addr, /metrics (and, with
-// --pprof, the profiles) are served there and not on --addr.
+// TestMetricsInternalListener: with MetricsAddr, /metrics (and, with
+// Pprof, the profiles) are served there and not on Addr.
 func TestMetricsInternalListener(t *testing.T) {
 	in := start(t, server.Config{MetricsAddr: "127.0.0.1:0"})
 	base := in.InternalURL(t)
@@ -192,7 +192,7 @@ func TestMetricsInternalListener(t *testing.T) {
 	}
 }
 
-// TestServeDebugEndpoints checks --metrics-addr with --pprof: profiles, and a memory
+// TestServeDebugEndpoints checks MetricsAddr with Pprof: profiles, and a memory
 // release that answers with what the runtime holds.
 func TestServeDebugEndpoints(t *testing.T) {
 	in := start(t, server.Config{MetricsAddr: "127.0.0.1:0", Pprof: true})

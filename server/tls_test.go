@@ -166,7 +166,7 @@ func TestTLSShutdownEndsHTTP2Streams(t *testing.T) {
 
 	err, took := in.Stop(t, 25*time.Second)
 	if err != nil {
-		t.Errorf("runServe: %v", err)
+		t.Errorf("Serve: %v", err)
 	}
 	if took > 5*time.Second {
 		t.Errorf("shutdown with open HTTP/2 streams took %v; they should end at once", took)
@@ -197,7 +197,7 @@ func TestTLSHTTP1SSE(t *testing.T) {
 
 	err, took := in.Stop(t, 25*time.Second)
 	if err != nil {
-		t.Errorf("runServe: %v", err)
+		t.Errorf("Serve: %v", err)
 	}
 	if took > 5*time.Second {
 		t.Errorf("shutdown with open streams took %v; they should end at once", took)

@@ -1,8 +1,6 @@
 package main
 
 import (
-	"bytes"
-	"context"
 	"fmt"
 	"io"
 	"strings"
@@ -52,12 +50,7 @@ func TestServeActionFlags(t *testing.T) {
 }
 
 func TestServeBadActionFlags(t *testing.T) {
-	cases := []struct {
-		name   string
-		args   []string
-		env    map[string]string
-		stderr string
-	}{
+	cases := []badServeCase{
 		{"zero workers", []string{"--action-workers", "0"}, nil, "--action-workers must be positive"},
 		{"negative queue", []string{"--action-queue=-1"}, nil, "--action-queue must be positive"},
 		{"zero ttl", []string{"--action-ttl", "0s"}, nil, "--action-ttl must be positive"},
@@ -84,21 +77,5 @@ func TestServeBadActionFlags(t *testing.T) {
 		{"two fallbacks", []string{"--action-upstream", "http://a/x,http://b/y"}, nil, "more than one fallback"},
 		{"same prefix twice", []string{"--action-upstream", "todo.=http://a/x,todo.*=http://b/y"}, nil, "twice"},
 	}
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			for k, v := range tc.env {
-				t.Setenv(k, v)
-			}
-			ctx, cancel := context.WithCancel(context.Background())
-			cancel()
-			var stdout, stderr bytes.Buffer
-			args := append([]string{"--addr", "127.0.0.1:0"}, tc.args...)
-			if status := exitStatus(runServe(ctx, args, &stdout, &stderr, nil), &stderr); status != 2 {
-				t.Errorf("exit status %d, want 2 (stderr %q)", status, &stderr)
-			}
-			if !strings.Contains(stderr.String(), tc.stderr) {
-				t.Errorf("stderr %q does not mention %q", &stderr, tc.stderr)
-			}
-		})
-	}
+	runBadServe(t, cases)
 }

@@ -158,12 +158,7 @@ func TestServeFlagsAndEnv(t *testing.T) {
 }
 
 func TestServeBadFlags(t *testing.T) {
-	cases := []struct {
-		name   string
-		args   []string
-		env    map[string]string
-		stderr string
-	}{
+	cases := []badServeCase{
 		{"negative history size", []string{"--history-size", "-1"}, nil, "--history-size must be positive"},
 		{"zero history bytes", []string{"--history-bytes", "0"}, nil, "--history-bytes must be positive"},
 		{"history bytes below the largest event", []string{"--history-bytes", "1000", "--max-body", "2000"}, nil, "--history-bytes (1000) must be at least --max-body (2000)"},
@@ -195,6 +190,31 @@ func TestServeBadFlags(t *testing.T) {
 		{"negative max-conns-per-ip", []string{"--max-conns-per-ip", "-1"}, nil, "--max-conns-per-ip must not be negative"},
 		{"h2c with TLS", []string{"--h2c", "--tls-cert", "c.pem", "--tls-key", "k.pem"}, nil, "--h2c is HTTP/2 without TLS"},
 	}
+	// A flag whose server.Config field takes its default at 0 refuses 0:
+	// the flag layer passes it on so that Validate refuses it.
+	for _, flag := range []string{"history-size", "history-bytes", "queue-bytes", "heartbeat", "sse-retry",
+		"write-timeout", "read-timeout", "max-body", "ws-read-limit", "ws-ping-interval", "ws-max-topics",
+		"shutdown-timeout", "action-workers", "action-queue", "action-ttl", "action-max-finished",
+		"action-max-bytes", "action-timeout", "action-max-attempts"} {
+		cases = append(cases, badServeCase{"zero " + flag, []string{"--" + flag, "0"}, nil, "--" + flag + " must be positive"})
+	}
+	runBadServe(t, cases)
+}
+
+// badServeCase is a command line, and environment, that herald serve must
+// refuse as a usage error whose message contains stderr.
+type badServeCase struct {
+	name   string
+	args   []string
+	env    map[string]string
+	stderr string
+}
+
+// runBadServe runs herald serve on 127.0.0.1:0 with each case's flags and
+// environment, and checks exit status 2, the message, and that the server
+// did not listen first.
+func runBadServe(t *testing.T, cases []badServeCase) {
+	t.Helper()
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			for k, v := range tc.env {
@@ -207,12 +227,14 @@ func TestServeBadFlags(t *testing.T) {
 			cancel()
 			var stdout, stderr bytes.Buffer
 			args := append([]string{"--addr", "127.0.0.1:0"}, tc.args...)
-			status := exitStatus(runServe(ctx, args, &stdout, &stderr, nil), &stderr)
-			if status != 2 {
+			if status := exitStatus(runServe(ctx, args, &stdout, &stderr, nil), &stderr); status != 2 {
 				t.Errorf("exit status %d, want 2 (stderr %q)", status, &stderr)
 			}
 			if !strings.Contains(stderr.String(), tc.stderr) {
 				t.Errorf("stderr %q does not mention %q", &stderr, tc.stderr)
+			}
+			if strings.Contains(stderr.String(), "msg=listening") {
+				t.Errorf("the server listened before the usage error:\n%s", &stderr)
 			}
 		})
 	}

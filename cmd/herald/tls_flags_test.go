@@ -6,7 +6,6 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"strings"
 	"testing"
 
 	"github.com/heraldpush/herald/internal/testkit/heraldtest"
@@ -22,12 +21,7 @@ func TestServeTLSBadFlags(t *testing.T) {
 		t.Fatal(err)
 	}
 	unreadable := filepath.Join(t.TempDir(), "missing.pem")
-	cases := []struct {
-		name   string
-		args   []string
-		env    map[string]string
-		stderr string
-	}{
+	cases := []badServeCase{
 		{"cert without key", []string{"--tls-cert", cert.CertFile}, nil, "--tls-cert and --tls-key go together"},
 		{"key without cert", []string{"--tls-key", cert.KeyFile}, nil, "--tls-cert and --tls-key go together"},
 		{"cert from env without key", nil, map[string]string{"HERALD_TLS_CERT": cert.CertFile}, "--tls-cert and --tls-key go together"},
@@ -41,27 +35,7 @@ func TestServeTLSBadFlags(t *testing.T) {
 		{"extended CONNECT with TLS", []string{"--tls-cert", cert.CertFile, "--tls-key", cert.KeyFile}, map[string]string{"GODEBUG": "http2xconnect=1"}, "GODEBUG=http2xconnect=1"},
 		{"extended CONNECT with h2c", []string{"--h2c"}, map[string]string{"GODEBUG": "madvdontneed=1,http2xconnect=1"}, "GODEBUG=http2xconnect=1"},
 	}
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			for k, v := range tc.env {
-				t.Setenv(k, v)
-			}
-			// Cancelled already: a server that wrongly starts stops at once.
-			ctx, cancel := context.WithCancel(context.Background())
-			cancel()
-			var stderr bytes.Buffer
-			args := append([]string{"--addr", "127.0.0.1:0"}, tc.args...)
-			if status := exitStatus(runServe(ctx, args, io.Discard, &stderr, nil), &stderr); status != 2 {
-				t.Errorf("exit status %d, want 2 (stderr %q)", status, &stderr)
-			}
-			if !strings.Contains(stderr.String(), tc.stderr) {
-				t.Errorf("stderr %q does not mention %q", &stderr, tc.stderr)
-			}
-			if strings.Contains(stderr.String(), "msg=listening") {
-				t.Errorf("the server listened before the usage error:\n%s", &stderr)
-			}
-		})
-	}
+	runBadServe(t, cases)
 	// Extended CONNECT matters only to HTTP/2: plain HTTP/1.1 starts.
 	t.Run("extended CONNECT without HTTP/2", func(t *testing.T) {
 		t.Setenv("GODEBUG", "http2xconnect=1")
