@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/common/model"
 
 	"github.com/heraldpush/herald/cmd/herald/internal/bench"
+	"github.com/heraldpush/herald/internal/testkit/heraldtest"
 	"github.com/heraldpush/herald/internal/testkit/wait"
 )
 
@@ -57,7 +58,7 @@ func TestSoak(t *testing.T) {
 		liveTolerance  = pick(0.0, 0.05)
 		inuseTolerance = pick(0.0, 0.10)
 	)
-	metricsAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	metricsAddr := fmt.Sprintf("127.0.0.1:%d", heraldtest.FreePort(t))
 	p := startProcess(t, "--metrics-addr", metricsAddr, "--pprof",
 		"--history-size", strconv.Itoa(history), "--action-ttl", actionTTL.String())
 	s := &sampler{base: "http://" + metricsAddr, client: &http.Client{Timeout: 30 * time.Second}}
@@ -66,12 +67,12 @@ func TestSoak(t *testing.T) {
 	t.Logf("baseline: %s", baseline)
 
 	fanout := bench.Config{
-		URL: p.url, Transport: "mixed", Subscribers: pick(200, 2000), Topics: 20, Publishers: 2,
+		URL: p.URL, Transport: "mixed", Subscribers: pick(200, 2000), Topics: 20, Publishers: 2,
 		Rate: pick(100.0, 300.0), Duration: duration, ChaosDisconnect: pick(5.0, 10.0),
 		SourceIPs: 8, Seed: seed, Prefix: "soak",
 	}
 	actions := bench.Config{
-		URL: p.url, Mode: bench.ModeActions, Transport: "mixed", Subscribers: 20, Topics: 10,
+		URL: p.URL, Mode: bench.ModeActions, Transport: "mixed", Subscribers: 20, Topics: 10,
 		Rate: pick(20.0, 50.0), Duration: duration, SourceIPs: 8, Seed: seed + 1, Prefix: "soak-actions",
 	}
 	var wg sync.WaitGroup
@@ -198,7 +199,7 @@ func (s *sampler) take(t *testing.T) metricSample {
 		t.Fatalf("the metrics do not parse: %v", err)
 	}
 	get := func(name string, labels ...string) float64 {
-		v, ok := value(fams, name, labels...)
+		v, ok := heraldtest.Value(fams, name, labels...)
 		if !ok {
 			t.Fatalf("no %s%v in /metrics", name, labels)
 		}
