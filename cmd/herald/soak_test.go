@@ -32,7 +32,8 @@ import (
 //   - goroutines and open files: the last third's mean within 5% of the
 //     first third's during the load, and back to the baseline taken
 //     before it (within a few) after it;
-//   - connections: as many as the load holds during it, none after.
+//   - connections: as many as the load holds during it (within 2%, for
+//     the clients reconnecting), none after.
 //
 // The tolerances, and why they are what they are, are in
 // docs/reliability.md. Every subscriber must also end with every event,
@@ -136,9 +137,12 @@ sampling:
 	checkFlat(t, "heap in use", steady, func(m metricSample) float64 { return m.inuse }, inuseTolerance)
 	checkFlat(t, "goroutines", steady, func(m metricSample) float64 { return m.goroutines }, 0.05)
 	checkFlat(t, "open files", steady, func(m metricSample) float64 { return m.fds }, 0.05)
+	// A client that churns closes its connection and dials again at once;
+	// the server counts the old one until it has read the close, so a few
+	// may be counted twice for a moment, as a few may be missing.
 	for _, m := range steady {
-		if m.conns < 0.98*subs || m.conns > subs {
-			t.Errorf("%.0fs: %v connections open, want the load's %v (a few may be reconnecting)", m.at.Seconds(), m.conns, subs)
+		if m.conns < 0.98*subs || m.conns > 1.02*subs {
+			t.Errorf("%.0fs: %v connections open, want the load's %v within 2%% (a few may be reconnecting)", m.at.Seconds(), m.conns, subs)
 		}
 	}
 
