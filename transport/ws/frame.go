@@ -6,6 +6,7 @@ import (
 
 	"github.com/heraldpush/herald/apierror"
 	"github.com/heraldpush/herald/hub"
+	"github.com/heraldpush/herald/internal/wsframe"
 )
 
 // eventFormat is an event's complete WebSocket frame, header included, with
@@ -23,17 +24,7 @@ var eventFormat = hub.NewFormat(func(dst []byte, m *hub.Message) []byte {
 // appendTextHeader appends the header of an unmasked, final text frame
 // carrying n payload bytes (RFC 6455 section 5.2).
 func appendTextHeader(dst []byte, n int) []byte {
-	const finText = 0x81
-	switch {
-	case n <= 125:
-		return append(dst, finText, byte(n))
-	case n <= 0xFFFF:
-		return append(dst, finText, 126, byte(n>>8), byte(n))
-	default:
-		return append(dst, finText, 127,
-			byte(uint64(n)>>56), byte(uint64(n)>>48), byte(uint64(n)>>40), byte(uint64(n)>>32),
-			byte(n>>24), byte(n>>16), byte(n>>8), byte(n))
-	}
+	return wsframe.AppendHeader(dst, wsframe.Fin|wsframe.OpText, false, n)
 }
 
 // resetFrame frames a herald.reset for one client. id is the head cursor the

@@ -20,6 +20,7 @@ import (
 	"github.com/coder/websocket"
 
 	"github.com/heraldpush/herald/hub"
+	"github.com/heraldpush/herald/internal/wsframe"
 	"github.com/heraldpush/herald/transport/ws"
 )
 
@@ -313,16 +314,7 @@ func (e *env) rawDial(configure func(*net.TCPConn), extra ...[]byte) *rawConn {
 
 // clientFrame encodes a masked client frame.
 func clientFrame(opcode byte, payload []byte) []byte {
-	b := []byte{0x80 | opcode}
-	switch n := len(payload); {
-	case n < 126:
-		b = append(b, 0x80|byte(n))
-	case n <= 0xFFFF:
-		b = append(b, 0x80|126, byte(n>>8), byte(n))
-	default:
-		b = append(b, 0x80|127)
-		b = binary.BigEndian.AppendUint64(b, uint64(n))
-	}
+	b := wsframe.AppendHeader(nil, wsframe.Fin|opcode, true, len(payload))
 	var key [4]byte
 	_, _ = rand.Read(key[:])
 	b = append(b, key[:]...)
