@@ -14,7 +14,11 @@ import (
 // and the "op" field, then the envelope after its opening brace. Server
 // frames are not masked, so the frame is the same for every subscriber: the
 // hub encodes the head once per event and every WebSocket subscriber's
-// writer sends it and the shared envelope.
+// writer sends it and the shared envelope, beside coder/websocket's writer
+// (library.go, assumption 4). Writing each event with coder/websocket's
+// Conn.Write instead, which takes the payload as one slice, costs 1.5 to 1.8
+// times the server CPU per delivery (docs/benchmarks.md, "Writing beside
+// coder/websocket").
 var eventFormat = hub.NewFormat(func(dst []byte, m *hub.Message) []byte {
 	const op = `{"op":"event",`
 	dst = appendTextHeader(dst, len(op)+len(m.Envelope())-1)
