@@ -8,6 +8,9 @@ package wsframe
 import (
 	"crypto/sha1"
 	"encoding/base64"
+	"encoding/binary"
+	"fmt"
+	"io"
 )
 
 // Opcodes (RFC 6455 section 5.2).
@@ -53,4 +56,51 @@ func AppendHeader(dst []byte, b0 byte, masked bool, n int) []byte {
 func AcceptKey(key string) string {
 	h := sha1.Sum([]byte(key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"))
 	return base64.StdEncoding.EncodeToString(h[:])
+}
+
+// ReadFrame reads one frame from r and returns its first byte (FIN,
+// reserved bits and opcode), whether it was masked, and its payload,
+// unmasked. A payload over limit bytes is an error. It allocates the
+// payload: it is for tests, which read frames one by one, not for a hot path.
+func ReadFrame(r io.Reader, limit uint64) (b0 byte, masked bool, payload []byte, err error) {
+	var h [MaxHeader]byte
+	if _, err := io.ReadFull(r, h[:2]); err != nil {
+		return 0, false, nil, fmt.Errorf("failed to read frame header: %w", err)
+	}
+	masked = h[1]&0x80 != 0
+	n := uint64(h[1] & 0x7F)
+	ext, keyLen := 0, 0
+	switch n {
+	case 126:
+		ext = 2
+	case 127:
+		ext = 8
+	}
+	if masked {
+		keyLen = 4
+	}
+	rest := h[2 : 2+ext+keyLen]
+	if _, err := io.ReadFull(r, rest); err != nil {
+		return 0, false, nil, fmt.Errorf("failed to read frame header: %w", err)
+	}
+	switch ext {
+	case 2:
+		n = uint64(binary.BigEndian.Uint16(rest))
+	case 8:
+		n = binary.BigEndian.Uint64(rest)
+	}
+	if n > limit {
+		return 0, false, nil, fmt.Errorf("failed to read frame: %d bytes is over the limit of %d", n, limit)
+	}
+	payload = make([]byte, n)
+	if _, err := io.ReadFull(r, payload); err != nil {
+		return 0, false, nil, fmt.Errorf("failed to read frame payload: %w", err)
+	}
+	if masked {
+		key := rest[ext:]
+		for i := range payload {
+			payload[i] ^= key[i&3]
+		}
+	}
+	return h[0], masked, payload, nil
 }

@@ -44,6 +44,36 @@ func TestAppendHeader(t *testing.T) {
 	}
 }
 
+// ReadFrame reads back what AppendHeader encodes, masked or not, and
+// refuses a payload over its limit or cut short.
+func TestReadFrame(t *testing.T) {
+	key := [4]byte{1, 2, 3, 4}
+	for _, n := range []int{0, 1, 125, 126, 65535, 65536} {
+		for _, m := range []bool{false, true} {
+			p := payload(n)
+			f := AppendHeader(nil, Fin|OpText, m, n)
+			if m {
+				f = append(f, key[:]...)
+				for i, b := range p {
+					f = append(f, b^key[i&3])
+				}
+			} else {
+				f = append(f, p...)
+			}
+			b0, masked, got, err := ReadFrame(bytes.NewReader(f), 1<<20)
+			if err != nil || b0 != Fin|OpText || masked != m || !bytes.Equal(got, p) {
+				t.Fatalf("%d bytes, masked %v: read %#x, masked %v, %d bytes, %v", n, m, b0, masked, len(got), err)
+			}
+			if _, _, _, err := ReadFrame(bytes.NewReader(f[:len(f)-1]), 1<<20); n > 0 && err == nil {
+				t.Fatalf("%d bytes, masked %v: a frame cut short was read", n, m)
+			}
+			if _, _, _, err := ReadFrame(bytes.NewReader(f), uint64(n)-1); n > 0 && err == nil {
+				t.Fatalf("%d bytes, masked %v: read over a limit of %d", n, m, n-1)
+			}
+		}
+	}
+}
+
 // What AppendHeader writes, a real WebSocket implementation reads: unmasked
 // frames of every length encoding sent to coder/websocket's client.
 func TestHeadersReadByCoderWebSocket(t *testing.T) {

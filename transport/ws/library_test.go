@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -155,26 +154,11 @@ func (p *libPair) send(t *testing.T, frames ...[]byte) {
 // recv reads one server frame.
 func (p *libPair) recv(t *testing.T) (b0 byte, payload []byte) {
 	t.Helper()
-	var h [2]byte
-	if _, err := io.ReadFull(p.peerR, h[:]); err != nil {
-		t.Fatalf("read frame: %v", err)
+	b0, _, payload, err := wsframe.ReadFrame(p.peerR, 1<<20)
+	if err != nil {
+		t.Fatal(err)
 	}
-	n := int(h[1] & 0x7F)
-	switch n {
-	case 126:
-		var l [2]byte
-		_, _ = io.ReadFull(p.peerR, l[:])
-		n = int(binary.BigEndian.Uint16(l[:]))
-	case 127:
-		var l [8]byte
-		_, _ = io.ReadFull(p.peerR, l[:])
-		n = int(binary.BigEndian.Uint64(l[:]))
-	}
-	payload = make([]byte, n)
-	if _, err := io.ReadFull(p.peerR, payload); err != nil {
-		t.Fatalf("read payload: %v", err)
-	}
-	return h[0], payload
+	return b0, payload
 }
 
 // masked is a client frame: first byte b0, payload p, masked.

@@ -37,40 +37,14 @@ func serverFrame(fin bool, op byte, p []byte, long bool) []byte {
 // readClientFrame reads one frame as a server would, insisting on the mask
 // every client frame must carry, and returns its unmasked payload.
 func readClientFrame(r io.Reader) (fin bool, op byte, p []byte, err error) {
-	var h [2]byte
-	if _, err = io.ReadFull(r, h[:]); err != nil {
-		return
+	b0, masked, p, err := wsframe.ReadFrame(r, wsReadLimit)
+	if err != nil {
+		return false, 0, nil, err
 	}
-	if h[1]&0x80 == 0 {
+	if !masked {
 		return false, 0, nil, errors.New("client frame is not masked")
 	}
-	n := uint64(h[1] & 0x7f)
-	switch n {
-	case 126:
-		var b [2]byte
-		if _, err = io.ReadFull(r, b[:]); err != nil {
-			return
-		}
-		n = uint64(binary.BigEndian.Uint16(b[:]))
-	case 127:
-		var b [8]byte
-		if _, err = io.ReadFull(r, b[:]); err != nil {
-			return
-		}
-		n = binary.BigEndian.Uint64(b[:])
-	}
-	var key [4]byte
-	if _, err = io.ReadFull(r, key[:]); err != nil {
-		return
-	}
-	p = make([]byte, n)
-	if _, err = io.ReadFull(r, p); err != nil {
-		return
-	}
-	for i := range p {
-		p[i] ^= key[i&3]
-	}
-	return h[0]&0x80 != 0, h[0] & 0x0f, p, nil
+	return b0&wsframe.Fin != 0, b0 & 0x0f, p, nil
 }
 
 // framePair connects a wsConn to the server end of a real loopback socket.
