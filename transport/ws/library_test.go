@@ -339,7 +339,8 @@ func TestLibraryWritesWholeControlFrames(t *testing.T) {
 
 	// A ping of its own.
 	pinged := make(chan error, 1)
-	go func() { pinged <- p.ws.Ping(readTimeout(t)) }()
+	pingCtx := readTimeout(t)
+	go func() { pinged <- p.ws.Ping(pingCtx) }()
 	b0, payload := p.recv(t)
 	if b0 != wsframe.Fin|wsframe.OpPing {
 		t.Fatalf("peer got %#x, want a ping", b0)

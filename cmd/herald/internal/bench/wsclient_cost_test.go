@@ -51,6 +51,8 @@ func frameServer(tb testing.TB) string {
 			go func() {
 				defer wg.Done()
 				defer conn.Close()
+				// Bounds a run whose client stopped reading without leaving.
+				_ = conn.SetDeadline(time.Now().Add(5 * time.Minute))
 				req, err := http.ReadRequest(bufio.NewReader(conn))
 				if err != nil {
 					return
