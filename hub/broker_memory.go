@@ -155,20 +155,30 @@ func (b *MemoryBroker) at(seq uint64) *Message {
 	return b.ring[(b.head+int(seq-b.first()))%len(b.ring)]
 }
 
+// lockToRead takes b.mu for a read of the log and drops what has expired.
+// On an error it holds no lock; otherwise the caller unlocks.
+func (b *MemoryBroker) lockToRead(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	b.mu.Lock()
+	if b.closed {
+		b.mu.Unlock()
+		return ErrClosed
+	}
+	b.expireLocked(b.now())
+	return nil
+}
+
 // Read implements Broker.
 func (b *MemoryBroker) Read(ctx context.Context, req ReadRequest) (ReadResult, error) {
-	if err := ctx.Err(); err != nil {
-		return ReadResult{}, err
-	}
 	if req.Limit <= 0 {
 		return ReadResult{}, fmt.Errorf("failed to read history: limit %d must be positive", req.Limit)
 	}
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.closed {
-		return ReadResult{}, ErrClosed
+	if err := b.lockToRead(ctx); err != nil {
+		return ReadResult{}, err
 	}
-	b.expireLocked(b.now())
+	defer b.mu.Unlock()
 	first := b.first()
 	if req.After+1 < first {
 		return ReadResult{}, ErrHistoryGone
@@ -195,15 +205,10 @@ func (b *MemoryBroker) Read(ctx context.Context, req ReadRequest) (ReadResult, e
 
 // Latest implements Broker.
 func (b *MemoryBroker) Latest(ctx context.Context, topic string, limit int) ([]*Message, error) {
-	if err := ctx.Err(); err != nil {
+	if err := b.lockToRead(ctx); err != nil {
 		return nil, err
 	}
-	b.mu.Lock()
 	defer b.mu.Unlock()
-	if b.closed {
-		return nil, ErrClosed
-	}
-	b.expireLocked(b.now())
 	var out []*Message
 	if b.topics[topic] == 0 {
 		return out, nil
@@ -221,29 +226,19 @@ func (b *MemoryBroker) Latest(ctx context.Context, topic string, limit int) ([]*
 
 // Bounds implements Broker.
 func (b *MemoryBroker) Bounds(ctx context.Context) (Bounds, error) {
-	if err := ctx.Err(); err != nil {
+	if err := b.lockToRead(ctx); err != nil {
 		return Bounds{}, err
 	}
-	b.mu.Lock()
 	defer b.mu.Unlock()
-	if b.closed {
-		return Bounds{}, ErrClosed
-	}
-	b.expireLocked(b.now())
 	return Bounds{Epoch: b.epoch, First: b.first(), Last: b.last}, nil
 }
 
 // Topics implements Broker.
 func (b *MemoryBroker) Topics(ctx context.Context) ([]TopicHistory, error) {
-	if err := ctx.Err(); err != nil {
+	if err := b.lockToRead(ctx); err != nil {
 		return nil, err
 	}
-	b.mu.Lock()
 	defer b.mu.Unlock()
-	if b.closed {
-		return nil, ErrClosed
-	}
-	b.expireLocked(b.now())
 	out := make([]TopicHistory, 0, len(b.topics))
 	for t, n := range b.topics {
 		out = append(out, TopicHistory{Topic: t, Events: n})

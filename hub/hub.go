@@ -176,6 +176,12 @@ func (h *Hub) newEpoch(epoch string) {
 			return
 		}
 	}
+	h.failAll(ErrEpochChanged)
+}
+
+// failAll fails every client with err. The clients are collected first:
+// failing one takes Client.mu, which is above h.mu in the lock order.
+func (h *Hub) failAll(err error) {
 	h.mu.Lock()
 	cs := make([]*Client, 0, len(h.clients))
 	for c := range h.clients {
@@ -183,7 +189,7 @@ func (h *Hub) newEpoch(epoch string) {
 	}
 	h.mu.Unlock()
 	for _, c := range cs {
-		c.fail(ErrEpochChanged)
+		c.fail(err)
 	}
 }
 
@@ -438,15 +444,7 @@ func (h *Hub) Epoch() string {
 // connections.
 func (h *Hub) Shutdown() {
 	h.closing.Store(true)
-	h.mu.Lock()
-	cs := make([]*Client, 0, len(h.clients))
-	for c := range h.clients {
-		cs = append(cs, c)
-	}
-	h.mu.Unlock()
-	for _, c := range cs {
-		c.fail(ErrGoingAway)
-	}
+	h.failAll(ErrGoingAway)
 }
 
 // Close shuts the hub down: every client is disconnected, the broker is

@@ -45,6 +45,7 @@ const (
 
 // Config is the configuration of a Server. A zero field takes its Default
 // constant; where zero would mean "no limit", a negative value says so.
+// Validate refuses any other negative count, size or duration.
 // Each field is the value of the "herald serve" flag of the same name
 // (docs/operations.md and the README describe them).
 type Config struct {
@@ -203,6 +204,37 @@ func (c Config) Validate() error {
 	c = c.withDefaults()
 	if err := CheckBroker(c.Broker); err != nil {
 		return err
+	}
+	// The fields whose 0 is their default: what is left to refuse is a
+	// negative value. (The fields whose negative means no limit are not
+	// here.)
+	for _, f := range []struct {
+		flag string
+		v    int64
+	}{
+		{"history-size", int64(c.HistorySize)},
+		{"history-bytes", int64(c.HistoryBytes)},
+		{"queue-bytes", int64(c.QueueBytes)},
+		{"heartbeat", int64(c.Heartbeat)},
+		{"sse-retry", int64(c.SSERetry)},
+		{"write-timeout", int64(c.WriteTimeout)},
+		{"read-timeout", int64(c.ReadTimeout)},
+		{"max-body", c.MaxBody},
+		{"ws-read-limit", c.WSReadLimit},
+		{"ws-ping-interval", int64(c.WSPingInterval)},
+		{"ws-max-topics", int64(c.WSMaxTopics)},
+		{"shutdown-timeout", int64(c.ShutdownTimeout)},
+		{"action-workers", int64(c.ActionWorkers)},
+		{"action-queue", int64(c.ActionQueue)},
+		{"action-ttl", int64(c.ActionTTL)},
+		{"action-max-finished", int64(c.ActionMaxFinished)},
+		{"action-max-bytes", int64(c.ActionMaxBytes)},
+		{"action-timeout", int64(c.ActionTimeout)},
+		{"action-max-attempts", int64(c.ActionMaxAttempts)},
+	} {
+		if f.v <= 0 {
+			return configErrorf("--%s must be positive", f.flag)
+		}
 	}
 	switch {
 	case c.Pprof && c.MetricsAddr == "":

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/heraldpush/herald/internal/testkit/heraldtest"
 )
 
 func actionCmd(t *testing.T, args ...string) cmdResult {
@@ -22,11 +24,11 @@ func actionCmd(t *testing.T, args ...string) cmdResult {
 
 func TestActionCmdEcho(t *testing.T) {
 	in := startServe(t, "--addr", "127.0.0.1:0")
-	r := actionCmd(t, "--url", in.url, "--type", "echo", "--topic", "act.echo", "--payload", `{"x": [1, 2]}`, "--wait")
+	r := actionCmd(t, "--url", in.URL, "--type", "echo", "--topic", "act.echo", "--payload", `{"x": [1, 2]}`, "--wait")
 	if r.status != 0 || r.stderr != "" {
 		t.Fatalf("exit %d, stderr %q", r.status, r.stderr)
 	}
-	var a actionStatus
+	var a heraldtest.ActionStatus
 	if err := json.Unmarshal([]byte(r.stdout), &a); err != nil || strings.Count(r.stdout, "\n") != 1 {
 		t.Fatalf("stdout %q: want one line of JSON (%v)", r.stdout, err)
 	}
@@ -38,20 +40,20 @@ func TestActionCmdEcho(t *testing.T) {
 	}
 
 	// Without --wait: the ID alone.
-	r = actionCmd(t, "--url", in.url, "--type", "echo", "--topic", "act.echo")
+	r = actionCmd(t, "--url", in.URL, "--type", "echo", "--topic", "act.echo")
 	id := strings.TrimSuffix(r.stdout, "\n")
 	if r.status != 0 || !strings.HasPrefix(id, "act_") || strings.Contains(id, "\n") {
 		t.Fatalf("%+v: want the action ID", r)
 	}
-	if a := in.finished(t, id); a.Status != "succeeded" || string(a.Result) != "null" {
+	if a := in.Finished(t, id); a.Status != "succeeded" || string(a.Result) != "null" {
 		t.Errorf("status %+v, want succeeded with a null result", a)
 	}
 }
 
 func TestActionCmdFailed(t *testing.T) {
 	release := make(chan struct{})
-	up := newBackend(t, func(w http.ResponseWriter, r *http.Request, c upstreamCall) {
-		switch string(c.body["type"]) {
+	up := heraldtest.NewBackend(t, func(w http.ResponseWriter, r *http.Request, c heraldtest.UpstreamCall) {
+		switch string(c.Body["type"]) {
 		case `"todo.fail"`:
 			w.Header().Set("Content-Type", "application/json")
 			w.WriteHeader(http.StatusUnprocessableEntity)
@@ -66,11 +68,11 @@ func TestActionCmdFailed(t *testing.T) {
 			fmt.Fprint(w, `{"ok":true}`)
 		}
 	})
-	in := startServe(t, "--addr", "127.0.0.1:0", "--action-upstream", "todo.="+up.url, "--action-max-attempts", "1")
+	in := startServe(t, "--addr", "127.0.0.1:0", "--action-upstream", "todo.="+up.URL, "--action-max-attempts", "1")
 	t.Cleanup(func() { close(release) }) // before the server's cleanup: its shutdown waits for the action
 
-	r := actionCmd(t, "--url", in.url, "--type", "todo.fail", "--topic", "act.todo", "--wait")
-	var a actionStatus
+	r := actionCmd(t, "--url", in.URL, "--type", "todo.fail", "--topic", "act.todo", "--wait")
+	var a heraldtest.ActionStatus
 	if err := json.Unmarshal([]byte(r.stdout), &a); err != nil {
 		t.Fatalf("stdout %q: %v", r.stdout, err)
 	}
@@ -79,13 +81,13 @@ func TestActionCmdFailed(t *testing.T) {
 		t.Errorf("exit %d, status %+v, stderr %q: want exit 1 with the upstream's error", r.status, a, r.stderr)
 	}
 
-	r = actionCmd(t, "--url", in.url, "--type", "todo.ok", "--topic", "act.todo", "--wait", "--payload", "1")
+	r = actionCmd(t, "--url", in.URL, "--type", "todo.ok", "--topic", "act.todo", "--wait", "--payload", "1")
 	if r.status != 0 || !strings.Contains(r.stdout, `"result":{"ok":true}`) {
 		t.Errorf("%+v: want exit 0 with the upstream's result", r)
 	}
 
 	start := time.Now()
-	r = actionCmd(t, "--url", in.url, "--type", "todo.slow", "--topic", "act.todo", "--wait", "--timeout", "300ms")
+	r = actionCmd(t, "--url", in.URL, "--type", "todo.slow", "--topic", "act.todo", "--wait", "--timeout", "300ms")
 	if r.status != 1 || r.stdout != "" || !strings.Contains(r.stderr, "timed out after 300ms waiting for action act_") {
 		t.Errorf("%+v: want exit 1 with a timeout message", r)
 	}
@@ -96,11 +98,11 @@ func TestActionCmdFailed(t *testing.T) {
 
 func TestActionCmdErrors(t *testing.T) {
 	in := startServe(t, "--addr", "127.0.0.1:0")
-	r := actionCmd(t, "--url", in.url, "--type", "nope", "--topic", "act.x", "--wait")
+	r := actionCmd(t, "--url", in.URL, "--type", "nope", "--topic", "act.x", "--wait")
 	if r.status != 1 || r.stdout != "" || !strings.Contains(r.stderr, "unknown_action: ") || !strings.Contains(r.stderr, "HTTP 422") {
 		t.Errorf("%+v: want exit 1 with unknown_action", r)
 	}
-	r = actionCmd(t, "--url", in.url, "--type", "echo", "--topic", "bad topic")
+	r = actionCmd(t, "--url", in.URL, "--type", "echo", "--topic", "bad topic")
 	if r.status != 1 || !strings.Contains(r.stderr, "invalid_topic") {
 		t.Errorf("%+v: want exit 1 with invalid_topic", r)
 	}
@@ -120,7 +122,7 @@ func TestActionCmdErrors(t *testing.T) {
 		{"zero timeout", []string{"--type", "echo", "--topic", "a", "--timeout", "0s"}, "--timeout must be positive"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			r := actionCmd(t, append([]string{"--url", in.url}, tc.args...)...)
+			r := actionCmd(t, append([]string{"--url", in.URL}, tc.args...)...)
 			if r.status != 2 || r.stdout != "" || !strings.Contains(r.stderr, tc.stderr) {
 				t.Errorf("%+v: want exit 2 mentioning %q", r, tc.stderr)
 			}
@@ -130,23 +132,23 @@ func TestActionCmdErrors(t *testing.T) {
 
 func TestActionCmdIdempotency(t *testing.T) {
 	in := startServe(t, "--addr", "127.0.0.1:0")
-	args := []string{"--url", in.url, "--type", "echo", "--topic", "act.idem", "--payload", `{"a":1}`, "--idempotency-key", "k-1"}
+	args := []string{"--url", in.URL, "--type", "echo", "--topic", "act.idem", "--payload", `{"a":1}`, "--idempotency-key", "k-1"}
 	first := actionCmd(t, args...)
 	second := actionCmd(t, args...)
 	if first.status != 0 || second.status != 0 || first.stdout == "" || first.stdout != second.stdout {
 		t.Fatalf("first %+v, second %+v: want the same ID twice", first, second)
 	}
 	id := strings.TrimSuffix(first.stdout, "\n")
-	in.finished(t, id)
+	in.Finished(t, id)
 	waited := actionCmd(t, append(args, "--wait")...)
-	var a actionStatus
+	var a heraldtest.ActionStatus
 	if err := json.Unmarshal([]byte(waited.stdout), &a); err != nil || waited.status != 0 || a.ID != id || a.Status != "succeeded" {
 		t.Errorf("%+v: want the first action's final status", waited)
 	}
 	if h := history(t, in, "act.idem"); len(h) != 1 {
 		t.Errorf("history has %d result events, want 1: the action ran once", len(h))
 	}
-	r := actionCmd(t, "--url", in.url, "--type", "echo", "--topic", "act.idem", "--payload", `{"a":2}`, "--idempotency-key", "k-1")
+	r := actionCmd(t, "--url", in.URL, "--type", "echo", "--topic", "act.idem", "--payload", `{"a":2}`, "--idempotency-key", "k-1")
 	if r.status != 1 || !strings.Contains(r.stderr, "idempotency_mismatch") {
 		t.Errorf("%+v: want exit 1 with idempotency_mismatch", r)
 	}

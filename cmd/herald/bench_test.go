@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"io"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -14,7 +13,7 @@ import (
 	"time"
 
 	"github.com/heraldpush/herald/cmd/herald/internal/bench"
-	"github.com/heraldpush/herald/hub"
+	"github.com/heraldpush/herald/internal/testkit/heraldtest"
 	"github.com/heraldpush/herald/internal/testkit/relay"
 	"github.com/heraldpush/herald/internal/testkit/wait"
 )
@@ -27,7 +26,7 @@ func TestBenchAgainstServer(t *testing.T) {
 	out := filepath.Join(t.TempDir(), "report.json")
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	args := []string{"--url", in.url, "--transport", "mixed", "--subscribers", "40", "--topics", "4",
+	args := []string{"--url", in.URL, "--transport", "mixed", "--subscribers", "40", "--topics", "4",
 		"--publishers", "2", "--rate", "200", "--batch", "2", "--duration", "1s", "--quiet", "--json", out}
 	if err := runBench(ctx, args, io.Discard, io.Discard); err != nil {
 		t.Fatalf("bench: %v", err)
@@ -84,38 +83,11 @@ func benchJSON(t *testing.T, args ...string) (bench.Report, map[string]json.RawM
 	return rep, raw, runErr
 }
 
-// serverStats reads the hub's counters from the server's /v1/stats.
-func serverStats(t *testing.T, in *instance) hub.Stats {
-	t.Helper()
-	resp, err := in.client.Get(in.url + "/v1/stats")
-	if err != nil {
-		t.Fatalf("GET /v1/stats: %v", err)
-	}
-	defer resp.Body.Close()
-	var st struct {
-		Hub hub.Stats `json:"hub"`
-	}
-	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
-		t.Fatalf("decode /v1/stats: %v", err)
-	}
-	return st.Hub
-}
-
-// serverClients reads the open client count from the server's /v1/stats.
-func serverClients(t *testing.T, in *instance) int64 {
-	t.Helper()
-	var n int64
-	for _, c := range serverStats(t, in).Clients {
-		n += c
-	}
-	return n
-}
-
 // TestBenchConnectMode ramps mixed connections and checks the connect
 // report, and that every connection is closed afterwards.
 func TestBenchConnectMode(t *testing.T) {
 	in := startServe(t, "--addr", "127.0.0.1:0")
-	rep, raw, err := benchJSON(t, "--url", in.url, "--mode", "connect", "--transport", "mixed", "--subscribers", "50", "--topics", "5")
+	rep, raw, err := benchJSON(t, "--url", in.URL, "--mode", "connect", "--transport", "mixed", "--subscribers", "50", "--topics", "5")
 	if err != nil {
 		t.Fatalf("bench: %v", err)
 	}
@@ -135,14 +107,14 @@ func TestBenchConnectMode(t *testing.T) {
 	if _, ok := raw["server_rss_kb_before"]; ok {
 		t.Fatalf("connect mode reports server memory it did not measure")
 	}
-	wait.For(t, 10*time.Second, "server clients back to 0", func() bool { return serverClients(t, in) == 0 })
+	wait.For(t, 10*time.Second, "server clients back to 0", func() bool { return in.Clients(t) == 0 })
 }
 
 // TestBenchConnectModeRamp limits the ramp rate and checks the run takes
 // as long as the rate implies.
 func TestBenchConnectModeRamp(t *testing.T) {
 	in := startServe(t, "--addr", "127.0.0.1:0")
-	rep, _, err := benchJSON(t, "--url", in.url, "--mode", "connect", "--transport", "ws", "--subscribers", "20", "--ramp", "50")
+	rep, _, err := benchJSON(t, "--url", in.URL, "--mode", "connect", "--transport", "ws", "--subscribers", "20", "--ramp", "50")
 	if err != nil {
 		t.Fatalf("bench: %v", err)
 	}
@@ -156,7 +128,7 @@ func TestBenchConnectModeRamp(t *testing.T) {
 // memory (the server runs in it), checking the memory fields are reported.
 func TestBenchIdleMode(t *testing.T) {
 	in := startServe(t, "--addr", "127.0.0.1:0")
-	rep, raw, err := benchJSON(t, "--url", in.url, "--mode", "idle", "--transport", "mixed", "--subscribers", "40",
+	rep, raw, err := benchJSON(t, "--url", in.URL, "--mode", "idle", "--transport", "mixed", "--subscribers", "40",
 		"--duration", "300ms", "--server-pid", strconv.Itoa(os.Getpid()))
 	if err != nil {
 		t.Fatalf("bench: %v", err)
@@ -178,7 +150,7 @@ func TestBenchIdleMode(t *testing.T) {
 	if want := (rep.ServerRSSKBAfter - rep.ServerRSSKBBefore) * 1024 / 40; rep.RSSPerConnBytes != want {
 		t.Fatalf("rss per connection %d, want %d", rep.RSSPerConnBytes, want)
 	}
-	wait.For(t, 10*time.Second, "server clients back to 0", func() bool { return serverClients(t, in) == 0 })
+	wait.For(t, 10*time.Second, "server clients back to 0", func() bool { return in.Clients(t) == 0 })
 }
 
 // TestBenchIdleModeLostConnections stops the server during the hold: the
@@ -188,14 +160,14 @@ func TestBenchIdleModeLostConnections(t *testing.T) {
 	out := filepath.Join(t.TempDir(), "report.json")
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	var progress syncBuffer
+	var progress heraldtest.Log
 	errc := make(chan error, 1)
 	go func() {
-		errc <- runBench(ctx, []string{"--url", in.url, "--mode", "idle", "--transport", "ws", "--subscribers", "10",
+		errc <- runBench(ctx, []string{"--url", in.URL, "--mode", "idle", "--transport", "ws", "--subscribers", "10",
 			"--duration", "8s", "--json", out}, io.Discard, &progress)
 	}()
 	wait.For(t, 20*time.Second, "the hold to start", func() bool { return strings.Contains(progress.String(), "hold") })
-	in.cancel()
+	in.Cancel()
 	err := <-errc
 	if err == nil || exitStatus(err, io.Discard) != 1 {
 		t.Fatalf("bench returned %v, want a run-time failure", err)
@@ -240,7 +212,7 @@ func TestBenchBadCommandLine(t *testing.T) {
 // must fail.
 func TestBenchDetectsLoss(t *testing.T) {
 	in := startServe(t, "--addr", "127.0.0.1:0")
-	proxy := relay.Start(t, strings.TrimPrefix(in.url, "http://"), relay.Options{CutAfter: 3000})
+	proxy := relay.Start(t, strings.TrimPrefix(in.URL, "http://"), relay.Options{CutAfter: 3000})
 	for _, transport := range []string{"ws", "sse"} {
 		t.Run(transport, func(t *testing.T) {
 			before := proxy.Cuts()
@@ -272,7 +244,7 @@ func TestBenchDetectsLoss(t *testing.T) {
 func TestBenchActionsMode(t *testing.T) {
 	in := startServe(t, "--addr", "127.0.0.1:0")
 	htmlOut := filepath.Join(t.TempDir(), "report.html")
-	rep, raw, err := benchJSON(t, "--url", in.url, "--mode", "actions", "--transport", "mixed", "--subscribers", "10",
+	rep, raw, err := benchJSON(t, "--url", in.URL, "--mode", "actions", "--transport", "mixed", "--subscribers", "10",
 		"--topics", "2", "--publishers", "2", "--rate", "200", "--duration", "1s", "--html", htmlOut)
 	if err != nil {
 		t.Fatalf("bench: %v", err)
@@ -304,7 +276,7 @@ func TestBenchActionsMode(t *testing.T) {
 // handler for the action type, and says why.
 func TestBenchActionsModeUnknownType(t *testing.T) {
 	in := startServe(t, "--addr", "127.0.0.1:0")
-	rep, _, err := benchJSON(t, "--url", in.url, "--mode", "actions", "--action-type", "no.such", "--subscribers", "0",
+	rep, _, err := benchJSON(t, "--url", in.URL, "--mode", "actions", "--action-type", "no.such", "--subscribers", "0",
 		"--rate", "50", "--duration", "300ms")
 	if err == nil || !strings.Contains(err.Error(), "action_422") {
 		t.Fatalf("bench returned %v, want a failure naming action_422", err)
@@ -314,45 +286,12 @@ func TestBenchActionsModeUnknownType(t *testing.T) {
 	}
 }
 
-// TestServeDebugEndpoints checks --metrics-addr with --pprof: profiles, and a memory
-// release that answers with what the runtime holds.
-func TestServeDebugEndpoints(t *testing.T) {
-	in := startServe(t, "--addr", "127.0.0.1:0", "--metrics-addr", "127.0.0.1:0", "--pprof")
-	base := internalURL(t, in)
-	resp, err := in.client.Get(base + "/debug/pprof/")
-	if err != nil || resp.StatusCode != http.StatusOK {
-		t.Fatalf("GET /debug/pprof/: %v %v", resp, err)
-	}
-	resp.Body.Close()
-	resp, err = in.client.Post(base+"/debug/free-memory", "", nil)
-	if err != nil || resp.StatusCode != http.StatusOK {
-		t.Fatalf("POST /debug/free-memory: %v %v", resp, err)
-	}
-	var m map[string]uint64
-	err = json.NewDecoder(resp.Body).Decode(&m)
-	resp.Body.Close()
-	if err != nil || m["heap_inuse_bytes"] == 0 || m["goroutines"] == 0 {
-		t.Fatalf("free-memory answered %v, %v", m, err)
-	}
-	if resp, err := in.client.Get(base + "/debug/free-memory"); err != nil || resp.StatusCode != http.StatusMethodNotAllowed {
-		t.Fatalf("GET /debug/free-memory: %v %v, want 405", resp, err)
-	} else {
-		resp.Body.Close()
-	}
-	// The public listener does not serve them.
-	if resp, err := in.client.Get(in.url + "/debug/pprof/"); err != nil || resp.StatusCode != http.StatusNotFound {
-		t.Fatalf("GET /debug/pprof/ on the public listener: %v %v, want 404", resp, err)
-	} else {
-		resp.Body.Close()
-	}
-}
-
 // TestBenchIdleModeAfterGC samples memory after the server has collected
 // garbage, through its debug endpoint.
 func TestBenchIdleModeAfterGC(t *testing.T) {
 	in := startServe(t, "--addr", "127.0.0.1:0", "--metrics-addr", "127.0.0.1:0", "--pprof")
-	rep, _, err := benchJSON(t, "--url", in.url, "--mode", "idle", "--transport", "mixed", "--subscribers", "20",
-		"--duration", "100ms", "--server-pid", strconv.Itoa(os.Getpid()), "--server-debug", internalURL(t, in))
+	rep, _, err := benchJSON(t, "--url", in.URL, "--mode", "idle", "--transport", "mixed", "--subscribers", "20",
+		"--duration", "100ms", "--server-pid", strconv.Itoa(os.Getpid()), "--server-debug", in.InternalURL(t))
 	if err != nil {
 		t.Fatalf("bench: %v", err)
 	}
@@ -360,9 +299,28 @@ func TestBenchIdleModeAfterGC(t *testing.T) {
 		t.Fatalf("after gc %v, rss %d → %d kB, errors %v", rep.RSSAfterGC, rep.ServerRSSKBBefore, rep.ServerRSSKBAfter, rep.Errors)
 	}
 	// A debug URL that answers nothing fails the run.
-	err = runBench(context.Background(), []string{"--url", in.url, "--mode", "idle", "--subscribers", "2", "--duration", "50ms",
-		"--server-pid", strconv.Itoa(os.Getpid()), "--server-debug", in.url, "--quiet"}, io.Discard, io.Discard)
+	err = runBench(context.Background(), []string{"--url", in.URL, "--mode", "idle", "--subscribers", "2", "--duration", "50ms",
+		"--server-pid", strconv.Itoa(os.Getpid()), "--server-debug", in.URL, "--quiet"}, io.Discard, io.Discard)
 	if err == nil || !strings.Contains(err.Error(), "free the server's memory") {
 		t.Fatalf("bench with a wrong --server-debug: %v", err)
+	}
+}
+
+// TestBenchAcrossNodes runs herald bench with its subscribers on one node
+// and its publishers on another, on one log: every delivery crosses the
+// broker, and none is lost, repeated or out of order.
+func TestBenchAcrossNodes(t *testing.T) { heraldtest.ForEachBroker(t, testBenchAcrossNodes) }
+
+func testBenchAcrossNodes(t *testing.T, broker string) {
+	a := startServe(t, "--addr", "127.0.0.1:0", "--broker", broker)
+	b := startServe(t, "--addr", "127.0.0.1:0", "--broker", broker)
+	rep, _, err := benchJSON(t, "--url", a.URL, "--publish-url", b.URL, "--transport", "mixed",
+		"--subscribers", "20", "--topics", "2", "--rate", "200", "--duration", "1s")
+	if err != nil {
+		t.Fatalf("bench: %v", err)
+	}
+	if rep.Published == 0 || rep.Delivered != rep.Expected || rep.Lost != 0 || rep.Duplicates != 0 || rep.OutOfOrder != 0 {
+		t.Fatalf("published %d; delivered %d of %d, lost %d, dup %d, ooo %d",
+			rep.Published, rep.Delivered, rep.Expected, rep.Lost, rep.Duplicates, rep.OutOfOrder)
 	}
 }

@@ -23,9 +23,9 @@ func TestChaosDisconnects(t *testing.T) {
 	args := []string{"--history-size", strconv.FormatInt(2*events, 10)}
 	var url string
 	if soak() {
-		url = startProcess(t, args...).url
+		url = startProcess(t, args...).URL
 	} else {
-		url = startServe(t, append([]string{"--addr", "127.0.0.1:0"}, args...)...).url
+		url = startServe(t, append([]string{"--addr", "127.0.0.1:0"}, args...)...).URL
 	}
 	cfg := bench.Config{
 		URL:             url,

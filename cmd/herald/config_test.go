@@ -454,21 +454,21 @@ history-size: 2
 log-format: json
 `))
 	for _, d := range []string{"1", "2", "3"} {
-		if status, body := in.post(t, "/v1/publish", `{"topic":"t","data":`+d+`}`); status != http.StatusOK {
+		if status, body := in.Post(t, "/v1/publish", `{"topic":"t","data":`+d+`}`); status != http.StatusOK {
 			t.Fatalf("publish: status %d, body %s", status, body)
 		}
 	}
-	if got := strings.Join(historyData(t, in, "t"), ","); got != "2,3" {
+	if got := strings.Join(in.HistoryData(t, "t"), ","); got != "2,3" {
 		t.Errorf("with history-size: 2, history = %s, want 2,3", got)
 	}
-	if !strings.Contains(in.logs.String(), `"msg":"listening"`) {
-		t.Errorf("log-format: json not applied:\n%s", in.logs)
+	if !strings.Contains(in.Logs.String(), `"msg":"listening"`) {
+		t.Errorf("log-format: json not applied:\n%s", in.Logs)
 	}
 
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, in.url+"/v1/events?topic=t", nil)
-	resp, err := in.client.Transport.RoundTrip(req)
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, in.URL+"/v1/events?topic=t", nil)
+	resp, err := in.Client.Transport.RoundTrip(req)
 	if err != nil {
 		t.Fatalf("GET /v1/events: %v", err)
 	}

@@ -19,6 +19,7 @@ import (
 	"github.com/coder/websocket"
 	"github.com/coder/websocket/wsjson"
 
+	"github.com/heraldpush/herald/internal/testkit/heraldtest"
 	"github.com/heraldpush/herald/internal/testkit/redistest"
 	"github.com/heraldpush/herald/internal/testkit/wait"
 )
@@ -83,7 +84,7 @@ func TestDockerCompose(t *testing.T) {
 	if last != "http://127.0.0.1:8080/readyz" {
 		t.Errorf("the health check asks %q, want the node's /readyz on port 8080", last)
 	}
-	health[len(health)-1] = strings.Replace(last, "http://127.0.0.1:8080", in.url, 1)
+	health[len(health)-1] = strings.Replace(last, "http://127.0.0.1:8080", in.URL, 1)
 	var stdout, stderr strings.Builder
 	if status := run(health, &stdout, &stderr); status != 0 {
 		t.Errorf("health check %q: exit status %d: %s", health, status, &stderr)
@@ -119,7 +120,7 @@ func TestNginxInFront(t *testing.T) {
 			args = append(args, a)
 		}
 	}
-	var nodes []*instance
+	var nodes []*heraldtest.Node
 	for range 2 {
 		nodes = append(nodes, startServe(t, append([]string{"--addr", "127.0.0.1:0", "--broker", broker, "--log-level", "warn"}, args...)...))
 	}
@@ -127,12 +128,12 @@ func TestNginxInFront(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 
-	if status, body := front.get(t, "/readyz"); status != http.StatusOK {
+	if status, body := front.Get(t, "/readyz"); status != http.StatusOK {
 		t.Fatalf("GET /readyz through nginx: %d %s", status, body)
 	}
 
 	c, resp, err := websocket.Dial(ctx, "ws://localhost:8080/v1/ws", &websocket.DialOptions{
-		HTTPClient:   front.client,
+		HTTPClient:   front.Client,
 		HTTPHeader:   http.Header{"Origin": {"http://localhost:8080"}},
 		Subprotocols: []string{"herald.v1"},
 	})
@@ -155,14 +156,14 @@ func TestNginxInFront(t *testing.T) {
 		t.Fatalf("subscribe through nginx: %+v %v", reply, err)
 	}
 
-	lines, stopLines := streamLinesVia(ctx, t, front.client, front.url+"/v1/events?topic=deploy.*", "")
+	lines, stopLines := heraldtest.StreamLinesVia(ctx, t, front.Client, front.URL+"/v1/events?topic=deploy.*", "")
 	defer stopLines()
-	nextLine(t, lines, "retry:") // the stream is open: Herald subscribed before it answered
+	heraldtest.NextLine(t, lines, "retry:") // the stream is open: Herald subscribed before it answered
 
 	// Each node publishes one event, after the previous one was read: both
 	// streams must deliver it while they stay open.
 	for i, node := range nodes {
-		status, body := node.post(t, "/v1/publish", fmt.Sprintf(`{"topic":"deploy.%d","data":{"node":%d}}`, i, i))
+		status, body := node.Post(t, "/v1/publish", fmt.Sprintf(`{"topic":"deploy.%d","data":{"node":%d}}`, i, i))
 		if status != http.StatusOK {
 			t.Fatalf("publish on node %d: %d %s", i, status, body)
 		}
@@ -170,7 +171,7 @@ func TestNginxInFront(t *testing.T) {
 		if err := json.Unmarshal(body, &pub); err != nil {
 			t.Fatal(err)
 		}
-		if got := nextLine(t, lines, "id: "); got != "id: "+pub.ID {
+		if got := heraldtest.NextLine(t, lines, "id: "); got != "id: "+pub.ID {
 			t.Errorf("SSE through nginx: %q, want the event of node %d, %s", got, i, pub.ID)
 		}
 		if err := wsjson.Read(ctx, c, &reply); err != nil || reply.Op != "event" || reply.ID != pub.ID || reply.Data.Node != i {
@@ -179,11 +180,11 @@ func TestNginxInFront(t *testing.T) {
 	}
 
 	// Publishing through nginx reaches both streams as well.
-	status, body := front.post(t, "/v1/publish", `{"topic":"deploy.front","data":{"node":9}}`)
+	status, body := front.Post(t, "/v1/publish", `{"topic":"deploy.front","data":{"node":9}}`)
 	if status != http.StatusOK {
 		t.Fatalf("publish through nginx: %d %s", status, body)
 	}
-	nextLine(t, lines, "id: ")
+	heraldtest.NextLine(t, lines, "id: ")
 	if err := wsjson.Read(ctx, c, &reply); err != nil || reply.Data.Node != 9 {
 		t.Errorf("WebSocket through nginx: %+v %v, want the event published through nginx", reply, err)
 	}
@@ -218,7 +219,7 @@ var (
 // place of port 80. The instance it returns is a browser's view of
 // http://localhost:8080/: its client connects to nginx whatever the URL
 // says, so requests carry Host: localhost:8080.
-func startNginx(t *testing.T, nginx string, nodes []*instance) *instance {
+func startNginx(t *testing.T, nginx string, nodes []*heraldtest.Node) *heraldtest.Node {
 	t.Helper()
 	raw, err := os.ReadFile("../../deploy/nginx.conf")
 	if err != nil {
@@ -230,9 +231,9 @@ func startNginx(t *testing.T, nginx string, nodes []*instance) *instance {
 	}
 	conf = upstreamServer.ReplaceAllStringFunc(conf, func(m string) string {
 		n, _ := strconv.Atoi(upstreamServer.FindStringSubmatch(m)[1])
-		return strings.TrimPrefix(nodes[(n-1)%len(nodes)].url, "http://")
+		return strings.TrimPrefix(nodes[(n-1)%len(nodes)].URL, "http://")
 	})
-	port := freePort(t)
+	port := heraldtest.FreePort(t)
 	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
 	conf = listenPort.ReplaceAllString(conf, "${1}listen "+addr+";")
 
@@ -258,7 +259,7 @@ http {
 		}
 	}
 	cmd := exec.Command(nginx, "-p", dir, "-c", filepath.Join(dir, "nginx.conf"), "-e", filepath.Join(dir, "error.log"))
-	out := &syncBuffer{}
+	out := &heraldtest.Log{}
 	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("failed to start nginx: %v", err)
@@ -292,5 +293,5 @@ http {
 		return d.DialContext(ctx, network, addr)
 	}}
 	t.Cleanup(tr.CloseIdleConnections)
-	return &instance{url: "http://localhost:8080", client: &http.Client{Transport: tr}}
+	return &heraldtest.Node{URL: "http://localhost:8080", Client: &http.Client{Transport: tr}}
 }

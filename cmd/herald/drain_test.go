@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/heraldpush/herald/internal/testkit/heraldtest"
 	"github.com/heraldpush/herald/internal/testkit/redistest"
 	"github.com/heraldpush/herald/internal/testkit/wait"
 )
@@ -52,14 +53,14 @@ func testShutdownMemory(t *testing.T) {
 	backend := slowBackend(t)
 	p := startProcess(t, "--log-level", "info", "--action-upstream", "work="+backend,
 		"--action-workers", "4", "--shutdown-timeout", "20s")
-	l := newDrainLoad(p.url)
+	l := newDrainLoad(p.URL)
 	l.start(t)
 	if code := l.signal(t, p); code != 0 {
 		t.Errorf("exit code %d after SIGTERM, want 0", code)
 	}
 	l.wait()
 	published, actions := l.results(t)
-	logs := p.logs.String()
+	logs := p.Logs.String()
 	for _, bad := range []string{"failed to publish", "did not finish in time", "level=ERROR"} {
 		if strings.Contains(logs, bad) {
 			t.Errorf("the log says %q", bad)
@@ -92,7 +93,7 @@ func testShutdownRedis(t *testing.T) {
 	args := []string{"--broker", broker, "--action-upstream", "work=" + backend,
 		"--action-workers", "4", "--history-size", "1000000", "--shutdown-timeout", "20s"}
 	a, b := startProcess(t, args...), startProcess(t, args...)
-	l := newDrainLoad(a.url)
+	l := newDrainLoad(a.URL)
 	l.start(t)
 	if code := l.signal(t, a); code != 0 {
 		t.Errorf("exit code %d after SIGTERM, want 0", code)
@@ -111,7 +112,7 @@ func testShutdownRedis(t *testing.T) {
 	}
 	logged := map[string]string{}
 	for topic := range topics {
-		for id, data := range readTopic(t, b.url, topic, published[0].id) {
+		for id, data := range readTopic(t, b.URL, topic, published[0].id) {
 			logged[id] = data
 		}
 	}
@@ -127,7 +128,7 @@ func testShutdownRedis(t *testing.T) {
 	wait.For(t, 2*time.Minute, "every accepted action to finish", func() bool {
 		still := unfinished[:0]
 		for _, id := range unfinished {
-			a := actionOn(t, b.url, id)
+			a := actionOn(t, b.URL, id)
 			switch {
 			case a.Status == "succeeded":
 				final[a.Status]++
@@ -145,7 +146,7 @@ func testShutdownRedis(t *testing.T) {
 	})
 	t.Logf("on node B, the actions A accepted ended: %v", final)
 	results := map[string]bool{}
-	for _, data := range readTopic(t, b.url, drainResults, published[0].id) {
+	for _, data := range readTopic(t, b.URL, drainResults, published[0].id) {
 		var r struct {
 			ActionID string `json:"action_id"`
 		}
@@ -229,7 +230,7 @@ func (l *drainLoad) signal(t *testing.T, p *process) int {
 	l.signalled = true
 	l.mu.Unlock()
 	p.sigterm(t)
-	addr := strings.TrimPrefix(p.url, "http://")
+	addr := strings.TrimPrefix(p.URL, "http://")
 	wait.For(t, 30*time.Second, "the node to refuse new connections after SIGTERM", func() bool {
 		c, err := net.DialTimeout("tcp", addr, time.Second)
 		if err != nil {
@@ -490,14 +491,14 @@ func readTopic(t *testing.T, url, topic, like string) map[string]string {
 }
 
 // actionOn reads an action's status from a node.
-func actionOn(t *testing.T, url, id string) actionStatus {
+func actionOn(t *testing.T, url, id string) heraldtest.ActionStatus {
 	t.Helper()
 	resp, err := http.Get(url + "/v1/actions/" + id)
 	if err != nil {
 		t.Fatalf("GET action %s: %v", id, err)
 	}
 	defer resp.Body.Close()
-	var a actionStatus
+	var a heraldtest.ActionStatus
 	if err := json.NewDecoder(resp.Body).Decode(&a); err != nil || resp.StatusCode != http.StatusOK {
 		t.Fatalf("GET action %s: %d %v", id, resp.StatusCode, err)
 	}

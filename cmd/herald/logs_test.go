@@ -7,6 +7,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/heraldpush/herald/internal/testkit/heraldtest"
 )
 
 // TestJSONLogsStayJSON runs the herald binary with --log-format json and an
@@ -16,7 +18,7 @@ import (
 // pipeline parses the stream line by line.
 func TestJSONLogsStayJSON(t *testing.T) {
 	var calls atomic.Int64
-	up := newBackend(t, func(w http.ResponseWriter, r *http.Request, c upstreamCall) {
+	up := heraldtest.NewBackend(t, func(w http.ResponseWriter, r *http.Request, c heraldtest.UpstreamCall) {
 		if calls.Add(1) == 1 {
 			if conn, _, err := http.NewResponseController(w).Hijack(); err == nil {
 				conn.Close()
@@ -26,10 +28,10 @@ func TestJSONLogsStayJSON(t *testing.T) {
 		w.Header().Set("Content-Type", "application/json")
 		_, _ = w.Write([]byte(`{"done":true}`))
 	})
-	p := startProcess(t, "--log-format", "json", "--action-upstream", "work="+up.url)
-	in := &instance{url: p.url, client: &http.Client{Timeout: 10 * time.Second}}
-	id := in.submit(t, `{"type":"work","topic":"jobs"}`, "")
-	if a := in.finished(t, id); a.Status != "succeeded" || a.Attempts != 2 {
+	p := startProcess(t, "--log-format", "json", "--action-upstream", "work="+up.URL)
+	in := &heraldtest.Node{URL: p.URL, Client: &http.Client{Timeout: 10 * time.Second}}
+	id := in.Submit(t, `{"type":"work","topic":"jobs"}`, "")
+	if a := in.Finished(t, id); a.Status != "succeeded" || a.Attempts != 2 {
 		t.Fatalf("action %+v: want succeeded at the second attempt", a)
 	}
 	if code := p.terminate(t, 20*time.Second); code != 0 {
@@ -37,7 +39,7 @@ func TestJSONLogsStayJSON(t *testing.T) {
 	}
 
 	warned := false
-	for line := range strings.Lines(p.logs.String()) {
+	for line := range strings.Lines(p.Logs.String()) {
 		var rec struct {
 			Level string `json:"level"`
 			Msg   string `json:"msg"`
@@ -51,6 +53,6 @@ func TestJSONLogsStayJSON(t *testing.T) {
 		}
 	}
 	if !warned {
-		t.Errorf("no JSON warning about the failed upstream attempt in the log:\n%s", p.logs)
+		t.Errorf("no JSON warning about the failed upstream attempt in the log:\n%s", p.Logs)
 	}
 }

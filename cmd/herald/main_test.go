@@ -3,19 +3,17 @@ package main
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/heraldpush/herald/internal/testkit/heraldtest"
 	"go.uber.org/goleak"
 )
 
@@ -160,12 +158,7 @@ func TestServeFlagsAndEnv(t *testing.T) {
 }
 
 func TestServeBadFlags(t *testing.T) {
-	cases := []struct {
-		name   string
-		args   []string
-		env    map[string]string
-		stderr string
-	}{
+	cases := []badServeCase{
 		{"negative history size", []string{"--history-size", "-1"}, nil, "--history-size must be positive"},
 		{"zero history bytes", []string{"--history-bytes", "0"}, nil, "--history-bytes must be positive"},
 		{"history bytes below the largest event", []string{"--history-bytes", "1000", "--max-body", "2000"}, nil, "--history-bytes (1000) must be at least --max-body (2000)"},
@@ -197,6 +190,31 @@ func TestServeBadFlags(t *testing.T) {
 		{"negative max-conns-per-ip", []string{"--max-conns-per-ip", "-1"}, nil, "--max-conns-per-ip must not be negative"},
 		{"h2c with TLS", []string{"--h2c", "--tls-cert", "c.pem", "--tls-key", "k.pem"}, nil, "--h2c is HTTP/2 without TLS"},
 	}
+	// A flag whose server.Config field takes its default at 0 refuses 0:
+	// the flag layer passes it on so that Validate refuses it.
+	for _, flag := range []string{"history-size", "history-bytes", "queue-bytes", "heartbeat", "sse-retry",
+		"write-timeout", "read-timeout", "max-body", "ws-read-limit", "ws-ping-interval", "ws-max-topics",
+		"shutdown-timeout", "action-workers", "action-queue", "action-ttl", "action-max-finished",
+		"action-max-bytes", "action-timeout", "action-max-attempts"} {
+		cases = append(cases, badServeCase{"zero " + flag, []string{"--" + flag, "0"}, nil, "--" + flag + " must be positive"})
+	}
+	runBadServe(t, cases)
+}
+
+// badServeCase is a command line, and environment, that herald serve must
+// refuse as a usage error whose message contains stderr.
+type badServeCase struct {
+	name   string
+	args   []string
+	env    map[string]string
+	stderr string
+}
+
+// runBadServe runs herald serve on 127.0.0.1:0 with each case's flags and
+// environment, and checks exit status 2, the message, and that the server
+// did not listen first.
+func runBadServe(t *testing.T, cases []badServeCase) {
+	t.Helper()
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			for k, v := range tc.env {
@@ -209,136 +227,24 @@ func TestServeBadFlags(t *testing.T) {
 			cancel()
 			var stdout, stderr bytes.Buffer
 			args := append([]string{"--addr", "127.0.0.1:0"}, tc.args...)
-			status := exitStatus(runServe(ctx, args, &stdout, &stderr, nil), &stderr)
-			if status != 2 {
+			if status := exitStatus(runServe(ctx, args, &stdout, &stderr, nil), &stderr); status != 2 {
 				t.Errorf("exit status %d, want 2 (stderr %q)", status, &stderr)
 			}
 			if !strings.Contains(stderr.String(), tc.stderr) {
 				t.Errorf("stderr %q does not mention %q", &stderr, tc.stderr)
 			}
+			if strings.Contains(stderr.String(), "msg=listening") {
+				t.Errorf("the server listened before the usage error:\n%s", &stderr)
+			}
 		})
 	}
 }
 
-// instance is a runServe running in-process on a free port.
-type instance struct {
-	url    string
-	cancel context.CancelFunc
-	done   chan error
-	logs   *syncBuffer
-	client *http.Client
-}
-
-// startServe runs runServe with args until the test ends or stop is called.
-func startServe(t *testing.T, args ...string) *instance {
+// startServe runs "herald serve" with args in the test's process until
+// the test ends.
+func startServe(t *testing.T, args ...string) *heraldtest.Node {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	in := &instance{cancel: cancel, done: make(chan error, 1), logs: &syncBuffer{}}
-	addrc := make(chan string, 1)
-	go func() {
-		in.done <- runServe(ctx, args, io.Discard, in.logs, func(addr string) { addrc <- addr })
-	}()
-	select {
-	case addr := <-addrc:
-		in.url = "http://" + addr
-	case err := <-in.done:
-		cancel()
-		t.Fatalf("runServe returned before listening: %v\n%s", err, in.logs)
-	case <-time.After(10 * time.Second):
-		cancel()
-		t.Fatalf("runServe did not start listening within 10s\n%s", in.logs)
-	}
-	tr := &http.Transport{}
-	in.client = &http.Client{Transport: tr, Timeout: 10 * time.Second}
-	t.Cleanup(func() {
-		tr.CloseIdleConnections()
-		in.cancel()
-		select {
-		case <-in.done:
-		case <-time.After(30 * time.Second):
-			t.Errorf("runServe did not return 30s after cancel")
-		}
-		if t.Failed() {
-			t.Logf("server logs:\n%s", in.logs)
-		}
+	return heraldtest.Run(t, func(ctx context.Context, logs io.Writer, ready func(string)) error {
+		return runServe(ctx, args, io.Discard, logs, ready)
 	})
-	return in
-}
-
-// stop cancels the server's context and returns runServe's result and how
-// long it took.
-func (in *instance) stop(t *testing.T, bound time.Duration) (error, time.Duration) {
-	t.Helper()
-	start := time.Now()
-	in.cancel()
-	select {
-	case err := <-in.done:
-		in.done <- err // for the cleanup
-		return err, time.Since(start)
-	case <-time.After(bound):
-		t.Fatalf("runServe did not return within %v of cancel\n%s", bound, in.logs)
-		return nil, 0
-	}
-}
-
-func (in *instance) post(t *testing.T, path, body string) (int, []byte) {
-	t.Helper()
-	resp, err := in.client.Post(in.url+path, "application/json", strings.NewReader(body))
-	if err != nil {
-		t.Fatalf("POST %s: %v", path, err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, b
-}
-
-func (in *instance) get(t *testing.T, path string) (int, []byte) {
-	t.Helper()
-	resp, err := in.client.Get(in.url + path)
-	if err != nil {
-		t.Fatalf("GET %s: %v", path, err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, b
-}
-
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
-// historyData returns the data of a topic's history, in order.
-func historyData(t *testing.T, in *instance, topic string) []string {
-	t.Helper()
-	status, body := in.get(t, "/v1/topics/"+topic+"/history")
-	if status != http.StatusOK {
-		t.Fatalf("history: status %d, body %s", status, body)
-	}
-	var out struct {
-		Events []struct {
-			ID   string          `json:"id"`
-			Data json.RawMessage `json:"data"`
-		} `json:"events"`
-	}
-	if err := json.Unmarshal(body, &out); err != nil {
-		t.Fatalf("history body %s: %v", body, err)
-	}
-	var data []string
-	for _, e := range out.Events {
-		data = append(data, string(e.Data))
-	}
-	return data
 }

@@ -14,6 +14,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/heraldpush/herald/internal/testkit/heraldtest"
 )
 
 // cmdResult is what a user of the command sees.
@@ -38,9 +40,9 @@ type historyEvent struct {
 	Data json.RawMessage `json:"data"`
 }
 
-func history(t *testing.T, in *instance, topic string) []historyEvent {
+func history(t *testing.T, in *heraldtest.Node, topic string) []historyEvent {
 	t.Helper()
-	status, body := in.get(t, "/v1/topics/"+topic+"/history?limit=1000")
+	status, body := in.Get(t, "/v1/topics/"+topic+"/history?limit=1000")
 	if status != http.StatusOK {
 		t.Fatalf("history of %s: status %d, body %s", topic, status, body)
 	}
@@ -57,7 +59,7 @@ func lines(s string) []string {
 
 func TestPubSingle(t *testing.T) {
 	in := startServe(t, "--addr", "127.0.0.1:0")
-	r := pubCmd(t, "", "--url", in.url, "--topic", "pub.one", "--type", "greet", "--data", `{"hello": "world"}`)
+	r := pubCmd(t, "", "--url", in.URL, "--topic", "pub.one", "--type", "greet", "--data", `{"hello": "world"}`)
 	if r.status != 0 || r.stderr != "" {
 		t.Fatalf("exit %d, stderr %q", r.status, r.stderr)
 	}
@@ -75,10 +77,10 @@ func TestPubSingle(t *testing.T) {
 // data, through a proxy that counts the requests, so that batching shows.
 func TestPubStdin(t *testing.T) {
 	in := startServe(t, "--addr", "127.0.0.1:0")
-	target, _ := url.Parse(in.url)
+	target, _ := url.Parse(in.URL)
 	var posts atomic.Int32
 	rp := httputil.NewSingleHostReverseProxy(target)
-	rp.Transport = in.client.Transport
+	rp.Transport = in.Client.Transport
 	proxy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method == http.MethodPost {
 			posts.Add(1)
@@ -135,20 +137,20 @@ func TestPubErrors(t *testing.T) {
 	in := startServe(t, "--addr", "127.0.0.1:0")
 
 	t.Run("invalid topic", func(t *testing.T) {
-		r := pubCmd(t, "", "--url", in.url, "--topic", "bad topic", "--data", "1")
+		r := pubCmd(t, "", "--url", in.URL, "--topic", "bad topic", "--data", "1")
 		if r.status != 1 || r.stdout != "" || !strings.Contains(r.stderr, "invalid_topic: ") || !strings.Contains(r.stderr, "HTTP 400") {
 			t.Errorf("%+v: want exit 1 with invalid_topic and the HTTP status", r)
 		}
 	})
 	t.Run("invalid topic in a later batch", func(t *testing.T) {
-		r := pubCmd(t, strings.Repeat("1\n", 100)+`{"topic":"no way"}`+"\n", "--url", in.url, "--topic", "pub.later")
+		r := pubCmd(t, strings.Repeat("1\n", 100)+`{"topic":"no way"}`+"\n", "--url", in.URL, "--topic", "pub.later")
 		if r.status != 1 || len(lines(r.stdout)) != 100 || !strings.Contains(r.stderr, "invalid_topic") ||
 			!strings.Contains(r.stderr, "the first 100 events were published") {
 			t.Errorf("exit %d, %d lines, stderr %q: want exit 1, 100 cursors and what was published", r.status, len(lines(r.stdout)), r.stderr)
 		}
 	})
 	t.Run("invalid JSON line", func(t *testing.T) {
-		r := pubCmd(t, "1\n\n2\n{bad\n3\n", "--url", in.url, "--topic", "pub.badline")
+		r := pubCmd(t, "1\n\n2\n{bad\n3\n", "--url", in.URL, "--topic", "pub.badline")
 		if r.status != 1 || !strings.Contains(r.stderr, "line 4: not valid JSON") ||
 			!strings.Contains(r.stderr, "the 2 events before it were published") {
 			t.Errorf("%+v: want exit 1 naming line 4", r)
@@ -159,7 +161,7 @@ func TestPubErrors(t *testing.T) {
 		}
 	})
 	t.Run("invalid first line", func(t *testing.T) {
-		r := pubCmd(t, "[1,\n2\n", "--url", in.url, "--topic", "pub.badfirst")
+		r := pubCmd(t, "[1,\n2\n", "--url", in.URL, "--topic", "pub.badfirst")
 		if r.status != 1 || r.stdout != "" || !strings.Contains(r.stderr, "line 1: not valid JSON") ||
 			!strings.Contains(r.stderr, "nothing was published") {
 			t.Errorf("%+v: want exit 1 naming line 1", r)
@@ -169,7 +171,7 @@ func TestPubErrors(t *testing.T) {
 		}
 	})
 	t.Run("line without topic", func(t *testing.T) {
-		r := pubCmd(t, `{"topic":"pub.notopic","data":1}`+"\n"+`{"data":2}`+"\n", "--url", in.url, "--stdin")
+		r := pubCmd(t, `{"topic":"pub.notopic","data":1}`+"\n"+`{"data":2}`+"\n", "--url", in.URL, "--stdin")
 		if r.status != 1 || len(lines(r.stdout)) != 1 || !strings.Contains(r.stderr, `line 2: not an event object with "topic"`) {
 			t.Errorf("%+v: want exit 1 naming line 2 after one cursor", r)
 		}
@@ -211,7 +213,7 @@ func TestPubErrors(t *testing.T) {
 		{"argument", []string{"--topic", "a", "extra"}, "takes no arguments"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			r := pubCmd(t, "1\n", append([]string{"--url", in.url}, tc.args...)...)
+			r := pubCmd(t, "1\n", append([]string{"--url", in.URL}, tc.args...)...)
 			if r.status != 2 || r.stdout != "" || !strings.Contains(r.stderr, tc.stderr) {
 				t.Errorf("%+v: want exit 2 mentioning %q", r, tc.stderr)
 			}

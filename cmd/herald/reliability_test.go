@@ -16,6 +16,11 @@ import (
 // under -race, which checks the functional property only, and the full one
 // of docs/reliability.md, which `make soak` runs without -race when
 // HERALD_SOAK=1. Timing is asserted only at full size.
+//
+// They live with the command, not with the server package: their load is
+// the engine of "herald bench" (cmd/herald/internal/bench), and their full
+// sizes run the built binary in a process of its own (startProcess), which
+// the shutdown check signals and the soak samples.
 
 // soak reports whether the full-size checks were asked for.
 func soak() bool { return os.Getenv("HERALD_SOAK") == "1" }

@@ -264,52 +264,15 @@ func checkUpstreamURL(s string) error {
 func (c *serveConfig) validate() error {
 	switch {
 	case c.addr == "":
+		// Not passed on: a server.Config's empty Addr is the default.
 		return usagef("--addr must not be empty")
-	case c.historySize <= 0:
-		return usagef("--history-size must be positive, got %d", c.historySize)
-	case c.historyBytes <= 0:
-		return usagef("--history-bytes must be positive, got %d", c.historyBytes)
 	case c.maxConns < 0:
 		// Not passed on: a server.Config's negative MaxConns means no limit.
 		return usagef("--max-conns must not be negative, got %d", c.maxConns)
 	case c.historyTTL < 0:
 		return usagef("--history-ttl must not be negative, got %v", c.historyTTL)
-	case c.queueBytes <= 0:
-		return usagef("--queue-bytes must be positive, got %d", c.queueBytes)
-	case c.heartbeat <= 0:
-		return usagef("--heartbeat must be positive, got %v", c.heartbeat)
-	case c.sseRetry <= 0:
-		return usagef("--sse-retry must be positive, got %v", c.sseRetry)
-	case c.writeTimeout <= 0:
-		return usagef("--write-timeout must be positive, got %v", c.writeTimeout)
-	case c.readTimeout <= 0:
-		return usagef("--read-timeout must be positive, got %v", c.readTimeout)
-	case c.maxBody <= 0:
-		return usagef("--max-body must be positive, got %d", c.maxBody)
-	case c.wsReadLimit <= 0:
-		return usagef("--ws-read-limit must be positive, got %d", c.wsReadLimit)
-	case c.wsPingInterval <= 0:
-		return usagef("--ws-ping-interval must be positive, got %v", c.wsPingInterval)
-	case c.shutdownTimeout <= 0:
-		return usagef("--shutdown-timeout must be positive, got %v", c.shutdownTimeout)
 	case c.logFormat != "text" && c.logFormat != "json":
 		return usagef("--log-format must be text or json, got %q", c.logFormat)
-	case c.actionWorkers <= 0:
-		return usagef("--action-workers must be positive, got %d", c.actionWorkers)
-	case c.actionQueue <= 0:
-		return usagef("--action-queue must be positive, got %d", c.actionQueue)
-	case c.actionTTL <= 0:
-		return usagef("--action-ttl must be positive, got %v", c.actionTTL)
-	case c.actionMaxFinished <= 0:
-		return usagef("--action-max-finished must be positive, got %d", c.actionMaxFinished)
-	case c.actionMaxBytes <= 0:
-		return usagef("--action-max-bytes must be positive, got %d", c.actionMaxBytes)
-	case c.actionTimeout <= 0:
-		return usagef("--action-timeout must be positive, got %v", c.actionTimeout)
-	case c.actionMaxAttempts <= 0:
-		return usagef("--action-max-attempts must be positive, got %d", c.actionMaxAttempts)
-	case c.wsMaxTopics <= 0:
-		return usagef("--ws-max-topics must be positive, got %d", c.wsMaxTopics)
 	}
 	// The rules that hold for an embedded server too, the broker URL
 	// among them.
@@ -363,25 +326,35 @@ func (c *serveConfig) server(log *slog.Logger) server.Config {
 	}
 	return server.Config{
 		Addr: c.addr, MetricsAddr: c.metricsAddr, Pprof: c.pprof, TLSCert: c.tlsCert, TLSKey: c.tlsKey, H2C: c.h2c,
-		Broker: c.broker, HistorySize: c.historySize, HistoryBytes: c.historyBytes, HistoryTTL: noLimit(c.historyTTL),
-		QueueBytes: c.queueBytes, Shards: c.shards,
-		Heartbeat: c.heartbeat, SSERetry: c.sseRetry, WriteTimeout: c.writeTimeout, ReadTimeout: c.readTimeout,
-		MaxBody: c.maxBody, WSReadLimit: c.wsReadLimit, WSPingInterval: c.wsPingInterval,
-		WSMessageRate: c.wsMessageRate, WSMaxTopics: c.wsMaxTopics,
+		Broker: c.broker, HistorySize: noDefault(c.historySize), HistoryBytes: noDefault(c.historyBytes), HistoryTTL: noLimit(c.historyTTL),
+		QueueBytes: noDefault(c.queueBytes), Shards: c.shards,
+		Heartbeat: noDefault(c.heartbeat), SSERetry: noDefault(c.sseRetry), WriteTimeout: noDefault(c.writeTimeout),
+		ReadTimeout: noDefault(c.readTimeout), MaxBody: noDefault(c.maxBody), WSReadLimit: noDefault(c.wsReadLimit),
+		WSPingInterval: noDefault(c.wsPingInterval), WSMessageRate: c.wsMessageRate, WSMaxTopics: noDefault(c.wsMaxTopics),
 		AllowedOrigins: c.allowedOrigins, CORSOrigins: c.corsOrigins,
 		MaxConns: noLimit(c.maxConns), MaxConnsPerIP: c.maxConnsPerIP, RatePublish: c.ratePublish, RateActions: c.rateActions,
 		Auth: c.authMode, JWTSecret: c.jwtSecret, JWTPublicKey: c.jwtPublicKey, JWTAudience: c.jwtAudience, JWTIssuer: c.jwtIssuer,
 		PublicSubscribe: c.publicSubscribe, APIKey: c.apiKey,
-		ShutdownTimeout: c.shutdownTimeout,
-		ActionUpstreams: upstreams, ActionWorkers: c.actionWorkers, ActionQueue: c.actionQueue, ActionTTL: c.actionTTL,
-		ActionLease: c.actionLease, ActionMaxFinished: c.actionMaxFinished, ActionMaxBytes: c.actionMaxBytes,
-		ActionTimeout: c.actionTimeout, ActionMaxAttempts: c.actionMaxAttempts,
+		ShutdownTimeout: noDefault(c.shutdownTimeout),
+		ActionUpstreams: upstreams, ActionWorkers: noDefault(c.actionWorkers), ActionQueue: noDefault(c.actionQueue),
+		ActionTTL: noDefault(c.actionTTL), ActionLease: c.actionLease,
+		ActionMaxFinished: noDefault(c.actionMaxFinished), ActionMaxBytes: noDefault(c.actionMaxBytes),
+		ActionTimeout: noDefault(c.actionTimeout), ActionMaxAttempts: noDefault(c.actionMaxAttempts),
 		Logger: log, Version: buildVersion(),
 	}
 }
 
 // noLimit turns a flag's 0, no limit, into the Config's negative.
 func noLimit[T int | time.Duration](v T) T {
+	if v == 0 {
+		return -1
+	}
+	return v
+}
+
+// noDefault turns the 0 of a flag that must be positive into a value that
+// Validate refuses: the Config would take its 0 for the default.
+func noDefault[T int | int64 | time.Duration](v T) T {
 	if v == 0 {
 		return -1
 	}

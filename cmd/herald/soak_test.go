@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/common/model"
 
 	"github.com/heraldpush/herald/cmd/herald/internal/bench"
+	"github.com/heraldpush/herald/internal/testkit/heraldtest"
 	"github.com/heraldpush/herald/internal/testkit/wait"
 )
 
@@ -31,7 +32,8 @@ import (
 //   - goroutines and open files: the last third's mean within 5% of the
 //     first third's during the load, and back to the baseline taken
 //     before it (within a few) after it;
-//   - connections: as many as the load holds during it, none after.
+//   - connections: as many as the load holds during it (within 2%, for
+//     the clients reconnecting), none after.
 //
 // The tolerances, and why they are what they are, are in
 // docs/reliability.md. Every subscriber must also end with every event,
@@ -57,7 +59,7 @@ func TestSoak(t *testing.T) {
 		liveTolerance  = pick(0.0, 0.05)
 		inuseTolerance = pick(0.0, 0.10)
 	)
-	metricsAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	metricsAddr := fmt.Sprintf("127.0.0.1:%d", heraldtest.FreePort(t))
 	p := startProcess(t, "--metrics-addr", metricsAddr, "--pprof",
 		"--history-size", strconv.Itoa(history), "--action-ttl", actionTTL.String())
 	s := &sampler{base: "http://" + metricsAddr, client: &http.Client{Timeout: 30 * time.Second}}
@@ -66,12 +68,12 @@ func TestSoak(t *testing.T) {
 	t.Logf("baseline: %s", baseline)
 
 	fanout := bench.Config{
-		URL: p.url, Transport: "mixed", Subscribers: pick(200, 2000), Topics: 20, Publishers: 2,
+		URL: p.URL, Transport: "mixed", Subscribers: pick(200, 2000), Topics: 20, Publishers: 2,
 		Rate: pick(100.0, 300.0), Duration: duration, ChaosDisconnect: pick(5.0, 10.0),
 		SourceIPs: 8, Seed: seed, Prefix: "soak",
 	}
 	actions := bench.Config{
-		URL: p.url, Mode: bench.ModeActions, Transport: "mixed", Subscribers: 20, Topics: 10,
+		URL: p.URL, Mode: bench.ModeActions, Transport: "mixed", Subscribers: 20, Topics: 10,
 		Rate: pick(20.0, 50.0), Duration: duration, SourceIPs: 8, Seed: seed + 1, Prefix: "soak-actions",
 	}
 	var wg sync.WaitGroup
@@ -135,9 +137,12 @@ sampling:
 	checkFlat(t, "heap in use", steady, func(m metricSample) float64 { return m.inuse }, inuseTolerance)
 	checkFlat(t, "goroutines", steady, func(m metricSample) float64 { return m.goroutines }, 0.05)
 	checkFlat(t, "open files", steady, func(m metricSample) float64 { return m.fds }, 0.05)
+	// A client that churns closes its connection and dials again at once;
+	// the server counts the old one until it has read the close, so a few
+	// may be counted twice for a moment, as a few may be missing.
 	for _, m := range steady {
-		if m.conns < 0.98*subs || m.conns > subs {
-			t.Errorf("%.0fs: %v connections open, want the load's %v (a few may be reconnecting)", m.at.Seconds(), m.conns, subs)
+		if m.conns < 0.98*subs || m.conns > 1.02*subs {
+			t.Errorf("%.0fs: %v connections open, want the load's %v within 2%% (a few may be reconnecting)", m.at.Seconds(), m.conns, subs)
 		}
 	}
 
@@ -198,7 +203,7 @@ func (s *sampler) take(t *testing.T) metricSample {
 		t.Fatalf("the metrics do not parse: %v", err)
 	}
 	get := func(name string, labels ...string) float64 {
-		v, ok := value(fams, name, labels...)
+		v, ok := heraldtest.Value(fams, name, labels...)
 		if !ok {
 			t.Fatalf("no %s%v in /metrics", name, labels)
 		}

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/heraldpush/herald/cmd/herald/internal/bench"
+	"github.com/heraldpush/herald/internal/testkit/heraldtest"
 	"github.com/heraldpush/herald/internal/testkit/wait"
 )
 
@@ -32,7 +33,7 @@ func TestStalledClient(t *testing.T) {
 	// buffers (a send buffer grows to net.ipv4.tcp_wmem's 4 MB here) and
 	// the queue can hold, so the queue overflows whatever the timing.
 	rep := runLoad(t, bench.Config{
-		URL: in.url, Transport: "mixed", Subscribers: 20, Topics: 20, Rate: 1400,
+		URL: in.URL, Transport: "mixed", Subscribers: 20, Topics: 20, Rate: 1400,
 		Payload: 1024, Events: 7000, Stall: 2, Seed: testSeed(t),
 	}, 2*time.Minute)
 	logReport(t, "stall", rep)
@@ -41,9 +42,9 @@ func TestStalledClient(t *testing.T) {
 		t.Errorf("%d stalled connections, %d closed by the server: want 2 and 2", rep.Stalled, rep.StalledDisconnected)
 	}
 	wait.For(t, 10*time.Second, "both slow consumers in the metrics", func() bool {
-		fams, _ := scrape(t, in.url+"/metrics")
-		sse, _ := value(fams, "herald_disconnects_total", "transport=sse", "reason=slow_consumer")
-		ws, _ := value(fams, "herald_disconnects_total", "transport=ws", "reason=slow_consumer")
+		fams, _ := heraldtest.Scrape(t, in.URL+"/metrics")
+		sse, _ := heraldtest.Value(fams, "herald_disconnects_total", "transport=sse", "reason=slow_consumer")
+		ws, _ := heraldtest.Value(fams, "herald_disconnects_total", "transport=ws", "reason=slow_consumer")
 		if sse > 1 || ws > 1 {
 			t.Fatalf("%v SSE and %v WebSocket slow consumers: a reader was dropped too", sse, ws)
 		}
@@ -67,7 +68,7 @@ func testStalledClientLatency(t *testing.T) {
 	// the server drops it some 20 s into a 30 s run, so the readers are
 	// measured while it stalls, when it is dropped, and after.
 	cfg := bench.Config{
-		URL: p.url, Transport: "mixed", Subscribers: 1000, Topics: 10, Publishers: 4,
+		URL: p.URL, Transport: "mixed", Subscribers: 1000, Topics: 10, Publishers: 4,
 		Rate: 500, Payload: 256, Duration: 30 * time.Second, SourceIPs: 8, Seed: seed,
 	}
 	var without, with []float64

@@ -17,13 +17,14 @@ import (
 	"time"
 
 	"github.com/heraldpush/herald/hub"
+	"github.com/heraldpush/herald/internal/testkit/heraldtest"
 	"github.com/heraldpush/herald/internal/testkit/relay"
 	"github.com/heraldpush/herald/internal/testkit/wait"
 )
 
 // subRun is a runSub running in a goroutine until stop or the test's end.
 type subRun struct {
-	stdout, stderr *syncBuffer
+	stdout, stderr *heraldtest.Log
 	cancel         context.CancelFunc
 	done           chan error
 }
@@ -31,7 +32,7 @@ type subRun struct {
 func startSub(t *testing.T, args ...string) *subRun {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	s := &subRun{stdout: &syncBuffer{}, stderr: &syncBuffer{}, cancel: cancel, done: make(chan error, 1)}
+	s := &subRun{stdout: &heraldtest.Log{}, stderr: &heraldtest.Log{}, cancel: cancel, done: make(chan error, 1)}
 	go func() { s.done <- runSub(ctx, args, s.stdout, s.stderr) }()
 	t.Cleanup(func() {
 		select {
@@ -100,11 +101,11 @@ func (s *subRun) waitSubscribed(t *testing.T, times int) {
 }
 
 // publish publishes one event per data value on topic and returns the cursors.
-func publish(t *testing.T, in *instance, topic string, data ...string) []string {
+func publish(t *testing.T, in *heraldtest.Node, topic string, data ...string) []string {
 	t.Helper()
 	var ids []string
 	for _, d := range data {
-		status, body := in.post(t, "/v1/publish", `{"topic":"`+topic+`","type":"test.event","data":`+d+`}`)
+		status, body := in.Post(t, "/v1/publish", `{"topic":"`+topic+`","type":"test.event","data":`+d+`}`)
 		if status != http.StatusOK {
 			t.Fatalf("publish: status %d, body %s", status, body)
 		}
@@ -143,7 +144,7 @@ func TestSubReceives(t *testing.T) {
 	in := startServe(t, "--addr", "127.0.0.1:0")
 	subs := map[string]*subRun{}
 	for _, tr := range transports {
-		subs[tr] = startSub(t, "--url", in.url, "--transport", tr, "--topic", "orders.*", "--topic", "audit")
+		subs[tr] = startSub(t, "--url", in.URL, "--transport", tr, "--topic", "orders.*", "--topic", "audit")
 		subs[tr].waitSubscribed(t, 1)
 	}
 	ids := publish(t, in, "orders.1", `{"n":1}`)
@@ -172,7 +173,7 @@ func TestSubReceives(t *testing.T) {
 
 func TestSubPretty(t *testing.T) {
 	in := startServe(t, "--addr", "127.0.0.1:0")
-	s := startSub(t, "--url", in.url, "--transport", "sse", "--topic", "orders.>", "--format", "pretty")
+	s := startSub(t, "--url", in.URL, "--transport", "sse", "--topic", "orders.>", "--format", "pretty")
 	s.waitSubscribed(t, 1)
 	ids := publish(t, in, "orders.eu.1", `{"total":12.5}`)
 	wait.For(t, 10*time.Second, "a pretty event", func() bool { return strings.Contains(s.stdout.String(), "}\n") })
@@ -189,7 +190,7 @@ func TestSubSince(t *testing.T) {
 	ids := publish(t, in, "orders.1", "1", "2", "3")
 	for _, tr := range transports {
 		t.Run(tr, func(t *testing.T) {
-			s := startSub(t, "--url", in.url, "--transport", tr, "--topic", "orders.*", "--since", ids[0])
+			s := startSub(t, "--url", in.URL, "--transport", tr, "--topic", "orders.*", "--since", ids[0])
 			checkEvents(t, s.waitLines(t, 2), ids[1:], []string{"2", "3"})
 		})
 	}
@@ -200,7 +201,7 @@ func TestSubResumesAfterCut(t *testing.T) {
 	for _, tr := range transports {
 		t.Run(tr, func(t *testing.T) {
 			topic := "cut." + tr
-			p := relay.Start(t, in.url[len("http://"):], relay.Options{})
+			p := relay.Start(t, in.URL[len("http://"):], relay.Options{})
 			s := startSub(t, "--url", p.URL(), "--transport", tr, "--topic", topic)
 			s.waitSubscribed(t, 1)
 			ids := publish(t, in, topic, "1")
@@ -230,7 +231,7 @@ func TestSubReset(t *testing.T) {
 	publish(t, in, "orders.1", "0")
 	for _, tr := range transports {
 		t.Run(tr, func(t *testing.T) {
-			s := startSub(t, "--url", in.url, "--transport", tr, "--topic", "orders.*", "--since", "abcdefghij-5")
+			s := startSub(t, "--url", in.URL, "--transport", tr, "--topic", "orders.*", "--since", "abcdefghij-5")
 			wait.For(t, 10*time.Second, "the reset on stderr", func() bool {
 				return strings.Contains(s.stderr.String(), "resuming from")
 			})
@@ -265,14 +266,14 @@ func TestSubErrors(t *testing.T) {
 	}{
 		{"refused ws", []string{"--url", refused, "--topic", "a"}, 1, "cannot connect to " + refused + ": connection refused"},
 		{"refused sse", []string{"--url", refused, "--transport", "sse", "--topic", "a"}, 1, "cannot connect to " + refused + ": connection refused"},
-		{"no topic", []string{"--url", in.url}, 2, "at least one --topic"},
-		{"invalid pattern", []string{"--url", in.url, "--topic", "orders..x"}, 2, "invalid --topic"},
-		{"transport", []string{"--url", in.url, "--topic", "a", "--transport", "pigeon"}, 2, "--transport must be ws or sse"},
-		{"format", []string{"--url", in.url, "--topic", "a", "--format", "xml"}, 2, "--format must be json or pretty"},
-		{"since", []string{"--url", in.url, "--topic", "a", "--since", "nope"}, 2, "invalid --since"},
+		{"no topic", []string{"--url", in.URL}, 2, "at least one --topic"},
+		{"invalid pattern", []string{"--url", in.URL, "--topic", "orders..x"}, 2, "invalid --topic"},
+		{"transport", []string{"--url", in.URL, "--topic", "a", "--transport", "pigeon"}, 2, "--transport must be ws or sse"},
+		{"format", []string{"--url", in.URL, "--topic", "a", "--format", "xml"}, 2, "--format must be json or pretty"},
+		{"since", []string{"--url", in.URL, "--topic", "a", "--since", "nope"}, 2, "invalid --since"},
 		{"url", []string{"--url", "ftp://x", "--topic", "a"}, 2, "--url must start with"},
 		{"unknown flag", []string{"--nope"}, 2, "flag provided but not defined"},
-		{"not found", []string{"--url", in.url + "/nowhere", "--transport", "sse", "--topic", "a"}, 1, "404"},
+		{"not found", []string{"--url", in.URL + "/nowhere", "--transport", "sse", "--topic", "a"}, 1, "404"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -311,7 +312,7 @@ func TestSubServerRejects(t *testing.T) {
 	for _, tr := range transports {
 		t.Run(tr, func(t *testing.T) {
 			s := &subscriber{
-				cfg:    subConfig{base: mustURL(t, in.url), transport: tr, topics: []string{"orders..x"}},
+				cfg:    subConfig{base: mustURL(t, in.URL), transport: tr, topics: []string{"orders..x"}},
 				stdout: io.Discard, stderr: io.Discard,
 			}
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)

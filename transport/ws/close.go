@@ -3,6 +3,8 @@ package ws
 import (
 	"strings"
 	"unicode/utf8"
+
+	"github.com/heraldpush/herald/internal/wsframe"
 )
 
 // Every close frame the server sends carries a reason that is UTF-8 and fits
@@ -39,7 +41,7 @@ func closeReason(reason string) string {
 // a peer's close frame whose reason is not UTF-8.
 var invalidUTF8Close = func() []byte {
 	const reason = "invalid UTF-8"
-	return append([]byte{0x80 | opClose, byte(2 + len(reason)), 1007 >> 8, 1007 & 0xFF}, reason...)
+	return append([]byte{wsframe.Fin | wsframe.OpClose, byte(2 + len(reason)), 1007 >> 8, 1007 & 0xFF}, reason...)
 }()
 
 // validClose returns the close frame f, or invalidUTF8Close in its place if

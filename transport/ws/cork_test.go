@@ -502,20 +502,3 @@ func TestNoDataFrameAfterClose(t *testing.T) {
 		t.Fatal("a data frame was accepted after a close frame, uncorked")
 	}
 }
-
-func TestAppendTextHeader(t *testing.T) {
-	for _, tc := range []struct {
-		n    int
-		want []byte
-	}{
-		{0, []byte{0x81, 0}},
-		{125, []byte{0x81, 125}},
-		{126, []byte{0x81, 126, 0, 126}},
-		{65535, []byte{0x81, 126, 0xFF, 0xFF}},
-		{65536, []byte{0x81, 127, 0, 0, 0, 0, 0, 1, 0, 0}},
-	} {
-		if got := appendTextHeader(nil, tc.n); !bytes.Equal(got, tc.want) {
-			t.Errorf("header for %d: % x, want % x", tc.n, got, tc.want)
-		}
-	}
-}

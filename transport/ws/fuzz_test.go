@@ -2,8 +2,9 @@ package ws
 
 import (
 	"bytes"
-	"encoding/binary"
 	"testing"
+
+	"github.com/heraldpush/herald/internal/wsframe"
 )
 
 // FuzzFrameCutter checks the read side's frame tracking (read.go) against a
@@ -89,17 +90,7 @@ func buildFrames(spec []byte) (stream []byte, ends []int, between []bool) {
 		if fin {
 			first |= 0x80
 		}
-		buf.WriteByte(first)
-		switch {
-		case l <= 125:
-			buf.WriteByte(0x80 | byte(l))
-		case l <= 0xFFFF:
-			buf.WriteByte(0x80 | 126)
-			_ = binary.Write(&buf, binary.BigEndian, uint16(l))
-		default:
-			buf.WriteByte(0x80 | 127)
-			_ = binary.Write(&buf, binary.BigEndian, uint64(l))
-		}
+		buf.Write(wsframe.AppendHeader(nil, first, true, l))
 		buf.Write([]byte{1, 2, 3, 4}) // masking key
 		buf.Write(make([]byte, l))
 		if !control {

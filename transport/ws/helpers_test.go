@@ -4,11 +4,9 @@ import (
 	"bufio"
 	"context"
 	"crypto/rand"
-	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -20,6 +18,7 @@ import (
 	"github.com/coder/websocket"
 
 	"github.com/heraldpush/herald/hub"
+	"github.com/heraldpush/herald/internal/wsframe"
 	"github.com/heraldpush/herald/transport/ws"
 )
 
@@ -313,16 +312,7 @@ func (e *env) rawDial(configure func(*net.TCPConn), extra ...[]byte) *rawConn {
 
 // clientFrame encodes a masked client frame.
 func clientFrame(opcode byte, payload []byte) []byte {
-	b := []byte{0x80 | opcode}
-	switch n := len(payload); {
-	case n < 126:
-		b = append(b, 0x80|byte(n))
-	case n <= 0xFFFF:
-		b = append(b, 0x80|126, byte(n>>8), byte(n))
-	default:
-		b = append(b, 0x80|127)
-		b = binary.BigEndian.AppendUint64(b, uint64(n))
-	}
+	b := wsframe.AppendHeader(nil, wsframe.Fin|opcode, true, len(payload))
 	var key [4]byte
 	_, _ = rand.Read(key[:])
 	b = append(b, key[:]...)
@@ -337,33 +327,14 @@ func textFrame(s string) []byte { return clientFrame(0x1, []byte(s)) }
 // read returns the next frame's opcode and payload.
 func (r *rawConn) read(timeout time.Duration) (byte, []byte, error) {
 	_ = r.nc.SetReadDeadline(time.Now().Add(timeout))
-	var h [2]byte
-	if _, err := io.ReadFull(r.br, h[:]); err != nil {
+	b0, masked, p, err := wsframe.ReadFrame(r.br, 16<<20)
+	if err != nil {
 		return 0, nil, err
 	}
-	if h[1]&0x80 != 0 {
+	if masked {
 		return 0, nil, errors.New("server frame is masked")
 	}
-	n := uint64(h[1] & 0x7F)
-	switch n {
-	case 126:
-		var x [2]byte
-		if _, err := io.ReadFull(r.br, x[:]); err != nil {
-			return 0, nil, err
-		}
-		n = uint64(binary.BigEndian.Uint16(x[:]))
-	case 127:
-		var x [8]byte
-		if _, err := io.ReadFull(r.br, x[:]); err != nil {
-			return 0, nil, err
-		}
-		n = binary.BigEndian.Uint64(x[:])
-	}
-	p := make([]byte, n)
-	if _, err := io.ReadFull(r.br, p); err != nil {
-		return 0, nil, err
-	}
-	return h[0] & 0x0F, p, nil
+	return b0 & 0x0F, p, nil
 }
 
 // readText returns the next text frame, skipping pings.

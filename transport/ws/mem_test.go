@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/heraldpush/herald/internal/testkit/memstat"
 	"github.com/heraldpush/herald/internal/testkit/wait"
 
 	"github.com/coder/websocket"
@@ -54,7 +55,7 @@ func TestIdleConnectionMemory(t *testing.T) {
 	e := newEnv(t, opts)
 	e.publish("mem.t", "warm up")
 
-	base := memNow()
+	base := memstat.Now()
 	var baseMS runtime.MemStats
 	runtime.ReadMemStats(&baseMS)
 	cmd := exec.Command(os.Args[0], "-test.run=^TestIdleConnectionMemory$", "-test.v")
@@ -95,28 +96,27 @@ func TestIdleConnectionMemory(t *testing.T) {
 	// The client read every subscribe's reply, so the connections are idle
 	// or about to be; wait until their writers have parked (one goroutine
 	// each, the reader) and stacks stop changing between collections.
-	prev := memNow()
+	prev := memstat.Now()
 	wait.For(t, 30*time.Second, "the connections to settle", func() bool {
 		for range 4 { // each GC halves stacks that use under a quarter of their size
 			runtime.GC()
 		}
-		cur := memNow()
-		settled := cur.stack == prev.stack && cur.goroutines == base.goroutines+n
+		cur := memstat.Now()
+		settled := cur.Stack == prev.Stack && cur.Goroutines == base.Goroutines+n
 		prev = cur
 		return settled
 	})
-	after := memNow()
+	after := memstat.Now()
 	if os.Getenv("HERALD_MEMTEST_CLASSES") != "" {
 		var ms runtime.MemStats
 		runtime.ReadMemStats(&ms)
 		t.Logf("heap_alloc %.0f B/conn, heap_inuse %.0f B/conn, unused %.0f B/conn",
-			float64(int64(ms.HeapAlloc)-int64(baseMS.HeapAlloc))/float64(n),
-			float64(int64(ms.HeapInuse)-int64(baseMS.HeapInuse))/float64(n),
-			float64(int64(ms.HeapInuse-ms.HeapAlloc)-int64(baseMS.HeapInuse-baseMS.HeapAlloc))/float64(n))
+			memstat.PerConn(ms.HeapAlloc, baseMS.HeapAlloc, n), memstat.PerConn(ms.HeapInuse, baseMS.HeapInuse, n),
+			memstat.PerConn(ms.HeapInuse-ms.HeapAlloc, baseMS.HeapInuse-baseMS.HeapAlloc, n))
 		for i, c := range ms.BySize {
 			b := baseMS.BySize[i]
-			allocs := float64(c.Mallocs-b.Mallocs) / float64(n)
-			live := float64(int64(c.Mallocs-c.Frees)-int64(b.Mallocs-b.Frees)) / float64(n)
+			allocs := memstat.PerConn(c.Mallocs, b.Mallocs, n)
+			live := memstat.PerConn(c.Mallocs-c.Frees, b.Mallocs-b.Frees, n)
 			if allocs > 0.05 || live > 0.05 || live < -0.05 {
 				t.Logf("class %5d: allocs %6.2f/conn, live %5.2f/conn", c.Size, allocs, live)
 			}
@@ -130,37 +130,15 @@ func TestIdleConnectionMemory(t *testing.T) {
 		_ = pprof.Lookup("goroutine").WriteTo(g, 1)
 		g.Close()
 	}
-	per := func(a, b uint64) float64 { return float64(int64(a)-int64(b)) / float64(n) }
+	per := func(a, b uint64) float64 { return memstat.PerConn(a, b, n) }
 	defer func() {
-		if total := per(after.heap+after.stack, base.heap+base.stack); total > idleTarget && !raceEnabled {
+		if total := per(after.Heap+after.Stack, base.Heap+base.Stack); total > idleTarget && !raceEnabled {
 			t.Errorf("an idle connection costs %.0f B, above the %d B target", total, idleTarget)
 		}
 	}()
 	t.Logf("%d idle connections: heap %.0f B/conn, stacks %.0f B/conn, total %.0f B/conn, RSS %.0f B/conn, goroutines %.2f/conn",
-		n, per(after.heap, base.heap), per(after.stack, base.stack), per(after.heap+after.stack, base.heap+base.stack),
-		per(after.rss, base.rss), float64(after.goroutines-base.goroutines)/float64(n))
-}
-
-type memSample struct {
-	heap, stack, rss uint64
-	goroutines       int
-}
-
-func memNow() memSample {
-	runtime.GC()
-	runtime.GC()
-	var ms runtime.MemStats
-	runtime.ReadMemStats(&ms)
-	s := memSample{heap: ms.HeapInuse, stack: ms.StackInuse, goroutines: runtime.NumGoroutine()}
-	if b, err := os.ReadFile("/proc/self/status"); err == nil {
-		for _, l := range strings.Split(string(b), "\n") {
-			if strings.HasPrefix(l, "VmRSS:") {
-				kb, _ := strconv.Atoi(strings.Fields(l)[1])
-				s.rss = uint64(kb) << 10
-			}
-		}
-	}
-	return s
+		n, per(after.Heap, base.Heap), per(after.Stack, base.Stack), per(after.Heap+after.Stack, base.Heap+base.Stack),
+		per(after.RSS, base.RSS), float64(after.Goroutines-base.Goroutines)/float64(n))
 }
 
 // memClient opens the connections with raw sockets (no goroutine per

@@ -1,34 +1,36 @@
 package ws
 
-import "errors"
-
 // The read side of corkConn exists for idle memory. A goroutine's stack
 // grows while it works (decoding a message, subscribing, writing a batch),
 // and the runtime halves a stack only when less than a quarter of it is in
 // use, counting an 800-byte reserve. A goroutine waiting on a socket uses
 // more than the 224 bytes that leaves of a 4 KiB stack, so a stack that has
 // grown to 4 KiB or more never gets back to the minimal 2 KiB: a connection
-// that has done anything would idle on grown stacks (measured: 12 KiB of
-// stacks per idle connection, against about 2 KiB now, the reader's minimal
-// stack alone; see mem_test.go). Instead, the writer parks, ending its
-// goroutine (session.go), and the reader hands over to a fresh goroutine
-// before it waits (readloop.go). For the reader that requires waiting for the
-// next message outside coder/websocket, whose Read blocks deep in its own
-// call chain: WaitReadable blocks until the socket is readable without
-// consuming anything, on a shallow stack.
+// that has done anything would idle on a grown stack. Measured with
+// TestIdleConnectionMemory (docs/benchmarks.md, "The idle reader outside
+// coder/websocket"): 8.6 KB of stacks per idle connection when the reader
+// waits in coder/websocket's Read, 5.8 KB when it does so on a fresh
+// goroutine, 2.1 KB (the reader's minimal stack alone) with what follows.
+// The writer parks, ending its goroutine (session.go), and the reader hands
+// over to a fresh goroutine before it waits (readloop.go), outside
+// coder/websocket, whose Read blocks deep in its own call chain:
+// WaitReadable blocks until the socket is readable without consuming
+// anything, on a shallow stack.
 //
 // That is only correct if nothing of the next message is already buffered
 // above the socket, in coder/websocket's bufio.Reader. So Read never returns
-// bytes past the end of the frame being read: when coder/websocket has read
-// a whole message, its buffer is empty. Bytes read past a frame boundary
-// wait in early, and WaitReadable returns at once while early is not empty.
+// bytes past the end of the frame being read, and coder/websocket reads no
+// further than the end of a message (library.go, assumption 2): when it has
+// read a whole message, its buffer is empty. Bytes read past a frame
+// boundary wait in early, and WaitReadable returns at once while early is
+// not empty.
 //
 // coder/websocket's Read also handles control frames, and after a pong (the
 // answer to every keep-alive ping) it would go on waiting for a data message
 // deep in its call chain. So while the session's reader is in Read
 // (SetNonblocking), a Read between messages with nothing to read fails with
 // errWouldBlock instead of waiting: coder/websocket's Read returns it with its
-// state intact (nothing of a frame was consumed), and the reader goes back to
+// state intact (library.go, assumption 3), and the reader goes back to
 // WaitReadable. Never during a close handshake, which must wait for the
 // peer's close frame.
 //
@@ -37,10 +39,6 @@ import "errors"
 // Buffered, from the session's reader between messages while a close
 // handshake may be reading, so rmu guards it. WaitReadable and a Read from
 // the close handshake exclude each other on the socket's own read lock.
-
-// errWouldBlock is Read's answer, in non-blocking mode, when no message has
-// begun and the socket has nothing to read.
-var errWouldBlock = errors.New("no message to read yet")
 
 // Read implements net.Conn, returning at most the rest of the current frame.
 func (c *corkConn) Read(p []byte) (int, error) {

@@ -1,7 +1,6 @@
 package ws
 
 import (
-	"context"
 	"errors"
 	"net/http"
 	"unicode/utf8"
@@ -29,10 +28,7 @@ func (s *session) readLoop() {
 			s.stop(err)
 			return
 		}
-		// No deadline: the reader ends when the session closes the connection.
-		s.conn.SetNonblocking(true)
-		typ, b, err := s.ws.Read(context.Background())
-		s.conn.SetNonblocking(false)
+		typ, b, err := s.readMessage()
 		if errors.Is(err, errWouldBlock) {
 			// Only control frames came (a pong): wait again on a fresh stack.
 			s.tasks.Add(1)

@@ -227,12 +227,11 @@ func closeStatus(err error) (websocket.StatusCode, string) {
 // The reason is made to fit the close frame (closeReason).
 func (s *session) close(code websocket.StatusCode, reason string) {
 	reason = closeReason(reason)
-	s.conn.StartHandshake()
 	s.conn.SetWriteTimeout(closeTimeout)
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		_ = s.ws.Close(code, reason)
+		_ = closeHandshake(s.ws, s.conn, code, reason)
 	}()
 	t := time.NewTimer(closeTimeout)
 	defer t.Stop()

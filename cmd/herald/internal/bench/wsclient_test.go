@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/heraldpush/herald/hub"
+	"github.com/heraldpush/herald/internal/wsframe"
 	"github.com/heraldpush/herald/transport/ws"
 )
 
@@ -25,60 +26,25 @@ func serverFrame(fin bool, op byte, p []byte, long bool) []byte {
 	if fin {
 		b0 |= 0x80
 	}
-	f := []byte{b0}
-	switch n := len(p); {
-	case long:
-		f = append(f, 127)
-		f = binary.BigEndian.AppendUint64(f, uint64(n))
-	case n <= 125:
-		f = append(f, byte(n))
-	case n <= 0xffff:
-		f = append(f, 126)
-		f = binary.BigEndian.AppendUint16(f, uint16(n))
-	default:
-		f = append(f, 127)
-		f = binary.BigEndian.AppendUint64(f, uint64(n))
+	if !long {
+		return append(wsframe.AppendHeader(nil, b0, false, len(p)), p...)
 	}
+	f := []byte{b0, 127}
+	f = binary.BigEndian.AppendUint64(f, uint64(len(p)))
 	return append(f, p...)
 }
 
 // readClientFrame reads one frame as a server would, insisting on the mask
 // every client frame must carry, and returns its unmasked payload.
 func readClientFrame(r io.Reader) (fin bool, op byte, p []byte, err error) {
-	var h [2]byte
-	if _, err = io.ReadFull(r, h[:]); err != nil {
-		return
+	b0, masked, p, err := wsframe.ReadFrame(r, wsReadLimit)
+	if err != nil {
+		return false, 0, nil, err
 	}
-	if h[1]&0x80 == 0 {
+	if !masked {
 		return false, 0, nil, errors.New("client frame is not masked")
 	}
-	n := uint64(h[1] & 0x7f)
-	switch n {
-	case 126:
-		var b [2]byte
-		if _, err = io.ReadFull(r, b[:]); err != nil {
-			return
-		}
-		n = uint64(binary.BigEndian.Uint16(b[:]))
-	case 127:
-		var b [8]byte
-		if _, err = io.ReadFull(r, b[:]); err != nil {
-			return
-		}
-		n = binary.BigEndian.Uint64(b[:])
-	}
-	var key [4]byte
-	if _, err = io.ReadFull(r, key[:]); err != nil {
-		return
-	}
-	p = make([]byte, n)
-	if _, err = io.ReadFull(r, p); err != nil {
-		return
-	}
-	for i := range p {
-		p[i] ^= key[i&3]
-	}
-	return h[0]&0x80 != 0, h[0] & 0x0f, p, nil
+	return b0&wsframe.Fin != 0, b0 & 0x0f, p, nil
 }
 
 // framePair connects a wsConn to the server end of a real loopback socket.
@@ -120,19 +86,19 @@ func TestFrameParser(t *testing.T) {
 	mid := bytes.Repeat([]byte("m"), 300)    // 16-bit length
 	big := bytes.Repeat([]byte("b"), 70_000) // 64-bit length, larger than the read buffer
 	var stream []byte
-	stream = append(stream, serverFrame(true, opText, []byte("small"), false)...)
-	stream = append(stream, serverFrame(true, opText, mid, false)...)
-	stream = append(stream, serverFrame(true, opText, big, false)...)
-	stream = append(stream, serverFrame(true, opText, []byte("long-encoded"), true)...)
-	stream = append(stream, serverFrame(false, opText, []byte("frag-1|"), false)...)
-	stream = append(stream, serverFrame(true, opPing, []byte("are you there"), false)...)
-	stream = append(stream, serverFrame(false, opContinuation, []byte("frag-2|"), false)...)
-	stream = append(stream, serverFrame(false, opContinuation, big, false)...)
-	stream = append(stream, serverFrame(true, opContinuation, []byte("|frag-4"), false)...)
-	stream = append(stream, serverFrame(true, opPong, nil, false)...) // unsolicited: ignored
-	stream = append(stream, serverFrame(true, opText, []byte("after"), false)...)
+	stream = append(stream, serverFrame(true, wsframe.OpText, []byte("small"), false)...)
+	stream = append(stream, serverFrame(true, wsframe.OpText, mid, false)...)
+	stream = append(stream, serverFrame(true, wsframe.OpText, big, false)...)
+	stream = append(stream, serverFrame(true, wsframe.OpText, []byte("long-encoded"), true)...)
+	stream = append(stream, serverFrame(false, wsframe.OpText, []byte("frag-1|"), false)...)
+	stream = append(stream, serverFrame(true, wsframe.OpPing, []byte("are you there"), false)...)
+	stream = append(stream, serverFrame(false, wsframe.OpContinuation, []byte("frag-2|"), false)...)
+	stream = append(stream, serverFrame(false, wsframe.OpContinuation, big, false)...)
+	stream = append(stream, serverFrame(true, wsframe.OpContinuation, []byte("|frag-4"), false)...)
+	stream = append(stream, serverFrame(true, wsframe.OpPong, nil, false)...) // unsolicited: ignored
+	stream = append(stream, serverFrame(true, wsframe.OpText, []byte("after"), false)...)
 	closing := binary.BigEndian.AppendUint16(nil, 1001)
-	stream = append(stream, serverFrame(true, opClose, append(closing, "going away"...), false)...)
+	stream = append(stream, serverFrame(true, wsframe.OpClose, append(closing, "going away"...), false)...)
 	written := writeAsync(srv, stream)
 
 	want := []string{"small", string(mid), string(big), "long-encoded",
@@ -166,30 +132,30 @@ func TestFrameParser(t *testing.T) {
 	_ = srv.SetReadDeadline(time.Now().Add(10 * time.Second))
 	br := bufio.NewReader(srv)
 	fin, op, p, err := readClientFrame(br)
-	if err != nil || !fin || op != opPong || string(p) != "are you there" {
+	if err != nil || !fin || op != wsframe.OpPong || string(p) != "are you there" {
 		t.Fatalf("pong: fin %v op %d payload %q err %v", fin, op, p, err)
 	}
 	fin, op, p, err = readClientFrame(br)
-	if err != nil || !fin || op != opClose || !bytes.Equal(p, closing) {
+	if err != nil || !fin || op != wsframe.OpClose || !bytes.Equal(p, closing) {
 		t.Fatalf("close reply: fin %v op %d payload %q err %v", fin, op, p, err)
 	}
 }
 
 func TestFrameParserRejectsProtocolErrors(t *testing.T) {
-	masked := serverFrame(true, opText, []byte("x"), false)
+	masked := serverFrame(true, wsframe.OpText, []byte("x"), false)
 	masked[1] |= 0x80
 	masked = append(masked[:2], append([]byte{1, 2, 3, 4}, masked[2:]...)...)
-	rsv := serverFrame(true, opText, []byte("x"), false)
+	rsv := serverFrame(true, wsframe.OpText, []byte("x"), false)
 	rsv[0] |= 0x40
 	huge := []byte{0x81, 127}
 	huge = binary.BigEndian.AppendUint64(huge, 1<<40)
 	cases := map[string][]byte{
 		"masked server frame":       masked,
 		"reserved bits":             rsv,
-		"orphan continuation":       serverFrame(true, opContinuation, []byte("x"), false),
-		"message inside a fragment": append(serverFrame(false, opText, []byte("a"), false), serverFrame(true, opText, []byte("b"), false)...),
-		"fragmented ping":           serverFrame(false, opPing, []byte("x"), false),
-		"oversize ping":             serverFrame(true, opPing, bytes.Repeat([]byte("x"), 126), false),
+		"orphan continuation":       serverFrame(true, wsframe.OpContinuation, []byte("x"), false),
+		"message inside a fragment": append(serverFrame(false, wsframe.OpText, []byte("a"), false), serverFrame(true, wsframe.OpText, []byte("b"), false)...),
+		"fragmented ping":           serverFrame(false, wsframe.OpPing, []byte("x"), false),
+		"oversize ping":             serverFrame(true, wsframe.OpPing, bytes.Repeat([]byte("x"), 126), false),
 		"unknown opcode":            serverFrame(true, 0x3, []byte("x"), false),
 		"over the read limit":       huge,
 	}
@@ -215,12 +181,12 @@ func TestFrameParserRejectsProtocolErrors(t *testing.T) {
 func TestAppendFrameMasksEveryLength(t *testing.T) {
 	for _, n := range []int{0, 125, 126, 0xffff, 0x10000} {
 		p := bytes.Repeat([]byte{'z'}, n)
-		f := appendFrame(nil, opText, p)
+		f := appendFrame(nil, wsframe.OpText, p)
 		if n > 0 && bytes.Contains(f, p) {
 			t.Fatalf("%d bytes: payload sent in the clear", n)
 		}
 		fin, op, got, err := readClientFrame(bytes.NewReader(f))
-		if err != nil || !fin || op != opText || !bytes.Equal(got, p) {
+		if err != nil || !fin || op != wsframe.OpText || !bytes.Equal(got, p) {
 			t.Fatalf("%d bytes: fin %v op %d len %d err %v", n, fin, op, len(got), err)
 		}
 	}
@@ -232,7 +198,7 @@ func TestReadPathDoesNotAllocate(t *testing.T) {
 	const n = 600
 	var stream []byte
 	for i := 1; i <= n; i++ {
-		stream = append(stream, serverFrame(true, opText, fmt.Appendf(nil,
+		stream = append(stream, serverFrame(true, wsframe.OpText, fmt.Appendf(nil,
 			`{"op":"event","id":"abcdefghij-%d","topic":"bench.0","type":"bench","data":{"bseq":%d,"bts":%d,"pad":"xxxxxxxx"},"time":"2026-11-21T00:00:00Z"}`,
 			i, i, time.Now().UnixNano()), false)...)
 	}
@@ -399,18 +365,18 @@ func TestHandshakeChecksTheServer(t *testing.T) {
 		ok      bool
 	}{
 		{"valid", func(r *http.Request) string {
-			return upgrade(acceptKey(r.Header.Get("Sec-WebSocket-Key")), "Sec-WebSocket-Protocol: herald.v1\r\n")
+			return upgrade(wsframe.AcceptKey(r.Header.Get("Sec-WebSocket-Key")), "Sec-WebSocket-Protocol: herald.v1\r\n")
 		}, true},
-		{"no subprotocol", func(r *http.Request) string { return upgrade(acceptKey(r.Header.Get("Sec-WebSocket-Key")), "") }, true},
-		{"wrong accept", func(r *http.Request) string { return upgrade(acceptKey("something else"), "") }, false},
+		{"no subprotocol", func(r *http.Request) string { return upgrade(wsframe.AcceptKey(r.Header.Get("Sec-WebSocket-Key")), "") }, true},
+		{"wrong accept", func(r *http.Request) string { return upgrade(wsframe.AcceptKey("something else"), "") }, false},
 		{"other subprotocol", func(r *http.Request) string {
-			return upgrade(acceptKey(r.Header.Get("Sec-WebSocket-Key")), "Sec-WebSocket-Protocol: chat\r\n")
+			return upgrade(wsframe.AcceptKey(r.Header.Get("Sec-WebSocket-Key")), "Sec-WebSocket-Protocol: chat\r\n")
 		}, false},
 		{"extension", func(r *http.Request) string {
-			return upgrade(acceptKey(r.Header.Get("Sec-WebSocket-Key")), "Sec-WebSocket-Extensions: permessage-deflate\r\n")
+			return upgrade(wsframe.AcceptKey(r.Header.Get("Sec-WebSocket-Key")), "Sec-WebSocket-Extensions: permessage-deflate\r\n")
 		}, false},
 		{"no upgrade header", func(r *http.Request) string {
-			return "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: " + acceptKey(r.Header.Get("Sec-WebSocket-Key")) + "\r\n\r\n"
+			return "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: " + wsframe.AcceptKey(r.Header.Get("Sec-WebSocket-Key")) + "\r\n\r\n"
 		}, false},
 		{"not switching", func(*http.Request) string { return "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi" }, false},
 	}

@@ -1,10 +1,9 @@
-package main
+package server_test
 
 import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"os"
 	"regexp"
@@ -14,79 +13,25 @@ import (
 
 	"github.com/coder/websocket"
 	dto "github.com/prometheus/client_model/go"
-	"github.com/prometheus/common/expfmt"
-	"github.com/prometheus/common/model"
 
+	"github.com/heraldpush/herald/internal/testkit/heraldtest"
 	"github.com/heraldpush/herald/internal/testkit/wait"
+	"github.com/heraldpush/herald/server"
 )
-
-// scrape reads and parses a /metrics page.
-func scrape(t *testing.T, url string) (map[string]*dto.MetricFamily, string) {
-	t.Helper()
-	resp, err := http.Get(url)
-	if err != nil {
-		t.Fatalf("GET %s: %v", url, err)
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	if err != nil || resp.StatusCode != http.StatusOK {
-		t.Fatalf("GET %s: %d %v\n%s", url, resp.StatusCode, err, body)
-	}
-	p := expfmt.NewTextParser(model.UTF8Validation)
-	fams, err := p.TextToMetricFamilies(strings.NewReader(string(body)))
-	if err != nil {
-		t.Fatalf("the metrics do not parse: %v\n%s", err, body)
-	}
-	return fams, string(body)
-}
-
-// value returns the value of the series of name whose labels include
-// labels ("k=v" each), and whether there is one. For a histogram it is
-// the number of observations.
-func value(fams map[string]*dto.MetricFamily, name string, labels ...string) (float64, bool) {
-	f, ok := fams[name]
-	if !ok {
-		return 0, false
-	}
-next:
-	for _, m := range f.GetMetric() {
-		have := map[string]string{}
-		for _, l := range m.GetLabel() {
-			have[l.GetName()] = l.GetValue()
-		}
-		for _, kv := range labels {
-			k, v, _ := strings.Cut(kv, "=")
-			if have[k] != v {
-				continue next
-			}
-		}
-		switch {
-		case m.Counter != nil:
-			return m.Counter.GetValue(), true
-		case m.Gauge != nil:
-			return m.Gauge.GetValue(), true
-		case m.Histogram != nil:
-			return float64(m.Histogram.GetSampleCount()), true
-		case m.Untyped != nil:
-			return m.Untyped.GetValue(), true
-		}
-	}
-	return 0, false
-}
 
 // TestMetrics drives a server as its users do (an SSE stream, a
 // WebSocket, publishes, an action, a bad path) and reads what /metrics
 // says about it.
 func TestMetrics(t *testing.T) {
-	in := startServe(t, "--addr", "127.0.0.1:0")
+	in := start(t, server.Config{})
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 
-	lines, stopSSE := streamLines(ctx, t, in.url+"/v1/events?topic=secret-topic-name.*", "")
-	nextLine(t, lines, "retry:")
-	c, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(in.url, "http")+"/v1/ws", &websocket.DialOptions{
+	lines, stopSSE := heraldtest.StreamLines(ctx, t, in.URL+"/v1/events?topic=secret-topic-name.*", "")
+	heraldtest.NextLine(t, lines, "retry:")
+	c, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(in.URL, "http")+"/v1/ws", &websocket.DialOptions{
 		Subprotocols: []string{"herald.v1"},
-		HTTPClient:   &http.Client{Transport: in.client.Transport},
+		HTTPClient:   &http.Client{Transport: in.Client.Transport},
 	})
 	if err != nil {
 		t.Fatalf("dial: %v", err)
@@ -101,30 +46,30 @@ func TestMetrics(t *testing.T) {
 
 	const events = 5
 	for i := range events {
-		if status, body := in.post(t, "/v1/publish", fmt.Sprintf(`{"topic":"secret-topic-name.a","data":%d}`, i)); status != http.StatusOK {
+		if status, body := in.Post(t, "/v1/publish", fmt.Sprintf(`{"topic":"secret-topic-name.a","data":%d}`, i)); status != http.StatusOK {
 			t.Fatalf("publish: %d %s", status, body)
 		}
 	}
 	for range events {
-		nextLine(t, lines, "data:")
+		heraldtest.NextLine(t, lines, "data:")
 		if _, _, err := c.Read(ctx); err != nil {
 			t.Fatal(err)
 		}
 	}
-	id := in.submit(t, `{"type":"echo","topic":"done","payload":1}`, "")
-	in.finished(t, id)
+	id := in.Submit(t, `{"type":"echo","topic":"done","payload":1}`, "")
+	in.Finished(t, id)
 	// The status is final before the result event is published, so a
 	// scrape right after it may not count that event yet.
 	wait.For(t, 10*time.Second, "the action's result to be published", func() bool {
-		fams, _ := scrape(t, in.url+"/metrics")
-		n, _ := value(fams, "herald_events_published_total")
+		fams, _ := heraldtest.Scrape(t, in.URL+"/metrics")
+		n, _ := heraldtest.Value(fams, "herald_events_published_total")
 		return n == events+1
 	})
-	if status, _ := in.get(t, "/no/such/path"); status != http.StatusNotFound {
+	if status, _ := in.Get(t, "/no/such/path"); status != http.StatusNotFound {
 		t.Fatalf("GET /no/such/path: %d", status)
 	}
 
-	fams, body := scrape(t, in.url+"/metrics")
+	fams, body := heraldtest.Scrape(t, in.URL+"/metrics")
 	want := []struct {
 		name   string
 		labels []string
@@ -156,7 +101,7 @@ func TestMetrics(t *testing.T) {
 		{"process_open_fds", nil, 1, 1e6},
 	}
 	for _, w := range want {
-		v, ok := value(fams, w.name, w.labels...)
+		v, ok := heraldtest.Value(fams, w.name, w.labels...)
 		if !ok || v < w.min || v > w.max {
 			t.Errorf("%s%v = %v (found %v), want %v to %v", w.name, w.labels, v, ok, w.min, w.max)
 		}
@@ -172,19 +117,19 @@ func TestMetrics(t *testing.T) {
 	stopSSE()
 	c.Close(websocket.StatusNormalClosure, "")
 	wait.For(t, 10*time.Second, "the disconnects to be counted", func() bool {
-		fams, _ := scrape(t, in.url+"/metrics")
-		sse, _ := value(fams, "herald_disconnects_total", "transport=sse", "reason=closed")
-		ws, _ := value(fams, "herald_disconnects_total", "transport=ws", "reason=closed")
-		open, _ := value(fams, "herald_connections", "transport=sse")
+		fams, _ := heraldtest.Scrape(t, in.URL+"/metrics")
+		sse, _ := heraldtest.Value(fams, "herald_disconnects_total", "transport=sse", "reason=closed")
+		ws, _ := heraldtest.Value(fams, "herald_disconnects_total", "transport=ws", "reason=closed")
+		open, _ := heraldtest.Value(fams, "herald_connections", "transport=sse")
 		return sse == 1 && ws == 1 && open == 0
 	})
-	fams, _ = scrape(t, in.url+"/metrics")
+	fams, _ = heraldtest.Scrape(t, in.URL+"/metrics")
 	// The example Grafana dashboard asks only for metrics that exist.
 	dashboardMetricsExist(t, fams)
-	if v, _ := value(fams, "herald_http_requests_total", "route=/v1/events", "code=200"); v != 1 {
+	if v, _ := heraldtest.Value(fams, "herald_http_requests_total", "route=/v1/events", "code=200"); v != 1 {
 		t.Errorf("the ended SSE stream is counted %v times among the requests, want 1", v)
 	}
-	if v, _ := value(fams, "herald_http_requests_total", "route=/v1/ws", "code=101"); v != 1 {
+	if v, _ := heraldtest.Value(fams, "herald_http_requests_total", "route=/v1/ws", "code=101"); v != 1 {
 		t.Errorf("the ended WebSocket is counted %v times among the requests, want 1", v)
 	}
 }
@@ -193,7 +138,7 @@ func TestMetrics(t *testing.T) {
 // name is among fams (a histogram by its family name).
 func dashboardMetricsExist(t *testing.T, fams map[string]*dto.MetricFamily) {
 	t.Helper()
-	raw, err := os.ReadFile("../../deploy/grafana/herald-dashboard.json")
+	raw, err := os.ReadFile("../deploy/grafana/herald-dashboard.json")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -226,16 +171,16 @@ func dashboardMetricsExist(t *testing.T, fams map[string]*dto.MetricFamily) {
 	}
 }
 
-// TestMetricsInternalListener: with --metrics-addr, /metrics (and, with
-// --pprof, the profiles) are served there and not on --addr.
+// TestMetricsInternalListener: with MetricsAddr, /metrics (and, with
+// Pprof, the profiles) are served there and not on Addr.
 func TestMetricsInternalListener(t *testing.T) {
-	in := startServe(t, "--addr", "127.0.0.1:0", "--metrics-addr", "127.0.0.1:0")
-	base := internalURL(t, in)
-	if fams, _ := scrape(t, base+"/metrics"); fams["herald_build_info"] == nil {
+	in := start(t, server.Config{MetricsAddr: "127.0.0.1:0"})
+	base := in.InternalURL(t)
+	if fams, _ := heraldtest.Scrape(t, base+"/metrics"); fams["herald_build_info"] == nil {
 		t.Fatal("no herald_build_info on the internal listener")
 	}
-	if status, _ := in.get(t, "/metrics"); status != http.StatusNotFound {
-		t.Errorf("GET /metrics on --addr: %d, want 404", status)
+	if status, _ := in.Get(t, "/metrics"); status != http.StatusNotFound {
+		t.Errorf("GET /metrics on Addr: %d, want 404", status)
 	}
 	resp, err := http.Get(base + "/debug/pprof/")
 	if err != nil {
@@ -243,21 +188,39 @@ func TestMetricsInternalListener(t *testing.T) {
 	}
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusNotFound {
-		t.Errorf("GET /debug/pprof/ without --pprof: %d, want 404", resp.StatusCode)
+		t.Errorf("GET /debug/pprof/ without Pprof: %d, want 404", resp.StatusCode)
 	}
 }
 
-// internalURL finds the address of the --metrics-addr listener in the log.
-func internalURL(t *testing.T, in *instance) string {
-	t.Helper()
-	re := regexp.MustCompile(`msg="internal endpoints listening" addr=(\S+)`)
-	var addr string
-	wait.For(t, 10*time.Second, "the internal listener in the log", func() bool {
-		m := re.FindStringSubmatch(in.logs.String())
-		if m != nil {
-			addr = m[1]
-		}
-		return m != nil
-	})
-	return "http://" + addr
+// TestServeDebugEndpoints checks MetricsAddr with Pprof: profiles, and a memory
+// release that answers with what the runtime holds.
+func TestServeDebugEndpoints(t *testing.T) {
+	in := start(t, server.Config{MetricsAddr: "127.0.0.1:0", Pprof: true})
+	base := in.InternalURL(t)
+	resp, err := in.Client.Get(base + "/debug/pprof/")
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET /debug/pprof/: %v %v", resp, err)
+	}
+	resp.Body.Close()
+	resp, err = in.Client.Post(base+"/debug/free-memory", "", nil)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("POST /debug/free-memory: %v %v", resp, err)
+	}
+	var m map[string]uint64
+	err = json.NewDecoder(resp.Body).Decode(&m)
+	resp.Body.Close()
+	if err != nil || m["heap_inuse_bytes"] == 0 || m["goroutines"] == 0 {
+		t.Fatalf("free-memory answered %v, %v", m, err)
+	}
+	if resp, err := in.Client.Get(base + "/debug/free-memory"); err != nil || resp.StatusCode != http.StatusMethodNotAllowed {
+		t.Fatalf("GET /debug/free-memory: %v %v, want 405", resp, err)
+	} else {
+		resp.Body.Close()
+	}
+	// The public listener does not serve them.
+	if resp, err := in.Client.Get(in.URL + "/debug/pprof/"); err != nil || resp.StatusCode != http.StatusNotFound {
+		t.Fatalf("GET /debug/pprof/ on the public listener: %v %v, want 404", resp, err)
+	} else {
+		resp.Body.Close()
+	}
 }

@@ -1,4 +1,4 @@
-package main
+package server_test
 
 import (
 	"net/http"
@@ -8,6 +8,7 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"github.com/heraldpush/herald/internal/testkit/browsertest"
+	"github.com/heraldpush/herald/server"
 )
 
 // TestTLSBrowser loads the dashboard over HTTPS in Chromium, which does not
@@ -18,9 +19,9 @@ import (
 // itself over HTTP/1.1.
 func TestTLSBrowser(t *testing.T) {
 	const extra = 10 // EventSources the test opens besides the dashboard's
-	in, _, _ := startTLS(t)
+	in, _, _ := startTLS(t, server.Config{})
 	tb := browsertest.New(t, chromedp.Flag("ignore-certificate-errors", true))()
-	tb.Do(t, chromedp.Navigate(in.url+"/"))
+	tb.Do(t, chromedp.Navigate(in.URL+"/"))
 	browsertest.WaitFor(t, tb, "the SSE subscription to open", `document.querySelector('#state-sse').classList.contains('open')`)
 	browsertest.WaitFor(t, tb, "the WebSocket subscription to open", `document.querySelector('#state-ws').classList.contains('open')`)
 	if p := browsertest.Eval[string](t, tb, `performance.getEntriesByType('navigation')[0].nextHopProtocol`); p != "h2" {
@@ -38,11 +39,11 @@ func TestTLSBrowser(t *testing.T) {
 		return true;
 	})()`)
 	browsertest.WaitFor(t, tb, "every EventSource to open", `window.streams.every((es) => es.readyState === EventSource.OPEN)`)
-	if got := serverClients(t, in); got != extra+2 {
+	if got := in.Clients(t); got != extra+2 {
 		t.Errorf("the server counts %d clients, want %d: the dashboard's two and the test's", got, extra+2)
 	}
 
-	if status, body := in.post(t, "/v1/publish", `{"topic":"tls.browser","data":"to the page"}`); status != http.StatusOK {
+	if status, body := in.Post(t, "/v1/publish", `{"topic":"tls.browser","data":"to the page"}`); status != http.StatusOK {
 		t.Fatalf("publish: status %d, body %s", status, body)
 	}
 	browsertest.WaitFor(t, tb, "the event on every EventSource", `window.got.length === `+strconv.Itoa(extra)+` && window.got.every((d) => d === 'to the page')`)

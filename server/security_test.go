@@ -1,4 +1,4 @@
-package main
+package server_test
 
 import (
 	"context"
@@ -12,18 +12,20 @@ import (
 
 	"github.com/coder/websocket"
 	"github.com/golang-jwt/jwt/v5"
+	"github.com/heraldpush/herald/internal/testkit/heraldtest"
+	"github.com/heraldpush/herald/server"
 )
 
 // TestServeCookieNotFromOtherSites is cross-site WebSocket hijacking: a
 // page on another site opens a WebSocket to Herald, and the browser
-// attaches the visitor's herald_token cookie. With --cors-origins '*' the
+// attaches the visitor's herald_token cookie. With CORSOrigins "*" the
 // handshake is allowed, but the cookie must not make the page its visitor:
 // it subscribes, publishes and runs actions as nobody. A page of an origin
-// named in --allowed-origins is the operator's own, and its cookie counts.
+// named in AllowedOrigins is the operator's own, and its cookie counts.
 func TestServeCookieNotFromOtherSites(t *testing.T) {
 	const secret = "0123456789abcdef0123456789abcdef"
-	in := startServe(t, "--addr", "127.0.0.1:0", "--auth", "jwt", "--jwt-secret", secret,
-		"--cors-origins", "*", "--allowed-origins", "app.example.com")
+	in := start(t, server.Config{Auth: "jwt", JWTSecret: secret,
+		CORSOrigins: []string{"*"}, AllowedOrigins: []string{"app.example.com", "*"}})
 	tok, err := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{
 		"sub": "victim", "exp": time.Now().Add(time.Hour).Unix(),
 		"herald": map[string][]string{"subscribe": {"orders.>"}, "publish": {"orders.*"}, "actions": {"echo"}},
@@ -35,9 +37,9 @@ func TestServeCookieNotFromOtherSites(t *testing.T) {
 	defer cancel()
 
 	for origin, want := range map[string]string{"https://evil.example": "unauthorized", "https://app.example.com": ""} {
-		c, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(in.url, "http")+"/v1/ws", &websocket.DialOptions{
+		c, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(in.URL, "http")+"/v1/ws", &websocket.DialOptions{
 			Subprotocols: []string{"herald.v1"},
-			HTTPClient:   in.client,
+			HTTPClient:   in.Client,
 			HTTPHeader:   http.Header{"Origin": {origin}, "Cookie": {"herald_token=" + tok}},
 		})
 		if err != nil {
@@ -73,13 +75,13 @@ func TestServeCookieNotFromOtherSites(t *testing.T) {
 }
 
 // TestServeReadTimeout announces a request body and sends one byte of it:
-// with --read-timeout, the server answers 408 rather than waiting for ever,
+// with ReadTimeout, the server answers 408 rather than waiting for ever,
 // over HTTP/1.1 (and closes the connection) and over HTTP/2 (the stream).
 func TestServeReadTimeout(t *testing.T) {
-	in := startServe(t, "--addr", "127.0.0.1:0", "--read-timeout", "200ms", "--h2c")
+	in := start(t, server.Config{ReadTimeout: 200 * time.Millisecond, H2C: true})
 
 	t.Run("HTTP/1.1", func(t *testing.T) {
-		conn, err := net.Dial("tcp", strings.TrimPrefix(in.url, "http://"))
+		conn, err := net.Dial("tcp", strings.TrimPrefix(in.URL, "http://"))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -106,7 +108,7 @@ func TestServeReadTimeout(t *testing.T) {
 		body, more := io.Pipe()
 		defer more.Close()
 		go func() { _, _ = io.WriteString(more, "{") }() // and nothing more
-		req, err := http.NewRequest(http.MethodPost, in.url+"/v1/publish", body)
+		req, err := http.NewRequest(http.MethodPost, in.URL+"/v1/publish", body)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -122,4 +124,22 @@ func TestServeReadTimeout(t *testing.T) {
 			t.Errorf("%s %d %s, want HTTP/2 408 request_timeout", resp.Proto, resp.StatusCode, got)
 		}
 	})
+}
+
+// TestServeWarnsWhenOpen checks the warning of a server without
+// authentication on an address other machines can reach, and its absence
+// on loopback or with Auth "jwt".
+func TestServeWarnsWhenOpen(t *testing.T) {
+	const warning = "AUTHENTICATION IS OFF"
+	open := start(t, server.Config{Addr: "0.0.0.0:0"})
+	if !strings.Contains(open.Logs.String(), warning) {
+		t.Errorf("no warning on 0.0.0.0 without auth:\n%s", open.Logs)
+	}
+	local := start(t, server.Config{})
+	closed := start(t, server.Config{Addr: "0.0.0.0:0", Auth: "jwt", JWTSecret: "0123456789abcdef0123456789abcdef"})
+	for _, in := range []*heraldtest.Node{local, closed} {
+		if strings.Contains(in.Logs.String(), warning) {
+			t.Errorf("a warning where none is due:\n%s", in.Logs)
+		}
+	}
 }

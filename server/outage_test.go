@@ -1,4 +1,4 @@
-package main
+package server_test
 
 import (
 	"context"
@@ -12,10 +12,12 @@ import (
 
 	"github.com/coder/websocket"
 
+	"github.com/heraldpush/herald/internal/testkit/heraldtest"
 	"github.com/heraldpush/herald/internal/testkit/natstest"
 	"github.com/heraldpush/herald/internal/testkit/redistest"
 	"github.com/heraldpush/herald/internal/testkit/relay"
 	"github.com/heraldpush/herald/internal/testkit/wait"
+	"github.com/heraldpush/herald/server"
 )
 
 // outageBound is how long any request may take while the broker is cut
@@ -56,8 +58,8 @@ type publishOutcome struct {
 }
 
 func testBrokerOutage(t *testing.T, rl *relay.Relay, broker string) {
-	node := startServe(t, "--addr", "127.0.0.1:0", "--broker", broker)
-	status, body := node.post(t, "/v1/publish", `{"topic":"outage.a","data":"start"}`)
+	node := start(t, server.Config{Broker: broker})
+	status, body := node.Post(t, "/v1/publish", `{"topic":"outage.a","data":"start"}`)
 	if status != http.StatusOK {
 		t.Fatalf("first publish: %d %s", status, body)
 	}
@@ -71,7 +73,7 @@ func testBrokerOutage(t *testing.T, rl *relay.Relay, broker string) {
 		liveMu sync.Mutex
 		live   []string // cursors, as delivered
 	)
-	lines, stopLines := streamLines(ctx, t, node.url+"/v1/events?topic=outage.a", first.ID)
+	lines, stopLines := heraldtest.StreamLines(ctx, t, node.URL+"/v1/events?topic=outage.a", first.ID)
 	defer stopLines()
 	go func() {
 		for l := range lines {
@@ -82,7 +84,7 @@ func testBrokerOutage(t *testing.T, rl *relay.Relay, broker string) {
 			}
 		}
 	}()
-	ws, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(node.url, "http")+"/v1/ws", nil)
+	ws, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(node.URL, "http")+"/v1/ws", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -138,7 +140,7 @@ func testBrokerOutage(t *testing.T, rl *relay.Relay, broker string) {
 					req = fmt.Sprintf(`{"events":[{"topic":"outage.a","data":%s},{"topic":"outage.a","data":%s}]}`, o.data[0], o.data[1])
 				}
 				start := time.Now()
-				resp, err := client.Post(node.url+"/v1/publish", "application/json", strings.NewReader(req))
+				resp, err := client.Post(node.URL+"/v1/publish", "application/json", strings.NewReader(req))
 				if err != nil {
 					t.Errorf("publish: %v", err)
 					return
@@ -182,7 +184,7 @@ func testBrokerOutage(t *testing.T, rl *relay.Relay, broker string) {
 	wait.For(t, 20*time.Second, "publishes before the cut", func() bool { return count(published) >= 30 })
 
 	rl.Down()
-	ready := func() int { status, _ := node.get(t, "/readyz"); return status }
+	ready := func() int { status, _ := node.Get(t, "/readyz"); return status }
 	wait.For(t, 20*time.Second, "/readyz to fail", func() bool { return ready() == http.StatusServiceUnavailable })
 	expect503 := func(what string, do func() (*http.Response, error)) {
 		t.Helper()
@@ -204,11 +206,11 @@ func testBrokerOutage(t *testing.T, rl *relay.Relay, broker string) {
 	}
 	post := func(path, body string) func() (*http.Response, error) {
 		return func() (*http.Response, error) {
-			return client.Post(node.url+path, "application/json", strings.NewReader(body))
+			return client.Post(node.URL+path, "application/json", strings.NewReader(body))
 		}
 	}
 	get := func(path string) func() (*http.Response, error) {
-		return func() (*http.Response, error) { return client.Get(node.url + path) }
+		return func() (*http.Response, error) { return client.Get(node.URL + path) }
 	}
 	expect503("a publish", post("/v1/publish", `{"topic":"outage.b","data":1}`))
 	expect503("a batch", post("/v1/publish", `{"events":[{"topic":"outage.b","data":2},{"topic":"outage.b","data":3}]}`))
@@ -257,7 +259,7 @@ func testBrokerOutage(t *testing.T, rl *relay.Relay, broker string) {
 	stored := map[string][]string{} // data → cursors
 	var order []string              // every cursor, in the log's order
 	for cursor := first.ID; ; {
-		status, body := node.get(t, "/v1/topics/outage.a/history?limit=1000&after="+cursor)
+		status, body := node.Get(t, "/v1/topics/outage.a/history?limit=1000&after="+cursor)
 		if status != http.StatusOK {
 			t.Fatalf("history: %d %s", status, body)
 		}
@@ -322,7 +324,7 @@ func testBrokerOutage(t *testing.T, rl *relay.Relay, broker string) {
 	}
 	liveMu.Unlock()
 	t.Logf("%d publishes answered with cursors, %d refused, %d of unknown outcome", nPublished, nRefused, nUnknown)
-	if status, body := node.get(t, "/v1/topics/outage.b/history"); status != http.StatusOK || strings.Contains(string(body), `"id"`) {
+	if status, body := node.Get(t, "/v1/topics/outage.b/history"); status != http.StatusOK || strings.Contains(string(body), `"id"`) {
 		t.Errorf("the publishes refused while cut: history %d %s, want none", status, body)
 	}
 }

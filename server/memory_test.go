@@ -1,4 +1,4 @@
-package main
+package server_test
 
 import (
 	"bufio"
@@ -17,11 +17,13 @@ import (
 
 	"github.com/coder/websocket"
 
+	"github.com/heraldpush/herald/internal/testkit/heraldtest"
 	"github.com/heraldpush/herald/internal/testkit/wait"
+	"github.com/heraldpush/herald/server"
 )
 
 // TestHistoryBytesBoundsHeap publishes 1 GB in events of 1 MB to a server
-// with --history-bytes 64 MiB, with an SSE and a WebSocket subscriber
+// with HistoryBytes 64 MiB, with an SSE and a WebSocket subscriber
 // receiving every event, and checks along the way that the live heap
 // (after GC) stays within the bound plus a small constant: a retained event
 // costs its size once, not once per representation (data, envelope, SSE
@@ -37,8 +39,8 @@ func TestHistoryBytesBoundsHeap(t *testing.T) {
 	if raceEnabled {
 		events, bound = 64, 4<<20
 	}
-	in := startServe(t, "--addr", "127.0.0.1:0", "--history-bytes", strconv.Itoa(bound),
-		"--history-size", "100000", "--queue-bytes", strconv.Itoa(32<<20), "--write-timeout", "60s")
+	in := start(t, server.Config{HistoryBytes: bound, HistorySize: 100000, QueueBytes: 32 << 20,
+		WriteTimeout: time.Minute})
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 
@@ -73,7 +75,7 @@ func TestHistoryBytesBoundsHeap(t *testing.T) {
 	body := []byte(`{"topic":"mem.big","data":"` + strings.Repeat("x", eventData-2) + `"}`)
 	base := liveHeap()
 	for i := 1; i <= events; i++ {
-		resp, err := in.client.Post(in.url+"/v1/publish", "application/json", bytes.NewReader(body))
+		resp, err := in.Client.Post(in.URL+"/v1/publish", "application/json", bytes.NewReader(body))
 		if err != nil {
 			t.Fatalf("publish %d: %v", i, err)
 		}
@@ -130,13 +132,13 @@ func liveHeap() uint64 {
 }
 
 // openSSE opens a stream of every topic, resuming after lastID if set.
-func openSSE(t *testing.T, ctx context.Context, in *instance, lastID string) io.ReadCloser {
+func openSSE(t *testing.T, ctx context.Context, in *heraldtest.Node, lastID string) io.ReadCloser {
 	t.Helper()
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, in.url+"/v1/events?topic=>", nil)
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, in.URL+"/v1/events?topic=>", nil)
 	if lastID != "" {
 		req.Header.Set("Last-Event-ID", lastID)
 	}
-	resp, err := (&http.Client{Transport: in.client.Transport}).Do(req)
+	resp, err := (&http.Client{Transport: in.Client.Transport}).Do(req)
 	if err != nil {
 		t.Fatalf("GET /v1/events: %v", err)
 	}
@@ -177,11 +179,11 @@ func readSSE(r io.Reader, fn func(id, head string)) {
 }
 
 // dialWS opens a WebSocket subscribed to every topic.
-func dialWS(t *testing.T, ctx context.Context, in *instance) *websocket.Conn {
+func dialWS(t *testing.T, ctx context.Context, in *heraldtest.Node) *websocket.Conn {
 	t.Helper()
-	c, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(in.url, "http")+"/v1/ws", &websocket.DialOptions{
+	c, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(in.URL, "http")+"/v1/ws", &websocket.DialOptions{
 		Subprotocols: []string{"herald.v1"},
-		HTTPClient:   &http.Client{Transport: in.client.Transport},
+		HTTPClient:   &http.Client{Transport: in.Client.Transport},
 	})
 	if err != nil {
 		t.Fatalf("dial: %v", err)
