@@ -14,15 +14,22 @@
 //
 // Bounds: Create refuses an action with action.ErrQueueFull once maxQueued
 // actions are queued or running; finished records are kept at most
-// Options.MaxFinished of them and Options.MaxFinishedBytes of them (counted
-// by action.Stored.FinishedSize, the rule of action.Service), the oldest
-// forgotten first. Records that are not finished are never forgotten: each
-// is in the queue, which is bounded.
+// Options.MaxFinished of them and Options.MaxFinishedBytes of them (each
+// counted by size), the oldest forgotten first. Records that are not
+// finished are never forgotten: each is in the queue, which is bounded.
+//
+// A Store is Local: no other process can reach its actions, so a Service
+// on it fails the ones it leaves unfinished at Shutdown (see
+// action.Service).
 //
 // A lease, in one process, is a deadline on a claim: the worker holding it
 // renews it with Touch; Release, or a deadline that passes without a
 // renewal, makes the action available again and the next Claim of any
-// runner on the Store takes it, as redelivered. Each claim has its own
+// runner on the Store takes it, as redelivered. A Claim that finds nothing
+// waits for a wake-up: each action made ready wakes one waiting Claim, and
+// a Claim that takes one while more are ready passes the wake-up on, so a
+// burst wakes as many workers as it has actions and an idle worker costs
+// nothing. Each claim has its own
 // token: Touch and Release of an earlier claim of the same action change
 // nothing. The records of several runners are one set, so a Store stands for
 // every node of the conformance suite at once.
@@ -45,6 +52,14 @@ import (
 	"github.com/heraldpush/herald/internal/expiry"
 )
 
+// Defaults of Options.
+const (
+	DefaultMaxFinished = 100000
+	// DefaultMaxFinishedBytes bounds the finished records' memory: at the
+	// default TTL it holds a steady 75 KB/s of results.
+	DefaultMaxFinishedBytes = 256 << 20
+)
+
 // errLeaseLost is Touch's error for a claim that is no longer the
 // action's current one.
 var errLeaseLost = errors.New("failed to renew the lease: the action was claimed again or is done")
@@ -54,11 +69,15 @@ type Options struct {
 	// TTL paces the sweep of expired records (see expiry.Interval):
 	// the TTL the runner gives to Finish. Default action.DefaultTTL.
 	TTL time.Duration
-	// MaxFinished bounds how many finished records are kept; default
-	// action.DefaultMaxFinished.
+	// MaxFinished bounds how many finished records are kept whatever
+	// their age: past it the oldest are forgotten early. Default
+	// DefaultMaxFinished.
 	MaxFinished int
-	// MaxFinishedBytes bounds the memory of the finished records kept;
-	// default action.DefaultMaxFinishedBytes.
+	// MaxFinishedBytes bounds the memory of the finished records kept,
+	// each counted as its result or error, its ID, type, topic, key and
+	// body hash, plus a fixed allowance for the record and its index
+	// entries: past it the oldest are forgotten early. Default
+	// DefaultMaxFinishedBytes.
 	MaxFinishedBytes int
 }
 
@@ -82,7 +101,8 @@ type Store struct {
 	keys         map[idemKey]*entry
 	expiry       expiry.Queue[*entry] // finished records, in the order they finished
 	gen          uint64               // the last claim token
-	// wake is closed, and replaced, when an action becomes ready.
+	// wake holds a wake-up for one waiting Claim when an action is ready
+	// (see the package doc). It is written with s.mu held, never blocking.
 	wake chan struct{}
 }
 
@@ -108,10 +128,10 @@ func New(o Options) *Store {
 		o.TTL = action.DefaultTTL
 	}
 	if o.MaxFinished <= 0 {
-		o.MaxFinished = action.DefaultMaxFinished
+		o.MaxFinished = DefaultMaxFinished
 	}
 	if o.MaxFinishedBytes <= 0 {
-		o.MaxFinishedBytes = action.DefaultMaxFinishedBytes
+		o.MaxFinishedBytes = DefaultMaxFinishedBytes
 	}
 	s := &Store{
 		maxFinished: o.MaxFinished,
@@ -122,7 +142,7 @@ func New(o Options) *Store {
 		claimed:     make(map[*entry]struct{}),
 		records:     make(map[string]*entry),
 		keys:        make(map[idemKey]*entry),
-		wake:        make(chan struct{}),
+		wake:        make(chan struct{}, 1),
 	}
 	go expiry.Janitor(expiry.Interval(o.TTL), s.stop, s.sweepDone, s.sweep)
 	return s
@@ -168,64 +188,83 @@ func (s *Store) Create(ctx context.Context, a *action.Stored, maxQueued int) (*a
 	return nil, nil
 }
 
-// makeReady puts e in line for a worker and wakes the waiting claims.
+// makeReady puts e in line for a worker and wakes a waiting claim.
 func (s *Store) makeReady(e *entry) {
 	e.ready = s.ready.PushBack(e)
-	close(s.wake)
-	s.wake = make(chan struct{})
+	s.wakeOne()
 }
 
-// Claim implements action.Store.
+// wakeOne leaves a wake-up for the next waiting Claim, unless one is
+// there already (which that Claim passes on).
+func (s *Store) wakeOne() {
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Local implements action.Store: the actions live in this process alone.
+func (s *Store) Local() bool { return true }
+
+// Waiting implements action.QueueLen.
+func (s *Store) Waiting() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.ready.Len()
+}
+
+// Claim implements action.Store. It takes an action at once if one is
+// ready, without a timer; else it waits for a wake-up, the earliest lease
+// deadline, wait, or ctx.
 func (s *Store) Claim(ctx context.Context, lease, wait time.Duration) (*action.Claim, error) {
-	t := time.NewTimer(wait)
-	defer t.Stop()
+	var t *time.Timer
+	end := time.Now().Add(wait)
 	for {
+		now := time.Now()
 		s.mu.Lock()
-		c, wake, next := s.claimLocked(time.Now(), lease)
+		c, next := s.claimLocked(now, lease)
 		s.mu.Unlock()
 		if c != nil {
 			return c, nil
 		}
-		// Wake up when the earliest lease may run out, too.
-		var leaseOut <-chan time.Time
-		var lt *time.Timer
+		d := end.Sub(now)
+		if d <= 0 {
+			return nil, nil
+		}
 		if !next.IsZero() {
-			lt = time.NewTimer(time.Until(next))
-			leaseOut = lt.C
+			d = min(d, next.Sub(now))
 		}
-		var err error
-		done := false
+		if t == nil {
+			t = time.NewTimer(d)
+			defer t.Stop()
+		} else {
+			t.Reset(d)
+		}
 		select {
-		case <-wake:
-		case <-leaseOut:
+		case <-s.wake:
 		case <-t.C:
-			done = true
 		case <-ctx.Done():
-			done, err = true, ctx.Err()
-		}
-		if lt != nil {
-			lt.Stop()
-		}
-		if done {
-			return nil, err
+			return nil, ctx.Err()
 		}
 	}
 }
 
 // claimLocked leases an action whose lease ran out, else the oldest ready
-// one. With none, it returns what to wait for: the channel closed when an
-// action becomes ready, and the earliest lease deadline (zero: none).
-func (s *Store) claimLocked(now time.Time, lease time.Duration) (*action.Claim, <-chan struct{}, time.Time) {
+// one. With none, it returns the earliest lease deadline (zero: none).
+func (s *Store) claimLocked(now time.Time, lease time.Duration) (*action.Claim, time.Time) {
 	for {
 		e := s.takeLocked(now)
 		if e == nil {
-			return nil, s.wake, s.nextDeadline
+			return nil, s.nextDeadline
 		}
 		if !e.kept {
 			// Its record was forgotten while it waited (it was final and
 			// pushed out by a bound): nothing is left to run or publish.
 			s.dequeueLocked(e)
 			continue
+		}
+		if s.ready.Len() > 0 {
+			s.wakeOne() // pass the wake-up on to the next waiting Claim
 		}
 		s.gen++
 		e.token, e.lease, e.deadline = s.gen, lease, now.Add(lease)
@@ -235,7 +274,7 @@ func (s *Store) claimLocked(now time.Time, lease time.Duration) (*action.Claim, 
 		}
 		c := &action.Claim{Stored: e.copy(), Token: strconv.FormatUint(e.token, 10), Redelivered: e.redelivered}
 		e.redelivered = true
-		return c, nil, time.Time{}
+		return c, time.Time{}
 	}
 }
 
@@ -328,7 +367,7 @@ func (s *Store) Finish(_ context.Context, a *action.Stored, ttl time.Duration) (
 	}
 	e.a = clone(a)
 	e.expires = time.Now().Add(ttl)
-	s.expiry.Push(e, e.a.FinishedSize())
+	s.expiry.Push(e, size(&e.a))
 	for s.expiry.Len() > s.maxFinished || s.expiry.Bytes() > s.maxBytes {
 		// Over a bound: the oldest finished record goes early.
 		s.forgetLocked(s.expiry.Front())
@@ -394,6 +433,21 @@ func (s *Store) forgetLocked(e *entry) {
 // expired either.
 func (s *Store) sweep(now time.Time) {
 	s.expiry.Sweep(&s.mu, func(e *entry) bool { return !e.kept || e.expired(now) }, s.forgetLocked)
+}
+
+// recordOverhead is what a finished record costs besides its variable
+// fields: the entry, its entries in the records and keys maps and its slot
+// in the expiry queue, rounded up.
+const recordOverhead = 512
+
+// size is what a finished record counts against Options.MaxFinishedBytes.
+// The payload is not counted: it is dropped when the record becomes final.
+func size(a *action.Stored) int {
+	n := recordOverhead + len(a.Result) + len(a.ID) + len(a.Type) + len(a.Topic) + len(a.Key) + len(a.Caller) + len(a.Sum)
+	if a.Error != nil {
+		n += len(a.Error.Code) + len(a.Error.Message)
+	}
+	return n
 }
 
 // expired reports whether e is final and past its TTL, which makes it gone

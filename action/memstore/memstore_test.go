@@ -95,18 +95,18 @@ func TestMaxFinished(t *testing.T) {
 }
 
 // TestMaxFinishedBytes: finished records are bounded in bytes by the size
-// rule of action.Stored.FinishedSize; a large result pushes the oldest out.
+// rule of Size; a large result pushes the oldest out.
 func TestMaxFinishedBytes(t *testing.T) {
 	small := stored("act_small", "")
 	small.Result = json.RawMessage(`1`)
-	limit := 3 * small.FinishedSize()
+	limit := 3 * memstore.Size(small)
 	s := newStore(t, memstore.Options{MaxFinishedBytes: limit})
 	finish(t, s, stored("act_a", ""), `1`, time.Hour)
 	finish(t, s, stored("act_b", ""), `1`, time.Hour)
 	if !found(t, s, "act_a") || !found(t, s, "act_b") {
 		t.Fatal("records within the byte bound were forgotten")
 	}
-	big := `"` + strings.Repeat("x", limit-2*small.FinishedSize()) + `"`
+	big := `"` + strings.Repeat("x", limit-2*memstore.Size(small)) + `"`
 	finish(t, s, stored("act_big", ""), big, time.Hour)
 	if found(t, s, "act_a") || !found(t, s, "act_b") || !found(t, s, "act_big") {
 		t.Fatal("want only the oldest record forgotten for the large one")
