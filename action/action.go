@@ -139,8 +139,8 @@ type Call struct {
 	ID             string
 	Type           string
 	Topic          string
-	Payload        json.RawMessage
-	IdempotencyKey string // the caller's key, or the action ID when none was given
+	Payload        json.RawMessage // read-only: it may be the store's own copy
+	IdempotencyKey string          // the caller's key, or the action ID when none was given
 	Caller         string
 	Attempt        int // 1 for the first attempt
 }

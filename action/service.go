@@ -44,6 +44,17 @@ const claimWait = time.Second
 // storeTimeout bounds each Store call of a worker and of Shutdown.
 const storeTimeout = 10 * time.Second
 
+// storeCtx is the context of one Store call of a worker or of Shutdown. A
+// local store answers from memory without waiting for anything (but Claim,
+// which is given its own), so its calls go without a deadline: the timer
+// of one would cost more than the call, several times per action.
+func (s *Service) storeCtx() (context.Context, context.CancelFunc) {
+	if s.local {
+		return context.Background(), func() {}
+	}
+	return context.WithTimeout(context.Background(), storeTimeout)
+}
+
 // Service accepts actions, runs them on its workers and reports them. The
 // actions are in its Store from Submit on: a worker of any Service on the
 // same Store runs each one, its final status is recorded there before its
@@ -312,7 +323,7 @@ func (s *Service) Shutdown(ctx context.Context) error {
 func (s *Service) failQueued() {
 	var done []*Claim
 	for {
-		ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
+		ctx, cancel := s.storeCtx()
 		c, err := s.store.Claim(ctx, s.o.Lease, 0)
 		cancel()
 		if err != nil {
@@ -340,7 +351,7 @@ func (s *Service) cut() int {
 		if c == nil {
 			continue
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
+		ctx, cancel := s.storeCtx()
 		a, ok, err := s.store.Get(ctx, c.ID)
 		cancel()
 		if err != nil || !ok || a.Status.Final() {

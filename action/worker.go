@@ -32,25 +32,33 @@ const (
 // and the last worker to end closes idle.
 type worker struct {
 	s *Service
-	// renewal Touches the current claim every Lease/3 while it runs; its
-	// function holds mu, so that a renewal in flight is over once set
-	// has taken the claim away.
+	// renewal fires every Lease/3 for as long as the worker lives and
+	// Touches the current claim, if there is one: each claim is renewed
+	// within Lease/3 of being taken and every Lease/3 after, and an action
+	// costs no timer operation. Its function holds mu, so that a renewal in
+	// flight is over once set has taken the claim away.
 	renewal *time.Timer
 
-	mu  sync.Mutex
-	cur *Claim // the action being run, nil between actions
+	mu    sync.Mutex
+	cur   *Claim // the action being run, nil between actions
+	ended bool   // the worker has ended: the renewal stops
 }
 
 func newWorker(s *Service) *worker {
 	w := &worker{s: s}
-	w.renewal = time.AfterFunc(time.Hour, w.renew)
-	w.renewal.Stop()
+	w.mu.Lock() // the timer may fire before it is assigned
+	w.renewal = time.AfterFunc(s.o.Lease/3, w.renew)
+	w.mu.Unlock()
 	return w
 }
 
 func (w *worker) work() {
 	s := w.s
 	defer func() {
+		w.mu.Lock()
+		w.ended = true
+		w.renewal.Stop()
+		w.mu.Unlock()
 		if s.live.Add(-1) == 0 {
 			close(s.idle)
 		}
@@ -76,33 +84,31 @@ func (w *worker) work() {
 	}
 }
 
-// set makes c the worker's current claim and renews its lease until set
-// is called again (with nil when the action is over).
+// set makes c the worker's current claim (nil when the action is over),
+// which the renewal keeps.
 func (w *worker) set(c *Claim) {
 	w.mu.Lock()
-	defer w.mu.Unlock()
 	w.cur = c
-	if c != nil {
-		w.renewal.Reset(w.s.o.Lease / 3)
-	} else {
-		w.renewal.Stop()
-	}
+	w.mu.Unlock()
 }
 
 // renew is the renewal timer's function.
 func (w *worker) renew() {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if w.cur == nil {
-		return // set(nil) came first
+	if w.ended {
+		return
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
+	defer w.renewal.Reset(w.s.o.Lease / 3)
+	if w.cur == nil {
+		return
+	}
+	ctx, cancel := w.s.storeCtx()
 	err := w.s.store.Touch(ctx, w.cur)
 	cancel()
 	if err != nil {
 		w.s.log.Warn("failed to renew an action's lease", "id", w.cur.ID, "err", err)
 	}
-	w.renewal.Reset(w.s.o.Lease / 3)
 }
 
 // current returns the ID and token of the worker's current claim (nil when
@@ -207,7 +213,7 @@ func (w *worker) attempts(c *Claim, h Handler) (json.RawMessage, error) {
 	for {
 		a.Attempts++
 		a.Status = Running
-		ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
+		ctx, cancel := s.storeCtx()
 		if err := s.store.Save(ctx, a); err != nil {
 			s.log.Warn("failed to record an action's attempt", "id", a.ID, "err", err)
 		}
@@ -242,7 +248,7 @@ func (s *Service) finish(c *Claim, result json.RawMessage, failure *Failure) boo
 	} else {
 		a.Status, a.Result = Succeeded, result
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
+	ctx, cancel := s.storeCtx()
 	defer cancel()
 	made, err := s.store.Finish(ctx, a, s.o.TTL)
 	if err != nil {
@@ -265,7 +271,7 @@ func (s *Service) finish(c *Claim, result json.RawMessage, failure *Failure) boo
 
 // release gives c back to the Store for another worker.
 func (s *Service) release(c *Claim) {
-	ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
+	ctx, cancel := s.storeCtx()
 	defer cancel()
 	if err := s.store.Release(ctx, c); err != nil {
 		s.log.Warn("failed to give an action back; it moves when its lease runs out", "id", c.ID, "err", err)
@@ -370,7 +376,7 @@ func (s *Service) settle(cs ...*Claim) {
 			cancel()
 		}
 		for _, c := range cs[:n] {
-			ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
+			ctx, cancel := s.storeCtx()
 			if err := s.store.Done(ctx, c); err != nil {
 				s.log.Warn("failed to remove a finished action from the queue", "id", c.ID, "err", err)
 			}

@@ -43,6 +43,7 @@ import (
 	"bytes"
 	"container/list"
 	"context"
+	"encoding/json"
 	"errors"
 	"strconv"
 	"sync"
@@ -90,9 +91,12 @@ type Store struct {
 	stopOnce  sync.Once
 	sweepDone chan struct{}
 
-	mu      sync.Mutex
-	queued  map[string]*entry // every action from Create until Done
-	ready   list.List         // of *entry: the actions waiting for a worker, oldest first
+	mu sync.Mutex
+	// queued holds every action from Create until Done. The calls of a
+	// claim's holder (Save, Finish, Done) look their action up here: a
+	// map of a few entries, where records holds every finished one too.
+	queued  map[string]*entry
+	ready   list.List // of *entry: the actions waiting for a worker, oldest first
 	claimed map[*entry]struct{}
 	// nextDeadline is at most the earliest deadline of the claimed
 	// entries: before it, no lease can have run out.
@@ -110,7 +114,7 @@ type idemKey struct{ caller, key string }
 
 // entry is one action. Every field is guarded by Store.mu.
 type entry struct {
-	a         action.Stored // the record, never shared with a caller
+	a         action.Stored // the record, never shared with a caller (but its payload with claims)
 	published bool
 	expires   time.Time // when final: when the record expires
 	kept      bool      // the record is in Store.records
@@ -272,7 +276,11 @@ func (s *Store) claimLocked(now time.Time, lease time.Duration) (*action.Claim, 
 		if s.nextDeadline.IsZero() || e.deadline.Before(s.nextDeadline) {
 			s.nextDeadline = e.deadline
 		}
-		c := &action.Claim{Stored: e.copy(), Token: strconv.FormatUint(e.token, 10), Redelivered: e.redelivered}
+		// The claim shares the payload: the runner hands it to the
+		// handler to read, and nothing writes it.
+		st := cloneWith(&e.a, e.a.Payload)
+		st.Published = e.published
+		c := &action.Claim{Stored: st, Token: strconv.FormatUint(e.token, 10), Redelivered: e.redelivered}
 		e.redelivered = true
 		return c, time.Time{}
 	}
@@ -347,22 +355,25 @@ func (s *Store) Release(_ context.Context, c *action.Claim) error {
 	return nil
 }
 
-// Save implements action.Store. A final record is not changed.
+// Save implements action.Store. A final record is not changed, nor one
+// that left the queue (it is final). The payload is not copied again: it
+// does not change until the action is final, when Finish drops it.
 func (s *Store) Save(_ context.Context, a *action.Stored) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if e := s.records[a.ID]; e != nil && !e.a.Status.Final() {
-		e.a = clone(a)
+	if e := s.queued[a.ID]; e != nil && e.kept && !e.a.Status.Final() {
+		e.a = cloneWith(a, e.a.Payload)
 	}
 	return nil
 }
 
-// Finish implements action.Store.
+// Finish implements action.Store. Only an action in the queue can be
+// made final: one that left it was final already.
 func (s *Store) Finish(_ context.Context, a *action.Stored, ttl time.Duration) (bool, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	e := s.records[a.ID]
-	if e == nil || e.a.Status.Final() {
+	e := s.queued[a.ID]
+	if e == nil || !e.kept || e.a.Status.Final() {
 		return false, nil
 	}
 	e.a = clone(a)
@@ -382,10 +393,8 @@ func (s *Store) Finish(_ context.Context, a *action.Stored, ttl time.Duration) (
 func (s *Store) Done(_ context.Context, c *action.Claim) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if e := s.records[c.ID]; e != nil {
-		e.published = true
-	}
 	if e := s.queued[c.ID]; e != nil {
+		e.published = true
 		s.dequeueLocked(e)
 	}
 	return nil
@@ -466,8 +475,14 @@ func (e *entry) copy() action.Stored {
 // clone copies a so that neither the caller nor the store sees the
 // other's later changes.
 func clone(a *action.Stored) action.Stored {
+	return cloneWith(a, bytes.Clone(a.Payload))
+}
+
+// cloneWith is clone with the payload given: where the payload is the
+// store's own, which nothing writes (see claimLocked and Save).
+func cloneWith(a *action.Stored, payload json.RawMessage) action.Stored {
 	c := *a
-	c.Payload = bytes.Clone(a.Payload)
+	c.Payload = payload
 	c.Result = bytes.Clone(a.Result)
 	if a.Error != nil {
 		f := *a.Error
