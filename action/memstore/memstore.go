@@ -41,7 +41,6 @@ package memstore
 
 import (
 	"bytes"
-	"container/list"
 	"context"
 	"encoding/json"
 	"errors"
@@ -96,7 +95,7 @@ type Store struct {
 	// claim's holder (Save, Finish, Done) look their action up here: a
 	// map of a few entries, where records holds every finished one too.
 	queued  map[string]*entry
-	ready   list.List // of *entry: the actions waiting for a worker, oldest first
+	ready   line // the actions waiting for a worker, oldest first
 	claimed map[*entry]struct{}
 	// nextDeadline is at most the earliest deadline of the claimed
 	// entries: before it, no lease can have run out.
@@ -119,11 +118,45 @@ type entry struct {
 	expires   time.Time // when final: when the record expires
 	kept      bool      // the record is in Store.records
 
-	ready       *list.Element // in Store.ready, or nil
-	token       uint64        // the current claim's token, 0 when not claimed
+	inLine      bool   // in Store.ready
+	prev, next  *entry // its neighbours there
+	token       uint64 // the current claim's token, 0 when not claimed
 	lease       time.Duration
 	deadline    time.Time // when the current claim's lease runs out
 	redelivered bool      // some worker claimed it before
+}
+
+// line is a queue of entries linked through their own fields, so that
+// making an action ready allocates nothing.
+type line struct {
+	head, tail *entry
+	n          int
+}
+
+func (l *line) push(e *entry) {
+	e.inLine, e.prev, e.next = true, l.tail, nil
+	if l.tail != nil {
+		l.tail.next = e
+	} else {
+		l.head = e
+	}
+	l.tail = e
+	l.n++
+}
+
+func (l *line) remove(e *entry) {
+	if e.prev != nil {
+		e.prev.next = e.next
+	} else {
+		l.head = e.next
+	}
+	if e.next != nil {
+		e.next.prev = e.prev
+	} else {
+		l.tail = e.prev
+	}
+	e.inLine, e.prev, e.next = false, nil, nil
+	l.n--
 }
 
 // New returns an empty store and starts its janitor. Call Close to stop it.
@@ -194,7 +227,7 @@ func (s *Store) Create(ctx context.Context, a *action.Stored, maxQueued int) (*a
 
 // makeReady puts e in line for a worker and wakes a waiting claim.
 func (s *Store) makeReady(e *entry) {
-	e.ready = s.ready.PushBack(e)
+	s.ready.push(e)
 	s.wakeOne()
 }
 
@@ -214,7 +247,7 @@ func (s *Store) Local() bool { return true }
 func (s *Store) Waiting() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.ready.Len()
+	return s.ready.n
 }
 
 // Claim implements action.Store. It takes an action at once if one is
@@ -267,7 +300,7 @@ func (s *Store) claimLocked(now time.Time, lease time.Duration) (*action.Claim, 
 			s.dequeueLocked(e)
 			continue
 		}
-		if s.ready.Len() > 0 {
+		if s.ready.n > 0 {
 			s.wakeOne() // pass the wake-up on to the next waiting Claim
 		}
 		s.gen++
@@ -310,10 +343,8 @@ func (s *Store) takeLocked(now time.Time) *entry {
 			return out
 		}
 	}
-	if f := s.ready.Front(); f != nil {
-		e := f.Value.(*entry)
-		s.ready.Remove(f)
-		e.ready = nil
+	if e := s.ready.head; e != nil {
+		s.ready.remove(e)
 		return e
 	}
 	return nil
@@ -416,9 +447,8 @@ func (s *Store) Get(_ context.Context, id string) (*action.Stored, bool, error) 
 func (s *Store) dequeueLocked(e *entry) {
 	delete(s.queued, e.a.ID)
 	delete(s.claimed, e)
-	if e.ready != nil {
-		s.ready.Remove(e.ready)
-		e.ready = nil
+	if e.inLine {
+		s.ready.remove(e)
 	}
 	e.token = 0
 }
