@@ -7,13 +7,12 @@
 // Handlers are Go code registered by type (Herald embedded as a library) or
 // an upstream HTTP backend (Upstream, for the standalone binary).
 //
-// Every accepted action is owed one final outcome, and that decides what
-// Shutdown does with the actions not yet finished. Service (one node) keeps
-// its queue in memory, where no other node can reach it: it fails them with
-// CodeShutdown, so the caller learns the outcome and may submit again.
-// Shared (nodes sharing a Store) gives them back to the Store, where
-// another node, or this one once restarted, runs them: their outcome still
-// comes, and failing them would turn a delay into an error.
+// One runner, Service, serves every deployment: it keeps the actions in a
+// Store, which is this process's memory (action/memstore) on a single node
+// and Redis or NATS (action/redisstore, action/natsstore) for nodes that
+// share them. Every accepted action is owed one final outcome, and the
+// Store decides what Shutdown does with the actions not yet finished: see
+// Service.
 package action
 
 import (
@@ -50,7 +49,7 @@ var (
 	ErrIdempotencyMismatch = errors.New("idempotency key reused")          // 422 idempotency_mismatch
 	ErrQueueFull           = errors.New("action queue is full")            // 503 unavailable + Retry-After
 	ErrShuttingDown        = errors.New("actions are shutting down")       // 503 unavailable
-	ErrUnavailable         = errors.New("the action store is unavailable") // 503 unavailable (Shared)
+	ErrUnavailable         = errors.New("the action store is unavailable") // 503 unavailable (a shared store)
 )
 
 // Request is an action as a caller submits it.
@@ -140,8 +139,8 @@ type Call struct {
 	ID             string
 	Type           string
 	Topic          string
-	Payload        json.RawMessage
-	IdempotencyKey string // the caller's key, or the action ID when none was given
+	Payload        json.RawMessage // read-only: it may be the store's own copy
+	IdempotencyKey string          // the caller's key, or the action ID when none was given
 	Caller         string
 	Attempt        int // 1 for the first attempt
 }
@@ -202,39 +201,53 @@ type retryableError struct{ err error }
 func (e *retryableError) Error() string { return e.err.Error() }
 func (e *retryableError) Unwrap() error { return e.err }
 
-// Options configures a Service. The zero value of each field means its default.
+// Final reports whether s is an outcome: succeeded or failed.
+func (s Status) Final() bool { return s == Succeeded || s == Failed }
+
+// Options configures a Service. The zero value of each field but Hub and
+// Store means its default.
 type Options struct {
-	Hub       *hub.Hub      // where results are published (required)
-	Workers   int           // actions run at once; default 16
-	QueueSize int           // accepted actions waiting for a worker; default 10000. Full: ErrQueueFull.
-	TTL       time.Duration // finished actions (and their idempotency keys) are kept this long; default 1h
-	// MaxFinished bounds how many finished actions are kept whatever their
-	// age: past it the oldest are forgotten early. Default 100000.
-	MaxFinished int
-	// MaxFinishedBytes bounds the memory of the finished actions kept, each
-	// counted as its result or error, its ID, type, topic and key, plus a
-	// fixed allowance for the record and its index entries: past it the
-	// oldest are forgotten early. Default DefaultMaxFinishedBytes.
-	MaxFinishedBytes int
-	MaxAttempts      int           // attempts for retryable errors; default 5
-	BackoffBase      time.Duration // first retry delay (doubles each time, with jitter); default 100ms
-	BackoffMax       time.Duration // longest retry delay; default 10s
-	Echo             bool          // register the built-in "echo" type (result = payload); the server turns it on
-	Logger           *slog.Logger
+	Hub *hub.Hub // where results are published (required)
+	// Store keeps the actions (required): action/memstore on a single
+	// node, a shared store for nodes that share a broker. The caller owns
+	// it, and closes it, if it must be closed, after Shutdown.
+	Store Store
+	// Workers is how many actions this Service runs at once; default 16.
+	Workers int
+	// QueueSize bounds the actions accepted and not yet done, waiting or
+	// running, in the Store (across the cluster on a shared one); default
+	// 10000. Past it Submit returns ErrQueueFull.
+	QueueSize int
+	// TTL is how long finished actions (and their idempotency keys) are
+	// kept; default 1h. A store may forget them earlier, within bounds of
+	// its own (memstore.Options.MaxFinished and MaxFinishedBytes).
+	TTL         time.Duration
+	MaxAttempts int           // attempts for retryable errors; default 5
+	BackoffBase time.Duration // first retry delay (doubles each time, with jitter); default 100ms
+	BackoffMax  time.Duration // longest retry delay; default 10s
+	// Lease is how long a worker keeps an action it runs without renewing
+	// it (it renews every Lease/3); past it, the Store gives the action to
+	// another worker. Default DefaultLease.
+	Lease  time.Duration
+	Echo   bool // register the built-in "echo" type (result = payload); the server turns it on
+	Logger *slog.Logger
 	// ObserveDuration, if set, receives each action's time from acceptance
-	// to its final status, as it ends. It is called from the workers,
-	// concurrently, and must be safe for that.
+	// to its final status, as it ends. It is called from the workers (and
+	// from Shutdown), concurrently, and must be safe for that.
 	ObserveDuration func(Status, time.Duration)
 }
 
-// Stats counts what the service did, for metrics. The first five are
+// Stats counts what a Service did, for metrics. The first five are
 // totals since New; Queued and Running are gauges.
 type Stats struct {
 	Accepted     int64 `json:"accepted"`      // actions Submit created
-	Succeeded    int64 `json:"succeeded"`     // actions that ended succeeded
-	Failed       int64 `json:"failed"`        // actions that ended failed (shutdown included)
+	Succeeded    int64 `json:"succeeded"`     // actions that ended succeeded here
+	Failed       int64 `json:"failed"`        // actions that ended failed here (shutdown included)
 	Retried      int64 `json:"retried"`       // attempts after the first
 	RejectedFull int64 `json:"rejected_full"` // submissions refused with ErrQueueFull
-	Queued       int64 `json:"queued"`        // actions waiting for a worker
-	Running      int64 `json:"running"`       // actions in status running (also while waiting to retry)
+	// Queued is how many actions wait for a worker, when the Store knows
+	// it (QueueLen: a local store); 0 on a shared store, whose queue is
+	// the cluster's.
+	Queued  int64 `json:"queued"`
+	Running int64 `json:"running"` // actions in status running here (also while waiting to retry)
 }

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/heraldpush/herald/action"
+	"github.com/heraldpush/herald/action/memstore"
 	"github.com/heraldpush/herald/hub"
 )
 
@@ -32,11 +33,23 @@ func newHub(t testing.TB, queueBytes int) *hub.Hub {
 	return h
 }
 
-// newService starts a service on h; the test's cleanup shuts it down
-// (before the hub closes: cleanups run last-registered first).
+// newStore returns a memory store, which the test's cleanup closes.
+func newStore(t testing.TB, o memstore.Options) *memstore.Store {
+	t.Helper()
+	st := memstore.New(o)
+	t.Cleanup(st.Close)
+	return st
+}
+
+// newService starts a service on h, and on a new memory store with o.TTL
+// unless o.Store is set; the test's cleanup shuts it down (before the hub
+// closes and the store is closed: cleanups run last-registered first).
 func newService(t testing.TB, h *hub.Hub, o action.Options) *action.Service {
 	t.Helper()
 	o.Hub = h
+	if o.Store == nil {
+		o.Store = newStore(t, memstore.Options{TTL: o.TTL})
+	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.NewTextHandler(testWriter{t}, nil))
 	}

@@ -10,8 +10,7 @@ import (
 	"github.com/heraldpush/herald/hub"
 )
 
-// routes maps action types to handlers. Its lock is never held together
-// with Service.mu.
+// routes maps action types to handlers. Its lock is held for nothing else.
 type routes struct {
 	mu       sync.RWMutex
 	exact    map[string]Handler
@@ -28,8 +27,10 @@ type prefixRoute struct {
 // is a prefix: "billing." (or "billing.*") serves every type starting with
 // "billing.". The empty typ is the fallback for every type without a
 // handler. An exact type wins over a prefix, a longer prefix over a shorter.
-// Registering a typ again replaces its handler. Actions already accepted
-// keep the handler they were accepted with. Handle panics if h is nil.
+// Registering a typ again replaces its handler. A worker looks the handler
+// up when it starts the action, so every Service on a Store (every node of
+// a cluster) should register the same types: it runs whatever it claims.
+// Handle panics if h is nil.
 func (s *Service) Handle(typ string, h Handler) {
 	if h == nil {
 		panic("action: nil handler for type " + typ)

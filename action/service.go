@@ -5,17 +5,17 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
+	"encoding/base32"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/heraldpush/herald/hub"
-	"github.com/heraldpush/herald/internal/expiry"
 )
 
 // Defaults of Options.
@@ -23,13 +23,12 @@ const (
 	DefaultWorkers     = 16
 	DefaultQueueSize   = 10000
 	DefaultTTL         = time.Hour
-	DefaultMaxFinished = 100000
-	// DefaultMaxFinishedBytes bounds the finished records' memory: at the
-	// default TTL it holds a steady 75 KB/s of results.
-	DefaultMaxFinishedBytes = 256 << 20
-	DefaultMaxAttempts      = 5
-	DefaultBackoffBase      = 100 * time.Millisecond
-	DefaultBackoffMax       = 10 * time.Second
+	DefaultMaxAttempts = 5
+	DefaultBackoffBase = 100 * time.Millisecond
+	DefaultBackoffMax  = 10 * time.Second
+	// DefaultLease is how long a claimed action stays with its worker
+	// without a renewal; a node that dies gives its actions up after it.
+	DefaultLease = 30 * time.Second
 )
 
 // cancelGrace is how long Shutdown waits, once its context has expired and
@@ -38,72 +37,77 @@ const (
 // keeps its worker until it returns, and Shutdown does not wait for it.
 const cancelGrace = time.Second
 
-// Service accepts, runs and reports actions. Safe for concurrent use.
+// claimWait is how long one Claim waits for work before the worker checks
+// whether it should stop.
+const claimWait = time.Second
+
+// storeTimeout bounds each Store call of a worker and of Shutdown.
+const storeTimeout = 10 * time.Second
+
+// storeCtx is the context of one Store call of a worker or of Shutdown. A
+// local store answers from memory without waiting for anything (but Claim,
+// which is given its own), so its calls go without a deadline: the timer
+// of one would cost more than the call, several times per action.
+func (s *Service) storeCtx() (context.Context, context.CancelFunc) {
+	if s.local {
+		return context.Background(), func() {}
+	}
+	return context.WithTimeout(context.Background(), storeTimeout)
+}
+
+// Service accepts actions, runs them on its workers and reports them. The
+// actions are in its Store from Submit on: a worker of any Service on the
+// same Store runs each one, its final status is recorded there before its
+// result event is published, and Get and idempotency keys read the Store.
+// On a shared store a node that dies gives its actions up when their
+// lease runs out, so actions run at least once and their result events are
+// published at least once. Safe for concurrent use.
 //
-// Goroutines: New starts Workers worker goroutines and one janitor; the
-// Service owns them all. Workers end when Shutdown has begun and their
-// current action is done (or, when Shutdown's context expires, as soon as
-// their handler returns after its context is cancelled). The janitor ends
-// when Shutdown returns. Nothing else is started: handlers run on the
-// workers, results are published from the worker (or from Shutdown for the
-// actions it fails).
+// Shutdown follows one rule, read from Store.Local: an unfinished action
+// goes where it can still run. A shared store's actions can run on another
+// node, so the queued ones stay queued, and the running ones that the
+// deadline cuts are given back to the Store (handed over): failing them
+// would turn a delay into an error. A local store's actions (one process's
+// memory) could run nowhere else, so the queued ones are failed at once with
+// CodeShutdown and the running ones the deadline cuts likewise, each with
+// its action.failed event: the caller learns the outcome and may submit
+// again.
 //
-// Locking: Service.mu guards the records, the idempotency index, the expiry
-// list and the closing flag. It is a leaf lock: nothing is locked, called or
-// published while it is held, except the non-blocking send onto the queue.
-// The handler registry has its own lock (routes.mu), never held together
-// with Service.mu. A record's status becomes final under Service.mu, exactly
-// once (finalizeLocked), and only after that is its result event published,
-// by whichever goroutine made it final.
+// Goroutines: New starts Workers workers, which Shutdown ends (each once
+// its current action is done, or cut). A worker's lease renewal is a timer
+// whose function Touches its current claim; nothing else is started.
+//
+// Locking: closeMu orders Submit against Shutdown, so that no action is
+// created once Shutdown has begun (on a local store, an action created
+// after the queue was failed would never end). Each worker's mu guards its
+// current claim. The handler registry has its own lock. None is held while
+// another is taken, and none while the Store or the hub is called, except
+// closeMu for reading around Create and a worker's mu around Touch.
 type Service struct {
-	hub         *hub.Hub
-	log         *slog.Logger
-	observe     func(Status, time.Duration)
-	ttl         time.Duration
-	maxAttempts int
-	backoffBase time.Duration
-	backoffMax  time.Duration
+	o        Options
+	store    Store
+	local    bool
+	queueLen QueueLen // nil unless the store reports its queue's length
+	hub      *hub.Hub
+	log      *slog.Logger
+	routes   routes
 
-	routes routes
+	closeMu sync.RWMutex
+	closing bool // guarded by closeMu
 
-	// queue holds accepted actions waiting for a worker. It is bounded by
-	// Options.QueueSize; Submit never blocks on it: full is ErrQueueFull.
-	queue chan *record
-	// quit is closed when Shutdown begins: workers take no new action.
-	quit chan struct{}
-	// drained is closed once Shutdown has failed the queued actions.
-	drained chan struct{}
+	quit       chan struct{} // closed when Shutdown begins: no new action starts
+	drained    chan struct{} // closed once Shutdown has dealt with the queue
+	claimCtx   context.Context
+	stopClaims context.CancelFunc // cancels claimCtx when Shutdown begins
 	// workCtx is the parent of every handler's context and of the backoff
 	// waits; it is cancelled when Shutdown's context expires.
 	workCtx    context.Context
 	cancelWork context.CancelFunc
+	workers    []*worker
 	live       atomic.Int32  // workers still running
 	idle       chan struct{} // closed by the last worker to end
 
-	stopJanitor     chan struct{}
-	stopJanitorOnce sync.Once
-	janitorDone     chan struct{}
-
-	mu          sync.Mutex
-	closing     bool
-	records     map[string]*record
-	keys        map[idemKey]*record
-	expiry      expiry.Queue[*record] // finished records, oldest first
-	maxFinished int
-	maxBytes    int // bound of expiry.Bytes()
-
-	accepted     atomic.Int64
-	succeeded    atomic.Int64
-	failed       atomic.Int64
-	retried      atomic.Int64
-	rejectedFull atomic.Int64
-	queued       atomic.Int64
-	running      atomic.Int64
-}
-
-// idemKey scopes an idempotency key to its caller.
-type idemKey struct {
-	caller, key string
+	accepted, succeeded, failed, retried, rejectedFull, running atomic.Int64
 }
 
 // withDefaults returns o with each zero field set to its default.
@@ -117,12 +121,6 @@ func (o Options) withDefaults() Options {
 	if o.TTL <= 0 {
 		o.TTL = DefaultTTL
 	}
-	if o.MaxFinished <= 0 {
-		o.MaxFinished = DefaultMaxFinished
-	}
-	if o.MaxFinishedBytes <= 0 {
-		o.MaxFinishedBytes = DefaultMaxFinishedBytes
-	}
 	if o.MaxAttempts <= 0 {
 		o.MaxAttempts = DefaultMaxAttempts
 	}
@@ -135,6 +133,9 @@ func (o Options) withDefaults() Options {
 	if o.BackoffMax < o.BackoffBase {
 		o.BackoffMax = o.BackoffBase
 	}
+	if o.Lease <= 0 {
+		o.Lease = DefaultLease
+	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
@@ -143,41 +144,29 @@ func (o Options) withDefaults() Options {
 
 // New starts a service and its workers. Call Shutdown to stop it.
 func New(o Options) (*Service, error) {
-	if o.Hub == nil {
-		return nil, errors.New("failed to start actions: Options.Hub is required")
+	if o.Hub == nil || o.Store == nil {
+		return nil, errors.New("failed to start actions: Options.Hub and Options.Store are required")
 	}
 	o = o.withDefaults()
-	ctx, cancel := context.WithCancel(context.Background())
 	s := &Service{
-		hub:         o.Hub,
-		observe:     o.ObserveDuration,
-		log:         o.Logger,
-		ttl:         o.TTL,
-		maxFinished: o.MaxFinished,
-		maxBytes:    o.MaxFinishedBytes,
-		maxAttempts: o.MaxAttempts,
-		backoffBase: o.BackoffBase,
-		backoffMax:  o.BackoffMax,
-		routes:      routes{exact: make(map[string]Handler)},
-		queue:       make(chan *record, o.QueueSize),
-		quit:        make(chan struct{}),
-		drained:     make(chan struct{}),
-		workCtx:     ctx,
-		cancelWork:  cancel,
-		idle:        make(chan struct{}),
-		stopJanitor: make(chan struct{}),
-		janitorDone: make(chan struct{}),
-		records:     make(map[string]*record),
-		keys:        make(map[idemKey]*record),
+		o: o, store: o.Store, local: o.Store.Local(), hub: o.Hub, log: o.Logger,
+		routes:  routes{exact: make(map[string]Handler)},
+		quit:    make(chan struct{}),
+		drained: make(chan struct{}),
+		idle:    make(chan struct{}),
 	}
+	s.queueLen, _ = o.Store.(QueueLen)
+	s.workCtx, s.cancelWork = context.WithCancel(context.Background())
+	s.claimCtx, s.stopClaims = context.WithCancel(context.Background())
 	if o.Echo {
 		s.Handle("echo", HandlerFunc(echo))
 	}
 	s.live.Store(int32(o.Workers))
-	for range o.Workers {
-		go s.work()
+	s.workers = make([]*worker, o.Workers)
+	for i := range s.workers {
+		s.workers[i] = newWorker(s)
+		go s.workers[i].work()
 	}
-	go expiry.Janitor(expiry.Interval(o.TTL), s.stopJanitor, s.janitorDone, s.sweep)
 	return s, nil
 }
 
@@ -186,136 +175,127 @@ func echo(_ context.Context, call *Call) (json.RawMessage, error) {
 	return call.Payload, nil
 }
 
-// Submit validates req and queues the action. It returns the action as it
-// stands and created=false when an idempotent repeat matched an earlier one.
-// Errors: hub.ErrInvalidTopic, hub.ErrInvalidType, hub.ErrInvalidData,
-// ErrInvalidKey, ErrUnknownAction, ErrIdempotencyMismatch, ErrQueueFull, ErrShuttingDown
-// (or ctx.Err() when ctx is already done; ctx bounds only the submission,
-// never the action).
+// Submit validates req and queues the action in the Store. It returns the
+// action as it stands and created=false when an idempotent repeat matched
+// an earlier one. Errors: hub.ErrInvalidTopic, hub.ErrInvalidType,
+// hub.ErrInvalidData, ErrInvalidKey, ErrUnknownAction,
+// ErrIdempotencyMismatch, ErrQueueFull, ErrShuttingDown, ErrUnavailable
+// (the Store failed), or ctx.Err() (ctx bounds only the submission, never
+// the action).
 //
-// Submit never blocks on the queue and never runs the action itself: an
-// accepted action is pending when Submit returns and is certain to reach a
-// final status (at the latest when Shutdown fails it).
-func (s *Service) Submit(ctx context.Context, req Request) (a Action, created bool, err error) {
+// Submit never runs the action itself: an accepted action is pending in
+// the Store when Submit returns, and is certain to reach a final status
+// (on a local store at the latest when Shutdown fails it).
+func (s *Service) Submit(ctx context.Context, req Request) (Action, bool, error) {
 	if err := ctx.Err(); err != nil {
 		return Action{}, false, err
 	}
-	d, h, sum, err := s.routes.prepare(req)
+	d, _, sum, err := s.routes.prepare(req)
 	if err != nil {
 		return Action{}, false, err
 	}
-	now := time.Now()
-	r := &record{
-		id:      newID(),
-		typ:     req.Type,
-		topic:   req.Topic,
-		payload: d.Data,
-		key:     req.IdempotencyKey,
-		caller:  req.Caller,
-		sum:     sum,
-		handler: h,
-		status:  Pending,
-		created: now,
+	a := &Stored{
+		Action:  Action{ID: newID(), Type: req.Type, Topic: req.Topic, Status: Pending, CreatedAt: time.Now().UTC()},
+		Payload: d.Data,
+		Key:     req.IdempotencyKey,
+		Caller:  req.Caller,
 	}
-
-	s.mu.Lock()
+	if a.Key != "" {
+		a.Sum = hex.EncodeToString(sum[:])
+	}
+	s.closeMu.RLock()
 	if s.closing {
-		s.mu.Unlock()
+		s.closeMu.RUnlock()
 		return Action{}, false, ErrShuttingDown
 	}
-	k := idemKey{caller: req.Caller, key: req.IdempotencyKey}
-	if r.key != "" {
-		if old := s.keys[k]; old != nil {
-			if !s.expiredLocked(old, now) {
-				if old.sum != sum {
-					s.mu.Unlock()
-					return Action{}, false, fmt.Errorf("%w: %q was used with another body", ErrIdempotencyMismatch, req.IdempotencyKey)
-				}
-				a := old.snapshot()
-				s.mu.Unlock()
-				return a, false, nil
-			}
-			// Past its TTL but not yet swept: forget it now so the key is free.
-			s.forgetLocked(old)
-		}
-	}
-	// Counted before the send: a worker may take the action at once.
-	s.queued.Add(1)
-	select {
-	case s.queue <- r:
-	default:
-		s.mu.Unlock()
-		s.queued.Add(-1)
+	old, err := s.store.Create(ctx, a, s.o.QueueSize)
+	s.closeMu.RUnlock()
+	if errors.Is(err, ErrQueueFull) {
 		s.rejectedFull.Add(1)
-		return Action{}, false, ErrQueueFull
+	} else if err != nil && ctx.Err() == nil {
+		err = fmt.Errorf("%w: %v", ErrUnavailable, err)
+	}
+	if err != nil {
+		return Action{}, false, fmt.Errorf("failed to queue the action: %w", err)
+	}
+	if old != nil {
+		if old.Sum != a.Sum {
+			return Action{}, false, fmt.Errorf("%w: %q was used with another body", ErrIdempotencyMismatch, req.IdempotencyKey)
+		}
+		return old.Action, false, nil
 	}
 	s.accepted.Add(1)
-	s.records[r.id] = r
-	if r.key != "" {
-		s.keys[k] = r
-	}
-	// Still pending: the worker needs s.mu to mark it running.
-	a = r.snapshot()
-	s.mu.Unlock()
-	return a, true, nil
+	return a.Action, true, nil
 }
 
-// Get returns an action by ID, while its record is kept. It never fails:
-// the records are in memory.
-func (s *Service) Get(_ context.Context, id string) (Action, bool, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	r := s.records[id]
-	if r == nil || s.expiredLocked(r, time.Now()) {
+// Get returns an action by ID while the Store keeps its record.
+func (s *Service) Get(ctx context.Context, id string) (Action, bool, error) {
+	a, ok, err := s.store.Get(ctx, id)
+	if err != nil {
+		return Action{}, false, fmt.Errorf("failed to read the action: %w: %v", ErrUnavailable, err)
+	}
+	if !ok {
 		return Action{}, false, nil
 	}
-	return r.snapshot(), true, nil
+	return a.Action, true, nil
 }
 
-// Stats returns the counters.
+// Stats returns this Service's counters (see Stats for Queued).
 func (s *Service) Stats() Stats {
-	return Stats{
+	st := Stats{
 		Accepted:     s.accepted.Load(),
 		Succeeded:    s.succeeded.Load(),
 		Failed:       s.failed.Load(),
 		Retried:      s.retried.Load(),
 		RejectedFull: s.rejectedFull.Load(),
-		Queued:       s.queued.Load(),
 		Running:      s.running.Load(),
 	}
+	if s.queueLen != nil {
+		st.Queued = int64(s.queueLen.Waiting())
+	}
+	return st
 }
 
-// Shutdown stops accepting actions (Submit returns ErrShuttingDown), lets
-// running actions finish until ctx expires, then fails every action still
-// queued or running with code "shutdown" (publishing action.failed for
-// each), and stops the workers.
+// Shutdown stops accepting actions (Submit returns ErrShuttingDown) and
+// claiming them, lets the running ones finish until ctx expires, then
+// cancels their handlers' contexts and waits a moment for the workers to
+// come back. What becomes of the unfinished actions is the rule of Service:
+// on a local store the queued ones are failed with CodeShutdown at once
+// (they have not started) and the running ones when ctx expires, before
+// their handlers are cancelled, so that a handler returning because of the
+// cancellation cannot decide the outcome; on a shared store they are left
+// in it, and the cut ones given back.
 //
-// Queued actions have not started, so they are failed at once rather than
-// started during the grace period. When ctx expires, the running actions
-// (including those waiting to retry) are failed first, then their handlers'
-// contexts are cancelled, and Shutdown waits a moment for the workers to
-// return; it then reports an error wrapping ctx.Err(). A handler that ignores
-// its context keeps its worker until it returns; its result is discarded.
-// Shutdown may be called more than once; later calls wait like the first.
+// It reports an error wrapping ctx.Err() when ctx expired with actions
+// still running. A handler that ignores its context keeps its worker until
+// it returns; its result is discarded. Shutdown may be called more than
+// once; later calls wait like the first.
 func (s *Service) Shutdown(ctx context.Context) error {
-	s.mu.Lock()
+	s.closeMu.Lock()
 	first := !s.closing
 	s.closing = true
-	s.mu.Unlock()
+	s.closeMu.Unlock()
 	if first {
 		close(s.quit)
-		s.failQueued()
+		s.stopClaims()
+		if s.local {
+			s.failQueued()
+		}
 		close(s.drained)
 	}
 	<-s.drained // a concurrent first call publishes the queued failures
-	defer s.stopJanitorAndWait()
 
 	select {
 	case <-s.idle:
+		s.cancelWork()
 		return nil
 	case <-ctx.Done():
 	}
-	n := s.cut()
+	n := 0
+	if s.local {
+		n = s.cut()
+	}
+	s.cancelWork()
 	t := time.NewTimer(cancelGrace)
 	defer t.Stop()
 	idle := true
@@ -327,6 +307,8 @@ func (s *Service) Shutdown(ctx context.Context) error {
 			"workers", s.live.Load())
 	}
 	switch {
+	case !s.local:
+		return fmt.Errorf("failed to finish the running actions before shutdown, handed them to other nodes: %w", ctx.Err())
 	case n > 0:
 		return fmt.Errorf("failed to finish %d running actions before shutdown: %w", n, ctx.Err())
 	case !idle:
@@ -335,48 +317,53 @@ func (s *Service) Shutdown(ctx context.Context) error {
 	return nil
 }
 
-// failQueued fails every action still in the queue. Called once closing is
-// set, so nothing can be added to the queue any more; a worker may take an
-// action concurrently, and then fails it itself (see run).
+// failQueued fails every action still queued in a local store. Claims
+// have stopped and nothing can be created any more; a worker whose Claim
+// returned just before fails its action itself (see worker.run).
 func (s *Service) failQueued() {
-	var done []*record
+	var done []*Claim
 	for {
-		select {
-		case r := <-s.queue:
-			s.queued.Add(-1)
-			s.mu.Lock()
-			if s.finalizeLocked(r, nil, shutdownFailure()) {
-				done = append(done, r)
-			}
-			s.mu.Unlock()
-			continue
-		default:
+		ctx, cancel := s.storeCtx()
+		c, err := s.store.Claim(ctx, s.o.Lease, 0)
+		cancel()
+		if err != nil {
+			s.log.Error("failed to take the queued actions to fail them at shutdown", "err", err)
+			break
 		}
-		break
+		if c == nil {
+			break
+		}
+		if c.Status.Final() || s.finish(c, nil, shutdownFailure()) {
+			done = append(done, c)
+		}
 	}
-	s.publish(done...)
+	s.settle(done...)
 }
 
-// cut fails every action not yet final and cancels the handlers' contexts.
-// The records are final before the cancellation, so a handler returning
-// because of it cannot decide the outcome.
+// cut fails the actions the workers are running, in a local store, and
+// returns how many this call made final. The Store makes a record final
+// once, so a worker that finishes an action at the same moment either
+// beats cut to it or finds it failed.
 func (s *Service) cut() int {
-	var done []*record
-	s.mu.Lock()
-	for _, r := range s.records {
-		if s.finalizeLocked(r, nil, shutdownFailure()) {
-			done = append(done, r)
+	var done []*Claim
+	for _, w := range s.workers {
+		c := w.current()
+		if c == nil {
+			continue
+		}
+		ctx, cancel := s.storeCtx()
+		a, ok, err := s.store.Get(ctx, c.ID)
+		cancel()
+		if err != nil || !ok || a.Status.Final() {
+			continue // the worker finishes it, or fails it once cancelled
+		}
+		cc := &Claim{Stored: *a, Token: c.Token}
+		if s.finish(cc, nil, shutdownFailure()) {
+			done = append(done, cc)
 		}
 	}
-	s.mu.Unlock()
-	s.cancelWork()
-	s.publish(done...)
+	s.settle(done...)
 	return len(done)
-}
-
-func (s *Service) stopJanitorAndWait() {
-	s.stopJanitorOnce.Do(func() { close(s.stopJanitor) })
-	<-s.janitorDone
 }
 
 func shutdownFailure() *Failure {
@@ -400,7 +387,16 @@ func bodySum(typ, topic string, payload json.RawMessage) ([sha256.Size]byte, err
 	return sha256.Sum256(b), nil
 }
 
-// newID returns "act_" and 20 random lowercase base32 characters (100 bits).
+// idEncoding is base32 in lowercase: the characters of an action ID.
+var idEncoding = base32.NewEncoding("abcdefghijklmnopqrstuvwxyz234567").WithPadding(base32.NoPadding)
+
+// newID returns "act_" and 20 random lowercase base32 characters (100
+// bits), with one allocation: the string.
 func newID() string {
-	return "act_" + strings.ToLower(rand.Text()[:20])
+	var r [13]byte // 104 bits: 21 characters, of which 20 are kept
+	_, _ = rand.Read(r[:])
+	var b [4 + 21]byte
+	copy(b[:], "act_")
+	idEncoding.Encode(b[4:], r[:])
+	return string(b[:24])
 }

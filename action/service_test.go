@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/heraldpush/herald/action"
+	"github.com/heraldpush/herald/action/memstore"
 	"github.com/heraldpush/herald/hub"
 	"github.com/heraldpush/herald/internal/testkit/wait"
 )
@@ -378,6 +379,8 @@ func TestRequestValidate(t *testing.T) {
 
 func echoHandler(_ context.Context, c *action.Call) (json.RawMessage, error) { return c.Payload, nil }
 
+// TestQueueFull: QueueSize bounds the actions accepted and not yet done,
+// the running one included.
 func TestQueueFull(t *testing.T) {
 	h := newHub(t, 0)
 	s := newService(t, h, action.Options{Workers: 1, QueueSize: 2})
@@ -390,26 +393,28 @@ func TestQueueFull(t *testing.T) {
 	if a := mustGet(t, s, first.ID); a.Status != action.Running {
 		t.Errorf("status of the started action: %s, want running", a.Status)
 	}
-	queued := []action.Action{
-		submit(t, s, action.Request{Type: "slow", Topic: "t.q"}),
-		submit(t, s, action.Request{Type: "slow", Topic: "t.q"}),
-	}
-	if st := s.Stats(); st.Running != 1 || st.Queued != 2 {
-		t.Errorf("Stats = %+v, want 1 running and 2 queued", st)
+	queued := submit(t, s, action.Request{Type: "slow", Topic: "t.q"})
+	if st := s.Stats(); st.Running != 1 || st.Queued != 1 {
+		t.Errorf("Stats = %+v, want 1 running and 1 queued", st)
 	}
 	_, _, err := s.Submit(context.Background(), action.Request{Type: "slow", Topic: "t.q"})
 	if !errors.Is(err, action.ErrQueueFull) {
-		t.Fatalf("Submit on a full queue: %v, want ErrQueueFull", err)
+		t.Fatalf("Submit with one action running and one queued: %v, want ErrQueueFull", err)
 	}
-	if st := s.Stats(); st.RejectedFull != 1 || st.Accepted != 3 {
-		t.Errorf("Stats = %+v, want 1 rejected and 3 accepted", st)
+	if st := s.Stats(); st.RejectedFull != 1 || st.Accepted != 2 {
+		t.Errorf("Stats = %+v, want 1 rejected and 2 accepted", st)
 	}
 	close(g.release)
-	for _, a := range append(queued, first) {
+	for _, a := range []action.Action{first, queued} {
 		if o := sub.await(t, a.ID); o.Status != action.Succeeded {
 			t.Errorf("%s: %+v", a.ID, o)
 		}
 	}
+	// Room again once they are done.
+	wait.For(t, waitLong, "room in the queue", func() bool {
+		_, _, err := s.Submit(context.Background(), action.Request{Type: "slow", Topic: "t.q"})
+		return err == nil
+	})
 }
 
 // Every accepted action reaches a final status and is published exactly
@@ -519,12 +524,13 @@ func TestNoLostActions(t *testing.T) {
 	}
 }
 
-// TestMaxFinishedBoundsRecords: however long the TTL, no more than
-// MaxFinished finished actions are kept; the oldest go first, and their
-// idempotency keys with them.
+// TestMaxFinishedBoundsRecords: however long the TTL, no more than the
+// memory store's MaxFinished finished actions are kept; the oldest go
+// first, and their idempotency keys with them.
 func TestMaxFinishedBoundsRecords(t *testing.T) {
 	h := newHub(t, 0)
-	s := newService(t, h, action.Options{Echo: true, TTL: time.Hour, MaxFinished: 3, Workers: 1})
+	st := newStore(t, memstore.Options{TTL: time.Hour, MaxFinished: 3})
+	s := newService(t, h, action.Options{Store: st, Echo: true, TTL: time.Hour, Workers: 1})
 	sub := subscribe(t, h)
 	var ids []string
 	for i := range 5 {
@@ -558,7 +564,8 @@ func TestMaxFinishedBytesBoundsRecords(t *testing.T) {
 		actions    = 12
 	)
 	h := newHub(t, 0)
-	s := newService(t, h, action.Options{Echo: true, TTL: time.Hour, MaxFinished: 1000, MaxFinishedBytes: maxBytes, Workers: 1})
+	st := newStore(t, memstore.Options{TTL: time.Hour, MaxFinished: 1000, MaxFinishedBytes: maxBytes})
+	s := newService(t, h, action.Options{Store: st, Echo: true, TTL: time.Hour, Workers: 1})
 	sub := subscribe(t, h)
 	payload := json.RawMessage(`"` + strings.Repeat("x", resultSize-2) + `"`)
 	var ids []string

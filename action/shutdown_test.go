@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/heraldpush/herald/action"
+	"github.com/heraldpush/herald/action/memstore"
 	"github.com/heraldpush/herald/internal/testkit/wait"
 )
 
@@ -184,8 +185,11 @@ func TestShutdownIdle(t *testing.T) {
 	}
 }
 
-func TestNewRequiresHub(t *testing.T) {
-	if _, err := action.New(action.Options{}); err == nil {
+func TestNewRequiresHubAndStore(t *testing.T) {
+	if _, err := action.New(action.Options{Store: newStore(t, memstore.Options{})}); err == nil {
 		t.Fatal("New without a hub succeeded")
+	}
+	if _, err := action.New(action.Options{Hub: newHub(t, 0)}); err == nil {
+		t.Fatal("New without a store succeeded")
 	}
 }

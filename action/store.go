@@ -6,8 +6,8 @@ import (
 	"time"
 )
 
-// Runner is what the transports need of an action service. Service (one
-// node, in memory) and Shared (several nodes, on a Store) implement it.
+// Runner is what the transports need of the action service: *Service
+// implements it, and the transports depend on nothing else of it.
 type Runner interface {
 	// Submit queues an action; created is false for an idempotent repeat.
 	Submit(ctx context.Context, req Request) (a Action, created bool, err error)
@@ -48,15 +48,17 @@ type Claim struct {
 	Redelivered bool
 }
 
-// Store keeps the actions of several nodes: a durable queue that hands
-// each action to one worker at a time, the actions' records, and their
+// Store keeps the actions of one process (action/memstore) or of several
+// nodes (action/redisstore, action/natsstore): a queue that hands each
+// action to one worker at a time, the actions' records, and their
 // idempotency keys. Implementations are safe for concurrent use and pass
 // the suite in action/storetest.
 type Store interface {
 	// Create records a new pending action and queues it, in one step with
 	// its idempotency key (Key, Caller): when the key already names a kept
 	// action, nothing is created and that action is returned. It returns
-	// ErrQueueFull when maxQueued actions are queued or running already.
+	// ErrQueueFull when maxQueued actions are in the queue already: an
+	// action counts from Create until Done, waiting or claimed.
 	Create(ctx context.Context, a *Stored, maxQueued int) (existing *Stored, err error)
 	// Claim leases the next queued action, or one whose lease ran out, to
 	// this store's worker for lease. It waits up to wait (or ctx) and
@@ -78,4 +80,18 @@ type Store interface {
 	Release(ctx context.Context, c *Claim) error
 	// Get returns a kept action.
 	Get(ctx context.Context, id string) (*Stored, bool, error)
+	// Local reports whether the store's actions live in this process
+	// alone (its memory), out of reach of any other process. It decides
+	// what Service.Shutdown does with the actions it leaves unfinished:
+	// a local store's would never run, so they are failed; a shared
+	// store's are left for another node.
+	Local() bool
+}
+
+// QueueLen is implemented by a Store that knows, without a round trip, how
+// many of its actions wait for a worker (action/memstore). Stats.Queued
+// reports it; on other stores Queued is 0.
+type QueueLen interface {
+	// Waiting returns how many actions are queued and not claimed.
+	Waiting() int
 }

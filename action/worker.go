@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"runtime/debug"
+	"sync"
 	"time"
 	"unicode/utf8"
 
@@ -26,89 +27,255 @@ const (
 	publishBatch = 256
 )
 
-// work is one worker: it runs queued actions one at a time. The Service
-// owns it; it ends once Shutdown has closed quit and its current action is
-// done, and the last worker to end closes idle.
-func (s *Service) work() {
+// worker runs the actions it claims, one at a time. The Service owns it:
+// it ends once Shutdown has closed quit and its current action is done,
+// and the last worker to end closes idle.
+type worker struct {
+	s *Service
+	// renewal fires every Lease/3 for as long as the worker lives and
+	// Touches the current claim, if there is one: each claim is renewed
+	// within Lease/3 of being taken and every Lease/3 after, and an action
+	// costs no timer operation. Its function holds mu, so that a renewal in
+	// flight is over once set has taken the claim away.
+	renewal *time.Timer
+
+	mu    sync.Mutex
+	cur   *Claim // the action being run, nil between actions
+	ended bool   // the worker has ended: the renewal stops
+}
+
+func newWorker(s *Service) *worker {
+	w := &worker{s: s}
+	w.mu.Lock() // the timer may fire before it is assigned
+	w.renewal = time.AfterFunc(s.o.Lease/3, w.renew)
+	w.mu.Unlock()
+	return w
+}
+
+func (w *worker) work() {
+	s := w.s
 	defer func() {
+		w.mu.Lock()
+		w.ended = true
+		w.renewal.Stop()
+		w.mu.Unlock()
 		if s.live.Add(-1) == 0 {
 			close(s.idle)
 		}
 	}()
-	for {
-		select {
-		case <-s.quit:
-			return
-		case r := <-s.queue:
-			s.queued.Add(-1)
-			s.run(r)
+	backoff := 100 * time.Millisecond
+	for !s.stopping() {
+		c, err := s.store.Claim(s.claimCtx, s.o.Lease, claimWait)
+		if err != nil {
+			if s.stopping() {
+				return
+			}
+			s.log.Warn("failed to claim an action; retrying", "err", err, "in", backoff)
+			if !s.sleep(backoff) {
+				return
+			}
+			backoff = min(2*backoff, 5*time.Second)
+			continue
+		}
+		backoff = 100 * time.Millisecond
+		if c != nil {
+			w.run(c)
 		}
 	}
 }
 
-// run takes r through its attempts to a final status, then publishes it.
-func (s *Service) run(r *record) {
+// set makes c the worker's current claim (nil when the action is over),
+// which the renewal keeps.
+func (w *worker) set(c *Claim) {
+	w.mu.Lock()
+	w.cur = c
+	w.mu.Unlock()
+}
+
+// renew is the renewal timer's function.
+func (w *worker) renew() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.ended {
+		return
+	}
+	defer w.renewal.Reset(w.s.o.Lease / 3)
+	if w.cur == nil {
+		return
+	}
+	ctx, cancel := w.s.storeCtx()
+	err := w.s.store.Touch(ctx, w.cur)
+	cancel()
+	if err != nil {
+		w.s.log.Warn("failed to renew an action's lease", "id", w.cur.ID, "err", err)
+	}
+}
+
+// current returns the ID and token of the worker's current claim (nil when
+// there is none), for Shutdown's cut. The worker changes the rest of the
+// claim as it runs, so that is not shared.
+func (w *worker) current() *Claim {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.cur == nil {
+		return nil
+	}
+	return &Claim{Stored: Stored{Action: Action{ID: w.cur.ID}}, Token: w.cur.Token}
+}
+
+func (s *Service) stopping() bool {
 	select {
 	case <-s.quit:
-		// Shutdown began after r was taken off the queue: it has not
-		// started, so it fails like the rest of the queue.
-		s.finish(r, nil, shutdownFailure())
-		return
+		return true
 	default:
+		return false
 	}
-	s.mu.Lock()
-	if r.status != Pending {
-		s.mu.Unlock()
-		return
-	}
-	r.status = Running
-	s.running.Add(1)
-	payload := r.payload
-	s.mu.Unlock()
+}
 
-	key := r.key
-	if key == "" {
-		key = r.id
+// sleep waits d, or reports false when the service is stopping.
+func (s *Service) sleep(d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-s.quit:
+		return false
 	}
-	var (
-		res json.RawMessage
-		err error
-	)
-	for attempt := 1; ; attempt++ {
-		s.mu.Lock()
-		if r.status.Final() { // failed by Shutdown
-			s.mu.Unlock()
-			return
+}
+
+// run takes a claimed action to its end: run the handler (with retries),
+// record the outcome, publish it, and remove it from the queue. A claim
+// whose action is final already (its worker died after recording it) only
+// needs the rest.
+func (w *worker) run(c *Claim) {
+	s := w.s
+	if !c.Status.Final() {
+		if s.stopping() {
+			// Shutdown began after the claim: the action has not started,
+			// and goes where the Service's rule sends a queued one.
+			if !s.local {
+				s.release(c)
+				return
+			}
+			if !s.finish(c, nil, shutdownFailure()) {
+				return
+			}
+		} else if !w.execute(c) {
+			return // given back, or finished by another
 		}
-		r.attempts = attempt
-		s.mu.Unlock()
-		res, err = invoke(s.workCtx, s.log, r.handler, &Call{
-			ID:             r.id,
-			Type:           r.typ,
-			Topic:          r.topic,
-			Payload:        payload,
-			IdempotencyKey: key,
-			Caller:         r.caller,
-			Attempt:        attempt,
+	}
+	s.settle(c)
+}
+
+// execute runs the handler and records the final status; false if the
+// action was given back instead (shutdown on a shared store), or another
+// worker or Shutdown finished it.
+func (w *worker) execute(c *Claim) bool {
+	s := w.s
+	h := s.routes.lookup(c.Type)
+	if h == nil {
+		return s.finish(c, nil, &Failure{Code: "unknown_action", Message: fmt.Sprintf("no handler for action type %q on this node", c.Type)})
+	}
+	w.set(c)
+	s.running.Add(1)
+	res, err := w.attempts(c, h)
+	s.running.Add(-1)
+	w.set(nil)
+	if err != nil && s.workCtx.Err() != nil {
+		// Shutdown's deadline cut the handler short.
+		if !s.local {
+			s.release(c) // another node runs it again
+			return false
+		}
+		// Shutdown's cut has failed it already, unless it came between
+		// the claim and set: then this does.
+		return s.finish(c, nil, shutdownFailure())
+	}
+	if err != nil {
+		return s.finish(c, nil, failureOf(err))
+	}
+	if res, err = compact(res); err != nil {
+		return s.finish(c, nil, &Failure{Code: CodeHandlerBadResult, Message: err.Error()})
+	}
+	return s.finish(c, res, nil)
+}
+
+// attempts calls the handler until it succeeds, fails for good or runs
+// out of attempts, recording each attempt.
+func (w *worker) attempts(c *Claim, h Handler) (json.RawMessage, error) {
+	s := w.s
+	a := &c.Stored
+	key := a.Key
+	if key == "" {
+		key = a.ID
+	}
+	for {
+		a.Attempts++
+		a.Status = Running
+		ctx, cancel := s.storeCtx()
+		if err := s.store.Save(ctx, a); err != nil {
+			s.log.Warn("failed to record an action's attempt", "id", a.ID, "err", err)
+		}
+		cancel()
+		res, err := invoke(s.workCtx, s.log, h, &Call{
+			ID: a.ID, Type: a.Type, Topic: a.Topic, Payload: a.Payload,
+			IdempotencyKey: key, Caller: a.Caller, Attempt: a.Attempts,
 		})
-		if err == nil || !IsRetryable(err) || attempt >= s.maxAttempts {
-			break
+		if err == nil || !IsRetryable(err) || a.Attempts >= s.o.MaxAttempts || s.workCtx.Err() != nil {
+			return res, err
 		}
-		if !s.pause(backoff(s.backoffBase, s.backoffMax, attempt)) {
-			return // Shutdown's deadline: it has failed r already
+		t := time.NewTimer(backoff(s.o.BackoffBase, s.o.BackoffMax, a.Attempts))
+		select {
+		case <-t.C:
+		case <-s.workCtx.Done():
+			t.Stop()
+			return nil, s.workCtx.Err()
 		}
 		s.retried.Add(1)
 	}
-	if err != nil {
-		s.finish(r, nil, failureOf(err))
-		return
+}
+
+// finish records c's action as final, with result (failure == nil) or
+// failure, and reports whether this call made it final: the Store makes a
+// record final once, and only the caller that did publishes its result.
+func (s *Service) finish(c *Claim, result json.RawMessage, failure *Failure) bool {
+	a := &c.Stored
+	now := time.Now().UTC()
+	a.FinishedAt, a.Payload = &now, nil
+	if failure != nil {
+		a.Status, a.Error, a.Result = Failed, failure, nil
+	} else {
+		a.Status, a.Result = Succeeded, result
 	}
-	res, err = compact(res)
+	ctx, cancel := s.storeCtx()
+	defer cancel()
+	made, err := s.store.Finish(ctx, a, s.o.TTL)
 	if err != nil {
-		s.finish(r, nil, &Failure{Code: CodeHandlerBadResult, Message: err.Error()})
-		return
+		s.log.Error("failed to record an action's outcome; it runs again when its lease runs out", "id", a.ID, "err", err)
+		return false
 	}
-	s.finish(r, res, nil)
+	if !made {
+		return false
+	}
+	if a.Status == Failed {
+		s.failed.Add(1)
+	} else {
+		s.succeeded.Add(1)
+	}
+	if s.o.ObserveDuration != nil {
+		s.o.ObserveDuration(a.Status, now.Sub(a.CreatedAt))
+	}
+	return true
+}
+
+// release gives c back to the Store for another worker.
+func (s *Service) release(c *Claim) {
+	ctx, cancel := s.storeCtx()
+	defer cancel()
+	if err := s.store.Release(ctx, c); err != nil {
+		s.log.Warn("failed to give an action back; it moves when its lease runs out", "id", c.ID, "err", err)
+	}
 }
 
 // invoke calls the handler, turning a panic into a final failure.
@@ -132,18 +299,6 @@ func backoff(base, ceil time.Duration, attempt int) time.Duration {
 	}
 	d = min(d, ceil)
 	return time.Duration(rand.Int64N(int64(d) + 1))
-}
-
-// pause waits d, or reports false when Shutdown's deadline cut it short.
-func (s *Service) pause(d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-s.workCtx.Done():
-		return false
-	}
 }
 
 // failureOf is the Failure clients see for a handler's final error.
@@ -177,16 +332,6 @@ func compact(b json.RawMessage) (json.RawMessage, error) {
 	return buf.Bytes(), nil
 }
 
-// finish makes r final and, if this call did, publishes its result.
-func (s *Service) finish(r *record, result json.RawMessage, failure *Failure) {
-	s.mu.Lock()
-	done := s.finalizeLocked(r, result, failure)
-	s.mu.Unlock()
-	if done {
-		s.publish(r)
-	}
-}
-
 // resultData and failureData are the data of action.succeeded and
 // action.failed events.
 type resultData struct {
@@ -203,33 +348,42 @@ type failureData struct {
 	Error    *Failure `json:"error"`
 }
 
-// publish sends the result events of final records, which the calling
-// goroutine made final (so their outcome fields no longer change). A publish
-// that fails is logged: the outcome stays readable with Get.
-func (s *Service) publish(rs ...*record) {
-	for len(rs) > 0 {
-		n := min(len(rs), publishBatch)
+// settle publishes the result events of final actions, whose claims the
+// caller holds, that are not published yet, then removes them from the
+// queue. A publish that fails is logged: the outcome stays readable with
+// Get. Done failing is logged too: the lease runs out and the next claim
+// finds the action final, and only publishes it again.
+func (s *Service) settle(cs ...*Claim) {
+	for len(cs) > 0 {
+		n := min(len(cs), publishBatch)
 		drafts := make([]hub.Draft, 0, n)
-		for _, r := range rs[:n] {
-			d, err := r.draft()
+		for _, c := range cs[:n] {
+			if c.Published {
+				continue
+			}
+			d, err := resultDraft(c.ID, c.Type, c.Topic, c.Status, c.Result, c.Error)
 			if err != nil {
-				s.log.Error("failed to encode action result", "id", r.id, "err", err)
+				s.log.Error("failed to encode action result", "id", c.ID, "err", err)
 				continue
 			}
 			drafts = append(drafts, d)
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), publishTimeout)
-		if _, err := s.hub.Publish(ctx, drafts...); err != nil {
-			s.log.Error("failed to publish action results", "actions", len(drafts), "first", rs[0].id, "err", err)
+		if len(drafts) > 0 {
+			ctx, cancel := context.WithTimeout(context.Background(), publishTimeout)
+			if _, err := s.hub.Publish(ctx, drafts...); err != nil {
+				s.log.Error("failed to publish action results", "actions", len(drafts), "first", cs[0].ID, "err", err)
+			}
+			cancel()
 		}
-		cancel()
-		rs = rs[n:]
+		for _, c := range cs[:n] {
+			ctx, cancel := s.storeCtx()
+			if err := s.store.Done(ctx, c); err != nil {
+				s.log.Warn("failed to remove a finished action from the queue", "id", c.ID, "err", err)
+			}
+			cancel()
+		}
+		cs = cs[n:]
 	}
-}
-
-// draft is r's result event. r is final.
-func (r *record) draft() (hub.Draft, error) {
-	return resultDraft(r.id, r.typ, r.topic, r.status, r.result, r.failure)
 }
 
 // resultDraft is the result event of a final action.

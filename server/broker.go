@@ -14,6 +14,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/heraldpush/herald/action"
+	"github.com/heraldpush/herald/action/memstore"
 	"github.com/heraldpush/herald/action/natsstore"
 	"github.com/heraldpush/herald/action/redisstore"
 	"github.com/heraldpush/herald/hub"
@@ -24,13 +25,15 @@ import (
 // brokerConnectTimeout bounds connecting to the broker at start.
 const brokerConnectTimeout = 10 * time.Second
 
-// newBroker connects the --broker, and the action store that goes with it
-// (nil: the actions stay on each node). The returned func releases what
-// they hold (the connections), after the hub has closed the broker.
+// newBroker connects the --broker, and the action store that goes with it:
+// this process's memory for the memory broker, the cluster's store on Redis
+// or NATS. The returned func releases what they hold (the connections, the
+// memory store's janitor), after the hub has closed the broker.
 func (c *Config) newBroker(log *slog.Logger) (hub.Broker, action.Store, func(), error) {
 	switch {
 	case c.Broker == "memory":
-		return hub.NewMemoryBroker(hub.MemoryOptions{Size: c.HistorySize, MaxBytes: c.HistoryBytes, TTL: c.historyTTL()}), nil, func() {}, nil
+		st := memstore.New(memstore.Options{TTL: c.ActionTTL, MaxFinished: c.ActionMaxFinished, MaxFinishedBytes: c.ActionMaxBytes})
+		return hub.NewMemoryBroker(hub.MemoryOptions{Size: c.HistorySize, MaxBytes: c.HistoryBytes, TTL: c.historyTTL()}), st, st.Close, nil
 	case strings.HasPrefix(c.Broker, "nats://"), strings.HasPrefix(c.Broker, "tls://"):
 		return c.newNATSBroker(log)
 	default:

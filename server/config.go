@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/heraldpush/herald/action"
+	"github.com/heraldpush/herald/action/memstore"
 	"github.com/heraldpush/herald/hub"
 	"github.com/heraldpush/herald/transport/httpapi"
 	"github.com/heraldpush/herald/transport/ws"
@@ -37,8 +38,8 @@ const (
 	DefaultActionQueue       = 10000
 	DefaultActionTTL         = time.Hour
 	DefaultActionLease       = action.DefaultLease
-	DefaultActionMaxFinished = 100000
-	DefaultActionMaxBytes    = action.DefaultMaxFinishedBytes
+	DefaultActionMaxFinished = memstore.DefaultMaxFinished
+	DefaultActionMaxBytes    = memstore.DefaultMaxFinishedBytes
 	DefaultActionTimeout     = 10 * time.Second
 	DefaultActionMaxAttempts = 5
 )
@@ -98,12 +99,18 @@ type Config struct {
 	// log. ActionHandlers run actions in the process; their keys are
 	// action types as for action.Service.Handle, and a key there wins over
 	// an upstream of the same key. Without either, only "echo" runs.
-	ActionUpstreams   []Upstream
-	ActionHandlers    map[string]action.Handler
-	ActionWorkers     int
-	ActionQueue       int
-	ActionTTL         time.Duration
-	ActionLease       time.Duration
+	ActionUpstreams []Upstream
+	ActionHandlers  map[string]action.Handler
+	ActionWorkers   int
+	// ActionQueue bounds the actions accepted and not yet done, waiting
+	// for a worker or running (action.Options.QueueSize): the node's with
+	// the memory broker, the cluster's with a shared one.
+	ActionQueue int
+	ActionTTL   time.Duration
+	ActionLease time.Duration
+	// ActionMaxFinished and ActionMaxBytes bound the finished actions
+	// kept in memory with the memory broker (memstore.Options); a shared
+	// broker's store expires them after ActionTTL.
 	ActionMaxFinished int
 	ActionMaxBytes    int
 	ActionTimeout     time.Duration

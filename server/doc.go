@@ -21,9 +21,11 @@
 //     streams and WebSocket connections (HTTP/1.1, with or without TLS),
 //     which http.Server does not track.
 //  4. The action service's Shutdown refuses new actions (nothing can submit
-//     one any more) and lets the accepted ones finish and publish their
-//     results, which needs the hub still open; what has not finished when
-//     the context ends fails with code "shutdown".
+//     one any more) and lets the running ones finish and publish their
+//     results, which needs the hub still open. With the memory broker the
+//     queued actions, and those still running when the context ends, fail
+//     with code "shutdown"; with a shared broker they stay in its store
+//     for another node (action.Service).
 //  5. The hub's Close stops its goroutines and the broker; then the
 //     internal listener, the broker's connections and the upstreams' idle
 //     connections are released.

@@ -286,7 +286,7 @@ func (s *Server) shutdown(ctx context.Context) error {
 		log.Warn("WebSocket connections did not close in time", "err", err)
 	}
 	if err := s.actions.Shutdown(ctx); err != nil {
-		log.Warn("actions did not finish in time; the unfinished ones failed with code shutdown", "err", err)
+		log.Warn("actions did not finish in time", "err", err)
 	}
 	// The hub's goroutines stop within moments. When slow actions have
 	// spent the whole bound, they still get that moment, rather than being
@@ -335,17 +335,10 @@ func (s *Server) closeUpstreams() {
 	}
 }
 
-// newActions starts the action service: on the shared store when the
-// broker has one (the actions of every node), else in memory.
+// newActions starts the action service on the broker's store.
 func (c *Config) newActions(h *hub.Hub, store action.Store, observe func(action.Status, time.Duration), log *slog.Logger) (action.Runner, error) {
-	if store != nil {
-		return action.NewShared(action.SharedOptions{
-			Hub: h, Store: store, Workers: c.ActionWorkers, QueueSize: c.ActionQueue, TTL: c.ActionTTL,
-			MaxAttempts: c.ActionMaxAttempts, Lease: c.ActionLease, Echo: true, Logger: log, ObserveDuration: observe,
-		})
-	}
 	return action.New(action.Options{
-		Hub: h, Workers: c.ActionWorkers, QueueSize: c.ActionQueue, TTL: c.ActionTTL, MaxFinished: c.ActionMaxFinished, MaxFinishedBytes: c.ActionMaxBytes,
-		MaxAttempts: c.ActionMaxAttempts, Echo: true, Logger: log, ObserveDuration: observe,
+		Hub: h, Store: store, Workers: c.ActionWorkers, QueueSize: c.ActionQueue, TTL: c.ActionTTL,
+		MaxAttempts: c.ActionMaxAttempts, Lease: c.ActionLease, Echo: true, Logger: log, ObserveDuration: observe,
 	})
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"github.com/heraldpush/herald/action"
+	"github.com/heraldpush/herald/action/memstore"
 	"github.com/heraldpush/herald/hub"
 	"github.com/heraldpush/herald/internal/testkit/browsertest"
 	"github.com/heraldpush/herald/transport/httpapi"
@@ -54,7 +55,8 @@ func newStackOn(t *testing.T, ln net.Listener, origins []string) *stack {
 	if err != nil {
 		t.Fatalf("hub.New: %v", err)
 	}
-	svc, err := action.New(action.Options{Hub: h, Echo: true})
+	st := memstore.New(memstore.Options{})
+	svc, err := action.New(action.Options{Hub: h, Store: st, Echo: true})
 	if err != nil {
 		t.Fatalf("action.New: %v", err)
 	}
@@ -99,6 +101,7 @@ func newStackOn(t *testing.T, ln net.Listener, origins []string) *stack {
 			if err := h.Close(ctx); err != nil {
 				t.Errorf("hub Close: %v", err)
 			}
+			st.Close()
 		})
 	}
 	t.Cleanup(stop)

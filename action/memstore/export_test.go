@@ -7,3 +7,6 @@ func (s *Store) Kept() int {
 	defer s.mu.Unlock()
 	return len(s.records)
 }
+
+// Size is the size rule of MaxFinishedBytes.
+var Size = size

@@ -14,15 +14,22 @@
 //
 // Bounds: Create refuses an action with action.ErrQueueFull once maxQueued
 // actions are queued or running; finished records are kept at most
-// Options.MaxFinished of them and Options.MaxFinishedBytes of them (counted
-// by action.Stored.FinishedSize, the rule of action.Service), the oldest
-// forgotten first. Records that are not finished are never forgotten: each
-// is in the queue, which is bounded.
+// Options.MaxFinished of them and Options.MaxFinishedBytes of them (each
+// counted by size), the oldest forgotten first. Records that are not
+// finished are never forgotten: each is in the queue, which is bounded.
+//
+// A Store is Local: no other process can reach its actions, so a Service
+// on it fails the ones it leaves unfinished at Shutdown (see
+// action.Service).
 //
 // A lease, in one process, is a deadline on a claim: the worker holding it
 // renews it with Touch; Release, or a deadline that passes without a
 // renewal, makes the action available again and the next Claim of any
-// runner on the Store takes it, as redelivered. Each claim has its own
+// runner on the Store takes it, as redelivered. A Claim that finds nothing
+// waits for a wake-up: each action made ready wakes one waiting Claim, and
+// a Claim that takes one while more are ready passes the wake-up on, so a
+// burst wakes as many workers as it has actions and an idle worker costs
+// nothing. Each claim has its own
 // token: Touch and Release of an earlier claim of the same action change
 // nothing. The records of several runners are one set, so a Store stands for
 // every node of the conformance suite at once.
@@ -34,8 +41,8 @@ package memstore
 
 import (
 	"bytes"
-	"container/list"
 	"context"
+	"encoding/json"
 	"errors"
 	"strconv"
 	"sync"
@@ -43,6 +50,14 @@ import (
 
 	"github.com/heraldpush/herald/action"
 	"github.com/heraldpush/herald/internal/expiry"
+)
+
+// Defaults of Options.
+const (
+	DefaultMaxFinished = 100000
+	// DefaultMaxFinishedBytes bounds the finished records' memory: at the
+	// default TTL it holds a steady 75 KB/s of results.
+	DefaultMaxFinishedBytes = 256 << 20
 )
 
 // errLeaseLost is Touch's error for a claim that is no longer the
@@ -54,11 +69,15 @@ type Options struct {
 	// TTL paces the sweep of expired records (see expiry.Interval):
 	// the TTL the runner gives to Finish. Default action.DefaultTTL.
 	TTL time.Duration
-	// MaxFinished bounds how many finished records are kept; default
-	// action.DefaultMaxFinished.
+	// MaxFinished bounds how many finished records are kept whatever
+	// their age: past it the oldest are forgotten early. Default
+	// DefaultMaxFinished.
 	MaxFinished int
-	// MaxFinishedBytes bounds the memory of the finished records kept;
-	// default action.DefaultMaxFinishedBytes.
+	// MaxFinishedBytes bounds the memory of the finished records kept,
+	// each counted as its result or error, its ID, type, topic, key and
+	// body hash, plus a fixed allowance for the record and its index
+	// entries: past it the oldest are forgotten early. Default
+	// DefaultMaxFinishedBytes.
 	MaxFinishedBytes int
 }
 
@@ -71,9 +90,12 @@ type Store struct {
 	stopOnce  sync.Once
 	sweepDone chan struct{}
 
-	mu      sync.Mutex
-	queued  map[string]*entry // every action from Create until Done
-	ready   list.List         // of *entry: the actions waiting for a worker, oldest first
+	mu sync.Mutex
+	// queued holds every action from Create until Done. The calls of a
+	// claim's holder (Save, Finish, Done) look their action up here: a
+	// map of a few entries, where records holds every finished one too.
+	queued  map[string]*entry
+	ready   line // the actions waiting for a worker, oldest first
 	claimed map[*entry]struct{}
 	// nextDeadline is at most the earliest deadline of the claimed
 	// entries: before it, no lease can have run out.
@@ -82,7 +104,8 @@ type Store struct {
 	keys         map[idemKey]*entry
 	expiry       expiry.Queue[*entry] // finished records, in the order they finished
 	gen          uint64               // the last claim token
-	// wake is closed, and replaced, when an action becomes ready.
+	// wake holds a wake-up for one waiting Claim when an action is ready
+	// (see the package doc). It is written with s.mu held, never blocking.
 	wake chan struct{}
 }
 
@@ -90,16 +113,50 @@ type idemKey struct{ caller, key string }
 
 // entry is one action. Every field is guarded by Store.mu.
 type entry struct {
-	a         action.Stored // the record, never shared with a caller
+	a         action.Stored // the record, never shared with a caller (but its payload with claims)
 	published bool
 	expires   time.Time // when final: when the record expires
 	kept      bool      // the record is in Store.records
 
-	ready       *list.Element // in Store.ready, or nil
-	token       uint64        // the current claim's token, 0 when not claimed
+	inLine      bool   // in Store.ready
+	prev, next  *entry // its neighbours there
+	token       uint64 // the current claim's token, 0 when not claimed
 	lease       time.Duration
 	deadline    time.Time // when the current claim's lease runs out
 	redelivered bool      // some worker claimed it before
+}
+
+// line is a queue of entries linked through their own fields, so that
+// making an action ready allocates nothing.
+type line struct {
+	head, tail *entry
+	n          int
+}
+
+func (l *line) push(e *entry) {
+	e.inLine, e.prev, e.next = true, l.tail, nil
+	if l.tail != nil {
+		l.tail.next = e
+	} else {
+		l.head = e
+	}
+	l.tail = e
+	l.n++
+}
+
+func (l *line) remove(e *entry) {
+	if e.prev != nil {
+		e.prev.next = e.next
+	} else {
+		l.head = e.next
+	}
+	if e.next != nil {
+		e.next.prev = e.prev
+	} else {
+		l.tail = e.prev
+	}
+	e.inLine, e.prev, e.next = false, nil, nil
+	l.n--
 }
 
 // New returns an empty store and starts its janitor. Call Close to stop it.
@@ -108,10 +165,10 @@ func New(o Options) *Store {
 		o.TTL = action.DefaultTTL
 	}
 	if o.MaxFinished <= 0 {
-		o.MaxFinished = action.DefaultMaxFinished
+		o.MaxFinished = DefaultMaxFinished
 	}
 	if o.MaxFinishedBytes <= 0 {
-		o.MaxFinishedBytes = action.DefaultMaxFinishedBytes
+		o.MaxFinishedBytes = DefaultMaxFinishedBytes
 	}
 	s := &Store{
 		maxFinished: o.MaxFinished,
@@ -122,7 +179,7 @@ func New(o Options) *Store {
 		claimed:     make(map[*entry]struct{}),
 		records:     make(map[string]*entry),
 		keys:        make(map[idemKey]*entry),
-		wake:        make(chan struct{}),
+		wake:        make(chan struct{}, 1),
 	}
 	go expiry.Janitor(expiry.Interval(o.TTL), s.stop, s.sweepDone, s.sweep)
 	return s
@@ -168,58 +225,74 @@ func (s *Store) Create(ctx context.Context, a *action.Stored, maxQueued int) (*a
 	return nil, nil
 }
 
-// makeReady puts e in line for a worker and wakes the waiting claims.
+// makeReady puts e in line for a worker and wakes a waiting claim.
 func (s *Store) makeReady(e *entry) {
-	e.ready = s.ready.PushBack(e)
-	close(s.wake)
-	s.wake = make(chan struct{})
+	s.ready.push(e)
+	s.wakeOne()
 }
 
-// Claim implements action.Store.
+// wakeOne leaves a wake-up for the next waiting Claim, unless one is
+// there already (which that Claim passes on).
+func (s *Store) wakeOne() {
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Local implements action.Store: the actions live in this process alone.
+func (s *Store) Local() bool { return true }
+
+// Waiting implements action.QueueLen.
+func (s *Store) Waiting() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.ready.n
+}
+
+// Claim implements action.Store. It takes an action at once if one is
+// ready, without a timer; else it waits for a wake-up, the earliest lease
+// deadline, wait, or ctx.
 func (s *Store) Claim(ctx context.Context, lease, wait time.Duration) (*action.Claim, error) {
-	t := time.NewTimer(wait)
-	defer t.Stop()
+	var t *time.Timer
+	end := time.Now().Add(wait)
 	for {
+		now := time.Now()
 		s.mu.Lock()
-		c, wake, next := s.claimLocked(time.Now(), lease)
+		c, next := s.claimLocked(now, lease)
 		s.mu.Unlock()
 		if c != nil {
 			return c, nil
 		}
-		// Wake up when the earliest lease may run out, too.
-		var leaseOut <-chan time.Time
-		var lt *time.Timer
+		d := end.Sub(now)
+		if d <= 0 {
+			return nil, nil
+		}
 		if !next.IsZero() {
-			lt = time.NewTimer(time.Until(next))
-			leaseOut = lt.C
+			d = min(d, next.Sub(now))
 		}
-		var err error
-		done := false
+		if t == nil {
+			t = time.NewTimer(d)
+			defer t.Stop()
+		} else {
+			t.Reset(d)
+		}
 		select {
-		case <-wake:
-		case <-leaseOut:
+		case <-s.wake:
 		case <-t.C:
-			done = true
 		case <-ctx.Done():
-			done, err = true, ctx.Err()
-		}
-		if lt != nil {
-			lt.Stop()
-		}
-		if done {
-			return nil, err
+			return nil, ctx.Err()
 		}
 	}
 }
 
 // claimLocked leases an action whose lease ran out, else the oldest ready
-// one. With none, it returns what to wait for: the channel closed when an
-// action becomes ready, and the earliest lease deadline (zero: none).
-func (s *Store) claimLocked(now time.Time, lease time.Duration) (*action.Claim, <-chan struct{}, time.Time) {
+// one. With none, it returns the earliest lease deadline (zero: none).
+func (s *Store) claimLocked(now time.Time, lease time.Duration) (*action.Claim, time.Time) {
 	for {
 		e := s.takeLocked(now)
 		if e == nil {
-			return nil, s.wake, s.nextDeadline
+			return nil, s.nextDeadline
 		}
 		if !e.kept {
 			// Its record was forgotten while it waited (it was final and
@@ -227,15 +300,22 @@ func (s *Store) claimLocked(now time.Time, lease time.Duration) (*action.Claim, 
 			s.dequeueLocked(e)
 			continue
 		}
+		if s.ready.n > 0 {
+			s.wakeOne() // pass the wake-up on to the next waiting Claim
+		}
 		s.gen++
 		e.token, e.lease, e.deadline = s.gen, lease, now.Add(lease)
 		s.claimed[e] = struct{}{}
 		if s.nextDeadline.IsZero() || e.deadline.Before(s.nextDeadline) {
 			s.nextDeadline = e.deadline
 		}
-		c := &action.Claim{Stored: e.copy(), Token: strconv.FormatUint(e.token, 10), Redelivered: e.redelivered}
+		// The claim shares the payload: the runner hands it to the
+		// handler to read, and nothing writes it.
+		st := cloneWith(&e.a, e.a.Payload)
+		st.Published = e.published
+		c := &action.Claim{Stored: st, Token: strconv.FormatUint(e.token, 10), Redelivered: e.redelivered}
 		e.redelivered = true
-		return c, nil, time.Time{}
+		return c, time.Time{}
 	}
 }
 
@@ -263,10 +343,8 @@ func (s *Store) takeLocked(now time.Time) *entry {
 			return out
 		}
 	}
-	if f := s.ready.Front(); f != nil {
-		e := f.Value.(*entry)
-		s.ready.Remove(f)
-		e.ready = nil
+	if e := s.ready.head; e != nil {
+		s.ready.remove(e)
 		return e
 	}
 	return nil
@@ -308,27 +386,30 @@ func (s *Store) Release(_ context.Context, c *action.Claim) error {
 	return nil
 }
 
-// Save implements action.Store. A final record is not changed.
+// Save implements action.Store. A final record is not changed, nor one
+// that left the queue (it is final). The payload is not copied again: it
+// does not change until the action is final, when Finish drops it.
 func (s *Store) Save(_ context.Context, a *action.Stored) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if e := s.records[a.ID]; e != nil && !e.a.Status.Final() {
-		e.a = clone(a)
+	if e := s.queued[a.ID]; e != nil && e.kept && !e.a.Status.Final() {
+		e.a = cloneWith(a, e.a.Payload)
 	}
 	return nil
 }
 
-// Finish implements action.Store.
+// Finish implements action.Store. Only an action in the queue can be
+// made final: one that left it was final already.
 func (s *Store) Finish(_ context.Context, a *action.Stored, ttl time.Duration) (bool, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	e := s.records[a.ID]
-	if e == nil || e.a.Status.Final() {
+	e := s.queued[a.ID]
+	if e == nil || !e.kept || e.a.Status.Final() {
 		return false, nil
 	}
 	e.a = clone(a)
 	e.expires = time.Now().Add(ttl)
-	s.expiry.Push(e, e.a.FinishedSize())
+	s.expiry.Push(e, size(&e.a))
 	for s.expiry.Len() > s.maxFinished || s.expiry.Bytes() > s.maxBytes {
 		// Over a bound: the oldest finished record goes early.
 		s.forgetLocked(s.expiry.Front())
@@ -343,10 +424,8 @@ func (s *Store) Finish(_ context.Context, a *action.Stored, ttl time.Duration) (
 func (s *Store) Done(_ context.Context, c *action.Claim) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if e := s.records[c.ID]; e != nil {
-		e.published = true
-	}
 	if e := s.queued[c.ID]; e != nil {
+		e.published = true
 		s.dequeueLocked(e)
 	}
 	return nil
@@ -368,9 +447,8 @@ func (s *Store) Get(_ context.Context, id string) (*action.Stored, bool, error) 
 func (s *Store) dequeueLocked(e *entry) {
 	delete(s.queued, e.a.ID)
 	delete(s.claimed, e)
-	if e.ready != nil {
-		s.ready.Remove(e.ready)
-		e.ready = nil
+	if e.inLine {
+		s.ready.remove(e)
 	}
 	e.token = 0
 }
@@ -396,6 +474,21 @@ func (s *Store) sweep(now time.Time) {
 	s.expiry.Sweep(&s.mu, func(e *entry) bool { return !e.kept || e.expired(now) }, s.forgetLocked)
 }
 
+// recordOverhead is what a finished record costs besides its variable
+// fields: the entry, its entries in the records and keys maps and its slot
+// in the expiry queue, rounded up.
+const recordOverhead = 512
+
+// size is what a finished record counts against Options.MaxFinishedBytes.
+// The payload is not counted: it is dropped when the record becomes final.
+func size(a *action.Stored) int {
+	n := recordOverhead + len(a.Result) + len(a.ID) + len(a.Type) + len(a.Topic) + len(a.Key) + len(a.Caller) + len(a.Sum)
+	if a.Error != nil {
+		n += len(a.Error.Code) + len(a.Error.Message)
+	}
+	return n
+}
+
 // expired reports whether e is final and past its TTL, which makes it gone
 // for Get and for its idempotency key even before the sweep frees it.
 func (e *entry) expired(now time.Time) bool {
@@ -412,8 +505,14 @@ func (e *entry) copy() action.Stored {
 // clone copies a so that neither the caller nor the store sees the
 // other's later changes.
 func clone(a *action.Stored) action.Stored {
+	return cloneWith(a, bytes.Clone(a.Payload))
+}
+
+// cloneWith is clone with the payload given: where the payload is the
+// store's own, which nothing writes (see claimLocked and Save).
+func cloneWith(a *action.Stored, payload json.RawMessage) action.Stored {
 	c := *a
-	c.Payload = bytes.Clone(a.Payload)
+	c.Payload = payload
 	c.Result = bytes.Clone(a.Result)
 	if a.Error != nil {
 		f := *a.Error

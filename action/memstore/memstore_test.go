@@ -95,18 +95,18 @@ func TestMaxFinished(t *testing.T) {
 }
 
 // TestMaxFinishedBytes: finished records are bounded in bytes by the size
-// rule of action.Stored.FinishedSize; a large result pushes the oldest out.
+// rule of Size; a large result pushes the oldest out.
 func TestMaxFinishedBytes(t *testing.T) {
 	small := stored("act_small", "")
 	small.Result = json.RawMessage(`1`)
-	limit := 3 * small.FinishedSize()
+	limit := 3 * memstore.Size(small)
 	s := newStore(t, memstore.Options{MaxFinishedBytes: limit})
 	finish(t, s, stored("act_a", ""), `1`, time.Hour)
 	finish(t, s, stored("act_b", ""), `1`, time.Hour)
 	if !found(t, s, "act_a") || !found(t, s, "act_b") {
 		t.Fatal("records within the byte bound were forgotten")
 	}
-	big := `"` + strings.Repeat("x", limit-2*small.FinishedSize()) + `"`
+	big := `"` + strings.Repeat("x", limit-2*memstore.Size(small)) + `"`
 	finish(t, s, stored("act_big", ""), big, time.Hour)
 	if found(t, s, "act_a") || !found(t, s, "act_b") || !found(t, s, "act_big") {
 		t.Fatal("want only the oldest record forgotten for the large one")
@@ -213,19 +213,28 @@ func TestClaimWakes(t *testing.T) {
 	}
 }
 
-// TestCopies: what a caller holds is not the store's record.
+// TestCopies: what Get returns, and a claim (but its payload, which the
+// runner only reads), are not the store's record.
 func TestCopies(t *testing.T) {
 	s := newStore(t, memstore.Options{})
 	ctx := context.Background()
-	a := stored("act_c", "")
-	if _, err := s.Create(ctx, a, 100); err != nil {
+	if _, err := s.Create(ctx, stored("act_c", ""), 100); err != nil {
 		t.Fatal(err)
 	}
-	a.Payload[1] = 'X'
-	a.Status = action.Failed
 	got, ok, err := s.Get(ctx, "act_c")
-	if err != nil || !ok || got.Status != action.Pending || string(got.Payload) != `"act_c"` {
-		t.Fatalf("after the caller changed its copy: %+v %v %v", got, ok, err)
+	if err != nil || !ok {
+		t.Fatalf("get: %v %v", ok, err)
+	}
+	got.Payload[1] = 'X'
+	got.Status = action.Failed
+	c, err := s.Claim(ctx, time.Minute, time.Second)
+	if err != nil || c == nil {
+		t.Fatalf("claim: %+v %v", c, err)
+	}
+	c.Status, c.Attempts = action.Failed, 7
+	again, ok, err := s.Get(ctx, "act_c")
+	if err != nil || !ok || again.Status != action.Pending || again.Attempts != 0 || string(again.Payload) != `"act_c"` {
+		t.Fatalf("after the callers changed their copies: %+v %v %v", again, ok, err)
 	}
 }
 

@@ -625,6 +625,10 @@ func (s *Store) get(ctx context.Context, kv jetstream.KeyValue, id string) (*rec
 	return &r, e.Revision(), nil
 }
 
+// Local implements action.Store: every node on the NATS server reaches
+// the actions.
+func (s *Store) Local() bool { return false }
+
 // Get implements action.Store.
 func (s *Store) Get(ctx context.Context, id string) (*action.Stored, bool, error) {
 	kv, err := s.records(ctx)

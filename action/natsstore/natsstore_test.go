@@ -71,7 +71,7 @@ func TestHalfWrittenCreate(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer h.Close(ctx)
-	svc, err := action.NewShared(action.SharedOptions{Hub: h, Store: st, Workers: 2, Echo: true, Lease: 2 * time.Second})
+	svc, err := action.New(action.Options{Hub: h, Store: st, Workers: 2, Echo: true, Lease: 2 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}

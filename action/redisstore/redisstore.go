@@ -260,6 +260,10 @@ func (s *Store) Done(ctx context.Context, c *action.Claim) error {
 	return doneScript.Run(ctx, s.rdb, []string{s.queue, s.recKey(c.ID)}, c.Token).Err()
 }
 
+// Local implements action.Store: every node on the Redis server reaches
+// the actions.
+func (s *Store) Local() bool { return false }
+
 // Get implements action.Store.
 func (s *Store) Get(ctx context.Context, id string) (*action.Stored, bool, error) {
 	vals, err := s.rdb.HMGet(ctx, s.recKey(id), "a", "p").Result()

@@ -1,8 +1,10 @@
 // Package storetest is the conformance suite for action.Store
-// implementations, run through action.Shared as a cluster of nodes uses
+// implementations, run through action.Service as a cluster of nodes uses
 // them: every accepted action reaches one final status that every node
 // reads, idempotency keys hold across nodes, an action whose node stops
-// working on it moves to another node, and the queue is bounded.
+// working on it moves to another node, and the queue is bounded. Shutdown
+// is checked by the store's kind (Store.Local): a shared store's actions
+// are handed over to another node, a local store's are failed.
 //
 // Waits poll with a deadline; nothing asserts that something has not
 // happened yet by a given moment.
@@ -31,13 +33,13 @@ func Run(t *testing.T, newStores func(t *testing.T, n int) []action.Store) {
 	t.Run("IdempotencyAcrossNodes", func(t *testing.T) { testIdempotency(t, newStores) })
 	t.Run("LeaseRunsOut", func(t *testing.T) { testLeaseRunsOut(t, newStores) })
 	t.Run("OutcomeOnce", func(t *testing.T) { testOutcomeOnce(t, newStores) })
-	t.Run("ShutdownHandsOver", func(t *testing.T) { testShutdownHandsOver(t, newStores) })
+	t.Run("Shutdown", func(t *testing.T) { testShutdown(t, newStores) })
 	t.Run("QueueFull", func(t *testing.T) { testQueueFull(t, newStores) })
 }
 
 // node is one Herald node's action service with a hub of its own.
 type node struct {
-	svc *action.Shared
+	svc *action.Service
 	hub *hub.Hub
 }
 
@@ -47,7 +49,7 @@ func start(t *testing.T, st action.Store, workers int, lease time.Duration, hand
 	if err != nil {
 		t.Fatal(err)
 	}
-	svc, err := action.NewShared(action.SharedOptions{
+	svc, err := action.New(action.Options{
 		Hub: h, Store: st, Workers: workers, Lease: lease, Echo: true,
 		BackoffBase: time.Millisecond, QueueSize: 1000,
 	})
@@ -232,19 +234,28 @@ func testOutcomeOnce(t *testing.T, newStores func(t *testing.T, n int) []action.
 	}
 }
 
-// testShutdownHandsOver: a node that shuts down while its handler runs
-// gives the action back, and another node runs it.
-func testShutdownHandsOver(t *testing.T, newStores func(t *testing.T, n int) []action.Store) {
+// testShutdown checks the store's kind of shutdown.
+func testShutdown(t *testing.T, newStores func(t *testing.T, n int) []action.Store) {
 	st := newStores(t, 2)
-	const lease = 400 * time.Millisecond
+	if st[0].Local() {
+		testShutdownFails(t, st)
+	} else {
+		testShutdownHandsOver(t, st)
+	}
+}
+
+// startStuck starts a node with one worker, whose "slow" handler runs
+// until its context ends, and returns it once a slow action has started.
+func startStuck(t *testing.T, st action.Store, lease time.Duration) (*node, action.Action) {
+	t.Helper()
 	started := make(chan struct{}, 1)
 	stuck := action.HandlerFunc(func(ctx context.Context, _ *action.Call) (json.RawMessage, error) {
 		started <- struct{}{}
 		<-ctx.Done()
 		return nil, ctx.Err()
 	})
-	a := start(t, st[0], 1, lease, map[string]action.Handler{"slow": stuck})
-	x, _, err := a.svc.Submit(context.Background(), action.Request{Type: "slow", Topic: "t", Payload: json.RawMessage(`1`)})
+	n := start(t, st, 1, lease, map[string]action.Handler{"slow": stuck})
+	x, _, err := n.svc.Submit(context.Background(), action.Request{Type: "slow", Topic: "t", Payload: json.RawMessage(`1`)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -253,6 +264,14 @@ func testShutdownHandsOver(t *testing.T, newStores func(t *testing.T, n int) []a
 	case <-time.After(waitTimeout):
 		t.Fatal("the action did not start")
 	}
+	return n, x
+}
+
+// testShutdownHandsOver: a node that shuts down while its handler runs
+// gives the action back, and another node runs it.
+func testShutdownHandsOver(t *testing.T, st []action.Store) {
+	const lease = 400 * time.Millisecond
+	a, x := startStuck(t, st[0], lease)
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 	defer cancel()
 	if err := a.svc.Shutdown(ctx); err == nil {
@@ -269,6 +288,85 @@ func testShutdownHandsOver(t *testing.T, newStores func(t *testing.T, n int) []a
 	if y, _ := get(t, b, x.ID); string(y.Result) != `"done"` || y.Attempts != 2 {
 		t.Fatalf("after the hand-over: %+v, want done at attempt 2", y)
 	}
+}
+
+// testShutdownFails: on a local store nothing else could run what a node
+// leaves, so Shutdown fails it with the code shutdown and publishes its
+// action.failed event: the queued action at once, without an attempt, and
+// the running one when the deadline cuts its handler.
+func testShutdownFails(t *testing.T, st []action.Store) {
+	a, running := startStuck(t, st[0], 10*time.Second)
+	results := watch(t, a.hub, "t")
+	queued, _, err := a.svc.Submit(context.Background(), action.Request{Type: "slow", Topic: "t", Payload: json.RawMessage(`2`)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	if err := a.svc.Shutdown(ctx); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Shutdown with a running handler: %v, want an error wrapping the deadline", err)
+	}
+	for id, attempts := range map[string]int{running.ID: 1, queued.ID: 0} {
+		x, ok, err := st[0].Get(context.Background(), id)
+		if err != nil || !ok || x.Status != action.Failed || x.Error == nil || x.Error.Code != action.CodeShutdown ||
+			x.Attempts != attempts || !x.Published {
+			t.Errorf("after Shutdown: %+v (found=%v, err=%v), want failed with shutdown after %d attempts, published", x, ok, err, attempts)
+		}
+		if typ := results.await(t, id); typ != action.TypeFailed {
+			t.Errorf("%s: event %s, want %s", id, typ, action.TypeFailed)
+		}
+	}
+}
+
+// events watches a topic of a hub as a transport does.
+type events struct {
+	c     *hub.Client
+	items []hub.Item
+	seen  map[string]string // action ID -> the type of its result event
+}
+
+func watch(t *testing.T, h *hub.Hub, topic string) *events {
+	t.Helper()
+	c, err := h.NewClient("storetest")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	if err := c.Subscribe(hub.SubscribeRequest{Patterns: []hub.Pattern{hub.MustPattern(topic)}}); err != nil {
+		t.Fatal(err)
+	}
+	return &events{c: c, seen: make(map[string]string)}
+}
+
+// await returns the type of the result event of action id.
+func (e *events) await(t *testing.T, id string) string {
+	t.Helper()
+	deadline := time.NewTimer(waitTimeout)
+	defer deadline.Stop()
+	for e.seen[id] == "" {
+		select {
+		case <-e.c.Wake():
+		case <-deadline.C:
+			t.Fatalf("no result event for %s", id)
+		}
+		var err error
+		if e.items, err = e.c.Drain(e.items); err != nil {
+			t.Fatalf("the subscriber was closed: %v", err)
+		}
+		for _, it := range e.items {
+			if it.Msg == nil {
+				continue
+			}
+			var d struct {
+				ActionID string `json:"action_id"`
+			}
+			if err := json.Unmarshal(it.Msg.Data, &d); err != nil {
+				t.Fatalf("event data %s: %v", it.Msg.Data, err)
+			}
+			e.seen[d.ActionID] = it.Msg.Type
+		}
+	}
+	return e.seen[id]
 }
 
 // testQueueFull: past the bound of queued actions, Create is refused;
@@ -302,7 +400,7 @@ func testQueueFull(t *testing.T, newStores func(t *testing.T, n int) []action.St
 		t.Fatal(err)
 	}
 	defer h.Close(ctx)
-	svc, err := action.NewShared(action.SharedOptions{Hub: h, Store: st[0], Workers: 2, Echo: true})
+	svc, err := action.New(action.Options{Hub: h, Store: st[0], Workers: 2, Echo: true})
 	if err != nil {
 		t.Fatal(err)
 	}

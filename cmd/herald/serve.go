@@ -136,7 +136,7 @@ func parseServeFlags(args []string, getenv func(string) (string, bool), stdout i
 	fs.StringVar(&c.logFormat, "log-format", "text", "log format: text or json")
 	fs.Var(&upstream, "action-upstream", "HTTP backend that runs actions: a `URL` for every action type, or a comma-separated list of TYPE=URL (TYPE exact, or a prefix ending in . or *) with at most one bare URL as the fallback, e.g. billing.=http://billing/actions,http://app/actions (empty: only the built-in echo type)")
 	fs.IntVar(&c.actionWorkers, "action-workers", server.DefaultActionWorkers, "actions run at once")
-	fs.IntVar(&c.actionQueue, "action-queue", server.DefaultActionQueue, "accepted actions waiting for a worker, at most; when full, new actions get 503 with Retry-After")
+	fs.IntVar(&c.actionQueue, "action-queue", server.DefaultActionQueue, "accepted actions not yet done (waiting for a worker or running), at most: this node's, or the cluster's with a shared broker; when full, new actions get 503 with Retry-After")
 	fs.DurationVar(&c.actionTTL, "action-ttl", server.DefaultActionTTL, "how long a finished action's status (and its idempotency key) is kept")
 	fs.DurationVar(&c.actionLease, "action-lease", server.DefaultActionLease, "with a shared broker: how long a node keeps an action it runs without renewing it; another node takes over the actions of a node that died after this")
 	fs.IntVar(&c.actionMaxFinished, "action-max-finished", server.DefaultActionMaxFinished, "finished actions kept at most, whatever their age; the oldest are forgotten first")

@@ -15,6 +15,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/heraldpush/herald/action"
+	"github.com/heraldpush/herald/action/memstore"
 	"github.com/heraldpush/herald/hub"
 	"github.com/heraldpush/herald/transport/httpapi"
 	"github.com/heraldpush/herald/transport/sse"
@@ -62,7 +63,8 @@ func startHerald(t *testing.T, actionsURL string, corsOrigins []string) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	svc, err := action.New(action.Options{Hub: h, Echo: true, Logger: log})
+	st := memstore.New(memstore.Options{})
+	svc, err := action.New(action.Options{Hub: h, Store: st, Echo: true, Logger: log})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -94,6 +96,7 @@ func startHerald(t *testing.T, actionsURL string, corsOrigins []string) string {
 		if err := h.Close(ctx); err != nil {
 			t.Errorf("hub: %v", err)
 		}
+		st.Close()
 	})
 	return herald.URL
 }

@@ -268,7 +268,8 @@ func TestActionUnknownType(t *testing.T) {
 }
 
 func TestActionQueueFull(t *testing.T) {
-	s := newServer(t, serverOptions{actions: &action.Options{Workers: 1, QueueSize: 1}})
+	// A queue of two: the running action and one waiting.
+	s := newServer(t, serverOptions{actions: &action.Options{Workers: 1, QueueSize: 2}})
 	started := make(chan string, 4)
 	release := make(chan struct{})
 	var released atomic.Bool

@@ -16,6 +16,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/heraldpush/herald/action"
+	"github.com/heraldpush/herald/action/memstore"
 	"github.com/heraldpush/herald/auth"
 	"github.com/heraldpush/herald/hub"
 	"github.com/heraldpush/herald/limit"
@@ -68,6 +69,9 @@ func newServer(t *testing.T, o serverOptions) *server {
 		ao := *o.actions
 		ao.Hub = h
 		ao.Logger = o.logger
+		st := memstore.New(memstore.Options{TTL: ao.TTL})
+		t.Cleanup(st.Close) // after the cleanup below, which shuts the actions down
+		ao.Store = st
 		s, err := action.New(ao)
 		if err != nil {
 			t.Fatalf("failed to start actions: %v", err)

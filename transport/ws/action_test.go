@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/heraldpush/herald/action"
+	"github.com/heraldpush/herald/action/memstore"
 	"github.com/heraldpush/herald/hub"
 	"github.com/heraldpush/herald/transport/httpapi"
 	"github.com/heraldpush/herald/transport/ws"
@@ -33,6 +34,8 @@ func newActionEnv(t *testing.T, o action.Options) (*env, *action.Service) {
 		t.Fatalf("hub.New: %v", err)
 	}
 	o.Hub = h
+	st := memstore.New(memstore.Options{})
+	o.Store = st
 	svc, err := action.New(o)
 	if err != nil {
 		t.Fatalf("action.New: %v", err)
@@ -59,6 +62,7 @@ func newActionEnv(t *testing.T, o action.Options) (*env, *action.Service) {
 		if err := h.Close(ctx); err != nil {
 			t.Errorf("hub.Close: %v", err)
 		}
+		st.Close()
 	})
 	return e, svc
 }
@@ -177,7 +181,7 @@ func TestActionOpErrors(t *testing.T) {
 }
 
 func TestActionOpQueueFull(t *testing.T) {
-	e, svc := newActionEnv(t, action.Options{Workers: 1, QueueSize: 1})
+	e, svc := newActionEnv(t, action.Options{Workers: 1, QueueSize: 2})
 	started, release := make(chan struct{}, 2), make(chan struct{})
 	svc.Handle("block", action.HandlerFunc(func(ctx context.Context, _ *action.Call) (json.RawMessage, error) {
 		started <- struct{}{}
