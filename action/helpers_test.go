@@ -3,7 +3,6 @@ package action_test
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"log/slog"
 	"strings"
 	"testing"
@@ -12,6 +11,7 @@ import (
 	"github.com/heraldpush/herald/action"
 	"github.com/heraldpush/herald/action/memstore"
 	"github.com/heraldpush/herald/hub"
+	"github.com/heraldpush/herald/internal/testkit/hubwatch"
 )
 
 // waitLong bounds every wait of these tests; they pass in milliseconds.
@@ -89,89 +89,30 @@ type outcome struct {
 	keys      map[string]json.RawMessage
 }
 
-// subscriber watches "t.>" the way a transport does: the client's writer
-// (hub.Client.Serve) hands it batches, which the test goroutine reads.
+// subscriber watches "t.>" the way a transport does (hubwatch) and records
+// the result events it sees.
 type subscriber struct {
-	c       *hub.Client
-	batches chan []hub.Item // from the writer
-	done    chan struct{}   // closed at cleanup: the writer finishes
-	ended   chan struct{}   // closed by the writer's Finish, after end is set
-	end     hub.End
-	seen    map[string][]outcome // by action ID; the test goroutine's
-	total   int
+	w     *hubwatch.Watcher
+	seen  map[string][]outcome // by action ID
+	total int
 }
 
 func subscribe(t testing.TB, h *hub.Hub) *subscriber {
 	t.Helper()
-	c, err := h.NewClient("test")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := c.Subscribe(hub.SubscribeRequest{Patterns: []hub.Pattern{hub.MustPattern("t.>")}}); err != nil {
-		c.Close()
-		t.Fatal(err)
-	}
-	s := &subscriber{c: c, batches: make(chan []hub.Item, 64), done: make(chan struct{}),
-		ended: make(chan struct{}), seen: make(map[string][]outcome)}
-	c.Serve(s, &hub.WriterOptions{ParkAfter: time.Second}, s.done)
-	t.Cleanup(func() {
-		close(s.done)
-		c.Interrupt()
-		select {
-		case <-s.ended:
-		case <-time.After(waitLong):
-			t.Error("the subscriber's writer did not finish")
-		}
-	})
-	return s
-}
-
-// WriteBatch passes a copy of items to the test goroutine (hub.BatchWriter);
-// while the test does not read, the writer waits, and the hub's queue bound
-// applies.
-func (s *subscriber) WriteBatch(items []hub.Item) error {
-	select {
-	case s.batches <- append([]hub.Item(nil), items...):
-		return nil
-	case <-s.done:
-		return errors.New("subscriber done")
-	}
-}
-
-// KeepAlive is never called: the writer has no keep-alive interval.
-func (s *subscriber) KeepAlive() error { return nil }
-
-// Finish records why the writer ended and closes the client.
-func (s *subscriber) Finish(end hub.End) {
-	s.c.Close()
-	s.end = end
-	close(s.ended)
+	return &subscriber{w: hubwatch.Watch(t, h, "t.>"), seen: make(map[string][]outcome)}
 }
 
 // pump waits until d for one batch of events, records them and returns
 // them (nil when nothing arrived).
 func (s *subscriber) pump(t testing.TB, d time.Duration) []outcome {
 	t.Helper()
-	timer := time.NewTimer(d)
-	defer timer.Stop()
-	var items []hub.Item
-	select {
-	case items = <-s.batches:
-	case <-s.ended:
-		t.Fatalf("subscriber ended by the hub: %+v", s.end)
-	case <-timer.C:
-		return nil
-	}
 	var got []outcome
-	for _, it := range items {
-		if it.Msg == nil {
-			continue
+	for _, m := range s.w.Next(t, d) {
+		o := outcome{EventType: m.Type, Topic: m.Topic}
+		if err := json.Unmarshal(m.Data, &o); err != nil {
+			t.Fatalf("event data %s: %v", m.Data, err)
 		}
-		o := outcome{EventType: it.Msg.Type, Topic: it.Msg.Topic}
-		if err := json.Unmarshal(it.Msg.Data, &o); err != nil {
-			t.Fatalf("event data %s: %v", it.Msg.Data, err)
-		}
-		if err := json.Unmarshal(it.Msg.Data, &o.keys); err != nil {
+		if err := json.Unmarshal(m.Data, &o.keys); err != nil {
 			t.Fatal(err)
 		}
 		s.seen[o.ActionID] = append(s.seen[o.ActionID], o)

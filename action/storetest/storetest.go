@@ -22,6 +22,7 @@ import (
 
 	"github.com/heraldpush/herald/action"
 	"github.com/heraldpush/herald/hub"
+	"github.com/heraldpush/herald/internal/testkit/hubwatch"
 )
 
 const waitTimeout = 20 * time.Second
@@ -318,52 +319,34 @@ func testShutdownFails(t *testing.T, st []action.Store) {
 	}
 }
 
-// events watches a topic of a hub as a transport does.
+// events watches a topic of a hub as a transport does (hubwatch).
 type events struct {
-	c     *hub.Client
-	items []hub.Item
-	seen  map[string]string // action ID -> the type of its result event
+	w    *hubwatch.Watcher
+	seen map[string]string // action ID -> the type of its result event
 }
 
 func watch(t *testing.T, h *hub.Hub, topic string) *events {
 	t.Helper()
-	c, err := h.NewClient("storetest")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(c.Close)
-	if err := c.Subscribe(hub.SubscribeRequest{Patterns: []hub.Pattern{hub.MustPattern(topic)}}); err != nil {
-		t.Fatal(err)
-	}
-	return &events{c: c, seen: make(map[string]string)}
+	return &events{w: hubwatch.Watch(t, h, topic), seen: make(map[string]string)}
 }
 
 // await returns the type of the result event of action id.
 func (e *events) await(t *testing.T, id string) string {
 	t.Helper()
-	deadline := time.NewTimer(waitTimeout)
-	defer deadline.Stop()
+	deadline := time.Now().Add(waitTimeout)
 	for e.seen[id] == "" {
-		select {
-		case <-e.c.Wake():
-		case <-deadline.C:
+		left := time.Until(deadline)
+		if left <= 0 {
 			t.Fatalf("no result event for %s", id)
 		}
-		var err error
-		if e.items, err = e.c.Drain(e.items); err != nil {
-			t.Fatalf("the subscriber was closed: %v", err)
-		}
-		for _, it := range e.items {
-			if it.Msg == nil {
-				continue
-			}
+		for _, m := range e.w.Next(t, left) {
 			var d struct {
 				ActionID string `json:"action_id"`
 			}
-			if err := json.Unmarshal(it.Msg.Data, &d); err != nil {
-				t.Fatalf("event data %s: %v", it.Msg.Data, err)
+			if err := json.Unmarshal(m.Data, &d); err != nil {
+				t.Fatalf("event data %s: %v", m.Data, err)
 			}
-			e.seen[d.ActionID] = it.Msg.Type
+			e.seen[d.ActionID] = m.Type
 		}
 	}
 	return e.seen[id]
