@@ -83,6 +83,13 @@ func (d *Draft) Normalize() error {
 	if !utf8.Valid(d.Data) {
 		return fmt.Errorf("%w: not valid UTF-8", ErrInvalidData)
 	}
+	// Valid JSON without a whitespace byte is compact already: most data
+	// is (browsers' JSON.stringify, Go's json.Marshal), and checking it
+	// costs no allocation. The message's envelope copies it either way.
+	if bytes.IndexAny(d.Data, " \t\r\n") < 0 && json.Valid(d.Data) {
+		d.compacted = d.Data
+		return nil
+	}
 	var buf bytes.Buffer
 	buf.Grow(len(d.Data))
 	if err := json.Compact(&buf, d.Data); err != nil {

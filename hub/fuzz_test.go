@@ -149,6 +149,14 @@ func FuzzDraftNormalize(f *testing.F) {
 		if !bytes.Equal(back.Data, d.Data) {
 			t.Fatalf("data %q decoded from the envelope as %q", d.Data, back.Data)
 		}
+		// Whichever way Normalize takes (data that is compact already is
+		// kept), the data is what json.Compact makes of it.
+		var want bytes.Buffer
+		if len(bytes.Trim(data, " \t\r\n")) > 0 {
+			if err := json.Compact(&want, data); err != nil || !bytes.Equal(d.Data, want.Bytes()) {
+				t.Fatalf("data %q became %q, json.Compact makes %q (%v)", data, d.Data, want.Bytes(), err)
+			}
+		}
 	})
 }
 
