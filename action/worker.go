@@ -18,10 +18,6 @@ import (
 )
 
 const (
-	// publishTimeout bounds one publish of results. It is not tied to
-	// Shutdown's context, which may have expired when the actions it fails
-	// are published.
-	publishTimeout = 10 * time.Second
 	// publishBatch is how many results go into one hub.Publish when many
 	// finish at once (Shutdown).
 	publishBatch = 256
@@ -375,11 +371,13 @@ func (s *Service) settle(cs ...*Claim) {
 			drafts = append(drafts, d)
 		}
 		if len(drafts) > 0 {
-			ctx, cancel := context.WithTimeout(context.Background(), publishTimeout)
-			if _, err := s.hub.Publish(ctx, drafts...); err != nil {
+			// Not tied to Shutdown's context, which may have expired when
+			// the actions it fails are published; and no deadline of its
+			// own, which would cost a timer per action: every broker
+			// bounds its Publish (hub.Broker).
+			if _, err := s.hub.Publish(context.Background(), drafts...); err != nil {
 				s.log.Error("failed to publish action results", "actions", len(drafts), "first", cs[0].ID, "err", err)
 			}
-			cancel()
 		}
 		for _, c := range cs[:n] {
 			ctx, cancel := s.storeCtx()

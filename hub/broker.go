@@ -47,7 +47,10 @@ type Broker interface {
 	// messages carrying their cursors and times. A publish that returns an
 	// error stored nothing, and stores nothing later, unless the error is
 	// ErrUnconfirmed. Failures to reach the broker wrap ErrUnavailable, as
-	// they do for every other method.
+	// they do for every other method. Publish returns within a bound of its
+	// own whatever ctx (the cluster brokers give up after 5 s; the memory
+	// broker waits only for the hub's dispatchers), so a caller needs no
+	// deadline of its own to be sure it returns.
 	Publish(ctx context.Context, drafts []Draft) ([]*Message, error)
 	// Read returns retained events after position req.After that match any
 	// of req.Patterns, oldest first. It returns ErrHistoryGone if events after
