@@ -191,15 +191,7 @@ func BenchmarkPublish(b *testing.B) {
 	for _, batch := range []int{1, 10} {
 		b.Run(fmt.Sprintf("batch=%d", batch), func(b *testing.B) {
 			ctx := context.Background()
-			h, err := New(Options{})
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer func() {
-				if err := h.Close(ctx); err != nil {
-					b.Error(err)
-				}
-			}()
+			h := benchHub(b, Options{})
 			drafts := make([]Draft, batch)
 			data := []byte(`{"order":42,"status":"paid","items":[1,2,3]}`)
 			b.ReportAllocs()
@@ -245,15 +237,7 @@ func BenchmarkSubscribe(b *testing.B) {
 	for _, rewind := range []int{0, 10} {
 		b.Run(fmt.Sprintf("rewind=%d", rewind), func(b *testing.B) {
 			ctx := context.Background()
-			h, err := New(Options{})
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer func() {
-				if err := h.Close(ctx); err != nil {
-					b.Error(err)
-				}
-			}()
+			h := benchHub(b, Options{})
 			for i := range 1000 {
 				if _, err := h.Publish(ctx, Draft{Topic: "bench." + strconv.Itoa(i%4), Data: []byte("1")}); err != nil {
 					b.Fatal(err)
@@ -283,4 +267,18 @@ func BenchmarkSubscribe(b *testing.B) {
 			}
 		})
 	}
+}
+
+// benchHub starts a hub that the benchmark's end closes.
+func benchHub(b *testing.B, o Options) *Hub {
+	h, err := New(o)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() {
+		if err := h.Close(context.Background()); err != nil {
+			b.Error(err)
+		}
+	})
+	return h
 }
