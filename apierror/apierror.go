@@ -163,6 +163,8 @@ func From(err error) *Error {
 		return New(http.StatusBadRequest, InvalidJSON, err.Error())
 	case errors.Is(err, hub.ErrBadCursor):
 		return New(http.StatusBadRequest, InvalidCursor, err.Error())
+	case errors.Is(err, hub.ErrInvalidRewind):
+		return New(http.StatusBadRequest, InvalidRequest, err.Error())
 	case errors.Is(err, hub.ErrHistoryGone):
 		return New(http.StatusGone, HistoryGone, "the requested events are no longer retained")
 	case errors.Is(err, action.ErrUnknownAction):

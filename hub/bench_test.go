@@ -191,15 +191,7 @@ func BenchmarkPublish(b *testing.B) {
 	for _, batch := range []int{1, 10} {
 		b.Run(fmt.Sprintf("batch=%d", batch), func(b *testing.B) {
 			ctx := context.Background()
-			h, err := New(Options{})
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer func() {
-				if err := h.Close(ctx); err != nil {
-					b.Error(err)
-				}
-			}()
+			h := benchHub(b, Options{})
 			drafts := make([]Draft, batch)
 			data := []byte(`{"order":42,"status":"paid","items":[1,2,3]}`)
 			b.ReportAllocs()
@@ -235,4 +227,58 @@ func BenchmarkEncode(b *testing.B) {
 	for b.Loop() {
 		buf = ev.AppendJSON(buf[:0])
 	}
+}
+
+// BenchmarkSubscribe measures a connection's subscription on a hub with a
+// retained log: NewClient, Subscribe and Close. rewind=0 is the ordinary
+// subscribe, which must not pay for rewinds; rewind=10 adds the backward
+// look and the replay of ten events, waited for (drained) before Close.
+func BenchmarkSubscribe(b *testing.B) {
+	for _, rewind := range []int{0, 10} {
+		b.Run(fmt.Sprintf("rewind=%d", rewind), func(b *testing.B) {
+			ctx := context.Background()
+			h := benchHub(b, Options{})
+			for i := range 1000 {
+				if _, err := h.Publish(ctx, Draft{Topic: "bench." + strconv.Itoa(i%4), Data: []byte("1")}); err != nil {
+					b.Fatal(err)
+				}
+			}
+			req := SubscribeRequest{Patterns: []Pattern{MustPattern("bench.*")}, Rewind: rewind}
+			b.ReportAllocs()
+			b.ResetTimer()
+			for range b.N {
+				c, err := h.NewClient("bench")
+				if err != nil {
+					b.Fatal(err)
+				}
+				if err := c.Subscribe(req); err != nil {
+					b.Fatal(err)
+				}
+				for got := 0; got < rewind; {
+					select {
+					case <-c.wake:
+					case <-time.After(10 * time.Second):
+						b.Fatalf("rewound %d of %d events", got, rewind)
+					}
+					items, _, _ := c.drain(nil)
+					got += len(items)
+				}
+				c.Close()
+			}
+		})
+	}
+}
+
+// benchHub starts a hub that the benchmark's end closes.
+func benchHub(b *testing.B, o Options) *Hub {
+	h, err := New(o)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() {
+		if err := h.Close(context.Background()); err != nil {
+			b.Error(err)
+		}
+	})
+	return h
 }

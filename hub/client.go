@@ -54,6 +54,13 @@ type SubscribeRequest struct {
 	// follow with no gap and no duplicate. A cursor that cannot be served
 	// (malformed, other epoch, older than retention) yields a Reset item.
 	Since string
+	// Rewind, when Since is empty, asks first for the newest Rewind
+	// retained events matching Patterns (all of them together), oldest
+	// first; live events follow with no gap and no duplicate, as after a
+	// resume. It is served as a resume from the position those events
+	// follow (see rewindFrom for how it is found and bounded). 0 asks for
+	// none; the transports validate it with ParseRewind.
+	Rewind int
 	// Ack, when not nil, is queued before any event of this subscription,
 	// so a reply reaches the client before replayed events.
 	Ack []byte
@@ -116,7 +123,11 @@ type Client struct {
 type replayRequest struct {
 	patterns []Pattern
 	since    string
+	rewind   int // with since "": resume from where the newest rewind matching events begin
 }
+
+// replays reports whether req is served by a replay (a resume or a rewind).
+func (req *SubscribeRequest) replays() bool { return req.Since != "" || req.Rewind > 0 }
 
 // ID is unique among the hub's clients.
 func (c *Client) ID() uint64 { return c.id }
@@ -252,10 +263,11 @@ func (c *Client) deliverLive(m *Message) bool {
 	return true
 }
 
-// Subscribe adds patterns to the client. Without Since they are live from
-// this call on (events published after Subscribe returns are delivered).
-// With Since, retained events after the cursor are replayed first by a
-// goroutine the client owns; Subscribe does not wait for it.
+// Subscribe adds patterns to the client. Without Since or Rewind they are
+// live from this call on (events published after Subscribe returns are
+// delivered). With Since, retained events after the cursor are replayed
+// first by a goroutine the client owns; with Rewind, the newest retained
+// events are, found by that goroutine too. Subscribe does not wait for it.
 //
 // Per the one-order rule, a replay on a client that has already been sent
 // events starts from the later of Since and the last event sent.
@@ -277,7 +289,8 @@ func (c *Client) Subscribe(req SubscribeRequest) error {
 	// The shard's write lock is held, so no dispatch is in flight: every
 	// message up to w has been offered to this client and none after it.
 	w := s.dispatched.Load()
-	if req.Since != "" && !c.catching {
+	replays := req.replays()
+	if replays && !c.catching {
 		c.catching = true
 		c.pendLost = false
 		c.pendLast = 0
@@ -292,10 +305,11 @@ func (c *Client) Subscribe(req SubscribeRequest) error {
 		// Events up to pos are behind this connection already (one order).
 		after = max(w, c.pos)
 	}
-	if req.Since != "" {
+	if replays {
 		// A replayed subscription starts exactly at its cursor, which the
-		// replay validates first; until then it wants nothing. (w may be
-		// behind the cursor when dispatch lags the log.)
+		// replay validates (or, for a rewind, finds) first; until then it
+		// wants nothing. (w may be behind the cursor when dispatch lags the
+		// log.)
 		after = math.MaxUint64
 	}
 	for _, p := range req.Patterns {
@@ -310,8 +324,8 @@ func (c *Client) Subscribe(req SubscribeRequest) error {
 		c.pos = max(c.pos, w)
 		c.anchored = true
 	}
-	if req.Since != "" {
-		c.requests = append(c.requests, replayRequest{patterns: req.Patterns, since: req.Since})
+	if replays {
+		c.requests = append(c.requests, replayRequest{patterns: req.Patterns, since: req.Since, rewind: req.Rewind})
 		if !c.replay {
 			c.replay = true
 			c.worker.Add(1)
@@ -428,20 +442,37 @@ func (c *Client) catchUp() error {
 }
 
 // startRequests validates the cursors of new replay requests, queueing a
-// Reset for each that cannot be served, and sets where each subscription's
-// replay starts.
+// Reset for each that cannot be served, finds where each rewind begins,
+// and sets where each subscription's replay starts.
 func (c *Client) startRequests(ctx context.Context, reqs []replayRequest) error {
 	b, err := c.hub.broker.Bounds(ctx)
 	if err != nil {
 		return c.brokerErr(err)
 	}
+	// A rewind is a resume from a cursor found by looking back from the
+	// head read above (the same for every request, so two rewinds of one
+	// batch agree on where live begins).
+	var rewinds []uint64
+	for i, r := range reqs {
+		if r.since != "" {
+			continue
+		}
+		if rewinds == nil {
+			rewinds = make([]uint64, len(reqs))
+		}
+		if rewinds[i], err = c.rewindFrom(ctx, b, r.patterns, r.rewind); err != nil {
+			return c.brokerErr(err)
+		}
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	start := b.Last
-	for _, r := range reqs {
+	for i, r := range reqs {
 		from, reason := b.Last, ""
 		cur, perr := ParseCursor(r.since)
 		switch {
+		case r.since == "":
+			from = rewinds[i]
 		case perr != nil:
 			reason = ReasonUnknownCursor
 		case cur.Epoch != b.Epoch:

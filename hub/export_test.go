@@ -66,3 +66,12 @@ func Err(c *Client) error {
 	defer c.mu.Unlock()
 	return c.err
 }
+
+// The bounds of a rewind's backward look.
+const (
+	RewindScan  = rewindScan
+	RewindBytes = rewindBytes
+)
+
+// ItemSize is what m counts for in a queue (and in a rewind's byte bound).
+func ItemSize(m *Message) int { return m.size() }

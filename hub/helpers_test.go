@@ -230,7 +230,7 @@ func msgSeqs(items []hub.Item) []uint64 {
 func history(t testing.TB, h *hub.Hub) []*hub.Message {
 	t.Helper()
 	var out []*hub.Message
-	after := uint64(0)
+	after := head(t, h).First - 1
 	for {
 		res, err := h.Broker().Read(context.Background(), hub.ReadRequest{After: after, Patterns: pats(">"), Limit: 4096})
 		if err != nil {

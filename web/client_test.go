@@ -221,3 +221,41 @@ func TestClientReady(t *testing.T) {
 		})
 	}
 }
+
+// TestClientRewind subscribes with rewind over each transport: the page
+// gets the newest three retained events of its patterns, oldest first,
+// then live ones; after a cut it resumes from its last event and does not
+// rewind again.
+func TestClientRewind(t *testing.T) {
+	for _, tr := range []string{"sse", "ws"} {
+		t.Run(tr, func(t *testing.T) {
+			s := newStack(t)
+			for i := 0; i < 10; i++ {
+				s.publish(t, []string{"rw.a", "rw.b", "other"}[i%3], "tick", map[string]int{"n": i})
+			}
+			px := relay.Start(t, strings.TrimPrefix(s.url, "http://"), relay.Options{})
+			tb := browsertest.New(t)()
+			openTestPage(t, tb, px.URL())
+			browsertest.Eval[bool](t, tb, fmt.Sprintf(`window.got = [];
+				window.sub = herald.subscribe(['rw.*'], (e) => got.push(e.data.n), {
+					transport: %q, rewind: 3, minBackoff: 50, maxBackoff: 300 });
+				sub.ready.then(() => true)`, tr))
+			waitCount(t, tb, "got.length", 3)
+			for i := 10; i < 13; i++ {
+				s.publish(t, "rw.a", "tick", map[string]int{"n": i})
+			}
+			waitCount(t, tb, "got.length", 6)
+			if n := px.Cut(); n == 0 {
+				t.Fatal("the proxy relayed no connection to cut")
+			}
+			for i := 13; i < 15; i++ {
+				s.publish(t, "rw.b", "tick", map[string]int{"n": i})
+			}
+			waitCount(t, tb, "got.length", 8)
+			if got := browsertest.Eval[string](t, tb, `got.join()`); got != "6,7,9,10,11,12,13,14" {
+				t.Fatalf("events %s, want 6,7,9 (the newest three of rw.*), then 10 to 14", got)
+			}
+			browsertest.NoErrors(t, tb)
+		})
+	}
+}

@@ -6,6 +6,7 @@
 //     transport: 'sse',                     // or 'ws'
 //     onState: (state) => showStatus(state), // connecting | open | reconnecting | closed
 //     onReset: (reset) => reloadList(),      // history could not be replayed
+//     rewind: 20,                           // start with the newest 20 retained events
 //   });
 //   await sub.ready;                        // the server has the subscription
 //   await publish('orders.42', 'order.created', { total: 12.5 });
@@ -63,8 +64,11 @@ function backoff(o, n) {
  * holds. When history could not be replayed it calls onReset with
  * {reason, topics, id} and goes on live.
  *
- * Options: transport ('sse' | 'ws'), since (a cursor to start after), token,
- * baseURL, onState(state), onReset(reset), onError(error).
+ * Options: transport ('sse' | 'ws'), since (a cursor to start after), rewind
+ * (0..1000: without a cursor, start with the newest that many retained
+ * events of the patterns), token, baseURL, onState(state), onReset(reset),
+ * onError(error). Once an event was delivered, a reconnect resumes after it
+ * and rewinds nothing.
  *
  * Returns {close(), ready, get state(), get lastId()}. ready is a promise that
  * resolves once the server has confirmed the subscription (the WebSocket's ok
@@ -172,6 +176,7 @@ class Subscription {
     const ctl = new AbortController();
     const q = new URLSearchParams();
     for (const t of this.topics) q.append('topic', t);
+    if (!this.lastId && this.o.rewind) q.set('rewind', String(this.o.rewind));
     const headers = { Accept: 'text/event-stream' };
     if (this.lastId) headers['Last-Event-ID'] = this.lastId;
     if (this.o.token) headers.Authorization = 'Bearer ' + this.o.token;
@@ -227,6 +232,7 @@ class Subscription {
     ws.onopen = () => {
       const msg = { op: 'subscribe', ref: 'sub', topics: this.topics };
       if (this.lastId) msg.since = this.lastId;
+      else if (this.o.rewind) msg.rewind = this.o.rewind;
       ws.send(JSON.stringify(msg));
     };
     ws.onmessage = (m) => {

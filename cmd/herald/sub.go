@@ -11,6 +11,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -45,6 +46,7 @@ type subConfig struct {
 	transport string
 	topics    []string
 	since     string
+	rewind    int
 	token     string
 	pretty    bool
 }
@@ -66,19 +68,20 @@ func runSub(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 
 func parseSubFlags(args []string, stdout io.Writer) (subConfig, error) {
 	var cfg subConfig
-	var rawURL, format string
+	var rawURL, format, rewind string
 	var topics stringsFlag
 	fs := flag.NewFlagSet("herald sub", flag.ContinueOnError)
 	fs.StringVar(&rawURL, "url", "http://127.0.0.1:8080", "server base `URL`")
 	fs.StringVar(&cfg.transport, "transport", "ws", "transport: ws or sse")
 	fs.Var(&topics, "topic", "topic `pattern` to subscribe to (repeatable, at least one), e.g. 'orders.*'")
 	fs.StringVar(&cfg.since, "since", "", "resume after this `CURSOR` (the id of an event already seen)")
+	fs.StringVar(&rewind, "rewind", "0", "without --since, start with the newest `N` (0..1000) retained events of the topics")
 	fs.StringVar(&cfg.token, "token", "", "`JWT` sent as Authorization: Bearer")
 	fs.StringVar(&format, "format", "json", "output: json (one event envelope per line) or pretty")
 	if err := parseFlags(fs, args, stdout, "Usage: herald sub --topic PATTERN [--topic ...] [flags]\n\n"+
 		"Subscribes and prints one event envelope per line (NDJSON) on stdout;\n"+
 		"diagnostics go to stderr. Reconnects with backoff and resumes from the\n"+
-		"last event printed. Runs until interrupted.\n\nFlags:\n"); err != nil {
+		"last event printed (--rewind applies only until one was). Runs until interrupted.\n\nFlags:\n"); err != nil {
 		return cfg, err
 	}
 	if len(topics) == 0 {
@@ -104,6 +107,10 @@ func parseSubFlags(args []string, stdout io.Writer) (subConfig, error) {
 		if _, err := hub.ParseCursor(cfg.since); err != nil {
 			return cfg, usagef("invalid --since %q: not a cursor", cfg.since)
 		}
+	}
+	var err error
+	if cfg.rewind, err = hub.ParseRewind(rewind); err != nil {
+		return cfg, usagef("invalid --rewind %q: an integer from 0 to %d", rewind, hub.MaxRewind)
 	}
 	u, err := url.Parse(strings.TrimRight(rawURL, "/"))
 	if err != nil || u.Host == "" {
@@ -222,6 +229,9 @@ func (s *subscriber) sessionSSE(ctx context.Context) error {
 	u := *s.cfg.base
 	u.Path += "/v1/events"
 	q := url.Values{"topic": s.cfg.topics}
+	if !s.haveLast && s.cfg.rewind > 0 {
+		q.Set("rewind", strconv.Itoa(s.cfg.rewind)) // once an event was printed, resume instead
+	}
 	u.RawQuery = q.Encode()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
 	if err != nil {
@@ -330,9 +340,12 @@ func (s *subscriber) sessionWS(ctx context.Context) error {
 		Ref    int      `json:"ref"`
 		Topics []string `json:"topics"`
 		Since  string   `json:"since,omitempty"`
+		Rewind int      `json:"rewind,omitempty"`
 	}{Op: "subscribe", Ref: 1, Topics: s.cfg.topics}
 	if s.haveLast {
 		sub.Since = s.last.String()
+	} else {
+		sub.Rewind = s.cfg.rewind
 	}
 	msg, _ := json.Marshal(sub)
 	if err := c.Write(ctx, websocket.MessageText, msg); err != nil {

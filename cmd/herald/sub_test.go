@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"flag"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -196,6 +197,29 @@ func TestSubSince(t *testing.T) {
 	}
 }
 
+// TestSubRewind: --rewind N prints the newest N retained events of the
+// topics, then live ones; --since wins over it.
+func TestSubRewind(t *testing.T) {
+	in := startServe(t, "--addr", "127.0.0.1:0")
+	ids := publish(t, in, "orders.1", "1", "2", "3")
+	publish(t, in, "other", "0")
+	ids = append(ids, publish(t, in, "orders.2", "4")...)
+	data := []string{"1", "2", "3", "4"}
+	for i, tr := range transports {
+		t.Run(tr, func(t *testing.T) {
+			n := len(ids)
+			s := startSub(t, "--url", in.URL, "--transport", tr, "--topic", "orders.*", "--rewind", "2")
+			checkEvents(t, s.waitLines(t, 2), ids[n-2:], data[n-2:])
+			ids = append(ids, publish(t, in, "orders.3", fmt.Sprint(5+i))...)
+			data = append(data, fmt.Sprint(5+i))
+			checkEvents(t, s.waitLines(t, 3), ids[n-2:], data[n-2:])
+
+			s = startSub(t, "--url", in.URL, "--transport", tr, "--topic", "orders.*", "--rewind", "1", "--since", ids[0])
+			checkEvents(t, s.waitLines(t, len(ids)-1), ids[1:], data[1:])
+		})
+	}
+}
+
 func TestSubResumesAfterCut(t *testing.T) {
 	in := startServe(t, "--addr", "127.0.0.1:0")
 	for _, tr := range transports {
@@ -271,6 +295,8 @@ func TestSubErrors(t *testing.T) {
 		{"transport", []string{"--url", in.URL, "--topic", "a", "--transport", "pigeon"}, 2, "--transport must be ws or sse"},
 		{"format", []string{"--url", in.URL, "--topic", "a", "--format", "xml"}, 2, "--format must be json or pretty"},
 		{"since", []string{"--url", in.URL, "--topic", "a", "--since", "nope"}, 2, "invalid --since"},
+		{"rewind", []string{"--url", in.URL, "--topic", "a", "--rewind", "1001"}, 2, "invalid --rewind"},
+		{"rewind not a number", []string{"--url", in.URL, "--topic", "a", "--rewind", "1.5"}, 2, "invalid --rewind"},
 		{"url", []string{"--url", "ftp://x", "--topic", "a"}, 2, "--url must start with"},
 		{"unknown flag", []string{"--nope"}, 2, "flag provided but not defined"},
 		{"not found", []string{"--url", in.URL + "/nowhere", "--transport", "sse", "--topic", "a"}, 1, "404"},

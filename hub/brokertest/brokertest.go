@@ -5,7 +5,8 @@
 // written in hub/broker.go as observable checks: one total order with
 // consecutive sequence numbers under concurrent publishers, all-or-nothing
 // batches, gap-free in-order delivery, "readable before delivered", filtered
-// and paged reads, bounded retention and the Bounds semantics. Brokers that
+// and paged reads, bounded retention and the Bounds semantics, and a hub's
+// rewind served by the broker's reads. Brokers that
 // several nodes share also pass RunCluster: nodes publishing at once agree
 // on one order.
 //
@@ -62,6 +63,7 @@ func Run(t *testing.T, newBroker func(t *testing.T, o Options) hub.Broker) {
 	t.Run("RetentionByAge", s.testRetentionByAge)
 	t.Run("Latest", s.testLatest)
 	t.Run("Topics", s.testTopics)
+	t.Run("Rewind", s.testRewind)
 	t.Run("Close", s.testClose)
 }
 

@@ -119,9 +119,11 @@ func New(o Options) *Handler {
 // the hub closes the client (slow consumer, shutdown, broker failure) or a
 // write fails or times out.
 //
-// Query: topic=PATTERN (repeatable, at least one), last_event_id=CURSOR; the
-// Last-Event-ID header wins over the query parameter. An unusable cursor is
-// not an error: the stream opens and starts with a herald.reset event.
+// Query: topic=PATTERN (repeatable, at least one), last_event_id=CURSOR,
+// rewind=N (0..1000: the newest N retained matching events first; ignored
+// with a cursor, refused when malformed even then); the Last-Event-ID header
+// wins over the query parameter. An unusable cursor is not an error: the
+// stream opens and starts with a herald.reset event.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodGet {
 		w.Header().Set("Allow", http.MethodGet)
@@ -133,6 +135,17 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if perr != nil {
 		apierror.Write(w, perr)
 		return
+	}
+	rewind := 0
+	if v, ok := q["rewind"]; ok {
+		var err error
+		if rewind, err = hub.ParseRewind(v[0]); err != nil || len(v) > 1 {
+			if err == nil {
+				err = fmt.Errorf("%w: give rewind once", hub.ErrInvalidRewind)
+			}
+			apierror.WriteErr(w, err)
+			return
+		}
 	}
 	p := auth.Everyone
 	if h.opts.Auth != nil {
@@ -174,7 +187,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// Registration is synchronous: every event published from here on is
 	// queued for c, so once the client sees the response open it misses
 	// nothing (SPEC: the subscription is live before the headers go out).
-	if err := c.Subscribe(hub.SubscribeRequest{Patterns: patterns, Since: since}); err != nil {
+	if err := c.Subscribe(hub.SubscribeRequest{Patterns: patterns, Since: since, Rewind: rewind}); err != nil {
 		c.Close()
 		apierror.WriteErr(w, err)
 		return

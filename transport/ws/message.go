@@ -20,6 +20,7 @@ type inbound struct {
 	Ref            json.RawMessage `json:"ref"` // echoed verbatim in the reply: the message was UTF-8 (readLoop)
 	Topics         []string        `json:"topics"`
 	Since          string          `json:"since"`
+	Rewind         json.RawMessage `json:"rewind"` // checked by hub.ParseRewind: a number's text, not any JSON number
 	Topic          string          `json:"topic"`
 	Type           string          `json:"type"`
 	Data           json.RawMessage `json:"data"`
@@ -61,9 +62,17 @@ func (s *session) handle(b []byte) {
 				return
 			}
 		}
+		rewind := 0
+		if len(m.Rewind) > 0 && string(m.Rewind) != "null" {
+			var err error
+			if rewind, err = hub.ParseRewind(string(m.Rewind)); err != nil {
+				s.replyError(m.Ref, apierror.From(err))
+				return
+			}
+		}
 		// The ok goes in with the subscription so it precedes replayed events.
 		// An error means the client is closing; there is nobody to tell.
-		_ = s.client.Subscribe(hub.SubscribeRequest{Patterns: pats, Since: m.Since, Ack: okReply("ok", m.Ref, "")})
+		_ = s.client.Subscribe(hub.SubscribeRequest{Patterns: pats, Since: m.Since, Rewind: rewind, Ack: okReply("ok", m.Ref, "")})
 	case "unsubscribe":
 		pats, perr := parsePatterns(m.Topics)
 		if perr != nil {
