@@ -132,6 +132,47 @@ func testCluster(t *testing.T, broker string) {
 	}
 }
 
+// TestClusterRewind subscribes with rewind=5 on another node than the
+// one that published: the newest five events of the shared log come
+// first, then a live one, on every broker.
+func TestClusterRewind(t *testing.T) { heraldtest.ForEachBroker(t, testClusterRewind) }
+
+func testClusterRewind(t *testing.T, broker string) {
+	a, b := start(t, server.Config{Broker: broker}), start(t, server.Config{Broker: broker})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	publish := func(n int) {
+		t.Helper()
+		if status, body := a.Post(t, "/v1/publish", fmt.Sprintf(`{"topic":"rewind.n","data":{"node":1,"n":%d}}`, n)); status != http.StatusOK {
+			t.Fatalf("publish: %d %s", status, body)
+		}
+		// An event of another topic between each: it must not count.
+		if status, body := a.Post(t, "/v1/publish", `{"topic":"other","data":{}}`); status != http.StatusOK {
+			t.Fatalf("publish: %d %s", status, body)
+		}
+	}
+	for n := range 12 {
+		publish(n)
+	}
+	events := make(chan clusterEvent, 100)
+	stop := readClusterStream(ctx, t, b.URL+"/v1/events?topic=rewind.*&rewind=5", "", events)
+	defer stop()
+	for want := 7; want <= 12; want++ {
+		if want == 12 {
+			// The five retained ones have come: this one is live.
+			publish(12)
+		}
+		select {
+		case ev := <-events:
+			if ev.Data.Data.N != want {
+				t.Fatalf("rewind=5 on the other node: got n=%d, want %d", ev.Data.Data.N, want)
+			}
+		case <-ctx.Done():
+			t.Fatalf("rewind=5 on the other node: no event n=%d", want)
+		}
+	}
+}
+
 func seqOf(t *testing.T, cursor string) int {
 	t.Helper()
 	i := strings.LastIndexByte(cursor, '-')
