@@ -5,7 +5,7 @@ BIN     := bin/herald
 # Flags for `make run`: the memory hub with every request logged.
 RUN_FLAGS ?= --log-level debug
 
-.PHONY: build run test fuzz bench soak fmt vet clean
+.PHONY: build run test testdeps fuzz bench soak fmt vet clean
 
 build:
 	$(GO) build -o $(BIN) ./cmd/herald
@@ -13,10 +13,15 @@ build:
 run: build
 	$(BIN) serve $(RUN_FLAGS)
 
-test:
+test: testdeps
 	$(GO) vet ./...
 	$(GO) test -race -count=1 -timeout 20m ./...
 	$(MAKE) --no-print-directory fuzz
+
+# testdeps installs what the tests need besides Go and the machine's
+# services: the npm ws package that internal/testkit/nodews drives.
+testdeps:
+	npm ci --prefix internal/testkit/nodews --no-audit --no-fund --loglevel=error
 
 # Every fuzz target, each for FUZZTIME: a short run in `make test`, counted
 # in executions because Go 1.26's fuzz coordinator can fail a run spuriously

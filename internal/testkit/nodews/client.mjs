@@ -1,0 +1,20 @@
+// A WebSocket client on the npm ws package, driven by Herald's tests
+// (nodews.go): it connects to the URL given, sends every line of stdin as
+// a text message, and prints every message it receives on stdout, one per
+// line. When stdin ends it closes with 1000 and prints "closed CODE" once
+// the close handshake is over. ws offers permessage-deflate by default, as
+// in production, and answers pings itself.
+import WebSocket from 'ws';
+import readline from 'node:readline';
+
+const ws = new WebSocket(process.argv[2]);
+const out = (line) => process.stdout.write(line + '\n');
+ws.on('open', () => {
+  out('open ' + (ws.extensions || '-'));
+  const lines = readline.createInterface({ input: process.stdin });
+  lines.on('line', (l) => ws.send(l));
+  lines.on('close', () => ws.close(1000));
+});
+ws.on('message', (data, isBinary) => out(isBinary ? 'binary ' + data.length : data.toString()));
+ws.on('close', (code) => { out('closed ' + code); process.exit(0); });
+ws.on('error', (err) => { out('error ' + err.message); process.exit(1); });

@@ -1,0 +1,118 @@
+// Package nodews drives a third-party WebSocket client, the npm ws package
+// (client.mjs, the most used WebSocket library of Node.js), against a
+// Herald server: tests send it messages and read what it receives.
+//
+// `make test` installs the package (make testdeps: npm ci in this
+// directory); a test using it fails, not skips, when it is missing.
+package nodews
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+)
+
+// Client is a running client.mjs. Send and Next are for the test's
+// goroutine.
+type Client struct {
+	stdin io.WriteCloser
+	lines chan string // stdout, closed when it ends
+	cmd   *exec.Cmd
+}
+
+// dir is this package's directory, where client.mjs and node_modules are.
+func dir() string {
+	_, file, _, _ := runtime.Caller(0)
+	return filepath.Dir(file)
+}
+
+// Dial starts client.mjs against url (ws://…) and waits for it to connect.
+// It returns the client and the extensions negotiated ("-" for none).
+// The process is stopped when the test ends.
+func Dial(t testing.TB, url string) (*Client, string) {
+	t.Helper()
+	node, err := exec.LookPath("node")
+	if err != nil {
+		t.Fatalf("failed to find node (make testdeps installs it): %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(dir(), "node_modules", "ws")); err != nil {
+		t.Fatalf("the npm ws package is not installed: run make testdeps (%v)", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cmd := exec.CommandContext(ctx, node, filepath.Join(dir(), "client.mjs"), url)
+	cmd.Dir = dir()
+	cmd.Stderr = os.Stderr
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("failed to start node: %v", err)
+	}
+	c := &Client{stdin: stdin, lines: make(chan string, 1024), cmd: cmd}
+	go func() {
+		defer close(c.lines)
+		sc := bufio.NewScanner(stdout)
+		sc.Buffer(make([]byte, 0, 64<<10), 16<<20)
+		for sc.Scan() {
+			c.lines <- sc.Text()
+		}
+	}()
+	t.Cleanup(func() {
+		_ = stdin.Close()
+		done := make(chan error, 1)
+		go func() { done <- cmd.Wait() }()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			cancel()
+			<-done
+		}
+		cancel()
+	})
+	first := c.Next(t, 10*time.Second)
+	ext, ok := strings.CutPrefix(first, "open ")
+	if !ok {
+		t.Fatalf("the ws client did not connect: %s", first)
+	}
+	return c, ext
+}
+
+// Send sends one text message (one line of JSON).
+func (c *Client) Send(t testing.TB, msg string) {
+	t.Helper()
+	if _, err := fmt.Fprintln(c.stdin, msg); err != nil {
+		t.Fatalf("failed to send to the ws client: %v", err)
+	}
+}
+
+// Next returns the next line the client printed: a message received, or
+// "closed CODE" / "error …". It fails t after d.
+func (c *Client) Next(t testing.TB, d time.Duration) string {
+	t.Helper()
+	select {
+	case l, ok := <-c.lines:
+		if !ok {
+			t.Fatal("the ws client ended")
+		}
+		return l
+	case <-time.After(d):
+		t.Fatalf("nothing from the ws client within %v", d)
+		return ""
+	}
+}
+
+// Close ends the client's input: it closes the connection with 1000.
+func (c *Client) Close() { _ = c.stdin.Close() }
