@@ -28,9 +28,11 @@ func TestBenchAgainstServer(t *testing.T) {
 	defer cancel()
 	args := []string{"--url", in.URL, "--transport", "mixed", "--subscribers", "40", "--topics", "4",
 		"--publishers", "2", "--rate", "200", "--batch", "2", "--duration", "1s", "--quiet", "--json", out}
+	began := time.Now()
 	if err := runBench(ctx, args, io.Discard, io.Discard); err != nil {
 		t.Fatalf("bench: %v", err)
 	}
+	took := time.Since(began)
 	b, err := os.ReadFile(out)
 	if err != nil {
 		t.Fatal(err)
@@ -49,9 +51,11 @@ func TestBenchAgainstServer(t *testing.T) {
 	if rep.Expected != rep.Published*10 {
 		t.Fatalf("expected %d deliveries for %d events to 10 subscribers each", rep.Expected, rep.Published)
 	}
+	// Ordered, and no event took longer than the whole run (a bound that
+	// holds however busy the machine is, unlike a fixed one).
 	l := rep.LatencyMS
-	if !(l.P50 > 0 && l.P50 <= l.P99 && l.P99 <= l.Max && l.Max < 5000) {
-		t.Fatalf("implausible latency summary %+v", l)
+	if !(l.P50 > 0 && l.P50 <= l.P99 && l.P99 <= l.Max && l.Max <= float64(took.Milliseconds())) {
+		t.Fatalf("implausible latency summary %+v for a run of %v", l, took)
 	}
 	for _, k := range []string{"mode", "transport", "subscribers", "duration_s", "offered_per_sec", "deliveries_per_sec", "lost", "duplicates", "out_of_order", "latency_ms", "errors"} {
 		var m map[string]json.RawMessage
