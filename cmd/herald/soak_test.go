@@ -39,7 +39,8 @@ import (
 // docs/reliability.md. Every subscriber must also end with every event,
 // across its reconnects.
 //
-// Short: 200 subscribers for 20 s, sampled every 2 s; the heap is only
+// Short: 200 subscribers for 20 s, sampled every 2 s; the heap, and the
+// flatness of goroutines and files during the load, are only
 // reported. Full (HERALD_SOAK=1): 2,000 subscribers for 10 minutes,
 // sampled every 10 s.
 func TestSoak(t *testing.T) {
@@ -58,6 +59,11 @@ func TestSoak(t *testing.T) {
 		// (tolerance 0: not checked).
 		liveTolerance  = pick(0.0, 0.05)
 		inuseTolerance = pick(0.0, 0.10)
+		// Nor do they tell a leak from the load generator's publishers
+		// opening more of their keep-alive connections (up to 32 each)
+		// after one slow second; the short run finds a leak after the
+		// load instead, back at the baseline (docs/reliability.md).
+		countTolerance = pick(0.0, 0.05)
 	)
 	metricsAddr := fmt.Sprintf("127.0.0.1:%d", heraldtest.FreePort(t))
 	p := startProcess(t, "--metrics-addr", metricsAddr, "--pprof",
@@ -135,8 +141,8 @@ sampling:
 	subs := float64(fanout.Subscribers + actions.Subscribers)
 	checkFlat(t, "live heap", steady, func(m metricSample) float64 { return m.live }, liveTolerance)
 	checkFlat(t, "heap in use", steady, func(m metricSample) float64 { return m.inuse }, inuseTolerance)
-	checkFlat(t, "goroutines", steady, func(m metricSample) float64 { return m.goroutines }, 0.05)
-	checkFlat(t, "open files", steady, func(m metricSample) float64 { return m.fds }, 0.05)
+	checkFlat(t, "goroutines", steady, func(m metricSample) float64 { return m.goroutines }, countTolerance)
+	checkFlat(t, "open files", steady, func(m metricSample) float64 { return m.fds }, countTolerance)
 	// A client that churns closes its connection and dials again at once;
 	// the server counts the old one until it has read the close, so a few
 	// may be counted twice for a moment, as a few may be missing.
