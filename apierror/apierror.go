@@ -159,6 +159,8 @@ func From(err error) *Error {
 		return New(http.StatusBadRequest, InvalidPattern, err.Error())
 	case errors.Is(err, hub.ErrInvalidType):
 		return New(http.StatusBadRequest, InvalidType, err.Error())
+	case errors.Is(err, hub.ErrInvalidKey):
+		return New(http.StatusBadRequest, InvalidRequest, err.Error())
 	case errors.Is(err, hub.ErrInvalidData):
 		return New(http.StatusBadRequest, InvalidJSON, err.Error())
 	case errors.Is(err, hub.ErrBadCursor):

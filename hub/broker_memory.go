@@ -93,6 +93,7 @@ func (b *MemoryBroker) Publish(ctx context.Context, drafts []Draft) ([]*Message,
 			ID:    Cursor{Epoch: b.epoch, Seq: b.last},
 			Topic: d.Topic,
 			Type:  d.Type,
+			Key:   d.Key,
 			Data:  d.Data,
 			Time:  now,
 		})

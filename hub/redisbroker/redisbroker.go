@@ -180,6 +180,7 @@ func (b *Broker) message(xm redis.XMessage, epoch string) (*hub.Message, error) 
 		ID:    hub.Cursor{Epoch: epoch, Seq: seq},
 		Topic: field("t"),
 		Type:  field("y"),
+		Key:   field("k"),
 		Data:  []byte(field("d")),
 		Time:  time.UnixMicro(micros).UTC(),
 	}), nil
