@@ -63,6 +63,8 @@ func Run(t *testing.T, newBroker func(t *testing.T, o Options) hub.Broker) {
 	t.Run("RetentionByAge", s.testRetentionByAge)
 	t.Run("Latest", s.testLatest)
 	t.Run("Key", s.testKey)
+	t.Run("State", s.testState)
+	t.Run("StateExact", s.testStateExact)
 	t.Run("Topics", s.testTopics)
 	t.Run("Rewind", s.testRewind)
 	t.Run("Close", s.testClose)

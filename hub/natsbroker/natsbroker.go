@@ -787,6 +787,11 @@ func (b *Broker) readTail(ctx context.Context, topic string, from uint64, epoch 
 	return out, nil
 }
 
+// State implements hub.Broker: this broker keeps no state of keyed topics yet.
+func (b *Broker) State(context.Context, string) (hub.StateSnapshot, error) {
+	return hub.StateSnapshot{}, hub.ErrStateUnsupported
+}
+
 // Topics implements hub.Broker from the stream's per-subject counts. Events
 // of abandoned batch attempts are counted too: they are rare, and this is
 // an overview for people.
