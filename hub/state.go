@@ -106,21 +106,34 @@ func stateSize(m *Message) int { return m.retainedSize() + len(m.Key) + 128 }
 // removes the key. An event larger than the byte bound on its own removes
 // the key's older value and is not kept.
 func (s *memState) apply(m *Message) {
-	if ts := s.topics[m.Topic]; ts != nil {
-		if old := ts.keys[m.Key]; old != nil {
-			s.remove(old)
-		}
+	keep := string(m.Data) != "null" && stateSize(m) <= s.maxBytes
+	ts := s.topics[m.Topic]
+	var e *stateEntry
+	if ts != nil {
+		e = ts.keys[m.Key]
 	}
-	if string(m.Data) == "null" || stateSize(m) > s.maxBytes {
+	switch {
+	case e != nil && keep:
+		// The usual write, a new value of a known key: move its entry to
+		// the back of both lists, with no allocation.
+		ts.list.unlink(e, byTopic)
+		s.list.unlink(e, byAll)
+		s.bytes -= stateSize(e.m)
+		e.links = [2]struct{ prev, next *stateEntry }{}
+		e.m = m
+	case e != nil:
+		s.remove(e)
 		return
+	case !keep:
+		return
+	default:
+		if ts == nil {
+			ts = &topicState{keys: make(map[string]*stateEntry)}
+			s.topics[m.Topic] = ts
+		}
+		e = &stateEntry{m: m, topic: ts}
+		ts.keys[m.Key] = e
 	}
-	ts := s.topics[m.Topic] // remove drops a topic it leaves empty
-	if ts == nil {
-		ts = &topicState{keys: make(map[string]*stateEntry)}
-		s.topics[m.Topic] = ts
-	}
-	e := &stateEntry{m: m, topic: ts}
-	ts.keys[m.Key] = e
 	ts.list.pushBack(e, byTopic)
 	s.list.pushBack(e, byAll)
 	s.bytes += stateSize(m)

@@ -34,21 +34,6 @@ func publishKeyed(t *testing.T, b *hub.MemoryBroker, topic, key, data string) {
 	}
 }
 
-func TestMemoryStateMaxKeys(t *testing.T) {
-	b := hub.NewMemoryBroker(hub.MemoryOptions{StateMaxKeys: 3})
-	for _, k := range []string{"a", "b", "c", "a", "d"} {
-		publishKeyed(t, b, "t.1", k, `1`)
-	}
-	publishKeyed(t, b, "t.2", "x", `1`) // another topic has its own bound
-	// "b" was the least recently written when "d" came.
-	if got := stateKeys(t, b, "t.1"); got != "c a d" {
-		t.Fatalf("state keys = %q, want %q", got, "c a d")
-	}
-	if got := stateKeys(t, b, "t.2"); got != "x" {
-		t.Fatalf("state keys of t.2 = %q, want x", got)
-	}
-}
-
 func TestMemoryStateMaxBytes(t *testing.T) {
 	data := `"` + strings.Repeat("x", 1000) + `"`
 	// Room for three such events, not four.

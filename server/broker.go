@@ -94,6 +94,7 @@ func (c *Config) newRedisBroker(log *slog.Logger) (hub.Broker, action.Store, fun
 	defer cancel()
 	b, err := redisbroker.New(ctx, redisbroker.Options{
 		Client: rdb, Prefix: prefix, Size: c.HistorySize, MaxBytes: c.HistoryBytes, TTL: c.historyTTL(), Logger: log,
+		StateMaxKeys: c.StateMaxKeys, StateMaxBytes: c.StateMaxBytes,
 	})
 	if err != nil {
 		rdb.Close()

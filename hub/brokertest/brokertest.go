@@ -37,6 +37,9 @@ type Options struct {
 	// implementation's default). Implementations measure an event's size
 	// their own way (envelope, stored record), always at least its data.
 	MaxBytes int
+	// StateMaxKeys bounds the keys of one topic's state (0: the
+	// implementation's default).
+	StateMaxKeys int
 }
 
 // waitTimeout bounds every wait of the suite. It is generous on purpose: the
@@ -65,6 +68,7 @@ func Run(t *testing.T, newBroker func(t *testing.T, o Options) hub.Broker) {
 	t.Run("Key", s.testKey)
 	t.Run("State", s.testState)
 	t.Run("StateExact", s.testStateExact)
+	t.Run("StateMaxKeys", s.testStateMaxKeys)
 	t.Run("Topics", s.testTopics)
 	t.Run("Rewind", s.testRewind)
 	t.Run("Close", s.testClose)

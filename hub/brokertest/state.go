@@ -3,6 +3,7 @@ package brokertest
 import (
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 
@@ -53,6 +54,38 @@ func (s *suite) testState(t *testing.T) {
 		t.Fatalf("state at %s, want at least %d in epoch %s", st.Last, gone.ID.Seq+4, gone.ID.Epoch)
 	}
 
+}
+
+// testStateMaxKeys checks that past StateMaxKeys a topic's least recently
+// written key is dropped, and that each topic has its own bound.
+func (s *suite) testStateMaxKeys(t *testing.T) {
+	b, _ := s.open(t, Options{StateMaxKeys: 3})
+	ctx := ctxT(t)
+	if _, err := b.State(ctx, "st.a"); errors.Is(err, hub.ErrStateUnsupported) {
+		t.Skip("the broker keeps no state")
+	}
+	for _, k := range []string{"a", "b", "c", "a", "d"} {
+		d := draft(t, "st.a", `1`)
+		d.Key = k
+		publish(t, ctx, b, d)
+	}
+	d := draft(t, "st.b", `1`)
+	d.Key = "x"
+	publish(t, ctx, b, d)
+	for topic, want := range map[string]string{"st.a": "c a d", "st.b": "x"} {
+		st, err := b.State(ctx, topic)
+		if err != nil {
+			t.Fatalf("failed to read state: %v", err)
+		}
+		var keys []string
+		for _, m := range st.Events {
+			keys = append(keys, m.Key)
+		}
+		// "b" was the least recently written key of st.a when "d" came.
+		if got := strings.Join(keys, " "); got != want {
+			t.Errorf("state keys of %s = %q, want %q", topic, got, want)
+		}
+	}
 }
 
 // testStateExact checks that a snapshot taken while another goroutine

@@ -173,11 +173,6 @@ func (b *Broker) Bounds(ctx context.Context) (hub.Bounds, error) {
 	return bd, nil
 }
 
-// State implements hub.Broker: this broker keeps no state of keyed topics yet.
-func (b *Broker) State(context.Context, string) (hub.StateSnapshot, error) {
-	return hub.StateSnapshot{}, hub.ErrStateUnsupported
-}
-
 // Topics implements hub.Broker. It reads the whole retained log: the
 // endpoint that asks is for people, and the log is bounded by Size.
 func (b *Broker) Topics(ctx context.Context) ([]hub.TopicHistory, error) {
