@@ -6,7 +6,7 @@
 //	{prefix}:epoch  the log's epoch, set once (SET NX)
 //	{prefix}:seq    the last sequence number given out
 //	{prefix}:log    the stream; entry ID <seq>-0, fields t (topic), y (type),
-//	                d (data), m (time, Unix microseconds)
+//	                k (key, if any), d (data), m (time, Unix microseconds)
 //	{prefix}:pub:<id>  the outcome of one publish, kept for pubIDTTL
 //	{prefix}:state:h:<topic>  the topic's state: key -> "seq micros type data"
 //	{prefix}:state:z:<topic>  its keys by the position of their event
@@ -59,7 +59,7 @@ type Options struct {
 	Size int
 	TTL  time.Duration
 	// MaxBytes bounds the events retained by their size: each counts its
-	// topic, type and data plus 64 bytes (Redis's own memory per entry is
+	// topic, type, key and data plus 64 bytes (Redis's own memory per entry is
 	// somewhat more), and the oldest go first. Every publish trims to the
 	// bound it is given, so nodes sharing a log should share MaxBytes.
 	// Default hub.DefaultHistoryBytes.
