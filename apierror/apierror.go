@@ -39,6 +39,7 @@ const (
 	UnknownOp            = "unknown_op"
 	RateLimited          = "rate_limited"
 	Unavailable          = "unavailable"
+	NotImplemented       = "not_implemented"
 	Internal             = "internal"
 )
 
@@ -159,6 +160,8 @@ func From(err error) *Error {
 		return New(http.StatusBadRequest, InvalidPattern, err.Error())
 	case errors.Is(err, hub.ErrInvalidType):
 		return New(http.StatusBadRequest, InvalidType, err.Error())
+	case errors.Is(err, hub.ErrInvalidKey):
+		return New(http.StatusBadRequest, InvalidRequest, err.Error())
 	case errors.Is(err, hub.ErrInvalidData):
 		return New(http.StatusBadRequest, InvalidJSON, err.Error())
 	case errors.Is(err, hub.ErrBadCursor):
@@ -180,6 +183,9 @@ func From(err error) *Error {
 		return New(http.StatusServiceUnavailable, Unavailable, "the server is shutting down and accepts no new actions")
 	case errors.Is(err, action.ErrUnavailable):
 		return New(http.StatusServiceUnavailable, Unavailable, "actions are unavailable: the server cannot reach its broker")
+	case errors.Is(err, hub.ErrStateUnsupported):
+		// Not a 503: retrying will not help, the broker does not do it.
+		return New(http.StatusNotImplemented, NotImplemented, "the broker of this server keeps no state of keyed topics")
 	case errors.Is(err, hub.ErrUnconfirmed):
 		return New(http.StatusServiceUnavailable, Unavailable,
 			"the broker did not confirm the publish in time: it may or may not have been published")

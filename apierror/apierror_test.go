@@ -35,6 +35,8 @@ func TestFromActionErrors(t *testing.T) {
 		{fmt.Errorf("failed to publish: %w", hub.Unavailable(errors.New("dial tcp: connection refused"))), http.StatusServiceUnavailable, apierror.Unavailable, "1"},
 		{fmt.Errorf("failed to publish: %w", hub.ErrUnconfirmed), http.StatusServiceUnavailable, apierror.Unavailable, "1"},
 		{errors.New("secret detail"), http.StatusInternalServerError, apierror.Internal, ""},
+		// A broker that keeps no state: retrying will not help.
+		{fmt.Errorf("failed to read state: %w", hub.ErrStateUnsupported), http.StatusNotImplemented, apierror.NotImplemented, ""},
 	}
 	for _, tc := range cases {
 		e := apierror.From(tc.err)

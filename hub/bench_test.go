@@ -188,28 +188,45 @@ func BenchmarkMatch(b *testing.B) {
 // BenchmarkPublish measures Publish with no subscribers: validation,
 // compaction, the memory broker's ring and the hand-off to the shards.
 func BenchmarkPublish(b *testing.B) {
-	for _, batch := range []int{1, 10} {
-		b.Run(fmt.Sprintf("batch=%d", batch), func(b *testing.B) {
-			ctx := context.Background()
-			h := benchHub(b, Options{})
-			drafts := make([]Draft, batch)
-			data := []byte(`{"order":42,"status":"paid","items":[1,2,3]}`)
-			b.ReportAllocs()
-			b.ResetTimer()
-			start := time.Now()
-			events := 0
-			for b.Loop() {
-				for i := range drafts {
-					drafts[i] = Draft{Topic: "orders.42", Type: "order.paid", Data: data}
-				}
-				if _, err := h.Publish(ctx, drafts...); err != nil {
-					b.Fatal(err)
-				}
-				events += batch
+	// The keyed runs cycle through 16 keys, so that the memory broker's
+	// state replaces entries rather than grows.
+	for _, keyed := range []bool{false, true} {
+		for _, batch := range []int{1, 10} {
+			name := fmt.Sprintf("batch=%d", batch)
+			if keyed {
+				name += ",keyed"
 			}
-			b.ReportMetric(float64(events)/time.Since(start).Seconds(), "events/s")
-		})
+			b.Run(name, func(b *testing.B) { benchPublish(b, batch, keyed) })
+		}
 	}
+}
+
+func benchPublish(b *testing.B, batch int, keyed bool) {
+	ctx := context.Background()
+	h := benchHub(b, Options{})
+	drafts := make([]Draft, batch)
+	data := []byte(`{"order":42,"status":"paid","items":[1,2,3]}`)
+	var keys [16]string
+	for i := range keys {
+		keys[i] = fmt.Sprintf("user:%d", i)
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	start := time.Now()
+	events := 0
+	for b.Loop() {
+		for i := range drafts {
+			drafts[i] = Draft{Topic: "orders.42", Type: "order.paid", Data: data}
+			if keyed {
+				drafts[i].Key = keys[(events+i)%len(keys)]
+			}
+		}
+		if _, err := h.Publish(ctx, drafts...); err != nil {
+			b.Fatal(err)
+		}
+		events += batch
+	}
+	b.ReportMetric(float64(events)/time.Since(start).Seconds(), "events/s")
 }
 
 // BenchmarkEncode measures the envelope encoding done once per event.

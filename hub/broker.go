@@ -61,6 +61,11 @@ type Broker interface {
 	Latest(ctx context.Context, topic string, limit int) ([]*Message, error)
 	// Bounds reports the log's epoch and the positions it retains.
 	Bounds(ctx context.Context) (Bounds, error)
+	// State returns the state of one exact topic: the latest event of each
+	// key, exact at a position (see StateSnapshot). It is kept apart from
+	// the retained history. A broker that keeps none returns
+	// ErrStateUnsupported.
+	State(ctx context.Context, topic string) (StateSnapshot, error)
 	// Topics lists the topics that have retained events.
 	Topics(ctx context.Context) ([]TopicHistory, error)
 	// Ping reports whether the broker can serve requests (readiness).

@@ -26,6 +26,7 @@ type MemoryBroker struct {
 	last    uint64
 	ttl     time.Duration
 	topics  map[string]int // retained events per topic
+	state   *memState
 	deliver func([]*Message)
 	closed  bool
 	now     func() time.Time
@@ -40,7 +41,15 @@ type MemoryOptions struct {
 	// delivered but not retained. Default DefaultHistoryBytes.
 	MaxBytes int
 	TTL      time.Duration // events older than this are dropped; 0 keeps them until Size or MaxBytes pushes them out
-	Now      func() time.Time
+	// StateMaxKeys bounds the keys of one topic's state; past it the least
+	// recently written key is dropped. Default DefaultStateMaxKeys.
+	StateMaxKeys int
+	// StateMaxBytes bounds the state of every topic together, each key
+	// counted as its event's retained size plus a fixed allowance; past it
+	// the least recently written keys of any topic go first. Default
+	// DefaultStateMaxBytes.
+	StateMaxBytes int
+	Now           func() time.Time
 }
 
 // NewMemoryBroker returns a broker with a fresh epoch.
@@ -54,12 +63,19 @@ func NewMemoryBroker(o MemoryOptions) *MemoryBroker {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
+	if o.StateMaxKeys <= 0 {
+		o.StateMaxKeys = DefaultStateMaxKeys
+	}
+	if o.StateMaxBytes <= 0 {
+		o.StateMaxBytes = DefaultStateMaxBytes
+	}
 	return &MemoryBroker{
 		epoch:  NewEpoch(),
 		max:    o.MaxBytes,
 		ring:   make([]*Message, o.Size),
 		ttl:    o.TTL,
 		topics: make(map[string]int),
+		state:  newMemState(o.StateMaxKeys, o.StateMaxBytes),
 		now:    o.Now,
 	}
 }
@@ -93,10 +109,14 @@ func (b *MemoryBroker) Publish(ctx context.Context, drafts []Draft) ([]*Message,
 			ID:    Cursor{Epoch: b.epoch, Seq: b.last},
 			Topic: d.Topic,
 			Type:  d.Type,
+			Key:   d.Key,
 			Data:  d.Data,
 			Time:  now,
 		})
 		b.push(m)
+		if m.Key != "" {
+			b.state.apply(m)
+		}
 		msgs[i] = m
 	}
 	b.expireLocked(now)
@@ -231,6 +251,16 @@ func (b *MemoryBroker) Bounds(ctx context.Context) (Bounds, error) {
 	}
 	defer b.mu.Unlock()
 	return Bounds{Epoch: b.epoch, First: b.first(), Last: b.last}, nil
+}
+
+// State implements Broker. It reads under the lock Publish appends under,
+// so the snapshot is exact at the position it reports.
+func (b *MemoryBroker) State(ctx context.Context, topic string) (StateSnapshot, error) {
+	if err := b.lockToRead(ctx); err != nil {
+		return StateSnapshot{}, err
+	}
+	defer b.mu.Unlock()
+	return StateSnapshot{Last: Cursor{Epoch: b.epoch, Seq: b.last}, Events: b.state.snapshot(topic)}, nil
 }
 
 // Topics implements Broker.

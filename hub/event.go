@@ -34,19 +34,29 @@ var ErrInvalidType = errors.New("invalid type")
 // ErrInvalidData is returned when an event's data is not one JSON value.
 var ErrInvalidData = errors.New("invalid data")
 
+// ErrInvalidKey is returned for an event key outside [A-Za-z0-9_.:-]{1,128}.
+var ErrInvalidKey = errors.New("invalid key")
+
+// MaxKeyLen is the longest event key.
+const MaxKeyLen = 128
+
 // Event is one published event as clients see it.
 type Event struct {
 	ID    Cursor
 	Topic string
 	Type  string
-	Data  json.RawMessage // compact JSON; "null" when the publisher gave none
-	Time  time.Time
+	// Key names what the event is the latest value of within its topic
+	// (the topic's state); "" for an event without a key.
+	Key  string
+	Data json.RawMessage // compact JSON; "null" when the publisher gave none
+	Time time.Time
 }
 
 // Draft is an event before the broker has given it a cursor and a time.
 type Draft struct {
 	Topic string
 	Type  string
+	Key   string // "" for none
 	Data  json.RawMessage
 
 	// compacted is Data as Normalize left it. The HTTP API normalizes a
@@ -57,9 +67,9 @@ type Draft struct {
 }
 
 // Normalize validates d in place: the topic, the type (defaulting to
-// "message"), and the data, which it compacts to one line so that it can be
-// framed as a single SSE data line. Errors match ErrInvalidTopic,
-// ErrInvalidType or ErrInvalidData.
+// "message"), the key if there is one, and the data, which it compacts to
+// one line so that it can be framed as a single SSE data line. Errors match
+// ErrInvalidTopic, ErrInvalidType, ErrInvalidKey or ErrInvalidData.
 func (d *Draft) Normalize() error {
 	if err := ValidateTopic(d.Topic); err != nil {
 		return err
@@ -69,6 +79,11 @@ func (d *Draft) Normalize() error {
 	}
 	if err := ValidateType(d.Type); err != nil {
 		return err
+	}
+	if d.Key != "" {
+		if err := ValidateKey(d.Key); err != nil {
+			return err
+		}
 	}
 	if len(d.Data) > 0 && len(d.Data) == len(d.compacted) && unsafe.SliceData(d.Data) == unsafe.SliceData(d.compacted) {
 		return nil
@@ -117,9 +132,38 @@ func ValidateType(t string) error {
 	return nil
 }
 
+// SetKey sets the key a publisher gave, nil for none. Unlike an empty type,
+// which means "message", a key given as "" is refused: the publisher meant a
+// key and has none, and a Draft's empty Key would silently mean "no key".
+// Normalize checks the rest.
+func (d *Draft) SetKey(k *string) error {
+	if k == nil {
+		return nil
+	}
+	if *k == "" {
+		return ValidateKey("")
+	}
+	d.Key = *k
+	return nil
+}
+
+// ValidateKey checks an event key.
+func ValidateKey(k string) error {
+	if len(k) == 0 || len(k) > MaxKeyLen {
+		return fmt.Errorf("%w %q: must be 1 to %d bytes", ErrInvalidKey, k, MaxKeyLen)
+	}
+	for i := 0; i < len(k); i++ {
+		if c := k[i]; !segmentByte(c) && c != '.' && c != ':' {
+			return fmt.Errorf("%w %q: byte %q not allowed (keys are [A-Za-z0-9_.:-])", ErrInvalidKey, k, c)
+		}
+	}
+	return nil
+}
+
 // AppendJSON appends the event's envelope,
-// {"id":…,"topic":…,"type":…,"data":…,"time":…}, as one line of JSON.
-// Topic and type are restricted to characters that need no escaping and
+// {"id":…,"topic":…,"type":…,"key":…,"data":…,"time":…}, as one line of
+// JSON; "key" is there only when the event has one, so that an event
+// without a key reads as in protocol v1. Topic, type and key are restricted to characters that need no escaping and
 // Data is already compact JSON, so no reflection is needed.
 func (e *Event) AppendJSON(b []byte) []byte {
 	b, _, _ = e.appendJSON(b)
@@ -134,6 +178,10 @@ func (e *Event) appendJSON(b []byte) (_ []byte, dataStart, dataEnd int) {
 	b = append(b, e.Topic...)
 	b = append(b, `","type":"`...)
 	b = append(b, e.Type...)
+	if e.Key != "" {
+		b = append(b, `","key":"`...)
+		b = append(b, e.Key...)
+	}
 	b = append(b, `","data":`...)
 	dataStart = len(b)
 	if len(e.Data) == 0 {
@@ -149,11 +197,15 @@ func (e *Event) appendJSON(b []byte) (_ []byte, dataStart, dataEnd int) {
 
 // envelopeFixed bounds what an envelope adds to its cursor, topic, type and
 // data: the field names and punctuation (45 bytes) and the time (at most 30).
-const envelopeFixed = 80
+// A key adds keyFixed and its own length.
+const (
+	envelopeFixed = 80
+	keyFixed      = len(`,"key":""`)
+)
 
 // MarshalJSON encodes the envelope.
 func (e Event) MarshalJSON() ([]byte, error) {
-	return e.AppendJSON(make([]byte, 0, 128+len(e.Data))), nil
+	return e.AppendJSON(make([]byte, 0, 128+len(e.Key)+len(e.Data))), nil
 }
 
 // UnmarshalJSON decodes an envelope, so clients and tests can use Event too.
@@ -162,6 +214,7 @@ func (e *Event) UnmarshalJSON(b []byte) error {
 		ID    string          `json:"id"`
 		Topic string          `json:"topic"`
 		Type  string          `json:"type"`
+		Key   string          `json:"key"`
 		Data  json.RawMessage `json:"data"`
 		Time  time.Time       `json:"time"`
 	}
@@ -172,7 +225,7 @@ func (e *Event) UnmarshalJSON(b []byte) error {
 	if err != nil {
 		return fmt.Errorf("failed to parse event id %q: %w", w.ID, err)
 	}
-	*e = Event{ID: id, Topic: w.Topic, Type: w.Type, Data: w.Data, Time: w.Time}
+	*e = Event{ID: id, Topic: w.Topic, Type: w.Type, Key: w.Key, Data: w.Data, Time: w.Time}
 	return nil
 }
 
@@ -249,6 +302,9 @@ type Message struct {
 // not keep e.Data: its Data is the copy inside the envelope.
 func NewMessage(e Event) *Message {
 	n := envelopeFixed + len(e.ID.Epoch) + 20 + len(e.Topic) + len(e.Type) + max(len(e.Data), len("null"))
+	if e.Key != "" {
+		n += keyFixed + len(e.Key)
+	}
 	env, start, end := e.appendJSON(make([]byte, 0, n))
 	e.Data = env[start:end:end]
 	return &Message{Event: e, seq: e.ID.Seq, env: env}
@@ -286,5 +342,5 @@ const retainedOverhead = 512
 // retainedSize is what the message counts against the memory broker's byte
 // bound: an honest upper estimate of the heap it holds while retained.
 func (m *Message) retainedSize() int {
-	return len(m.env) + len(m.Topic) + len(m.Type) + retainedOverhead
+	return len(m.env) + len(m.Topic) + len(m.Type) + len(m.Key) + retainedOverhead
 }

@@ -125,6 +125,13 @@ func TestDraftNormalize(t *testing.T) {
 		// not makes browsers fail the connection (RFC 6455 8.1).
 		{"invalid UTF-8 in string", hub.Draft{Topic: "a", Data: []byte("\"\xff\xfe\"")}, "", "", hub.ErrInvalidData},
 		{"truncated UTF-8", hub.Draft{Topic: "a", Data: []byte("[\"\xc3\"]")}, "", "", hub.ErrInvalidData},
+		{"key", hub.Draft{Topic: "a", Key: "user:42.x_y-Z9"}, "message", "null", nil},
+		{"128-byte key", hub.Draft{Topic: "a", Key: strings.Repeat("k", 128)}, "message", "null", nil},
+		{"129-byte key", hub.Draft{Topic: "a", Key: strings.Repeat("k", 129)}, "", "", hub.ErrInvalidKey},
+		{"key with space", hub.Draft{Topic: "a", Key: "a b"}, "", "", hub.ErrInvalidKey},
+		{"key with slash", hub.Draft{Topic: "a", Key: "a/b"}, "", "", hub.ErrInvalidKey},
+		{"key with quote", hub.Draft{Topic: "a", Key: `a"b`}, "", "", hub.ErrInvalidKey},
+		{"key non-ascii", hub.Draft{Topic: "a", Key: "é"}, "", "", hub.ErrInvalidKey},
 	}
 	for _, c := range cases {
 		d := c.in
@@ -180,6 +187,19 @@ func TestEventJSONRoundTrip(t *testing.T) {
 	ev.Data = nil
 	if b := ev.AppendJSON(nil); !bytes.Contains(b, []byte(`"data":null,`)) || !json.Valid(b) {
 		t.Fatalf("nil data encodes as %s", b)
+	}
+	// A key sits between type and data; without one the envelope is v1's.
+	ev.Key = "user:42"
+	b = ev.AppendJSON(nil)
+	if !bytes.Contains(b, []byte(`"type":"order.created","key":"user:42","data":null,`)) || !json.Valid(b) {
+		t.Fatalf("keyed event encodes as %s", b)
+	}
+	back = hub.Event{}
+	if err := json.Unmarshal(b, &back); err != nil || back.Key != "user:42" {
+		t.Fatalf("keyed round trip = %+v, %v", back, err)
+	}
+	if m := hub.NewMessage(ev); !bytes.Equal(m.Envelope(), b) || m.Key != "user:42" || string(m.Data) != "null" {
+		t.Fatalf("NewMessage envelope %s, key %q, data %s", m.Envelope(), m.Key, m.Data)
 	}
 	// Decoding checks the cursor.
 	var e hub.Event
@@ -256,6 +276,21 @@ func TestMessageOneCopy(t *testing.T) {
 // TestDraftNormalizeTwice checks that a second Normalize, which skips
 // compacting data it compacted itself, still validates everything else and
 // compacts data that was replaced in between.
+func TestDraftSetKey(t *testing.T) {
+	var d hub.Draft
+	if err := d.SetKey(nil); err != nil || d.Key != "" {
+		t.Fatalf("SetKey(nil) = %v, key %q", err, d.Key)
+	}
+	empty := ""
+	if err := d.SetKey(&empty); !errors.Is(err, hub.ErrInvalidKey) {
+		t.Fatalf("SetKey(\"\") = %v, want ErrInvalidKey", err)
+	}
+	k := "a"
+	if err := d.SetKey(&k); err != nil || d.Key != "a" {
+		t.Fatalf("SetKey(a) = %v, key %q", err, d.Key)
+	}
+}
+
 func TestDraftNormalizeTwice(t *testing.T) {
 	d := hub.Draft{Topic: "a", Data: []byte(`{ "x" : 1 }`)}
 	if err := d.Normalize(); err != nil {

@@ -21,6 +21,8 @@ const (
 	DefaultHistorySize       = 10000
 	DefaultHistoryBytes      = hub.DefaultHistoryBytes
 	DefaultHistoryTTL        = time.Hour
+	DefaultStateMaxKeys      = hub.DefaultStateMaxKeys
+	DefaultStateMaxBytes     = hub.DefaultStateMaxBytes
 	DefaultQueueBytes        = 512 << 10
 	DefaultHeartbeat         = 15 * time.Second
 	DefaultSSERetry          = 2 * time.Second
@@ -63,8 +65,12 @@ type Config struct {
 	HistorySize  int
 	HistoryBytes int
 	HistoryTTL   time.Duration // negative: no age limit
-	QueueBytes   int
-	Shards       int // 0: GOMAXPROCS
+	// StateMaxKeys bounds the keys of one topic's state, StateMaxBytes the
+	// state of every topic together (--broker memory).
+	StateMaxKeys  int
+	StateMaxBytes int
+	QueueBytes    int
+	Shards        int // 0: GOMAXPROCS
 
 	Heartbeat      time.Duration
 	SSERetry       time.Duration
@@ -166,6 +172,8 @@ func (c Config) withDefaults() Config {
 	}
 	def(&c.HistorySize, DefaultHistorySize)
 	def(&c.HistoryBytes, DefaultHistoryBytes)
+	def(&c.StateMaxKeys, DefaultStateMaxKeys)
+	def(&c.StateMaxBytes, DefaultStateMaxBytes)
 	def(&c.QueueBytes, DefaultQueueBytes)
 	def(&c.WSMaxTopics, DefaultWSMaxTopics)
 	def(&c.MaxConns, DefaultMaxConns)
@@ -221,6 +229,8 @@ func (c Config) Validate() error {
 	}{
 		{"history-size", int64(c.HistorySize)},
 		{"history-bytes", int64(c.HistoryBytes)},
+		{"state-max-keys", int64(c.StateMaxKeys)},
+		{"state-max-bytes", int64(c.StateMaxBytes)},
 		{"queue-bytes", int64(c.QueueBytes)},
 		{"heartbeat", int64(c.Heartbeat)},
 		{"sse-retry", int64(c.SSERetry)},
@@ -254,6 +264,10 @@ func (c Config) Validate() error {
 		// A smaller bound could not retain the largest event a client may
 		// publish (and NATS would refuse to store it).
 		return configErrorf("--history-bytes (%d) must be at least --max-body (%d)", c.HistoryBytes, c.MaxBody)
+	case int64(c.StateMaxBytes) < c.MaxBody:
+		// Else the largest keyed event a client may publish would never
+		// be kept as its key's latest value.
+		return configErrorf("--state-max-bytes (%d) must be at least --max-body (%d)", c.StateMaxBytes, c.MaxBody)
 	case c.Shards < 0:
 		return configErrorf("--shards must not be negative, got %d", c.Shards)
 	case c.ActionLease < 300*time.Millisecond:

@@ -14,6 +14,8 @@ func TestValidatePositive(t *testing.T) {
 	for flag, set := range map[string]func(c *server.Config){
 		"history-size":        func(c *server.Config) { c.HistorySize = -1 },
 		"history-bytes":       func(c *server.Config) { c.HistoryBytes = -1 },
+		"state-max-keys":      func(c *server.Config) { c.StateMaxKeys = -1 },
+		"state-max-bytes":     func(c *server.Config) { c.StateMaxBytes = -1 },
 		"queue-bytes":         func(c *server.Config) { c.QueueBytes = -1 },
 		"heartbeat":           func(c *server.Config) { c.Heartbeat = -time.Second },
 		"sse-retry":           func(c *server.Config) { c.SSERetry = -time.Second },

@@ -92,6 +92,7 @@ func TestServeFlagsAndEnv(t *testing.T) {
 		}
 		want := serveConfig{
 			addr: "127.0.0.1:8080", broker: "memory", historySize: 10000, historyBytes: 256 << 20, historyTTL: time.Hour,
+			stateMaxKeys: 10000, stateMaxBytes: 64 << 20,
 			queueBytes: 524288, shards: 0, heartbeat: 15 * time.Second, sseRetry: 2 * time.Second,
 			writeTimeout: 10 * time.Second, readTimeout: 30 * time.Second, maxBody: 1048576, wsReadLimit: 65536,
 			wsPingInterval: 25 * time.Second, shutdownTimeout: 10 * time.Second, logFormat: "text",
@@ -138,7 +139,7 @@ func TestServeFlagsAndEnv(t *testing.T) {
 		if _, err := parseServeFlags([]string{"-h"}, env(nil), &stdout); !errors.Is(err, flag.ErrHelp) {
 			t.Fatalf("-h: %v", err)
 		}
-		for _, name := range []string{"addr", "broker", "history-size", "history-bytes", "history-ttl", "queue-bytes", "shards",
+		for _, name := range []string{"addr", "broker", "history-size", "history-bytes", "history-ttl", "state-max-keys", "state-max-bytes", "queue-bytes", "shards",
 			"heartbeat", "sse-retry", "write-timeout", "read-timeout", "max-body", "ws-read-limit", "ws-ping-interval",
 			"allowed-origins", "cors-origins", "max-conns", "max-conns-per-ip", "rate-publish", "rate-actions", "ws-message-rate", "ws-max-topics", "auth", "jwt-secret", "jwt-public-key", "jwt-audience", "jwt-issuer",
 			"public-subscribe", "api-key", "shutdown-timeout", "log-level", "log-format", "action-upstream", "action-workers",
@@ -162,6 +163,7 @@ func TestServeBadFlags(t *testing.T) {
 		{"negative history size", []string{"--history-size", "-1"}, nil, "--history-size must be positive"},
 		{"zero history bytes", []string{"--history-bytes", "0"}, nil, "--history-bytes must be positive"},
 		{"history bytes below the largest event", []string{"--history-bytes", "1000", "--max-body", "2000"}, nil, "--history-bytes (1000) must be at least --max-body (2000)"},
+		{"state bytes below the largest event", []string{"--state-max-bytes", "1000", "--max-body", "2000"}, nil, "--state-max-bytes (1000) must be at least --max-body (2000)"},
 		{"zero action bytes", []string{"--action-max-bytes", "0"}, nil, "--action-max-bytes must be positive"},
 		{"zero queue bytes", []string{"--queue-bytes=0"}, nil, "--queue-bytes must be positive"},
 		{"bad duration", []string{"--history-ttl", "forever"}, nil, "invalid value"},
@@ -192,7 +194,7 @@ func TestServeBadFlags(t *testing.T) {
 	}
 	// A flag whose server.Config field takes its default at 0 refuses 0:
 	// the flag layer passes it on so that Validate refuses it.
-	for _, flag := range []string{"history-size", "history-bytes", "queue-bytes", "heartbeat", "sse-retry",
+	for _, flag := range []string{"history-size", "history-bytes", "state-max-keys", "state-max-bytes", "queue-bytes", "heartbeat", "sse-retry",
 		"write-timeout", "read-timeout", "max-body", "ws-read-limit", "ws-ping-interval", "ws-max-topics",
 		"shutdown-timeout", "action-workers", "action-queue", "action-ttl", "action-max-finished",
 		"action-max-bytes", "action-timeout", "action-max-attempts"} {

@@ -32,6 +32,8 @@ type serveConfig struct {
 	historySize     int
 	historyBytes    int
 	historyTTL      time.Duration
+	stateMaxKeys    int
+	stateMaxBytes   int
 	queueBytes      int
 	shards          int
 	heartbeat       time.Duration
@@ -107,6 +109,8 @@ func parseServeFlags(args []string, getenv func(string) (string, bool), stdout i
 	fs.IntVar(&c.historySize, "history-size", server.DefaultHistorySize, "events retained for replay and history, at most")
 	fs.IntVar(&c.historyBytes, "history-bytes", server.DefaultHistoryBytes, "bound of the retained events' size, in bytes; the oldest go first (redis:// bounds the events' fields, nats:// the stream's MaxBytes)")
 	fs.DurationVar(&c.historyTTL, "history-ttl", server.DefaultHistoryTTL, "events older than this are dropped from history (0: no age limit)")
+	fs.IntVar(&c.stateMaxKeys, "state-max-keys", server.DefaultStateMaxKeys, "keys kept in one topic's state (the latest event of each key); past it the least recently written key is dropped")
+	fs.IntVar(&c.stateMaxBytes, "state-max-bytes", server.DefaultStateMaxBytes, "bound of every topic's state together, in bytes, at least --max-body; past it the least recently written keys of any topic go first")
 	fs.IntVar(&c.queueBytes, "queue-bytes", server.DefaultQueueBytes, "outbound queue bound per connection, in bytes; a client that overflows it is disconnected as a slow consumer")
 	fs.IntVar(&c.shards, "shards", 0, "hub shards (0: GOMAXPROCS)")
 	fs.DurationVar(&c.heartbeat, "heartbeat", server.DefaultHeartbeat, "interval of SSE \": ping\" comment lines")
@@ -327,6 +331,7 @@ func (c *serveConfig) server(log *slog.Logger) server.Config {
 	return server.Config{
 		Addr: c.addr, MetricsAddr: c.metricsAddr, Pprof: c.pprof, TLSCert: c.tlsCert, TLSKey: c.tlsKey, H2C: c.h2c,
 		Broker: c.broker, HistorySize: noDefault(c.historySize), HistoryBytes: noDefault(c.historyBytes), HistoryTTL: noLimit(c.historyTTL),
+		StateMaxKeys: noDefault(c.stateMaxKeys), StateMaxBytes: noDefault(c.stateMaxBytes),
 		QueueBytes: noDefault(c.queueBytes), Shards: c.shards,
 		Heartbeat: noDefault(c.heartbeat), SSERetry: noDefault(c.sseRetry), WriteTimeout: noDefault(c.writeTimeout),
 		ReadTimeout: noDefault(c.readTimeout), MaxBody: noDefault(c.maxBody), WSReadLimit: noDefault(c.wsReadLimit),

@@ -37,6 +37,9 @@ type Options struct {
 	// implementation's default). Implementations measure an event's size
 	// their own way (envelope, stored record), always at least its data.
 	MaxBytes int
+	// StateMaxKeys bounds the keys of one topic's state (0: the
+	// implementation's default).
+	StateMaxKeys int
 }
 
 // waitTimeout bounds every wait of the suite. It is generous on purpose: the
@@ -62,6 +65,10 @@ func Run(t *testing.T, newBroker func(t *testing.T, o Options) hub.Broker) {
 	t.Run("RetentionByBytes", s.testRetentionByBytes)
 	t.Run("RetentionByAge", s.testRetentionByAge)
 	t.Run("Latest", s.testLatest)
+	t.Run("Key", s.testKey)
+	t.Run("State", s.testState)
+	t.Run("StateExact", s.testStateExact)
+	t.Run("StateMaxKeys", s.testStateMaxKeys)
 	t.Run("Topics", s.testTopics)
 	t.Run("Rewind", s.testRewind)
 	t.Run("Close", s.testClose)
@@ -232,7 +239,7 @@ var all = []hub.Pattern{hub.MustPattern(">")}
 // sameEvent compares what a reader of the log sees with what Publish returned.
 func sameEvent(t testing.TB, got, want *hub.Message) {
 	t.Helper()
-	if got.ID != want.ID || got.Topic != want.Topic || got.Type != want.Type ||
+	if got.ID != want.ID || got.Topic != want.Topic || got.Type != want.Type || got.Key != want.Key ||
 		!bytes.Equal(got.Data, want.Data) || !got.Time.Equal(want.Time) {
 		t.Errorf("event %s differs:\n got  %s\n want %s", want.ID, got.Envelope(), want.Envelope())
 	}

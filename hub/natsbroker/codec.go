@@ -18,6 +18,9 @@ func encode(prefix string, d hub.Draft, when time.Time) *nats.Msg {
 	if d.Type != hub.DefaultType {
 		h[hdrType] = []string{d.Type}
 	}
+	if d.Key != "" {
+		h[hdrKey] = []string{d.Key}
+	}
 	return &nats.Msg{Subject: prefix + d.Topic, Header: h, Data: d.Data}
 }
 
@@ -76,6 +79,7 @@ func decode(epoch string, seq uint64, subject string, h nats.Header, data []byte
 		ID:    hub.Cursor{Epoch: epoch, Seq: seq},
 		Topic: topic,
 		Type:  typ,
+		Key:   h.Get(hdrKey),
 		Data:  data,
 		Time:  time.UnixMicro(micros).UTC(),
 	}), bi, nil

@@ -84,6 +84,7 @@ type Options struct {
 // the data.
 const (
 	hdrType  = "Herald-Type"  // omitted for the default type
+	hdrKey   = "Herald-Key"   // omitted for an event without a key
 	hdrTime  = "Herald-Time"  // Unix microseconds, taken by the publishing node
 	hdrBatch = "Herald-Batch" // "ID INDEX COUNT" on each event of a batch of several
 )
@@ -440,7 +441,7 @@ func (b *Broker) Publish(ctx context.Context, drafts []hub.Draft) ([]*hub.Messag
 			out := make([]*hub.Message, len(drafts))
 			for i, d := range drafts {
 				out[i] = hub.NewMessage(hub.Event{
-					ID: hub.Cursor{Epoch: epoch, Seq: seqs[i]}, Topic: d.Topic, Type: d.Type, Data: d.Data, Time: when,
+					ID: hub.Cursor{Epoch: epoch, Seq: seqs[i]}, Topic: d.Topic, Type: d.Type, Key: d.Key, Data: d.Data, Time: when,
 				})
 			}
 			return out, nil
@@ -784,6 +785,11 @@ func (b *Broker) readTail(ctx context.Context, topic string, from uint64, epoch 
 		}
 	}
 	return out, nil
+}
+
+// State implements hub.Broker: this broker keeps no state of keyed topics yet.
+func (b *Broker) State(context.Context, string) (hub.StateSnapshot, error) {
+	return hub.StateSnapshot{}, hub.ErrStateUnsupported
 }
 
 // Topics implements hub.Broker from the stream's per-subject counts. Events

@@ -23,23 +23,27 @@ const (
 )
 
 // publishScript appends a batch. KEYS are the sequence, the log, the epoch,
-// the byte count and the publish's outcome. ARGV[1] is the retention by
-// count, ARGV[2] the number of events, ARGV[3] an epoch to set if the log
-// has none (Redis lost it), ARGV[4] the retention in bytes, ARGV[5] how
-// long to remember the outcome under KEYS[5] (ms), then topic, type and
-// data of each. It returns the first sequence number, the server time,
+// the byte count, the publish's outcome, and the state's order of writes
+// and byte count. ARGV[1] is the retention by count, ARGV[2] the number of
+// events, ARGV[3] an epoch to set if the log has none (Redis lost it),
+// ARGV[4] the retention in bytes, ARGV[5] how long to remember the outcome
+// under KEYS[5] (ms), ARGV[6] the prefix of the state's keys per topic,
+// ARGV[7] and ARGV[8] the state's bounds in keys per topic and in bytes,
+// then topic, type, key ("" for none) and data of each. A keyed event
+// updates its topic's state in the same script (see stateScript), which is
+// what keeps a state snapshot exact. It returns the first sequence number, the server time,
 // which is every event's time, and the epoch; if KEYS[5] holds an outcome
 // already, the batch was appended before, and it returns that outcome
 // without appending again.
 //
 // The byte bound: KEYS[4] counts the bytes ever appended (each event's
-// topic, type and data plus entryOverhead), and each entry records in 'o'
+// topic, type, key and data plus entryOverhead), and each entry records in 'o'
 // that count before it. The events retained are those whose 'o' is at least
 // the count minus the bound, so the script drops older entries from the
 // front, a page at a time (a bounded number of pages per publish: what is
 // left goes with the next one). An entry written before the byte bound
 // existed has no 'o' and counts as old.
-var publishScript = redis.NewScript(`
+var publishScript = redis.NewScript(stateScript + `
 local done = redis.call('GET', KEYS[5])
 if done then
   local first, micros, epoch = string.match(done, '^(%d+) (%d+) (.+)$')
@@ -54,11 +58,18 @@ local t = redis.call('TIME')
 local micros = t[1] .. string.format('%06d', tonumber(t[2]))
 local total = 0
 for i = 0, n - 1 do
-  local a = 6 + i * 3
-  local size = #ARGV[a] + #ARGV[a + 1] + #ARGV[a + 2] + ` + strconv.Itoa(entryOverhead) + `
+  local a = 9 + i * 4
+  local size = #ARGV[a] + #ARGV[a + 1] + #ARGV[a + 2] + #ARGV[a + 3] + ` + strconv.Itoa(entryOverhead) + `
   total = redis.call('INCRBY', KEYS[4], size)
-  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[1], (first + i) .. '-0',
-    't', ARGV[a], 'y', ARGV[a + 1], 'd', ARGV[a + 2], 'm', micros, 'o', total - size)
+  local id = (first + i) .. '-0'
+  if ARGV[a + 2] == '' then
+    redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[1], id,
+      't', ARGV[a], 'y', ARGV[a + 1], 'd', ARGV[a + 3], 'm', micros, 'o', total - size)
+  else
+    redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[1], id,
+      't', ARGV[a], 'y', ARGV[a + 1], 'k', ARGV[a + 2], 'd', ARGV[a + 3], 'm', micros, 'o', total - size)
+    stateSet(ARGV[a], ARGV[a + 2], (first + i) .. ' ' .. micros .. ' ' .. ARGV[a + 1] .. ' ' .. ARGV[a + 3], ARGV[a + 3] == 'null', first + i)
+  end
 end
 local cutoff = total - tonumber(ARGV[4])
 local count = 1
@@ -106,13 +117,15 @@ func (b *Broker) Publish(ctx context.Context, drafts []hub.Draft) ([]*hub.Messag
 	}
 	ctx, cancel := context.WithTimeout(ctx, confirmWait)
 	defer cancel()
-	args := make([]any, 0, 5+3*len(drafts))
-	args = append(args, b.o.Size, len(drafts), hub.NewEpoch(), b.o.MaxBytes, pubIDTTL.Milliseconds())
+	args := make([]any, 0, 8+4*len(drafts))
+	args = append(args, b.o.Size, len(drafts), hub.NewEpoch(), b.o.MaxBytes, pubIDTTL.Milliseconds(),
+		b.stateKey, b.o.StateMaxKeys, b.o.StateMaxBytes)
 	for _, d := range drafts {
-		args = append(args, d.Topic, d.Type, string(d.Data))
+		args = append(args, d.Topic, d.Type, d.Key, string(d.Data))
 	}
 	id := b.node + "-" + strconv.FormatUint(b.pubSeq.Add(1), 36)
-	keys := []string{b.seqKey, b.logKey, b.epochKey, b.bytesKey, "{" + b.o.Prefix + "}:pub:" + id}
+	keys := []string{b.seqKey, b.logKey, b.epochKey, b.bytesKey, "{" + b.o.Prefix + "}:pub:" + id,
+		b.stateKey + "order", b.stateKey + "bytes"}
 	if b.down.Load() {
 		if err := b.probe(ctx); err != nil {
 			return nil, fmt.Errorf("failed to publish to Redis: %w", err)
@@ -141,7 +154,7 @@ func (b *Broker) Publish(ctx context.Context, drafts []hub.Draft) ([]*hub.Messag
 	msgs := make([]*hub.Message, len(drafts))
 	for i, d := range drafts {
 		msgs[i] = hub.NewMessage(hub.Event{
-			ID: hub.Cursor{Epoch: epoch, Seq: uint64(first) + uint64(i)}, Topic: d.Topic, Type: d.Type, Data: d.Data, Time: when,
+			ID: hub.Cursor{Epoch: epoch, Seq: uint64(first) + uint64(i)}, Topic: d.Topic, Type: d.Type, Key: d.Key, Data: d.Data, Time: when,
 		})
 	}
 	return msgs, nil

@@ -6,8 +6,12 @@
 //	{prefix}:epoch  the log's epoch, set once (SET NX)
 //	{prefix}:seq    the last sequence number given out
 //	{prefix}:log    the stream; entry ID <seq>-0, fields t (topic), y (type),
-//	                d (data), m (time, Unix microseconds)
+//	                k (key, if any), d (data), m (time, Unix microseconds)
 //	{prefix}:pub:<id>  the outcome of one publish, kept for pubIDTTL
+//	{prefix}:state:h:<topic>  the topic's state: key -> "seq micros type data"
+//	{prefix}:state:z:<topic>  its keys by the position of their event
+//	{prefix}:state:order      every topic's keys ("topic\nkey") by position
+//	{prefix}:state:bytes      the state's size, counted as its bound counts it
 //
 // A batch is appended by one Lua script (INCRBY, then XADD per event), so
 // it is numbered consecutively in one order shared by every node, all or
@@ -55,11 +59,18 @@ type Options struct {
 	Size int
 	TTL  time.Duration
 	// MaxBytes bounds the events retained by their size: each counts its
-	// topic, type and data plus 64 bytes (Redis's own memory per entry is
+	// topic, type, key and data plus 64 bytes (Redis's own memory per entry is
 	// somewhat more), and the oldest go first. Every publish trims to the
 	// bound it is given, so nodes sharing a log should share MaxBytes.
 	// Default hub.DefaultHistoryBytes.
 	MaxBytes int
+	// StateMaxKeys bounds the keys of one topic's state, StateMaxBytes the
+	// state of every topic together (each key counted as its topic, key,
+	// type and data plus 64 bytes); past them the least recently written
+	// keys go first. Defaults hub.DefaultStateMaxKeys and
+	// hub.DefaultStateMaxBytes.
+	StateMaxKeys  int
+	StateMaxBytes int
 	// Block is how long one XREAD waits for new events before the reader
 	// checks the epoch again; default 2s.
 	Block  time.Duration
@@ -71,6 +82,7 @@ type Broker struct {
 	o                                  Options
 	rdb                                redis.UniversalClient
 	epochKey, seqKey, logKey, bytesKey string
+	stateKey                           string // the prefix of the state's keys
 	epoch                              atomic.Pointer[string]
 	publish                            *redis.Script
 	ctx                                context.Context
@@ -108,6 +120,12 @@ func New(ctx context.Context, o Options) (*Broker, error) {
 	if o.MaxBytes <= 0 {
 		o.MaxBytes = hub.DefaultHistoryBytes
 	}
+	if o.StateMaxKeys <= 0 {
+		o.StateMaxKeys = hub.DefaultStateMaxKeys
+	}
+	if o.StateMaxBytes <= 0 {
+		o.StateMaxBytes = hub.DefaultStateMaxBytes
+	}
 	if o.Block <= 0 {
 		o.Block = 2 * time.Second
 	}
@@ -118,7 +136,8 @@ func New(ctx context.Context, o Options) (*Broker, error) {
 	b := &Broker{
 		o: o, rdb: o.Client,
 		epochKey: tag + ":epoch", seqKey: tag + ":seq", logKey: tag + ":log", bytesKey: tag + ":bytes",
-		publish: publishScript,
+		stateKey: tag + ":state:",
+		publish:  publishScript,
 	}
 	b.ctx, b.cancel = context.WithCancel(context.Background())
 	b.node = hub.NewEpoch() // random enough to tell nodes apart
@@ -180,6 +199,7 @@ func (b *Broker) message(xm redis.XMessage, epoch string) (*hub.Message, error) 
 		ID:    hub.Cursor{Epoch: epoch, Seq: seq},
 		Topic: field("t"),
 		Type:  field("y"),
+		Key:   field("k"),
 		Data:  []byte(field("d")),
 		Time:  time.UnixMicro(micros).UTC(),
 	}), nil

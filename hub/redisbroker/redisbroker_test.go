@@ -3,6 +3,7 @@ package redisbroker_test
 import (
 	"context"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -23,6 +24,7 @@ func TestConformance(t *testing.T) {
 		rdb, prefix := redistest.Client(t)
 		b, err := redisbroker.New(context.Background(), redisbroker.Options{
 			Client: rdb, Prefix: prefix, Size: o.Size, MaxBytes: o.MaxBytes, TTL: o.TTL, Block: 200 * time.Millisecond,
+			StateMaxKeys: o.StateMaxKeys,
 		})
 		if err != nil {
 			t.Fatal(err)
@@ -92,5 +94,62 @@ func TestRefusalIsNotUnavailable(t *testing.T) {
 	_, err = b.Read(ctx, hub.ReadRequest{Patterns: []hub.Pattern{hub.MustPattern(">")}, Limit: 10})
 	if err == nil || errors.Is(err, hub.ErrUnavailable) {
 		t.Errorf("read of a log that is not a stream: %v, want an error other than ErrUnavailable", err)
+	}
+}
+
+// TestStateMaxBytes: past StateMaxBytes the least recently written keys
+// of any topic go first, and an event larger than the bound on its own
+// removes its key's older value and is not kept.
+func TestStateMaxBytes(t *testing.T) {
+	rdb, prefix := redistest.Client(t)
+	data := `"` + strings.Repeat("x", 1000) + `"`
+	// Each key counts about 1100 bytes: room for three, not four.
+	b, err := redisbroker.New(context.Background(), redisbroker.Options{Client: rdb, Prefix: prefix, StateMaxBytes: 3500})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.Close() })
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	pub := func(topic, key, data string) {
+		d := hub.Draft{Topic: topic, Key: key, Data: []byte(data)}
+		if err := d.Normalize(); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := b.Publish(ctx, []hub.Draft{d}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	keys := func() string {
+		var out []string
+		for _, topic := range []string{"t.1", "t.2", "t.3"} {
+			st, err := b.State(ctx, topic)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var ks []string
+			for _, m := range st.Events {
+				ks = append(ks, m.Key)
+			}
+			out = append(out, strings.Join(ks, " "))
+		}
+		return strings.Join(out, "|")
+	}
+	pub("t.1", "a", data)
+	pub("t.2", "b", data)
+	pub("t.1", "c", data)
+	pub("t.1", "a", data) // a is now the most recently written
+	pub("t.3", "d", data) // b, on another topic, goes
+	if got := keys(); got != "c a||d" {
+		t.Fatalf("state keys = %q, want %q", got, "c a||d")
+	}
+	pub("t.1", "c", `"`+strings.Repeat("y", 5000)+`"`)
+	if got := keys(); got != "a||d" {
+		t.Fatalf("state keys after an oversize event = %q, want %q", got, "a||d")
+	}
+	// The byte count followed the removals: a third key fits again.
+	pub("t.2", "e", data)
+	if got := keys(); got != "a|e|d" {
+		t.Fatalf("state keys = %q, want %q", got, "a|e|d")
 	}
 }

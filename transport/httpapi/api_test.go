@@ -103,6 +103,42 @@ func TestPublishBatch(t *testing.T) {
 	}
 }
 
+func TestPublishKey(t *testing.T) {
+	s := newServer(t, serverOptions{})
+	long := strings.Repeat("k", hub.MaxKeyLen)
+	for _, body := range []string{
+		`{"topic":"k.t","key":"user:1","data":1}`,
+		`{"topic":"k.t","key":"user:1","data" : 1, "extra":0}`, // the encoding/json path
+		`{"events":[{"topic":"k.t","key":"` + long + `","data":2},{"topic":"k.t","data":3}]}`,
+	} {
+		if r := s.publish(t, body); r.status != http.StatusOK {
+			t.Fatalf("%s: status %d, body %s", body, r.status, r.body)
+		}
+	}
+	evs := s.history(t, "k.t", "")
+	want := []string{"user:1", "user:1", long, ""}
+	if len(evs) != len(want) {
+		t.Fatalf("history has %d events, want %d", len(evs), len(want))
+	}
+	for i, e := range evs {
+		if e.Key != want[i] {
+			t.Errorf("event %d has key %q, want %q", i, e.Key, want[i])
+		}
+	}
+	for _, body := range []string{
+		`{"topic":"k.t","key":""}`,
+		`{"topic":"k.t","key":"a b"}`,
+		`{"topic":"k.t","key":"` + long + `k"}`,
+		`{"topic":"k.t","key":"é"}`,
+		`{"events":[{"topic":"k.t","key":"ok"},{"topic":"k.t","key":"not/ok"}]}`,
+	} {
+		assertError(t, s.publish(t, body), http.StatusBadRequest, "invalid_request")
+	}
+	if n := len(s.history(t, "k.t", "")); n != len(want) {
+		t.Errorf("refused publishes stored events: history has %d, want %d", n, len(want))
+	}
+}
+
 func TestPublishBatchAllOrNothing(t *testing.T) {
 	s := newServer(t, serverOptions{})
 	r := s.publish(t, `{"events":[{"topic":"ok"},{"topic":"ok"},{"topic":"not ok"}]}`)

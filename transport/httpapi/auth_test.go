@@ -124,6 +124,7 @@ func TestAuthMatrix(t *testing.T) {
 			check("publish", s.authedDo(t, http.MethodPost, "/v1/publish", `{"topic":"orders.1","data":1}`, hdr), http.StatusOK)
 			check("action", s.authedDo(t, http.MethodPost, "/v1/actions", `{"type":"echo","topic":"orders.1","payload":1}`, hdr), http.StatusAccepted)
 			check("history", s.authedDo(t, http.MethodGet, "/v1/topics/orders.1/history", "", hdr), http.StatusOK)
+			check("state", s.authedDo(t, http.MethodGet, "/v1/topics/orders.1/state", "", hdr), http.StatusOK)
 
 			// SSE: the token in the query, as EventSource sends it.
 			path := "/v1/events?topic=orders.*"
@@ -354,6 +355,7 @@ func TestAPIKeyScope(t *testing.T) {
 		{"topics", http.MethodGet, "/v1/topics", "", http.StatusOK},
 		{"action", http.MethodPost, "/v1/actions", `{"type":"echo","topic":"orders.1","payload":1}`, http.StatusForbidden},
 		{"history", http.MethodGet, "/v1/topics/orders.1/history", "", http.StatusForbidden},
+		{"state", http.MethodGet, "/v1/topics/orders.1/state", "", http.StatusForbidden},
 	} {
 		r := s.authedDo(t, c.method, c.path, c.body, key)
 		if r.status != c.status {

@@ -52,6 +52,7 @@ func (a *api) principal(w http.ResponseWriter, r *http.Request) (*auth.Principal
 type eventJSON struct {
 	Topic *string         `json:"topic"`
 	Type  *string         `json:"type"`
+	Key   *string         `json:"key"`
 	Data  json.RawMessage `json:"data"`
 }
 
@@ -185,9 +186,9 @@ func (a *api) decodePublish(body []byte) ([]hub.Draft, bool, *apierror.Error) {
 		}
 		return []hub.Draft{d}, false, nil
 	}
-	if req.Topic != nil || req.Type != nil || req.Data != nil {
+	if req.Topic != nil || req.Type != nil || req.Key != nil || req.Data != nil {
 		return nil, true, apierror.New(http.StatusBadRequest, apierror.InvalidRequest,
-			`give either "topic", "type" and "data", or "events", not both`)
+			`give either "topic", "type", "key" and "data", or "events", not both`)
 	}
 	var events []eventJSON
 	if err := json.Unmarshal(req.Events, &events); err != nil {
@@ -222,6 +223,9 @@ func draftOf(e eventJSON) (hub.Draft, *apierror.Error) {
 	if e.Type != nil {
 		// An empty type, like a missing one, means "message".
 		d.Type = *e.Type
+	}
+	if err := d.SetKey(e.Key); err != nil {
+		return hub.Draft{}, apierror.From(err)
 	}
 	if err := d.Normalize(); err != nil {
 		return hub.Draft{}, apierror.From(err)

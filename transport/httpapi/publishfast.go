@@ -2,23 +2,24 @@ package httpapi
 
 import "github.com/heraldpush/herald/hub"
 
-// flatObject is a JSON object of at most three members: "topic" and
-// "type", strings, and one more member of any JSON value, kept raw.
+// flatObject is a JSON object of at most four members: "topic", "type"
+// and "key", strings, and one more member of any JSON value, kept raw.
 type flatObject struct {
-	topic, typ        string
-	raw               []byte
-	hasTopic, hasType bool
-	hasRaw            bool
+	topic, typ, key           string
+	raw                       []byte
+	hasTopic, hasType, hasKey bool
+	hasRaw                    bool
 }
 
 // parseFlatObject decodes the common request bodies, {"topic":"…",
-// "type":"…", rawKey:…}, without encoding/json's reflection, which was the
-// largest part of the publish and action paths after the socket.
+// "type":"…", "key":"…", rawKey:…}, without encoding/json's reflection,
+// which was the largest part of the publish and action paths after the
+// socket.
 //
-// It accepts a strict subset of what encoding/json accepts: the three keys
+// It accepts a strict subset of what encoding/json accepts: the four keys
 // in any order, each at most once, spelled exactly so and without escapes;
-// topic and type as strings without escapes or control bytes; and a raw
-// value whose syntax the caller checks. Anything else reports false, and
+// topic, type and key as strings without escapes or control bytes; and a
+// raw value whose syntax the caller checks. Anything else reports false, and
 // the caller decodes the body with encoding/json, which also words the
 // error.
 func parseFlatObject(body []byte, rawKey string) (flatObject, bool) {
@@ -42,7 +43,7 @@ func parseFlatObject(body []byte, rawKey string) (flatObject, bool) {
 		}
 		i = skipSpace(body, i+1)
 		switch k := string(key); {
-		case k == "topic" || k == "type":
+		case k == "topic" || k == "type" || k == "key":
 			if i >= len(body) || body[i] != '"' {
 				return o, false
 			}
@@ -50,17 +51,17 @@ func parseFlatObject(body []byte, rawKey string) (flatObject, bool) {
 			if !ok {
 				return o, false
 			}
-			if k == "topic" {
-				if o.hasTopic {
-					return o, false
-				}
-				o.hasTopic, o.topic = true, string(v)
-			} else {
-				if o.hasType {
-					return o, false
-				}
-				o.hasType, o.typ = true, string(v)
+			dst, seen := &o.topic, &o.hasTopic
+			switch k {
+			case "type":
+				dst, seen = &o.typ, &o.hasType
+			case "key":
+				dst, seen = &o.key, &o.hasKey
 			}
+			if *seen {
+				return o, false
+			}
+			*seen, *dst = true, string(v)
 			i = next
 		case k == rawKey:
 			if o.hasRaw {
@@ -98,10 +99,11 @@ func parseFlatObject(body []byte, rawKey string) (flatObject, bool) {
 // the usual way.
 func parseSingleFast(body []byte) (hub.Draft, bool) {
 	o, ok := parseFlatObject(body, "data")
-	if !ok || !o.hasTopic {
+	// A key given as "" is refused; leave it to the usual path to say so.
+	if !ok || !o.hasTopic || (o.hasKey && o.key == "") {
 		return hub.Draft{}, false
 	}
-	d := hub.Draft{Topic: o.topic, Type: o.typ, Data: o.raw}
+	d := hub.Draft{Topic: o.topic, Type: o.typ, Key: o.key, Data: o.raw}
 	if err := d.Normalize(); err != nil {
 		return hub.Draft{}, false
 	}

@@ -16,6 +16,8 @@ var fastAccepts = []string{
 	`{"topic":"a","data":-1.5e3}`,
 	`{"topic":"a","data":true}`,
 	`{"topic":"a","data":"é ünïcode"}`,
+	`{"topic":"a","key":"user:42.name_x-y","data":{"n":1}}`,
+	`{"key":"k","topic":"a"}`,
 }
 
 var fastDeclines = []string{
@@ -38,6 +40,10 @@ var fastDeclines = []string{
 	`{"topic":"bad topic!"}`,              // fails validation
 	`{"topic":"a","type":"herald.reset"}`, // reserved type
 	`{"topic":"a","type":"HERALD.reset"}`, // reserved type, in capitals
+	`{"topic":"a","key":""}`,              // empty key
+	`{"topic":"a","key":"a b"}`,           // key fails validation
+	`{"topic":"a","key":"k","key":"j"}`,   // duplicate key
+	`{"topic":"a","key":1}`,               // key not a string
 	`{"topic":null}`,                      // not a string
 	`{"topic":"a","data":{"x":1}`,         // unterminated object
 	"{\"topic\":\"a\x01\"}",               // control byte
@@ -57,9 +63,9 @@ func TestParseSingleFastEngages(t *testing.T) {
 		if err != nil || batch || len(want) != 1 {
 			t.Fatalf("encoding/json path on %q: %v, batch %v, %d drafts", body, err, batch, len(want))
 		}
-		if d.Topic != want[0].Topic || d.Type != want[0].Type || !bytes.Equal(d.Data, want[0].Data) {
-			t.Errorf("%q: fast %q %q %s, encoding/json %q %q %s", body,
-				d.Topic, d.Type, d.Data, want[0].Topic, want[0].Type, want[0].Data)
+		if d.Topic != want[0].Topic || d.Type != want[0].Type || d.Key != want[0].Key || !bytes.Equal(d.Data, want[0].Data) {
+			t.Errorf("%q: fast %q %q %q %s, encoding/json %q %q %q %s", body,
+				d.Topic, d.Type, d.Key, d.Data, want[0].Topic, want[0].Type, want[0].Key, want[0].Data)
 		}
 	}
 	for _, body := range fastDeclines {
@@ -96,9 +102,9 @@ func FuzzParseSingleFast(f *testing.F) {
 		if batch || len(want) != 1 {
 			t.Fatalf("fast path accepted %q as one event, encoding/json saw batch %v with %d", body, batch, len(want))
 		}
-		if d.Topic != want[0].Topic || d.Type != want[0].Type || !bytes.Equal(d.Data, want[0].Data) {
-			t.Fatalf("%q: fast %q %q %s, encoding/json %q %q %s", body,
-				d.Topic, d.Type, d.Data, want[0].Topic, want[0].Type, want[0].Data)
+		if d.Topic != want[0].Topic || d.Type != want[0].Type || d.Key != want[0].Key || !bytes.Equal(d.Data, want[0].Data) {
+			t.Fatalf("%q: fast %q %q %q %s, encoding/json %q %q %q %s", body,
+				d.Topic, d.Type, d.Key, d.Data, want[0].Topic, want[0].Type, want[0].Key, want[0].Data)
 		}
 	})
 }

@@ -49,17 +49,8 @@ func (a *api) topics(w http.ResponseWriter, r *http.Request) {
 
 // history serves GET /v1/topics/{topic}/history?after=CURSOR&limit=N.
 func (a *api) history(w http.ResponseWriter, r *http.Request) {
-	p, ok := a.principal(w, r)
+	topic, ok := a.readableTopic(w, r, "the history")
 	if !ok {
-		return
-	}
-	topic := pathVar(r, "topic")
-	if err := hub.ValidateTopic(topic); err != nil {
-		apierror.WriteErr(w, err)
-		return
-	}
-	if !p.MaySubscribe(hub.MustPattern(topic)) {
-		apierror.Write(w, apierror.Denied(p, fmt.Sprintf("the history of %q", topic)))
 		return
 	}
 	q := r.URL.Query()
@@ -78,19 +69,66 @@ func (a *api) history(w http.ResponseWriter, r *http.Request) {
 		apierror.WriteErr(w, err)
 		return
 	}
-	// The envelopes are already encoded once by the hub; splice them in.
-	size := 16
-	for _, m := range msgs {
-		size += len(m.Envelope()) + 1
+	writeJSON(w, http.StatusOK, appendEvents(append(make([]byte, 0, eventsSize(msgs)+16), '{'), msgs))
+}
+
+// state serves GET /v1/topics/{topic}/state: the latest event of each key,
+// exact at the position "id".
+func (a *api) state(w http.ResponseWriter, r *http.Request) {
+	topic, ok := a.readableTopic(w, r, "the state")
+	if !ok {
+		return
 	}
-	body := make([]byte, 0, size)
-	body = append(body, `{"events":[`...)
+	st, err := a.hub.State(r.Context(), topic)
+	if err != nil {
+		apierror.WriteErr(w, err)
+		return
+	}
+	body := make([]byte, 0, eventsSize(st.Events)+len(st.Last.Epoch)+48)
+	body = append(body, `{"id":"`...)
+	body = st.Last.AppendText(body)
+	body = append(body, `",`...)
+	writeJSON(w, http.StatusOK, appendEvents(body, st.Events))
+}
+
+// readableTopic reads the {topic} of a read of one topic (its history, its
+// state), which needs the grant to subscribe to it. On false it has
+// written the error; what names the read in a refusal.
+func (a *api) readableTopic(w http.ResponseWriter, r *http.Request, what string) (string, bool) {
+	p, ok := a.principal(w, r)
+	if !ok {
+		return "", false
+	}
+	topic := pathVar(r, "topic")
+	if err := hub.ValidateTopic(topic); err != nil {
+		apierror.WriteErr(w, err)
+		return "", false
+	}
+	if !p.MaySubscribe(hub.MustPattern(topic)) {
+		apierror.Write(w, apierror.Denied(p, fmt.Sprintf("%s of %q", what, topic)))
+		return "", false
+	}
+	return topic, true
+}
+
+// eventsSize is what appendEvents adds besides its constant parts.
+func eventsSize(msgs []*hub.Message) int {
+	n := 0
+	for _, m := range msgs {
+		n += len(m.Envelope()) + 1
+	}
+	return n
+}
+
+// appendEvents ends a JSON object with "events":[…] and a newline. The
+// envelopes are already encoded once by the hub; it splices them in.
+func appendEvents(body []byte, msgs []*hub.Message) []byte {
+	body = append(body, `"events":[`...)
 	for i, m := range msgs {
 		if i > 0 {
 			body = append(body, ',')
 		}
 		body = append(body, m.Envelope()...)
 	}
-	body = append(body, "]}\n"...)
-	writeJSON(w, http.StatusOK, body)
+	return append(body, "]}\n"...)
 }

@@ -107,6 +107,7 @@ type frame struct {
 	ID     string          `json:"id"`
 	Topic  string          `json:"topic"`
 	Type   string          `json:"type"`
+	Key    *string         `json:"key"`
 	Data   json.RawMessage `json:"data"`
 	Time   string          `json:"time"`
 	Reason string          `json:"reason"`

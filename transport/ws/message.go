@@ -23,6 +23,7 @@ type inbound struct {
 	Rewind         json.RawMessage `json:"rewind"` // checked by hub.ParseRewind: a number's text, not any JSON number
 	Topic          string          `json:"topic"`
 	Type           string          `json:"type"`
+	Key            *string         `json:"key"`
 	Data           json.RawMessage `json:"data"`
 	Payload        json.RawMessage `json:"payload"`
 	IdempotencyKey string          `json:"idempotency_key"`
@@ -90,7 +91,12 @@ func (s *session) handle(b []byte) {
 			s.replyError(m.Ref, rateLimited("publishing", wait))
 			return
 		}
-		msgs, err := s.h.opts.Hub.Publish(s.ctx, hub.Draft{Topic: m.Topic, Type: m.Type, Data: m.Data})
+		d := hub.Draft{Topic: m.Topic, Type: m.Type, Data: m.Data}
+		if err := d.SetKey(m.Key); err != nil {
+			s.replyError(m.Ref, apierror.From(err))
+			return
+		}
+		msgs, err := s.h.opts.Hub.Publish(s.ctx, d)
 		if err != nil {
 			s.replyError(m.Ref, apierror.From(err))
 			return

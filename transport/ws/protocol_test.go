@@ -102,8 +102,16 @@ func TestPublishOpAndUnsubscribe(t *testing.T) {
 		t.Fatalf("publish reply %s: want ref 7 and an id", ok)
 	}
 	ev := sub.expect("event")
-	if ev.ID != ok.ID || ev.Topic != "chat.room1" || ev.Type != "chat.msg" || string(ev.Data) != `{"text":"hi"}` {
+	if ev.ID != ok.ID || ev.Topic != "chat.room1" || ev.Type != "chat.msg" || string(ev.Data) != `{"text":"hi"}` || ev.Key != nil {
 		t.Fatalf("event %s does not match the publish (id %s)", ev, ok.ID)
+	}
+
+	// With a key, the event carries it.
+	pub.send(`{"op":"publish","ref":8,"topic":"chat.room1","key":"user:42","data":{"typing":true}}`)
+	ok = pub.expect("ok")
+	ev = sub.expect("event")
+	if ev.ID != ok.ID || ev.Key == nil || *ev.Key != "user:42" || string(ev.Data) != `{"typing":true}` {
+		t.Fatalf("event %s: want key user:42 (id %s)", ev, ok.ID)
 	}
 
 	// Without type and data: type "message", data null.
@@ -152,6 +160,9 @@ func TestBadMessagesGetErrorsAndTheConnectionStays(t *testing.T) {
 		{name: "publish reserved type", msg: `{"op":"publish","ref":6,"topic":"a.b","type":"herald.x","data":1}`, code: "invalid_type", wantRef: "6"},
 		{name: "publish reserved type in capitals", msg: `{"op":"publish","ref":6,"topic":"a.b","type":"HERALD.reset","data":1}`, code: "invalid_type", wantRef: "6"},
 		{name: "publish bad type", msg: `{"op":"publish","topic":"a.b","type":"has space"}`, code: "invalid_type"},
+		{name: "publish bad key", msg: `{"op":"publish","ref":9,"topic":"a.b","key":"has space"}`, code: "invalid_request", wantRef: "9"},
+		{name: "publish empty key", msg: `{"op":"publish","topic":"a.b","key":""}`, code: "invalid_request"},
+		{name: "publish long key", msg: `{"op":"publish","topic":"a.b","key":"` + strings.Repeat("k", 129) + `"}`, code: "invalid_request"},
 		{name: "binary frame", binary: true, msg: `{"op":"ping"}`, code: "unsupported_media_type"},
 		{name: "action", msg: `{"op":"action","ref":8,"type":"echo","topic":"a.b","payload":{}}`, code: "unknown_action", wantRef: "8"},
 	}
