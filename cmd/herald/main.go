@@ -38,6 +38,7 @@ Commands:
   sub       subscribe and print events as JSON lines (see "herald sub -h")
   pub       publish events and print their cursors (see "herald pub -h")
   action    submit an action, optionally wait for its result (see "herald action -h")
+  state     print the state of a keyed topic, the latest event of each key (see "herald state -h")
   bench     load-test a running server (see "herald bench -h")
   token     print a token for a server run with --auth jwt (see "herald token -h")
   health    check that a URL, e.g. a node's /readyz, answers 2xx (see "herald health -h")
@@ -110,7 +111,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return exitStatus(runHealth(context.Background(), args[1:], stdout, stderr), stderr)
 	case "config":
 		return exitStatus(runConfig(args[1:], os.LookupEnv, stdout), stderr)
-	case "sub", "pub", "action":
+	case "sub", "pub", "action", "state":
 		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 		defer stop()
 		var err error
@@ -119,6 +120,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 			err = runSub(ctx, args[1:], stdout, stderr)
 		case "pub":
 			err = runPub(ctx, args[1:], os.Stdin, stdout, stderr)
+		case "state":
+			err = runState(ctx, args[1:], stdout, stderr)
 		default:
 			err = runAction(ctx, args[1:], stdout, stderr)
 		}
