@@ -24,7 +24,8 @@ import (
 // goroutine.
 type Client struct {
 	stdin io.WriteCloser
-	lines chan string // stdout, closed when it ends
+	lines chan string   // stdout, closed when it ends
+	done  chan struct{} // closed at cleanup: the stdout reader stops waiting for the test
 	cmd   *exec.Cmd
 }
 
@@ -61,25 +62,34 @@ func Dial(t testing.TB, url string) (*Client, string) {
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("failed to start node: %v", err)
 	}
-	c := &Client{stdin: stdin, lines: make(chan string, 1024), cmd: cmd}
+	c := &Client{stdin: stdin, lines: make(chan string, 1024), done: make(chan struct{}), cmd: cmd}
+	// The reader is the test's: it ends when node's stdout does, and does
+	// not wait for a test that stopped reading once the test has ended.
+	read := make(chan struct{})
 	go func() {
+		defer close(read)
 		defer close(c.lines)
 		sc := bufio.NewScanner(stdout)
 		sc.Buffer(make([]byte, 0, 64<<10), 16<<20)
 		for sc.Scan() {
-			c.lines <- sc.Text()
+			select {
+			case c.lines <- sc.Text():
+			case <-c.done:
+				_, _ = io.Copy(io.Discard, stdout) // let node finish writing and exit
+				return
+			}
 		}
 	}()
 	t.Cleanup(func() {
+		close(c.done)
 		_ = stdin.Close()
-		done := make(chan error, 1)
-		go func() { done <- cmd.Wait() }()
 		select {
-		case <-done:
+		case <-read:
 		case <-time.After(10 * time.Second):
-			cancel()
-			<-done
+			cancel() // kill node: its stdout ends
+			<-read
 		}
+		_ = cmd.Wait() // after every read, as os/exec requires
 		cancel()
 	})
 	first := c.Next(t, 10*time.Second)
