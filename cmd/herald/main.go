@@ -64,6 +64,12 @@ func usagef(format string, args ...any) error {
 // stdout and returns flag.ErrHelp; a bad flag or an argument is a usage
 // error that names the command's -h.
 func parseFlags(fs *flag.FlagSet, args []string, stdout io.Writer, usage string) error {
+	return parseCommand(fs, args, stdout, usage, "")
+}
+
+// parseCommand is parseFlags for a command that takes one argument after
+// its flags, named arg (none when arg is empty).
+func parseCommand(fs *flag.FlagSet, args []string, stdout io.Writer, usage, arg string) error {
 	fs.SetOutput(io.Discard)
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -74,8 +80,12 @@ func parseFlags(fs *flag.FlagSet, args []string, stdout io.Writer, usage string)
 		}
 		return usagef("%v (see \"%s -h\")", err, fs.Name())
 	}
-	if fs.NArg() > 0 {
-		return usagef("%s takes no arguments, got %q (see \"%s -h\")", strings.TrimPrefix(fs.Name(), "herald "), fs.Arg(0), fs.Name())
+	name := strings.TrimPrefix(fs.Name(), "herald ")
+	switch {
+	case arg == "" && fs.NArg() > 0:
+		return usagef("%s takes no arguments, got %q (see \"%s -h\")", name, fs.Arg(0), fs.Name())
+	case arg != "" && fs.NArg() != 1:
+		return usagef("%s takes one %s after its flags, got %q (see \"%s -h\")", name, arg, fs.Args(), fs.Name())
 	}
 	return nil
 }

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -36,18 +35,8 @@ func runState(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.StringVar(&rawURL, "url", "http://127.0.0.1:8080", "server base `URL`")
 	fs.StringVar(&token, "token", "", "`JWT` sent as Authorization: Bearer")
 	fs.DurationVar(&timeout, "timeout", 30*time.Second, "time limit of the request")
-	fs.SetOutput(io.Discard)
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			fs.SetOutput(stdout)
-			fmt.Fprint(stdout, stateUsage)
-			fs.PrintDefaults()
-			return err
-		}
-		return usagef("%v (see \"herald state -h\")", err)
-	}
-	if fs.NArg() != 1 {
-		return usagef("state takes one TOPIC after its flags, got %q (see \"herald state -h\")", fs.Args())
+	if err := parseCommand(fs, args, stdout, stateUsage, "TOPIC"); err != nil {
+		return err
 	}
 	topic := fs.Arg(0)
 	if err := hub.ValidateTopic(topic); err != nil {
