@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 	"strconv"
@@ -135,12 +136,6 @@ if total then trimBytes(total) end
 return out
 `)
 
-// presenceReadScript returns the epoch, the last position and a topic's
-// members at once, so that the members are exact at that position.
-var presenceReadScript = redis.NewScript(`
-return {redis.call('GET', KEYS[1]), redis.call('GET', KEYS[2]), redis.call('HGETALL', KEYS[3])}
-`)
-
 // NodeID implements hub.NodeBroker: the hub names its connections after
 // it, and the presence script indexes their memberships under it.
 func (b *Broker) NodeID() string { return b.node }
@@ -217,37 +212,44 @@ func (b *Broker) Presence(ctx context.Context, topic string) (hub.PresenceSnapsh
 	if b.closed.Load() {
 		return hub.PresenceSnapshot{}, hub.ErrClosed
 	}
-	res, err := presenceReadScript.Run(ctx, b.rdb, []string{b.epochKey, b.seqKey, b.presKey + "h:" + topic}).Slice()
-	if err != nil {
+	// One transaction, not a script: MULTI/EXEC is as atomic, and spares
+	// Lua a table of every member.
+	var epochCmd, seqCmd *redis.StringCmd
+	var membersCmd *redis.MapStringStringCmd
+	_, err := b.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		epochCmd = p.Get(ctx, b.epochKey)
+		seqCmd = p.Get(ctx, b.seqKey)
+		membersCmd = p.HGetAll(ctx, b.presKey+"h:"+topic)
+		return nil
+	})
+	if err != nil && !errors.Is(err, redis.Nil) {
 		return hub.PresenceSnapshot{}, fmt.Errorf("failed to read presence from Redis: %w", b.fail(err))
 	}
-	if len(res) != 3 {
-		return hub.PresenceSnapshot{}, fmt.Errorf("failed to read presence from Redis: unexpected reply %v", res)
-	}
-	epoch, _ := res[0].(string)
+	epoch := epochCmd.Val()
 	if epoch == "" {
 		epoch = b.currentEpoch()
 	}
 	var last uint64
-	if s, ok := res[1].(string); ok {
+	if s := seqCmd.Val(); s != "" {
 		if last, err = strconv.ParseUint(s, 10, 64); err != nil {
 			return hub.PresenceSnapshot{}, fmt.Errorf("failed to read presence from Redis: bad sequence %q", s)
 		}
 	}
-	kv, _ := res[2].([]any)
+	kv := membersCmd.Val()
 	type member struct {
 		seq  uint64
 		data json.RawMessage
 	}
-	ms := make([]member, 0, len(kv)/2)
-	for i := 0; i+1 < len(kv); i += 2 {
-		v, _ := kv[i+1].(string)
-		f := strings.SplitN(v, " ", 3)
-		seq, err := strconv.ParseUint(f[0], 10, 64)
-		if len(f) != 3 || err != nil {
+	ms := make([]member, 0, len(kv))
+	for _, v := range kv {
+		// "seq node member"
+		seqText, rest, ok1 := strings.Cut(v, " ")
+		_, data, ok2 := strings.Cut(rest, " ")
+		seq, err := strconv.ParseUint(seqText, 10, 64)
+		if !ok1 || !ok2 || err != nil {
 			return hub.PresenceSnapshot{}, fmt.Errorf("failed to read presence from Redis: bad member %q", v)
 		}
-		ms = append(ms, member{seq, json.RawMessage(f[2])})
+		ms = append(ms, member{seq, json.RawMessage(data)})
 	}
 	slices.SortFunc(ms, func(a, b member) int { return cmp.Compare(a.seq, b.seq) })
 	out := hub.PresenceSnapshot{Last: hub.Cursor{Epoch: epoch, Seq: last}, Members: make([]json.RawMessage, len(ms))}
