@@ -47,6 +47,7 @@ type Options struct {
 //	shard.mu  (RLock in dispatch, Lock in Subscribe/Unsubscribe/Close)
 //	Client.mu
 //	Hub.mu
+//	presencer.mu (the presence queue; takes nothing)
 //
 // Broker locks are never held while calling into the hub except by the
 // broker's own deliver call, which takes no hub lock (it only sends on the
