@@ -412,6 +412,9 @@ type Stats struct {
 	// PresenceRefused counts joins refused: the hub's queue of joins was
 	// full, or the topic had its most members.
 	PresenceRefused int64 `json:"presence_refused"`
+	// PresenceErrors counts batches of joins and leaves the broker failed
+	// (each retried).
+	PresenceErrors int64 `json:"presence_errors"`
 	// Broker holds the broker's own counts, if it keeps any.
 	Broker *BrokerStats `json:"broker,omitempty"`
 }
@@ -433,7 +436,7 @@ type BrokerCounter interface {
 func (h *Hub) Stats() Stats {
 	st := Stats{
 		Published: h.published.Load(), PublishErrors: h.publishErrors.Load(),
-		SlowKicked: h.kicked.Load(), Dropped: h.dropped.Load(), PresenceRefused: h.pres.refused.Load(),
+		SlowKicked: h.kicked.Load(), Dropped: h.dropped.Load(), PresenceRefused: h.pres.refused.Load(), PresenceErrors: h.pres.failed.Load(),
 		Clients: map[string]int64{}, Connects: map[string]int64{}, Disconnects: map[string]map[string]int64{},
 	}
 	for _, s := range h.shards {

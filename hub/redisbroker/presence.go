@@ -35,10 +35,10 @@ const DefaultNodeTTL = 15 * time.Second
 // its sequence number and the byte count after it; over KEYS[1] (the
 // sequence), KEYS[2] (the log), KEYS[4] (the byte count) and ARGV[1] (the
 // retention by count).
-const appendLua = `
+var appendLua = `
 local function appendEvent(topic, typ, key, data, micros)
   local seq = redis.call('INCR', KEYS[1])
-  local size = #topic + #typ + #key + #data + ` + "64" + `
+  local size = #topic + #typ + #key + #data + ` + strconv.Itoa(entryOverhead) + `
   local total = redis.call('INCRBY', KEYS[4], size)
   redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[1], seq .. '-0',
     't', topic, 'y', typ, 'k', key, 'd', data, 'm', micros, 'o', total - size)
