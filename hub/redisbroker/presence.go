@@ -271,9 +271,7 @@ func (b *Broker) nodeLoop() {
 	t := time.NewTicker(b.o.NodeTTL / 3)
 	defer t.Stop()
 	for {
-		if err := b.rdb.Set(b.ctx, b.heartbeatKey(b.node), "1", b.o.NodeTTL).Err(); err != nil && b.ctx.Err() == nil {
-			b.o.Logger.Warn("redis broker: failed to refresh the node's heartbeat", "err", err)
-		}
+		b.beat()
 		if err := b.sweep(b.ctx); err != nil && b.ctx.Err() == nil {
 			b.o.Logger.Warn("redis broker: failed to sweep the members of dead nodes", "err", err)
 		}
@@ -287,6 +285,27 @@ func (b *Broker) nodeLoop() {
 			cancel()
 			return
 		}
+	}
+}
+
+// beat refreshes the node's heartbeat. Start wrote it, so finding it gone
+// means it expired: the node could not refresh it for NodeTTL (cut off
+// from Redis, or stopped), and other nodes may have made its members leave.
+// Its connections stay subscribed but are no longer members; that is
+// worth an operator's attention.
+func (b *Broker) beat() {
+	var exists *redis.IntCmd
+	_, err := b.rdb.TxPipelined(b.ctx, func(p redis.Pipeliner) error {
+		exists = p.Exists(b.ctx, b.heartbeatKey(b.node))
+		p.Set(b.ctx, b.heartbeatKey(b.node), "1", b.o.NodeTTL)
+		return nil
+	})
+	switch {
+	case err != nil && b.ctx.Err() == nil:
+		b.o.Logger.Warn("redis broker: failed to refresh the node's heartbeat", "err", err)
+	case err == nil && exists.Val() == 0:
+		b.o.Logger.Warn("redis broker: this node's heartbeat had expired; other nodes may have made its members leave (they stay subscribed, no longer members, until they subscribe again)",
+			"node", b.node, "ttl", b.o.NodeTTL)
 	}
 }
 
