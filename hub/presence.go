@@ -82,7 +82,7 @@ func (h *Hub) Presence(ctx context.Context, topic string) (Presence, error) {
 	}
 	users := make(map[string]struct{})
 	for _, m := range snap.Members {
-		if u, ok := MemberUser(m); ok {
+		if u, ok := memberUser(m); ok {
 			users[u] = struct{}{}
 		}
 	}
@@ -90,23 +90,25 @@ func (h *Hub) Presence(ctx context.Context, topic string) (Presence, error) {
 }
 
 // ValidateInfo checks a member's info: a JSON object of at most
-// MaxInfoBytes, or nothing (nil or null).
+// MaxInfoBytes once compacted, or nothing (nil or null).
 func ValidateInfo(info json.RawMessage) error {
 	t := bytes.TrimSpace(info)
 	if len(t) == 0 || string(t) == "null" {
 		return nil
 	}
-	if len(info) > MaxInfoBytes {
-		return fmt.Errorf("%w: info is %d bytes of JSON, more than %d", ErrInvalidPresence, len(info), MaxInfoBytes)
-	}
-	if t[0] != '{' || !json.Valid(t) {
+	if t[0] != '{' || len(t) > 64*MaxInfoBytes || !json.Valid(t) {
 		return fmt.Errorf("%w: info must be a JSON object", ErrInvalidPresence)
+	}
+	// The bound is on the JSON as the member carries it, compacted.
+	var buf bytes.Buffer
+	if err := json.Compact(&buf, t); err != nil || buf.Len() > MaxInfoBytes {
+		return fmt.Errorf("%w: info is %d bytes of compact JSON, more than %d", ErrInvalidPresence, buf.Len(), MaxInfoBytes)
 	}
 	return nil
 }
 
 // memberJSON encodes a member, {"client":ID,"user":SUB-or-null,"info":OBJECT-or-null},
-// with client first and user second, the layout MemberUser reads.
+// with client first and user second, the layout memberUser reads.
 func memberJSON(client, user string, info json.RawMessage) []byte {
 	b := make([]byte, 0, 48+len(client)+len(user)+len(info))
 	b = append(b, `{"client":"`...)
@@ -128,9 +130,9 @@ func memberJSON(client, user string, info json.RawMessage) []byte {
 	return append(b, '}')
 }
 
-// MemberUser returns the user of a member object as the hub encodes it
+// memberUser returns the user of a member object as the hub encodes it
 // (memberJSON), and false for a member without one.
-func MemberUser(member []byte) (string, bool) {
+func memberUser(member []byte) (string, bool) {
 	const userField = `","user":`
 	i := bytes.Index(member, []byte(userField))
 	if i < 0 {
