@@ -137,6 +137,9 @@ func New(o Options) (*Hub, error) {
 		h.node = nb.NodeID()
 	}
 	h.pres = newPresencer(h, o.PresenceQueue)
+	if nr, ok := h.broker.(NodeReviver); ok {
+		nr.OnRevive(h.rejoinAll)
+	}
 	h.shards = make([]*shard, o.Shards)
 	for i := range h.shards {
 		s := &shard{idx: newIndex(), in: make(chan []*Message, o.ShardBuffer)}

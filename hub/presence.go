@@ -41,7 +41,10 @@ type PresenceChange struct {
 	Client string // the connection ID (Client.ConnID), the event's key
 	Join   bool
 	// Member is the member's JSON object, {"client","user","info"}, for a
-	// join; a leave carries the member as it joined (the broker has it).
+	// join; a leave carries the member as it joined (the broker has it). A
+	// join without a Member is a rejoin (see NodeReviver): it applies only
+	// to a member of this node that a sweep made leave, with the member it
+	// had.
 	Member json.RawMessage
 }
 
@@ -175,6 +178,35 @@ type NodeBroker interface {
 	NodeID() string
 }
 
+// NodeReviver is implemented by brokers that can find their node taken
+// for dead while it was alive (its heartbeat expired, and other nodes made
+// its members leave). The hub registers, before Start, a function that the
+// broker calls then: it queues a rejoin of every membership the node's
+// connections hold.
+type NodeReviver interface {
+	OnRevive(func())
+}
+
+// rejoinAll queues a rejoin (a join without a member) of every membership
+// of the hub's open clients.
+func (h *Hub) rejoinAll() {
+	h.mu.Lock()
+	cs := make([]*Client, 0, len(h.clients))
+	for c := range h.clients {
+		cs = append(cs, c)
+	}
+	h.mu.Unlock()
+	for _, c := range cs {
+		c.mu.Lock()
+		for _, sb := range c.subs {
+			if sb.member {
+				c.hub.pres.add(PresenceChange{Topic: sb.pat.raw, Client: c.ConnID(), Join: true})
+			}
+		}
+		c.mu.Unlock()
+	}
+}
+
 // The presence publisher's bounds: changes per broker call, and how long a
 // call may take.
 const (
@@ -298,7 +330,7 @@ func (p *presencer) publish(batch []PresenceChange) bool {
 	if errors.Is(err, ErrPresenceUnsupported) {
 		// Nothing to retry: such a broker records no member.
 		for _, ch := range batch {
-			if ch.Join {
+			if ch.Join && ch.Member != nil {
 				p.refused.Add(1)
 			}
 		}
@@ -309,21 +341,23 @@ func (p *presencer) publish(batch []PresenceChange) bool {
 		p.h.opts.Logger.Warn("hub: failed to publish joins and leaves; retrying", "err", err)
 		return false
 	}
-	joins := 0
-	for _, ch := range batch {
-		if ch.Join {
-			joins++
-		}
-	}
+	// Joins that did not apply: a full topic (a repeated join cannot
+	// happen from one hub). A rejoin that does not apply is the usual case
+	// (no sweep took the member) and no refusal.
+	type key struct{ topic, client string }
+	var joined map[key]bool
 	for _, m := range msgs {
 		if m.Type == TypeJoin {
-			joins--
+			if joined == nil {
+				joined = make(map[key]bool, len(msgs))
+			}
+			joined[key{m.Topic, m.Key}] = true
 		}
 	}
-	if joins > 0 {
-		// Joins of a full topic (or repeated ones, which cannot happen from
-		// one hub).
-		p.refused.Add(int64(joins))
+	for _, ch := range batch {
+		if ch.Join && ch.Member != nil && !joined[key{ch.Topic, ch.Client}] {
+			p.refused.Add(1)
+		}
 	}
 	p.h.published.Add(int64(len(msgs)))
 	return true

@@ -28,7 +28,8 @@ func (p *memPresence) draft(ch PresenceChange) (Draft, bool) {
 	ms := p.topics[ch.Topic]
 	old := ms[ch.Client]
 	switch {
-	case ch.Join && (old != nil || len(ms) >= p.maxMembers):
+	case ch.Join && (old != nil || len(ms) >= p.maxMembers || ch.Member == nil):
+		// (A rejoin, without a member: nothing here is ever swept.)
 		return Draft{}, false
 	case ch.Join:
 		return Draft{Topic: ch.Topic, Type: TypeJoin, Key: ch.Client, Data: ch.Member}, true

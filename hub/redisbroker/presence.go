@@ -22,6 +22,7 @@ import (
 //	{prefix}:pres:n:<node>   the members a node has, "topic\nclient"
 //	{prefix}:pres:nodes      the nodes that have (or had) members
 //	{prefix}:node:<node>     the node's heartbeat, which expires unless refreshed
+//	{prefix}:pres:s:<node>   members of the node that sweeps made leave, for a rejoin
 //
 // The script that appends a join or a leave also writes these, so that a
 // snapshot read with the log's last position is exact at it.
@@ -67,8 +68,9 @@ end
 // retention by count, ARGV[3] an epoch to set if the log has none, ARGV[4]
 // the retention in bytes, ARGV[5] the prefix of the presence keys, ARGV[6]
 // the bound of members per topic, ARGV[7] this node, ARGV[8] the number of
-// changes, then kind ("j" or "l"), topic, client and member of each. A join
-// of a member, of a full topic, or a leave of a non-member appends nothing.
+// changes, then kind ("j" join, "r" rejoin, "l" leave), topic, client and
+// member of each. A join of a member, of a full topic, a rejoin of a
+// member no sweep took, or a leave of a non-member appends nothing.
 // It returns the epoch, the time, and for each event appended its sequence
 // number, the index of its change (from 0) and its data.
 var presenceScript = redis.NewScript(trimScript + appendLua + `
@@ -83,7 +85,13 @@ local total = nil
 for i = 0, tonumber(ARGV[8]) - 1 do
   local a = 9 + i * 4
   local kind, topic, client, member = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3]
-  if kind == 'j' then
+  if kind == 'r' then
+    -- A rejoin: the member as a sweeper took it, if it did.
+    local swept = P .. 's:' .. node
+    member = redis.call('HGET', swept, topic .. '\n' .. client)
+    if member then redis.call('HDEL', swept, topic .. '\n' .. client) end
+  end
+  if kind ~= 'l' and member then
     local h = P .. 'h:' .. topic
     if redis.call('HEXISTS', h, client) == 0 and redis.call('HLEN', h) < maxm then
       local seq
@@ -93,7 +101,7 @@ for i = 0, tonumber(ARGV[8]) - 1 do
       redis.call('SADD', P .. 'nodes', node)
       table.insert(out, seq) table.insert(out, i) table.insert(out, member)
     end
-  else
+  elseif kind == 'l' then
     local seq, t, m = leave(P, topic, client, micros)
     if seq then
       total = t
@@ -105,9 +113,10 @@ if total then trimBytes(total) end
 return out
 `)
 
-// sweepScript makes up to ARGV[8] members of a dead node leave. KEYS and
-// ARGV[1..5] are as for presenceScript; ARGV[6] is the dead node, ARGV[7]
-// its heartbeat key. A node whose heartbeat exists is alive: nothing
+// sweepScript makes up to ARGV[8] members of a dead node leave, keeping
+// each (topic\nclient -> member) in {prefix}:pres:s:<node> for ARGV[9] ms
+// for a rejoin. KEYS and ARGV[1..5] are as for presenceScript; ARGV[6] is
+// the dead node, ARGV[7] its heartbeat key. A node whose heartbeat exists is alive: nothing
 // happens. Each member leaves only if it still is one, so two sweepers
 // never make one leave twice. It returns the number of members left to
 // sweep, then the events as presenceScript does (with the time first).
@@ -126,6 +135,10 @@ for _, e in ipairs(members) do
   local seq, t, m = leave(P, topic, client, micros)
   redis.call('SREM', set, e)
   if seq then
+    -- Kept for a while: a node taken for dead while alive joins its
+    -- members again with what they joined with (a rejoin).
+    redis.call('HSET', P .. 's:' .. node, e, m)
+    redis.call('PEXPIRE', P .. 's:' .. node, ARGV[9])
     total = t
     table.insert(out, seq) table.insert(out, topic) table.insert(out, client) table.insert(out, m)
   end
@@ -156,7 +169,10 @@ func (b *Broker) ChangePresence(ctx context.Context, changes []hub.PresenceChang
 	args = append(args, b.o.Size, 0, hub.NewEpoch(), b.o.MaxBytes, b.presKey, b.o.PresenceMaxMembers, b.node, len(changes))
 	for _, ch := range changes {
 		kind := "l"
-		if ch.Join {
+		switch {
+		case ch.Join && ch.Member == nil:
+			kind = "r"
+		case ch.Join:
 			kind = "j"
 		}
 		args = append(args, kind, ch.Topic, ch.Client, string(ch.Member))
@@ -262,6 +278,10 @@ func (b *Broker) Presence(ctx context.Context, topic string) (hub.PresenceSnapsh
 // sweepBatch bounds the members one run of sweepScript makes leave.
 const sweepBatch = 500
 
+// sweptTTL is how long the members a sweep made leave are kept for their
+// node to join them again if it was alive after all (Broker.OnRevive).
+const sweptTTL = time.Hour
+
 // nodeLoop is the node's presence goroutine, from Start to Close: every
 // third of NodeTTL it refreshes the node's heartbeat and sweeps the members
 // of nodes whose heartbeat expired. At Close the heartbeat is deleted; the
@@ -271,9 +291,11 @@ func (b *Broker) nodeLoop() {
 	t := time.NewTicker(b.o.NodeTTL / 3)
 	defer t.Stop()
 	for {
-		b.beat()
-		if err := b.sweep(b.ctx); err != nil && b.ctx.Err() == nil {
-			b.o.Logger.Warn("redis broker: failed to sweep the members of dead nodes", "err", err)
+		if !b.paused.Load() {
+			b.beat()
+			if err := b.sweep(b.ctx); err != nil && b.ctx.Err() == nil {
+				b.o.Logger.Warn("redis broker: failed to sweep the members of dead nodes", "err", err)
+			}
 		}
 		select {
 		case <-t.C:
@@ -290,9 +312,9 @@ func (b *Broker) nodeLoop() {
 
 // beat refreshes the node's heartbeat. Start wrote it, so finding it gone
 // means it expired: the node could not refresh it for NodeTTL (cut off
-// from Redis, or stopped), and other nodes may have made its members leave.
-// Its connections stay subscribed but are no longer members; that is
-// worth an operator's attention.
+// from Redis, or paused), and other nodes may have made its members leave.
+// The heartbeat is back before the rejoin is asked for, so no sweep runs
+// after it.
 func (b *Broker) beat() {
 	var exists *redis.IntCmd
 	_, err := b.rdb.TxPipelined(b.ctx, func(p redis.Pipeliner) error {
@@ -304,10 +326,20 @@ func (b *Broker) beat() {
 	case err != nil && b.ctx.Err() == nil:
 		b.o.Logger.Warn("redis broker: failed to refresh the node's heartbeat", "err", err)
 	case err == nil && exists.Val() == 0:
-		b.o.Logger.Warn("redis broker: this node's heartbeat had expired; other nodes may have made its members leave (they stay subscribed, no longer members, until they subscribe again)",
+		b.o.Logger.Warn("redis broker: this node's heartbeat had expired; other nodes may have made its members leave: joining them again",
 			"node", b.node, "ttl", b.o.NodeTTL)
+		if b.revive != nil {
+			b.revive()
+		}
 	}
 }
+
+// OnRevive implements hub.NodeReviver: f is called, from the broker's
+// heartbeat goroutine, when the node finds its heartbeat expired although
+// it is alive. The hub then rejoins its members (a PresenceChange with Join
+// and no Member), which brings back each one a sweeper made leave, with
+// its member as it joined. Call it before Start.
+func (b *Broker) OnRevive(f func()) { b.revive = f }
 
 // sweep makes the members of every node whose heartbeat expired leave.
 // The events reach every node through the log, as any.
@@ -322,7 +354,7 @@ func (b *Broker) sweep(ctx context.Context) error {
 		}
 		for ctx.Err() == nil {
 			res, err := sweepScript.Run(ctx, b.rdb, b.appendKeys(),
-				b.o.Size, 0, hub.NewEpoch(), b.o.MaxBytes, b.presKey, n, b.heartbeatKey(n), sweepBatch).Slice()
+				b.o.Size, 0, hub.NewEpoch(), b.o.MaxBytes, b.presKey, n, b.heartbeatKey(n), sweepBatch, sweptTTL.Milliseconds()).Slice()
 			if err != nil {
 				return err
 			}

@@ -107,6 +107,8 @@ type Broker struct {
 	counting   sync.WaitGroup        // the counter goroutine
 	nodes      sync.WaitGroup        // the heartbeat and sweeper goroutine (nodeLoop)
 	halt       chan struct{}         // closed by a test to stop the heartbeat as a crash would
+	paused     atomic.Bool           // set by a test to skip heartbeats, as a node cut off from Redis would
+	revive     func()                // set by OnRevive
 
 	readErrors, recoveries atomic.Int64 // of the reader: see BrokerStats
 
