@@ -71,7 +71,7 @@ func (c *collector) snapshot() []*hub.Message {
 }
 
 // waitFor polls until cond holds, or fails the test.
-func waitFor(t *testing.T, what string, cond func() bool) {
+func waitFor(t testing.TB, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for !cond() {
@@ -90,7 +90,7 @@ func datas(ms []*hub.Message) string {
 	return strings.Join(s, ",")
 }
 
-func open(t *testing.T) (*natsbroker.Broker, *nats.Conn, string, *collector) {
+func open(t testing.TB) (*natsbroker.Broker, *nats.Conn, string, *collector) {
 	t.Helper()
 	nc, name := natstest.Conn(t)
 	b, err := natsbroker.New(context.Background(), natsbroker.Options{
