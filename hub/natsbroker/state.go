@@ -1,0 +1,429 @@
+package natsbroker
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/heraldpush/herald/hub"
+)
+
+// The state of keyed topics lives in a second stream, <Stream>_STATE, on
+// subjects <Subjects>_state.<KEY>.<TOPIC> (the key first, with its dots
+// written as "~", so that a topic pattern maps to the filter
+// <Subjects>_state.*.<PATTERN>). The stream keeps one message per subject
+// (MaxMsgsPerSubject 1): the latest event of the key, or a tombstone (data
+// null) for a key that an event removed. Its MaxBytes is StateMaxBytes
+// with DiscardOld, so that past it the least recently written keys across
+// topics go first. The log's retention does not touch it.
+//
+// NATS 2.9 cannot append to the log and write the state in one step, so
+// the state is derived from the log, not written beside it by Publish:
+// every node runs an applier that follows the log from its first retained
+// position and writes each keyed event into the state stream, unless the
+// key's message there is already at that position or later. The write is
+// conditional on the key's last message in the state stream
+// (Nats-Expected-Last-Subject-Sequence), so appliers on several nodes,
+// in any interleaving, leave each key at its latest event in log order.
+// A publisher that dies after its append leaves nothing to repair: the
+// appliers write the state from the log.
+//
+// An applier's position (applied) is exact: every keyed event at or before
+// it is in the state stream, or was replaced there by a later one. A
+// snapshot reads the state stream's messages of the topic, then the log's
+// end, then the topic's events in the log after applied up to that end;
+// the latest event of each key among these is the state at the end (see
+// snapshot). So Publish costs nothing more for a keyed event, and a
+// snapshot reads the log's tail that the applier has not yet written.
+//
+// Header of a state message besides those of an event (the subject gives
+// the topic): the log position of the event and the log's epoch.
+const (
+	hdrSeq   = "Herald-Seq"
+	hdrEpoch = "Herald-Epoch"
+)
+
+// applied is an applier's position: the log's epoch and the last position
+// whose keyed events (and all before) are in the state stream.
+type applied struct {
+	epoch string
+	seq   uint64
+}
+
+// stateStore is the broker's handle on the state stream, opened when first
+// needed so that a log without keyed events has no state stream.
+type stateStore struct {
+	mu sync.Mutex
+	s  jetstream.Stream // nil until opened
+}
+
+func (b *Broker) stateName() string   { return b.o.Stream + "_STATE" }
+func (b *Broker) statePrefix() string { return b.o.Subjects + "_state." }
+
+// stateSubject is the subject of a key of a topic.
+func (b *Broker) stateSubject(topic, key string) string {
+	return b.statePrefix() + strings.ReplaceAll(key, ".", "~") + "." + topic
+}
+
+func (b *Broker) stateConfig() jetstream.StreamConfig {
+	cfg := jetstream.StreamConfig{
+		Name:              b.stateName(),
+		Description:       "Herald state of keyed topics",
+		Subjects:          []string{b.statePrefix() + ">"},
+		Retention:         jetstream.LimitsPolicy,
+		Discard:           jetstream.DiscardOld,
+		MaxMsgsPerSubject: 1,
+		MaxBytes:          int64(b.o.StateMaxBytes),
+		Replicas:          b.o.Replicas,
+		Storage:           jetstream.FileStorage,
+		AllowDirect:       true,
+		Duplicates:        time.Second, // no message IDs are used
+	}
+	if b.o.Memory {
+		cfg.Storage = jetstream.MemoryStorage
+	}
+	return cfg
+}
+
+// stateStream returns the state stream, creating it if create is set; nil
+// (and no error) if there is none and create is not set.
+func (b *Broker) stateStream(ctx context.Context, create bool) (jetstream.Stream, error) {
+	b.state.mu.Lock()
+	defer b.state.mu.Unlock()
+	if b.state.s != nil {
+		return b.state.s, nil
+	}
+	var s jetstream.Stream
+	var err error
+	if create {
+		s, err = b.js.CreateOrUpdateStream(ctx, b.stateConfig())
+	} else if s, err = b.js.Stream(ctx, b.stateName()); errors.Is(err, jetstream.ErrStreamNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("failed to open stream %s: %w", b.stateName(), b.fail(err))
+	}
+	b.state.s = s
+	return s, nil
+}
+
+// dropStateStream forgets the state stream after it was found gone, so
+// that the next use opens (or creates) it again.
+func (b *Broker) dropStateStream() {
+	b.state.mu.Lock()
+	b.state.s = nil
+	b.state.mu.Unlock()
+}
+
+// applyLoop is the applier goroutine (see above), from Start until Close.
+// It follows the log from its first retained position: what nodes wrote
+// before this one started is checked again, so that a write lost with a
+// node that died is made now.
+func (b *Broker) applyLoop(epoch string) {
+	defer close(b.applyDone)
+	b.follow("state", epoch, 0, b.apply)
+}
+
+// apply writes the keyed events of out into the state stream and then
+// records resolved as the applier's position.
+func (b *Broker) apply(out []*hub.Message, epoch string, resolved uint64) error {
+	// Only the latest event of each key matters.
+	latest := map[string]*hub.Message{}
+	for _, m := range out {
+		if m.Key != "" {
+			latest[b.stateSubject(m.Topic, m.Key)] = m
+		}
+	}
+	if len(latest) > 0 {
+		ctx, cancel := context.WithTimeout(b.ctx, confirmWait)
+		defer cancel()
+		s, err := b.stateStream(ctx, true)
+		if err != nil {
+			return err
+		}
+		for subj, m := range latest {
+			if err := b.applyKey(ctx, s, subj, m, epoch); err != nil {
+				if errors.Is(err, jetstream.ErrStreamNotFound) || errors.Is(err, jetstream.ErrNoStreamResponse) {
+					b.dropStateStream()
+				}
+				return err
+			}
+		}
+	}
+	if p := b.applied.Load(); p == nil || p.epoch != epoch || p.seq != resolved {
+		b.applied.Store(&applied{epoch: epoch, seq: resolved})
+	}
+	return nil
+}
+
+// jsErrWrongLastSeq is JetStream's refusal of a message whose expected
+// last sequence (here: of its subject) is not the stream's.
+const jsErrWrongLastSeq jetstream.ErrorCode = 10071
+
+// applyKey makes m the state of its key unless the state is at m or later:
+// a write conditional on the key's message it read, read again if another
+// node wrote meanwhile.
+func (b *Broker) applyKey(ctx context.Context, s jetstream.Stream, subj string, m *hub.Message, epoch string) error {
+	remove := string(m.Data) == "null"
+	for {
+		var expect uint64
+		rm, err := s.GetLastMsgForSubject(ctx, subj)
+		switch {
+		case errors.Is(err, jetstream.ErrMsgNotFound):
+			if remove {
+				return nil // nothing to remove
+			}
+		case err != nil:
+			return fmt.Errorf("failed to read stream %s: %w", b.stateName(), b.fail(err))
+		default:
+			if rm.Header.Get(hdrEpoch) == epoch {
+				if seq, _ := strconv.ParseUint(rm.Header.Get(hdrSeq), 10, 64); seq >= m.ID.Seq {
+					return nil
+				}
+			}
+			expect = rm.Sequence
+		}
+		msg := encode(b.statePrefix()+strings.ReplaceAll(m.Key, ".", "~")+".", hub.Draft{Topic: m.Topic, Type: m.Type, Key: m.Key, Data: m.Data}, m.Time)
+		msg.Header.Set(hdrSeq, strconv.FormatUint(m.ID.Seq, 10))
+		msg.Header.Set(hdrEpoch, epoch)
+		_, err = b.js.PublishMsg(ctx, msg, jetstream.WithExpectLastSequencePerSubject(expect))
+		var apiErr *jetstream.APIError
+		if errors.As(err, &apiErr) && apiErr.ErrorCode == jsErrWrongLastSeq {
+			continue // another node wrote the key meanwhile
+		}
+		if err != nil {
+			return fmt.Errorf("failed to write stream %s: %w", b.stateName(), b.fail(err))
+		}
+		return nil
+	}
+}
+
+// State implements hub.Broker: the snapshot is exact at its position, as
+// the memory broker's (see snapshot). The node's applier must be running
+// (Start): a snapshot waits, up to the context's deadline or stateWait,
+// for it to have read past what the log's retention has dropped.
+func (b *Broker) State(ctx context.Context, topic string) (hub.StateSnapshot, error) {
+	p, err := hub.ParsePattern(topic)
+	if err != nil {
+		return hub.StateSnapshot{}, err
+	}
+	last, events, err := b.snapshot(ctx, []hub.Pattern{p})
+	if err != nil {
+		return hub.StateSnapshot{}, fmt.Errorf("failed to read state from NATS: %w", err)
+	}
+	return hub.StateSnapshot{Last: last, Events: events}, nil
+}
+
+// stateWait bounds how long a snapshot waits for this node's applier.
+const stateWait = 5 * time.Second
+
+// snapshot returns the state of every topic that matches one of pats,
+// exact at one position of the log, the cursor it returns: the latest
+// event of each key at or before it, ascending by cursor, at most
+// StateMaxKeys per topic.
+//
+// Why it is exact: let P be the applier's position read first, and L the
+// log's end read after the state stream's messages. Every key's message in
+// the state stream is of an event at or before L, since an event is
+// written there only after it is in the log. Take a key whose latest event
+// at or before L is at t. If t <= P, the state stream held t (or later)
+// from before the read, and anything later would be an event after t and
+// at or before L: so it held t throughout the read, which returned it. If
+// t > P, the log's events after P hold it. A key whose state message is
+// older than t is replaced by t from the log, and a removal (a tombstone,
+// or a null in the log) wins over anything older. The log's events after P
+// must all still be there: if retention has dropped any, the snapshot
+// waits for the applier to pass them, and reads again.
+func (b *Broker) snapshot(ctx context.Context, pats []hub.Pattern) (hub.Cursor, []*hub.Message, error) {
+	if b.closed.Load() {
+		return hub.Cursor{}, nil, hub.ErrClosed
+	}
+	wctx, cancel := context.WithTimeout(ctx, stateWait)
+	defer cancel()
+	for {
+		p := b.applied.Load()
+		if p == nil {
+			if !b.started.Load() {
+				return hub.Cursor{}, nil, errors.New("the broker is not started")
+			}
+		} else if last, events, ok, err := b.snapshotAt(ctx, pats, *p); err != nil || ok {
+			return last, events, err
+		}
+		// The applier is behind what retention has dropped, or on another
+		// epoch: wait for it.
+		select {
+		case <-time.After(5 * time.Millisecond):
+		case <-wctx.Done():
+			if err := ctx.Err(); err != nil {
+				return hub.Cursor{}, nil, err
+			}
+			return hub.Cursor{}, nil, hub.Unavailable(errors.New("this node's state applier is behind the log's retention"))
+		}
+	}
+}
+
+// stateEntry is a key's latest event as far as a snapshot has read, or
+// its removal (m nil).
+type stateEntry struct {
+	seq   uint64
+	topic string
+	m     *hub.Message
+}
+
+// snapshotAt is snapshot with the applier at p; ok is false if the log's
+// events after p are no longer all retained, or the log is of another
+// epoch than p.
+func (b *Broker) snapshotAt(ctx context.Context, pats []hub.Pattern, p applied) (hub.Cursor, []*hub.Message, bool, error) {
+	bd, err := b.Bounds(ctx)
+	if err != nil {
+		return hub.Cursor{}, nil, false, err
+	}
+	if bd.Epoch != p.epoch || p.seq+1 < bd.First {
+		return hub.Cursor{}, nil, false, nil
+	}
+	entries := map[string]*stateEntry{} // by topic "\n" key
+	if err := b.readStateStream(ctx, pats, p.epoch, entries); err != nil {
+		return hub.Cursor{}, nil, false, err
+	}
+	if bd, err = b.Bounds(ctx); err != nil {
+		return hub.Cursor{}, nil, false, err
+	}
+	if bd.Epoch != p.epoch {
+		return hub.Cursor{}, nil, false, nil
+	}
+	for _, e := range entries {
+		if e.seq > bd.Last { // cannot be (see snapshot); read again
+			return hub.Cursor{}, nil, false, nil
+		}
+	}
+	// The log's events after p, up to its end.
+	after := p.seq
+	for after < bd.Last {
+		res, err := b.Read(ctx, hub.ReadRequest{After: after, Patterns: pats, Limit: 256})
+		if errors.Is(err, hub.ErrHistoryGone) {
+			return hub.Cursor{}, nil, false, nil
+		}
+		if err != nil {
+			return hub.Cursor{}, nil, false, err
+		}
+		for _, m := range res.Messages {
+			if m.ID.Seq > bd.Last || m.Key == "" {
+				continue
+			}
+			k := m.Topic + "\n" + m.Key
+			if e := entries[k]; e == nil || e.seq < m.ID.Seq {
+				e = &stateEntry{seq: m.ID.Seq, topic: m.Topic, m: m}
+				if string(m.Data) == "null" {
+					e.m = nil
+				}
+				entries[k] = e
+			}
+		}
+		if res.Next <= after || !res.More && res.Next < bd.Last {
+			break // the read ends before bd.Last: nothing more was complete then
+		}
+		after = res.Next
+	}
+	// Retention must not have dropped any of them during the read.
+	if info, err := b.info(ctx); err != nil {
+		return hub.Cursor{}, nil, false, err
+	} else if info.State.Msgs > 0 && p.seq+1 < info.State.FirstSeq || epochOf(info) != p.epoch {
+		return hub.Cursor{}, nil, false, nil
+	}
+	byTopic := map[string][]*hub.Message{}
+	for _, e := range entries {
+		if e.m != nil {
+			byTopic[e.topic] = append(byTopic[e.topic], e.m)
+		}
+	}
+	out := []*hub.Message{}
+	for _, ms := range byTopic {
+		slices.SortFunc(ms, func(x, y *hub.Message) int { return cmp.Compare(x.ID.Seq, y.ID.Seq) })
+		out = append(out, ms[max(0, len(ms)-b.o.StateMaxKeys):]...) // the least recently written go
+	}
+	slices.SortFunc(out, func(x, y *hub.Message) int { return cmp.Compare(x.ID.Seq, y.ID.Seq) })
+	return hub.Cursor{Epoch: bd.Epoch, Seq: bd.Last}, out, true, nil
+}
+
+// readStateStream adds the state stream's messages of the topics matching
+// pats, of the given epoch, to entries.
+func (b *Broker) readStateStream(ctx context.Context, pats []hub.Pattern, epoch string, entries map[string]*stateEntry) error {
+	s, err := b.stateStream(ctx, false)
+	if err != nil || s == nil {
+		return err
+	}
+	for _, p := range pats {
+		r, err := b.openReaderOn(ctx, s, b.stateName(), b.statePrefix()+"*."+p.String(), 1)
+		if errors.Is(err, jetstream.ErrStreamNotFound) {
+			b.dropStateStream()
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		err = b.readEntries(ctx, r, epoch, entries)
+		r.close()
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (b *Broker) readEntries(ctx context.Context, r *reader, epoch string, entries map[string]*stateEntry) error {
+	for !r.done() {
+		page, err := r.fetch(ctx, 256)
+		if err != nil {
+			return err
+		}
+		for _, rm := range page {
+			e, err := b.decodeState(rm, epoch)
+			if err != nil {
+				b.o.Logger.Warn("nats broker: skipping an unreadable state message", "subject", rm.subject, "err", err)
+				continue
+			}
+			if e == nil {
+				continue // of another epoch
+			}
+			k := e.topic + "\n" + rm.header.Get(hdrKey)
+			if old := entries[k]; old == nil || old.seq < e.seq {
+				entries[k] = e
+			}
+		}
+	}
+	return nil
+}
+
+// decodeState decodes a state message; nil if it is of another epoch.
+func (b *Broker) decodeState(rm rawMsg, epoch string) (*stateEntry, error) {
+	if rm.header.Get(hdrEpoch) != epoch {
+		return nil, nil
+	}
+	seq, err := strconv.ParseUint(rm.header.Get(hdrSeq), 10, 64)
+	if err != nil {
+		return nil, fmt.Errorf("bad %s header: %w", hdrSeq, err)
+	}
+	rest, ok := strings.CutPrefix(rm.subject, b.statePrefix())
+	_, topic, ok2 := strings.Cut(rest, ".")
+	if !ok || !ok2 || rm.header.Get(hdrKey) == "" {
+		return nil, fmt.Errorf("subject %q is not a key's", rm.subject)
+	}
+	e := &stateEntry{seq: seq, topic: topic}
+	if string(rm.data) == "null" {
+		return e, nil
+	}
+	m, _, err := decode(epoch, seq, b.prefix+topic, rm.header, rm.data, b.prefix)
+	if err != nil {
+		return nil, err
+	}
+	e.m = m
+	return e, nil
+}
