@@ -300,11 +300,11 @@ func (b *Broker) Start(deliver func([]*hub.Message)) error {
 // event to deliver.
 func (b *Broker) deliverLoop(deliver func([]*hub.Message), epoch string, last uint64) {
 	defer close(b.done)
-	b.follow("delivery", epoch, last, func(out []*hub.Message, _ string, _ uint64) error {
+	b.follow("delivery", epoch, last, func(out []*hub.Message, _ string, _ uint64) (time.Duration, error) {
 		if len(out) > 0 {
 			deliver(out)
 		}
-		return nil
+		return 0, nil
 	})
 }
 
@@ -318,10 +318,12 @@ func (b *Broker) deliverLoop(deliver func([]*hub.Message), epoch string, last ui
 // handle gets the events as they become ready (complete batches only, in
 // order), with the position up to which the stream has been handed over
 // (resolved: before any batch still held); it is also called with no
-// events when the stream is idle, or with no position change. If handle
-// fails, follow starts again after the position of its last success. It
-// is called from the goroutine that runs follow, one call at a time.
-func (b *Broker) follow(what, epoch string, last uint64, handle func(out []*hub.Message, epoch string, resolved uint64) error) {
+// events when the stream is idle, or with no position change. handle may
+// hold what it got for later: it then returns how soon it wants to be
+// called again, even if nothing follows. If handle fails, follow starts
+// again after the position of its last success that held nothing. It is
+// called from the goroutine that runs follow, one call at a time.
+func (b *Broker) follow(what, epoch string, last uint64, handle handler) {
 	backoff := 50 * time.Millisecond
 	for b.ctx.Err() == nil {
 		var err error
@@ -331,7 +333,7 @@ func (b *Broker) follow(what, epoch string, last uint64, handle func(out []*hub.
 			return
 		}
 		if epoch != was {
-			_ = handle(nil, epoch, 0) // a new log: nothing of it handed yet
+			_, _ = handle(nil, epoch, 0) // a new log: nothing of it handed yet
 		}
 		if err != nil {
 			b.o.Logger.Warn("nats broker: reading the stream failed; retrying", "for", what, "err", err, "in", backoff)
@@ -348,9 +350,12 @@ func (b *Broker) follow(what, epoch string, last uint64, handle func(out []*hub.
 	}
 }
 
+// handler is what follow hands the stream to.
+type handler func(out []*hub.Message, epoch string, resolved uint64) (hold time.Duration, err error)
+
 // consume hands the stream from last+1 to handle until an error or a new
 // epoch, and returns where to go on from.
-func (b *Broker) consume(handle func([]*hub.Message, string, uint64) error, epoch string, last uint64) (uint64, string, error) {
+func (b *Broker) consume(handle handler, epoch string, last uint64) (uint64, string, error) {
 	cfg := jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverAllPolicy}
 	if last > 0 {
 		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, last+1
@@ -365,13 +370,17 @@ func (b *Broker) consume(handle func([]*hub.Message, string, uint64) error, epoc
 	}
 	defer it.Stop()
 	asm := assembler{prefix: b.prefix}
-	handed := last // the resolved position of handle's last success
+	handed := last // the resolved position of handle's last success that held nothing
+	var hold time.Duration
 	hand := func(out []*hub.Message) error {
 		r := asm.resolved(last)
-		if err := handle(out, epoch, r); err != nil {
+		h, err := handle(out, epoch, r)
+		if err != nil {
 			return err
 		}
-		handed = r
+		if hold = h; hold == 0 {
+			handed = r
+		}
 		return nil
 	}
 	var out []*hub.Message
@@ -379,14 +388,24 @@ func (b *Broker) consume(handle func([]*hub.Message, string, uint64) error, epoc
 		// Ready events wait for more only briefly: the stream's count of
 		// what follows is a hint, and a stalled batch must not hold them.
 		wait := b.o.Idle
-		if len(out) > 0 {
+		switch {
+		case len(out) > 0:
 			wait = 5 * time.Millisecond
+		case hold > 0:
+			wait = min(wait, hold)
 		}
 		ctx, cancel := context.WithTimeout(b.ctx, wait)
 		msg, err := it.Next(jetstream.NextContext(ctx))
 		cancel()
 		if b.ctx.Err() != nil {
 			return handed, epoch, nil
+		}
+		if errors.Is(err, context.DeadlineExceeded) && len(out) == 0 && hold > 0 && wait < b.o.Idle {
+			// handle asked to be called again
+			if herr := hand(nil); herr != nil {
+				return handed, epoch, herr
+			}
+			continue
 		}
 		if err != nil && len(out) > 0 {
 			if herr := hand(out); herr != nil {

@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/heraldpush/herald/hub"
@@ -129,81 +130,220 @@ func (b *Broker) dropStateStream() {
 // node that died is made now.
 func (b *Broker) applyLoop(epoch string) {
 	defer close(b.applyDone)
-	b.follow("state", epoch, 0, b.apply)
+	a := &applier{b: b, held: map[string]*hub.Message{}, known: map[string]known{}}
+	b.follow("state", epoch, 0, a.handle)
 }
 
-// apply writes the keyed events of out into the state stream and then
-// records resolved as the applier's position.
-func (b *Broker) apply(out []*hub.Message, epoch string, resolved uint64) error {
-	// Only the latest event of each key matters.
-	latest := map[string]*hub.Message{}
+// Bounds of what the applier holds before it writes: only a key's latest
+// event is written, so holding a moment saves the writes of keys written
+// again meanwhile. The position a snapshot reads the log from is then that
+// much older, no more.
+const (
+	applyDelay     = 100 * time.Millisecond
+	applyMaxKeys   = 1024
+	applyMaxBytes  = 4 << 20
+	applyKnownKeys = 8192
+)
+
+// applier writes the log's keyed events into the state stream. It is
+// owned by the applier goroutine.
+type applier struct {
+	b     *Broker
+	epoch string
+	held  map[string]*hub.Message // by state subject: the latest event of the key read
+	bytes int
+	since time.Time // when the oldest held event was read
+	// known is what the applier last read or wrote for a subject: the
+	// state stream's sequence of the key's message and the log position
+	// it holds. A write that expects it needs no read first; if another
+	// node wrote meanwhile, the write is refused and the key read.
+	known map[string]known
+}
+
+type known struct{ stateSeq, seq uint64 }
+
+// handle is the applier's handler (see follow): it holds the keyed events
+// of out, and writes what it holds when it has held it applyDelay, or
+// when it holds too much, or when the log is idle; then it records
+// resolved as the applier's position.
+func (a *applier) handle(out []*hub.Message, epoch string, resolved uint64) (time.Duration, error) {
+	if epoch != a.epoch {
+		clear(a.held)
+		clear(a.known)
+		a.epoch, a.bytes = epoch, 0
+	}
 	for _, m := range out {
-		if m.Key != "" {
-			latest[b.stateSubject(m.Topic, m.Key)] = m
+		if m.Key == "" {
+			continue
+		}
+		if len(a.held) == 0 {
+			a.since = time.Now()
+		}
+		subj := a.b.stateSubject(m.Topic, m.Key)
+		if old := a.held[subj]; old != nil {
+			a.bytes -= len(old.Data)
+		}
+		a.held[subj] = m
+		a.bytes += len(m.Data)
+	}
+	if len(a.held) > 0 && out != nil && len(a.held) < applyMaxKeys && a.bytes < applyMaxBytes {
+		if wait := applyDelay - time.Since(a.since); wait > 0 {
+			return wait, nil
 		}
 	}
-	if len(latest) > 0 {
-		ctx, cancel := context.WithTimeout(b.ctx, confirmWait)
-		defer cancel()
-		s, err := b.stateStream(ctx, true)
-		if err != nil {
-			return err
-		}
-		for subj, m := range latest {
-			if err := b.applyKey(ctx, s, subj, m, epoch); err != nil {
-				if errors.Is(err, jetstream.ErrStreamNotFound) || errors.Is(err, jetstream.ErrNoStreamResponse) {
-					b.dropStateStream()
-				}
-				return err
+	if err := a.flush(); err != nil {
+		return 0, err
+	}
+	if p := a.b.applied.Load(); p == nil || p.epoch != epoch || p.seq != resolved {
+		a.b.applied.Store(&applied{epoch: epoch, seq: resolved})
+	}
+	return 0, nil
+}
+
+// flush writes what the applier holds, all at once; a key that another
+// node wrote meanwhile is read and written again on its own. A failure
+// keeps the rest held: the stream is read again from the applier's
+// position, and what is read again replaces it.
+func (a *applier) flush() error {
+	if len(a.held) == 0 {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(a.b.ctx, confirmWait)
+	defer cancel()
+	s, err := a.b.stateStream(ctx, true)
+	if err != nil {
+		return err
+	}
+	type sent struct {
+		subj string
+		m    *hub.Message
+		f    jetstream.PubAckFuture
+	}
+	var pending []sent
+	for subj, m := range a.held {
+		k, ok := a.known[subj]
+		if !ok {
+			if k, err = a.read(ctx, s, subj); err != nil {
+				return a.failed(err)
 			}
 		}
+		msg := a.message(k, m)
+		if msg == nil {
+			a.done(subj, m)
+			continue
+		}
+		f, err := a.b.js.PublishMsgAsync(msg, jetstream.WithExpectLastSequencePerSubject(k.stateSeq))
+		if err != nil {
+			return a.failed(err)
+		}
+		pending = append(pending, sent{subj, m, f})
 	}
-	if p := b.applied.Load(); p == nil || p.epoch != epoch || p.seq != resolved {
-		b.applied.Store(&applied{epoch: epoch, seq: resolved})
+	var first error
+	for _, p := range pending {
+		var err error
+		select {
+		case ack := <-p.f.Ok():
+			a.known[p.subj] = known{stateSeq: ack.Sequence, seq: p.m.ID.Seq}
+			a.done(p.subj, p.m)
+			continue
+		case err = <-p.f.Err():
+		case <-ctx.Done():
+			err = ctx.Err()
+		}
+		delete(a.known, p.subj) // stored or not, it must be read
+		var apiErr *jetstream.APIError
+		if errors.As(err, &apiErr) && apiErr.ErrorCode == jsErrWrongLastSeq {
+			err = a.write(ctx, s, p.subj, p.m) // another node wrote it meanwhile
+		}
+		if err == nil {
+			a.done(p.subj, p.m)
+		} else if first == nil {
+			first = err
+		}
+	}
+	if len(a.known) > applyKnownKeys {
+		clear(a.known) // a cache: reads refill it
+	}
+	if first != nil {
+		return a.failed(first)
 	}
 	return nil
+}
+
+// done drops m, written, from what the applier holds.
+func (a *applier) done(subj string, m *hub.Message) {
+	delete(a.held, subj)
+	a.bytes -= len(m.Data)
+}
+
+func (a *applier) failed(err error) error {
+	if errors.Is(err, jetstream.ErrStreamNotFound) || errors.Is(err, jetstream.ErrNoStreamResponse) {
+		a.b.dropStateStream()
+		clear(a.known)
+	}
+	return fmt.Errorf("failed to write stream %s: %w", a.b.stateName(), a.b.fail(err))
+}
+
+// read reads what the state stream holds for a subject.
+func (a *applier) read(ctx context.Context, s jetstream.Stream, subj string) (known, error) {
+	rm, err := s.GetLastMsgForSubject(ctx, subj)
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		a.known[subj] = known{}
+		return known{}, nil
+	}
+	if err != nil {
+		return known{}, err
+	}
+	k := known{stateSeq: rm.Sequence}
+	if rm.Header.Get(hdrEpoch) == a.epoch {
+		k.seq, _ = strconv.ParseUint(rm.Header.Get(hdrSeq), 10, 64)
+	}
+	a.known[subj] = k
+	return k, nil
+}
+
+// message is the state message that makes m its key's state, or nil if
+// the state holds k, at m or later, or nothing that m would remove.
+func (a *applier) message(k known, m *hub.Message) *nats.Msg {
+	if k.seq >= m.ID.Seq || string(m.Data) == "null" && k.stateSeq == 0 {
+		return nil
+	}
+	msg := encode(a.b.statePrefix()+strings.ReplaceAll(m.Key, ".", "~")+".", hub.Draft{Topic: m.Topic, Type: m.Type, Key: m.Key, Data: m.Data}, m.Time)
+	msg.Header.Set(hdrSeq, strconv.FormatUint(m.ID.Seq, 10))
+	msg.Header.Set(hdrEpoch, a.epoch)
+	return msg
 }
 
 // jsErrWrongLastSeq is JetStream's refusal of a message whose expected
 // last sequence (here: of its subject) is not the stream's.
 const jsErrWrongLastSeq jetstream.ErrorCode = 10071
 
-// applyKey makes m the state of its key unless the state is at m or later:
-// a write conditional on the key's message it read, read again if another
+// write makes m the state of its key unless the state is at m or later:
+// a write conditional on the key's message as read, read again if another
 // node wrote meanwhile.
-func (b *Broker) applyKey(ctx context.Context, s jetstream.Stream, subj string, m *hub.Message, epoch string) error {
-	remove := string(m.Data) == "null"
-	for {
-		var expect uint64
-		rm, err := s.GetLastMsgForSubject(ctx, subj)
-		switch {
-		case errors.Is(err, jetstream.ErrMsgNotFound):
-			if remove {
-				return nil // nothing to remove
-			}
-		case err != nil:
-			return fmt.Errorf("failed to read stream %s: %w", b.stateName(), b.fail(err))
-		default:
-			if rm.Header.Get(hdrEpoch) == epoch {
-				if seq, _ := strconv.ParseUint(rm.Header.Get(hdrSeq), 10, 64); seq >= m.ID.Seq {
-					return nil
-				}
-			}
-			expect = rm.Sequence
+func (a *applier) write(ctx context.Context, s jetstream.Stream, subj string, m *hub.Message) error {
+	for range 16 {
+		k, err := a.read(ctx, s, subj)
+		if err != nil {
+			return err
 		}
-		msg := encode(b.statePrefix()+strings.ReplaceAll(m.Key, ".", "~")+".", hub.Draft{Topic: m.Topic, Type: m.Type, Key: m.Key, Data: m.Data}, m.Time)
-		msg.Header.Set(hdrSeq, strconv.FormatUint(m.ID.Seq, 10))
-		msg.Header.Set(hdrEpoch, epoch)
-		_, err = b.js.PublishMsg(ctx, msg, jetstream.WithExpectLastSequencePerSubject(expect))
+		msg := a.message(k, m)
+		if msg == nil {
+			return nil
+		}
+		ack, err := a.b.js.PublishMsg(ctx, msg, jetstream.WithExpectLastSequencePerSubject(k.stateSeq))
 		var apiErr *jetstream.APIError
 		if errors.As(err, &apiErr) && apiErr.ErrorCode == jsErrWrongLastSeq {
-			continue // another node wrote the key meanwhile
+			continue
 		}
 		if err != nil {
-			return fmt.Errorf("failed to write stream %s: %w", b.stateName(), b.fail(err))
+			delete(a.known, subj) // it may have been stored
+			return err
 		}
+		a.known[subj] = known{stateSeq: ack.Sequence, seq: m.ID.Seq}
 		return nil
 	}
+	return fmt.Errorf("key %s written by others 16 times meanwhile", subj)
 }
 
 // State implements hub.Broker: the snapshot is exact at its position, as
