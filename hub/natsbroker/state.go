@@ -219,8 +219,16 @@ func (a *applier) flush() error {
 		m    *hub.Message
 		f    jetstream.PubAckFuture
 	}
+	// In log order, so that the state stream's order, by which StateMaxBytes
+	// drops keys, is the order of their latest events.
+	subjs := make([]string, 0, len(a.held))
+	for subj := range a.held {
+		subjs = append(subjs, subj)
+	}
+	slices.SortFunc(subjs, func(x, y string) int { return cmp.Compare(a.held[x].ID.Seq, a.held[y].ID.Seq) })
 	var pending []sent
-	for subj, m := range a.held {
+	for _, subj := range subjs {
+		m := a.held[subj]
 		k, ok := a.known[subj]
 		if !ok {
 			if k, err = a.read(ctx, s, subj); err != nil {
@@ -305,13 +313,27 @@ func (a *applier) read(ctx context.Context, s jetstream.Stream, subj string) (kn
 // message is the state message that makes m its key's state, or nil if
 // the state holds k, at m or later, or nothing that m would remove.
 func (a *applier) message(k known, m *hub.Message) *nats.Msg {
-	if k.seq >= m.ID.Seq || string(m.Data) == "null" && k.stateSeq == 0 {
+	keep := a.b.keeps(m)
+	if k.seq >= m.ID.Seq || !keep && k.stateSeq == 0 {
 		return nil
 	}
-	msg := encode(a.b.statePrefix()+strings.ReplaceAll(m.Key, ".", "~")+".", hub.Draft{Topic: m.Topic, Type: m.Type, Key: m.Key, Data: m.Data}, m.Time)
+	d := hub.Draft{Topic: m.Topic, Type: m.Type, Key: m.Key, Data: m.Data}
+	if !keep {
+		d.Data = []byte("null") // a tombstone
+	}
+	msg := encode(a.b.statePrefix()+strings.ReplaceAll(m.Key, ".", "~")+".", d, m.Time)
 	msg.Header.Set(hdrSeq, strconv.FormatUint(m.ID.Seq, 10))
 	msg.Header.Set(hdrEpoch, a.epoch)
 	return msg
+}
+
+// keeps reports whether m is kept in the state: it is not a removal (data
+// null), and its state message fits in StateMaxBytes on its own (an
+// estimate of JetStream's count: the subject, the headers, the data and a
+// margin). An event that does not fit removes its key.
+func (b *Broker) keeps(m *hub.Message) bool {
+	size := len(m.Data) + len(m.Topic) + 2*len(m.Key) + len(m.Type) + len(b.o.Subjects) + 256
+	return string(m.Data) != "null" && size <= b.o.StateMaxBytes
 }
 
 // jsErrWrongLastSeq is JetStream's refusal of a message whose expected
@@ -461,7 +483,7 @@ func (b *Broker) snapshotAt(ctx context.Context, pats []hub.Pattern, p applied) 
 			k := m.Topic + "\n" + m.Key
 			if e := entries[k]; e == nil || e.seq < m.ID.Seq {
 				e = &stateEntry{seq: m.ID.Seq, topic: m.Topic, m: m}
-				if string(m.Data) == "null" {
+				if !b.keeps(m) {
 					e.m = nil
 				}
 				entries[k] = e
