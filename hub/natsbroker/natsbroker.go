@@ -25,6 +25,10 @@
 // failed. A failure to reach NATS wraps hub.ErrUnavailable; a publish
 // whose outcome could not be learnt in time returns hub.ErrUnconfirmed.
 //
+// The state of keyed topics is derived from the log into a second stream
+// by an applier on every node, and a snapshot adds the log's events that
+// the applier has not yet written: see state.go.
+//
 // A Broker is safe for concurrent use.
 package natsbroker
 
@@ -132,8 +136,9 @@ type Broker struct {
 	applied atomic.Pointer[applied] // the state applier's position; nil before Start
 }
 
-// BrokerStats implements hub.BrokerCounter: failures of delivery (each
-// retried), and the connection's reconnects to NATS.
+// BrokerStats implements hub.BrokerCounter: failures to read the log for
+// delivery or to write the state (each retried), and the connection's
+// reconnects to NATS.
 func (b *Broker) BrokerStats() hub.BrokerStats {
 	return hub.BrokerStats{Errors: b.deliverErrors.Load(), Reconnects: int64(b.o.Conn.Stats().Reconnects)}
 }

@@ -373,6 +373,9 @@ func (a *applier) write(ctx context.Context, s jetstream.Stream, subj string, m 
 // (Start): a snapshot waits, up to the context's deadline or stateWait,
 // for it to have read past what the log's retention has dropped.
 func (b *Broker) State(ctx context.Context, topic string) (hub.StateSnapshot, error) {
+	if err := hub.ValidateTopic(topic); err != nil {
+		return hub.StateSnapshot{}, err
+	}
 	p, err := hub.ParsePattern(topic)
 	if err != nil {
 		return hub.StateSnapshot{}, err
@@ -495,9 +498,15 @@ func (b *Broker) snapshotAt(ctx context.Context, pats []hub.Pattern, p applied) 
 		after = res.Next
 	}
 	// Retention must not have dropped any of them during the read.
-	if info, err := b.info(ctx); err != nil {
+	info, err := b.info(ctx)
+	if err != nil {
 		return hub.Cursor{}, nil, false, err
-	} else if info.State.Msgs > 0 && p.seq+1 < info.State.FirstSeq || epochOf(info) != p.epoch {
+	}
+	first := info.State.FirstSeq
+	if info.State.Msgs == 0 {
+		first = info.State.LastSeq + 1
+	}
+	if p.seq+1 < first || epochOf(info) != p.epoch {
 		return hub.Cursor{}, nil, false, nil
 	}
 	byTopic := map[string][]*hub.Message{}

@@ -1,9 +1,11 @@
 package natsbroker_test
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -342,4 +344,78 @@ func TestStateNotStarted(t *testing.T) {
 	if _, err := b.State(context.Background(), "st.a"); err == nil || !strings.Contains(err.Error(), "not started") {
 		t.Fatalf("State before Start = %v, want an error", err)
 	}
+}
+
+// TestSnapshotPatterns: a snapshot of several patterns is the state of
+// every matching topic at one position, while another node publishes.
+func TestSnapshotPatterns(t *testing.T) {
+	_, name := conn(t)
+	b1, _ := node(t, name, natsbroker.Options{StateMaxKeys: 4})
+	b2, _ := node(t, name, natsbroker.Options{StateMaxKeys: 4})
+	ctx := context.Background()
+	topics := []string{"p.a", "p.b", "q.c", "r.d"}
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for i := range 100 {
+			d := keyed(t, topics[i%4], fmt.Sprintf("k%d", i%6), strconv.Itoa(i))
+			if i%9 == 8 {
+				d.Data = []byte("null")
+			}
+			if _, err := b2.Publish(ctx, []hub.Draft{d}); err != nil {
+				t.Errorf("failed to publish: %v", err)
+				return
+			}
+		}
+	}()
+	pats := []hub.Pattern{hub.MustPattern("p.*"), hub.MustPattern("q.>")}
+	for range 6 {
+		last, events, err := b1.Snapshot(ctx, pats)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// The same state, topic by topic, from the whole log up to last.
+		res, err := b1.Read(ctx, hub.ReadRequest{Patterns: pats, Limit: 1000})
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := map[string]map[string]*hub.Message{}
+		for _, m := range res.Messages {
+			if m.ID.Seq > last.Seq {
+				break
+			}
+			if want[m.Topic] == nil {
+				want[m.Topic] = map[string]*hub.Message{}
+			}
+			delete(want[m.Topic], m.Key)
+			if string(m.Data) != "null" {
+				want[m.Topic][m.Key] = m
+			}
+		}
+		var wantS []string
+		for topic, keys := range want {
+			var ms []*hub.Message
+			for _, m := range keys {
+				ms = append(ms, m)
+			}
+			slices.SortFunc(ms, func(x, y *hub.Message) int { return cmp.Compare(x.ID.Seq, y.ID.Seq) })
+			for _, m := range ms[max(0, len(ms)-4):] {
+				wantS = append(wantS, fmt.Sprintf("%s/%s@%d", topic, m.Key, m.ID.Seq))
+			}
+		}
+		var gotS []string
+		for i, m := range events {
+			if i > 0 && m.ID.Seq <= events[i-1].ID.Seq {
+				t.Fatal("snapshot not ascending by cursor")
+			}
+			gotS = append(gotS, fmt.Sprintf("%s/%s@%d", m.Topic, m.Key, m.ID.Seq))
+		}
+		slices.Sort(wantS)
+		slices.Sort(gotS)
+		if g, w := strings.Join(gotS, " "), strings.Join(wantS, " "); g != w {
+			t.Fatalf("snapshot at %s =\n%s\nwant\n%s", last, g, w)
+		}
+	}
+	wg.Wait()
 }
