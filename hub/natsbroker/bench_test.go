@@ -2,7 +2,7 @@ package natsbroker_test
 
 import (
 	"context"
-	"fmt"
+	"strconv"
 	"sync/atomic"
 	"testing"
 
@@ -12,57 +12,59 @@ import (
 // BenchmarkPublish measures Publish of one event per call on a started
 // broker (delivery running), with and without a key, from one goroutine
 // (seq: the latency of a publish) and from 16 (par: throughput). Keyed
-// events go to 64 keys of one topic, so that most writes replace a key.
+// events go to 64 keys of one topic, so that most writes replace a key;
+// unique events each have a key of their own, so that every one is a
+// write of the state.
 // Run with
 //
 //	go test -run '^$' -bench Publish -benchtime 2000x -count 3 ./hub/natsbroker/
 func BenchmarkPublish(b *testing.B) {
 	for _, par := range []bool{false, true} {
-		for _, keyed := range []bool{false, true} {
-			name := map[bool]string{false: "seq", true: "par"}[par] + "/" + map[bool]string{false: "plain", true: "keyed"}[keyed]
-			b.Run(name, func(b *testing.B) { benchPublish(b, par, keyed) })
+		for _, keys := range []int{0, 64, -1} {
+			name := map[bool]string{false: "seq", true: "par"}[par] + "/" + map[int]string{0: "plain", 64: "keyed", -1: "unique"}[keys]
+			b.Run(name, func(b *testing.B) { benchPublish(b, par, keys) })
 		}
 	}
 }
 
-func benchPublish(b *testing.B, par, keyed bool) {
-	{
-		{
-			br, _, _, _ := open(b)
-			ctx := context.Background()
-			d := hub.Draft{Topic: "bench.t", Data: []byte(`{"n":1}`)}
-			if err := d.Normalize(); err != nil {
+// benchPublish publishes with no key (keys 0), with one of keys keys, or
+// with a new key each time (keys -1).
+func benchPublish(b *testing.B, par bool, keys int) {
+	br, _, _, _ := open(b)
+	ctx := context.Background()
+	d := hub.Draft{Topic: "bench.t", Data: []byte(`{"n":1}`)}
+	if err := d.Normalize(); err != nil {
+		b.Fatal(err)
+	}
+	key := func(i int64) string {
+		if keys < 0 {
+			return "u" + strconv.FormatInt(i, 36)
+		}
+		return "k" + strconv.FormatInt(i%int64(keys), 10)
+	}
+	b.ResetTimer()
+	if !par {
+		for i := 0; i < b.N; i++ {
+			if keys != 0 {
+				d.Key = key(int64(i))
+			}
+			if _, err := br.Publish(ctx, []hub.Draft{d}); err != nil {
 				b.Fatal(err)
 			}
-			keys := make([]string, 64)
-			for i := range keys {
-				keys[i] = fmt.Sprintf("k%d", i)
-			}
-			b.ResetTimer()
-			if !par {
-				for i := 0; i < b.N; i++ {
-					if keyed {
-						d.Key = keys[i%len(keys)]
-					}
-					if _, err := br.Publish(ctx, []hub.Draft{d}); err != nil {
-						b.Fatal(err)
-					}
-				}
-				return
-			}
-			var n atomic.Int64
-			b.SetParallelism(8) // 16 goroutines on 2 cores
-			b.RunParallel(func(pb *testing.PB) {
-				d := d
-				for pb.Next() {
-					if keyed {
-						d.Key = keys[n.Add(1)%int64(len(keys))]
-					}
-					if _, err := br.Publish(ctx, []hub.Draft{d}); err != nil {
-						panic(err)
-					}
-				}
-			})
 		}
+		return
 	}
+	var n atomic.Int64
+	b.SetParallelism(8) // 16 goroutines on 2 cores
+	b.RunParallel(func(pb *testing.PB) {
+		d := d
+		for pb.Next() {
+			if keys != 0 {
+				d.Key = key(n.Add(1))
+			}
+			if _, err := br.Publish(ctx, []hub.Draft{d}); err != nil {
+				panic(err)
+			}
+		}
+	})
 }

@@ -134,6 +134,7 @@ type Broker struct {
 
 	state   stateStore
 	applied atomic.Pointer[applied] // the state applier's position; nil before Start
+	feed    chan feedChunk          // from delivery to the state applier; nil before Start
 }
 
 // BrokerStats implements hub.BrokerCounter: failures to read the log for
@@ -287,12 +288,13 @@ func (b *Broker) Start(deliver func([]*hub.Message)) error {
 	if err != nil {
 		return fmt.Errorf("failed to start NATS broker: %w", err)
 	}
-	b.done = make(chan struct{})
-	go b.deliverLoop(deliver, bd.Epoch, bd.Last)
 	// Nothing is applied yet; that is true of position 0.
 	b.applied.Store(&applied{epoch: bd.Epoch})
+	b.feed = make(chan feedChunk, feedChunks)
 	b.applyDone = make(chan struct{})
-	go b.applyLoop(bd.Epoch)
+	go b.applyLoop(bd.Epoch, bd.Last)
+	b.done = make(chan struct{})
+	go b.deliverLoop(deliver, bd.Epoch, bd.Last)
 	if b.countLocal != nil {
 		b.counting.Add(1)
 		go b.count()
@@ -301,14 +303,20 @@ func (b *Broker) Start(deliver func([]*hub.Message)) error {
 }
 
 // deliverLoop is the delivery goroutine: it follows the whole stream from
-// the last resolved position (see follow) until Close, and hands every
-// event to deliver.
+// the last resolved position (see follow) until Close, hands every event
+// to deliver, and feeds the state applier (see feedChunk).
 func (b *Broker) deliverLoop(deliver func([]*hub.Message), epoch string, last uint64) {
 	defer close(b.done)
-	b.follow("delivery", epoch, last, func(out []*hub.Message, _ string, _ uint64) (time.Duration, error) {
+	fedEpoch, fed := epoch, last
+	b.follow("delivery", epoch, last, func(out []*hub.Message, epoch string, resolved uint64) (time.Duration, error) {
 		if len(out) > 0 {
 			deliver(out)
 		}
+		if epoch != fedEpoch {
+			fedEpoch, fed = epoch, 0
+		}
+		b.feedApplier(out, epoch, fed, resolved)
+		fed = resolved
 		return 0, nil
 	})
 }
@@ -334,7 +342,7 @@ func (b *Broker) follow(what, epoch string, last uint64, handle handler) {
 		var err error
 		was := epoch
 		last, epoch, err = b.consume(handle, epoch, last)
-		if b.ctx.Err() != nil {
+		if b.ctx.Err() != nil || errors.Is(err, errCaughtUp) {
 			return
 		}
 		if epoch != was {

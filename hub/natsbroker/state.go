@@ -124,14 +124,119 @@ func (b *Broker) dropStateStream() {
 	b.state.mu.Unlock()
 }
 
+// feedChunk is what delivery read of the log, for the applier: the keyed
+// events of the stream after position from up to to, in one epoch.
+// Reading the log once for both is what keeps the applier cheap.
+type feedChunk struct {
+	out      []*hub.Message
+	epoch    string
+	from, to uint64
+}
+
+// feedChunks bounds the chunks waiting for the applier. When they are
+// full, delivery drops the next ones rather than wait, and the applier
+// reads the stream itself until it has caught up.
+const feedChunks = 256
+
+// feedApplier hands what delivery read to the applier, without waiting.
+func (b *Broker) feedApplier(out []*hub.Message, epoch string, from, to uint64) {
+	var keyed []*hub.Message
+	for _, m := range out {
+		if m.Key != "" {
+			keyed = append(keyed, m)
+		}
+	}
+	select {
+	case b.feed <- feedChunk{out: keyed, epoch: epoch, from: from, to: to}:
+	default: // the applier notices the gap
+	}
+}
+
+// errCaughtUp ends the applier's own read of the stream.
+var errCaughtUp = errors.New("caught up")
+
 // applyLoop is the applier goroutine (see above), from Start until Close.
 // It follows the log from its first retained position: what nodes wrote
 // before this one started is checked again, so that a write lost with a
-// node that died is made now.
-func (b *Broker) applyLoop(epoch string) {
+// node that died is made now. It reads the stream itself up to where
+// delivery started, or to where a chunk of delivery's follows on, and
+// from there it applies delivery's chunks.
+func (b *Broker) applyLoop(epoch string, start uint64) {
 	defer close(b.applyDone)
-	a := &applier{b: b, held: map[string]*hub.Message{}, known: map[string]known{}}
-	b.follow("state", epoch, 0, a.handle)
+	a := &applier{b: b, epoch: epoch, held: map[string]*hub.Message{}, known: map[string]known{}}
+	next := &feedChunk{epoch: epoch, from: start, to: start} // received, not yet applied
+	backoff := 50 * time.Millisecond
+	for b.ctx.Err() == nil {
+		if next == nil {
+			var timeout <-chan time.Time
+			if a.hold > 0 {
+				timeout = time.After(a.hold)
+			}
+			select {
+			case c := <-b.feed:
+				next = &c
+			case <-timeout:
+				if err := a.call(nil, a.epoch, a.upTo); err != nil {
+					b.applyFailed(err, &backoff)
+				}
+				continue
+			case <-b.ctx.Done():
+				return
+			}
+		}
+		same := next.epoch == a.epoch
+		switch {
+		case !same && !newerEpoch(next.epoch, a.epoch), same && next.to < a.upTo:
+			next = nil // of an older log, or read already
+		case same && next.from <= a.upTo, !same && next.from == 0:
+			if err := a.call(next.out, next.epoch, next.to); err != nil {
+				b.applyFailed(err, &backoff)
+				continue
+			}
+			backoff = 50 * time.Millisecond
+			next = nil
+		default:
+			// A gap (chunks were dropped, or the applier has just
+			// started): read the stream up to where this chunk starts.
+			epoch, last, target := next.epoch, a.upTo, next.from
+			if !same {
+				last = 0
+			}
+			b.follow("state", epoch, last, func(out []*hub.Message, e string, resolved uint64) (time.Duration, error) {
+				if err := a.call(out, e, resolved); err != nil {
+					return 0, err
+				}
+				if e != epoch {
+					next = nil // the log was created again meanwhile
+					return 0, errCaughtUp
+				}
+				if resolved >= target {
+					return 0, errCaughtUp
+				}
+				return a.hold, nil
+			})
+		}
+	}
+}
+
+// applyFailed logs a failure to write the state and waits before the
+// applier tries again.
+func (b *Broker) applyFailed(err error, backoff *time.Duration) {
+	b.o.Logger.Warn("nats broker: writing the state failed; retrying", "err", err, "in", *backoff)
+	b.deliverErrors.Add(1)
+	select {
+	case <-time.After(*backoff):
+	case <-b.ctx.Done():
+	}
+	*backoff = min(2**backoff, 2*time.Second)
+}
+
+// newerEpoch reports whether epoch e names a later stream than f (both
+// are creation times, see epochOf).
+func newerEpoch(e, f string) bool {
+	x, err1 := strconv.ParseInt(e, 36, 64)
+	y, err2 := strconv.ParseInt(f, 36, 64)
+	return err1 == nil && err2 == nil && x > y
 }
 
 // Bounds of what the applier holds before it writes: only a key's latest
@@ -150,6 +255,8 @@ const (
 type applier struct {
 	b     *Broker
 	epoch string
+	upTo  uint64                  // the position up to which it has read the stream
+	hold  time.Duration           // how soon what it holds must be written; 0: it holds nothing
 	held  map[string]*hub.Message // by state subject: the latest event of the key read
 	bytes int
 	since time.Time // when the oldest held event was read
@@ -162,16 +269,26 @@ type applier struct {
 
 type known struct{ stateSeq, seq uint64 }
 
-// handle is the applier's handler (see follow): it holds the keyed events
-// of out, and writes what it holds when it has held it applyDelay, or
-// when it holds too much, or when the log is idle; then it records
-// resolved as the applier's position.
+// call is handle that records what handle returns.
+func (a *applier) call(out []*hub.Message, epoch string, resolved uint64) error {
+	hold, err := a.handle(out, epoch, resolved)
+	if err == nil {
+		a.hold = hold
+	}
+	return err
+}
+
+// handle takes the keyed events of the stream up to resolved (see
+// follow): it holds them, and writes what it holds when it has held it
+// applyDelay, or when it holds too much, or when the log is idle; then it
+// records resolved as the applier's position.
 func (a *applier) handle(out []*hub.Message, epoch string, resolved uint64) (time.Duration, error) {
 	if epoch != a.epoch {
 		clear(a.held)
 		clear(a.known)
 		a.epoch, a.bytes = epoch, 0
 	}
+	a.upTo = resolved
 	for _, m := range out {
 		if m.Key == "" {
 			continue
@@ -230,11 +347,14 @@ func (a *applier) flush() error {
 	for _, subj := range subjs {
 		m := a.held[subj]
 		k, ok := a.known[subj]
-		if !ok {
+		if !ok && !a.b.keeps(m) {
+			// A removal needs to know whether there is anything to remove.
 			if k, err = a.read(ctx, s, subj); err != nil {
 				return a.failed(err)
 			}
 		}
+		// A key not known is most often new: the write expects no message,
+		// and if there is one it is refused and the key read.
 		msg := a.message(k, m)
 		if msg == nil {
 			a.done(subj, m)
