@@ -135,6 +135,11 @@ type Broker struct {
 	state   stateStore
 	applied atomic.Pointer[applied] // the state applier's position; nil before Start
 	feed    chan feedChunk          // from delivery to the state applier; nil before Start
+	// feedCap is feed's capacity: feedChunks unless a test narrows it to
+	// make the applier catch up; catchUps counts the applier's reads of
+	// the stream (see applyLoop).
+	feedCap  int
+	catchUps atomic.Int64
 }
 
 // BrokerStats implements hub.BrokerCounter: failures to read the log for
@@ -290,7 +295,10 @@ func (b *Broker) Start(deliver func([]*hub.Message)) error {
 	}
 	// Nothing is applied yet; that is true of position 0.
 	b.applied.Store(&applied{epoch: bd.Epoch})
-	b.feed = make(chan feedChunk, feedChunks)
+	if b.feedCap == 0 {
+		b.feedCap = feedChunks
+	}
+	b.feed = make(chan feedChunk, max(b.feedCap, 0))
 	b.applyDone = make(chan struct{})
 	go b.applyLoop(bd.Epoch, bd.Last)
 	b.done = make(chan struct{})

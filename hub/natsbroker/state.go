@@ -198,6 +198,7 @@ func (b *Broker) applyLoop(epoch string, start uint64) {
 		default:
 			// A gap (chunks were dropped, or the applier has just
 			// started): read the stream up to where this chunk starts.
+			b.catchUps.Add(1)
 			epoch, last, target := next.epoch, a.upTo, next.from
 			if !same {
 				last = 0

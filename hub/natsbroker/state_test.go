@@ -419,3 +419,69 @@ func TestSnapshotPatterns(t *testing.T) {
 	}
 	wg.Wait()
 }
+
+// TestStateFeedOverflow: when delivery's chunks overflow the applier's
+// feed, the applier reads the stream itself to catch up, and the state is
+// still each key's latest event.
+func TestStateFeedOverflow(t *testing.T) {
+	nc, name := conn(t)
+	b, err := natsbroker.New(context.Background(), natsbroker.Options{
+		Conn: nc, Stream: name, Subjects: natstest.Subjects(name), Idle: 100 * time.Millisecond,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.NarrowFeed(-1)
+	if err := b.Start(func([]*hub.Message) {}); err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	ctx := context.Background()
+	var wg sync.WaitGroup
+	for g := range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range 60 {
+				ds := []hub.Draft{keyed(t, "st.a", fmt.Sprintf("k%d", (i+g)%11), fmt.Sprintf("[%d,%d]", g, i))}
+				if i%4 == 0 {
+					ds = append(ds, keyed(t, "st.a", fmt.Sprintf("k%d", (i+g+5)%11), "null"))
+				}
+				if _, err := b.Publish(ctx, ds); err != nil {
+					t.Errorf("failed to publish: %v", err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	res, err := b.Read(ctx, hub.ReadRequest{Patterns: []hub.Pattern{hub.MustPattern("st.a")}, Limit: 1000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{}
+	for _, m := range res.Messages {
+		want[natstest.Subjects(name)+"_state."+m.Key+".st.a"] = fmt.Sprintf("%s@%d", m.Data, m.ID.Seq)
+	}
+	wait.For(t, 10*time.Second, "the state stream to hold each key's latest event", func() bool {
+		got := stored(t, nc, name)
+		for subj, w := range want {
+			if got[subj] != w && !(strings.HasPrefix(w, "null@") && got[subj] == "") {
+				return false
+			}
+		}
+		return true
+	})
+	if b.CatchUps() == 0 {
+		t.Fatal("the applier never read the stream itself: the overflow was not exercised")
+	}
+	var wantState []string
+	for _, m := range res.Messages {
+		if w := want[natstest.Subjects(name)+"_state."+m.Key+".st.a"]; w == fmt.Sprintf("%s@%d", m.Data, m.ID.Seq) && string(m.Data) != "null" {
+			wantState = append(wantState, fmt.Sprintf("%s=%s@%d", m.Key, m.Data, m.ID.Seq))
+		}
+	}
+	if got := summary(state(t, b, "st.a")); got != strings.Join(wantState, " ") {
+		t.Fatalf("state = %s\nwant %s", got, strings.Join(wantState, " "))
+	}
+}
