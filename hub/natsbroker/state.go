@@ -28,9 +28,11 @@ import (
 //
 // NATS 2.9 cannot append to the log and write the state in one step, so
 // the state is derived from the log, not written beside it by Publish:
-// every node runs an applier that follows the log from its first retained
-// position and writes each keyed event into the state stream, unless the
-// key's message there is already at that position or later. The write is
+// every node runs an applier that takes the log's keyed events from
+// delivery (reading the log itself from its first retained position when
+// it starts, and whenever it falls behind) and writes each into the state
+// stream, unless the key's message there is already at that position or
+// later. The write is
 // conditional on the key's last message in the state stream
 // (Nats-Expected-Last-Subject-Sequence), so appliers on several nodes,
 // in any interleaving, leave each key at its latest event in log order.
@@ -280,9 +282,10 @@ func (a *applier) call(out []*hub.Message, epoch string, resolved uint64) error 
 }
 
 // handle takes the keyed events of the stream up to resolved (see
-// follow): it holds them, and writes what it holds when it has held it
-// applyDelay, or when it holds too much, or when the log is idle; then it
-// records resolved as the applier's position.
+// follow): it holds them, and writes what it holds once it has held it
+// applyDelay, or when it holds too much; then it records resolved as the
+// applier's position. While it holds, it returns how soon it must be
+// called again.
 func (a *applier) handle(out []*hub.Message, epoch string, resolved uint64) (time.Duration, error) {
 	if epoch != a.epoch {
 		clear(a.held)
@@ -304,7 +307,7 @@ func (a *applier) handle(out []*hub.Message, epoch string, resolved uint64) (tim
 		a.held[subj] = m
 		a.bytes += len(m.Data)
 	}
-	if len(a.held) > 0 && out != nil && len(a.held) < applyMaxKeys && a.bytes < applyMaxBytes {
+	if len(a.held) > 0 && len(a.held) < applyMaxKeys && a.bytes < applyMaxBytes {
 		if wait := applyDelay - time.Since(a.since); wait > 0 {
 			return wait, nil
 		}
@@ -319,9 +322,8 @@ func (a *applier) handle(out []*hub.Message, epoch string, resolved uint64) (tim
 }
 
 // flush writes what the applier holds, all at once; a key that another
-// node wrote meanwhile is read and written again on its own. A failure
-// keeps the rest held: the stream is read again from the applier's
-// position, and what is read again replaces it.
+// node wrote meanwhile is read and written again on its own. What a
+// failure leaves unwritten stays held for the next call.
 func (a *applier) flush() error {
 	if len(a.held) == 0 {
 		return nil
