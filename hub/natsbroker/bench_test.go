@@ -3,6 +3,7 @@ package natsbroker_test
 import (
 	"context"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"testing"
 
@@ -67,4 +68,52 @@ func benchPublish(b *testing.B, par bool, keys int) {
 			}
 		}
 	})
+}
+
+// BenchmarkState measures a snapshot of a topic of 64 keys: idle, when
+// the applier has written them all, and busy, while 16 goroutines publish
+// to the topic (each snapshot then also reads the log's events that the
+// applier holds).
+func BenchmarkState(b *testing.B) {
+	for _, busy := range []bool{false, true} {
+		b.Run(map[bool]string{false: "idle", true: "busy"}[busy], func(b *testing.B) {
+			br, _, _, _ := open(b)
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			d := hub.Draft{Topic: "bench.t", Data: []byte(`{"n":1}`)}
+			if err := d.Normalize(); err != nil {
+				b.Fatal(err)
+			}
+			for i := range 64 {
+				d.Key = "k" + strconv.Itoa(i)
+				if _, err := br.Publish(ctx, []hub.Draft{d}); err != nil {
+					b.Fatal(err)
+				}
+			}
+			var wg sync.WaitGroup
+			if busy {
+				for g := range 16 {
+					wg.Add(1)
+					go func() {
+						defer wg.Done()
+						d := d
+						for i := 0; ctx.Err() == nil; i++ {
+							d.Key = "k" + strconv.Itoa((i*16+g)%64)
+							_, _ = br.Publish(ctx, []hub.Draft{d})
+						}
+					}()
+				}
+			}
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				st, err := br.State(ctx, "bench.t")
+				if err != nil || len(st.Events) != 64 {
+					b.Fatalf("state: %d events, %v", len(st.Events), err)
+				}
+			}
+			b.StopTimer()
+			cancel()
+			wg.Wait()
+		})
+	}
 }

@@ -225,6 +225,9 @@ func (b *Broker) applyLoop(epoch string, start uint64) {
 // applyFailed logs a failure to write the state and waits before the
 // applier tries again.
 func (b *Broker) applyFailed(err error, backoff *time.Duration) {
+	if b.ctx.Err() != nil {
+		return // closing
+	}
 	b.o.Logger.Warn("nats broker: writing the state failed; retrying", "err", err, "in", *backoff)
 	b.deliverErrors.Add(1)
 	select {
@@ -592,10 +595,11 @@ func (b *Broker) snapshotAt(ctx context.Context, pats []hub.Pattern, p applied) 
 			return hub.Cursor{}, nil, false, nil
 		}
 	}
-	// The log's events after p, up to its end.
+	// The log's events after p, up to its end: as many as the log holds,
+	// in one read.
 	after := p.seq
 	for after < bd.Last {
-		res, err := b.Read(ctx, hub.ReadRequest{After: after, Patterns: pats, Limit: 256})
+		res, err := b.Read(ctx, hub.ReadRequest{After: after, Patterns: pats, Limit: max(b.o.Size, 256)})
 		if errors.Is(err, hub.ErrHistoryGone) {
 			return hub.Cursor{}, nil, false, nil
 		}
