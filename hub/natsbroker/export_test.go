@@ -18,3 +18,11 @@ func (b *Broker) NarrowFeed(n int) { b.feedCap = n }
 
 // CatchUps is how often the state applier has read the stream itself.
 func (b *Broker) CatchUps() int64 { return b.catchUps.Load() }
+
+// Applied is the state applier's position.
+func (b *Broker) Applied() uint64 {
+	if p := b.applied.Load(); p != nil {
+		return p.seq
+	}
+	return 0
+}

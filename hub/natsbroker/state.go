@@ -271,6 +271,10 @@ type applier struct {
 	// it holds. A write that expects it needs no read first; if another
 	// node wrote meanwhile, the write is refused and the key read.
 	known map[string]known
+	// floor is, during a flush, the log position of the state stream's
+	// oldest message (0 until read, or if unknown): see dropped.
+	floor     uint64
+	floorRead bool
 }
 
 type known struct{ stateSeq, seq uint64 }
@@ -349,18 +353,35 @@ func (a *applier) flush() error {
 		subjs = append(subjs, subj)
 	}
 	slices.SortFunc(subjs, func(x, y string) int { return cmp.Compare(a.held[x].ID.Seq, a.held[y].ID.Seq) })
+	a.floorRead = false
 	var pending []sent
 	for _, subj := range subjs {
 		m := a.held[subj]
 		k, ok := a.known[subj]
-		if !ok && !a.b.keeps(m) {
-			// A removal needs to know whether there is anything to remove.
-			if k, err = a.read(ctx, s, subj); err != nil {
+		if !ok {
+			// A key not known is most often new: the write expects no
+			// message, and if there is one it is refused and the key read.
+			// A removal needs to know whether there is anything to remove,
+			// and an event older than the state stream's oldest message
+			// whether its key was dropped.
+			older, err := a.olderThanFloor(ctx, s, m)
+			if err != nil {
 				return a.failed(err)
 			}
+			if !a.b.keeps(m) || older {
+				if k, err = a.read(ctx, s, subj); err != nil {
+					return a.failed(err)
+				}
+			}
 		}
-		// A key not known is most often new: the write expects no message,
-		// and if there is one it is refused and the key read.
+		if k.stateSeq == 0 && a.b.keeps(m) {
+			if older, err := a.olderThanFloor(ctx, s, m); err != nil {
+				return a.failed(err)
+			} else if older {
+				a.done(subj, m) // dropped by StateMaxBytes: not written back
+				continue
+			}
+		}
 		msg := a.message(k, m)
 		if msg == nil {
 			a.done(subj, m)
@@ -466,6 +487,35 @@ func (b *Broker) keeps(m *hub.Message) bool {
 // last sequence (here: of its subject) is not the stream's.
 const jsErrWrongLastSeq jetstream.ErrorCode = 10071
 
+// olderThanFloor reports whether m is older than the state stream's
+// oldest message. A key with no message then was dropped by StateMaxBytes
+// (its oldest messages go first, and appliers write in log order, so the
+// key's event at m or later was written before that message), and writing
+// m would bring back an older value: a node that lags behind another, or
+// one that starts and reads the retained log again, would. The floor is
+// read once per flush.
+func (a *applier) olderThanFloor(ctx context.Context, s jetstream.Stream, m *hub.Message) (bool, error) {
+	if !a.floorRead {
+		info, err := s.Info(ctx)
+		if err != nil {
+			return false, err
+		}
+		a.floor, a.floorRead = 0, true
+		if info.State.Msgs > 0 {
+			rm, err := s.GetMsg(ctx, info.State.FirstSeq)
+			switch {
+			case errors.Is(err, jetstream.ErrMsgNotFound): // replaced meanwhile: no floor
+			case err != nil:
+				a.floorRead = false
+				return false, err
+			case rm.Header.Get(hdrEpoch) == a.epoch:
+				a.floor, _ = strconv.ParseUint(rm.Header.Get(hdrSeq), 10, 64)
+			}
+		}
+	}
+	return m.ID.Seq < a.floor, nil
+}
+
 // write makes m the state of its key unless the state is at m or later:
 // a write conditional on the key's message as read, read again if another
 // node wrote meanwhile.
@@ -474,6 +524,11 @@ func (a *applier) write(ctx context.Context, s jetstream.Stream, subj string, m 
 		k, err := a.read(ctx, s, subj)
 		if err != nil {
 			return err
+		}
+		if k.stateSeq == 0 && a.b.keeps(m) {
+			if older, err := a.olderThanFloor(ctx, s, m); err != nil || older {
+				return err // dropped by StateMaxBytes: not written back
+			}
 		}
 		msg := a.message(k, m)
 		if msg == nil {

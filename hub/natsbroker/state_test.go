@@ -295,6 +295,26 @@ func TestStateMaxBytes(t *testing.T) {
 	wait.For(t, 10*time.Second, "a written again", func() bool { return keys() == "c a|b|" })
 	pub("t.3", "d", data) // b, on another topic, goes
 	wait.For(t, 10*time.Second, "b dropped", func() bool { return keys() == "c a||d" })
+	wait.For(t, 10*time.Second, "b dropped from the state stream", func() bool { return len(stored(t, nc, name)) == 3 })
+	// A node that starts reads the retained log again: it writes nothing,
+	// and in particular does not bring b back.
+	js, _ := jetstream.New(nc)
+	lastWrite := func() uint64 {
+		s, err := js.Stream(ctx, name+"_STATE")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s.CachedInfo().State.LastSeq
+	}
+	before := lastWrite()
+	b2, _ := node(t, name, natsbroker.Options{StateMaxBytes: 4000})
+	wait.For(t, 10*time.Second, "the new node's applier", func() bool { return b2.Applied() == 5 })
+	if after := lastWrite(); after != before {
+		t.Fatalf("a node that started wrote %d messages to the state stream, want none", after-before)
+	}
+	if got := keys(); got != "c a||d" {
+		t.Fatalf("state keys after a node started = %q, want %q", got, "c a||d")
+	}
 	pub("t.1", "c", `"`+strings.Repeat("y", 5000)+`"`)
 	wait.For(t, 10*time.Second, "c removed", func() bool { return keys() == "a||d" })
 	wait.For(t, 10*time.Second, "c's tombstone in the state stream", func() bool {
