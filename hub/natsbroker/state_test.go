@@ -505,3 +505,15 @@ func TestStateFeedOverflow(t *testing.T) {
 		t.Fatalf("state = %s\nwant %s", got, strings.Join(wantState, " "))
 	}
 }
+
+// TestStateBadTopic: a pattern or a malformed topic is refused, not read
+// as a filter.
+func TestStateBadTopic(t *testing.T) {
+	_, name := conn(t)
+	b, _ := node(t, name, natsbroker.Options{})
+	for _, topic := range []string{"a.*", "a.>", ">", "a..b", "", "a b"} {
+		if _, err := b.State(context.Background(), topic); !errors.Is(err, hub.ErrInvalidTopic) {
+			t.Errorf("State(%q) = %v, want ErrInvalidTopic", topic, err)
+		}
+	}
+}
