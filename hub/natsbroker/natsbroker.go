@@ -135,6 +135,8 @@ type Broker struct {
 	state   stateStore
 	applied atomic.Pointer[applied] // the state applier's position; nil before Start
 	feed    chan feedChunk          // from delivery to the state applier; nil before Start
+	// flushNow asks the state applier to write what it holds now.
+	flushNow chan struct{}
 	// feedCap is feed's capacity: feedChunks unless a test narrows it to
 	// make the applier catch up; catchUps counts the applier's reads of
 	// the stream (see applyLoop).
@@ -299,6 +301,7 @@ func (b *Broker) Start(deliver func([]*hub.Message)) error {
 		b.feedCap = feedChunks
 	}
 	b.feed = make(chan feedChunk, max(b.feedCap, 0))
+	b.flushNow = make(chan struct{}, 1)
 	b.applyDone = make(chan struct{})
 	go b.applyLoop(bd.Epoch, bd.Last)
 	b.done = make(chan struct{})

@@ -182,6 +182,12 @@ func (b *Broker) applyLoop(epoch string, start uint64) {
 					b.applyFailed(err, &backoff)
 				}
 				continue
+			case <-b.flushNow:
+				a.now = true
+				if err := a.call(nil, a.epoch, a.upTo); err != nil {
+					b.applyFailed(err, &backoff)
+				}
+				continue
 			case <-b.ctx.Done():
 				return
 			}
@@ -275,6 +281,7 @@ type applier struct {
 	// oldest message (0 until read, or if unknown): see dropped.
 	floor     uint64
 	floorRead bool
+	now       bool // write what it holds at the next call: a snapshot waits for it
 }
 
 type known struct{ stateSeq, seq uint64 }
@@ -314,7 +321,7 @@ func (a *applier) handle(out []*hub.Message, epoch string, resolved uint64) (tim
 		a.held[subj] = m
 		a.bytes += len(m.Data)
 	}
-	if len(a.held) > 0 && len(a.held) < applyMaxKeys && a.bytes < applyMaxBytes {
+	if len(a.held) > 0 && len(a.held) < applyMaxKeys && a.bytes < applyMaxBytes && !a.now {
 		if wait := applyDelay - time.Since(a.since); wait > 0 {
 			return wait, nil
 		}
@@ -322,6 +329,7 @@ func (a *applier) handle(out []*hub.Message, epoch string, resolved uint64) (tim
 	if err := a.flush(); err != nil {
 		return 0, err
 	}
+	a.now = false
 	if p := a.b.applied.Load(); p == nil || p.epoch != epoch || p.seq != resolved {
 		a.b.applied.Store(&applied{epoch: epoch, seq: resolved})
 	}
@@ -604,7 +612,11 @@ func (b *Broker) snapshot(ctx context.Context, pats []hub.Pattern) (hub.Cursor, 
 			return last, events, err
 		}
 		// The applier is behind what retention has dropped, or on another
-		// epoch: wait for it.
+		// epoch: have it write what it holds now, and wait for it.
+		select {
+		case b.flushNow <- struct{}{}:
+		default:
+		}
 		select {
 		case <-time.After(5 * time.Millisecond):
 		case <-wctx.Done():

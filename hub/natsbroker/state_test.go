@@ -1,6 +1,7 @@
 package natsbroker_test
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"errors"
@@ -515,5 +516,69 @@ func TestStateBadTopic(t *testing.T) {
 		if _, err := b.State(context.Background(), topic); !errors.Is(err, hub.ErrInvalidTopic) {
 			t.Errorf("State(%q) = %v, want ErrInvalidTopic", topic, err)
 		}
+	}
+}
+
+// TestStateExactSmallLog: with a log that keeps 300 events, snapshots
+// taken while a publisher goes on (and retention drops what the applier
+// holds) are each exact at their position: the publisher's own record of
+// what it stored gives the state at that position. A snapshot whose tail
+// retention dropped while it read is read again.
+func TestStateExactSmallLog(t *testing.T) {
+	_, name := conn(t)
+	b, _ := node(t, name, natsbroker.Options{Size: 300})
+	ctx := context.Background()
+	var mu sync.Mutex
+	var stored []*hub.Message
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := range 1000 {
+			d := keyed(t, "st.a", fmt.Sprintf("k%d", i%10), strconv.Itoa(i))
+			if i%7 == 3 {
+				d.Data = []byte("null")
+			}
+			ms, err := b.Publish(ctx, []hub.Draft{d, keyed(t, "st.b", "x", `1`)})
+			if err != nil {
+				t.Errorf("failed to publish: %v", err)
+				return
+			}
+			mu.Lock()
+			stored = append(stored, ms...)
+			mu.Unlock()
+		}
+	}()
+	var snaps []hub.StateSnapshot
+	for running := true; running; {
+		select {
+		case <-done:
+			running = false
+		default:
+		}
+		snaps = append(snaps, state(t, b, "st.a"))
+	}
+	for _, st := range snaps {
+		cur := map[string]*hub.Message{}
+		for _, m := range stored {
+			if m.ID.Seq > st.Last.Seq || m.Topic != "st.a" {
+				continue
+			}
+			if string(m.Data) == "null" {
+				delete(cur, m.Key)
+			} else {
+				cur[m.Key] = m
+			}
+		}
+		if len(st.Events) != len(cur) {
+			t.Fatalf("snapshot at %s has %d keys, the log up to it gives %d", st.Last, len(st.Events), len(cur))
+		}
+		for _, m := range st.Events {
+			if c := cur[m.Key]; c == nil || c.ID != m.ID || !bytes.Equal(c.Data, m.Data) {
+				t.Fatalf("snapshot at %s: key %s is %s, the log up to it gives %v", st.Last, m.Key, m.ID, c)
+			}
+		}
+	}
+	if len(snaps) < 3 {
+		t.Fatalf("%d snapshots while publishing, want several", len(snaps))
 	}
 }
