@@ -69,6 +69,7 @@ func Run(t *testing.T, newBroker func(t *testing.T, o Options) hub.Broker) {
 	t.Run("State", s.testState)
 	t.Run("StateExact", s.testStateExact)
 	t.Run("StateMaxKeys", s.testStateMaxKeys)
+	t.Run("StateTopics", s.testStateTopics)
 	t.Run("Topics", s.testTopics)
 	t.Run("Rewind", s.testRewind)
 	t.Run("Close", s.testClose)

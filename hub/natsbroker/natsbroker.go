@@ -788,7 +788,7 @@ func (b *Broker) readTail(ctx context.Context, topic string, from uint64, epoch 
 }
 
 // State implements hub.Broker: this broker keeps no state of keyed topics yet.
-func (b *Broker) State(context.Context, string) (hub.StateSnapshot, error) {
+func (b *Broker) State(context.Context, []hub.Pattern) (hub.StateSnapshot, error) {
 	return hub.StateSnapshot{}, hub.ErrStateUnsupported
 }
 
