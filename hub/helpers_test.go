@@ -204,6 +204,8 @@ func describe(items []hub.Item) string {
 			fmt.Fprintf(&b, "%d", it.Msg.ID.Seq)
 		case it.Reset != nil:
 			fmt.Fprintf(&b, "R(%s@%d)", it.Reset.Reason, it.Reset.Cursor.Seq)
+		case it.Synced != nil:
+			fmt.Fprintf(&b, "S(@%d)", it.Synced.Cursor.Seq)
 		default:
 			fmt.Fprintf(&b, "raw(%s)", it.Raw)
 		}
