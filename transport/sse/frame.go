@@ -11,6 +11,10 @@ import (
 // missed events (SPEC "Control events").
 const ResetEvent = "herald.reset"
 
+// SyncedEvent is the event type of the control event ending the state a
+// state subscription starts with (SPEC "Keyed topics").
+const SyncedEvent = "herald.synced"
+
 // frameFormat frames an event: its head is encoded once per process, and
 // the envelope and tail follow it unchanged.
 //
@@ -51,6 +55,23 @@ func appendReset(dst []byte, r *hub.Reset) []byte {
 	return append(dst, "\n\n"...)
 }
 
+// appendSynced frames a herald.synced: its id is the state's position, from
+// which a reconnect resumes.
+func appendSynced(dst []byte, sy *hub.Synced) []byte {
+	topics := sy.Topics
+	if topics == nil {
+		topics = []string{}
+	}
+	data, _ := json.Marshal(struct {
+		Topics []string `json:"topics"`
+	}{topics})
+	dst = append(dst, "id: "...)
+	dst = sy.Cursor.AppendText(dst)
+	dst = append(dst, "\nevent: "+SyncedEvent+"\ndata: "...)
+	dst = append(dst, data...)
+	return append(dst, "\n\n"...)
+}
+
 // appendItem appends the wire form of one queued item.
 func appendItem(dst []byte, it hub.Item) []byte {
 	switch {
@@ -58,6 +79,8 @@ func appendItem(dst []byte, it hub.Item) []byte {
 		return it.Msg.Frame(frameFormat).AppendTo(dst)
 	case it.Reset != nil:
 		return appendReset(dst, it.Reset)
+	case it.Synced != nil:
+		return appendSynced(dst, it.Synced)
 	default:
 		return append(dst, it.Raw...) // already a complete frame
 	}

@@ -121,7 +121,9 @@ func New(o Options) *Handler {
 //
 // Query: topic=PATTERN (repeatable, at least one), last_event_id=CURSOR,
 // rewind=N (0..1000: the newest N retained matching events first; ignored
-// with a cursor, refused when malformed even then); the Last-Event-ID header
+// with a cursor, refused when malformed even then), state=1 (the state of
+// the matching topics first, then herald.synced; with a cursor only if the
+// cursor cannot be served; state=0 is the default); the Last-Event-ID header
 // wins over the query parameter. An unusable cursor is not an error: the
 // stream opens and starts with a herald.reset event.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -146,6 +148,14 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			apierror.WriteErr(w, err)
 			return
 		}
+	}
+	state := false
+	if v, ok := q["state"]; ok {
+		if len(v) > 1 || (v[0] != "0" && v[0] != "1") {
+			apierror.Write(w, apierror.New(http.StatusBadRequest, apierror.InvalidRequest, "state must be given once, as 1 or 0"))
+			return
+		}
+		state = v[0] == "1"
 	}
 	p := auth.Everyone
 	if h.opts.Auth != nil {
@@ -187,7 +197,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// Registration is synchronous: every event published from here on is
 	// queued for c, so once the client sees the response open it misses
 	// nothing (SPEC: the subscription is live before the headers go out).
-	if err := c.Subscribe(hub.SubscribeRequest{Patterns: patterns, Since: since, Rewind: rewind}); err != nil {
+	if err := c.Subscribe(hub.SubscribeRequest{Patterns: patterns, Since: since, Rewind: rewind, State: state}); err != nil {
 		c.Close()
 		apierror.WriteErr(w, err)
 		return

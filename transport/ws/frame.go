@@ -47,6 +47,23 @@ func resetFrame(r *hub.Reset) []byte {
 	return b
 }
 
+// syncedFrame frames a herald.synced for one client:
+// {"op":"synced","ref":REF,"id":CURSOR,"topics":[PATTERN...]}, without ref
+// when the subscribe gave none.
+func syncedFrame(sy *hub.Synced) []byte {
+	topics := sy.Topics
+	if topics == nil {
+		topics = []string{}
+	}
+	b, _ := json.Marshal(struct {
+		Op     string          `json:"op"`
+		Ref    json.RawMessage `json:"ref,omitempty"`
+		ID     string          `json:"id"`
+		Topics []string        `json:"topics"`
+	}{"synced", sy.Ref, sy.Cursor.String(), topics})
+	return b
+}
+
 // hasRef reports whether the client gave a ref worth echoing.
 func hasRef(ref json.RawMessage) bool {
 	return len(ref) > 0 && !bytes.Equal(ref, []byte("null"))

@@ -21,6 +21,7 @@ type inbound struct {
 	Topics         []string        `json:"topics"`
 	Since          string          `json:"since"`
 	Rewind         json.RawMessage `json:"rewind"` // checked by hub.ParseRewind: a number's text, not any JSON number
+	State          json.RawMessage `json:"state"`  // true, false or null; checked by parseState
 	Topic          string          `json:"topic"`
 	Type           string          `json:"type"`
 	Key            *string         `json:"key"`
@@ -71,9 +72,23 @@ func (s *session) handle(b []byte) {
 				return
 			}
 		}
+		state, serr := parseState(m.State)
+		if serr != nil {
+			s.replyError(m.Ref, serr)
+			return
+		}
+		req := hub.SubscribeRequest{Patterns: pats, Since: m.Since, Rewind: rewind, Ack: okReply("ok", m.Ref, "")}
+		if state {
+			req.State = true
+			if hasRef(m.Ref) {
+				req.Ref = m.Ref
+			}
+		}
 		// The ok goes in with the subscription so it precedes replayed events.
-		// An error means the client is closing; there is nobody to tell.
-		_ = s.client.Subscribe(hub.SubscribeRequest{Patterns: pats, Since: m.Since, Rewind: rewind, Ack: okReply("ok", m.Ref, "")})
+		// Another error means the client is closing; there is nobody to tell.
+		if err := s.client.Subscribe(req); errors.Is(err, hub.ErrStateUnsupported) || errors.Is(err, hub.ErrUnavailable) {
+			s.replyError(m.Ref, apierror.From(err))
+		}
 	case "unsubscribe":
 		pats, perr := parsePatterns(m.Topics)
 		if perr != nil {
@@ -247,4 +262,16 @@ func parsePatterns(topics []string) ([]hub.Pattern, *apierror.Error) {
 		pats[i] = p
 	}
 	return pats, nil
+}
+
+// parseState reads a subscribe's "state": true, false, or absent or null
+// (false).
+func parseState(raw json.RawMessage) (bool, *apierror.Error) {
+	switch string(raw) {
+	case "", "null", "false":
+		return false, nil
+	case "true":
+		return true, nil
+	}
+	return false, apierror.New(http.StatusBadRequest, apierror.InvalidRequest, `"state" must be true or false`)
 }

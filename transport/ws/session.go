@@ -156,8 +156,11 @@ func (s *session) WriteBatch(items []hub.Item) error {
 			head, body = f.Head, f.Body
 		default:
 			payload := it.Raw
-			if it.Reset != nil {
+			switch {
+			case it.Reset != nil:
 				payload = resetFrame(it.Reset)
+			case it.Synced != nil:
+				payload = syncedFrame(it.Synced)
 			}
 			scratch = appendTextHeader(scratch[:0], len(payload))
 			head, body = scratch, payload
