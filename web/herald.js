@@ -8,6 +8,8 @@
 //     onReset: (reset) => reloadList(),      // history could not be replayed
 //     rewind: 20,                           // start with the newest 20 retained events
 //   });
+//   // Keyed topics: start with the state (each key's latest event), then live.
+//   subscribe(['doc.7'], apply, { state: true, onSynced: (s) => showReady(s.id) });
 //   await sub.ready;                        // the server has the subscription
 //   await publish('orders.42', 'order.created', { total: 12.5 });
 //   const result = await action('todo.delete', 'todos', { id: 7 }); // the action.succeeded event
@@ -66,9 +68,14 @@ function backoff(o, n) {
  *
  * Options: transport ('sse' | 'ws'), since (a cursor to start after), rewind
  * (0..1000: without a cursor, start with the newest that many retained
- * events of the patterns), token, baseURL, onState(state), onReset(reset),
- * onError(error). Once an event was delivered, a reconnect resumes after it
- * and rewinds nothing.
+ * events of the patterns), state (true: start with the state of every
+ * matching keyed topic, each key's latest event, delivered to onEvent like
+ * any event; then onSynced({id, topics}) and the events after it; rewind is
+ * then ignored), token, baseURL, onState(state), onReset(reset),
+ * onSynced(synced), onError(error). Once an event was delivered, a reconnect
+ * resumes after it and rewinds nothing; with state, a reconnect sends the
+ * state again only after a reset (the reset, then the state, then
+ * onSynced again), so folding every event by key keeps the state exact.
  *
  * Returns {close(), ready, get state(), get lastId()}. ready is a promise that
  * resolves once the server has confirmed the subscription (the WebSocket's ok
@@ -158,6 +165,12 @@ class Subscription {
     if (this.o.onReset) this.o.onReset(r);
   }
 
+  // synced ends the state: the events after it follow its id.
+  synced(s) {
+    if (s.id) this.lastId = s.id;
+    if (this.o.onSynced) this.o.onSynced(s);
+  }
+
   close() {
     if (this.closed) return;
     this.closed = true;
@@ -176,7 +189,9 @@ class Subscription {
     const ctl = new AbortController();
     const q = new URLSearchParams();
     for (const t of this.topics) q.append('topic', t);
-    if (!this.lastId && this.o.rewind) q.set('rewind', String(this.o.rewind));
+    // With a cursor the server sends the state again only after a reset.
+    if (this.o.state) q.set('state', '1');
+    else if (!this.lastId && this.o.rewind) q.set('rewind', String(this.o.rewind));
     const headers = { Accept: 'text/event-stream' };
     if (this.lastId) headers['Last-Event-ID'] = this.lastId;
     if (this.o.token) headers.Authorization = 'Bearer ' + this.o.token;
@@ -206,6 +221,12 @@ class Subscription {
             this.reset(r);
             return;
           }
+          if (msg.event === 'herald.synced') {
+            const s = JSON.parse(msg.data);
+            if (msg.id) s.id = msg.id;
+            this.synced(s);
+            return;
+          }
           if (!msg.data) return;
           this.deliver(JSON.parse(msg.data));
         });
@@ -232,7 +253,8 @@ class Subscription {
     ws.onopen = () => {
       const msg = { op: 'subscribe', ref: 'sub', topics: this.topics };
       if (this.lastId) msg.since = this.lastId;
-      else if (this.o.rewind) msg.rewind = this.o.rewind;
+      if (this.o.state) msg.state = true;
+      else if (!this.lastId && this.o.rewind) msg.rewind = this.o.rewind;
       ws.send(JSON.stringify(msg));
     };
     ws.onmessage = (m) => {
@@ -250,6 +272,11 @@ class Subscription {
         case 'reset': {
           const { op, ...r } = msg;
           this.reset(r);
+          break;
+        }
+        case 'synced': {
+          const { op, ref, ...s } = msg;
+          this.synced(s);
           break;
         }
         case 'error':
