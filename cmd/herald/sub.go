@@ -47,6 +47,7 @@ type subConfig struct {
 	topics    []string
 	since     string
 	rewind    int
+	state     bool
 	token     string
 	pretty    bool
 }
@@ -63,6 +64,7 @@ func runSub(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		s.last, _ = hub.ParseCursor(cfg.since) // validated by parseSubFlags
 		s.haveLast = true
 	}
+	s.inState = cfg.state && !s.haveLast
 	return s.run(ctx)
 }
 
@@ -76,6 +78,7 @@ func parseSubFlags(args []string, stdout io.Writer) (subConfig, error) {
 	fs.Var(&topics, "topic", "topic `pattern` to subscribe to (repeatable, at least one), e.g. 'orders.*'")
 	fs.StringVar(&cfg.since, "since", "", "resume after this `CURSOR` (the id of an event already seen)")
 	fs.StringVar(&rewind, "rewind", "0", "without --since, start with the newest `N` (0..1000) retained events of the topics")
+	fs.BoolVar(&cfg.state, "state", false, "start with the state of the topics (each key's latest event), then a synced line on stderr, then events")
 	fs.StringVar(&cfg.token, "token", "", "`JWT` sent as Authorization: Bearer")
 	fs.StringVar(&format, "format", "json", "output: json (one event envelope per line) or pretty")
 	if err := parseFlags(fs, args, stdout, "Usage: herald sub --topic PATTERN [--topic ...] [flags]\n\n"+
@@ -93,6 +96,9 @@ func parseSubFlags(args []string, stdout io.Writer) (subConfig, error) {
 		}
 	}
 	cfg.topics = topics
+	if cfg.state && rewind != "0" {
+		return cfg, usagef("--state and --rewind exclude each other")
+	}
 	if cfg.transport != "ws" && cfg.transport != "sse" {
 		return cfg, usagef("--transport must be ws or sse, got %q", cfg.transport)
 	}
@@ -147,6 +153,9 @@ type subscriber struct {
 	connected bool // a subscription has been live at least once
 	delivered bool // the current connection delivered an event or a reset
 	line      []byte
+	// inState: the state is being printed (before its synced), whose
+	// events carry cursors below the last one printed (after a reset).
+	inState bool
 }
 
 func (s *subscriber) run(ctx context.Context) error {
@@ -160,6 +169,12 @@ func (s *subscriber) run(ctx context.Context) error {
 	for {
 		fmt.Fprintf(s.stderr, "connecting to %s (%s)\n", s.cfg.base, s.cfg.transport)
 		s.delivered = false
+		if s.haveLast {
+			// A resume: the server sends no state (the state printed so far
+			// was in cursor order, so resuming after its last event misses
+			// nothing), unless a reset comes first.
+			s.inState = false
+		}
 		var err error
 		if s.cfg.transport == "sse" {
 			err = s.sessionSSE(ctx)
@@ -229,6 +244,9 @@ func (s *subscriber) sessionSSE(ctx context.Context) error {
 	u := *s.cfg.base
 	u.Path += "/v1/events"
 	q := url.Values{"topic": s.cfg.topics}
+	if s.cfg.state {
+		q.Set("state", "1") // with a cursor, the server sends it again only after a reset
+	}
 	if !s.haveLast && s.cfg.rewind > 0 {
 		q.Set("rewind", strconv.Itoa(s.cfg.rewind)) // once an event was printed, resume instead
 	}
@@ -274,6 +292,10 @@ func (s *subscriber) sessionSSE(ctx context.Context) error {
 			if err := s.reset(id, data); err != nil {
 				return err
 			}
+			continue
+		}
+		if typ == "herald.synced" {
+			s.synced(id, data)
 			continue
 		}
 		if err := s.event(data); err != nil {
@@ -341,7 +363,8 @@ func (s *subscriber) sessionWS(ctx context.Context) error {
 		Topics []string `json:"topics"`
 		Since  string   `json:"since,omitempty"`
 		Rewind int      `json:"rewind,omitempty"`
-	}{Op: "subscribe", Ref: 1, Topics: s.cfg.topics}
+		State  bool     `json:"state,omitempty"`
+	}{Op: "subscribe", Ref: 1, Topics: s.cfg.topics, State: s.cfg.state}
 	if s.haveLast {
 		sub.Since = s.last.String()
 	} else {
@@ -378,6 +401,8 @@ func (s *subscriber) sessionWS(ctx context.Context) error {
 			if err := s.reset(head.ID, b); err != nil {
 				return err
 			}
+		case "synced":
+			s.synced(head.ID, b)
 		case "ok":
 			if string(head.Ref) == "1" {
 				s.connected = true
@@ -401,7 +426,7 @@ func (s *subscriber) event(raw []byte) error {
 		return nil
 	}
 	s.delivered = true
-	if s.haveLast && e.ID.Epoch == s.last.Epoch && e.ID.Seq <= s.last.Seq {
+	if !s.inState && s.haveLast && e.ID.Epoch == s.last.Epoch && e.ID.Seq <= s.last.Seq {
 		return nil // already printed: one line per event, even across reconnects
 	}
 	s.line = s.line[:0]
@@ -439,6 +464,25 @@ func (s *subscriber) reset(id string, data []byte) error {
 	}
 	s.delivered = true
 	s.last, s.haveLast = c, true
+	s.inState = s.cfg.state // the state follows, then a synced
 	fmt.Fprintf(s.stderr, "reset: %s for %v, resuming from %s\n", r.Reason, r.Topics, id)
 	return nil
+}
+
+// synced reports a herald.synced, the end of the state, and moves the
+// resume point to its cursor.
+func (s *subscriber) synced(id string, data []byte) {
+	var sy struct {
+		Topics []string `json:"topics"`
+	}
+	_ = json.Unmarshal(data, &sy)
+	c, err := hub.ParseCursor(id)
+	if err != nil {
+		fmt.Fprintf(s.stderr, "synced: %v, without a usable cursor %q\n", sy.Topics, id)
+		return
+	}
+	s.delivered = true
+	s.inState = false
+	s.last, s.haveLast = c, true
+	fmt.Fprintf(s.stderr, "synced: state of %v at %s\n", sy.Topics, id)
 }
