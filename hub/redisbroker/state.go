@@ -43,20 +43,29 @@ local function stateDel(topic, key)
   redis.call('DECRBY', KEYS[7], len + #topic + #key + ` + stateOverhead + `)
 end
 local function stateSet(topic, key, value, remove, seq)
-  stateDel(topic, key)
   local size = #value + #topic + #key + ` + stateOverhead + `
-  if remove or size > tonumber(ARGV[8]) then return end
+  if remove or size > tonumber(ARGV[8]) then
+    stateDel(topic, key)
+    return
+  end
+  local h = ARGV[6] .. 'h:' .. topic
   local z = ARGV[6] .. 'z:' .. topic
-  redis.call('HSET', ARGV[6] .. 'h:' .. topic, key, value)
+  local old = redis.call('HSTRLEN', h, key)
+  redis.call('HSET', h, key, value)
   redis.call('ZADD', z, seq, key)
   redis.call('ZADD', KEYS[6], seq, topic .. '\n' .. key)
-  if redis.call('SADD', KEYS[8], topic) == 1 then
-    redis.call('INCR', KEYS[9])
+  if old > 0 then
+    size = size - (old + #topic + #key + ` + stateOverhead + `)
   end
   local total = redis.call('INCRBY', KEYS[7], size)
-  if redis.call('ZCARD', z) > tonumber(ARGV[7]) then
-    stateDel(topic, redis.call('ZRANGE', z, 0, 0)[1])
-    total = tonumber(redis.call('GET', KEYS[7]))
+  if old == 0 then
+    if redis.call('SADD', KEYS[8], topic) == 1 then
+      redis.call('INCR', KEYS[9])
+    end
+    if redis.call('ZCARD', z) > tonumber(ARGV[7]) then
+      stateDel(topic, redis.call('ZRANGE', z, 0, 0)[1])
+      total = tonumber(redis.call('GET', KEYS[7]))
+    end
   end
   while total > tonumber(ARGV[8]) do
     local oldest = redis.call('ZRANGE', KEYS[6], 0, 0)[1]
