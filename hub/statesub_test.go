@@ -296,3 +296,29 @@ func TestStateUnsupported(t *testing.T) {
 	m := pub(t, h, "u.a", "1")
 	col.waitSeq(t, m.ID.Seq)
 }
+
+// failingStateBroker is a memory broker whose state cannot be read, as a
+// cluster broker answers when it cannot reach its server.
+type failingStateBroker struct{ *hub.MemoryBroker }
+
+func (failingStateBroker) State(_ context.Context, pats []hub.Pattern) (hub.StateSnapshot, error) {
+	if len(pats) == 0 {
+		return hub.StateSnapshot{}, nil
+	}
+	return hub.StateSnapshot{}, hub.Unavailable(context.DeadlineExceeded)
+}
+
+// TestStateUnavailable: when the state cannot be read, the client fails as
+// a failed replay does (fail closed), rather than go on without its state.
+func TestStateUnavailable(t *testing.T) {
+	h := newHub(t, hub.Options{Broker: failingStateBroker{hub.NewMemoryBroker(hub.MemoryOptions{})}, Shards: 1})
+	c := newClient(t, h, "ws")
+	col := collect(t, c)
+	subscribe(t, c, hub.SubscribeRequest{Patterns: pats("u.a"), State: true})
+	if err := col.waitErr(t); err != hub.ErrUnavailable {
+		t.Fatalf("client ended with %v, want ErrUnavailable", err)
+	}
+	if items, _ := col.snapshot(); slices.ContainsFunc(items, func(it hub.Item) bool { return it.Synced != nil }) {
+		t.Fatalf("got %s, want no synced", describe(items))
+	}
+}
