@@ -27,19 +27,19 @@ const (
 // Synced is the control signal that ends the state a state subscription
 // starts with: the events before it were the state of every topic of
 // Topics, exact at Cursor, and every matching event after Cursor follows.
+// The transport encodes it (SubscribeRequest.Synced), and the hub queues
+// the frame as a Raw item: the signal needs no field of Item, which every
+// connection's queue holds.
 type Synced struct {
 	Cursor Cursor
 	Topics []string // the subscription's patterns
-	Ref    []byte   // SubscribeRequest.Ref of the subscription, for the transport to echo
 }
 
-// Item is one entry of a client's outbound queue: exactly one of Msg,
-// Reset, Synced and Raw is set.
+// Item is one entry of a client's outbound queue: exactly one field is set.
 type Item struct {
-	Msg    *Message // an event, shared with every other subscriber
-	Reset  *Reset   // a herald.reset signal for this client
-	Synced *Synced  // a herald.synced signal for this client
-	Raw    []byte   // a frame the transport queued itself (replies), already encoded
+	Msg   *Message // an event, shared with every other subscriber
+	Reset *Reset   // a herald.reset signal for this client
+	Raw   []byte   // a frame the transport queued itself (replies, herald.synced), already encoded
 	// Live marks an event delivered as it was published (possibly after
 	// waiting for a replay), not read back from history: only these say
 	// how long publishing to writing takes (see Options.ObserveLatency).
@@ -52,8 +52,6 @@ func (it Item) size() int {
 		return it.Msg.size()
 	case it.Reset != nil:
 		return 128
-	case it.Synced != nil:
-		return 128 + len(it.Synced.Ref)
 	default:
 		return len(it.Raw) + 16
 	}
@@ -75,15 +73,17 @@ type SubscribeRequest struct {
 	// none; the transports validate it with ParseRewind.
 	Rewind int
 	// State asks first for the state of every topic Patterns match (the
-	// latest event of each key, in cursor order), then a Synced item, then
+	// latest event of each key, in cursor order), then a Synced frame, then
 	// every matching event after the state's position, with no gap and no
 	// duplicate: it is served as a resume from that position. With Since,
 	// the state is sent only if the cursor cannot be served (after the
 	// Reset); Rewind is then ignored. A broker that keeps no state makes
 	// Subscribe fail with ErrStateUnsupported.
 	State bool
-	// Ref is echoed in the Synced items of a State subscription.
-	Ref []byte
+	// Synced encodes the frame that tells the connection its state was
+	// sent (the transport's herald.synced). Required with State; called by
+	// the hub's goroutines, each time the state is sent.
+	Synced func(Synced) []byte
 	// Ack, when not nil, is queued before any event of this subscription,
 	// so a reply reaches the client before replayed events.
 	Ack []byte
@@ -97,9 +97,9 @@ type sub struct {
 
 // stateSub is what a state subscription needs after its subscribe: when
 // its replay falls behind retention, the reset is followed by its state
-// and a Synced carrying Ref again.
+// and a Synced frame again.
 type stateSub struct {
-	ref []byte
+	synced func(Synced) []byte
 }
 
 // Client is one subscriber connection as the hub sees it: its
@@ -317,7 +317,10 @@ func (c *Client) Subscribe(req SubscribeRequest) error {
 			}
 			return ErrUnavailable
 		}
-		st = &stateSub{ref: req.Ref}
+		if req.Synced == nil {
+			return errors.New("hub: a subscription with State needs Synced")
+		}
+		st = &stateSub{synced: req.Synced}
 	}
 	s := c.shardOf()
 	s.mu.Lock()
@@ -554,7 +557,7 @@ func (c *Client) startRequests(ctx context.Context, reqs []replayRequest) (*pend
 		switch {
 		case r.state != nil && (r.since == "" || reason != ""):
 			from = st.snap.Last.Seq
-			st.synced = append(st.synced, &Synced{Cursor: st.snap.Last, Topics: patternStrings(r.patterns), Ref: r.state.ref})
+			st.synced = append(st.synced, syncedFor{r.state, Synced{Cursor: st.snap.Last, Topics: patternStrings(r.patterns)}})
 		case r.since == "":
 			from = rewinds[i]
 		case reason == "":
@@ -617,7 +620,13 @@ func patternStrings(pats []Pattern) []string {
 // the snapshot, then one Synced per subscribe.
 type pendingState struct {
 	snap   StateSnapshot
-	synced []*Synced
+	synced []syncedFor
+}
+
+// syncedFor is a Synced for the subscribe of ss.
+type syncedFor struct {
+	ss *stateSub
+	s  Synced
 }
 
 // sendState queues the state's events and then its Synced items, each
@@ -633,7 +642,7 @@ func (c *Client) sendState(ctx context.Context, st *pendingState) error {
 		}
 	}
 	for _, sy := range st.synced {
-		if err := c.enqueuePaced(ctx, Item{Synced: sy}, nil); err != nil {
+		if err := c.enqueuePaced(ctx, Item{Raw: sy.ss.synced(sy.s)}, nil); err != nil {
 			return err
 		}
 	}
@@ -853,7 +862,7 @@ func (c *Client) resetAll(ctx context.Context) error {
 	c.pos = max(c.pos, head.Seq)
 	c.enqueueLocked(Item{Reset: &Reset{Reason: ReasonHistoryGone, Topics: topics, Cursor: head}})
 	for ss, pats := range groups {
-		st.synced = append(st.synced, &Synced{Cursor: head, Topics: pats, Ref: ss.ref})
+		st.synced = append(st.synced, syncedFor{ss, Synced{Cursor: head, Topics: pats}})
 	}
 	c.mu.Unlock()
 	if st == nil {

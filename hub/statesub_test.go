@@ -22,25 +22,25 @@ func keyed(t testing.TB, h *hub.Hub, topic, key, data string) *hub.Message {
 // stateOf folds a state subscription's items: the events before its first
 // Synced (the state), the Synced, and the events after it. It fails t if
 // the events after the Synced are not strictly ascending after its cursor.
-func stateOf(t *testing.T, items []hub.Item) (state []*hub.Message, sy *hub.Synced, after []*hub.Message) {
+func stateOf(t *testing.T, items []hub.Item) (state []*hub.Message, sy *testSynced, after []*hub.Message) {
 	t.Helper()
-	i := slices.IndexFunc(items, func(it hub.Item) bool { return it.Synced != nil })
+	i := slices.IndexFunc(items, isSynced)
 	if i < 0 {
 		t.Fatalf("no synced in %s", describe(items))
 	}
-	sy = items[i].Synced
+	sy = syncedOf(items[i])
 	for _, it := range items[:i] {
 		if it.Msg != nil {
 			state = append(state, it.Msg)
 		}
 	}
-	last := sy.Cursor.Seq
+	last := sy.Seq
 	for _, it := range items[i+1:] {
 		if it.Msg == nil {
 			continue
 		}
 		if it.Msg.ID.Seq <= last {
-			t.Fatalf("after synced at %d: event %d repeats or goes back (%s)", sy.Cursor.Seq, it.Msg.ID.Seq, describe(items))
+			t.Fatalf("after synced at %d: event %d repeats or goes back (%s)", sy.Seq, it.Msg.ID.Seq, describe(items))
 		}
 		last = it.Msg.ID.Seq
 		after = append(after, it.Msg)
@@ -105,7 +105,7 @@ func TestStateSubscribeSeam(t *testing.T) {
 		if i%2 == 1 {
 			subscribe(t, c, hub.SubscribeRequest{Patterns: pats("o.x")})
 		}
-		subscribe(t, c, hub.SubscribeRequest{Patterns: pats("s.*"), State: true, Ref: []byte(fmt.Sprint(i))})
+		subscribe(t, c, hub.SubscribeRequest{Patterns: pats("s.*"), State: true, Synced: syncedFrame(fmt.Sprint(i))})
 	}
 	wg.Wait()
 	final := map[string]*hub.Message{}
@@ -125,8 +125,8 @@ func TestStateSubscribeSeam(t *testing.T) {
 			}
 		}
 		items := col.waitFor(t, "every event", func(items []hub.Item, _ error) bool {
-			j := slices.IndexFunc(items, func(it hub.Item) bool { return it.Synced != nil })
-			return j >= 0 && (items[j].Synced.Cursor.Seq >= last ||
+			j := slices.IndexFunc(items, isSynced)
+			return j >= 0 && (syncedOf(items[j]).Seq >= last ||
 				slices.ContainsFunc(items[j:], func(it hub.Item) bool { return it.Msg != nil && it.Msg.ID.Seq == last }))
 		})
 		// The plain subscription's events: all of them, in order.
@@ -136,8 +136,8 @@ func TestStateSubscribeSeam(t *testing.T) {
 				own = append(own, it.Msg)
 			}
 		}
-		sy := items[slices.IndexFunc(items, func(it hub.Item) bool { return it.Synced != nil })].Synced
-		if string(sy.Ref) != fmt.Sprint(i) || !slices.Equal(sy.Topics, []string{"s.*"}) {
+		sy := syncedOf(items[slices.IndexFunc(items, isSynced)])
+		if sy.Ref != fmt.Sprint(i) || !slices.Equal(sy.Topics, []string{"s.*"}) {
 			t.Fatalf("client %d: synced %+v", i, sy)
 		}
 		var stateItems []hub.Item
@@ -148,13 +148,13 @@ func TestStateSubscribeSeam(t *testing.T) {
 		}
 		state, sy, after := stateOf(t, stateItems)
 		for j, m := range state {
-			if m.ID.Seq > sy.Cursor.Seq || (j > 0 && m.ID.Seq <= state[j-1].ID.Seq) || m.Topic[0] != 's' {
-				t.Fatalf("client %d: state event %d out of order or after the synced at %d", i, m.ID.Seq, sy.Cursor.Seq)
+			if m.ID.Seq > sy.Seq || (j > 0 && m.ID.Seq <= state[j-1].ID.Seq) || m.Topic[0] != 's' {
+				t.Fatalf("client %d: state event %d out of order or after the synced at %d", i, m.ID.Seq, sy.Seq)
 			}
 		}
 		var wantAfter []uint64
 		for _, m := range hist {
-			if m.ID.Seq > sy.Cursor.Seq && m.Topic[0] == 's' {
+			if m.ID.Seq > sy.Seq && m.Topic[0] == 's' {
 				wantAfter = append(wantAfter, m.ID.Seq)
 			}
 		}
@@ -163,7 +163,7 @@ func TestStateSubscribeSeam(t *testing.T) {
 			gotAfter = append(gotAfter, m.ID.Seq)
 		}
 		if !slices.Equal(gotAfter, wantAfter) {
-			t.Fatalf("client %d: after the synced at %d got %v, want %v", i, sy.Cursor.Seq, gotAfter, wantAfter)
+			t.Fatalf("client %d: after the synced at %d got %v, want %v", i, sy.Seq, gotAfter, wantAfter)
 		}
 		got := fold(fold(nil, state), after)
 		if len(got) != len(final) {
@@ -184,10 +184,10 @@ func TestStateSubscribeSeam(t *testing.T) {
 			}
 			// What comes after the synced is after its cursor, whatever
 			// the subscription.
-			j := slices.IndexFunc(items, func(it hub.Item) bool { return it.Synced != nil })
+			j := slices.IndexFunc(items, isSynced)
 			for _, it := range items[j+1:] {
-				if it.Msg != nil && it.Msg.ID.Seq <= sy.Cursor.Seq {
-					t.Fatalf("client %d: event %d after the synced at %d", i, it.Msg.ID.Seq, sy.Cursor.Seq)
+				if it.Msg != nil && it.Msg.ID.Seq <= sy.Seq {
+					t.Fatalf("client %d: event %d after the synced at %d", i, it.Msg.ID.Seq, sy.Seq)
 				}
 			}
 		}
@@ -204,7 +204,7 @@ func TestStateSubscribeResume(t *testing.T) {
 	}
 	c := newClient(t, h, "ws")
 	col := collect(t, c)
-	subscribe(t, c, hub.SubscribeRequest{Patterns: pats("r.a"), Since: cur(h, 8), State: true})
+	subscribe(t, c, hub.SubscribeRequest{Patterns: pats("r.a"), Since: cur(h, 8), State: true, Synced: syncedFrame("")})
 	m := keyed(t, h, "r.a", "k1", `"live"`)
 	items := col.waitSeq(t, m.ID.Seq)
 	wantSeqs(t, items, 9, 10, 11)
@@ -214,16 +214,16 @@ func TestStateSubscribeResume(t *testing.T) {
 
 	c = newClient(t, h, "ws")
 	col = collect(t, c)
-	subscribe(t, c, hub.SubscribeRequest{Patterns: pats("r.a"), Since: cur(h, 2), State: true}) // gone
+	subscribe(t, c, hub.SubscribeRequest{Patterns: pats("r.a"), Since: cur(h, 2), State: true, Synced: syncedFrame("")}) // gone
 	items = col.waitFor(t, "a synced", func(items []hub.Item, _ error) bool {
-		return slices.ContainsFunc(items, func(it hub.Item) bool { return it.Synced != nil })
+		return slices.ContainsFunc(items, isSynced)
 	})
-	if len(items) != 5 || items[0].Reset == nil || items[0].Reset.Reason != hub.ReasonHistoryGone || items[4].Synced == nil {
+	if len(items) != 5 || items[0].Reset == nil || items[0].Reset.Reason != hub.ReasonHistoryGone || !isSynced(items[4]) {
 		t.Fatalf("after a cursor gone got %s, want reset, 3 state events, synced", describe(items))
 	}
 	wantSeqs(t, items[1:4], 9, 10, 11)
-	if items[4].Synced.Cursor.Seq != 11 {
-		t.Fatalf("synced at %d, want 11", items[4].Synced.Cursor.Seq)
+	if syncedOf(items[4]).Seq != 11 {
+		t.Fatalf("synced at %d, want 11", syncedOf(items[4]).Seq)
 	}
 	m = keyed(t, h, "r.a", "k0", `"after"`)
 	items = col.waitSeq(t, m.ID.Seq)
@@ -241,11 +241,11 @@ func TestStateResetAll(t *testing.T) {
 	}
 	c := newClient(t, h, "ws")
 	col := collectGated(t, c)
-	subscribe(t, c, hub.SubscribeRequest{Patterns: pats("f.a"), State: true, Ref: []byte(`"r"`)})
+	subscribe(t, c, hub.SubscribeRequest{Patterns: pats("f.a"), State: true, Synced: syncedFrame("r")})
 	waitClosed(t, col.woke, "the first state event") // 4 state events; 1 queued, the rest wait
 	col.open()
 	col.waitFor(t, "the synced", func(items []hub.Item, _ error) bool {
-		return slices.ContainsFunc(items, func(it hub.Item) bool { return it.Synced != nil })
+		return slices.ContainsFunc(items, isSynced)
 	})
 	// Hold the queue again and let the replay fall behind.
 	c2 := newClient(t, h, "ws")
@@ -253,21 +253,21 @@ func TestStateResetAll(t *testing.T) {
 	for i := range 10 {
 		keyed(t, h, "f.a", fmt.Sprintf("k%d", i%4), fmt.Sprint(i)) // 21..30
 	}
-	subscribe(t, c2, hub.SubscribeRequest{Patterns: pats("f.a"), Since: cur(h, 20), State: true, Ref: []byte(`"r2"`)})
+	subscribe(t, c2, hub.SubscribeRequest{Patterns: pats("f.a"), Since: cur(h, 20), State: true, Synced: syncedFrame("r2")})
 	waitClosed(t, col2.woke, "the replay's first event") // 21 queued, the rest waits
 	for i := range 30 {
 		keyed(t, h, "f.a", fmt.Sprintf("k%d", i%4), fmt.Sprint(i)) // 31..60: 21..50 fall out of retention
 	}
 	col2.open()
 	items := col2.waitFor(t, "a reset and a synced", func(items []hub.Item, _ error) bool {
-		return slices.ContainsFunc(items, func(it hub.Item) bool { return it.Synced != nil })
+		return slices.ContainsFunc(items, isSynced)
 	})
 	i := slices.IndexFunc(items, func(it hub.Item) bool { return it.Reset != nil })
 	if i < 0 || items[i].Reset.Cursor.Seq != 60 {
 		t.Fatalf("got %s, want a reset at 60", describe(items))
 	}
 	wantSeqs(t, items[i+1:len(items)-1], 57, 58, 59, 60)
-	if sy := items[len(items)-1].Synced; sy == nil || sy.Cursor.Seq != 60 || string(sy.Ref) != `"r2"` {
+	if sy := syncedOf(items[len(items)-1]); sy == nil || sy.Seq != 60 || sy.Ref != "r2" {
 		t.Fatalf("got %s, want the state then a synced at 60 for r2", describe(items))
 	}
 }
@@ -286,7 +286,7 @@ func TestStateUnsupported(t *testing.T) {
 	h := newHub(t, hub.Options{Broker: noStateBroker{hub.NewMemoryBroker(hub.MemoryOptions{})}, Shards: 1})
 	c := newClient(t, h, "ws")
 	col := collect(t, c)
-	if err := c.Subscribe(hub.SubscribeRequest{Patterns: pats("u.a"), State: true}); err != hub.ErrStateUnsupported {
+	if err := c.Subscribe(hub.SubscribeRequest{Patterns: pats("u.a"), State: true, Synced: syncedFrame("")}); err != hub.ErrStateUnsupported {
 		t.Fatalf("subscribe with state: %v, want ErrStateUnsupported", err)
 	}
 	if ps := c.Patterns(); len(ps) != 0 {
@@ -314,11 +314,11 @@ func TestStateUnavailable(t *testing.T) {
 	h := newHub(t, hub.Options{Broker: failingStateBroker{hub.NewMemoryBroker(hub.MemoryOptions{})}, Shards: 1})
 	c := newClient(t, h, "ws")
 	col := collect(t, c)
-	subscribe(t, c, hub.SubscribeRequest{Patterns: pats("u.a"), State: true})
+	subscribe(t, c, hub.SubscribeRequest{Patterns: pats("u.a"), State: true, Synced: syncedFrame("")})
 	if err := col.waitErr(t); err != hub.ErrUnavailable {
 		t.Fatalf("client ended with %v, want ErrUnavailable", err)
 	}
-	if items, _ := col.snapshot(); slices.ContainsFunc(items, func(it hub.Item) bool { return it.Synced != nil }) {
+	if items, _ := col.snapshot(); slices.ContainsFunc(items, isSynced) {
 		t.Fatalf("got %s, want no synced", describe(items))
 	}
 }

@@ -55,9 +55,9 @@ func appendReset(dst []byte, r *hub.Reset) []byte {
 	return append(dst, "\n\n"...)
 }
 
-// appendSynced frames a herald.synced: its id is the state's position, from
-// which a reconnect resumes.
-func appendSynced(dst []byte, sy *hub.Synced) []byte {
+// syncedFrame frames a herald.synced (hub.SubscribeRequest.Synced): its id
+// is the state's position, from which a reconnect resumes.
+func syncedFrame(sy hub.Synced) []byte {
 	topics := sy.Topics
 	if topics == nil {
 		topics = []string{}
@@ -65,7 +65,7 @@ func appendSynced(dst []byte, sy *hub.Synced) []byte {
 	data, _ := json.Marshal(struct {
 		Topics []string `json:"topics"`
 	}{topics})
-	dst = append(dst, "id: "...)
+	dst := append(make([]byte, 0, 64+len(data)), "id: "...)
 	dst = sy.Cursor.AppendText(dst)
 	dst = append(dst, "\nevent: "+SyncedEvent+"\ndata: "...)
 	dst = append(dst, data...)
@@ -79,8 +79,6 @@ func appendItem(dst []byte, it hub.Item) []byte {
 		return it.Msg.Frame(frameFormat).AppendTo(dst)
 	case it.Reset != nil:
 		return appendReset(dst, it.Reset)
-	case it.Synced != nil:
-		return appendSynced(dst, it.Synced)
 	default:
 		return append(dst, it.Raw...) // already a complete frame
 	}

@@ -197,7 +197,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// Registration is synchronous: every event published from here on is
 	// queued for c, so once the client sees the response open it misses
 	// nothing (SPEC: the subscription is live before the headers go out).
-	if err := c.Subscribe(hub.SubscribeRequest{Patterns: patterns, Since: since, Rewind: rewind, State: state}); err != nil {
+	req := hub.SubscribeRequest{Patterns: patterns, Since: since, Rewind: rewind}
+	if state {
+		req.State, req.Synced = true, syncedFrame
+	}
+	if err := c.Subscribe(req); err != nil {
 		c.Close()
 		apierror.WriteErr(w, err)
 		return

@@ -47,10 +47,13 @@ func resetFrame(r *hub.Reset) []byte {
 	return b
 }
 
-// syncedFrame frames a herald.synced for one client:
+// syncedFrame encodes a herald.synced for the subscribe whose ref is ref:
 // {"op":"synced","ref":REF,"id":CURSOR,"topics":[PATTERN...]}, without ref
-// when the subscribe gave none.
-func syncedFrame(sy *hub.Synced) []byte {
+// when the subscribe gave none. The session queues it as a reply.
+func syncedFrame(ref json.RawMessage, sy hub.Synced) []byte {
+	if !hasRef(ref) {
+		ref = nil
+	}
 	topics := sy.Topics
 	if topics == nil {
 		topics = []string{}
@@ -60,7 +63,7 @@ func syncedFrame(sy *hub.Synced) []byte {
 		Ref    json.RawMessage `json:"ref,omitempty"`
 		ID     string          `json:"id"`
 		Topics []string        `json:"topics"`
-	}{"synced", sy.Ref, sy.Cursor.String(), topics})
+	}{"synced", ref, sy.Cursor.String(), topics})
 	return b
 }
 

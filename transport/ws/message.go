@@ -79,10 +79,9 @@ func (s *session) handle(b []byte) {
 		}
 		req := hub.SubscribeRequest{Patterns: pats, Since: m.Since, Rewind: rewind, Ack: okReply("ok", m.Ref, "")}
 		if state {
+			ref := m.Ref
 			req.State = true
-			if hasRef(m.Ref) {
-				req.Ref = m.Ref
-			}
+			req.Synced = func(sy hub.Synced) []byte { return syncedFrame(ref, sy) }
 		}
 		// The ok goes in with the subscription so it precedes replayed events.
 		// Another error means the client is closing; there is nobody to tell.

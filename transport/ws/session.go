@@ -156,11 +156,8 @@ func (s *session) WriteBatch(items []hub.Item) error {
 			head, body = f.Head, f.Body
 		default:
 			payload := it.Raw
-			switch {
-			case it.Reset != nil:
+			if it.Reset != nil {
 				payload = resetFrame(it.Reset)
-			case it.Synced != nil:
-				payload = syncedFrame(it.Synced)
 			}
 			scratch = appendTextHeader(scratch[:0], len(payload))
 			head, body = scratch, payload
