@@ -207,8 +207,8 @@ class Subscription {
       if (!res.ok) {
         const err = await errorOf(res);
         // A request the server refuses will be refused again: stop, unless
-        // the server is only unavailable for now.
-        if (res.status >= 500 || res.status === 429) this.failed(err);
+        // the server is only unavailable for now (501: it cannot serve it).
+        if ((res.status >= 500 && res.status !== 501) || res.status === 429) this.failed(err);
         else this.refused(err);
         return;
       }

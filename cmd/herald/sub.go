@@ -218,7 +218,8 @@ func connectError(u string, err error) error {
 }
 
 // statusError turns a refused HTTP answer into an error carrying the
-// server's JSON error code and message. 400, 401, 403 and 404 are fatal.
+// server's JSON error code and message. 400, 401, 403, 404 and 501 (a
+// subscribe with state on a broker without state) are fatal.
 func statusError(code int, body []byte) error {
 	var e struct {
 		Error struct {
@@ -233,7 +234,7 @@ func statusError(code int, body []byte) error {
 		err = fmt.Errorf("server answered %d %s", code, http.StatusText(code))
 	}
 	switch code {
-	case http.StatusBadRequest, http.StatusUnauthorized, http.StatusForbidden, http.StatusNotFound:
+	case http.StatusBadRequest, http.StatusUnauthorized, http.StatusForbidden, http.StatusNotFound, http.StatusNotImplemented:
 		return &fatalError{err}
 	}
 	return err

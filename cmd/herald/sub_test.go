@@ -19,6 +19,7 @@ import (
 
 	"github.com/heraldpush/herald/hub"
 	"github.com/heraldpush/herald/internal/testkit/heraldtest"
+	"github.com/heraldpush/herald/internal/testkit/natstest"
 	"github.com/heraldpush/herald/internal/testkit/relay"
 	"github.com/heraldpush/herald/internal/testkit/wait"
 )
@@ -440,5 +441,13 @@ func TestSubState(t *testing.T) {
 	s := startSub(t, "--url", in.URL, "--topic", "a", "--state", "--rewind", "2")
 	if err := s.result(t); err == nil || !strings.Contains(err.Error(), "exclude") {
 		t.Errorf("--state with --rewind: %v", err)
+	}
+	// A broker without state: refused, not retried.
+	nats := startServe(t, "--addr", "127.0.0.1:0", "--broker", natstest.BrokerURL(t))
+	for _, tr := range transports {
+		s := startSub(t, "--url", nats.URL, "--transport", tr, "--topic", "a", "--state")
+		if err := s.result(t); err == nil || !strings.Contains(err.Error(), "not_implemented") {
+			t.Errorf("%s: --state on NATS: %v, want not_implemented", tr, err)
+		}
 	}
 }
