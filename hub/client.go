@@ -487,16 +487,20 @@ func (c *Client) catchUp() error {
 			if st != nil {
 				// The connection's other subscriptions are replayed up to
 				// the state's position first, so that what follows its
-				// Synced all lies after it.
-				if err := c.scan(ctx, st.snap.Last.Seq); err != nil {
+				// Synced all lies after it. If that replay fell behind
+				// retention, its reset sent a newer state already.
+				reset := false
+				if err := c.scan(ctx, st.snap.Last.Seq, &reset); err != nil {
 					return err
 				}
-				if err := c.sendState(ctx, st); err != nil {
-					return err
+				if !reset {
+					if err := c.sendState(ctx, st); err != nil {
+						return err
+					}
 				}
 			}
 		}
-		if err := c.scan(ctx, math.MaxUint64); err != nil {
+		if err := c.scan(ctx, math.MaxUint64, nil); err != nil {
 			return err
 		}
 		done, err := c.goLive(ctx)
@@ -699,8 +703,8 @@ func (c *Client) enqueuePaced(ctx context.Context, it Item, want func(*Message) 
 }
 
 // scan replays the log from c.pos to its current end, or to until if that
-// comes first.
-func (c *Client) scan(ctx context.Context, until uint64) error {
+// comes first. If it had to reset the client (resetAll), it sets *reset.
+func (c *Client) scan(ctx context.Context, until uint64, reset *bool) error {
 	for {
 		c.mu.Lock()
 		if c.err != nil || len(c.requests) > 0 || c.pos >= until {
@@ -723,6 +727,9 @@ func (c *Client) scan(ctx context.Context, until uint64) error {
 			// The replay fell behind retention: say so and continue from the head.
 			if err := c.resetAll(ctx); err != nil {
 				return err
+			}
+			if reset != nil {
+				*reset = true
 			}
 			continue
 		}

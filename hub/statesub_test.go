@@ -322,3 +322,46 @@ func TestStateUnavailable(t *testing.T) {
 		t.Fatalf("got %s, want no synced", describe(items))
 	}
 }
+
+// TestStateAfterResetOfOtherReplay: a state subscribe on a connection whose
+// other replay falls behind retention while it is brought up to the
+// state's position gets the reset, then the state at the reset's position
+// and one synced: not also the older state it had read before.
+func TestStateAfterResetOfOtherReplay(t *testing.T) {
+	h := newHub(t, hub.Options{Broker: hub.NewMemoryBroker(hub.MemoryOptions{Size: 15}), Shards: 1, QueueBytes: 1, ReplayWait: waitTimeout})
+	for i := range 20 {
+		pub(t, h, "o.x", fmt.Sprint(i)) // 1..20
+	}
+	keyed(t, h, "s.a", "k0", "0") // 21
+	keyed(t, h, "s.a", "k1", "1") // 22
+	c := newClient(t, h, "ws")
+	col := collectGated(t, c)
+	subscribe(t, c, hub.SubscribeRequest{Patterns: pats("o.x"), Since: cur(h, 10)})
+	waitClosed(t, col.woke, "the replay's first event") // 11 queued, 12 waits
+	subscribe(t, c, hub.SubscribeRequest{Patterns: pats("s.a"), State: true, Synced: syncedFrame("s")})
+	eventually(t, "the state to be read", func() bool { return hub.Catching(c) })
+	for i := range 30 {
+		pub(t, h, "o.x", fmt.Sprint(i)) // 23..52: 12..37 fall out of retention
+	}
+	col.open()
+	col.waitFor(t, "a synced", func(items []hub.Item, _ error) bool { return slices.ContainsFunc(items, isSynced) })
+	m := pub(t, h, "s.a", `"live"`) // 53
+	items := col.waitSeq(t, m.ID.Seq)
+	n := 0
+	for _, it := range items {
+		if isSynced(it) {
+			n++
+			if sy := syncedOf(it); sy.Seq < 52 {
+				t.Fatalf("synced at %d, want at the reset's position or later (%s)", sy.Seq, describe(items))
+			}
+		}
+	}
+	if n != 1 {
+		t.Fatalf("%d synced in %s, want one", n, describe(items))
+	}
+	i := slices.IndexFunc(items, isSynced)
+	state, _, after := stateOf(t, items[slices.IndexFunc(items, func(it hub.Item) bool { return it.Reset != nil })+1:])
+	if len(state) != 2 || state[0].ID.Seq != 21 || state[1].ID.Seq != 22 || len(after) == 0 || after[len(after)-1] != m {
+		t.Fatalf("after the reset got %s, want the state 21 22, the synced, then 53 (synced at item %d)", describe(items), i)
+	}
+}
