@@ -321,8 +321,10 @@ func verifyAfter(t *testing.T, items []hub.Item, hist []*hub.Message, from uint6
 // subscriber gets its topic's events and no reset for what it never
 // wanted.
 func TestRewindNoMatchWhileTrimming(t *testing.T) {
-	h := newHub(t, hub.Options{Broker: hub.NewMemoryBroker(hub.MemoryOptions{Size: 64})})
-	for range 64 {
+	// Retention far larger than what is published while a replay starts,
+	// so only a replay from the front can fall behind it.
+	h := newHub(t, hub.Options{Broker: hub.NewMemoryBroker(hub.MemoryOptions{Size: 4096})})
+	for range 4096 {
 		pub(t, h, "busy", "0")
 	}
 	ctx, stop := context.WithCancel(context.Background())
