@@ -2,7 +2,6 @@ package hub_test
 
 import (
 	"testing"
-	"time"
 
 	"github.com/heraldpush/herald/hub"
 	"github.com/heraldpush/herald/hub/brokertest"
@@ -20,5 +19,5 @@ func BenchmarkPresenceFanout(b *testing.B) {
 }
 
 func BenchmarkPresenceChurn(b *testing.B) {
-	brokertest.BenchPresenceChurn(b, hub.NewMemoryBroker(hub.MemoryOptions{}), 1000, 2*time.Second, 200)
+	brokertest.BenchPresenceChurn(b, hub.NewMemoryBroker(hub.MemoryOptions{}), 1000, *brokertest.ChurnFor, 200)
 }

@@ -2,6 +2,7 @@ package brokertest
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"slices"
 	"sync"
@@ -177,6 +178,10 @@ func (w *countWriter) Finish(hub.End) {
 	w.c.Close()
 	close(w.ended)
 }
+
+// ChurnFor is how long BenchmarkPresenceChurn joins members: short in a
+// quick run, -churn 30s for the sustained figure of docs/benchmarks.md.
+var ChurnFor = flag.Duration("churn", 2*time.Second, "how long BenchmarkPresenceChurn joins members")
 
 // BenchPresenceChurn joins rate members a second for d, each leaving again
 // after live others joined, and checks that a watcher got every join and
