@@ -15,7 +15,7 @@ import (
 // one tab appears in both; a third tab opened later shows the list as it
 // is then.
 func TestTwoTabs(t *testing.T) {
-	app := startTodo(t, func(page string) []string { return []string{page} }, "milk", "bread", "eggs")
+	app := startTodo(t, heraldOptions{cors: true}, "milk", "bread", "eggs")
 
 	open := browsertest.New(t)
 	tabs := []*browsertest.Tab{open(), open()}
@@ -79,7 +79,7 @@ func TestTwoTabs(t *testing.T) {
 // browser refuses herald.js, and the page says so in a banner that is
 // visible above the list and names the flag to add.
 func TestPageWithoutCORS(t *testing.T) {
-	app := startTodo(t, nil, "milk")
+	app := startTodo(t, heraldOptions{}, "milk")
 	heraldURL := app.herald
 
 	tb := browsertest.New(t)()

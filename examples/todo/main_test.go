@@ -56,11 +56,12 @@ func post(t *testing.T, c *http.Client, url, body string, header ...string) repl
 
 // startHerald runs Herald in process, as herald serve would with
 // --action-upstream actionsURL (for the todo. types) and --cors-origins:
-// the HTTP API, both transports, and /herald.js. It returns Herald's URL.
-func startHerald(t *testing.T, actionsURL string, corsOrigins []string) string {
+// the HTTP API, both transports, and /herald.js. history, if positive,
+// is how many events it retains (--history-size). It returns Herald's URL.
+func startHerald(t *testing.T, actionsURL string, corsOrigins []string, history int) string {
 	t.Helper()
 	log := slog.New(slog.DiscardHandler)
-	h, err := hub.New(hub.Options{})
+	h, err := hub.New(hub.Options{Broker: hub.NewMemoryBroker(hub.MemoryOptions{Size: history})})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -111,10 +112,16 @@ type todoApp struct {
 	c      *http.Client
 }
 
+// heraldOptions are how startTodo runs Herald.
+type heraldOptions struct {
+	cors    bool // --cors-origins lists the page's origin
+	history int  // events retained; 0: the default
+}
+
 // startTodo runs the backend with the seed to-dos and a Herald whose
 // action upstream it is, and syncs Herald's copy of the list, as the
-// command does on start. corsOrigins are Herald's --cors-origins (nil: none).
-func startTodo(t *testing.T, corsOrigins func(page string) []string, seed ...string) *todoApp {
+// command does on start.
+func startTodo(t *testing.T, o heraldOptions, seed ...string) *todoApp {
 	t.Helper()
 	b := newBackend(slog.New(slog.DiscardHandler))
 	b.seed(seed...)
@@ -125,10 +132,10 @@ func startTodo(t *testing.T, corsOrigins func(page string) []string, seed ...str
 		srv.Close()
 	})
 	var origins []string
-	if corsOrigins != nil {
-		origins = corsOrigins(srv.URL)
+	if o.cors {
+		origins = []string{srv.URL}
 	}
-	heraldURL := startHerald(t, srv.URL+"/actions", origins)
+	heraldURL := startHerald(t, srv.URL+"/actions", origins, o.history)
 	api := newHeraldAPI(heraldURL, "")
 	t.Cleanup(api.client.CloseIdleConnections)
 	b.setHerald(heraldURL, api)
@@ -156,7 +163,7 @@ func (a *todoApp) state(t *testing.T) string {
 // TestBackendReplaysByKey calls the backend as Herald does when it retries:
 // the same Idempotency-Key gets the same answer and adds nothing.
 func TestBackendReplaysByKey(t *testing.T) {
-	app := startTodo(t, nil)
+	app := startTodo(t, heraldOptions{})
 	b, url, c := app.b, app.page+"/actions", app.c
 	add := `{"id":"act_1","type":"todo.add","topic":"todo.list","payload":{"title":"milk"},"attempt":1}`
 	for attempt := range 2 {
@@ -202,7 +209,7 @@ func TestBackendReplaysByKey(t *testing.T) {
 // Herald: each answers 503, which Herald retries, and changes nothing, so
 // that the retry, once Herald is back, is not a repeat.
 func TestHeraldUnreachable(t *testing.T) {
-	app := startTodo(t, nil, "milk")
+	app := startTodo(t, heraldOptions{}, "milk")
 	dead := httptest.NewServer(http.NotFoundHandler())
 	dead.Close()
 	app.b.setHerald(app.herald, newHeraldAPI(dead.URL, ""))
@@ -236,7 +243,7 @@ func TestHeraldUnreachable(t *testing.T) {
 // TestSync brings a Herald whose copy of the list is wrong (a stale key, a
 // changed title, a missing to-do) up to date, and then publishes nothing.
 func TestSync(t *testing.T) {
-	app := startTodo(t, nil, "milk", "bread", "eggs")
+	app := startTodo(t, heraldOptions{}, "milk", "bread", "eggs")
 	ctx := context.Background()
 	if got, want := app.state(t), `1={"id":1,"title":"milk"} 2={"id":2,"title":"bread"} 3={"id":3,"title":"eggs"}`; got != want {
 		t.Fatalf("after the first sync: %s, want %s", got, want)
@@ -265,7 +272,7 @@ func TestSync(t *testing.T) {
 // with this backend as the upstream of every todo. type, and follows the
 // flow a browser sees: submit over HTTP, receive the result over SSE.
 func TestWithHerald(t *testing.T) {
-	app := startTodo(t, nil)
+	app := startTodo(t, heraldOptions{})
 	b, heraldURL, c := app.b, app.herald, app.c
 
 	// Subscribe first: the stream is live once its headers arrive.
