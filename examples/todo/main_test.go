@@ -18,6 +18,7 @@ import (
 	"github.com/heraldpush/herald/action"
 	"github.com/heraldpush/herald/action/memstore"
 	"github.com/heraldpush/herald/hub"
+	"github.com/heraldpush/herald/internal/testkit/wait"
 	"github.com/heraldpush/herald/transport/httpapi"
 	"github.com/heraldpush/herald/transport/sse"
 	"github.com/heraldpush/herald/transport/ws"
@@ -361,4 +362,25 @@ func TestWithHerald(t *testing.T) {
 	if got := app.state(t); got != "" {
 		t.Errorf("Herald's copy of the list: %s, want it empty", got)
 	}
+}
+
+// TestKeepInSync runs the command's sync loop against a Herald that lost a
+// to-do (as one restarted without a shared broker loses them all): the loop
+// publishes it again, and ends with its context.
+func TestKeepInSync(t *testing.T) {
+	app := startTodo(t, heraldOptions{}, "milk", "bread")
+	if err := app.api.remove(context.Background(), 2); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		app.b.keepInSync(ctx, 10*time.Millisecond)
+	}()
+	wait.For(t, 5*time.Second, "bread to be back in Herald's copy", func() bool {
+		return app.state(t) == `1={"id":1,"title":"milk"} 2={"id":2,"title":"bread"}`
+	})
+	cancel()
+	<-done
 }
