@@ -166,6 +166,10 @@ func From(err error) *Error {
 		return New(http.StatusBadRequest, InvalidJSON, err.Error())
 	case errors.Is(err, hub.ErrBadCursor):
 		return New(http.StatusBadRequest, InvalidCursor, err.Error())
+	case errors.Is(err, hub.ErrInvalidPresence):
+		return New(http.StatusBadRequest, InvalidRequest, err.Error())
+	case errors.Is(err, hub.ErrPresenceUnsupported):
+		return New(http.StatusNotImplemented, NotImplemented, "the broker of this server keeps no presence")
 	case errors.Is(err, hub.ErrInvalidRewind):
 		return New(http.StatusBadRequest, InvalidRequest, err.Error())
 	case errors.Is(err, hub.ErrHistoryGone):

@@ -134,9 +134,12 @@ type claims struct {
 }
 
 type grantClaims struct {
-	Subscribe []string `json:"subscribe"`
-	Publish   []string `json:"publish"`
-	Actions   []string `json:"actions"`
+	// Info describes the subject as a member of a topic's presence
+	// (a JSON object, checked when a stream joins).
+	Info      json.RawMessage `json:"info"`
+	Subscribe []string        `json:"subscribe"`
+	Publish   []string        `json:"publish"`
+	Actions   []string        `json:"actions"`
 }
 
 // Token verifies a token and returns its principal. Errors match
@@ -156,6 +159,9 @@ func (a *Authenticator) Token(token string) (*Principal, error) {
 		p.subscribe, perr = patterns(c.Herald.Subscribe, perr)
 		p.publish, perr = patterns(c.Herald.Publish, perr)
 		p.actions, perr = patterns(c.Herald.Actions, perr)
+		if string(c.Herald.Info) != "null" {
+			p.Info = c.Herald.Info
+		}
 		if perr != nil {
 			return nil, fmt.Errorf("%w: the herald claim has %v", ErrUnauthorized, perr)
 		}
@@ -284,6 +290,9 @@ type Principal struct {
 	// Expires is when the token stops being accepted: its exp plus the
 	// allowed clock skew (zero: never). Live connections end then.
 	Expires time.Time
+	// Info is the token's herald.info claim (nil when absent): what
+	// describes the subject as a member of a topic's presence.
+	Info json.RawMessage
 
 	anonymous     bool
 	cookieIgnored bool // anonymous because the cookie came from another page
@@ -360,4 +369,14 @@ func (p *Principal) MarshalJSON() ([]byte, error) {
 		return out
 	}
 	return json.Marshal(map[string]any{"sub": p.Subject, "subscribe": str(p.subscribe), "publish": str(p.publish), "actions": str(p.actions)})
+}
+
+// Member returns who the principal is as a member of a topic's presence:
+// its user (the token's sub; "" for an anonymous connection, the API key
+// or authentication off) and its info (the herald.info claim, or nil).
+func (p *Principal) Member() (user string, info json.RawMessage) {
+	if p.anonymous || p.all || p.publishAll {
+		return "", nil
+	}
+	return p.Subject, p.Info
 }

@@ -66,6 +66,20 @@ type Broker interface {
 	// the retained history. A broker that keeps none returns
 	// ErrStateUnsupported.
 	State(ctx context.Context, topic string) (StateSnapshot, error)
+	// ChangePresence appends joins and leaves, in order, in one step with
+	// recording the membership they change: a join of a connection that is
+	// not a member of its topic yet (and the topic below the broker's
+	// member bound), a leave of a member. Each change that applies is an
+	// event at the next position (TypeJoin or TypeLeave, key the
+	// connection ID, data the member; a leave carries the member as it
+	// joined), delivered like any; one that does not apply appends nothing.
+	// So running a batch again after an error is harmless. It returns the
+	// appended events. A broker that keeps no members returns
+	// ErrPresenceUnsupported.
+	ChangePresence(ctx context.Context, changes []PresenceChange) ([]*Message, error)
+	// Presence returns the members of one exact topic, exact at a position
+	// (see PresenceSnapshot), or ErrPresenceUnsupported.
+	Presence(ctx context.Context, topic string) (PresenceSnapshot, error)
 	// Topics lists the topics that have retained events.
 	Topics(ctx context.Context) ([]TopicHistory, error)
 	// Ping reports whether the broker can serve requests (readiness).

@@ -16,20 +16,21 @@ import (
 // while it hands the batch to deliver, which is what keeps delivery in cursor
 // order; deliver must therefore never call back into the broker.
 type MemoryBroker struct {
-	mu      sync.Mutex
-	epoch   string
-	ring    []*Message // capacity = size; ring[head] is the oldest retained
-	head    int
-	n       int
-	bytes   int // retainedSize of the retained events
-	max     int // bound of bytes
-	last    uint64
-	ttl     time.Duration
-	topics  map[string]int // retained events per topic
-	state   *memState
-	deliver func([]*Message)
-	closed  bool
-	now     func() time.Time
+	mu       sync.Mutex
+	epoch    string
+	ring     []*Message // capacity = size; ring[head] is the oldest retained
+	head     int
+	n        int
+	bytes    int // retainedSize of the retained events
+	max      int // bound of bytes
+	last     uint64
+	ttl      time.Duration
+	topics   map[string]int // retained events per topic
+	state    *memState
+	presence *memPresence
+	deliver  func([]*Message)
+	closed   bool
+	now      func() time.Time
 }
 
 // MemoryOptions configures a MemoryBroker.
@@ -49,7 +50,11 @@ type MemoryOptions struct {
 	// the least recently written keys of any topic go first. Default
 	// DefaultStateMaxBytes.
 	StateMaxBytes int
-	Now           func() time.Time
+	// PresenceMaxMembers bounds the members of one topic; past it a join
+	// is refused (the connection is not a member). Default
+	// DefaultPresenceMaxMembers.
+	PresenceMaxMembers int
+	Now                func() time.Time
 }
 
 // NewMemoryBroker returns a broker with a fresh epoch.
@@ -69,14 +74,18 @@ func NewMemoryBroker(o MemoryOptions) *MemoryBroker {
 	if o.StateMaxBytes <= 0 {
 		o.StateMaxBytes = DefaultStateMaxBytes
 	}
+	if o.PresenceMaxMembers <= 0 {
+		o.PresenceMaxMembers = DefaultPresenceMaxMembers
+	}
 	return &MemoryBroker{
-		epoch:  NewEpoch(),
-		max:    o.MaxBytes,
-		ring:   make([]*Message, o.Size),
-		ttl:    o.TTL,
-		topics: make(map[string]int),
-		state:  newMemState(o.StateMaxKeys, o.StateMaxBytes),
-		now:    o.Now,
+		epoch:    NewEpoch(),
+		max:      o.MaxBytes,
+		ring:     make([]*Message, o.Size),
+		ttl:      o.TTL,
+		topics:   make(map[string]int),
+		state:    newMemState(o.StateMaxKeys, o.StateMaxBytes),
+		presence: newMemPresence(o.PresenceMaxMembers),
+		now:      o.Now,
 	}
 }
 

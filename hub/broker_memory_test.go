@@ -15,7 +15,7 @@ import (
 
 func TestMemoryBrokerConformance(t *testing.T) {
 	brokertest.Run(t, func(t *testing.T, o brokertest.Options) hub.Broker {
-		return hub.NewMemoryBroker(hub.MemoryOptions{Size: o.Size, MaxBytes: o.MaxBytes, TTL: o.TTL, StateMaxKeys: o.StateMaxKeys})
+		return hub.NewMemoryBroker(hub.MemoryOptions{Size: o.Size, MaxBytes: o.MaxBytes, TTL: o.TTL, StateMaxKeys: o.StateMaxKeys, PresenceMaxMembers: o.PresenceMaxMembers})
 	})
 }
 

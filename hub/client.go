@@ -2,6 +2,7 @@ package hub
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"math"
 	"sync"
@@ -64,11 +65,25 @@ type SubscribeRequest struct {
 	// Ack, when not nil, is queued before any event of this subscription,
 	// so a reply reaches the client before replayed events.
 	Ack []byte
+	// Presence makes the connection a member of each of Patterns, which
+	// must then be exact topics (else ErrInvalidPresence): a join is
+	// published for each, and a leave when the subscription or the client
+	// ends. User ("" for none) and Info (a JSON object of at most
+	// MaxInfoBytes, or nil) describe the member.
+	Presence bool
+	User     string
+	Info     json.RawMessage
+	// PresenceEvents asks for the joins and leaves of Patterns' topics
+	// (TypeJoin, TypeLeave), live and replayed; without it a subscription
+	// never receives them.
+	PresenceEvents bool
 }
 
 type sub struct {
-	pat   Pattern
-	after uint64 // events with Seq <= after are not wanted by this subscription
+	pat    Pattern
+	after  uint64 // events with Seq <= after are not wanted by this subscription
+	events bool   // joins and leaves are wanted (SubscribeRequest.PresenceEvents)
+	member bool   // the connection is a member of the topic: a leave is due when the subscription ends
 }
 
 // Client is one subscriber connection as the hub sees it: its
@@ -123,7 +138,8 @@ type Client struct {
 type replayRequest struct {
 	patterns []Pattern
 	since    string
-	rewind   int // with since "": resume from where the newest rewind matching events begin
+	rewind   int  // with since "": resume from where the newest rewind matching events begin
+	events   bool // joins and leaves count in the rewind
 }
 
 // replays reports whether req is served by a replay (a resume or a rewind).
@@ -243,6 +259,9 @@ func (c *Client) deliverLive(m *Message) bool {
 	if c.err != nil || m.seq <= c.pos {
 		return false
 	}
+	if m.isPresence() && !c.wantsPresenceLocked(m) {
+		return false
+	}
 	if c.catching {
 		if m.seq <= c.pendLast || c.pendLost {
 			return false
@@ -272,6 +291,9 @@ func (c *Client) deliverLive(m *Message) bool {
 // Per the one-order rule, a replay on a client that has already been sent
 // events starts from the later of Since and the last event sent.
 func (c *Client) Subscribe(req SubscribeRequest) error {
+	if err := req.checkPresence(); err != nil {
+		return err
+	}
 	s := c.shardOf()
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -314,10 +336,16 @@ func (c *Client) Subscribe(req SubscribeRequest) error {
 	}
 	for _, p := range req.Patterns {
 		if old := c.subs[p.raw]; old != nil {
+			// Asking again for joins and leaves adds them; it never takes
+			// them away (that is an unsubscribe).
+			old.events = old.events || req.PresenceEvents
 			continue
 		}
-		c.subs[p.raw] = &sub{pat: p, after: after}
+		c.subs[p.raw] = &sub{pat: p, after: after, events: req.PresenceEvents}
 		s.idx.add(p, c)
+	}
+	if req.Presence {
+		c.queueJoinsLocked(&req)
 	}
 	c.subGen++
 	if !c.catching && !c.anchored {
@@ -325,7 +353,7 @@ func (c *Client) Subscribe(req SubscribeRequest) error {
 		c.anchored = true
 	}
 	if replays {
-		c.requests = append(c.requests, replayRequest{patterns: req.Patterns, since: req.Since, rewind: req.Rewind})
+		c.requests = append(c.requests, replayRequest{patterns: req.Patterns, since: req.Since, rewind: req.Rewind, events: req.PresenceEvents})
 		if !c.replay {
 			c.replay = true
 			c.worker.Add(1)
@@ -344,7 +372,8 @@ func (c *Client) Unsubscribe(patterns []Pattern) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for _, p := range patterns {
-		if c.subs[p.raw] != nil {
+		if sb := c.subs[p.raw]; sb != nil {
+			c.queueLeaveLocked(sb)
 			delete(c.subs, p.raw)
 			s.idx.remove(p, c)
 		}
@@ -376,6 +405,7 @@ func (c *Client) Close() {
 	c.closed = true
 	c.failLocked(ErrClosed)
 	for _, sb := range c.subs {
+		c.queueLeaveLocked(sb)
 		s.idx.remove(sb.pat, c)
 	}
 	c.subs = nil
@@ -460,7 +490,7 @@ func (c *Client) startRequests(ctx context.Context, reqs []replayRequest) error 
 		if rewinds == nil {
 			rewinds = make([]uint64, len(reqs))
 		}
-		if rewinds[i], err = c.rewindFrom(ctx, b, r.patterns, r.rewind); err != nil {
+		if rewinds[i], err = c.rewindFrom(ctx, b, r.patterns, r.rewind, r.events); err != nil {
 			return c.brokerErr(err)
 		}
 	}
@@ -612,8 +642,23 @@ func (c *Client) enqueueReplayed(ctx context.Context, m *Message, gen uint64) (b
 
 // wants reports whether a subscription of c asks for m. c.mu is held on entry.
 func (c *Client) wants(m *Message) bool {
+	presence := m.isPresence()
 	for _, sb := range c.subs {
-		if m.seq > sb.after && sb.pat.Match(m.Topic) {
+		if m.seq > sb.after && sb.pat.Match(m.Topic) && (!presence || sb.events) {
+			return true
+		}
+	}
+	return false
+}
+
+// wantsPresenceLocked reports whether a subscription of c asks for the
+// joins and leaves of m's topic. c.mu is held on entry.
+func (c *Client) wantsPresenceLocked(m *Message) bool {
+	if sb := c.subs[m.Topic]; sb != nil && sb.events {
+		return true
+	}
+	for _, sb := range c.subs {
+		if sb.events && sb.pat.Match(m.Topic) {
 			return true
 		}
 	}

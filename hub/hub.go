@@ -35,6 +35,9 @@ type Options struct {
 	// Client.Serve). It is called from the connections' writers,
 	// concurrently: it must be safe for concurrent use, and cheap.
 	ObserveLatency func(time.Duration)
+	// PresenceQueue bounds the joins waiting to be published; past it a
+	// join is refused. Default DefaultPresenceQueue.
+	PresenceQueue int
 }
 
 // Hub fans events out to subscribed clients. It is safe for concurrent use.
@@ -44,6 +47,7 @@ type Options struct {
 //	shard.mu  (RLock in dispatch, Lock in Subscribe/Unsubscribe/Close)
 //	Client.mu
 //	Hub.mu
+//	presencer.mu (the presence queue; takes nothing)
 //
 // Broker locks are never held while calling into the hub except by the
 // broker's own deliver call, which takes no hub lock (it only sends on the
@@ -72,6 +76,9 @@ type Hub struct {
 	disconnects map[disconnectKey]int64
 
 	epoch string // of the log being delivered; the deliver goroutine's
+
+	node string     // the node part of connection IDs (Client.ConnID)
+	pres *presencer // publishes joins and leaves
 }
 
 // shard owns a partition of the clients and their subscriptions.
@@ -104,6 +111,9 @@ func New(o Options) (*Hub, error) {
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
+	if o.PresenceQueue <= 0 {
+		o.PresenceQueue = DefaultPresenceQueue
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	h := &Hub{
 		opts:        o,
@@ -122,6 +132,14 @@ func New(o Options) (*Hub, error) {
 		return nil, fmt.Errorf("failed to read broker bounds: %w", err)
 	}
 	h.epoch = b.Epoch
+	h.node = NewEpoch()
+	if nb, ok := h.broker.(NodeBroker); ok {
+		h.node = nb.NodeID()
+	}
+	h.pres = newPresencer(h, o.PresenceQueue)
+	if nr, ok := h.broker.(NodeReviver); ok {
+		nr.OnRevive(h.rejoinAll)
+	}
 	h.shards = make([]*shard, o.Shards)
 	for i := range h.shards {
 		s := &shard{idx: newIndex(), in: make(chan []*Message, o.ShardBuffer)}
@@ -140,6 +158,7 @@ func New(o Options) (*Hub, error) {
 		h.wg.Add(1)
 		go h.dispatchLoop(s)
 	}
+	go h.pres.run()
 	return h, nil
 }
 
@@ -266,7 +285,7 @@ func (h *Hub) History(ctx context.Context, topic, after string, limit int) ([]*M
 		return nil, fmt.Errorf("failed to read history: limit %d must be positive", limit)
 	}
 	if after == "" {
-		return h.broker.Latest(ctx, topic, limit)
+		return h.latest(ctx, topic, limit)
 	}
 	cur, err := ParseCursor(after)
 	if err != nil {
@@ -279,11 +298,50 @@ func (h *Hub) History(ctx context.Context, topic, after string, limit int) ([]*M
 	if cur.Epoch != b.Epoch || cur.Seq+1 < b.First || cur.Seq > b.Last {
 		return nil, ErrHistoryGone
 	}
-	res, err := h.broker.Read(ctx, ReadRequest{After: cur.Seq, Patterns: []Pattern{{raw: topic}}, Limit: limit})
-	if err != nil {
-		return nil, err
+	// Joins and leaves are not history (a v1 reader sees none): read on
+	// past them until the page is full or the log ends.
+	var out []*Message
+	for next := cur.Seq; ; {
+		res, err := h.broker.Read(ctx, ReadRequest{After: next, Patterns: []Pattern{{raw: topic}}, Limit: limit - len(out)})
+		if err != nil {
+			return nil, err
+		}
+		out = appendNotPresence(out, res.Messages)
+		if len(out) == limit || !res.More || res.Next <= next {
+			return out, nil
+		}
+		next = res.Next
 	}
-	return res.Messages, nil
+}
+
+// latest is Broker.Latest without joins and leaves: it asks for more while
+// they take room, up to a bound, and returns the newest limit others.
+func (h *Hub) latest(ctx context.Context, topic string, limit int) ([]*Message, error) {
+	n := limit
+	for try := 0; ; try++ {
+		msgs, err := h.broker.Latest(ctx, topic, n)
+		if err != nil {
+			return nil, err
+		}
+		out := appendNotPresence(nil, msgs)
+		if len(out) >= limit || len(msgs) < n || try == 3 {
+			return out[max(0, len(out)-limit):], nil
+		}
+		n *= 4
+	}
+}
+
+// appendNotPresence appends the messages of msgs that are not joins or leaves.
+func appendNotPresence(dst, msgs []*Message) []*Message {
+	for _, m := range msgs {
+		if !m.isPresence() {
+			dst = append(dst, m)
+		}
+	}
+	if dst == nil {
+		dst = []*Message{}
+	}
+	return dst
 }
 
 // TopicInfo is one row of Topics.
@@ -354,6 +412,12 @@ type Stats struct {
 	// QueueBytesMax the largest of them.
 	QueueBytes    int64 `json:"queue_bytes"`
 	QueueBytesMax int64 `json:"queue_bytes_max"`
+	// PresenceRefused counts joins refused: the hub's queue of joins was
+	// full, or the topic had its most members.
+	PresenceRefused int64 `json:"presence_refused"`
+	// PresenceErrors counts batches of joins and leaves the broker failed
+	// (each retried).
+	PresenceErrors int64 `json:"presence_errors"`
 	// Broker holds the broker's own counts, if it keeps any.
 	Broker *BrokerStats `json:"broker,omitempty"`
 }
@@ -375,7 +439,7 @@ type BrokerCounter interface {
 func (h *Hub) Stats() Stats {
 	st := Stats{
 		Published: h.published.Load(), PublishErrors: h.publishErrors.Load(),
-		SlowKicked: h.kicked.Load(), Dropped: h.dropped.Load(),
+		SlowKicked: h.kicked.Load(), Dropped: h.dropped.Load(), PresenceRefused: h.pres.refused.Load(), PresenceErrors: h.pres.failed.Load(),
 		Clients: map[string]int64{}, Connects: map[string]int64{}, Disconnects: map[string]map[string]int64{},
 	}
 	for _, s := range h.shards {
@@ -453,6 +517,11 @@ func (h *Hub) Shutdown() {
 func (h *Hub) Close(ctx context.Context) error {
 	h.Shutdown()
 	h.cancel()
+	// The members still open leave before the broker closes.
+	h.leaveAll()
+	pctx, pcancel := context.WithTimeout(ctx, presenceWait)
+	h.pres.close(pctx)
+	pcancel()
 	var err error
 	h.closed.Do(func() {
 		err = h.broker.Close()

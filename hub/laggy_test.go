@@ -94,6 +94,6 @@ func (b *laggyBroker) Close() error {
 // the suite holds for an implementation that delivers asynchronously.
 func TestLaggyBrokerConformance(t *testing.T) {
 	brokertest.Run(t, func(t *testing.T, o brokertest.Options) hub.Broker {
-		return newLaggy(hub.MemoryOptions{Size: o.Size, MaxBytes: o.MaxBytes, TTL: o.TTL, StateMaxKeys: o.StateMaxKeys})
+		return newLaggy(hub.MemoryOptions{Size: o.Size, MaxBytes: o.MaxBytes, TTL: o.TTL, StateMaxKeys: o.StateMaxKeys, PresenceMaxMembers: o.PresenceMaxMembers})
 	})
 }

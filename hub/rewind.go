@@ -49,7 +49,10 @@ type rewound struct {
 // series of forward reads of windows at the end of the log, each older
 // and four times wider than the one before: a rewind over a busy pattern
 // is served by the first. Only positions and sizes are kept, n at most.
-func (c *Client) rewindFrom(ctx context.Context, b Bounds, pats []Pattern, n int) (uint64, error) {
+//
+// Joins and leaves count only when events asks for them (the
+// subscription's PresenceEvents): otherwise it never receives them.
+func (c *Client) rewindFrom(ctx context.Context, b Bounds, pats []Pattern, n int, events bool) (uint64, error) {
 	if n <= 0 || b.Last < b.First {
 		return b.Last, nil
 	}
@@ -63,7 +66,7 @@ func (c *Client) rewindFrom(ctx context.Context, b Bounds, pats []Pattern, n int
 			from = end - window
 		}
 		need := n - found
-		k, err := c.readWindow(ctx, pats, from, end, ring[:need])
+		k, err := c.readWindow(ctx, pats, from, end, ring[:need], events)
 		if errors.Is(err, ErrHistoryGone) {
 			// Retention dropped the window's start meanwhile: what is
 			// older is gone too.
@@ -93,7 +96,7 @@ func (c *Client) rewindFrom(ctx context.Context, b Bounds, pats []Pattern, n int
 // readWindow reads the events matching pats in (from, end] and keeps the
 // newest len(ring) of them in ring, the k-th match (from 0) at k%len(ring).
 // It returns how many matched.
-func (c *Client) readWindow(ctx context.Context, pats []Pattern, from, end uint64, ring []rewound) (int, error) {
+func (c *Client) readWindow(ctx context.Context, pats []Pattern, from, end uint64, ring []rewound, events bool) (int, error) {
 	k := 0
 	for after := from; after < end; {
 		res, err := c.hub.broker.Read(ctx, ReadRequest{
@@ -105,6 +108,9 @@ func (c *Client) readWindow(ctx context.Context, pats []Pattern, from, end uint6
 		for _, m := range res.Messages {
 			if m.seq > end {
 				break
+			}
+			if !events && m.isPresence() {
+				continue
 			}
 			ring[k%len(ring)] = rewound{seq: m.seq, size: m.size()}
 			k++

@@ -164,6 +164,7 @@ var (
 	descPublished     = desc("events_published_total", "Events published through this node.")
 	descDeliveries    = desc("deliveries_total", "Events queued to subscriber connections.")
 	descDropped       = desc("events_dropped_total", "Queued events discarded because their connection ended (a slow consumer, a shutdown) before they were written; the client resumes from its cursor.")
+	descPresRefused   = desc("presence_refused_total", "Joins refused: a topic at --presence-max-members, a full queue of joins, or a broker that keeps no presence (NATS).")
 	descQueueBytes    = desc("queue_bytes", "Bytes waiting in the outbound queues of all connections.")
 	descQueueBytesMax = desc("queue_bytes_max", "Bytes waiting in the fullest outbound queue.")
 	descHistory       = desc("history_events", "Events the broker's log retains (approximately, on NATS).")
@@ -180,7 +181,7 @@ var (
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{
-		descConnections, descConnects, descDisconnects, descPublished, descDeliveries, descDropped,
+		descConnections, descConnects, descDisconnects, descPublished, descDeliveries, descDropped, descPresRefused,
 		descQueueBytes, descQueueBytesMax, descHistory, descBrokerUp, descBrokerErrors, descReconnects,
 		descActAccepted, descActFinished, descActRetried, descActRejected, descActQueued, descActRunning,
 	} {
@@ -208,9 +209,11 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	counter(descPublished, st.Published)
 	counter(descDeliveries, st.Delivered)
 	counter(descDropped, st.Dropped)
+	counter(descPresRefused, st.PresenceRefused)
 	gauge(descQueueBytes, st.QueueBytes)
 	gauge(descQueueBytesMax, st.QueueBytesMax)
 	counter(descBrokerErrors, st.PublishErrors, "publish")
+	counter(descBrokerErrors, st.PresenceErrors, "presence")
 	if st.Broker != nil {
 		counter(descBrokerErrors, st.Broker.Errors, "deliver")
 		counter(descReconnects, st.Broker.Reconnects)

@@ -35,7 +35,7 @@ func (c *Config) newBroker(log *slog.Logger) (hub.Broker, action.Store, func(), 
 		st := memstore.New(memstore.Options{TTL: c.ActionTTL, MaxFinished: c.ActionMaxFinished, MaxFinishedBytes: c.ActionMaxBytes})
 		return hub.NewMemoryBroker(hub.MemoryOptions{
 			Size: c.HistorySize, MaxBytes: c.HistoryBytes, TTL: c.historyTTL(),
-			StateMaxKeys: c.StateMaxKeys, StateMaxBytes: c.StateMaxBytes,
+			StateMaxKeys: c.StateMaxKeys, StateMaxBytes: c.StateMaxBytes, PresenceMaxMembers: c.PresenceMaxMembers,
 		}), st, st.Close, nil
 	case strings.HasPrefix(c.Broker, "nats://"), strings.HasPrefix(c.Broker, "tls://"):
 		return c.newNATSBroker(log)
@@ -94,7 +94,7 @@ func (c *Config) newRedisBroker(log *slog.Logger) (hub.Broker, action.Store, fun
 	defer cancel()
 	b, err := redisbroker.New(ctx, redisbroker.Options{
 		Client: rdb, Prefix: prefix, Size: c.HistorySize, MaxBytes: c.HistoryBytes, TTL: c.historyTTL(), Logger: log,
-		StateMaxKeys: c.StateMaxKeys, StateMaxBytes: c.StateMaxBytes,
+		StateMaxKeys: c.StateMaxKeys, StateMaxBytes: c.StateMaxBytes, PresenceMaxMembers: c.PresenceMaxMembers,
 	})
 	if err != nil {
 		rdb.Close()

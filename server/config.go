@@ -16,34 +16,35 @@ import (
 // Defaults that New applies to the zero fields of a Config; "herald serve"
 // shows the same ones as its flags' defaults.
 const (
-	DefaultAddr              = "127.0.0.1:8080"
-	DefaultBroker            = "memory"
-	DefaultHistorySize       = 10000
-	DefaultHistoryBytes      = hub.DefaultHistoryBytes
-	DefaultHistoryTTL        = time.Hour
-	DefaultStateMaxKeys      = hub.DefaultStateMaxKeys
-	DefaultStateMaxBytes     = hub.DefaultStateMaxBytes
-	DefaultQueueBytes        = 512 << 10
-	DefaultHeartbeat         = 15 * time.Second
-	DefaultSSERetry          = 2 * time.Second
-	DefaultWriteTimeout      = 10 * time.Second
-	DefaultReadTimeout       = httpapi.DefaultReadTimeout
-	DefaultMaxBody           = httpapi.DefaultMaxBody
-	DefaultWSReadLimit       = 64 << 10
-	DefaultWSPingInterval    = 25 * time.Second
-	DefaultWSMessageRate     = ws.DefaultMessageRate
-	DefaultWSMaxTopics       = ws.DefaultMaxTopics
-	DefaultMaxConns          = 100000
-	DefaultAuth              = "none"
-	DefaultShutdownTimeout   = 10 * time.Second
-	DefaultActionWorkers     = 16
-	DefaultActionQueue       = 10000
-	DefaultActionTTL         = time.Hour
-	DefaultActionLease       = action.DefaultLease
-	DefaultActionMaxFinished = memstore.DefaultMaxFinished
-	DefaultActionMaxBytes    = memstore.DefaultMaxFinishedBytes
-	DefaultActionTimeout     = 10 * time.Second
-	DefaultActionMaxAttempts = 5
+	DefaultAddr               = "127.0.0.1:8080"
+	DefaultBroker             = "memory"
+	DefaultHistorySize        = 10000
+	DefaultHistoryBytes       = hub.DefaultHistoryBytes
+	DefaultHistoryTTL         = time.Hour
+	DefaultStateMaxKeys       = hub.DefaultStateMaxKeys
+	DefaultPresenceMaxMembers = hub.DefaultPresenceMaxMembers
+	DefaultStateMaxBytes      = hub.DefaultStateMaxBytes
+	DefaultQueueBytes         = 512 << 10
+	DefaultHeartbeat          = 15 * time.Second
+	DefaultSSERetry           = 2 * time.Second
+	DefaultWriteTimeout       = 10 * time.Second
+	DefaultReadTimeout        = httpapi.DefaultReadTimeout
+	DefaultMaxBody            = httpapi.DefaultMaxBody
+	DefaultWSReadLimit        = 64 << 10
+	DefaultWSPingInterval     = 25 * time.Second
+	DefaultWSMessageRate      = ws.DefaultMessageRate
+	DefaultWSMaxTopics        = ws.DefaultMaxTopics
+	DefaultMaxConns           = 100000
+	DefaultAuth               = "none"
+	DefaultShutdownTimeout    = 10 * time.Second
+	DefaultActionWorkers      = 16
+	DefaultActionQueue        = 10000
+	DefaultActionTTL          = time.Hour
+	DefaultActionLease        = action.DefaultLease
+	DefaultActionMaxFinished  = memstore.DefaultMaxFinished
+	DefaultActionMaxBytes     = memstore.DefaultMaxFinishedBytes
+	DefaultActionTimeout      = 10 * time.Second
+	DefaultActionMaxAttempts  = 5
 )
 
 // Config is the configuration of a Server. A zero field takes its Default
@@ -69,8 +70,11 @@ type Config struct {
 	// state of every topic together (--broker memory).
 	StateMaxKeys  int
 	StateMaxBytes int
-	QueueBytes    int
-	Shards        int // 0: GOMAXPROCS
+	// PresenceMaxMembers bounds the members of one topic's presence; past
+	// it a join is refused (memory and Redis brokers).
+	PresenceMaxMembers int
+	QueueBytes         int
+	Shards             int // 0: GOMAXPROCS
 
 	Heartbeat      time.Duration
 	SSERetry       time.Duration
@@ -174,6 +178,7 @@ func (c Config) withDefaults() Config {
 	def(&c.HistoryBytes, DefaultHistoryBytes)
 	def(&c.StateMaxKeys, DefaultStateMaxKeys)
 	def(&c.StateMaxBytes, DefaultStateMaxBytes)
+	def(&c.PresenceMaxMembers, DefaultPresenceMaxMembers)
 	def(&c.QueueBytes, DefaultQueueBytes)
 	def(&c.WSMaxTopics, DefaultWSMaxTopics)
 	def(&c.MaxConns, DefaultMaxConns)
@@ -231,6 +236,7 @@ func (c Config) Validate() error {
 		{"history-bytes", int64(c.HistoryBytes)},
 		{"state-max-keys", int64(c.StateMaxKeys)},
 		{"state-max-bytes", int64(c.StateMaxBytes)},
+		{"presence-max-members", int64(c.PresenceMaxMembers)},
 		{"queue-bytes", int64(c.QueueBytes)},
 		{"heartbeat", int64(c.Heartbeat)},
 		{"sse-retry", int64(c.SSERetry)},

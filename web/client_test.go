@@ -1,12 +1,15 @@
 package web_test
 
 import (
+	"context"
+	"encoding/json"
 	"fmt"
 	"net"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/heraldpush/herald/hub"
 	"github.com/heraldpush/herald/internal/testkit/browsertest"
 	"github.com/heraldpush/herald/internal/testkit/relay"
 	"github.com/heraldpush/herald/internal/testkit/wait"
@@ -258,4 +261,71 @@ func TestClientRewind(t *testing.T) {
 			browsertest.NoErrors(t, tb)
 		})
 	}
+}
+
+// TestClientPresence keeps a live member list in the page over each
+// transport: the page's own membership (join), a member that joins and
+// leaves from elsewhere, and the list exact after each change.
+func TestClientPresence(t *testing.T) {
+	for _, tr := range []string{"sse", "ws"} {
+		t.Run(tr, func(t *testing.T) {
+			s := newStack(t)
+			early, err := s.hub.NewClient("test")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer early.Close()
+			if err := early.Subscribe(hub.SubscribeRequest{Patterns: []hub.Pattern{hub.MustPattern("room.p")}, Presence: true, User: "early"}); err != nil {
+				t.Fatal(err)
+			}
+			tb := browsertest.New(t)()
+			openTestPage(t, tb, s.url)
+			browsertest.Eval[bool](t, tb, fmt.Sprintf(`window.changes = 0;
+				window.room = herald.presence('room.p', { transport: %q, join: true, info: { n: 'page' },
+					onChange: () => changes++ });
+				room.ready.then(() => true)`, tr))
+			waitCount(t, tb, "room.clients", 2)
+			if !browsertest.Eval[bool](t, tb, `room.members.has(room.client) && room.users === 1`) {
+				t.Errorf("members %s: want the page itself and one user", browsertest.Eval[string](t, tb, `JSON.stringify([...room.members.values()])`))
+			}
+			if tr == "ws" && browsertest.Eval[string](t, tb, `JSON.stringify(room.members.get(room.client).info)`) != `{"n":"page"}` {
+				t.Errorf("the page's own info is not in its member")
+			}
+			late, err := s.hub.NewClient("test")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := late.Subscribe(hub.SubscribeRequest{Patterns: []hub.Pattern{hub.MustPattern("room.p")}, Presence: true, User: "late"}); err != nil {
+				t.Fatal(err)
+			}
+			waitCount(t, tb, "room.clients", 3)
+			if !browsertest.Eval[bool](t, tb, fmt.Sprintf(`room.members.has(%q) && room.users === 2`, late.ConnID())) {
+				t.Errorf("the late member is missing")
+			}
+			early.Close()
+			late.Close()
+			wait.For(t, 20*time.Second, "the two leaves", func() bool {
+				return browsertest.Eval[int](t, tb, "room.clients") == 1
+			})
+			p, err := s.hub.Presence(context.Background(), "room.p")
+			if err != nil || p.Clients != 1 || !browsertest.Eval[bool](t, tb, fmt.Sprintf(`room.members.has(%q)`, clientOf(t, p))) {
+				t.Errorf("the page's list and the server's (%v, %v) differ", p, err)
+			}
+			browsertest.Eval[bool](t, tb, `room.close(); true`)
+			wait.For(t, 20*time.Second, "the page to leave", func() bool {
+				p, err := s.hub.Presence(context.Background(), "room.p")
+				return err == nil && p.Clients == 0
+			})
+			browsertest.NoErrors(t, tb)
+		})
+	}
+}
+
+func clientOf(t *testing.T, p hub.Presence) string {
+	t.Helper()
+	var m struct{ Client string }
+	if len(p.Members) == 0 || json.Unmarshal(p.Members[0], &m) != nil {
+		t.Fatalf("no member in %v", p)
+	}
+	return m.Client
 }

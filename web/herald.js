@@ -1,6 +1,6 @@
 // herald.js: the browser client of Herald's wire protocol v1.
 //
-//   import { subscribe, publish, action } from '/herald.js';
+//   import { subscribe, publish, action, presence } from '/herald.js';
 //
 //   const sub = subscribe(['orders.*'], (event) => render(event), {
 //     transport: 'sse',                     // or 'ws'
@@ -9,6 +9,7 @@
 //     rewind: 20,                           // start with the newest 20 retained events
 //   });
 //   await sub.ready;                        // the server has the subscription
+//   const room = presence('rooms.7', { join: true, info: { name: 'Ann' }, onChange: (m) => draw(m) });
 //   await publish('orders.42', 'order.created', { total: 12.5 });
 //   const result = await action('todo.delete', 'todos', { id: 7 }); // the action.succeeded event
 //   sub.close();
@@ -68,9 +69,14 @@ function backoff(o, n) {
  * (0..1000: without a cursor, start with the newest that many retained
  * events of the patterns), token, baseURL, onState(state), onReset(reset),
  * onError(error). Once an event was delivered, a reconnect resumes after it
- * and rewinds nothing.
+ * and rewinds nothing. Presence: presence (true: the connection is a member
+ * of each topic, which must be exact), info (the member's info, an object of
+ * at most 1 KiB, WebSocket only; over SSE the token's herald.info claim is
+ * the info), presenceEvents (true: also deliver the topics' herald.join and
+ * herald.leave events, whose data is the member {client, user, info}).
  *
- * Returns {close(), ready, get state(), get lastId()}. ready is a promise that
+ * Returns {close(), ready, get state(), get lastId(), get client()}: client
+ * is the connection's ID (a reconnect is a new connection, with a new ID). ready is a promise that
  * resolves once the server has confirmed the subscription (the WebSocket's ok
  * to subscribe, the SSE stream's response): an event published after that is
  * delivered. It rejects with the HeraldError when the server refuses the
@@ -92,6 +98,7 @@ class Subscription {
     this.onEvent = onEvent;
     this.o = o;
     this.lastId = o.since || '';
+    this.client = '';
     this.attempt = 0;
     this.closed = false;
     this._state = '';
@@ -177,6 +184,8 @@ class Subscription {
     const q = new URLSearchParams();
     for (const t of this.topics) q.append('topic', t);
     if (!this.lastId && this.o.rewind) q.set('rewind', String(this.o.rewind));
+    if (this.o.presence) q.set('presence', '1');
+    if (this.o.presenceEvents) q.set('presence_events', '1');
     const headers = { Accept: 'text/event-stream' };
     if (this.lastId) headers['Last-Event-ID'] = this.lastId;
     if (this.o.token) headers.Authorization = 'Bearer ' + this.o.token;
@@ -197,6 +206,7 @@ class Subscription {
         else this.refused(err);
         return;
       }
+      this.client = res.headers.get('Herald-Client') || '';
       this.opened();
       try {
         await readEventStream(res.body, ctl.signal, (msg) => {
@@ -233,6 +243,11 @@ class Subscription {
       const msg = { op: 'subscribe', ref: 'sub', topics: this.topics };
       if (this.lastId) msg.since = this.lastId;
       else if (this.o.rewind) msg.rewind = this.o.rewind;
+      if (this.o.presence) {
+        msg.presence = true;
+        if (this.o.info) msg.info = this.o.info;
+      }
+      if (this.o.presenceEvents) msg.presence_events = true;
       ws.send(JSON.stringify(msg));
     };
     ws.onmessage = (m) => {
@@ -240,7 +255,10 @@ class Subscription {
       try { msg = JSON.parse(m.data); } catch (e) { return; }
       switch (msg.op) {
         case 'ok':
-          if (msg.ref === 'sub') this.opened();
+          if (msg.ref === 'sub') {
+            this.client = msg.client || '';
+            this.opened();
+          }
           break;
         case 'event': {
           const { op, ...ev } = msg;
@@ -278,6 +296,84 @@ class Subscription {
       ws.close(1000);
     };
   }
+}
+
+// seqOf is the position of a cursor ("EPOCH-SEQ") within its epoch.
+function seqOf(id) {
+  const i = String(id).lastIndexOf('-');
+  return i < 0 ? NaN : Number(String(id).slice(i + 1));
+}
+
+function epochOf(id) {
+  const s = String(id);
+  return s.slice(0, s.lastIndexOf('-'));
+}
+
+/**
+ * presence keeps a live list of a topic's members: it reads the members
+ * (GET /v1/topics/{topic}/presence), then applies the joins and leaves after
+ * the position that list is exact at, from a subscription with
+ * presenceEvents that resumes from there. So the list is exact, whenever it
+ * changes, with no gap and no duplicate. After a reset (the events could not
+ * be replayed) it reads the members again.
+ *
+ * Options: join (true: this page is a member too, through the same
+ * subscription), info (with join over WebSocket), onChange(members), and
+ * those of subscribe (transport, token, baseURL, onState, onError).
+ *
+ * Returns {members (a Map of client ID to member), get clients(), get
+ * users(), get client(), ready, close()}; ready resolves once the list is
+ * loaded and the subscription live.
+ */
+export function presence(topic, options) {
+  const o = opts(options);
+  const members = new Map();
+  let at = '';          // the cursor the list is exact at
+  let loading = null;   // a reload in flight: events wait in pending
+  let pending = [];
+  let sub = null;
+  let closed = false;
+  const changed = () => { if (o.onChange) o.onChange(members); };
+  const apply = (ev) => {
+    if (at && epochOf(ev.id) === epochOf(at) && seqOf(ev.id) <= seqOf(at)) return; // in the list already
+    if (ev.type === 'herald.join') members.set(ev.key || ev.data.client, ev.data);
+    else if (ev.type === 'herald.leave') members.delete(ev.key || ev.data.client);
+    else return;
+    changed();
+  };
+  const load = async () => {
+    const p = await getJSON(o, '/v1/topics/' + encodeURIComponent(topic) + '/presence');
+    members.clear();
+    for (const m of p.members) members.set(m.client, m);
+    at = p.id;
+    const waiting = pending;
+    pending = [];
+    loading = null;
+    for (const ev of waiting) apply(ev);
+    changed();
+  };
+  const reload = () => {
+    if (!loading) loading = load().catch((e) => { loading = null; if (o.onError) o.onError(e); });
+    return loading;
+  };
+  const ready = (async () => {
+    await reload();
+    if (closed) throw new HeraldError('closed', 'closed before the members were loaded', 0);
+    sub = subscribe([topic], (ev) => (loading ? pending.push(ev) : apply(ev)), {
+      ...o, since: at, presence: !!o.join, info: o.info, presenceEvents: true,
+      onReset: (r) => { reload(); if (o.onReset) o.onReset(r); },
+    });
+    await sub.ready;
+  })();
+  ready.catch(() => {});
+  return {
+    members,
+    ready,
+    get clients() { return members.size; },
+    get users() { return new Set([...members.values()].map((m) => m.user).filter((u) => u != null)).size; },
+    get client() { return sub ? sub.client : ''; },
+    close() { closed = true; if (sub) sub.close(); },
+  };
 }
 
 // readEventStream parses text/event-stream (the WHATWG grammar: LF, CR or

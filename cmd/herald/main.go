@@ -39,6 +39,7 @@ Commands:
   pub       publish events and print their cursors (see "herald pub -h")
   action    submit an action, optionally wait for its result (see "herald action -h")
   state     print the state of a keyed topic, the latest event of each key (see "herald state -h")
+  presence  print the members of a topic's presence and how many clients and users (see "herald presence -h")
   bench     load-test a running server (see "herald bench -h")
   token     print a token for a server run with --auth jwt (see "herald token -h")
   health    check that a URL, e.g. a node's /readyz, answers 2xx (see "herald health -h")
@@ -121,7 +122,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return exitStatus(runHealth(context.Background(), args[1:], stdout, stderr), stderr)
 	case "config":
 		return exitStatus(runConfig(args[1:], os.LookupEnv, stdout), stderr)
-	case "sub", "pub", "action", "state":
+	case "sub", "pub", "action", "state", "presence":
 		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 		defer stop()
 		var err error
@@ -132,6 +133,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 			err = runPub(ctx, args[1:], os.Stdin, stdout, stderr)
 		case "state":
 			err = runState(ctx, args[1:], stdout, stderr)
+		case "presence":
+			err = runPresence(ctx, args[1:], stdout, stderr)
 		default:
 			err = runAction(ctx, args[1:], stdout, stderr)
 		}

@@ -92,7 +92,7 @@ func TestServeFlagsAndEnv(t *testing.T) {
 		}
 		want := serveConfig{
 			addr: "127.0.0.1:8080", broker: "memory", historySize: 10000, historyBytes: 256 << 20, historyTTL: time.Hour,
-			stateMaxKeys: 10000, stateMaxBytes: 64 << 20,
+			stateMaxKeys: 10000, stateMaxBytes: 64 << 20, presenceMax: 10000,
 			queueBytes: 524288, shards: 0, heartbeat: 15 * time.Second, sseRetry: 2 * time.Second,
 			writeTimeout: 10 * time.Second, readTimeout: 30 * time.Second, maxBody: 1048576, wsReadLimit: 65536,
 			wsPingInterval: 25 * time.Second, shutdownTimeout: 10 * time.Second, logFormat: "text",

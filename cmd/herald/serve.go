@@ -33,6 +33,7 @@ type serveConfig struct {
 	historyBytes    int
 	historyTTL      time.Duration
 	stateMaxKeys    int
+	presenceMax     int
 	stateMaxBytes   int
 	queueBytes      int
 	shards          int
@@ -111,6 +112,7 @@ func parseServeFlags(args []string, getenv func(string) (string, bool), stdout i
 	fs.DurationVar(&c.historyTTL, "history-ttl", server.DefaultHistoryTTL, "events older than this are dropped from history (0: no age limit)")
 	fs.IntVar(&c.stateMaxKeys, "state-max-keys", server.DefaultStateMaxKeys, "keys kept in one topic's state (the latest event of each key); past it the least recently written key is dropped")
 	fs.IntVar(&c.stateMaxBytes, "state-max-bytes", server.DefaultStateMaxBytes, "bound of every topic's state together, in bytes, at least --max-body; past it the least recently written keys of any topic go first")
+	fs.IntVar(&c.presenceMax, "presence-max-members", server.DefaultPresenceMaxMembers, "members of one topic's presence, at most; past it a join is refused (the connection subscribes but is not a member)")
 	fs.IntVar(&c.queueBytes, "queue-bytes", server.DefaultQueueBytes, "outbound queue bound per connection, in bytes; a client that overflows it is disconnected as a slow consumer")
 	fs.IntVar(&c.shards, "shards", 0, "hub shards (0: GOMAXPROCS)")
 	fs.DurationVar(&c.heartbeat, "heartbeat", server.DefaultHeartbeat, "interval of SSE \": ping\" comment lines")
@@ -331,7 +333,7 @@ func (c *serveConfig) server(log *slog.Logger) server.Config {
 	return server.Config{
 		Addr: c.addr, MetricsAddr: c.metricsAddr, Pprof: c.pprof, TLSCert: c.tlsCert, TLSKey: c.tlsKey, H2C: c.h2c,
 		Broker: c.broker, HistorySize: noDefault(c.historySize), HistoryBytes: noDefault(c.historyBytes), HistoryTTL: noLimit(c.historyTTL),
-		StateMaxKeys: noDefault(c.stateMaxKeys), StateMaxBytes: noDefault(c.stateMaxBytes),
+		StateMaxKeys: noDefault(c.stateMaxKeys), StateMaxBytes: noDefault(c.stateMaxBytes), PresenceMaxMembers: noDefault(c.presenceMax),
 		QueueBytes: noDefault(c.queueBytes), Shards: c.shards,
 		Heartbeat: noDefault(c.heartbeat), SSERetry: noDefault(c.sseRetry), WriteTimeout: noDefault(c.writeTimeout),
 		ReadTimeout: noDefault(c.readTimeout), MaxBody: noDefault(c.maxBody), WSReadLimit: noDefault(c.wsReadLimit),

@@ -48,7 +48,13 @@ type subConfig struct {
 	since     string
 	rewind    int
 	token     string
-	pretty    bool
+	// presence makes the connection a member of each topic (exact topics),
+	// described by info (WS; SSE takes it from the token);
+	// presenceEvents prints the topics' joins and leaves.
+	presence       bool
+	info           json.RawMessage
+	presenceEvents bool
+	pretty         bool
 }
 
 // runSub runs "herald sub": subscribe over WebSocket or SSE and print one
@@ -68,7 +74,7 @@ func runSub(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 
 func parseSubFlags(args []string, stdout io.Writer) (subConfig, error) {
 	var cfg subConfig
-	var rawURL, format, rewind string
+	var rawURL, format, rewind, info string
 	var topics stringsFlag
 	fs := flag.NewFlagSet("herald sub", flag.ContinueOnError)
 	fs.StringVar(&rawURL, "url", "http://127.0.0.1:8080", "server base `URL`")
@@ -78,6 +84,9 @@ func parseSubFlags(args []string, stdout io.Writer) (subConfig, error) {
 	fs.StringVar(&rewind, "rewind", "0", "without --since, start with the newest `N` (0..1000) retained events of the topics")
 	fs.StringVar(&cfg.token, "token", "", "`JWT` sent as Authorization: Bearer")
 	fs.StringVar(&format, "format", "json", "output: json (one event envelope per line) or pretty")
+	fs.BoolVar(&cfg.presence, "presence", false, "be a member of each topic's presence while subscribed (exact topics only)")
+	fs.StringVar(&info, "info", "", "with --presence over ws, the member's info: a JSON `object` of at most 1 KiB (sse takes the token's herald.info)")
+	fs.BoolVar(&cfg.presenceEvents, "presence-events", false, "also print the topics' herald.join and herald.leave events")
 	if err := parseFlags(fs, args, stdout, "Usage: herald sub --topic PATTERN [--topic ...] [flags]\n\n"+
 		"Subscribes and prints one event envelope per line (NDJSON) on stdout;\n"+
 		"diagnostics go to stderr. Reconnects with backoff and resumes from the\n"+
@@ -93,6 +102,22 @@ func parseSubFlags(args []string, stdout io.Writer) (subConfig, error) {
 		}
 	}
 	cfg.topics = topics
+	if info != "" {
+		if !cfg.presence {
+			return cfg, usagef("--info describes a member: give --presence too")
+		}
+		if err := hub.ValidateInfo(json.RawMessage(info)); err != nil || !json.Valid([]byte(info)) {
+			return cfg, usagef("invalid --info: a JSON object of at most %d bytes", hub.MaxInfoBytes)
+		}
+		cfg.info = json.RawMessage(info)
+	}
+	if cfg.presence {
+		for _, p := range topics {
+			if pat, _ := hub.ParsePattern(p); !pat.Literal() {
+				return cfg, usagef("--presence needs exact topics, and %q is a pattern", p)
+			}
+		}
+	}
 	if cfg.transport != "ws" && cfg.transport != "sse" {
 		return cfg, usagef("--transport must be ws or sse, got %q", cfg.transport)
 	}
@@ -232,6 +257,12 @@ func (s *subscriber) sessionSSE(ctx context.Context) error {
 	if !s.haveLast && s.cfg.rewind > 0 {
 		q.Set("rewind", strconv.Itoa(s.cfg.rewind)) // once an event was printed, resume instead
 	}
+	if s.cfg.presence {
+		q.Set("presence", "1")
+	}
+	if s.cfg.presenceEvents {
+		q.Set("presence_events", "1")
+	}
 	u.RawQuery = q.Encode()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
 	if err != nil {
@@ -254,7 +285,7 @@ func (s *subscriber) sessionSSE(ctx context.Context) error {
 		return statusError(resp.StatusCode, body)
 	}
 	s.connected = true
-	fmt.Fprintf(s.stderr, "subscribed to %s\n", strings.Join(s.cfg.topics, " "))
+	fmt.Fprintf(s.stderr, "subscribed to %s as %s\n", strings.Join(s.cfg.topics, " "), resp.Header.Get("Herald-Client"))
 	r := sse.NewEventStreamReader(resp.Body, subMaxMessage)
 	for {
 		block, err := r.ReadEvent()
@@ -341,7 +372,11 @@ func (s *subscriber) sessionWS(ctx context.Context) error {
 		Topics []string `json:"topics"`
 		Since  string   `json:"since,omitempty"`
 		Rewind int      `json:"rewind,omitempty"`
-	}{Op: "subscribe", Ref: 1, Topics: s.cfg.topics}
+		// Presence
+		Presence       bool            `json:"presence,omitempty"`
+		Info           json.RawMessage `json:"info,omitempty"`
+		PresenceEvents bool            `json:"presence_events,omitempty"`
+	}{Op: "subscribe", Ref: 1, Topics: s.cfg.topics, Presence: s.cfg.presence, Info: s.cfg.info, PresenceEvents: s.cfg.presenceEvents}
 	if s.haveLast {
 		sub.Since = s.last.String()
 	} else {
@@ -357,10 +392,11 @@ func (s *subscriber) sessionWS(ctx context.Context) error {
 			return fmt.Errorf("failed to read: %w", err)
 		}
 		var head struct {
-			Op    string          `json:"op"`
-			Ref   json.RawMessage `json:"ref"`
-			ID    string          `json:"id"`
-			Error struct {
+			Op     string          `json:"op"`
+			Ref    json.RawMessage `json:"ref"`
+			ID     string          `json:"id"`
+			Client string          `json:"client"`
+			Error  struct {
 				Code    string `json:"code"`
 				Message string `json:"message"`
 			} `json:"error"`
@@ -381,7 +417,7 @@ func (s *subscriber) sessionWS(ctx context.Context) error {
 		case "ok":
 			if string(head.Ref) == "1" {
 				s.connected = true
-				fmt.Fprintf(s.stderr, "subscribed to %s\n", strings.Join(s.cfg.topics, " "))
+				fmt.Fprintf(s.stderr, "subscribed to %s as %s\n", strings.Join(s.cfg.topics, " "), head.Client)
 			}
 		case "error":
 			err := fmt.Errorf("server answered %s: %s", head.Error.Code, head.Error.Message)

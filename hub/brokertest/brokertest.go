@@ -40,6 +40,12 @@ type Options struct {
 	// StateMaxKeys bounds the keys of one topic's state (0: the
 	// implementation's default).
 	StateMaxKeys int
+	// PresenceMaxMembers bounds the members of one topic (0: the
+	// implementation's default).
+	PresenceMaxMembers int
+	// NodeTTL is how long a node's heartbeat lives (cluster brokers; 0:
+	// the implementation's default).
+	NodeTTL time.Duration
 }
 
 // waitTimeout bounds every wait of the suite. It is generous on purpose: the
@@ -69,6 +75,8 @@ func Run(t *testing.T, newBroker func(t *testing.T, o Options) hub.Broker) {
 	t.Run("State", s.testState)
 	t.Run("StateExact", s.testStateExact)
 	t.Run("StateMaxKeys", s.testStateMaxKeys)
+	t.Run("Presence", s.testPresence)
+	t.Run("PresenceMaxMembers", s.testPresenceMaxMembers)
 	t.Run("Topics", s.testTopics)
 	t.Run("Rewind", s.testRewind)
 	t.Run("Close", s.testClose)

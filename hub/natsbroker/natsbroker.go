@@ -25,6 +25,10 @@
 // failed. A failure to reach NATS wraps hub.ErrUnavailable; a publish
 // whose outcome could not be learnt in time returns hub.ErrUnconfirmed.
 //
+// The state of keyed topics is derived from the log into a second stream
+// by an applier on every node, and a snapshot adds the log's events that
+// the applier has not yet written: see state.go.
+//
 // A Broker is safe for concurrent use.
 package natsbroker
 
@@ -76,8 +80,14 @@ type Options struct {
 	Memory bool
 	// Idle is how long delivery waits for a message before it checks that
 	// the stream is still the same; default 2s.
-	Idle   time.Duration
-	Logger *slog.Logger
+	Idle time.Duration
+	// StateMaxKeys bounds the keys of one topic's state, StateMaxBytes the
+	// state stream's size (JetStream's count, as MaxBytes); past them the
+	// least recently written keys go first. Defaults
+	// hub.DefaultStateMaxKeys and hub.DefaultStateMaxBytes. See state.go.
+	StateMaxKeys  int
+	StateMaxBytes int
+	Logger        *slog.Logger
 }
 
 // Headers of a stored event. The subject carries the topic and the body
@@ -113,6 +123,7 @@ type Broker struct {
 	ctx             context.Context
 	cancel          context.CancelFunc
 	done            chan struct{} // closed when delivery has ended; nil before Start
+	applyDone       chan struct{} // closed when the state applier has ended; nil before Start
 	started, closed atomic.Bool
 
 	node       string
@@ -120,10 +131,22 @@ type Broker struct {
 	counting   sync.WaitGroup
 
 	deliverErrors atomic.Int64 // see BrokerStats
+
+	state   stateStore
+	applied atomic.Pointer[applied] // the state applier's position; nil before Start
+	feed    chan feedChunk          // from delivery to the state applier; nil before Start
+	// flushNow asks the state applier to write what it holds now.
+	flushNow chan struct{}
+	// feedCap is feed's capacity: feedChunks unless a test narrows it to
+	// make the applier catch up; catchUps counts the applier's reads of
+	// the stream (see applyLoop).
+	feedCap  int
+	catchUps atomic.Int64
 }
 
-// BrokerStats implements hub.BrokerCounter: failures of delivery (each
-// retried), and the connection's reconnects to NATS.
+// BrokerStats implements hub.BrokerCounter: failures to read the log for
+// delivery or to write the state (each retried), and the connection's
+// reconnects to NATS.
 func (b *Broker) BrokerStats() hub.BrokerStats {
 	return hub.BrokerStats{Errors: b.deliverErrors.Load(), Reconnects: int64(b.o.Conn.Stats().Reconnects)}
 }
@@ -157,6 +180,12 @@ func New(ctx context.Context, o Options) (*Broker, error) {
 	}
 	if o.TTL > 0 && o.TTL < 100*time.Millisecond {
 		o.TTL = 100 * time.Millisecond
+	}
+	if o.StateMaxKeys <= 0 {
+		o.StateMaxKeys = hub.DefaultStateMaxKeys
+	}
+	if o.StateMaxBytes <= 0 {
+		o.StateMaxBytes = hub.DefaultStateMaxBytes
 	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
@@ -266,6 +295,15 @@ func (b *Broker) Start(deliver func([]*hub.Message)) error {
 	if err != nil {
 		return fmt.Errorf("failed to start NATS broker: %w", err)
 	}
+	// Nothing is applied yet; that is true of position 0.
+	b.applied.Store(&applied{epoch: bd.Epoch})
+	if b.feedCap == 0 {
+		b.feedCap = feedChunks
+	}
+	b.feed = make(chan feedChunk, max(b.feedCap, 0))
+	b.flushNow = make(chan struct{}, 1)
+	b.applyDone = make(chan struct{})
+	go b.applyLoop(bd.Epoch, bd.Last)
 	b.done = make(chan struct{})
 	go b.deliverLoop(deliver, bd.Epoch, bd.Last)
 	if b.countLocal != nil {
@@ -275,23 +313,54 @@ func (b *Broker) Start(deliver func([]*hub.Message)) error {
 	return nil
 }
 
-// deliverLoop is the delivery goroutine: an ordered consumer on the whole
-// stream from the last resolved position, until Close. nats.go's ordered
-// consumer recreates itself on a gap or a reconnect; this loop recreates
-// it after other errors, and checks while idle that the stream is still
-// the same one: a stream created again numbers from 1 under a new epoch,
-// which an ordered consumer waiting past the old end would never see.
+// deliverLoop is the delivery goroutine: it follows the whole stream from
+// the last resolved position (see follow) until Close, hands every event
+// to deliver, and feeds the state applier (see feedChunk).
 func (b *Broker) deliverLoop(deliver func([]*hub.Message), epoch string, last uint64) {
 	defer close(b.done)
+	fedEpoch, fed := epoch, last
+	b.follow("delivery", epoch, last, func(out []*hub.Message, epoch string, resolved uint64) (time.Duration, error) {
+		if len(out) > 0 {
+			deliver(out)
+		}
+		if epoch != fedEpoch {
+			fedEpoch, fed = epoch, 0
+		}
+		b.feedApplier(out, epoch, fed, resolved)
+		fed = resolved
+		return 0, nil
+	})
+}
+
+// follow reads the stream in order from last+1 until Close, with an
+// ordered consumer. nats.go's ordered consumer recreates itself on a gap
+// or a reconnect; follow recreates it after other errors, and checks while
+// idle that the stream is still the same one: a stream created again
+// numbers from 1 under a new epoch, which an ordered consumer waiting past
+// the old end would never see.
+//
+// handle gets the events as they become ready (complete batches only, in
+// order), with the position up to which the stream has been handed over
+// (resolved: before any batch still held); it is also called with no
+// events when the stream is idle, or with no position change. handle may
+// hold what it got for later: it then returns how soon it wants to be
+// called again, even if nothing follows. If handle fails, follow starts
+// again after the position of its last success that held nothing. It is
+// called from the goroutine that runs follow, one call at a time.
+func (b *Broker) follow(what, epoch string, last uint64, handle handler) {
 	backoff := 50 * time.Millisecond
 	for b.ctx.Err() == nil {
 		var err error
-		last, epoch, err = b.consume(deliver, epoch, last)
-		if b.ctx.Err() != nil {
+		was := epoch
+		last, epoch, err = b.consume(handle, epoch, last)
+		if b.ctx.Err() != nil || errors.Is(err, errCaughtUp) {
 			return
 		}
+		if epoch != was {
+			_, _ = handle(nil, epoch, 0) // a new log: nothing of it handed yet
+		}
 		if err != nil {
-			b.o.Logger.Warn("nats broker: delivery failed; retrying", "err", err, "in", backoff)
+			b.o.Logger.Warn("nats broker: reading the stream failed; retrying", "for", what, "err", err, "in", backoff)
 			b.deliverErrors.Add(1)
 			select {
 			case <-time.After(backoff):
@@ -305,9 +374,12 @@ func (b *Broker) deliverLoop(deliver func([]*hub.Message), epoch string, last ui
 	}
 }
 
-// consume delivers from last+1 until an error or a new epoch, and returns
-// where to go on from.
-func (b *Broker) consume(deliver func([]*hub.Message), epoch string, last uint64) (uint64, string, error) {
+// handler is what follow hands the stream to.
+type handler func(out []*hub.Message, epoch string, resolved uint64) (hold time.Duration, err error)
+
+// consume hands the stream from last+1 to handle until an error or a new
+// epoch, and returns where to go on from.
+func (b *Broker) consume(handle handler, epoch string, last uint64) (uint64, string, error) {
 	cfg := jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverAllPolicy}
 	if last > 0 {
 		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, last+1
@@ -322,22 +394,47 @@ func (b *Broker) consume(deliver func([]*hub.Message), epoch string, last uint64
 	}
 	defer it.Stop()
 	asm := assembler{prefix: b.prefix}
+	handed := last // the resolved position of handle's last success that held nothing
+	var hold time.Duration
+	hand := func(out []*hub.Message) error {
+		r := asm.resolved(last)
+		h, err := handle(out, epoch, r)
+		if err != nil {
+			return err
+		}
+		if hold = h; hold == 0 {
+			handed = r
+		}
+		return nil
+	}
 	var out []*hub.Message
 	for {
 		// Ready events wait for more only briefly: the stream's count of
 		// what follows is a hint, and a stalled batch must not hold them.
 		wait := b.o.Idle
-		if len(out) > 0 {
+		switch {
+		case len(out) > 0:
 			wait = 5 * time.Millisecond
+		case hold > 0:
+			wait = min(wait, hold)
 		}
 		ctx, cancel := context.WithTimeout(b.ctx, wait)
 		msg, err := it.Next(jetstream.NextContext(ctx))
 		cancel()
 		if b.ctx.Err() != nil {
-			return last, epoch, nil
+			return handed, epoch, nil
+		}
+		if errors.Is(err, context.DeadlineExceeded) && len(out) == 0 && hold > 0 && wait < b.o.Idle {
+			// handle asked to be called again
+			if herr := hand(nil); herr != nil {
+				return handed, epoch, herr
+			}
+			continue
 		}
 		if err != nil && len(out) > 0 {
-			deliver(out)
+			if herr := hand(out); herr != nil {
+				return handed, epoch, herr
+			}
 			out = nil
 			if errors.Is(err, context.DeadlineExceeded) {
 				continue
@@ -349,7 +446,7 @@ func (b *Broker) consume(deliver func([]*hub.Message), epoch string, last uint64
 			}
 			info, ierr := b.info(b.ctx)
 			if ierr != nil {
-				return asm.resolved(last), epoch, ierr
+				return handed, epoch, ierr
 			}
 			if e := epochOf(info); e != epoch {
 				b.o.Logger.Warn("nats broker: the stream was lost and created again (new epoch); clients resume with a reset",
@@ -357,7 +454,10 @@ func (b *Broker) consume(deliver func([]*hub.Message), epoch string, last uint64
 				return 0, e, nil
 			}
 			if err != nil {
-				return asm.resolved(last), epoch, err
+				return handed, epoch, err
+			}
+			if herr := hand(nil); herr != nil {
+				return handed, epoch, herr
 			}
 			continue
 		}
@@ -368,7 +468,7 @@ func (b *Broker) consume(deliver func([]*hub.Message), epoch string, last uint64
 		}
 		seq := meta.Sequence.Stream
 		if last != 0 && seq != last+1 {
-			b.o.Logger.Error("nats broker: events were dropped by retention before this node delivered them",
+			b.o.Logger.Error("nats broker: events were dropped by retention before this node read them",
 				"from", last+1, "to", seq-1)
 		}
 		last = seq
@@ -379,8 +479,10 @@ func (b *Broker) consume(deliver func([]*hub.Message), epoch string, last uint64
 		} else {
 			out = append(out, asm.add(m, bi, b.o.Logger)...)
 		}
-		if len(out) > 0 && (meta.NumPending == 0 || len(out) >= 256) {
-			deliver(out)
+		if meta.NumPending == 0 || len(out) >= 256 {
+			if herr := hand(out); herr != nil {
+				return handed, epoch, herr
+			}
 			out = nil
 		}
 	}
@@ -787,11 +889,6 @@ func (b *Broker) readTail(ctx context.Context, topic string, from uint64, epoch 
 	return out, nil
 }
 
-// State implements hub.Broker: this broker keeps no state of keyed topics yet.
-func (b *Broker) State(context.Context, string) (hub.StateSnapshot, error) {
-	return hub.StateSnapshot{}, hub.ErrStateUnsupported
-}
-
 // Topics implements hub.Broker from the stream's per-subject counts. Events
 // of abandoned batch attempts are counted too: they are rare, and this is
 // an overview for people.
@@ -834,6 +931,7 @@ func (b *Broker) Close() error {
 	b.cancel()
 	if b.done != nil {
 		<-b.done
+		<-b.applyDone
 	}
 	b.counting.Wait()
 	return nil

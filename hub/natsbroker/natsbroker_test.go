@@ -21,11 +21,27 @@ import (
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
+// conn is natstest.Conn that also deletes the stream's state stream when
+// the test ends.
+func conn(t testing.TB) (*nats.Conn, string) {
+	t.Helper()
+	nc, name := natstest.Conn(t)
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if js, err := jetstream.New(nc); err == nil {
+			_ = js.DeleteStream(ctx, name+"_STATE")
+		}
+	})
+	return nc, name
+}
+
 func TestConformance(t *testing.T) {
 	brokertest.Run(t, func(t *testing.T, o brokertest.Options) hub.Broker {
-		nc, name := natstest.Conn(t)
+		nc, name := conn(t)
 		b, err := natsbroker.New(context.Background(), natsbroker.Options{
 			Conn: nc, Stream: name, Subjects: natstest.Subjects(name), Size: o.Size, MaxBytes: o.MaxBytes, TTL: o.TTL, Idle: 200 * time.Millisecond,
+			StateMaxKeys: o.StateMaxKeys,
 		})
 		if err != nil {
 			t.Fatal(err)
@@ -36,12 +52,13 @@ func TestConformance(t *testing.T) {
 
 func TestCluster(t *testing.T) {
 	brokertest.RunCluster(t, func(t *testing.T, n int, o brokertest.Options) []hub.Broker {
-		_, name := natstest.Conn(t)
+		_, name := conn(t)
 		var bs []hub.Broker
 		for range n {
 			nc, _ := natstest.Conn(t) // a connection per node
 			b, err := natsbroker.New(context.Background(), natsbroker.Options{
 				Conn: nc, Stream: name, Subjects: natstest.Subjects(name), Size: o.Size, MaxBytes: o.MaxBytes, TTL: o.TTL, Idle: 200 * time.Millisecond,
+				StateMaxKeys: o.StateMaxKeys,
 			})
 			if err != nil {
 				t.Fatal(err)
@@ -71,7 +88,7 @@ func (c *collector) snapshot() []*hub.Message {
 }
 
 // waitFor polls until cond holds, or fails the test.
-func waitFor(t *testing.T, what string, cond func() bool) {
+func waitFor(t testing.TB, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for !cond() {
@@ -90,9 +107,9 @@ func datas(ms []*hub.Message) string {
 	return strings.Join(s, ",")
 }
 
-func open(t *testing.T) (*natsbroker.Broker, *nats.Conn, string, *collector) {
+func open(t testing.TB) (*natsbroker.Broker, *nats.Conn, string, *collector) {
 	t.Helper()
-	nc, name := natstest.Conn(t)
+	nc, name := conn(t)
 	b, err := natsbroker.New(context.Background(), natsbroker.Options{
 		Conn: nc, Stream: name, Subjects: natstest.Subjects(name), Idle: 100 * time.Millisecond,
 	})

@@ -20,6 +20,7 @@ import (
 type reader struct {
 	b       *Broker
 	s       jetstream.Stream
+	name    string // the stream's, for errors
 	cons    jetstream.Consumer
 	end     uint64 // the last position that matched the filter when opened; 0: none
 	next    uint64 // the position to read from
@@ -34,15 +35,19 @@ type rawMsg struct {
 	data    []byte
 }
 
-// openReader opens a read of the messages under filter ("" for all) from
-// position from on.
+// openReader opens a read of the log's messages under filter ("" for all)
+// from position from on.
 func (b *Broker) openReader(ctx context.Context, filter string, from uint64) (*reader, error) {
-	s := b.currentStream()
-	r := &reader{b: b, s: s, next: from}
+	return b.openReaderOn(ctx, b.currentStream(), b.o.Stream, filter, from)
+}
+
+// openReaderOn is openReader on stream s, named name.
+func (b *Broker) openReaderOn(ctx context.Context, s jetstream.Stream, name, filter string, from uint64) (*reader, error) {
+	r := &reader{b: b, s: s, name: name, next: from}
 	if filter == "" {
 		si, err := s.Info(ctx)
 		if err != nil {
-			return nil, fmt.Errorf("failed to read stream %s: %w", b.o.Stream, b.fail(err))
+			return nil, fmt.Errorf("failed to read stream %s: %w", name, b.fail(err))
 		}
 		r.end = si.State.LastSeq
 	} else {
@@ -51,7 +56,7 @@ func (b *Broker) openReader(ctx context.Context, filter string, from uint64) (*r
 		case errors.Is(err, jetstream.ErrMsgNotFound):
 			r.end = 0
 		case err != nil:
-			return nil, fmt.Errorf("failed to read stream %s: %w", b.o.Stream, b.fail(err))
+			return nil, fmt.Errorf("failed to read stream %s: %w", name, b.fail(err))
 		default:
 			r.end = rm.Sequence
 		}
@@ -71,7 +76,7 @@ func (b *Broker) openReader(ctx context.Context, filter string, from uint64) (*r
 		Replicas:          1,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("failed to read history from stream %s: %w", b.o.Stream, b.fail(err))
+		return nil, fmt.Errorf("failed to read history from stream %s: %w", name, b.fail(err))
 	}
 	r.cons = cons
 	return r, nil
@@ -121,7 +126,7 @@ func (r *reader) fill(ctx context.Context, n int, wait bool) error {
 		batch, err = r.cons.FetchNoWait(n)
 	}
 	if err != nil {
-		return fmt.Errorf("failed to read history from stream %s: %w", r.b.o.Stream, r.b.fail(err))
+		return fmt.Errorf("failed to read history from stream %s: %w", r.name, r.b.fail(err))
 	}
 	for m := range batch.Messages() {
 		meta, err := m.Metadata()
@@ -135,7 +140,7 @@ func (r *reader) fill(ctx context.Context, n int, wait bool) error {
 		r.buf = append(r.buf, rawMsg{seq: meta.Sequence.Stream, subject: m.Subject(), header: m.Headers(), data: m.Data()})
 	}
 	if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) {
-		return fmt.Errorf("failed to read history from stream %s: %w", r.b.o.Stream, r.b.fail(err))
+		return fmt.Errorf("failed to read history from stream %s: %w", r.name, r.b.fail(err))
 	}
 	return nil
 }

@@ -43,7 +43,7 @@ const (
 // front, a page at a time (a bounded number of pages per publish: what is
 // left goes with the next one). An entry written before the byte bound
 // existed has no 'o' and counts as old.
-var publishScript = redis.NewScript(stateScript + `
+var publishScript = redis.NewScript(stateScript + trimScript + `
 local done = redis.call('GET', KEYS[5])
 if done then
   local first, micros, epoch = string.match(done, '^(%d+) (%d+) (.+)$')
@@ -71,32 +71,41 @@ for i = 0, n - 1 do
     stateSet(ARGV[a], ARGV[a + 2], (first + i) .. ' ' .. micros .. ' ' .. ARGV[a + 1] .. ' ' .. ARGV[a + 3], ARGV[a + 3] == 'null', first + i)
   end
 end
-local cutoff = total - tonumber(ARGV[4])
-local count = 1
-for page = 1, ` + strconv.Itoa(trimPages) + ` do
-  if cutoff <= 0 then break end
-  local entries = redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', count)
-  count = math.min(count * 4, 100)
-  if #entries == 0 then break end
-  local keep = nil
-  for _, e in ipairs(entries) do
-    local f = e[2]
-    local o = nil
-    for j = 1, #f, 2 do
-      if f[j] == 'o' then o = tonumber(f[j + 1]) end
-    end
-    if o ~= nil and o >= cutoff then keep = e[1] break end
-  end
-  if keep ~= nil then
-    redis.call('XTRIM', KEYS[2], 'MINID', keep)
-    break
-  end
-  local seq = string.match(entries[#entries][1], '^(%d+)')
-  redis.call('XTRIM', KEYS[2], 'MINID', (tonumber(seq) + 1) .. '-0')
-end
+trimBytes(total)
 redis.call('SET', KEYS[5], first .. ' ' .. micros .. ' ' .. epoch, 'PX', ARGV[5])
 return {first, micros, epoch}
 `)
+
+// trimScript defines trimBytes(total), the byte bound's trim of the log
+// (see publishScript), for the scripts that append: KEYS[2] is the log,
+// ARGV[4] the bound, total the count of KEYS[4] after the append.
+var trimScript = `
+local function trimBytes(total)
+  local cutoff = total - tonumber(ARGV[4])
+  local count = 1
+  for page = 1, ` + strconv.Itoa(trimPages) + ` do
+    if cutoff <= 0 then break end
+    local entries = redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', count)
+    count = math.min(count * 4, 100)
+    if #entries == 0 then break end
+    local keep = nil
+    for _, e in ipairs(entries) do
+      local f = e[2]
+      local o = nil
+      for j = 1, #f, 2 do
+        if f[j] == 'o' then o = tonumber(f[j + 1]) end
+      end
+      if o ~= nil and o >= cutoff then keep = e[1] break end
+    end
+    if keep ~= nil then
+      redis.call('XTRIM', KEYS[2], 'MINID', keep)
+      break
+    end
+    local seq = string.match(entries[#entries][1], '^(%d+)')
+    redis.call('XTRIM', KEYS[2], 'MINID', (tonumber(seq) + 1) .. '-0')
+  end
+end
+`
 
 // entryOverhead is what an event counts against Options.MaxBytes besides
 // its topic, type and data: its ID and other fields, roughly.

@@ -12,6 +12,7 @@
 //	{prefix}:state:z:<topic>  its keys by the position of their event
 //	{prefix}:state:order      every topic's keys ("topic\nkey") by position
 //	{prefix}:state:bytes      the state's size, counted as its bound counts it
+//	{prefix}:pres:…, {prefix}:node:<node>  presence and the nodes' heartbeats (presence.go)
 //
 // A batch is appended by one Lua script (INCRBY, then XADD per event), so
 // it is numbered consecutively in one order shared by every node, all or
@@ -71,6 +72,14 @@ type Options struct {
 	// hub.DefaultStateMaxBytes.
 	StateMaxKeys  int
 	StateMaxBytes int
+	// PresenceMaxMembers bounds the members of one topic; past it a join
+	// is refused. Default hub.DefaultPresenceMaxMembers.
+	PresenceMaxMembers int
+	// NodeTTL is how long this node's heartbeat lives unrefreshed: the
+	// members of a node whose heartbeat expired are made to leave by the
+	// other nodes' sweepers, within about NodeTTL and a third of it.
+	// Default 15 s.
+	NodeTTL time.Duration
 	// Block is how long one XREAD waits for new events before the reader
 	// checks the epoch again; default 2s.
 	Block  time.Duration
@@ -83,6 +92,7 @@ type Broker struct {
 	rdb                                redis.UniversalClient
 	epochKey, seqKey, logKey, bytesKey string
 	stateKey                           string // the prefix of the state's keys
+	presKey                            string // the prefix of the presence keys
 	epoch                              atomic.Pointer[string]
 	publish                            *redis.Script
 	ctx                                context.Context
@@ -95,6 +105,10 @@ type Broker struct {
 	node       string                // this node's ID among the counters
 	countLocal func() map[string]int // set by CountSubscribers
 	counting   sync.WaitGroup        // the counter goroutine
+	nodes      sync.WaitGroup        // the heartbeat and sweeper goroutine (nodeLoop)
+	halt       chan struct{}         // closed by a test to stop the heartbeat as a crash would
+	paused     atomic.Bool           // set by a test to skip heartbeats, as a node cut off from Redis would
+	revive     func()                // set by OnRevive
 
 	readErrors, recoveries atomic.Int64 // of the reader: see BrokerStats
 
@@ -126,6 +140,12 @@ func New(ctx context.Context, o Options) (*Broker, error) {
 	if o.StateMaxBytes <= 0 {
 		o.StateMaxBytes = hub.DefaultStateMaxBytes
 	}
+	if o.PresenceMaxMembers <= 0 {
+		o.PresenceMaxMembers = hub.DefaultPresenceMaxMembers
+	}
+	if o.NodeTTL <= 0 {
+		o.NodeTTL = DefaultNodeTTL
+	}
 	if o.Block <= 0 {
 		o.Block = 2 * time.Second
 	}
@@ -136,8 +156,8 @@ func New(ctx context.Context, o Options) (*Broker, error) {
 	b := &Broker{
 		o: o, rdb: o.Client,
 		epochKey: tag + ":epoch", seqKey: tag + ":seq", logKey: tag + ":log", bytesKey: tag + ":bytes",
-		stateKey: tag + ":state:",
-		publish:  publishScript,
+		stateKey: tag + ":state:", presKey: tag + ":pres:", halt: make(chan struct{}),
+		publish: publishScript,
 	}
 	b.ctx, b.cancel = context.WithCancel(context.Background())
 	b.node = hub.NewEpoch() // random enough to tell nodes apart
@@ -180,6 +200,13 @@ func (b *Broker) Start(deliver func([]*hub.Message)) error {
 		b.counting.Add(1)
 		go b.count()
 	}
+	// The heartbeat exists before any join of this node, so that no
+	// sweeper takes the node for dead.
+	if err := b.rdb.Set(b.ctx, b.heartbeatKey(b.node), "1", b.o.NodeTTL).Err(); err != nil {
+		b.o.Logger.Warn("redis broker: failed to write the node's heartbeat", "err", err)
+	}
+	b.nodes.Add(1)
+	go b.nodeLoop()
 	return nil
 }
 
@@ -227,5 +254,6 @@ func (b *Broker) Close() error {
 		<-b.done
 	}
 	b.counting.Wait()
+	b.nodes.Wait()
 	return nil
 }

@@ -24,7 +24,7 @@ func TestConformance(t *testing.T) {
 		rdb, prefix := redistest.Client(t)
 		b, err := redisbroker.New(context.Background(), redisbroker.Options{
 			Client: rdb, Prefix: prefix, Size: o.Size, MaxBytes: o.MaxBytes, TTL: o.TTL, Block: 200 * time.Millisecond,
-			StateMaxKeys: o.StateMaxKeys,
+			StateMaxKeys: o.StateMaxKeys, PresenceMaxMembers: o.PresenceMaxMembers,
 		})
 		if err != nil {
 			t.Fatal(err)
@@ -33,22 +33,26 @@ func TestConformance(t *testing.T) {
 	})
 }
 
-func TestCluster(t *testing.T) {
-	brokertest.RunCluster(t, func(t *testing.T, n int, o brokertest.Options) []hub.Broker {
-		_, prefix := redistest.Client(t)
-		var bs []hub.Broker
-		for range n {
-			rdb, _ := redistest.Client(t) // a connection per node
-			b, err := redisbroker.New(context.Background(), redisbroker.Options{
-				Client: rdb, Prefix: prefix, Size: o.Size, MaxBytes: o.MaxBytes, TTL: o.TTL, Block: 200 * time.Millisecond,
-			})
-			if err != nil {
-				t.Fatal(err)
-			}
-			bs = append(bs, b)
+func newCluster(t *testing.T, n int, o brokertest.Options) []hub.Broker {
+	_, prefix := redistest.Client(t)
+	var bs []hub.Broker
+	for range n {
+		rdb, _ := redistest.Client(t) // a connection per node
+		b, err := redisbroker.New(context.Background(), redisbroker.Options{
+			Client: rdb, Prefix: prefix, Size: o.Size, MaxBytes: o.MaxBytes, TTL: o.TTL, Block: 200 * time.Millisecond,
+			PresenceMaxMembers: o.PresenceMaxMembers, NodeTTL: o.NodeTTL,
+		})
+		if err != nil {
+			t.Fatal(err)
 		}
-		return bs
-	})
+		bs = append(bs, b)
+	}
+	return bs
+}
+
+func TestCluster(t *testing.T) {
+	brokertest.RunCluster(t, newCluster)
+	brokertest.RunPresenceCluster(t, newCluster, func(b hub.Broker) { redisbroker.Halt(b.(*redisbroker.Broker)) })
 }
 
 // TestPublishAnswerLost: Redis runs a publish whose answer is lost on the

@@ -47,7 +47,7 @@ func corsByOrigin(origins []string, next http.Handler) http.Handler {
 			AllowedMethods: []string{http.MethodGet, http.MethodHead, http.MethodPost},
 			AllowedHeaders: []string{"Content-Type", "Authorization", "Idempotency-Key", "Last-Event-ID"},
 			// Location and Retry-After are what a page needs from a 202 and a 503.
-			ExposedHeaders:   []string{"Location", "Retry-After"},
+			ExposedHeaders:   []string{"Location", "Retry-After", "Herald-Client"},
 			AllowCredentials: credentials,
 			MaxAge:           600,
 		}).Handler(next)

@@ -78,7 +78,7 @@ func TestCORS(t *testing.T) {
 			if h.Get("Access-Control-Allow-Origin") != "https://app.example.com" {
 				t.Errorf("GET %s: Access-Control-Allow-Origin %q", path, h.Get("Access-Control-Allow-Origin"))
 			}
-			if h.Get("Access-Control-Expose-Headers") != "Location, Retry-After" {
+			if h.Get("Access-Control-Expose-Headers") != "Location, Retry-After, Herald-Client" {
 				t.Errorf("GET %s: Access-Control-Expose-Headers %q", path, h.Get("Access-Control-Expose-Headers"))
 			}
 		}

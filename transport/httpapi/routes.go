@@ -117,6 +117,7 @@ func NewRouter(cfg Config) http.Handler {
 	// the topic so that a bad one is a 400 invalid_topic rather than a 404.
 	rt.handle("/v1/topics/{topic}/history", http.HandlerFunc(a.history), http.MethodGet)
 	rt.handle("/v1/topics/{topic}/state", http.HandlerFunc(a.state), http.MethodGet)
+	rt.handle("/v1/topics/{topic}/presence", http.HandlerFunc(a.presence), http.MethodGet)
 	rt.handle("/v1/stats", http.HandlerFunc(a.stats), http.MethodGet)
 	if cfg.Client != nil {
 		rt.handle("/herald.js", cfg.Client, http.MethodGet, http.MethodHead)

@@ -91,6 +91,39 @@ func (a *api) state(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, appendEvents(body, st.Events))
 }
 
+// presence serves GET /v1/topics/{topic}/presence: the topic's members,
+// exact at the position "id", and how many connections and users they are.
+func (a *api) presence(w http.ResponseWriter, r *http.Request) {
+	topic, ok := a.readableTopic(w, r, "the presence")
+	if !ok {
+		return
+	}
+	p, err := a.hub.Presence(r.Context(), topic)
+	if err != nil {
+		apierror.WriteErr(w, err)
+		return
+	}
+	n := len(p.Last.Epoch) + 96
+	for _, m := range p.Members {
+		n += len(m) + 1
+	}
+	body := make([]byte, 0, n)
+	body = append(body, `{"id":"`...)
+	body = p.Last.AppendText(body)
+	body = append(body, `","members":[`...)
+	for i, m := range p.Members {
+		if i > 0 {
+			body = append(body, ',')
+		}
+		body = append(body, m...)
+	}
+	body = append(body, `],"clients":`...)
+	body = strconv.AppendInt(body, int64(p.Clients), 10)
+	body = append(body, `,"users":`...)
+	body = strconv.AppendInt(body, int64(p.Users), 10)
+	writeJSON(w, http.StatusOK, append(body, "}\n"...))
+}
+
 // readableTopic reads the {topic} of a read of one topic (its history, its
 // state), which needs the grant to subscribe to it. On false it has
 // written the error; what names the read in a refusal.

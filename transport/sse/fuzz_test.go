@@ -49,3 +49,42 @@ func FuzzLastEventID(f *testing.F) {
 		}
 	})
 }
+
+// FuzzPresenceQuery opens a stream with arbitrary presence, presence_events
+// and topic values. The answer is a 200 stream that starts with its retry
+// hint, or a JSON 400 (invalid_request, invalid_pattern): never another
+// status, a crash or a hang.
+//
+// Run long with: go test -run '^$' -fuzz FuzzPresenceQuery -fuzztime 10m ./transport/sse/
+func FuzzPresenceQuery(f *testing.F) {
+	fx := newFixture(f, hub.Options{}, sse.Options{})
+	for _, s := range [][3]string{
+		{"room.1", "1", "1"}, {"room.*", "1", ""}, {"room.1", "true", "false"}, {"room.>", "0", "1"},
+		{"room.1", "yes", ""}, {"room.1", "", "2"}, {"", "1", "1"}, {"a..b", "1", ""}, {"room.1", "1\x00", "é"},
+	} {
+		f.Add(s[0], s[1], s[2])
+	}
+	f.Fuzz(func(t *testing.T, topic, presence, events string) {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		resp, err := fx.get(ctx, fx.url([]string{topic}, "presence", presence, "presence_events", events), nil)
+		if err != nil {
+			t.Fatalf("%q %q %q: %v", topic, presence, events, err)
+		}
+		defer resp.Body.Close()
+		br := bufio.NewReader(resp.Body)
+		switch resp.StatusCode {
+		case http.StatusOK:
+			if first, err := br.ReadString('\n'); err != nil || !strings.HasPrefix(first, "retry: ") {
+				t.Fatalf("%q %q %q: stream starts %q, %v", topic, presence, events, first, err)
+			}
+		case http.StatusBadRequest:
+			body, _ := br.ReadString(0)
+			if !strings.Contains(body, `"code":"invalid_request"`) && !strings.Contains(body, `"code":"invalid_pattern"`) {
+				t.Fatalf("%q %q %q: 400 %s", topic, presence, events, body)
+			}
+		default:
+			t.Fatalf("%q %q %q: status %d", topic, presence, events, resp.StatusCode)
+		}
+	})
+}

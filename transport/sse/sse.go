@@ -38,6 +38,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"strconv"
 	"time"
 
@@ -120,6 +121,9 @@ func New(o Options) *Handler {
 // write fails or times out.
 //
 // Query: topic=PATTERN (repeatable, at least one), last_event_id=CURSOR,
+// presence=1 (the stream is a member of each topic, exact topics only, its
+// info from the token's herald.info claim), presence_events=1 (the topics'
+// herald.join and herald.leave events),
 // rewind=N (0..1000: the newest N retained matching events first; ignored
 // with a cursor, refused when malformed even then); the Last-Event-ID header
 // wins over the query parameter. An unusable cursor is not an error: the
@@ -136,6 +140,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		apierror.Write(w, perr)
 		return
 	}
+	var sreq hub.SubscribeRequest
 	rewind := 0
 	if v, ok := q["rewind"]; ok {
 		var err error
@@ -146,6 +151,16 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			apierror.WriteErr(w, err)
 			return
 		}
+	}
+	presence, perr := flag(q, "presence")
+	if perr == nil {
+		var events bool
+		events, perr = flag(q, "presence_events")
+		sreq.PresenceEvents = events
+	}
+	if perr != nil {
+		apierror.Write(w, perr)
+		return
 	}
 	p := auth.Everyone
 	if h.opts.Auth != nil {
@@ -176,6 +191,13 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		apierror.WriteErr(w, err)
 		return
 	}
+	sreq.Patterns, sreq.Since, sreq.Rewind = patterns, since, rewind
+	if presence {
+		// An EventSource cannot send a body: the member's info is the
+		// token's herald.info claim.
+		sreq.Presence = true
+		sreq.User, sreq.Info = p.Member()
+	}
 	c, err := h.opts.Hub.NewClient("sse")
 	if err != nil {
 		release()
@@ -187,11 +209,12 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// Registration is synchronous: every event published from here on is
 	// queued for c, so once the client sees the response open it misses
 	// nothing (SPEC: the subscription is live before the headers go out).
-	if err := c.Subscribe(hub.SubscribeRequest{Patterns: patterns, Since: since, Rewind: rewind}); err != nil {
+	if err := c.Subscribe(sreq); err != nil {
 		c.Close()
 		apierror.WriteErr(w, err)
 		return
 	}
+	w.Header().Set("Herald-Client", c.ConnID())
 	auth.WatchExpiry(c, p)
 	if h.serveConn(w, r, c) {
 		return // the stream's goroutines own c now
@@ -228,6 +251,23 @@ func parsePatterns(raw []string) ([]hub.Pattern, *apierror.Error) {
 		out = append(out, p)
 	}
 	return out, nil
+}
+
+// flag reads an optional boolean query parameter: 1 or true, 0 or false.
+func flag(q url.Values, name string) (bool, *apierror.Error) {
+	v, ok := q[name]
+	if !ok {
+		return false, nil
+	}
+	switch {
+	case len(v) > 1:
+		return false, apierror.New(http.StatusBadRequest, apierror.InvalidRequest, "give "+name+"= once")
+	case v[0] == "1" || v[0] == "true":
+		return true, nil
+	case v[0] == "0" || v[0] == "false":
+		return false, nil
+	}
+	return false, apierror.New(http.StatusBadRequest, apierror.InvalidRequest, name+"= must be 1 or 0 (true or false)")
 }
 
 // canFlush reports whether http.ResponseController can flush w, following

@@ -71,6 +71,15 @@ func okReply(op string, ref json.RawMessage, id string) []byte {
 	return append(b, '}')
 }
 
+// subscribeOK is the reply to a subscribe: {"op":"ok","ref":REF,"client":ID},
+// the connection's ID (hub.Client.ConnID) in every one.
+func subscribeOK(ref json.RawMessage, client string) []byte {
+	b := okReply("ok", ref, "")
+	b = append(b[:len(b)-1], `,"client":"`...)
+	b = append(b, client...)
+	return append(b, `"}`...)
+}
+
 // replyError queues {"op":"error","ref":REF,"error":{"code","message"}}.
 func (s *session) replyError(ref json.RawMessage, e *apierror.Error) {
 	if !hasRef(ref) {

@@ -28,6 +28,11 @@ type inbound struct {
 	Payload        json.RawMessage `json:"payload"`
 	IdempotencyKey string          `json:"idempotency_key"`
 	Token          string          `json:"token"` // refresh
+	// Presence and PresenceEvents are pointers so that a JSON null counts as
+	// absent, as it does for every other optional field.
+	Presence       *bool           `json:"presence"`
+	Info           json.RawMessage `json:"info"` // checked by the hub (hub.ValidateInfo)
+	PresenceEvents *bool           `json:"presence_events"`
 }
 
 func (s *session) handle(b []byte) {
@@ -71,9 +76,22 @@ func (s *session) handle(b []byte) {
 				return
 			}
 		}
+		req := hub.SubscribeRequest{Patterns: pats, Since: m.Since, Rewind: rewind, Ack: subscribeOK(m.Ref, s.client.ConnID()),
+			Presence: m.Presence != nil && *m.Presence, PresenceEvents: m.PresenceEvents != nil && *m.PresenceEvents}
+		if req.Presence {
+			// The message's info, else the token's herald.info claim.
+			var claimInfo json.RawMessage
+			req.User, claimInfo = s.principal.Member()
+			req.Info = m.Info
+			if len(m.Info) == 0 || string(m.Info) == "null" {
+				req.Info = claimInfo
+			}
+		}
 		// The ok goes in with the subscription so it precedes replayed events.
-		// An error means the client is closing; there is nobody to tell.
-		_ = s.client.Subscribe(hub.SubscribeRequest{Patterns: pats, Since: m.Since, Rewind: rewind, Ack: okReply("ok", m.Ref, "")})
+		// Another error means the client is closing; there is nobody to tell.
+		if err := s.client.Subscribe(req); errors.Is(err, hub.ErrInvalidPresence) {
+			s.replyError(m.Ref, apierror.From(err))
+		}
 	case "unsubscribe":
 		pats, perr := parsePatterns(m.Topics)
 		if perr != nil {
@@ -226,8 +244,10 @@ func jsonKind(field string) string {
 	switch field {
 	case "topics":
 		return "an array of strings"
-	case "data", "payload", "ref":
+	case "data", "payload", "ref", "info":
 		return "JSON"
+	case "presence", "presence_events":
+		return "true or false"
 	default:
 		return "a string"
 	}
