@@ -33,7 +33,7 @@ FUZZTIME ?= 20000x
 FUZZ_TARGETS := \
 	./hub:FuzzParsePattern ./hub:FuzzParseCursor ./hub:FuzzDraftNormalize ./hub:FuzzPatternCovers \
 	./transport/ws:FuzzFrameCutter ./transport/ws:FuzzClientMessage \
-	./transport/sse:FuzzLastEventID \
+	./transport/sse:FuzzLastEventID ./transport/sse:FuzzStateQuery ./transport/sse:FuzzPresenceQuery \
 	./transport/httpapi:FuzzParseSingleFast ./transport/httpapi:FuzzParseActionFast \
 	./internal/jsonenc:FuzzAppendString \
 	./cmd/herald:FuzzConfigFile

@@ -61,11 +61,15 @@ type Broker interface {
 	Latest(ctx context.Context, topic string, limit int) ([]*Message, error)
 	// Bounds reports the log's epoch and the positions it retains.
 	Bounds(ctx context.Context) (Bounds, error)
-	// State returns the state of one exact topic: the latest event of each
-	// key, exact at a position (see StateSnapshot). It is kept apart from
-	// the retained history. A broker that keeps none returns
-	// ErrStateUnsupported.
-	State(ctx context.Context, topic string) (StateSnapshot, error)
+	// State returns the state of every topic that matches any of patterns:
+	// the latest event of each key of each such topic, ascending by cursor,
+	// all exact at ONE position (see StateSnapshot). It is kept apart from
+	// the retained history, and bounded by the state's own bounds. A broker
+	// that keeps none returns ErrStateUnsupported. With no patterns it reads
+	// nothing and returns at once: an empty snapshot, or
+	// ErrStateUnsupported, which is how the hub asks before it accepts a
+	// state subscription.
+	State(ctx context.Context, patterns []Pattern) (StateSnapshot, error)
 	// ChangePresence appends joins and leaves, in order, in one step with
 	// recording the membership they change: a join of a connection that is
 	// not a member of its topic yet (and the topic below the broker's

@@ -1,8 +1,10 @@
 package hub
 
 import (
+	"cmp"
 	"context"
 	"fmt"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -262,14 +264,25 @@ func (b *MemoryBroker) Bounds(ctx context.Context) (Bounds, error) {
 	return Bounds{Epoch: b.epoch, First: b.first(), Last: b.last}, nil
 }
 
-// State implements Broker. It reads under the lock Publish appends under,
-// so the snapshot is exact at the position it reports.
-func (b *MemoryBroker) State(ctx context.Context, topic string) (StateSnapshot, error) {
+// State implements Broker. It collects the matching entries under the lock
+// Publish appends under, so the snapshot is exact at the position it
+// reports; the entries are put in cursor order after the lock is released.
+func (b *MemoryBroker) State(ctx context.Context, patterns []Pattern) (StateSnapshot, error) {
+	if len(patterns) == 0 {
+		return StateSnapshot{Events: []*Message{}}, nil
+	}
 	if err := b.lockToRead(ctx); err != nil {
 		return StateSnapshot{}, err
 	}
-	defer b.mu.Unlock()
-	return StateSnapshot{Last: Cursor{Epoch: b.epoch, Seq: b.last}, Events: b.state.snapshot(topic)}, nil
+	last := Cursor{Epoch: b.epoch, Seq: b.last}
+	events, topics := b.state.snapshot(patterns)
+	b.mu.Unlock()
+	if topics > 1 {
+		// Each topic's entries are in cursor order already; several
+		// topics' interleave.
+		slices.SortFunc(events, func(x, y *Message) int { return cmp.Compare(x.seq, y.seq) })
+	}
+	return StateSnapshot{Last: last, Events: events}, nil
 }
 
 // Topics implements Broker.

@@ -25,11 +25,22 @@ const (
 	ReasonUnknownCursor = "unknown_cursor"
 )
 
+// Synced is the control signal that ends the state a state subscription
+// starts with: the events before it were the state of every topic of
+// Topics, exact at Cursor, and every matching event after Cursor follows.
+// The transport encodes it (SubscribeRequest.Synced), and the hub queues
+// the frame as a Raw item: the signal needs no field of Item, which every
+// connection's queue holds.
+type Synced struct {
+	Cursor Cursor
+	Topics []string // the subscription's patterns
+}
+
 // Item is one entry of a client's outbound queue: exactly one field is set.
 type Item struct {
 	Msg   *Message // an event, shared with every other subscriber
 	Reset *Reset   // a herald.reset signal for this client
-	Raw   []byte   // a frame the transport queued itself (replies), already encoded
+	Raw   []byte   // a frame the transport queued itself (replies, herald.synced), already encoded
 	// Live marks an event delivered as it was published (possibly after
 	// waiting for a replay), not read back from history: only these say
 	// how long publishing to writing takes (see Options.ObserveLatency).
@@ -62,6 +73,18 @@ type SubscribeRequest struct {
 	// follow (see rewindFrom for how it is found and bounded). 0 asks for
 	// none; the transports validate it with ParseRewind.
 	Rewind int
+	// State asks first for the state of every topic Patterns match (the
+	// latest event of each key, in cursor order), then a Synced frame, then
+	// every matching event after the state's position, with no gap and no
+	// duplicate: it is served as a resume from that position. With Since,
+	// the state is sent only if the cursor cannot be served (after the
+	// Reset); Rewind is then ignored. A broker that keeps no state makes
+	// Subscribe fail with ErrStateUnsupported.
+	State bool
+	// Synced encodes the frame that tells the connection its state was
+	// sent (the transport's herald.synced). Required with State; called by
+	// the hub's goroutines, each time the state is sent.
+	Synced func(Synced) []byte
 	// Ack, when not nil, is queued before any event of this subscription,
 	// so a reply reaches the client before replayed events.
 	Ack []byte
@@ -81,9 +104,17 @@ type SubscribeRequest struct {
 
 type sub struct {
 	pat    Pattern
-	after  uint64 // events with Seq <= after are not wanted by this subscription
-	events bool   // joins and leaves are wanted (SubscribeRequest.PresenceEvents)
-	member bool   // the connection is a member of the topic: a leave is due when the subscription ends
+	after  uint64    // events with Seq <= after are not wanted by this subscription
+	state  *stateSub // the subscribe that asked for state, shared by its patterns; nil: none
+	events bool      // joins and leaves are wanted (SubscribeRequest.PresenceEvents)
+	member bool      // the connection is a member of the topic: a leave is due when the subscription ends
+}
+
+// stateSub is what a state subscription needs after its subscribe: when
+// its replay falls behind retention, the reset is followed by its state
+// and a Synced frame again.
+type stateSub struct {
+	synced func(Synced) []byte
 }
 
 // Client is one subscriber connection as the hub sees it: its
@@ -138,12 +169,14 @@ type Client struct {
 type replayRequest struct {
 	patterns []Pattern
 	since    string
-	rewind   int  // with since "": resume from where the newest rewind matching events begin
-	events   bool // joins and leaves count in the rewind
+	rewind   int       // with since "": resume from where the newest rewind matching events begin
+	events   bool      // joins and leaves count in the rewind
+	state    *stateSub // not nil: the state first (without since, or when since cannot be served)
 }
 
-// replays reports whether req is served by a replay (a resume or a rewind).
-func (req *SubscribeRequest) replays() bool { return req.Since != "" || req.Rewind > 0 }
+// replays reports whether req is served by a replay (a resume, a rewind or
+// a state).
+func (req *SubscribeRequest) replays() bool { return req.Since != "" || req.Rewind > 0 || req.State }
 
 // ID is unique among the hub's clients.
 func (c *Client) ID() uint64 { return c.id }
@@ -290,9 +323,26 @@ func (c *Client) deliverLive(m *Message) bool {
 //
 // Per the one-order rule, a replay on a client that has already been sent
 // events starts from the later of Since and the last event sent.
+//
+// With State, the broker is asked first whether it keeps state (it answers
+// without a round trip): if not, Subscribe returns ErrStateUnsupported and
+// changes nothing.
 func (c *Client) Subscribe(req SubscribeRequest) error {
 	if err := req.checkPresence(); err != nil {
 		return err
+	}
+	var st *stateSub
+	if req.State {
+		if _, err := c.hub.broker.State(c.ctx, nil); err != nil {
+			if errors.Is(err, ErrStateUnsupported) {
+				return err
+			}
+			return ErrUnavailable
+		}
+		if req.Synced == nil {
+			return errors.New("hub: a subscription with State needs Synced")
+		}
+		st = &stateSub{synced: req.Synced}
 	}
 	s := c.shardOf()
 	s.mu.Lock()
@@ -339,9 +389,12 @@ func (c *Client) Subscribe(req SubscribeRequest) error {
 			// Asking again for joins and leaves adds them; it never takes
 			// them away (that is an unsubscribe).
 			old.events = old.events || req.PresenceEvents
+			if st != nil {
+				old.state = st
+			}
 			continue
 		}
-		c.subs[p.raw] = &sub{pat: p, after: after, events: req.PresenceEvents}
+		c.subs[p.raw] = &sub{pat: p, after: after, state: st, events: req.PresenceEvents}
 		s.idx.add(p, c)
 	}
 	if req.Presence {
@@ -353,7 +406,7 @@ func (c *Client) Subscribe(req SubscribeRequest) error {
 		c.anchored = true
 	}
 	if replays {
-		c.requests = append(c.requests, replayRequest{patterns: req.Patterns, since: req.Since, rewind: req.Rewind, events: req.PresenceEvents})
+		c.requests = append(c.requests, replayRequest{patterns: req.Patterns, since: req.Since, rewind: req.Rewind, events: req.PresenceEvents, state: st})
 		if !c.replay {
 			c.replay = true
 			c.worker.Add(1)
@@ -457,11 +510,27 @@ func (c *Client) catchUp() error {
 		c.mu.Unlock()
 
 		if len(reqs) > 0 {
-			if err := c.startRequests(ctx, reqs); err != nil {
+			st, err := c.startRequests(ctx, reqs)
+			if err != nil {
 				return err
 			}
+			if st != nil {
+				// The connection's other subscriptions are replayed up to
+				// the state's position first, so that what follows its
+				// Synced all lies after it. If that replay fell behind
+				// retention, its reset sent a newer state already.
+				reset := false
+				if err := c.scan(ctx, st.snap.Last.Seq, &reset); err != nil {
+					return err
+				}
+				if !reset {
+					if err := c.sendState(ctx, st); err != nil {
+						return err
+					}
+				}
+			}
 		}
-		if err := c.scan(ctx); err != nil {
+		if err := c.scan(ctx, math.MaxUint64, nil); err != nil {
 			return err
 		}
 		done, err := c.goLive(ctx)
@@ -473,54 +542,65 @@ func (c *Client) catchUp() error {
 
 // startRequests validates the cursors of new replay requests, queueing a
 // Reset for each that cannot be served, finds where each rewind begins,
-// and sets where each subscription's replay starts.
-func (c *Client) startRequests(ctx context.Context, reqs []replayRequest) error {
+// reads the state that state requests need, and sets where each
+// subscription's replay starts. It returns the state to send once the
+// replay has reached its position (sendState), or nil.
+func (c *Client) startRequests(ctx context.Context, reqs []replayRequest) (*pendingState, error) {
 	b, err := c.hub.broker.Bounds(ctx)
 	if err != nil {
-		return c.brokerErr(err)
+		return nil, c.brokerErr(err)
+	}
+	reasons := make([]string, len(reqs))
+	var statePats []Pattern
+	for i, r := range reqs {
+		reasons[i] = cursorProblem(r.since, b)
+		if r.state != nil && (r.since == "" || reasons[i] != "") {
+			statePats = append(statePats, r.patterns...)
+		}
 	}
 	// A rewind is a resume from a cursor found by looking back from the
 	// head read above (the same for every request, so two rewinds of one
 	// batch agree on where live begins).
 	var rewinds []uint64
 	for i, r := range reqs {
-		if r.since != "" {
+		if r.since != "" || r.state != nil {
 			continue
 		}
 		if rewinds == nil {
 			rewinds = make([]uint64, len(reqs))
 		}
 		if rewinds[i], err = c.rewindFrom(ctx, b, r.patterns, r.rewind, r.events); err != nil {
-			return c.brokerErr(err)
+			return nil, c.brokerErr(err)
 		}
+	}
+	// The state of every state request of the batch is one snapshot, read
+	// after the bounds: its position is at or after b.Last.
+	var st *pendingState
+	if len(statePats) > 0 {
+		snap, err := c.hub.broker.State(ctx, statePats)
+		if err != nil {
+			return nil, c.brokerErr(err)
+		}
+		st = &pendingState{snap: snap}
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	start := b.Last
 	for i, r := range reqs {
-		from, reason := b.Last, ""
-		cur, perr := ParseCursor(r.since)
+		from, reason := b.Last, reasons[i]
 		switch {
+		case r.state != nil && (r.since == "" || reason != ""):
+			from = st.snap.Last.Seq
+			st.synced = append(st.synced, syncedFor{r.state, Synced{Cursor: st.snap.Last, Topics: patternStrings(r.patterns)}})
 		case r.since == "":
 			from = rewinds[i]
-		case perr != nil:
-			reason = ReasonUnknownCursor
-		case cur.Epoch != b.Epoch:
-			reason = ReasonEpochChanged
-		case cur.Seq > b.Last: // before the retention check: Seq+1 overflows at the top
-			reason = ReasonUnknownCursor
-		case cur.Seq+1 < b.First:
-			reason = ReasonHistoryGone
-		default:
+		case reason == "":
+			cur, _ := ParseCursor(r.since)
 			from = cur.Seq
 		}
 		if reason != "" {
-			topics := make([]string, len(r.patterns))
-			for i, p := range r.patterns {
-				topics[i] = p.raw
-			}
-			if !c.enqueueLocked(Item{Reset: &Reset{Reason: reason, Topics: topics, Cursor: Cursor{Epoch: b.Epoch, Seq: b.Last}}}) {
-				return nil
+			if !c.enqueueLocked(Item{Reset: &Reset{Reason: reason, Topics: patternStrings(r.patterns), Cursor: Cursor{Epoch: b.Epoch, Seq: b.Last}}}) {
+				return nil, nil
 			}
 		}
 		for _, p := range r.patterns {
@@ -539,14 +619,125 @@ func (c *Client) startRequests(ctx context.Context, reqs []replayRequest) error 
 		// and going back to sent repeats nothing.
 		c.pos = min(c.pos, max(c.sent, start))
 	}
+	return st, nil
+}
+
+// cursorProblem returns the reason a Reset gives when since ("" for none)
+// cannot be served from a log with bounds b, or "" if it can.
+func cursorProblem(since string, b Bounds) string {
+	if since == "" {
+		return ""
+	}
+	cur, err := ParseCursor(since)
+	switch {
+	case err != nil:
+		return ReasonUnknownCursor
+	case cur.Epoch != b.Epoch:
+		return ReasonEpochChanged
+	case cur.Seq > b.Last: // before the retention check: Seq+1 overflows at the top
+		return ReasonUnknownCursor
+	case cur.Seq+1 < b.First:
+		return ReasonHistoryGone
+	}
+	return ""
+}
+
+func patternStrings(pats []Pattern) []string {
+	out := make([]string, len(pats))
+	for i, p := range pats {
+		out[i] = p.raw
+	}
+	return out
+}
+
+// pendingState is a state read for state subscriptions and not yet sent:
+// the snapshot, then one Synced per subscribe.
+type pendingState struct {
+	snap   StateSnapshot
+	synced []syncedFor
+}
+
+// syncedFor is a Synced for the subscribe of ss.
+type syncedFor struct {
+	ss *stateSub
+	s  Synced
+}
+
+// sendState queues the state's events and then its Synced items, each
+// waiting (bounded by ReplayWait) for the writer to make room like a
+// replayed event, so that a large state never overflows the queue. A state
+// event goes out only while a state subscription still matches its topic.
+// State events carry their own cursors and move neither pos nor sent: they
+// are not part of the log's order on this connection.
+func (c *Client) sendState(ctx context.Context, st *pendingState) error {
+	for _, m := range st.snap.Events {
+		if err := c.enqueuePaced(ctx, Item{Msg: m}, c.wantsState); err != nil {
+			return err
+		}
+	}
+	for _, sy := range st.synced {
+		if err := c.enqueuePaced(ctx, Item{Raw: sy.ss.synced(sy.s)}, nil); err != nil {
+			return err
+		}
+	}
 	return nil
 }
 
-// scan replays the log from c.pos to its current end.
-func (c *Client) scan(ctx context.Context) error {
+// wantsState reports whether a state subscription of c matches m's topic.
+// c.mu is held on entry.
+func (c *Client) wantsState(m *Message) bool {
+	for _, sb := range c.subs {
+		if sb.state != nil && sb.pat.Match(m.Topic) {
+			return true
+		}
+	}
+	return false
+}
+
+// enqueuePaced queues it once it fits in the queue, waiting at most
+// ReplayWait for the writer to make room; with want, only if want(it.Msg)
+// holds then. It returns nil, queueing nothing, once the client failed.
+func (c *Client) enqueuePaced(ctx context.Context, it Item, want func(*Message) bool) error {
+	n := it.size()
+	var timer *time.Timer
+	defer func() {
+		if timer != nil {
+			timer.Stop()
+		}
+	}()
 	for {
 		c.mu.Lock()
-		if c.err != nil || len(c.requests) > 0 {
+		if c.err != nil {
+			c.mu.Unlock()
+			return nil
+		}
+		if len(c.queue) == 0 || c.qbytes+n <= c.hub.opts.QueueBytes {
+			if want == nil || want(it.Msg) {
+				c.enqueueLocked(it)
+			}
+			c.mu.Unlock()
+			return nil
+		}
+		c.mu.Unlock()
+		if timer == nil {
+			timer = time.NewTimer(c.hub.opts.ReplayWait)
+		}
+		select {
+		case <-c.space:
+		case <-timer.C:
+			return ErrSlowConsumer
+		case <-ctx.Done():
+			return nil
+		}
+	}
+}
+
+// scan replays the log from c.pos to its current end, or to until if that
+// comes first. If it had to reset the client (resetAll), it sets *reset.
+func (c *Client) scan(ctx context.Context, until uint64, reset *bool) error {
+	for {
+		c.mu.Lock()
+		if c.err != nil || len(c.requests) > 0 || c.pos >= until {
 			// New since requests start from what has been sent by now, so
 			// serve them before queueing anything further.
 			c.mu.Unlock()
@@ -567,13 +758,20 @@ func (c *Client) scan(ctx context.Context) error {
 			if err := c.resetAll(ctx); err != nil {
 				return err
 			}
+			if reset != nil {
+				*reset = true
+			}
 			continue
 		}
 		if err != nil {
 			return c.brokerErr(err)
 		}
 		stale := false
+		next := min(res.Next, until)
 		for _, m := range res.Messages {
+			if m.seq > until {
+				break
+			}
 			ok, err := c.enqueueReplayed(ctx, m, gen)
 			if err != nil {
 				return err
@@ -585,7 +783,7 @@ func (c *Client) scan(ctx context.Context) error {
 		}
 		c.mu.Lock()
 		if !stale && c.subGen == gen {
-			c.pos = max(c.pos, res.Next)
+			c.pos = max(c.pos, next)
 		} else {
 			stale = true // a subscription joined mid-page: read the rest again with it
 		}
@@ -666,7 +864,8 @@ func (c *Client) wantsPresenceLocked(m *Message) bool {
 }
 
 // resetAll tells the client it lost events on every subscription and moves
-// it to the head of the log.
+// it to the head of the log. State subscriptions then get their state
+// again, read at that head, and a Synced each.
 func (c *Client) resetAll(ctx context.Context) error {
 	// A replay that fell behind retention usually has a full queue (its
 	// writer is slow): wait for room like a replayed event does, rather than
@@ -674,20 +873,54 @@ func (c *Client) resetAll(ctx context.Context) error {
 	if err := c.waitRoom(ctx, Item{Reset: &Reset{}}.size()); err != nil {
 		return err
 	}
-	b, err := c.hub.broker.Bounds(ctx)
-	if err != nil {
-		return c.brokerErr(err)
+	c.mu.Lock()
+	var statePats []Pattern
+	for _, sb := range c.subs {
+		if sb.state != nil {
+			statePats = append(statePats, sb.pat)
+		}
+	}
+	c.mu.Unlock()
+	var head Cursor
+	var st *pendingState
+	if len(statePats) > 0 {
+		// The state's position is the head: every subscription, stateful
+		// or not, goes on from there.
+		snap, err := c.hub.broker.State(ctx, statePats)
+		if err != nil {
+			return c.brokerErr(err)
+		}
+		head, st = snap.Last, &pendingState{snap: snap}
+	} else {
+		b, err := c.hub.broker.Bounds(ctx)
+		if err != nil {
+			return c.brokerErr(err)
+		}
+		head = Cursor{Epoch: b.Epoch, Seq: b.Last}
 	}
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	topics := make([]string, 0, len(c.subs))
+	var groups map[*stateSub][]string
 	for p, sb := range c.subs {
 		topics = append(topics, p)
-		sb.after = max(sb.after, b.Last)
+		sb.after = max(sb.after, head.Seq)
+		if sb.state != nil && st != nil {
+			if groups == nil {
+				groups = make(map[*stateSub][]string)
+			}
+			groups[sb.state] = append(groups[sb.state], p)
+		}
 	}
-	c.pos = max(c.pos, b.Last)
-	c.enqueueLocked(Item{Reset: &Reset{Reason: ReasonHistoryGone, Topics: topics, Cursor: Cursor{Epoch: b.Epoch, Seq: b.Last}}})
-	return nil
+	c.pos = max(c.pos, head.Seq)
+	c.enqueueLocked(Item{Reset: &Reset{Reason: ReasonHistoryGone, Topics: topics, Cursor: head}})
+	for ss, pats := range groups {
+		st.synced = append(st.synced, syncedFor{ss, Synced{Cursor: head, Topics: pats}})
+	}
+	c.mu.Unlock()
+	if st == nil {
+		return nil
+	}
+	return c.sendState(ctx, st)
 }
 
 // waitRoom waits, at most ReplayWait, until n more bytes fit in the queue.

@@ -2,6 +2,7 @@ package hub_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"strings"
 	"sync"
@@ -204,6 +205,8 @@ func describe(items []hub.Item) string {
 			fmt.Fprintf(&b, "%d", it.Msg.ID.Seq)
 		case it.Reset != nil:
 			fmt.Fprintf(&b, "R(%s@%d)", it.Reset.Reason, it.Reset.Cursor.Seq)
+		case syncedOf(it) != nil:
+			fmt.Fprintf(&b, "S(@%d)", syncedOf(it).Seq)
 		default:
 			fmt.Fprintf(&b, "raw(%s)", it.Raw)
 		}
@@ -276,3 +279,30 @@ func waitClosed(t testing.TB, ch <-chan struct{}, what string) {
 		t.Fatalf("timed out waiting for %s", what)
 	}
 }
+
+// testSynced is how these tests encode a Synced (SubscribeRequest.Synced).
+type testSynced struct {
+	Synced bool
+	Seq    uint64
+	Topics []string
+	Ref    string
+}
+
+// syncedFrame returns the encoder of a state subscribe whose ref is ref.
+func syncedFrame(ref string) func(hub.Synced) []byte {
+	return func(s hub.Synced) []byte {
+		b, _ := json.Marshal(testSynced{Synced: true, Seq: s.Cursor.Seq, Topics: s.Topics, Ref: ref})
+		return b
+	}
+}
+
+// syncedOf decodes an item syncedFrame made, or returns nil.
+func syncedOf(it hub.Item) *testSynced {
+	var s testSynced
+	if it.Raw == nil || json.Unmarshal(it.Raw, &s) != nil || !s.Synced {
+		return nil
+	}
+	return &s
+}
+
+func isSynced(it hub.Item) bool { return syncedOf(it) != nil }

@@ -58,6 +58,12 @@ func (c *Client) rewindFrom(ctx context.Context, b Bounds, pats []Pattern, n int
 	}
 	ring := make([]rewound, n)
 	end, found, bytes, scanned := b.Last, 0, 0, uint64(0)
+	// Where the look ends without n matches, the replay starts just
+	// before the oldest match found (b.Last if none): no matching event
+	// lies between there and where the look stopped, and starting later
+	// keeps the replay clear of the log's front, which retention may
+	// trim meanwhile (a replay that reads past it gets a reset).
+	start := b.Last
 	window := uint64(max(4*n, 64))
 	for end >= b.First && scanned < rewindScan {
 		from := b.First - 1
@@ -70,7 +76,7 @@ func (c *Client) rewindFrom(ctx context.Context, b Bounds, pats []Pattern, n int
 		if errors.Is(err, ErrHistoryGone) {
 			// Retention dropped the window's start meanwhile: what is
 			// older is gone too.
-			return end, nil
+			return start, nil
 		}
 		if err != nil {
 			return 0, err
@@ -82,15 +88,16 @@ func (c *Client) rewindFrom(ctx context.Context, b Bounds, pats []Pattern, n int
 				return r.seq, nil
 			}
 			bytes += r.size
+			start = r.seq - 1
 			if found++; found == n {
-				return r.seq - 1, nil
+				return start, nil
 			}
 		}
 		scanned += end - from
 		end = from
 		window *= 4
 	}
-	return end, nil
+	return start, nil
 }
 
 // readWindow reads the events matching pats in (from, end] and keeps the

@@ -313,3 +313,50 @@ func verifyAfter(t *testing.T, items []hub.Item, hist []*hub.Message, from uint6
 		t.Fatalf("got  %s\nwant %v", describe(items), want)
 	}
 }
+
+// TestRewindNoMatchWhileTrimming: a rewind that finds fewer matching
+// events than it asks for, while retention trims the front of the log
+// under a busy publisher, starts its replay where matches begin (the head,
+// when there are none), not at the front that is being trimmed: the
+// subscriber gets its topic's events and no reset for what it never
+// wanted.
+func TestRewindNoMatchWhileTrimming(t *testing.T) {
+	// Retention far larger than what is published while a replay starts,
+	// so only a replay from the front can fall behind it.
+	h := newHub(t, hub.Options{Broker: hub.NewMemoryBroker(hub.MemoryOptions{Size: 4096})})
+	for range 4096 {
+		pub(t, h, "busy", "0")
+	}
+	ctx, stop := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	var published atomic.Int64
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for ctx.Err() == nil {
+			if _, err := h.Publish(context.Background(), hub.Draft{Topic: "busy", Data: []byte("1")}); err != nil {
+				t.Errorf("publish: %v", err)
+				return
+			}
+			published.Add(1)
+		}
+	}()
+	var cols []*collector
+	for i := range 50 {
+		c := newClient(t, h, fmt.Sprint("quiet", i))
+		cols = append(cols, collect(t, c))
+		subscribe(t, c, hub.SubscribeRequest{Patterns: pats("quiet.*"), Rewind: hub.MaxRewind})
+	}
+	// The replays run while the publisher trims the log.
+	mark := published.Load()
+	eventually(t, "publishes after the subscribes", func() bool { return published.Load() > mark+5000 })
+	stop()
+	wg.Wait()
+	live := pub(t, h, "quiet.x", "2")
+	for i, col := range cols {
+		items := col.waitSeq(t, live.ID.Seq)
+		if len(items) != 1 || items[0].Msg == nil {
+			t.Fatalf("subscriber %d got %s, want only the live event", i, describe(items))
+		}
+	}
+}

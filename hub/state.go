@@ -3,6 +3,7 @@ package hub
 import (
 	"context"
 	"errors"
+	"slices"
 )
 
 // Default bounds of the memory broker's state.
@@ -15,9 +16,10 @@ const (
 // state of keyed events.
 var ErrStateUnsupported = errors.New("this broker keeps no state of keyed topics")
 
-// StateSnapshot is a topic's state: the latest event of each key, exact at
-// position Last. It reflects every event at or before Last and none after,
-// so the snapshot and the topic's events after Last make the current state.
+// StateSnapshot is the state of one or more topics: the latest event of
+// each key of each, exact at position Last. It reflects every event at or
+// before Last and none after, so the snapshot and the topics' events after
+// Last make the current state.
 type StateSnapshot struct {
 	Last   Cursor
 	Events []*Message // ascending by cursor
@@ -30,7 +32,7 @@ func (h *Hub) State(ctx context.Context, topic string) (StateSnapshot, error) {
 	if err := ValidateTopic(topic); err != nil {
 		return StateSnapshot{}, err
 	}
-	return h.broker.State(ctx, topic)
+	return h.broker.State(ctx, []Pattern{{raw: topic}})
 }
 
 // stateEntry is one key's latest event in the memory broker's state. It is
@@ -158,16 +160,37 @@ func (s *memState) remove(e *stateEntry) {
 	*e = stateEntry{}
 }
 
-// snapshot returns the events of a topic's state, ascending by cursor: the
-// order of writes, since each write takes the next position.
-func (s *memState) snapshot(topic string) []*Message {
-	ts := s.topics[topic]
-	if ts == nil {
-		return []*Message{}
+// snapshot returns the events of the state of every topic matching any of
+// pats, and how many topics they come from. Each topic's events are
+// ascending by cursor (the order of writes, since each write takes the next
+// position); the caller merges several topics. Literal patterns are looked
+// up; only a wildcard walks the topics.
+func (s *memState) snapshot(pats []Pattern) ([]*Message, int) {
+	var tss []*topicState
+	n := 0
+	add := func(ts *topicState) {
+		tss = append(tss, ts)
+		n += len(ts.keys)
 	}
-	out := make([]*Message, 0, len(ts.keys))
-	for e := ts.list.head; e != nil; e = e.links[byTopic].next {
-		out = append(out, e.m)
+	if slices.ContainsFunc(pats, func(p Pattern) bool { return p.wild }) {
+		for topic, ts := range s.topics {
+			if slices.ContainsFunc(pats, func(p Pattern) bool { return p.Match(topic) }) {
+				add(ts)
+			}
+		}
+	} else {
+		for i, p := range pats {
+			dup := slices.ContainsFunc(pats[:i], func(q Pattern) bool { return q.raw == p.raw })
+			if ts := s.topics[p.raw]; ts != nil && !dup {
+				add(ts)
+			}
+		}
 	}
-	return out
+	out := make([]*Message, 0, n)
+	for _, ts := range tss {
+		for e := ts.list.head; e != nil; e = e.links[byTopic].next {
+			out = append(out, e.m)
+		}
+	}
+	return out, len(tss)
 }

@@ -12,7 +12,7 @@ import (
 // keys returns the keys of a topic's state, in cursor order.
 func stateKeys(t *testing.T, b *hub.MemoryBroker, topic string) string {
 	t.Helper()
-	st, err := b.State(context.Background(), topic)
+	st, err := b.State(context.Background(), []hub.Pattern{hub.MustPattern(topic)})
 	if err != nil {
 		t.Fatalf("failed to read state: %v", err)
 	}

@@ -217,9 +217,7 @@ func testBrokerOutage(t *testing.T, rl *relay.Relay, broker string) {
 	expect503("history", get("/v1/topics/outage.a/history"))
 	expect503("history after a cursor", get("/v1/topics/outage.a/history?after="+first.ID))
 	expect503("topics", get("/v1/topics"))
-	if strings.HasPrefix(broker, "redis://") { // NATS keeps no state: 501 either way
-		expect503("state", get("/v1/topics/outage.a/state"))
-	}
+	expect503("state", get("/v1/topics/outage.a/state"))
 	expect503("an action", post("/v1/actions", `{"type":"echo","topic":"outage.c","payload":1}`))
 
 	start := time.Now()

@@ -8,6 +8,8 @@
 //     onReset: (reset) => reloadList(),      // history could not be replayed
 //     rewind: 20,                           // start with the newest 20 retained events
 //   });
+//   // Keyed topics: start with the state (each key's latest event), then live.
+//   subscribe(['doc.7'], apply, { state: true, onSynced: (s) => showReady(s.id) });
 //   await sub.ready;                        // the server has the subscription
 //   const room = presence('rooms.7', { join: true, info: { name: 'Ann' }, onChange: (m) => draw(m) });
 //   await publish('orders.42', 'order.created', { total: 12.5 });
@@ -67,9 +69,15 @@ function backoff(o, n) {
  *
  * Options: transport ('sse' | 'ws'), since (a cursor to start after), rewind
  * (0..1000: without a cursor, start with the newest that many retained
- * events of the patterns), token, baseURL, onState(state), onReset(reset),
- * onError(error). Once an event was delivered, a reconnect resumes after it
- * and rewinds nothing. Presence: presence (true: the connection is a member
+ * events of the patterns), state (true: start with the state of every
+ * matching keyed topic, each key's latest event, delivered to onEvent like
+ * any event; then onSynced({id, topics}) and the events after it; rewind is
+ * then ignored), token, baseURL, onState(state), onReset(reset),
+ * onSynced(synced), onError(error). Once an event was delivered, a reconnect
+ * resumes after it and rewinds nothing; with state, a reconnect sends the
+ * state again only after a reset (the reset, then the state, then
+ * onSynced again), so folding every event by key keeps the state exact.
+ * Presence: presence (true: the connection is a member
  * of each topic, which must be exact), info (the member's info, an object of
  * at most 1 KiB, WebSocket only; over SSE the token's herald.info claim is
  * the info), presenceEvents (true: also deliver the topics' herald.join and
@@ -165,6 +173,12 @@ class Subscription {
     if (this.o.onReset) this.o.onReset(r);
   }
 
+  // synced ends the state: the events after it follow its id.
+  synced(s) {
+    if (s.id) this.lastId = s.id;
+    if (this.o.onSynced) this.o.onSynced(s);
+  }
+
   close() {
     if (this.closed) return;
     this.closed = true;
@@ -183,7 +197,9 @@ class Subscription {
     const ctl = new AbortController();
     const q = new URLSearchParams();
     for (const t of this.topics) q.append('topic', t);
-    if (!this.lastId && this.o.rewind) q.set('rewind', String(this.o.rewind));
+    // With a cursor the server sends the state again only after a reset.
+    if (this.o.state) q.set('state', '1');
+    else if (!this.lastId && this.o.rewind) q.set('rewind', String(this.o.rewind));
     if (this.o.presence) q.set('presence', '1');
     if (this.o.presenceEvents) q.set('presence_events', '1');
     const headers = { Accept: 'text/event-stream' };
@@ -201,8 +217,8 @@ class Subscription {
       if (!res.ok) {
         const err = await errorOf(res);
         // A request the server refuses will be refused again: stop, unless
-        // the server is only unavailable for now.
-        if (res.status >= 500 || res.status === 429) this.failed(err);
+        // the server is only unavailable for now (501: it cannot serve it).
+        if ((res.status >= 500 && res.status !== 501) || res.status === 429) this.failed(err);
         else this.refused(err);
         return;
       }
@@ -214,6 +230,12 @@ class Subscription {
             const r = JSON.parse(msg.data);
             if (msg.id) r.id = msg.id;
             this.reset(r);
+            return;
+          }
+          if (msg.event === 'herald.synced') {
+            const s = JSON.parse(msg.data);
+            if (msg.id) s.id = msg.id;
+            this.synced(s);
             return;
           }
           if (!msg.data) return;
@@ -242,7 +264,8 @@ class Subscription {
     ws.onopen = () => {
       const msg = { op: 'subscribe', ref: 'sub', topics: this.topics };
       if (this.lastId) msg.since = this.lastId;
-      else if (this.o.rewind) msg.rewind = this.o.rewind;
+      if (this.o.state) msg.state = true;
+      else if (!this.lastId && this.o.rewind) msg.rewind = this.o.rewind;
       if (this.o.presence) {
         msg.presence = true;
         if (this.o.info) msg.info = this.o.info;
@@ -268,6 +291,11 @@ class Subscription {
         case 'reset': {
           const { op, ...r } = msg;
           this.reset(r);
+          break;
+        }
+        case 'synced': {
+          const { op, ref, ...s } = msg;
+          this.synced(s);
           break;
         }
         case 'error':

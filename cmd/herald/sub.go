@@ -47,6 +47,7 @@ type subConfig struct {
 	topics    []string
 	since     string
 	rewind    int
+	state     bool
 	token     string
 	// presence makes the connection a member of each topic (exact topics),
 	// described by info (WS; SSE takes it from the token);
@@ -69,6 +70,7 @@ func runSub(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		s.last, _ = hub.ParseCursor(cfg.since) // validated by parseSubFlags
 		s.haveLast = true
 	}
+	s.inState = cfg.state && !s.haveLast
 	return s.run(ctx)
 }
 
@@ -82,6 +84,7 @@ func parseSubFlags(args []string, stdout io.Writer) (subConfig, error) {
 	fs.Var(&topics, "topic", "topic `pattern` to subscribe to (repeatable, at least one), e.g. 'orders.*'")
 	fs.StringVar(&cfg.since, "since", "", "resume after this `CURSOR` (the id of an event already seen)")
 	fs.StringVar(&rewind, "rewind", "0", "without --since, start with the newest `N` (0..1000) retained events of the topics")
+	fs.BoolVar(&cfg.state, "state", false, "start with the state of the topics (each key's latest event), then a synced line on stderr, then events")
 	fs.StringVar(&cfg.token, "token", "", "`JWT` sent as Authorization: Bearer")
 	fs.StringVar(&format, "format", "json", "output: json (one event envelope per line) or pretty")
 	fs.BoolVar(&cfg.presence, "presence", false, "be a member of each topic's presence while subscribed (exact topics only)")
@@ -117,6 +120,9 @@ func parseSubFlags(args []string, stdout io.Writer) (subConfig, error) {
 				return cfg, usagef("--presence needs exact topics, and %q is a pattern", p)
 			}
 		}
+	}
+	if cfg.state && rewind != "0" {
+		return cfg, usagef("--state and --rewind exclude each other")
 	}
 	if cfg.transport != "ws" && cfg.transport != "sse" {
 		return cfg, usagef("--transport must be ws or sse, got %q", cfg.transport)
@@ -172,6 +178,9 @@ type subscriber struct {
 	connected bool // a subscription has been live at least once
 	delivered bool // the current connection delivered an event or a reset
 	line      []byte
+	// inState: the state is being printed (before its synced), whose
+	// events carry cursors below the last one printed (after a reset).
+	inState bool
 }
 
 func (s *subscriber) run(ctx context.Context) error {
@@ -185,6 +194,12 @@ func (s *subscriber) run(ctx context.Context) error {
 	for {
 		fmt.Fprintf(s.stderr, "connecting to %s (%s)\n", s.cfg.base, s.cfg.transport)
 		s.delivered = false
+		if s.haveLast {
+			// A resume: the server sends no state (the state printed so far
+			// was in cursor order, so resuming after its last event misses
+			// nothing), unless a reset comes first.
+			s.inState = false
+		}
 		var err error
 		if s.cfg.transport == "sse" {
 			err = s.sessionSSE(ctx)
@@ -228,7 +243,8 @@ func connectError(u string, err error) error {
 }
 
 // statusError turns a refused HTTP answer into an error carrying the
-// server's JSON error code and message. 400, 401, 403 and 404 are fatal.
+// server's JSON error code and message. 400, 401, 403, 404 and 501 (a
+// subscribe with state on a broker without state) are fatal.
 func statusError(code int, body []byte) error {
 	var e struct {
 		Error struct {
@@ -243,7 +259,7 @@ func statusError(code int, body []byte) error {
 		err = fmt.Errorf("server answered %d %s", code, http.StatusText(code))
 	}
 	switch code {
-	case http.StatusBadRequest, http.StatusUnauthorized, http.StatusForbidden, http.StatusNotFound:
+	case http.StatusBadRequest, http.StatusUnauthorized, http.StatusForbidden, http.StatusNotFound, http.StatusNotImplemented:
 		return &fatalError{err}
 	}
 	return err
@@ -254,6 +270,9 @@ func (s *subscriber) sessionSSE(ctx context.Context) error {
 	u := *s.cfg.base
 	u.Path += "/v1/events"
 	q := url.Values{"topic": s.cfg.topics}
+	if s.cfg.state {
+		q.Set("state", "1") // with a cursor, the server sends it again only after a reset
+	}
 	if !s.haveLast && s.cfg.rewind > 0 {
 		q.Set("rewind", strconv.Itoa(s.cfg.rewind)) // once an event was printed, resume instead
 	}
@@ -305,6 +324,10 @@ func (s *subscriber) sessionSSE(ctx context.Context) error {
 			if err := s.reset(id, data); err != nil {
 				return err
 			}
+			continue
+		}
+		if typ == "herald.synced" {
+			s.synced(id, data)
 			continue
 		}
 		if err := s.event(data); err != nil {
@@ -367,16 +390,16 @@ func (s *subscriber) sessionWS(ctx context.Context) error {
 	c.SetReadLimit(subMaxMessage)
 
 	sub := struct {
-		Op     string   `json:"op"`
-		Ref    int      `json:"ref"`
-		Topics []string `json:"topics"`
-		Since  string   `json:"since,omitempty"`
-		Rewind int      `json:"rewind,omitempty"`
-		// Presence
+		Op             string          `json:"op"`
+		Ref            int             `json:"ref"`
+		Topics         []string        `json:"topics"`
+		Since          string          `json:"since,omitempty"`
+		Rewind         int             `json:"rewind,omitempty"`
+		State          bool            `json:"state,omitempty"`
 		Presence       bool            `json:"presence,omitempty"`
 		Info           json.RawMessage `json:"info,omitempty"`
 		PresenceEvents bool            `json:"presence_events,omitempty"`
-	}{Op: "subscribe", Ref: 1, Topics: s.cfg.topics, Presence: s.cfg.presence, Info: s.cfg.info, PresenceEvents: s.cfg.presenceEvents}
+	}{Op: "subscribe", Ref: 1, Topics: s.cfg.topics, State: s.cfg.state, Presence: s.cfg.presence, Info: s.cfg.info, PresenceEvents: s.cfg.presenceEvents}
 	if s.haveLast {
 		sub.Since = s.last.String()
 	} else {
@@ -414,6 +437,8 @@ func (s *subscriber) sessionWS(ctx context.Context) error {
 			if err := s.reset(head.ID, b); err != nil {
 				return err
 			}
+		case "synced":
+			s.synced(head.ID, b)
 		case "ok":
 			if string(head.Ref) == "1" {
 				s.connected = true
@@ -437,7 +462,7 @@ func (s *subscriber) event(raw []byte) error {
 		return nil
 	}
 	s.delivered = true
-	if s.haveLast && e.ID.Epoch == s.last.Epoch && e.ID.Seq <= s.last.Seq {
+	if !s.inState && s.haveLast && e.ID.Epoch == s.last.Epoch && e.ID.Seq <= s.last.Seq {
 		return nil // already printed: one line per event, even across reconnects
 	}
 	s.line = s.line[:0]
@@ -475,6 +500,25 @@ func (s *subscriber) reset(id string, data []byte) error {
 	}
 	s.delivered = true
 	s.last, s.haveLast = c, true
+	s.inState = s.cfg.state // the state follows, then a synced
 	fmt.Fprintf(s.stderr, "reset: %s for %v, resuming from %s\n", r.Reason, r.Topics, id)
 	return nil
+}
+
+// synced reports a herald.synced, the end of the state, and moves the
+// resume point to its cursor.
+func (s *subscriber) synced(id string, data []byte) {
+	var sy struct {
+		Topics []string `json:"topics"`
+	}
+	_ = json.Unmarshal(data, &sy)
+	c, err := hub.ParseCursor(id)
+	if err != nil {
+		fmt.Fprintf(s.stderr, "synced: %v, without a usable cursor %q\n", sy.Topics, id)
+		return
+	}
+	s.delivered = true
+	s.inState = false
+	s.last, s.haveLast = c, true
+	fmt.Fprintf(s.stderr, "synced: state of %v at %s\n", sy.Topics, id)
 }

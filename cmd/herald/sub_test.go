@@ -19,6 +19,7 @@ import (
 
 	"github.com/heraldpush/herald/hub"
 	"github.com/heraldpush/herald/internal/testkit/heraldtest"
+	"github.com/heraldpush/herald/internal/testkit/natstest"
 	"github.com/heraldpush/herald/internal/testkit/relay"
 	"github.com/heraldpush/herald/internal/testkit/wait"
 )
@@ -393,4 +394,59 @@ func httptestServer(t *testing.T, h http.Handler) string {
 	ts := httptest.NewServer(h)
 	t.Cleanup(ts.Close)
 	return ts.URL
+}
+
+// TestSubState: --state prints the state of the topics (each key's latest
+// event, oldest first), a synced line on stderr, then live events; after
+// a reset (an unusable --since) the state comes again after the reset. On
+// the memory broker and on NATS, whose state is derived from its log.
+func TestSubState(t *testing.T) {
+	t.Run("memory", func(t *testing.T) { testSubState(t, "memory") })
+	t.Run("nats", func(t *testing.T) { testSubState(t, natstest.BrokerURL(t)) })
+	in := startServe(t, "--addr", "127.0.0.1:0")
+	s := startSub(t, "--url", in.URL, "--topic", "a", "--state", "--rewind", "2")
+	if err := s.result(t); err == nil || !strings.Contains(err.Error(), "exclude") {
+		t.Errorf("--state with --rewind: %v", err)
+	}
+}
+
+func testSubState(t *testing.T, broker string) {
+	in := startServe(t, "--addr", "127.0.0.1:0", "--broker", broker)
+	var ids []string
+	for _, ev := range []string{
+		`{"topic":"doc.7","key":"a","data":1}`,
+		`{"topic":"doc.7","key":"b","data":2}`,
+		`{"topic":"doc.7","key":"a","data":3}`,
+	} {
+		status, body := in.Post(t, "/v1/publish", ev)
+		if status != http.StatusOK {
+			t.Fatalf("publish: %d %s", status, body)
+		}
+		var r struct{ ID string }
+		_ = json.Unmarshal(body, &r)
+		ids = append(ids, r.ID)
+	}
+	for _, tr := range transports {
+		t.Run(tr, func(t *testing.T) {
+			for _, since := range []string{"", "abcdefghij-5"} {
+				args := []string{"--url", in.URL, "--transport", tr, "--topic", "doc.*", "--state"}
+				if since != "" {
+					args = append(args, "--since", since)
+				}
+				s := startSub(t, args...)
+				checkEvents(t, s.waitLines(t, 2), ids[1:], []string{"2", "3"})
+				wait.For(t, 10*time.Second, "the synced on stderr", func() bool {
+					return strings.Contains(s.stderr.String(), "synced: state of [doc.*] at ")
+				})
+				if since != "" && !strings.Contains(s.stderr.String(), "reset: ") {
+					t.Errorf("no reset before the state: %q", s.stderr)
+				}
+				live := publish(t, in, "doc.8", "9")
+				checkEvents(t, s.waitLines(t, 3), append(ids[1:3:3], live...), []string{"2", "3", "9"})
+				if err := s.stop(t); err != nil {
+					t.Errorf("runSub after cancel: %v", err)
+				}
+			}
+		})
+	}
 }

@@ -77,6 +77,7 @@ func Run(t *testing.T, newBroker func(t *testing.T, o Options) hub.Broker) {
 	t.Run("StateMaxKeys", s.testStateMaxKeys)
 	t.Run("Presence", s.testPresence)
 	t.Run("PresenceMaxMembers", s.testPresenceMaxMembers)
+	t.Run("StateTopics", s.testStateTopics)
 	t.Run("Topics", s.testTopics)
 	t.Run("Rewind", s.testRewind)
 	t.Run("Close", s.testClose)

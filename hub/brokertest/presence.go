@@ -122,7 +122,7 @@ func (s *suite) testPresence(t *testing.T) {
 	if got := members(t, snap); strings.Join(got, ",") != "n-2" || snap.Last.Seq != left[0].ID.Seq {
 		t.Errorf("presence = %v at %d, want n-2 at %d", got, snap.Last.Seq, left[0].ID.Seq)
 	}
-	st, err := b.State(ctx, "room")
+	st, err := b.State(ctx, pats("room"))
 	if err == nil && len(st.Events) != 1 {
 		t.Errorf("state holds %d events, want the one keyed event (joins are not state)", len(st.Events))
 	}

@@ -104,9 +104,13 @@ func BenchmarkState(b *testing.B) {
 					}()
 				}
 			}
+			benchTopic, err := hub.ParsePattern("bench.t")
+			if err != nil {
+				b.Fatal(err)
+			}
 			b.ResetTimer()
 			for i := 0; i < b.N; i++ {
-				st, err := br.State(ctx, "bench.t")
+				st, err := br.State(ctx, []hub.Pattern{benchTopic})
 				if err != nil || len(st.Events) != 64 {
 					b.Fatalf("state: %d events, %v", len(st.Events), err)
 				}

@@ -561,15 +561,11 @@ func (a *applier) write(ctx context.Context, s jetstream.Stream, subj string, m 
 // the memory broker's (see snapshot). The node's applier must be running
 // (Start): a snapshot waits, up to the context's deadline or stateWait,
 // for it to have read past what the log's retention has dropped.
-func (b *Broker) State(ctx context.Context, topic string) (hub.StateSnapshot, error) {
-	if err := hub.ValidateTopic(topic); err != nil {
-		return hub.StateSnapshot{}, err
+func (b *Broker) State(ctx context.Context, patterns []hub.Pattern) (hub.StateSnapshot, error) {
+	if len(patterns) == 0 {
+		return hub.StateSnapshot{Events: []*hub.Message{}}, nil
 	}
-	p, err := hub.ParsePattern(topic)
-	if err != nil {
-		return hub.StateSnapshot{}, err
-	}
-	last, events, err := b.snapshot(ctx, []hub.Pattern{p})
+	last, events, err := b.snapshot(ctx, patterns)
 	if err != nil {
 		return hub.StateSnapshot{}, fmt.Errorf("failed to read state from NATS: %w", err)
 	}

@@ -23,8 +23,8 @@ const (
 )
 
 // publishScript appends a batch. KEYS are the sequence, the log, the epoch,
-// the byte count, the publish's outcome, and the state's order of writes
-// and byte count. ARGV[1] is the retention by count, ARGV[2] the number of
+// the byte count, the publish's outcome, and the state's order of writes,
+// byte count, set of topics and that set's version. ARGV[1] is the retention by count, ARGV[2] the number of
 // events, ARGV[3] an epoch to set if the log has none (Redis lost it),
 // ARGV[4] the retention in bytes, ARGV[5] how long to remember the outcome
 // under KEYS[5] (ms), ARGV[6] the prefix of the state's keys per topic,
@@ -134,7 +134,7 @@ func (b *Broker) Publish(ctx context.Context, drafts []hub.Draft) ([]*hub.Messag
 	}
 	id := b.node + "-" + strconv.FormatUint(b.pubSeq.Add(1), 36)
 	keys := []string{b.seqKey, b.logKey, b.epochKey, b.bytesKey, "{" + b.o.Prefix + "}:pub:" + id,
-		b.stateKey + "order", b.stateKey + "bytes"}
+		b.stateKey + "order", b.stateKey + "bytes", b.stateKey + "topics", b.stateKey + "tv"}
 	if b.down.Load() {
 		if err := b.probe(ctx); err != nil {
 			return nil, fmt.Errorf("failed to publish to Redis: %w", err)

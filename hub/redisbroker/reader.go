@@ -34,6 +34,14 @@ func (b *Broker) read(deliver func([]*hub.Message), last uint64) {
 		if recheck {
 			e, err := b.loadEpoch(b.ctx)
 			if err != nil {
+				// As much a failed read of the log as a failed XREAD: it
+				// counts, and so does the recovery after it.
+				if b.ctx.Err() == nil && !failing {
+					b.unreachable(err)
+					b.o.Logger.Warn("redis broker: reading the log's epoch failed; retrying", "err", err, "in", backoff)
+					b.readErrors.Add(1)
+					failing = true
+				}
 				if !b.sleep(&backoff) {
 					return
 				}

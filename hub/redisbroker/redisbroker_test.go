@@ -127,7 +127,7 @@ func TestStateMaxBytes(t *testing.T) {
 	keys := func() string {
 		var out []string
 		for _, topic := range []string{"t.1", "t.2", "t.3"} {
-			st, err := b.State(ctx, topic)
+			st, err := b.State(ctx, []hub.Pattern{hub.MustPattern(topic)})
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -16,32 +16,56 @@ import (
 
 // stateScript is the part of publishScript that keeps the state: the
 // functions stateDel and stateSet, over KEYS[6] (every topic's keys by
-// position), KEYS[7] (the state's byte count) and ARGV[6..8] (the prefix of
-// the per-topic keys and the bounds). The per-topic keys are named in the
-// script, not in KEYS: they share the hash tag of the others, so they live
-// in the same Redis Cluster slot.
+// position), KEYS[7] (the state's byte count), KEYS[8] (the set of topics
+// that have a state), KEYS[9] (that set's version, bumped whenever a topic
+// joins or leaves it, which is how a read of several topics knows it read
+// all of them) and ARGV[6..8] (the prefix of the per-topic keys and the
+// bounds).
+//
+// The per-topic keys are named in the script, not in KEYS: the byte bound
+// drops the oldest key of whichever topic holds it, which the caller cannot
+// know in advance. They share the hash tag of the others, so they live in
+// the same Redis Cluster slot, which is what Cluster needs of a script's
+// keys; only the declaration is missing. The reads (stateReadScript) name
+// every key they touch in KEYS.
 const stateScript = `
 local function stateDel(topic, key)
   local h = ARGV[6] .. 'h:' .. topic
   local len = redis.call('HSTRLEN', h, key)
   if len == 0 then return end
   redis.call('HDEL', h, key)
+  if redis.call('HLEN', h) == 0 then
+    redis.call('SREM', KEYS[8], topic)
+    redis.call('INCR', KEYS[9])
+  end
   redis.call('ZREM', ARGV[6] .. 'z:' .. topic, key)
   redis.call('ZREM', KEYS[6], topic .. '\n' .. key)
   redis.call('DECRBY', KEYS[7], len + #topic + #key + ` + stateOverhead + `)
 end
 local function stateSet(topic, key, value, remove, seq)
-  stateDel(topic, key)
   local size = #value + #topic + #key + ` + stateOverhead + `
-  if remove or size > tonumber(ARGV[8]) then return end
+  if remove or size > tonumber(ARGV[8]) then
+    stateDel(topic, key)
+    return
+  end
+  local h = ARGV[6] .. 'h:' .. topic
   local z = ARGV[6] .. 'z:' .. topic
-  redis.call('HSET', ARGV[6] .. 'h:' .. topic, key, value)
+  local old = redis.call('HSTRLEN', h, key)
+  redis.call('HSET', h, key, value)
   redis.call('ZADD', z, seq, key)
   redis.call('ZADD', KEYS[6], seq, topic .. '\n' .. key)
+  if old > 0 then
+    size = size - (old + #topic + #key + ` + stateOverhead + `)
+  end
   local total = redis.call('INCRBY', KEYS[7], size)
-  if redis.call('ZCARD', z) > tonumber(ARGV[7]) then
-    stateDel(topic, redis.call('ZRANGE', z, 0, 0)[1])
-    total = tonumber(redis.call('GET', KEYS[7]))
+  if old == 0 then
+    if redis.call('SADD', KEYS[8], topic) == 1 then
+      redis.call('INCR', KEYS[9])
+    end
+    if redis.call('ZCARD', z) > tonumber(ARGV[7]) then
+      stateDel(topic, redis.call('ZRANGE', z, 0, 0)[1])
+      total = tonumber(redis.call('GET', KEYS[7]))
+    end
   end
   while total > tonumber(ARGV[8]) do
     local oldest = redis.call('ZRANGE', KEYS[6], 0, 0)[1]
@@ -56,23 +80,98 @@ end
 // besides its topic, key, type and data.
 const stateOverhead = "64"
 
-// stateReadScript returns the epoch, the last position and a topic's state
-// (HGETALL) at once, so that the state is exact at that position.
-var stateReadScript = redis.NewScript(`
-return {redis.call('GET', KEYS[1]), redis.call('GET', KEYS[2]), redis.call('HGETALL', KEYS[3])}
+// stateTopicsScript returns the version of the set of topics that have a
+// state (KEYS[2]) and the set (KEYS[1]).
+var stateTopicsScript = redis.NewScript(`
+return {redis.call('GET', KEYS[2]) or '0', redis.call('SMEMBERS', KEYS[1])}
 `)
 
-// State implements hub.Broker.
-func (b *Broker) State(ctx context.Context, topic string) (hub.StateSnapshot, error) {
+// stateReadScript returns the epoch (KEYS[1]), the last position (KEYS[2])
+// and the state of each topic of KEYS[4..] (HGETALL) at once, so that the
+// state is exact at that position. With ARGV[1] set, it first checks that
+// the version of the set of state topics (KEYS[3]) is still ARGV[1], and
+// returns 0 if it is not: a topic may have joined the set since the caller
+// chose which topics to read.
+var stateReadScript = redis.NewScript(`
+if ARGV[1] ~= '' and (redis.call('GET', KEYS[3]) or '0') ~= ARGV[1] then
+  return 0
+end
+local out = {redis.call('GET', KEYS[1]), redis.call('GET', KEYS[2])}
+for i = 4, #KEYS do
+  out[#out + 1] = redis.call('HGETALL', KEYS[i])
+end
+return out
+`)
+
+// stateReadTries bounds the reads of a wildcard's state while topics join
+// or leave the set of state topics under it.
+const stateReadTries = 8
+
+// State implements hub.Broker. Literal patterns name their topics; a
+// wildcard is matched here against the set of topics that have a state,
+// and the read of those topics checks that the set has not changed since
+// (else it is read again, stateReadTries times at most).
+func (b *Broker) State(ctx context.Context, patterns []hub.Pattern) (hub.StateSnapshot, error) {
 	if b.closed.Load() {
 		return hub.StateSnapshot{}, hub.ErrClosed
 	}
-	res, err := stateReadScript.Run(ctx, b.rdb, []string{b.epochKey, b.seqKey, b.stateKey + "h:" + topic}).Slice()
-	if err != nil {
-		return hub.StateSnapshot{}, fmt.Errorf("failed to read state from Redis: %w", b.fail(err))
+	if len(patterns) == 0 {
+		return hub.StateSnapshot{Events: []*hub.Message{}}, nil
 	}
-	if len(res) != 3 {
-		return hub.StateSnapshot{}, fmt.Errorf("failed to read state from Redis: unexpected reply %v", res)
+	wild := slices.ContainsFunc(patterns, func(p hub.Pattern) bool { return !p.Literal() })
+	for range stateReadTries {
+		var topics []string
+		version := ""
+		if wild {
+			res, err := stateTopicsScript.Run(ctx, b.rdb, []string{b.stateKey + "topics", b.stateKey + "tv"}).Slice()
+			if err != nil {
+				return hub.StateSnapshot{}, fmt.Errorf("failed to read state topics from Redis: %w", b.fail(err))
+			}
+			if len(res) != 2 {
+				return hub.StateSnapshot{}, fmt.Errorf("failed to read state topics from Redis: unexpected reply %v", res)
+			}
+			version, _ = res[0].(string)
+			members, _ := res[1].([]any)
+			for _, m := range members {
+				t, _ := m.(string)
+				if slices.ContainsFunc(patterns, func(p hub.Pattern) bool { return p.Match(t) }) {
+					topics = append(topics, t)
+				}
+			}
+		} else {
+			for _, p := range patterns {
+				if !slices.Contains(topics, p.String()) {
+					topics = append(topics, p.String())
+				}
+			}
+		}
+		st, ok, err := b.readState(ctx, topics, version)
+		if err != nil || ok {
+			return st, err
+		}
+	}
+	return hub.StateSnapshot{}, hub.Unavailable(fmt.Errorf("failed to read state from Redis: its topics changed during %d reads", stateReadTries))
+}
+
+// readState reads the state of topics, exact at one position, if the
+// version of the set of state topics is still version ("": unchecked). It
+// reports false if it is not.
+func (b *Broker) readState(ctx context.Context, topics []string, version string) (hub.StateSnapshot, bool, error) {
+	keys := make([]string, 0, 3+len(topics))
+	keys = append(keys, b.epochKey, b.seqKey, b.stateKey+"tv")
+	for _, t := range topics {
+		keys = append(keys, b.stateKey+"h:"+t)
+	}
+	v, err := stateReadScript.Run(ctx, b.rdb, keys, version).Result()
+	if err != nil {
+		return hub.StateSnapshot{}, false, fmt.Errorf("failed to read state from Redis: %w", b.fail(err))
+	}
+	res, ok := v.([]any)
+	if !ok {
+		return hub.StateSnapshot{}, false, nil // the set of topics changed
+	}
+	if len(res) != 2+len(topics) {
+		return hub.StateSnapshot{}, false, fmt.Errorf("failed to read state from Redis: unexpected reply %v", res)
 	}
 	epoch, _ := res[0].(string)
 	if epoch == "" {
@@ -81,22 +180,29 @@ func (b *Broker) State(ctx context.Context, topic string) (hub.StateSnapshot, er
 	var last uint64
 	if s, ok := res[1].(string); ok {
 		if last, err = strconv.ParseUint(s, 10, 64); err != nil {
-			return hub.StateSnapshot{}, fmt.Errorf("failed to read state from Redis: bad sequence %q", s)
+			return hub.StateSnapshot{}, false, fmt.Errorf("failed to read state from Redis: bad sequence %q", s)
 		}
 	}
-	kv, _ := res[2].([]any)
-	out := hub.StateSnapshot{Last: hub.Cursor{Epoch: epoch, Seq: last}, Events: make([]*hub.Message, 0, len(kv)/2)}
-	for i := 0; i+1 < len(kv); i += 2 {
-		key, _ := kv[i].(string)
-		v, _ := kv[i+1].(string)
-		m, err := stateMessage(epoch, topic, key, v)
-		if err != nil {
-			return hub.StateSnapshot{}, fmt.Errorf("failed to read state from Redis: %w", err)
+	n := 0
+	for _, r := range res[2:] {
+		kv, _ := r.([]any)
+		n += len(kv) / 2
+	}
+	out := hub.StateSnapshot{Last: hub.Cursor{Epoch: epoch, Seq: last}, Events: make([]*hub.Message, 0, n)}
+	for i, r := range res[2:] {
+		kv, _ := r.([]any)
+		for j := 0; j+1 < len(kv); j += 2 {
+			key, _ := kv[j].(string)
+			v, _ := kv[j+1].(string)
+			m, err := stateMessage(epoch, topics[i], key, v)
+			if err != nil {
+				return hub.StateSnapshot{}, false, fmt.Errorf("failed to read state from Redis: %w", err)
+			}
+			out.Events = append(out.Events, m)
 		}
-		out.Events = append(out.Events, m)
 	}
 	slices.SortFunc(out.Events, func(a, b *hub.Message) int { return cmp.Compare(a.ID.Seq, b.ID.Seq) })
-	return out, nil
+	return out, true, nil
 }
 
 // stateMessage decodes a state entry, "seq micros type data".

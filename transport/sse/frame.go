@@ -11,6 +11,10 @@ import (
 // missed events (SPEC "Control events").
 const ResetEvent = "herald.reset"
 
+// SyncedEvent is the event type of the control event ending the state a
+// state subscription starts with (SPEC "Keyed topics").
+const SyncedEvent = "herald.synced"
+
 // frameFormat frames an event: its head is encoded once per process, and
 // the envelope and tail follow it unchanged.
 //
@@ -47,6 +51,23 @@ func appendReset(dst []byte, r *hub.Reset) []byte {
 	dst = append(dst, "id: "...)
 	dst = r.Cursor.AppendText(dst)
 	dst = append(dst, "\nevent: "+ResetEvent+"\ndata: "...)
+	dst = append(dst, data...)
+	return append(dst, "\n\n"...)
+}
+
+// syncedFrame frames a herald.synced (hub.SubscribeRequest.Synced): its id
+// is the state's position, from which a reconnect resumes.
+func syncedFrame(sy hub.Synced) []byte {
+	topics := sy.Topics
+	if topics == nil {
+		topics = []string{}
+	}
+	data, _ := json.Marshal(struct {
+		Topics []string `json:"topics"`
+	}{topics})
+	dst := append(make([]byte, 0, 64+len(data)), "id: "...)
+	dst = sy.Cursor.AppendText(dst)
+	dst = append(dst, "\nevent: "+SyncedEvent+"\ndata: "...)
 	dst = append(dst, data...)
 	return append(dst, "\n\n"...)
 }

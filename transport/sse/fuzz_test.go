@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/heraldpush/herald/apierror"
 	"github.com/heraldpush/herald/hub"
 	"github.com/heraldpush/herald/transport/sse"
 )
@@ -86,5 +87,41 @@ func FuzzPresenceQuery(f *testing.F) {
 		default:
 			t.Fatalf("%q %q %q: status %d", topic, presence, events, resp.StatusCode)
 		}
+	})
+}
+
+// FuzzStateQuery opens a stream with an arbitrary state= value (and a
+// cursor on every other run): 1 and 0 open the stream, anything else is
+// 400 invalid_request, never another answer.
+//
+// Run long with: go test -run '^$' -fuzz FuzzStateQuery -fuzztime 10m ./transport/sse/
+func FuzzStateQuery(f *testing.F) {
+	fx := newFixture(f, hub.Options{}, sse.Options{})
+	if _, err := fx.hub.Publish(context.Background(), hub.Draft{Topic: "fz.a", Key: "k", Data: []byte("1")}); err != nil {
+		f.Fatal(err)
+	}
+	for _, s := range []string{"1", "0", "2", "true", "", "01", " 1", "1\x00", "é"} {
+		f.Add(s, false)
+		f.Add(s, true)
+	}
+	f.Fuzz(func(t *testing.T, v string, cursor bool) {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		extra := []string{"state", v}
+		if cursor {
+			extra = append(extra, "last_event_id", "abc-1")
+		}
+		resp, err := fx.get(ctx, fx.url([]string{"fz.*"}, extra...), nil)
+		if err != nil {
+			t.Fatalf("state=%q: %v", v, err)
+		}
+		defer resp.Body.Close()
+		if v == "0" || v == "1" {
+			if resp.StatusCode != http.StatusOK {
+				t.Fatalf("state=%q: status %d", v, resp.StatusCode)
+			}
+			return
+		}
+		assertAPIError(t, resp, http.StatusBadRequest, apierror.InvalidRequest)
 	})
 }

@@ -125,7 +125,9 @@ func New(o Options) *Handler {
 // info from the token's herald.info claim), presence_events=1 (the topics'
 // herald.join and herald.leave events),
 // rewind=N (0..1000: the newest N retained matching events first; ignored
-// with a cursor, refused when malformed even then); the Last-Event-ID header
+// with a cursor, refused when malformed even then), state=1 (the state of
+// the matching topics first, then herald.synced; with a cursor only if the
+// cursor cannot be served; state=0 is the default); the Last-Event-ID header
 // wins over the query parameter. An unusable cursor is not an error: the
 // stream opens and starts with a herald.reset event.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -161,6 +163,14 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if perr != nil {
 		apierror.Write(w, perr)
 		return
+	}
+	state := false
+	if v, ok := q["state"]; ok {
+		if len(v) > 1 || (v[0] != "0" && v[0] != "1") {
+			apierror.Write(w, apierror.New(http.StatusBadRequest, apierror.InvalidRequest, "state must be given once, as 1 or 0"))
+			return
+		}
+		state = v[0] == "1"
 	}
 	p := auth.Everyone
 	if h.opts.Auth != nil {
@@ -209,6 +219,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// Registration is synchronous: every event published from here on is
 	// queued for c, so once the client sees the response open it misses
 	// nothing (SPEC: the subscription is live before the headers go out).
+	if state {
+		sreq.State, sreq.Synced = true, syncedFrame
+	}
 	if err := c.Subscribe(sreq); err != nil {
 		c.Close()
 		apierror.WriteErr(w, err)

@@ -47,6 +47,26 @@ func resetFrame(r *hub.Reset) []byte {
 	return b
 }
 
+// syncedFrame encodes a herald.synced for the subscribe whose ref is ref:
+// {"op":"synced","ref":REF,"id":CURSOR,"topics":[PATTERN...]}, without ref
+// when the subscribe gave none. The session queues it as a reply.
+func syncedFrame(ref json.RawMessage, sy hub.Synced) []byte {
+	if !hasRef(ref) {
+		ref = nil
+	}
+	topics := sy.Topics
+	if topics == nil {
+		topics = []string{}
+	}
+	b, _ := json.Marshal(struct {
+		Op     string          `json:"op"`
+		Ref    json.RawMessage `json:"ref,omitempty"`
+		ID     string          `json:"id"`
+		Topics []string        `json:"topics"`
+	}{"synced", ref, sy.Cursor.String(), topics})
+	return b
+}
+
 // hasRef reports whether the client gave a ref worth echoing.
 func hasRef(ref json.RawMessage) bool {
 	return len(ref) > 0 && !bytes.Equal(ref, []byte("null"))

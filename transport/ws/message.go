@@ -21,6 +21,7 @@ type inbound struct {
 	Topics         []string        `json:"topics"`
 	Since          string          `json:"since"`
 	Rewind         json.RawMessage `json:"rewind"` // checked by hub.ParseRewind: a number's text, not any JSON number
+	State          json.RawMessage `json:"state"`  // true, false or null; checked by parseState
 	Topic          string          `json:"topic"`
 	Type           string          `json:"type"`
 	Key            *string         `json:"key"`
@@ -76,8 +77,18 @@ func (s *session) handle(b []byte) {
 				return
 			}
 		}
+		state, serr := parseState(m.State)
+		if serr != nil {
+			s.replyError(m.Ref, serr)
+			return
+		}
 		req := hub.SubscribeRequest{Patterns: pats, Since: m.Since, Rewind: rewind, Ack: subscribeOK(m.Ref, s.client.ConnID()),
 			Presence: m.Presence != nil && *m.Presence, PresenceEvents: m.PresenceEvents != nil && *m.PresenceEvents}
+		if state {
+			ref := m.Ref
+			req.State = true
+			req.Synced = func(sy hub.Synced) []byte { return syncedFrame(ref, sy) }
+		}
 		if req.Presence {
 			// The message's info, else the token's herald.info claim.
 			var claimInfo json.RawMessage
@@ -89,7 +100,7 @@ func (s *session) handle(b []byte) {
 		}
 		// The ok goes in with the subscription so it precedes replayed events.
 		// Another error means the client is closing; there is nobody to tell.
-		if err := s.client.Subscribe(req); errors.Is(err, hub.ErrInvalidPresence) {
+		if err := s.client.Subscribe(req); errors.Is(err, hub.ErrInvalidPresence) || errors.Is(err, hub.ErrStateUnsupported) || errors.Is(err, hub.ErrUnavailable) {
 			s.replyError(m.Ref, apierror.From(err))
 		}
 	case "unsubscribe":
@@ -267,4 +278,16 @@ func parsePatterns(topics []string) ([]hub.Pattern, *apierror.Error) {
 		pats[i] = p
 	}
 	return pats, nil
+}
+
+// parseState reads a subscribe's "state": true, false, or absent or null
+// (false).
+func parseState(raw json.RawMessage) (bool, *apierror.Error) {
+	switch string(raw) {
+	case "", "null", "false":
+		return false, nil
+	case "true":
+		return true, nil
+	}
+	return false, apierror.New(http.StatusBadRequest, apierror.InvalidRequest, `"state" must be true or false`)
 }
