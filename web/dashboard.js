@@ -1,5 +1,5 @@
 // The dashboard's logic (index.html). It uses nothing but herald.js.
-import { subscribe, publish, action } from '/herald.js';
+import { subscribe, publish, action, presence } from '/herald.js';
 
 const $ = (id) => document.getElementById(id);
 const MAX_LOG = 500;      // entries kept in the log
@@ -44,6 +44,57 @@ function startSubscriptions() {
 
 $('sub-form').addEventListener('submit', (e) => { e.preventDefault(); startSubscriptions(); });
 $('transport').addEventListener('change', () => { $('log').textContent = ''; });
+
+// --- presence: the members of one topic, live --------------------------------
+
+const MAX_MEMBERS = 200; // members listed; the count covers all
+let room = null;
+
+function watchPresence() {
+  if (room) room.close();
+  room = null;
+  $('members').textContent = '';
+  $('pres-count').textContent = '';
+  const topic = $('pres-topic').value.trim();
+  if (!topic) {
+    setMsg('pres-msg', 'give a topic', true);
+    return;
+  }
+  setMsg('pres-msg', '');
+  // The dashboard watches without joining: it is not one of the members.
+  const mine = presence(topic, {
+    onChange: () => { if (room === mine) drawMembers(mine); },
+    onError: (e) => { if (room === mine) setMsg('pres-msg', (e.code ? e.code + ': ' : '') + e.message, true); },
+  });
+  room = mine;
+  mine.ready.then(() => { if (room === mine) drawMembers(mine); }, (e) => {
+    if (room === mine && e.code !== 'closed') setMsg('pres-msg', (e.code ? e.code + ': ' : '') + e.message, true);
+  });
+}
+
+function drawMembers(r) {
+  const n = r.clients;
+  $('pres-count').textContent = n + (n === 1 ? ' member' : ' members') + ', ' + r.users + (r.users === 1 ? ' user' : ' users');
+  const ul = $('members');
+  ul.textContent = '';
+  for (const m of [...r.members.values()].slice(0, MAX_MEMBERS)) {
+    const li = document.createElement('li');
+    li.dataset.client = m.client;
+    const meta = document.createElement('span');
+    meta.className = 'meta';
+    meta.textContent = m.client + '  ';
+    li.append(meta, m.user == null ? 'anonymous' : m.user, m.info == null ? '' : '  ' + JSON.stringify(m.info));
+    ul.append(li);
+  }
+  if (n > MAX_MEMBERS) {
+    const li = document.createElement('li');
+    li.className = 'meta';
+    li.textContent = '… and ' + (n - MAX_MEMBERS) + ' more';
+    ul.append(li);
+  }
+}
+
+$('pres-form').addEventListener('submit', (e) => { e.preventDefault(); watchPresence(); });
 
 // --- the live log ----------------------------------------------------------
 
@@ -203,5 +254,6 @@ function drawChart() {
 }
 
 startSubscriptions();
+watchPresence();
 pollStats();
 setInterval(pollStats, 1000);

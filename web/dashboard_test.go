@@ -65,3 +65,53 @@ func TestDashboard(t *testing.T) {
 	browsertest.WaitFor(t, tb, "the filter to hide other events", `[...document.querySelectorAll('#log li')].every((li) => li.hidden !== li.textContent.includes('dash.form'))`)
 	browsertest.NoErrors(t, tb)
 }
+
+// TestDashboardPresence watches a topic's members in the dashboard's
+// presence panel while two pages join it, one over WebSocket with info and
+// one over SSE, and the second tab closes: the panel follows each change
+// without the dashboard being a member itself.
+func TestDashboardPresence(t *testing.T) {
+	s := newStack(t)
+	open := browsertest.New(t)
+	dash := open()
+	dash.Do(t, chromedp.Navigate(s.url+"/"))
+	dash.Do(t,
+		chromedp.SetValue(chromedp.CSS("#pres-topic"), "room.7"),
+		chromedp.Click(chromedp.CSS("#pres-form button")),
+	)
+	count := `document.querySelector('#pres-count').textContent`
+	browsertest.WaitFor(t, dash, "an empty room", count+` === '0 members, 0 users'`)
+
+	ann := open()
+	openTestPage(t, ann, s.url)
+	annID := browsertest.Eval[string](t, ann, `(async () => {
+		window.room = herald.presence('room.7', { join: true, transport: 'ws', info: { name: 'Ann' } });
+		await window.room.ready;
+		return window.room.client;
+	})()`)
+	bob := open()
+	openTestPage(t, bob, s.url)
+	bobID := browsertest.Eval[string](t, bob, `(async () => {
+		window.room = herald.presence('room.7', { join: true });
+		await window.room.ready;
+		return window.room.client;
+	})()`)
+	if annID == "" || bobID == "" || annID == bobID {
+		t.Fatalf("client IDs %q and %q", annID, bobID)
+	}
+	member := func(id string) string {
+		return `document.querySelector('#members li[data-client="` + id + `"]')?.textContent`
+	}
+	browsertest.WaitFor(t, dash, "both members", count+` === '2 members, 0 users'`)
+	if got, want := browsertest.Eval[string](t, dash, member(annID)), annID+`  anonymous  {"name":"Ann"}`; got != want {
+		t.Errorf("Ann's line: %q, want %q", got, want)
+	}
+	if got, want := browsertest.Eval[string](t, dash, member(bobID)), bobID+`  anonymous`; got != want {
+		t.Errorf("Bob's line: %q, want %q", got, want)
+	}
+
+	bob.Close(t)
+	browsertest.WaitFor(t, dash, "Bob to leave", count+` === '1 member, 0 users' && !`+member(bobID)+` && !!`+member(annID))
+	browsertest.NoErrors(t, dash)
+	browsertest.NoErrors(t, ann)
+}

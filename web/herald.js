@@ -76,7 +76,9 @@ function backoff(o, n) {
  * onSynced(synced), onError(error). Once an event was delivered, a reconnect
  * resumes after it and rewinds nothing; with state, a reconnect sends the
  * state again only after a reset (the reset, then the state, then
- * onSynced again), so folding every event by key keeps the state exact.
+ * onSynced again), so folding every event by key keeps the state exact if
+ * the page starts over in onReset: a key removed while the events could
+ * not be replayed is only missing from the new state.
  * Presence: presence (true: the connection is a member
  * of each topic, which must be exact), info (the member's info, an object of
  * at most 1 KiB, WebSocket only; over SSE the token's herald.info claim is

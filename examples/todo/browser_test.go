@@ -1,8 +1,6 @@
 package main
 
 import (
-	"log/slog"
-	"net/http/httptest"
 	"strings"
 	"testing"
 
@@ -14,18 +12,15 @@ import (
 // TestTwoTabs is the example's whole flow in a real browser: two tabs show
 // the list; deleting an item in one removes it from both without any page
 // load; a deletion the backend refuses shows its error; an item added in
-// one tab appears in both.
+// one tab appears in both; a third tab opened later shows the list as it
+// is then.
 func TestTwoTabs(t *testing.T) {
-	b := newBackend(slog.New(slog.DiscardHandler))
-	b.seed("milk", "bread", "eggs")
-	page := httptest.NewServer(b)
-	t.Cleanup(page.Close)
-	b.setHerald(startHerald(t, page.URL+"/actions", []string{page.URL}))
+	app := startTodo(t, heraldOptions{cors: true}, "milk", "bread", "eggs")
 
 	open := browsertest.New(t)
 	tabs := []*browsertest.Tab{open(), open()}
 	for _, tb := range tabs {
-		tb.Do(t, chromedp.Navigate(page.URL+"/"))
+		tb.Do(t, chromedp.Navigate(app.page+"/"))
 		browsertest.WaitFor(t, tb, "the list to load", `window.todoReady === true`)
 		// A reload or a navigation would lose this.
 		browsertest.Eval[bool](t, tb, `window.sameDocument = true`)
@@ -62,6 +57,15 @@ func TestTwoTabs(t *testing.T) {
 		browsertest.WaitFor(t, tb, "juice to appear", `[...document.querySelectorAll('#todos li span')].some((s) => s.textContent === 'juice')`)
 	}
 
+	// A tab opened now gets the list as it is from Herald's state.
+	late := open()
+	late.Do(t, chromedp.Navigate(app.page+"/"))
+	browsertest.WaitFor(t, late, "the list to load", `window.todoReady === true`)
+	if got := titles(late); got != "milk,eggs,juice" {
+		t.Errorf("a tab opened later shows %q, want milk,eggs,juice", got)
+	}
+	browsertest.NoErrors(t, late)
+
 	for i, tb := range tabs {
 		if !browsertest.Eval[bool](t, tb, `window.sameDocument === true && performance.getEntriesByType('navigation').length === 1`) {
 			t.Errorf("tab %d loaded a page again", i)
@@ -75,22 +79,18 @@ func TestTwoTabs(t *testing.T) {
 // browser refuses herald.js, and the page says so in a banner that is
 // visible above the list and names the flag to add.
 func TestPageWithoutCORS(t *testing.T) {
-	b := newBackend(slog.New(slog.DiscardHandler))
-	b.seed("milk")
-	page := httptest.NewServer(b)
-	t.Cleanup(page.Close)
-	heraldURL := startHerald(t, page.URL+"/actions", nil)
-	b.setHerald(heraldURL)
+	app := startTodo(t, heraldOptions{}, "milk")
+	heraldURL := app.herald
 
 	tb := browsertest.New(t)()
-	tb.Do(t, chromedp.Navigate(page.URL+"/"))
+	tb.Do(t, chromedp.Navigate(app.page+"/"))
 	browsertest.WaitFor(t, tb, "the error banner", `(() => {
 		const el = document.querySelector('#fatal');
 		const box = el.getBoundingClientRect();
 		return !el.hidden && getComputedStyle(el).display !== 'none' && box.width > 0 && box.height > 0;
 	})()`)
 	text := browsertest.Eval[string](t, tb, `document.querySelector('#fatal').innerText`)
-	for _, want := range []string{"Cannot load herald.js from Herald at " + heraldURL, "--cors-origins " + page.URL} {
+	for _, want := range []string{"Cannot load herald.js from Herald at " + heraldURL, "--cors-origins " + app.page} {
 		if !strings.Contains(text, want) {
 			t.Errorf("the banner says %q, want it to contain %q", text, want)
 		}

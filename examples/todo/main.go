@@ -1,12 +1,15 @@
 // Command todo is Herald's example application: a to-do list whose page
 // updates live in every open tab, and the backend that runs its actions.
 //
-// The page (GET /) lists the to-dos. Adding or deleting one sends a JSON
-// action to Herald with fetch, without reloading the page. Herald answers
-// 202 at once and hands the action to this backend (POST /actions, the
-// --action-upstream of herald serve). When the backend is done, Herald
-// publishes the result to the topic todo.list, and every page subscribed to
-// it updates its list. The action types:
+// The list lives in Herald, as the keyed topic todo.list: one key per
+// to-do, its ID, whose latest event is the to-do (see herald.go). The page
+// (GET /) subscribes to the topic and gets the list from Herald, then every
+// change. Adding or deleting a to-do sends a JSON action to Herald with
+// fetch, without reloading the page. Herald answers 202 at once and hands
+// the action to this backend (POST /actions, the --action-upstream of
+// herald serve). The backend changes its list, publishes the changed key to
+// Herald (null for a deleted to-do), and answers; Herald then publishes the
+// answer, the action's result, to todo.list as well. The action types:
 //
 //	todo.add     {"title":"milk"}  -> {"id":1,"title":"milk"}
 //	todo.delete  {"id":1}          -> {"deleted":1}
@@ -18,6 +21,10 @@
 // clients see as it is; a 5xx answer (or no answer) makes Herald try again
 // with the same Idempotency-Key. So the backend remembers each key's answer
 // and replays it, and a retried todo.add never adds the item twice.
+//
+// The backend's own list is the truth; Herald's state is a copy. Every few
+// seconds the backend compares the two and publishes what differs, so the
+// copy is right again soon after Herald starts or restarts.
 //
 // Run it with `go run ./examples/todo`, and Herald with
 // `--action-upstream http://127.0.0.1:9000/actions --cors-origins http://127.0.0.1:9000`
@@ -37,7 +44,6 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
-	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -47,15 +53,22 @@ import (
 
 func main() {
 	addr := flag.String("addr", "127.0.0.1:9000", "`address` to listen on")
-	heraldURL := flag.String("herald", "http://127.0.0.1:8080", "the `URL` of Herald, where the page loads herald.js from and sends actions to")
+	heraldURL := flag.String("herald", "http://127.0.0.1:8080", "the `URL` of Herald, where the page loads herald.js from and sends actions to, and the backend publishes the list")
+	apiKey := flag.String("api-key", os.Getenv("HERALD_API_KEY"), "Herald's API `key`, if it requires one to publish (default $HERALD_API_KEY)")
 	flag.Parse()
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	base := strings.TrimRight(*heraldURL, "/")
 	b := newBackend(log)
-	b.setHerald(strings.TrimRight(*heraldURL, "/"))
+	b.setHerald(base, newHeraldAPI(base, *apiKey))
 	b.seed("milk", "bread", "eggs")
+	synced := make(chan struct{})
+	go func() {
+		defer close(synced)
+		b.keepInSync(ctx, 3*time.Second)
+	}()
 	srv := &http.Server{Addr: *addr, Handler: b, ReadHeaderTimeout: 10 * time.Second}
 	go func() {
 		<-ctx.Done()
@@ -64,7 +77,10 @@ func main() {
 		_ = srv.Shutdown(sctx)
 	}()
 	log.Info("listening", "page", "http://"+*addr+"/", "actions", "http://"+*addr+"/actions", "herald", *heraldURL)
-	if err := srv.ListenAndServe(); !errors.Is(err, http.ErrServerClosed) {
+	err := srv.ListenAndServe()
+	stop()
+	<-synced
+	if !errors.Is(err, http.ErrServerClosed) {
 		log.Error("failed to serve", "err", err)
 		os.Exit(1)
 	}
@@ -85,14 +101,17 @@ type answer struct {
 	body   []byte
 }
 
-// backend serves the page (GET /), the list (GET /todos) and the actions
-// (POST /actions). One mutex guards the list and the answers: holding it
-// for a whole action also makes two concurrent attempts with the same key
-// run one after the other, the second replaying the first.
+// backend serves the page (GET /) and the actions (POST /actions). One
+// mutex guards the list and the answers, and is held while the list's
+// changes are published: holding it for a whole action makes two
+// concurrent attempts with the same key run one after the other, the
+// second replaying the first, and keeps Herald's copy in the list's order
+// of changes.
 type backend struct {
 	log    *slog.Logger
 	mux    *http.ServeMux
-	herald atomic.Pointer[string] // Herald's base URL, for the page
+	api    atomic.Pointer[heraldAPI] // where the list's changes go
+	herald atomic.Pointer[string]    // Herald's base URL, for the page
 
 	mu      sync.Mutex
 	next    int
@@ -102,14 +121,14 @@ type backend struct {
 
 func newBackend(log *slog.Logger) *backend {
 	b := &backend{log: log, mux: http.NewServeMux(), todos: make(map[int]string), answers: make(map[string]answer)}
-	b.setHerald("http://127.0.0.1:8080")
+	b.setHerald("http://127.0.0.1:8080", newHeraldAPI("http://127.0.0.1:8080", ""))
 	b.mux.HandleFunc("POST /actions", b.action)
-	b.mux.HandleFunc("GET /todos", b.list)
 	b.mux.HandleFunc("GET /{$}", b.page)
 	return b
 }
 
-// seed adds to-dos, so that a fresh page has something to delete.
+// seed adds to-dos, so that a fresh page has something to delete. They
+// reach Herald with the next sync.
 func (b *backend) seed(titles ...string) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -119,9 +138,13 @@ func (b *backend) seed(titles ...string) {
 	}
 }
 
-// setHerald sets the Herald the page talks to. It may be called while
-// serving.
-func (b *backend) setHerald(url string) { b.herald.Store(&url) }
+// setHerald sets the URL the page talks to Herald at, and the API the
+// backend publishes through, whose URL may differ (a proxy in between
+// pages and Herald). It may be called while serving.
+func (b *backend) setHerald(pageURL string, api *heraldAPI) {
+	b.herald.Store(&pageURL)
+	b.api.Store(api)
+}
 
 //go:embed index.html
 var pageHTML string
@@ -136,24 +159,11 @@ func (b *backend) page(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// todo is one item of the list as GET /todos and the result events carry it.
+// todo is one item of the list, as its key's events and todo.add's result
+// carry it.
 type todo struct {
 	ID    int    `json:"id"`
 	Title string `json:"title"`
-}
-
-// list serves GET /todos: {"todos":[{"id","title"}]}, oldest first.
-func (b *backend) list(w http.ResponseWriter, r *http.Request) {
-	b.mu.Lock()
-	out := make([]todo, 0, len(b.todos))
-	for id, title := range b.todos {
-		out = append(out, todo{id, title})
-	}
-	b.mu.Unlock()
-	slices.SortFunc(out, func(a, b todo) int { return a.ID - b.ID })
-	body, _ := json.Marshal(map[string]any{"todos": out})
-	w.Header().Set("Cache-Control", "no-store")
-	send(w, answer{status: http.StatusOK, body: append(body, '\n')})
 }
 
 func (b *backend) ServeHTTP(w http.ResponseWriter, r *http.Request) { b.mux.ServeHTTP(w, r) }
@@ -177,8 +187,8 @@ func (b *backend) action(w http.ResponseWriter, r *http.Request) {
 		send(w, a)
 		return
 	}
-	a := b.run(c)
-	if key != "" {
+	a := b.run(r.Context(), c)
+	if key != "" && a.status < 500 {
 		b.answers[key] = a
 	}
 	b.log.Info("action", "id", c.ID, "type", c.Type, "topic", c.Topic, "attempt", c.Attempt,
@@ -186,8 +196,10 @@ func (b *backend) action(w http.ResponseWriter, r *http.Request) {
 	send(w, a)
 }
 
-// run carries out one action. b.mu is held.
-func (b *backend) run(c call) answer {
+// run carries out one action. b.mu is held. A change is published to
+// Herald first and made to the list only once Herald has it: if publishing
+// fails, nothing changed, and the 503 makes Herald try the action again.
+func (b *backend) run(ctx context.Context, c call) answer {
 	switch c.Type {
 	case "todo.add":
 		var p struct {
@@ -196,9 +208,13 @@ func (b *backend) run(c call) answer {
 		if err := json.Unmarshal(c.Payload, &p); err != nil || p.Title == "" {
 			return failure(http.StatusUnprocessableEntity, "invalid_title", `todo.add needs a payload like {"title":"milk"}`)
 		}
-		b.next++
-		b.todos[b.next] = p.Title
-		return success(map[string]any{"id": b.next, "title": p.Title})
+		t := todo{ID: b.next + 1, Title: p.Title}
+		if err := b.api.Load().put(ctx, t); err != nil {
+			return unavailable(err)
+		}
+		b.next = t.ID
+		b.todos[t.ID] = t.Title
+		return success(t)
 	case "todo.delete":
 		var p struct {
 			ID int `json:"id"`
@@ -208,6 +224,9 @@ func (b *backend) run(c call) answer {
 		}
 		if _, ok := b.todos[p.ID]; !ok {
 			return failure(http.StatusUnprocessableEntity, "not_found", fmt.Sprintf("there is no todo %d", p.ID))
+		}
+		if err := b.api.Load().remove(ctx, p.ID); err != nil {
+			return unavailable(err)
 		}
 		delete(b.todos, p.ID)
 		return success(map[string]any{"deleted": p.ID})
@@ -227,6 +246,12 @@ func success(result any) answer {
 func failure(status int, code, message string) answer {
 	body, _ := json.Marshal(map[string]any{"error": map[string]string{"code": code, "message": message}})
 	return answer{status: status, body: append(body, '\n')}
+}
+
+// unavailable is a failure Herald retries: the change could not be
+// published.
+func unavailable(err error) answer {
+	return failure(http.StatusServiceUnavailable, "unavailable", err.Error())
 }
 
 func send(w http.ResponseWriter, a answer) {

@@ -126,8 +126,20 @@ func New(t *testing.T, extra ...chromedp.ExecAllocatorOption) func() *Tab {
 	}
 }
 
+// Close closes the tab, as a user closing it does, and returns once the
+// browser has closed it. The tab's pages are gone; its errors stay.
+func (tb *Tab) Close(t *testing.T) {
+	t.Helper()
+	if err := chromedp.Cancel(tb.Ctx); err != nil {
+		t.Fatalf("failed to close the tab: %v", err)
+	}
+}
+
 // screenshot saves the tab as a PNG and names the file in the test log.
 func screenshot(t *testing.T, tb *Tab) {
+	if tb.Ctx.Err() != nil {
+		return // closed
+	}
 	ctx, cancel := context.WithTimeout(tb.Ctx, 10*time.Second)
 	defer cancel()
 	buf, err := chromedp.Run(ctx, chromedp.FullScreenshot(90))
