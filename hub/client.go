@@ -102,12 +102,50 @@ type SubscribeRequest struct {
 	PresenceEvents bool
 }
 
+// sub is one subscription of a client. Every idle connection holds one per
+// pattern, so it keeps to 32 bytes (subSizeClass): its Pattern is spread
+// into raw and wild beside the flags, and what only a state subscription
+// needs lives apart (Hub.stateSubs).
 type sub struct {
-	pat    Pattern
-	after  uint64    // events with Seq <= after are not wanted by this subscription
-	state  *stateSub // the subscribe that asked for state, shared by its patterns; nil: none
-	events bool      // joins and leaves are wanted (SubscribeRequest.PresenceEvents)
-	member bool      // the connection is a member of the topic: a leave is due when the subscription ends
+	raw    string // the pattern as written (Pattern.raw)
+	after  uint64 // events with Seq <= after are not wanted by this subscription
+	wild   bool   // Pattern.wild
+	state  bool   // a state subscription: its stateSub is in the hub's stateSubs
+	events bool   // joins and leaves are wanted (SubscribeRequest.PresenceEvents)
+	member bool   // the connection is a member of the topic: a leave is due when the subscription ends
+}
+
+func newSub(p Pattern, after uint64) *sub { return &sub{raw: p.raw, wild: p.wild, after: after} }
+
+// pattern is the subscription's pattern.
+func (sb *sub) pattern() Pattern { return Pattern{raw: sb.raw, wild: sb.wild} }
+
+// stateSubs returns the state subscriptions of c by pattern, nil if it has
+// none. c.mu is held on entry.
+func (c *Client) stateSubs() map[string]*stateSub {
+	if v, ok := c.hub.stateSubs.Load(c); ok {
+		return v.(map[string]*stateSub)
+	}
+	return nil
+}
+
+// setStateSub makes sb a state subscription of the subscribe st, or, with
+// st nil, an ordinary one again. c.mu is held on entry.
+func (c *Client) setStateSub(sb *sub, st *stateSub) {
+	m := c.stateSubs()
+	switch {
+	case st != nil && m == nil:
+		m = map[string]*stateSub{sb.raw: st}
+		c.hub.stateSubs.Store(c, m)
+	case st != nil:
+		m[sb.raw] = st
+	case m != nil:
+		delete(m, sb.raw)
+		if len(m) == 0 {
+			c.hub.stateSubs.Delete(c)
+		}
+	}
+	sb.state = st != nil
 }
 
 // stateSub is what a state subscription needs after its subscribe: when
@@ -390,11 +428,16 @@ func (c *Client) Subscribe(req SubscribeRequest) error {
 			// them away (that is an unsubscribe).
 			old.events = old.events || req.PresenceEvents
 			if st != nil {
-				old.state = st
+				c.setStateSub(old, st)
 			}
 			continue
 		}
-		c.subs[p.raw] = &sub{pat: p, after: after, state: st, events: req.PresenceEvents}
+		sb := newSub(p, after)
+		sb.events = req.PresenceEvents
+		c.subs[p.raw] = sb
+		if st != nil {
+			c.setStateSub(sb, st)
+		}
 		s.idx.add(p, c)
 	}
 	if req.Presence {
@@ -427,6 +470,9 @@ func (c *Client) Unsubscribe(patterns []Pattern) {
 	for _, p := range patterns {
 		if sb := c.subs[p.raw]; sb != nil {
 			c.queueLeaveLocked(sb)
+			if sb.state {
+				c.setStateSub(sb, nil)
+			}
 			delete(c.subs, p.raw)
 			s.idx.remove(p, c)
 		}
@@ -459,13 +505,14 @@ func (c *Client) Close() {
 	c.failLocked(ErrClosed)
 	for _, sb := range c.subs {
 		c.queueLeaveLocked(sb)
-		s.idx.remove(sb.pat, c)
+		s.idx.remove(sb.pattern(), c)
 	}
 	c.subs = nil
 	c.mu.Unlock()
 	s.mu.Unlock()
 	c.cancel()
 	c.worker.Wait()
+	c.hub.stateSubs.Delete(c) // no replay reads it now, and no Subscribe adds to it
 	c.hub.forget(c)
 }
 
@@ -687,7 +734,7 @@ func (c *Client) sendState(ctx context.Context, st *pendingState) error {
 // c.mu is held on entry.
 func (c *Client) wantsState(m *Message) bool {
 	for _, sb := range c.subs {
-		if sb.state != nil && sb.pat.Match(m.Topic) {
+		if sb.state && sb.pattern().Match(m.Topic) {
 			return true
 		}
 	}
@@ -746,7 +793,7 @@ func (c *Client) scan(ctx context.Context, until uint64, reset *bool) error {
 		from, gen := c.pos, c.subGen
 		pats := make([]Pattern, 0, len(c.subs))
 		for _, sb := range c.subs {
-			pats = append(pats, sb.pat)
+			pats = append(pats, sb.pattern())
 		}
 		c.mu.Unlock()
 		if len(pats) == 0 {
@@ -842,7 +889,7 @@ func (c *Client) enqueueReplayed(ctx context.Context, m *Message, gen uint64) (b
 func (c *Client) wants(m *Message) bool {
 	presence := m.isPresence()
 	for _, sb := range c.subs {
-		if m.seq > sb.after && sb.pat.Match(m.Topic) && (!presence || sb.events) {
+		if m.seq > sb.after && sb.pattern().Match(m.Topic) && (!presence || sb.events) {
 			return true
 		}
 	}
@@ -856,7 +903,7 @@ func (c *Client) wantsPresenceLocked(m *Message) bool {
 		return true
 	}
 	for _, sb := range c.subs {
-		if sb.events && sb.pat.Match(m.Topic) {
+		if sb.events && sb.pattern().Match(m.Topic) {
 			return true
 		}
 	}
@@ -876,8 +923,8 @@ func (c *Client) resetAll(ctx context.Context) error {
 	c.mu.Lock()
 	var statePats []Pattern
 	for _, sb := range c.subs {
-		if sb.state != nil {
-			statePats = append(statePats, sb.pat)
+		if sb.state {
+			statePats = append(statePats, sb.pattern())
 		}
 	}
 	c.mu.Unlock()
@@ -901,14 +948,15 @@ func (c *Client) resetAll(ctx context.Context) error {
 	c.mu.Lock()
 	topics := make([]string, 0, len(c.subs))
 	var groups map[*stateSub][]string
+	sss := c.stateSubs()
 	for p, sb := range c.subs {
 		topics = append(topics, p)
 		sb.after = max(sb.after, head.Seq)
-		if sb.state != nil && st != nil {
+		if ss := sss[p]; ss != nil && st != nil {
 			if groups == nil {
 				groups = make(map[*stateSub][]string)
 			}
-			groups[sb.state] = append(groups[sb.state], p)
+			groups[ss] = append(groups[ss], p)
 		}
 	}
 	c.pos = max(c.pos, head.Seq)

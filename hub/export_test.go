@@ -75,3 +75,11 @@ const (
 
 // ItemSize is what m counts for in a queue (and in a rewind's byte bound).
 func ItemSize(m *Message) int { return m.size() }
+
+// StateClients counts the clients whose state subscriptions the hub keeps
+// aside (Hub.stateSubs).
+func StateClients(h *Hub) int {
+	n := 0
+	h.stateSubs.Range(func(any, any) bool { n++; return true })
+	return n
+}

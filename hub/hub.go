@@ -77,6 +77,12 @@ type Hub struct {
 
 	epoch string // of the log being delivered; the deliver goroutine's
 
+	// stateSubs holds, for each client with a state subscription, its
+	// state subscriptions by pattern (map[string]*stateSub, read and
+	// written under that client's mu): apart from sub, which every idle
+	// connection holds, so that it stays small (see sub).
+	stateSubs sync.Map // *Client -> map[string]*stateSub
+
 	node string     // the node part of connection IDs (Client.ConnID)
 	pres *presencer // publishes joins and leaves
 }

@@ -200,7 +200,7 @@ func (h *Hub) rejoinAll() {
 		c.mu.Lock()
 		for _, sb := range c.subs {
 			if sb.member {
-				c.hub.pres.add(PresenceChange{Topic: sb.pat.raw, Client: c.ConnID(), Join: true})
+				c.hub.pres.add(PresenceChange{Topic: sb.raw, Client: c.ConnID(), Join: true})
 			}
 		}
 		c.mu.Unlock()
@@ -409,7 +409,7 @@ func (c *Client) queueJoinsLocked(req *SubscribeRequest) {
 func (c *Client) queueLeaveLocked(sb *sub) {
 	if sb.member {
 		sb.member = false
-		c.hub.pres.add(PresenceChange{Topic: sb.pat.raw, Client: c.ConnID()})
+		c.hub.pres.add(PresenceChange{Topic: sb.raw, Client: c.ConnID()})
 	}
 }
 

@@ -19,3 +19,14 @@ func TestClientSizeClass(t *testing.T) {
 		t.Fatalf("Client is %d bytes, above its size class of %d", n, clientSizeClass)
 	}
 }
+
+// subSizeClass is the largest size sub may have: every idle connection
+// keeps one per pattern it subscribes to, and those that use neither state
+// nor presence must not pay for their fields.
+const subSizeClass = 32
+
+func TestSubSizeClass(t *testing.T) {
+	if n := unsafe.Sizeof(sub{}); n > subSizeClass {
+		t.Fatalf("sub is %d bytes, above its size class of %d", n, subSizeClass)
+	}
+}

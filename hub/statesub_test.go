@@ -270,6 +270,16 @@ func TestStateResetAll(t *testing.T) {
 	if sy := syncedOf(items[len(items)-1]); sy == nil || sy.Seq != 60 || sy.Ref != "r2" {
 		t.Fatalf("got %s, want the state then a synced at 60 for r2", describe(items))
 	}
+	// What a state subscription keeps aside goes with it: on an
+	// unsubscribe, and when the client closes.
+	if n := hub.StateClients(h); n != 2 {
+		t.Fatalf("%d clients with state subscriptions kept, want 2", n)
+	}
+	c.Unsubscribe(pats("f.a"))
+	c2.Close()
+	if n := hub.StateClients(h); n != 0 {
+		t.Fatalf("%d clients with state subscriptions kept after an unsubscribe and a close, want none", n)
+	}
 }
 
 // noStateBroker is a memory broker that keeps no state, as a broker
