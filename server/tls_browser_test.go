@@ -24,6 +24,7 @@ func TestTLSBrowser(t *testing.T) {
 	tb.Do(t, chromedp.Navigate(in.URL+"/"))
 	browsertest.WaitFor(t, tb, "the SSE subscription to open", `document.querySelector('#state-sse').classList.contains('open')`)
 	browsertest.WaitFor(t, tb, "the WebSocket subscription to open", `document.querySelector('#state-ws').classList.contains('open')`)
+	browsertest.WaitFor(t, tb, "the presence panel to be live", `document.querySelector('#pres-count').textContent !== ''`)
 	if p := browsertest.Eval[string](t, tb, `performance.getEntriesByType('navigation')[0].nextHopProtocol`); p != "h2" {
 		t.Errorf("the page came over %q, want h2", p)
 	}
@@ -39,8 +40,10 @@ func TestTLSBrowser(t *testing.T) {
 		return true;
 	})()`)
 	browsertest.WaitFor(t, tb, "every EventSource to open", `window.streams.every((es) => es.readyState === EventSource.OPEN)`)
-	if got := in.Clients(t); got != extra+2 {
-		t.Errorf("the server counts %d clients, want %d: the dashboard's two and the test's", got, extra+2)
+	// The dashboard's three: its SSE and WebSocket subscriptions and its
+	// presence panel's watcher.
+	if got := in.Clients(t); got != extra+3 {
+		t.Errorf("the server counts %d clients, want %d: the dashboard's three and the test's", got, extra+3)
 	}
 
 	if status, body := in.Post(t, "/v1/publish", `{"topic":"tls.browser","data":"to the page"}`); status != http.StatusOK {
