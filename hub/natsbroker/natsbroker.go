@@ -87,7 +87,14 @@ type Options struct {
 	// hub.DefaultStateMaxKeys and hub.DefaultStateMaxBytes. See state.go.
 	StateMaxKeys  int
 	StateMaxBytes int
-	Logger        *slog.Logger
+	// PresenceMaxMembers bounds the members of one topic; default
+	// hub.DefaultPresenceMaxMembers. See presence.go.
+	PresenceMaxMembers int
+	// NodeTTL is how long the node's heartbeat lives unless refreshed (every
+	// third of it); the members of a node whose heartbeat expired are made
+	// to leave by the other nodes. Default DefaultNodeTTL. See node.go.
+	NodeTTL time.Duration
+	Logger  *slog.Logger
 }
 
 // Headers of a stored event. The subject carries the topic and the body
@@ -142,6 +149,13 @@ type Broker struct {
 	// the stream (see applyLoop).
 	feedCap  int
 	catchUps atomic.Int64
+
+	pres   stateStore     // the presence stream (presence.go)
+	nodes  sync.WaitGroup // the heartbeat goroutine (node.go)
+	halt   chan struct{}  // closed by a test to stop the heartbeat as a crash would
+	revive func()
+	// hasMembers: the node has registered as one with members (node.go).
+	hasMembers atomic.Bool
 }
 
 // BrokerStats implements hub.BrokerCounter: failures to read the log for
@@ -187,6 +201,12 @@ func New(ctx context.Context, o Options) (*Broker, error) {
 	if o.StateMaxBytes <= 0 {
 		o.StateMaxBytes = hub.DefaultStateMaxBytes
 	}
+	if o.PresenceMaxMembers <= 0 {
+		o.PresenceMaxMembers = hub.DefaultPresenceMaxMembers
+	}
+	if o.NodeTTL <= 0 {
+		o.NodeTTL = DefaultNodeTTL
+	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
@@ -195,7 +215,7 @@ func New(ctx context.Context, o Options) (*Broker, error) {
 	if err != nil {
 		return nil, fmt.Errorf("failed to start NATS broker: %w", err)
 	}
-	b := &Broker{o: o, js: js, prefix: o.Subjects + ".", idBase: hub.NewEpoch(), node: hub.NewEpoch()}
+	b := &Broker{o: o, js: js, prefix: o.Subjects + ".", idBase: hub.NewEpoch(), node: hub.NewEpoch(), halt: make(chan struct{})}
 	b.pubWait = min(confirmWait, b.config().Duplicates)
 	b.ctx, b.cancel = context.WithCancel(context.Background())
 	if _, err := b.ensureStream(ctx); err != nil {
@@ -310,6 +330,8 @@ func (b *Broker) Start(deliver func([]*hub.Message)) error {
 		b.counting.Add(1)
 		go b.count()
 	}
+	b.nodes.Add(1)
+	go b.nodeLoop()
 	return nil
 }
 
@@ -934,5 +956,6 @@ func (b *Broker) Close() error {
 		<-b.applyDone
 	}
 	b.counting.Wait()
+	b.nodes.Wait()
 	return nil
 }

@@ -1,19 +1,488 @@
 package natsbroker
 
 import (
+	"cmp"
 	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/heraldpush/herald/hub"
 )
 
-// ChangePresence implements hub.Broker. The NATS broker keeps no members:
-// JetStream 2.9 cannot record a membership in the same atomic step as the
-// append, so a snapshot would not be exact at a position (docs/design.md).
-func (b *Broker) ChangePresence(context.Context, []hub.PresenceChange) ([]*hub.Message, error) {
-	return nil, hub.ErrPresenceUnsupported
+// Presence on NATS. Joins and leaves are events of the log, on their
+// topic's subject; the members are derived from them as the state is (see
+// state.go): every node's applier writes each join and leave into a third
+// stream, <Stream>_PRES, one message per member and topic on
+// <Subjects>_pres.m.<CLIENT>.<TOPIC> (the client's dots written as "~"):
+// the join, or after the leave a tombstone (data null) that keeps an
+// applier lagging behind from writing the join back. A snapshot reads that
+// stream and the log's tail after the applier's position, exact at one
+// position as the state's.
+//
+// A change applies only if it changes the membership. NATS 2.9 has no
+// script, but it has conditional appends: ChangePresence reads the
+// topic's members exact at a position L and then the position S of the
+// topic's last event (S <= L, or it reads again); the join or leave is
+// appended expecting S as the last position of the topic's subject
+// (Nats-Expected-Last-Subject-Sequence). If any event of the topic, from any
+// node, came in between, the append is refused and the members are read
+// again. So the check and the append are one step for the topic: a
+// repeated join, a join past the member bound, a second sweeper's leave
+// append nothing. The price is that a join or leave waits for a quiet
+// moment of its topic: on a topic published to without pause it is tried
+// again until its time runs out (confirmWait).
+//
+// Which node's connection a member is: before a join is appended its node
+// writes a marker <Subjects>_pres.n.<NODE>.<CLIENT>.<TOPIC>, and removes it
+// after the leave. A marker without a member (a join refused, or a node
+// that died between the two steps) is harmless: its sweep finds no member
+// to make leave. Nodes that may have members register as
+// <Subjects>_pres.r.<NODE>; see node.go for heartbeats and sweeps.
+//
+// Header of a member's message besides those of an event: the log position
+// and epoch of the join or leave (hdrSeq, hdrEpoch, as for the state).
+
+func (b *Broker) presName() string   { return b.o.Stream + "_PRES" }
+func (b *Broker) presPrefix() string { return b.o.Subjects + "_pres." }
+
+// presToken writes a client ID as one subject token.
+func presToken(s string) string { return strings.ReplaceAll(s, ".", "~") }
+
+// presMemberSubject is the subject of a client's membership of a topic.
+func (b *Broker) presMemberSubject(topic, client string) string {
+	return b.presPrefix() + "m." + presToken(client) + "." + topic
 }
 
-// Presence implements hub.Broker: hub.ErrPresenceUnsupported (see ChangePresence).
-func (b *Broker) Presence(context.Context, string) (hub.PresenceSnapshot, error) {
-	return hub.PresenceSnapshot{}, hub.ErrPresenceUnsupported
+// presMarkerSubject is the subject of a node's marker of a membership.
+func (b *Broker) presMarkerSubject(node, topic, client string) string {
+	return b.presPrefix() + "n." + node + "." + presToken(client) + "." + topic
+}
+
+func (b *Broker) presNodeSubject(node string) string { return b.presPrefix() + "r." + node }
+
+func (b *Broker) presConfig() jetstream.StreamConfig {
+	cfg := jetstream.StreamConfig{
+		Name:              b.presName(),
+		Description:       "Herald presence: members, and which node has each",
+		Subjects:          []string{b.presPrefix() + ">"},
+		Retention:         jetstream.LimitsPolicy,
+		Discard:           jetstream.DiscardOld,
+		MaxMsgsPerSubject: 1,
+		Replicas:          b.o.Replicas,
+		Storage:           jetstream.FileStorage,
+		AllowDirect:       true,
+		Duplicates:        time.Second, // no message IDs are used
+	}
+	if b.o.Memory {
+		cfg.Storage = jetstream.MemoryStorage
+	}
+	return cfg
+}
+
+// presStream returns the presence stream, creating it if create is set;
+// nil (and no error) if there is none and create is not set.
+func (b *Broker) presStream(ctx context.Context, create bool) (jetstream.Stream, error) {
+	b.pres.mu.Lock()
+	defer b.pres.mu.Unlock()
+	if b.pres.s != nil {
+		return b.pres.s, nil
+	}
+	var s jetstream.Stream
+	var err error
+	if create {
+		s, err = b.js.CreateOrUpdateStream(ctx, b.presConfig())
+	} else if s, err = b.js.Stream(ctx, b.presName()); errors.Is(err, jetstream.ErrStreamNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("failed to open stream %s: %w", b.presName(), b.fail(err))
+	}
+	b.pres.s = s
+	return s, nil
+}
+
+func (b *Broker) dropPresStream() {
+	b.pres.mu.Lock()
+	b.pres.s = nil
+	b.pres.mu.Unlock()
+}
+
+// NodeID implements hub.NodeBroker: the hub names its connections after
+// it, and the markers of their memberships carry it.
+func (b *Broker) NodeID() string { return b.node }
+
+// member is a member as a snapshot read it.
+type member struct {
+	seq  uint64 // of its join
+	data json.RawMessage
+}
+
+// presView is a topic's members exact at the position of the topic's last
+// event, subjSeq, at which ChangePresence appends the next change.
+type presView struct {
+	members map[string]member
+	subjSeq uint64
+}
+
+// errRaced is an append refused because another event of the topic came
+// first.
+var errRaced = errors.New("another event of the topic came first")
+
+// ChangePresence implements hub.Broker: each change is checked against the
+// topic's members and appended in one conditional step (see above). A
+// change appended before an error is not appended again by a retry, but
+// it is not among what the failed call returns. A rejoin (a join without
+// a member) never applies: a node taken for dead rejoins nothing on NATS.
+func (b *Broker) ChangePresence(ctx context.Context, changes []hub.PresenceChange) ([]*hub.Message, error) {
+	return b.changePresence(ctx, changes, b.node)
+}
+
+// changePresence applies changes of the members of node.
+func (b *Broker) changePresence(ctx context.Context, changes []hub.PresenceChange, node string) ([]*hub.Message, error) {
+	if b.closed.Load() {
+		return nil, hub.ErrClosed
+	}
+	if len(changes) == 0 {
+		return nil, nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, confirmWait)
+	defer cancel()
+	views := map[string]*presView{}
+	var out []*hub.Message
+	for _, ch := range changes {
+		m, err := b.change(ctx, views, ch, node)
+		if err != nil {
+			return nil, fmt.Errorf("failed to change presence in NATS: %w", err)
+		}
+		if m != nil {
+			out = append(out, m)
+		}
+	}
+	return out, nil
+}
+
+// change applies one change, and returns its event if it applied.
+func (b *Broker) change(ctx context.Context, views map[string]*presView, ch hub.PresenceChange, node string) (*hub.Message, error) {
+	backoff := time.Millisecond
+	for {
+		v := views[ch.Topic]
+		if v == nil {
+			var err error
+			if v, err = b.presView(ctx, ch.Topic); err != nil {
+				return nil, err
+			}
+			views[ch.Topic] = v
+		}
+		old, isMember := v.members[ch.Client]
+		d := hub.Draft{Topic: ch.Topic, Key: ch.Client}
+		switch {
+		case ch.Join && (isMember || ch.Member == nil || len(v.members) >= b.o.PresenceMaxMembers):
+			return nil, nil
+		case ch.Join:
+			d.Type, d.Data = hub.TypeJoin, ch.Member
+		case !isMember:
+			return nil, nil
+		default:
+			d.Type, d.Data = hub.TypeLeave, old.data
+		}
+		if ch.Join {
+			if err := b.putMarker(ctx, node, ch.Topic, ch.Client); err != nil {
+				return nil, err
+			}
+		}
+		when := time.Now().UTC().Truncate(time.Microsecond)
+		seq, err := b.appendIf(ctx, d, v.subjSeq, when)
+		if errors.Is(err, errRaced) {
+			delete(views, ch.Topic)
+			select {
+			case <-time.After(backoff):
+			case <-ctx.Done():
+				return nil, hub.Unavailable(fmt.Errorf("topic %s busy: %w", ch.Topic, ctx.Err()))
+			}
+			backoff = min(2*backoff, 50*time.Millisecond)
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		v.subjSeq = seq
+		if ch.Join {
+			v.members[ch.Client] = member{seq: seq, data: d.Data}
+		} else {
+			delete(v.members, ch.Client)
+			if err := b.purgeSubject(ctx, b.presMarkerSubject(node, ch.Topic, ch.Client)); err != nil {
+				// Harmless: the marker's sweep finds no member.
+				b.o.Logger.Warn("nats broker: failed to remove a membership's marker", "err", err)
+			}
+		}
+		return hub.NewMessage(hub.Event{
+			ID: hub.Cursor{Epoch: b.currentEpoch(), Seq: seq}, Topic: d.Topic, Type: d.Type, Key: d.Key, Data: d.Data, Time: when,
+		}), nil
+	}
+}
+
+// putMarker records that node has (or is about to have) client as a member
+// of topic.
+func (b *Broker) putMarker(ctx context.Context, node, topic, client string) error {
+	if _, err := b.presStream(ctx, true); err != nil {
+		return err
+	}
+	if node == b.node && !b.hasMembers.Load() {
+		// Registered before its first member, so that it is swept if
+		// it dies before its next heartbeat.
+		if _, err := b.js.Publish(ctx, b.presNodeSubject(node), nil); err != nil {
+			return fmt.Errorf("failed to register the node: %w", b.fail(err))
+		}
+		b.hasMembers.Store(true)
+	}
+	if _, err := b.js.Publish(ctx, b.presMarkerSubject(node, topic, client), []byte(client+"\n"+topic)); err != nil {
+		return fmt.Errorf("failed to write a membership's marker: %w", b.fail(err))
+	}
+	return nil
+}
+
+func (b *Broker) purgeSubject(ctx context.Context, subj string) error {
+	s, err := b.presStream(ctx, true)
+	if err != nil {
+		return err
+	}
+	if err := s.Purge(ctx, jetstream.WithPurgeSubject(subj)); err != nil {
+		return b.fail(err)
+	}
+	return nil
+}
+
+// appendIf appends d to the log if the last event of its topic is at
+// subjSeq, and returns its position; errRaced if it is not. An attempt
+// whose acknowledgement is lost is sent again with the same message ID, so
+// the stream answers with the first position if it stored it.
+func (b *Broker) appendIf(ctx context.Context, d hub.Draft, subjSeq uint64, when time.Time) (uint64, error) {
+	b.pubMu.RLock() // this node's batches are not interrupted
+	defer b.pubMu.RUnlock()
+	id := b.nextID()
+	backoff := 20 * time.Millisecond
+	for {
+		actx, cancel := context.WithTimeout(ctx, attemptWait)
+		ack, err := b.js.PublishMsg(actx, encode(b.prefix, d, when), jetstream.WithMsgID(id), jetstream.WithExpectLastSequencePerSubject(subjSeq))
+		cancel()
+		var apiErr *jetstream.APIError
+		switch {
+		case err == nil:
+			return ack.Sequence, nil
+		case errors.As(err, &apiErr) && apiErr.ErrorCode == jsErrWrongLastSeq:
+			return 0, errRaced
+		case errors.Is(noAnswer(err), errNoAnswer) && ctx.Err() == nil:
+			select {
+			case <-time.After(backoff):
+			case <-ctx.Done():
+			}
+			backoff = min(2*backoff, 250*time.Millisecond)
+		case errors.Is(noAnswer(err), errNoAnswer):
+			return 0, fmt.Errorf("%w: %v", hub.ErrUnconfirmed, err)
+		default:
+			return 0, b.fail(err)
+		}
+	}
+}
+
+// presView reads a topic's members exact at the position of its last event.
+func (b *Broker) presView(ctx context.Context, topic string) (*presView, error) {
+	for {
+		last, ms, err := b.presenceSnapshot(ctx, topic)
+		if err != nil {
+			return nil, err
+		}
+		// The topic's last event, read after the snapshot's end: if it is
+		// at or before that end, nothing of the topic came after it.
+		var s uint64
+		rm, err := b.currentStream().GetLastMsgForSubject(ctx, b.prefix+topic)
+		switch {
+		case errors.Is(err, jetstream.ErrMsgNotFound):
+		case err != nil:
+			return nil, fmt.Errorf("failed to read stream %s: %w", b.o.Stream, b.fail(err))
+		default:
+			s = rm.Sequence
+		}
+		if s <= last.Seq {
+			return &presView{members: ms, subjSeq: s}, nil
+		}
+		select {
+		case <-time.After(2 * time.Millisecond):
+		case <-ctx.Done():
+			return nil, hub.Unavailable(ctx.Err())
+		}
+	}
+}
+
+// Presence implements hub.Broker: the members exact at a position, as the
+// state's snapshot is.
+func (b *Broker) Presence(ctx context.Context, topic string) (hub.PresenceSnapshot, error) {
+	last, ms, err := b.presenceSnapshot(ctx, topic)
+	if err != nil {
+		return hub.PresenceSnapshot{}, fmt.Errorf("failed to read presence from NATS: %w", err)
+	}
+	list := make([]member, 0, len(ms))
+	for _, m := range ms {
+		list = append(list, m)
+	}
+	slices.SortFunc(list, func(x, y member) int { return cmp.Compare(x.seq, y.seq) })
+	out := hub.PresenceSnapshot{Last: last, Members: make([]json.RawMessage, len(list))}
+	for i, m := range list {
+		out.Members[i] = m.data
+	}
+	return out, nil
+}
+
+// presenceSnapshot returns a topic's members by client, exact at the
+// position it returns: see snapshot, which it follows step by step.
+func (b *Broker) presenceSnapshot(ctx context.Context, topic string) (hub.Cursor, map[string]member, error) {
+	if b.closed.Load() {
+		return hub.Cursor{}, nil, hub.ErrClosed
+	}
+	wctx, cancel := context.WithTimeout(ctx, stateWait)
+	defer cancel()
+	for {
+		p := b.applied.Load()
+		if p == nil {
+			if !b.started.Load() {
+				return hub.Cursor{}, nil, errors.New("the broker is not started")
+			}
+		} else if last, ms, ok, err := b.presenceAt(ctx, topic, *p); err != nil || ok {
+			return last, ms, err
+		}
+		select {
+		case b.flushNow <- struct{}{}:
+		default:
+		}
+		select {
+		case <-time.After(5 * time.Millisecond):
+		case <-wctx.Done():
+			if err := ctx.Err(); err != nil {
+				return hub.Cursor{}, nil, err
+			}
+			return hub.Cursor{}, nil, hub.Unavailable(errors.New("this node's applier is behind the log's retention"))
+		}
+	}
+}
+
+// presenceAt is presenceSnapshot with the applier at p; ok is false if the
+// log's events after p are no longer all retained, or of another epoch.
+func (b *Broker) presenceAt(ctx context.Context, topic string, p applied) (hub.Cursor, map[string]member, bool, error) {
+	bd, err := b.Bounds(ctx)
+	if err != nil {
+		return hub.Cursor{}, nil, false, err
+	}
+	if bd.Epoch != p.epoch || p.seq+1 < bd.First {
+		return hub.Cursor{}, nil, false, nil
+	}
+	entries := map[string]*stateEntry{} // by client
+	if err := b.readMembers(ctx, topic, p.epoch, entries); err != nil {
+		return hub.Cursor{}, nil, false, err
+	}
+	if bd, err = b.Bounds(ctx); err != nil {
+		return hub.Cursor{}, nil, false, err
+	}
+	if bd.Epoch != p.epoch {
+		return hub.Cursor{}, nil, false, nil
+	}
+	for _, e := range entries {
+		if e.seq > bd.Last {
+			return hub.Cursor{}, nil, false, nil
+		}
+	}
+	pats := []hub.Pattern{hub.MustPattern(topic)}
+	after := p.seq
+	for after < bd.Last {
+		res, err := b.Read(ctx, hub.ReadRequest{After: after, Patterns: pats, Limit: max(b.o.Size, 256)})
+		if errors.Is(err, hub.ErrHistoryGone) {
+			return hub.Cursor{}, nil, false, nil
+		}
+		if err != nil {
+			return hub.Cursor{}, nil, false, err
+		}
+		for _, m := range res.Messages {
+			if m.ID.Seq > bd.Last || !m.IsPresence() {
+				continue
+			}
+			if e := entries[m.Key]; e == nil || e.seq < m.ID.Seq {
+				e = &stateEntry{seq: m.ID.Seq, topic: m.Topic, m: m}
+				if m.Type != hub.TypeJoin {
+					e.m = nil
+				}
+				entries[m.Key] = e
+			}
+		}
+		if res.Next <= after || !res.More && res.Next < bd.Last {
+			break
+		}
+		after = res.Next
+	}
+	info, err := b.info(ctx)
+	if err != nil {
+		return hub.Cursor{}, nil, false, err
+	}
+	first := info.State.FirstSeq
+	if info.State.Msgs == 0 {
+		first = info.State.LastSeq + 1
+	}
+	if p.seq+1 < first || epochOf(info) != p.epoch {
+		return hub.Cursor{}, nil, false, nil
+	}
+	ms := make(map[string]member, len(entries))
+	for c, e := range entries {
+		if e.m != nil {
+			ms[c] = member{seq: e.seq, data: e.m.Data}
+		}
+	}
+	return hub.Cursor{Epoch: bd.Epoch, Seq: bd.Last}, ms, true, nil
+}
+
+// readMembers adds the presence stream's messages of topic, of the given
+// epoch, to entries by client.
+func (b *Broker) readMembers(ctx context.Context, topic, epoch string, entries map[string]*stateEntry) error {
+	s, err := b.presStream(ctx, false)
+	if err != nil || s == nil {
+		return err
+	}
+	r, err := b.openReaderOn(ctx, s, b.presName(), b.presPrefix()+"m.*."+topic, 1)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		b.dropPresStream()
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	defer r.close()
+	for !r.done() {
+		page, err := r.fetch(ctx, 256)
+		if err != nil {
+			return err
+		}
+		for _, rm := range page {
+			if rm.header.Get(hdrEpoch) != epoch {
+				continue
+			}
+			seq, err := strconv.ParseUint(rm.header.Get(hdrSeq), 10, 64)
+			client := rm.header.Get(hdrKey)
+			if err != nil || client == "" {
+				b.o.Logger.Warn("nats broker: skipping an unreadable member", "subject", rm.subject)
+				continue
+			}
+			e := &stateEntry{seq: seq, topic: topic}
+			if string(rm.data) != "null" {
+				e.m = hub.NewMessage(hub.Event{Topic: topic, Key: client, Data: rm.data})
+			}
+			if old := entries[client]; old == nil || old.seq < seq {
+				entries[client] = e
+			}
+		}
+	}
+	return nil
 }
