@@ -156,6 +156,11 @@ type Broker struct {
 	revive func()
 	// hasMembers: the node has registered as one with members (node.go).
 	hasMembers atomic.Bool
+	paused     atomic.Bool // a test's: no heartbeats nor sweeps meanwhile
+	// compactFrom is where the next compaction scans from; compactAge
+	// is compactAge unless a test shortens it.
+	compactFrom atomic.Uint64
+	compactAge  atomic.Int64 // a time.Duration
 }
 
 // BrokerStats implements hub.BrokerCounter: failures to read the log for
@@ -217,6 +222,7 @@ func New(ctx context.Context, o Options) (*Broker, error) {
 	}
 	b := &Broker{o: o, js: js, prefix: o.Subjects + ".", idBase: hub.NewEpoch(), node: hub.NewEpoch(), halt: make(chan struct{})}
 	b.pubWait = min(confirmWait, b.config().Duplicates)
+	b.compactAge.Store(int64(compactAge))
 	b.ctx, b.cancel = context.WithCancel(context.Background())
 	if _, err := b.ensureStream(ctx); err != nil {
 		b.cancel()

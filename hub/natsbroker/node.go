@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/heraldpush/herald/hub"
@@ -53,17 +55,20 @@ func (b *Broker) nodeLoop() {
 	t := time.NewTicker(b.o.NodeTTL / 3)
 	defer t.Stop()
 	var kv jetstream.KeyValue
-	first := true
+	first, beats := true, 0
 	for {
 		ctx, cancel := context.WithTimeout(b.ctx, b.o.NodeTTL/3)
 		var err error
 		if kv == nil {
 			kv, err = b.nodesBucket(ctx)
 		}
-		if kv != nil {
+		if kv != nil && !b.paused.Load() {
 			if err = b.beat(ctx, kv, first); err == nil {
 				first = false
 				err = b.sweep(ctx, kv)
+			}
+			if beats++; err == nil && beats%compactEvery == 0 {
+				err = b.compact(ctx)
 			}
 		}
 		cancel()
@@ -86,9 +91,11 @@ func (b *Broker) nodeLoop() {
 }
 
 // beat refreshes the heartbeat. Finding it gone after the first means it
-// expired: other nodes may have made this node's members leave. A rejoin
-// does not apply on NATS (ChangePresence), so the hub's connections stay
-// without those memberships; this is logged.
+// expired: the node could not refresh it for NodeTTL (cut off from NATS,
+// or paused), and other nodes may have made its members leave. The
+// heartbeat is back before the rejoin is asked for, so no sweep runs
+// after it; each member a sweep took comes back with what it joined with
+// (see swept).
 func (b *Broker) beat(ctx context.Context, kv jetstream.KeyValue, first bool) error {
 	if !first {
 		if _, err := kv.Get(ctx, b.node); errors.Is(err, jetstream.ErrKeyNotFound) {
@@ -162,7 +169,7 @@ func (b *Broker) sweepNode(ctx context.Context, s jetstream.Stream, node string)
 			if left > 0 {
 				b.o.Logger.Info("nats broker: members of a dead node left", "node", node, "members", left)
 			}
-			return b.purgeSubject(ctx, b.presNodeSubject(node))
+			return b.purgeSubject(ctx, b.presNodeSubject(node), 0)
 		}
 		changes := make([]hub.PresenceChange, 0, len(page))
 		for _, rm := range page {
@@ -176,11 +183,92 @@ func (b *Broker) sweepNode(ctx context.Context, s jetstream.Stream, node string)
 			return err
 		}
 		left += len(msgs)
+		for _, m := range msgs {
+			// Kept for a while: a node taken for dead while alive joins
+			// its members again with what they joined with (a rejoin).
+			rec := &nats.Msg{Subject: b.presSweptSubject(node, m.Topic, m.Key), Data: m.Data, Header: nats.Header{
+				hdrEpoch: []string{m.ID.Epoch},
+				hdrTime:  []string{strconv.FormatInt(time.Now().UnixMicro(), 10)},
+			}}
+			if _, err := b.js.PublishMsg(ctx, rec); err != nil {
+				return fmt.Errorf("failed to keep a swept member: %w", b.fail(err))
+			}
+		}
 		for _, rm := range page {
-			if err := b.purgeSubject(ctx, rm.subject); err != nil {
+			if err := b.purgeSubject(ctx, rm.subject, rm.seq); err != nil {
 				return err
 			}
 		}
 	}
 	return ctx.Err()
+}
+
+// Compaction: the presence stream keeps a tombstone for every leave (so
+// that an applier lagging behind does not write the join back) and a
+// record of every member a sweep made leave. Every compactEvery
+// heartbeats each node scans up to compactScan of its messages, from where
+// it stopped, and removes the tombstones whose leave is out of the log's
+// retention (no applier reads its join again; one that read it before
+// does not write it once it is that old, see applier.olderThanFloor) and
+// older than compactAge, the swept records older than sweptTTL, and
+// everything of an older epoch.
+const (
+	compactEvery = 12
+	compactScan  = 50000
+	compactAge   = time.Minute
+	sweptTTL     = time.Hour
+)
+
+func (b *Broker) compact(ctx context.Context) error {
+	s, err := b.presStream(ctx, false)
+	if err != nil || s == nil {
+		return err
+	}
+	info, err := b.info(ctx)
+	if err != nil {
+		return err
+	}
+	epoch, first := epochOf(info), info.State.FirstSeq
+	if info.State.Msgs == 0 {
+		first = info.State.LastSeq + 1
+	}
+	r, err := b.openReaderOn(ctx, s, b.presName(), "", max(b.compactFrom.Load(), 1))
+	if err != nil {
+		return err
+	}
+	defer r.close()
+	now := time.Now()
+	for scanned := 0; !r.done() && scanned < compactScan; {
+		page, err := r.fetch(ctx, 256)
+		if err != nil {
+			return err
+		}
+		scanned += len(page)
+		for _, rm := range page {
+			b.compactFrom.Store(rm.seq + 1)
+			kind, _, _ := strings.Cut(strings.TrimPrefix(rm.subject, b.presPrefix()), ".")
+			if kind != "m" && kind != "s" {
+				continue
+			}
+			micros, _ := strconv.ParseInt(rm.header.Get(hdrTime), 10, 64)
+			age := now.Sub(time.UnixMicro(micros))
+			seq, _ := strconv.ParseUint(rm.header.Get(hdrSeq), 10, 64)
+			stale := rm.header.Get(hdrEpoch) != epoch
+			switch kind {
+			case "m":
+				stale = stale || string(rm.data) == "null" && seq < first && age > time.Duration(b.compactAge.Load())
+			case "s":
+				stale = stale || age > sweptTTL
+			}
+			if stale {
+				if err := b.purgeSubject(ctx, rm.subject, rm.seq); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	if r.done() {
+		b.compactFrom.Store(1) // from the start next time
+	}
+	return nil
 }

@@ -67,6 +67,12 @@ func (b *Broker) presMarkerSubject(node, topic, client string) string {
 
 func (b *Broker) presNodeSubject(node string) string { return b.presPrefix() + "r." + node }
 
+// presSweptSubject is the subject of a member of node that a sweep made
+// leave, kept for a rejoin (see node.go).
+func (b *Broker) presSweptSubject(node, topic, client string) string {
+	return b.presPrefix() + "s." + node + "." + presToken(client) + "." + topic
+}
+
 func (b *Broker) presConfig() jetstream.StreamConfig {
 	cfg := jetstream.StreamConfig{
 		Name:              b.presName(),
@@ -139,7 +145,8 @@ var errRaced = errors.New("another event of the topic came first")
 // topic's members and appended in one conditional step (see above). A
 // change appended before an error is not appended again by a retry, but
 // it is not among what the failed call returns. A rejoin (a join without
-// a member) never applies: a node taken for dead rejoins nothing on NATS.
+// a member) applies to a member of this node that a sweep made leave
+// (node.go), with the member it had.
 func (b *Broker) ChangePresence(ctx context.Context, changes []hub.PresenceChange) ([]*hub.Message, error) {
 	return b.changePresence(ctx, changes, b.node)
 }
@@ -182,8 +189,15 @@ func (b *Broker) change(ctx context.Context, views map[string]*presView, ch hub.
 		}
 		old, isMember := v.members[ch.Client]
 		d := hub.Draft{Topic: ch.Topic, Key: ch.Client}
+		swept := ""
+		if ch.Join && ch.Member == nil {
+			var err error
+			if ch.Member, swept, err = b.swept(ctx, ch, node); err != nil || ch.Member == nil {
+				return nil, err
+			}
+		}
 		switch {
-		case ch.Join && (isMember || ch.Member == nil || len(v.members) >= b.o.PresenceMaxMembers):
+		case ch.Join && (isMember || len(v.members) >= b.o.PresenceMaxMembers):
 			return nil, nil
 		case ch.Join:
 			d.Type, d.Data = hub.TypeJoin, ch.Member
@@ -215,9 +229,14 @@ func (b *Broker) change(ctx context.Context, views map[string]*presView, ch hub.
 		v.subjSeq = seq
 		if ch.Join {
 			v.members[ch.Client] = member{seq: seq, data: d.Data}
+			if swept != "" {
+				if err := b.purgeSubject(ctx, swept, 0); err != nil { // the swept member is back
+					b.o.Logger.Warn("nats broker: failed to remove a swept member's record", "err", err)
+				}
+			}
 		} else {
 			delete(v.members, ch.Client)
-			if err := b.purgeSubject(ctx, b.presMarkerSubject(node, ch.Topic, ch.Client)); err != nil {
+			if err := b.purgeSubject(ctx, b.presMarkerSubject(node, ch.Topic, ch.Client), 0); err != nil {
 				// Harmless: the marker's sweep finds no member.
 				b.o.Logger.Warn("nats broker: failed to remove a membership's marker", "err", err)
 			}
@@ -226,6 +245,27 @@ func (b *Broker) change(ctx context.Context, views map[string]*presView, ch hub.
 			ID: hub.Cursor{Epoch: b.currentEpoch(), Seq: seq}, Topic: d.Topic, Type: d.Type, Key: d.Key, Data: d.Data, Time: when,
 		}), nil
 	}
+}
+
+// swept returns the member of a rejoin as a sweep made it leave, and the
+// subject of that record; nil if no sweep did.
+func (b *Broker) swept(ctx context.Context, ch hub.PresenceChange, node string) (json.RawMessage, string, error) {
+	s, err := b.presStream(ctx, false)
+	if err != nil || s == nil {
+		return nil, "", err
+	}
+	subj := b.presSweptSubject(node, ch.Topic, ch.Client)
+	rm, err := s.GetLastMsgForSubject(ctx, subj)
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return nil, "", nil
+	}
+	if err != nil {
+		return nil, "", fmt.Errorf("failed to read stream %s: %w", b.presName(), b.fail(err))
+	}
+	if rm.Header.Get(hdrEpoch) != b.currentEpoch() {
+		return nil, "", nil
+	}
+	return json.RawMessage(rm.Data), subj, nil // (purged whole: one sweep writes it)
 }
 
 // putMarker records that node has (or is about to have) client as a member
@@ -248,12 +288,19 @@ func (b *Broker) putMarker(ctx context.Context, node, topic, client string) erro
 	return nil
 }
 
-func (b *Broker) purgeSubject(ctx context.Context, subj string) error {
+// purgeSubject removes the presence stream's message of subj if it is at
+// position upTo or before (0: whatever it is), so that a message written
+// again meanwhile stays.
+func (b *Broker) purgeSubject(ctx context.Context, subj string, upTo uint64) error {
 	s, err := b.presStream(ctx, true)
 	if err != nil {
 		return err
 	}
-	if err := s.Purge(ctx, jetstream.WithPurgeSubject(subj)); err != nil {
+	opts := []jetstream.StreamPurgeOpt{jetstream.WithPurgeSubject(subj)}
+	if upTo > 0 {
+		opts = append(opts, jetstream.WithPurgeSequence(upTo+1))
+	}
+	if err := s.Purge(ctx, opts...); err != nil {
 		return b.fail(err)
 	}
 	return nil

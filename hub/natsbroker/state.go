@@ -290,6 +290,10 @@ type applier struct {
 	// oldest message (0 until read, or if unknown): see dropped.
 	floor     uint64
 	floorRead bool
+	// first is, during a flush, the log's first retained position (for
+	// joins, see olderThanFloor).
+	first     uint64
+	firstRead bool
 	now       bool // write what it holds at the next call: a snapshot waits for it
 }
 
@@ -380,7 +384,7 @@ func (a *applier) flush() error {
 		subjs = append(subjs, subj)
 	}
 	slices.SortFunc(subjs, func(x, y string) int { return cmp.Compare(a.held[x].ID.Seq, a.held[y].ID.Seq) })
-	a.floorRead = false
+	a.floorRead, a.firstRead = false, false
 	var pending []sent
 	for _, subj := range subjs {
 		m := a.held[subj]
@@ -542,10 +546,26 @@ const jsErrWrongLastSeq jetstream.ErrorCode = 10071
 // one that starts and reads the retained log again, would. The floor is
 // read once per flush.
 //
-// The members are not bounded by bytes: nothing is ever dropped there.
+// The members are not bounded by bytes, but compaction (node.go) removes
+// the tombstones of leaves that are out of the log and older than
+// compactAge: a join older than half that, out of the log, whose member
+// has no message, is taken for one whose tombstone went, and not written.
 func (a *applier) olderThanFloor(ctx context.Context, s jetstream.Stream, m *hub.Message) (bool, error) {
 	if m.IsPresence() {
-		return false, nil
+		if m.Type != hub.TypeJoin || time.Since(m.Time) < time.Duration(a.b.compactAge.Load())/2 {
+			return false, nil
+		}
+		if !a.firstRead {
+			info, err := a.b.info(ctx)
+			if err != nil {
+				return false, err
+			}
+			a.first, a.firstRead = info.State.FirstSeq, true
+			if info.State.Msgs == 0 {
+				a.first = info.State.LastSeq + 1
+			}
+		}
+		return m.ID.Seq < a.first, nil
 	}
 	if !a.floorRead {
 		info, err := s.Info(ctx)

@@ -1,0 +1,144 @@
+package natsbroker_test
+
+import (
+	"context"
+	"encoding/json"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/heraldpush/herald/hub"
+	"github.com/heraldpush/herald/hub/brokertest"
+	"github.com/heraldpush/herald/hub/natsbroker"
+	"github.com/heraldpush/herald/internal/testkit/natstest"
+	"github.com/heraldpush/herald/internal/testkit/wait"
+)
+
+// TestPresenceRevivedNode: a node that cannot refresh its heartbeat for
+// longer than its TTL is taken for dead and its members leave; when it can
+// again, it finds its heartbeat expired and its hub joins them again, each
+// with the member it had.
+func TestPresenceRevivedNode(t *testing.T) {
+	bs := newCluster(t, 2, brokertest.Options{NodeTTL: 600 * time.Millisecond})
+	hubs := make([]*hub.Hub, 2)
+	for i, b := range bs {
+		h, err := hub.New(hub.Options{Broker: b})
+		if err != nil {
+			t.Fatal(err)
+		}
+		hubs[i] = h
+		t.Cleanup(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			if err := h.Close(ctx); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	c, err := hubs[0].NewClient("test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if err := c.Subscribe(hub.SubscribeRequest{Patterns: []hub.Pattern{hub.MustPattern("room")}, Presence: true,
+		User: "ann", Info: json.RawMessage(`{"x":1}`)}); err != nil {
+		t.Fatal(err)
+	}
+	want := `{"client":"` + c.ConnID() + `","user":"ann","info":{"x":1}}`
+	members := func() []string {
+		p, err := hubs[1].Presence(context.Background(), "room")
+		if err != nil {
+			t.Fatal(err)
+		}
+		out := make([]string, len(p.Members))
+		for i, m := range p.Members {
+			out[i] = string(m)
+		}
+		return out
+	}
+	wait.For(t, 10*time.Second, "the join", func() bool { m := members(); return len(m) == 1 && m[0] == want })
+	natsbroker.Pause(bs[0].(*natsbroker.Broker), true)
+	wait.For(t, 10*time.Second, "the sweep", func() bool { return len(members()) == 0 })
+	natsbroker.Pause(bs[0].(*natsbroker.Broker), false)
+	wait.For(t, 10*time.Second, "the rejoin", func() bool { m := members(); return len(m) == 1 && m[0] == want })
+	if st := hubs[0].Stats(); st.PresenceRefused != 0 {
+		t.Errorf("%d joins refused, want none (a rejoin is none)", st.PresenceRefused)
+	}
+	c.Close()
+	wait.For(t, 10*time.Second, "the leave", func() bool { return len(members()) == 0 })
+}
+
+// TestPresenceCompaction: the tombstone of a leave that is out of the
+// log's retention goes, the members stay, and the snapshot is unchanged.
+func TestPresenceCompaction(t *testing.T) {
+	nc, name := conn(t)
+	b, err := natsbroker.New(context.Background(), natsbroker.Options{
+		Conn: nc, Stream: name, Subjects: natstest.Subjects(name), Size: 5, Idle: 200 * time.Millisecond,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	if err := b.Start(func([]*hub.Message) {}); err != nil {
+		t.Fatal(err)
+	}
+	natsbroker.Pause(b, true)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	member := func(c string) hub.PresenceChange {
+		return hub.PresenceChange{Topic: "room", Client: c, Join: true, Member: json.RawMessage(`{"client":"` + c + `","user":null,"info":null}`)}
+	}
+	if got, err := b.ChangePresence(ctx, []hub.PresenceChange{member("a.1"), member("b.2"), {Topic: "room", Client: "a.1"}}); err != nil || len(got) != 3 {
+		t.Fatalf("changes = %d, %v", len(got), err)
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := js.Stream(ctx, name+"_PRES")
+	if err != nil {
+		t.Fatal(err)
+	}
+	members := func() []string {
+		info, err := s.Info(ctx, jetstream.WithSubjectFilter(natstest.Subjects(name)+"_pres.m.>"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []string
+		for subj := range info.State.Subjects {
+			out = append(out, subj[strings.LastIndex(subj, "_pres.m.")+len("_pres.m."):])
+		}
+		return out
+	}
+	wait.For(t, 10*time.Second, "a's tombstone and b's join", func() bool { return len(members()) == 2 })
+	// The leave is still in the log: compaction keeps its tombstone.
+	if err := b.Compact(ctx, 0); err != nil {
+		t.Fatal(err)
+	}
+	if got := members(); len(got) != 2 {
+		t.Fatalf("after compacting with the leave in the log: %v", got)
+	}
+	for range 6 {
+		if _, err := b.Publish(ctx, []hub.Draft{{Topic: "other", Type: hub.DefaultType, Data: json.RawMessage(`1`)}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := b.Compact(ctx, time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	if got := members(); len(got) != 2 {
+		t.Fatalf("after compacting a young tombstone: %v", got)
+	}
+	if err := b.Compact(ctx, 0); err != nil {
+		t.Fatal(err)
+	}
+	if got := members(); len(got) != 1 || got[0] != "b~2.room" {
+		t.Fatalf("after compacting: %v, want b's membership alone", got)
+	}
+	p, err := b.Presence(ctx, "room")
+	if err != nil || len(p.Members) != 1 || !strings.Contains(string(p.Members[0]), `"b.2"`) {
+		t.Fatalf("presence = %v, %v", p, err)
+	}
+}
