@@ -178,6 +178,7 @@ func (b *Broker) changePresence(ctx context.Context, changes []hub.PresenceChang
 // change applies one change, and returns its event if it applied.
 func (b *Broker) change(ctx context.Context, views map[string]*presView, ch hub.PresenceChange, node string) (*hub.Message, error) {
 	backoff := time.Millisecond
+	marked := false // a marker was written for this join
 	for {
 		v := views[ch.Topic]
 		if v == nil {
@@ -197,7 +198,12 @@ func (b *Broker) change(ctx context.Context, views map[string]*presView, ch hub.
 			}
 		}
 		switch {
-		case ch.Join && (isMember || len(v.members) >= b.o.PresenceMaxMembers):
+		case ch.Join && isMember:
+			return nil, nil
+		case ch.Join && len(v.members) >= b.o.PresenceMaxMembers:
+			if marked { // written on an attempt that the topic's events raced
+				return nil, b.purgeSubject(ctx, b.presMarkerSubject(node, ch.Topic, ch.Client), 0)
+			}
 			return nil, nil
 		case ch.Join:
 			d.Type, d.Data = hub.TypeJoin, ch.Member
@@ -206,10 +212,11 @@ func (b *Broker) change(ctx context.Context, views map[string]*presView, ch hub.
 		default:
 			d.Type, d.Data = hub.TypeLeave, old.data
 		}
-		if ch.Join {
+		if ch.Join && !marked {
 			if err := b.putMarker(ctx, node, ch.Topic, ch.Client); err != nil {
 				return nil, err
 			}
+			marked = true
 		}
 		when := time.Now().UTC().Truncate(time.Microsecond)
 		seq, err := b.appendIf(ctx, d, v.subjSeq, when)
@@ -341,31 +348,62 @@ func (b *Broker) appendIf(ctx context.Context, d hub.Draft, subjSeq uint64, when
 
 // presView reads a topic's members exact at the position of its last event.
 func (b *Broker) presView(ctx context.Context, topic string) (*presView, error) {
-	for {
-		last, ms, err := b.presenceSnapshot(ctx, topic)
-		if err != nil {
+	last, ms, err := b.presenceSnapshot(ctx, topic)
+	if err != nil {
+		return nil, err
+	}
+	// The topic's last event, read after the snapshot's end: if it is at
+	// or before that end, nothing of the topic came after it. If it is
+	// after, the topic's joins and leaves up to it are added: an event
+	// past the end is a newer one, or one of a batch still being written
+	// (which holds no joins or leaves, being of publishers).
+	var s uint64
+	rm, err := b.currentStream().GetLastMsgForSubject(ctx, b.prefix+topic)
+	switch {
+	case errors.Is(err, jetstream.ErrMsgNotFound):
+	case err != nil:
+		return nil, fmt.Errorf("failed to read stream %s: %w", b.o.Stream, b.fail(err))
+	default:
+		s = rm.Sequence
+	}
+	if b.currentEpoch() != last.Epoch {
+		return b.presView(ctx, topic) // the log was created again meanwhile
+	}
+	if s > last.Seq {
+		if err := b.addTail(ctx, topic, last, s, ms); err != nil {
 			return nil, err
 		}
-		// The topic's last event, read after the snapshot's end: if it is
-		// at or before that end, nothing of the topic came after it.
-		var s uint64
-		rm, err := b.currentStream().GetLastMsgForSubject(ctx, b.prefix+topic)
-		switch {
-		case errors.Is(err, jetstream.ErrMsgNotFound):
-		case err != nil:
-			return nil, fmt.Errorf("failed to read stream %s: %w", b.o.Stream, b.fail(err))
-		default:
-			s = rm.Sequence
+	}
+	return &presView{members: ms, subjSeq: s}, nil
+}
+
+// addTail applies the topic's joins and leaves after last up to to.
+func (b *Broker) addTail(ctx context.Context, topic string, last hub.Cursor, to uint64, ms map[string]member) error {
+	r, err := b.openReader(ctx, b.prefix+topic, last.Seq+1)
+	if err != nil {
+		return err
+	}
+	defer r.close()
+	for !r.done() {
+		page, err := r.fetch(ctx, 256)
+		if err != nil {
+			return err
 		}
-		if s <= last.Seq {
-			return &presView{members: ms, subjSeq: s}, nil
-		}
-		select {
-		case <-time.After(2 * time.Millisecond):
-		case <-ctx.Done():
-			return nil, hub.Unavailable(ctx.Err())
+		for _, rm := range page {
+			if rm.seq > to {
+				return nil
+			}
+			m, _, err := decode(last.Epoch, rm.seq, rm.subject, rm.header, rm.data, b.prefix)
+			switch {
+			case err != nil || !m.IsPresence():
+			case m.Type == hub.TypeJoin:
+				ms[m.Key] = member{seq: m.ID.Seq, data: m.Data}
+			default:
+				delete(ms, m.Key)
+			}
 		}
 	}
+	return nil
 }
 
 // Presence implements hub.Broker: the members exact at a position, as the

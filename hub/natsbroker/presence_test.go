@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/heraldpush/herald/hub"
@@ -140,5 +141,47 @@ func TestPresenceCompaction(t *testing.T) {
 	p, err := b.Presence(ctx, "room")
 	if err != nil || len(p.Members) != 1 || !strings.Contains(string(p.Members[0]), `"b.2"`) {
 		t.Fatalf("presence = %v, %v", p, err)
+	}
+}
+
+// TestPresenceAfterPendingBatch: a join applies on a topic whose last
+// event is in a batch not yet complete (its publisher died half way), and
+// a repeated join does not.
+func TestPresenceAfterPendingBatch(t *testing.T) {
+	nc, name := conn(t)
+	b, err := natsbroker.New(context.Background(), natsbroker.Options{
+		Conn: nc, Stream: name, Subjects: natstest.Subjects(name), Idle: 200 * time.Millisecond,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	if err := b.Start(func([]*hub.Message) {}); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	join := hub.PresenceChange{Topic: "room", Client: "a", Join: true, Member: json.RawMessage(`{"client":"a","user":null,"info":null}`)}
+	if got, err := b.ChangePresence(ctx, []hub.PresenceChange{join}); err != nil || len(got) != 1 {
+		t.Fatalf("join = %d, %v", len(got), err)
+	}
+	m := nats.NewMsg(natstest.Subjects(name) + ".room")
+	m.Header.Set("Herald-Time", "1")
+	m.Header.Set("Herald-Batch", "dead 0 2")
+	m.Data = []byte(`1`)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := js.PublishMsg(ctx, m); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	got, err := b.ChangePresence(ctx, []hub.PresenceChange{join, {Topic: "room", Client: "b", Join: true, Member: json.RawMessage(`{"client":"b","user":null,"info":null}`)}})
+	if err != nil || len(got) != 1 || got[0].Key != "b" {
+		t.Fatalf("joins after a pending batch = %v, %v; want b's alone", got, err)
+	}
+	if d := time.Since(start); d > time.Second {
+		t.Errorf("the joins took %v", d)
 	}
 }
