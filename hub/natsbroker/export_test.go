@@ -43,3 +43,11 @@ func (b *Broker) Compact(ctx context.Context, age time.Duration) error {
 	b.compactAge.Store(int64(age))
 	return b.compact(ctx)
 }
+
+// DropPresenceCache forgets the members this node keeps, so that the next
+// read of a topic's members reads the presence stream.
+func (b *Broker) DropPresenceCache() {
+	b.presCache.mu.Lock()
+	b.presCache.topics, b.presCache.size = nil, 0
+	b.presCache.mu.Unlock()
+}

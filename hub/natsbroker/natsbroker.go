@@ -150,10 +150,11 @@ type Broker struct {
 	feedCap  int
 	catchUps atomic.Int64
 
-	pres   stateStore     // the presence stream (presence.go)
-	nodes  sync.WaitGroup // the heartbeat goroutine (node.go)
-	halt   chan struct{}  // closed by a test to stop the heartbeat as a crash would
-	revive func()
+	pres      stateStore     // the presence stream (presence.go)
+	presCache presCache      // members of topics asked about (presence_cache.go)
+	nodes     sync.WaitGroup // the heartbeat goroutine (node.go)
+	halt      chan struct{}  // closed by a test to stop the heartbeat as a crash would
+	revive    func()
 	// hasMembers: the node has registered as one with members (node.go).
 	hasMembers atomic.Bool
 	paused     atomic.Bool // a test's: no heartbeats nor sweeps meanwhile
@@ -323,6 +324,7 @@ func (b *Broker) Start(deliver func([]*hub.Message)) error {
 	}
 	// Nothing is applied yet; that is true of position 0.
 	b.applied.Store(&applied{epoch: bd.Epoch})
+	b.presCache.advance(nil, bd.Epoch, bd.Last)
 	if b.feedCap == 0 {
 		b.feedCap = feedChunks
 	}
@@ -348,6 +350,7 @@ func (b *Broker) deliverLoop(deliver func([]*hub.Message), epoch string, last ui
 	defer close(b.done)
 	fedEpoch, fed := epoch, last
 	b.follow("delivery", epoch, last, func(out []*hub.Message, epoch string, resolved uint64) (time.Duration, error) {
+		b.presCache.advance(out, epoch, resolved) // first: a snapshot may be ahead of delivery, as the log is
 		if len(out) > 0 {
 			deliver(out)
 		}

@@ -348,33 +348,87 @@ func (b *Broker) appendIf(ctx context.Context, d hub.Draft, subjSeq uint64, when
 
 // presView reads a topic's members exact at the position of its last event.
 func (b *Broker) presView(ctx context.Context, topic string) (*presView, error) {
-	last, ms, err := b.presenceSnapshot(ctx, topic)
-	if err != nil {
-		return nil, err
-	}
-	// The topic's last event, read after the snapshot's end: if it is at
-	// or before that end, nothing of the topic came after it. If it is
-	// after, the topic's joins and leaves up to it are added: an event
-	// past the end is a newer one, or one of a batch still being written
-	// (which holds no joins or leaves, being of publishers).
-	var s uint64
-	rm, err := b.currentStream().GetLastMsgForSubject(ctx, b.prefix+topic)
-	switch {
-	case errors.Is(err, jetstream.ErrMsgNotFound):
-	case err != nil:
-		return nil, fmt.Errorf("failed to read stream %s: %w", b.o.Stream, b.fail(err))
-	default:
-		s = rm.Sequence
-	}
-	if b.currentEpoch() != last.Epoch {
-		return b.presView(ctx, topic) // the log was created again meanwhile
-	}
-	if s > last.Seq {
-		if err := b.addTail(ctx, topic, last, s, ms); err != nil {
+	for i := 0; ; i++ {
+		var last hub.Cursor
+		var ms map[string]member
+		var err error
+		if i == 0 {
+			last, ms, err = b.members(ctx, topic)
+		} else {
+			last, ms, err = b.presenceSnapshot(ctx, topic) // not what delivery has folded
+		}
+		if err != nil {
 			return nil, err
 		}
+		// The topic's last event, read after the members: if it is at or
+		// before their position, nothing of the topic came after it. If it
+		// is after, the topic's joins and leaves up to it are added: an
+		// event past the position is a newer one, or one of a batch still
+		// being written (which holds no joins or leaves, being of
+		// publishers).
+		var s uint64
+		rm, err := b.currentStream().GetLastMsgForSubject(ctx, b.prefix+topic)
+		switch {
+		case errors.Is(err, jetstream.ErrMsgNotFound):
+		case err != nil:
+			return nil, fmt.Errorf("failed to read stream %s: %w", b.o.Stream, b.fail(err))
+		default:
+			s = rm.Sequence
+		}
+		if b.currentEpoch() != last.Epoch {
+			if i < 3 {
+				continue // the log was created again meanwhile
+			}
+			return nil, hub.Unavailable(errors.New("the log was created again meanwhile"))
+		}
+		if s > last.Seq {
+			if err := b.addTail(ctx, topic, last, s, ms); err != nil {
+				return nil, err
+			}
+		}
+		return &presView{members: ms, subjSeq: s}, nil
 	}
-	return &presView{members: ms, subjSeq: s}, nil
+}
+
+// membersNow returns a topic's members exact at a position at or after
+// the log's end when it is called (as on the other brokers, a node reads
+// its own joins and leaves). Kept members may be behind the end (delivery
+// is); the topic's joins and leaves between are read from the log, if
+// there are any: the topic's last event, read after the end, tells.
+func (b *Broker) membersNow(ctx context.Context, topic string) (hub.Cursor, map[string]member, error) {
+	for range 3 {
+		at, ms, err := b.members(ctx, topic)
+		if err != nil {
+			return hub.Cursor{}, nil, err
+		}
+		bd, err := b.Bounds(ctx)
+		if err != nil {
+			return hub.Cursor{}, nil, err
+		}
+		var s uint64
+		rm, err := b.currentStream().GetLastMsgForSubject(ctx, b.prefix+topic)
+		switch {
+		case errors.Is(err, jetstream.ErrMsgNotFound):
+		case err != nil:
+			return hub.Cursor{}, nil, fmt.Errorf("failed to read stream %s: %w", b.o.Stream, b.fail(err))
+		default:
+			s = rm.Sequence
+		}
+		if bd.Epoch != at.Epoch {
+			continue // the log was created again meanwhile
+		}
+		// Every event of the topic up to bd.Last is at or before s. Past
+		// bd.Last, s may be in a batch still being written: the position
+		// reported is not past bd.Last (or what was kept).
+		end := max(at.Seq, bd.Last)
+		if s > at.Seq {
+			if err := b.addTail(ctx, topic, at, min(s, end), ms); err != nil {
+				return hub.Cursor{}, nil, err
+			}
+		}
+		return hub.Cursor{Epoch: at.Epoch, Seq: end}, ms, nil
+	}
+	return hub.Cursor{}, nil, hub.Unavailable(errors.New("the log was created again meanwhile"))
 }
 
 // addTail applies the topic's joins and leaves after last up to to.
@@ -406,10 +460,13 @@ func (b *Broker) addTail(ctx context.Context, topic string, last hub.Cursor, to 
 	return nil
 }
 
-// Presence implements hub.Broker: the members exact at a position, as the
-// state's snapshot is.
+// Presence implements hub.Broker: the members exact at a position, kept
+// by this node (presence_cache.go) or read as the state's snapshot is.
 func (b *Broker) Presence(ctx context.Context, topic string) (hub.PresenceSnapshot, error) {
-	last, ms, err := b.presenceSnapshot(ctx, topic)
+	if b.closed.Load() {
+		return hub.PresenceSnapshot{}, hub.ErrClosed
+	}
+	last, ms, err := b.membersNow(ctx, topic)
 	if err != nil {
 		return hub.PresenceSnapshot{}, fmt.Errorf("failed to read presence from NATS: %w", err)
 	}
@@ -546,7 +603,7 @@ func (b *Broker) readMembers(ctx context.Context, topic, epoch string, entries m
 	}
 	defer r.close()
 	for !r.done() {
-		page, err := r.fetch(ctx, 256)
+		page, err := r.fetch(ctx, 4096)
 		if err != nil {
 			return err
 		}
