@@ -150,11 +150,12 @@ type Broker struct {
 	feedCap  int
 	catchUps atomic.Int64
 
-	pres      stateStore     // the presence stream (presence.go)
-	presCache presCache      // members of topics asked about (presence_cache.go)
-	nodes     sync.WaitGroup // the heartbeat goroutine (node.go)
-	halt      chan struct{}  // closed by a test to stop the heartbeat as a crash would
-	revive    func()
+	pres       stateStore     // the presence stream (presence.go)
+	presCache  presCache      // members of topics asked about (presence_cache.go)
+	unreported unreported     // see presence.go
+	nodes      sync.WaitGroup // the heartbeat goroutine (node.go)
+	halt       chan struct{}  // closed by a test to stop the heartbeat as a crash would
+	revive     func()
 	// hasMembers: the node has registered as one with members (node.go).
 	hasMembers atomic.Bool
 	paused     atomic.Bool // a test's: no heartbeats nor sweeps meanwhile

@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -144,7 +145,7 @@ var errRaced = errors.New("another event of the topic came first")
 // ChangePresence implements hub.Broker: each change is checked against the
 // topic's members and appended in one conditional step (see above). A
 // change appended before an error is not appended again by a retry, but
-// it is not among what the failed call returns. A rejoin (a join without
+// the retry of the batch returns it (see unreported). A rejoin (a join without
 // a member) applies to a member of this node that a sweep made leave
 // (node.go), with the member it had.
 func (b *Broker) ChangePresence(ctx context.Context, changes []hub.PresenceChange) ([]*hub.Message, error) {
@@ -166,13 +167,62 @@ func (b *Broker) changePresence(ctx context.Context, changes []hub.PresenceChang
 	for _, ch := range changes {
 		m, err := b.change(ctx, views, ch, node)
 		if err != nil {
+			b.unreported.keep(node, out)
 			return nil, fmt.Errorf("failed to change presence in NATS: %w", err)
+		}
+		if m == nil {
+			m = b.unreported.take(node, ch) // appended by a call that then failed
 		}
 		if m != nil {
 			out = append(out, m)
 		}
 	}
 	return out, nil
+}
+
+// unreported holds the events that calls of ChangePresence appended before
+// they failed, so that the retry of the batch, in which those changes no
+// longer apply, returns them as appended: the hub counts a join that is
+// not returned as refused. Bounded: past unreportedMax it is cleared.
+type unreported struct {
+	mu   sync.Mutex
+	msgs map[string]*hub.Message
+}
+
+const unreportedMax = 4096
+
+func unreportedKey(node, topic, client string, join bool) string {
+	k := node + "\n" + topic + "\n" + client
+	if join {
+		return k + "\nj"
+	}
+	return k + "\nl"
+}
+
+func (u *unreported) keep(node string, msgs []*hub.Message) {
+	if len(msgs) == 0 {
+		return
+	}
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if u.msgs == nil || len(u.msgs)+len(msgs) > unreportedMax {
+		u.msgs = make(map[string]*hub.Message, len(msgs))
+	}
+	for _, m := range msgs {
+		u.msgs[unreportedKey(node, m.Topic, m.Key, m.Type == hub.TypeJoin)] = m
+	}
+}
+
+func (u *unreported) take(node string, ch hub.PresenceChange) *hub.Message {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if len(u.msgs) == 0 {
+		return nil
+	}
+	k := unreportedKey(node, ch.Topic, ch.Client, ch.Join)
+	m := u.msgs[k]
+	delete(u.msgs, k)
+	return m
 }
 
 // change applies one change, and returns its event if it applied.

@@ -185,3 +185,28 @@ func TestPresenceAfterPendingBatch(t *testing.T) {
 		t.Errorf("the joins took %v", d)
 	}
 }
+
+// TestPresenceRetryReturnsAppended: a batch that fails after appending a
+// join appends nothing more when it is run again, and the run again
+// returns that join (the hub would count it as refused otherwise).
+func TestPresenceRetryReturnsAppended(t *testing.T) {
+	b, _, _, col := open(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	join := hub.PresenceChange{Topic: "room", Client: "a", Join: true, Member: json.RawMessage(`{"client":"a","user":null,"info":null}`)}
+	bad := hub.PresenceChange{Topic: "not a subject", Client: "a", Join: true, Member: join.Member}
+	if _, err := b.ChangePresence(ctx, []hub.PresenceChange{join, bad}); err == nil {
+		t.Fatal("a change on a topic that is no subject went through")
+	}
+	got, err := b.ChangePresence(ctx, []hub.PresenceChange{join})
+	if err != nil || len(got) != 1 || got[0].Type != hub.TypeJoin || got[0].Key != "a" {
+		t.Fatalf("the retry = %v, %v; want the join appended by the failed call", got, err)
+	}
+	if got, err := b.ChangePresence(ctx, []hub.PresenceChange{join}); err != nil || len(got) != 0 {
+		t.Fatalf("a repeated join = %v, %v; want nothing", got, err)
+	}
+	wait.For(t, 10*time.Second, "the join's delivery", func() bool { return len(col.snapshot()) >= 1 })
+	if all := col.snapshot(); len(all) != 1 {
+		t.Errorf("delivered %d events, want the one join", len(all))
+	}
+}
