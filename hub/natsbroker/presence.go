@@ -138,9 +138,23 @@ type presView struct {
 	subjSeq uint64
 }
 
-// errRaced is an append refused because another event of the topic came
-// first.
-var errRaced = errors.New("another event of the topic came first")
+// raced is an append refused because another event of the topic came
+// first; last is the topic's last position JetStream reported (0 if it
+// could not be read from the refusal).
+type raced struct{ last uint64 }
+
+func (r *raced) Error() string { return "another event of the topic came first" }
+
+// noExpect makes appendIf's append unconditional.
+const noExpect = ^uint64(0)
+
+// racedMax is how many refused appends a change makes before it appends
+// without the condition (see change).
+const racedMax = 4
+
+// racedFolds bounds the topic's events that a change reads one by one
+// after its append was refused, before it reads the topic's members again.
+const racedFolds = 32
 
 // ChangePresence implements hub.Broker: each change is checked against the
 // topic's members and appended in one conditional step (see above). A
@@ -229,6 +243,17 @@ func (u *unreported) take(node string, ch hub.PresenceChange) *hub.Message {
 func (b *Broker) change(ctx context.Context, views map[string]*presView, ch hub.PresenceChange, node string) (*hub.Message, error) {
 	backoff := time.Millisecond
 	marked := false // a marker was written for this join
+	swept := ""     // the record a rejoin's member came from
+	// After an append was refused, this node's publishes wait until the
+	// change is appended, so that on a topic this node publishes to
+	// without pause the next attempt races only other nodes' events.
+	locked := false
+	races := 0
+	defer func() {
+		if locked {
+			b.pubMu.Unlock()
+		}
+	}()
 	for {
 		v := views[ch.Topic]
 		if v == nil {
@@ -240,7 +265,6 @@ func (b *Broker) change(ctx context.Context, views map[string]*presView, ch hub.
 		}
 		old, isMember := v.members[ch.Client]
 		d := hub.Draft{Topic: ch.Topic, Key: ch.Client}
-		swept := ""
 		if ch.Join && ch.Member == nil {
 			var err error
 			if ch.Member, swept, err = b.swept(ctx, ch, node); err != nil || ch.Member == nil {
@@ -269,8 +293,32 @@ func (b *Broker) change(ctx context.Context, views map[string]*presView, ch hub.
 			marked = true
 		}
 		when := time.Now().UTC().Truncate(time.Microsecond)
-		seq, err := b.appendIf(ctx, d, v.subjSeq, when)
-		if errors.Is(err, errRaced) {
+		expect, id := v.subjSeq, ""
+		if races >= racedMax {
+			// Other nodes append to the topic without pause: the view is
+			// folded to the topic's last event, but the next one always
+			// comes first. Unconditional, the append relies on what else
+			// holds: only this node changes its connections' memberships
+			// (in order, from one goroutine), and a sweeper's leave is
+			// named by the member's join, so that a second sweeper's within
+			// the duplicate window is stored once. What may not hold: a
+			// join may pass the member bound if other nodes join at once.
+			expect = noExpect
+			if d.Type == hub.TypeLeave {
+				id = "pl." + strconv.FormatUint(old.seq, 36) + "." + ch.Topic + "." + ch.Client
+			}
+		}
+		seq, err := b.appendIf(ctx, d, expect, when, locked, id)
+		var r *raced
+		if errors.As(err, &r) {
+			races++
+			if !locked {
+				b.pubMu.Lock()
+				locked = true
+			}
+			if ctx.Err() == nil && b.fold(ctx, v, ch.Topic, r.last) == nil {
+				continue // the view is at the topic's last event again
+			}
 			delete(views, ch.Topic)
 			select {
 			case <-time.After(backoff):
@@ -364,24 +412,40 @@ func (b *Broker) purgeSubject(ctx context.Context, subj string, upTo uint64) err
 }
 
 // appendIf appends d to the log if the last event of its topic is at
-// subjSeq, and returns its position; errRaced if it is not. An attempt
+// subjSeq, and returns its position; a *raced if it is not. An attempt
 // whose acknowledgement is lost is sent again with the same message ID, so
 // the stream answers with the first position if it stored it.
-func (b *Broker) appendIf(ctx context.Context, d hub.Draft, subjSeq uint64, when time.Time) (uint64, error) {
-	b.pubMu.RLock() // this node's batches are not interrupted
-	defer b.pubMu.RUnlock()
-	id := b.nextID()
+//
+// It holds pubMu (shared) unless the caller holds it (locked).
+//
+// With subjSeq noExpect the append is unconditional, and id (if not
+// empty) its message ID.
+func (b *Broker) appendIf(ctx context.Context, d hub.Draft, subjSeq uint64, when time.Time, locked bool, id string) (uint64, error) {
+	if !locked {
+		b.pubMu.RLock() // this node's batches are not interrupted
+		defer b.pubMu.RUnlock()
+	}
+	if id == "" {
+		id = b.nextID()
+	}
+	opts := []jetstream.PublishOpt{jetstream.WithMsgID(id)}
+	if subjSeq != noExpect {
+		opts = append(opts, jetstream.WithExpectLastSequencePerSubject(subjSeq))
+	}
 	backoff := 20 * time.Millisecond
 	for {
 		actx, cancel := context.WithTimeout(ctx, attemptWait)
-		ack, err := b.js.PublishMsg(actx, encode(b.prefix, d, when), jetstream.WithMsgID(id), jetstream.WithExpectLastSequencePerSubject(subjSeq))
+		ack, err := b.js.PublishMsg(actx, encode(b.prefix, d, when), opts...)
 		cancel()
 		var apiErr *jetstream.APIError
 		switch {
 		case err == nil:
 			return ack.Sequence, nil
 		case errors.As(err, &apiErr) && apiErr.ErrorCode == jsErrWrongLastSeq:
-			return 0, errRaced
+			// "wrong last sequence: N"
+			_, n, _ := strings.Cut(apiErr.Description, ": ")
+			last, _ := strconv.ParseUint(n, 10, 64)
+			return 0, &raced{last: last}
 		case errors.Is(noAnswer(err), errNoAnswer) && ctx.Err() == nil:
 			select {
 			case <-time.After(backoff):
@@ -394,6 +458,47 @@ func (b *Broker) appendIf(ctx context.Context, d hub.Draft, subjSeq uint64, when
 			return 0, b.fail(err)
 		}
 	}
+}
+
+// fold brings a view whose append was refused to the topic's last
+// position, last, by reading the topic's events after the view's position
+// and applying the joins and leaves among them: on a busy topic most are
+// ordinary events, and reading them is cheaper than reading the members
+// again. A few are read one by one (direct gets), more with a consumer.
+func (b *Broker) fold(ctx context.Context, v *presView, topic string, last uint64) error {
+	if last <= v.subjSeq {
+		return errors.New("no later position known")
+	}
+	s := b.currentStream()
+	epoch := b.currentEpoch()
+	next := v.subjSeq + 1
+	for range racedFolds {
+		rm, err := s.GetMsg(ctx, next, jetstream.WithGetMsgSubject(b.prefix+topic))
+		if err != nil {
+			return err
+		}
+		if rm.Sequence > last {
+			return errors.New("the topic's last position is gone")
+		}
+		m, _, err := decode(epoch, rm.Sequence, rm.Subject, rm.Header, rm.Data, b.prefix)
+		switch {
+		case err != nil || !m.IsPresence():
+		case m.Type == hub.TypeJoin:
+			v.members[m.Key] = member{seq: m.ID.Seq, data: m.Data}
+		default:
+			delete(v.members, m.Key)
+		}
+		v.subjSeq = rm.Sequence
+		if rm.Sequence == last {
+			return nil
+		}
+		next = rm.Sequence + 1
+	}
+	if err := b.addTail(ctx, topic, hub.Cursor{Epoch: epoch, Seq: v.subjSeq}, last, v.members); err != nil {
+		return err
+	}
+	v.subjSeq = last
+	return nil
 }
 
 // presView reads a topic's members exact at the position of its last event.

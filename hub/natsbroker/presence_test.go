@@ -3,7 +3,10 @@ package natsbroker_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -208,5 +211,61 @@ func TestPresenceRetryReturnsAppended(t *testing.T) {
 	wait.For(t, 10*time.Second, "the join's delivery", func() bool { return len(col.snapshot()) >= 1 })
 	if all := col.snapshot(); len(all) != 1 {
 		t.Errorf("delivered %d events, want the one join", len(all))
+	}
+}
+
+// TestPresenceBusyTopic: joins and leaves go through while the topic is
+// published to without pause, from the joining node and from another
+// (whose events race every conditional append), each applied once.
+func TestPresenceBusyTopic(t *testing.T) {
+	for _, from := range []int{0, 1} {
+		t.Run(map[int]string{0: "same node", 1: "other node"}[from], func(t *testing.T) {
+			bs := newCluster(t, 2, brokertest.Options{})
+			for _, b := range bs {
+				if err := b.Start(func([]*hub.Message) {}); err != nil {
+					t.Fatal(err)
+				}
+				defer b.Close()
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			var wg sync.WaitGroup
+			var pubs atomic.Int64
+			for range 4 {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					d := hub.Draft{Topic: "room", Type: hub.DefaultType, Data: json.RawMessage(`1`)}
+					for ctx.Err() == nil {
+						if _, err := bs[from].Publish(ctx, []hub.Draft{d}); err == nil {
+							pubs.Add(1)
+						}
+					}
+				}()
+			}
+			defer func() { cancel(); wg.Wait() }()
+			wait.For(t, 10*time.Second, "the publishers", func() bool { return pubs.Load() > 100 })
+			start, before := time.Now(), pubs.Load()
+			var changes []hub.PresenceChange
+			for i := range 20 {
+				c := fmt.Sprintf("c%d", i)
+				changes = append(changes, hub.PresenceChange{Topic: "room", Client: c, Join: true, Member: json.RawMessage(`{"client":"` + c + `"}`)})
+				if i%4 == 3 {
+					changes = append(changes, hub.PresenceChange{Topic: "room", Client: fmt.Sprintf("c%d", i-1)})
+				}
+			}
+			for _, ch := range changes {
+				got, err := bs[0].ChangePresence(context.Background(), []hub.PresenceChange{ch})
+				if err != nil || len(got) != 1 {
+					t.Fatalf("%+v = %v, %v", ch, got, err)
+				}
+			}
+			el := time.Since(start)
+			rate := float64(pubs.Load()-before) / el.Seconds()
+			p, err := bs[1].Presence(context.Background(), "room")
+			if err != nil || len(p.Members) != 15 {
+				t.Fatalf("%d members, %v; want 15", len(p.Members), err)
+			}
+			t.Logf("%d joins and leaves in %v while %.0f events/s were published to the topic", len(changes), el.Round(time.Millisecond), rate)
+		})
 	}
 }
