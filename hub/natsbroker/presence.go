@@ -319,6 +319,10 @@ func (b *Broker) change(ctx context.Context, views map[string]*presView, ch hub.
 			if ctx.Err() == nil && b.fold(ctx, v, ch.Topic, r.last) == nil {
 				continue // the view is at the topic's last event again
 			}
+			// The members are read again, after a pause: the node's
+			// publishes need not wait for that.
+			b.pubMu.Unlock()
+			locked = false
 			delete(views, ch.Topic)
 			select {
 			case <-time.After(backoff):
