@@ -97,17 +97,20 @@ func (b *Broker) nodeLoop() {
 // after it; each member a sweep took comes back with what it joined with
 // (see swept).
 func (b *Broker) beat(ctx context.Context, kv jetstream.KeyValue, first bool) error {
+	expired := false
 	if !first {
-		if _, err := kv.Get(ctx, b.node); errors.Is(err, jetstream.ErrKeyNotFound) {
-			b.o.Logger.Warn("nats broker: this node's heartbeat had expired; other nodes may have made its members leave",
-				"node", b.node, "ttl", b.o.NodeTTL)
-			if b.revive != nil {
-				b.revive()
-			}
-		}
+		_, err := kv.Get(ctx, b.node)
+		expired = errors.Is(err, jetstream.ErrKeyNotFound)
 	}
 	if _, err := kv.Put(ctx, b.node, []byte("1")); err != nil {
 		return fmt.Errorf("failed to refresh the heartbeat: %w", b.fail(err))
+	}
+	if expired {
+		b.o.Logger.Warn("nats broker: this node's heartbeat had expired; other nodes may have made its members leave: joining them again",
+			"node", b.node, "ttl", b.o.NodeTTL)
+		if b.revive != nil {
+			b.revive()
+		}
 	}
 	if b.hasMembers.Load() {
 		if _, err := b.js.Publish(ctx, b.presNodeSubject(b.node), nil); err != nil {
