@@ -186,7 +186,7 @@ func (c *Config) newNATSBroker(log *slog.Logger) (hub.Broker, action.Store, func
 		}
 	}
 	o.Conn, o.Size, o.MaxBytes, o.TTL, o.Logger = nc, c.HistorySize, c.HistoryBytes, c.historyTTL(), log
-	o.StateMaxKeys, o.StateMaxBytes = c.StateMaxKeys, c.StateMaxBytes
+	o.StateMaxKeys, o.StateMaxBytes, o.PresenceMaxMembers = c.StateMaxKeys, c.StateMaxBytes, c.PresenceMaxMembers
 	ctx, cancel := context.WithTimeout(context.Background(), brokerConnectTimeout)
 	defer cancel()
 	b, err := natsbroker.New(ctx, o)

@@ -28,6 +28,7 @@ var presenceBrokers = []struct {
 }{
 	{"memory", func(testing.TB) string { return "memory" }},
 	{"redis", redistest.URL},
+	{"nats", natstest.BrokerURL},
 }
 
 // wsMsg is any server message of the WebSocket protocol.
@@ -409,28 +410,23 @@ func TestPresenceExactWhileJoining(t *testing.T) {
 	}
 }
 
-// Two nodes on one Redis: a member of one is seen by a subscriber and in
-// GET presence of the other.
+// Two nodes on one Redis or NATS: a member of one is seen by a
+// subscriber and in GET presence of the other.
 func TestPresenceTwoNodes(t *testing.T) {
-	broker := redistest.URL(t)
-	a := start(t, server.Config{Broker: broker})
-	b := start(t, server.Config{Broker: broker})
-	watcher := openWS(t, context.Background(), b, "")
-	watcher.request(t, `{"op":"subscribe","topics":["hall"],"presence_events":true}`)
-	id, stop := openPresenceSSE(t, a, "topic=hall&presence=1")
-	watcher.expect(t, "herald.join", id)
-	if p := getPresence(t, b, "hall"); p.Clients != 1 || p.Members[0].Client != id {
-		t.Errorf("presence on the other node = %+v", p)
-	}
-	stop()
-	watcher.expect(t, "herald.leave", id)
-}
-
-// NATS keeps no presence: 501 not_implemented.
-func TestPresenceNATSUnsupported(t *testing.T) {
-	in := start(t, server.Config{Broker: natstest.BrokerURL(t)})
-	status, body := in.Get(t, "/v1/topics/room.1/presence")
-	if status != http.StatusNotImplemented || !strings.Contains(string(body), `"code":"not_implemented"`) {
-		t.Fatalf("presence on NATS: %d %s, want 501 not_implemented", status, body)
+	for _, br := range presenceBrokers[1:] {
+		t.Run(br.name, func(t *testing.T) {
+			broker := br.broker(t)
+			a := start(t, server.Config{Broker: broker})
+			b := start(t, server.Config{Broker: broker})
+			watcher := openWS(t, context.Background(), b, "")
+			watcher.request(t, `{"op":"subscribe","topics":["hall"],"presence_events":true}`)
+			id, stop := openPresenceSSE(t, a, "topic=hall&presence=1")
+			watcher.expect(t, "herald.join", id)
+			if p := getPresence(t, b, "hall"); p.Clients != 1 || p.Members[0].Client != id {
+				t.Errorf("presence on the other node = %+v", p)
+			}
+			stop()
+			watcher.expect(t, "herald.leave", id)
+		})
 	}
 }

@@ -2,6 +2,7 @@ package natsbroker
 
 import (
 	"context"
+	"time"
 
 	"github.com/heraldpush/herald/hub"
 )
@@ -25,4 +26,28 @@ func (b *Broker) Applied() uint64 {
 		return p.seq
 	}
 	return 0
+}
+
+// Halt stops b's heartbeat as a crash would, without its clean-up: the
+// other nodes' sweepers then make its members leave.
+func Halt(b *Broker) { close(b.halt) }
+
+// Pause stops (true) or resumes (false) b's heartbeats and sweeps, as a
+// node cut off from NATS for a while would see them.
+func Pause(b *Broker, paused bool) { b.paused.Store(paused) }
+
+// Compact runs a compaction of the presence stream now.
+// It removes tombstones older than age (instead of compactAge); call
+// it while b is paused.
+func (b *Broker) Compact(ctx context.Context, age time.Duration) error {
+	b.compactAge.Store(int64(age))
+	return b.compact(ctx)
+}
+
+// DropPresenceCache forgets the members this node keeps, so that the next
+// read of a topic's members reads the presence stream.
+func (b *Broker) DropPresenceCache() {
+	b.presCache.mu.Lock()
+	b.presCache.topics, b.presCache.size = nil, 0
+	b.presCache.mu.Unlock()
 }

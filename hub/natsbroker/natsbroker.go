@@ -87,7 +87,14 @@ type Options struct {
 	// hub.DefaultStateMaxKeys and hub.DefaultStateMaxBytes. See state.go.
 	StateMaxKeys  int
 	StateMaxBytes int
-	Logger        *slog.Logger
+	// PresenceMaxMembers bounds the members of one topic; default
+	// hub.DefaultPresenceMaxMembers. See presence.go.
+	PresenceMaxMembers int
+	// NodeTTL is how long the node's heartbeat lives unless refreshed (every
+	// third of it); the members of a node whose heartbeat expired are made
+	// to leave by the other nodes. Default DefaultNodeTTL. See node.go.
+	NodeTTL time.Duration
+	Logger  *slog.Logger
 }
 
 // Headers of a stored event. The subject carries the topic and the body
@@ -142,6 +149,20 @@ type Broker struct {
 	// the stream (see applyLoop).
 	feedCap  int
 	catchUps atomic.Int64
+
+	pres       stateStore     // the presence stream (presence.go)
+	presCache  presCache      // members of topics asked about (presence_cache.go)
+	unreported unreported     // see presence.go
+	nodes      sync.WaitGroup // the heartbeat goroutine (node.go)
+	halt       chan struct{}  // closed by a test to stop the heartbeat as a crash would
+	revive     func()
+	// hasMembers: the node has registered as one with members (node.go).
+	hasMembers atomic.Bool
+	paused     atomic.Bool // a test's: no heartbeats nor sweeps meanwhile
+	// compactFrom is where the next compaction scans from; compactAge
+	// is compactAge unless a test shortens it.
+	compactFrom atomic.Uint64
+	compactAge  atomic.Int64 // a time.Duration
 }
 
 // BrokerStats implements hub.BrokerCounter: failures to read the log for
@@ -187,6 +208,12 @@ func New(ctx context.Context, o Options) (*Broker, error) {
 	if o.StateMaxBytes <= 0 {
 		o.StateMaxBytes = hub.DefaultStateMaxBytes
 	}
+	if o.PresenceMaxMembers <= 0 {
+		o.PresenceMaxMembers = hub.DefaultPresenceMaxMembers
+	}
+	if o.NodeTTL <= 0 {
+		o.NodeTTL = DefaultNodeTTL
+	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
@@ -195,8 +222,9 @@ func New(ctx context.Context, o Options) (*Broker, error) {
 	if err != nil {
 		return nil, fmt.Errorf("failed to start NATS broker: %w", err)
 	}
-	b := &Broker{o: o, js: js, prefix: o.Subjects + ".", idBase: hub.NewEpoch(), node: hub.NewEpoch()}
+	b := &Broker{o: o, js: js, prefix: o.Subjects + ".", idBase: hub.NewEpoch(), node: hub.NewEpoch(), halt: make(chan struct{})}
 	b.pubWait = min(confirmWait, b.config().Duplicates)
+	b.compactAge.Store(int64(compactAge))
 	b.ctx, b.cancel = context.WithCancel(context.Background())
 	if _, err := b.ensureStream(ctx); err != nil {
 		b.cancel()
@@ -297,6 +325,7 @@ func (b *Broker) Start(deliver func([]*hub.Message)) error {
 	}
 	// Nothing is applied yet; that is true of position 0.
 	b.applied.Store(&applied{epoch: bd.Epoch})
+	b.presCache.advance(nil, bd.Epoch, bd.Last)
 	if b.feedCap == 0 {
 		b.feedCap = feedChunks
 	}
@@ -310,6 +339,8 @@ func (b *Broker) Start(deliver func([]*hub.Message)) error {
 		b.counting.Add(1)
 		go b.count()
 	}
+	b.nodes.Add(1)
+	go b.nodeLoop()
 	return nil
 }
 
@@ -320,6 +351,7 @@ func (b *Broker) deliverLoop(deliver func([]*hub.Message), epoch string, last ui
 	defer close(b.done)
 	fedEpoch, fed := epoch, last
 	b.follow("delivery", epoch, last, func(out []*hub.Message, epoch string, resolved uint64) (time.Duration, error) {
+		b.presCache.advance(out, epoch, resolved) // first: a snapshot may be ahead of delivery, as the log is
 		if len(out) > 0 {
 			deliver(out)
 		}
@@ -934,5 +966,6 @@ func (b *Broker) Close() error {
 		<-b.applyDone
 	}
 	b.counting.Wait()
+	b.nodes.Wait()
 	return nil
 }

@@ -31,6 +31,8 @@ func conn(t testing.TB) (*nats.Conn, string) {
 		defer cancel()
 		if js, err := jetstream.New(nc); err == nil {
 			_ = js.DeleteStream(ctx, name+"_STATE")
+			_ = js.DeleteStream(ctx, name+"_PRES")
+			_ = js.DeleteKeyValue(ctx, name+"_NODES")
 		}
 	})
 	return nc, name
@@ -41,7 +43,7 @@ func TestConformance(t *testing.T) {
 		nc, name := conn(t)
 		b, err := natsbroker.New(context.Background(), natsbroker.Options{
 			Conn: nc, Stream: name, Subjects: natstest.Subjects(name), Size: o.Size, MaxBytes: o.MaxBytes, TTL: o.TTL, Idle: 200 * time.Millisecond,
-			StateMaxKeys: o.StateMaxKeys,
+			StateMaxKeys: o.StateMaxKeys, PresenceMaxMembers: o.PresenceMaxMembers, NodeTTL: o.NodeTTL,
 		})
 		if err != nil {
 			t.Fatal(err)
@@ -51,22 +53,25 @@ func TestConformance(t *testing.T) {
 }
 
 func TestCluster(t *testing.T) {
-	brokertest.RunCluster(t, func(t *testing.T, n int, o brokertest.Options) []hub.Broker {
-		_, name := conn(t)
-		var bs []hub.Broker
-		for range n {
-			nc, _ := natstest.Conn(t) // a connection per node
-			b, err := natsbroker.New(context.Background(), natsbroker.Options{
-				Conn: nc, Stream: name, Subjects: natstest.Subjects(name), Size: o.Size, MaxBytes: o.MaxBytes, TTL: o.TTL, Idle: 200 * time.Millisecond,
-				StateMaxKeys: o.StateMaxKeys,
-			})
-			if err != nil {
-				t.Fatal(err)
-			}
-			bs = append(bs, b)
+	brokertest.RunCluster(t, newCluster)
+	brokertest.RunPresenceCluster(t, newCluster, func(b hub.Broker) { natsbroker.Halt(b.(*natsbroker.Broker)) })
+}
+
+func newCluster(t *testing.T, n int, o brokertest.Options) []hub.Broker {
+	_, name := conn(t)
+	var bs []hub.Broker
+	for range n {
+		nc, _ := natstest.Conn(t) // a connection per node
+		b, err := natsbroker.New(context.Background(), natsbroker.Options{
+			Conn: nc, Stream: name, Subjects: natstest.Subjects(name), Size: o.Size, MaxBytes: o.MaxBytes, TTL: o.TTL, Idle: 200 * time.Millisecond,
+			StateMaxKeys: o.StateMaxKeys, PresenceMaxMembers: o.PresenceMaxMembers, NodeTTL: o.NodeTTL,
+		})
+		if err != nil {
+			t.Fatal(err)
 		}
-		return bs
-	})
+		bs = append(bs, b)
+	}
+	return bs
 }
 
 // collector records deliveries for the tests below.

@@ -76,6 +76,15 @@ func (b *Broker) stateSubject(topic, key string) string {
 	return b.statePrefix() + strings.ReplaceAll(key, ".", "~") + "." + topic
 }
 
+// applySubject is where the applier writes a keyed event: its key's state
+// subject, or for a join or leave the membership's subject (presence.go).
+func (b *Broker) applySubject(m *hub.Message) string {
+	if m.IsPresence() {
+		return b.presMemberSubject(m.Topic, m.Key)
+	}
+	return b.stateSubject(m.Topic, m.Key)
+}
+
 func (b *Broker) stateConfig() jetstream.StreamConfig {
 	cfg := jetstream.StreamConfig{
 		Name:              b.stateName(),
@@ -281,6 +290,10 @@ type applier struct {
 	// oldest message (0 until read, or if unknown): see dropped.
 	floor     uint64
 	floorRead bool
+	// first is, during a flush, the log's first retained position (for
+	// joins, see olderThanFloor).
+	first     uint64
+	firstRead bool
 	now       bool // write what it holds at the next call: a snapshot waits for it
 }
 
@@ -314,7 +327,7 @@ func (a *applier) handle(out []*hub.Message, epoch string, resolved uint64) (tim
 		if len(a.held) == 0 {
 			a.since = time.Now()
 		}
-		subj := a.b.stateSubject(m.Topic, m.Key)
+		subj := a.b.applySubject(m)
 		if old := a.held[subj]; old != nil {
 			a.bytes -= len(old.Data)
 		}
@@ -345,9 +358,19 @@ func (a *applier) flush() error {
 	}
 	ctx, cancel := context.WithTimeout(a.b.ctx, confirmWait)
 	defer cancel()
-	s, err := a.b.stateStream(ctx, true)
-	if err != nil {
-		return err
+	var state, pres jetstream.Stream
+	streamOf := func(m *hub.Message) (jetstream.Stream, error) {
+		var err error
+		switch {
+		case m.IsPresence() && pres == nil:
+			pres, err = a.b.presStream(ctx, true)
+		case !m.IsPresence() && state == nil:
+			state, err = a.b.stateStream(ctx, true)
+		}
+		if m.IsPresence() {
+			return pres, err
+		}
+		return state, err
 	}
 	type sent struct {
 		subj string
@@ -361,10 +384,14 @@ func (a *applier) flush() error {
 		subjs = append(subjs, subj)
 	}
 	slices.SortFunc(subjs, func(x, y string) int { return cmp.Compare(a.held[x].ID.Seq, a.held[y].ID.Seq) })
-	a.floorRead = false
+	a.floorRead, a.firstRead = false, false
 	var pending []sent
 	for _, subj := range subjs {
 		m := a.held[subj]
+		s, err := streamOf(m)
+		if err != nil {
+			return a.failed(err)
+		}
 		k, ok := a.known[subj]
 		if !ok {
 			// A key not known is most often new: the write expects no
@@ -416,7 +443,10 @@ func (a *applier) flush() error {
 		delete(a.known, p.subj) // stored or not, it must be read
 		var apiErr *jetstream.APIError
 		if errors.As(err, &apiErr) && apiErr.ErrorCode == jsErrWrongLastSeq {
-			err = a.write(ctx, s, p.subj, p.m) // another node wrote it meanwhile
+			var s jetstream.Stream
+			if s, err = streamOf(p.m); err == nil {
+				err = a.write(ctx, s, p.subj, p.m) // another node wrote it meanwhile
+			}
 		}
 		if err == nil {
 			a.done(p.subj, p.m)
@@ -442,9 +472,10 @@ func (a *applier) done(subj string, m *hub.Message) {
 func (a *applier) failed(err error) error {
 	if errors.Is(err, jetstream.ErrStreamNotFound) || errors.Is(err, jetstream.ErrNoStreamResponse) {
 		a.b.dropStateStream()
+		a.b.dropPresStream()
 		clear(a.known)
 	}
-	return fmt.Errorf("failed to write stream %s: %w", a.b.stateName(), a.b.fail(err))
+	return fmt.Errorf("failed to write the state or the members: %w", a.b.fail(err))
 }
 
 // read reads what the state stream holds for a subject.
@@ -467,16 +498,23 @@ func (a *applier) read(ctx context.Context, s jetstream.Stream, subj string) (kn
 
 // message is the state message that makes m its key's state, or nil if
 // the state holds k, at m or later, or nothing that m would remove.
+//
+// A leave always writes its tombstone, even where there is no join to
+// remove: a node whose applier lags behind would write the join later.
 func (a *applier) message(k known, m *hub.Message) *nats.Msg {
 	keep := a.b.keeps(m)
-	if k.seq >= m.ID.Seq || !keep && k.stateSeq == 0 {
+	if k.seq >= m.ID.Seq || !keep && k.stateSeq == 0 && !m.IsPresence() {
 		return nil
 	}
 	d := hub.Draft{Topic: m.Topic, Type: m.Type, Key: m.Key, Data: m.Data}
 	if !keep {
 		d.Data = []byte("null") // a tombstone
 	}
-	msg := encode(a.b.statePrefix()+strings.ReplaceAll(m.Key, ".", "~")+".", d, m.Time)
+	prefix := a.b.statePrefix() + strings.ReplaceAll(m.Key, ".", "~") + "."
+	if m.IsPresence() {
+		prefix = a.b.presPrefix() + "m." + presToken(m.Key) + "."
+	}
+	msg := encode(prefix, d, m.Time)
 	msg.Header.Set(hdrSeq, strconv.FormatUint(m.ID.Seq, 10))
 	msg.Header.Set(hdrEpoch, a.epoch)
 	return msg
@@ -486,7 +524,12 @@ func (a *applier) message(k known, m *hub.Message) *nats.Msg {
 // null), and its state message fits in StateMaxBytes on its own (an
 // estimate of JetStream's count: the subject, the headers, the data and a
 // margin). An event that does not fit removes its key.
+//
+// Of joins and leaves, a join is kept, a leave removes.
 func (b *Broker) keeps(m *hub.Message) bool {
+	if m.IsPresence() {
+		return m.Type == hub.TypeJoin
+	}
 	size := len(m.Data) + len(m.Topic) + 2*len(m.Key) + len(m.Type) + len(b.o.Subjects) + 256
 	return string(m.Data) != "null" && size <= b.o.StateMaxBytes
 }
@@ -502,7 +545,28 @@ const jsErrWrongLastSeq jetstream.ErrorCode = 10071
 // m would bring back an older value: a node that lags behind another, or
 // one that starts and reads the retained log again, would. The floor is
 // read once per flush.
+//
+// The members are not bounded by bytes, but compaction (node.go) removes
+// the tombstones of leaves that are out of the log and older than
+// compactAge: a join older than half that, out of the log, whose member
+// has no message, is taken for one whose tombstone went, and not written.
 func (a *applier) olderThanFloor(ctx context.Context, s jetstream.Stream, m *hub.Message) (bool, error) {
+	if m.IsPresence() {
+		if m.Type != hub.TypeJoin || time.Since(m.Time) < time.Duration(a.b.compactAge.Load())/2 {
+			return false, nil
+		}
+		if !a.firstRead {
+			info, err := a.b.info(ctx)
+			if err != nil {
+				return false, err
+			}
+			a.first, a.firstRead = info.State.FirstSeq, true
+			if info.State.Msgs == 0 {
+				a.first = info.State.LastSeq + 1
+			}
+		}
+		return m.ID.Seq < a.first, nil
+	}
 	if !a.floorRead {
 		info, err := s.Info(ctx)
 		if err != nil {
@@ -670,7 +734,7 @@ func (b *Broker) snapshotAt(ctx context.Context, pats []hub.Pattern, p applied) 
 			return hub.Cursor{}, nil, false, err
 		}
 		for _, m := range res.Messages {
-			if m.ID.Seq > bd.Last || m.Key == "" {
+			if m.ID.Seq > bd.Last || m.Key == "" || m.IsPresence() {
 				continue
 			}
 			k := m.Topic + "\n" + m.Key

@@ -60,6 +60,8 @@ func Conn(t testing.TB) (*nats.Conn, string) {
 		if js, err := jetstream.New(nc); err == nil {
 			_ = js.DeleteStream(ctx, name)
 			_ = js.DeleteStream(ctx, name+"_STATE") // the broker's state of keyed topics
+			_ = js.DeleteStream(ctx, name+"_PRES")  // its members
+			_ = js.DeleteKeyValue(ctx, name+"_NODES")
 			_ = js.DeleteKeyValue(ctx, name+"_SUBS")
 			_ = js.DeleteStream(ctx, name+"_ACTIONS") // the action store's
 			_ = js.DeleteKeyValue(ctx, name+"_ACTIONS")
