@@ -164,7 +164,7 @@ var (
 	descPublished     = desc("events_published_total", "Events published through this node.")
 	descDeliveries    = desc("deliveries_total", "Events queued to subscriber connections.")
 	descDropped       = desc("events_dropped_total", "Queued events discarded because their connection ended (a slow consumer, a shutdown) before they were written; the client resumes from its cursor.")
-	descPresRefused   = desc("presence_refused_total", "Joins refused: a topic at --presence-max-members, a full queue of joins, or a broker that keeps no presence (NATS).")
+	descPresRefused   = desc("presence_refused_total", "Joins refused: a topic at --presence-max-members, a full queue of joins, or a broker that keeps no presence.")
 	descQueueBytes    = desc("queue_bytes", "Bytes waiting in the outbound queues of all connections.")
 	descQueueBytesMax = desc("queue_bytes_max", "Bytes waiting in the fullest outbound queue.")
 	descHistory       = desc("history_events", "Events the broker's log retains (approximately, on NATS).")
