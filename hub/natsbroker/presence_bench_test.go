@@ -33,7 +33,7 @@ func BenchmarkPresenceSnapshot(b *testing.B) {
 func BenchmarkPresenceFanout(b *testing.B) { brokertest.BenchPresenceFanout(b, benchBroker(b), 1000) }
 
 func BenchmarkPresenceChurn(b *testing.B) {
-	brokertest.BenchPresenceChurn(b, benchBroker(b), 1000, 2*time.Second, 200)
+	brokertest.BenchPresenceChurn(b, benchBroker(b), 1000, *brokertest.ChurnFor, 200)
 }
 
 // BenchmarkPresenceSnapshotCold reads the members of a topic of 10,000
