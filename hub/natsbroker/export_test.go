@@ -51,3 +51,8 @@ func (b *Broker) DropPresenceCache() {
 	b.presCache.topics, b.presCache.size = nil, 0
 	b.presCache.mu.Unlock()
 }
+
+// OnFlush has b's state applier call f before each write round, with the
+// log positions it is about to write; f may block to hold the applier
+// back. Call before Start.
+func (b *Broker) OnFlush(f func(seqs []uint64)) { b.flushHook = f }

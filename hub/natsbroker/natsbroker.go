@@ -149,6 +149,10 @@ type Broker struct {
 	// the stream (see applyLoop).
 	feedCap  int
 	catchUps atomic.Int64
+	// flushHook, set by a test before Start, is called by the applier
+	// before each write round with the log positions it is about to
+	// write; nil otherwise.
+	flushHook func(seqs []uint64)
 
 	pres       stateStore     // the presence stream (presence.go)
 	presCache  presCache      // members of topics asked about (presence_cache.go)

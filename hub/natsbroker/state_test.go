@@ -583,3 +583,96 @@ func mustPat(t testing.TB, s string) hub.Pattern {
 	}
 	return p
 }
+
+// TestStateRemovalRace: a key set and removed within one applier hold is
+// written by that applier as its removal alone. A node whose applier lags
+// and wrote the set only afterwards must not make the key come back in
+// the snapshots of a node whose applier is past the removal: the removal
+// leaves a tombstone, and the lagging write of the older set is refused.
+func TestStateRemovalRace(t *testing.T) {
+	_, name := conn(t)
+	ctx := context.Background()
+	nc, _ := natstest.Conn(t)
+	lag, err := natsbroker.New(ctx, natsbroker.Options{Conn: nc, Stream: name, Subjects: natstest.Subjects(name), Idle: 100 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Each write round of lag's applier waits for the test's release.
+	rounds, release, stop := make(chan []uint64), make(chan struct{}), make(chan struct{})
+	lag.OnFlush(func(seqs []uint64) {
+		select {
+		case rounds <- seqs:
+		case <-stop:
+			return
+		}
+		select {
+		case <-release:
+		case <-stop:
+		}
+	})
+	if err := lag.Start(func([]*hub.Message) {}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { lag.Close() })
+	t.Cleanup(func() { close(stop) }) // runs first
+	next := func() []uint64 {
+		t.Helper()
+		select {
+		case seqs := <-rounds:
+			return seqs
+		case <-time.After(10 * time.Second):
+			t.Fatal("timed out waiting for the lagging applier")
+			return nil
+		}
+	}
+
+	set, err := lag.Publish(ctx, []hub.Draft{keyed(t, "race.a", "k", `"set"`)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := next(); !slices.Equal(got, []uint64{set[0].ID.Seq}) {
+		t.Fatalf("lag's first round writes %v, want the set at %d", got, set[0].ID.Seq)
+	}
+	removal, err := lag.Publish(ctx, []hub.Draft{keyed(t, "race.a", "k", `null`)})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// A node that starts now reads both events in one hold and writes the
+	// removal alone.
+	nc2, _ := natstest.Conn(t)
+	ahead, err := natsbroker.New(ctx, natsbroker.Options{Conn: nc2, Stream: name, Subjects: natstest.Subjects(name), Idle: 100 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var aheadWrote []uint64
+	ahead.OnFlush(func(seqs []uint64) {
+		mu.Lock()
+		aheadWrote = append(aheadWrote, seqs...)
+		mu.Unlock()
+	})
+	if err := ahead.Start(func([]*hub.Message) {}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ahead.Close() })
+	waitFor(t, "the applier past the removal", func() bool { return ahead.Applied() >= removal[0].ID.Seq })
+	mu.Lock()
+	if slices.Contains(aheadWrote, set[0].ID.Seq) {
+		t.Fatalf("the applier wrote the set apart from its removal (%v): the race needs them in one hold", aheadWrote)
+	}
+	mu.Unlock()
+
+	// The lagging applier writes the set now, and holds the removal.
+	release <- struct{}{}
+	if got := next(); !slices.Equal(got, []uint64{removal[0].ID.Seq}) {
+		t.Fatalf("lag's second round writes %v, want the removal at %d", got, removal[0].ID.Seq)
+	}
+	if got := summary(state(t, ahead, "race.a")); got != "" {
+		t.Fatalf("state after the removal: %q, want none", got)
+	}
+	subj := natstest.Subjects(name) + "_state.k.race.a"
+	if got, want := stored(t, nc, name)[subj], "null@"+strconv.FormatUint(removal[0].ID.Seq, 10); got != want {
+		t.Fatalf("state stream holds %q for the key, want the tombstone %q", got, want)
+	}
+}
