@@ -36,7 +36,7 @@ func Halt(b *Broker) { close(b.halt) }
 // node cut off from NATS for a while would see them.
 func Pause(b *Broker, paused bool) { b.paused.Store(paused) }
 
-// Compact runs a compaction of the presence stream now.
+// Compact runs a compaction of the presence and state streams now.
 // It removes tombstones older than age (instead of compactAge); call
 // it while b is paused.
 func (b *Broker) Compact(ctx context.Context, age time.Duration) error {

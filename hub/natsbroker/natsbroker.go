@@ -165,8 +165,9 @@ type Broker struct {
 	paused     atomic.Bool // a test's: no heartbeats nor sweeps meanwhile
 	// compactFrom is where the next compaction scans from; compactAge
 	// is compactAge unless a test shortens it.
-	compactFrom atomic.Uint64
-	compactAge  atomic.Int64 // a time.Duration
+	compactFrom      atomic.Uint64
+	stateCompactFrom atomic.Uint64 // the same for the state stream
+	compactAge       atomic.Int64  // a time.Duration
 }
 
 // BrokerStats implements hub.BrokerCounter: failures to read the log for

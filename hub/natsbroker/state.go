@@ -558,15 +558,15 @@ const jsErrWrongLastSeq jetstream.ErrorCode = 10071
 // removal that old written: its key was dropped, which a snapshot shows
 // as a tombstone would. The floor is read once per flush.
 //
-// The members are not bounded by bytes, but compaction (node.go) removes
-// the tombstones of leaves that are out of the log and older than
-// compactAge: a join older than half that, out of the log, whose member
-// has no message, is taken for one whose tombstone went, and not written.
+// Compaction (node.go) removes the tombstones of removals and leaves that
+// are out of the log and older than compactAge: an event older than half
+// that, out of the log, whose key or member has no message, is taken for
+// one whose tombstone went, and not written.
 func (a *applier) olderThanFloor(ctx context.Context, s jetstream.Stream, m *hub.Message) (bool, error) {
-	if m.IsPresence() {
-		if m.Type != hub.TypeJoin || time.Since(m.Time) < time.Duration(a.b.compactAge.Load())/2 {
-			return false, nil
-		}
+	if m.IsPresence() && m.Type != hub.TypeJoin {
+		return false, nil
+	}
+	if time.Since(m.Time) >= time.Duration(a.b.compactAge.Load())/2 {
 		if !a.firstRead {
 			info, err := a.b.info(ctx)
 			if err != nil {
@@ -577,7 +577,12 @@ func (a *applier) olderThanFloor(ctx context.Context, s jetstream.Stream, m *hub
 				a.first = info.State.LastSeq + 1
 			}
 		}
-		return m.ID.Seq < a.first, nil
+		if m.ID.Seq < a.first {
+			return true, nil
+		}
+	}
+	if m.IsPresence() {
+		return false, nil // the members are not bounded by bytes
 	}
 	if !a.floorRead {
 		info, err := s.Info(ctx)
