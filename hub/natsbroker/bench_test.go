@@ -15,21 +15,23 @@ import (
 // (seq: the latency of a publish) and from 16 (par: throughput). Keyed
 // events go to 64 keys of one topic, so that most writes replace a key;
 // unique events each have a key of their own, so that every one is a
-// write of the state.
+// write of the state; churn events set a new key and remove it with the
+// next event, so that every key leaves a tombstone.
 // Run with
 //
 //	go test -run '^$' -bench Publish -benchtime 2000x -count 3 ./hub/natsbroker/
 func BenchmarkPublish(b *testing.B) {
 	for _, par := range []bool{false, true} {
-		for _, keys := range []int{0, 64, -1} {
-			name := map[bool]string{false: "seq", true: "par"}[par] + "/" + map[int]string{0: "plain", 64: "keyed", -1: "unique"}[keys]
+		for _, keys := range []int{0, 64, -1, -2} {
+			name := map[bool]string{false: "seq", true: "par"}[par] + "/" + map[int]string{0: "plain", 64: "keyed", -1: "unique", -2: "churn"}[keys]
 			b.Run(name, func(b *testing.B) { benchPublish(b, par, keys) })
 		}
 	}
 }
 
-// benchPublish publishes with no key (keys 0), with one of keys keys, or
-// with a new key each time (keys -1).
+// benchPublish publishes with no key (keys 0), with one of keys keys,
+// with a new key each time (keys -1), or setting a new key and removing it
+// in turn (keys -2).
 func benchPublish(b *testing.B, par bool, keys int) {
 	br, _, _, _ := open(b)
 	ctx := context.Background()
@@ -38,6 +40,9 @@ func benchPublish(b *testing.B, par bool, keys int) {
 		b.Fatal(err)
 	}
 	key := func(i int64) string {
+		if keys == -2 {
+			return "c" + strconv.FormatInt(i/2, 36)
+		}
 		if keys < 0 {
 			return "u" + strconv.FormatInt(i, 36)
 		}
@@ -48,6 +53,11 @@ func benchPublish(b *testing.B, par bool, keys int) {
 		for i := 0; i < b.N; i++ {
 			if keys != 0 {
 				d.Key = key(int64(i))
+			}
+			if keys == -2 && i%2 == 1 {
+				d.Data = []byte("null")
+			} else {
+				d.Data = []byte(`{"n":1}`)
 			}
 			if _, err := br.Publish(ctx, []hub.Draft{d}); err != nil {
 				b.Fatal(err)
@@ -60,8 +70,14 @@ func benchPublish(b *testing.B, par bool, keys int) {
 	b.RunParallel(func(pb *testing.PB) {
 		d := d
 		for pb.Next() {
+			i := n.Add(1)
 			if keys != 0 {
-				d.Key = key(n.Add(1))
+				d.Key = key(i)
+			}
+			if keys == -2 && i%2 == 1 {
+				d.Data = []byte("null")
+			} else {
+				d.Data = []byte(`{"n":1}`)
 			}
 			if _, err := br.Publish(ctx, []hub.Draft{d}); err != nil {
 				panic(err)

@@ -36,7 +36,7 @@ func Halt(b *Broker) { close(b.halt) }
 // node cut off from NATS for a while would see them.
 func Pause(b *Broker, paused bool) { b.paused.Store(paused) }
 
-// Compact runs a compaction of the presence stream now.
+// Compact runs a compaction of the presence and state streams now.
 // It removes tombstones older than age (instead of compactAge); call
 // it while b is paused.
 func (b *Broker) Compact(ctx context.Context, age time.Duration) error {
@@ -51,3 +51,8 @@ func (b *Broker) DropPresenceCache() {
 	b.presCache.topics, b.presCache.size = nil, 0
 	b.presCache.mu.Unlock()
 }
+
+// OnFlush has b's state applier call f before each write round, with the
+// log positions it is about to write; f may block to hold the applier
+// back. Call before Start.
+func (b *Broker) OnFlush(f func(seqs []uint64)) { b.flushHook = f }

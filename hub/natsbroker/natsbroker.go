@@ -149,6 +149,10 @@ type Broker struct {
 	// the stream (see applyLoop).
 	feedCap  int
 	catchUps atomic.Int64
+	// flushHook, set by a test before Start, is called by the applier
+	// before each write round with the log positions it is about to
+	// write; nil otherwise.
+	flushHook func(seqs []uint64)
 
 	pres       stateStore     // the presence stream (presence.go)
 	presCache  presCache      // members of topics asked about (presence_cache.go)
@@ -161,8 +165,9 @@ type Broker struct {
 	paused     atomic.Bool // a test's: no heartbeats nor sweeps meanwhile
 	// compactFrom is where the next compaction scans from; compactAge
 	// is compactAge unless a test shortens it.
-	compactFrom atomic.Uint64
-	compactAge  atomic.Int64 // a time.Duration
+	compactFrom      atomic.Uint64
+	stateCompactFrom atomic.Uint64 // the same for the state stream
+	compactAge       atomic.Int64  // a time.Duration
 }
 
 // BrokerStats implements hub.BrokerCounter: failures to read the log for

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -208,13 +209,14 @@ func (b *Broker) sweepNode(ctx context.Context, s jetstream.Stream, node string)
 
 // Compaction: the presence stream keeps a tombstone for every leave (so
 // that an applier lagging behind does not write the join back) and a
-// record of every member a sweep made leave. Every compactEvery
-// heartbeats each node scans up to compactScan of its messages, from where
-// it stopped, and removes the tombstones whose leave is out of the log's
-// retention (no applier reads its join again; one that read it before
-// does not write it once it is that old, see applier.olderThanFloor) and
-// older than compactAge, the swept records older than sweptTTL, and
-// everything of an older epoch.
+// record of every member a sweep made leave, and the state stream a
+// tombstone for every removal (for the same reason). Every compactEvery
+// heartbeats each node scans up to compactScan messages of each stream,
+// from where it stopped, and removes the tombstones whose leave or removal
+// is out of the log's retention (no applier reads the older event again;
+// one that read it before does not write it once it is that old, see
+// applier.olderThanFloor) and older than compactAge, the swept records
+// older than sweptTTL, and everything of an older epoch.
 const (
 	compactEvery = 12
 	compactScan  = 50000
@@ -223,10 +225,6 @@ const (
 )
 
 func (b *Broker) compact(ctx context.Context) error {
-	s, err := b.presStream(ctx, false)
-	if err != nil || s == nil {
-		return err
-	}
 	info, err := b.info(ctx)
 	if err != nil {
 		return err
@@ -235,12 +233,51 @@ func (b *Broker) compact(ctx context.Context) error {
 	if info.State.Msgs == 0 {
 		first = info.State.LastSeq + 1
 	}
-	r, err := b.openReaderOn(ctx, s, b.presName(), "", max(b.compactFrom.Load(), 1))
+	now, age := time.Now(), time.Duration(b.compactAge.Load())
+	tombstone := func(rm rawMsg) bool {
+		micros, _ := strconv.ParseInt(rm.header.Get(hdrTime), 10, 64)
+		seq, _ := strconv.ParseUint(rm.header.Get(hdrSeq), 10, 64)
+		return string(rm.data) == "null" && seq < first && now.Sub(time.UnixMicro(micros)) > age
+	}
+	if s, err := b.presStream(ctx, false); err != nil {
+		return err
+	} else if s != nil {
+		err := b.compactStream(ctx, s, b.presName(), &b.compactFrom, func(rm rawMsg) bool {
+			kind, _, _ := strings.Cut(strings.TrimPrefix(rm.subject, b.presPrefix()), ".")
+			switch {
+			case kind != "m" && kind != "s":
+				return false
+			case rm.header.Get(hdrEpoch) != epoch:
+				return true
+			case kind == "m":
+				return tombstone(rm)
+			}
+			micros, _ := strconv.ParseInt(rm.header.Get(hdrTime), 10, 64)
+			return now.Sub(time.UnixMicro(micros)) > sweptTTL
+		})
+		if err != nil {
+			return err
+		}
+	}
+	s, err := b.stateStream(ctx, false)
+	if err != nil || s == nil {
+		return err
+	}
+	return b.compactStream(ctx, s, b.stateName(), &b.stateCompactFrom, func(rm rawMsg) bool {
+		return rm.header.Get(hdrEpoch) != epoch || tombstone(rm)
+	})
+}
+
+// compactStream scans up to compactScan messages of stream s from *from
+// on and removes those stale reports, each by a purge of its subject up to
+// it, so that a message written again meanwhile stays. *from is where the
+// next scan starts.
+func (b *Broker) compactStream(ctx context.Context, s jetstream.Stream, name string, from *atomic.Uint64, stale func(rawMsg) bool) error {
+	r, err := b.openReaderOn(ctx, s, name, "", max(from.Load(), 1))
 	if err != nil {
 		return err
 	}
 	defer r.close()
-	now := time.Now()
 	for scanned := 0; !r.done() && scanned < compactScan; {
 		page, err := r.fetch(ctx, 256)
 		if err != nil {
@@ -248,30 +285,18 @@ func (b *Broker) compact(ctx context.Context) error {
 		}
 		scanned += len(page)
 		for _, rm := range page {
-			b.compactFrom.Store(rm.seq + 1)
-			kind, _, _ := strings.Cut(strings.TrimPrefix(rm.subject, b.presPrefix()), ".")
-			if kind != "m" && kind != "s" {
+			from.Store(rm.seq + 1)
+			if !stale(rm) {
 				continue
 			}
-			micros, _ := strconv.ParseInt(rm.header.Get(hdrTime), 10, 64)
-			age := now.Sub(time.UnixMicro(micros))
-			seq, _ := strconv.ParseUint(rm.header.Get(hdrSeq), 10, 64)
-			stale := rm.header.Get(hdrEpoch) != epoch
-			switch kind {
-			case "m":
-				stale = stale || string(rm.data) == "null" && seq < first && age > time.Duration(b.compactAge.Load())
-			case "s":
-				stale = stale || age > sweptTTL
-			}
-			if stale {
-				if err := b.purgeSubject(ctx, rm.subject, rm.seq); err != nil {
-					return err
-				}
+			opts := []jetstream.StreamPurgeOpt{jetstream.WithPurgeSubject(rm.subject), jetstream.WithPurgeSequence(rm.seq + 1)}
+			if err := s.Purge(ctx, opts...); err != nil {
+				return fmt.Errorf("failed to purge %s: %w", rm.subject, b.fail(err))
 			}
 		}
 	}
 	if r.done() {
-		b.compactFrom.Store(1) // from the start next time
+		from.Store(1) // from the start next time
 	}
 	return nil
 }

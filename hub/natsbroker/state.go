@@ -384,6 +384,13 @@ func (a *applier) flush() error {
 		subjs = append(subjs, subj)
 	}
 	slices.SortFunc(subjs, func(x, y string) int { return cmp.Compare(a.held[x].ID.Seq, a.held[y].ID.Seq) })
+	if a.b.flushHook != nil {
+		seqs := make([]uint64, len(subjs))
+		for i, subj := range subjs {
+			seqs[i] = a.held[subj].ID.Seq
+		}
+		a.b.flushHook(seqs)
+	}
 	a.floorRead, a.firstRead = false, false
 	var pending []sent
 	for _, subj := range subjs {
@@ -396,20 +403,19 @@ func (a *applier) flush() error {
 		if !ok {
 			// A key not known is most often new: the write expects no
 			// message, and if there is one it is refused and the key read.
-			// A removal needs to know whether there is anything to remove,
-			// and an event older than the state stream's oldest message
-			// whether its key was dropped.
+			// An event older than the state stream's oldest message needs
+			// to know whether its key was dropped.
 			older, err := a.olderThanFloor(ctx, s, m)
 			if err != nil {
 				return a.failed(err)
 			}
-			if !a.b.keeps(m) || older {
+			if older {
 				if k, err = a.read(ctx, s, subj); err != nil {
 					return a.failed(err)
 				}
 			}
 		}
-		if k.stateSeq == 0 && a.b.keeps(m) {
+		if k.stateSeq == 0 {
 			if older, err := a.olderThanFloor(ctx, s, m); err != nil {
 				return a.failed(err)
 			} else if older {
@@ -497,13 +503,18 @@ func (a *applier) read(ctx context.Context, s jetstream.Stream, subj string) (kn
 }
 
 // message is the state message that makes m its key's state, or nil if
-// the state holds k, at m or later, or nothing that m would remove.
+// the state holds k, at m or later.
 //
-// A leave always writes its tombstone, even where there is no join to
-// remove: a node whose applier lags behind would write the join later.
+// A removal (or a leave) always writes its tombstone, even where there is
+// nothing to remove (the applier held the key's event and its removal
+// together, and wrote only the removal): a node whose applier lags behind
+// would write the older event later, and snapshots of nodes whose
+// appliers are past the removal would show it. The tombstone carries the
+// removal's position, so that the lagging write, which expects no
+// message, is refused, and the key read shows it newer.
 func (a *applier) message(k known, m *hub.Message) *nats.Msg {
 	keep := a.b.keeps(m)
-	if k.seq >= m.ID.Seq || !keep && k.stateSeq == 0 && !m.IsPresence() {
+	if k.seq >= m.ID.Seq {
 		return nil
 	}
 	d := hub.Draft{Topic: m.Topic, Type: m.Type, Key: m.Key, Data: m.Data}
@@ -543,18 +554,19 @@ const jsErrWrongLastSeq jetstream.ErrorCode = 10071
 // (its oldest messages go first, and appliers write in log order, so the
 // key's event at m or later was written before that message), and writing
 // m would bring back an older value: a node that lags behind another, or
-// one that starts and reads the retained log again, would. The floor is
-// read once per flush.
+// one that starts and reads the retained log again, would. Nor is a
+// removal that old written: its key was dropped, which a snapshot shows
+// as a tombstone would. The floor is read once per flush.
 //
-// The members are not bounded by bytes, but compaction (node.go) removes
-// the tombstones of leaves that are out of the log and older than
-// compactAge: a join older than half that, out of the log, whose member
-// has no message, is taken for one whose tombstone went, and not written.
+// Compaction (node.go) removes the tombstones of removals and leaves that
+// are out of the log and older than compactAge: an event older than half
+// that, out of the log, whose key or member has no message, is taken for
+// one whose tombstone went, and not written.
 func (a *applier) olderThanFloor(ctx context.Context, s jetstream.Stream, m *hub.Message) (bool, error) {
-	if m.IsPresence() {
-		if m.Type != hub.TypeJoin || time.Since(m.Time) < time.Duration(a.b.compactAge.Load())/2 {
-			return false, nil
-		}
+	if m.IsPresence() && m.Type != hub.TypeJoin {
+		return false, nil
+	}
+	if time.Since(m.Time) >= time.Duration(a.b.compactAge.Load())/2 {
 		if !a.firstRead {
 			info, err := a.b.info(ctx)
 			if err != nil {
@@ -565,7 +577,12 @@ func (a *applier) olderThanFloor(ctx context.Context, s jetstream.Stream, m *hub
 				a.first = info.State.LastSeq + 1
 			}
 		}
-		return m.ID.Seq < a.first, nil
+		if m.ID.Seq < a.first {
+			return true, nil
+		}
+	}
+	if m.IsPresence() {
+		return false, nil // the members are not bounded by bytes
 	}
 	if !a.floorRead {
 		info, err := s.Info(ctx)
@@ -597,7 +614,7 @@ func (a *applier) write(ctx context.Context, s jetstream.Stream, subj string, m 
 		if err != nil {
 			return err
 		}
-		if k.stateSeq == 0 && a.b.keeps(m) {
+		if k.stateSeq == 0 {
 			if older, err := a.olderThanFloor(ctx, s, m); err != nil || older {
 				return err // dropped by StateMaxBytes: not written back
 			}

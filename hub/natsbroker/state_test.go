@@ -583,3 +583,199 @@ func mustPat(t testing.TB, s string) hub.Pattern {
 	}
 	return p
 }
+
+// TestStateRemovalRace: a key set and removed within one applier hold is
+// written by that applier as its removal alone. A node whose applier lags
+// and wrote the set only afterwards must not make the key come back in
+// the snapshots of a node whose applier is past the removal: the removal
+// leaves a tombstone, and the lagging write of the older set is refused.
+func TestStateRemovalRace(t *testing.T) {
+	_, name := conn(t)
+	ctx := context.Background()
+	nc, _ := natstest.Conn(t)
+	lag, err := natsbroker.New(ctx, natsbroker.Options{Conn: nc, Stream: name, Subjects: natstest.Subjects(name), Idle: 100 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Each write round of lag's applier waits for the test's release.
+	rounds, release, stop := make(chan []uint64), make(chan struct{}), make(chan struct{})
+	lag.OnFlush(func(seqs []uint64) {
+		select {
+		case rounds <- seqs:
+		case <-stop:
+			return
+		}
+		select {
+		case <-release:
+		case <-stop:
+		}
+	})
+	if err := lag.Start(func([]*hub.Message) {}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { lag.Close() })
+	t.Cleanup(func() { close(stop) }) // runs first
+	next := func() []uint64 {
+		t.Helper()
+		select {
+		case seqs := <-rounds:
+			return seqs
+		case <-time.After(10 * time.Second):
+			t.Fatal("timed out waiting for the lagging applier")
+			return nil
+		}
+	}
+
+	set, err := lag.Publish(ctx, []hub.Draft{keyed(t, "race.a", "k", `"set"`)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := next(); !slices.Equal(got, []uint64{set[0].ID.Seq}) {
+		t.Fatalf("lag's first round writes %v, want the set at %d", got, set[0].ID.Seq)
+	}
+	removal, err := lag.Publish(ctx, []hub.Draft{keyed(t, "race.a", "k", `null`)})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// A node that starts now reads both events in one hold and writes the
+	// removal alone.
+	nc2, _ := natstest.Conn(t)
+	ahead, err := natsbroker.New(ctx, natsbroker.Options{Conn: nc2, Stream: name, Subjects: natstest.Subjects(name), Idle: 100 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var aheadWrote []uint64
+	ahead.OnFlush(func(seqs []uint64) {
+		mu.Lock()
+		aheadWrote = append(aheadWrote, seqs...)
+		mu.Unlock()
+	})
+	if err := ahead.Start(func([]*hub.Message) {}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ahead.Close() })
+	waitFor(t, "the applier past the removal", func() bool { return ahead.Applied() >= removal[0].ID.Seq })
+	mu.Lock()
+	if slices.Contains(aheadWrote, set[0].ID.Seq) {
+		t.Fatalf("the applier wrote the set apart from its removal (%v): the race needs them in one hold", aheadWrote)
+	}
+	mu.Unlock()
+
+	// The lagging applier writes the set now, and holds the removal.
+	release <- struct{}{}
+	if got := next(); !slices.Equal(got, []uint64{removal[0].ID.Seq}) {
+		t.Fatalf("lag's second round writes %v, want the removal at %d", got, removal[0].ID.Seq)
+	}
+	if got := summary(state(t, ahead, "race.a")); got != "" {
+		t.Fatalf("state after the removal: %q, want none", got)
+	}
+	subj := natstest.Subjects(name) + "_state.k.race.a"
+	if got, want := stored(t, nc, name)[subj], "null@"+strconv.FormatUint(removal[0].ID.Seq, 10); got != want {
+		t.Fatalf("state stream holds %q for the key, want the tombstone %q", got, want)
+	}
+}
+
+// TestStateCompaction: the tombstone of a removal that is out of the log's
+// retention and old enough goes, the keys stay, and a lagging applier's
+// write of the removed key's older event is not made once its tombstone
+// is gone.
+func TestStateCompaction(t *testing.T) {
+	nc, name := conn(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	o := natsbroker.Options{Conn: nc, Stream: name, Subjects: natstest.Subjects(name), Size: 5, Idle: 200 * time.Millisecond}
+	lag, err := natsbroker.New(ctx, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// lag's applier holds the set of "gone" until the test lets it go on.
+	// "kept", set before it, keeps the state stream's oldest message older
+	// than that set, so that only compaction's rule keeps it out.
+	rounds, stop := make(chan []uint64, 16), make(chan struct{})
+	var once sync.Once
+	lag.OnFlush(func(seqs []uint64) {
+		once.Do(func() {
+			rounds <- seqs
+			<-stop
+		})
+	})
+	if err := lag.Start(func([]*hub.Message) {}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { lag.Close() })
+	release := sync.OnceFunc(func() { close(stop) })
+	t.Cleanup(release) // runs first
+	natsbroker.Pause(lag, true)
+	set, err := lag.Publish(ctx, []hub.Draft{keyed(t, "cp.a", "kept", `0`), keyed(t, "cp.a", "gone", `1`)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-rounds:
+	case <-ctx.Done():
+		t.Fatal("timed out waiting for the lagging applier")
+	}
+
+	nc2, _ := natstest.Conn(t)
+	o.Conn = nc2
+	b, err := natsbroker.New(ctx, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Start(func([]*hub.Message) {}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.Close() })
+	natsbroker.Pause(b, true)
+	removal, err := b.Publish(ctx, []hub.Draft{keyed(t, "cp.a", "gone", `null`), keyed(t, "cp.a", "stays", `2`)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	prefix := natstest.Subjects(name) + "_state."
+	tomb := "null@" + strconv.FormatUint(removal[0].ID.Seq, 10)
+	wait.For(t, 10*time.Second, "the tombstone and the key", func() bool {
+		st := stored(t, nc, name)
+		return st[prefix+"gone.cp.a"] == tomb && st[prefix+"stays.cp.a"] != ""
+	})
+	// The removal is still in the log: compaction keeps its tombstone.
+	if err := b.Compact(ctx, 0); err != nil {
+		t.Fatal(err)
+	}
+	if got := stored(t, nc, name)[prefix+"gone.cp.a"]; got != tomb {
+		t.Fatalf("after compacting with the removal in the log: %q", got)
+	}
+	for range 6 {
+		if _, err := b.Publish(ctx, []hub.Draft{{Topic: "other", Type: hub.DefaultType, Data: []byte(`1`)}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := b.Compact(ctx, time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	if got := stored(t, nc, name)[prefix+"gone.cp.a"]; got != tomb {
+		t.Fatalf("after compacting a young tombstone: %q", got)
+	}
+	if err := b.Compact(ctx, 0); err != nil {
+		t.Fatal(err)
+	}
+	st := stored(t, nc, name)
+	if len(st) != 2 || st[prefix+"stays.cp.a"] == "" || st[prefix+"kept.cp.a"] == "" {
+		t.Fatalf("after compacting: %v, want the kept keys alone", st)
+	}
+	// The lagging applier writes its set of the removed key now: it is
+	// out of the log and older than half the compaction age (0 here), and
+	// its key has no message, so it is taken for one whose tombstone went.
+	if err := lag.Compact(ctx, 0); err != nil { // to shorten its compaction age
+		t.Fatal(err)
+	}
+	release()
+	wait.For(t, 10*time.Second, "the lagging applier past the removal", func() bool { return lag.Applied() >= removal[1].ID.Seq })
+	if got, ok := stored(t, nc, name)[prefix+"gone.cp.a"]; ok {
+		t.Fatalf("the lagging applier wrote the removed key back: %q (set at %d)", got, set[1].ID.Seq)
+	}
+	if got, want := summary(state(t, b, "cp.a")), fmt.Sprintf("kept=0@%d stays=2@%d", set[0].ID.Seq, removal[1].ID.Seq); got != want {
+		t.Fatalf("state = %q", got)
+	}
+}
