@@ -175,7 +175,7 @@ func (b *Broker) readAllMembers(ctx context.Context, p applied) (map[string]map[
 		return nil, nil, err
 	}
 	defer r.close()
-	size, max := 0, b.presCache.bound()
+	size, limit := 0, b.presCache.bound()
 	for !r.done() {
 		page, err := r.fetch(ctx, 4096)
 		if err != nil {
@@ -196,7 +196,7 @@ func (b *Broker) readAllMembers(ctx context.Context, p applied) (map[string]map[
 			if string(rm.data) == "null" {
 				if seq > p.seq {
 					gone[topic+"\n"+client] = seq
-					if len(gone) > max {
+					if len(gone) > limit {
 						return nil, nil, errTooManyMembers
 					}
 				}
@@ -211,7 +211,7 @@ func (b *Broker) readAllMembers(ctx context.Context, p applied) (map[string]map[
 				size++
 			}
 			ms[client] = member{seq: seq, data: rm.data}
-			if size > max {
+			if size > limit {
 				return nil, nil, errTooManyMembers
 			}
 		}
