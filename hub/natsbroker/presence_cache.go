@@ -1,10 +1,12 @@
 package natsbroker
 
 import (
+	"cmp"
 	"context"
+	"slices"
+	"sync"
 
 	"github.com/heraldpush/herald/hub"
-	"sync"
 )
 
 // Reading a topic's 10,000 members from the presence stream takes about
@@ -106,23 +108,34 @@ func (c *presCache) advance(out []*hub.Message, epoch string, resolved uint64) {
 		}
 	}
 	if c.size > c.bound() {
+		// A tenth more is evicted, so that delivery does not evict on
+		// every join at the bound.
 		c.complete = false
-		c.evict("")
+		c.evict("", c.bound()-c.bound()/10)
 	}
 }
 
 // evict removes the topics least recently asked about, but keep, until
-// the members kept are within the bound or keep is the only topic left.
-func (c *presCache) evict(keep string) {
-	for c.size > c.bound() && len(c.topics) > 1 {
-		var oldest string
-		for name, t := range c.topics {
-			if name != keep && (oldest == "" || t.used < c.topics[oldest].used) {
-				oldest = name
-			}
+// the members kept are at most target or keep is the only topic left.
+// One sort per call, so that a cache of many small topics is not scanned
+// once per topic removed.
+func (c *presCache) evict(keep string, target int) {
+	if c.size <= target {
+		return
+	}
+	names := make([]string, 0, len(c.topics))
+	for name := range c.topics {
+		if name != keep {
+			names = append(names, name)
 		}
-		c.size -= len(c.topics[oldest].members)
-		delete(c.topics, oldest)
+	}
+	slices.SortFunc(names, func(x, y string) int { return cmp.Compare(c.topics[x].used, c.topics[y].used) })
+	for _, name := range names {
+		if c.size <= target {
+			return
+		}
+		c.size -= len(c.topics[name].members)
+		delete(c.topics, name)
 	}
 }
 
@@ -176,7 +189,7 @@ func (c *presCache) put(topic string, ms map[string]member, at hub.Cursor) (done
 	c.tick++
 	c.topics[topic] = &cachedTopic{members: kept, floor: at.Seq, used: c.tick}
 	c.size += len(kept)
-	c.evict(topic)
+	c.evict(topic, c.bound())
 	return true, 0
 }
 
