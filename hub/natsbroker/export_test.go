@@ -48,11 +48,26 @@ func (b *Broker) Compact(ctx context.Context, age time.Duration) error {
 // read of a topic's members reads the presence stream.
 func (b *Broker) DropPresenceCache() {
 	b.presCache.mu.Lock()
-	b.presCache.topics, b.presCache.size = nil, 0
+	b.presCache.topics, b.presCache.size, b.presCache.complete = nil, 0, false
 	b.presCache.mu.Unlock()
 }
+
+// PresenceComplete reports whether b holds every topic's members (loaded
+// when it started, presence_preload.go).
+func (b *Broker) PresenceComplete() bool {
+	b.presCache.mu.Lock()
+	defer b.presCache.mu.Unlock()
+	return b.presCache.complete
+}
+
+// SetPresenceCacheMembers bounds the members b keeps. Call before Start.
+func (b *Broker) SetPresenceCacheMembers(n int) { b.presCache.max = n }
 
 // OnFlush has b's state applier call f before each write round, with the
 // log positions it is about to write; f may block to hold the applier
 // back. Call before Start.
 func (b *Broker) OnFlush(f func(seqs []uint64)) { b.flushHook = f }
+
+// WaitPresenceLoad waits until b's load of every topic's members at start
+// has ended, kept or given up.
+func WaitPresenceLoad(b *Broker) { b.preloading.Wait() }

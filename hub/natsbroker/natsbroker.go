@@ -158,6 +158,7 @@ type Broker struct {
 	presCache  presCache      // members of topics asked about (presence_cache.go)
 	unreported unreported     // see presence.go
 	nodes      sync.WaitGroup // the heartbeat goroutine (node.go)
+	preloading sync.WaitGroup // the load of every topic's members (presence_preload.go)
 	halt       chan struct{}  // closed by a test to stop the heartbeat as a crash would
 	revive     func()
 	// hasMembers: the node has registered as one with members (node.go).
@@ -346,6 +347,8 @@ func (b *Broker) Start(deliver func([]*hub.Message)) error {
 	}
 	b.nodes.Add(1)
 	go b.nodeLoop()
+	b.preloading.Add(1)
+	go b.preloadPresence(bd.Epoch, bd.Last)
 	return nil
 }
 
@@ -972,5 +975,6 @@ func (b *Broker) Close() error {
 	}
 	b.counting.Wait()
 	b.nodes.Wait()
+	b.preloading.Wait()
 	return nil
 }

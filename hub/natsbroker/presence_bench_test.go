@@ -68,3 +68,61 @@ func BenchmarkPresenceSnapshotCold(b *testing.B) {
 	}
 	b.ReportMetric(float64(worst.Microseconds())/1000, "max-ms")
 }
+
+// BenchmarkPresenceSnapshotFirst reads the members of a topic of 10,000
+// on a node started after they joined: the first read of the topic on
+// that node, once its load at start is done (load-ms: from Start until
+// then, not timed as the read is).
+func BenchmarkPresenceSnapshotFirst(b *testing.B) {
+	nc, name := conn(b)
+	opts := natsbroker.Options{Conn: nc, Stream: name, Subjects: natstest.Subjects(name), Size: 100000, Idle: 200 * time.Millisecond}
+	br, err := natsbroker.New(context.Background(), opts)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer br.Close()
+	if err := br.Start(func([]*hub.Message) {}); err != nil {
+		b.Fatal(err)
+	}
+	ctx := context.Background()
+	for i := 0; i < 10000; i += 500 {
+		chs := make([]hub.PresenceChange, 0, 500)
+		for j := i; j < i+500; j++ {
+			chs = append(chs, hub.PresenceChange{Topic: "big", Client: fmt.Sprintf("bench-%d", j), Join: true,
+				Member: []byte(fmt.Sprintf(`{"client":"bench-%d","user":"u%d","info":{"name":"member %d"}}`, j, j%1000, j))})
+		}
+		if _, err := br.ChangePresence(ctx, chs); err != nil {
+			b.Fatal(err)
+		}
+	}
+	var worst, load time.Duration
+	b.ResetTimer()
+	for range b.N {
+		b.StopTimer()
+		node, err := natsbroker.New(context.Background(), opts)
+		if err != nil {
+			b.Fatal(err)
+		}
+		started := time.Now()
+		if err := node.Start(func([]*hub.Message) {}); err != nil {
+			b.Fatal(err)
+		}
+		natsbroker.WaitPresenceLoad(node)
+		load += time.Since(started)
+		if !node.PresenceComplete() {
+			b.Fatal("the node did not load the members")
+		}
+		b.StartTimer()
+		start := time.Now()
+		p, err := node.Presence(ctx, "big")
+		if err != nil || len(p.Members) != 10000 {
+			b.Fatalf("%d members, %v", len(p.Members), err)
+		}
+		worst = max(worst, time.Since(start))
+		b.StopTimer()
+		node.Close()
+		b.StartTimer()
+	}
+	b.ReportMetric(float64(worst.Microseconds())/1000, "max-ms")
+	b.ReportMetric(float64(load.Microseconds())/1000/float64(b.N), "load-ms")
+}
