@@ -40,10 +40,11 @@ import (
 // stale score real, and a score goes stale only by an update of its key
 // (at most once per update), so the re-scores of all publishes together
 // are at most the updates before them: amortized O(1) per keyed event.
-// One eviction re-scores at most every stale score of its set, which is at
-// most the keys of that set (--state-max-keys for a topic's, the state's
-// keys for KEYS[6]); the loop cannot see a score twice, since nothing
-// within it makes a score stale again.
+// One eviction re-scores at most stateRepairMax stale scores, so that one
+// publish never holds Redis for long after a run of updates without
+// evictions; past that it takes the lowest score as it is, a key written
+// later than the oldest (the order is then approximate, until the scores
+// before it are repaired by the evictions that follow).
 //
 // stateOver(n) tells whether n is over the byte bound. A number with fewer
 // digits than the bound is below it, which spares parsing the bound
@@ -53,7 +54,7 @@ import (
 // the byte bound: the state was within the bound after the write before
 // (a bound lowered across a restart takes effect with the next write that
 // adds bytes).
-const stateScript = `
+var stateScript = `
 local function stateDel(topic, key)
   local h = ARGV[6] .. 'h:' .. topic
   local len = redis.call('HSTRLEN', h, key)
@@ -68,7 +69,7 @@ local function stateDel(topic, key)
   redis.call('DECRBY', KEYS[7], len + #topic + #key + ` + stateOverhead + `)
 end
 local function stateOldest(z, topic)
-  while true do
+  for i = 0, ` + strconv.Itoa(stateRepairMax) + ` do
     local r = redis.call('ZRANGE', z, 0, 0, 'WITHSCORES')
     if #r == 0 then return nil end
     local t, key = topic, r[1]
@@ -81,10 +82,11 @@ local function stateOldest(z, topic)
       redis.call('ZREM', z, r[1])
     else
       local seq = tonumber(string.match(v, '^%d+'))
-      if seq == tonumber(r[2]) then return t, key end
+      if seq == tonumber(r[2]) or i == ` + strconv.Itoa(stateRepairMax) + ` then return t, key end
       redis.call('ZADD', z, seq, r[1])
     end
   end
+  return nil
 end
 local function stateOver(n)
   return n >= 10 ^ (#ARGV[8] - 1) and n > tonumber(ARGV[8])
@@ -111,7 +113,8 @@ local function stateSet(topic, key, value, remove, seq)
       redis.call('INCR', KEYS[9])
     end
     if redis.call('ZCARD', z) > tonumber(ARGV[7]) then
-      stateDel(stateOldest(z, topic))
+      local t, k = stateOldest(z, topic)
+      if t then stateDel(t, k) end
       total = tonumber(redis.call('GET', KEYS[7]))
     end
   end
@@ -123,6 +126,10 @@ local function stateSet(topic, key, value, remove, seq)
   end
 end
 `
+
+// stateRepairMax bounds the stale scores one eviction re-scores (see
+// stateScript): a few hundred Redis commands, well under a millisecond.
+const stateRepairMax = 256
 
 // stateOverhead is what a key of the state counts against StateMaxBytes
 // besides its topic, key, type and data.

@@ -162,3 +162,30 @@ func TestStateLazyOrderBytes(t *testing.T) {
 	}
 	bytes()
 }
+
+// TestStateLazyOrderRepairBound: one eviction re-scores at most 256 stale
+// scores. Past that it drops the key at the front as it is: the bound on
+// keys holds, and the publish stays short, at the price of an approximate
+// order until later evictions repair the rest.
+func TestStateLazyOrderRepairBound(t *testing.T) {
+	const n = 300
+	pub, keys, bytes := stateFixture(t, redisbroker.Options{StateMaxKeys: n})
+	for i := range n {
+		pub("rb.a", fmt.Sprint("k", i), "1")
+	}
+	for i := range n { // every score is stale now, k0's first
+		pub("rb.a", fmt.Sprint("k", i), "2")
+	}
+	pub("rb.a", "new", "3")
+	got := strings.Fields(keys("rb.a"))
+	if len(got) != n {
+		t.Fatalf("%d keys, want %d", len(got), n)
+	}
+	// k0..k255 were re-scored; k256, stale, went as it stood.
+	for _, k := range got {
+		if k == "k256" {
+			t.Fatalf("k256 kept; want it dropped after 256 re-scores: %v", got)
+		}
+	}
+	bytes()
+}
