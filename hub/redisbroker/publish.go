@@ -61,14 +61,15 @@ for i = 0, n - 1 do
   local a = 9 + i * 4
   local size = #ARGV[a] + #ARGV[a + 1] + #ARGV[a + 2] + #ARGV[a + 3] + ` + strconv.Itoa(entryOverhead) + `
   total = redis.call('INCRBY', KEYS[4], size)
-  local id = (first + i) .. '-0'
+  local seq = tostring(first + i)
+  local id = seq .. '-0'
   if ARGV[a + 2] == '' then
     redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[1], id,
       't', ARGV[a], 'y', ARGV[a + 1], 'd', ARGV[a + 3], 'm', micros, 'o', total - size)
   else
     redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[1], id,
       't', ARGV[a], 'y', ARGV[a + 1], 'k', ARGV[a + 2], 'd', ARGV[a + 3], 'm', micros, 'o', total - size)
-    stateSet(ARGV[a], ARGV[a + 2], (first + i) .. ' ' .. micros .. ' ' .. ARGV[a + 1] .. ' ' .. ARGV[a + 3], ARGV[a + 3] == 'null', first + i)
+    stateSet(ARGV[a], ARGV[a + 2], seq .. ' ' .. micros .. ' ' .. ARGV[a + 1] .. ' ' .. ARGV[a + 3], ARGV[a + 3] == 'null', seq)
   end
 end
 trimBytes(total)

@@ -9,8 +9,8 @@
 //	                k (key, if any), d (data), m (time, Unix microseconds)
 //	{prefix}:pub:<id>  the outcome of one publish, kept for pubIDTTL
 //	{prefix}:state:h:<topic>  the topic's state: key -> "seq micros type data"
-//	{prefix}:state:z:<topic>  its keys by the position of their event
-//	{prefix}:state:order      every topic's keys ("topic\nkey") by position
+//	{prefix}:state:z:<topic>  its keys by position (lazily: see stateScript)
+//	{prefix}:state:order      every topic's keys ("topic\nkey") by position, lazily too
 //	{prefix}:state:bytes      the state's size, counted as its bound counts it
 //	{prefix}:pres:…, {prefix}:node:<node>  presence and the nodes' heartbeats (presence.go)
 //

@@ -28,7 +28,33 @@ import (
 // the same Redis Cluster slot, which is what Cluster needs of a script's
 // keys; only the declaration is missing. The reads (stateReadScript) name
 // every key they touch in KEYS.
-const stateScript = `
+//
+// The orders are lazy: a key's score in its topic's sorted set and in
+// KEYS[6] is the position it had when it was first written or last
+// re-scored, which is at most its real position (the seq its value starts
+// with), because a new value of a known key, the common write, leaves both
+// scores alone. stateOldest finds the least recently written key by taking
+// the lowest score and re-scoring it if it is stale, until the lowest
+// score is a real position: that key is then the oldest, since every other
+// key's real position is at least its score. Each re-score makes one
+// stale score real, and a score goes stale only by an update of its key
+// (at most once per update), so the re-scores of all publishes together
+// are at most the updates before them: amortized O(1) per keyed event.
+// One eviction re-scores at most stateRepairMax stale scores, so that one
+// publish never holds Redis for long after a run of updates without
+// evictions; past that it takes the lowest score as it is, a key written
+// later than the oldest (the order is then approximate, until the scores
+// before it are repaired by the evictions that follow).
+//
+// stateOver(n) tells whether n is over the byte bound. A number with fewer
+// digits than the bound is below it, which spares parsing the bound
+// (strtod, a sizeable part of a keyed event's cost) on most writes.
+//
+// An update that keeps a value's size neither counts bytes nor looks at
+// the byte bound: the state was within the bound after the write before
+// (a bound lowered across a restart takes effect with the next write that
+// adds bytes).
+var stateScript = `
 local function stateDel(topic, key)
   local h = ARGV[6] .. 'h:' .. topic
   local len = redis.call('HSTRLEN', h, key)
@@ -42,39 +68,68 @@ local function stateDel(topic, key)
   redis.call('ZREM', KEYS[6], topic .. '\n' .. key)
   redis.call('DECRBY', KEYS[7], len + #topic + #key + ` + stateOverhead + `)
 end
+local function stateOldest(z, topic)
+  for i = 0, ` + strconv.Itoa(stateRepairMax) + ` do
+    local r = redis.call('ZRANGE', z, 0, 0, 'WITHSCORES')
+    if #r == 0 then return nil end
+    local t, key = topic, r[1]
+    if not t then
+      local nl = string.find(r[1], '\n', 1, true)
+      t, key = string.sub(r[1], 1, nl - 1), string.sub(r[1], nl + 1)
+    end
+    local v = redis.call('HGET', ARGV[6] .. 'h:' .. t, key)
+    if not v then
+      redis.call('ZREM', z, r[1])
+    else
+      local seq = tonumber(string.match(v, '^%d+'))
+      if seq == tonumber(r[2]) or i == ` + strconv.Itoa(stateRepairMax) + ` then return t, key end
+      redis.call('ZADD', z, seq, r[1])
+    end
+  end
+  return nil
+end
+local function stateOver(n)
+  return n >= 10 ^ (#ARGV[8] - 1) and n > tonumber(ARGV[8])
+end
 local function stateSet(topic, key, value, remove, seq)
   local size = #value + #topic + #key + ` + stateOverhead + `
-  if remove or size > tonumber(ARGV[8]) then
+  if remove or stateOver(size) then
     stateDel(topic, key)
     return
   end
   local h = ARGV[6] .. 'h:' .. topic
-  local z = ARGV[6] .. 'z:' .. topic
   local old = redis.call('HSTRLEN', h, key)
   redis.call('HSET', h, key, value)
-  redis.call('ZADD', z, seq, key)
-  redis.call('ZADD', KEYS[6], seq, topic .. '\n' .. key)
+  local total
   if old > 0 then
-    size = size - (old + #topic + #key + ` + stateOverhead + `)
-  end
-  local total = redis.call('INCRBY', KEYS[7], size)
-  if old == 0 then
+    if old == #value then return end
+    total = redis.call('INCRBY', KEYS[7], #value - old)
+  else
+    local z = ARGV[6] .. 'z:' .. topic
+    redis.call('ZADD', z, seq, key)
+    redis.call('ZADD', KEYS[6], seq, topic .. '\n' .. key)
+    total = redis.call('INCRBY', KEYS[7], size)
     if redis.call('SADD', KEYS[8], topic) == 1 then
       redis.call('INCR', KEYS[9])
     end
     if redis.call('ZCARD', z) > tonumber(ARGV[7]) then
-      stateDel(topic, redis.call('ZRANGE', z, 0, 0)[1])
+      local t, k = stateOldest(z, topic)
+      if t then stateDel(t, k) end
       total = tonumber(redis.call('GET', KEYS[7]))
     end
   end
-  while total > tonumber(ARGV[8]) do
-    local oldest = redis.call('ZRANGE', KEYS[6], 0, 0)[1]
-    local nl = string.find(oldest, '\n', 1, true)
-    stateDel(string.sub(oldest, 1, nl - 1), string.sub(oldest, nl + 1))
+  while stateOver(total) do
+    local t, k = stateOldest(KEYS[6], nil)
+    if not t then break end
+    stateDel(t, k)
     total = tonumber(redis.call('GET', KEYS[7]))
   end
 end
 `
+
+// stateRepairMax bounds the stale scores one eviction re-scores (see
+// stateScript): a few hundred Redis commands, well under a millisecond.
+const stateRepairMax = 256
 
 // stateOverhead is what a key of the state counts against StateMaxBytes
 // besides its topic, key, type and data.
