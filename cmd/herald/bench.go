@@ -36,6 +36,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.IntVar(&cfg.ServerPID, "server-pid", 0, "idle mode: `PID` of a server on this machine whose resident memory (VmRSS) to sample")
 	fs.StringVar(&cfg.ServerDebug, "server-debug", "", "idle mode: base `URL` of the server's --metrics-addr listener (run with --pprof); each memory sample then follows a garbage collection that returns free memory to the system")
 	fs.IntVar(&cfg.Payload, "payload", 64, "padding bytes per event")
+	fs.IntVar(&cfg.Keys, "keys", 0, "publish keyed events, cycling through `N` keys per topic (0: no key)")
 	fs.IntVar(&cfg.SourceIPs, "source-ips", 1, "spread connections over 127.0.0.1 … 127.0.0.N (one address has ~28k ports)")
 	fs.IntVar(&cfg.DialWorkers, "dial-workers", 64, "concurrent connection attempts while ramping up")
 	fs.StringVar(&cfg.Prefix, "prefix", "bench", "topic `PREFIX`: topics are PREFIX.0 … PREFIX.K-1")

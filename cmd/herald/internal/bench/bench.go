@@ -53,6 +53,7 @@ type Config struct {
 	// system, so the sample is what it holds, not the collector's reserve.
 	ServerDebug string
 	Payload     int           // padding bytes per event
+	Keys        int           // publish keyed events, cycling through this many keys per topic (0: no key)
 	SourceIPs   int           // spread connections over 127.0.0.1 … 127.0.0.N
 	DialWorkers int           // concurrent connection attempts while ramping
 	Drain       time.Duration // how long to wait for stragglers after publishing
@@ -226,7 +227,7 @@ func (c *Config) defaults() error {
 	default:
 		return fmt.Errorf("unknown transport %q (want ws, sse or mixed)", c.Transport)
 	}
-	if c.Subscribers < 0 || c.Topics < 0 || c.Publishers < 0 || c.Rate < 0 || c.Payload < 0 {
+	if c.Subscribers < 0 || c.Topics < 0 || c.Publishers < 0 || c.Rate < 0 || c.Payload < 0 || c.Keys < 0 {
 		return errors.New("counts and rates must not be negative")
 	}
 	if c.Events < 0 || c.ChaosDisconnect < 0 || c.Stall < 0 {
@@ -234,6 +235,9 @@ func (c *Config) defaults() error {
 	}
 	if (c.Events > 0 || c.ChaosDisconnect > 0 || c.Stall > 0) && c.Mode != ModeFanout && c.Mode != ModeActions {
 		return fmt.Errorf("events, chaos disconnects and stalled connections need the fanout or actions mode, not %s", c.Mode)
+	}
+	if c.Keys > 0 && c.Mode != ModeFanout {
+		return fmt.Errorf("keys need the fanout mode, which publishes events, not %s", c.Mode)
 	}
 	if c.Seed == 0 {
 		c.Seed = rand.Uint64() | 1 // never 0, which would mean "draw one" on a replay
@@ -742,6 +746,8 @@ func (r *run) publish(ctx context.Context) (int64, map[int]int64) {
 						}
 						if cfg.Mode == ModeActions {
 							body = fmt.Appendf(body, `{"type":%q,"topic":"%s.%d","payload":{"bseq":%d,"bts":%d,"pad":"%s"}}`, cfg.ActionType, cfg.Prefix, t, counts[p][t], sent, pad)
+						} else if cfg.Keys > 0 {
+							body = fmt.Appendf(body, `{"topic":"%s.%d","type":"bench","key":"k%d","data":{"bseq":%d,"bts":%d,"pad":"%s"}}`, cfg.Prefix, t, counts[p][t]%int64(cfg.Keys), counts[p][t], sent, pad)
 						} else {
 							body = fmt.Appendf(body, `{"topic":"%s.%d","type":"bench","data":{"bseq":%d,"bts":%d,"pad":"%s"}}`, cfg.Prefix, t, counts[p][t], sent, pad)
 						}

@@ -225,3 +225,31 @@ func BenchmarkParsePayload(b *testing.B) {
 		}
 	}
 }
+
+// With Keys, the events carry keys: every one is still delivered exactly
+// once, and each topic's state on the server holds the keys cycled through.
+func TestRunKeys(t *testing.T) {
+	ts := newTestServer(t, serverOptions{})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	rep, err := Run(ctx, Config{
+		URL: ts.url, Transport: "ws", Subscribers: 4, Topics: 2, Publishers: 2,
+		Rate: 200, Duration: 500 * time.Millisecond, Keys: 3,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkExact(t, rep, 4)
+	for _, topic := range []string{"bench.0", "bench.1"} {
+		st, err := ts.hub.State(ctx, topic)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(st.Events) != 3 {
+			t.Fatalf("the state of %s holds %d keys, want 3", topic, len(st.Events))
+		}
+	}
+	if _, err := Run(ctx, Config{URL: ts.url, Mode: ModeActions, Keys: 3, Duration: time.Millisecond}); err == nil {
+		t.Fatal("keys in the actions mode: no error")
+	}
+}
