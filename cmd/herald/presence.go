@@ -3,14 +3,8 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"flag"
 	"fmt"
 	"io"
-	"net/http"
-	"net/url"
-	"time"
-
-	"github.com/heraldpush/herald/hub"
 )
 
 const presenceUsage = `Usage: herald presence [flags] TOPIC
@@ -28,33 +22,7 @@ Flags:
 
 // runPresence runs "herald presence": GET /v1/topics/{topic}/presence.
 func runPresence(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	var (
-		rawURL, token string
-		timeout       time.Duration
-	)
-	fs := flag.NewFlagSet("herald presence", flag.ContinueOnError)
-	fs.StringVar(&rawURL, "url", "http://127.0.0.1:8080", "server base `URL`")
-	fs.StringVar(&token, "token", "", "`JWT` sent as Authorization: Bearer")
-	fs.DurationVar(&timeout, "timeout", 30*time.Second, "time limit of the request")
-	if err := parseCommand(fs, args, stdout, presenceUsage, "TOPIC"); err != nil {
-		return err
-	}
-	topic := fs.Arg(0)
-	if err := hub.ValidateTopic(topic); err != nil {
-		return usagef("%v", err)
-	}
-	base, err := parseBaseURL(rawURL)
-	if err != nil {
-		return err
-	}
-	if timeout <= 0 {
-		return usagef("--timeout must be positive, got %v", timeout)
-	}
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	c := newAPIClient(base, token, timeout)
-	defer c.close()
-	_, body, err := c.do(ctx, http.MethodGet, "/v1/topics/"+url.PathEscape(topic)+"/presence", nil, nil)
+	topic, body, err := getTopicResource(ctx, "presence", args, stdout, presenceUsage)
 	if err != nil {
 		return err
 	}
