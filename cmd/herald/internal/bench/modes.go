@@ -258,6 +258,19 @@ func (r *run) connectMeter() meter {
 	}
 }
 
+func (r *run) errSamplesSnapshot() map[string]string {
+	r.errMu.Lock()
+	defer r.errMu.Unlock()
+	if len(r.errSamples) == 0 {
+		return nil
+	}
+	out := make(map[string]string, len(r.errSamples))
+	for k, v := range r.errSamples {
+		out[k] = v
+	}
+	return out
+}
+
 func (r *run) errorsSnapshot() map[string]int64 {
 	r.errMu.Lock()
 	defer r.errMu.Unlock()
