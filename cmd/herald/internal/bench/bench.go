@@ -392,9 +392,11 @@ type run struct {
 	phase      atomic.Value // string: what the progress line says the run is doing
 	timeline   []Sample     // owned by the sampler until it stops
 
-	// With Config.Delta: the hashes of the data published, per topic.
+	// With Config.Delta: the hashes of the data published, per topic, and
+	// the subscribers' shared texts (deltas.go).
 	pubLogs  []publishLog
 	hashSeed maphash.Seed
+	texts    *textCache
 	// WebSocket connections opened, and those that negotiated compression.
 	wsConns, deflateConns atomic.Int64
 }
@@ -586,6 +588,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	if cfg.Delta {
 		r.pubLogs = make([]publishLog, cfg.Topics)
 		r.hashSeed = maphash.MakeSeed()
+		r.texts = newTextCache(r.hashSeed)
 	}
 	for i := range r.hists {
 		r.hists[i].h = newHist()

@@ -253,3 +253,47 @@ func TestRunKeys(t *testing.T) {
 		t.Fatal("keys in the actions mode: no error")
 	}
 }
+
+// A dashboard run with deltas and compression asked for, against a server
+// that may grant neither: every event arrives once and is what was
+// published, and the kernel's byte count matches the frames within the
+// few bytes of control frames.
+func TestRunDashboardDeltaWire(t *testing.T) {
+	ts := newTestServer(t, serverOptions{})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	rep, err := Run(ctx, Config{
+		URL: ts.url, Transport: "ws", Subscribers: 6, Topics: 2, Publishers: 2,
+		Rate: 300, Duration: 600 * time.Millisecond, Keys: 5,
+		PayloadShape: ShapeDashboard, Delta: true, WSCompression: true,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkExact(t, rep, 6)
+	if rep.WireConnections != 6 || rep.WireDeliveries != rep.Delivered || rep.WSConnections != 6 {
+		t.Fatalf("wire over %d connections, %d of %d deliveries, %d ws connections", rep.WireConnections, rep.WireDeliveries, rep.Delivered, rep.WSConnections)
+	}
+	if rep.PayloadBytesPerEvent < 2048 || rep.PayloadBytesPerEvent > 4096+200 {
+		t.Fatalf("payload %.0f bytes per event", rep.PayloadBytesPerEvent)
+	}
+	if rep.DeflateConnections == 0 && rep.DeltaDeliveries == 0 {
+		// Neither granted: the wire carries the frames as counted.
+		if r := rep.CompressionRatio; r < 1 || r > 1.01 {
+			t.Fatalf("compression ratio %v without compression or deltas", r)
+		}
+	} else if rep.CompressionRatio >= 1 {
+		t.Fatalf("compression ratio %v with %d deflate connections and %d deltas", rep.CompressionRatio, rep.DeflateConnections, rep.DeltaDeliveries)
+	}
+	for _, bad := range []Config{
+		{URL: ts.url, Delta: true},                                     // no keys
+		{URL: ts.url, Delta: true, Keys: 3, Transport: "mixed"},        // not WebSocket only
+		{URL: ts.url, WSCompression: true, Transport: "sse"},           // no WebSocket
+		{URL: ts.url, PayloadShape: "huge"},                            // unknown shape
+		{URL: ts.url, Mode: ModeConnect, PayloadShape: ShapeDashboard}, // publishes nothing
+	} {
+		if _, err := Run(ctx, bad); err == nil {
+			t.Fatalf("%+v: no error", bad)
+		}
+	}
+}

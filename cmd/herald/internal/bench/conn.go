@@ -89,7 +89,7 @@ func (r *run) connect(ctx context.Context, kind string, s *subscriber, src sourc
 	}
 	w := &wsSub{r: r, s: s, c: c}
 	if r.cfg.Delta {
-		w.ds = newDeltaState()
+		w.ds = newDeltaState(r.texts)
 	}
 	return w, nil
 }
@@ -193,13 +193,13 @@ func (w *wsSub) deltaMessage(p []byte) {
 	// What the server sent, right or wrong, is the base of its next delta.
 	w.ds.keep(ev.key, ev.data)
 	cur, okc := parseCursor(p)
-	seq, sent, okd := parseData(ev.data)
+	seq, sent, okd := parseData(ev.data.b)
 	if !okc || !okd {
-		w.r.failWith("delta_mismatch", fmt.Errorf("event without a cursor or bseq and bts: %.300s (data %.300s)", p, ev.data))
+		w.r.failWith("delta_mismatch", fmt.Errorf("event without a cursor or bseq and bts: %.300s (data %.300s)", p, ev.data.b))
 		return
 	}
-	if want := w.r.pubLogs[w.s.topic].get(seq); want != dataHash(w.r.hashSeed, ev.data) {
-		w.r.failWith("delta_mismatch", fmt.Errorf("data of bseq %d (delta %v) is not what was published: %.300s", seq, ev.isDelta, ev.data))
+	if want := w.r.pubLogs[w.s.topic].get(seq); want != ev.data.hash {
+		w.r.failWith("delta_mismatch", fmt.Errorf("data of bseq %d (delta %v) is not what was published: %.300s", seq, ev.isDelta, ev.data.b))
 		return
 	}
 	if ev.isDelta {
