@@ -102,7 +102,7 @@ func (m *Message) dataStart() int {
 // Concurrency: the writer's own; not safe for concurrent use. The zero
 // value is ready to use.
 type Bases struct {
-	m     map[topicKey]base
+	m     map[topicKey]*base
 	bytes int
 }
 
@@ -137,28 +137,40 @@ func (b *Bases) Envelope(it Item) (env []byte, isDelta bool) {
 		return m.env, false
 	}
 	if b.m == nil {
-		b.m = make(map[topicKey]base)
+		b.m = make(map[topicKey]*base)
 	}
 	k := topicKey{m.Topic, m.Key}
-	prev, had := b.m[k]
-	if had {
-		delete(b.m, k)
-		b.bytes -= len(prev.data)
-	} else if len(b.m) >= maxBases {
-		b.evictOne()
-	}
-	for b.bytes+len(m.Data) > maxBaseBytes && len(b.m) > 0 {
-		b.evictOne()
-	}
-	b.m[k] = base{seq: m.seq, data: m.Data}
-	b.bytes += len(m.Data)
-	if !had || !it.Delta || prev.seq >= m.seq {
+	prev := b.m[k] // one lookup: the entry is updated in place
+	if prev == nil {
+		if len(b.m) >= maxBases {
+			b.evictOne()
+		}
+		b.fit(len(m.Data))
+		b.m[k] = &base{seq: m.seq, data: m.Data}
+		b.bytes += len(m.Data)
 		return m.env, false
 	}
-	if d := m.deltaEnvelope(prev.seq, prev.data); d != nil {
+	from := *prev
+	b.bytes -= len(prev.data)
+	prev.seq, prev.data = m.seq, m.Data
+	b.bytes += len(m.Data)
+	if b.bytes > maxBaseBytes {
+		b.fit(0)
+	}
+	if !it.Delta || from.seq >= m.seq {
+		return m.env, false
+	}
+	if d := m.deltaEnvelope(from.seq, from.data); d != nil {
 		return d, true
 	}
 	return m.env, false
+}
+
+// fit forgets keys until n more bytes fit in maxBaseBytes (or none is left).
+func (b *Bases) fit(n int) {
+	for b.bytes+n > maxBaseBytes && len(b.m) > 0 {
+		b.evictOne()
+	}
 }
 
 // evictOne forgets one key, whichever the map yields first.
