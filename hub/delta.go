@@ -21,10 +21,11 @@ import (
 // deltaVariants of them; a connection whose base is another (it joined
 // later, or conflation skipped events) computes its own.
 
-// deltaVariants is how many (base, delta) pairs a message caches. Each
-// cached delta envelope is at most half the message's envelope (else the
-// delta is not used: deflate does as well for far less CPU), so the cache
-// costs at most one envelope more, which retainedSize counts.
+// deltaVariants is how many (base, delta) pairs a message caches. A delta
+// is used only when it is at most half the data it replaces (else deflate
+// does nearly as well for far less CPU), so a cached delta envelope is
+// smaller than the message's own, and the cache costs at most
+// deltaVariants envelopes more, which retainedSize counts.
 const deltaVariants = 2
 
 // deltaVariant is a message encoded as a delta from one base.
@@ -66,10 +67,10 @@ func (m *Message) deltaEnvelope(baseSeq uint64, base []byte) []byte {
 }
 
 // makeDeltaEnvelope encodes m's envelope with the delta from base to its
-// data, or returns nil when that would not save at least half.
+// data, or returns nil when the delta would not be at most half the data.
 func (m *Message) makeDeltaEnvelope(base []byte) []byte {
 	d, ok := delta.Create(base, m.Data)
-	if !ok {
+	if !ok || len(d) > len(m.Data)/2 {
 		return nil
 	}
 	start := m.dataStart()
@@ -80,8 +81,8 @@ func (m *Message) makeDeltaEnvelope(base []byte) []byte {
 	env = append(env, `"delta":`...)
 	env = jsonenc.AppendString(env, unsafe.String(unsafe.SliceData(d), len(d)))
 	env = append(env, tail...)
-	if len(env) > len(m.env)/2 {
-		return nil
+	if len(env) >= len(m.env) {
+		return nil // escaping made it no smaller
 	}
 	return env
 }
