@@ -21,10 +21,11 @@ import (
 // deltaVariants of them; a connection whose base is another (it joined
 // later, or conflation skipped events) computes its own.
 
-// deltaVariants is how many (base, delta) pairs a message caches. Each
-// cached delta envelope is at most half the message's envelope (else the
-// delta is not used: deflate does as well for far less CPU), so the cache
-// costs at most one envelope more, which retainedSize counts.
+// deltaVariants is how many (base, delta) pairs a message caches. A delta
+// is used only when it is at most half the data it replaces (else deflate
+// does nearly as well for far less CPU), so a cached delta envelope is
+// smaller than the message's own, and the cache costs at most
+// deltaVariants envelopes more, which retainedSize counts.
 const deltaVariants = 2
 
 // deltaVariant is a message encoded as a delta from one base.
@@ -66,10 +67,10 @@ func (m *Message) deltaEnvelope(baseSeq uint64, base []byte) []byte {
 }
 
 // makeDeltaEnvelope encodes m's envelope with the delta from base to its
-// data, or returns nil when that would not save at least half.
+// data, or returns nil when the delta would not be at most half the data.
 func (m *Message) makeDeltaEnvelope(base []byte) []byte {
 	d, ok := delta.Create(base, m.Data)
-	if !ok {
+	if !ok || len(d) > len(m.Data)/2 {
 		return nil
 	}
 	start := m.dataStart()
@@ -80,8 +81,8 @@ func (m *Message) makeDeltaEnvelope(base []byte) []byte {
 	env = append(env, `"delta":`...)
 	env = jsonenc.AppendString(env, unsafe.String(unsafe.SliceData(d), len(d)))
 	env = append(env, tail...)
-	if len(env) > len(m.env)/2 {
-		return nil
+	if len(env) >= len(m.env) {
+		return nil // escaping made it no smaller
 	}
 	return env
 }
@@ -102,7 +103,7 @@ func (m *Message) dataStart() int {
 // Concurrency: the writer's own; not safe for concurrent use. The zero
 // value is ready to use.
 type Bases struct {
-	m     map[topicKey]base
+	m     map[topicKey]*base
 	bytes int
 }
 
@@ -137,28 +138,40 @@ func (b *Bases) Envelope(it Item) (env []byte, isDelta bool) {
 		return m.env, false
 	}
 	if b.m == nil {
-		b.m = make(map[topicKey]base)
+		b.m = make(map[topicKey]*base)
 	}
 	k := topicKey{m.Topic, m.Key}
-	prev, had := b.m[k]
-	if had {
-		delete(b.m, k)
-		b.bytes -= len(prev.data)
-	} else if len(b.m) >= maxBases {
-		b.evictOne()
-	}
-	for b.bytes+len(m.Data) > maxBaseBytes && len(b.m) > 0 {
-		b.evictOne()
-	}
-	b.m[k] = base{seq: m.seq, data: m.Data}
-	b.bytes += len(m.Data)
-	if !had || !it.Delta || prev.seq >= m.seq {
+	prev := b.m[k] // one lookup: the entry is updated in place
+	if prev == nil {
+		if len(b.m) >= maxBases {
+			b.evictOne()
+		}
+		b.fit(len(m.Data))
+		b.m[k] = &base{seq: m.seq, data: m.Data}
+		b.bytes += len(m.Data)
 		return m.env, false
 	}
-	if d := m.deltaEnvelope(prev.seq, prev.data); d != nil {
+	from := *prev
+	b.bytes -= len(prev.data)
+	prev.seq, prev.data = m.seq, m.Data
+	b.bytes += len(m.Data)
+	if b.bytes > maxBaseBytes {
+		b.fit(0)
+	}
+	if !it.Delta || from.seq >= m.seq {
+		return m.env, false
+	}
+	if d := m.deltaEnvelope(from.seq, from.data); d != nil {
 		return d, true
 	}
 	return m.env, false
+}
+
+// fit forgets keys until n more bytes fit in maxBaseBytes (or none is left).
+func (b *Bases) fit(n int) {
+	for b.bytes+n > maxBaseBytes && len(b.m) > 0 {
+		b.evictOne()
+	}
 }
 
 // evictOne forgets one key, whichever the map yields first.

@@ -346,7 +346,7 @@ const retainedOverhead = 512
 func (m *Message) retainedSize() int {
 	n := len(m.env) + len(m.Topic) + len(m.Type) + len(m.Key) + retainedOverhead
 	if m.Key != "" {
-		n += len(m.env) // cached delta envelopes (deltaVariants)
+		n += deltaVariants * len(m.env) // cached delta envelopes, each smaller than env
 	}
 	return n
 }
