@@ -297,3 +297,42 @@ func TestRunDashboardDeltaWire(t *testing.T) {
 		}
 	}
 }
+
+// Against a server that sends deltas, a delta subscriber rebuilds every
+// keyed event after the first of its key from a delta, each is what was
+// published, and the wire carries a fraction of the whole frames.
+func TestRunDeltasEndToEnd(t *testing.T) {
+	ts := newTestServer(t, serverOptions{})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	const subs, keys, events = 4, 3, 90
+	rep, err := Run(ctx, Config{
+		URL: ts.url, Transport: "ws", Subscribers: subs, Topics: 1,
+		Rate: 300, Events: events, Keys: keys, PayloadShape: ShapeDashboard, Delta: true,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkExact(t, rep, subs)
+	if want := int64(subs * (events - keys)); rep.DeltaDeliveries != want {
+		t.Fatalf("%d deliveries came as deltas, want every one after the first of each key: %d", rep.DeltaDeliveries, want)
+	}
+	if rep.WireDeliveries != subs*events || rep.CompressionRatio <= 0 || rep.CompressionRatio > 0.2 {
+		t.Fatalf("wire: %d deliveries, ratio %v (%.0f of %.0f bytes per event)", rep.WireDeliveries, rep.CompressionRatio, rep.WireBytesPerEvent, rep.PayloadBytesPerEvent)
+	}
+
+	// Connections cut and resumed start their keys over: still every
+	// event, each what was published.
+	rep, err = Run(ctx, Config{
+		URL: ts.url, Transport: "ws", Subscribers: subs, Topics: 1, Prefix: "chaos",
+		Rate: 300, Events: 300, Keys: keys, PayloadShape: ShapeDashboard, Delta: true,
+		ChaosDisconnect: 20, Seed: 7,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkExact(t, rep, subs)
+	if rep.Reconnects == 0 || rep.DeltaDeliveries == 0 {
+		t.Fatalf("%d reconnects, %d deltas", rep.Reconnects, rep.DeltaDeliveries)
+	}
+}

@@ -71,6 +71,9 @@ func (r *run) ramp(ctx context.Context, srcs []source, wg *sync.WaitGroup) error
 				_ = r.connHist.h.RecordValue(time.Since(t0).Microseconds())
 				r.connHist.Unlock()
 				r.connected.Add(1)
+				// Attached before ramp returns, so that what follows the
+				// ramp (the wire counts, the chaos) finds every connection.
+				s.attach(conn)
 				wg.Add(1)
 				go func() {
 					defer wg.Done()
