@@ -39,6 +39,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.IntVar(&cfg.Keys, "key-space", 0, "publish keyed events, cycling through `N` keys per topic (0: no key)")
 	fs.IntVar(&cfg.Keys, "keys", 0, "the same as --key-space")
 	fs.StringVar(&cfg.PayloadShape, "payload-shape", bench.ShapePad, "event data: pad ({\"bseq\",\"bts\",\"pad\"} with --payload bytes of padding) or dashboard (a ~3 KB JSON object of ~60 metrics, panels and labels per key, of which each event of a key changes one metric besides bseq and bts; --payload is ignored)")
+	fs.BoolVar(&cfg.Prime, "prime", false, "with --key-space: publish each key of each topic once before the measured phase and wait until every subscriber has them, so that rates, latency, bytes on the wire and server CPU are those of a steady state in which every key has a previous event (the primed events still count for loss)")
 	fs.BoolVar(&cfg.WSCompression, "ws-compression", false, "WebSocket subscribers offer permessage-deflate (client_no_context_takeover, server_no_context_takeover) and inflate compressed messages; the report says on how many connections the server accepted it")
 	fs.BoolVar(&cfg.Delta, "delta", false, "WebSocket subscribers subscribe with \"delta\":\"fossil\", rebuild each keyed event's data from the last one of its key and check it is what was published (error kind delta_mismatch); needs --key-space and --transport ws; each connection keeps the data of every key of its topic (memory: subscribers × keys × data size)")
 	fs.IntVar(&cfg.SourceIPs, "source-ips", 1, "spread connections over 127.0.0.1 … 127.0.0.N (one address has ~28k ports)")
@@ -69,6 +70,9 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	if (cfg.Events > 0 || cfg.ChaosDisconnect > 0 || cfg.Stall > 0) && cfg.Mode != bench.ModeFanout && cfg.Mode != bench.ModeActions {
 		return usagef("--events, --chaos-disconnect and --stall need --mode fanout or actions")
+	}
+	if cfg.Prime && cfg.Keys == 0 {
+		return usagef("--prime needs --key-space N")
 	}
 	if cfg.Delta && (cfg.Keys == 0 || cfg.Transport != "ws") {
 		return usagef("--delta needs --key-space N and --transport ws")
@@ -163,8 +167,11 @@ func printWire(w io.Writer, rep *bench.Report) {
 		fmt.Fprintf(w, "wire bytes/event %.1f  payload bytes/event %.1f  ratio %.4f  (kernel TCP_INFO, %d WebSocket connections, %d deliveries)\n",
 			rep.WireBytesPerEvent, rep.PayloadBytesPerEvent, rep.CompressionRatio, rep.WireConnections, rep.WireDeliveries)
 	}
-	if rep.WSCompression || rep.Delta {
+	if rep.WSCompression || rep.Delta || rep.Primed > 0 {
 		line := fmt.Sprintf("payload %s  key space %d", rep.PayloadShape, rep.KeySpace)
+		if rep.Primed > 0 {
+			line += fmt.Sprintf("  primed %d events", rep.Primed)
+		}
 		if rep.WSCompression {
 			line += fmt.Sprintf("  deflate on %d of %d WebSocket connections", rep.DeflateConnections, rep.WSConnections)
 		}

@@ -203,6 +203,7 @@ func TestBenchBadCommandLine(t *testing.T) {
 		{[]string{"--delta", "--keys", "5", "--transport", "sse"}, `--delta needs --key-space N and --transport ws`},
 		{[]string{"--ws-compression", "--transport", "sse"}, `--ws-compression needs --transport ws or mixed`},
 		{[]string{"--payload-shape", "huge"}, `unknown --payload-shape "huge"`},
+		{[]string{"--prime"}, `--prime needs --key-space N`},
 	} {
 		var stdout, stderr bytes.Buffer
 		if got := run(append([]string{"bench"}, tc.args...), &stdout, &stderr); got != 2 {

@@ -71,6 +71,12 @@ type Config struct {
 	// WSCompression has WebSocket subscribers offer permessage-deflate
 	// without context takeover, and inflate what comes compressed.
 	WSCompression bool
+	// Prime, with Keys, publishes each key of each topic once before the
+	// measured phase and waits until every subscriber has them: the
+	// figures (rates, latency, bytes on the wire, server CPU) are then
+	// those of a steady state, in which every key has a previous event.
+	// The primed events still count towards loss and order.
+	Prime bool
 	// Delta has WebSocket subscribers ask for fossil deltas of keyed
 	// events ("delta":"fossil"), rebuild each event's data and check it
 	// against what was published (error kind "delta_mismatch"). It needs
@@ -189,6 +195,10 @@ type Report struct {
 	ServerCPUS             float64 `json:"server_cpu_s,omitempty"`
 	ServerCPUUSPerDelivery float64 `json:"server_cpu_us_per_delivery,omitempty"`
 	ServerCPUError         string  `json:"server_cpu_error,omitempty"` // why they are absent
+	// Primed is the events Config.Prime published before the measured
+	// phase; the rates and figures leave their deliveries out, Published,
+	// Expected, Delivered and Lost count them.
+	Primed int64 `json:"primed_events,omitempty"`
 	// ErrorSamples has the first error of each kind in Errors, as text.
 	ErrorSamples map[string]string `json:"error_samples,omitempty"`
 
@@ -303,6 +313,9 @@ func (c *Config) defaults() error {
 	if c.WSCompression && c.Transport == "sse" {
 		return errors.New("WebSocket compression needs WebSocket subscribers (transport ws or mixed)")
 	}
+	if c.Prime && (c.Keys == 0 || c.Mode != ModeFanout) {
+		return errors.New("priming needs keyed events (key space > 0) and the fanout mode")
+	}
 	if c.Delta && (c.Keys == 0 || c.Transport != "ws" || c.Mode != ModeFanout) {
 		return errors.New("deltas need keyed events (key space > 0), transport ws and the fanout mode")
 	}
@@ -392,6 +405,9 @@ type run struct {
 	phase      atomic.Value // string: what the progress line says the run is doing
 	timeline   []Sample     // owned by the sampler until it stops
 
+	// primeSeq is the last sequence number Config.Prime publishes on each
+	// topic; the latency of those events is not recorded.
+	primeSeq int64
 	// With Config.Delta: the hashes of the data published, per topic, and
 	// the subscribers' shared texts (deltas.go).
 	pubLogs  []publishLog
@@ -554,6 +570,9 @@ func (r *run) observe(s *subscriber, cursor uint64, seq, sentNS, nowNS int64) {
 	}
 	s.delivered.Add(1)
 	s.lastRecv = max(s.lastRecv, nowNS)
+	if seq <= r.primeSeq {
+		return // before the measured phase
+	}
 	s.lats[s.nlat] = max((nowNS-sentNS)/1000, 0) // µs
 	s.nlat++
 	if s.nlat == len(s.lats) || nowNS-s.flushed >= flushEvery {
@@ -585,6 +604,9 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		return nil, err
 	}
 	r := &run{cfg: cfg, errs: map[string]int64{}}
+	if cfg.Prime {
+		r.primeSeq = int64(cfg.Keys)
+	}
 	if cfg.Delta {
 		r.pubLogs = make([]publishLog, cfg.Topics)
 		r.hashSeed = maphash.MakeSeed()
@@ -619,10 +641,22 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	connected := int(r.connected.Load())
 	stalled := r.openStalled(ctx, srcs)
 
+	// With Prime, every key once first, outside the figures.
+	primed := map[int]int64{}
+	if cfg.Prime {
+		var err error
+		if primed, err = r.prime(ctx); err != nil {
+			cancel()
+			wg.Wait()
+			return nil, err
+		}
+	}
+
 	// The server's CPU time and the subscribers' bytes on the wire before
-	// the first publish.
+	// the measured phase.
 	cpu0, cpuErr := r.serverCPU(ctx)
 	r.wireStart()
+	before := r.delivered()
 
 	// Publish at a fixed rate. In actions mode the main latency and rate are
 	// the requests' own; deliveries (of result events) are still counted.
@@ -644,7 +678,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	}
 	stopSampler := r.sample(ctx, m)
 	stopChaos := r.startChaos(ctx)
-	published, perTopic := r.publish(ctx)
+	published, perTopic := r.publish(ctx, primed)
 	pubEnd := time.Now()
 	stopChaos()
 
@@ -716,20 +750,25 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	}
 	if cpuErr != nil {
 		rep.ServerCPUError = cpuErr.Error()
-	} else if rep.Delivered > 0 {
+	} else if n := rep.Delivered - before; n > 0 {
 		rep.ServerCPUS = cpu1 - cpu0
-		rep.ServerCPUUSPerDelivery = rep.ServerCPUS * 1e6 / float64(rep.Delivered)
+		rep.ServerCPUUSPerDelivery = rep.ServerCPUS * 1e6 / float64(n)
 	}
 	rep.Errors = r.errorsSnapshot()
 	rep.ErrorSamples = r.errSamplesSnapshot()
+	// The rates are of the measured phase: without what Prime delivered.
 	if rep.DurationS > 0 {
-		rep.OfferedPerSec = float64(rep.Expected) / rep.DurationS
+		rep.OfferedPerSec = float64(rep.Expected-before) / rep.DurationS
 	}
 	if lastRecv > 0 {
 		if span := time.Unix(0, lastRecv).Sub(r.start).Seconds(); span > 0 {
-			rep.DeliveriesPerSec = float64(rep.Delivered) / span
+			rep.DeliveriesPerSec = float64(rep.Delivered-before) / span
 		}
 	}
+	for _, n := range primed {
+		rep.Primed += n
+	}
+	rep.Published += rep.Primed
 	all := newHist()
 	for i := range r.hists {
 		all.Merge(r.hists[i].h)
@@ -792,8 +831,9 @@ func (r *run) delivered() int64 {
 const maxInFlight = 32
 
 // publish runs the publishers and returns the total and per-topic counts of
-// events the server accepted.
-func (r *run) publish(ctx context.Context) (int64, map[int]int64) {
+// events the server accepted; a topic's sequence numbers go on from its
+// count in primed, which the per-topic counts include.
+func (r *run) publish(ctx context.Context, primed map[int]int64) (int64, map[int]int64) {
 	cfg := r.cfg
 	path, want := "/v1/publish", http.StatusOK
 	if cfg.Mode == ModeActions {
@@ -820,6 +860,9 @@ func (r *run) publish(ctx context.Context) (int64, map[int]int64) {
 		var topics []int
 		for t := p; t < cfg.Topics; t += cfg.Publishers {
 			topics = append(topics, t)
+			if n := primed[t]; n > 0 {
+				counts[p][t] = n
+			}
 		}
 		// Open loop: request i of this publisher is due at start + i ×
 		// interval whatever became of the earlier ones; maxInFlight workers

@@ -336,3 +336,31 @@ func TestRunDeltasEndToEnd(t *testing.T) {
 		t.Fatalf("%d reconnects, %d deltas", rep.Reconnects, rep.DeltaDeliveries)
 	}
 }
+
+// With Prime, every key has been delivered once before the measured phase:
+// all that phase's deliveries are deltas, and its figures leave the primed
+// events out while loss still counts them.
+func TestRunPrimed(t *testing.T) {
+	ts := newTestServer(t, serverOptions{})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	const subs, topics, keys = 4, 2, 5
+	rep, err := Run(ctx, Config{
+		URL: ts.url, Transport: "ws", Subscribers: subs, Topics: topics, Publishers: 2,
+		Rate: 200, Events: 60, Keys: keys, PayloadShape: ShapeDashboard, Delta: true, Prime: true,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkExact(t, rep, subs)
+	primedDeliveries := int64(keys * subs) // each subscriber: its topic's keys
+	if rep.Primed != topics*keys || rep.Published != 60+topics*keys || rep.Delivered != rep.Expected {
+		t.Fatalf("primed %d, published %d, delivered %d of %d", rep.Primed, rep.Published, rep.Delivered, rep.Expected)
+	}
+	if rep.WireDeliveries != rep.Delivered-primedDeliveries || rep.DeltaDeliveries != rep.WireDeliveries {
+		t.Fatalf("measured %d deliveries of %d, %d deltas", rep.WireDeliveries, rep.Delivered, rep.DeltaDeliveries)
+	}
+	if _, err := Run(ctx, Config{URL: ts.url, Prime: true}); err == nil {
+		t.Fatal("priming without keys: no error")
+	}
+}
