@@ -101,7 +101,7 @@ func inflateShared(dst, p []byte, limit int) (out []byte, shared bool, err error
 // connection ends with it, and a run counts it as "ws_protocol".
 type protocolError struct{ msg string }
 
-func (e *protocolError) Error() string { return "protocol error: " + e.msg }
+func (e *protocolError) Error() string { return "failed to read frame: " + e.msg }
 
 func protoErrorf(format string, args ...any) error {
 	return &protocolError{msg: fmt.Sprintf(format, args...)}
