@@ -20,8 +20,8 @@ import (
 // through a pool by however many connections are inflating at that moment,
 // which is about the number of cores, not the number of connections.
 //
-// Inflating is the costly part of a compressed message: about 13 µs for a
-// 3.4 KB dashboard event on this box (BenchmarkInflate), which at 100,000
+// Inflating is the costly part of a compressed message: 13 µs or more for a
+// dashboard event on this box (BenchmarkInflate), which at 100,000
 // deliveries a second would be more than a core of the two the server
 // being measured shares. But the server compresses an event once and sends
 // the same bytes to every subscriber, and without context takeover the
