@@ -20,10 +20,23 @@ import (
 // times the server CPU per delivery (docs/benchmarks.md, "Writing beside
 // coder/websocket").
 var eventFormat = hub.NewFormat(func(dst []byte, m *hub.Message) []byte {
-	const op = `{"op":"event",`
-	dst = appendTextHeader(dst, len(op)+len(m.Envelope())-1)
-	return append(dst, op...)
+	dst = appendTextHeader(dst, len(eventOp)+len(m.Envelope())-1)
+	return append(dst, eventOp...)
 }, 1, "")
+
+// eventFrameLen is the length of m's plain event frame (eventFormat),
+// header included, without encoding it.
+func eventFrameLen(m *hub.Message) int {
+	n := len(eventOp) + len(m.Envelope()) - 1
+	switch {
+	case n <= 125:
+		return 2 + n
+	case n <= 0xFFFF:
+		return 4 + n
+	default:
+		return 10 + n
+	}
+}
 
 // appendTextHeader appends the header of an unmasked, final text frame
 // carrying n payload bytes (RFC 6455 section 5.2).

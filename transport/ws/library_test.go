@@ -3,6 +3,7 @@ package ws
 import (
 	"bufio"
 	"bytes"
+	"compress/flate"
 	"context"
 	"errors"
 	"fmt"
@@ -94,26 +95,37 @@ type libPair struct {
 	conn     *corkConn
 	rec      *recConn
 	hijacked bool // upgradeWriter.Hijack ran
-	peer     net.Conn
-	peerR    *bufio.Reader
+	// extensions is the Sec-WebSocket-Extensions header Accept left on
+	// the ResponseWriter it was given.
+	extensions string
+	peer       net.Conn
+	peerR      *bufio.Reader
 }
 
 // newLibPair accepts one connection; early is what the server reads first,
 // as if net/http had read it past the handshake.
 func newLibPair(t *testing.T, early []byte) *libPair {
 	t.Helper()
+	return acceptLibPair(t, early, websocket.CompressionDisabled, "")
+}
+
+// acceptLibPair is newLibPair accepting with the compression mode given,
+// the client offering the extensions in offer (none if empty).
+func acceptLibPair(t *testing.T, early []byte, mode websocket.CompressionMode, offer string) *libPair {
+	t.Helper()
 	h := &Handler{opts: Options{WriteTimeout: 5 * time.Second}}
 	accepted := make(chan *libPair, 1)
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		rh := &recHijacker{ResponseWriter: w, early: early}
 		uw := &upgradeWriter{ResponseWriter: rh, h: h}
-		c, err := websocket.Accept(uw, r, &websocket.AcceptOptions{CompressionMode: websocket.CompressionDisabled})
+		c, err := websocket.Accept(uw, r, &websocket.AcceptOptions{CompressionMode: mode})
 		if err != nil {
 			t.Errorf("Accept: %v", err)
 			accepted <- nil
 			return
 		}
-		accepted <- &libPair{ws: c, conn: uw.conn, rec: rh.rec, hijacked: uw.conn != nil}
+		accepted <- &libPair{ws: c, conn: uw.conn, rec: rh.rec, hijacked: uw.conn != nil,
+			extensions: uw.Header().Get("Sec-WebSocket-Extensions")}
 	}))
 	t.Cleanup(srv.Close)
 	peer, err := net.Dial("tcp", strings.TrimPrefix(srv.URL, "http://"))
@@ -122,7 +134,11 @@ func newLibPair(t *testing.T, early []byte) *libPair {
 	}
 	_ = peer.SetDeadline(time.Now().Add(20 * time.Second))
 	req := "GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
-		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+	if offer != "" {
+		req += "Sec-WebSocket-Extensions: " + offer + "\r\n"
+	}
+	req += "\r\n"
 	if _, err := io.WriteString(peer, req); err != nil {
 		t.Fatal(err)
 	}
@@ -449,5 +465,97 @@ func TestLibraryRefusesThroughTheResponseWriter(t *testing.T) {
 				t.Fatalf("assumption 6 (refusals through the ResponseWriter): Accept made %v, want WriteHeader(%d) and one Write", rec.calls, tc.status)
 			}
 		})
+	}
+}
+
+// deflateMessage is msg as a permessage-deflate payload.
+func deflateMessage(t *testing.T, msg []byte) []byte {
+	t.Helper()
+	var b bytes.Buffer
+	w, _ := flate.NewWriter(&b, flate.BestSpeed)
+	_, _ = w.Write(msg)
+	if err := w.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	return bytes.TrimSuffix(b.Bytes(), []byte(deflateTail))
+}
+
+// closeWritten returns the code of the close frame coder/websocket wrote to
+// the conn since the last call, or 0 if it wrote none.
+func (p *libPair) closeWritten() int {
+	for _, w := range p.rec.takeWrites() {
+		if len(w) >= 4 && w[0]&0x0F == wsframe.OpClose {
+			return int(w[2])<<8 | int(w[3])
+		}
+	}
+	return 0
+}
+
+// Assumption 7: Accept leaves the extension it took on the ResponseWriter's
+// header, as the session reads it; Read inflates a message whose first
+// frame has RSV1, counts the read limit in inflated bytes (1009 written),
+// returns a payload that does not inflate as an error wrapping
+// compress/flate's CorruptInputError with nothing written, and refuses RSV1
+// without the extension with 1002. Reading a compressed message keeps
+// assumptions 2 and 3: nothing of the next message is read.
+func TestLibraryCompression(t *testing.T) {
+	const ext = "permessage-deflate; client_no_context_takeover; server_no_context_takeover"
+	for _, offer := range []string{"permessage-deflate; client_max_window_bits", "permessage-deflate"} {
+		p := acceptLibPair(t, nil, websocket.CompressionNoContextTakeover, offer)
+		if p.extensions != ext || !negotiatedDeflate(p.extensions) {
+			t.Fatalf("assumption 7 (compression): offer %q left %q on the ResponseWriter, want %q", offer, p.extensions, ext)
+		}
+	}
+	if p := acceptLibPair(t, nil, websocket.CompressionDisabled, "permessage-deflate"); p.extensions != "" || negotiatedDeflate(p.extensions) {
+		t.Fatalf("assumption 7 (compression): with compression disabled, Accept left %q", p.extensions)
+	}
+
+	p := acceptLibPair(t, nil, websocket.CompressionNoContextTakeover, "permessage-deflate")
+	p.ws.SetReadLimit(1000)
+	msg := []byte(`{"op":"ping","ref":"` + strings.Repeat("compressed ", 50) + `"}`)
+	p.send(t, masked(wsframe.Fin|rsv1|wsframe.OpText, deflateMessage(t, msg)), masked(wsframe.Fin|wsframe.OpText, []byte("next")))
+	if b, err := p.read(t); err != nil || !bytes.Equal(b, msg) {
+		t.Fatalf("assumption 7 (compression): Read of a compressed message: %q, %v", b, err)
+	}
+	if !p.conn.Buffered() && !p.conn.frame.between() {
+		t.Fatal("assumption 7 (compression): Read stopped inside the next message")
+	}
+	if b, err := p.read(t); err != nil || string(b) != "next" {
+		t.Fatalf("assumption 7 (compression): Read after a compressed message: %q, %v", b, err)
+	}
+	p.conn.SetNonblocking(true)
+	if _, err := p.read(t); !errors.Is(err, errWouldBlock) {
+		t.Fatalf("assumption 7 (compression): Read on an empty socket after compressed messages: %v, want errWouldBlock", err)
+	}
+	p.conn.SetNonblocking(false)
+	p.rec.takeWrites()
+
+	// Inflated past the read limit: 1009.
+	p.send(t, masked(wsframe.Fin|rsv1|wsframe.OpText, deflateMessage(t, bytes.Repeat([]byte("a"), 5000))))
+	if _, err := p.read(t); !errors.Is(err, websocket.ErrMessageTooBig) {
+		t.Fatalf("assumption 7 (compression): a message inflating past the limit: %v, want ErrMessageTooBig", err)
+	}
+	if code := p.closeWritten(); code != 1009 {
+		t.Fatalf("assumption 7 (compression): a message inflating past the limit: close %d written, want 1009", code)
+	}
+
+	// Not DEFLATE: an error, nothing written.
+	p = acceptLibPair(t, nil, websocket.CompressionNoContextTakeover, "permessage-deflate")
+	p.send(t, masked(wsframe.Fin|rsv1|wsframe.OpText, []byte{0xff, 0xff, 0xff}))
+	if _, err := p.read(t); !errInvalidDeflate(err) {
+		t.Fatalf("assumption 7 (compression): a payload that does not inflate: %v, want a CorruptInputError", err)
+	}
+	if code := p.closeWritten(); code != 0 {
+		t.Fatalf("assumption 7 (compression): a payload that does not inflate: close %d written, want none", code)
+	}
+
+	// RSV1 without the extension: 1002.
+	p = acceptLibPair(t, nil, websocket.CompressionNoContextTakeover, "")
+	p.send(t, masked(wsframe.Fin|rsv1|wsframe.OpText, deflateMessage(t, msg)))
+	if _, err := p.read(t); err == nil {
+		t.Fatal("assumption 7 (compression): RSV1 without the extension was read")
+	}
+	if code := p.closeWritten(); code != 1002 {
+		t.Fatalf("assumption 7 (compression): RSV1 without the extension: close %d written, want 1002", code)
 	}
 }

@@ -71,7 +71,12 @@ type Options struct {
 	// MaxTopics bounds the patterns one connection holds at once; a
 	// subscribe past it gets too_large. Default 256.
 	MaxTopics int
-	Logger    *slog.Logger
+	// NoCompression turns permessage-deflate off. By default it is
+	// negotiated with every client that offers it, without context
+	// takeover, and events of compressThreshold bytes or more go
+	// compressed (deflate.go).
+	NoCompression bool
+	Logger        *slog.Logger
 }
 
 // Defaults of Options.
@@ -126,6 +131,10 @@ func New(o Options) *Handler {
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
+	compression := websocket.CompressionNoContextTakeover
+	if o.NoCompression {
+		compression = websocket.CompressionDisabled
+	}
 	return &Handler{
 		opts: o,
 		// Every ping starts a parked writer: jittered, connections made
@@ -135,7 +144,7 @@ func New(o Options) *Handler {
 		accept: websocket.AcceptOptions{
 			Subprotocols:    []string{Subprotocol},
 			OriginPatterns:  o.AllowedOrigins,
-			CompressionMode: websocket.CompressionDisabled,
+			CompressionMode: compression,
 		},
 	}
 }
@@ -177,7 +186,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ws.SetReadLimit(h.opts.ReadLimit)
-	s := newSession(h, client, ws, uw.conn)
+	s := newSession(h, client, ws, uw.conn, negotiatedDeflate(uw.Header().Get("Sec-WebSocket-Extensions")))
 	if authErr != nil {
 		// Browsers cannot read the status of a refused handshake, but they
 		// see a close code: the writer closes with 1008 and the reason.
