@@ -177,6 +177,10 @@ func TestCompressionNegotiation(t *testing.T) {
 	if _, got := on.rawDialExt(t, ""); got != "" {
 		t.Errorf("no offer got extensions %q", got)
 	}
+	// A smaller window than 15 bits cannot be honoured: declined.
+	if _, got := on.rawDialExt(t, "permessage-deflate; server_max_window_bits=10"); got != "" {
+		t.Errorf("an offer of a 10-bit window got extensions %q", got)
+	}
 }
 
 // TestCompressedEvents subscribes raw clients that negotiated
