@@ -2,11 +2,7 @@ package ws
 
 import (
 	"bytes"
-	"errors"
-	"strings"
 	"sync"
-
-	"compress/flate"
 
 	kflate "github.com/klauspost/compress/flate"
 
@@ -15,23 +11,23 @@ import (
 )
 
 // permessage-deflate (RFC 7692). The extension is negotiated with
-// server_no_context_takeover and client_no_context_takeover
-// (websocket.CompressionNoContextTakeover): each message is compressed on
+// server_no_context_takeover and client_no_context_takeover (acceptDeflate,
+// by ServeHTTP rather than coder/websocket): each message is compressed on
 // its own, so a connection keeps no compressor or window between messages,
 // and an event's compressed frame is the same bytes for every subscriber.
 // It is encoded once per event, when the first subscriber that negotiated
 // the extension writes it (deflateFormat), and cached in the hub.Message
 // beside the plain frame's head.
 //
-// Client messages are inflated by coder/websocket (library.go, assumption
-// 7): its read limit counts inflated bytes, so a small frame that inflates
-// past it closes the connection with 1009 like a large one.
+// Client messages are inflated in corkConn's read path (inflate.go): the
+// read limit counts inflated bytes, so a small frame that inflates past it
+// closes the connection with 1009 like a large one.
 
 // compressThreshold is the shortest envelope whose event goes compressed.
 // Below it, deflate saves a few bytes at best (a short JSON object has
 // little to repeat), and the frame goes plain, RSV1 clear, as RFC 7692
 // allows (section 6). It is coder/websocket's own threshold without context
-// takeover.
+// takeover, for the messages it would compress.
 const compressThreshold = 512
 
 // deflateLimit is the longest compressed frame kept for an envelope of n
@@ -115,21 +111,4 @@ func (d *deflater) release() {
 	}
 	d.out.Reset()
 	deflaters.Put(d)
-}
-
-// negotiatedDeflate reports whether the handshake's response (its
-// Sec-WebSocket-Extensions header, as websocket.Accept set it) took
-// permessage-deflate (library.go, assumption 7).
-func negotiatedDeflate(extensions string) bool {
-	return strings.HasPrefix(extensions, "permessage-deflate")
-}
-
-// errInvalidDeflate reports whether err is a client's compressed message
-// that does not inflate: coder/websocket's inflater (compress/flate) failed
-// on its bytes. RFC 7692 (section 8) leaves the close code to the endpoint;
-// the bytes are the payload's data, so it is 1007, as for text that is not
-// UTF-8 (docs/protocol.md, "WebSocket compression").
-func errInvalidDeflate(err error) bool {
-	var corrupt flate.CorruptInputError
-	return errors.As(err, &corrupt)
 }

@@ -234,7 +234,7 @@ func readerStatus(err error) (websocket.StatusCode, string) {
 		return websocket.StatusMessageTooBig, "message too big"
 	case errors.Is(err, errInvalidUTF8):
 		return websocket.StatusInvalidFramePayloadData, "invalid UTF-8"
-	case errInvalidDeflate(err):
+	case errors.Is(err, errInflate):
 		return websocket.StatusInvalidFramePayloadData, "invalid compressed data"
 	default:
 		return websocket.StatusProtocolError, "protocol error"

@@ -131,10 +131,6 @@ func New(o Options) *Handler {
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
-	compression := websocket.CompressionNoContextTakeover
-	if o.NoCompression {
-		compression = websocket.CompressionDisabled
-	}
 	return &Handler{
 		opts: o,
 		// Every ping starts a parked writer: jittered, connections made
@@ -144,7 +140,7 @@ func New(o Options) *Handler {
 		accept: websocket.AcceptOptions{
 			Subprotocols:    []string{Subprotocol},
 			OriginPatterns:  o.AllowedOrigins,
-			CompressionMode: compression,
+			CompressionMode: websocket.CompressionDisabled, // negotiated by ServeHTTP
 		},
 	}
 }
@@ -174,6 +170,13 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		p, authErr = h.opts.Auth.Request(r)
 	}
 	uw := &upgradeWriter{ResponseWriter: w, h: h}
+	// permessage-deflate is negotiated here, not by coder/websocket
+	// (inflate.go); Accept leaves the header as it is (library.go,
+	// assumption 7).
+	deflate := !h.opts.NoCompression && acceptDeflate(r.Header)
+	if deflate {
+		uw.Header().Set("Sec-WebSocket-Extensions", deflateResponse)
+	}
 	ws, err := websocket.Accept(uw, r, &h.accept)
 	if err != nil {
 		client.Close()
@@ -186,7 +189,8 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ws.SetReadLimit(h.opts.ReadLimit)
-	s := newSession(h, client, ws, uw.conn, negotiatedDeflate(uw.Header().Get("Sec-WebSocket-Extensions")))
+	uw.conn.deflate, uw.conn.readLimit = deflate, h.opts.ReadLimit
+	s := newSession(h, client, ws, uw.conn, deflate)
 	if authErr != nil {
 		// Browsers cannot read the status of a refused handshake, but they
 		// see a close code: the writer closes with 1008 and the reason.
