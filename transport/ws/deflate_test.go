@@ -377,6 +377,14 @@ func TestDecompressionBombCloses1009(t *testing.T) {
 	if code := r.closeCode(); code != 1009 {
 		t.Fatalf("close code %d, want 1009", code)
 	}
+	// Compressed bytes alone over the limit: 1009 before any inflating.
+	r, _ = e.rawDialExt(t, offerChromium)
+	if _, err := r.nc.Write(compressedFrame(make([]byte, 65<<10))); err != nil {
+		t.Fatal(err)
+	}
+	if code := r.closeCode(); code != 1009 {
+		t.Fatalf("a compressed frame over the limit: close code %d, want 1009", code)
+	}
 	// Under the limit, the same kind of message is read.
 	r, _ = e.rawDialExt(t, offerChromium)
 	if _, err := r.nc.Write(compressedFrame(deflate(t, []byte(`{"op":"ping","ref":"`+strings.Repeat("a", 60<<10)+`"}`)))); err != nil {
@@ -405,15 +413,26 @@ func TestCompressedClientMessages(t *testing.T) {
 	}
 	send(compressedFrame(deflate(t, []byte(`{"op":"publish","ref":1,"topic":"c.a","data":"one"}`))))
 	send(textFrame(`{"op":"publish","ref":2,"topic":"c.a","data":"two"}`))
-	// Fragmented: RSV1 on the first frame only (RFC 7692 section 6.1).
+	// Fragmented: RSV1 on the first frame only (RFC 7692 section 6.1),
+	// with a ping between the fragments, answered.
 	p := deflate(t, []byte(`{"op":"publish","ref":3,"topic":"c.a","data":"three"}`))
 	first := clientFrame(0x1, p[:len(p)/2])
 	first[0] = 0x40 | 0x1 // not FIN
 	rest := clientFrame(0x0, p[len(p)/2:])
-	send(append(first, rest...))
+	send(append(append(first, clientFrame(0x9, []byte("between"))...), rest...))
 	want := []string{`"one"`, `"two"`, `"three"`}
-	for got := 0; got < len(want); {
-		f := r.readText()
+	pong := false
+	for got := 0; got < len(want) || !pong; {
+		_ = r.nc.SetReadDeadline(time.Now().Add(10 * time.Second))
+		b0, _, payload, err := wsframe.ReadFrame(r.br, 1<<20)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if b0&0x0F == wsframe.OpPong {
+			pong = string(payload) == "between"
+			continue
+		}
+		f := parseFrame(t, payload)
 		switch f.Op {
 		case "ok":
 		case "event":
@@ -427,8 +446,36 @@ func TestCompressedClientMessages(t *testing.T) {
 	}
 }
 
+// TestCompressedFramingErrorsClose1002 breaks RFC 7692's framing inside a
+// compressed message: RSV1 on a continuation frame, a new text frame before
+// the message ended, RSV1 on a control frame. Each closes with 1002.
+func TestCompressedFramingErrorsClose1002(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	p := deflate(t, []byte(`{"op":"ping","ref":"a-somewhat-longer-ref"}`))
+	head := clientFrame(0x1, p[:4])
+	head[0] = 0x40 | 0x1 // not FIN
+	rsvCont := clientFrame(0x0, p[4:])
+	rsvCont[0] |= 0x40
+	ping := clientFrame(0x9, nil)
+	ping[0] |= 0x40
+	for name, b := range map[string][]byte{
+		"RSV1 on a continuation":  append(append([]byte{}, head...), rsvCont...),
+		"a new message inside":    append(append([]byte{}, head...), textFrame(`{"op":"ping"}`)...),
+		"RSV1 on a control frame": ping,
+	} {
+		r, _ := e.rawDialExt(t, offerChromium)
+		if _, err := r.nc.Write(b); err != nil {
+			t.Fatal(err)
+		}
+		if code := r.closeCode(); code != 1002 {
+			t.Errorf("%s: close code %d, want 1002", name, code)
+		}
+	}
+}
+
 // FuzzCompressedFrame sends a frame with RSV1 set and an arbitrary payload,
-// whole or in two fragments, on a connection that negotiated
+// whole or in two fragments (with a ping between them when split's high
+// bit is set), on a connection that negotiated
 // permessage-deflate, then a plain ping: corkConn's inflating reader
 // (inflate.go) under coder/websocket. The server must either answer the
 // ping (the payload inflated to some message) or close the connection with
@@ -439,6 +486,7 @@ func FuzzCompressedFrame(f *testing.F) {
 	f.Add([]byte{0xff, 0xff}, uint8(0))
 	f.Add(deflate(f, []byte(`{"op":"ping","ref":1}`)), uint8(0))
 	f.Add(deflate(f, []byte(`{"op":"ping","ref":1}`)), uint8(3))
+	f.Add(deflate(f, []byte(`{"op":"ping","ref":1}`)), uint8(0x85))
 	f.Add(deflate(f, []byte("\xff\xfe not UTF-8")), uint8(0))
 	f.Add(deflate(f, bytes.Repeat([]byte("a"), 70000)), uint8(0))
 	f.Add([]byte{0x01, 0x00, 0x00, 0xff, 0xff}, uint8(1)) // a final stored block, then more
@@ -452,10 +500,14 @@ func FuzzCompressedFrame(f *testing.F) {
 			t.Fatalf("extensions %q", ext)
 		}
 		var b []byte
-		if cut := int(split); cut > 0 && cut < len(p) {
+		if cut := int(split & 0x7F); cut > 0 && cut < len(p) {
 			first := clientFrame(0x1, p[:cut])
 			first[0] = 0x40 | 0x1
-			b = append(first, clientFrame(0x0, p[cut:])...)
+			b = first
+			if split&0x80 != 0 {
+				b = append(b, clientFrame(0x9, []byte("between"))...)
+			}
+			b = append(b, clientFrame(0x0, p[cut:])...)
 		} else {
 			b = compressedFrame(p)
 		}

@@ -166,7 +166,13 @@ func (c *corkConn) inflateMessage(f *inflation, b0 byte) error {
 			return err
 		}
 		n := uint64(h[1] & 0x7F)
-		ext := map[uint64]int{126: 2, 127: 8}[n]
+		ext := 0
+		switch n {
+		case 126:
+			ext = 2
+		case 127:
+			ext = 8
+		}
 		if h[1]&0x80 == 0 {
 			return fmt.Errorf("%w: an unmasked frame", errDeflateProtocol)
 		}
