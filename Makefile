@@ -32,7 +32,7 @@ testdeps:
 FUZZTIME ?= 20000x
 FUZZ_TARGETS := \
 	./hub:FuzzParsePattern ./hub:FuzzParseCursor ./hub:FuzzDraftNormalize ./hub:FuzzPatternCovers ./hub:FuzzDeltaEnvelope \
-	./transport/ws:FuzzFrameCutter ./transport/ws:FuzzClientMessage \
+	./transport/ws:FuzzFrameCutter ./transport/ws:FuzzClientMessage ./transport/ws:FuzzCompressedFrame \
 	./transport/sse:FuzzLastEventID ./transport/sse:FuzzStateQuery ./transport/sse:FuzzPresenceQuery ./transport/sse:FuzzShapingQuery \
 	./transport/httpapi:FuzzParseSingleFast ./transport/httpapi:FuzzParseActionFast \
 	./internal/jsonenc:FuzzAppendString \

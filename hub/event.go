@@ -237,11 +237,16 @@ const maxFormats = 8
 // Skip bytes) and a constant tail: the envelope is the one copy of the
 // event's bytes, and only the small head is encoded per format, once per
 // Message, shared by every subscriber of that transport.
+//
+// A whole-frame format (NewWholeFormat) encodes the entire frame instead,
+// for an encoding of the envelope that cannot share its bytes (compressed):
+// still once per Message, and shared.
 type Format struct {
-	id   int
-	skip int
-	tail string
-	head func(dst []byte, m *Message) []byte
+	id    int
+	skip  int
+	tail  string
+	head  func(dst []byte, m *Message) []byte
+	whole bool
 }
 
 var formats struct {
@@ -249,18 +254,65 @@ var formats struct {
 	n int
 }
 
+// wholeLimits holds the size bound of every whole-frame format, for
+// retainedSize. It is written only while formats register, at package
+// initialisation, before any Message is retained.
+var wholeLimits []func(envelope int) int
+
 // NewFormat registers a wire format whose frames are head(m), then
 // m.Envelope()[skip:], then tail. head appends to dst; it must not retain
 // dst or modify m. Call it from package initialisation.
 func NewFormat(head func(dst []byte, m *Message) []byte, skip int, tail string) *Format {
 	formats.Lock()
 	defer formats.Unlock()
+	return newFormatLocked(head, skip, tail)
+}
+
+func newFormatLocked(head func(dst []byte, m *Message) []byte, skip int, tail string) *Format {
 	if formats.n == maxFormats {
 		panic("hub: too many wire formats")
 	}
 	f := &Format{id: formats.n, skip: skip, tail: tail, head: head}
 	formats.n++
 	return f
+}
+
+// NewWholeFormat registers a wire format whose frame encode(m) makes whole,
+// or none: the frame of m in this format is Frame.Head alone, and an empty
+// one means the message has no frame in the format (the transport sends
+// another). A frame longer than limit(len(m.Envelope())) bytes is not kept
+// (as if encode had made none): limit is what retainedSize counts for the
+// format, so that a retained message's cached frames stay within its
+// estimate. encode appends to dst; it must not retain dst or modify m. Call
+// it from package initialisation.
+func NewWholeFormat(encode func(dst []byte, m *Message) []byte, limit func(envelope int) int) *Format {
+	formats.Lock()
+	defer formats.Unlock()
+	f := newFormatLocked(func(dst []byte, m *Message) []byte {
+		b := encode(dst, m)
+		if len(b) > limit(len(m.env)) {
+			return b[:0:0]
+		}
+		if cap(b)-len(b) > len(b)/8 {
+			// Grown by append: what is kept is sized to the frame, as
+			// wholeSize counts it.
+			b = bytes.Clone(b)
+		}
+		return b
+	}, 0, "")
+	f.whole = true
+	wholeLimits = append(wholeLimits, limit)
+	return f
+}
+
+// wholeSize is what a retained message counts for a whole frame of at most
+// limit bytes: the heap the frame may take, with the allocator's rounding
+// up to a size class (at most an eighth, and a little for small sizes).
+func wholeSize(limit int) int {
+	if limit <= 0 {
+		return 0
+	}
+	return limit + limit/8 + 32
 }
 
 // Frame is a message encoded in one format, in three parts sent in order.
@@ -317,7 +369,12 @@ func (m *Message) Envelope() []byte { return m.env }
 
 // Frame returns the message encoded in format f, encoding its head on
 // first use. Safe for concurrent use.
+// In a whole-frame format (NewWholeFormat) the frame is Head alone, empty
+// when the message has none in that format.
 func (m *Message) Frame(f *Format) Frame {
+	if f.whole {
+		return Frame{Head: m.head(f)}
+	}
 	return Frame{Head: m.head(f), Body: m.env[f.skip:], Tail: f.tail}
 }
 
@@ -342,11 +399,15 @@ func (m *Message) size() int { return len(m.env) + 64 }
 const retainedOverhead = 512
 
 // retainedSize is what the message counts against the memory broker's byte
-// bound: an honest upper estimate of the heap it holds while retained.
+// bound: an honest upper estimate of the heap it holds while retained,
+// counting every whole frame it may come to cache at its format's limit.
 func (m *Message) retainedSize() int {
 	n := len(m.env) + len(m.Topic) + len(m.Type) + len(m.Key) + retainedOverhead
 	if m.Key != "" {
 		n += deltaVariants * len(m.env) // cached delta envelopes, each smaller than env
+	}
+	for _, limit := range wholeLimits {
+		n += wholeSize(limit(len(m.env)))
 	}
 	return n
 }

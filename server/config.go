@@ -85,6 +85,10 @@ type Config struct {
 	WSPingInterval time.Duration
 	WSMessageRate  float64 // negative: no limit
 	WSMaxTopics    int
+	// WSNoCompression turns WebSocket permessage-deflate off
+	// (--ws-compression=false); by default it is negotiated with every
+	// client that offers it.
+	WSNoCompression bool
 
 	AllowedOrigins []string // Origin patterns that may open WebSockets
 	CORSOrigins    []string // origins whose pages may use the API

@@ -156,7 +156,8 @@ func (s *Server) start(authn *auth.Authenticator) error {
 	s.ws = ws.New(ws.Options{
 		Hub: h, AllowedOrigins: cfg.AllowedOrigins, ReadLimit: cfg.WSReadLimit,
 		PingInterval: cfg.WSPingInterval, WriteTimeout: cfg.WriteTimeout, Actions: svc, Auth: authn, Conns: conns,
-		PublishRates: publishRates, ActionRates: actionRates, MessageRate: cfg.WSMessageRate, MaxTopics: cfg.WSMaxTopics, Logger: log,
+		PublishRates: publishRates, ActionRates: actionRates, MessageRate: cfg.WSMessageRate, MaxTopics: cfg.WSMaxTopics,
+		NoCompression: cfg.WSNoCompression, Logger: log,
 	})
 	s.http = &http.Server{
 		Handler: httpapi.NewRouter(httpapi.Config{

@@ -95,7 +95,7 @@ func TestServeFlagsAndEnv(t *testing.T) {
 			stateMaxKeys: 10000, stateMaxBytes: 64 << 20, presenceMax: 10000,
 			queueBytes: 524288, shards: 0, heartbeat: 15 * time.Second, sseRetry: 2 * time.Second,
 			writeTimeout: 10 * time.Second, readTimeout: 30 * time.Second, maxBody: 1048576, wsReadLimit: 65536,
-			wsPingInterval: 25 * time.Second, shutdownTimeout: 10 * time.Second, logFormat: "text",
+			wsPingInterval: 25 * time.Second, wsCompression: true, shutdownTimeout: 10 * time.Second, logFormat: "text",
 			actionWorkers: 16, actionQueue: 10000, actionTTL: time.Hour, actionLease: 30 * time.Second, actionMaxFinished: 100000, actionMaxBytes: 256 << 20, actionTimeout: 10 * time.Second,
 			actionMaxAttempts: 5, authMode: "none", maxConns: 100000, wsMessageRate: 200, wsMaxTopics: 256,
 		}
@@ -111,12 +111,13 @@ func TestServeFlagsAndEnv(t *testing.T) {
 			"HERALD_ALLOWED_ORIGINS":  "app.example.com, *.example.org,",
 			"HERALD_LOG_LEVEL":        "debug",
 			"HERALD_WS_PING_INTERVAL": "3s",
+			"HERALD_WS_COMPRESSION":   "false",
 			"HERALD_SHUTDOWN_TIMEOUT": "", // empty counts as unset
 		}), io.Discard)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if c.historySize != 42 || c.historyTTL != 5*time.Minute || c.wsPingInterval != 3*time.Second ||
+		if c.historySize != 42 || c.historyTTL != 5*time.Minute || c.wsPingInterval != 3*time.Second || c.wsCompression ||
 			c.logLevel.String() != "DEBUG" || c.shutdownTimeout != 10*time.Second ||
 			strings.Join(c.allowedOrigins, "|") != "app.example.com|*.example.org" {
 			t.Errorf("env not applied: %+v", c)
@@ -140,7 +141,7 @@ func TestServeFlagsAndEnv(t *testing.T) {
 			t.Fatalf("-h: %v", err)
 		}
 		for _, name := range []string{"addr", "broker", "history-size", "history-bytes", "history-ttl", "state-max-keys", "state-max-bytes", "queue-bytes", "shards",
-			"heartbeat", "sse-retry", "write-timeout", "read-timeout", "max-body", "ws-read-limit", "ws-ping-interval",
+			"heartbeat", "sse-retry", "write-timeout", "read-timeout", "max-body", "ws-read-limit", "ws-ping-interval", "ws-compression",
 			"allowed-origins", "cors-origins", "max-conns", "max-conns-per-ip", "rate-publish", "rate-actions", "ws-message-rate", "ws-max-topics", "auth", "jwt-secret", "jwt-public-key", "jwt-audience", "jwt-issuer",
 			"public-subscribe", "api-key", "shutdown-timeout", "log-level", "log-format", "action-upstream", "action-workers",
 			"action-queue", "action-ttl", "action-max-bytes", "action-timeout", "action-max-attempts"} {

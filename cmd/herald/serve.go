@@ -44,6 +44,7 @@ type serveConfig struct {
 	maxBody         int64
 	wsReadLimit     int64
 	wsPingInterval  time.Duration
+	wsCompression   bool
 	allowedOrigins  []string
 	corsOrigins     []string
 	maxConns        int
@@ -122,6 +123,7 @@ func parseServeFlags(args []string, getenv func(string) (string, bool), stdout i
 	fs.Int64Var(&c.maxBody, "max-body", server.DefaultMaxBody, "largest HTTP request body, in bytes")
 	fs.Int64Var(&c.wsReadLimit, "ws-read-limit", server.DefaultWSReadLimit, "largest WebSocket message from a client, in bytes (larger: close 1009)")
 	fs.DurationVar(&c.wsPingInterval, "ws-ping-interval", server.DefaultWSPingInterval, "interval of WebSocket keep-alive pings")
+	fs.BoolVar(&c.wsCompression, "ws-compression", true, "negotiate WebSocket permessage-deflate (without context takeover) with clients that offer it; each event of 512 bytes or more is compressed once for all of them")
 	fs.Var(&origins, "allowed-origins", "comma-separated Origin `patterns` allowed to open WebSockets, e.g. app.example.com,*.example.org (empty: same host only); those without a wildcard may also use the herald_token cookie")
 	fs.Var(&corsOrigins, "cors-origins", "comma-separated `origins` whose pages may use the API, the SSE stream and /herald.js, e.g. https://app.example.com,https://*.example.org, or * for any; they may open WebSockets too; only those named exactly get credentials (the herald_token cookie) (empty: no cross-origin access)")
 	fs.IntVar(&c.maxConns, "max-conns", server.DefaultMaxConns, "open SSE streams and WebSockets at most, in all; more get 503 (0: no limit)")
@@ -337,7 +339,7 @@ func (c *serveConfig) server(log *slog.Logger) server.Config {
 		QueueBytes: noDefault(c.queueBytes), Shards: c.shards,
 		Heartbeat: noDefault(c.heartbeat), SSERetry: noDefault(c.sseRetry), WriteTimeout: noDefault(c.writeTimeout),
 		ReadTimeout: noDefault(c.readTimeout), MaxBody: noDefault(c.maxBody), WSReadLimit: noDefault(c.wsReadLimit),
-		WSPingInterval: noDefault(c.wsPingInterval), WSMessageRate: c.wsMessageRate, WSMaxTopics: noDefault(c.wsMaxTopics),
+		WSPingInterval: noDefault(c.wsPingInterval), WSMessageRate: c.wsMessageRate, WSMaxTopics: noDefault(c.wsMaxTopics), WSNoCompression: !c.wsCompression,
 		AllowedOrigins: c.allowedOrigins, CORSOrigins: c.corsOrigins,
 		MaxConns: noLimit(c.maxConns), MaxConnsPerIP: c.maxConnsPerIP, RatePublish: c.ratePublish, RateActions: c.rateActions,
 		Auth: c.authMode, JWTSecret: c.jwtSecret, JWTPublicKey: c.jwtPublicKey, JWTAudience: c.jwtAudience, JWTIssuer: c.jwtIssuer,

@@ -49,9 +49,12 @@ type corkConn struct {
 	net.Conn
 	writes *atomic.Int64 // the Handler's count of socket writes
 
-	// Read side (read.go).
-	rmu       sync.Mutex // guards early
+	// Read side (read.go, inflate.go).
+	rmu       sync.Mutex // guards early and inflated
 	early     []byte     // bytes read from the socket but not yet returned by Read
+	deflate   bool       // permessage-deflate was negotiated; set before the first Read
+	readLimit int64      // the Handler's ReadLimit, for inflated messages
+	inflated  *inflation // an inflated message not yet returned by Read
 	frame     frameCutter
 	raw       syscall.RawConn       // nil where the socket cannot be probed
 	probe     func(fd uintptr) bool // WaitReadable's readiness test, allocated once

@@ -26,9 +26,22 @@ var eventFormat = hub.NewFormat(func(dst []byte, m *hub.Message) []byte {
 // appendEventHead appends the head of the event frame whose envelope is
 // env: the frame header and the "op" field. env[1:] follows it.
 func appendEventHead(dst, env []byte) []byte {
-	const op = `{"op":"event",`
-	dst = appendTextHeader(dst, len(op)+len(env)-1)
-	return append(dst, op...)
+	dst = appendTextHeader(dst, len(eventOp)+len(env)-1)
+	return append(dst, eventOp...)
+}
+
+// eventFrameLen is the length of m's plain event frame (eventFormat),
+// header included, without encoding it.
+func eventFrameLen(m *hub.Message) int {
+	n := len(eventOp) + len(m.Envelope()) - 1
+	switch {
+	case n <= 125:
+		return 2 + n
+	case n <= 0xFFFF:
+		return 4 + n
+	default:
+		return 10 + n
+	}
 }
 
 // appendTextHeader appends the header of an unmasked, final text frame

@@ -52,6 +52,15 @@ package ws
 //     refuses with http.Error on the ResponseWriter it was given: the status
 //     with WriteHeader, then the message in one Write. Why: upgradeWriter
 //     turns that into the protocol's JSON error.
+//  7. Compression left to the caller. Accept, with CompressionDisabled,
+//     leaves a Sec-WebSocket-Extensions header that the handler set on the
+//     ResponseWriter before it in the 101 response, and refuses a frame with
+//     RSV1 with 1002. Why: ServeHTTP negotiates permessage-deflate itself,
+//     and corkConn inflates compressed client messages before
+//     coder/websocket reads them (inflate.go), which otherwise keeps a
+//     4 KiB buffer per connection from the first compressed message on;
+//     RSV1 that corkConn passes on (no extension, a control frame) is a
+//     protocol error.
 //
 // Two of transport/ws's own mechanisms stand beside the library rather
 // than rely on it, each kept for a measured reason (docs/benchmarks.md,
@@ -124,6 +133,7 @@ func (w *upgradeWriter) Write(p []byte) (int, error) {
 	w.status = 0
 	w.Header().Del("Content-Type")
 	w.Header().Del("X-Content-Type-Options")
+	w.Header().Del("Sec-WebSocket-Extensions")
 	apierror.Write(w.ResponseWriter, apierror.New(status, handshakeCode(status), strings.TrimSpace(string(p))))
 	return len(p), nil
 }

@@ -3,6 +3,7 @@ package ws
 import (
 	"bufio"
 	"bytes"
+	"compress/flate"
 	"context"
 	"errors"
 	"fmt"
@@ -94,19 +95,32 @@ type libPair struct {
 	conn     *corkConn
 	rec      *recConn
 	hijacked bool // upgradeWriter.Hijack ran
-	peer     net.Conn
-	peerR    *bufio.Reader
+	// respExtensions is the Sec-WebSocket-Extensions of the response.
+	respExtensions string
+	peer           net.Conn
+	peerR          *bufio.Reader
 }
 
 // newLibPair accepts one connection; early is what the server reads first,
 // as if net/http had read it past the handshake.
 func newLibPair(t *testing.T, early []byte) *libPair {
 	t.Helper()
+	return acceptLibPair(t, early, "", "")
+}
+
+// acceptLibPair is newLibPair with extensions set on the response header
+// before Accept (none if empty), the client offering the extensions in
+// offer (none if empty).
+func acceptLibPair(t *testing.T, early []byte, extensions, offer string) *libPair {
+	t.Helper()
 	h := &Handler{opts: Options{WriteTimeout: 5 * time.Second}}
 	accepted := make(chan *libPair, 1)
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		rh := &recHijacker{ResponseWriter: w, early: early}
 		uw := &upgradeWriter{ResponseWriter: rh, h: h}
+		if extensions != "" {
+			uw.Header().Set("Sec-WebSocket-Extensions", extensions)
+		}
 		c, err := websocket.Accept(uw, r, &websocket.AcceptOptions{CompressionMode: websocket.CompressionDisabled})
 		if err != nil {
 			t.Errorf("Accept: %v", err)
@@ -122,7 +136,11 @@ func newLibPair(t *testing.T, early []byte) *libPair {
 	}
 	_ = peer.SetDeadline(time.Now().Add(20 * time.Second))
 	req := "GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
-		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+	if offer != "" {
+		req += "Sec-WebSocket-Extensions: " + offer + "\r\n"
+	}
+	req += "\r\n"
 	if _, err := io.WriteString(peer, req); err != nil {
 		t.Fatal(err)
 	}
@@ -136,6 +154,7 @@ func newLibPair(t *testing.T, early []byte) *libPair {
 		t.FailNow()
 	}
 	p.peer, p.peerR = peer, br
+	p.respExtensions = resp.Header.Get("Sec-WebSocket-Extensions")
 	t.Cleanup(func() {
 		_ = p.ws.CloseNow()
 		peer.Close()
@@ -449,5 +468,67 @@ func TestLibraryRefusesThroughTheResponseWriter(t *testing.T) {
 				t.Fatalf("assumption 6 (refusals through the ResponseWriter): Accept made %v, want WriteHeader(%d) and one Write", rec.calls, tc.status)
 			}
 		})
+	}
+}
+
+// deflateMessage is msg as a permessage-deflate payload.
+func deflateMessage(t *testing.T, msg []byte) []byte {
+	t.Helper()
+	var b bytes.Buffer
+	w, _ := flate.NewWriter(&b, flate.BestSpeed)
+	_, _ = w.Write(msg)
+	if err := w.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	return bytes.TrimSuffix(b.Bytes(), []byte(deflateTail))
+}
+
+// closeWritten returns the code of the close frame coder/websocket wrote to
+// the conn since the last call, or 0 if it wrote none.
+func (p *libPair) closeWritten() int {
+	for _, w := range p.rec.takeWrites() {
+		if len(w) >= 4 && w[0]&0x0F == wsframe.OpClose {
+			return int(w[2])<<8 | int(w[3])
+		}
+	}
+	return 0
+}
+
+// Assumption 7: Accept, with compression disabled, leaves a
+// Sec-WebSocket-Extensions header set on the ResponseWriter before it in the
+// response, and refuses a frame with RSV1 with 1002 (on such a connection,
+// corkConn hands it over only when the extension was not negotiated). And
+// a message that corkConn inflates (inflate.go) reads as a plain one,
+// keeping assumptions 2 and 3: nothing of the next message is read, and a
+// non-blocking Read then fails with errWouldBlock.
+func TestLibraryCompression(t *testing.T) {
+	p := acceptLibPair(t, nil, deflateResponse, "permessage-deflate")
+	if p.respExtensions != deflateResponse {
+		t.Fatalf("assumption 7 (compression): the response's extensions %q, want %q", p.respExtensions, deflateResponse)
+	}
+	p.conn.deflate, p.conn.readLimit = true, 1000
+	msg := []byte(`{"op":"ping","ref":"` + strings.Repeat("compressed ", 50) + `"}`)
+	p.send(t, masked(wsframe.Fin|rsv1|wsframe.OpText, deflateMessage(t, msg)), masked(wsframe.Fin|wsframe.OpText, []byte("next")))
+	if b, err := p.read(t); err != nil || !bytes.Equal(b, msg) {
+		t.Fatalf("assumption 7 (compression): Read of an inflated message: %q, %v", b, err)
+	}
+	if b, err := p.read(t); err != nil || string(b) != "next" {
+		t.Fatalf("assumption 7 (compression): Read after an inflated message: %q, %v", b, err)
+	}
+	p.conn.SetNonblocking(true)
+	if _, err := p.read(t); !errors.Is(err, errWouldBlock) {
+		t.Fatalf("assumption 7 (compression): Read on an empty socket after inflated messages: %v, want errWouldBlock", err)
+	}
+	p.conn.SetNonblocking(false)
+	p.rec.takeWrites()
+
+	// RSV1 reaching coder/websocket: 1002.
+	p = acceptLibPair(t, nil, "", "")
+	p.send(t, masked(wsframe.Fin|rsv1|wsframe.OpText, deflateMessage(t, msg)))
+	if _, err := p.read(t); err == nil {
+		t.Fatal("assumption 7 (compression): RSV1 was read")
+	}
+	if code := p.closeWritten(); code != 1002 {
+		t.Fatalf("assumption 7 (compression): RSV1: close %d written, want 1002", code)
 	}
 }

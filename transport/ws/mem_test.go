@@ -143,6 +143,9 @@ func TestIdleConnectionMemory(t *testing.T) {
 
 // memClient opens the connections with raw sockets (no goroutine per
 // connection on this side), subscribes each, and holds them until stdin closes.
+// With HERALD_MEMTEST_DEFLATE=1 each negotiates permessage-deflate, as
+// browsers do; with HERALD_MEMTEST_DEFLATE=client each also sends its
+// subscribe compressed, as Chromium sends every message.
 func memClient(t *testing.T) {
 	addr := os.Getenv("HERALD_MEMTEST_CLIENT")
 	n, _ := strconv.Atoi(os.Getenv("HERALD_MEMTEST_N"))
@@ -152,6 +155,14 @@ func memClient(t *testing.T) {
 	}
 	conns := make([]net.Conn, 0, n)
 	sub := textFrame(`{"op":"subscribe","topics":["mem.t","mem.>"]}`)
+	deflating := os.Getenv("HERALD_MEMTEST_DEFLATE")
+	offer := ""
+	if deflating != "" {
+		offer = "Sec-WebSocket-Extensions: " + offerChromium + "\r\n"
+	}
+	if deflating == "client" {
+		sub = compressedFrame(deflate(t, []byte(`{"op":"subscribe","topics":["mem.t","mem.>"]}`)))
+	}
 	if os.Getenv("HERALD_MEMTEST_NOSUB") != "" {
 		sub = nil
 	}
@@ -161,7 +172,7 @@ func memClient(t *testing.T) {
 			t.Fatalf("dial %d: %v", i, err)
 		}
 		req := "GET /v1/ws HTTP/1.1\r\nHost: " + addr + "\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
-			"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+			"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n" + offer + "\r\n"
 		if _, err := c.Write(append([]byte(req), sub...)); err != nil {
 			t.Fatal(err)
 		}
@@ -169,6 +180,9 @@ func memClient(t *testing.T) {
 		resp, err := http.ReadResponse(br, nil)
 		if err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
 			t.Fatalf("handshake %d: %v", i, err)
+		}
+		if got := resp.Header.Get("Sec-WebSocket-Extensions"); (deflating != "") != (got == wantExtensions) {
+			t.Fatalf("handshake %d: extensions %q", i, got)
 		}
 		if sub != nil {
 			r := &rawConn{t: t, nc: c, br: br}

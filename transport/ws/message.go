@@ -150,6 +150,8 @@ func (s *session) handle(b []byte) {
 		s.submitAction(m)
 	case "ping":
 		s.client.Queue(okReply("pong", m.Ref, ""))
+	case "stats":
+		s.client.Queue(statsReply(m.Ref, &s.stats))
 	case "refresh":
 		s.refresh(m)
 	case "":
@@ -160,7 +162,7 @@ func (s *session) handle(b []byte) {
 			op = op[:32] + "…"
 		}
 		s.replyError(m.Ref, apierror.New(http.StatusBadRequest, apierror.UnknownOp,
-			fmt.Sprintf("unknown op %q (ops: subscribe, unsubscribe, publish, action, ping, refresh)", op)))
+			fmt.Sprintf("unknown op %q (ops: subscribe, unsubscribe, publish, action, ping, refresh, stats)", op)))
 	}
 }
 

@@ -41,7 +41,19 @@ package ws
 // the close handshake exclude each other on the socket's own read lock.
 
 // Read implements net.Conn, returning at most the rest of the current frame.
+// On a connection that negotiated permessage-deflate, a compressed message
+// is read whole and handed over inflated (inflate.go).
 func (c *corkConn) Read(p []byte) (int, error) {
+	if c.deflate {
+		if n, ok, err := c.readInflated(p); ok {
+			return n, err
+		}
+	}
+	return c.readRaw(p)
+}
+
+// readRaw is Read on the socket's bytes as they came.
+func (c *corkConn) readRaw(p []byte) (int, error) {
 	c.rmu.Lock()
 	if len(c.early) > 0 {
 		n := copy(p, c.early)
@@ -70,11 +82,12 @@ func (c *corkConn) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// Buffered reports whether bytes of the next frame are waiting in memory.
+// Buffered reports whether bytes of the next frame are waiting in memory,
+// read from the socket or inflated.
 func (c *corkConn) Buffered() bool {
 	c.rmu.Lock()
 	defer c.rmu.Unlock()
-	return len(c.early) > 0
+	return len(c.early) > 0 || c.inflated != nil
 }
 
 // SetNonblocking turns non-blocking mode on or off (see errWouldBlock).

@@ -62,6 +62,13 @@ type session struct {
 	tasks   sync.WaitGroup // the reader and the ping in flight
 	pinging atomic.Bool
 
+	// deflate: the handshake negotiated permessage-deflate, and event
+	// frames go compressed where deflateFormat has one (deflate.go).
+	deflate bool
+	// stats counts the event frames written, for the "stats" op: the
+	// writer adds, the reader reads.
+	stats wireStats
+
 	// The reader's: who the connection is, replaced by a "refresh"; whom
 	// its op rates count; its message rate.
 	principal *auth.Principal
@@ -72,9 +79,9 @@ type session struct {
 	bases hub.Bases // the writer's: what deltas are made from
 }
 
-func newSession(h *Handler, client *hub.Client, ws *websocket.Conn, conn *corkConn) *session {
+func newSession(h *Handler, client *hub.Client, ws *websocket.Conn, conn *corkConn, deflate bool) *session {
 	ctx, cancel := context.WithCancelCause(context.Background())
-	s := &session{h: h, client: client, ws: ws, conn: conn, ctx: ctx, cancel: cancel, principal: auth.Everyone}
+	s := &session{h: h, client: client, ws: ws, conn: conn, ctx: ctx, cancel: cancel, principal: auth.Everyone, deflate: deflate}
 	if h.opts.MessageRate > 0 {
 		s.flood = rate.NewLimiter(rate.Limit(h.opts.MessageRate), h.opts.MessageBurst)
 	}
@@ -139,7 +146,9 @@ func (s *session) writeFailed(err error) (websocket.StatusCode, string) {
 // for every subscriber (eventFormat) and copied into the cork buffer with the
 // shared envelope (or a large envelope is written from where it is), where a
 // per-message coder/websocket Write would cost a lock handshake and a header
-// encode per subscriber. coder/websocket still writes every control frame
+// encode per subscriber. A session that negotiated permessage-deflate sends
+// an event's compressed frame where it has one, compressed once for every
+// such subscriber (deflateFormat). coder/websocket still writes every control frame
 // (pings, pongs, close); corkConn keeps the two from interleaving and stops
 // data after a close frame.
 func (s *session) WriteBatch(items []hub.Item) error {
@@ -150,16 +159,28 @@ func (s *session) WriteBatch(items []hub.Item) error {
 	var err error
 	n := 0
 	var scratch []byte
+	var tally frameTally
 	for _, it := range items {
 		var head, body []byte
+		wire, plain := 0, 0 // an event's frame as sent, and uncompressed
 		switch {
-		case it.Msg != nil && s.bases.Active(it):
-			env, _ := s.bases.Envelope(it)
-			scratch = appendEventHead(scratch[:0], env)
-			head, body = scratch, env[1:]
+		case it.Msg != nil && s.bases.Active(it) && s.deltaFrame(it, &scratch, &head, &body):
+			// A delta frame goes uncompressed: it is small (at most half the
+			// data it replaces, usually tens of bytes), and its bytes are per
+			// base, not per event, so it has no shared compressed frame.
+			wire, plain = len(head)+len(body), eventFrameLen(it.Msg)
 		case it.Msg != nil:
-			f := it.Msg.Frame(eventFormat)
-			head, body = f.Head, f.Body
+			var f hub.Frame
+			if s.deflate {
+				f = it.Msg.Frame(deflateFormat)
+			}
+			if f.Len() > 0 {
+				plain = eventFrameLen(it.Msg)
+			} else {
+				f = it.Msg.Frame(eventFormat)
+				plain = f.Len()
+			}
+			head, body, wire = f.Head, f.Body, f.Len()
 		default:
 			if it.Reset != nil {
 				s.bases.Reset()
@@ -175,14 +196,31 @@ func (s *session) WriteBatch(items []hub.Item) error {
 			break
 		}
 		n++
+		if plain > 0 {
+			tally.add(wire, plain)
+		}
 	}
 	s.h.frames.Add(int64(n))
+	s.stats.record(tally)
 	// Uncork even after a failed frame: what was written before it (and any
 	// close frame coder/websocket wrote meanwhile) still goes out.
 	if uerr := s.conn.Uncork(); uerr != nil {
 		err = uerr
 	}
 	return err
+}
+
+// deltaFrame sets head and body to it's event frame with a delta in place
+// of its data (hub.Bases), and reports whether it did: else the event goes
+// whole, like any other. The head is built in scratch.
+func (s *session) deltaFrame(it hub.Item, scratch *[]byte, head, body *[]byte) bool {
+	env, isDelta := s.bases.Envelope(it)
+	if !isDelta {
+		return false
+	}
+	*scratch = appendEventHead((*scratch)[:0], env)
+	*head, *body = *scratch, env[1:]
+	return true
 }
 
 // finish closes the connection with code (0: the peer is unresponsive, no
@@ -219,6 +257,8 @@ func readerStatus(err error) (websocket.StatusCode, string) {
 		return websocket.StatusMessageTooBig, "message too big"
 	case errors.Is(err, errInvalidUTF8):
 		return websocket.StatusInvalidFramePayloadData, "invalid UTF-8"
+	case errors.Is(err, errInflate):
+		return websocket.StatusInvalidFramePayloadData, "invalid compressed data"
 	default:
 		return websocket.StatusProtocolError, "protocol error"
 	}

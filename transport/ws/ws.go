@@ -71,7 +71,12 @@ type Options struct {
 	// MaxTopics bounds the patterns one connection holds at once; a
 	// subscribe past it gets too_large. Default 256.
 	MaxTopics int
-	Logger    *slog.Logger
+	// NoCompression turns permessage-deflate off. By default it is
+	// negotiated with every client that offers it, without context
+	// takeover, and events of compressThreshold bytes or more go
+	// compressed (deflate.go).
+	NoCompression bool
+	Logger        *slog.Logger
 }
 
 // Defaults of Options.
@@ -135,7 +140,7 @@ func New(o Options) *Handler {
 		accept: websocket.AcceptOptions{
 			Subprotocols:    []string{Subprotocol},
 			OriginPatterns:  o.AllowedOrigins,
-			CompressionMode: websocket.CompressionDisabled,
+			CompressionMode: websocket.CompressionDisabled, // negotiated by ServeHTTP
 		},
 	}
 }
@@ -165,6 +170,13 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		p, authErr = h.opts.Auth.Request(r)
 	}
 	uw := &upgradeWriter{ResponseWriter: w, h: h}
+	// permessage-deflate is negotiated here, not by coder/websocket
+	// (inflate.go); Accept leaves the header as it is (library.go,
+	// assumption 7).
+	deflate := !h.opts.NoCompression && acceptDeflate(r.Header)
+	if deflate {
+		uw.Header().Set("Sec-WebSocket-Extensions", deflateResponse)
+	}
 	ws, err := websocket.Accept(uw, r, &h.accept)
 	if err != nil {
 		client.Close()
@@ -177,7 +189,8 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ws.SetReadLimit(h.opts.ReadLimit)
-	s := newSession(h, client, ws, uw.conn)
+	uw.conn.deflate, uw.conn.readLimit = deflate, h.opts.ReadLimit
+	s := newSession(h, client, ws, uw.conn, deflate)
 	if authErr != nil {
 		// Browsers cannot read the status of a refused handshake, but they
 		// see a close code: the writer closes with 1008 and the reason.

@@ -9,6 +9,7 @@ package nodews
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"os"
@@ -35,11 +36,32 @@ func dir() string {
 	return filepath.Dir(file)
 }
 
+// Options are the ws package's client options that tests set; the zero
+// value is ws's defaults.
+type Options struct {
+	// PerMessageDeflate is ws's perMessageDeflate: nil for its default
+	// (offered, client messages of 1 KiB or more compressed), false not to
+	// offer it, or an object such as map[string]any{"threshold": 0} to
+	// compress every client message.
+	PerMessageDeflate any `json:"perMessageDeflate,omitempty"`
+}
+
 // Dial starts client.mjs against url (ws://…) and waits for it to connect.
-// It returns the client and the extensions negotiated ("-" for none).
+// It returns the client and the extensions negotiated, as the server's
+// Sec-WebSocket-Extensions header has them ("-" for none).
 // The process is stopped when the test ends.
 func Dial(t testing.TB, url string) (*Client, string) {
 	t.Helper()
+	return DialWith(t, url, Options{})
+}
+
+// DialWith is Dial with ws's client options o.
+func DialWith(t testing.TB, url string, o Options) (*Client, string) {
+	t.Helper()
+	opts, err := json.Marshal(o)
+	if err != nil {
+		t.Fatal(err)
+	}
 	node, err := exec.LookPath("node")
 	if err != nil {
 		t.Fatalf("failed to find node (make testdeps installs it): %v", err)
@@ -48,7 +70,7 @@ func Dial(t testing.TB, url string) (*Client, string) {
 		t.Fatalf("the npm ws package is not installed: run make testdeps (%v)", err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	cmd := exec.CommandContext(ctx, node, filepath.Join(dir(), "client.mjs"), url)
+	cmd := exec.CommandContext(ctx, node, filepath.Join(dir(), "client.mjs"), url, string(opts))
 	cmd.Dir = dir()
 	cmd.Stderr = os.Stderr
 	stdin, err := cmd.StdinPipe()
