@@ -361,7 +361,10 @@ func TestBenchWireFlags(t *testing.T) {
 		if rep.KeySpace != 7 || rep.PayloadShape != "dashboard" || !rep.Delta || !rep.WSCompression || rep.Lost != 0 {
 			t.Fatalf("%s: key space %d, shape %q, delta %v, compression %v, lost %d", keys, rep.KeySpace, rep.PayloadShape, rep.Delta, rep.WSCompression, rep.Lost)
 		}
-		if rep.WireBytesPerEvent <= 0 || rep.PayloadBytesPerEvent < 2048 || rep.CompressionRatio <= 0 {
+		if rep.DeflateConnections != 4 || rep.DeltaDeliveries == 0 || rep.Errors["delta_mismatch"] != 0 {
+			t.Fatalf("%s: deflate on %d of 4 connections, %d deltas, errors %v", keys, rep.DeflateConnections, rep.DeltaDeliveries, rep.Errors)
+		}
+		if rep.WireBytesPerEvent <= 0 || rep.PayloadBytesPerEvent < 2048 || rep.CompressionRatio <= 0 || rep.CompressionRatio >= 1 {
 			t.Fatalf("%s: wire %v payload %v ratio %v", keys, rep.WireBytesPerEvent, rep.PayloadBytesPerEvent, rep.CompressionRatio)
 		}
 		// The server's CPU comes from its /metrics, on --addr by default.

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/heraldpush/herald/internal/testkit/wait"
+	"github.com/heraldpush/herald/transport/ws"
 )
 
 func newTestRun() *run {
@@ -362,5 +363,50 @@ func TestRunPrimed(t *testing.T) {
 	}
 	if _, err := Run(ctx, Config{URL: ts.url, Prime: true}); err == nil {
 		t.Fatal("priming without keys: no error")
+	}
+}
+
+// Against Herald's own compression: every connection negotiates it, every
+// event is read intact, and the kernel counts a third of the bytes or less;
+// with deltas too, a fraction of that. A server with compression off
+// declines, and the run is exact all the same.
+func TestRunCompressionEndToEnd(t *testing.T) {
+	ts := newTestServer(t, serverOptions{})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	const subs, keys = 5, 4
+	run := func(url, prefix string, delta bool) *Report {
+		t.Helper()
+		rep, err := Run(ctx, Config{
+			URL: url, Transport: "ws", Subscribers: subs, Topics: 1, Prefix: prefix,
+			Rate: 300, Events: 120, Keys: keys, PayloadShape: ShapeDashboard, Prime: true,
+			WSCompression: true, Delta: delta,
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		checkExact(t, rep, subs)
+		return rep
+	}
+	rep := run(ts.url, "z", false)
+	if rep.DeflateConnections != subs || rep.WSConnections != subs {
+		t.Fatalf("deflate on %d of %d connections", rep.DeflateConnections, rep.WSConnections)
+	}
+	if r := rep.CompressionRatio; r <= 0 || r > 0.4 {
+		t.Fatalf("compression ratio %v (%.0f of %.0f bytes per event)", r, rep.WireBytesPerEvent, rep.PayloadBytesPerEvent)
+	}
+	deflated := rep.CompressionRatio
+	rep = run(ts.url, "zd", true)
+	if rep.DeflateConnections != subs || rep.DeltaDeliveries != rep.WireDeliveries || rep.Errors["delta_mismatch"] != 0 {
+		t.Fatalf("deflate on %d, %d deltas of %d deliveries measured, errors %v", rep.DeflateConnections, rep.DeltaDeliveries, rep.WireDeliveries, rep.Errors)
+	}
+	if r := rep.CompressionRatio; r <= 0 || r > deflated/2 {
+		t.Fatalf("compression ratio with deltas %v, without %v", r, deflated)
+	}
+
+	off := newTestServer(t, serverOptions{ws: ws.Options{NoCompression: true}})
+	rep = run(off.url, "off", false)
+	if rep.DeflateConnections != 0 || rep.CompressionRatio < 1 || rep.CompressionRatio > 1.01 {
+		t.Fatalf("compression off: deflate on %d connections, ratio %v", rep.DeflateConnections, rep.CompressionRatio)
 	}
 }
