@@ -35,7 +35,7 @@ FUZZ_TARGETS := \
 	./transport/ws:FuzzFrameCutter ./transport/ws:FuzzClientMessage \
 	./transport/sse:FuzzLastEventID ./transport/sse:FuzzStateQuery ./transport/sse:FuzzPresenceQuery \
 	./transport/httpapi:FuzzParseSingleFast ./transport/httpapi:FuzzParseActionFast \
-	./internal/jsonenc:FuzzAppendString \
+	./internal/jsonenc:FuzzAppendString ./delta:FuzzDelta \
 	./cmd/herald:FuzzConfigFile
 fuzz:
 	@for t in $(FUZZ_TARGETS); do \
