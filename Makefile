@@ -31,9 +31,9 @@ testdeps:
 # package's testdata/fuzz and fail the run; commit them as seeds.
 FUZZTIME ?= 20000x
 FUZZ_TARGETS := \
-	./hub:FuzzParsePattern ./hub:FuzzParseCursor ./hub:FuzzDraftNormalize ./hub:FuzzPatternCovers \
+	./hub:FuzzParsePattern ./hub:FuzzParseCursor ./hub:FuzzDraftNormalize ./hub:FuzzPatternCovers ./hub:FuzzDeltaEnvelope \
 	./transport/ws:FuzzFrameCutter ./transport/ws:FuzzClientMessage \
-	./transport/sse:FuzzLastEventID ./transport/sse:FuzzStateQuery ./transport/sse:FuzzPresenceQuery \
+	./transport/sse:FuzzLastEventID ./transport/sse:FuzzStateQuery ./transport/sse:FuzzPresenceQuery ./transport/sse:FuzzShapingQuery \
 	./transport/httpapi:FuzzParseSingleFast ./transport/httpapi:FuzzParseActionFast \
 	./internal/jsonenc:FuzzAppendString ./delta:FuzzDelta \
 	./cmd/herald:FuzzConfigFile

@@ -170,7 +170,7 @@ func From(err error) *Error {
 		return New(http.StatusBadRequest, InvalidRequest, err.Error())
 	case errors.Is(err, hub.ErrPresenceUnsupported):
 		return New(http.StatusNotImplemented, NotImplemented, "the broker of this server keeps no presence")
-	case errors.Is(err, hub.ErrInvalidRewind):
+	case errors.Is(err, hub.ErrInvalidRewind), errors.Is(err, hub.ErrInvalidDelta), errors.Is(err, hub.ErrInvalidConflate):
 		return New(http.StatusBadRequest, InvalidRequest, err.Error())
 	case errors.Is(err, hub.ErrHistoryGone):
 		return New(http.StatusGone, HistoryGone, "the requested events are no longer retained")

@@ -45,6 +45,9 @@ type Item struct {
 	// waiting for a replay), not read back from history: only these say
 	// how long publishing to writing takes (see Options.ObserveLatency).
 	Live bool
+	// Delta marks a keyed event that a subscription asking for deltas
+	// matches: the writer sends it as a delta when it can (Bases).
+	Delta bool
 }
 
 func (it Item) size() int {
@@ -100,6 +103,13 @@ type SubscribeRequest struct {
 	// (TypeJoin, TypeLeave), live and replayed; without it a subscription
 	// never receives them.
 	PresenceEvents bool
+	// Delta asks for keyed events as fossil deltas where the connection's
+	// writer can send them (Item.Delta, Bases).
+	Delta bool
+	// Conflate, when positive (MinConflate to MaxConflate, see
+	// ParseConflate), asks for at most one event of each topic and key per
+	// interval, the latest (shaping.go).
+	Conflate time.Duration
 }
 
 // sub is one subscription of a client. Every idle connection holds one per
@@ -113,6 +123,10 @@ type sub struct {
 	state  bool   // a state subscription: its stateSub is in the hub's stateSubs
 	events bool   // joins and leaves are wanted (SubscribeRequest.PresenceEvents)
 	member bool   // the connection is a member of the topic: a leave is due when the subscription ends
+	delta  bool   // keyed events are wanted as deltas (SubscribeRequest.Delta)
+	// conflate: keyed events may replace each other (SubscribeRequest.Conflate; the
+	// interval is in Client.shape)
+	conflate bool
 }
 
 func newSub(p Pattern, after uint64) *sub { return &sub{raw: p.raw, wild: p.wild, after: after} }
@@ -172,7 +186,6 @@ type stateSub struct {
 type Client struct {
 	hub    *Hub
 	id     uint64
-	kind   string
 	ctx    context.Context
 	cancel context.CancelFunc
 	worker sync.WaitGroup // the replay goroutine, when one runs
@@ -191,6 +204,7 @@ type Client struct {
 	parked   bool   // the writer is parked: no goroutine runs it; the next wake starts one
 	due      bool   // a keep-alive is due (Serve)
 	writes   uint8  // batches the writer has written, for latency sampling (wraps at a multiple of latencySample); the writer's own
+	kind     uint8  // the transport's kind: an index in Hub.kindNames
 	requests []replayRequest
 	pending  []*Message
 	pendSize int
@@ -202,6 +216,8 @@ type Client struct {
 	space chan struct{} // cap 1: the writer drained the queue
 
 	w writer // the connection's writer, when served (Serve)
+
+	shape *shaping // nil unless a subscription asked for deltas or conflation (shaping.go)
 }
 
 type replayRequest struct {
@@ -242,6 +258,9 @@ func (c *Client) drain(dst []Item) (items []Item, due bool, err error) {
 		return dst[:0], false, err
 	}
 	items, due = c.queue, c.due
+	if c.shape != nil {
+		items = c.drainedLocked(items)
+	}
 	c.queue = dst[:0]
 	c.qbytes = 0
 	c.due = false
@@ -310,6 +329,11 @@ func (c *Client) Queue(raw []byte) bool {
 // enqueueLocked appends it, failing the client if the queue would overflow.
 // c.mu is held on entry.
 func (c *Client) enqueueLocked(it Item) bool {
+	if c.shape != nil && it.Msg != nil && it.Msg.Key != "" {
+		if c.shapeItemLocked(&it) && c.shape.conflate > 0 {
+			c.supersedeLocked(it.Msg)
+		}
+	}
 	n := it.size()
 	if c.qbytes+n > c.hub.opts.QueueBytes && len(c.queue) > 0 {
 		c.failLocked(ErrSlowConsumer)
@@ -430,6 +454,7 @@ func (c *Client) Subscribe(req SubscribeRequest) error {
 			if st != nil {
 				c.setStateSub(old, st)
 			}
+			c.shapeLocked(old, &req)
 			continue
 		}
 		sb := newSub(p, after)
@@ -438,6 +463,7 @@ func (c *Client) Subscribe(req SubscribeRequest) error {
 		if st != nil {
 			c.setStateSub(sb, st)
 		}
+		c.shapeLocked(sb, &req)
 		s.idx.add(p, c)
 	}
 	if req.Presence {
@@ -473,6 +499,7 @@ func (c *Client) Unsubscribe(patterns []Pattern) {
 			if sb.state {
 				c.setStateSub(sb, nil)
 			}
+			c.unshapeLocked(sb)
 			delete(c.subs, p.raw)
 			s.idx.remove(p, c)
 		}

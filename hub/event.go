@@ -296,6 +296,8 @@ type Message struct {
 	seq   uint64
 	env   []byte
 	heads [maxFormats]atomic.Pointer[[]byte]
+
+	deltas atomic.Pointer[[]*deltaVariant] // delta.go
 }
 
 // NewMessage wraps an event, encoding its envelope once. The message does
@@ -342,5 +344,9 @@ const retainedOverhead = 512
 // retainedSize is what the message counts against the memory broker's byte
 // bound: an honest upper estimate of the heap it holds while retained.
 func (m *Message) retainedSize() int {
-	return len(m.env) + len(m.Topic) + len(m.Type) + len(m.Key) + retainedOverhead
+	n := len(m.env) + len(m.Topic) + len(m.Type) + len(m.Key) + retainedOverhead
+	if m.Key != "" {
+		n += deltaVariants * len(m.env) // cached delta envelopes, each smaller than env
+	}
+	return n
 }

@@ -4,7 +4,9 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"math"
 	"runtime"
+	"slices"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -68,10 +70,12 @@ type Hub struct {
 	publishErrors atomic.Int64
 	kicked        atomic.Int64
 	dropped       atomic.Int64
+	conflated     atomic.Int64 // events conflation replaced before they were written
 
 	mu          sync.Mutex
 	clients     map[*Client]struct{}
 	kinds       map[string]int64 // open clients per transport
+	kindNames   []string         // transport kinds by Client.kind, which is an index to keep Client small
 	connects    map[string]int64 // clients ever registered, per transport
 	disconnects map[disconnectKey]int64
 
@@ -408,6 +412,7 @@ type Stats struct {
 	PublishErrors int64            `json:"publish_errors"` // Publish calls the broker failed
 	Delivered     int64            `json:"delivered"`      // events enqueued to clients
 	Dropped       int64            `json:"dropped"`        // queued events discarded when their client ended before writing them
+	Conflated     int64            `json:"conflated"`      // queued events a later one of the same topic and key replaced (SubscribeRequest.Conflate)
 	SlowKicked    int64            `json:"slow_consumers"` // clients disconnected as slow consumers
 	Clients       map[string]int64 `json:"clients"`        // open clients per transport
 	Connects      map[string]int64 `json:"connects"`       // clients ever opened, per transport
@@ -445,7 +450,7 @@ type BrokerCounter interface {
 func (h *Hub) Stats() Stats {
 	st := Stats{
 		Published: h.published.Load(), PublishErrors: h.publishErrors.Load(),
-		SlowKicked: h.kicked.Load(), Dropped: h.dropped.Load(), PresenceRefused: h.pres.refused.Load(), PresenceErrors: h.pres.failed.Load(),
+		SlowKicked: h.kicked.Load(), Dropped: h.dropped.Load(), Conflated: h.conflated.Load(), PresenceRefused: h.pres.refused.Load(), PresenceErrors: h.pres.failed.Load(),
 		Clients: map[string]int64{}, Connects: map[string]int64{}, Disconnects: map[string]map[string]int64{},
 	}
 	for _, s := range h.shards {
@@ -557,7 +562,6 @@ func (h *Hub) NewClient(kind string) (*Client, error) {
 	c := &Client{
 		hub:    h,
 		id:     id,
-		kind:   kind,
 		ctx:    ctx,
 		cancel: cancel,
 		subs:   make(map[string]*sub),
@@ -565,6 +569,17 @@ func (h *Hub) NewClient(kind string) (*Client, error) {
 		space:  make(chan struct{}, 1),
 	}
 	h.mu.Lock()
+	k := slices.Index(h.kindNames, kind)
+	if k < 0 {
+		if len(h.kindNames) > math.MaxUint8 {
+			h.mu.Unlock()
+			cancel()
+			return nil, fmt.Errorf("hub: too many transport kinds (%q)", kind)
+		}
+		k = len(h.kindNames)
+		h.kindNames = append(h.kindNames, kind)
+	}
+	c.kind = uint8(k)
 	h.clients[c] = struct{}{}
 	h.kinds[kind]++
 	h.connects[kind]++
@@ -583,8 +598,9 @@ func (h *Hub) forget(c *Client) {
 	h.mu.Lock()
 	if _, ok := h.clients[c]; ok {
 		delete(h.clients, c)
-		h.kinds[c.kind]--
-		h.disconnects[disconnectKey{c.kind, reason}]++
+		kind := h.kindNames[c.kind]
+		h.kinds[kind]--
+		h.disconnects[disconnectKey{kind, reason}]++
 	}
 	h.mu.Unlock()
 }

@@ -36,8 +36,9 @@ func publishKeyed(t *testing.T, b *hub.MemoryBroker, topic, key, data string) {
 
 func TestMemoryStateMaxBytes(t *testing.T) {
 	data := `"` + strings.Repeat("x", 1000) + `"`
-	// Room for three such events, not four.
-	b := hub.NewMemoryBroker(hub.MemoryOptions{StateMaxBytes: 3*(len(data)+1000) + 500})
+	// Room for three such events, not four. A keyed event counts its
+	// envelope three times: twice more for the delta envelopes it may cache.
+	b := hub.NewMemoryBroker(hub.MemoryOptions{StateMaxBytes: 3*(3*len(data)+1000) + 500})
 	publishKeyed(t, b, "t.1", "a", data)
 	publishKeyed(t, b, "t.2", "b", data)
 	publishKeyed(t, b, "t.1", "c", data)

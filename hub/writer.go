@@ -193,6 +193,9 @@ func (c *Client) writeLoop() {
 		if wr.opts.WritesKeepAlive && wr.keepAlive != nil {
 			wr.keepAlive.Reset(wr.opts.KeepAlive)
 		}
+		if d := c.conflation(); d > 0 && !c.hold(d) {
+			return
+		}
 	}
 }
 

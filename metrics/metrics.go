@@ -163,6 +163,7 @@ var (
 	descDisconnects   = desc("disconnects_total", "Subscriber connections ended, by transport and reason (closed, slow_consumer, shutdown, log_replaced, unauthorized, error).", "transport", "reason")
 	descPublished     = desc("events_published_total", "Events published through this node.")
 	descDeliveries    = desc("deliveries_total", "Events queued to subscriber connections.")
+	descConflated     = desc("events_conflated_total", "Queued events that a later event of the same topic and key replaced before they were written, on connections that asked for conflation.")
 	descDropped       = desc("events_dropped_total", "Queued events discarded because their connection ended (a slow consumer, a shutdown) before they were written; the client resumes from its cursor.")
 	descPresRefused   = desc("presence_refused_total", "Joins refused: a topic at --presence-max-members, a full queue of joins, or a broker that keeps no presence.")
 	descQueueBytes    = desc("queue_bytes", "Bytes waiting in the outbound queues of all connections.")
@@ -181,7 +182,7 @@ var (
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{
-		descConnections, descConnects, descDisconnects, descPublished, descDeliveries, descDropped, descPresRefused,
+		descConnections, descConnects, descDisconnects, descPublished, descDeliveries, descDropped, descConflated, descPresRefused,
 		descQueueBytes, descQueueBytesMax, descHistory, descBrokerUp, descBrokerErrors, descReconnects,
 		descActAccepted, descActFinished, descActRetried, descActRejected, descActQueued, descActRunning,
 	} {
@@ -209,6 +210,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	counter(descPublished, st.Published)
 	counter(descDeliveries, st.Delivered)
 	counter(descDropped, st.Dropped)
+	counter(descConflated, st.Conflated)
 	counter(descPresRefused, st.PresenceRefused)
 	gauge(descQueueBytes, st.QueueBytes)
 	gauge(descQueueBytesMax, st.QueueBytesMax)

@@ -51,6 +51,7 @@ type connStream struct {
 
 	deadline time.Time // of the last write
 	aborted  bool      // close the socket at once, with a reset
+	bases    hub.Bases // the writer's: what deltas are made from
 }
 
 // serveConn hijacks the connection under w and serves the stream on it
@@ -144,7 +145,7 @@ func (s *connStream) write(b []byte) error {
 }
 
 // WriteBatch frames items and writes them (hub.BatchWriter).
-func (s *connStream) WriteBatch(items []hub.Item) error { return writeItems(items, s.write) }
+func (s *connStream) WriteBatch(items []hub.Item) error { return writeItems(items, &s.bases, s.write) }
 
 // abort makes the close a reset: a slow consumer's socket may hold a
 // backlog it has not read, which a graceful close would keep sending.

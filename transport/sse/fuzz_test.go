@@ -125,3 +125,36 @@ func FuzzStateQuery(f *testing.F) {
 		assertAPIError(t, resp, http.StatusBadRequest, apierror.InvalidRequest)
 	})
 }
+
+// FuzzShapingQuery: any delta= or conflate= value either opens the stream
+// (exactly fossil; a duration from 50ms to 60s) or is 400 invalid_request.
+func FuzzShapingQuery(f *testing.F) {
+	fx := newFixture(f, hub.Options{}, sse.Options{})
+	for _, s := range []string{"fossil", "FOSSIL", "", "250ms", "50ms", "49ms", "60s", "1m0.001s", "1e3ms", "-1s", "é", "1\x00s"} {
+		f.Add("delta", s)
+		f.Add("conflate", s)
+	}
+	f.Fuzz(func(t *testing.T, name, v string) {
+		if name != "delta" && name != "conflate" {
+			return
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		resp, err := fx.get(ctx, fx.url([]string{"fz.*"}, name, v), nil)
+		if err != nil {
+			t.Fatalf("%s=%q: %v", name, v, err)
+		}
+		defer resp.Body.Close()
+		ok := name == "delta" && v == "fossil"
+		if d, err := time.ParseDuration(v); name == "conflate" && err == nil && d >= 50*time.Millisecond && d <= time.Minute {
+			ok = true
+		}
+		if ok {
+			if resp.StatusCode != http.StatusOK {
+				t.Fatalf("%s=%q: status %d", name, v, resp.StatusCode)
+			}
+			return
+		}
+		assertAPIError(t, resp, http.StatusBadRequest, apierror.InvalidRequest)
+	})
+}

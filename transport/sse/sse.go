@@ -127,7 +127,9 @@ func New(o Options) *Handler {
 // rewind=N (0..1000: the newest N retained matching events first; ignored
 // with a cursor, refused when malformed even then), state=1 (the state of
 // the matching topics first, then herald.synced; with a cursor only if the
-// cursor cannot be served; state=0 is the default); the Last-Event-ID header
+// cursor cannot be served; state=0 is the default), delta=fossil (keyed
+// events as deltas), conflate=DURATION (at most one event per topic and key
+// per interval, 50ms to 60s); the Last-Event-ID header
 // wins over the query parameter. An unusable cursor is not an error: the
 // stream opens and starts with a herald.reset event.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -171,6 +173,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		state = v[0] == "1"
+	}
+	if err := shapingQuery(q, &sreq); err != nil {
+		apierror.WriteErr(w, err)
+		return
 	}
 	p := auth.Everyone
 	if h.opts.Auth != nil {
@@ -297,4 +303,29 @@ func canFlush(w http.ResponseWriter) bool {
 			return false
 		}
 	}
+}
+
+// shapingQuery reads delta= and conflate=, each at most once, into req.
+func shapingQuery(q url.Values, req *hub.SubscribeRequest) error {
+	if v, ok := q["delta"]; ok {
+		if len(v) > 1 || v[0] == "" {
+			return fmt.Errorf("%w: give delta once, as delta=%s", hub.ErrInvalidDelta, hub.DeltaFossil)
+		}
+		d, err := hub.ParseDelta(v[0])
+		if err != nil {
+			return err
+		}
+		req.Delta = d
+	}
+	if v, ok := q["conflate"]; ok {
+		if len(v) > 1 {
+			return fmt.Errorf("%w: give conflate once", hub.ErrInvalidConflate)
+		}
+		d, err := hub.ParseConflate(v[0])
+		if err != nil {
+			return err
+		}
+		req.Conflate = d
+	}
+	return nil
 }

@@ -39,10 +39,11 @@ type stream struct {
 	h *Handler
 	c *hub.Client
 	*writer
+	bases hub.Bases // the writer's: what deltas are made from
 }
 
 // WriteBatch frames items and writes them.
-func (s *stream) WriteBatch(items []hub.Item) error { return s.writeItems(items) }
+func (s *stream) WriteBatch(items []hub.Item) error { return writeItems(items, &s.bases, s.write) }
 
 // KeepAlive sends a heartbeat.
 func (s *stream) KeepAlive() error { return s.write(pingFrame) }
@@ -139,23 +140,31 @@ func (s *writer) expired() bool {
 	return s.deadlines && !time.Now().Before(s.deadline)
 }
 
-// writeItems frames items into one pooled buffer and writes it.
-func (s *writer) writeItems(items []hub.Item) error { return writeItems(items, s.write) }
-
 // writeItems frames items and hands them to write, through a pooled buffer
 // held only for that call: in one call, unless an event's envelope is
 // large (directBody), which is written from the shared message in a call
-// of its own instead of being copied.
-func writeItems(items []hub.Item, write func([]byte) error) error {
+// of its own instead of being copied. bases is the connection's, for deltas.
+func writeItems(items []hub.Item, bases *hub.Bases, write func([]byte) error) error {
 	bp := getBuf()
 	b := (*bp)[:0]
 	var err error
 	for _, it := range items {
-		if it.Msg == nil || len(it.Msg.Envelope()) < directBody {
+		if it.Reset != nil {
+			bases.Reset()
+		}
+		if it.Msg == nil {
 			b = appendItem(b, it)
 			continue
 		}
 		f := it.Msg.Frame(frameFormat)
+		if bases.Active(it) {
+			// The head (id, event) is the message's; only the envelope differs.
+			f.Body, _ = bases.Envelope(it)
+		}
+		if len(f.Body) < directBody {
+			b = f.AppendTo(b)
+			continue
+		}
 		if err = write(append(b, f.Head...)); err != nil {
 			break
 		}

@@ -20,10 +20,16 @@ import (
 // times the server CPU per delivery (docs/benchmarks.md, "Writing beside
 // coder/websocket").
 var eventFormat = hub.NewFormat(func(dst []byte, m *hub.Message) []byte {
-	const op = `{"op":"event",`
-	dst = appendTextHeader(dst, len(op)+len(m.Envelope())-1)
-	return append(dst, op...)
+	return appendEventHead(dst, m.Envelope())
 }, 1, "")
+
+// appendEventHead appends the head of the event frame whose envelope is
+// env: the frame header and the "op" field. env[1:] follows it.
+func appendEventHead(dst, env []byte) []byte {
+	const op = `{"op":"event",`
+	dst = appendTextHeader(dst, len(op)+len(env)-1)
+	return append(dst, op...)
+}
 
 // appendTextHeader appends the header of an unmasked, final text frame
 // carrying n payload bytes (RFC 6455 section 5.2).

@@ -109,6 +109,7 @@ type frame struct {
 	Type   string          `json:"type"`
 	Key    *string         `json:"key"`
 	Data   json.RawMessage `json:"data"`
+	Delta  *string         `json:"delta"`
 	Time   string          `json:"time"`
 	Reason string          `json:"reason"`
 	Topics []string        `json:"topics"`

@@ -34,6 +34,8 @@ type inbound struct {
 	Presence       *bool           `json:"presence"`
 	Info           json.RawMessage `json:"info"` // checked by the hub (hub.ValidateInfo)
 	PresenceEvents *bool           `json:"presence_events"`
+	Delta          string          `json:"delta"`    // checked by hub.ParseDelta
+	Conflate       string          `json:"conflate"` // checked by hub.ParseConflate
 }
 
 func (s *session) handle(b []byte) {
@@ -82,8 +84,21 @@ func (s *session) handle(b []byte) {
 			s.replyError(m.Ref, serr)
 			return
 		}
+		delta, err := hub.ParseDelta(m.Delta)
+		if err != nil {
+			s.replyError(m.Ref, apierror.From(err))
+			return
+		}
+		var conflate time.Duration
+		if m.Conflate != "" {
+			if conflate, err = hub.ParseConflate(m.Conflate); err != nil {
+				s.replyError(m.Ref, apierror.From(err))
+				return
+			}
+		}
 		req := hub.SubscribeRequest{Patterns: pats, Since: m.Since, Rewind: rewind, Ack: subscribeOK(m.Ref, s.client.ConnID()),
-			Presence: m.Presence != nil && *m.Presence, PresenceEvents: m.PresenceEvents != nil && *m.PresenceEvents}
+			Presence: m.Presence != nil && *m.Presence, PresenceEvents: m.PresenceEvents != nil && *m.PresenceEvents,
+			Delta: delta, Conflate: conflate}
 		if state {
 			ref := m.Ref
 			req.State = true

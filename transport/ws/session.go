@@ -68,6 +68,8 @@ type session struct {
 	expiry    *auth.Expiry
 	rateKey   string
 	flood     *rate.Limiter // nil: unlimited
+
+	bases hub.Bases // the writer's: what deltas are made from
 }
 
 func newSession(h *Handler, client *hub.Client, ws *websocket.Conn, conn *corkConn) *session {
@@ -151,10 +153,17 @@ func (s *session) WriteBatch(items []hub.Item) error {
 	for _, it := range items {
 		var head, body []byte
 		switch {
+		case it.Msg != nil && s.bases.Active(it):
+			env, _ := s.bases.Envelope(it)
+			scratch = appendEventHead(scratch[:0], env)
+			head, body = scratch, env[1:]
 		case it.Msg != nil:
 			f := it.Msg.Frame(eventFormat)
 			head, body = f.Head, f.Body
 		default:
+			if it.Reset != nil {
+				s.bases.Reset()
+			}
 			payload := it.Raw
 			if it.Reset != nil {
 				payload = resetFrame(it.Reset)
