@@ -139,6 +139,7 @@ class Subscription {
     // The exact JSON text of the latest data of each topic and key on this
     // connection: the base of the next delta.
     this.bases = new Map();
+    this.baseChars = 0;
     this.ws = null;
     this.statsWaiting = new Map(); // ref -> {resolve, reject}
     this.statsRef = 0;
@@ -159,7 +160,7 @@ class Subscription {
     if (this.closed) return;
     this.setState(this.attempt === 0 ? 'connecting' : 'reconnecting');
     // A new connection starts with full data for every key.
-    this.bases.clear();
+    this.clearBases();
     const connect = this.o.transport === 'ws' ? this.connectWS : this.connectSSE;
     this.stopCurrent = connect.call(this);
   }
@@ -201,9 +202,7 @@ class Subscription {
     }
     const k = ev.topic + '\n' + ev.key;
     if (ev.delta === undefined) {
-      const raw = dataText(text);
-      if (raw !== null) this.bases.set(k, raw);
-      else this.bases.delete(k);
+      this.setBase(k, dataText(text));
       this.deliver(ev);
       return true;
     }
@@ -215,15 +214,39 @@ class Subscription {
       raw = strictUTF8.decode(out);
       ev.data = JSON.parse(raw);
     } catch (e) {
-      this.bases.clear();
+      this.clearBases();
       this.failed(new HeraldError('delta_failed', 'a delta for ' + ev.topic + ' key ' + JSON.stringify(ev.key) +
         ' did not apply (' + e.message + '); reconnecting after ' + (this.lastId || 'the start'), 0));
       return false;
     }
     delete ev.delta;
-    this.bases.set(k, raw);
+    this.setBase(k, raw);
     this.deliver(ev);
     return true;
+  }
+
+  // setBase keeps text (null: none) as the next base of key k, within
+  // bounds above the server's (4,096 keys, 4 MiB per connection): a key
+  // forgotten here costs a reconnect when its delta comes, never wrong data.
+  setBase(k, text) {
+    const old = this.bases.get(k);
+    if (old !== undefined) {
+      this.baseChars -= k.length + old.length;
+      this.bases.delete(k);
+    }
+    if (text === null) return;
+    for (const [k2, v] of this.bases) {
+      if (this.bases.size < MAX_BASES && this.baseChars + k.length + text.length <= MAX_BASE_CHARS) break;
+      this.baseChars -= k2.length + v.length;
+      this.bases.delete(k2);
+    }
+    this.bases.set(k, text);
+    this.baseChars += k.length + text.length;
+  }
+
+  clearBases() {
+    this.bases.clear();
+    this.baseChars = 0;
   }
 
   deliver(ev) {
@@ -238,7 +261,7 @@ class Subscription {
 
   reset(r) {
     // After a reset the server sends full data again.
-    this.bases.clear();
+    this.clearBases();
     if (r.id) this.lastId = r.id;
     if (this.o.onReset) this.o.onReset(r);
   }
@@ -446,6 +469,10 @@ function dataText(frame) {
   const j = frame.lastIndexOf(',"time":"');
   return i < 0 || j < i ? null : frame.slice(i + 7, j);
 }
+
+// Bounds of the delta bases of a connection (see setBase).
+const MAX_BASES = 16384;
+const MAX_BASE_CHARS = 32 << 20;
 
 const utf8 = new TextEncoder();
 const strictUTF8 = new TextDecoder('utf-8', { fatal: true });
