@@ -193,18 +193,18 @@ class Subscription {
 
   // receive takes an event's frame text and the envelope parsed from it.
   // With deltas, it keeps the exact text of a keyed event's data as the
-  // next delta's base, and turns a delta into data. It returns false when a
-  // delta does not apply: the connection must be dropped.
+  // next delta's base, and turns a delta into data; a delta that does not
+  // apply drops the connection instead, and the next one resumes.
   receive(text, ev) {
     if (!this.o.delta || ev.key === undefined) {
       this.deliver(ev);
-      return true;
+      return;
     }
     const k = ev.topic + '\n' + ev.key;
     if (ev.delta === undefined) {
       this.setBase(k, dataText(text));
       this.deliver(ev);
-      return true;
+      return;
     }
     const baseText = this.bases.get(k);
     let raw;
@@ -217,12 +217,11 @@ class Subscription {
       this.clearBases();
       this.failed(new HeraldError('delta_failed', 'a delta for ' + ev.topic + ' key ' + JSON.stringify(ev.key) +
         ' did not apply (' + e.message + '); reconnecting after ' + (this.lastId || 'the start'), 0));
-      return false;
+      return;
     }
     delete ev.delta;
     this.setBase(k, raw);
     this.deliver(ev);
-    return true;
   }
 
   // setBase keeps text (null: none) as the next base of key k, within
