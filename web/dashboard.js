@@ -272,6 +272,13 @@ async function pollWire() {
   } catch (err) {
     if (sub !== subs.ws) return;
     $('ws-events').textContent = $('ws-per-event').textContent = $('ws-ratio').textContent = '–';
+    if (err.code === 'unknown_op') {
+      // A server without the stats op: it will not have it later either.
+      clearInterval(wireTimer);
+      $('ws-msg').className = 'msg';
+      $('ws-msg').textContent = 'this server does not report connection stats (unknown_op)';
+      return;
+    }
     setMsg('ws-msg', 'connection stats unavailable: ' + (err.code ? err.code + ': ' : '') + err.message, true);
   }
 }
@@ -284,4 +291,4 @@ startSubscriptions();
 watchPresence();
 pollStats();
 setInterval(pollStats, 1000);
-setInterval(pollWire, 3000);
+const wireTimer = setInterval(pollWire, 3000);
