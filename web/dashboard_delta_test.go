@@ -11,9 +11,7 @@ import (
 
 // TestDashboardDeltas: the dashboard's live log comes from its WebSocket,
 // which asks for deltas: a keyed topic changing one value per event shows
-// each event's full data. Its WebSocket panel shows the bytes on the wire
-// per event and the ratio deltas and compression achieve, from the
-// connection's stats.
+// each event's full data.
 func TestDashboardDeltas(t *testing.T) {
 	s := newStack(t)
 	tb := browsertest.New(t)()
@@ -30,7 +28,19 @@ func TestDashboardDeltas(t *testing.T) {
 			t.Errorf("log entry %d: %.80s…, want %.80s…", i, got[i], want[i])
 		}
 	}
+	browsertest.NoErrors(t, tb)
+}
 
+// TestDashboardWire: the dashboard's WebSocket panel shows the bytes on
+// the wire per event and the ratio deltas and compression achieve, from
+// the connection's stats.
+func TestDashboardWire(t *testing.T) {
+	s := newStack(t)
+	tb := browsertest.New(t)()
+	tb.Do(t, chromedp.Navigate(s.url+"/"))
+	browsertest.WaitFor(t, tb, "the WebSocket subscription to open", `document.querySelector('#state-ws').classList.contains('open')`)
+	publishBoards(t, s, 0, 8)
+	browsertest.WaitFor(t, tb, "every event in the log", `document.querySelectorAll('#log li').length === 8`)
 	browsertest.WaitFor(t, tb, "the WebSocket's stats", `document.querySelector('#ws-per-event').textContent !== '–' || document.querySelector('#ws-msg').textContent !== ''`)
 	if msg := browsertest.Eval[string](t, tb, `document.querySelector('#ws-msg').textContent`); strings.Contains(msg, "unknown_op") {
 		t.Skip("the server does not answer the stats op: " + msg)
