@@ -199,3 +199,30 @@ func TestClientStats(t *testing.T) {
 		t.Errorf("stats() %s carries the reply's op", res)
 	}
 }
+
+// TestClientConflate subscribes with conflate over each transport: a burst
+// of events of one key reaches the page as a few events ending on the
+// latest; a conflate the server refuses rejects ready with its code.
+func TestClientConflate(t *testing.T) {
+	for _, tr := range []string{"sse", "ws"} {
+		t.Run(tr, func(t *testing.T) {
+			s := newStack(t)
+			tb := browsertest.New(t)()
+			openTestPage(t, tb, s.url)
+			browsertest.Eval[bool](t, tb, fmt.Sprintf(`window.got = [];
+				window.sub = herald.subscribe(['dash.*'], (e) => got.push(JSON.stringify(e.data)),
+					{ transport: %q, delta: true, conflate: '1s' });
+				sub.ready.then(() => true)`, tr))
+			want := publishBoards(t, s, 0, 30)
+			browsertest.WaitFor(t, tb, "the latest event", fmt.Sprintf(`got.length > 0 && got[got.length - 1] === %q`, want[len(want)-1]))
+			if n := browsertest.Eval[int](t, tb, `got.length`); n >= len(want)/2 {
+				t.Errorf("the page got %d events of a burst of %d: not conflated", n, len(want))
+			}
+			code := browsertest.Eval[string](t, tb, fmt.Sprintf(`herald.subscribe(['dash.*'], () => {}, { transport: %q, conflate: '10ms' })
+				.ready.then(() => 'opened', (e) => e.code)`, tr))
+			if code != "invalid_request" {
+				t.Errorf("conflate 10ms: ready settled with %q, want invalid_request", code)
+			}
+		})
+	}
+}
