@@ -74,5 +74,24 @@ func corpus() []pair {
 		pair{"unrelated", mustJSON(dashboard(4, 8)), mustJSON(dashboard(5, 8))},
 		pair{"short base", []byte(`1`), []byte(`{"a":[1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18]}`)},
 	)
+	// Random edits of a dashboard: inserts, deletions and replacements of
+	// ASCII and multi-byte text, anywhere (a literal may then cut a
+	// character, which Create must not send).
+	r := rand.New(rand.NewPCG(3, 4))
+	pieces := []string{"x", "42", `"é"`, "東京", "🚀", `,"k":1`, strings.Repeat("z", 30)}
+	for i := range 40 {
+		base := []rune(string(mustJSON(dashboard(uint64(100+i), 10))))
+		target := append([]rune(nil), base...)
+		for range 1 + r.IntN(4) {
+			at := r.IntN(len(target))
+			cut := min(len(target)-at, r.IntN(50))
+			var ins []rune
+			if r.IntN(3) > 0 {
+				ins = []rune(pieces[r.IntN(len(pieces))])
+			}
+			target = append(append(append([]rune(nil), target[:at]...), ins...), target[at+cut:]...)
+		}
+		ps = append(ps, pair{fmt.Sprintf("random edit %d", i), []byte(string(base)), []byte(string(target))})
+	}
 	return ps
 }
