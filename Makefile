@@ -35,7 +35,7 @@ FUZZ_TARGETS := \
 	./transport/ws:FuzzFrameCutter ./transport/ws:FuzzClientMessage ./transport/ws:FuzzCompressedFrame \
 	./transport/sse:FuzzLastEventID ./transport/sse:FuzzStateQuery ./transport/sse:FuzzPresenceQuery ./transport/sse:FuzzShapingQuery \
 	./transport/httpapi:FuzzParseSingleFast ./transport/httpapi:FuzzParseActionFast \
-	./internal/jsonenc:FuzzAppendString \
+	./internal/jsonenc:FuzzAppendString ./delta:FuzzDelta \
 	./cmd/herald:FuzzConfigFile
 fuzz:
 	@for t in $(FUZZ_TARGETS); do \
