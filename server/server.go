@@ -53,6 +53,7 @@ type Server struct {
 	internal  *internalServer // nil without MetricsAddr
 	upstreams []*action.Upstream
 	release   func() // the broker's connections
+	stopJWKS  func() // ends the JWKS refresh (see auth.JWKS.Start)
 
 	serving      atomic.Bool // set by the first Serve
 	served       chan error  // the result of http.Server.Serve, once Serve ran
@@ -71,7 +72,7 @@ func New(cfg Config) (*Server, error) {
 	}
 	cfg = cfg.withDefaults()
 	log := cfg.Logger
-	authn, err := cfg.authenticator()
+	authn, jwks, err := cfg.authenticator()
 	if err != nil {
 		return nil, err
 	}
@@ -97,12 +98,26 @@ func New(cfg Config) (*Server, error) {
 		}
 		upstreams[i] = u
 	}
+	// The JWKS is fetched (for at most its timeout) before the server
+	// listens, so that tokens verify from the first request; one that
+	// cannot be fetched now is not an error: tokens whose key is unknown
+	// get 503 until it loads.
+	stopJWKS := func() {}
+	if jwks != nil {
+		ctx, cancel := context.WithCancel(context.Background())
+		if err := jwks.Start(ctx); err != nil {
+			cancel()
+			return nil, err
+		}
+		stopJWKS = cancel
+	}
 	s := &Server{
-		cfg: cfg, log: log, tls: tlsConfig, upstreams: upstreams, release: func() {},
+		cfg: cfg, log: log, tls: tlsConfig, upstreams: upstreams, release: func() {}, stopJWKS: stopJWKS,
 		served: make(chan error, 1), started: make(chan struct{}), stopped: make(chan struct{}),
 	}
 	if err := s.start(authn); err != nil {
 		s.closeUpstreams()
+		stopJWKS()
 		return nil, err
 	}
 	return s, nil
@@ -326,6 +341,8 @@ func (s *Server) shutdown(ctx context.Context) error {
 	// Nothing calls an upstream any more: free the keep-alive connections
 	// (and their goroutines).
 	s.closeUpstreams()
+	// No request verifies a token any more: end the JWKS refresh.
+	s.stopJWKS()
 	return serveErr
 }
 
