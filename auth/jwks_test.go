@@ -214,7 +214,15 @@ func TestJWKSAlgorithms(t *testing.T) {
 		t.Fatal(err)
 	}
 	weakSigner := signer{kid: "weak", method: jwt.SigningMethodRS256, key: weak}
-	p := newIDP(t, rs.jwk(t, jwkset.UseSig), es.jwk(t, ""), ed.jwk(t, jwkset.UseSig), enc.jwk(t, jwkset.UseEnc), weakSigner.jwk(t, jwkset.UseSig))
+	// A key the provider marks for another algorithm verifies nothing else.
+	rs384 := newSigner(t, "rs384", "RS256")
+	rs384JWK, err := jwkset.NewJWKFromKey(rs384.key.Public(), jwkset.JWKOptions{
+		Metadata: jwkset.JWKMetadataOptions{KID: rs384.kid, ALG: jwkset.AlgRS384},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := newIDP(t, rs.jwk(t, jwkset.UseSig), es.jwk(t, ""), ed.jwk(t, jwkset.UseSig), enc.jwk(t, jwkset.UseEnc), weakSigner.jwk(t, jwkset.UseSig), rs384JWK)
 	a := jwksAuth(t, startJWKS(t, auth.JWKSOptions{URL: p.url()}), nil)
 
 	wantAccepted(t, a, "RS256", rs.token(t, grants("news.>")))
@@ -243,6 +251,7 @@ func TestJWKSAlgorithms(t *testing.T) {
 	wantRefused(t, a, "ES256 token with an RSA kid", liar.token(t, grants()), auth.ErrUnauthorized, "")
 	wantRefused(t, a, "a key for encryption", enc.token(t, grants()), auth.ErrUnauthorized, "")
 	wantRefused(t, a, "a 1024-bit RSA key", weakSigner.token(t, grants()), auth.ErrUnauthorized, "")
+	wantRefused(t, a, "an RS256 token of a key for RS384", rs384.token(t, grants()), auth.ErrUnauthorized, "")
 	other := newSigner(t, "rsa-1", "RS256") // the kid of a published key, another key
 	wantRefused(t, a, "another key with a known kid", other.token(t, grants()), auth.ErrUnauthorized, "signature or algorithm")
 	none, _ := jwt.NewWithClaims(jwt.SigningMethodNone, grants()).SignedString(jwt.UnsafeAllowNoneSignatureType)

@@ -176,6 +176,10 @@ func TestServeJWKS(t *testing.T) {
 	if status != http.StatusServiceUnavailable || !strings.Contains(body, `"code":"unavailable"`) || header.Get("Retry-After") == "" {
 		t.Fatalf("a new kid while the JWKS is down: %d Retry-After %q %s, want 503 unavailable with Retry-After", status, header.Get("Retry-After"), body)
 	}
+	// The next fetch for an unknown kid may be made 30 s after this one.
+	if ra := header.Get("Retry-After"); ra != "30" && ra != "29" {
+		t.Errorf("Retry-After %q, want the 30 s of the rate limit", ra)
+	}
 	resp, err := in.Client.Get(in.URL + "/v1/events?topic=news.>&access_token=" + next.token(t, map[string][]string{"subscribe": {"news.>"}}))
 	if err != nil {
 		t.Fatal(err)
