@@ -43,7 +43,7 @@ type idp struct {
 	release chan struct{}
 }
 
-func newIDP(t *testing.T, keys ...jwkset.JWK) *idp {
+func newIDP(t testing.TB, keys ...jwkset.JWK) *idp {
 	t.Helper()
 	p := &idp{release: make(chan struct{})}
 	p.publish(t, keys...)
@@ -78,7 +78,7 @@ func newIDP(t *testing.T, keys ...jwkset.JWK) *idp {
 func (p *idp) url() string { return p.srv.URL + "/.well-known/jwks.json" }
 
 // publish replaces the published keys: a rotation.
-func (p *idp) publish(t *testing.T, keys ...jwkset.JWK) {
+func (p *idp) publish(t testing.TB, keys ...jwkset.JWK) {
 	t.Helper()
 	set := jwkset.JWKSMarshal{Keys: []jwkset.JWKMarshal{}}
 	for _, k := range keys {
@@ -112,7 +112,7 @@ type signer struct {
 	key    crypto.Signer
 }
 
-func newSigner(t *testing.T, kid, alg string) signer {
+func newSigner(t testing.TB, kid, alg string) signer {
 	t.Helper()
 	var k crypto.Signer
 	var m jwt.SigningMethod
@@ -135,7 +135,7 @@ func newSigner(t *testing.T, kid, alg string) signer {
 }
 
 // jwk is the public key as the identity provider publishes it.
-func (s signer) jwk(t *testing.T, use jwkset.USE) jwkset.JWK {
+func (s signer) jwk(t testing.TB, use jwkset.USE) jwkset.JWK {
 	t.Helper()
 	j, err := jwkset.NewJWKFromKey(s.key.Public(), jwkset.JWKOptions{
 		Metadata: jwkset.JWKMetadataOptions{KID: s.kid, USE: use},
@@ -146,7 +146,7 @@ func (s signer) jwk(t *testing.T, use jwkset.USE) jwkset.JWK {
 	return j
 }
 
-func (s signer) token(t *testing.T, c jwt.MapClaims) string {
+func (s signer) token(t testing.TB, c jwt.MapClaims) string {
 	t.Helper()
 	tok := jwt.NewWithClaims(s.method, c)
 	if s.kid != "" {
@@ -160,7 +160,7 @@ func (s signer) token(t *testing.T, c jwt.MapClaims) string {
 }
 
 // startJWKS starts a JWKS on url, ended with the test.
-func startJWKS(t *testing.T, opts auth.JWKSOptions) *auth.JWKS {
+func startJWKS(t testing.TB, opts auth.JWKSOptions) *auth.JWKS {
 	t.Helper()
 	j, err := auth.NewJWKS(opts)
 	if err != nil {
@@ -174,7 +174,7 @@ func startJWKS(t *testing.T, opts auth.JWKSOptions) *auth.JWKS {
 	return j
 }
 
-func jwksAuth(t *testing.T, j *auth.JWKS, extra func(*auth.Config)) *auth.Authenticator {
+func jwksAuth(t testing.TB, j *auth.JWKS, extra func(*auth.Config)) *auth.Authenticator {
 	t.Helper()
 	cfg := auth.Config{JWKS: j, Now: func() time.Time { return now }}
 	if extra != nil {
@@ -187,7 +187,7 @@ func jwksAuth(t *testing.T, j *auth.JWKS, extra func(*auth.Config)) *auth.Authen
 	return a
 }
 
-func wantAccepted(t *testing.T, a *auth.Authenticator, what, token string) {
+func wantAccepted(t testing.TB, a *auth.Authenticator, what, token string) {
 	t.Helper()
 	p, err := a.Token(token)
 	if err != nil {
@@ -198,7 +198,7 @@ func wantAccepted(t *testing.T, a *auth.Authenticator, what, token string) {
 	}
 }
 
-func wantRefused(t *testing.T, a *auth.Authenticator, what, token string, sentinel error, words string) {
+func wantRefused(t testing.TB, a *auth.Authenticator, what, token string, sentinel error, words string) {
 	t.Helper()
 	_, err := a.Token(token)
 	if !errors.Is(err, sentinel) || !strings.Contains(err.Error(), words) {
