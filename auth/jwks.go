@@ -239,9 +239,6 @@ func (j *JWKS) Start(ctx context.Context) error {
 	return nil
 }
 
-// Fetches reports how many times the set has been requested.
-func (j *JWKS) Fetches() int64 { return j.track.fetches.Load() }
-
 // key returns the key that verifies t: the key of t's kid (or, for a
 // token without kid, every key of the set), which must be of the type
 // t's algorithm needs. A kid not in the set fetches the set again, rate
@@ -273,10 +270,13 @@ func (j *JWKS) key(ctx context.Context, t *jwt.Token) (any, error) {
 	}
 	// The limiter refused a fetch, or another one is under way (likely
 	// for the same new key, after a rotation): the keys it loads count.
-	if j.track.waitIdle(ctx) == nil {
-		if k, err = (*cached).Keyfunc(t); err == nil {
-			return fitKey(alg, k)
-		}
+	if j.track.waitIdle(ctx) != nil {
+		// The fetch did not end in time: whether it has the key is not
+		// known.
+		return nil, j.unavailable("the JWKS is slow to answer")
+	}
+	if k, err = (*cached).Keyfunc(t); err == nil {
+		return fitKey(alg, k)
 	}
 	if !j.track.isUp() {
 		return nil, j.unavailable("the JWKS cannot be fetched")
@@ -347,7 +347,6 @@ func redactURL(raw string) string {
 type fetchTracker struct {
 	base     http.RoundTripper
 	maxBytes int64
-	fetches  atomic.Int64
 
 	mu       sync.Mutex
 	inflight int
@@ -356,14 +355,16 @@ type fetchTracker struct {
 }
 
 func (f *fetchTracker) RoundTrip(req *http.Request) (*http.Response, error) {
-	f.fetches.Add(1)
 	f.begin()
 	resp, err := f.base.RoundTrip(req)
 	if err != nil {
-		f.end(false)
+		f.end(false, false)
 		return nil, err
 	}
-	resp.Body = &trackedBody{rc: resp.Body, r: io.LimitReader(resp.Body, f.maxBytes+1), f: f, ok: resp.StatusCode == http.StatusOK}
+	b := &trackedBody{rc: resp.Body, r: io.LimitReader(resp.Body, f.maxBytes+1), f: f, ok: resp.StatusCode == http.StatusOK}
+	// A redirect is neither: the response it leads to decides.
+	b.neutral = resp.StatusCode >= 300 && resp.StatusCode < 400 && resp.Header.Get("Location") != ""
+	resp.Body = b
 	return resp, nil
 }
 
@@ -376,10 +377,12 @@ func (f *fetchTracker) begin() {
 	f.inflight++
 }
 
-func (f *fetchTracker) end(ok bool) {
+func (f *fetchTracker) end(ok, neutral bool) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.up = ok
+	if !neutral {
+		f.up = ok
+	}
 	f.inflight--
 	if f.inflight == 0 {
 		close(f.idle)
@@ -420,12 +423,13 @@ func (f *fetchTracker) waitIdle(ctx context.Context) error {
 // trackedBody ends its fetch when closed (after the set was read and
 // stored), failing it if the body was cut, too large or not a 200.
 type trackedBody struct {
-	rc   io.ReadCloser
-	r    io.Reader // rc, limited to one byte more than allowed
-	n    int64
-	f    *fetchTracker
-	ok   bool
-	once sync.Once
+	rc      io.ReadCloser
+	r       io.Reader // rc, limited to one byte more than allowed
+	n       int64
+	f       *fetchTracker
+	ok      bool
+	neutral bool // a redirect
+	once    sync.Once
 }
 
 func (b *trackedBody) Read(p []byte) (int, error) {
@@ -443,6 +447,6 @@ func (b *trackedBody) Read(p []byte) (int, error) {
 
 func (b *trackedBody) Close() error {
 	err := b.rc.Close()
-	b.once.Do(func() { b.f.end(b.ok) })
+	b.once.Do(func() { b.f.end(b.ok, b.neutral) })
 	return err
 }

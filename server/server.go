@@ -63,9 +63,10 @@ type Server struct {
 	shutdownErr  error         // set before stopped is closed
 }
 
-// New checks cfg, connects the broker, builds every component and listens
-// on cfg.Addr (and cfg.MetricsAddr), so that Addr is known before Serve. A
-// Config it refuses returns a *ConfigError, with nothing started.
+// New checks cfg, connects the broker (and fetches the JWKS of
+// JWTJWKSURL), builds every component and listens on cfg.Addr (and
+// cfg.MetricsAddr), so that Addr is known before Serve. A Config it refuses
+// returns a *ConfigError, with nothing started.
 func New(cfg Config) (*Server, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
