@@ -50,7 +50,7 @@ type UnavailableError struct {
 }
 
 func (e *UnavailableError) Error() string {
-	return "the token's signing key cannot be fetched now: " + e.reason + "; retry later"
+	return "the token's key is not known and " + e.reason + "; retry later"
 }
 
 // Is makes an *UnavailableError match ErrUnavailable.
@@ -156,7 +156,9 @@ func NewJWKS(opts JWKSOptions) (*JWKS, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
-	track := &fetchTracker{maxBytes: opts.MaxBytes}
+	track := &fetchTracker{maxBytes: opts.MaxBytes, loaded: func() {
+		opts.Logger.Info("the JWKS answers again after a failure", "url", redactURL(opts.URL))
+	}}
 	// No keep-alive: a fetch is rare, and a kept connection would be a
 	// goroutine that outlives Start's context.
 	tr := http.DefaultTransport.(*http.Transport).Clone()
@@ -253,7 +255,8 @@ func (j *JWKS) key(ctx context.Context, t *jwt.Token) (any, error) {
 	// The keys held first: a known kid never waits for the network.
 	k, err := (*cached).Keyfunc(t)
 	if err == nil {
-		// A token without kid: the keys of the set that fit its alg.
+		// The key of its kid, or for a token without kid the keys of
+		// the set that fit its alg.
 		k, err = fitKey(alg, k)
 		if errors.Is(err, errUnknownKey) && !j.track.isUp() {
 			return nil, j.unavailable("the JWKS cannot be fetched")
@@ -347,11 +350,13 @@ func redactURL(raw string) string {
 type fetchTracker struct {
 	base     http.RoundTripper
 	maxBytes int64
+	loaded   func() // a fetch loaded the set after one failed
 
 	mu       sync.Mutex
 	inflight int
 	idle     chan struct{} // closed when inflight drops to 0
 	up       bool          // the last fetch that ended loaded the set
+	broken   bool          // a fetch failed since the set last loaded
 }
 
 func (f *fetchTracker) RoundTrip(req *http.Request) (*http.Response, error) {
@@ -379,13 +384,22 @@ func (f *fetchTracker) begin() {
 
 func (f *fetchTracker) end(ok, neutral bool) {
 	f.mu.Lock()
-	defer f.mu.Unlock()
+	recovered := false
 	if !neutral {
 		f.up = ok
+		if ok {
+			recovered, f.broken = f.broken, false
+		} else {
+			f.broken = true
+		}
 	}
 	f.inflight--
 	if f.inflight == 0 {
 		close(f.idle)
+	}
+	f.mu.Unlock()
+	if recovered {
+		f.loaded()
 	}
 }
 
@@ -393,7 +407,7 @@ func (f *fetchTracker) end(ok, neutral bool) {
 // JWKS): the library reports it after the body is closed.
 func (f *fetchTracker) failed() {
 	f.mu.Lock()
-	f.up = false
+	f.up, f.broken = false, true
 	f.mu.Unlock()
 }
 

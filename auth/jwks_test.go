@@ -13,6 +13,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -317,7 +318,9 @@ func TestJWKSUnknownKIDFloodIsRateLimited(t *testing.T) {
 func TestJWKSDown(t *testing.T) {
 	first, second := newSigner(t, "first", "RS256"), newSigner(t, "second", "EdDSA")
 	p := newIDP(t, first.jwk(t, jwkset.UseSig))
-	a := jwksAuth(t, startJWKS(t, auth.JWKSOptions{URL: p.url(), UnknownKIDInterval: 50 * time.Millisecond}), nil)
+	var logs lockedBuffer
+	a := jwksAuth(t, startJWKS(t, auth.JWKSOptions{URL: p.url(), UnknownKIDInterval: 50 * time.Millisecond,
+		Logger: slog.New(slog.NewTextHandler(&logs, nil))}), nil)
 	wantAccepted(t, a, "a key loaded at start", first.token(t, grants()))
 
 	p.setStatus(http.StatusBadGateway)
@@ -347,6 +350,29 @@ func TestJWKSDown(t *testing.T) {
 		return err == nil
 	})
 	wantAccepted(t, a, "the old key after the JWKS came back", first.token(t, grants()))
+	for _, line := range []string{"JWKS loaded", "failed to fetch the JWKS", "the JWKS answers again"} {
+		if !strings.Contains(logs.String(), line) {
+			t.Errorf("the log lacks %q:\n%s", line, logs.String())
+		}
+	}
+}
+
+// lockedBuffer is a log that fetches on other goroutines may write to.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
 
 func TestJWKSDownAtStart(t *testing.T) {
