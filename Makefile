@@ -36,6 +36,7 @@ FUZZ_TARGETS := \
 	./transport/sse:FuzzLastEventID ./transport/sse:FuzzStateQuery ./transport/sse:FuzzPresenceQuery ./transport/sse:FuzzShapingQuery \
 	./transport/httpapi:FuzzParseSingleFast ./transport/httpapi:FuzzParseActionFast \
 	./internal/jsonenc:FuzzAppendString ./delta:FuzzDelta \
+	./auth:FuzzCheckJWKSURL ./auth:FuzzJWKSBody \
 	./cmd/herald:FuzzConfigFile
 fuzz:
 	@for t in $(FUZZ_TARGETS); do \
