@@ -74,6 +74,8 @@ type Subscription struct {
 	live      bool // the current connection's subscription is confirmed
 	bases     map[baseKey][]byte
 	firstUp   chan error // the first connection's outcome; nil afterwards
+
+	deltas atomic.Int64 // events that came as deltas (tests read it)
 }
 
 // baseKey names the delta base of a topic's key.
@@ -330,6 +332,7 @@ func (s *Subscription) applyDelta(e *envelope) error {
 			return err
 		}
 		e.Data, e.delta = data, nil
+		s.deltas.Add(1)
 	}
 	if s.bases == nil {
 		s.bases = make(map[baseKey][]byte)
