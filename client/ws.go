@@ -74,9 +74,14 @@ func (s *Subscription) sessionWS(ctx context.Context) error {
 		}
 	}
 
+	// Reads take a context that never ends, and the session's end closes
+	// the connection instead: coder/websocket arms a timer for every frame
+	// read with a context that can end (four allocations per message).
+	stopClose := context.AfterFunc(ctx, func() { conn.CloseNow() })
+	defer stopClose()
 	buf := make([]byte, 0, 4<<10)
 	for {
-		_, r, err := conn.Reader(ctx)
+		_, r, err := conn.Reader(context.Background())
 		if err == nil {
 			buf, err = readAll(r, buf[:0])
 		}
@@ -87,6 +92,9 @@ func (s *Subscription) sessionWS(ctx context.Context) error {
 				// asked again on the next attempt only if this one is not
 				// final. Treat it as the server's 401.
 				return &Error{Status: http.StatusUnauthorized, Code: "unauthorized", Message: closeReason(err)}
+			}
+			if ctx.Err() != nil {
+				return ctx.Err()
 			}
 			return fmt.Errorf("failed to read: %w", err)
 		}
