@@ -211,16 +211,12 @@ func (h *ActionHandle) poll(ctx context.Context) (*ActionResult, error) {
 			return nil, fmt.Errorf("failed to wait for action %s: %w", h.ID, ctx.Err())
 		case <-t.C:
 		}
-		_, b, err := h.c.do(ctx, http.MethodGet, "/v1/actions/"+url.PathEscape(h.ID), nil, nil)
+		st, err := h.c.ActionStatus(ctx, h.ID)
 		if err != nil {
-			return nil, fmt.Errorf("failed to wait for action %s: %w", h.ID, err)
+			return nil, fmt.Errorf("failed to wait: %w", err)
 		}
-		doc, err := readStatus(b)
-		if err != nil {
-			return nil, fmt.Errorf("failed to wait for action %s: %w", h.ID, err)
-		}
-		if doc.final() {
-			return doc.result(), nil
+		if st.Final() {
+			return &st.ActionResult, nil
 		}
 		t.Reset(delay)
 		delay = min(2*delay, time.Second)
@@ -254,4 +250,38 @@ func (d statusDoc) result() *ActionResult {
 func quote(s string) string {
 	b, _ := json.Marshal(s)
 	return string(b)
+}
+
+// ActionStatus is an action's status document.
+type ActionStatus struct {
+	ActionResult
+	CreatedAt  time.Time
+	FinishedAt time.Time // zero until finished
+	// Raw is the document as the server sent it.
+	Raw json.RawMessage
+}
+
+// Final reports whether the action has finished.
+func (s *ActionStatus) Final() bool { return s.Status == "succeeded" || s.Status == "failed" }
+
+// ActionStatus reads an action's status (GET /v1/actions/{id}): "pending",
+// "running", "succeeded" or "failed".
+func (c *Client) ActionStatus(ctx context.Context, id string) (*ActionStatus, error) {
+	_, b, err := c.do(ctx, http.MethodGet, "/v1/actions/"+url.PathEscape(id), nil, nil)
+	if err != nil {
+		return nil, fmt.Errorf("failed to read action %s: %w", id, err)
+	}
+	var d struct {
+		statusDoc
+		CreatedAt  time.Time  `json:"created_at"`
+		FinishedAt *time.Time `json:"finished_at"`
+	}
+	if err := json.Unmarshal(b, &d); err != nil || d.ID == "" {
+		return nil, fmt.Errorf("failed to read action %s: unexpected answer %.200q", id, b)
+	}
+	s := &ActionStatus{ActionResult: *d.result(), CreatedAt: d.CreatedAt, Raw: b}
+	if d.FinishedAt != nil {
+		s.FinishedAt = *d.FinishedAt
+	}
+	return s, nil
 }

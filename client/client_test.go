@@ -320,9 +320,16 @@ func TestActionWait(t *testing.T) {
 				if r.ID != h.ID || r.Status != "succeeded" || string(r.Result) != `{"n":7}` || r.Type != "echo" || r.Topic != "act.t" {
 					t.Fatalf("%+v: result %+v", o, r)
 				}
+				st, err := c.ActionStatus(ctx, h.ID)
+				if err != nil || !st.Final() || st.ID != r.ID || string(st.Result) != string(r.Result) || st.FinishedAt.IsZero() || !json.Valid(st.Raw) {
+					t.Fatalf("status %+v, %v; want %+v", st, err, r)
+				}
+			}
+			var herr *Error
+			if _, err := c.ActionStatus(ctx, "nosuchaction"); !errors.As(err, &herr) || herr.Status != 404 {
+				t.Fatalf("unknown action's status: %v", err)
 			}
 			_, err := c.Action(ctx, "no-such-action", "act.t", nil, nil)
-			var herr *Error
 			if !errors.As(err, &herr) || herr.Code != "unknown_action" {
 				t.Fatalf("unknown action: %v", err)
 			}
