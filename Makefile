@@ -36,7 +36,8 @@ FUZZ_TARGETS := \
 	./transport/sse:FuzzLastEventID ./transport/sse:FuzzStateQuery ./transport/sse:FuzzPresenceQuery ./transport/sse:FuzzShapingQuery \
 	./transport/httpapi:FuzzParseSingleFast ./transport/httpapi:FuzzParseActionFast \
 	./internal/jsonenc:FuzzAppendString \
-	./cmd/herald:FuzzConfigFile
+	./cmd/herald:FuzzConfigFile \
+	./client:FuzzEnvelope ./client:FuzzStream
 fuzz:
 	@for t in $(FUZZ_TARGETS); do \
 		pkg=$${t%%:*}; fn=$${t##*:}; \
