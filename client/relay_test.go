@@ -1,13 +1,17 @@
 package client
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/heraldpush/herald/internal/testkit/relay"
+	"github.com/heraldpush/herald/internal/testkit/wait"
 	"github.com/heraldpush/herald/server"
 )
 
@@ -67,6 +71,55 @@ func TestReconnectNothingLostNothingDuplicated(t *testing.T) {
 				t.Fatalf("the relay cut %d connections, want at least 10", cuts)
 			}
 			t.Logf("%s: %d events across %d cut connections", tr, n, r.Cuts())
+		})
+	}
+}
+
+// While the server cannot be reached at all (the relay refuses
+// connections), the subscription keeps trying; once it can, it resumes and
+// delivers what was published meanwhile, in order.
+func TestReconnectAfterOutage(t *testing.T) {
+	for _, tr := range transports {
+		t.Run(tr, func(t *testing.T) {
+			t.Parallel()
+			node := start(t, server.Config{})
+			r := relay.Start(t, strings.TrimPrefix(node.URL, "http://"), relay.Options{})
+			ctx := testCtx(t)
+			// The TokenFunc counts connection attempts (the server needs no
+			// token).
+			var attempts atomic.Int64
+			sub := dial(t, r.URL(), Options{Transport: tr, TokenFunc: func(context.Context) (string, error) {
+				attempts.Add(1)
+				return "", nil
+			}})
+			pub := dial(t, node.URL, Options{})
+			s, err := sub.Subscribe(ctx, []string{"out"}, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := pub.Publish(ctx, "out", "", 0); err != nil {
+				t.Fatal(err)
+			}
+			nextEvent(t, s)
+			id := s.ClientID()
+			r.Down()
+			before := attempts.Load()
+			for i := 1; i <= 20; i++ {
+				if _, err := pub.Publish(ctx, "out", "", i); err != nil {
+					t.Fatal(err)
+				}
+			}
+			// Several refused attempts, then the way is open again.
+			wait.For(t, 10*time.Second, "refused reconnects", func() bool { return attempts.Load() >= before+3 })
+			r.Up()
+			for i := 1; i <= 20; i++ {
+				if e := nextEvent(t, s); string(e.Data) != strconv.Itoa(i) {
+					t.Fatalf("got %s, want %d", e.Data, i)
+				}
+			}
+			if s.ClientID() == id {
+				t.Fatal("still the first connection's ID after the outage")
+			}
 		})
 	}
 }

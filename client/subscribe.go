@@ -73,7 +73,8 @@ type Subscription struct {
 	delivered bool // the current connection delivered something
 	live      bool // the current connection's subscription is confirmed
 	bases     map[baseKey][]byte
-	firstUp   chan error // the first connection's outcome; nil afterwards
+	held      map[string]struct{} // WebSocket: the patterns the server has not unsubscribed
+	firstUp   chan error          // the first connection's outcome; nil afterwards
 
 	deltas atomic.Int64 // events that came as deltas (tests read it)
 }
