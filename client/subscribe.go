@@ -211,8 +211,10 @@ func (s *Subscription) Close() error {
 
 // run is the reader goroutine: connections until the end.
 func (s *Subscription) run(ctx context.Context) {
-	defer close(s.done)
+	// done closes before the channel does: a consumer that sees the
+	// channel closed can read Err at once.
 	defer close(s.msgs)
+	defer close(s.done)
 	err := s.loop(ctx)
 	if s.firstUp != nil {
 		s.firstUp <- err
