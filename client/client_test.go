@@ -413,3 +413,53 @@ func TestEndsWithContext(t *testing.T) {
 		t.Fatalf("Subscribe after Close: %v", err)
 	}
 }
+
+// Tokens that expire while subscribed: with a TokenFunc, an SSE stream,
+// which the server ends at expiry, resumes with a fresh token, and a
+// WebSocket refreshes on the same connection; with a fixed token the
+// subscription ends unauthorized.
+func TestTokenExpiry(t *testing.T) {
+	// The server allows 30 s of clock skew: a token whose exp is 28 s in
+	// the past has 2 s to live.
+	const ttl = -28 * time.Second
+	for _, tr := range transports {
+		t.Run(tr, func(t *testing.T) {
+			t.Parallel()
+			node := start(t, server.Config{Auth: "jwt", JWTSecret: secret})
+			ctx := testCtx(t)
+			var calls atomic.Int64
+			c := dial(t, node.URL, Options{Transport: tr, TokenFunc: func(context.Context) (string, error) {
+				calls.Add(1)
+				return token(t, "ann", ttl), nil
+			}})
+			s, err := c.Subscribe(ctx, []string{"open.exp"}, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			id := s.ClientID()
+			// Past the first token's expiry.
+			wait.For(t, 20*time.Second, "tokens asked for", func() bool { return calls.Load() >= 3 })
+			if _, err := c.Publish(ctx, "open.exp", "", "still here"); err != nil {
+				t.Fatal(err)
+			}
+			if e := nextEvent(t, s); string(e.Data) != `"still here"` {
+				t.Fatalf("got %s", e.Data)
+			}
+			if same := s.ClientID() == id; same != (tr == "ws") {
+				t.Fatalf("%s: connection %s then %s", tr, id, s.ClientID())
+			}
+
+			fixed := dial(t, node.URL, Options{Transport: tr, Token: token(t, "ann", ttl)})
+			s, err = fixed.Subscribe(ctx, []string{"open.exp"}, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for range s.C() {
+			}
+			var herr *Error
+			if err := s.Err(); !errors.As(err, &herr) || herr.Code != "unauthorized" {
+				t.Fatalf("the fixed token's subscription ended with %v, want unauthorized", err)
+			}
+		})
+	}
+}

@@ -23,6 +23,9 @@ const (
 	refreshRef   = `"r"`
 )
 
+// minRefresh is the least time between two token refreshes.
+const minRefresh = time.Second
+
 // eventPrefix starts every WebSocket event: the "op" field, then the
 // envelope's fields.
 var eventPrefix = []byte(`{"op":"event",`)
@@ -242,12 +245,11 @@ func (s *Subscription) wsMessage(ctx context.Context, b []byte) error {
 // (expiring at exp) expires, for as long as ctx lives.
 func (s *Subscription) refresher(ctx context.Context, conn *websocket.Conn, exp time.Time) {
 	for {
-		// A quarter of the remaining life before expiry, at least a
-		// second ahead, leaves time for a slow TokenFunc.
-		wait := time.Until(exp) * 3 / 4
-		if wait < 0 {
-			wait = 0
-		}
+		// A quarter of the remaining life before expiry leaves time for a
+		// slow TokenFunc. The floor keeps a clock behind the server's
+		// (which sees the token as expired already, though the server
+		// took it) from asking in a loop.
+		wait := max(time.Until(exp)*3/4, minRefresh)
 		t := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():
