@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/heraldpush/herald/hub"
 	"github.com/heraldpush/herald/internal/testkit/relay"
 	"github.com/heraldpush/herald/internal/testkit/wait"
 	"github.com/heraldpush/herald/server"
@@ -122,4 +123,111 @@ func TestReconnectAfterOutage(t *testing.T) {
 			}
 		})
 	}
+}
+
+// A state subscription with deltas, cut every few kilobytes while keyed
+// events are published: what its consumer builds from the messages (the
+// state, then each event replacing its key's value) is the server's state
+// at the end, every delta applied to the right base, and its events after
+// the synced marker come in strictly increasing order.
+func TestReconnectStateWithDeltas(t *testing.T) {
+	for _, tr := range transports {
+		t.Run(tr, func(t *testing.T) {
+			t.Parallel()
+			node := start(t, server.Config{})
+			r := relay.Start(t, strings.TrimPrefix(node.URL, "http://"), relay.Options{CutAfter: 8000})
+			ctx := testCtx(t)
+			sub := dial(t, r.URL(), Options{Transport: tr})
+			pub := dial(t, node.URL, Options{})
+			body := strings.Repeat("the quick brown fox jumps over the lazy dog ", 10)
+			data := func(i int) json.RawMessage {
+				return json.RawMessage(fmt.Sprintf(`{"v":%d,"body":%q}`, i, body))
+			}
+			const keys, n = 8, 240
+			for i := range keys {
+				if _, err := pub.Publish(ctx, "kv", "", data(i), WithKey(fmt.Sprintf("k%d", i))); err != nil {
+					t.Fatal(err)
+				}
+			}
+			s, err := sub.Subscribe(ctx, []string{"kv"}, &SubscribeOptions{State: true, Delta: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var last string
+			errc := make(chan error, 1)
+			go func() {
+				for i := keys; i < keys+n; i++ {
+					id, err := pub.Publish(ctx, "kv", "", data(i), WithKey(fmt.Sprintf("k%d", i%keys)))
+					if err != nil {
+						errc <- err
+						return
+					}
+					last = id
+				}
+				errc <- nil
+			}()
+			if err := <-errc; err != nil {
+				t.Fatal(err)
+			}
+			got := map[string]string{}
+			synced := false
+			var prev Event
+			for {
+				m := next(t, s)
+				switch m.Kind {
+				case KindSynced:
+					synced = true
+					continue
+				case KindReset:
+					t.Fatalf("reset %+v: nothing was lost", m)
+				}
+				e := m.Event
+				if !json.Valid(e.Data) {
+					t.Fatalf("event %s: data %.100q is not JSON", e.ID, e.Data)
+				}
+				if synced && prev.ID != "" && seq(t, e.ID) <= seq(t, prev.ID) {
+					t.Fatalf("event %s after %s", e.ID, prev.ID)
+				}
+				if synced {
+					prev = e
+				}
+				got[e.Key] = string(e.Data)
+				if e.ID == last {
+					break
+				}
+			}
+			_, b := node.Get(t, "/v1/topics/kv/state")
+			var st struct {
+				Events []struct {
+					Key  string          `json:"key"`
+					Data json.RawMessage `json:"data"`
+				} `json:"events"`
+			}
+			if err := json.Unmarshal(b, &st); err != nil || len(st.Events) != keys {
+				t.Fatalf("state %s: %v", b, err)
+			}
+			for _, e := range st.Events {
+				if got[e.Key] != string(e.Data) {
+					t.Fatalf("key %s: built %.60s…, the server has %.60s…", e.Key, got[e.Key], e.Data)
+				}
+			}
+			if s.deltas.Load() < n/4 {
+				t.Fatalf("only %d of %d events came as deltas", s.deltas.Load(), n)
+			}
+			if r.Cuts() < 3 {
+				t.Fatalf("the relay cut %d connections, want at least 3", r.Cuts())
+			}
+			t.Logf("%s: %d deltas, %d cuts", tr, s.deltas.Load(), r.Cuts())
+		})
+	}
+}
+
+// seq is the position of a cursor within its epoch.
+func seq(t *testing.T, id string) uint64 {
+	t.Helper()
+	c, err := hub.ParseCursor(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c.Seq
 }
