@@ -267,7 +267,7 @@ func TestTokenFunc(t *testing.T) {
 	}
 	nextEvent(t, s)
 	// The refresher asks at three quarters of the token's life.
-	wait.For(t, 10*time.Second, "a refresh", func() bool { return calls.Load() >= 3 })
+	wait.For(t, 10*time.Second, "a refresh", func() bool { return calls.Load() >= 4 })
 	if _, err := c.Publish(ctx, "open.tok", "", 2); err != nil {
 		t.Fatal(err)
 	}
@@ -436,9 +436,18 @@ func TestTokenExpiry(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			// An event gives the subscription its cursor, to resume from.
+			if _, err := c.Publish(ctx, "open.exp", "", "first"); err != nil {
+				t.Fatal(err)
+			}
+			nextEvent(t, s)
 			id := s.ClientID()
-			// Past the first token's expiry.
-			wait.For(t, 20*time.Second, "tokens asked for", func() bool { return calls.Load() >= 3 })
+			// Past the first token's expiry (2 s), with tokens asked for
+			// since: a reconnect (SSE) or refreshes (WebSocket).
+			subscribed := time.Now()
+			wait.For(t, 20*time.Second, "the first token's expiry", func() bool {
+				return time.Since(subscribed) > 3*time.Second && calls.Load() >= 4
+			})
 			if _, err := c.Publish(ctx, "open.exp", "", "still here"); err != nil {
 				t.Fatal(err)
 			}

@@ -33,6 +33,13 @@
 // A refusal by the server (400, 401, 403, 404, 501) ends it with an
 // [*Error].
 //
+// A subscription resumes from a cursor, which it learns from its first
+// message (an event, a reset or a synced marker): the protocol tells a
+// connection its position in no other way. Events published while the
+// connection is down before that first message are not delivered.
+// SubscribeOptions.Since or State give a subscription its position from
+// the start.
+//
 // # Publishing and actions
 //
 // [Client.Publish], [Client.PublishBatch] and [Client.Action] use the HTTP

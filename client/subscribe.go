@@ -259,6 +259,9 @@ func (s *Subscription) loop(ctx context.Context) error {
 		if s.delivered {
 			backoff = s.c.opts.BackoffMin
 		}
+		if !s.haveLast {
+			log.Warn("reconnecting without a cursor: events published until the subscription is back are not delivered")
+		}
 		// Jitter over the upper half keeps a crowd of clients from
 		// reconnecting in lockstep after a server restart.
 		d := backoff/2 + rand.N(backoff/2+1)
