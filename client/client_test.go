@@ -472,3 +472,38 @@ func TestTokenExpiry(t *testing.T) {
 		})
 	}
 }
+
+// Conflation: a burst of one key's values arrives as fewer events, the
+// last value always among them.
+func TestConflate(t *testing.T) {
+	for _, tr := range transports {
+		t.Run(tr, func(t *testing.T) {
+			t.Parallel()
+			node := start(t, server.Config{})
+			c := dial(t, node.URL, Options{Transport: tr})
+			ctx := testCtx(t)
+			s, err := c.Subscribe(ctx, []string{"cf"}, &SubscribeOptions{Conflate: 200 * time.Millisecond})
+			if err != nil {
+				t.Fatal(err)
+			}
+			drafts := make([]Draft, 50)
+			for i := range drafts {
+				drafts[i] = Draft{Topic: "cf", Key: "price", Data: i}
+			}
+			if _, err := c.PublishBatch(ctx, drafts); err != nil {
+				t.Fatal(err)
+			}
+			n := 0
+			for {
+				e := nextEvent(t, s)
+				n++
+				if string(e.Data) == "49" {
+					break
+				}
+			}
+			if n >= 50 {
+				t.Fatalf("%d events for 50 values of one key: not conflated", n)
+			}
+		})
+	}
+}
