@@ -162,11 +162,17 @@ func (e *Error) Error() string {
 }
 
 // permanent reports whether asking again would get the same answer: the
-// request itself was refused (400, 401, 403, 404, and 501 for state on a
-// broker without it), or the WebSocket error reply refused a subscribe.
+// request itself was refused (400, 401, 403, 404, 413, 422, and 501 for
+// state on a broker without it), or a WebSocket error reply refused a
+// subscribe for another reason than an unavailable broker or a rate.
 func (e *Error) permanent() bool {
+	if e.Status == 0 {
+		// A WebSocket error reply: only its code tells a broker that
+		// cannot be reached, or a rate, from a refusal.
+		return e.Code != "unavailable" && e.Code != "rate_limited"
+	}
 	switch e.Status {
-	case 0, http.StatusBadRequest, http.StatusUnauthorized, http.StatusForbidden, http.StatusNotFound,
+	case http.StatusBadRequest, http.StatusUnauthorized, http.StatusForbidden, http.StatusNotFound,
 		http.StatusNotImplemented, http.StatusRequestEntityTooLarge, http.StatusUnprocessableEntity:
 		return true
 	}

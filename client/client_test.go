@@ -507,3 +507,26 @@ func TestConflate(t *testing.T) {
 		})
 	}
 }
+
+// Which answers end a subscription and which are retried.
+func TestPermanent(t *testing.T) {
+	for _, c := range []struct {
+		e    Error
+		want bool
+	}{
+		{Error{Status: 400, Code: "invalid_pattern"}, true},
+		{Error{Status: 401, Code: "unauthorized"}, true},
+		{Error{Status: 403, Code: "forbidden"}, true},
+		{Error{Status: 501, Code: "not_implemented"}, true},
+		{Error{Status: 429, Code: "rate_limited"}, false},
+		{Error{Status: 503, Code: "unavailable"}, false},
+		{Error{Status: 502, Code: "http_502"}, false},
+		{Error{Code: "forbidden"}, true},
+		{Error{Code: "unavailable"}, false},
+		{Error{Code: "rate_limited"}, false},
+	} {
+		if got := c.e.permanent(); got != c.want {
+			t.Errorf("%v: permanent %v, want %v", &c.e, got, c.want)
+		}
+	}
+}
