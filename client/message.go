@@ -9,7 +9,10 @@ import (
 	"unsafe"
 )
 
-// Event is one event as the server published it.
+// Event is one event as the server published it. Its strings and Data
+// share one buffer, the event's only allocation: treat Data as read-only
+// (copy it to change it); a delta subscription also keeps it as the base
+// of the next delta of its key.
 type Event struct {
 	ID    string // its cursor: opaque, resumes after this event
 	Topic string
