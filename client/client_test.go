@@ -530,3 +530,22 @@ func TestPermanent(t *testing.T) {
 		}
 	}
 }
+
+// A caller that may run an action but not subscribe to its topic still
+// gets its result: Wait polls the status.
+func TestActionWaitWithoutSubscribeGrant(t *testing.T) {
+	node := start(t, server.Config{Auth: "jwt", JWTSecret: secret})
+	ctx := testCtx(t)
+	c := dial(t, node.URL, Options{Token: token(t, "ann", time.Hour)})
+	h, err := c.Action(ctx, "echo", "private.results", "ping", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h.sub != nil {
+		t.Fatal("subscribed to a topic outside the grant")
+	}
+	r, err := h.Wait(ctx)
+	if err != nil || r.Status != "succeeded" || string(r.Result) != `"ping"` {
+		t.Fatalf("Wait: %+v, %v", r, err)
+	}
+}
