@@ -37,7 +37,9 @@ FUZZ_TARGETS := \
 	./transport/httpapi:FuzzParseSingleFast ./transport/httpapi:FuzzParseActionFast \
 	./internal/jsonenc:FuzzAppendString ./delta:FuzzDelta \
 	./auth:FuzzCheckJWKSURL ./auth:FuzzJWKSBody \
-	./cmd/herald:FuzzConfigFile
+	./cmd/herald:FuzzConfigFile \
+	./client:FuzzEnvelope ./client:FuzzStream
+
 fuzz:
 	@for t in $(FUZZ_TARGETS); do \
 		pkg=$${t%%:*}; fn=$${t##*:}; \
