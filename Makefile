@@ -35,9 +35,12 @@ FUZZ_TARGETS := \
 	./transport/ws:FuzzFrameCutter ./transport/ws:FuzzClientMessage ./transport/ws:FuzzCompressedFrame \
 	./transport/sse:FuzzLastEventID ./transport/sse:FuzzStateQuery ./transport/sse:FuzzPresenceQuery ./transport/sse:FuzzShapingQuery \
 	./transport/httpapi:FuzzParseSingleFast ./transport/httpapi:FuzzParseActionFast \
-	./internal/jsonenc:FuzzAppendString \
+	./internal/jsonenc:FuzzAppendString ./delta:FuzzDelta \
+	./auth:FuzzCheckJWKSURL ./auth:FuzzJWKSBody \
 	./cmd/herald:FuzzConfigFile \
-	./cmd/herald/internal/bench:FuzzInflate ./cmd/herald/internal/bench:FuzzUnquoteJSON ./cmd/herald/internal/bench:FuzzDeltaKeyed
+	./cmd/herald/internal/bench:FuzzInflate ./cmd/herald/internal/bench:FuzzUnquoteJSON ./cmd/herald/internal/bench:FuzzDeltaKeyed \
+	./client:FuzzEnvelope ./client:FuzzStream
+
 fuzz:
 	@for t in $(FUZZ_TARGETS); do \
 		pkg=$${t%%:*}; fn=$${t##*:}; \

@@ -137,8 +137,8 @@ func WriteErr(w http.ResponseWriter, err error) {
 // onto a protocol error. Unknown errors become 500 "internal" without
 // leaking their text.
 //
-// The 503s of a full action queue, of actions shutting down and of a broker
-// that cannot be reached are meant to be retried: WriteErr adds
+// The 503s of a full action queue, of actions shutting down, of a broker
+// and of a JWKS that cannot be reached are meant to be retried: WriteErr adds
 // Retry-After (see RetryAfter).
 func From(err error) *Error {
 	var e *Error
@@ -150,6 +150,8 @@ func From(err error) *Error {
 		return New(http.StatusServiceUnavailable, Unavailable, err.Error())
 	case errors.Is(err, limit.ErrTooManyFromIP):
 		return New(http.StatusTooManyRequests, RateLimited, err.Error())
+	case errors.Is(err, auth.ErrUnavailable):
+		return New(http.StatusServiceUnavailable, Unavailable, err.Error())
 	case errors.Is(err, auth.ErrUnauthorized):
 		return New(http.StatusUnauthorized, Unauthorized, err.Error())
 	case errors.As(err, &maxBytes):
@@ -207,8 +209,13 @@ func From(err error) *Error {
 // broker that cannot be reached, and whether err is one of those. A queue
 // drains within moments; a node that is shutting down, or cut off from its
 // broker, is taken out of a load balancer's rotation by /readyz within
-// about as long.
+// about as long. A token whose key the JWKS could not be fetched for is
+// told when the next fetch may be made.
 func RetryAfter(err error) (string, bool) {
+	var jwks *auth.UnavailableError
+	if errors.As(err, &jwks) {
+		return strconv.Itoa(limit.RetryAfter(jwks.RetryAfter)), true
+	}
 	if errors.Is(err, action.ErrQueueFull) || errors.Is(err, action.ErrShuttingDown) ||
 		errors.Is(err, action.ErrUnavailable) || errors.Is(err, hub.ErrUnavailable) {
 		return "1", true

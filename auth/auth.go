@@ -7,6 +7,7 @@
 package auth
 
 import (
+	"context"
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/rsa"
@@ -15,6 +16,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 
@@ -46,6 +48,11 @@ type Config struct {
 	// ever accepted.
 	Secret    []byte
 	PublicKey crypto.PublicKey
+	// JWKS, if set, verifies RS256, ES256 and EdDSA tokens with the key
+	// of their kid, the algorithm following from the key. A token with a
+	// kid the JWKS lacks is verified with PublicKey, if given. Its owner
+	// starts it (JWKS.Start) and ends it.
+	JWKS *JWKS
 	// Audience and Issuer, if set, must be the token's aud (one of) and iss.
 	Audience string
 	Issuer   string
@@ -101,8 +108,15 @@ func New(cfg Config) (*Authenticator, error) {
 	default:
 		return nil, fmt.Errorf("failed to configure JWT: unsupported public key type %T (want RSA or ECDSA P-256)", k)
 	}
+	if cfg.JWKS != nil {
+		for _, m := range []string{"RS256", "ES256", "EdDSA"} {
+			if !slices.Contains(methods, m) {
+				methods = append(methods, m)
+			}
+		}
+	}
 	if len(methods) == 0 {
-		return nil, errors.New("failed to configure JWT: give a secret (HS256) or a public key (RS256, ES256)")
+		return nil, errors.New("failed to configure JWT: give a secret (HS256), a public key (RS256, ES256) or a JWKS")
 	}
 	if cfg.Leeway == 0 {
 		cfg.Leeway = 30 * time.Second
@@ -143,11 +157,25 @@ type grantClaims struct {
 }
 
 // Token verifies a token and returns its principal. Errors match
-// ErrUnauthorized.
+// ErrUnauthorized, or ErrUnavailable when the token's key is not known and
+// the JWKS cannot be fetched now. A JWKS fetch for an unknown key takes at
+// most its timeout.
 func (a *Authenticator) Token(token string) (*Principal, error) {
+	return a.token(context.Background(), token)
+}
+
+func (a *Authenticator) token(ctx context.Context, token string) (*Principal, error) {
 	var c claims
-	_, err := a.parser.ParseWithClaims(token, &c, a.key)
+	var jwksErr error // why the JWKS gave no key
+	_, err := a.parser.ParseWithClaims(token, &c, func(t *jwt.Token) (any, error) {
+		k, jerr, err := a.key(ctx, t)
+		jwksErr = jerr
+		return k, err
+	})
 	if err != nil {
+		if errors.Is(jwksErr, ErrUnavailable) {
+			return nil, jwksErr
+		}
 		return nil, fmt.Errorf("%w: %s", ErrUnauthorized, describe(err))
 	}
 	if c.Subject == "" {
@@ -185,16 +213,30 @@ func patterns(ss []string, prev error) ([]hub.Pattern, error) {
 	return out, nil
 }
 
-// key picks the verification key for the token's algorithm. The parser
-// has already refused any algorithm outside a.methods.
-func (a *Authenticator) key(t *jwt.Token) (any, error) {
-	switch t.Method.Alg() {
-	case "HS256":
-		return a.cfg.Secret, nil
-	case "RS256", "ES256":
-		return a.cfg.PublicKey, nil
+// key picks the verification key for the token's algorithm, and says why
+// the JWKS gave none if it was asked and did not. The parser has already
+// refused any algorithm outside a.methods. HS256 is only ever verified
+// with the secret, never with a key of the JWKS.
+func (a *Authenticator) key(ctx context.Context, t *jwt.Token) (key any, jwksErr, err error) {
+	alg := t.Method.Alg()
+	if alg == "HS256" {
+		return a.cfg.Secret, nil, nil
 	}
-	return nil, fmt.Errorf("unexpected algorithm %q", t.Method.Alg())
+	static := a.cfg.PublicKey != nil && keyAlg(a.cfg.PublicKey) == alg
+	if a.cfg.JWKS != nil {
+		k, err := a.cfg.JWKS.key(ctx, t)
+		if err == nil || !static || errors.Is(err, errKeyMismatch) {
+			return k, err, err
+		}
+		// Not in the JWKS: perhaps signed with --jwt-public-key. If the
+		// JWKS was down, and that key does not verify it either, the
+		// token is refused as unavailable (see token).
+		return a.cfg.PublicKey, err, nil
+	}
+	if static {
+		return a.cfg.PublicKey, nil, nil
+	}
+	return nil, nil, fmt.Errorf("unexpected algorithm %q", alg)
 }
 
 // describe words a verification failure for the client, without echoing
@@ -203,6 +245,10 @@ func describe(err error) string {
 	switch {
 	case errors.Is(err, jwt.ErrTokenMalformed):
 		return "the token is malformed"
+	case errors.Is(err, errUnknownKey):
+		return errUnknownKey.Error()
+	case errors.Is(err, errKeyMismatch):
+		return errKeyMismatch.Error()
 	case errors.Is(err, jwt.ErrTokenSignatureInvalid), errors.Is(err, jwt.ErrTokenUnverifiable):
 		return "the token's signature or algorithm is not accepted"
 	case errors.Is(err, jwt.ErrTokenExpired):
@@ -250,7 +296,7 @@ func (a *Authenticator) Request(r *http.Request) (*Principal, error) {
 		}
 	}
 	if tok != "" {
-		return a.Token(tok)
+		return a.token(r.Context(), tok)
 	}
 	if key := r.Header.Get(APIKeyHeader); key != "" {
 		if a.cfg.APIKey == "" || subtle.ConstantTimeCompare([]byte(key), []byte(a.cfg.APIKey)) != 1 {

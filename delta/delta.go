@@ -30,12 +30,64 @@ func Create(base, target []byte) ([]byte, bool) {
 	return d, true
 }
 
+// MaxSize bounds the text Apply makes: a delta is a few bytes that can
+// declare gigabytes, and what it makes is an event's data, far smaller.
+const MaxSize = 64 << 20
+
 // Apply returns the text that delta d turns base into. It fails on a
-// malformed delta, or one made for another base (the checksum differs).
-func Apply(base, d []byte) ([]byte, error) {
-	out, err := fdelta.Apply(base, d)
+// malformed delta, one made for another base (the checksum differs), or
+// one that declares a text longer than MaxSize.
+func Apply(base, d []byte) (out []byte, err error) {
+	if n, ok := declaredSize(d); ok && n > MaxSize {
+		return nil, fmt.Errorf("failed to apply delta: it makes %d bytes, more than %d", n, MaxSize)
+	}
+	// The library trusts the delta's counts when it slices (an offset and a
+	// count whose uint32 sum wraps, an insert past the delta's end), so a
+	// malformed delta panics there; it is an error like any other here.
+	defer func() {
+		if r := recover(); r != nil {
+			out, err = nil, fmt.Errorf("failed to apply delta: malformed delta (%v)", r)
+		}
+	}()
+	out, err = fdelta.Apply(base, d)
 	if err != nil {
 		return nil, fmt.Errorf("failed to apply delta: %w", err)
 	}
 	return out, nil
+}
+
+// declaredSize reads the size a delta starts with (base-64 digits of the
+// fossil alphabet, then a newline); ok is false when it does not start so,
+// which the library then reports.
+func declaredSize(d []byte) (n uint64, ok bool) {
+	for i, c := range d {
+		if c == '\n' {
+			return n, i > 0
+		}
+		v := digit(c)
+		if v < 0 || n > MaxSize {
+			return n, n > MaxSize
+		}
+		n = n<<6 | uint64(v)
+	}
+	return 0, false
+}
+
+// digit is the value of one fossil base-64 digit, -1 for another byte.
+// It ignores the top bit, as the library's reader does.
+func digit(c byte) int {
+	c &= 0x7f
+	switch {
+	case c >= '0' && c <= '9':
+		return int(c - '0')
+	case c >= 'A' && c <= 'Z':
+		return int(c-'A') + 10
+	case c == '_':
+		return 36
+	case c >= 'a' && c <= 'z':
+		return int(c-'a') + 37
+	case c == '~':
+		return 63
+	}
+	return -1
 }

@@ -8,10 +8,11 @@ import (
 	"github.com/heraldpush/herald/auth"
 )
 
-// authenticator builds the token verifier of Auth "jwt" (nil for "none").
-func (c *Config) authenticator() (*auth.Authenticator, error) {
+// authenticator builds the token verifier of Auth "jwt" (nil for "none"),
+// and its JWKS if JWTJWKSURL is set: not started, the caller starts it.
+func (c *Config) authenticator() (*auth.Authenticator, *auth.JWKS, error) {
 	if c.Auth != "jwt" {
-		return nil, nil
+		return nil, nil, nil
 	}
 	cfg := auth.Config{
 		Secret: []byte(c.JWTSecret), Audience: c.JWTAudience, Issuer: c.JWTIssuer,
@@ -23,19 +24,26 @@ func (c *Config) authenticator() (*auth.Authenticator, error) {
 	if c.JWTPublicKey != "" {
 		pemBytes, err := os.ReadFile(c.JWTPublicKey)
 		if err != nil {
-			return nil, configErrorf("--jwt-public-key: %v", err)
+			return nil, nil, configErrorf("--jwt-public-key: %v", err)
 		}
 		if k, err := jwt.ParseRSAPublicKeyFromPEM(pemBytes); err == nil {
 			cfg.PublicKey = k
 		} else if k, err := jwt.ParseECPublicKeyFromPEM(pemBytes); err == nil {
 			cfg.PublicKey = k
 		} else {
-			return nil, configErrorf("--jwt-public-key: %s holds no PEM RSA or ECDSA public key", c.JWTPublicKey)
+			return nil, nil, configErrorf("--jwt-public-key: %s holds no PEM RSA or ECDSA public key", c.JWTPublicKey)
 		}
+	}
+	if c.JWTJWKSURL != "" {
+		j, err := auth.NewJWKS(auth.JWKSOptions{URL: c.JWTJWKSURL, Logger: c.Logger})
+		if err != nil {
+			return nil, nil, configErrorf("--jwt-jwks-url: %v", err)
+		}
+		cfg.JWKS = j
 	}
 	a, err := auth.New(cfg)
 	if err != nil {
-		return nil, configErrorf("%v", err)
+		return nil, nil, configErrorf("%v", err)
 	}
-	return a, nil
+	return a, cfg.JWKS, nil
 }

@@ -8,6 +8,7 @@ import (
 
 	"github.com/heraldpush/herald/action"
 	"github.com/heraldpush/herald/action/memstore"
+	"github.com/heraldpush/herald/auth"
 	"github.com/heraldpush/herald/hub"
 	"github.com/heraldpush/herald/transport/httpapi"
 	"github.com/heraldpush/herald/transport/ws"
@@ -100,6 +101,7 @@ type Config struct {
 	Auth            string // "none" or "jwt"
 	JWTSecret       string
 	JWTPublicKey    string // PEM file
+	JWTJWKSURL      string // https://, or http:// to a loopback host
 	JWTAudience     string
 	JWTIssuer       string
 	PublicSubscribe []hub.Pattern
@@ -288,11 +290,16 @@ func (c Config) Validate() error {
 		return configErrorf("--rate-publish and --rate-actions must not be negative")
 	case c.Auth != "none" && c.Auth != "jwt":
 		return configErrorf("--auth must be none or jwt, got %q", c.Auth)
-	case c.Auth == "jwt" && c.JWTSecret == "" && c.JWTPublicKey == "":
-		return configErrorf("--auth jwt needs --jwt-secret or --jwt-public-key")
-	case c.Auth == "none" && (c.JWTSecret != "" || c.JWTPublicKey != "" || c.JWTAudience != "" ||
+	case c.Auth == "jwt" && c.JWTSecret == "" && c.JWTPublicKey == "" && c.JWTJWKSURL == "":
+		return configErrorf("--auth jwt needs --jwt-secret, --jwt-public-key or --jwt-jwks-url")
+	case c.Auth == "none" && (c.JWTSecret != "" || c.JWTPublicKey != "" || c.JWTJWKSURL != "" || c.JWTAudience != "" ||
 		c.JWTIssuer != "" || len(c.PublicSubscribe) > 0 || c.APIKey != ""):
 		return configErrorf("the --jwt-*, --public-subscribe and --api-key flags need --auth jwt")
+	}
+	if c.JWTJWKSURL != "" {
+		if err := auth.CheckJWKSURL(c.JWTJWKSURL); err != nil {
+			return configErrorf("--jwt-jwks-url: %v", err)
+		}
 	}
 	for typ, h := range c.ActionHandlers {
 		if h == nil {
@@ -303,12 +310,12 @@ func (c Config) Validate() error {
 }
 
 // Check runs Validate and the checks of New that connect nothing: the
-// authentication settings, reading JWTPublicKey.
+// authentication settings, reading JWTPublicKey (the JWKS is not fetched).
 func (c Config) Check() error {
 	if err := c.Validate(); err != nil {
 		return err
 	}
 	c = c.withDefaults()
-	_, err := c.authenticator()
+	_, _, err := c.authenticator()
 	return err
 }

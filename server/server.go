@@ -53,6 +53,7 @@ type Server struct {
 	internal  *internalServer // nil without MetricsAddr
 	upstreams []*action.Upstream
 	release   func() // the broker's connections
+	stopJWKS  func() // ends the JWKS refresh (see auth.JWKS.Start)
 
 	serving      atomic.Bool // set by the first Serve
 	served       chan error  // the result of http.Server.Serve, once Serve ran
@@ -62,16 +63,17 @@ type Server struct {
 	shutdownErr  error         // set before stopped is closed
 }
 
-// New checks cfg, connects the broker, builds every component and listens
-// on cfg.Addr (and cfg.MetricsAddr), so that Addr is known before Serve. A
-// Config it refuses returns a *ConfigError, with nothing started.
+// New checks cfg, connects the broker (and fetches the JWKS of
+// JWTJWKSURL), builds every component and listens on cfg.Addr (and
+// cfg.MetricsAddr), so that Addr is known before Serve. A Config it refuses
+// returns a *ConfigError, with nothing started.
 func New(cfg Config) (*Server, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
 	cfg = cfg.withDefaults()
 	log := cfg.Logger
-	authn, err := cfg.authenticator()
+	authn, jwks, err := cfg.authenticator()
 	if err != nil {
 		return nil, err
 	}
@@ -97,12 +99,26 @@ func New(cfg Config) (*Server, error) {
 		}
 		upstreams[i] = u
 	}
+	// The JWKS is fetched (for at most its timeout) before the server
+	// listens, so that tokens verify from the first request; one that
+	// cannot be fetched now is not an error: tokens whose key is unknown
+	// get 503 until it loads.
+	stopJWKS := func() {}
+	if jwks != nil {
+		ctx, cancel := context.WithCancel(context.Background())
+		if err := jwks.Start(ctx); err != nil {
+			cancel()
+			return nil, err
+		}
+		stopJWKS = cancel
+	}
 	s := &Server{
-		cfg: cfg, log: log, tls: tlsConfig, upstreams: upstreams, release: func() {},
+		cfg: cfg, log: log, tls: tlsConfig, upstreams: upstreams, release: func() {}, stopJWKS: stopJWKS,
 		served: make(chan error, 1), started: make(chan struct{}), stopped: make(chan struct{}),
 	}
 	if err := s.start(authn); err != nil {
 		s.closeUpstreams()
+		stopJWKS()
 		return nil, err
 	}
 	return s, nil
@@ -327,6 +343,8 @@ func (s *Server) shutdown(ctx context.Context) error {
 	// Nothing calls an upstream any more: free the keep-alive connections
 	// (and their goroutines).
 	s.closeUpstreams()
+	// No request verifies a token any more: end the JWKS refresh.
+	s.stopJWKS()
 	return serveErr
 }
 

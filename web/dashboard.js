@@ -9,6 +9,9 @@ const CHART_POINTS = 120; // seconds of history in the chart
 $('served').textContent = location.host;
 
 // --- subscriptions: one per transport, on the same patterns ---------------
+// The WebSocket asks for deltas: keyed events then travel as fossil deltas,
+// which herald.js applies (the log shows full data); the panel "This
+// dashboard's WebSocket" shows what that and compression save.
 
 const subs = { sse: null, ws: null };
 const counts = { sse: 0, ws: 0 };
@@ -35,6 +38,7 @@ function startSubscriptions() {
       if ($('transport').value === t) addEvent(ev);
     }, {
       transport: t,
+      delta: t === 'ws',
       onState: (s) => showState(t, s),
       onReset: (r) => { if ($('transport').value === t) addReset(r); },
       onError: (e) => { if (e.code) setMsg('sub-msg', t.toUpperCase() + ': ' + e.message, true); },
@@ -253,7 +257,38 @@ function drawChart() {
     '<text x="4" y="12" font-size="10" fill="#687085">max ' + Math.round(max) + '/s · green events · blue deliveries</text>';
 }
 
+// --- this dashboard's WebSocket: bytes on the wire ---------------------------
+
+async function pollWire() {
+  const sub = subs.ws;
+  if (!sub || sub.state !== 'open') return;
+  try {
+    const st = await sub.stats();
+    if (sub !== subs.ws) return;
+    $('ws-events').textContent = st.events;
+    $('ws-per-event').textContent = st.events ? formatBytes(st.wire_bytes / st.events) : '–';
+    $('ws-ratio').textContent = st.wire_bytes ? (st.bytes / st.wire_bytes).toFixed(1) + '×' : '–';
+    setMsg('ws-msg', '');
+  } catch (err) {
+    if (sub !== subs.ws) return;
+    $('ws-events').textContent = $('ws-per-event').textContent = $('ws-ratio').textContent = '–';
+    if (err.code === 'unknown_op') {
+      // A server without the stats op: it will not have it later either.
+      clearInterval(wireTimer);
+      $('ws-msg').className = 'msg';
+      $('ws-msg').textContent = 'this server does not report connection stats (unknown_op)';
+      return;
+    }
+    setMsg('ws-msg', 'connection stats unavailable: ' + (err.code ? err.code + ': ' : '') + err.message, true);
+  }
+}
+
+function formatBytes(n) {
+  return n < 1024 ? Math.round(n) + ' B' : (n / 1024).toFixed(1) + ' KiB';
+}
+
 startSubscriptions();
 watchPresence();
 pollStats();
 setInterval(pollStats, 1000);
+const wireTimer = setInterval(pollWire, 3000);

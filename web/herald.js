@@ -11,12 +11,26 @@
 //   // Keyed topics: start with the state (each key's latest event), then live.
 //   subscribe(['doc.7'], apply, { state: true, onSynced: (s) => showReady(s.id) });
 //   await sub.ready;                        // the server has the subscription
+//   // Keyed topics that change a little at a time: the server sends fossil
+//   // deltas, herald.js applies them (onEvent sees full data); at most one
+//   // event per topic and key every 250 ms, the latest.
+//   const live = subscribe(['dash.*'], draw, { transport: 'ws', delta: true, conflate: '250ms' });
+//   const st = await live.stats();          // {events, wire_bytes, bytes} of this WebSocket
 //   const room = presence('rooms.7', { join: true, info: { name: 'Ann' }, onChange: (m) => draw(m) });
 //   await publish('orders.42', 'order.created', { total: 12.5 });
 //   const result = await action('todo.delete', 'todos', { id: 7 }); // the action.succeeded event
 //   sub.close();
 //
 // No dependencies and no build step. See docs/browser.md.
+//
+// Deltas: with delta: true the server may send a keyed event as a fossil
+// delta against the data of the previous event of the same topic and key on
+// the connection. herald.js keeps the exact JSON text of each key's latest
+// data (forgotten on a reset and on every reconnect, after which the server
+// sends full data again) and applies the delta itself, so onEvent always gets
+// the full, parsed data and never a delta. A delta that does not apply (no
+// base, a checksum that does not match) is never shown: herald.js reports it
+// to onError and reconnects, resuming after the last event delivered.
 
 const DEFAULTS = {
   baseURL: '',        // '' = the page's own origin
@@ -79,14 +93,22 @@ function backoff(o, n) {
  * onSynced again), so folding every event by key keeps the state exact if
  * the page starts over in onReset: a key removed while the events could
  * not be replayed is only missing from the new state.
+ * Deltas: delta (true: keyed events may come as fossil deltas, applied here
+ * so onEvent still gets full data; see the header comment), conflate (a Go
+ * duration such as '250ms', 50ms..60s: at most one event per topic and key
+ * per interval, the latest).
  * Presence: presence (true: the connection is a member
  * of each topic, which must be exact), info (the member's info, an object of
  * at most 1 KiB, WebSocket only; over SSE the token's herald.info claim is
  * the info), presenceEvents (true: also deliver the topics' herald.join and
  * herald.leave events, whose data is the member {client, user, info}).
  *
- * Returns {close(), ready, get state(), get lastId(), get client()}: client
- * is the connection's ID (a reconnect is a new connection, with a new ID). ready is a promise that
+ * Returns {close(), ready, stats(), get state(), get lastId(), get client()}: client
+ * is the connection's ID (a reconnect is a new connection, with a new ID).
+ * stats() resolves, over WebSocket, with the server's count for the current
+ * connection: {events, wire_bytes, bytes}, the event frames written to it,
+ * their bytes on the wire (compressed, as deltas) and what they would have
+ * been uncompressed with full data; over SSE with null. ready is a promise that
  * resolves once the server has confirmed the subscription (the WebSocket's ok
  * to subscribe, the SSE stream's response): an event published after that is
  * delivered. It rejects with the HeraldError when the server refuses the
@@ -114,6 +136,13 @@ class Subscription {
     this._state = '';
     this.stopCurrent = null;
     this.timer = null;
+    // The exact JSON text of the latest data of each topic and key on this
+    // connection: the base of the next delta.
+    this.bases = new Map();
+    this.baseChars = 0;
+    this.ws = null;
+    this.statsWaiting = new Map(); // ref -> {resolve, reject}
+    this.statsRef = 0;
     this.ready = new Promise((resolve, reject) => { this.resolveReady = resolve; this.rejectReady = reject; });
     // A page that never awaits ready must not get an unhandled rejection.
     this.ready.catch(() => {});
@@ -130,6 +159,8 @@ class Subscription {
   start() {
     if (this.closed) return;
     this.setState(this.attempt === 0 ? 'connecting' : 'reconnecting');
+    // A new connection starts with full data for every key.
+    this.clearBases();
     const connect = this.o.transport === 'ws' ? this.connectWS : this.connectSSE;
     this.stopCurrent = connect.call(this);
   }
@@ -160,6 +191,63 @@ class Subscription {
     this.close();
   }
 
+  // receive takes an event's frame text and the envelope parsed from it.
+  // With deltas, it keeps the exact text of a keyed event's data as the
+  // next delta's base, and turns a delta into data; a delta that does not
+  // apply drops the connection instead, and the next one resumes.
+  receive(text, ev) {
+    if (!this.o.delta || ev.key === undefined) {
+      this.deliver(ev);
+      return;
+    }
+    const k = ev.topic + '\n' + ev.key;
+    if (ev.delta === undefined) {
+      this.setBase(k, dataText(text));
+      this.deliver(ev);
+      return;
+    }
+    const baseText = this.bases.get(k);
+    let raw;
+    try {
+      if (baseText === undefined) throw new Error('no earlier data for the key');
+      const out = applyFossilDelta(utf8.encode(baseText), utf8.encode(ev.delta));
+      raw = strictUTF8.decode(out);
+      ev.data = JSON.parse(raw);
+    } catch (e) {
+      this.clearBases();
+      this.failed(new HeraldError('delta_failed', 'a delta for ' + ev.topic + ' key ' + JSON.stringify(ev.key) +
+        ' did not apply (' + e.message + '); reconnecting after ' + (this.lastId || 'the start'), 0));
+      return;
+    }
+    delete ev.delta;
+    this.setBase(k, raw);
+    this.deliver(ev);
+  }
+
+  // setBase keeps text (null: none) as the next base of key k, within
+  // bounds above the server's (4,096 keys, 4 MiB per connection): a key
+  // forgotten here costs a reconnect when its delta comes, never wrong data.
+  setBase(k, text) {
+    const old = this.bases.get(k);
+    if (old !== undefined) {
+      this.baseChars -= k.length + old.length;
+      this.bases.delete(k);
+    }
+    if (text === null) return;
+    for (const [k2, v] of this.bases) {
+      if (this.bases.size < MAX_BASES && this.baseChars + k.length + text.length <= MAX_BASE_CHARS) break;
+      this.baseChars -= k2.length + v.length;
+      this.bases.delete(k2);
+    }
+    this.bases.set(k, text);
+    this.baseChars += k.length + text.length;
+  }
+
+  clearBases() {
+    this.bases.clear();
+    this.baseChars = 0;
+  }
+
   deliver(ev) {
     if (ev.id) this.lastId = ev.id;
     try {
@@ -171,6 +259,8 @@ class Subscription {
   }
 
   reset(r) {
+    // After a reset the server sends full data again.
+    this.clearBases();
     if (r.id) this.lastId = r.id;
     if (this.o.onReset) this.o.onReset(r);
   }
@@ -179,6 +269,25 @@ class Subscription {
   synced(s) {
     if (s.id) this.lastId = s.id;
     if (this.o.onSynced) this.o.onSynced(s);
+  }
+
+  // stats asks the server for this WebSocket's byte counts.
+  stats() {
+    if (this.o.transport !== 'ws') return Promise.resolve(null);
+    const ws = this.ws;
+    if (!ws || ws.readyState !== 1) {
+      return Promise.reject(new HeraldError('not_connected', 'the WebSocket is not open', 0));
+    }
+    const ref = 'stats-' + (++this.statsRef);
+    const p = new Promise((resolve, reject) => this.statsWaiting.set(ref, { resolve, reject }));
+    ws.send(JSON.stringify({ op: 'stats', ref }));
+    return withTimeout(p, this.o.actionTimeout, 'no stats reply').finally(() => this.statsWaiting.delete(ref));
+  }
+
+  // dropStats fails the stats requests of a connection that is gone.
+  dropStats() {
+    for (const w of this.statsWaiting.values()) w.reject(new HeraldError('not_connected', 'the WebSocket closed', 0));
+    this.statsWaiting.clear();
   }
 
   close() {
@@ -204,6 +313,8 @@ class Subscription {
     else if (!this.lastId && this.o.rewind) q.set('rewind', String(this.o.rewind));
     if (this.o.presence) q.set('presence', '1');
     if (this.o.presenceEvents) q.set('presence_events', '1');
+    if (this.o.delta) q.set('delta', 'fossil');
+    if (this.o.conflate) q.set('conflate', String(this.o.conflate));
     const headers = { Accept: 'text/event-stream' };
     if (this.lastId) headers['Last-Event-ID'] = this.lastId;
     if (this.o.token) headers.Authorization = 'Bearer ' + this.o.token;
@@ -228,6 +339,8 @@ class Subscription {
       this.opened();
       try {
         await readEventStream(res.body, ctl.signal, (msg) => {
+          // A failed delta aborts the stream; what is buffered is not shown.
+          if (ctl.signal.aborted) return;
           if (msg.event === 'herald.reset') {
             const r = JSON.parse(msg.data);
             if (msg.id) r.id = msg.id;
@@ -241,7 +354,7 @@ class Subscription {
             return;
           }
           if (!msg.data) return;
-          this.deliver(JSON.parse(msg.data));
+          this.receive(msg.data, JSON.parse(msg.data));
         });
         if (!ctl.signal.aborted) this.failed(new Error('the event stream ended'));
       } catch (e) {
@@ -262,6 +375,7 @@ class Subscription {
       this.failed(e);
       return () => {};
     }
+    this.ws = ws;
     let done = false;
     ws.onopen = () => {
       const msg = { op: 'subscribe', ref: 'sub', topics: this.topics };
@@ -273,6 +387,8 @@ class Subscription {
         if (this.o.info) msg.info = this.o.info;
       }
       if (this.o.presenceEvents) msg.presence_events = true;
+      if (this.o.delta) msg.delta = 'fossil';
+      if (this.o.conflate) msg.conflate = String(this.o.conflate);
       ws.send(JSON.stringify(msg));
     };
     ws.onmessage = (m) => {
@@ -287,7 +403,15 @@ class Subscription {
           break;
         case 'event': {
           const { op, ...ev } = msg;
-          this.deliver(ev);
+          this.receive(m.data, ev);
+          break;
+        }
+        case 'stats': {
+          const w = this.statsWaiting.get(msg.ref);
+          if (w) {
+            const { op, ref, ...st } = msg;
+            w.resolve(st);
+          }
           break;
         }
         case 'reset': {
@@ -301,7 +425,10 @@ class Subscription {
           break;
         }
         case 'error':
-          if (msg.ref === 'sub') {
+          if (this.statsWaiting.has(msg.ref)) {
+            const e = msg.error || {};
+            this.statsWaiting.get(msg.ref).reject(new HeraldError(e.code, e.message, 0));
+          } else if (msg.ref === 'sub') {
             // The subscription itself was refused (a bad pattern, no grant).
             done = true;
             const e = msg.error || {};
@@ -312,6 +439,7 @@ class Subscription {
       }
     };
     ws.onclose = (ev) => {
+      this.dropStats();
       if (done || this.closed) return;
       done = true;
       if (ev.code === 1008) { // policy: authentication, which a retry will not fix
@@ -322,10 +450,115 @@ class Subscription {
     };
     return () => {
       done = true;
+      if (this.ws === ws) this.ws = null;
+      this.dropStats();
       ws.onopen = ws.onmessage = ws.onclose = null;
       ws.close(1000);
     };
   }
+}
+
+// dataText is the exact JSON text of an event's data in its frame: the
+// server writes the envelope as {"id",…,"data":DATA,"time":"…"} (the WebSocket
+// frame with "op" first), so it lies between the first "data": and the
+// last ,"time":" (a quote in a key or topic is escaped, so "data": cannot
+// come earlier; the data itself may hold ,"time":"). null when absent.
+function dataText(frame) {
+  const i = frame.indexOf('"data":');
+  const j = frame.lastIndexOf(',"time":"');
+  return i < 0 || j < i ? null : frame.slice(i + 7, j);
+}
+
+// Bounds of the delta bases of a connection (see setBase).
+const MAX_BASES = 16384;
+const MAX_BASE_CHARS = 32 << 20;
+
+const utf8 = new TextEncoder();
+const strictUTF8 = new TextDecoder('utf-8', { fatal: true });
+
+// The fossil base-64 digits of delta integers, by byte (top bit ignored).
+const FOSSIL_DIGITS = (() => {
+  const v = new Int8Array(128).fill(-1);
+  const z = '0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ_abcdefghijklmnopqrstuvwxyz~';
+  for (let i = 0; i < 64; i++) v[z.charCodeAt(i)] = i;
+  return v;
+})();
+
+// The most a delta may make: an event's data, far smaller.
+const MAX_DELTA_OUTPUT = 64 << 20;
+
+/**
+ * applyFossilDelta returns the bytes (Uint8Array) that a fossil delta (the
+ * delta format of the Fossil SCM, as the server makes them) turns base into.
+ * It throws on a malformed delta or one made for another base (the checksum
+ * does not match). subscribe uses it for delta: true.
+ */
+export function applyFossilDelta(base, delta) {
+  let pos = 0;
+  const int = () => {
+    let v = 0, c;
+    while (pos < delta.length && (c = FOSSIL_DIGITS[delta[pos] & 0x7f]) >= 0) {
+      v = v * 64 + c;
+      if (v > 0xffffffff) throw new Error('integer too large');
+      pos++;
+    }
+    return v;
+  };
+  const op = () => {
+    if (pos >= delta.length) throw new Error('unterminated delta');
+    return delta[pos++];
+  };
+  const size = int();
+  if (op() !== 0x0a) throw new Error("size integer not terminated by '\\n'");
+  if (size > MAX_DELTA_OUTPUT) throw new Error('the delta makes ' + size + ' bytes');
+  const out = new Uint8Array(size);
+  let n = 0;
+  while (pos < delta.length) {
+    const cnt = int();
+    switch (op()) {
+      case 0x40: { // @: copy cnt bytes of base from ofst
+        const ofst = int();
+        if (pos < delta.length && op() !== 0x2c) throw new Error("copy command not terminated by ','");
+        if (n + cnt > size) throw new Error('copy exceeds output file size');
+        if (ofst + cnt > base.length) throw new Error('copy extends past end of input');
+        out.set(base.subarray(ofst, ofst + cnt), n);
+        n += cnt;
+        break;
+      }
+      case 0x3a: // ':' insert the next cnt bytes of the delta
+        if (n + cnt > size) throw new Error('insert command gives an output larger than predicted');
+        if (pos + cnt > delta.length) throw new Error('insert count exceeds size of delta');
+        out.set(delta.subarray(pos, pos + cnt), n);
+        n += cnt;
+        pos += cnt;
+        break;
+      case 0x3b: // ';' the checksum of the output
+        if (n !== size) throw new Error('generated size does not match predicted size');
+        if (cnt !== fossilChecksum(out)) throw new Error('bad checksum');
+        return out;
+      default:
+        throw new Error('unknown delta operator');
+    }
+  }
+  throw new Error('unterminated delta');
+}
+
+// fossilChecksum is Fossil's 32-bit checksum: four big-endian byte lanes.
+function fossilChecksum(a) {
+  let s0 = 0, s1 = 0, s2 = 0, s3 = 0, z = 0, n = a.length;
+  while (n >= 4) {
+    s0 = (s0 + a[z]) | 0;
+    s1 = (s1 + a[z + 1]) | 0;
+    s2 = (s2 + a[z + 2]) | 0;
+    s3 = (s3 + a[z + 3]) | 0;
+    z += 4;
+    n -= 4;
+  }
+  s3 = (((((s3 + (s2 << 8)) | 0) + (s1 << 16)) | 0) + (s0 << 24)) | 0;
+  if (n === 3) s3 = (s3 + (a[z + 2] << 8)) | 0;
+  if (n >= 2) s3 = (s3 + (a[z + 1] << 16)) | 0;
+  if (n >= 1) s3 = (s3 + (a[z] << 24)) | 0;
+  return s3 >>> 0;
 }
 
 // seqOf is the position of a cursor ("EPOCH-SEQ") within its epoch.

@@ -8,9 +8,11 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -332,7 +334,7 @@ func TestConfigPrintMasksSecrets(t *testing.T) {
 	} {
 		var out strings.Builder
 		err := runConfig([]string{"print", "--broker", broker, "--auth", "jwt",
-			"--jwt-secret", testJWTSecret, "--api-key", testAPIKey,
+			"--jwt-secret", testJWTSecret, "--api-key", testAPIKey, "--jwt-jwks-url", "https://idp:" + testUpstreamPwd + "@id.example.com/jwks",
 			"--action-upstream", "billing.=https://bill:" + testUpstreamPwd + "@billing.internal/actions,http://app.internal/actions",
 		}, envOf(nil), &out)
 		if err != nil {
@@ -344,7 +346,7 @@ func TestConfigPrintMasksSecrets(t *testing.T) {
 			}
 		}
 		for _, line := range []string{
-			"jwt-secret: '****'", "api-key: '****'",
+			"jwt-secret: '****'", "api-key: '****'", "jwt-jwks-url: https://idp:****@id.example.com/jwks",
 			"action-upstream: ['billing.=https://bill:****@billing.internal/actions', 'http://app.internal/actions']",
 			"broker: " + maskURLPasswords(broker),
 		} {
@@ -419,6 +421,13 @@ auth: jwt
 jwt-secret: 0123456789abcdef0123456789abcdef
 `)
 	redisFile := writeConfig(t, "broker: redis://127.0.0.1:1/0\n")
+	var jwksFetches atomic.Int64
+	jwks := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		jwksFetches.Add(1)
+		_, _ = w.Write([]byte(`{"keys":[]}`))
+	}))
+	defer jwks.Close()
+	jwksFile := writeConfig(t, "auth: jwt\njwt-jwks-url: "+jwks.URL+"/jwks\n")
 	runCommands(t, []commandCase{
 		{"check ok", []string{"config", "check", okFile}, 0, okFile + ": ok\n", ""},
 		{"check ok with redis", []string{"config", "check", redisFile}, 0, redisFile + ": ok\n", ""},
@@ -426,6 +435,8 @@ jwt-secret: 0123456789abcdef0123456789abcdef
 			`herald.yaml:2: unknown key "history-sise" (did you mean "history-size"?)`},
 		{"check validation", []string{"config", "check", writeConfig(t, "queue-bytes: 0\n")}, 2, "", "--queue-bytes must be positive"},
 		{"check short JWT secret", []string{"config", "check", writeConfig(t, "auth: jwt\njwt-secret: short\n")}, 2, "", "at least 32 bytes"},
+		{"check JWKS", []string{"config", "check", jwksFile}, 0, jwksFile + ": ok\n", ""},
+		{"check JWKS over plain HTTP to another host", []string{"config", "check", writeConfig(t, "auth: jwt\njwt-jwks-url: http://id.example.com/jwks\n")}, 2, "", "--jwt-jwks-url"},
 		{"check missing key file", []string{"config", "check", writeConfig(t, "auth: jwt\njwt-public-key: /nonexistent.pem\n")}, 2, "", "--jwt-public-key"},
 		{"check bad redis URL", []string{"config", "check", writeConfig(t, "broker: redis://127.0.0.1:6379/notadb\n")}, 2, "", "--broker"},
 		{"check bad NATS option", []string{"config", "check", writeConfig(t, "broker: nats://127.0.0.1:4222?storage=disk\n")}, 2, "", "storage must be file or memory"},
@@ -442,6 +453,9 @@ jwt-secret: 0123456789abcdef0123456789abcdef
 		{"print bad flag", []string{"config", "print", "--shards", "-3"}, 2, "", "--shards must not be negative"},
 		{"help lists config", []string{"help"}, 0, "config    print the configuration", ""},
 	})
+	if n := jwksFetches.Load(); n != 0 {
+		t.Errorf("config check fetched the JWKS %d times; it must connect nothing", n)
+	}
 }
 
 // TestServeConfigFile runs a server whose settings come from --config and

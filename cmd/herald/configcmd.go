@@ -84,7 +84,8 @@ func configCheck(args []string, getenv func(string) (string, bool), stdout io.Wr
 }
 
 // preflight runs the checks of runServe that come before it connects or
-// listens: the JWT keys (reading --jwt-public-key) and the broker URL. The
+// listens: the JWT keys (reading --jwt-public-key; the --jwt-jwks-url is
+// checked, not fetched) and the broker URL. The
 // --action-upstream URLs need nothing beyond parseServeFlags' checks.
 func (c *serveConfig) preflight() error {
 	if err := c.server(nil).Check(); err != nil {

@@ -18,6 +18,7 @@ var secretFlags = map[string]func(string) string{
 	"jwt-secret":      maskAll,
 	"api-key":         maskAll,
 	"broker":          maskURLPasswords, // a Redis URL or a NATS server list
+	"jwt-jwks-url":    maskURLPasswords,
 	"action-upstream": maskURLPasswords, // URL and TYPE=URL entries
 }
 

@@ -143,6 +143,7 @@ func TestServeFlagsAndEnv(t *testing.T) {
 		for _, name := range []string{"addr", "broker", "history-size", "history-bytes", "history-ttl", "state-max-keys", "state-max-bytes", "queue-bytes", "shards",
 			"heartbeat", "sse-retry", "write-timeout", "read-timeout", "max-body", "ws-read-limit", "ws-ping-interval", "ws-compression",
 			"allowed-origins", "cors-origins", "max-conns", "max-conns-per-ip", "rate-publish", "rate-actions", "ws-message-rate", "ws-max-topics", "auth", "jwt-secret", "jwt-public-key", "jwt-audience", "jwt-issuer",
+			"jwt-jwks-url",
 			"public-subscribe", "api-key", "shutdown-timeout", "log-level", "log-format", "action-upstream", "action-workers",
 			"action-queue", "action-ttl", "action-max-bytes", "action-timeout", "action-max-attempts"} {
 			if !strings.Contains(stdout.String(), "-"+name+" ") && !strings.Contains(stdout.String(), "-"+name+"\n") {
@@ -173,7 +174,9 @@ func TestServeBadFlags(t *testing.T) {
 		{"not a number", []string{"--max-body", "1MB"}, nil, "invalid value"},
 		{"unknown flag", []string{"--nope"}, nil, "flag provided but not defined"},
 		{"unknown auth", []string{"--auth", "basic"}, nil, "--auth must be none or jwt"},
-		{"jwt without a key", []string{"--auth", "jwt"}, nil, "--auth jwt needs --jwt-secret or --jwt-public-key"},
+		{"jwt without a key", []string{"--auth", "jwt"}, nil, "--auth jwt needs --jwt-secret, --jwt-public-key or --jwt-jwks-url"},
+		{"JWKS over plain HTTP to another host", []string{"--auth", "jwt", "--jwt-jwks-url", "http://id.example.com/jwks"}, nil, "--jwt-jwks-url: the JWKS URL \"http://id.example.com/jwks\" must be https://"},
+		{"JWKS URL without jwt", nil, map[string]string{"HERALD_JWT_JWKS_URL": "https://id.example.com/jwks"}, "need --auth jwt"},
 		{"jwt flag without jwt", nil, map[string]string{"HERALD_JWT_SECRET": "0123456789abcdef0123456789abcdef"}, "need --auth jwt"},
 		{"short secret", []string{"--auth", "jwt", "--jwt-secret", "short"}, nil, "at least 32 bytes"},
 		{"missing key file", []string{"--auth", "jwt", "--jwt-public-key", "/nonexistent.pem"}, nil, "--jwt-public-key"},

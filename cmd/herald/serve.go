@@ -56,6 +56,7 @@ type serveConfig struct {
 	authMode        string
 	jwtSecret       string
 	jwtPublicKey    string // PEM file
+	jwtJWKSURL      string
 	jwtAudience     string
 	jwtIssuer       string
 	publicSubscribe []hub.Pattern
@@ -135,6 +136,7 @@ func parseServeFlags(args []string, getenv func(string) (string, bool), stdout i
 	fs.StringVar(&c.authMode, "auth", server.DefaultAuth, "authentication: none (anyone may do anything) or jwt (a token with grants; see docs/security.md)")
 	fs.StringVar(&c.jwtSecret, "jwt-secret", "", "HS256 secret that signs tokens, at least 32 bytes (--auth jwt)")
 	fs.StringVar(&c.jwtPublicKey, "jwt-public-key", "", "PEM `file` with the RSA (RS256) or ECDSA P-256 (ES256) public key that verifies tokens (--auth jwt)")
+	fs.StringVar(&c.jwtJWKSURL, "jwt-jwks-url", "", "`URL` of the identity provider's JSON Web Key Set (https://, or http:// to a loopback host): RS256, ES256 and EdDSA tokens are verified with the key of their kid, fetched again for a new kid at most every 30s (--auth jwt)")
 	fs.StringVar(&c.jwtAudience, "jwt-audience", "", "if set, tokens must carry this aud (--auth jwt)")
 	fs.StringVar(&c.jwtIssuer, "jwt-issuer", "", "if set, tokens must carry this iss (--auth jwt)")
 	fs.Var(&public, "public-subscribe", "comma-separated `patterns` anyone may subscribe to without a token, e.g. news.> (--auth jwt)")
@@ -342,7 +344,7 @@ func (c *serveConfig) server(log *slog.Logger) server.Config {
 		WSPingInterval: noDefault(c.wsPingInterval), WSMessageRate: c.wsMessageRate, WSMaxTopics: noDefault(c.wsMaxTopics), WSNoCompression: !c.wsCompression,
 		AllowedOrigins: c.allowedOrigins, CORSOrigins: c.corsOrigins,
 		MaxConns: noLimit(c.maxConns), MaxConnsPerIP: c.maxConnsPerIP, RatePublish: c.ratePublish, RateActions: c.rateActions,
-		Auth: c.authMode, JWTSecret: c.jwtSecret, JWTPublicKey: c.jwtPublicKey, JWTAudience: c.jwtAudience, JWTIssuer: c.jwtIssuer,
+		Auth: c.authMode, JWTSecret: c.jwtSecret, JWTPublicKey: c.jwtPublicKey, JWTJWKSURL: c.jwtJWKSURL, JWTAudience: c.jwtAudience, JWTIssuer: c.jwtIssuer,
 		PublicSubscribe: c.publicSubscribe, APIKey: c.apiKey,
 		ShutdownTimeout: noDefault(c.shutdownTimeout),
 		ActionUpstreams: upstreams, ActionWorkers: noDefault(c.actionWorkers), ActionQueue: noDefault(c.actionQueue),

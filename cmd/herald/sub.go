@@ -19,6 +19,7 @@ import (
 	"github.com/coder/websocket"
 	"github.com/r3labs/sse/v2"
 
+	"github.com/heraldpush/herald/delta"
 	"github.com/heraldpush/herald/hub"
 )
 
@@ -56,6 +57,11 @@ type subConfig struct {
 	info           json.RawMessage
 	presenceEvents bool
 	pretty         bool
+	// delta asks for fossil deltas on keyed topics and applies them, so
+	// the output always has full data; conflate ("" for none) asks for at
+	// most one event per topic and key per interval.
+	delta    bool
+	conflate string
 }
 
 // runSub runs "herald sub": subscribe over WebSocket or SSE and print one
@@ -90,6 +96,9 @@ func parseSubFlags(args []string, stdout io.Writer) (subConfig, error) {
 	fs.BoolVar(&cfg.presence, "presence", false, "be a member of each topic's presence while subscribed (exact topics only)")
 	fs.StringVar(&info, "info", "", "with --presence over ws, the member's info: a JSON `object` of at most 1 KiB (sse takes the token's herald.info)")
 	fs.BoolVar(&cfg.presenceEvents, "presence-events", false, "also print the topics' herald.join and herald.leave events")
+	fs.BoolVar(&cfg.delta, "delta", false, "ask for keyed events as fossil deltas and apply them (the output always has full data)")
+	var conflate time.Duration
+	fs.DurationVar(&conflate, "conflate", 0, "at most one event per topic and key per `DURATION` (50ms..60s), the latest")
 	if err := parseFlags(fs, args, stdout, "Usage: herald sub --topic PATTERN [--topic ...] [flags]\n\n"+
 		"Subscribes and prints one event envelope per line (NDJSON) on stdout;\n"+
 		"diagnostics go to stderr. Reconnects with backoff and resumes from the\n"+
@@ -123,6 +132,12 @@ func parseSubFlags(args []string, stdout io.Writer) (subConfig, error) {
 	}
 	if cfg.state && rewind != "0" {
 		return cfg, usagef("--state and --rewind exclude each other")
+	}
+	if conflate != 0 {
+		if conflate < 50*time.Millisecond || conflate > time.Minute {
+			return cfg, usagef("--conflate must be from 50ms to 60s, got %v", conflate)
+		}
+		cfg.conflate = conflate.String()
 	}
 	if cfg.transport != "ws" && cfg.transport != "sse" {
 		return cfg, usagef("--transport must be ws or sse, got %q", cfg.transport)
@@ -181,6 +196,8 @@ type subscriber struct {
 	// inState: the state is being printed (before its synced), whose
 	// events carry cursors below the last one printed (after a reset).
 	inState bool
+	// bases holds, with --delta, the current connection's delta bases.
+	bases deltaBases
 }
 
 func (s *subscriber) run(ctx context.Context) error {
@@ -194,6 +211,7 @@ func (s *subscriber) run(ctx context.Context) error {
 	for {
 		fmt.Fprintf(s.stderr, "connecting to %s (%s)\n", s.cfg.base, s.cfg.transport)
 		s.delivered = false
+		s.bases.clear() // a new connection sends every key whole first
 		if s.haveLast {
 			// A resume: the server sends no state (the state printed so far
 			// was in cursor order, so resuming after its last event misses
@@ -281,6 +299,12 @@ func (s *subscriber) sessionSSE(ctx context.Context) error {
 	}
 	if s.cfg.presenceEvents {
 		q.Set("presence_events", "1")
+	}
+	if s.cfg.delta {
+		q.Set("delta", "fossil")
+	}
+	if s.cfg.conflate != "" {
+		q.Set("conflate", s.cfg.conflate)
 	}
 	u.RawQuery = q.Encode()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
@@ -399,7 +423,13 @@ func (s *subscriber) sessionWS(ctx context.Context) error {
 		Presence       bool            `json:"presence,omitempty"`
 		Info           json.RawMessage `json:"info,omitempty"`
 		PresenceEvents bool            `json:"presence_events,omitempty"`
-	}{Op: "subscribe", Ref: 1, Topics: s.cfg.topics, State: s.cfg.state, Presence: s.cfg.presence, Info: s.cfg.info, PresenceEvents: s.cfg.presenceEvents}
+		Delta          string          `json:"delta,omitempty"`
+		Conflate       string          `json:"conflate,omitempty"`
+	}{Op: "subscribe", Ref: 1, Topics: s.cfg.topics, State: s.cfg.state, Presence: s.cfg.presence, Info: s.cfg.info,
+		PresenceEvents: s.cfg.presenceEvents, Conflate: s.cfg.conflate}
+	if s.cfg.delta {
+		sub.Delta = "fossil"
+	}
 	if s.haveLast {
 		sub.Since = s.last.String()
 	} else {
@@ -454,12 +484,21 @@ func (s *subscriber) sessionWS(ctx context.Context) error {
 	}
 }
 
-// event prints one event envelope, unless it was already printed.
+// event prints one event envelope, unless it was already printed. With
+// --delta it first turns a delta into data; a delta that does not apply
+// ends the connection (an error, not fatal): the next one resumes after the
+// last event printed and starts every key whole, so nothing wrong is ever
+// printed and nothing is missed.
 func (s *subscriber) event(raw []byte) error {
 	var e hub.Event
 	if err := json.Unmarshal(raw, &e); err != nil || e.ID.Epoch == "" {
 		fmt.Fprintf(s.stderr, "ignoring a malformed event: %.200q\n", raw)
 		return nil
+	}
+	if s.cfg.delta && e.Key != "" {
+		if err := s.undelta(&e, raw); err != nil {
+			return err
+		}
 	}
 	s.delivered = true
 	if !s.inState && s.haveLast && e.ID.Epoch == s.last.Epoch && e.ID.Seq <= s.last.Seq {
@@ -486,6 +525,77 @@ func (s *subscriber) event(raw []byte) error {
 	return nil
 }
 
+// undelta gives e, a keyed event of a --delta connection, its data: the
+// delta applied to the key's base when the frame raw carries one. Either
+// way e's data becomes the key's next base, also for an event that was
+// already printed (the server counts what it wrote, not what was printed).
+func (s *subscriber) undelta(e *hub.Event, raw []byte) error {
+	k := e.Topic + "\n" + e.Key
+	if e.Data == nil {
+		var d struct {
+			Delta *string `json:"delta"`
+		}
+		if err := json.Unmarshal(raw, &d); err != nil || d.Delta == nil {
+			return fmt.Errorf("event %s has neither data nor delta", e.ID)
+		}
+		base, ok := s.bases.m[k]
+		if !ok {
+			return fmt.Errorf("event %s is a delta for key %q of %s, which this connection has no data of", e.ID, e.Key, e.Topic)
+		}
+		data, err := delta.Apply(base, []byte(*d.Delta))
+		if err == nil && !json.Valid(data) {
+			err = errors.New("the result is not JSON")
+		}
+		if err != nil {
+			s.bases.clear()
+			return fmt.Errorf("event %s: %w", e.ID, err)
+		}
+		e.Data = data
+	}
+	s.bases.set(k, e.Data)
+	return nil
+}
+
+// Bounds of what --delta keeps per connection. The server keeps at most
+// 4,096 keys and 4 MiB (docs/protocol.md): these leave room above that.
+// Past them a key is forgotten; should its delta come, the connection is
+// restarted, which costs a reconnect, never wrong output.
+const (
+	maxDeltaBases     = 16384
+	maxDeltaBaseBytes = 64 << 20
+)
+
+// deltaBases is the exact data text of the latest event of each topic and
+// key written to the current connection: the bases of its deltas.
+type deltaBases struct {
+	m     map[string][]byte
+	bytes int
+}
+
+func (b *deltaBases) clear() {
+	clear(b.m)
+	b.bytes = 0
+}
+
+func (b *deltaBases) set(k string, data []byte) {
+	if b.m == nil {
+		b.m = make(map[string][]byte)
+	}
+	if old, ok := b.m[k]; ok {
+		b.bytes -= len(k) + len(old)
+		delete(b.m, k)
+	}
+	for k2, v := range b.m {
+		if len(b.m) < maxDeltaBases && b.bytes+len(k)+len(data) <= maxDeltaBaseBytes {
+			break
+		}
+		b.bytes -= len(k2) + len(v)
+		delete(b.m, k2)
+	}
+	b.m[k] = bytes.Clone(data)
+	b.bytes += len(k) + len(data)
+}
+
 // reset reports a herald.reset and moves the resume point to its cursor.
 func (s *subscriber) reset(id string, data []byte) error {
 	var r struct {
@@ -493,6 +603,7 @@ func (s *subscriber) reset(id string, data []byte) error {
 		Topics []string `json:"topics"`
 	}
 	_ = json.Unmarshal(data, &r)
+	s.bases.clear() // every key comes whole after a reset
 	c, err := hub.ParseCursor(id)
 	if err != nil {
 		fmt.Fprintf(s.stderr, "reset: %s for %v, without a usable cursor %q\n", r.Reason, r.Topics, id)

@@ -299,6 +299,9 @@ func TestSubErrors(t *testing.T) {
 		{"rewind", []string{"--url", in.URL, "--topic", "a", "--rewind", "1001"}, 2, "invalid --rewind"},
 		{"rewind not a number", []string{"--url", in.URL, "--topic", "a", "--rewind", "1.5"}, 2, "invalid --rewind"},
 		{"url", []string{"--url", "ftp://x", "--topic", "a"}, 2, "--url must start with"},
+		{"conflate too short", []string{"--url", in.URL, "--topic", "a", "--conflate", "10ms"}, 2, "--conflate must be from 50ms to 60s"},
+		{"conflate too long", []string{"--url", in.URL, "--topic", "a", "--conflate", "2m"}, 2, "--conflate must be from 50ms to 60s"},
+		{"conflate not a duration", []string{"--url", in.URL, "--topic", "a", "--conflate", "soon"}, 2, "invalid value \"soon\" for flag -conflate"},
 		{"unknown flag", []string{"--nope"}, 2, "flag provided but not defined"},
 		{"not found", []string{"--url", in.URL + "/nowhere", "--transport", "sse", "--topic", "a"}, 1, "404"},
 	}
