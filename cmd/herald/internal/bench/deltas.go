@@ -83,7 +83,7 @@ func (tc *textCache) apply(base *dataText, d []byte) (*dataText, error) {
 	if a := slot.Load(); a != nil && a.key == k && a.base == base && bytes.Equal(a.d, d) {
 		return a.out, nil
 	}
-	out, err := applyDelta(base.b, d)
+	out, err := delta.Apply(base.b, d)
 	if err != nil {
 		return nil, err
 	}
@@ -240,17 +240,6 @@ func (d *deltaState) keyed(p []byte) (ev keyedEvent, ok bool, err error) {
 	// `"delta":"…"` gives way to `"data":…`.
 	ev.fullSize = len(p) - (len(`"delta":"`) + n + 1) + len(dataField) + len(out.b)
 	return ev, true, nil
-}
-
-// applyDelta is delta.Apply, with a malformed delta that makes the decoder
-// panic reported as an error: the bytes come from the server under test.
-func applyDelta(base, d []byte) (out []byte, err error) {
-	defer func() {
-		if v := recover(); v != nil {
-			out, err = nil, fmt.Errorf("failed to apply delta: malformed (%v)", v)
-		}
-	}()
-	return delta.Apply(base, d)
 }
 
 // unquoteJSON decodes the JSON string whose text (after the opening quote)
