@@ -38,6 +38,7 @@ FUZZ_TARGETS := \
 	./internal/jsonenc:FuzzAppendString ./delta:FuzzDelta \
 	./auth:FuzzCheckJWKSURL ./auth:FuzzJWKSBody \
 	./cmd/herald:FuzzConfigFile \
+	./cmd/herald/internal/bench:FuzzInflate ./cmd/herald/internal/bench:FuzzUnquoteJSON ./cmd/herald/internal/bench:FuzzDeltaKeyed \
 	./client:FuzzEnvelope ./client:FuzzStream
 
 fuzz:

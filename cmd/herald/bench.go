@@ -33,10 +33,15 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.IntVar(&cfg.Batch, "batch", 1, "events per publish request")
 	fs.DurationVar(&cfg.Duration, "duration", 10*time.Second, "how long to publish (idle mode: how long to hold the connections)")
 	fs.Float64Var(&cfg.Ramp, "ramp", 0, "connect and idle modes: new connections per second (0: as fast as the dial workers go)")
-	fs.IntVar(&cfg.ServerPID, "server-pid", 0, "idle mode: `PID` of a server on this machine whose resident memory (VmRSS) to sample")
-	fs.StringVar(&cfg.ServerDebug, "server-debug", "", "idle mode: base `URL` of the server's --metrics-addr listener (run with --pprof); each memory sample then follows a garbage collection that returns free memory to the system")
-	fs.IntVar(&cfg.Payload, "payload", 64, "padding bytes per event")
-	fs.IntVar(&cfg.Keys, "keys", 0, "publish keyed events, cycling through `N` keys per topic (0: no key)")
+	fs.IntVar(&cfg.ServerPID, "server-pid", 0, "`PID` of a server on this machine: idle mode samples its resident memory (VmRSS), fanout mode its CPU time (instead of /metrics)")
+	fs.StringVar(&cfg.ServerDebug, "server-debug", "", "base `URL` of the server's --metrics-addr listener: fanout mode reads the server's CPU time (process_cpu_seconds_total) from its /metrics (default: --url's /metrics; --server-pid, if given, is read instead); idle mode (run the server with --pprof) has each memory sample follow a garbage collection that returns free memory to the system")
+	fs.IntVar(&cfg.Payload, "payload", 64, "padding bytes per event (--payload-shape pad)")
+	fs.IntVar(&cfg.Keys, "key-space", 0, "publish keyed events, cycling through `N` keys per topic (0: no key)")
+	fs.IntVar(&cfg.Keys, "keys", 0, "the same as --key-space")
+	fs.StringVar(&cfg.PayloadShape, "payload-shape", bench.ShapePad, "event data: pad ({\"bseq\",\"bts\",\"pad\"} with --payload bytes of padding) or dashboard (a ~3.7 KB JSON object per key: labels, 40 metrics as {name, value, unit, status} and 8 panels, of which each event of a key changes one metric's value besides bseq and bts; --payload is ignored)")
+	fs.BoolVar(&cfg.Prime, "prime", false, "with --key-space: publish each key of each topic once before the measured phase and wait until every subscriber has them, so that rates, latency, bytes on the wire and server CPU are those of a steady state in which every key has a previous event (the primed events still count for loss)")
+	fs.BoolVar(&cfg.WSCompression, "ws-compression", false, "WebSocket subscribers offer permessage-deflate (client_no_context_takeover, server_no_context_takeover) and inflate compressed messages; the report says on how many connections the server accepted it")
+	fs.BoolVar(&cfg.Delta, "delta", false, "WebSocket subscribers subscribe with \"delta\":\"fossil\", rebuild each keyed event's data from the last one of its key and check it is what was published (error kind delta_mismatch); needs --key-space and --transport ws; each connection keeps the data of every key of its topic (memory: subscribers × keys × data size)")
 	fs.IntVar(&cfg.SourceIPs, "source-ips", 1, "spread connections over 127.0.0.1 … 127.0.0.N (one address has ~28k ports)")
 	fs.IntVar(&cfg.DialWorkers, "dial-workers", 64, "concurrent connection attempts while ramping up")
 	fs.StringVar(&cfg.Prefix, "prefix", "bench", "topic `PREFIX`: topics are PREFIX.0 … PREFIX.K-1")
@@ -49,7 +54,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.StringVar(&jsonOut, "json", "", "write the report as JSON to `FILE` (- for stdout)")
 	fs.StringVar(&htmlOut, "html", "", "write the report as a self-contained HTML page with latency-over-time and histogram plots to `FILE`")
 	fs.BoolVar(&quiet, "quiet", false, "no live status line")
-	if err := parseFlags(fs, args, stdout, "Usage: herald bench [flags]\n\nConnects subscribers, publishes at a fixed rate, and reports deliveries/s,\nloss, duplicates, order and publish-to-receive latency. --mode actions posts\nactions instead and measures the time to 202, --mode connect the connection\nramp, --mode idle the memory idle connections cost. --chaos-disconnect cuts\nrandom subscribers, which resume from their last event; --stall adds\nconnections that never read.\n\nFlags:\n"); err != nil {
+	if err := parseFlags(fs, args, stdout, "Usage: herald bench [flags]\n\nConnects subscribers, publishes at a fixed rate, and reports deliveries/s,\nloss, duplicates, order and publish-to-receive latency. --mode actions posts\nactions instead and measures the time to 202, --mode connect the connection\nramp, --mode idle the memory idle connections cost. --chaos-disconnect cuts\nrandom subscribers, which resume from their last event; --stall adds\nconnections that never read. --ws-compression, --delta and --payload-shape\ndashboard measure the bytes on the wire per event (the kernel's count).\n\nFlags:\n"); err != nil {
 		return err
 	}
 	switch cfg.Mode {
@@ -65,6 +70,20 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	if (cfg.Events > 0 || cfg.ChaosDisconnect > 0 || cfg.Stall > 0) && cfg.Mode != bench.ModeFanout && cfg.Mode != bench.ModeActions {
 		return usagef("--events, --chaos-disconnect and --stall need --mode fanout or actions")
+	}
+	if cfg.Prime && cfg.Keys == 0 {
+		return usagef("--prime needs --key-space N")
+	}
+	if cfg.Delta && (cfg.Keys == 0 || cfg.Transport != "ws") {
+		return usagef("--delta needs --key-space N and --transport ws")
+	}
+	if cfg.WSCompression && cfg.Transport == "sse" {
+		return usagef("--ws-compression needs --transport ws or mixed")
+	}
+	switch cfg.PayloadShape {
+	case bench.ShapePad, bench.ShapeDashboard:
+	default:
+		return usagef("unknown --payload-shape %q: want pad or dashboard", cfg.PayloadShape)
 	}
 	if shard != "" {
 		i, n, ok := strings.Cut(shard, "/")
@@ -85,6 +104,9 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	printReport(stdout, rep)
 	if len(rep.Errors) > 0 {
 		fmt.Fprintf(stdout, "errors %s\n", strings.Join(bench.SortedErrors(rep.Errors), " "))
+		for _, k := range bench.SortedKeys(rep.ErrorSamples) {
+			fmt.Fprintf(stdout, "  first %s: %s\n", k, rep.ErrorSamples[k])
+		}
 	}
 	if jsonOut != "" {
 		b, _ := json.MarshalIndent(rep, "", "  ")
@@ -113,6 +135,9 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if rep.Mode == bench.ModeActions && rep.Accepted == 0 {
 		return fmt.Errorf("no action was accepted: errors %s", strings.Join(bench.SortedErrors(rep.Errors), " "))
 	}
+	if n := rep.Errors["delta_mismatch"] + rep.Errors["ws_protocol"]; n > 0 {
+		return fmt.Errorf("delivery was not exact: %d delta mismatches and protocol errors", n)
+	}
 	if rep.Lost > 0 || rep.Duplicates > 0 || rep.OutOfOrder > 0 || rep.Resets > 0 {
 		return fmt.Errorf("delivery was not exact: lost %d, duplicates %d, out of order %d, resets %d", rep.Lost, rep.Duplicates, rep.OutOfOrder, rep.Resets)
 	}
@@ -132,6 +157,33 @@ func printChaos(w io.Writer, rep *bench.Report) {
 	}
 	if rep.Stalled > 0 {
 		fmt.Fprintf(w, "stalled %d  closed by the server %d\n", rep.Stalled, rep.StalledDisconnected)
+	}
+}
+
+// printWire writes the lines of the bytes on the wire, compression, deltas
+// and the server's CPU time of a fan-out run.
+func printWire(w io.Writer, rep *bench.Report) {
+	if rep.WireConnections > 0 {
+		fmt.Fprintf(w, "wire bytes/event %.1f  payload bytes/event %.1f  ratio %.4f  (kernel TCP_INFO, %d WebSocket connections, %d deliveries)\n",
+			rep.WireBytesPerEvent, rep.PayloadBytesPerEvent, rep.CompressionRatio, rep.WireConnections, rep.WireDeliveries)
+	}
+	if rep.WSCompression || rep.Delta || rep.Primed > 0 {
+		line := fmt.Sprintf("payload %s  key space %d", rep.PayloadShape, rep.KeySpace)
+		if rep.Primed > 0 {
+			line += fmt.Sprintf("  primed %d events", rep.Primed)
+		}
+		if rep.WSCompression {
+			line += fmt.Sprintf("  deflate on %d of %d WebSocket connections", rep.DeflateConnections, rep.WSConnections)
+		}
+		if rep.Delta {
+			line += fmt.Sprintf("  deltas %d of %d deliveries", rep.DeltaDeliveries, rep.Delivered)
+		}
+		fmt.Fprintln(w, line)
+	}
+	if rep.ServerCPUUSPerDelivery > 0 {
+		fmt.Fprintf(w, "server cpu %.2fs  %.3f µs/delivery\n", rep.ServerCPUS, rep.ServerCPUUSPerDelivery)
+	} else if rep.ServerCPUError != "" {
+		fmt.Fprintf(w, "server cpu not measured: %s\n", rep.ServerCPUError)
 	}
 }
 
@@ -173,6 +225,7 @@ func printReport(w io.Writer, rep *bench.Report) {
 			rep.Transport, rep.Subscribers, rep.Connected, rep.Published, rep.DurationS)
 		fmt.Fprintf(w, "deliveries %d of %d  offered %.0f/s  achieved %.0f/s\n", rep.Delivered, rep.Expected, rep.OfferedPerSec, rep.DeliveriesPerSec)
 		fmt.Fprintf(w, "lost %d  duplicates %d  out of order %d\n", rep.Lost, rep.Duplicates, rep.OutOfOrder)
+		printWire(w, rep)
 		l := rep.LatencyMS
 		fmt.Fprintf(w, "latency ms  p50 %.2f  p90 %.2f  p99 %.2f  p99.9 %.2f  max %.2f\n", l.P50, l.P90, l.P99, l.P999, l.Max)
 		fmt.Fprintf(w, "connect ms  p50 %.2f  p99 %.2f  max %.2f\n", cm.P50, cm.P99, cm.Max)

@@ -199,6 +199,11 @@ func TestBenchBadCommandLine(t *testing.T) {
 	}{
 		{[]string{"--mode", "storm"}, `unknown --mode "storm"`},
 		{[]string{"1000"}, `bench takes no arguments, got "1000" (see "herald bench -h")`},
+		{[]string{"--delta"}, `--delta needs --key-space N and --transport ws`},
+		{[]string{"--delta", "--keys", "5", "--transport", "sse"}, `--delta needs --key-space N and --transport ws`},
+		{[]string{"--ws-compression", "--transport", "sse"}, `--ws-compression needs --transport ws or mixed`},
+		{[]string{"--payload-shape", "huge"}, `unknown --payload-shape "huge"`},
+		{[]string{"--prime"}, `--prime needs --key-space N`},
 	} {
 		var stdout, stderr bytes.Buffer
 		if got := run(append([]string{"bench"}, tc.args...), &stdout, &stderr); got != 2 {
@@ -326,5 +331,57 @@ func testBenchAcrossNodes(t *testing.T, broker string) {
 	if rep.Published == 0 || rep.Delivered != rep.Expected || rep.Lost != 0 || rep.Duplicates != 0 || rep.OutOfOrder != 0 {
 		t.Fatalf("published %d; delivered %d of %d, lost %d, dup %d, ooo %d",
 			rep.Published, rep.Delivered, rep.Expected, rep.Lost, rep.Duplicates, rep.OutOfOrder)
+	}
+}
+
+// --key-space and its older name --keys set the same thing, and a run with
+// compression and deltas asked for reports the bytes on the wire, from the
+// kernel, in JSON and on stdout.
+func TestBenchWireFlags(t *testing.T) {
+	in := startServe(t, "--addr", "127.0.0.1:0")
+	for _, keys := range []string{"--key-space", "--keys"} {
+		out := filepath.Join(t.TempDir(), "report.json")
+		var stdout bytes.Buffer
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		err := runBench(ctx, []string{"--url", in.URL, "--subscribers", "4", "--topics", "2", "--rate", "100",
+			"--duration", "500ms", keys, "7", "--payload-shape", "dashboard", "--delta", "--ws-compression",
+			"--quiet", "--json", out}, &stdout, io.Discard)
+		cancel()
+		if err != nil {
+			t.Fatalf("%s: %v\n%s", keys, err, &stdout)
+		}
+		b, err := os.ReadFile(out)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var rep bench.Report
+		if err := json.Unmarshal(b, &rep); err != nil {
+			t.Fatal(err)
+		}
+		if rep.KeySpace != 7 || rep.PayloadShape != "dashboard" || !rep.Delta || !rep.WSCompression || rep.Lost != 0 {
+			t.Fatalf("%s: key space %d, shape %q, delta %v, compression %v, lost %d", keys, rep.KeySpace, rep.PayloadShape, rep.Delta, rep.WSCompression, rep.Lost)
+		}
+		if rep.DeflateConnections != 4 || rep.DeltaDeliveries == 0 || rep.Errors["delta_mismatch"] != 0 {
+			t.Fatalf("%s: deflate on %d of 4 connections, %d deltas, errors %v", keys, rep.DeflateConnections, rep.DeltaDeliveries, rep.Errors)
+		}
+		if rep.WireBytesPerEvent <= 0 || rep.PayloadBytesPerEvent < 2048 || rep.CompressionRatio <= 0 || rep.CompressionRatio >= 1 {
+			t.Fatalf("%s: wire %v payload %v ratio %v", keys, rep.WireBytesPerEvent, rep.PayloadBytesPerEvent, rep.CompressionRatio)
+		}
+		// The server's CPU comes from its /metrics, on --addr by default.
+		if rep.ServerCPUError != "" {
+			t.Fatalf("%s: no server CPU: %s", keys, rep.ServerCPUError)
+		}
+		var raw map[string]json.RawMessage
+		_ = json.Unmarshal(b, &raw)
+		for _, k := range []string{"wire_bytes_per_event", "payload_bytes_per_event", "compression_ratio"} {
+			if _, ok := raw[k]; !ok {
+				t.Fatalf("%s: report lacks %q", keys, k)
+			}
+		}
+		for _, line := range []string{"wire bytes/event ", "payload dashboard  key space 7  deflate on "} {
+			if !strings.Contains(stdout.String(), line) {
+				t.Fatalf("%s: stdout lacks %q:\n%s", keys, line, &stdout)
+			}
+		}
 	}
 }

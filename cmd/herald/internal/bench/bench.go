@@ -16,11 +16,13 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"io"
 	"math/rand/v2"
 	"net"
 	"net/http"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -46,18 +48,41 @@ type Config struct {
 	Batch       int           // events per publish request (1 = single form)
 	Duration    time.Duration // publishing time; in idle mode, how long to hold the connections
 	Ramp        float64       // connect and idle modes: new connections per second while ramping (0: as fast as DialWorkers allow)
-	ServerPID   int           // idle mode: the server's process, whose VmRSS is sampled (0: not measured)
-	// ServerDebug, in idle mode, is the base URL of the server's debug
-	// endpoints (herald serve --metrics-addr ADDR --pprof): before each VmRSS sample the
+	// ServerPID is the server's process on this machine: idle mode samples
+	// its VmRSS, fan-out mode its CPU time (0: not measured; fan-out reads
+	// the CPU time from /metrics then, see servercpu.go).
+	ServerPID int
+	// ServerDebug is the base URL of the server's --metrics-addr listener.
+	// In idle mode (herald serve --pprof), before each VmRSS sample the
 	// server is asked to collect garbage and return free memory to the
 	// system, so the sample is what it holds, not the collector's reserve.
+	// In fan-out mode, the server's CPU time is read from its /metrics.
 	ServerDebug string
-	Payload     int           // padding bytes per event
+	Payload     int           // padding bytes per event (ShapePad)
 	Keys        int           // publish keyed events, cycling through this many keys per topic (0: no key)
 	SourceIPs   int           // spread connections over 127.0.0.1 … 127.0.0.N
 	DialWorkers int           // concurrent connection attempts while ramping
 	Drain       time.Duration // how long to wait for stragglers after publishing
 	Prefix      string        // topic prefix (default "bench")
+
+	// PayloadShape is the data of each event: ShapePad (default) or
+	// ShapeDashboard; see dashboard.go.
+	PayloadShape string
+	// WSCompression has WebSocket subscribers offer permessage-deflate
+	// without context takeover, and inflate what comes compressed.
+	WSCompression bool
+	// Prime, with Keys, publishes each key of each topic once before the
+	// measured phase and waits until every subscriber has them: the
+	// figures (rates, latency, bytes on the wire, server CPU) are then
+	// those of a steady state, in which every key has a previous event.
+	// The primed events still count towards loss and order.
+	Prime bool
+	// Delta has WebSocket subscribers ask for fossil deltas of keyed
+	// events ("delta":"fossil"), rebuild each event's data and check it
+	// against what was published (error kind "delta_mismatch"). It needs
+	// Keys. Each connection keeps the data of every key of its topic.
+	Delta bool
+
 	// Shard and Shards split one run over several bench processes (a
 	// process may hold at most ~20k sockets): shard i of n (1-based) takes
 	// its share of Subscribers and of Rate, its own topics (Prefix-sI) and
@@ -140,6 +165,42 @@ type Report struct {
 	// them the server had closed by the end of the run.
 	Stalled             int `json:"stalled,omitempty"`
 	StalledDisconnected int `json:"stalled_disconnected,omitempty"`
+
+	// Bytes on the wire, fan-out mode, over the WebSocket connections that
+	// stayed open from the start of publishing to the end of the run:
+	// the kernel's count of TCP payload bytes they received (TCP_INFO), the
+	// events delivered on them, and the bytes those events take as
+	// uncompressed frames carrying whole data; per event, and the ratio
+	// of the two (compression and deltas below 1).
+	WireConnections      int     `json:"wire_connections,omitempty"`
+	WireBytes            int64   `json:"wire_bytes,omitempty"`
+	WireDeliveries       int64   `json:"wire_deliveries,omitempty"`
+	WireBytesPerEvent    float64 `json:"wire_bytes_per_event,omitempty"`
+	PayloadBytesPerEvent float64 `json:"payload_bytes_per_event,omitempty"`
+	CompressionRatio     float64 `json:"compression_ratio,omitempty"`
+	// The run's payload and what the WebSocket subscribers asked for:
+	// compression offered, and the connections on which the server
+	// accepted it, of all WebSocket connections opened (reconnects
+	// included); deltas asked for, and the deliveries that came as a delta.
+	PayloadShape       string `json:"payload_shape,omitempty"`
+	KeySpace           int    `json:"key_space,omitempty"`
+	WSCompression      bool   `json:"ws_compression,omitempty"`
+	WSConnections      int64  `json:"ws_connections,omitempty"`
+	DeflateConnections int64  `json:"ws_deflate_connections,omitempty"`
+	Delta              bool   `json:"delta,omitempty"`
+	DeltaDeliveries    int64  `json:"delta_deliveries,omitempty"`
+	// The server's CPU time from the start of publishing to the end of
+	// the run, and per delivery (see servercpu.go); absent when it could
+	// not be read.
+	ServerCPUS             float64 `json:"server_cpu_s,omitempty"`
+	ServerCPUUSPerDelivery float64 `json:"server_cpu_us_per_delivery,omitempty"`
+	ServerCPUError         string  `json:"server_cpu_error,omitempty"` // why they are absent
+	// Primed is the events Config.Prime published before the measured
+	// phase; the rates and figures leave their deliveries out, Published,
+	// Expected, Delivered and Lost count them.
+	Primed int64 `json:"primed_events,omitempty"`
+	// ErrorSamples has the first error of each kind in Errors, as text.
+	ErrorSamples map[string]string `json:"error_samples,omitempty"`
 
 	// Connect mode: connections per second over the ramp.
 	ConnectsPerSec float64 `json:"connects_per_sec,omitempty"`
@@ -239,6 +300,25 @@ func (c *Config) defaults() error {
 	if c.Keys > 0 && c.Mode != ModeFanout {
 		return fmt.Errorf("keys need the fanout mode, which publishes events, not %s", c.Mode)
 	}
+	switch c.PayloadShape {
+	case "":
+		c.PayloadShape = ShapePad
+	case ShapePad, ShapeDashboard:
+	default:
+		return fmt.Errorf("unknown payload shape %q (want %s or %s)", c.PayloadShape, ShapePad, ShapeDashboard)
+	}
+	if c.PayloadShape != ShapePad && c.Mode != ModeFanout {
+		return fmt.Errorf("payload shape %s needs the fanout mode, not %s", c.PayloadShape, c.Mode)
+	}
+	if c.WSCompression && c.Transport == "sse" {
+		return errors.New("WebSocket compression needs WebSocket subscribers (transport ws or mixed)")
+	}
+	if c.Prime && (c.Keys == 0 || c.Mode != ModeFanout) {
+		return errors.New("priming needs keyed events (key space > 0) and the fanout mode")
+	}
+	if c.Delta && (c.Keys == 0 || c.Transport != "ws" || c.Mode != ModeFanout) {
+		return errors.New("deltas need keyed events (key space > 0), transport ws and the fanout mode")
+	}
 	if c.Seed == 0 {
 		c.Seed = rand.Uint64() | 1 // never 0, which would mean "draw one" on a replay
 	}
@@ -320,9 +400,21 @@ type run struct {
 	resumeHist lockedHist   // a reconnect after a chaos disconnect, dial start to subscribed
 	errMu      sync.Mutex
 	errs       map[string]int64
+	errSamples map[string]string // the first error of each kind
 	subs       []*subscriber
 	phase      atomic.Value // string: what the progress line says the run is doing
 	timeline   []Sample     // owned by the sampler until it stops
+
+	// primeSeq is the last sequence number Config.Prime publishes on each
+	// topic; the latency of those events is not recorded.
+	primeSeq int64
+	// With Config.Delta: the hashes of the data published, per topic, and
+	// the subscribers' shared texts (deltas.go).
+	pubLogs  []publishLog
+	hashSeed maphash.Seed
+	texts    *textCache
+	// WebSocket connections opened, and those that negotiated compression.
+	wsConns, deflateConns atomic.Int64
 }
 
 type lockedHist struct {
@@ -372,6 +464,16 @@ type subscriber struct {
 	cutMu sync.Mutex
 	conn  subConn
 	cut   bool
+
+	// payload is the uncompressed frame bytes of the events delivered on
+	// WebSocket, whole data counted for a delta; written by the reader,
+	// read by the wire snapshots.
+	payload atomic.Int64
+	// deltas is the deliveries that came as a delta; the reader's.
+	deltas int64
+	// wire0 is the WebSocket connection and its counts at the start of
+	// publishing (wireStart); guarded by cutMu.
+	wire0 wireMark
 }
 
 // latBatch latencies are recorded under one lock of a histogram shard, and
@@ -408,6 +510,20 @@ func (s *subscriber) advance() {
 func (r *run) fail(kind string) {
 	r.errMu.Lock()
 	r.errs[kind]++
+	r.errMu.Unlock()
+}
+
+// failWith counts an error of kind and keeps err's text if it is the
+// first of its kind.
+func (r *run) failWith(kind string, err error) {
+	r.errMu.Lock()
+	r.errs[kind]++
+	if _, ok := r.errSamples[kind]; !ok && err != nil {
+		if r.errSamples == nil {
+			r.errSamples = map[string]string{}
+		}
+		r.errSamples[kind] = err.Error()
+	}
 	r.errMu.Unlock()
 }
 
@@ -454,6 +570,9 @@ func (r *run) observe(s *subscriber, cursor uint64, seq, sentNS, nowNS int64) {
 	}
 	s.delivered.Add(1)
 	s.lastRecv = max(s.lastRecv, nowNS)
+	if seq <= r.primeSeq {
+		return // before the measured phase
+	}
 	s.lats[s.nlat] = max((nowNS-sentNS)/1000, 0) // µs
 	s.nlat++
 	if s.nlat == len(s.lats) || nowNS-s.flushed >= flushEvery {
@@ -485,6 +604,14 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		return nil, err
 	}
 	r := &run{cfg: cfg, errs: map[string]int64{}}
+	if cfg.Prime {
+		r.primeSeq = int64(cfg.Keys)
+	}
+	if cfg.Delta {
+		r.pubLogs = make([]publishLog, cfg.Topics)
+		r.hashSeed = maphash.MakeSeed()
+		r.texts = newTextCache(r.hashSeed)
+	}
 	for i := range r.hists {
 		r.hists[i].h = newHist()
 	}
@@ -514,6 +641,23 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	connected := int(r.connected.Load())
 	stalled := r.openStalled(ctx, srcs)
 
+	// With Prime, every key once first, outside the figures.
+	primed := map[int]int64{}
+	if cfg.Prime {
+		var err error
+		if primed, err = r.prime(ctx); err != nil {
+			cancel()
+			wg.Wait()
+			return nil, err
+		}
+	}
+
+	// The server's CPU time and the subscribers' bytes on the wire before
+	// the measured phase.
+	cpu0, cpuErr := r.serverCPU(ctx)
+	r.wireStart()
+	before := r.delivered()
+
 	// Publish at a fixed rate. In actions mode the main latency and rate are
 	// the requests' own; deliveries (of result events) are still counted.
 	r.start = time.Now()
@@ -534,7 +678,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	}
 	stopSampler := r.sample(ctx, m)
 	stopChaos := r.startChaos(ctx)
-	published, perTopic := r.publish(ctx)
+	published, perTopic := r.publish(ctx, primed)
 	pubEnd := time.Now()
 	stopChaos()
 
@@ -549,6 +693,11 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		case <-ctx.Done():
 		}
 	}
+	wire := r.wireEnd()
+	var cpu1 float64
+	if cpuErr == nil {
+		cpu1, cpuErr = r.serverCPU(ctx)
+	}
 	stalledClosed := closedStalled(stalled)
 	stopSampler()
 	cancel()
@@ -562,14 +711,21 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		Connected:   connected,
 		DurationS:   pubEnd.Sub(r.start).Seconds(),
 		Published:   published,
-		Errors:      r.errs,
 		Resets:      r.resets.Load(),
 		Seed:        cfg.Seed,
 		Disconnects: r.cuts.Load(),
 		Stalled:     len(stalled),
 
 		StalledDisconnected: stalledClosed,
+
+		PayloadShape:       cfg.PayloadShape,
+		KeySpace:           cfg.Keys,
+		WSCompression:      cfg.WSCompression,
+		WSConnections:      r.wsConns.Load(),
+		DeflateConnections: r.deflateConns.Load(),
+		Delta:              cfg.Delta,
 	}
+	wire.report(rep)
 	perSub := map[int]int{}
 	for _, s := range r.subs {
 		perSub[s.topic]++
@@ -589,16 +745,30 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		rep.Delivered += s.delivered.Load()
 		rep.Duplicates += s.dups
 		rep.OutOfOrder += s.ooo
+		rep.DeltaDeliveries += s.deltas
 		lastRecv = max(lastRecv, s.lastRecv)
 	}
+	if cpuErr != nil {
+		rep.ServerCPUError = cpuErr.Error()
+	} else if n := rep.Delivered - before; n > 0 {
+		rep.ServerCPUS = cpu1 - cpu0
+		rep.ServerCPUUSPerDelivery = rep.ServerCPUS * 1e6 / float64(n)
+	}
+	rep.Errors = r.errorsSnapshot()
+	rep.ErrorSamples = r.errSamplesSnapshot()
+	// The rates are of the measured phase: without what Prime delivered.
 	if rep.DurationS > 0 {
-		rep.OfferedPerSec = float64(rep.Expected) / rep.DurationS
+		rep.OfferedPerSec = float64(rep.Expected-before) / rep.DurationS
 	}
 	if lastRecv > 0 {
 		if span := time.Unix(0, lastRecv).Sub(r.start).Seconds(); span > 0 {
-			rep.DeliveriesPerSec = float64(rep.Delivered) / span
+			rep.DeliveriesPerSec = float64(rep.Delivered-before) / span
 		}
 	}
+	for _, n := range primed {
+		rep.Primed += n
+	}
+	rep.Published += rep.Primed
 	all := newHist()
 	for i := range r.hists {
 		all.Merge(r.hists[i].h)
@@ -661,8 +831,9 @@ func (r *run) delivered() int64 {
 const maxInFlight = 32
 
 // publish runs the publishers and returns the total and per-topic counts of
-// events the server accepted.
-func (r *run) publish(ctx context.Context) (int64, map[int]int64) {
+// events the server accepted; a topic's sequence numbers go on from its
+// count in primed, which the per-topic counts include.
+func (r *run) publish(ctx context.Context, primed map[int]int64) (int64, map[int]int64) {
 	cfg := r.cfg
 	path, want := "/v1/publish", http.StatusOK
 	if cfg.Mode == ModeActions {
@@ -689,6 +860,9 @@ func (r *run) publish(ctx context.Context) (int64, map[int]int64) {
 		var topics []int
 		for t := p; t < cfg.Topics; t += cfg.Publishers {
 			topics = append(topics, t)
+			if n := primed[t]; n > 0 {
+				counts[p][t] = n
+			}
 		}
 		// Open loop: request i of this publisher is due at start + i ×
 		// interval whatever became of the earlier ones; maxInFlight workers
@@ -707,7 +881,7 @@ func (r *run) publish(ctx context.Context) (int64, map[int]int64) {
 				defer wg.Done()
 				timer := time.NewTimer(time.Hour)
 				timer.Stop()
-				var body []byte
+				var body, data []byte
 				batch := make([]int, 0, cfg.Batch)
 				for ctx.Err() == nil {
 					i := ticket.Add(1) - 1
@@ -744,13 +918,22 @@ func (r *run) publish(ctx context.Context) (int64, map[int]int64) {
 						if b > 0 {
 							body = append(body, ',')
 						}
+						seq := counts[p][t]
 						if cfg.Mode == ModeActions {
-							body = fmt.Appendf(body, `{"type":%q,"topic":"%s.%d","payload":{"bseq":%d,"bts":%d,"pad":"%s"}}`, cfg.ActionType, cfg.Prefix, t, counts[p][t], sent, pad)
-						} else if cfg.Keys > 0 {
-							body = fmt.Appendf(body, `{"topic":"%s.%d","type":"bench","key":"k%d","data":{"bseq":%d,"bts":%d,"pad":"%s"}}`, cfg.Prefix, t, counts[p][t]%int64(cfg.Keys), counts[p][t], sent, pad)
-						} else {
-							body = fmt.Appendf(body, `{"topic":"%s.%d","type":"bench","data":{"bseq":%d,"bts":%d,"pad":"%s"}}`, cfg.Prefix, t, counts[p][t], sent, pad)
+							body = fmt.Appendf(body, `{"type":%q,"topic":"%s.%d","payload":{"bseq":%d,"bts":%d,"pad":"%s"}}`, cfg.ActionType, cfg.Prefix, t, seq, sent, pad)
+							continue
 						}
+						data = r.appendData(data[:0], t, seq, sent, pad)
+						if r.pubLogs != nil {
+							r.pubLogs[t].set(seq, dataHash(r.hashSeed, data))
+						}
+						body = fmt.Appendf(body, `{"topic":"%s.%d","type":"bench"`, cfg.Prefix, t)
+						if cfg.Keys > 0 {
+							body = fmt.Appendf(body, `,"key":"k%d"`, seq%int64(cfg.Keys))
+						}
+						body = append(body, `,"data":`...)
+						body = append(body, data...)
+						body = append(body, '}')
 					}
 					mu.Unlock()
 					if cfg.Batch > 1 {
@@ -785,6 +968,21 @@ func (r *run) publish(ctx context.Context) (int64, map[int]int64) {
 		}
 	}
 	return total.Load(), perTopic
+}
+
+// appendData appends the data of event seq of topic t, sent at sent (unix
+// ns), in the run's payload shape.
+func (r *run) appendData(dst []byte, t int, seq, sent int64, pad string) []byte {
+	if r.cfg.PayloadShape == ShapeDashboard {
+		return appendDashboard(dst, t, r.cfg.Keys, seq, sent)
+	}
+	dst = append(dst, `{"bseq":`...)
+	dst = strconv.AppendInt(dst, seq, 10)
+	dst = append(dst, `,"bts":`...)
+	dst = strconv.AppendInt(dst, sent, 10)
+	dst = append(dst, `,"pad":"`...)
+	dst = append(dst, pad...)
+	return append(dst, `"}`...)
 }
 
 // statusError is an answer other than the one a request expects.
@@ -942,6 +1140,16 @@ func FormatStatus(s Status) string {
 	}
 	return fmt.Sprintf("%6.1fs  connected %6d  %s %10.0f  p50 %8s  p99 %8s  errors %d",
 		s.Elapsed.Seconds(), s.Connected, name, s.DeliveriesSec, s.P50.Round(10*time.Microsecond), s.P99.Round(10*time.Microsecond), s.Errors)
+}
+
+// SortedKeys returns m's keys in order, for stable output.
+func SortedKeys[V any](m map[string]V) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
 }
 
 // SortedErrors lists error kinds by name, for stable output.

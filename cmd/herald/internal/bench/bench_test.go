@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/heraldpush/herald/internal/testkit/wait"
+	"github.com/heraldpush/herald/transport/ws"
 )
 
 func newTestRun() *run {
@@ -251,5 +252,161 @@ func TestRunKeys(t *testing.T) {
 	}
 	if _, err := Run(ctx, Config{URL: ts.url, Mode: ModeActions, Keys: 3, Duration: time.Millisecond}); err == nil {
 		t.Fatal("keys in the actions mode: no error")
+	}
+}
+
+// A dashboard run with deltas and compression asked for, against a server
+// that may grant neither: every event arrives once and is what was
+// published, and the kernel's byte count matches the frames within the
+// few bytes of control frames.
+func TestRunDashboardDeltaWire(t *testing.T) {
+	ts := newTestServer(t, serverOptions{})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	rep, err := Run(ctx, Config{
+		URL: ts.url, Transport: "ws", Subscribers: 6, Topics: 2, Publishers: 2,
+		Rate: 300, Duration: 600 * time.Millisecond, Keys: 5,
+		PayloadShape: ShapeDashboard, Delta: true, WSCompression: true,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkExact(t, rep, 6)
+	if rep.WireConnections != 6 || rep.WireDeliveries != rep.Delivered || rep.WSConnections != 6 {
+		t.Fatalf("wire over %d connections, %d of %d deliveries, %d ws connections", rep.WireConnections, rep.WireDeliveries, rep.Delivered, rep.WSConnections)
+	}
+	if rep.PayloadBytesPerEvent < 2048 || rep.PayloadBytesPerEvent > 4096+200 {
+		t.Fatalf("payload %.0f bytes per event", rep.PayloadBytesPerEvent)
+	}
+	if rep.DeflateConnections == 0 && rep.DeltaDeliveries == 0 {
+		// Neither granted: the wire carries the frames as counted.
+		if r := rep.CompressionRatio; r < 1 || r > 1.01 {
+			t.Fatalf("compression ratio %v without compression or deltas", r)
+		}
+	} else if rep.CompressionRatio >= 1 {
+		t.Fatalf("compression ratio %v with %d deflate connections and %d deltas", rep.CompressionRatio, rep.DeflateConnections, rep.DeltaDeliveries)
+	}
+	for _, bad := range []Config{
+		{URL: ts.url, Delta: true},                                     // no keys
+		{URL: ts.url, Delta: true, Keys: 3, Transport: "mixed"},        // not WebSocket only
+		{URL: ts.url, WSCompression: true, Transport: "sse"},           // no WebSocket
+		{URL: ts.url, PayloadShape: "huge"},                            // unknown shape
+		{URL: ts.url, Mode: ModeConnect, PayloadShape: ShapeDashboard}, // publishes nothing
+	} {
+		if _, err := Run(ctx, bad); err == nil {
+			t.Fatalf("%+v: no error", bad)
+		}
+	}
+}
+
+// Against a server that sends deltas, a delta subscriber rebuilds every
+// keyed event after the first of its key from a delta, each is what was
+// published, and the wire carries a fraction of the whole frames.
+func TestRunDeltasEndToEnd(t *testing.T) {
+	ts := newTestServer(t, serverOptions{})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	const subs, keys, events = 4, 3, 90
+	rep, err := Run(ctx, Config{
+		URL: ts.url, Transport: "ws", Subscribers: subs, Topics: 1,
+		Rate: 300, Events: events, Keys: keys, PayloadShape: ShapeDashboard, Delta: true,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkExact(t, rep, subs)
+	if want := int64(subs * (events - keys)); rep.DeltaDeliveries != want {
+		t.Fatalf("%d deliveries came as deltas, want every one after the first of each key: %d", rep.DeltaDeliveries, want)
+	}
+	if rep.WireDeliveries != subs*events || rep.CompressionRatio <= 0 || rep.CompressionRatio > 0.2 {
+		t.Fatalf("wire: %d deliveries, ratio %v (%.0f of %.0f bytes per event)", rep.WireDeliveries, rep.CompressionRatio, rep.WireBytesPerEvent, rep.PayloadBytesPerEvent)
+	}
+
+	// Connections cut and resumed start their keys over: still every
+	// event, each what was published.
+	rep, err = Run(ctx, Config{
+		URL: ts.url, Transport: "ws", Subscribers: subs, Topics: 1, Prefix: "chaos",
+		Rate: 300, Events: 300, Keys: keys, PayloadShape: ShapeDashboard, Delta: true,
+		ChaosDisconnect: 20, Seed: 7,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkExact(t, rep, subs)
+	if rep.Reconnects == 0 || rep.DeltaDeliveries == 0 {
+		t.Fatalf("%d reconnects, %d deltas", rep.Reconnects, rep.DeltaDeliveries)
+	}
+}
+
+// With Prime, every key has been delivered once before the measured phase:
+// all that phase's deliveries are deltas, and its figures leave the primed
+// events out while loss still counts them.
+func TestRunPrimed(t *testing.T) {
+	ts := newTestServer(t, serverOptions{})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	const subs, topics, keys = 4, 2, 5
+	rep, err := Run(ctx, Config{
+		URL: ts.url, Transport: "ws", Subscribers: subs, Topics: topics, Publishers: 2,
+		Rate: 200, Events: 60, Keys: keys, PayloadShape: ShapeDashboard, Delta: true, Prime: true,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkExact(t, rep, subs)
+	primedDeliveries := int64(keys * subs) // each subscriber: its topic's keys
+	if rep.Primed != topics*keys || rep.Published != 60+topics*keys || rep.Delivered != rep.Expected {
+		t.Fatalf("primed %d, published %d, delivered %d of %d", rep.Primed, rep.Published, rep.Delivered, rep.Expected)
+	}
+	if rep.WireDeliveries != rep.Delivered-primedDeliveries || rep.DeltaDeliveries != rep.WireDeliveries {
+		t.Fatalf("measured %d deliveries of %d, %d deltas", rep.WireDeliveries, rep.Delivered, rep.DeltaDeliveries)
+	}
+	if _, err := Run(ctx, Config{URL: ts.url, Prime: true}); err == nil {
+		t.Fatal("priming without keys: no error")
+	}
+}
+
+// Against Herald's own compression: every connection negotiates it, every
+// event is read intact, and the kernel counts a third of the bytes or less;
+// with deltas too, a fraction of that. A server with compression off
+// declines, and the run is exact all the same.
+func TestRunCompressionEndToEnd(t *testing.T) {
+	ts := newTestServer(t, serverOptions{})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	const subs, keys = 5, 4
+	run := func(url, prefix string, delta bool) *Report {
+		t.Helper()
+		rep, err := Run(ctx, Config{
+			URL: url, Transport: "ws", Subscribers: subs, Topics: 1, Prefix: prefix,
+			Rate: 300, Events: 120, Keys: keys, PayloadShape: ShapeDashboard, Prime: true,
+			WSCompression: true, Delta: delta,
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		checkExact(t, rep, subs)
+		return rep
+	}
+	rep := run(ts.url, "z", false)
+	if rep.DeflateConnections != subs || rep.WSConnections != subs {
+		t.Fatalf("deflate on %d of %d connections", rep.DeflateConnections, rep.WSConnections)
+	}
+	if r := rep.CompressionRatio; r <= 0 || r > 0.4 {
+		t.Fatalf("compression ratio %v (%.0f of %.0f bytes per event)", r, rep.WireBytesPerEvent, rep.PayloadBytesPerEvent)
+	}
+	deflated := rep.CompressionRatio
+	rep = run(ts.url, "zd", true)
+	if rep.DeflateConnections != subs || rep.DeltaDeliveries != rep.WireDeliveries || rep.Errors["delta_mismatch"] != 0 {
+		t.Fatalf("deflate on %d, %d deltas of %d deliveries measured, errors %v", rep.DeflateConnections, rep.DeltaDeliveries, rep.WireDeliveries, rep.Errors)
+	}
+	if r := rep.CompressionRatio; r <= 0 || r > deflated/2 {
+		t.Fatalf("compression ratio with deltas %v, without %v", r, deflated)
+	}
+
+	off := newTestServer(t, serverOptions{ws: ws.Options{NoCompression: true}})
+	rep = run(off.url, "off", false)
+	if rep.DeflateConnections != 0 || rep.CompressionRatio < 1 || rep.CompressionRatio > 1.01 {
+		t.Fatalf("compression off: deflate on %d connections, ratio %v", rep.DeflateConnections, rep.CompressionRatio)
 	}
 }

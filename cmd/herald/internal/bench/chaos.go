@@ -39,7 +39,7 @@ func (r *run) hold(ctx context.Context, kind string, s *subscriber, src source, 
 		}
 		if !cut {
 			if err != nil {
-				r.fail(errorKind(err))
+				r.failWith(errorKind(err), err)
 			}
 			return
 		}

@@ -71,7 +71,11 @@ func (r *run) connect(ctx context.Context, kind string, s *subscriber, src sourc
 	if kind == "sse" {
 		return dialSSE(cctx, r, s, src.dialer, topic, since)
 	}
-	c, err := dialWS(cctx, src.dialer, r.cfg.TLS, r.cfg.URL, r.readBufferSize("ws"))
+	c, err := dialWS(cctx, src.dialer, r.cfg.TLS, r.cfg.URL, wsOptions{
+		bufSize: r.readBufferSize("ws"),
+		deflate: r.cfg.WSCompression,
+		delta:   r.cfg.Delta,
+	})
 	if err != nil {
 		return nil, err
 	}
@@ -79,7 +83,15 @@ func (r *run) connect(ctx context.Context, kind string, s *subscriber, src sourc
 		c.Close()
 		return nil, err
 	}
-	return &wsSub{r: r, s: s, c: c}, nil
+	r.wsConns.Add(1)
+	if c.deflate {
+		r.deflateConns.Add(1)
+	}
+	w := &wsSub{r: r, s: s, c: c}
+	if r.cfg.Delta {
+		w.ds = newDeltaState(r.texts)
+	}
+	return w, nil
 }
 
 // Control messages a subscriber counts: the server's word that it missed
@@ -87,6 +99,7 @@ func (r *run) connect(ctx context.Context, kind string, s *subscriber, src sourc
 var (
 	wsReset  = []byte(`{"op":"reset"`)
 	sseReset = []byte("event: herald.reset")
+	wsEvent  = []byte(`{"op":"event"`)
 )
 
 // received handles one event of s (p is its WebSocket message or SSE data
@@ -122,9 +135,10 @@ func epochOf(p []byte) string {
 }
 
 type wsSub struct {
-	r *run
-	s *subscriber
-	c *wsConn
+	r  *run
+	s  *subscriber
+	c  *wsConn
+	ds *deltaState // with Config.Delta
 }
 
 func (w *wsSub) read(ctx context.Context) error {
@@ -140,12 +154,59 @@ func (w *wsSub) read(ctx context.Context) error {
 			}
 			return err
 		}
-		if cur, seq, sent, ok := parsePayload(p); ok {
+		if w.ds != nil {
+			w.deltaMessage(p)
+		} else if cur, seq, sent, ok := parsePayload(p); ok {
+			w.s.payload.Add(frameSize(len(p)))
 			w.r.received(w.s, p, cur, seq, sent, w.c.conn.last)
 		} else if bytes.HasPrefix(p, wsReset) {
 			w.r.resets.Add(1)
 		}
 	}
+}
+
+// deltaMessage handles message p of a connection that asked for deltas: a
+// keyed event's data, whole or rebuilt from a delta, must be what was
+// published, and becomes the base of its key. An event that fails is
+// counted as a "delta_mismatch" and not as received (so it is also lost).
+func (w *wsSub) deltaMessage(p []byte) {
+	if !bytes.HasPrefix(p, wsEvent) {
+		if bytes.HasPrefix(p, wsReset) {
+			w.r.resets.Add(1)
+			w.ds.reset()
+		}
+		return
+	}
+	ev, keyed, err := w.ds.keyed(p)
+	if !keyed {
+		if cur, seq, sent, ok := parsePayload(p); ok {
+			w.s.payload.Add(frameSize(len(p)))
+			w.r.received(w.s, p, cur, seq, sent, w.c.conn.last)
+		}
+		return
+	}
+	if err != nil {
+		w.ds.forget(ev.key)
+		w.r.failWith("delta_mismatch", err)
+		return
+	}
+	// What the server sent, right or wrong, is the base of its next delta.
+	w.ds.keep(ev.key, ev.data)
+	cur, okc := parseCursor(p)
+	seq, sent, okd := parseData(ev.data.b)
+	if !okc || !okd {
+		w.r.failWith("delta_mismatch", fmt.Errorf("event without a cursor or bseq and bts: %.300s (data %.300s)", p, ev.data.b))
+		return
+	}
+	if want := w.r.pubLogs[w.s.topic].get(seq); want != ev.data.hash {
+		w.r.failWith("delta_mismatch", fmt.Errorf("data of bseq %d (delta %v) is not what was published: %.300s", seq, ev.isDelta, ev.data.b))
+		return
+	}
+	if ev.isDelta {
+		w.s.deltas++
+	}
+	w.s.payload.Add(frameSize(ev.fullSize))
+	w.r.received(w.s, p, cur, seq, sent, w.c.conn.last)
 }
 
 func (w *wsSub) close() { w.c.Close() }
@@ -234,11 +295,16 @@ func (s *sseSub) read(ctx context.Context) error {
 func (s *sseSub) close() { s.conn.Close() }
 
 // errorKind names a reader's failure in the report: a WebSocket the server
-// closed on purpose by its close code, anything else as "read".
+// closed on purpose by its close code, one that broke the protocol as
+// "ws_protocol", anything else as "read".
 func errorKind(err error) string {
 	var ce *closeError
 	if errors.As(err, &ce) {
 		return fmt.Sprintf("ws_close_%d", ce.code)
+	}
+	var pe *protocolError
+	if errors.As(err, &pe) {
+		return "ws_protocol"
 	}
 	return "read"
 }

@@ -71,6 +71,9 @@ func (r *run) ramp(ctx context.Context, srcs []source, wg *sync.WaitGroup) error
 				_ = r.connHist.h.RecordValue(time.Since(t0).Microseconds())
 				r.connHist.Unlock()
 				r.connected.Add(1)
+				// Attached before ramp returns, so that what follows the
+				// ramp (the wire counts, the chaos) finds every connection.
+				s.attach(conn)
 				wg.Add(1)
 				go func() {
 					defer wg.Done()
@@ -256,6 +259,19 @@ func (r *run) connectMeter() meter {
 		},
 		latency: func() *hdrhistogram.Histogram { return mergedCopy(&r.connHist) },
 	}
+}
+
+func (r *run) errSamplesSnapshot() map[string]string {
+	r.errMu.Lock()
+	defer r.errMu.Unlock()
+	if len(r.errSamples) == 0 {
+		return nil
+	}
+	out := make(map[string]string, len(r.errSamples))
+	for k, v := range r.errSamples {
+		out[k] = v
+	}
+	return out
 }
 
 func (r *run) errorsSnapshot() map[string]int64 {

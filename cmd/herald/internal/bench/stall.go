@@ -74,7 +74,7 @@ func (r *run) dialStalled(ctx context.Context, kind string, d *net.Dialer, patte
 		}
 		return c.(*sseSub).conn, nil
 	}
-	c, err := dialWS(ctx, d, r.cfg.TLS, r.cfg.URL, idleBufferSize)
+	c, err := dialWS(ctx, d, r.cfg.TLS, r.cfg.URL, wsOptions{bufSize: idleBufferSize})
 	if err != nil {
 		return nil, err
 	}

@@ -32,9 +32,10 @@ import (
 // a 512-byte allocation (BenchmarkClientRead), and 7.6 KB of heap and stacks
 // per idle subscriber against 15.2 KB (TestClientMemory), so about 0.46 GB
 // instead of 0.91 GB for 60,000 subscribers. It speaks only what a
-// subscriber needs: no compression, no extensions, and it writes only its
-// subscribe message and control replies. Frame headers and the accept key
-// come from internal/wsframe, the code the server's frame writer uses too.
+// subscriber needs: permessage-deflate without context takeover if asked
+// (inflate.go), no other extension, and it writes only its subscribe
+// message and control replies. Frame headers and the accept key come from
+// internal/wsframe, the code the server's frame writer uses too.
 
 const (
 	// wsBufferSize is the read buffer of one connection. A server that
@@ -84,19 +85,34 @@ type wsConn struct {
 	frag  bool   // a fragmented data message is in progress
 	pings int    // pings answered
 	ctl   [2 + 4 + 125]byte
+
+	opts    wsOptions
+	deflate bool   // permessage-deflate was negotiated
+	zfrag   bool   // the fragmented message in progress is compressed
+	out     []byte // the inflated message
+	// compressed counts the messages that came compressed.
+	compressed int64
 }
 
-// newWSConn wraps raw with a read buffer of bufSize bytes (wsBufferSize for
-// a run that delivers events).
-func newWSConn(raw net.Conn, bufSize int) *wsConn {
-	c := &wsConn{conn: &stampConn{Conn: raw}}
-	c.br = bufio.NewReaderSize(c.conn, bufSize)
+// wsOptions are a connection's choices.
+type wsOptions struct {
+	bufSize int  // read buffer (wsBufferSize for a run that delivers events)
+	deflate bool // offer permessage-deflate without context takeover
+	delta   bool // subscribe with "delta":"fossil"
+}
+
+// newWSConn wraps raw with a read buffer of o.bufSize bytes.
+func newWSConn(raw net.Conn, o wsOptions) *wsConn {
+	c := &wsConn{conn: &stampConn{Conn: raw}, opts: o}
+	c.br = bufio.NewReaderSize(c.conn, o.bufSize)
 	return c
 }
 
-// next returns the next data message's payload. It answers pings and the
-// close handshake on the way, and returns a *closeError after a close frame.
-// The payload is valid until the next call.
+// next returns the next data message's payload, inflated if it came
+// compressed. It answers pings and the close handshake on the way, and
+// returns a *closeError after a close frame and a *protocolError when the
+// server breaks RFC 6455 or RFC 7692. The payload is valid until the next
+// call.
 func (c *wsConn) next() ([]byte, error) {
 	for {
 		hdr, err := c.br.Peek(2)
@@ -105,12 +121,18 @@ func (c *wsConn) next() ([]byte, error) {
 		}
 		b0, b1 := hdr[0], hdr[1]
 		if b1&0x80 != 0 {
-			return nil, errors.New("failed to read frame: server frames must not be masked")
+			return nil, protoErrorf("server frames must not be masked")
 		}
-		if b0&0x70 != 0 {
-			return nil, errors.New("failed to read frame: reserved bits set")
+		rsv1 := b0&0x40 != 0
+		if b0&0x30 != 0 || rsv1 && !c.deflate {
+			return nil, protoErrorf("reserved bits set")
 		}
 		fin, op := b0&0x80 != 0, b0&0x0f
+		// RSV1 marks a compressed message on its first frame only, never
+		// on a continuation or a control frame (RFC 7692 §6).
+		if rsv1 && (op == wsframe.OpContinuation || op >= wsframe.OpClose) {
+			return nil, protoErrorf("RSV1 set on a frame of opcode %d", op)
+		}
 		n, hlen := int64(b1&0x7f), 2
 		switch n {
 		case 126:
@@ -130,12 +152,12 @@ func (c *wsConn) next() ([]byte, error) {
 		}
 		_, _ = c.br.Discard(hlen) // peeked: cannot fail
 		if n < 0 || n > wsReadLimit {
-			return nil, fmt.Errorf("failed to read frame: %d bytes is over the limit", uint64(n))
+			return nil, protoErrorf("a frame of %d bytes is over the limit", uint64(n))
 		}
 
 		if op >= wsframe.OpClose {
 			if !fin || n > 125 {
-				return nil, errors.New("failed to read frame: bad control frame")
+				return nil, protoErrorf("bad control frame")
 			}
 			p, err := c.payload(int(n))
 			if err != nil {
@@ -149,32 +171,54 @@ func (c *wsConn) next() ([]byte, error) {
 
 		switch {
 		case op == wsframe.OpContinuation && !c.frag:
-			return nil, errors.New("failed to read frame: continuation without a message")
+			return nil, protoErrorf("continuation without a message")
 		case op != wsframe.OpContinuation && c.frag:
-			return nil, errors.New("failed to read frame: new message inside a fragmented one")
+			return nil, protoErrorf("new message inside a fragmented one")
 		case op != wsframe.OpContinuation && op != wsframe.OpText && op != wsframe.OpBinary:
-			return nil, fmt.Errorf("failed to read frame: unknown opcode %d", op)
+			return nil, protoErrorf("unknown opcode %d", op)
 		}
 		if fin && !c.frag {
 			// The common case: a whole message in one frame, in the buffer.
-			return c.payload(int(n))
+			p, err := c.payload(int(n))
+			if err != nil || !rsv1 {
+				return p, err
+			}
+			return c.inflate(p)
 		}
 		// A fragment: collect it.
 		if !c.frag {
 			c.msg = c.msg[:0]
 			c.frag = true
+			c.zfrag = rsv1
 		}
 		if int64(len(c.msg))+n > wsReadLimit {
-			return nil, fmt.Errorf("failed to read message: over %d bytes", wsReadLimit)
+			return nil, protoErrorf("a message is over %d bytes", wsReadLimit)
 		}
 		if err := c.appendPayload(int(n)); err != nil {
 			return nil, err
 		}
 		if fin {
 			c.frag = false
+			if c.zfrag {
+				return c.inflate(c.msg)
+			}
 			return c.msg, nil
 		}
 	}
+}
+
+// inflate returns the compressed message p inflated: in c.out, or a
+// read-only slice shared with other connections (inflateShared).
+func (c *wsConn) inflate(p []byte) ([]byte, error) {
+	out, shared, err := inflateShared(c.out, p, wsReadLimit)
+	if err != nil {
+		return nil, err
+	}
+	if !shared {
+		c.out = out
+	}
+	c.compressed++
+	return out, nil
 }
 
 // payload returns the next n bytes: a view of the read buffer when they fit,
@@ -234,7 +278,7 @@ func (c *wsConn) control(op byte, p []byte) error {
 	case wsframe.OpPong:
 		return nil
 	default:
-		return fmt.Errorf("failed to read frame: unknown opcode %d", op)
+		return protoErrorf("unknown opcode %d", op)
 	}
 }
 
@@ -265,14 +309,14 @@ func appendFrame(dst []byte, op byte, p []byte) []byte {
 
 // dialWS opens a WebSocket to base+"/v1/ws" from the dialer's source address
 // and performs the opening handshake; ctx bounds the handshake only.
-func dialWS(ctx context.Context, d *net.Dialer, tlsConf *tls.Config, base string, bufSize int) (*wsConn, error) {
+func dialWS(ctx context.Context, d *net.Dialer, tlsConf *tls.Config, base string, o wsOptions) (*wsConn, error) {
 	e, err := newEndpoint(base, "/v1/ws", tlsConf, d)
 	if err != nil {
 		return nil, err
 	}
 	var c *wsConn
 	_, err = e.open(ctx, func(raw net.Conn) error {
-		c = newWSConn(raw, bufSize)
+		c = newWSConn(raw, o)
 		return c.handshake(e.host, e.path)
 	})
 	if err != nil {
@@ -287,9 +331,13 @@ func (c *wsConn) handshake(host, path string) error {
 	var nonce [16]byte
 	_, _ = rand.Read(nonce[:])
 	key := base64.StdEncoding.EncodeToString(nonce[:])
+	ext := ""
+	if c.opts.deflate {
+		ext = "Sec-WebSocket-Extensions: " + deflateOffer + "\r\n"
+	}
 	req := fmt.Sprintf("GET %s HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"+
 		"Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: herald.v1\r\n"+
-		"User-Agent: herald-bench\r\n\r\n", path, host, key)
+		"%sUser-Agent: herald-bench\r\n\r\n", path, host, key, ext)
 	if _, err := io.WriteString(c.conn, req); err != nil {
 		return fmt.Errorf("failed to send handshake: %w", err)
 	}
@@ -311,8 +359,15 @@ func (c *wsConn) handshake(host, path string) error {
 	if p := resp.Header.Get("Sec-WebSocket-Protocol"); p != "" && p != "herald.v1" {
 		return fmt.Errorf("failed to open WebSocket: server chose subprotocol %q", p)
 	}
-	if e := resp.Header.Get("Sec-WebSocket-Extensions"); e != "" {
-		return fmt.Errorf("failed to open WebSocket: server chose extensions %q, none offered", e)
+	exts := resp.Header.Values("Sec-WebSocket-Extensions")
+	if !c.opts.deflate {
+		if e := strings.Join(exts, ", "); e != "" {
+			return fmt.Errorf("failed to open WebSocket: server chose extensions %q, none offered", e)
+		}
+		return nil
+	}
+	if c.deflate, err = parseDeflateAnswer(exts); err != nil {
+		return fmt.Errorf("failed to open WebSocket: %w", err)
 	}
 	return nil
 }
@@ -348,6 +403,9 @@ func (c *wsConn) sendSubscribe(topic, since string) error {
 	msg := fmt.Appendf(nil, `{"op":"subscribe","ref":1,"topics":[%q]`, topic)
 	if since != "" {
 		msg = fmt.Appendf(msg, `,"since":%q`, since)
+	}
+	if c.opts.delta {
+		msg = append(msg, `,"delta":"fossil"`...)
 	}
 	msg = append(msg, '}')
 	if _, err := c.conn.Write(appendFrame(nil, wsframe.OpText, msg)); err != nil {

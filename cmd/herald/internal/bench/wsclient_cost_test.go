@@ -81,7 +81,7 @@ func frameServer(tb testing.TB) string {
 func BenchmarkClientRead(b *testing.B) {
 	b.Run("wsConn", func(b *testing.B) {
 		url := frameServer(b)
-		c, err := dialWS(context.Background(), &net.Dialer{}, nil, url, wsBufferSize)
+		c, err := dialWS(context.Background(), &net.Dialer{}, nil, url, wsOptions{bufSize: wsBufferSize})
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -203,7 +203,7 @@ type memConn struct {
 
 func dialOurs(ctx context.Context, url string, i, bufSize int) (memConn, error) {
 	var out memConn
-	c, err := dialWS(ctx, sourceDialer(i), nil, url, bufSize)
+	c, err := dialWS(ctx, sourceDialer(i), nil, url, wsOptions{bufSize: bufSize})
 	if err != nil {
 		return out, err
 	}

@@ -64,7 +64,7 @@ func framePair(t *testing.T) (*wsConn, net.Conn) {
 		cli.Close()
 		t.Fatal(err)
 	}
-	c := newWSConn(cli, wsBufferSize)
+	c := newWSConn(cli, wsOptions{bufSize: wsBufferSize})
 	t.Cleanup(func() { c.Close(); srv.Close() })
 	return c, srv
 }
@@ -235,7 +235,7 @@ func TestDialSubscribeAndReceive(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 2)}}
-	c, err := dialWS(ctx, d, nil, ts.url, wsBufferSize)
+	c, err := dialWS(ctx, d, nil, ts.url, wsOptions{bufSize: wsBufferSize})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -277,7 +277,7 @@ func TestSubscriberAnswersPings(t *testing.T) {
 	ts := newTestServer(t, serverOptions{ws: ws.Options{PingInterval: 10 * time.Millisecond, WriteTimeout: pongDue}})
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	c, err := dialWS(ctx, &net.Dialer{}, nil, ts.url, wsBufferSize)
+	c, err := dialWS(ctx, &net.Dialer{}, nil, ts.url, wsOptions{bufSize: wsBufferSize})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -313,7 +313,7 @@ func TestDialReportsHTTPErrors(t *testing.T) {
 	ts := newTestServer(t, serverOptions{})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	_, err := dialWS(ctx, &net.Dialer{}, nil, ts.url+"/nowhere", wsBufferSize)
+	_, err := dialWS(ctx, &net.Dialer{}, nil, ts.url+"/nowhere", wsOptions{bufSize: wsBufferSize})
 	if err == nil || !strings.Contains(err.Error(), "404") {
 		t.Fatalf("dial to a missing path: %v, want a 404", err)
 	}
@@ -385,7 +385,7 @@ func TestHandshakeChecksTheServer(t *testing.T) {
 			url, reqs := fakeUpgrader(t, tc.respond)
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
-			c, err := dialWS(ctx, &net.Dialer{}, nil, url, wsBufferSize)
+			c, err := dialWS(ctx, &net.Dialer{}, nil, url, wsOptions{bufSize: wsBufferSize})
 			if tc.ok != (err == nil) {
 				t.Fatalf("dial: %v, want success %v", err, tc.ok)
 			}
@@ -408,7 +408,7 @@ func TestHandshakeIsBoundedByTheContext(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 	defer cancel()
 	start := time.Now()
-	_, err := dialWS(ctx, &net.Dialer{}, nil, url, wsBufferSize)
+	_, err := dialWS(ctx, &net.Dialer{}, nil, url, wsOptions{bufSize: wsBufferSize})
 	if err == nil {
 		t.Fatal("dial to a silent server succeeded")
 	}
