@@ -2,18 +2,12 @@ package delta_test
 
 import (
 	"bytes"
-	"context"
-	"encoding/json"
-	"os"
-	"os/exec"
-	"path/filepath"
-	"runtime"
 	"testing"
-	"time"
 
 	fdelta "github.com/shadowspore/fossil-delta"
 
 	"github.com/heraldpush/herald/delta"
+	"github.com/heraldpush/herald/internal/testkit/nodews"
 )
 
 // The differential tests hold this package to the npm fossil-delta package
@@ -21,48 +15,8 @@ import (
 // internal/testkit/nodews/fossil.mjs: `make testdeps` installs it, and a
 // missing one fails the test rather than skipping it.
 
-type nodeCase struct {
-	Op string `json:"op"`
-	A  []byte `json:"a"`
-	B  []byte `json:"b"`
-}
-
-type nodeResult struct {
-	Out   []byte `json:"out"`
-	Error string `json:"error"`
-}
-
-// runFossilJS runs fossil.mjs on cases and returns its results in order.
-func runFossilJS(t *testing.T, cases []nodeCase) []nodeResult {
-	t.Helper()
-	_, file, _, _ := runtime.Caller(0)
-	dir := filepath.Join(filepath.Dir(file), "..", "internal", "testkit", "nodews")
-	node, err := exec.LookPath("node")
-	if err != nil {
-		t.Fatalf("failed to find node (make testdeps installs it): %v", err)
-	}
-	if _, err := os.Stat(filepath.Join(dir, "node_modules", "fossil-delta")); err != nil {
-		t.Fatalf("the npm fossil-delta package is not installed: run make testdeps (%v)", err)
-	}
-	in, err := json.Marshal(map[string]any{"cases": cases})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, node, "fossil.mjs")
-	cmd.Dir = dir
-	cmd.Stdin = bytes.NewReader(in)
-	cmd.Stderr = os.Stderr
-	out, err := cmd.Output()
-	if err != nil {
-		t.Fatalf("failed to run fossil.mjs: %v", err)
-	}
-	var res []nodeResult
-	if err := json.Unmarshal(out, &res); err != nil || len(res) != len(cases) {
-		t.Fatalf("fossil.mjs answered %d results for %d cases (%v): %.200s", len(res), len(cases), err, out)
-	}
-	return res
+func runFossilJS(t *testing.T, cases []nodews.FossilCase) []nodews.FossilResult {
+	return nodews.Fossil(t, "", cases)
 }
 
 // TestNPMInterop: every delta Create offers, npm's applyDelta turns
@@ -72,7 +26,7 @@ func runFossilJS(t *testing.T, cases []nodeCase) []nodeResult {
 // texts.
 func TestNPMInterop(t *testing.T) {
 	ps := corpus()
-	var cases []nodeCase
+	var cases []nodews.FossilCase
 	var goDeltas [][]byte
 	for _, p := range ps {
 		d, ok := delta.Create(p.base, p.target)
@@ -81,7 +35,7 @@ func TestNPMInterop(t *testing.T) {
 			d = fdelta.Create(p.base, p.target)
 		}
 		goDeltas = append(goDeltas, d)
-		cases = append(cases, nodeCase{"apply", p.base, d}, nodeCase{"create", p.base, p.target})
+		cases = append(cases, nodews.FossilCase{Op: "apply", A: p.base, B: d}, nodews.FossilCase{Op: "create", A: p.base, B: p.target})
 	}
 	res := runFossilJS(t, cases)
 	for i, p := range ps {
@@ -112,7 +66,7 @@ func TestNPMRejectsWrongBase(t *testing.T) {
 	if _, err := delta.Apply(other, d); err == nil {
 		t.Error("Apply accepted a delta for another base")
 	}
-	if res := runFossilJS(t, []nodeCase{{"apply", other, d}}); res[0].Error == "" {
+	if res := runFossilJS(t, []nodews.FossilCase{{Op: "apply", A: other, B: d}}); res[0].Error == "" {
 		t.Errorf("npm accepted a delta for another base and made %q", res[0].Out)
 	}
 }

@@ -12,6 +12,7 @@ import (
 
 	"github.com/heraldpush/herald/delta"
 	"github.com/heraldpush/herald/hub"
+	"github.com/heraldpush/herald/internal/testkit/payload"
 )
 
 func pubKeyed(t testing.TB, h *hub.Hub, topic, key, data string) *hub.Message {
@@ -21,17 +22,6 @@ func pubKeyed(t testing.TB, h *hub.Hub, topic, key, data string) *hub.Message {
 		t.Fatalf("failed to publish to %s/%s: %v", topic, key, err)
 	}
 	return msgs[0]
-}
-
-// dashboard is a JSON object of a few KB of which only "n" changes.
-func dashboard(n int) string {
-	var b bytes.Buffer
-	fmt.Fprintf(&b, `{"n":%d`, n)
-	for i := range 60 {
-		fmt.Fprintf(&b, `,"metric_%02d":{"label":"Requests per second, region %d","value":%d,"unit":"rps"}`, i, i, 1000+i)
-	}
-	b.WriteString("}")
-	return b.String()
 }
 
 // applyAll plays items as a client would: a delta envelope is applied to
@@ -85,8 +75,8 @@ func TestDeltaEnvelopes(t *testing.T) {
 	for i := range 6 {
 		// Two keys interleaved, and an unkeyed event between.
 		key := []string{"a", "b"}[i%2]
-		want = append(want, dashboard(i))
-		last = pubKeyed(t, h, "dash.1", key, dashboard(i))
+		want = append(want, payload.Dashboard(i))
+		last = pubKeyed(t, h, "dash.1", key, payload.Dashboard(i))
 		if i == 3 {
 			want = append(want, `{"plain":true}`)
 			last = pub(t, h, "dash.1", `{"plain":true}`)
@@ -341,7 +331,7 @@ func BenchmarkDeltaDelivery(b *testing.B) {
 			for i := range cap(msgs) {
 				msgs = append(msgs, hub.NewMessage(hub.Event{
 					ID: hub.Cursor{Epoch: "e", Seq: uint64(i + 1)}, Topic: "dash", Type: "message",
-					Key: fmt.Sprintf("k%d", i%keys), Data: []byte(dashboard(i)), Time: time.Now(),
+					Key: fmt.Sprintf("k%d", i%keys), Data: []byte(payload.Dashboard(i)), Time: time.Now(),
 				}))
 			}
 			bases := make([]hub.Bases, conns)

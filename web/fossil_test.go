@@ -2,19 +2,15 @@ package web_test
 
 import (
 	"bytes"
-	"context"
-	"encoding/json"
 	"fmt"
 	"math/rand/v2"
-	"os"
-	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/heraldpush/herald/delta"
+	"github.com/heraldpush/herald/internal/testkit/nodews"
 )
 
 // herald.js applies fossil deltas itself (it is an embedded module with no
@@ -23,48 +19,8 @@ import (
 // package (2.0.0) and of package delta (what the server sends): it must
 // rebuild the target exactly, and refuse a delta for another base.
 
-type jsCase struct {
-	Op string `json:"op"`
-	A  []byte `json:"a"`
-	B  []byte `json:"b"`
-}
-
-type jsResult struct {
-	Out   []byte `json:"out"`
-	Error string `json:"error"`
-}
-
-func runFossilJS(t *testing.T, cases []jsCase) []jsResult {
-	t.Helper()
-	_, file, _, _ := runtime.Caller(0)
-	web := filepath.Dir(file)
-	dir := filepath.Join(web, "..", "internal", "testkit", "nodews")
-	node, err := exec.LookPath("node")
-	if err != nil {
-		t.Fatalf("failed to find node (make testdeps installs it): %v", err)
-	}
-	if _, err := os.Stat(filepath.Join(dir, "node_modules", "fossil-delta")); err != nil {
-		t.Fatalf("the npm fossil-delta package is not installed: run make testdeps (%v)", err)
-	}
-	in, err := json.Marshal(map[string]any{"herald": filepath.Join(web, "herald.js"), "cases": cases})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, node, "fossil.mjs")
-	cmd.Dir = dir
-	cmd.Stdin = bytes.NewReader(in)
-	cmd.Stderr = os.Stderr
-	out, err := cmd.Output()
-	if err != nil {
-		t.Fatalf("failed to run fossil.mjs: %v", err)
-	}
-	var res []jsResult
-	if err := json.Unmarshal(out, &res); err != nil || len(res) != len(cases) {
-		t.Fatalf("fossil.mjs answered %d results for %d cases (%v): %.200s", len(res), len(cases), err, out)
-	}
-	return res
+func runFossilJS(t *testing.T, cases []nodews.FossilCase) []nodews.FossilResult {
+	return nodews.Fossil(t, filepath.Join(webDir(), "herald.js"), cases)
 }
 
 // board is a dashboard's data of about 3 KB; v changes one value.
@@ -120,9 +76,9 @@ func TestHeraldJSApplyFossil(t *testing.T) {
 	}
 	// Each pair's target is made from npm's delta, then from package
 	// delta's (raw when Create would not send one, to cover every pair).
-	var cases []jsCase
+	var cases []nodews.FossilCase
 	for _, p := range pairs {
-		cases = append(cases, jsCase{"create", []byte(p.base), []byte(p.target)})
+		cases = append(cases, nodews.FossilCase{Op: "create", A: []byte(p.base), B: []byte(p.target)})
 	}
 	created := runFossilJS(t, cases)
 	cases = cases[:0]
@@ -130,7 +86,7 @@ func TestHeraldJSApplyFossil(t *testing.T) {
 		if created[i].Error != "" {
 			t.Fatalf("%s: npm createDelta: %s", p.name, created[i].Error)
 		}
-		cases = append(cases, jsCase{"herald-apply", []byte(p.base), created[i].Out})
+		cases = append(cases, nodews.FossilCase{Op: "herald-apply", A: []byte(p.base), B: created[i].Out})
 		d, ok := delta.Create([]byte(p.base), []byte(p.target))
 		if strings.HasPrefix(p.name, "dashboard, one") && !ok {
 			t.Fatalf("%s: no delta from package delta", p.name)
@@ -138,17 +94,17 @@ func TestHeraldJSApplyFossil(t *testing.T) {
 		if !ok {
 			d = created[i].Out
 		}
-		cases = append(cases, jsCase{"herald-apply", []byte(p.base), d})
+		cases = append(cases, nodews.FossilCase{Op: "herald-apply", A: []byte(p.base), B: d})
 	}
 	// Refusals: another base (its copied bytes differ: the checksum), a
 	// truncated delta, malformed ones.
 	d, _ := delta.Create(board(1), board(2))
 	cases = append(cases,
-		jsCase{"herald-apply", bytes.Replace(board(1), []byte(`"ops"`), []byte(`"opx"`), 1), d},
-		jsCase{"herald-apply", board(1), d[:len(d)-3]},
-		jsCase{"herald-apply", []byte("abc"), []byte("4\n4:ab")},
-		jsCase{"herald-apply", []byte("abc"), []byte("3\n3@~~~~~,0;")},
-		jsCase{"herald-apply", []byte("abc"), []byte("~~~~~~\n1:a0;")},
+		nodews.FossilCase{Op: "herald-apply", A: bytes.Replace(board(1), []byte(`"ops"`), []byte(`"opx"`), 1), B: d},
+		nodews.FossilCase{Op: "herald-apply", A: board(1), B: d[:len(d)-3]},
+		nodews.FossilCase{Op: "herald-apply", A: []byte("abc"), B: []byte("4\n4:ab")},
+		nodews.FossilCase{Op: "herald-apply", A: []byte("abc"), B: []byte("3\n3@~~~~~,0;")},
+		nodews.FossilCase{Op: "herald-apply", A: []byte("abc"), B: []byte("~~~~~~\n1:a0;")},
 	)
 	res := runFossilJS(t, cases)
 	for i, p := range pairs {
@@ -164,4 +120,10 @@ func TestHeraldJSApplyFossil(t *testing.T) {
 			t.Errorf("refusal %d: herald.js accepted it and made %q", i, r.Out)
 		}
 	}
+}
+
+// webDir is this package's directory, where herald.js is.
+func webDir() string {
+	_, file, _, _ := runtime.Caller(0)
+	return filepath.Dir(file)
 }

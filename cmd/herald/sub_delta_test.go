@@ -17,18 +17,9 @@ import (
 
 	"github.com/heraldpush/herald/delta"
 	"github.com/heraldpush/herald/hub"
+	"github.com/heraldpush/herald/internal/testkit/payload"
 	"github.com/heraldpush/herald/internal/testkit/wait"
 )
-
-// board is a keyed event's data of about 4 KB of which only "n" changes.
-func board(n int) string {
-	var b strings.Builder
-	fmt.Fprintf(&b, `{"n":%d`, n)
-	for i := range 60 {
-		fmt.Fprintf(&b, `,"metric_%02d":{"label":"Requests per second, région %d","value":%d}`, i, i, 1000+i)
-	}
-	return b.String() + "}"
-}
 
 // frames builds event frames as the server writes them: the envelope of
 // hub.Event, and for a delta the same envelope with "delta" in place of
@@ -80,13 +71,13 @@ func TestSubDeltaApply(t *testing.T) {
 		}
 		want = append(want, data)
 	}
-	feed(f.full("dash.ops", "main", board(1)), board(1))
-	feed(f.withDelta("dash.ops", "main", board(1), board(2)), board(2))
-	feed(f.full("dash.ops", "side", board(100)), board(100))
-	feed(f.withDelta("dash.ops", "main", board(2), board(3)), board(3))
-	feed(f.withDelta("dash.ops", "side", board(100), board(101)), board(101))
-	feed(f.full("dash.dev", "main", board(7)), board(7))
-	feed(f.withDelta("dash.dev", "main", board(7), board(8)), board(8))
+	feed(f.full("dash.ops", "main", payload.Dashboard(1)), payload.Dashboard(1))
+	feed(f.withDelta("dash.ops", "main", payload.Dashboard(1), payload.Dashboard(2)), payload.Dashboard(2))
+	feed(f.full("dash.ops", "side", payload.Dashboard(100)), payload.Dashboard(100))
+	feed(f.withDelta("dash.ops", "main", payload.Dashboard(2), payload.Dashboard(3)), payload.Dashboard(3))
+	feed(f.withDelta("dash.ops", "side", payload.Dashboard(100), payload.Dashboard(101)), payload.Dashboard(101))
+	feed(f.full("dash.dev", "main", payload.Dashboard(7)), payload.Dashboard(7))
+	feed(f.withDelta("dash.dev", "main", payload.Dashboard(7), payload.Dashboard(8)), payload.Dashboard(8))
 	// Unkeyed events never go through the bases.
 	feed(f.full("dash.ops", "", `{"note":"no key"}`), `{"note":"no key"}`)
 
@@ -114,11 +105,11 @@ func TestSubDeltaApply(t *testing.T) {
 	// next delta's base.
 	out.Reset()
 	s.last = hub.Cursor{Epoch: "e1", Seq: f.seq + 1}
-	if err := s.event(f.full("dash.ops", "main", board(50))); err != nil {
+	if err := s.event(f.full("dash.ops", "main", payload.Dashboard(50))); err != nil {
 		t.Fatal(err)
 	}
 	s.last = hub.Cursor{Epoch: "e1", Seq: f.seq}
-	if err := s.event(f.withDelta("dash.ops", "main", board(50), board(51))); err != nil {
+	if err := s.event(f.withDelta("dash.ops", "main", payload.Dashboard(50), payload.Dashboard(51))); err != nil {
 		t.Fatalf("a delta on a replayed base: %v", err)
 	}
 	if got := out.String(); strings.Count(got, "\n") != 1 || !strings.Contains(got, `{"n":51,`) {
@@ -126,15 +117,15 @@ func TestSubDeltaApply(t *testing.T) {
 	}
 
 	refused := map[string][]byte{
-		"another base": f.withDelta("dash.ops", "main", strings.ReplaceAll(board(51), "région", "zone"), board(52)),
-		"no base":      f.withDelta("dash.ops", "other", board(1), board(2)),
+		"another base": f.withDelta("dash.ops", "main", strings.ReplaceAll(payload.Dashboard(51), "région", "zone"), payload.Dashboard(52)),
+		"no base":      f.withDelta("dash.ops", "other", payload.Dashboard(1), payload.Dashboard(2)),
 		"garbage":      []byte(`{"id":"e1-999","topic":"dash.ops","type":"board","key":"main","delta":"3\n3@~~~~~,0;","time":"2026-12-06T13:00:00Z"}`),
 		"neither":      []byte(`{"id":"e1-999","topic":"dash.ops","type":"board","key":"main","time":"2026-12-06T13:00:00Z"}`),
 	}
 	for name, frame := range refused {
 		t.Run(name, func(t *testing.T) {
 			out.Reset()
-			s.bases.set("dash.ops\nmain", []byte(board(51)))
+			s.bases.set("dash.ops\nmain", []byte(payload.Dashboard(51)))
 			before := s.last
 			err := s.event(frame)
 			if err == nil {
@@ -151,11 +142,11 @@ func TestSubDeltaApply(t *testing.T) {
 	}
 
 	// After a reset every key comes whole: a delta on an old base is refused.
-	s.bases.set("dash.ops\nmain", []byte(board(51)))
+	s.bases.set("dash.ops\nmain", []byte(payload.Dashboard(51)))
 	if err := s.reset("e1-500", []byte(`{"reason":"gap","topics":["dash.ops"]}`)); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.event(f.withDelta("dash.ops", "main", board(51), board(52))); err == nil {
+	if err := s.event(f.withDelta("dash.ops", "main", payload.Dashboard(51), payload.Dashboard(52))); err == nil {
 		t.Error("a delta after a reset was applied to the base from before it")
 	}
 }
@@ -281,7 +272,7 @@ func TestSubDeltaEndToEnd(t *testing.T) {
 	const n = 12
 	var ids, data []string
 	for i := range n {
-		d := board(i)
+		d := payload.Dashboard(i)
 		status, body := in.Post(t, "/v1/publish", `{"topic":"dash.ops","type":"board","key":"main","data":`+d+`}`)
 		if status != http.StatusOK {
 			t.Fatalf("publish: %d %s", status, body)
@@ -341,7 +332,7 @@ func TestSubConflate(t *testing.T) {
 	const n = 30
 	var last string
 	for i := range n {
-		status, body := in.Post(t, "/v1/publish", `{"topic":"dash.ops","type":"board","key":"main","data":`+board(i)+`}`)
+		status, body := in.Post(t, "/v1/publish", `{"topic":"dash.ops","type":"board","key":"main","data":`+payload.Dashboard(i)+`}`)
 		if status != http.StatusOK {
 			t.Fatalf("publish: %d %s", status, body)
 		}
@@ -357,7 +348,7 @@ func TestSubConflate(t *testing.T) {
 			t.Errorf("%s: %d lines for %d events in a burst: not conflated", tr, len(lines), n)
 		}
 		var e hub.Event
-		if err := json.Unmarshal([]byte(lines[len(lines)-1]), &e); err != nil || e.ID.String() != r.ID || string(e.Data) != board(n-1) {
+		if err := json.Unmarshal([]byte(lines[len(lines)-1]), &e); err != nil || e.ID.String() != r.ID || string(e.Data) != payload.Dashboard(n-1) {
 			t.Errorf("%s: last line %.80s, want event %s with the latest data", tr, lines[len(lines)-1], r.ID)
 		}
 	}

@@ -5,24 +5,14 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
-	"strings"
 	"testing"
 
 	"github.com/heraldpush/herald/apierror"
 	"github.com/heraldpush/herald/delta"
 	"github.com/heraldpush/herald/hub"
+	"github.com/heraldpush/herald/internal/testkit/payload"
 	"github.com/heraldpush/herald/transport/sse"
 )
-
-// dashboard is a JSON object of a few KB of which only "n" changes.
-func dashboard(n int) string {
-	var b strings.Builder
-	fmt.Fprintf(&b, `{"n":%d`, n)
-	for i := range 60 {
-		fmt.Fprintf(&b, `,"metric_%02d":{"label":"Requests per second, region %d","value":%d}`, i, i, 1000+i)
-	}
-	return b.String() + "}"
-}
 
 // TestDeltaStream: delta=fossil gets keyed events after the first of each
 // key as deltas, in the envelope on the data line, with the event's id and
@@ -33,8 +23,8 @@ func TestDeltaStream(t *testing.T) {
 	var want []string
 	var msgs []*hub.Message
 	for i := range 6 {
-		want = append(want, dashboard(i))
-		msgs = append(msgs, publishKeyed(t, f.hub, "dash.1", []string{"a", "b"}[i%2], dashboard(i)))
+		want = append(want, payload.Dashboard(i))
+		msgs = append(msgs, publishKeyed(t, f.hub, "dash.1", []string{"a", "b"}[i%2], payload.Dashboard(i)))
 	}
 	last := map[string][]byte{}
 	deltas := 0

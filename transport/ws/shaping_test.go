@@ -2,21 +2,11 @@ package ws_test
 
 import (
 	"fmt"
-	"strings"
 	"testing"
 
 	"github.com/heraldpush/herald/delta"
+	"github.com/heraldpush/herald/internal/testkit/payload"
 )
-
-// dashboard is a JSON object of a few KB of which only "n" changes.
-func dashboard(n int) string {
-	var b strings.Builder
-	fmt.Fprintf(&b, `{"n":%d`, n)
-	for i := range 60 {
-		fmt.Fprintf(&b, `,"metric_%02d":{"label":"Requests per second, region %d","value":%d}`, i, i, 1000+i)
-	}
-	return b.String() + "}"
-}
 
 // applier plays event frames as herald.js does: a delta is applied to the
 // data last received for the same topic and key.
@@ -70,8 +60,8 @@ func TestDeltaSubscribe(t *testing.T) {
 	plain.subscribe("", "dash.*")
 	var want []string
 	for i := range 8 {
-		want = append(want, dashboard(i))
-		e.publishKeyed("dash.1", []string{"a", "b"}[i%2], dashboard(i))
+		want = append(want, payload.Dashboard(i))
+		e.publishKeyed("dash.1", []string{"a", "b"}[i%2], payload.Dashboard(i))
 	}
 	a := &applier{t: t}
 	var ids []string
