@@ -23,15 +23,7 @@ func TestNodeWSClient(t *testing.T) {
 	t.Logf("extensions negotiated with ws: %s", ext)
 	const wait = 10 * time.Second
 
-	next := func() map[string]any {
-		t.Helper()
-		line := c.Next(t, wait)
-		var m map[string]any
-		if err := json.Unmarshal([]byte(line), &m); err != nil {
-			t.Fatalf("ws received %q: not JSON: %v", line, err)
-		}
-		return m
-	}
+	next := func() map[string]any { t.Helper(); return c.NextJSON(t, wait) }
 	c.Send(t, `{"op":"subscribe","ref":"s","topics":["node.>"]}`)
 	if m := next(); m["op"] != "ok" || m["ref"] != "s" {
 		t.Fatalf("subscribe answered %v", m)
@@ -111,15 +103,7 @@ func TestNodeWSCompression(t *testing.T) {
 		t.Fatalf("extensions negotiated with ws: %q", ext)
 	}
 	const wait = 10 * time.Second
-	next := func() map[string]any {
-		t.Helper()
-		line := c.Next(t, wait)
-		var m map[string]any
-		if err := json.Unmarshal([]byte(line), &m); err != nil {
-			t.Fatalf("ws received %q: not JSON: %v", line, err)
-		}
-		return m
-	}
+	next := func() map[string]any { t.Helper(); return c.NextJSON(t, wait) }
 	c.Send(t, `{"op":"subscribe","ref":"s","topics":["dash.>"]}`)
 	if m := next(); m["op"] != "ok" || m["ref"] != "s" {
 		t.Fatalf("subscribe answered %v", m)

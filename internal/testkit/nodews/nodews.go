@@ -148,3 +148,14 @@ func (c *Client) Next(t testing.TB, d time.Duration) string {
 
 // Close ends the client's input: it closes the connection with 1000.
 func (c *Client) Close() { _ = c.stdin.Close() }
+
+// NextJSON is Next for a message that must be one JSON object, decoded.
+func (c *Client) NextJSON(t testing.TB, d time.Duration) map[string]any {
+	t.Helper()
+	line := c.Next(t, d)
+	var m map[string]any
+	if err := json.Unmarshal([]byte(line), &m); err != nil {
+		t.Fatalf("ws received %q: not JSON: %v", line, err)
+	}
+	return m
+}
