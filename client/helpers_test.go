@@ -2,8 +2,6 @@ package client
 
 import (
 	"context"
-	"io"
-	"log/slog"
 	"testing"
 	"time"
 
@@ -25,20 +23,7 @@ var transports = []string{"ws", "sse"}
 // start runs a server with c until the test ends.
 func start(t *testing.T, c server.Config) *heraldtest.Node {
 	t.Helper()
-	if c.Addr == "" {
-		c.Addr = "127.0.0.1:0"
-	}
-	return heraldtest.Run(t, func(ctx context.Context, logs io.Writer, ready func(string)) error {
-		if c.Logger == nil {
-			c.Logger = slog.New(slog.NewTextHandler(logs, nil))
-		}
-		srv, err := server.New(c)
-		if err != nil {
-			return err
-		}
-		ready(srv.Addr())
-		return srv.Serve(ctx)
-	})
+	return heraldtest.Start(t, c)
 }
 
 // dial returns a client of url closed when the test ends, reconnecting

@@ -242,11 +242,12 @@ func (c *Client) wakeLocked() {
 	c.unparkLocked()
 }
 
-// drain returns every queued item and whether a keep-alive is due (Serve),
-// or the reason the client was closed by the hub. dst, the slice returned by
+// drain returns every queued item, whether a keep-alive is due (Serve)
+// and the connection's conflation interval (0: none; shaping.go), or the
+// reason the client was closed by the hub. dst, the slice returned by
 // the previous call, is recycled. It never blocks; the writer waits on
 // c.wake.
-func (c *Client) drain(dst []Item) (items []Item, due bool, err error) {
+func (c *Client) drain(dst []Item) (items []Item, due bool, hold time.Duration, err error) {
 	clear(dst)
 	if cap(dst) > 1024 {
 		dst = nil // let a burst's buffer go rather than keep it while idle
@@ -255,11 +256,12 @@ func (c *Client) drain(dst []Item) (items []Item, due bool, err error) {
 	if c.err != nil {
 		err := c.err
 		c.mu.Unlock()
-		return dst[:0], false, err
+		return dst[:0], false, 0, err
 	}
 	items, due = c.queue, c.due
 	if c.shape != nil {
 		items = c.drainedLocked(items)
+		hold = c.shape.conflate
 	}
 	c.queue = dst[:0]
 	c.qbytes = 0
@@ -268,7 +270,7 @@ func (c *Client) drain(dst []Item) (items []Item, due bool, err error) {
 	if len(items) > 0 {
 		signal(c.space)
 	}
-	return items, due, nil
+	return items, due, hold, nil
 }
 
 // shardOf is the shard that indexes c's subscriptions. It is computed, not

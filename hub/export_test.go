@@ -56,7 +56,7 @@ func Wake(c *Client) <-chan struct{} { return c.wake }
 // Drain returns every item queued for c, or the reason the hub closed it.
 // dst, the slice returned by the previous call, is recycled.
 func Drain(c *Client, dst []Item) ([]Item, error) {
-	items, _, err := c.drain(dst)
+	items, _, _, err := c.drain(dst)
 	return items, err
 }
 

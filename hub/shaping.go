@@ -202,16 +202,6 @@ func (c *Client) drainedLocked(items []Item) []Item {
 // empty reports whether it is a hole conflation left.
 func (it Item) empty() bool { return it.Msg == nil && it.Reset == nil && it.Raw == nil }
 
-// conflation is the connection's conflation interval, 0 for none.
-func (c *Client) conflation() time.Duration {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.shape == nil {
-		return 0
-	}
-	return c.shape.conflate
-}
-
 // hold keeps the writer from taking another batch for d, the conflation
 // interval, so that events meanwhile replace each other in the queue. It
 // ends early when the client fails, and reports false when the transport

@@ -157,8 +157,9 @@ func (c *Client) writeLoop() {
 	var items []Item // the batch, recycled through drain
 	for wrote := false; c.awaitWork(idle); {
 		var due bool
+		var hold time.Duration
 		var err error
-		items, due, err = c.drain(items)
+		items, due, hold, err = c.drain(items)
 		if err != nil {
 			c.endWriter(End{Closed: err})
 			return
@@ -193,7 +194,7 @@ func (c *Client) writeLoop() {
 		if wr.opts.WritesKeepAlive && wr.keepAlive != nil {
 			wr.keepAlive.Reset(wr.opts.KeepAlive)
 		}
-		if d := c.conflation(); d > 0 && !c.hold(d) {
+		if hold > 0 && !c.hold(hold) {
 			return
 		}
 	}

@@ -1,9 +1,6 @@
 package server_test
 
 import (
-	"context"
-	"io"
-	"log/slog"
 	"testing"
 
 	"github.com/heraldpush/herald/internal/testkit/heraldtest"
@@ -24,18 +21,5 @@ func TestMain(m *testing.M) {
 // Logs.
 func start(t *testing.T, c server.Config) *heraldtest.Node {
 	t.Helper()
-	if c.Addr == "" {
-		c.Addr = "127.0.0.1:0"
-	}
-	return heraldtest.Run(t, func(ctx context.Context, logs io.Writer, ready func(string)) error {
-		if c.Logger == nil {
-			c.Logger = slog.New(slog.NewTextHandler(logs, nil))
-		}
-		srv, err := server.New(c)
-		if err != nil {
-			return err
-		}
-		ready(srv.Addr())
-		return srv.Serve(ctx)
-	})
+	return heraldtest.Start(t, c)
 }
