@@ -91,7 +91,7 @@ func TestServeFlagsAndEnv(t *testing.T) {
 			t.Fatal(err)
 		}
 		want := serveConfig{
-			addr: "127.0.0.1:8080", broker: "memory", historySize: 10000, historyBytes: 256 << 20, historyTTL: time.Hour,
+			addr: "127.0.0.1:8080", broker: "memory", historySize: 10000, historyBytes: 256 << 20, historyTTL: time.Hour, jwtLeeway: 30 * time.Second,
 			stateMaxKeys: 10000, stateMaxBytes: 64 << 20, presenceMax: 10000,
 			queueBytes: 524288, shards: 0, heartbeat: 15 * time.Second, sseRetry: 2 * time.Second,
 			writeTimeout: 10 * time.Second, readTimeout: 30 * time.Second, maxBody: 1048576, wsReadLimit: 65536,
@@ -142,7 +142,7 @@ func TestServeFlagsAndEnv(t *testing.T) {
 		}
 		for _, name := range []string{"addr", "broker", "history-size", "history-bytes", "history-ttl", "state-max-keys", "state-max-bytes", "queue-bytes", "shards",
 			"heartbeat", "sse-retry", "write-timeout", "read-timeout", "max-body", "ws-read-limit", "ws-ping-interval", "ws-compression",
-			"allowed-origins", "cors-origins", "max-conns", "max-conns-per-ip", "rate-publish", "rate-actions", "ws-message-rate", "ws-max-topics", "auth", "jwt-secret", "jwt-public-key", "jwt-audience", "jwt-issuer",
+			"allowed-origins", "cors-origins", "max-conns", "max-conns-per-ip", "rate-publish", "rate-actions", "ws-message-rate", "ws-max-topics", "auth", "jwt-secret", "jwt-public-key", "jwt-audience", "jwt-issuer", "jwt-leeway",
 			"jwt-jwks-url",
 			"public-subscribe", "api-key", "shutdown-timeout", "log-level", "log-format", "action-upstream", "action-workers",
 			"action-queue", "action-ttl", "action-max-bytes", "action-timeout", "action-max-attempts"} {
