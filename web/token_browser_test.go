@@ -29,8 +29,10 @@ const (
 
 // tokenPage is an app's page on its own origin that loads herald.js from
 // Herald and gets its tokens from the app's /token, as a logged-in page
-// would: window.start(transport, name) subscribes with a token function
-// and records, per name, the events, errors, states and token calls.
+// would: window.start(transport, name, subject) subscribes with a token
+// function and records, per name, the events, errors, states and token
+// calls. subject(n), if given, names the subject of the nth token, or
+// null: the function returns no token.
 const tokenPage = `<!doctype html><meta charset="utf-8"><link rel="icon" href="data:,"><title>tokens</title>
 <script type="module">
 const herald = await import(%[1]q);
@@ -41,8 +43,9 @@ window.start = (transport, name, subject) => {
 	const sub = herald.subscribe(['tok.>'], (e) => rec.got.push(e.data.n), {
 		transport,
 		token: async () => {
-			rec.calls++;
-			const r = await fetch('/token?sub=' + encodeURIComponent(subject ? subject(rec.calls) : 'page'));
+			const s = subject ? subject(++rec.calls) : (++rec.calls, 'page');
+			if (s === null) return '';
+			const r = await fetch('/token?sub=' + encodeURIComponent(s));
 			if (!r.ok) throw new Error('the app answered ' + r.status);
 			return r.text();
 		},
@@ -190,6 +193,66 @@ func TestBrowserTokenRefresh(t *testing.T) {
 		if name == "ws" && r.Client != wsClient {
 			t.Errorf("ws: the connection is %s, was %s: it was replaced rather than refreshed", r.Client, wsClient)
 		}
+	}
+	browsertest.NoErrors(t, tb)
+}
+
+// TestBrowserTokenRefused is what happens when a renewal does not work.
+// A WebSocket whose token function turns to tokens of another subject
+// cannot refresh (the server refuses a refresh for another subject): the
+// page hears of each refusal, the server closes the connection with 1008
+// when the first token expires, and herald.js reconnects with a new token
+// and resumes, so every event still arrives once and in order. An SSE
+// subscription whose function then returns no token stops.
+func TestBrowserTokenRefused(t *testing.T) {
+	var heraldURL atomic.Value
+	app := tokenApp(t, func() string { return heraldURL.Load().(string) })
+	h := startTokenHerald(t, app.URL)
+	heraldURL.Store(h.URL)
+
+	tb := browsertest.New(t)()
+	tb.Do(t, chromedp.Navigate(app.URL+"/"))
+	browsertest.WaitFor(t, tb, "herald.js to load", "window.loaded === true")
+	wsClient := browsertest.Eval[string](t, tb, `window.start('ws', 'ws', (n) => n === 1 ? 'page' : 'someone else')`)
+	browsertest.Eval[string](t, tb, `window.start('sse', 'sse', (n) => n === 1 ? 'page' : null)`)
+
+	const interval = 50 * time.Millisecond
+	count := int(2 * tokenTTL / interval)
+	publishN(t, h, count, interval)
+	wait.For(t, 20*time.Second, "every event over WebSocket", func() bool {
+		return browsertest.Eval[bool](t, tb, fmt.Sprintf(`window.subs.ws.got.length >= %d`, count))
+	})
+
+	ws := record(t, tb, "ws")
+	t.Logf("ws: %d events, %d token calls, states %v, errors %q", len(ws.Got), ws.Calls, ws.States, ws.Errors)
+	if !reflect.DeepEqual(ws.Got, seq(count)) {
+		t.Errorf("ws: the page got %d events %v, want 1…%d each once in order", len(ws.Got), ws.Got, count)
+	}
+	if !reflect.DeepEqual(ws.States, []string{"connecting", "open", "reconnecting", "open"}) {
+		t.Errorf("ws: states %v, want connecting, open, reconnecting, open", ws.States)
+	}
+	var refused, expired bool
+	for _, e := range ws.Errors {
+		refused = refused || strings.HasPrefix(e, "forbidden: ")
+		expired = expired || e == "unauthorized: token expired"
+	}
+	if !refused || !expired {
+		t.Errorf("ws: errors %q, want the refused refresh (forbidden) and the expiry (unauthorized)", ws.Errors)
+	}
+	if ws.Client == wsClient {
+		t.Errorf("ws: still connection %s, want a new one after the token expired", ws.Client)
+	}
+
+	sse := record(t, tb, "sse")
+	t.Logf("sse: %d events, %d token calls, states %v, errors %q", len(sse.Got), sse.Calls, sse.States, sse.Errors)
+	if !reflect.DeepEqual(sse.States, []string{"connecting", "open", "closed"}) || len(sse.Errors) != 1 || !strings.HasPrefix(sse.Errors[0], "no_token: ") {
+		t.Errorf("sse: states %v, errors %q; want connecting, open, closed after one no_token", sse.States, sse.Errors)
+	}
+	if sse.Calls != 2 {
+		t.Errorf("sse: the token function was called %d times, want 2 (no retry after it returned no token)", sse.Calls)
+	}
+	if !reflect.DeepEqual(sse.Got, seq(len(sse.Got))) {
+		t.Errorf("sse: the page got %v, want 1…n in order", sse.Got)
 	}
 	browsertest.NoErrors(t, tb)
 }
