@@ -11,6 +11,9 @@
 //   // Keyed topics: start with the state (each key's latest event), then live.
 //   subscribe(['doc.7'], apply, { state: true, onSynced: (s) => showReady(s.id) });
 //   await sub.ready;                        // the server has the subscription
+//   // Tokens that expire: a function, asked on every connect and before exp
+//   // (a WebSocket refreshes in place, an SSE stream reopens and resumes).
+//   subscribe(['orders.*'], render, { token: async () => (await fetch('/token')).text() });
 //   // Keyed topics that change a little at a time: the server sends fossil
 //   // deltas, herald.js applies them (onEvent sees full data); at most one
 //   // event per topic and key every 250 ms, the latest.
@@ -110,7 +113,7 @@ function jwtTimes(token) {
  * asked for again on a reconnect). It is 80% of the time left or 30 s before
  * exp, whichever is earlier, but not before half the time left (a token of
  * a few seconds is renewed at half its life, not at once) and never under
- * MIN_REFRESH. The time left is exp - now by the page's clock; with iat, a
+ * MIN_REFRESH (nor over MAX_TIMER). The time left is exp - now by the page's clock; with iat, a
  * clock so far off that this is negative or over the token's lifetime counts
  * the lifetime instead (a fresh token's time left).
  */
@@ -122,8 +125,13 @@ export function refreshDelay(token, now = Date.now()) {
     const life = (t.exp - t.iat) * 1000;
     if (left <= 0 || left > life) left = life;
   }
-  return Math.max(MIN_REFRESH, Math.max(Math.min(left * 0.8, left - 30000), left / 2));
+  const d = Math.max(MIN_REFRESH, Math.max(Math.min(left * 0.8, left - 30000), left / 2));
+  // setTimeout takes a longer delay for 0.
+  return Math.min(d, MAX_TIMER);
 }
+
+// The longest delay setTimeout keeps (about 24.8 days).
+const MAX_TIMER = 2 ** 31 - 1;
 
 // fetchToken resolves o.token: a string as it is, a function's token. A
 // function that returns no token (empty, not a string) means the page has

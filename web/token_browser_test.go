@@ -1,6 +1,7 @@
 package web_test
 
 import (
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -253,6 +254,46 @@ func TestBrowserTokenRefused(t *testing.T) {
 	}
 	if !reflect.DeepEqual(sse.Got, seq(len(sse.Got))) {
 		t.Errorf("sse: the page got %v, want 1…n in order", sse.Got)
+	}
+	browsertest.NoErrors(t, tb)
+}
+
+// TestHeraldJSRefreshDelay: when herald.js asks a token function again,
+// by the token's exp and iat (read unverified from its payload) and the
+// page's clock; never in a loop, and never for a token it cannot read.
+func TestHeraldJSRefreshDelay(t *testing.T) {
+	s := newStack(t)
+	tb := browsertest.New(t)()
+	openTestPage(t, tb, s.url)
+	const now = 1_800_000_000 // s
+	b64 := func(s string) string { return base64.RawURLEncoding.EncodeToString([]byte(s)) }
+	jwtOf := func(payload string) string { return b64(`{"alg":"HS256"}`) + "." + b64(payload) + ".sig" }
+	cases := []struct {
+		name  string
+		token string
+		want  float64 // ms; -1: null, never refreshed
+	}{
+		{"an hour: at 80%", jwtOf(fmt.Sprintf(`{"iat":%d,"exp":%d}`, now, now+3600)), 2880_000},
+		{"a minute: 30 s before", jwtOf(fmt.Sprintf(`{"iat":%d,"exp":%d}`, now, now+60)), 30_000},
+		{"5 s: at half", jwtOf(fmt.Sprintf(`{"iat":%d,"exp":%d}`, now, now+5)), 2500},
+		{"the page's clock ahead: its lifetime", jwtOf(fmt.Sprintf(`{"iat":%d,"exp":%d}`, now-100, now-90)), 5000},
+		{"the page's clock behind: its lifetime", jwtOf(fmt.Sprintf(`{"iat":%d,"exp":%d}`, now+90, now+100)), 5000},
+		{"expired, no iat: the least wait", jwtOf(fmt.Sprintf(`{"exp":%d}`, now-10)), 1000},
+		{"in a century: the longest timer", jwtOf(fmt.Sprintf(`{"exp":%d}`, now+100*365*86400)), 1<<31 - 1},
+		{"no exp", jwtOf(`{"sub":"a"}`), -1},
+		{"exp a string", jwtOf(`{"exp":"soon"}`), -1},
+		{"payload not JSON", jwtOf(`exp`), -1},
+		{"payload not base64url", "a.!!!.b", -1},
+		{"payload not UTF-8", b64("{}") + "." + base64.RawURLEncoding.EncodeToString([]byte{'{', 0xff, '}'}) + ".s", -1},
+		{"not a JWT", "opaque-token", -1},
+		{"two parts", "a.b", -1},
+		{"a huge payload", jwtOf(`{"exp":1,"x":"` + strings.Repeat("x", 70_000) + `"}`), -1},
+	}
+	for _, c := range cases {
+		got := browsertest.Eval[float64](t, tb, fmt.Sprintf(`(() => { const d = herald.refreshDelay(%q, %d); return d === null ? -1 : d; })()`, c.token, now*1000))
+		if got != c.want {
+			t.Errorf("%s: refreshDelay %v, want %v", c.name, got, c.want)
+		}
 	}
 	browsertest.NoErrors(t, tb)
 }
