@@ -135,6 +135,17 @@ func TestServeFlagsAndEnv(t *testing.T) {
 				c.historySize, c.heartbeat, c.queueBytes)
 		}
 	})
+	t.Run("jwt leeway 0 is none", func(t *testing.T) {
+		c, err := parseServeFlags([]string{"--auth", "jwt", "--jwt-secret", "0123456789abcdef0123456789abcdef"},
+			env(map[string]string{"HERALD_JWT_LEEWAY": "0"}), io.Discard)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// The server's Config takes 0 for the default, 30 s.
+		if got := c.server(nil).JWTLeeway; got >= 0 {
+			t.Errorf("HERALD_JWT_LEEWAY=0 gives the server a leeway of %v, want a negative one (none)", got)
+		}
+	})
 	t.Run("every flag has its env name", func(t *testing.T) {
 		var stdout bytes.Buffer
 		if _, err := parseServeFlags([]string{"-h"}, env(nil), &stdout); !errors.Is(err, flag.ErrHelp) {
@@ -193,6 +204,7 @@ func TestServeBadFlags(t *testing.T) {
 		{"negative shards", []string{"--shards", "-2"}, nil, "--shards must not be negative"},
 		{"pprof without the internal listener", []string{"--pprof"}, nil, "--pprof needs --metrics-addr"},
 		{"negative max-conns", []string{"--max-conns", "-1"}, nil, "--max-conns must not be negative"},
+		{"negative jwt leeway", []string{"--jwt-leeway", "-1s"}, nil, "--jwt-leeway must not be negative"},
 		{"negative max-conns-per-ip", []string{"--max-conns-per-ip", "-1"}, nil, "--max-conns-per-ip must not be negative"},
 		{"h2c with TLS", []string{"--h2c", "--tls-cert", "c.pem", "--tls-key", "k.pem"}, nil, "--h2c is HTTP/2 without TLS"},
 	}
