@@ -89,6 +89,9 @@ const MAX_TOKEN = 64 << 10;
 // The least wait before asking the function again, whatever exp says: a
 // function that returns tokens already expired must not be called in a loop.
 const MIN_REFRESH = 1000;
+// The longest a token function may take: one that never answers must not
+// leave a subscription connecting for ever (it is retried like a failure).
+const TOKEN_TIMEOUT = 30000;
 
 // jwtTimes returns the exp and iat (seconds) of a JWT's payload, or null for
 // a token without a numeric exp.
@@ -142,7 +145,7 @@ async function fetchToken(o) {
   if (typeof t !== 'function') return t || '';
   let v;
   try {
-    v = await t();
+    v = await withTimeout(Promise.resolve().then(t), TOKEN_TIMEOUT, 'the token function did not answer within ' + TOKEN_TIMEOUT + ' ms');
   } catch (e) {
     throw tokenError(e);
   }
