@@ -203,8 +203,9 @@ func TestBrowserTokenRefresh(t *testing.T) {
 // cannot refresh (the server refuses a refresh for another subject): the
 // page hears of each refusal, the server closes the connection with 1008
 // when the first token expires, and herald.js reconnects with a new token
-// and resumes, so every event still arrives once and in order. An SSE
-// subscription whose function then returns no token stops.
+// and resumes, so every event still arrives once and in order. A
+// WebSocket whose function fails from then on stops at that 1008 instead,
+// and an SSE subscription whose function returns no token stops at once.
 func TestBrowserTokenRefused(t *testing.T) {
 	var heraldURL atomic.Value
 	app := tokenApp(t, func() string { return heraldURL.Load().(string) })
@@ -216,6 +217,7 @@ func TestBrowserTokenRefused(t *testing.T) {
 	browsertest.WaitFor(t, tb, "herald.js to load", "window.loaded === true")
 	wsClient := browsertest.Eval[string](t, tb, `window.start('ws', 'ws', (n) => n === 1 ? 'page' : 'someone else')`)
 	browsertest.Eval[string](t, tb, `window.start('sse', 'sse', (n) => n === 1 ? 'page' : null)`)
+	browsertest.Eval[string](t, tb, `window.start('ws', 'failing', (n) => { if (n === 1) return 'page'; throw new Error('the app is down'); })`)
 
 	const interval = 50 * time.Millisecond
 	count := int(2 * tokenTTL / interval)
@@ -242,6 +244,19 @@ func TestBrowserTokenRefused(t *testing.T) {
 	}
 	if ws.Client == wsClient {
 		t.Errorf("ws: still connection %s, want a new one after the token expired", ws.Client)
+	}
+
+	failing := record(t, tb, "failing")
+	t.Logf("failing: %d token calls, states %v, errors %q", failing.Calls, failing.States, failing.Errors)
+	if !reflect.DeepEqual(failing.States, []string{"connecting", "open", "reconnecting", "closed"}) {
+		t.Errorf("failing: states %v, want connecting, open, reconnecting, closed", failing.States)
+	}
+	if n := len(failing.Errors); n < 3 || failing.Errors[n-2] != "unauthorized: token expired" ||
+		failing.Errors[n-1] != "token_failed: the token function failed: the app is down" {
+		t.Errorf("failing: errors %q, want failed refreshes, the expiry, then the failed token that stopped it", failing.Errors)
+	}
+	if !reflect.DeepEqual(failing.Got, seq(len(failing.Got))) {
+		t.Errorf("failing: the page got %v, want 1…n in order", failing.Got)
 	}
 
 	sse := record(t, tb, "sse")
