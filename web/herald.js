@@ -115,10 +115,11 @@ function jwtTimes(token) {
  * replace token, or null when it has no exp (it is never refreshed, only
  * asked for again on a reconnect). It is 80% of the time left or 30 s before
  * exp, whichever is earlier, but not before half the time left (a token of
- * a few seconds is renewed at half its life, not at once) and never under
- * MIN_REFRESH (nor over MAX_TIMER). The time left is exp - now by the page's clock; with iat, a
- * clock so far off that this is negative or over the token's lifetime counts
- * the lifetime instead (a fresh token's time left).
+ * a few seconds is renewed at half its life, not at once), never under
+ * MIN_REFRESH and never over MAX_TIMER. The time left is exp - now by the
+ * page's clock; with iat, a clock so far off that this is negative or over
+ * the token's lifetime counts the lifetime instead (a fresh token's time
+ * left).
  */
 export function refreshDelay(token, now = Date.now()) {
   const t = jwtTimes(token);
@@ -204,8 +205,8 @@ function tokenKey(t) {
  * below), baseURL, onState(state), onReset(reset), onSynced(synced),
  * onError(error), onDisconnected({code, reason}) (the server disconnected
  * the connection for good: it is not reconnected), onUnsubscribed({topics})
- * (the server removed these patterns: they are dropped here too). Once an event was delivered, a reconnect
- * resumes after it and rewinds nothing; with state, a reconnect sends the
+ * (the server removed these patterns: they are dropped here too). Once an
+ * event was delivered, a reconnect resumes after it and rewinds nothing; with state, a reconnect sends the
  * state again only after a reset (the reset, then the state, then
  * onSynced again), so folding every event by key keeps the state exact if
  * the page starts over in onReset: a key removed while the events could
@@ -220,8 +221,8 @@ function tokenKey(t) {
  * the info), presenceEvents (true: also deliver the topics' herald.join and
  * herald.leave events, whose data is the member {client, user, info}).
  *
- * Returns {close(), ready, stats(), get state(), get lastId(), get client()}: client
- * is the connection's ID (a reconnect is a new connection, with a new ID).
+ * Returns {close(), ready, stats(), topics, get state(), get lastId(), get
+ * client()}: topics are the patterns it holds, client is the connection's ID (a reconnect is a new connection, with a new ID).
  * stats() resolves, over WebSocket, with the server's count for the current
  * connection: {events, wire_bytes, bytes}, the event frames written to it,
  * their bytes on the wire (compressed, as deltas) and what they would have
