@@ -34,6 +34,10 @@ const (
 	APIKeyHeader = "X-API-Key"
 )
 
+// DefaultLeeway is the clock skew tolerated on a token's exp and nbf unless
+// Config.Leeway says otherwise.
+const DefaultLeeway = 30 * time.Second
+
 // ErrUnauthorized is matched (errors.Is) by every authentication failure:
 // no credentials where they are needed, a token that does not verify, or
 // one that has expired. Its text says which.
@@ -69,7 +73,8 @@ type Config struct {
 	// names exactly; patterns with a wildcard, "*" among them, never
 	// extend it (see cookieOrigins).
 	CookieOrigins []string
-	// Leeway tolerates clock skew on exp and nbf; default 30 s.
+	// Leeway tolerates clock skew on exp and nbf; default (0) 30 s,
+	// negative: none, a token is refused from its exp on.
 	Leeway time.Duration
 	// Now is the clock (tests); default time.Now.
 	Now func() time.Time
@@ -118,8 +123,11 @@ func New(cfg Config) (*Authenticator, error) {
 	if len(methods) == 0 {
 		return nil, errors.New("failed to configure JWT: give a secret (HS256), a public key (RS256, ES256) or a JWKS")
 	}
-	if cfg.Leeway == 0 {
-		cfg.Leeway = 30 * time.Second
+	switch {
+	case cfg.Leeway == 0:
+		cfg.Leeway = DefaultLeeway
+	case cfg.Leeway < 0:
+		cfg.Leeway = 0
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now

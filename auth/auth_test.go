@@ -78,6 +78,10 @@ func TestTokens(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	strict, err := auth.New(auth.Config{Secret: secret, Leeway: -1, Now: func() time.Time { return now }})
+	if err != nil {
+		t.Fatal(err)
+	}
 	good := with(with(grants("news.>"), "aud", "herald"), "iss", "https://id.example.com")
 	none, _ := jwt.NewWithClaims(jwt.SigningMethodNone, good).SignedString(jwt.UnsafeAllowNoneSignatureType)
 
@@ -101,6 +105,8 @@ func TestTokens(t *testing.T) {
 		}(), "signature or algorithm"},
 		{"expired", hs, sign(t, jwt.SigningMethodHS256, secret, with(good, "exp", now.Add(-time.Minute).Unix())), "expired"},
 		{"expired within leeway", hs, sign(t, jwt.SigningMethodHS256, secret, with(good, "exp", now.Add(-10*time.Second).Unix())), ""},
+		{"expired a second ago, no leeway", strict, sign(t, jwt.SigningMethodHS256, secret, with(grants(), "exp", now.Add(-time.Second).Unix())), "expired"},
+		{"expires in a second, no leeway", strict, sign(t, jwt.SigningMethodHS256, secret, with(grants(), "exp", now.Add(time.Second).Unix())), ""},
 		{"no exp", hs, sign(t, jwt.SigningMethodHS256, secret, with(good, "exp", nil)), "exp claim is required"},
 		{"not yet valid", hs, sign(t, jwt.SigningMethodHS256, secret, with(good, "nbf", now.Add(time.Hour).Unix())), "not valid yet"},
 		{"wrong audience", hs, sign(t, jwt.SigningMethodHS256, secret, with(good, "aud", "other")), "audience"},

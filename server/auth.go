@@ -15,7 +15,7 @@ func (c *Config) authenticator() (*auth.Authenticator, *auth.JWKS, error) {
 		return nil, nil, nil
 	}
 	cfg := auth.Config{
-		Secret: []byte(c.JWTSecret), Audience: c.JWTAudience, Issuer: c.JWTIssuer,
+		Secret: []byte(c.JWTSecret), Audience: c.JWTAudience, Issuer: c.JWTIssuer, Leeway: c.JWTLeeway,
 		PublicSubscribe: c.PublicSubscribe, APIKey: c.APIKey,
 		// The pages that may open WebSockets or use the API: those named
 		// exactly may also authenticate with the herald_token cookie.

@@ -98,12 +98,15 @@ type Config struct {
 	RatePublish    float64  // 0: no limit
 	RateActions    float64  // 0: no limit
 
-	Auth            string // "none" or "jwt"
-	JWTSecret       string
-	JWTPublicKey    string // PEM file
-	JWTJWKSURL      string // https://, or http:// to a loopback host
-	JWTAudience     string
-	JWTIssuer       string
+	Auth         string // "none" or "jwt"
+	JWTSecret    string
+	JWTPublicKey string // PEM file
+	JWTJWKSURL   string // https://, or http:// to a loopback host
+	JWTAudience  string
+	JWTIssuer    string
+	// JWTLeeway tolerates clock skew on a token's exp and nbf (0: the
+	// default, auth.DefaultLeeway; negative: none).
+	JWTLeeway       time.Duration
 	PublicSubscribe []hub.Pattern
 	APIKey          string
 

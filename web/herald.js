@@ -11,6 +11,9 @@
 //   // Keyed topics: start with the state (each key's latest event), then live.
 //   subscribe(['doc.7'], apply, { state: true, onSynced: (s) => showReady(s.id) });
 //   await sub.ready;                        // the server has the subscription
+//   // Tokens that expire: a function, asked on every connect and before exp
+//   // (a WebSocket refreshes in place, an SSE stream reopens and resumes).
+//   subscribe(['orders.*'], render, { token: async () => (await fetch('/token')).text() });
 //   // Keyed topics that change a little at a time: the server sends fossil
 //   // deltas, herald.js applies them (onEvent sees full data); at most one
 //   // event per topic and key every 250 ms, the latest.
@@ -34,7 +37,7 @@
 
 const DEFAULTS = {
   baseURL: '',        // '' = the page's own origin
-  token: '',          // a JWT, sent as Authorization (HTTP) or access_token (WebSocket)
+  token: '',          // a JWT, sent as Authorization (HTTP) or access_token (WebSocket), or a function that returns one
   transport: 'sse',
   minBackoff: 500,    // ms before the first reconnect
   maxBackoff: 15000,  // ms, the most a reconnect waits
@@ -73,6 +76,117 @@ function backoff(o, n) {
   return o.minBackoff / 2 + Math.random() * (cap - o.minBackoff / 2);
 }
 
+// Token lifecycle. A token may be a string or a function (sync or async)
+// that returns one. herald.js reads the function's token's exp (the JWT
+// payload, not verified: the server does that) and asks the function again
+// before it comes: a subscription on every connect and some time before
+// exp, publish, action and presence when the token they last got is that
+// close to its exp.
+
+// The most a token may be: far above any real JWT, and bounded so that a
+// broken token function cannot make herald.js decode megabytes.
+const MAX_TOKEN = 64 << 10;
+// The least wait before asking the function again, whatever exp says: a
+// function that returns tokens already expired must not be called in a loop.
+const MIN_REFRESH = 1000;
+// The longest a token function may take: one that never answers must not
+// leave a subscription connecting for ever (it is retried like a failure).
+const TOKEN_TIMEOUT = 30000;
+
+// jwtTimes returns the exp and iat (seconds) of a JWT's payload, or null for
+// a token without a numeric exp.
+function jwtTimes(token) {
+  const parts = String(token).split('.');
+  if (parts.length !== 3 || parts[1].length > MAX_TOKEN) return null;
+  try {
+    let b = parts[1].replace(/-/g, '+').replace(/_/g, '/');
+    while (b.length % 4) b += '=';
+    const bin = atob(b);
+    const p = JSON.parse(strictUTF8.decode(Uint8Array.from(bin, (c) => c.charCodeAt(0))));
+    if (!p || typeof p.exp !== 'number' || !Number.isFinite(p.exp)) return null;
+    return { exp: p.exp, iat: typeof p.iat === 'number' && Number.isFinite(p.iat) ? p.iat : undefined };
+  } catch (e) {
+    return null;
+  }
+}
+
+/**
+ * refreshDelay returns the ms to wait before asking for a new token to
+ * replace token, or null when it has no exp (it is never refreshed, only
+ * asked for again on a reconnect). It is 80% of the time left or 30 s before
+ * exp, whichever is earlier, but not before half the time left (a token of
+ * a few seconds is renewed at half its life, not at once), never under
+ * MIN_REFRESH and never over MAX_TIMER. The time left is exp - now by the
+ * page's clock; with iat, a clock so far off that this is negative or over
+ * the token's lifetime counts the lifetime instead (a fresh token's time
+ * left).
+ */
+export function refreshDelay(token, now = Date.now()) {
+  const t = jwtTimes(token);
+  if (!t) return null;
+  let left = t.exp * 1000 - now;
+  if (t.iat !== undefined && t.iat < t.exp) {
+    const life = (t.exp - t.iat) * 1000;
+    if (left <= 0 || left > life) left = life;
+  }
+  const d = Math.max(MIN_REFRESH, Math.max(Math.min(left * 0.8, left - 30000), left / 2));
+  // setTimeout takes a longer delay for 0.
+  return Math.min(d, MAX_TIMER);
+}
+
+// The longest delay setTimeout keeps (about 24.8 days).
+const MAX_TIMER = 2 ** 31 - 1;
+
+// fetchToken resolves o.token: a string as it is, a function's token. A
+// function that returns no token (empty, not a string) means the page has
+// none to give: that is a HeraldError with code no_token, which stops a
+// subscription rather than being retried.
+async function fetchToken(o) {
+  const t = o.token;
+  if (typeof t !== 'function') return t || '';
+  let v;
+  try {
+    v = await withTimeout(Promise.resolve().then(t), TOKEN_TIMEOUT, 'the token function did not answer within ' + TOKEN_TIMEOUT + ' ms');
+  } catch (e) {
+    throw tokenError(e);
+  }
+  if (typeof v !== 'string' || v === '') {
+    throw new HeraldError('no_token', 'the token function returned no token', 0);
+  }
+  if (v.length > MAX_TOKEN) throw new HeraldError('no_token', 'the token function returned ' + v.length + ' characters', 0);
+  return v;
+}
+
+// The latest token of each token function, for publish, action and
+// presence: fn -> {token (a promise), until (ms)}.
+const tokenCache = new WeakMap();
+
+// requestToken is the token of a request: a string as it is; a function's
+// token it returned earlier, until its refresh time, else a new one.
+function requestToken(o) {
+  const fn = o.token;
+  if (typeof fn !== 'function') return Promise.resolve(fn || '');
+  const c = tokenCache.get(fn);
+  if (c && Date.now() < c.until) return c.token;
+  const entry = { token: fetchToken(o), until: Infinity };
+  tokenCache.set(fn, entry);
+  entry.token.then((tok) => {
+    const d = refreshDelay(tok);
+    // A token without exp is asked for again each time.
+    entry.until = d === null ? 0 : Date.now() + d;
+  }, () => { if (tokenCache.get(fn) === entry) tokenCache.delete(fn); });
+  return entry.token;
+}
+
+// tokenKey names a token option in a map key: a function by its identity.
+const tokenFnIds = new WeakMap();
+let tokenFnSeq = 0;
+function tokenKey(t) {
+  if (typeof t !== 'function') return 's:' + (t || '');
+  if (!tokenFnIds.has(t)) tokenFnIds.set(t, ++tokenFnSeq);
+  return 'f:' + tokenFnIds.get(t);
+}
+
 /**
  * subscribe opens a subscription to topic patterns and calls onEvent with each
  * event ({id, topic, type, data, time}), in order and at most once. It
@@ -86,9 +200,13 @@ function backoff(o, n) {
  * events of the patterns), state (true: start with the state of every
  * matching keyed topic, each key's latest event, delivered to onEvent like
  * any event; then onSynced({id, topics}) and the events after it; rewind is
- * then ignored), token, baseURL, onState(state), onReset(reset),
- * onSynced(synced), onError(error). Once an event was delivered, a reconnect
- * resumes after it and rewinds nothing; with state, a reconnect sends the
+ * then ignored), token (a JWT, or a function returning one or a promise of
+ * one, asked on every connect and before the token expires: see "Tokens"
+ * below), baseURL, onState(state), onReset(reset), onSynced(synced),
+ * onError(error), onDisconnected({code, reason}) (the server disconnected
+ * the connection for good: it is not reconnected), onUnsubscribed({topics})
+ * (the server removed these patterns: they are dropped here too). Once an
+ * event was delivered, a reconnect resumes after it and rewinds nothing; with state, a reconnect sends the
  * state again only after a reset (the reset, then the state, then
  * onSynced again), so folding every event by key keeps the state exact if
  * the page starts over in onReset: a key removed while the events could
@@ -103,8 +221,8 @@ function backoff(o, n) {
  * the info), presenceEvents (true: also deliver the topics' herald.join and
  * herald.leave events, whose data is the member {client, user, info}).
  *
- * Returns {close(), ready, stats(), get state(), get lastId(), get client()}: client
- * is the connection's ID (a reconnect is a new connection, with a new ID).
+ * Returns {close(), ready, stats(), topics, get state(), get lastId(), get
+ * client()}: topics are the patterns it holds, client is the connection's ID (a reconnect is a new connection, with a new ID).
  * stats() resolves, over WebSocket, with the server's count for the current
  * connection: {events, wire_bytes, bytes}, the event frames written to it,
  * their bytes on the wire (compressed, as deltas) and what they would have
@@ -114,6 +232,19 @@ function backoff(o, n) {
  * delivered. It rejects with the HeraldError when the server refuses the
  * subscription, and with code 'closed' when close() comes first. Failures
  * that are retried do not settle it.
+ *
+ * Tokens: with a token function, a WebSocket sends the refresh op with a new
+ * token before the old one expires (the connection and its subscriptions
+ * stay), and an SSE stream is opened again with the new token, resuming
+ * after the last event delivered (the old one is closed first, so nothing
+ * comes twice, and the server replays what was published in between). A
+ * failed refresh is retried with backoff and reported to onError. If the
+ * server closes a WebSocket that was open with 1008 anyway, the subscription
+ * asks for a new token and reconnects, resuming; it stops (onError, state
+ * closed) when the function then fails or returns no token, or when the new
+ * connection is refused. A function that throws on an ordinary reconnect
+ * (the network is down) is retried with backoff; one that returns no token
+ * stops the subscription.
  */
 export function subscribe(patterns, onEvent, options) {
   const o = opts(options);
@@ -141,6 +272,18 @@ class Subscription {
     this.bases = new Map();
     this.baseChars = 0;
     this.ws = null;
+    // The token of the current connection, and the token lifecycle: gen
+    // counts connections, so that a token that arrives for one that is
+    // gone is dropped; refreshing is the WebSocket refresh op in flight.
+    this.token = '';
+    this.gen = 0;
+    this.refreshTimer = null;
+    this.refreshAttempt = 0;
+    this.refreshRef = 0;
+    this.refreshing = null; // {ref, token}
+    // Set when an open WebSocket was closed by policy: the next connection
+    // needs a new token, and a token function that fails then stops.
+    this.needToken = false;
     this.statsWaiting = new Map(); // ref -> {resolve, reject}
     this.statsRef = 0;
     this.ready = new Promise((resolve, reject) => { this.resolveReady = resolve; this.rejectReady = reject; });
@@ -156,27 +299,153 @@ class Subscription {
     if (this.o.onState) this.o.onState(s);
   }
 
+  // start connects, with a new token from a token function.
   start() {
     if (this.closed) return;
     this.setState(this.attempt === 0 ? 'connecting' : 'reconnecting');
+    const gen = ++this.gen;
+    if (typeof this.o.token !== 'function') {
+      this.token = this.o.token || '';
+      this.connect();
+      return;
+    }
+    fetchToken(this.o).then((tok) => {
+      if (this.closed || gen !== this.gen) return;
+      this.token = tok;
+      this.needToken = false;
+      this.connect();
+    }, (e) => {
+      if (this.closed || gen !== this.gen) return;
+      const err = tokenError(e);
+      // Without a token after a policy close, a retry would be refused
+      // again; a function that throws otherwise may only be offline.
+      if (err.code === 'no_token' || this.needToken) this.refused(err);
+      else this.failed(err);
+    });
+  }
+
+  connect() {
     // A new connection starts with full data for every key.
     this.clearBases();
     const connect = this.o.transport === 'ws' ? this.connectWS : this.connectSSE;
     this.stopCurrent = connect.call(this);
   }
 
+  // stopConn ends the current connection and its token refresh.
+  stopConn() {
+    this.gen++;
+    clearTimeout(this.refreshTimer);
+    this.refreshTimer = null;
+    this.refreshing = null;
+    if (this.stopCurrent) this.stopCurrent();
+    this.stopCurrent = null;
+  }
+
   // opened marks the subscription live; failed schedules a reconnect.
   opened() {
     this.attempt = 0;
+    this.refreshAttempt = 0;
     this.setState('open');
     this.resolveReady();
+    this.scheduleRefresh();
+  }
+
+  // scheduleRefresh sets the timer of the next token refresh of the
+  // connection, when a token function gave it a token with exp.
+  scheduleRefresh() {
+    clearTimeout(this.refreshTimer);
+    this.refreshTimer = null;
+    if (typeof this.o.token !== 'function') return;
+    const d = refreshDelay(this.token);
+    if (d !== null) this.refreshTimer = setTimeout(() => this.refresh(), d);
+  }
+
+  // refresh gets a new token before the connection's expires: over
+  // WebSocket it sends the refresh op (the reply schedules the next one),
+  // over SSE it opens the stream again with it, resuming after lastId. The
+  // old stream is closed first: none of its events is delivered after that,
+  // and the new one resumes after the last that was, so nothing comes twice
+  // and the server's replay leaves no gap.
+  async refresh() {
+    this.refreshTimer = null;
+    const gen = this.gen;
+    let tok;
+    try {
+      tok = await fetchToken(this.o);
+    } catch (e) {
+      if (this.closed || gen !== this.gen) return;
+      const err = tokenError(e);
+      if (err.code === 'no_token') this.refused(err);
+      else this.refreshFailed(err);
+      return;
+    }
+    if (this.closed || gen !== this.gen) return;
+    if (this.o.transport === 'ws') {
+      const ws = this.ws;
+      if (!ws || ws.readyState !== 1) return; // its close reconnects, with a new token
+      this.refreshing = { ref: 'refresh-' + (++this.refreshRef), token: tok };
+      ws.send(JSON.stringify({ op: 'refresh', ref: this.refreshing.ref, token: tok }));
+      return;
+    }
+    this.stopConn();
+    this.token = tok;
+    this.connect();
+  }
+
+  // refreshed takes the server's reply to the refresh op: the connection
+  // now expires with the new token, or kept the old one (err).
+  refreshed(ref, err) {
+    if (!this.refreshing || this.refreshing.ref !== ref) return;
+    const tok = this.refreshing.token;
+    this.refreshing = null;
+    if (err) {
+      this.refreshFailed(err);
+      return;
+    }
+    this.token = tok;
+    this.refreshAttempt = 0;
+    this.scheduleRefresh();
+  }
+
+  // refreshFailed reports a failed refresh and tries again with backoff;
+  // should the token expire meanwhile, the server's close reconnects.
+  refreshFailed(err) {
+    if (this.o.onError) this.o.onError(err);
+    clearTimeout(this.refreshTimer);
+    this.refreshTimer = setTimeout(() => this.refresh(), backoff(this.o, this.refreshAttempt++));
+  }
+
+  // adoptCursor takes the position a subscription starts at, sent by the
+  // server before any event, as the cursor to resume from: only when there
+  // is none yet, and not with state, which must come whole before a
+  // reconnect may resume (its cursor is the synced's).
+  adoptCursor(id) {
+    if (typeof id === 'string' && id !== '' && !this.lastId && !this.o.state) this.lastId = id;
+  }
+
+  // disconnected ends a subscription whose connection the server closed
+  // for good (an operator's disconnect): reconnecting would defeat it.
+  disconnected(d) {
+    if (this.closed) return;
+    if (this.o.onDisconnected) this.o.onDisconnected(d);
+    this.rejectReady(new HeraldError('disconnected', d.reason, 0));
+    this.close();
+  }
+
+  // unsubscribed drops the patterns the server removed from the connection,
+  // so that a reconnect does not subscribe to them again; with none left
+  // the subscription is closed.
+  unsubscribed(topics) {
+    const gone = Array.isArray(topics) ? topics.filter((t) => typeof t === 'string') : [];
+    this.topics = this.topics.filter((t) => !gone.includes(t));
+    if (this.o.onUnsubscribed) this.o.onUnsubscribed({ topics: gone });
+    if (this.topics.length === 0) this.close();
   }
 
   failed(err) {
     if (this.closed) return;
     if (err && this.o.onError) this.o.onError(err);
-    if (this.stopCurrent) this.stopCurrent();
-    this.stopCurrent = null;
+    this.stopConn();
     this.setState('reconnecting');
     const wait = backoff(this.o, this.attempt++);
     this.timer = setTimeout(() => { this.timer = null; this.start(); }, wait);
@@ -295,8 +564,7 @@ class Subscription {
     this.closed = true;
     this.rejectReady(new HeraldError('closed', 'the subscription was closed before the server confirmed it', 0));
     clearTimeout(this.timer);
-    if (this.stopCurrent) this.stopCurrent();
-    this.stopCurrent = null;
+    this.stopConn();
     this.setState('closed');
   }
 
@@ -317,7 +585,7 @@ class Subscription {
     if (this.o.conflate) q.set('conflate', String(this.o.conflate));
     const headers = { Accept: 'text/event-stream' };
     if (this.lastId) headers['Last-Event-ID'] = this.lastId;
-    if (this.o.token) headers.Authorization = 'Bearer ' + this.o.token;
+    if (this.token) headers.Authorization = 'Bearer ' + this.token;
     const url = base(this.o) + '/v1/events?' + q.toString();
     (async () => {
       let res;
@@ -355,6 +623,9 @@ class Subscription {
           }
           if (!msg.data) return;
           this.receive(msg.data, JSON.parse(msg.data));
+        }, (id) => {
+          // A block with an id and no data: the position the stream starts at.
+          if (!ctl.signal.aborted) this.adoptCursor(id);
         });
         if (!ctl.signal.aborted) this.failed(new Error('the event stream ended'));
       } catch (e) {
@@ -367,7 +638,7 @@ class Subscription {
   connectWS() {
     const u = new URL(base(this.o) + '/v1/ws', location.href);
     u.protocol = u.protocol === 'https:' ? 'wss:' : 'ws:';
-    if (this.o.token) u.searchParams.set('access_token', this.o.token);
+    if (this.token) u.searchParams.set('access_token', this.token);
     let ws;
     try {
       ws = new WebSocket(u.toString(), 'herald.v1');
@@ -377,6 +648,7 @@ class Subscription {
     }
     this.ws = ws;
     let done = false;
+    let wasOpen = false; // the server confirmed the subscription
     ws.onopen = () => {
       const msg = { op: 'subscribe', ref: 'sub', topics: this.topics };
       if (this.lastId) msg.since = this.lastId;
@@ -398,8 +670,15 @@ class Subscription {
         case 'ok':
           if (msg.ref === 'sub') {
             this.client = msg.client || '';
+            wasOpen = true;
+            this.adoptCursor(msg.id);
             this.opened();
+          } else {
+            this.refreshed(msg.ref, null);
           }
+          break;
+        case 'unsubscribed':
+          this.unsubscribed(msg.topics);
           break;
         case 'event': {
           const { op, ...ev } = msg;
@@ -428,6 +707,9 @@ class Subscription {
           if (this.statsWaiting.has(msg.ref)) {
             const e = msg.error || {};
             this.statsWaiting.get(msg.ref).reject(new HeraldError(e.code, e.message, 0));
+          } else if (this.refreshing && msg.ref === this.refreshing.ref) {
+            const e = msg.error || {};
+            this.refreshed(msg.ref, new HeraldError(e.code, e.message, 0));
           } else if (msg.ref === 'sub') {
             // The subscription itself was refused (a bad pattern, no grant).
             done = true;
@@ -442,8 +724,21 @@ class Subscription {
       this.dropStats();
       if (done || this.closed) return;
       done = true;
-      if (ev.code === 1008) { // policy: authentication, which a retry will not fix
-        this.refused(new HeraldError('unauthorized', ev.reason || 'closed by policy', 0));
+      if (ev.code === 4001) { // disconnected by an operator: stay away
+        this.disconnected({ code: ev.code, reason: ev.reason || 'disconnected' });
+        return;
+      }
+      if (ev.code === 1008) { // policy: authentication
+        const err = new HeraldError('unauthorized', ev.reason || 'closed by policy', 0);
+        // An open connection whose token expired or was refused on
+        // refresh: a token function may have a new one. A connection
+        // refused from the start would be refused again.
+        if (wasOpen && typeof this.o.token === 'function') {
+          this.needToken = true;
+          this.failed(err);
+        } else {
+          this.refused(err);
+        }
         return;
       }
       this.failed(new Error('WebSocket closed: ' + ev.code + (ev.reason ? ' ' + ev.reason : '')));
@@ -641,12 +936,15 @@ export function presence(topic, options) {
 
 // readEventStream parses text/event-stream (the WHATWG grammar: LF, CR or
 // CRLF line ends, comments, id/event/data fields) and calls onMessage with
-// {id, event, data} for each dispatched message.
-async function readEventStream(body, signal, onMessage) {
+// {id, event, data} for each dispatched message, and onId with the id of a
+// block that has an id and no data (which sets the last event ID without
+// dispatching anything).
+async function readEventStream(body, signal, onMessage, onId) {
   const reader = body.getReader();
   const decoder = new TextDecoder();
   let buf = '';
   let id = '', event = '', data = [];
+  let sawId = false; // the block has an id field
   const abort = () => reader.cancel().catch(() => {});
   signal.addEventListener('abort', abort);
   try {
@@ -662,8 +960,10 @@ async function readEventStream(body, signal, onMessage) {
         buf = buf.slice(i + (buf[i] === '\r' && buf[i + 1] === '\n' ? 2 : 1));
         if (line === '') {
           if (data.length > 0) onMessage({ id, event: event || 'message', data: data.join('\n') });
+          else if (sawId && onId) onId(id);
           event = '';
           data = [];
+          sawId = false;
           continue;
         }
         if (line[0] === ':') continue;
@@ -673,7 +973,10 @@ async function readEventStream(body, signal, onMessage) {
         if (val[0] === ' ') val = val.slice(1);
         if (field === 'data') data.push(val);
         else if (field === 'event') event = val;
-        else if (field === 'id' && !val.includes('\0')) id = val;
+        else if (field === 'id' && !val.includes('\0')) {
+          id = val;
+          sawId = true;
+        }
       }
     }
   } finally {
@@ -690,9 +993,18 @@ async function errorOf(res) {
   return new HeraldError(code, message, res.status);
 }
 
+// tokenError is what a token function's failure is reported as.
+function tokenError(e) {
+  if (e instanceof HeraldError) return e;
+  const err = new HeraldError('token_failed', 'the token function failed: ' + ((e && e.message) || String(e)), 0);
+  err.cause = e;
+  return err;
+}
+
 async function post(o, path, body, headers) {
   const h = { 'Content-Type': 'application/json', ...(headers || {}) };
-  if (o.token) h.Authorization = 'Bearer ' + o.token;
+  const token = await requestToken(o);
+  if (token) h.Authorization = 'Bearer ' + token;
   const res = await fetch(base(o) + path, { method: 'POST', headers: h, body: JSON.stringify(body) });
   if (!res.ok) throw await errorOf(res);
   return res.json();
@@ -709,7 +1021,7 @@ export function publish(topic, type, data, options) {
 const resultSubs = new Map();
 
 function resultSub(o, topic) {
-  const key = [base(o), o.transport, o.token, topic].join('\n');
+  const key = [base(o), o.transport, tokenKey(o.token), topic].join('\n');
   let rs = resultSubs.get(key);
   if (!rs) {
     rs = { users: 0, waiting: new Map(), early: new Map() };
@@ -802,7 +1114,8 @@ function resultOf(st) {
 
 async function getJSON(o, path) {
   const h = {};
-  if (o.token) h.Authorization = 'Bearer ' + o.token;
+  const token = await requestToken(o);
+  if (token) h.Authorization = 'Bearer ' + token;
   const res = await fetch(base(o) + path, { headers: h, cache: 'no-store' });
   if (!res.ok) throw await errorOf(res);
   return res.json();

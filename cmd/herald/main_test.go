@@ -91,7 +91,7 @@ func TestServeFlagsAndEnv(t *testing.T) {
 			t.Fatal(err)
 		}
 		want := serveConfig{
-			addr: "127.0.0.1:8080", broker: "memory", historySize: 10000, historyBytes: 256 << 20, historyTTL: time.Hour,
+			addr: "127.0.0.1:8080", broker: "memory", historySize: 10000, historyBytes: 256 << 20, historyTTL: time.Hour, jwtLeeway: 30 * time.Second,
 			stateMaxKeys: 10000, stateMaxBytes: 64 << 20, presenceMax: 10000,
 			queueBytes: 524288, shards: 0, heartbeat: 15 * time.Second, sseRetry: 2 * time.Second,
 			writeTimeout: 10 * time.Second, readTimeout: 30 * time.Second, maxBody: 1048576, wsReadLimit: 65536,
@@ -135,6 +135,17 @@ func TestServeFlagsAndEnv(t *testing.T) {
 				c.historySize, c.heartbeat, c.queueBytes)
 		}
 	})
+	t.Run("jwt leeway 0 is none", func(t *testing.T) {
+		c, err := parseServeFlags([]string{"--auth", "jwt", "--jwt-secret", "0123456789abcdef0123456789abcdef"},
+			env(map[string]string{"HERALD_JWT_LEEWAY": "0"}), io.Discard)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// The server's Config takes 0 for the default, 30 s.
+		if got := c.server(nil).JWTLeeway; got >= 0 {
+			t.Errorf("HERALD_JWT_LEEWAY=0 gives the server a leeway of %v, want a negative one (none)", got)
+		}
+	})
 	t.Run("every flag has its env name", func(t *testing.T) {
 		var stdout bytes.Buffer
 		if _, err := parseServeFlags([]string{"-h"}, env(nil), &stdout); !errors.Is(err, flag.ErrHelp) {
@@ -142,7 +153,7 @@ func TestServeFlagsAndEnv(t *testing.T) {
 		}
 		for _, name := range []string{"addr", "broker", "history-size", "history-bytes", "history-ttl", "state-max-keys", "state-max-bytes", "queue-bytes", "shards",
 			"heartbeat", "sse-retry", "write-timeout", "read-timeout", "max-body", "ws-read-limit", "ws-ping-interval", "ws-compression",
-			"allowed-origins", "cors-origins", "max-conns", "max-conns-per-ip", "rate-publish", "rate-actions", "ws-message-rate", "ws-max-topics", "auth", "jwt-secret", "jwt-public-key", "jwt-audience", "jwt-issuer",
+			"allowed-origins", "cors-origins", "max-conns", "max-conns-per-ip", "rate-publish", "rate-actions", "ws-message-rate", "ws-max-topics", "auth", "jwt-secret", "jwt-public-key", "jwt-audience", "jwt-issuer", "jwt-leeway",
 			"jwt-jwks-url",
 			"public-subscribe", "api-key", "shutdown-timeout", "log-level", "log-format", "action-upstream", "action-workers",
 			"action-queue", "action-ttl", "action-max-bytes", "action-timeout", "action-max-attempts"} {
@@ -193,6 +204,7 @@ func TestServeBadFlags(t *testing.T) {
 		{"negative shards", []string{"--shards", "-2"}, nil, "--shards must not be negative"},
 		{"pprof without the internal listener", []string{"--pprof"}, nil, "--pprof needs --metrics-addr"},
 		{"negative max-conns", []string{"--max-conns", "-1"}, nil, "--max-conns must not be negative"},
+		{"negative jwt leeway", []string{"--jwt-leeway", "-1s"}, nil, "--jwt-leeway must not be negative"},
 		{"negative max-conns-per-ip", []string{"--max-conns-per-ip", "-1"}, nil, "--max-conns-per-ip must not be negative"},
 		{"h2c with TLS", []string{"--h2c", "--tls-cert", "c.pem", "--tls-key", "k.pem"}, nil, "--h2c is HTTP/2 without TLS"},
 	}

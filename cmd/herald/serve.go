@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/heraldpush/herald/auth"
 	"github.com/heraldpush/herald/hub"
 	"github.com/heraldpush/herald/server"
 )
@@ -59,6 +60,7 @@ type serveConfig struct {
 	jwtJWKSURL      string
 	jwtAudience     string
 	jwtIssuer       string
+	jwtLeeway       time.Duration
 	publicSubscribe []hub.Pattern
 	apiKey          string
 	shutdownTimeout time.Duration
@@ -139,6 +141,7 @@ func parseServeFlags(args []string, getenv func(string) (string, bool), stdout i
 	fs.StringVar(&c.jwtJWKSURL, "jwt-jwks-url", "", "`URL` of the identity provider's JSON Web Key Set (https://, or http:// to a loopback host): RS256, ES256 and EdDSA tokens are verified with the key of their kid, fetched again for a new kid at most every 30s (--auth jwt)")
 	fs.StringVar(&c.jwtAudience, "jwt-audience", "", "if set, tokens must carry this aud (--auth jwt)")
 	fs.StringVar(&c.jwtIssuer, "jwt-issuer", "", "if set, tokens must carry this iss (--auth jwt)")
+	fs.DurationVar(&c.jwtLeeway, "jwt-leeway", auth.DefaultLeeway, "clock skew tolerated on a token's exp and nbf: a token is accepted, and a connection kept, this long past its exp (0: none) (--auth jwt)")
 	fs.Var(&public, "public-subscribe", "comma-separated `patterns` anyone may subscribe to without a token, e.g. news.> (--auth jwt)")
 	fs.StringVar(&c.apiKey, "api-key", "", "secret that lets a server publish to any topic and read /v1/stats with the X-API-Key header instead of a token (--auth jwt)")
 	fs.DurationVar(&c.shutdownTimeout, "shutdown-timeout", server.DefaultShutdownTimeout, "how long a graceful shutdown may take before connections are cut")
@@ -281,6 +284,8 @@ func (c *serveConfig) validate() error {
 		return usagef("--max-conns must not be negative, got %d", c.maxConns)
 	case c.historyTTL < 0:
 		return usagef("--history-ttl must not be negative, got %v", c.historyTTL)
+	case c.jwtLeeway < 0:
+		return usagef("--jwt-leeway must not be negative, got %v", c.jwtLeeway)
 	case c.logFormat != "text" && c.logFormat != "json":
 		return usagef("--log-format must be text or json, got %q", c.logFormat)
 	}
@@ -345,6 +350,7 @@ func (c *serveConfig) server(log *slog.Logger) server.Config {
 		AllowedOrigins: c.allowedOrigins, CORSOrigins: c.corsOrigins,
 		MaxConns: noLimit(c.maxConns), MaxConnsPerIP: c.maxConnsPerIP, RatePublish: c.ratePublish, RateActions: c.rateActions,
 		Auth: c.authMode, JWTSecret: c.jwtSecret, JWTPublicKey: c.jwtPublicKey, JWTJWKSURL: c.jwtJWKSURL, JWTAudience: c.jwtAudience, JWTIssuer: c.jwtIssuer,
+		JWTLeeway:       noLimit(c.jwtLeeway),
 		PublicSubscribe: c.publicSubscribe, APIKey: c.apiKey,
 		ShutdownTimeout: noDefault(c.shutdownTimeout),
 		ActionUpstreams: upstreams, ActionWorkers: noDefault(c.actionWorkers), ActionQueue: noDefault(c.actionQueue),
