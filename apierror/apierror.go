@@ -113,6 +113,9 @@ func Denied(p *auth.Principal, what string) *Error {
 		return New(http.StatusForbidden, Forbidden, "the API key does not grant "+what+
 			": it publishes and reads /v1/stats; what a user does needs the user's token")
 	}
+	if p.Upstream() {
+		return New(http.StatusForbidden, Forbidden, "the application (auth upstream) does not grant "+what)
+	}
 	return New(http.StatusForbidden, Forbidden, "the token does not grant "+what)
 }
 

@@ -2,6 +2,7 @@ package auth
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"time"
@@ -15,13 +16,24 @@ var ErrExpired = fmt.Errorf("%w: the token has expired", ErrUnauthorized)
 // expired is the Disconnect of a connection whose token expired.
 var expired = hub.Refused("token expired", ErrExpired)
 
+// upstreamUnavailable is the Disconnect of a connection whose grants
+// expired when the application could not be asked again: it may reconnect
+// later (1013 "try again later"), never keep grants no one confirmed.
+var upstreamUnavailable = &hub.Disconnect{Code: 1013, Reason: "auth upstream unavailable", Label: "error"}
+
 // Expiry fails a hub client with ErrExpired (as the Disconnect
-// hub.Refused makes of it) when its token expires. Its
-// methods are safe for concurrent use; it ends with the client.
+// hub.Refused makes of it) when its token expires. A principal the
+// application granted (Config.Upstream) is asked for again instead, from
+// the cache or the application: the client goes on with the new grants if
+// they are for the same user and still grant every pattern it is
+// subscribed to, is refused (1008) if not, and is closed with 1013 if the
+// application cannot answer. Its methods are safe for concurrent use; it
+// ends with the client.
 type Expiry struct {
-	c  *hub.Client
-	mu sync.Mutex
-	t  *time.Timer // nil: no expiry
+	c       *hub.Client
+	mu      sync.Mutex
+	t       *time.Timer // nil: no expiry
+	onRenew func(*Principal)
 }
 
 // WatchExpiry fails c at p's expiry, unless c ends first. For a principal
@@ -52,7 +64,55 @@ func (e *Expiry) Extend(p *Principal) {
 	if p.Expires.IsZero() || e.c.Context().Err() != nil {
 		return
 	}
-	e.t = time.AfterFunc(time.Until(p.Expires), func() { e.c.Fail(expired) })
+	if p.renew == nil {
+		e.t = time.AfterFunc(time.Until(p.Expires), func() { e.c.Fail(expired) })
+		return
+	}
+	// The timer's goroutine asks; the call is bounded by the upstream's
+	// timeout and ends with the client.
+	e.t = time.AfterFunc(time.Until(p.Expires), func() { e.renew(p) })
+}
+
+// OnRenew sets what is told the principal that replaces the old one when
+// the application grants it again (the WebSocket's checks of publish and
+// actions). A nil Expiry does nothing.
+func (e *Expiry) OnRenew(f func(*Principal)) {
+	if e == nil {
+		return
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.onRenew = f
+}
+
+func (e *Expiry) renew(old *Principal) {
+	p, err := old.renew(e.c.Context())
+	switch {
+	case e.c.Context().Err() != nil:
+		return
+	case errors.Is(err, ErrUnavailable):
+		e.c.Fail(upstreamUnavailable)
+		return
+	case err != nil:
+		e.c.Fail(hub.Refused("the application refused the credentials", err))
+		return
+	case p.Subject != old.Subject:
+		e.c.Fail(hub.Refused("the application now answers for another user", ErrUnauthorized))
+		return
+	}
+	for _, raw := range e.c.Patterns() {
+		if pat, err := hub.ParsePattern(raw); err != nil || !p.MaySubscribe(pat) {
+			e.c.Fail(hub.Refused(fmt.Sprintf("the application no longer grants subscribing to %q", raw), ErrUnauthorized))
+			return
+		}
+	}
+	e.mu.Lock()
+	f := e.onRenew
+	e.mu.Unlock()
+	if f != nil {
+		f(p)
+	}
+	e.Extend(p)
 }
 
 func (e *Expiry) stop() {
