@@ -351,7 +351,8 @@ func (a *Authenticator) Request(r *http.Request) (*Principal, error) {
 			return a.fromUpstream(r.Context(), forward, queryOf(r))
 		}
 	}
-	return &Principal{anonymous: true, subscribe: a.cfg.PublicSubscribe, cookieIgnored: cookieIgnored}, nil
+	return &Principal{anonymous: true, subscribe: a.cfg.PublicSubscribe, cookieIgnored: cookieIgnored,
+		sessionHelps: a.cfg.Upstream != nil, tokenHelps: a.parser != nil}, nil
 }
 
 // fromUpstream is the principal the application grants to creds, with the
@@ -410,6 +411,9 @@ type Principal struct {
 	all           bool // authentication is off
 	publishAll    bool // the API key
 	upstream      bool // granted by the application (Config.Upstream)
+	// What an anonymous request could have sent: a token, a session of
+	// the application (Config.Upstream), or both.
+	sessionHelps, tokenHelps bool
 	// renew asks the application again (nil for other principals).
 	renew     func(ctx context.Context) (*Principal, error)
 	subscribe []hub.Pattern
@@ -434,6 +438,20 @@ func (p *Principal) APIKey() bool { return p.publishAll }
 // Upstream reports whether the application granted the principal
 // (Config.Upstream) rather than a token.
 func (p *Principal) Upstream() bool { return p.upstream }
+
+// Wanted says what an anonymous request lacks, for its refusal: "a
+// token", "a session the application accepts (its cookies or
+// Authorization)", or both.
+func (p *Principal) Wanted() string {
+	const session = "a session the application accepts (its cookies or Authorization)"
+	switch {
+	case p.sessionHelps && p.tokenHelps:
+		return "a token or " + session
+	case p.sessionHelps:
+		return session
+	}
+	return "a token"
+}
 
 // CookieIgnored reports whether the request is anonymous because its
 // herald_token cookie came from a page of another origin, which a refusal

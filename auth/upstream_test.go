@@ -93,6 +93,9 @@ func TestUpstreamGrants(t *testing.T) {
 	if n := len(app.Calls(t)); n != 1 {
 		t.Fatalf("%d calls, want still 1", n)
 	}
+	if w := p.Wanted(); w != "a session the application accepts (its cookies or Authorization)" {
+		t.Fatalf("an anonymous request is told it lacks %q", w)
+	}
 }
 
 func TestUpstreamRefusals(t *testing.T) {
@@ -262,6 +265,9 @@ func TestUpstreamWithTokens(t *testing.T) {
 	calls := app.Calls(t)
 	if len(calls) != 1 || calls[0].Authorization != "App bob" || calls[0].Cookie != "" {
 		t.Fatalf("calls %+v, want the App one only", calls)
+	}
+	if p, _ := a.Request(sessionRequest("")); !strings.HasPrefix(p.Wanted(), "a token or a session") {
+		t.Fatalf("an anonymous request is told it lacks %q", p.Wanted())
 	}
 }
 

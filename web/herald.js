@@ -35,6 +35,7 @@
 const DEFAULTS = {
   baseURL: '',        // '' = the page's own origin
   token: '',          // a JWT, sent as Authorization (HTTP) or access_token (WebSocket)
+  credentials: 'same-origin', // fetch's: 'include' sends cookies to a Herald on another origin (--auth-upstream)
   transport: 'sse',
   minBackoff: 500,    // ms before the first reconnect
   maxBackoff: 15000,  // ms, the most a reconnect waits
@@ -53,7 +54,7 @@ export class HeraldError extends Error {
 
 let settings = { ...DEFAULTS };
 
-/** configure sets defaults for every later call: baseURL, token, transport, backoff, actionTimeout. */
+/** configure sets defaults for every later call: baseURL, token, credentials, transport, backoff, actionTimeout. */
 export function configure(options) {
   settings = { ...settings, ...options };
 }
@@ -322,7 +323,7 @@ class Subscription {
     (async () => {
       let res;
       try {
-        res = await fetch(url, { headers, signal: ctl.signal, cache: 'no-store' });
+        res = await fetch(url, { headers, signal: ctl.signal, cache: 'no-store', credentials: this.o.credentials });
       } catch (e) {
         if (!ctl.signal.aborted) this.failed(e);
         return;
@@ -693,7 +694,7 @@ async function errorOf(res) {
 async function post(o, path, body, headers) {
   const h = { 'Content-Type': 'application/json', ...(headers || {}) };
   if (o.token) h.Authorization = 'Bearer ' + o.token;
-  const res = await fetch(base(o) + path, { method: 'POST', headers: h, body: JSON.stringify(body) });
+  const res = await fetch(base(o) + path, { method: 'POST', headers: h, body: JSON.stringify(body), credentials: o.credentials });
   if (!res.ok) throw await errorOf(res);
   return res.json();
 }
@@ -803,7 +804,7 @@ function resultOf(st) {
 async function getJSON(o, path) {
   const h = {};
   if (o.token) h.Authorization = 'Bearer ' + o.token;
-  const res = await fetch(base(o) + path, { headers: h, cache: 'no-store' });
+  const res = await fetch(base(o) + path, { headers: h, cache: 'no-store', credentials: o.credentials });
   if (!res.ok) throw await errorOf(res);
   return res.json();
 }
