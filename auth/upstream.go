@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"golang.org/x/sync/singleflight"
+	"golang.org/x/time/rate"
 
 	"github.com/heraldpush/herald/hub"
 )
@@ -62,8 +63,8 @@ type UpstreamOptions struct {
 	// and DefaultUpstreamCacheBytes.
 	CacheEntries int
 	CacheBytes   int
-	// Logger receives failed calls (never a cookie or header value);
-	// default slog.Default().
+	// Logger receives failed calls, at most one every 10 s (never a
+	// cookie or header value); default slog.Default().
 	Logger *slog.Logger
 	// Now is the clock (tests); default time.Now.
 	Now func() time.Time
@@ -86,6 +87,9 @@ type Upstream struct {
 	ctx    context.Context // the calls' context: Close ends it
 	cancel context.CancelFunc
 	group  singleflight.Group
+	// logs bounds the warnings of failed calls: an application that is
+	// down fails a call for every new session.
+	logs *rate.Limiter
 
 	mu    sync.Mutex
 	cache *grantCache
@@ -133,7 +137,7 @@ func NewUpstream(o UpstreamOptions) (*Upstream, error) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Upstream{url: o.URL, opts: o, client: client, ctx: ctx, cancel: cancel,
-		cache: newGrantCache(o.CacheEntries, o.CacheBytes)}, nil
+		logs: rate.NewLimiter(rate.Every(10*time.Second), 1), cache: newGrantCache(o.CacheEntries, o.CacheBytes)}, nil
 }
 
 // CheckUpstreamURL applies the rule for the auth upstream's address: an
@@ -245,8 +249,10 @@ func (u *Upstream) authorize(ctx context.Context, creds upstreamCreds, q upstrea
 func (u *Upstream) call(key [sha256.Size]byte, creds upstreamCreds, q upstreamQuery) (*grantResult, error) {
 	res, err := u.ask(creds, q)
 	if err != nil {
-		u.opts.Logger.Warn("failed to ask the auth upstream: requests of the session are refused with 503",
-			"url", redactURL(u.url), "err", err)
+		if u.logs.Allow() { // at most one every 10 s
+			u.opts.Logger.Warn("failed to ask the auth upstream: requests of sessions it has not answered are refused with 503",
+				"url", redactURL(u.url), "err", err)
+		}
 		return nil, u.unavailable("the auth upstream cannot answer now")
 	}
 	u.mu.Lock()

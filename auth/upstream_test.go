@@ -2,6 +2,7 @@ package auth_test
 
 import (
 	"errors"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -14,6 +15,7 @@ import (
 	"github.com/heraldpush/herald/auth"
 	"github.com/heraldpush/herald/hub"
 	"github.com/heraldpush/herald/internal/testkit/authapp"
+	"github.com/heraldpush/herald/internal/testkit/heraldtest"
 	"github.com/heraldpush/herald/internal/testkit/wait"
 )
 
@@ -296,4 +298,36 @@ func TestUpstreamOnly(t *testing.T) {
 func waitCalls(t *testing.T, app *authapp.App, n int) {
 	t.Helper()
 	wait.For(t, 10*time.Second, "the application's calls", func() bool { return len(app.Calls(t)) >= n })
+}
+
+// A failed call is logged, without the cookies or the Authorization that
+// were forwarded.
+func TestUpstreamLogsNoSecrets(t *testing.T) {
+	app := authapp.Start(t, 300)
+	app.SetMode(t, "error")
+	var logs heraldtest.Log
+	u, err := auth.NewUpstream(auth.UpstreamOptions{URL: app.URL, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer u.Close()
+	a, err := auth.New(auth.Config{Upstream: u})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := sessionRequest("cookie-secret-1")
+	r.Header.Set("Authorization", "App header-secret-2")
+	if _, err := a.Request(r); !errors.Is(err, auth.ErrUnavailable) {
+		t.Fatalf("%v, want ErrUnavailable", err)
+	}
+	if calls := app.Calls(t); len(calls) != 1 || !strings.Contains(calls[0].Cookie, "cookie-secret-1") {
+		t.Fatalf("calls %+v", calls)
+	}
+	got := logs.String()
+	if !strings.Contains(got, "failed to ask the auth upstream") || !strings.Contains(got, "500") {
+		t.Fatalf("log %q: want the failure, with the status", got)
+	}
+	if strings.Contains(got, "secret") {
+		t.Fatalf("the log has a forwarded secret: %q", got)
+	}
 }
