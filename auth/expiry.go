@@ -32,18 +32,20 @@ var upstreamUnavailable = &hub.Disconnect{Code: 1013, Reason: "auth upstream una
 type Expiry struct {
 	c       *hub.Client
 	mu      sync.Mutex
-	t       *time.Timer // nil: no expiry
-	onRenew func(*Principal)
+	t       *time.Timer      // nil: no expiry
+	onRenew func(*Principal) // set once, by WatchExpiry
 }
 
 // WatchExpiry fails c at p's expiry, unless c ends first. For a principal
 // that does not expire (authentication off, the API key) it returns nil and
-// costs nothing: connections are made often.
-func WatchExpiry(c *hub.Client, p *Principal) *Expiry {
+// costs nothing: connections are made often. onRenew, if not nil, is told
+// each principal that replaces p when the application grants it again
+// (see Expiry); it runs on the expiry's timer.
+func WatchExpiry(c *hub.Client, p *Principal, onRenew func(*Principal)) *Expiry {
 	if p.Expires.IsZero() {
 		return nil
 	}
-	e := &Expiry{c: c}
+	e := &Expiry{c: c, onRenew: onRenew}
 	e.Extend(p)
 	context.AfterFunc(c.Context(), e.stop)
 	return e
@@ -73,18 +75,6 @@ func (e *Expiry) Extend(p *Principal) {
 	e.t = time.AfterFunc(time.Until(p.Expires), func() { e.renew(p) })
 }
 
-// OnRenew sets what is told the principal that replaces the old one when
-// the application grants it again (the WebSocket's checks of publish and
-// actions). A nil Expiry does nothing.
-func (e *Expiry) OnRenew(f func(*Principal)) {
-	if e == nil {
-		return
-	}
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	e.onRenew = f
-}
-
 func (e *Expiry) renew(old *Principal) {
 	p, err := old.renew(e.c.Context())
 	switch {
@@ -106,11 +96,8 @@ func (e *Expiry) renew(old *Principal) {
 			return
 		}
 	}
-	e.mu.Lock()
-	f := e.onRenew
-	e.mu.Unlock()
-	if f != nil {
-		f(p)
+	if e.onRenew != nil {
+		e.onRenew(p)
 	}
 	e.Extend(p)
 }

@@ -198,8 +198,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.principal.Store(auth.Nobody)
 	} else {
 		s.principal.Store(p)
-		s.expiry = auth.WatchExpiry(client, p)
-		s.expiry.OnRenew(func(p *auth.Principal) { s.principal.Store(p) })
+		s.expiry = auth.WatchExpiry(client, p, func(p *auth.Principal) { s.principal.Store(p) })
 		s.rateKey = limit.Key(p.Subject, r)
 	}
 	s.start() // its writer marks the session done
