@@ -308,7 +308,7 @@ func (c Config) Validate() error {
 		return configErrorf("--auth jwt needs --jwt-secret, --jwt-public-key or --jwt-jwks-url")
 	case c.Auth == "none" && (c.JWTSecret != "" || c.JWTPublicKey != "" || c.JWTJWKSURL != "" || c.JWTAudience != "" ||
 		c.JWTIssuer != "" || len(c.PublicSubscribe) > 0 || c.APIKey != ""):
-		return configErrorf("the --jwt-*, --public-subscribe and --api-key flags need --auth jwt")
+		return configErrorf("the --jwt-* flags need --auth jwt, and --public-subscribe and --api-key need --auth jwt or upstream")
 	}
 	if c.AuthUpstream != "" {
 		if err := auth.CheckUpstreamURL(c.AuthUpstream); err != nil {
