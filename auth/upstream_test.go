@@ -156,7 +156,7 @@ func TestUpstreamFailsClosed(t *testing.T) {
 // requests of another session are answered meanwhile.
 func TestUpstreamSlowSessionBlocksNoOther(t *testing.T) {
 	app := authapp.Start(t, 300)
-	const timeout = 1500 * time.Millisecond
+	const timeout = 3 * time.Second
 	a := upstreamAuth(t, app, timeout, auth.Config{})
 
 	slow := make(chan error, 1)

@@ -186,7 +186,7 @@ func TestAuthUpstreamSessions(t *testing.T) {
 // 503 with Retry-After: never access.
 func TestAuthUpstreamDownOrSlow(t *testing.T) {
 	app := authapp.Start(t, 300)
-	const timeout = 1500 * time.Millisecond
+	const timeout = 3 * time.Second
 	n := upstreamNode(t, app, timeout)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
