@@ -36,7 +36,7 @@ FUZZ_TARGETS := \
 	./transport/sse:FuzzLastEventID ./transport/sse:FuzzStateQuery ./transport/sse:FuzzPresenceQuery ./transport/sse:FuzzShapingQuery \
 	./transport/httpapi:FuzzParseSingleFast ./transport/httpapi:FuzzParseActionFast \
 	./internal/jsonenc:FuzzAppendString ./delta:FuzzDelta \
-	./auth:FuzzCheckJWKSURL ./auth:FuzzJWKSBody \
+	./auth:FuzzCheckJWKSURL ./auth:FuzzJWKSBody ./auth:FuzzUpstreamGrants \
 	./cmd/herald:FuzzConfigFile \
 	./cmd/herald/internal/bench:FuzzInflate ./cmd/herald/internal/bench:FuzzUnquoteJSON ./cmd/herald/internal/bench:FuzzDeltaKeyed \
 	./client:FuzzEnvelope ./client:FuzzStream

@@ -103,15 +103,22 @@ func SetJSONHeaders(h http.Header) {
 // what was refused, e.g. `subscribing to "news.>"`.
 func Denied(p *auth.Principal, what string) *Error {
 	if p.CookieIgnored() {
+		if wanted := p.Wanted(); wanted != "a token" {
+			return New(http.StatusUnauthorized, Unauthorized, wanted+" is required for "+what+
+				"; cookies do not count on a request from a page of another origin unless --cors-origins or --allowed-origins names it exactly")
+		}
 		return New(http.StatusUnauthorized, Unauthorized, "a token is required for "+what+
 			"; the herald_token cookie does not count on a request from a page of another origin: send the token in Authorization or access_token")
 	}
 	if p.Anonymous() {
-		return New(http.StatusUnauthorized, Unauthorized, "a token is required for "+what)
+		return New(http.StatusUnauthorized, Unauthorized, p.Wanted()+" is required for "+what)
 	}
 	if p.APIKey() {
 		return New(http.StatusForbidden, Forbidden, "the API key does not grant "+what+
 			": it publishes and reads /v1/stats; what a user does needs the user's token")
+	}
+	if p.Upstream() {
+		return New(http.StatusForbidden, Forbidden, "the application (auth upstream) does not grant "+what)
 	}
 	return New(http.StatusForbidden, Forbidden, "the token does not grant "+what)
 }

@@ -73,6 +73,13 @@ type Config struct {
 	// names exactly; patterns with a wildcard, "*" among them, never
 	// extend it (see cookieOrigins).
 	CookieOrigins []string
+	// Upstream, if set, is asked for the grants of a request that carries
+	// no Herald token and no API key but cookies (from a page they may
+	// speak for, as the herald_token cookie) or an Authorization header
+	// that is not a Bearer token. Without a secret, public key or JWKS,
+	// it is the only way in: no token is verified, and an Authorization
+	// header of any scheme goes to the application. Its owner closes it.
+	Upstream *Upstream
 	// Leeway tolerates clock skew on exp and nbf; default (0) 30 s,
 	// negative: none, a token is refused from its exp on.
 	Leeway time.Duration
@@ -120,7 +127,7 @@ func New(cfg Config) (*Authenticator, error) {
 			}
 		}
 	}
-	if len(methods) == 0 {
+	if len(methods) == 0 && cfg.Upstream == nil {
 		return nil, errors.New("failed to configure JWT: give a secret (HS256), a public key (RS256, ES256) or a JWKS")
 	}
 	switch {
@@ -145,8 +152,11 @@ func New(cfg Config) (*Authenticator, error) {
 	if cfg.Issuer != "" {
 		opts = append(opts, jwt.WithIssuer(cfg.Issuer))
 	}
-	return &Authenticator{cfg: cfg, parser: jwt.NewParser(opts...), methods: methods,
-		cookies: newCookieOrigins(cfg.CookieOrigins)}, nil
+	a := &Authenticator{cfg: cfg, methods: methods, cookies: newCookieOrigins(cfg.CookieOrigins)}
+	if len(methods) > 0 {
+		a.parser = jwt.NewParser(opts...)
+	}
+	return a, nil
 }
 
 // claims is a token's payload as Herald reads it.
@@ -173,6 +183,9 @@ func (a *Authenticator) Token(token string) (*Principal, error) {
 }
 
 func (a *Authenticator) token(ctx context.Context, token string) (*Principal, error) {
+	if a.parser == nil {
+		return nil, fmt.Errorf("%w: this server verifies no tokens: it asks the application (--auth upstream)", ErrUnauthorized)
+	}
 	var c claims
 	var jwksErr error // why the JWKS gave no key
 	_, err := a.parser.ParseWithClaims(token, &c, func(t *jwt.Token) (any, error) {
@@ -284,22 +297,43 @@ func describe(err error) string {
 // Authorization: Bearer, the access_token query parameter and the
 // herald_token cookie, the cookie only when r comes from a page it may
 // speak for (Config.CookieOrigins); a request with none but the right
-// X-API-Key is the publisher; a request with no credentials at all is
-// anonymous (it may subscribe to the public patterns). A token or key that
-// is given but wrong is an error (ErrUnauthorized): it is never taken for
-// anonymous. A cookie from another page is not given: it is ignored.
+// X-API-Key is the publisher; with Config.Upstream, a request with none
+// but cookies or another Authorization is what the application answers
+// (see Upstream), the cookies again only from a page they may speak for;
+// a request with no credentials at all is anonymous (it may subscribe to
+// the public patterns). A token or key that is given but wrong is an error
+// (ErrUnauthorized): it is never taken for anonymous. A cookie from
+// another page is not given: it is ignored. The application's answer
+// takes at most the upstream's timeout; when it cannot be had, the error
+// is ErrUnavailable.
 func (a *Authenticator) Request(r *http.Request) (*Principal, error) {
-	tok, err := tokenOf(r)
-	if err != nil {
-		return nil, err
+	var tok string
+	var forward upstreamCreds // for the application
+	if a.parser == nil {
+		// Upstream only: the credentials are all the application's.
+		if r.URL.Query().Has(QueryParam) {
+			return nil, fmt.Errorf("%w: this server verifies no tokens: it asks the application (--auth upstream); send its cookies or Authorization instead of %s", ErrUnauthorized, QueryParam)
+		}
+		forward.authorization = r.Header.Get("Authorization")
+	} else {
+		var err error
+		tok, err = tokenOf(r)
+		if errors.Is(err, errNotBearer) && a.cfg.Upstream != nil {
+			tok, err, forward.authorization = "", nil, r.Header.Get("Authorization")
+		}
+		if err != nil {
+			return nil, err
+		}
 	}
 	cookieIgnored := false
-	if tok == "" {
-		if c, err := r.Cookie(CookieName); err == nil && c.Value != "" {
-			if a.cookies.trusts(r) {
-				tok = c.Value
-			} else {
-				cookieIgnored = true
+	if tok == "" && forward.authorization == "" {
+		if a.parser != nil {
+			if c, err := r.Cookie(CookieName); err == nil && c.Value != "" {
+				if a.cookies.trusts(r) {
+					tok = c.Value
+				} else {
+					cookieIgnored = true
+				}
 			}
 		}
 	}
@@ -313,8 +347,40 @@ func (a *Authenticator) Request(r *http.Request) (*Principal, error) {
 		// Like anyone, it may subscribe to the public patterns.
 		return &Principal{Subject: "api-key", publishAll: true, subscribe: a.cfg.PublicSubscribe}, nil
 	}
-	return &Principal{anonymous: true, subscribe: a.cfg.PublicSubscribe, cookieIgnored: cookieIgnored}, nil
+	if a.cfg.Upstream != nil {
+		if cookies := r.Header.Values("Cookie"); len(cookies) > 0 {
+			if a.cookies.trusts(r) {
+				forward.cookie = strings.Join(cookies, "; ")
+			} else {
+				cookieIgnored = true
+			}
+		}
+		if !forward.empty() {
+			return a.fromUpstream(r.Context(), forward, queryOf(r))
+		}
+	}
+	return &Principal{anonymous: true, subscribe: a.cfg.PublicSubscribe, cookieIgnored: cookieIgnored,
+		sessionHelps: a.cfg.Upstream != nil, tokenHelps: a.parser != nil}, nil
 }
+
+// fromUpstream is the principal the application grants to creds, with the
+// public patterns, and able to ask again when it expires (see Expiry).
+func (a *Authenticator) fromUpstream(ctx context.Context, creds upstreamCreds, q upstreamQuery) (*Principal, error) {
+	p, err := a.cfg.Upstream.authorize(ctx, creds, q)
+	if err != nil {
+		return nil, err
+	}
+	if len(a.cfg.PublicSubscribe) > 0 {
+		p.subscribe = slices.Concat(p.subscribe, a.cfg.PublicSubscribe)
+	}
+	// The connection holds the credentials, not the cache: it may outlive
+	// the answer's expiry, and then asks again with them.
+	p.renew = func(ctx context.Context) (*Principal, error) { return a.fromUpstream(ctx, creds, q) }
+	return p, nil
+}
+
+// errNotBearer is an Authorization header of another scheme than Bearer.
+var errNotBearer = fmt.Errorf("%w: the Authorization header must be \"Bearer TOKEN\"", ErrUnauthorized)
 
 // tokenOf returns the token of the Authorization header or the
 // access_token query parameter, which a page can only send if it holds the
@@ -323,7 +389,7 @@ func tokenOf(r *http.Request) (string, error) {
 	if h := r.Header.Get("Authorization"); h != "" {
 		scheme, tok, ok := strings.Cut(h, " ")
 		if !ok || !strings.EqualFold(scheme, "Bearer") || strings.TrimSpace(tok) == "" {
-			return "", fmt.Errorf("%w: the Authorization header must be \"Bearer TOKEN\"", ErrUnauthorized)
+			return "", errNotBearer
 		}
 		return strings.TrimSpace(tok), nil
 	}
@@ -352,9 +418,15 @@ type Principal struct {
 	cookieIgnored bool // anonymous because the cookie came from another page
 	all           bool // authentication is off
 	publishAll    bool // the API key
-	subscribe     []hub.Pattern
-	publish       []hub.Pattern
-	actions       []hub.Pattern
+	upstream      bool // granted by the application (Config.Upstream)
+	// What an anonymous request could have sent: a token, a session of
+	// the application (Config.Upstream), or both.
+	sessionHelps, tokenHelps bool
+	// renew asks the application again (nil for other principals).
+	renew     func(ctx context.Context) (*Principal, error)
+	subscribe []hub.Pattern
+	publish   []hub.Pattern
+	actions   []hub.Pattern
 }
 
 // Everyone is the principal of every request when authentication is off.
@@ -370,6 +442,24 @@ func (p *Principal) Anonymous() bool { return p.anonymous }
 
 // APIKey reports whether the request was authenticated by the API key.
 func (p *Principal) APIKey() bool { return p.publishAll }
+
+// Upstream reports whether the application granted the principal
+// (Config.Upstream) rather than a token.
+func (p *Principal) Upstream() bool { return p.upstream }
+
+// Wanted says what an anonymous request lacks, for its refusal: "a
+// token", "a session the application accepts (its cookies or
+// Authorization)", or both.
+func (p *Principal) Wanted() string {
+	const session = "a session the application accepts (its cookies or Authorization)"
+	switch {
+	case p.sessionHelps && p.tokenHelps:
+		return "a token or " + session
+	case p.sessionHelps:
+		return session
+	}
+	return "a token"
+}
 
 // CookieIgnored reports whether the request is anonymous because its
 // herald_token cookie came from a page of another origin, which a refusal

@@ -42,16 +42,17 @@ const maxJWKSRedirects = 3
 // *UnavailableError.
 var ErrUnavailable = errors.New("unavailable")
 
-// UnavailableError is the ErrUnavailable of one token.
+// UnavailableError is the ErrUnavailable of one request: a token whose key
+// the JWKS cannot give now, or credentials the auth upstream cannot judge
+// now (see Upstream).
 type UnavailableError struct {
-	// RetryAfter is when the JWKS may be fetched again for an unknown key.
+	// RetryAfter is when asking again may succeed: when the JWKS may be
+	// fetched again for an unknown key, or a moment for the auth upstream.
 	RetryAfter time.Duration
-	reason     string
+	msg        string
 }
 
-func (e *UnavailableError) Error() string {
-	return "the token's key is not known and " + e.reason + "; retry later"
-}
+func (e *UnavailableError) Error() string { return e.msg }
 
 // Is makes an *UnavailableError match ErrUnavailable.
 func (e *UnavailableError) Is(target error) bool { return target == ErrUnavailable }
@@ -292,7 +293,7 @@ func (j *JWKS) unavailable(reason string) *UnavailableError {
 	if tokens := j.limiter.Tokens(); tokens < 1 {
 		wait = max(wait, time.Duration((1-tokens)*float64(j.opts.UnknownKIDInterval)))
 	}
-	return &UnavailableError{RetryAfter: wait, reason: reason}
+	return &UnavailableError{RetryAfter: wait, msg: "the token's key is not known and " + reason + "; retry later"}
 }
 
 // fitKey returns k if it is the key type alg verifies with, and for a set

@@ -17,35 +17,36 @@ import (
 // Defaults that New applies to the zero fields of a Config; "herald serve"
 // shows the same ones as its flags' defaults.
 const (
-	DefaultAddr               = "127.0.0.1:8080"
-	DefaultBroker             = "memory"
-	DefaultHistorySize        = 10000
-	DefaultHistoryBytes       = hub.DefaultHistoryBytes
-	DefaultHistoryTTL         = time.Hour
-	DefaultStateMaxKeys       = hub.DefaultStateMaxKeys
-	DefaultPresenceMaxMembers = hub.DefaultPresenceMaxMembers
-	DefaultStateMaxBytes      = hub.DefaultStateMaxBytes
-	DefaultQueueBytes         = 512 << 10
-	DefaultHeartbeat          = 15 * time.Second
-	DefaultSSERetry           = 2 * time.Second
-	DefaultWriteTimeout       = 10 * time.Second
-	DefaultReadTimeout        = httpapi.DefaultReadTimeout
-	DefaultMaxBody            = httpapi.DefaultMaxBody
-	DefaultWSReadLimit        = 64 << 10
-	DefaultWSPingInterval     = 25 * time.Second
-	DefaultWSMessageRate      = ws.DefaultMessageRate
-	DefaultWSMaxTopics        = ws.DefaultMaxTopics
-	DefaultMaxConns           = 100000
-	DefaultAuth               = "none"
-	DefaultShutdownTimeout    = 10 * time.Second
-	DefaultActionWorkers      = 16
-	DefaultActionQueue        = 10000
-	DefaultActionTTL          = time.Hour
-	DefaultActionLease        = action.DefaultLease
-	DefaultActionMaxFinished  = memstore.DefaultMaxFinished
-	DefaultActionMaxBytes     = memstore.DefaultMaxFinishedBytes
-	DefaultActionTimeout      = 10 * time.Second
-	DefaultActionMaxAttempts  = 5
+	DefaultAddr                = "127.0.0.1:8080"
+	DefaultBroker              = "memory"
+	DefaultHistorySize         = 10000
+	DefaultHistoryBytes        = hub.DefaultHistoryBytes
+	DefaultHistoryTTL          = time.Hour
+	DefaultStateMaxKeys        = hub.DefaultStateMaxKeys
+	DefaultPresenceMaxMembers  = hub.DefaultPresenceMaxMembers
+	DefaultStateMaxBytes       = hub.DefaultStateMaxBytes
+	DefaultQueueBytes          = 512 << 10
+	DefaultHeartbeat           = 15 * time.Second
+	DefaultSSERetry            = 2 * time.Second
+	DefaultWriteTimeout        = 10 * time.Second
+	DefaultReadTimeout         = httpapi.DefaultReadTimeout
+	DefaultMaxBody             = httpapi.DefaultMaxBody
+	DefaultWSReadLimit         = 64 << 10
+	DefaultWSPingInterval      = 25 * time.Second
+	DefaultWSMessageRate       = ws.DefaultMessageRate
+	DefaultWSMaxTopics         = ws.DefaultMaxTopics
+	DefaultMaxConns            = 100000
+	DefaultAuth                = "none"
+	DefaultAuthUpstreamTimeout = auth.DefaultUpstreamTimeout
+	DefaultShutdownTimeout     = 10 * time.Second
+	DefaultActionWorkers       = 16
+	DefaultActionQueue         = 10000
+	DefaultActionTTL           = time.Hour
+	DefaultActionLease         = action.DefaultLease
+	DefaultActionMaxFinished   = memstore.DefaultMaxFinished
+	DefaultActionMaxBytes      = memstore.DefaultMaxFinishedBytes
+	DefaultActionTimeout       = 10 * time.Second
+	DefaultActionMaxAttempts   = 5
 )
 
 // Config is the configuration of a Server. A zero field takes its Default
@@ -98,7 +99,7 @@ type Config struct {
 	RatePublish    float64  // 0: no limit
 	RateActions    float64  // 0: no limit
 
-	Auth         string // "none" or "jwt"
+	Auth         string // "none", "jwt" or "upstream"
 	JWTSecret    string
 	JWTPublicKey string // PEM file
 	JWTJWKSURL   string // https://, or http:// to a loopback host
@@ -109,6 +110,11 @@ type Config struct {
 	JWTLeeway       time.Duration
 	PublicSubscribe []hub.Pattern
 	APIKey          string
+	// AuthUpstream is the application's endpoint asked for the grants of
+	// requests without a Herald token (auth.Upstream): with Auth "jwt"
+	// besides tokens, with Auth "upstream" alone.
+	AuthUpstream        string
+	AuthUpstreamTimeout time.Duration
 
 	// ShutdownTimeout bounds the shutdown that Serve starts when its
 	// context ends.
@@ -206,6 +212,7 @@ func (c Config) withDefaults() Config {
 	defDur(&c.ActionTTL, DefaultActionTTL)
 	defDur(&c.ActionLease, DefaultActionLease)
 	defDur(&c.ActionTimeout, DefaultActionTimeout)
+	defDur(&c.AuthUpstreamTimeout, DefaultAuthUpstreamTimeout)
 	if c.MaxBody == 0 {
 		c.MaxBody = DefaultMaxBody
 	}
@@ -263,6 +270,7 @@ func (c Config) Validate() error {
 		{"action-max-bytes", int64(c.ActionMaxBytes)},
 		{"action-timeout", int64(c.ActionTimeout)},
 		{"action-max-attempts", int64(c.ActionMaxAttempts)},
+		{"auth-upstream-timeout", int64(c.AuthUpstreamTimeout)},
 	} {
 		if f.v <= 0 {
 			return configErrorf("--%s must be positive", f.flag)
@@ -291,13 +299,24 @@ func (c Config) Validate() error {
 		return configErrorf("--max-conns-per-ip must not be negative, got %d", c.MaxConnsPerIP)
 	case c.RatePublish < 0 || c.RateActions < 0:
 		return configErrorf("--rate-publish and --rate-actions must not be negative")
-	case c.Auth != "none" && c.Auth != "jwt":
-		return configErrorf("--auth must be none or jwt, got %q", c.Auth)
+	case c.Auth != "none" && c.Auth != "jwt" && c.Auth != "upstream":
+		return configErrorf("--auth must be none, jwt or upstream, got %q", c.Auth)
+	case c.Auth == "upstream" && c.AuthUpstream == "":
+		return configErrorf("--auth upstream needs --auth-upstream URL")
+	case c.Auth == "upstream" && (c.JWTSecret != "" || c.JWTPublicKey != "" || c.JWTJWKSURL != "" || c.JWTAudience != "" || c.JWTIssuer != ""):
+		return configErrorf("the --jwt-* flags need --auth jwt (with --auth upstream no token is verified; --auth jwt and --auth-upstream together verify tokens and ask the application for requests without one)")
+	case c.Auth == "none" && c.AuthUpstream != "":
+		return configErrorf("--auth-upstream needs --auth upstream, or --auth jwt to verify tokens as well")
 	case c.Auth == "jwt" && c.JWTSecret == "" && c.JWTPublicKey == "" && c.JWTJWKSURL == "":
 		return configErrorf("--auth jwt needs --jwt-secret, --jwt-public-key or --jwt-jwks-url")
 	case c.Auth == "none" && (c.JWTSecret != "" || c.JWTPublicKey != "" || c.JWTJWKSURL != "" || c.JWTAudience != "" ||
 		c.JWTIssuer != "" || len(c.PublicSubscribe) > 0 || c.APIKey != ""):
-		return configErrorf("the --jwt-*, --public-subscribe and --api-key flags need --auth jwt")
+		return configErrorf("the --jwt-* flags need --auth jwt, and --public-subscribe and --api-key need --auth jwt or upstream")
+	}
+	if c.AuthUpstream != "" {
+		if err := auth.CheckUpstreamURL(c.AuthUpstream); err != nil {
+			return configErrorf("--auth-upstream: %v", err)
+		}
 	}
 	if c.JWTJWKSURL != "" {
 		if err := auth.CheckJWKSURL(c.JWTJWKSURL); err != nil {
@@ -319,6 +338,9 @@ func (c Config) Check() error {
 		return err
 	}
 	c = c.withDefaults()
-	_, _, err := c.authenticator()
+	_, _, u, err := c.authenticator()
+	if u != nil {
+		u.Close()
+	}
 	return err
 }

@@ -54,6 +54,8 @@ type Server struct {
 	upstreams []*action.Upstream
 	release   func() // the broker's connections
 	stopJWKS  func() // ends the JWKS refresh (see auth.JWKS.Start)
+	// stopAuthUpstream ends the auth upstream's calls and connections.
+	stopAuthUpstream func()
 
 	serving      atomic.Bool // set by the first Serve
 	served       chan error  // the result of http.Server.Serve, once Serve ran
@@ -73,10 +75,22 @@ func New(cfg Config) (*Server, error) {
 	}
 	cfg = cfg.withDefaults()
 	log := cfg.Logger
-	authn, jwks, err := cfg.authenticator()
+	authn, jwks, authUpstream, err := cfg.authenticator()
 	if err != nil {
 		return nil, err
 	}
+	// Until the server owns it, every return below closes the auth
+	// upstream.
+	stopAuthUpstream := func() {}
+	if authUpstream != nil {
+		stopAuthUpstream = authUpstream.Close
+	}
+	owned := false
+	defer func() {
+		if !owned {
+			stopAuthUpstream()
+		}
+	}()
 	// Like the upstreams below, the certificate is loaded before anything
 	// starts: one that cannot be used is a configuration error, not a
 	// server that fails every handshake.
@@ -114,13 +128,15 @@ func New(cfg Config) (*Server, error) {
 	}
 	s := &Server{
 		cfg: cfg, log: log, tls: tlsConfig, upstreams: upstreams, release: func() {}, stopJWKS: stopJWKS,
-		served: make(chan error, 1), started: make(chan struct{}), stopped: make(chan struct{}),
+		stopAuthUpstream: stopAuthUpstream,
+		served:           make(chan error, 1), started: make(chan struct{}), stopped: make(chan struct{}),
 	}
 	if err := s.start(authn); err != nil {
 		s.closeUpstreams()
 		stopJWKS()
 		return nil, err
 	}
+	owned = true
 	return s, nil
 }
 
@@ -343,8 +359,10 @@ func (s *Server) shutdown(ctx context.Context) error {
 	// Nothing calls an upstream any more: free the keep-alive connections
 	// (and their goroutines).
 	s.closeUpstreams()
-	// No request verifies a token any more: end the JWKS refresh.
+	// No request verifies a token any more: end the JWKS refresh, and
+	// the auth upstream's calls.
 	s.stopJWKS()
+	s.stopAuthUpstream()
 	return serveErr
 }
 

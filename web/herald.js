@@ -38,6 +38,7 @@
 const DEFAULTS = {
   baseURL: '',        // '' = the page's own origin
   token: '',          // a JWT, sent as Authorization (HTTP) or access_token (WebSocket), or a function that returns one
+  credentials: 'same-origin', // fetch's: 'include' sends cookies to a Herald on another origin (--auth-upstream)
   transport: 'sse',
   minBackoff: 500,    // ms before the first reconnect
   maxBackoff: 15000,  // ms, the most a reconnect waits
@@ -56,7 +57,7 @@ export class HeraldError extends Error {
 
 let settings = { ...DEFAULTS };
 
-/** configure sets defaults for every later call: baseURL, token, transport, backoff, actionTimeout. */
+/** configure sets defaults for every later call: baseURL, token, credentials, transport, backoff, actionTimeout. */
 export function configure(options) {
   settings = { ...settings, ...options };
 }
@@ -590,7 +591,7 @@ class Subscription {
     (async () => {
       let res;
       try {
-        res = await fetch(url, { headers, signal: ctl.signal, cache: 'no-store' });
+        res = await fetch(url, { headers, signal: ctl.signal, cache: 'no-store', credentials: this.o.credentials });
       } catch (e) {
         if (!ctl.signal.aborted) this.failed(e);
         return;
@@ -1005,7 +1006,7 @@ async function post(o, path, body, headers) {
   const h = { 'Content-Type': 'application/json', ...(headers || {}) };
   const token = await requestToken(o);
   if (token) h.Authorization = 'Bearer ' + token;
-  const res = await fetch(base(o) + path, { method: 'POST', headers: h, body: JSON.stringify(body) });
+  const res = await fetch(base(o) + path, { method: 'POST', headers: h, body: JSON.stringify(body), credentials: o.credentials });
   if (!res.ok) throw await errorOf(res);
   return res.json();
 }
@@ -1116,7 +1117,7 @@ async function getJSON(o, path) {
   const h = {};
   const token = await requestToken(o);
   if (token) h.Authorization = 'Bearer ' + token;
-  const res = await fetch(base(o) + path, { headers: h, cache: 'no-store' });
+  const res = await fetch(base(o) + path, { headers: h, cache: 'no-store', credentials: o.credentials });
   if (!res.ok) throw await errorOf(res);
   return res.json();
 }

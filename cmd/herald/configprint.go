@@ -20,6 +20,7 @@ var secretFlags = map[string]func(string) string{
 	"broker":          maskURLPasswords, // a Redis URL or a NATS server list
 	"jwt-jwks-url":    maskURLPasswords,
 	"action-upstream": maskURLPasswords, // URL and TYPE=URL entries
+	"auth-upstream":   maskURLPasswords,
 }
 
 func maskAll(s string) string {

@@ -97,7 +97,7 @@ func TestServeFlagsAndEnv(t *testing.T) {
 			writeTimeout: 10 * time.Second, readTimeout: 30 * time.Second, maxBody: 1048576, wsReadLimit: 65536,
 			wsPingInterval: 25 * time.Second, wsCompression: true, shutdownTimeout: 10 * time.Second, logFormat: "text",
 			actionWorkers: 16, actionQueue: 10000, actionTTL: time.Hour, actionLease: 30 * time.Second, actionMaxFinished: 100000, actionMaxBytes: 256 << 20, actionTimeout: 10 * time.Second,
-			actionMaxAttempts: 5, authMode: "none", maxConns: 100000, wsMessageRate: 200, wsMaxTopics: 256,
+			actionMaxAttempts: 5, authMode: "none", authUpstreamTO: 2 * time.Second, maxConns: 100000, wsMessageRate: 200, wsMaxTopics: 256,
 		}
 		c.settings = nil // compared in config_test.go
 		if fmt.Sprint(c) != fmt.Sprint(want) {
@@ -184,12 +184,17 @@ func TestServeBadFlags(t *testing.T) {
 		{"zero read timeout", []string{"--read-timeout", "0s"}, nil, "--read-timeout must be positive"},
 		{"not a number", []string{"--max-body", "1MB"}, nil, "invalid value"},
 		{"unknown flag", []string{"--nope"}, nil, "flag provided but not defined"},
-		{"unknown auth", []string{"--auth", "basic"}, nil, "--auth must be none or jwt"},
+		{"unknown auth", []string{"--auth", "basic"}, nil, "--auth must be none, jwt or upstream"},
 		{"jwt without a key", []string{"--auth", "jwt"}, nil, "--auth jwt needs --jwt-secret, --jwt-public-key or --jwt-jwks-url"},
 		{"JWKS over plain HTTP to another host", []string{"--auth", "jwt", "--jwt-jwks-url", "http://id.example.com/jwks"}, nil, "--jwt-jwks-url: the JWKS URL \"http://id.example.com/jwks\" must be https://"},
 		{"JWKS URL without jwt", nil, map[string]string{"HERALD_JWT_JWKS_URL": "https://id.example.com/jwks"}, "need --auth jwt"},
 		{"jwt flag without jwt", nil, map[string]string{"HERALD_JWT_SECRET": "0123456789abcdef0123456789abcdef"}, "need --auth jwt"},
 		{"short secret", []string{"--auth", "jwt", "--jwt-secret", "short"}, nil, "at least 32 bytes"},
+		{"upstream mode without its URL", []string{"--auth", "upstream"}, nil, "--auth upstream needs --auth-upstream URL"},
+		{"auth upstream without auth", nil, map[string]string{"HERALD_AUTH_UPSTREAM": "http://app/herald/auth"}, "--auth-upstream needs --auth upstream"},
+		{"auth upstream not a URL", []string{"--auth", "upstream", "--auth-upstream", "app/herald/auth"}, nil, "--auth-upstream: the auth upstream URL"},
+		{"jwt flag with upstream mode", []string{"--auth", "upstream", "--auth-upstream", "http://app/auth", "--jwt-issuer", "x"}, nil, "the --jwt-* flags need --auth jwt"},
+		{"zero auth upstream timeout", []string{"--auth", "upstream", "--auth-upstream", "http://app/auth", "--auth-upstream-timeout", "0s"}, nil, "--auth-upstream-timeout must be positive"},
 		{"missing key file", []string{"--auth", "jwt", "--jwt-public-key", "/nonexistent.pem"}, nil, "--jwt-public-key"},
 		{"bad public pattern", []string{"--auth", "jwt", "--jwt-secret", "0123456789abcdef0123456789abcdef", "--public-subscribe", "a..b"}, nil, "--public-subscribe"},
 		{"cors origin with a path", []string{"--cors-origins", "https://app.example.com/page"}, nil, `--cors-origins: "https://app.example.com/page" is not an origin`},

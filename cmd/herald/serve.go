@@ -63,6 +63,8 @@ type serveConfig struct {
 	jwtLeeway       time.Duration
 	publicSubscribe []hub.Pattern
 	apiKey          string
+	authUpstream    string
+	authUpstreamTO  time.Duration
 	shutdownTimeout time.Duration
 	logLevel        slog.Level
 	logFormat       string
@@ -135,15 +137,17 @@ func parseServeFlags(args []string, getenv func(string) (string, bool), stdout i
 	fs.Float64Var(&c.rateActions, "rate-actions", 0, "actions a caller may submit per second, in bursts of as many; more get 429 (0: no limit)")
 	fs.Float64Var(&c.wsMessageRate, "ws-message-rate", server.DefaultWSMessageRate, "messages one WebSocket may send per second (bursts of 1000); a flood closes it with 4029 (negative: no limit)")
 	fs.IntVar(&c.wsMaxTopics, "ws-max-topics", server.DefaultWSMaxTopics, "patterns one WebSocket may hold at once")
-	fs.StringVar(&c.authMode, "auth", server.DefaultAuth, "authentication: none (anyone may do anything) or jwt (a token with grants; see docs/security.md)")
+	fs.StringVar(&c.authMode, "auth", server.DefaultAuth, "authentication: none (anyone may do anything), jwt (a token with grants; see docs/security.md) or upstream (the application answers with grants, --auth-upstream)")
 	fs.StringVar(&c.jwtSecret, "jwt-secret", "", "HS256 secret that signs tokens, at least 32 bytes (--auth jwt)")
 	fs.StringVar(&c.jwtPublicKey, "jwt-public-key", "", "PEM `file` with the RSA (RS256) or ECDSA P-256 (ES256) public key that verifies tokens (--auth jwt)")
 	fs.StringVar(&c.jwtJWKSURL, "jwt-jwks-url", "", "`URL` of the identity provider's JSON Web Key Set (https://, or http:// to a loopback host): RS256, ES256 and EdDSA tokens are verified with the key of their kid, fetched again for a new kid at most every 30s (--auth jwt)")
 	fs.StringVar(&c.jwtAudience, "jwt-audience", "", "if set, tokens must carry this aud (--auth jwt)")
 	fs.StringVar(&c.jwtIssuer, "jwt-issuer", "", "if set, tokens must carry this iss (--auth jwt)")
 	fs.DurationVar(&c.jwtLeeway, "jwt-leeway", auth.DefaultLeeway, "clock skew tolerated on a token's exp and nbf: a token is accepted, and a connection kept, this long past its exp (0: none) (--auth jwt)")
-	fs.Var(&public, "public-subscribe", "comma-separated `patterns` anyone may subscribe to without a token, e.g. news.> (--auth jwt)")
-	fs.StringVar(&c.apiKey, "api-key", "", "secret that lets a server publish to any topic and read /v1/stats with the X-API-Key header instead of a token (--auth jwt)")
+	fs.Var(&public, "public-subscribe", "comma-separated `patterns` anyone may subscribe to without a token, e.g. news.> (--auth jwt or upstream)")
+	fs.StringVar(&c.apiKey, "api-key", "", "secret that lets a server publish to any topic and read /v1/stats with the X-API-Key header instead of a token (--auth jwt or upstream)")
+	fs.StringVar(&c.authUpstream, "auth-upstream", "", "`URL` the application answers with grants at, for requests without a Herald token: it gets their cookies (from pages allowed by --allowed-origins) and Authorization, and answers {\"user\",\"subscribe\",\"publish\",\"actions\",\"expires_in\"} or 401/403; cached per session, 503 when it cannot answer (--auth upstream, or --auth jwt besides tokens; see docs/protocol.md)")
+	fs.DurationVar(&c.authUpstreamTO, "auth-upstream-timeout", server.DefaultAuthUpstreamTimeout, "how long one call of --auth-upstream may take; past it the request gets 503")
 	fs.DurationVar(&c.shutdownTimeout, "shutdown-timeout", server.DefaultShutdownTimeout, "how long a graceful shutdown may take before connections are cut")
 	fs.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn or error (debug logs every request)")
 	fs.StringVar(&c.logFormat, "log-format", "text", "log format: text or json")
@@ -352,6 +356,7 @@ func (c *serveConfig) server(log *slog.Logger) server.Config {
 		Auth: c.authMode, JWTSecret: c.jwtSecret, JWTPublicKey: c.jwtPublicKey, JWTJWKSURL: c.jwtJWKSURL, JWTAudience: c.jwtAudience, JWTIssuer: c.jwtIssuer,
 		JWTLeeway:       noLimit(c.jwtLeeway),
 		PublicSubscribe: c.publicSubscribe, APIKey: c.apiKey,
+		AuthUpstream: c.authUpstream, AuthUpstreamTimeout: noDefault(c.authUpstreamTO),
 		ShutdownTimeout: noDefault(c.shutdownTimeout),
 		ActionUpstreams: upstreams, ActionWorkers: noDefault(c.actionWorkers), ActionQueue: noDefault(c.actionQueue),
 		ActionTTL: noDefault(c.actionTTL), ActionLease: c.actionLease,

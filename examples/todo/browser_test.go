@@ -1,12 +1,16 @@
 package main
 
 import (
+	"io"
+	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/chromedp/chromedp"
 
 	"github.com/heraldpush/herald/internal/testkit/browsertest"
+	"github.com/heraldpush/herald/internal/testkit/wait"
 )
 
 // TestTwoTabs is the example's whole flow in a real browser: two tabs show
@@ -100,5 +104,41 @@ func TestPageWithoutCORS(t *testing.T) {
 		return banner.bottom <= document.querySelector('#todos').getBoundingClientRect().top;
 	})()`) {
 		t.Error("the banner is not above the list")
+	}
+}
+
+// TestCookieSession runs Herald as with --auth upstream --auth-upstream
+// .../herald/auth: the page's own cookie session, which the browser sends
+// to Herald on another port, is all it needs to see who is here and to
+// delete and add to-dos. Without the session, an action is refused.
+func TestCookieSession(t *testing.T) {
+	app := startTodo(t, heraldOptions{cors: true, session: true}, "milk", "bread")
+	tb := browsertest.New(t)()
+	tb.Do(t, chromedp.Navigate(app.page+"/"))
+	browsertest.WaitFor(t, tb, "the list to load", `window.todoReady === true`)
+
+	// The page's presence stream carried the session: Herald knows the
+	// member by the name the backend gave the session.
+	wait.For(t, 10*time.Second, "the page's session in the presence", func() bool {
+		resp, err := app.c.Get(app.herald + "/v1/topics/todo.list/presence")
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return strings.Contains(string(b), `"guest-`)
+	})
+
+	tb.Do(t, chromedp.Click(chromedp.CSS(`li[data-id="2"] button`)))
+	browsertest.WaitFor(t, tb, "bread to disappear", `!document.querySelector('li[data-id="2"]')`)
+	tb.Do(t,
+		chromedp.SendKeys(chromedp.CSS("#title"), "juice"),
+		chromedp.Click(chromedp.CSS("#add button")),
+	)
+	browsertest.WaitFor(t, tb, "juice to appear", `[...document.querySelectorAll('#todos li span')].some((s) => s.textContent === 'juice')`)
+	browsertest.NoErrors(t, tb)
+
+	if r := post(t, app.c, app.herald+"/v1/actions", `{"type":"todo.add","topic":"todo.list","payload":{"title":"x"}}`); r.status != http.StatusUnauthorized {
+		t.Fatalf("an action without the session: %d %s, want 401", r.status, r.body)
 	}
 }

@@ -26,6 +26,10 @@
 // seconds the backend compares the two and publishes what differs, so the
 // copy is right again soon after Herald starts or restarts.
 //
+// Each page gets a cookie session; with --auth upstream --auth-upstream
+// http://127.0.0.1:9000/herald/auth, Herald asks the backend what a
+// session may do (session.go).
+//
 // Run it with `go run ./examples/todo`, and Herald with
 // `--action-upstream http://127.0.0.1:9000/actions --cors-origins http://127.0.0.1:9000`
 // (see README.md).
@@ -76,7 +80,8 @@ func main() {
 		defer cancel()
 		_ = srv.Shutdown(sctx)
 	}()
-	log.Info("listening", "page", "http://"+*addr+"/", "actions", "http://"+*addr+"/actions", "herald", *heraldURL)
+	log.Info("listening", "page", "http://"+*addr+"/", "actions", "http://"+*addr+"/actions",
+		"auth", "http://"+*addr+"/herald/auth", "herald", *heraldURL)
 	err := srv.ListenAndServe()
 	stop()
 	<-synced
@@ -117,13 +122,17 @@ type backend struct {
 	next    int
 	todos   map[int]string
 	answers map[string]answer // by Idempotency-Key; a real backend would expire them
+
+	sessions *sessions // the pages' cookie sessions (session.go)
 }
 
 func newBackend(log *slog.Logger) *backend {
-	b := &backend{log: log, mux: http.NewServeMux(), todos: make(map[int]string), answers: make(map[string]answer)}
+	b := &backend{log: log, mux: http.NewServeMux(), todos: make(map[int]string), answers: make(map[string]answer),
+		sessions: newSessions()}
 	b.setHerald("http://127.0.0.1:8080", newHeraldAPI("http://127.0.0.1:8080", ""))
 	b.mux.HandleFunc("POST /actions", b.action)
 	b.mux.HandleFunc("GET /{$}", b.page)
+	b.mux.HandleFunc("POST /herald/auth", b.heraldAuth)
 	return b
 }
 
@@ -152,6 +161,7 @@ var pageHTML string
 var pageTemplate = template.Must(template.New("page").Parse(pageHTML))
 
 func (b *backend) page(w http.ResponseWriter, r *http.Request) {
+	b.sessions.ensure(w, r)
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	w.Header().Set("Cache-Control", "no-cache")
 	if err := pageTemplate.Execute(w, struct{ Herald string }{*b.herald.Load()}); err != nil {

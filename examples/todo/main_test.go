@@ -17,6 +17,7 @@ import (
 
 	"github.com/heraldpush/herald/action"
 	"github.com/heraldpush/herald/action/memstore"
+	"github.com/heraldpush/herald/auth"
 	"github.com/heraldpush/herald/hub"
 	"github.com/heraldpush/herald/internal/testkit/wait"
 	"github.com/heraldpush/herald/transport/httpapi"
@@ -55,13 +56,31 @@ func post(t *testing.T, c *http.Client, url, body string, header ...string) repl
 	return reply{resp.StatusCode, resp.Header, strings.TrimSpace(string(b))}
 }
 
+// testAPIKey is Herald's --api-key when it authenticates (heraldOptions.session).
+const testAPIKey = "todo-test-key"
+
 // startHerald runs Herald in process, as herald serve would with
 // --action-upstream actionsURL (for the todo. types) and --cors-origins:
 // the HTTP API, both transports, and /herald.js. history, if positive,
-// is how many events it retains (--history-size). It returns Herald's URL.
-func startHerald(t *testing.T, actionsURL string, corsOrigins []string, history int) string {
+// is how many events it retains (--history-size). With authURL, it
+// authenticates as with --auth upstream --auth-upstream authURL
+// --public-subscribe todo.list --api-key testAPIKey. It returns Herald's URL.
+func startHerald(t *testing.T, actionsURL string, corsOrigins []string, history int, authURL string) string {
 	t.Helper()
 	log := slog.New(slog.DiscardHandler)
+	var authn *auth.Authenticator
+	if authURL != "" {
+		u, err := auth.NewUpstream(auth.UpstreamOptions{URL: authURL, Logger: log})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(u.Close)
+		public, _ := hub.ParsePattern(topic)
+		if authn, err = auth.New(auth.Config{Upstream: u, APIKey: testAPIKey, CookieOrigins: corsOrigins,
+			PublicSubscribe: []hub.Pattern{public}}); err != nil {
+			t.Fatal(err)
+		}
+	}
 	h, err := hub.New(hub.Options{Broker: hub.NewMemoryBroker(hub.MemoryOptions{Size: history})})
 	if err != nil {
 		t.Fatal(err)
@@ -76,10 +95,10 @@ func startHerald(t *testing.T, actionsURL string, corsOrigins []string, history 
 		t.Fatal(err)
 	}
 	svc.Handle("todo.", up)
-	sseH := sse.New(sse.Options{Hub: h})
-	wsH := ws.New(ws.Options{Hub: h, Actions: svc, AllowedOrigins: corsOrigins})
+	sseH := sse.New(sse.Options{Hub: h, Auth: authn})
+	wsH := ws.New(ws.Options{Hub: h, Actions: svc, AllowedOrigins: corsOrigins, Auth: authn})
 	herald := httptest.NewServer(httpapi.NewRouter(httpapi.Config{
-		Hub: h, SSE: sseH, WS: wsH, Actions: svc, Logger: log, Client: web.JS(), CORSOrigins: corsOrigins,
+		Hub: h, SSE: sseH, WS: wsH, Actions: svc, Logger: log, Client: web.JS(), CORSOrigins: corsOrigins, Auth: authn,
 	}))
 	t.Cleanup(func() {
 		h.Shutdown()
@@ -117,6 +136,9 @@ type todoApp struct {
 type heraldOptions struct {
 	cors    bool // --cors-origins lists the page's origin
 	history int  // events retained; 0: the default
+	// session: Herald asks the backend's /herald/auth what the page's
+	// cookie session may do (and the backend publishes with testAPIKey).
+	session bool
 }
 
 // startTodo runs the backend with the seed to-dos and a Herald whose
@@ -136,8 +158,12 @@ func startTodo(t *testing.T, o heraldOptions, seed ...string) *todoApp {
 	if o.cors {
 		origins = []string{srv.URL}
 	}
-	heraldURL := startHerald(t, srv.URL+"/actions", origins, o.history)
-	api := newHeraldAPI(heraldURL, "")
+	authURL, key := "", ""
+	if o.session {
+		authURL, key = srv.URL+"/herald/auth", testAPIKey
+	}
+	heraldURL := startHerald(t, srv.URL+"/actions", origins, o.history, authURL)
+	api := newHeraldAPI(heraldURL, key)
 	t.Cleanup(api.client.CloseIdleConnections)
 	b.setHerald(heraldURL, api)
 	if _, err := b.sync(context.Background()); err != nil {

@@ -234,7 +234,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.Header().Set("Herald-Client", c.ConnID())
-	auth.WatchExpiry(c, p)
+	auth.WatchExpiry(c, p, nil)
 	if h.serveConn(w, r, c) {
 		return // the stream's goroutines own c now
 	}

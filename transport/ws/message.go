@@ -66,8 +66,8 @@ func (s *session) handle(b []byte) {
 			return
 		}
 		for _, pat := range pats {
-			if !s.principal.MaySubscribe(pat) {
-				s.replyError(m.Ref, apierror.Denied(s.principal, fmt.Sprintf("subscribing to %q", pat)))
+			if !s.principal.Load().MaySubscribe(pat) {
+				s.replyError(m.Ref, apierror.Denied(s.principal.Load(), fmt.Sprintf("subscribing to %q", pat)))
 				return
 			}
 		}
@@ -107,7 +107,7 @@ func (s *session) handle(b []byte) {
 		if req.Presence {
 			// The message's info, else the token's herald.info claim.
 			var claimInfo json.RawMessage
-			req.User, claimInfo = s.principal.Member()
+			req.User, claimInfo = s.principal.Load().Member()
 			req.Info = m.Info
 			if len(m.Info) == 0 || string(m.Info) == "null" {
 				req.Info = claimInfo
@@ -127,8 +127,8 @@ func (s *session) handle(b []byte) {
 		s.client.Unsubscribe(pats)
 		s.client.Queue(okReply("ok", m.Ref, ""))
 	case "publish":
-		if !s.principal.MayPublish(m.Topic) && hub.ValidateTopic(m.Topic) == nil {
-			s.replyError(m.Ref, apierror.Denied(s.principal, fmt.Sprintf("publishing to %q", m.Topic)))
+		if !s.principal.Load().MayPublish(m.Topic) && hub.ValidateTopic(m.Topic) == nil {
+			s.replyError(m.Ref, apierror.Denied(s.principal.Load(), fmt.Sprintf("publishing to %q", m.Topic)))
 			return
 		}
 		if ok, wait := s.h.opts.PublishRates.Allow(s.rateKey, 1); !ok {
@@ -179,7 +179,7 @@ func (s *session) submitAction(m inbound) {
 	}
 	req := action.Request{
 		Type: m.Type, Topic: m.Topic, Payload: m.Payload, IdempotencyKey: m.IdempotencyKey,
-		Caller: s.principal.Subject,
+		Caller: s.principal.Load().Subject,
 	}
 	if err := req.Validate(); err != nil {
 		s.replyError(m.Ref, apierror.From(err))
@@ -189,8 +189,8 @@ func (s *session) submitAction(m inbound) {
 		s.replyError(m.Ref, e)
 		return
 	}
-	if !s.principal.MayAct(m.Type) {
-		s.replyError(m.Ref, apierror.Denied(s.principal, fmt.Sprintf("actions of type %q", m.Type)))
+	if !s.principal.Load().MayAct(m.Type) {
+		s.replyError(m.Ref, apierror.Denied(s.principal.Load(), fmt.Sprintf("actions of type %q", m.Type)))
 		return
 	}
 	if ok, wait := s.h.opts.ActionRates.Allow(s.rateKey, 1); !ok {
@@ -233,9 +233,9 @@ func (s *session) refresh(m inbound) {
 		s.replyError(m.Ref, apierror.From(err))
 		return
 	}
-	if p.Subject != s.principal.Subject {
+	if p.Subject != s.principal.Load().Subject {
 		s.replyError(m.Ref, apierror.New(http.StatusForbidden, apierror.Forbidden,
-			"a refresh must be for the same subject ("+strconv.Quote(s.principal.Subject)+")"))
+			"a refresh must be for the same subject ("+strconv.Quote(s.principal.Load().Subject)+")"))
 		return
 	}
 	for _, raw := range s.client.Patterns() {
@@ -245,7 +245,7 @@ func (s *session) refresh(m inbound) {
 			return
 		}
 	}
-	s.principal = p
+	s.principal.Store(p)
 	s.expiry.Extend(p)
 	s.client.Queue(okReply("ok", m.Ref, ""))
 }

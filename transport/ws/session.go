@@ -69,19 +69,22 @@ type session struct {
 	// writer adds, the reader reads.
 	stats wireStats
 
-	// The reader's: who the connection is, replaced by a "refresh"; whom
-	// its op rates count; its message rate.
-	principal *auth.Principal
-	expiry    *auth.Expiry
-	rateKey   string
-	flood     *rate.Limiter // nil: unlimited
+	// Who the connection is, replaced by a "refresh" (the reader) or by
+	// the application's grants asked again at their expiry (the expiry's
+	// timer): the reader loads it for each op.
+	principal atomic.Pointer[auth.Principal]
+	// The reader's: the expiry; whom its op rates count; its message rate.
+	expiry  *auth.Expiry
+	rateKey string
+	flood   *rate.Limiter // nil: unlimited
 
 	bases hub.Bases // the writer's: what deltas are made from
 }
 
 func newSession(h *Handler, client *hub.Client, ws *websocket.Conn, conn *corkConn, deflate bool) *session {
 	ctx, cancel := context.WithCancelCause(context.Background())
-	s := &session{h: h, client: client, ws: ws, conn: conn, ctx: ctx, cancel: cancel, principal: auth.Everyone, deflate: deflate}
+	s := &session{h: h, client: client, ws: ws, conn: conn, ctx: ctx, cancel: cancel, deflate: deflate}
+	s.principal.Store(auth.Everyone)
 	if h.opts.MessageRate > 0 {
 		s.flood = rate.NewLimiter(rate.Limit(h.opts.MessageRate), h.opts.MessageBurst)
 	}

@@ -195,10 +195,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// Browsers cannot read the status of a refused handshake, but they
 		// see a close code: the writer closes with 1008 and the reason.
 		client.Fail(hub.Refused(authErr.Error(), authErr))
-		s.principal = auth.Nobody
+		s.principal.Store(auth.Nobody)
 	} else {
-		s.principal = p
-		s.expiry = auth.WatchExpiry(client, p)
+		s.principal.Store(p)
+		s.expiry = auth.WatchExpiry(client, p, func(p *auth.Principal) { s.principal.Store(p) })
 		s.rateKey = limit.Key(p.Subject, r)
 	}
 	s.start() // its writer marks the session done
