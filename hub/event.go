@@ -181,7 +181,7 @@ func badKeyByte(k string) int {
 }
 
 // MaxDedupeLen is the longest Draft.Dedupe.
-const MaxDedupeLen = 200
+const MaxDedupeLen = 256
 
 // ErrInvalidDedupe reports a Draft.Dedupe that is empty, too long or has a
 // byte outside [A-Za-z0-9_.:-]. The restriction lets every broker use it
