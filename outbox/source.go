@@ -38,6 +38,10 @@ const (
 	maxBackoff     = 5 * time.Second
 )
 
+// ApplicationName is the application_name of a source's session, unless
+// its URL sets one.
+const ApplicationName = "herald-outbox"
+
 // The states of a Source, as Status reports them.
 const (
 	StateConnecting  = "connecting"  // not connected yet
@@ -89,6 +93,10 @@ func New(o Options) (*Source, error) {
 	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
+	}
+	// Operators (and tests) find the consumer's session by its name.
+	if cfg.RuntimeParams["application_name"] == "" {
+		cfg.RuntimeParams["application_name"] = ApplicationName
 	}
 	db := cfg.Database
 	if db == "" {
