@@ -176,4 +176,3 @@ func TestDatabaseUnreachable(t *testing.T) {
 	}
 	waitFor(t, "the source to consume again", func() bool { return n.src.Status().State == outbox.StateConsuming })
 }
-
