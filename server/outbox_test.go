@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"os"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -51,7 +50,7 @@ func TestOutboxToSubscribers(t *testing.T) {
 		subs[tr] = sub
 	}
 
-	committed := writeRows(t, db, rows)
+	committed := pgtest.WriteOutbox(t, db, "load.w", rows)
 	for tr, sub := range subs {
 		seen := make(map[string]int, len(committed))
 		for got := 0; got < len(committed); {
@@ -91,59 +90,4 @@ func TestOutboxToSubscribers(t *testing.T) {
 	if !strings.Contains(text, want) {
 		t.Errorf("/metrics lacks %q", want)
 	}
-}
-
-// writeRows has 8 writers insert rows into the outbox at once, in
-// transactions of 1 to 20 rows, a fifth of them rolled back, so that
-// transactions commit out of the order of their ids, and returns the data
-// of the committed rows.
-func writeRows(t *testing.T, db string, rows int) map[string]bool {
-	const writers = 8
-	var mu sync.Mutex
-	committed := make(map[string]bool, rows)
-	var wg sync.WaitGroup
-	for w := range writers {
-		conn := pgtest.Conn(t, db)
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			ctx := context.Background()
-			for i, txn := 0, 0; i < rows/writers; txn++ {
-				k := 1 + (txn*7+w)%20
-				tx, err := conn.Begin(ctx)
-				if err != nil {
-					t.Error(err)
-					return
-				}
-				var batch []string
-				for j := range k {
-					d := fmt.Sprintf(`{"i":%d,"w":%d}`, i+j, w) // jsonb's key order
-					batch = append(batch, d)
-					if _, err := tx.Exec(ctx, "INSERT INTO herald_outbox (topic, type, data) VALUES ('load.w', 'row', $1)", d); err != nil {
-						t.Error(err)
-						return
-					}
-				}
-				if (txn+w)%5 == 0 {
-					_ = tx.Rollback(ctx)
-					continue
-				}
-				if err := tx.Commit(ctx); err != nil {
-					t.Error(err)
-					return
-				}
-				mu.Lock()
-				for _, d := range batch {
-					committed[d] = true
-				}
-				mu.Unlock()
-				i += k
-			}
-		}()
-	}
-	wg.Wait()
-	if t.Failed() {
-		t.FailNow()
-	}
-	return committed
 }

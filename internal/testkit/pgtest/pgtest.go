@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"net/url"
 	"os"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -79,4 +80,61 @@ func Conn(t testing.TB, url string) *pgx.Conn {
 	}
 	t.Cleanup(func() { c.Close(context.Background()) })
 	return c
+}
+
+// WriteOutbox has 8 writers insert rows of topic into the default outbox
+// table (herald_outbox) at once, in transactions of 1 to 20 rows, a fifth
+// of them rolled back, so that transactions commit out of the order of
+// their ids, and returns the data of the committed rows: {"i":N,"w":W},
+// as jsonb orders its keys, so that what Herald publishes reads the same.
+func WriteOutbox(t testing.TB, db, topic string, rows int) map[string]bool {
+	t.Helper()
+	const writers = 8
+	var mu sync.Mutex
+	committed := make(map[string]bool, rows)
+	var wg sync.WaitGroup
+	for w := range writers {
+		conn := Conn(t, db)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ctx := context.Background()
+			for i, txn := 0, 0; i < rows/writers; txn++ {
+				k := 1 + (txn*7+w)%20
+				tx, err := conn.Begin(ctx)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				var batch []string
+				for j := range k {
+					d := fmt.Sprintf(`{"i":%d,"w":%d}`, i+j, w)
+					batch = append(batch, d)
+					if _, err := tx.Exec(ctx, "INSERT INTO herald_outbox (topic, type, data) VALUES ($1, 'row', $2)", topic, d); err != nil {
+						t.Error(err)
+						return
+					}
+				}
+				if (txn+w)%5 == 0 {
+					_ = tx.Rollback(ctx)
+					continue
+				}
+				if err := tx.Commit(ctx); err != nil {
+					t.Error(err)
+					return
+				}
+				mu.Lock()
+				for _, d := range batch {
+					committed[d] = true
+				}
+				mu.Unlock()
+				i += k
+			}
+		}()
+	}
+	wg.Wait()
+	if t.Failed() {
+		t.FailNow()
+	}
+	return committed
 }
