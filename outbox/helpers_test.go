@@ -21,7 +21,9 @@ const waitTimeout = 60 * time.Second
 var everything = []hub.Pattern{hub.MustPattern(">")}
 
 // newDB returns the URL of a fresh database with the default outbox in it.
-func newDB(t *testing.T) string {
+func newDB(t *testing.T) string { return newDBB(t) }
+
+func newDBB(t testing.TB) string {
 	t.Helper()
 	db := pgtest.Database(t)
 	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
@@ -42,7 +44,7 @@ type node struct {
 
 // startNode starts a hub on broker (a memory broker if nil) and a source
 // of url on it; both stop when the test ends, or on stop.
-func startNode(t *testing.T, url string, broker hub.Broker, publish func(outbox.Publisher) outbox.Publisher) *node {
+func startNode(t testing.TB, url string, broker hub.Broker, publish func(outbox.Publisher) outbox.Publisher) *node {
 	t.Helper()
 	if broker == nil {
 		broker = hub.NewMemoryBroker(hub.MemoryOptions{Size: 1 << 20})
