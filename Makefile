@@ -39,7 +39,8 @@ FUZZ_TARGETS := \
 	./auth:FuzzCheckJWKSURL ./auth:FuzzJWKSBody ./auth:FuzzUpstreamGrants \
 	./cmd/herald:FuzzConfigFile \
 	./cmd/herald/internal/bench:FuzzInflate ./cmd/herald/internal/bench:FuzzUnquoteJSON ./cmd/herald/internal/bench:FuzzDeltaKeyed \
-	./client:FuzzEnvelope ./client:FuzzStream
+	./client:FuzzEnvelope ./client:FuzzStream \
+	./outbox:FuzzParseURL
 
 fuzz:
 	@for t in $(FUZZ_TARGETS); do \

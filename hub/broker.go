@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"syscall"
+	"time"
 )
 
 // ErrHistoryGone is returned by Broker.Read when the requested position is
@@ -15,6 +16,11 @@ var ErrHistoryGone = errors.New("history gone")
 
 // DefaultHistoryBytes is the default byte bound of the retained history.
 const DefaultHistoryBytes = 256 << 20
+
+// DefaultDedupeWindow is how long a broker remembers a Draft.Dedupe key by
+// default: longer than a source takes to notice that its consumer died and
+// publish its records again from another node.
+const DefaultDedupeWindow = 2 * time.Minute
 
 // ErrClosed is returned by operations on a closed hub or broker.
 var ErrClosed = errors.New("closed")
@@ -51,6 +57,17 @@ type Broker interface {
 	// own whatever ctx (the cluster brokers give up after 5 s; the memory
 	// broker waits only for the hub's dispatchers), so a caller needs no
 	// deadline of its own to be sure it returns.
+	//
+	// A draft with a Dedupe key whose key was appended within the broker's
+	// dedupe window (at least DefaultDedupeWindow unless configured
+	// otherwise) is skipped: nothing is appended for it, and its place in
+	// the returned slice is nil. The check and the append are one step, so
+	// two publishes of one key, concurrent or not, on any nodes, append it
+	// once. A batch that holds such drafts is appended in order, but a
+	// cluster broker may append its events one by one rather than as one
+	// batch (natsbroker does): not on consecutive positions, and after an
+	// error some of them may be in the log. Publishing the same batch
+	// again appends the rest, which is how a source retries.
 	Publish(ctx context.Context, drafts []Draft) ([]*Message, error)
 	// Read returns retained events after position req.After that match any
 	// of req.Patterns, oldest first. It returns ErrHistoryGone if events after

@@ -30,6 +30,7 @@ type MemoryBroker struct {
 	topics   map[string]int // retained events per topic
 	state    *memState
 	presence *memPresence
+	dedupe   *memDedupe
 	deliver  func([]*Message)
 	closed   bool
 	now      func() time.Time
@@ -56,7 +57,13 @@ type MemoryOptions struct {
 	// is refused (the connection is not a member). Default
 	// DefaultPresenceMaxMembers.
 	PresenceMaxMembers int
-	Now                func() time.Time
+	// DedupeWindow is how long a Draft.Dedupe key is remembered; default
+	// DefaultDedupeWindow. DedupeMaxBytes bounds the memory of the keys
+	// remembered; past it the oldest are forgotten early. Default
+	// DefaultDedupeMaxBytes.
+	DedupeWindow   time.Duration
+	DedupeMaxBytes int
+	Now            func() time.Time
 }
 
 // NewMemoryBroker returns a broker with a fresh epoch.
@@ -79,6 +86,12 @@ func NewMemoryBroker(o MemoryOptions) *MemoryBroker {
 	if o.PresenceMaxMembers <= 0 {
 		o.PresenceMaxMembers = DefaultPresenceMaxMembers
 	}
+	if o.DedupeWindow <= 0 {
+		o.DedupeWindow = DefaultDedupeWindow
+	}
+	if o.DedupeMaxBytes <= 0 {
+		o.DedupeMaxBytes = DefaultDedupeMaxBytes
+	}
 	return &MemoryBroker{
 		epoch:    NewEpoch(),
 		max:      o.MaxBytes,
@@ -87,6 +100,7 @@ func NewMemoryBroker(o MemoryOptions) *MemoryBroker {
 		topics:   make(map[string]int),
 		state:    newMemState(o.StateMaxKeys, o.StateMaxBytes),
 		presence: newMemPresence(o.PresenceMaxMembers),
+		dedupe:   newMemDedupe(o.DedupeWindow, o.DedupeMaxBytes),
 		now:      o.Now,
 	}
 }
@@ -114,7 +128,15 @@ func (b *MemoryBroker) Publish(ctx context.Context, drafts []Draft) ([]*Message,
 		return nil, ErrClosed
 	}
 	now := b.now()
+	skipped := 0
 	for i, d := range drafts {
+		if d.Dedupe != "" {
+			if b.dedupe.seen(d.Dedupe, now) {
+				skipped++
+				continue
+			}
+			b.dedupe.add(d.Dedupe, now)
+		}
 		b.last++
 		m := NewMessage(Event{
 			ID:    Cursor{Epoch: b.epoch, Seq: b.last},
@@ -131,8 +153,12 @@ func (b *MemoryBroker) Publish(ctx context.Context, drafts []Draft) ([]*Message,
 		msgs[i] = m
 	}
 	b.expireLocked(now)
-	if b.deliver != nil {
-		b.deliver(msgs)
+	if b.deliver != nil && skipped < len(msgs) {
+		if skipped == 0 {
+			b.deliver(msgs)
+		} else {
+			b.deliver(appended(msgs, skipped))
+		}
 	}
 	return msgs, nil
 }
@@ -316,4 +342,16 @@ func (b *MemoryBroker) Close() error {
 	b.closed = true
 	b.deliver = nil
 	return nil
+}
+
+// appended returns the messages of a Publish result without the nil places
+// of skipped drafts.
+func appended(msgs []*Message, skipped int) []*Message {
+	out := make([]*Message, 0, len(msgs)-skipped)
+	for _, m := range msgs {
+		if m != nil {
+			out = append(out, m)
+		}
+	}
+	return out
 }

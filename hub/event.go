@@ -58,6 +58,12 @@ type Draft struct {
 	Type  string
 	Key   string // "" for none
 	Data  json.RawMessage
+	// Dedupe, when not "", makes the event idempotent across publishes:
+	// a broker that appended an event with the same Dedupe within its
+	// dedupe window does not append it again (see Broker.Publish). A
+	// source that may publish a record twice (a crash between publishing
+	// and forgetting it) names the record here. It never reaches clients.
+	Dedupe string
 
 	// compacted is Data as Normalize left it. The HTTP API normalizes a
 	// draft to report a bad event by its index, and Hub.Publish normalizes
@@ -82,6 +88,11 @@ func (d *Draft) Normalize() error {
 	}
 	if d.Key != "" {
 		if err := ValidateKey(d.Key); err != nil {
+			return err
+		}
+	}
+	if d.Dedupe != "" {
+		if err := ValidateDedupe(d.Dedupe); err != nil {
 			return err
 		}
 	}
@@ -152,10 +163,38 @@ func ValidateKey(k string) error {
 	if len(k) == 0 || len(k) > MaxKeyLen {
 		return fmt.Errorf("%w %q: must be 1 to %d bytes", ErrInvalidKey, k, MaxKeyLen)
 	}
+	if i := badKeyByte(k); i >= 0 {
+		return fmt.Errorf("%w %q: byte %q not allowed (keys are [A-Za-z0-9_.:-])", ErrInvalidKey, k, k[i])
+	}
+	return nil
+}
+
+// badKeyByte returns the index of the first byte of k outside
+// [A-Za-z0-9_.:-], the alphabet of keys and dedupe keys, or -1.
+func badKeyByte(k string) int {
 	for i := 0; i < len(k); i++ {
 		if c := k[i]; !segmentByte(c) && c != '.' && c != ':' {
-			return fmt.Errorf("%w %q: byte %q not allowed (keys are [A-Za-z0-9_.:-])", ErrInvalidKey, k, c)
+			return i
 		}
+	}
+	return -1
+}
+
+// MaxDedupeLen is the longest Draft.Dedupe.
+const MaxDedupeLen = 256
+
+// ErrInvalidDedupe reports a Draft.Dedupe that is empty, too long or has a
+// byte outside [A-Za-z0-9_.:-]. The restriction lets every broker use it
+// as it is in a key or a message header.
+var ErrInvalidDedupe = errors.New("invalid dedupe key")
+
+// ValidateDedupe checks a Draft.Dedupe.
+func ValidateDedupe(k string) error {
+	if len(k) == 0 || len(k) > MaxDedupeLen {
+		return fmt.Errorf("%w %q: must be 1 to %d bytes", ErrInvalidDedupe, k, MaxDedupeLen)
+	}
+	if i := badKeyByte(k); i >= 0 {
+		return fmt.Errorf("%w %q: byte %q not allowed ([A-Za-z0-9_.:-])", ErrInvalidDedupe, k, k[i])
 	}
 	return nil
 }

@@ -279,7 +279,13 @@ func (h *Hub) Publish(ctx context.Context, drafts ...Draft) ([]*Message, error) 
 		h.publishErrors.Add(1)
 		return nil, fmt.Errorf("failed to publish: %w", err)
 	}
-	h.published.Add(int64(len(msgs)))
+	n := len(msgs)
+	for i := range drafts {
+		if drafts[i].Dedupe != "" && msgs[i] == nil {
+			n-- // a duplicate of an event appended before
+		}
+	}
+	h.published.Add(int64(n))
 	return msgs, nil
 }
 

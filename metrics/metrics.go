@@ -27,6 +27,7 @@ import (
 
 	"github.com/heraldpush/herald/action"
 	"github.com/heraldpush/herald/hub"
+	"github.com/heraldpush/herald/outbox"
 )
 
 const namespace = "herald"
@@ -140,17 +141,19 @@ func codeLabel(code int) string {
 	return strconv.Itoa(code)
 }
 
-// Attach registers the collector that reads h's counters, and those of
-// actions (which may be nil: actions off), at each scrape.
-func (m *Metrics) Attach(h *hub.Hub, actions action.Runner) {
-	m.reg.MustRegister(&collector{hub: h, actions: actions})
+// Attach registers the collector that reads h's counters, those of
+// actions (which may be nil: actions off) and those of the event sources,
+// at each scrape.
+func (m *Metrics) Attach(h *hub.Hub, actions action.Runner, sources []*outbox.Source) {
+	m.reg.MustRegister(&collector{hub: h, actions: actions, sources: sources})
 }
 
-// collector turns the hub's and the action service's counters into
-// metrics when Prometheus scrapes.
+// collector turns the hub's, the action service's and the sources'
+// counters into metrics when Prometheus scrapes.
 type collector struct {
 	hub     *hub.Hub
 	actions action.Runner
+	sources []*outbox.Source
 }
 
 func desc(name, help string, labels ...string) *prometheus.Desc {
@@ -178,6 +181,10 @@ var (
 	descActRejected   = desc("actions_rejected_total", "Actions refused because the queue was full (503).")
 	descActQueued     = desc("actions_queued", "Actions waiting for a worker on this node (0 with a shared broker, whose queue is shared).")
 	descActRunning    = desc("actions_running", "Actions running on this node.")
+	descSrcPublished  = desc("source_rows_published_total", "Rows of an outbox source published by this node.", "source")
+	descSrcDead       = desc("source_dead_letters_total", "Rows of an outbox source moved to its dead-letter table by this node.", "source")
+	descSrcUp         = desc("source_up", "1 when this node reaches the source's database (consuming or standing by), else 0.", "source")
+	descSrcConsuming  = desc("source_consuming", "1 when this node is the one consuming the source's table, else 0.", "source")
 )
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
@@ -185,6 +192,7 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 		descConnections, descConnects, descDisconnects, descPublished, descDeliveries, descDropped, descConflated, descPresRefused,
 		descQueueBytes, descQueueBytesMax, descHistory, descBrokerUp, descBrokerErrors, descReconnects,
 		descActAccepted, descActFinished, descActRetried, descActRejected, descActQueued, descActRunning,
+		descSrcPublished, descSrcDead, descSrcUp, descSrcConsuming,
 	} {
 		ch <- d
 	}
@@ -229,6 +237,13 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		gauge(descBrokerUp, 1)
 		gauge(descHistory, int64(b.Last+1-min(b.First, b.Last+1)))
 	}
+	for _, src := range c.sources {
+		name, st := src.Name(), src.Status().State
+		counter(descSrcPublished, int64(src.Published()), name)
+		counter(descSrcDead, int64(src.Dead()), name)
+		gauge(descSrcUp, b2i(st == outbox.StateConsuming || st == outbox.StateStandby), name)
+		gauge(descSrcConsuming, b2i(st == outbox.StateConsuming), name)
+	}
 	if c.actions == nil {
 		return
 	}
@@ -256,4 +271,11 @@ func transports(st hub.Stats) []string {
 		}
 	}
 	return out
+}
+
+func b2i(b bool) int64 {
+	if b {
+		return 1
+	}
+	return 0
 }

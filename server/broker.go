@@ -187,6 +187,11 @@ func (c *Config) newNATSBroker(log *slog.Logger) (hub.Broker, action.Store, func
 	}
 	o.Conn, o.Size, o.MaxBytes, o.TTL, o.Logger = nc, c.HistorySize, c.HistoryBytes, c.historyTTL(), log
 	o.StateMaxKeys, o.StateMaxBytes, o.PresenceMaxMembers = c.StateMaxKeys, c.StateMaxBytes, c.PresenceMaxMembers
+	if len(c.Sources) > 0 {
+		// A source's rows carry dedupe keys, which the stream remembers
+		// only within its duplicates window (docs/outbox.md).
+		o.DedupeWindow = hub.DefaultDedupeWindow
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), brokerConnectTimeout)
 	defer cancel()
 	b, err := natsbroker.New(ctx, o)

@@ -10,6 +10,7 @@ import (
 	"github.com/heraldpush/herald/action/memstore"
 	"github.com/heraldpush/herald/auth"
 	"github.com/heraldpush/herald/hub"
+	"github.com/heraldpush/herald/outbox"
 	"github.com/heraldpush/herald/transport/httpapi"
 	"github.com/heraldpush/herald/transport/ws"
 )
@@ -141,6 +142,10 @@ type Config struct {
 	ActionTimeout     time.Duration
 	ActionMaxAttempts int
 
+	// Sources are event sources the node consumes into the log: outbox
+	// tables, as postgres://…?table=NAME URLs (package outbox).
+	Sources []string
+
 	Logger  *slog.Logger // nil: slog.Default()
 	Version string       // reported by /metrics and the log
 }
@@ -240,6 +245,11 @@ func (c Config) Validate() error {
 	c = c.withDefaults()
 	if err := CheckBroker(c.Broker); err != nil {
 		return err
+	}
+	for _, src := range c.Sources {
+		if _, err := outbox.ParseURL(src); err != nil {
+			return configErrorf("--source %s: %v", outbox.Redact(src), err)
+		}
 	}
 	// The fields whose 0 is their default: what is left to refuse is a
 	// negative value. (The fields whose negative means no limit are not

@@ -18,6 +18,7 @@ import (
 	"github.com/heraldpush/herald/hub"
 	"github.com/heraldpush/herald/limit"
 	"github.com/heraldpush/herald/metrics"
+	"github.com/heraldpush/herald/outbox"
 	"github.com/heraldpush/herald/transport/httpapi"
 	"github.com/heraldpush/herald/transport/sse"
 	"github.com/heraldpush/herald/transport/ws"
@@ -56,6 +57,9 @@ type Server struct {
 	stopJWKS  func() // ends the JWKS refresh (see auth.JWKS.Start)
 	// stopAuthUpstream ends the auth upstream's calls and connections.
 	stopAuthUpstream func()
+	sources          []*outbox.Source
+	// stopSources ends the sources' Run and waits for it.
+	stopSources func()
 
 	serving      atomic.Bool // set by the first Serve
 	served       chan error  // the result of http.Server.Serve, once Serve ran
@@ -174,7 +178,15 @@ func (s *Server) start(authn *auth.Authenticator) error {
 	for typ, hd := range cfg.ActionHandlers {
 		svc.Handle(typ, hd)
 	}
-	m.Attach(h, svc)
+	for _, u := range cfg.Sources {
+		src, err := outbox.New(outbox.Options{URL: u, Publish: h.Publish, MaxData: int(cfg.MaxBody), Logger: log})
+		if err != nil {
+			s.abort(true)
+			return fmt.Errorf("failed to start source %s: %w", outbox.Redact(u), err)
+		}
+		s.sources = append(s.sources, src)
+	}
+	m.Attach(h, svc, s.sources)
 	var publicMetrics http.Handler // /metrics on Addr, unless MetricsAddr takes it
 	if cfg.MetricsAddr == "" {
 		publicMetrics = m.Handler()
@@ -196,7 +208,7 @@ func (s *Server) start(authn *auth.Authenticator) error {
 			Hub: h, SSE: s.sse, WS: s.ws, Actions: svc, MaxBody: cfg.MaxBody, ReadTimeout: cfg.ReadTimeout, Logger: log,
 			Client: web.JS(), Dashboard: web.Dashboard(), DashboardPaths: web.DashboardPaths,
 			CORSOrigins: cfg.CORSOrigins, Auth: authn, PublishRates: publishRates, ActionRates: actionRates,
-			Metrics: publicMetrics, ObserveRequest: m.ObserveRequest,
+			Metrics: publicMetrics, ObserveRequest: m.ObserveRequest, Sources: s.sourceStatus(),
 		}),
 		ReadHeaderTimeout: readHeaderTimeout,
 		IdleTimeout:       idleTimeout,
@@ -227,6 +239,7 @@ func (s *Server) start(authn *auth.Authenticator) error {
 				"publish to and run actions on any topic. Use --auth jwt, or listen on 127.0.0.1.")
 		}
 	}
+	s.stopSources = s.runSources()
 	for _, r := range cfg.ActionUpstreams {
 		typ := r.Type
 		if typ == "" {
@@ -307,6 +320,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 
 func (s *Server) shutdown(ctx context.Context) error {
 	log := s.log
+	// A source publishes nothing more: what it has not consumed waits in
+	// its table for the next node.
+	s.stopSources()
 	s.hub.Shutdown()
 	if err := s.http.Shutdown(ctx); err != nil {
 		log.Warn("cutting HTTP connections that did not finish in time", "err", err)
@@ -364,6 +380,44 @@ func (s *Server) shutdown(ctx context.Context) error {
 	s.stopJWKS()
 	s.stopAuthUpstream()
 	return serveErr
+}
+
+// runSources starts the sources and returns what stops them: it ends
+// their Run and waits for it, which takes at most as long as a batch in
+// flight (its publish is bounded).
+func (s *Server) runSources() func() {
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	for _, src := range s.sources {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_ = src.Run(ctx)
+		}()
+		s.log.Info("source", "source", src.Name())
+	}
+	return func() {
+		cancel()
+		wg.Wait()
+	}
+}
+
+// sourceStatus reports the sources for /readyz; nil without any.
+func (s *Server) sourceStatus() func() []httpapi.SourceStatus {
+	if len(s.sources) == 0 {
+		return nil
+	}
+	return func() []httpapi.SourceStatus {
+		out := make([]httpapi.SourceStatus, len(s.sources))
+		for i, src := range s.sources {
+			st := src.Status()
+			out[i] = httpapi.SourceStatus{Source: src.Name(), State: st.State}
+			if st.State == outbox.StateUnavailable {
+				out[i].Error = st.Err
+			}
+		}
+		return out
+	}
 }
 
 func (s *Server) closeUpstreams() {

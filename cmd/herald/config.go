@@ -160,6 +160,18 @@ func (l *listValue) String() string     { return string(*l) }
 func (l *listValue) Set(s string) error { *l = listValue(s); return nil }
 func (l *listValue) Get() any           { return listItems(string(*l)) }
 
+// sourceList is the flag.Value of --source: each use adds its URLs, and
+// a value may hold several separated by spaces (a URL has none, but may
+// have commas: a PostgreSQL URL with several hosts), which is how the
+// environment and a configuration file give more than one.
+type sourceList []string
+
+func (l *sourceList) String() string { return strings.Join(*l, " ") }
+func (l *sourceList) Set(s string) error {
+	*l = append(*l, strings.Fields(s)...)
+	return nil
+}
+
 // listItems splits a comma-separated list into its items, each trimmed of
 // spaces, leaving out empty ones.
 func listItems(s string) []string {

@@ -43,6 +43,7 @@ Commands:
   bench     load-test a running server (see "herald bench -h")
   token     print a token for a server run with --auth jwt (see "herald token -h")
   health    check that a URL, e.g. a node's /readyz, answers 2xx (see "herald health -h")
+  outbox    create a PostgreSQL outbox table for --source (see "herald outbox -h")
   version   print the version
   help      print this help
 `
@@ -122,6 +123,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return exitStatus(runHealth(context.Background(), args[1:], stdout, stderr), stderr)
 	case "config":
 		return exitStatus(runConfig(args[1:], os.LookupEnv, stdout), stderr)
+	case "outbox":
+		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+		defer stop()
+		return exitStatus(runOutbox(ctx, args[1:], stdout, stderr), stderr)
 	case "sub", "pub", "action", "state", "presence":
 		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 		defer stop()

@@ -70,6 +70,7 @@ type serveConfig struct {
 	logFormat       string
 
 	actionUpstream    []upstreamRoute // from --action-upstream, in the order given
+	sources           []string        // from --source
 	actionWorkers     int
 	actionQueue       int
 	actionTTL         time.Duration
@@ -104,6 +105,7 @@ func parseServeFlags(args []string, getenv func(string) (string, bool), stdout i
 	var c serveConfig
 	var logLevel string
 	var origins, corsOrigins, upstream, public listValue
+	var sources sourceList
 	fs := flag.NewFlagSet("herald serve", flag.ContinueOnError)
 	fs.String(configFlag, "", "YAML `file` of flag values, e.g. history-size: 20000 (see docs/operations.md); the environment and the command line override it")
 	fs.StringVar(&c.addr, "addr", server.DefaultAddr, "`address` to listen on (host:port; port 0 picks a free one)")
@@ -152,6 +154,7 @@ func parseServeFlags(args []string, getenv func(string) (string, bool), stdout i
 	fs.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn or error (debug logs every request)")
 	fs.StringVar(&c.logFormat, "log-format", "text", "log format: text or json")
 	fs.Var(&upstream, "action-upstream", "HTTP backend that runs actions: a `URL` for every action type, or a comma-separated list of TYPE=URL (TYPE exact, or a prefix ending in . or *) with at most one bare URL as the fallback, e.g. billing.=http://billing/actions,http://app/actions (empty: only the built-in echo type)")
+	fs.Var(&sources, "source", "event source the node consumes into the log: a PostgreSQL outbox table, postgres://user@host:5432/db?table=herald_outbox[&batch=500&poll=1s] (see docs/outbox.md); give it again for more, or separate them with spaces")
 	fs.IntVar(&c.actionWorkers, "action-workers", server.DefaultActionWorkers, "actions run at once")
 	fs.IntVar(&c.actionQueue, "action-queue", server.DefaultActionQueue, "accepted actions not yet done (waiting for a worker or running), at most: this node's, or the cluster's with a shared broker; when full, new actions get 503 with Retry-After")
 	fs.DurationVar(&c.actionTTL, "action-ttl", server.DefaultActionTTL, "how long a finished action's status (and its idempotency key) is kept")
@@ -218,6 +221,7 @@ func parseServeFlags(args []string, getenv func(string) (string, bool), stdout i
 		return c, err
 	}
 	c.actionUpstream = routes
+	c.sources = sources
 	return c, c.validate()
 }
 
@@ -362,7 +366,8 @@ func (c *serveConfig) server(log *slog.Logger) server.Config {
 		ActionTTL: noDefault(c.actionTTL), ActionLease: c.actionLease,
 		ActionMaxFinished: noDefault(c.actionMaxFinished), ActionMaxBytes: noDefault(c.actionMaxBytes),
 		ActionTimeout: noDefault(c.actionTimeout), ActionMaxAttempts: noDefault(c.actionMaxAttempts),
-		Logger: log, Version: buildVersion(),
+		Sources: c.sources,
+		Logger:  log, Version: buildVersion(),
 	}
 }
 

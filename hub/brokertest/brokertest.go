@@ -72,6 +72,7 @@ func Run(t *testing.T, newBroker func(t *testing.T, o Options) hub.Broker) {
 	t.Run("RetentionByAge", s.testRetentionByAge)
 	t.Run("Latest", s.testLatest)
 	t.Run("Key", s.testKey)
+	t.Run("Dedupe", s.testDedupe)
 	t.Run("State", s.testState)
 	t.Run("StateExact", s.testStateExact)
 	t.Run("StateMaxKeys", s.testStateMaxKeys)

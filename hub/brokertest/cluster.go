@@ -22,6 +22,7 @@ import (
 func RunCluster(t *testing.T, newNodes func(t *testing.T, n int, o Options) []hub.Broker) {
 	t.Run("TotalOrderAcrossNodes", func(t *testing.T) { testTotalOrderAcrossNodes(t, newNodes) })
 	t.Run("StateTopicsAcrossNodes", func(t *testing.T) { testStateTopicsAcrossNodes(t, newNodes) })
+	t.Run("DedupeAcrossNodes", func(t *testing.T) { testDedupeAcrossNodes(t, newNodes) })
 }
 
 func testTotalOrderAcrossNodes(t *testing.T, newNodes func(t *testing.T, n int, o Options) []hub.Broker) {

@@ -94,7 +94,15 @@ type Options struct {
 	// third of it); the members of a node whose heartbeat expired are made
 	// to leave by the other nodes. Default DefaultNodeTTL. See node.go.
 	NodeTTL time.Duration
-	Logger  *slog.Logger
+	// DedupeWindow is how long the stream remembers message IDs (its
+	// Duplicates window), and so how long a hub.Draft.Dedupe key is
+	// remembered. JetStream keeps every message ID of the window in
+	// memory, those of events without a dedupe key too, so the default is
+	// short: 10 s, the least the broker needs for its own retries. A node
+	// that publishes with dedupe keys (an outbox source) sets it to at
+	// least hub.DefaultDedupeWindow. Nodes sharing a stream should share it.
+	DedupeWindow time.Duration
+	Logger       *slog.Logger
 }
 
 // Headers of a stored event. The subject carries the topic and the body
@@ -254,8 +262,8 @@ func (b *Broker) config() jetstream.StreamConfig {
 		AllowDirect: true,
 		// Message IDs chain a batch and let a publish be sent again after
 		// a lost acknowledgement (Publish); they need not be remembered
-		// long.
-		Duplicates: dupWindow,
+		// long, unless dedupe keys are (DedupeWindow).
+		Duplicates: max(dupWindow, b.o.DedupeWindow),
 	}
 	if b.o.TTL > 0 && b.o.TTL < cfg.Duplicates { // NATS wants no more
 		cfg.Duplicates = b.o.TTL
@@ -565,15 +573,25 @@ func (b *Broker) Publish(ctx context.Context, drafts []hub.Draft) ([]*hub.Messag
 	defer cancel()
 	when := start.UTC().Truncate(time.Microsecond)
 	id := b.nextID()
+	dedupe := false
+	for i := range drafts {
+		if drafts[i].Dedupe != "" {
+			dedupe = true
+			break
+		}
+	}
 	var seqs []uint64
 	var err error
 	sent, recreated, collisions := false, false, 0
 	backoff := 20 * time.Millisecond
 	for {
 		actx, acancel := context.WithTimeout(ctx, attemptWait)
-		if len(drafts) == 1 {
+		switch {
+		case dedupe:
+			seqs, err = b.publishDeduped(actx, id, drafts, when)
+		case len(drafts) == 1:
 			seqs, err = b.publishOne(actx, id, encode(b.prefix, drafts[0], when))
-		} else {
+		default:
 			seqs, err = b.publishBatch(actx, id, drafts, when)
 		}
 		acancel()
@@ -582,6 +600,9 @@ func (b *Broker) Publish(ctx context.Context, drafts []hub.Draft) ([]*hub.Messag
 			epoch := b.currentEpoch()
 			out := make([]*hub.Message, len(drafts))
 			for i, d := range drafts {
+				if seqs[i] == 0 {
+					continue // a duplicate: its dedupe key is in the log
+				}
 				out[i] = hub.NewMessage(hub.Event{
 					ID: hub.Cursor{Epoch: epoch, Seq: seqs[i]}, Topic: d.Topic, Type: d.Type, Key: d.Key, Data: d.Data, Time: when,
 				})
@@ -676,6 +697,55 @@ func (b *Broker) publishOne(ctx context.Context, id string, m *nats.Msg) ([]uint
 		return nil, noAnswer(err)
 	}
 	return []uint64{ack.Sequence}, nil
+}
+
+// publishDeduped sends each draft as a message of its own, without a
+// batch header, all at once: a draft with a dedupe key under the message
+// ID "dd." and its key, which JetStream checks against the IDs it stored
+// within the stream's duplicates window (Options.DedupeWindow), a draft
+// without one under the publish's ID. JetStream acknowledges a duplicate
+// with the original's position, without storing it again; its place in
+// the result is 0. The drafts go in order on one connection, so they are
+// stored in order; if one fails, those after it may be stored, and the
+// caller sends them all again, which stores the rest.
+func (b *Broker) publishDeduped(ctx context.Context, id string, drafts []hub.Draft, when time.Time) ([]uint64, error) {
+	b.pubMu.RLock()
+	defer b.pubMu.RUnlock()
+	futures := make([]jetstream.PubAckFuture, len(drafts))
+	for i, d := range drafts {
+		mid := id + "." + strconv.Itoa(i)
+		if d.Dedupe != "" {
+			mid = "dd." + d.Dedupe
+		}
+		f, err := b.js.PublishMsgAsync(encode(b.prefix, d, when), jetstream.WithMsgID(mid))
+		if err != nil {
+			if i > 0 {
+				return nil, fmt.Errorf("%w: %w", errNoAnswer, err)
+			}
+			return nil, err
+		}
+		futures[i] = f
+	}
+	seqs := make([]uint64, len(drafts))
+	var first error
+	for i, f := range futures {
+		select {
+		case ack := <-f.Ok():
+			if !ack.Duplicate || drafts[i].Dedupe == "" {
+				seqs[i] = ack.Sequence
+			}
+		case err := <-f.Err():
+			if first == nil {
+				first = err
+			}
+		case <-ctx.Done():
+			return nil, noAnswer(ctx.Err())
+		}
+	}
+	if first != nil {
+		return nil, noAnswer(first)
+	}
+	return seqs, nil
 }
 
 // errCollided reports a batch that another node's message interrupted.

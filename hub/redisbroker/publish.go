@@ -29,10 +29,15 @@ const (
 // ARGV[4] the retention in bytes, ARGV[5] how long to remember the outcome
 // under KEYS[5] (ms), ARGV[6] the prefix of the state's keys per topic,
 // ARGV[7] and ARGV[8] the state's bounds in keys per topic and in bytes,
-// then topic, type, key ("" for none) and data of each. A keyed event
+// ARGV[9] how long to remember a dedupe key (ms; "0" when no event has
+// one), ARGV[10] the prefix of the dedupe keys, then topic, type, key (""
+// for none), data and dedupe key ("" for none) of each. An event whose
+// dedupe key is set already is skipped; the others are numbered and
+// appended, and their keys set, in the same step. A keyed event
 // updates its topic's state in the same script (see stateScript), which is
 // what keeps a state snapshot exact. It returns the first sequence number, the server time,
-// which is every event's time, and the epoch; if KEYS[5] holds an outcome
+// which is every event's time, the epoch and which events were appended
+// ("" when all were, else one '1' or '0' per event); if KEYS[5] holds an outcome
 // already, the batch was appended before, and it returns that outcome
 // without appending again.
 //
@@ -46,35 +51,54 @@ const (
 var publishScript = redis.NewScript(stateScript + trimScript + `
 local done = redis.call('GET', KEYS[5])
 if done then
-  local first, micros, epoch = string.match(done, '^(%d+) (%d+) (.+)$')
-  return {tonumber(first), micros, epoch}
+  local first, micros, epoch, mask = string.match(done, '^(%d+) (%d+) (%S+) ?(.*)$')
+  return {tonumber(first), micros, epoch, mask}
 end
 redis.call('SET', KEYS[3], ARGV[3], 'NX')
 local epoch = redis.call('GET', KEYS[3])
 local n = tonumber(ARGV[2])
-local last = redis.call('INCRBY', KEYS[1], n)
-local first = last - n + 1
+local keep = n
+local mask = ''
+if ARGV[9] ~= '0' then
+  local flags = {}
+  for i = 0, n - 1 do
+    local dk = ARGV[15 + i * 5]
+    if dk ~= '' and not redis.call('SET', ARGV[10] .. dk, '1', 'NX', 'PX', ARGV[9]) then
+      flags[i + 1] = '0'
+      keep = keep - 1
+    else
+      flags[i + 1] = '1'
+    end
+  end
+  if keep < n then mask = table.concat(flags) end
+end
+local last = redis.call('INCRBY', KEYS[1], keep)
+local first = last - keep + 1
 local t = redis.call('TIME')
 local micros = t[1] .. string.format('%06d', tonumber(t[2]))
 local total = 0
+local j = 0
 for i = 0, n - 1 do
-  local a = 9 + i * 4
-  local size = #ARGV[a] + #ARGV[a + 1] + #ARGV[a + 2] + #ARGV[a + 3] + ` + strconv.Itoa(entryOverhead) + `
-  total = redis.call('INCRBY', KEYS[4], size)
-  local seq = tostring(first + i)
-  local id = seq .. '-0'
-  if ARGV[a + 2] == '' then
-    redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[1], id,
-      't', ARGV[a], 'y', ARGV[a + 1], 'd', ARGV[a + 3], 'm', micros, 'o', total - size)
-  else
-    redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[1], id,
-      't', ARGV[a], 'y', ARGV[a + 1], 'k', ARGV[a + 2], 'd', ARGV[a + 3], 'm', micros, 'o', total - size)
-    stateSet(ARGV[a], ARGV[a + 2], seq .. ' ' .. micros .. ' ' .. ARGV[a + 1] .. ' ' .. ARGV[a + 3], ARGV[a + 3] == 'null', seq)
+  local a = 11 + i * 5
+  if mask == '' or string.sub(mask, i + 1, i + 1) == '1' then
+    local size = #ARGV[a] + #ARGV[a + 1] + #ARGV[a + 2] + #ARGV[a + 3] + ` + strconv.Itoa(entryOverhead) + `
+    total = redis.call('INCRBY', KEYS[4], size)
+    local seq = tostring(first + j)
+    j = j + 1
+    local id = seq .. '-0'
+    if ARGV[a + 2] == '' then
+      redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[1], id,
+        't', ARGV[a], 'y', ARGV[a + 1], 'd', ARGV[a + 3], 'm', micros, 'o', total - size)
+    else
+      redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[1], id,
+        't', ARGV[a], 'y', ARGV[a + 1], 'k', ARGV[a + 2], 'd', ARGV[a + 3], 'm', micros, 'o', total - size)
+      stateSet(ARGV[a], ARGV[a + 2], seq .. ' ' .. micros .. ' ' .. ARGV[a + 1] .. ' ' .. ARGV[a + 3], ARGV[a + 3] == 'null', seq)
+    end
   end
 end
-trimBytes(total)
-redis.call('SET', KEYS[5], first .. ' ' .. micros .. ' ' .. epoch, 'PX', ARGV[5])
-return {first, micros, epoch}
+if total > 0 then trimBytes(total) end
+redis.call('SET', KEYS[5], first .. ' ' .. micros .. ' ' .. epoch .. ' ' .. mask, 'PX', ARGV[5])
+return {first, micros, epoch, mask}
 `)
 
 // trimScript defines trimBytes(total), the byte bound's trim of the log
@@ -127,11 +151,18 @@ func (b *Broker) Publish(ctx context.Context, drafts []hub.Draft) ([]*hub.Messag
 	}
 	ctx, cancel := context.WithTimeout(ctx, confirmWait)
 	defer cancel()
-	args := make([]any, 0, 8+4*len(drafts))
+	window := int64(0)
+	for i := range drafts {
+		if drafts[i].Dedupe != "" {
+			window = b.o.DedupeWindow.Milliseconds()
+			break
+		}
+	}
+	args := make([]any, 0, 10+5*len(drafts))
 	args = append(args, b.o.Size, len(drafts), hub.NewEpoch(), b.o.MaxBytes, pubIDTTL.Milliseconds(),
-		b.stateKey, b.o.StateMaxKeys, b.o.StateMaxBytes)
+		b.stateKey, b.o.StateMaxKeys, b.o.StateMaxBytes, window, b.dedupeKey)
 	for _, d := range drafts {
-		args = append(args, d.Topic, d.Type, d.Key, string(d.Data))
+		args = append(args, d.Topic, d.Type, d.Key, string(d.Data), d.Dedupe)
 	}
 	id := b.node + "-" + strconv.FormatUint(b.pubSeq.Add(1), 36)
 	keys := []string{b.seqKey, b.logKey, b.epochKey, b.bytesKey, "{" + b.o.Prefix + "}:pub:" + id,
@@ -149,23 +180,29 @@ func (b *Broker) Publish(ctx context.Context, drafts []hub.Draft) ([]*hub.Messag
 		return nil, fmt.Errorf("failed to publish to Redis: %w", err)
 	}
 	b.down.Store(false)
-	if len(res) != 3 {
+	if len(res) != 4 {
 		return nil, fmt.Errorf("failed to publish to Redis: unexpected reply %v", res)
 	}
 	first, ok1 := res[0].(int64)
 	microsStr, ok2 := res[1].(string)
 	epoch, ok3 := res[2].(string)
+	mask, ok4 := res[3].(string)
 	micros, err := strconv.ParseInt(microsStr, 10, 64)
-	if !ok1 || !ok2 || !ok3 || err != nil {
+	if !ok1 || !ok2 || !ok3 || !ok4 || err != nil || (mask != "" && len(mask) != len(drafts)) {
 		return nil, fmt.Errorf("failed to publish to Redis: unexpected reply %v", res)
 	}
 	b.epoch.Store(&epoch)
 	when := time.UnixMicro(micros).UTC()
 	msgs := make([]*hub.Message, len(drafts))
+	seq := uint64(first)
 	for i, d := range drafts {
+		if mask != "" && mask[i] == '0' {
+			continue // appended before: a duplicate
+		}
 		msgs[i] = hub.NewMessage(hub.Event{
-			ID: hub.Cursor{Epoch: epoch, Seq: uint64(first) + uint64(i)}, Topic: d.Topic, Type: d.Type, Key: d.Key, Data: d.Data, Time: when,
+			ID: hub.Cursor{Epoch: epoch, Seq: seq}, Topic: d.Topic, Type: d.Type, Key: d.Key, Data: d.Data, Time: when,
 		})
+		seq++
 	}
 	return msgs, nil
 }

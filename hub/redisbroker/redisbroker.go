@@ -80,6 +80,11 @@ type Options struct {
 	// other nodes' sweepers, within about NodeTTL and a third of it.
 	// Default 15 s.
 	NodeTTL time.Duration
+	// DedupeWindow is how long a hub.Draft.Dedupe key is remembered (a
+	// key of its own in Redis, {Prefix}:dd:<key>, with that expiry: Redis
+	// holds one per such event published within the window). Default
+	// hub.DefaultDedupeWindow.
+	DedupeWindow time.Duration
 	// Block is how long one XREAD waits for new events before the reader
 	// checks the epoch again; default 2s.
 	Block  time.Duration
@@ -92,6 +97,7 @@ type Broker struct {
 	rdb                                redis.UniversalClient
 	epochKey, seqKey, logKey, bytesKey string
 	stateKey                           string // the prefix of the state's keys
+	dedupeKey                          string // the prefix of the dedupe keys
 	presKey                            string // the prefix of the presence keys
 	epoch                              atomic.Pointer[string]
 	publish                            *redis.Script
@@ -146,6 +152,9 @@ func New(ctx context.Context, o Options) (*Broker, error) {
 	if o.NodeTTL <= 0 {
 		o.NodeTTL = DefaultNodeTTL
 	}
+	if o.DedupeWindow <= 0 {
+		o.DedupeWindow = hub.DefaultDedupeWindow
+	}
 	if o.Block <= 0 {
 		o.Block = 2 * time.Second
 	}
@@ -156,7 +165,7 @@ func New(ctx context.Context, o Options) (*Broker, error) {
 	b := &Broker{
 		o: o, rdb: o.Client,
 		epochKey: tag + ":epoch", seqKey: tag + ":seq", logKey: tag + ":log", bytesKey: tag + ":bytes",
-		stateKey: tag + ":state:", presKey: tag + ":pres:", halt: make(chan struct{}),
+		stateKey: tag + ":state:", presKey: tag + ":pres:", dedupeKey: tag + ":dd:", halt: make(chan struct{}),
 		publish: publishScript,
 	}
 	b.ctx, b.cancel = context.WithCancel(context.Background())

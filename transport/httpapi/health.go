@@ -2,6 +2,7 @@ package httpapi
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"net/http"
 	"time"
@@ -21,7 +22,20 @@ func (a *api) healthz(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, statusOK)
 }
 
+// SourceStatus is what GET /readyz says of an event source: its name, its
+// state (consuming, standby, connecting or unavailable) and, when
+// unavailable, why.
+type SourceStatus struct {
+	Source string `json:"source"`
+	State  string `json:"state"`
+	Error  string `json:"error,omitempty"`
+}
+
 // readyz serves GET /readyz: the hub accepts work and its broker answers.
+// Event sources are reported but do not make the node unready: without
+// its database a source's rows wait, while the node still serves its
+// subscribers and publishers. Any source unavailable makes the status
+// "degraded".
 func (a *api) readyz(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), readyTimeout)
 	defer cancel()
@@ -33,5 +47,19 @@ func (a *api) readyz(w http.ResponseWriter, r *http.Request) {
 		apierror.Write(w, apierror.New(http.StatusServiceUnavailable, apierror.Unavailable, msg))
 		return
 	}
-	writeJSON(w, http.StatusOK, statusOK)
+	if a.sources == nil {
+		writeJSON(w, http.StatusOK, statusOK)
+		return
+	}
+	body := struct {
+		Status  string         `json:"status"`
+		Sources []SourceStatus `json:"sources"`
+	}{Status: "ok", Sources: a.sources()}
+	for _, s := range body.Sources {
+		if s.State == "unavailable" {
+			body.Status = "degraded"
+		}
+	}
+	b, _ := json.Marshal(body)
+	writeJSON(w, http.StatusOK, append(b, '\n'))
 }

@@ -30,6 +30,7 @@ type api struct {
 	auth        *auth.Authenticator // nil: no authentication
 
 	publishRates, actionRates *limit.Rates // nil: unlimited
+	sources                   func() []SourceStatus
 }
 
 // principal authenticates r: auth.Everyone when authentication is off. On

@@ -77,6 +77,8 @@ type Config struct {
 	// route's pattern ("" when no route matched), its status and its
 	// duration. It must be safe for concurrent use.
 	ObserveRequest func(route string, code int, d time.Duration)
+	// Sources, if set, reports the event sources for GET /readyz.
+	Sources func() []SourceStatus
 }
 
 // NewRouter returns the handler for every route of Herald's HTTP surface.
@@ -98,7 +100,7 @@ func NewRouter(cfg Config) http.Handler {
 		cfg.Logger = slog.Default()
 	}
 	a := &api{hub: cfg.Hub, actions: cfg.Actions, maxBody: cfg.MaxBody, maxBatch: cfg.MaxBatch, readTimeout: cfg.ReadTimeout, auth: cfg.Auth,
-		publishRates: cfg.PublishRates, actionRates: cfg.ActionRates}
+		publishRates: cfg.PublishRates, actionRates: cfg.ActionRates, sources: cfg.Sources}
 	r := mux.NewRouter().SkipClean(true)
 	rt := &router{mux: r, static: map[string]http.Handler{}}
 	if cfg.SSE != nil {
