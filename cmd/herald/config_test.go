@@ -317,6 +317,18 @@ func TestMaskURLPasswords(t *testing.T) {
 	}
 }
 
+func TestMaskSources(t *testing.T) {
+	for in, want := range map[string]string{
+		"postgres://postgres@127.0.0.1:5432/app?table=herald_outbox":   "postgres://****@127.0.0.1:5432/app?table=herald_outbox",
+		"postgres://app:s3cret@h1,h2/db?table=t postgres://b:pw2@h/db": "postgres://app:****@h1,h2/db?table=t postgres://b:****@h/db",
+		"postgres://app@h/db?password=s3cret&table=t":                  "postgres://****@h/db?password=****&table=t",
+	} {
+		if got := maskSources(in); got != want {
+			t.Errorf("maskSources(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
 // Secrets of the configuration printed in the tests below.
 const (
 	testJWTSecret   = "jwt-0123456789abcdef0123456789ab"

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"io"
+	"regexp"
 	"strings"
 	"unicode/utf8"
 
@@ -21,6 +22,7 @@ var secretFlags = map[string]func(string) string{
 	"jwt-jwks-url":    maskURLPasswords,
 	"action-upstream": maskURLPasswords, // URL and TYPE=URL entries
 	"auth-upstream":   maskURLPasswords,
+	"source":          maskSources,
 }
 
 func maskAll(s string) string {
@@ -43,6 +45,20 @@ func maskURLPasswords(s string) string {
 	}
 	return strings.Join(parts, ",")
 }
+
+// maskSources masks each of the space-separated URLs of --source: the
+// userinfo's password, as maskURLPasswords, and a password given as the
+// query parameter PostgreSQL also reads (password=…).
+func maskSources(s string) string {
+	fields := strings.Fields(s)
+	for i, f := range fields {
+		fields[i] = queryPassword.ReplaceAllString(maskURLPasswords(f), "${1}"+masked)
+	}
+	return strings.Join(fields, " ")
+}
+
+// queryPassword finds a password given as a URL's query parameter.
+var queryPassword = regexp.MustCompile(`([?&]password=)[^&#]*`)
 
 func maskUserinfo(u string) string {
 	start := 0
