@@ -23,8 +23,9 @@ type SubscribeOptions struct {
 	// with live events.
 	Since string
 	// Rewind starts with the newest Rewind (at most 1000) retained events
-	// of the topics, until an event has been delivered; then reconnects
-	// resume instead.
+	// of the topics. It is asked for only by the first connection:
+	// reconnects resume, from the cursor the subscription started at or
+	// the last event delivered.
 	Rewind int
 	// State starts with the state of the topics (each key's latest
 	// event), then a KindSynced message, then the events after it.
@@ -70,6 +71,7 @@ type Subscription struct {
 	last      hub.Cursor // the last cursor delivered or reset to
 	haveLast  bool
 	inState   bool // delivering a state (before its synced)
+	started   bool // last is the connection's start, which a rewind's events may precede
 	delivered bool // the current connection delivered something
 	live      bool // the current connection's subscription is confirmed
 	bases     map[baseKey][]byte
@@ -235,7 +237,7 @@ func (s *Subscription) loop(ctx context.Context) error {
 	log := s.c.log.With("topics", s.patterns, "transport", s.c.opts.Transport)
 	backoff := s.c.opts.BackoffMin
 	for {
-		s.delivered, s.live = false, false
+		s.delivered, s.live, s.started = false, false, false
 		if s.haveLast {
 			s.inState = false // a resume sends no state (unless a reset comes first)
 		}
@@ -313,10 +315,10 @@ func (s *Subscription) event(ctx context.Context, e envelope) error {
 		return fmt.Errorf("failed to read event: id %q: %w", e.ID, err)
 	}
 	s.delivered = true
-	if !s.inState && s.haveLast && cur.Epoch == s.last.Epoch && cur.Seq <= s.last.Seq {
+	if !s.inState && !s.started && s.haveLast && cur.Epoch == s.last.Epoch && cur.Seq <= s.last.Seq {
 		return nil
 	}
-	s.last, s.haveLast = cur, true
+	s.last, s.haveLast, s.started = cur, true, false
 	return s.deliver(ctx, Message{Kind: KindEvent, Event: e.Event})
 }
 
@@ -350,6 +352,23 @@ func (s *Subscription) applyDelta(e *envelope) error {
 	return nil
 }
 
+// startAt takes the cursor a connection without one starts at (the
+// WebSocket ok's id, the SSE start block) as the resume point: every
+// matching event after it comes on the connection, so a cut before the
+// first event resumes from it and loses nothing. A rewind's events may lie
+// before it; each is then the resume point as it is delivered.
+func (s *Subscription) startAt(id string) error {
+	if s.haveLast {
+		return nil // a resume: the connection goes on from the cursor it was given
+	}
+	cur, err := hub.ParseCursor(id)
+	if err != nil {
+		return fmt.Errorf("failed to read start: cursor %q: %w", id, err)
+	}
+	s.last, s.haveLast, s.started = cur, true, true
+	return nil
+}
+
 // reset delivers a herald.reset and moves the resume point to its cursor.
 func (s *Subscription) reset(ctx context.Context, id, reason string, topics []string) error {
 	cur, err := hub.ParseCursor(id)
@@ -357,7 +376,7 @@ func (s *Subscription) reset(ctx context.Context, id, reason string, topics []st
 		return fmt.Errorf("failed to read reset: cursor %q: %w", id, err)
 	}
 	s.delivered = true
-	s.last, s.haveLast = cur, true
+	s.last, s.haveLast, s.started = cur, true, false
 	s.inState = s.opts.State // the state follows, then a synced
 	clear(s.bases)
 	s.c.log.Info("reset", "topics", topics, "reason", reason, "cursor", id)
@@ -373,7 +392,7 @@ func (s *Subscription) synced(ctx context.Context, id string, topics []string) e
 	}
 	s.delivered = true
 	s.inState = false
-	s.last, s.haveLast = cur, true
+	s.last, s.haveLast, s.started = cur, true, false
 	s.c.log.Log(ctx, slog.LevelDebug, "synced", "topics", topics, "cursor", id)
 	return s.deliver(ctx, Message{Kind: KindSynced, Cursor: id, Topics: topics})
 }
