@@ -75,6 +75,7 @@ type Subscription struct {
 	delivered bool // the current connection delivered something
 	live      bool // the current connection's subscription is confirmed
 	bases     map[baseKey][]byte
+	baseBytes int                 // the data bytes of bases
 	held      map[string]struct{} // WebSocket: the patterns the server has not unsubscribed
 	firstUp   chan error          // the first connection's outcome; nil afterwards
 
@@ -84,11 +85,15 @@ type Subscription struct {
 // baseKey names the delta base of a topic's key.
 type baseKey struct{ topic, key string }
 
-// maxBases bounds the delta bases a subscription keeps. The server keeps
-// at most 4,096 per connection and sends whole data for the others, so a
-// subscription past this many has stale ones; it forgets them all, and a
-// delta that then finds no base makes it reconnect (whole data again).
-const maxBases = 1 << 14
+// maxBases and maxBaseBytes bound the delta bases a subscription keeps.
+// The server keeps at most 4,096 (and 4 MiB) per connection and sends
+// whole data for the others, so a subscription past these has stale ones;
+// it forgets them all, and a delta that then finds no base makes it
+// reconnect (whole data again).
+const (
+	maxBases     = 1 << 14
+	maxBaseBytes = 64 << 20
+)
 
 // Subscribe subscribes to patterns (topics, or patterns with * and >) and
 // returns once the server has confirmed the subscription: every matching
@@ -241,7 +246,7 @@ func (s *Subscription) loop(ctx context.Context) error {
 		if s.haveLast {
 			s.inState = false // a resume sends no state (unless a reset comes first)
 		}
-		clear(s.bases)
+		s.forgetBases()
 		var err error
 		if s.c.opts.Transport == "sse" {
 			err = s.sessionSSE(ctx)
@@ -336,8 +341,11 @@ func (s *Subscription) applyDelta(e *envelope) error {
 			return fmt.Errorf("failed to apply delta of %s %s: no base", e.Topic, e.Key)
 		}
 		data, err := delta.Apply(base, []byte(d))
+		if err == nil && !json.Valid(data) {
+			err = errors.New("the result is not JSON")
+		}
 		if err != nil {
-			return err
+			return fmt.Errorf("failed to apply delta of %s %s: %w", e.Topic, e.Key, err)
 		}
 		e.Data, e.delta = data, nil
 		s.deltas.Add(1)
@@ -345,11 +353,25 @@ func (s *Subscription) applyDelta(e *envelope) error {
 	if s.bases == nil {
 		s.bases = make(map[baseKey][]byte)
 	}
-	if _, ok := s.bases[k]; !ok && len(s.bases) >= maxBases {
-		clear(s.bases)
+	old, ok := s.bases[k]
+	if ok {
+		s.baseBytes -= len(old)
+	} else if len(s.bases) >= maxBases {
+		s.forgetBases()
+	}
+	if s.baseBytes+len(e.Data) > maxBaseBytes {
+		s.forgetBases()
 	}
 	s.bases[k] = e.Data
+	s.baseBytes += len(e.Data)
 	return nil
+}
+
+// forgetBases drops every delta base: after a reset or on a new
+// connection, whose keys all come whole first, or past the bounds.
+func (s *Subscription) forgetBases() {
+	clear(s.bases)
+	s.baseBytes = 0
 }
 
 // startAt takes the cursor a connection without one starts at (the
@@ -378,7 +400,7 @@ func (s *Subscription) reset(ctx context.Context, id, reason string, topics []st
 	s.delivered = true
 	s.last, s.haveLast, s.started = cur, true, false
 	s.inState = s.opts.State // the state follows, then a synced
-	clear(s.bases)
+	s.forgetBases()
 	s.c.log.Info("reset", "topics", topics, "reason", reason, "cursor", id)
 	return s.deliver(ctx, Message{Kind: KindReset, Cursor: id, Reason: reason, Topics: topics})
 }

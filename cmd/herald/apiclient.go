@@ -14,6 +14,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/heraldpush/herald/client"
 )
 
 // apiClient makes the JSON API requests of pub and action. Its methods may
@@ -94,6 +96,43 @@ func (c *apiClient) do(ctx context.Context, method, path string, body []byte, hd
 			Message: fmt.Sprintf("%s %s: %.200s", method, path, strings.TrimSpace(string(b)))}
 	}
 	return resp.StatusCode, b, nil
+}
+
+// dialAPI returns a client of the server at base for the commands that
+// make API requests (pub, action), sending token as its bearer token and
+// bounding each request by timeout (0: none). Close releases it.
+func dialAPI(ctx context.Context, base, token string, timeout time.Duration) (*client.Client, error) {
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	return client.Dial(ctx, base, &client.Options{Token: token, HTTPClient: &http.Client{Transport: tr, Timeout: timeout}})
+}
+
+// commandError words an error of the client package for a command's
+// user: a server that cannot be reached as such, an error answer as
+// "CODE: MESSAGE (HTTP STATUS)".
+func commandError(base string, err error) error {
+	var ce *client.Error
+	if errors.As(err, &ce) {
+		if ce.Status == 0 {
+			return fmt.Errorf("%s: %s", ce.Code, ce.Message)
+		}
+		return &apiError{Status: ce.Status, Code: ce.Code, Message: ce.Message}
+	}
+	var op *net.OpError
+	switch {
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return fmt.Errorf("cannot connect to %s: connection refused", base)
+	case errors.As(err, &op) && op.Op == "dial":
+		return fmt.Errorf("cannot connect to %s: %v", base, op.Err)
+	}
+	return err
+}
+
+// connectError words a failure of herald sub's first connection.
+func connectError(u string, err error) error {
+	if errors.Is(err, syscall.ECONNREFUSED) {
+		return fmt.Errorf("cannot connect to %s: connection refused", u)
+	}
+	return fmt.Errorf("cannot connect to %s: %w", u, err)
 }
 
 // parseBaseURL checks --url: an absolute http or https URL, returned

@@ -334,23 +334,27 @@ func TestSubErrors(t *testing.T) {
 }
 
 // TestSubServerRejects checks that an error answered by the server itself
-// (a pattern the client cannot judge, over the wire) ends sub with exit 1
-// and the server's code, on both transports, without retrying.
+// (more patterns than a connection may hold, which the client does not
+// judge) ends sub with exit 1 and the server's code, on both transports,
+// without retrying.
 func TestSubServerRejects(t *testing.T) {
 	in := startServe(t, "--addr", "127.0.0.1:0")
-	// The client checks patterns too, so this goes below the flag parsing.
-	for _, tr := range transports {
+	var topics []string
+	for i := range 257 {
+		topics = append(topics, fmt.Sprintf("many.%d", i))
+	}
+	for tr, code := range map[string]string{"ws": "too_large", "sse": "invalid_pattern"} {
 		t.Run(tr, func(t *testing.T) {
 			s := &subscriber{
-				cfg:    subConfig{base: mustURL(t, in.URL), transport: tr, topics: []string{"orders..x"}},
+				cfg:    subConfig{base: mustURL(t, in.URL), transport: tr, topics: topics},
 				stdout: io.Discard, stderr: io.Discard,
 			}
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
 			err := s.run(ctx)
 			var stderr bytes.Buffer
-			if got := exitStatus(err, &stderr); got != 1 || !strings.Contains(stderr.String(), "invalid_pattern") {
-				t.Errorf("exit status %d, error %q; want 1 and invalid_pattern", got, &stderr)
+			if got := exitStatus(err, &stderr); got != 1 || !strings.Contains(stderr.String(), code) {
+				t.Errorf("exit status %d, error %q; want 1 and %s", got, &stderr, code)
 			}
 		})
 	}
