@@ -251,6 +251,29 @@ func TestSubResumesAfterCut(t *testing.T) {
 	}
 }
 
+// TestSubResumesBeforeFirstEvent: cut off before any event, sub resumes
+// from where its subscription started and prints what was published
+// meanwhile.
+func TestSubResumesBeforeFirstEvent(t *testing.T) {
+	in := startServe(t, "--addr", "127.0.0.1:0")
+	for _, tr := range transports {
+		t.Run(tr, func(t *testing.T) {
+			topic := "early." + tr
+			p := relay.Start(t, in.URL[len("http://"):], relay.Options{})
+			s := startSub(t, "--url", p.URL(), "--transport", tr, "--topic", topic)
+			s.waitSubscribed(t, 1)
+			p.Down()
+			ids := publish(t, in, topic, "1", "2")
+			wait.For(t, 10*time.Second, "a failed reconnect", func() bool {
+				return strings.Count(s.stderr.String(), "reconnecting in") >= 2
+			})
+			p.Up()
+			s.waitSubscribed(t, 2)
+			checkEvents(t, s.waitLines(t, 2), ids, []string{"1", "2"})
+		})
+	}
+}
+
 func TestSubReset(t *testing.T) {
 	in := startServe(t, "--addr", "127.0.0.1:0")
 	publish(t, in, "orders.1", "0")
