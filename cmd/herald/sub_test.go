@@ -221,56 +221,40 @@ func TestSubRewind(t *testing.T) {
 	}
 }
 
+// TestSubResumesAfterCut: cut off after an event, or before any (it then
+// resumes from where its subscription started), sub reconnects and prints
+// what was published meanwhile, once.
 func TestSubResumesAfterCut(t *testing.T) {
 	in := startServe(t, "--addr", "127.0.0.1:0")
 	for _, tr := range transports {
-		t.Run(tr, func(t *testing.T) {
-			topic := "cut." + tr
-			p := relay.Start(t, in.URL[len("http://"):], relay.Options{})
-			s := startSub(t, "--url", p.URL(), "--transport", tr, "--topic", topic)
-			s.waitSubscribed(t, 1)
-			ids := publish(t, in, topic, "1")
-			s.waitLines(t, 1)
-
-			p.Down()
-			ids = append(ids, publish(t, in, topic, "2", "3")...)
-			// Let it fail to reconnect at least once while the events wait.
-			wait.For(t, 10*time.Second, "a failed reconnect", func() bool {
-				return strings.Count(s.stderr.String(), "reconnecting in") >= 2
+		for _, before := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s/before-first-event=%v", tr, before), func(t *testing.T) {
+				topic := fmt.Sprintf("cut.%s.%v", tr, before)
+				p := relay.Start(t, in.URL[len("http://"):], relay.Options{})
+				s := startSub(t, "--url", p.URL(), "--transport", tr, "--topic", topic)
+				s.waitSubscribed(t, 1)
+				var ids, data []string
+				if !before {
+					ids, data = publish(t, in, topic, "1"), []string{"1"}
+					s.waitLines(t, 1)
+				}
+				p.Down()
+				ids, data = append(ids, publish(t, in, topic, "2", "3")...), append(data, "2", "3")
+				// Let it fail to reconnect at least once while the events wait.
+				wait.For(t, 10*time.Second, "a failed reconnect", func() bool {
+					return strings.Count(s.stderr.String(), "reconnecting in") >= 2
+				})
+				p.Up()
+				s.waitSubscribed(t, 2)
+				ids, data = append(ids, publish(t, in, topic, "4")...), append(data, "4")
+				checkEvents(t, s.waitLines(t, len(ids)), ids, data)
+				if err := s.stop(t); err != nil {
+					t.Errorf("runSub after cancel: %v", err)
+				}
+				// Nothing more came after the last expected event.
+				checkEvents(t, s.lines(), ids, data)
 			})
-			p.Up()
-			s.waitSubscribed(t, 2)
-			ids = append(ids, publish(t, in, topic, "4")...)
-			checkEvents(t, s.waitLines(t, 4), ids, []string{"1", "2", "3", "4"})
-			if err := s.stop(t); err != nil {
-				t.Errorf("runSub after cancel: %v", err)
-			}
-			// Nothing more came after the last expected event.
-			checkEvents(t, s.lines(), ids, []string{"1", "2", "3", "4"})
-		})
-	}
-}
-
-// TestSubResumesBeforeFirstEvent: cut off before any event, sub resumes
-// from where its subscription started and prints what was published
-// meanwhile.
-func TestSubResumesBeforeFirstEvent(t *testing.T) {
-	in := startServe(t, "--addr", "127.0.0.1:0")
-	for _, tr := range transports {
-		t.Run(tr, func(t *testing.T) {
-			topic := "early." + tr
-			p := relay.Start(t, in.URL[len("http://"):], relay.Options{})
-			s := startSub(t, "--url", p.URL(), "--transport", tr, "--topic", topic)
-			s.waitSubscribed(t, 1)
-			p.Down()
-			ids := publish(t, in, topic, "1", "2")
-			wait.For(t, 10*time.Second, "a failed reconnect", func() bool {
-				return strings.Count(s.stderr.String(), "reconnecting in") >= 2
-			})
-			p.Up()
-			s.waitSubscribed(t, 2)
-			checkEvents(t, s.waitLines(t, 2), ids, []string{"1", "2"})
-		})
+		}
 	}
 }
 
