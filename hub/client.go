@@ -214,7 +214,7 @@ type Client struct {
 	closed   bool   // Close was called
 	parked   bool   // the writer is parked: no goroutine runs it; the next wake starts one
 	due      bool   // a keep-alive is due (Serve)
-	writes   uint8  // batches the writer has written, for latency sampling (wraps at a multiple of latencySample); the writer's own
+	writes   uint8  // batches with a live event the writer has written, for latency sampling (wraps at a multiple of latencySample); the writer's own
 	kind     uint8  // the transport's kind: an index in Hub.kindNames
 	requests []replayRequest
 	pending  []*Message
