@@ -33,12 +33,14 @@
 // A refusal by the server (400, 401, 403, 404, 501) ends it with an
 // [*Error].
 //
-// A subscription resumes from a cursor, which it learns from its first
-// message (an event, a reset or a synced marker): the protocol tells a
-// connection its position in no other way. Events published while the
-// connection is down before that first message are not delivered.
-// SubscribeOptions.Since or State give a subscription its position from
-// the start.
+// A subscription resumes from a cursor, which it has from the start: the
+// server confirms a subscription without one with the position it started
+// at (the WebSocket ok's "id", the SSE stream's first block of only an
+// "id:"), so events published while the connection is down before its
+// first event are delivered too. Over SSE, Subscribe returns once that
+// block has arrived. A State subscription gets no start: its cursor comes
+// with the state, and cut off before any of it, it asks for the state
+// again.
 //
 // # Publishing and actions
 //

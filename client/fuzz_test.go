@@ -50,6 +50,8 @@ func FuzzStream(f *testing.F) {
 	f.Add([]byte("event: herald.synced\nid: e-9\ndata: {\"topics\":[\"t\"]}\n\ndata: x\ndata: y\n\n"))
 	f.Add([]byte(`{"op":"event","id":"e-2","topic":"t","type":"m","key":"k","delta":"1\n","time":"2026-01-01T00:00:00Z"}`))
 	f.Add([]byte(`{"op":"ok","ref":"s","client":"c-1"}`))
+	f.Add([]byte("retry: 2000\n\nid: e-0\n\nid: e-1\nevent: m\ndata: {\"id\":\"e-1\",\"topic\":\"t\",\"type\":\"m\",\"data\":1,\"time\":\"2026-01-01T00:00:00Z\"}\n\n"))
+	f.Add([]byte(`{"op":"ok","ref":"s","client":"c-1","id":"e-0"}`))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		ctx, cancel := context.WithCancel(context.Background())
 		defer cancel()

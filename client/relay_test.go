@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/heraldpush/herald/hub"
+	"github.com/heraldpush/herald/internal/testkit/heraldtest"
 	"github.com/heraldpush/herald/internal/testkit/relay"
 	"github.com/heraldpush/herald/internal/testkit/wait"
 	"github.com/heraldpush/herald/server"
@@ -230,4 +231,75 @@ func seq(t *testing.T, id string) uint64 {
 		t.Fatal(err)
 	}
 	return c.Seq
+}
+
+// A subscription cut off before its first event, while events are
+// published, resumes from the cursor it started at (the WebSocket ok's id,
+// the SSE start block): every one of those events arrives, once, in order,
+// over both transports and on every broker. Without that cursor it would
+// come back live and miss them.
+func TestReconnectBeforeFirstEvent(t *testing.T) {
+	brokers := append([]struct {
+		Name string
+		URL  func(testing.TB) string
+	}{{"memory", func(testing.TB) string { return "memory" }}}, heraldtest.Brokers...)
+	for _, b := range brokers {
+		for _, tr := range transports {
+			t.Run(b.Name+"/"+tr, func(t *testing.T) {
+				node := start(t, server.Config{Broker: b.URL(t)})
+				r := relay.Start(t, strings.TrimPrefix(node.URL, "http://"), relay.Options{})
+				ctx := testCtx(t)
+				pub := dial(t, node.URL, Options{})
+				// Earlier events: the start is not the log's beginning.
+				for i := range 3 {
+					if _, err := pub.Publish(ctx, "gap", "", -1-i); err != nil {
+						t.Fatal(err)
+					}
+				}
+				sub := dial(t, r.URL(), Options{Transport: tr})
+				s, err := sub.Subscribe(ctx, []string{"gap"}, nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				r.Down()
+				const n = 5
+				for i := range n {
+					if _, err := pub.Publish(ctx, "gap", "", i); err != nil {
+						t.Fatal(err)
+					}
+				}
+				select {
+				case m := <-s.C():
+					t.Fatalf("got %+v while cut off", m)
+				default:
+				}
+				r.Up()
+				// An earlier event the hub had not yet dispatched when the
+				// subscription started comes too (it is after the start),
+				// but once.
+				seen := map[string]bool{}
+				for i := 0; i < n; {
+					e := nextEvent(t, s)
+					if seen[e.ID] {
+						t.Fatalf("event %s %s twice", e.ID, e.Data)
+					}
+					seen[e.ID] = true
+					if i == 0 && strings.HasPrefix(string(e.Data), "-") {
+						continue
+					}
+					if string(e.Data) != strconv.Itoa(i) {
+						t.Fatalf("event %d: %s %s, want data %d", i, e.ID, e.Data, i)
+					}
+					i++
+				}
+				// A duplicate would be the next message.
+				if _, err := pub.Publish(ctx, "gap", "", "end"); err != nil {
+					t.Fatal(err)
+				}
+				if e := nextEvent(t, s); string(e.Data) != `"end"` {
+					t.Fatalf("after the %d events: %s %s, want \"end\"", n, e.ID, e.Data)
+				}
+			})
+		}
+	}
 }

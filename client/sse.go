@@ -56,7 +56,15 @@ func (s *Subscription) sessionSSE(ctx context.Context) error {
 		body, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
 		return errorFrom(resp.StatusCode, body)
 	}
-	s.up(resp.Header.Get("Herald-Client"))
+	client := resp.Header.Get("Herald-Client")
+	// A stream without a cursor or state starts with a block of only its
+	// start cursor: the subscription is confirmed once it has that, so that
+	// a cut at any point after Subscribe returns resumes from a cursor. (A
+	// server that sends none confirms it with its first event instead.)
+	pending := !s.haveLast && !s.opts.State
+	if !pending {
+		s.up(client)
+	}
 	r := newSSEReader(resp.Body, s.c.opts.MaxMessage)
 	for {
 		typ, id, data, err := r.next()
@@ -66,14 +74,22 @@ func (s *Subscription) sessionSSE(ctx context.Context) error {
 			}
 			return fmt.Errorf("failed to read stream: %w", err)
 		}
+		if pending {
+			pending = false
+			s.up(client)
+		}
 		if err := s.sseEvent(ctx, typ, id, data); err != nil {
 			return err
 		}
 	}
 }
 
-// sseEvent handles one SSE event; its slices are reused for the next one.
+// sseEvent handles one SSE event, or a block of only an id (data nil); its
+// slices are reused for the next one.
 func (s *Subscription) sseEvent(ctx context.Context, typ, id, data []byte) error {
+	if data == nil {
+		return s.startAt(string(id))
+	}
 	switch string(typ) {
 	case "herald.reset":
 		var r struct {
@@ -120,9 +136,11 @@ func newSSEReader(r io.Reader, max int) *sseReader {
 var errTooLong = errors.New("event too long")
 
 // next returns the next event (a block with a data field): its type ("" for
-// none), its id and its data lines joined by newlines. Comments, retry
-// lines and blocks without data are skipped. A stream that ends inside a
-// block ends with io.ErrUnexpectedEOF, never a truncated event.
+// none), its id and its data lines joined by newlines (never nil). A block
+// with an id and no data, which dispatches no event but sets EventSource's
+// lastEventId, comes back with nil data. Comments, retry lines and other
+// blocks without data are skipped. A stream that ends inside a block ends
+// with io.ErrUnexpectedEOF, never a truncated event.
 func (r *sseReader) next() (typ, id, data []byte, err error) {
 	r.typ, r.id, r.data = r.typ[:0], r.id[:0], r.data[:0]
 	hasData := false
@@ -137,7 +155,13 @@ func (r *sseReader) next() (typ, id, data []byte, err error) {
 		}
 		if len(line) == 0 {
 			if hasData {
+				if r.data == nil {
+					r.data = []byte{} // only once: r.data[:0] stays non-nil
+				}
 				return r.typ, r.id, r.data, nil
+			}
+			if len(r.id) > 0 {
+				return nil, r.id, nil, nil
 			}
 			r.typ, r.id, started = r.typ[:0], r.id[:0], false
 			continue

@@ -23,8 +23,9 @@ type SubscribeOptions struct {
 	// with live events.
 	Since string
 	// Rewind starts with the newest Rewind (at most 1000) retained events
-	// of the topics, until an event has been delivered; then reconnects
-	// resume instead.
+	// of the topics. It is asked for only by the first connection:
+	// reconnects resume, from the cursor the subscription started at or
+	// the last event delivered.
 	Rewind int
 	// State starts with the state of the topics (each key's latest
 	// event), then a KindSynced message, then the events after it.
@@ -70,9 +71,11 @@ type Subscription struct {
 	last      hub.Cursor // the last cursor delivered or reset to
 	haveLast  bool
 	inState   bool // delivering a state (before its synced)
+	started   bool // last is the connection's start, which a rewind's events may precede
 	delivered bool // the current connection delivered something
 	live      bool // the current connection's subscription is confirmed
 	bases     map[baseKey][]byte
+	baseBytes int                 // the data bytes of bases
 	held      map[string]struct{} // WebSocket: the patterns the server has not unsubscribed
 	firstUp   chan error          // the first connection's outcome; nil afterwards
 
@@ -82,11 +85,15 @@ type Subscription struct {
 // baseKey names the delta base of a topic's key.
 type baseKey struct{ topic, key string }
 
-// maxBases bounds the delta bases a subscription keeps. The server keeps
-// at most 4,096 per connection and sends whole data for the others, so a
-// subscription past this many has stale ones; it forgets them all, and a
-// delta that then finds no base makes it reconnect (whole data again).
-const maxBases = 1 << 14
+// maxBases and maxBaseBytes bound the delta bases a subscription keeps.
+// The server keeps at most 4,096 (and 4 MiB) per connection and sends
+// whole data for the others, so a subscription past these has stale ones;
+// it forgets them all, and a delta that then finds no base makes it
+// reconnect (whole data again).
+const (
+	maxBases     = 1 << 14
+	maxBaseBytes = 64 << 20
+)
 
 // Subscribe subscribes to patterns (topics, or patterns with * and >) and
 // returns once the server has confirmed the subscription: every matching
@@ -235,11 +242,11 @@ func (s *Subscription) loop(ctx context.Context) error {
 	log := s.c.log.With("topics", s.patterns, "transport", s.c.opts.Transport)
 	backoff := s.c.opts.BackoffMin
 	for {
-		s.delivered, s.live = false, false
+		s.delivered, s.live, s.started = false, false, false
 		if s.haveLast {
 			s.inState = false // a resume sends no state (unless a reset comes first)
 		}
-		clear(s.bases)
+		s.forgetBases()
 		var err error
 		if s.c.opts.Transport == "sse" {
 			err = s.sessionSSE(ctx)
@@ -313,10 +320,10 @@ func (s *Subscription) event(ctx context.Context, e envelope) error {
 		return fmt.Errorf("failed to read event: id %q: %w", e.ID, err)
 	}
 	s.delivered = true
-	if !s.inState && s.haveLast && cur.Epoch == s.last.Epoch && cur.Seq <= s.last.Seq {
+	if !s.inState && !s.started && s.haveLast && cur.Epoch == s.last.Epoch && cur.Seq <= s.last.Seq {
 		return nil
 	}
-	s.last, s.haveLast = cur, true
+	s.last, s.haveLast, s.started = cur, true, false
 	return s.deliver(ctx, Message{Kind: KindEvent, Event: e.Event})
 }
 
@@ -334,8 +341,11 @@ func (s *Subscription) applyDelta(e *envelope) error {
 			return fmt.Errorf("failed to apply delta of %s %s: no base", e.Topic, e.Key)
 		}
 		data, err := delta.Apply(base, []byte(d))
+		if err == nil && !json.Valid(data) {
+			err = errors.New("the result is not JSON")
+		}
 		if err != nil {
-			return err
+			return fmt.Errorf("failed to apply delta of %s %s: %w", e.Topic, e.Key, err)
 		}
 		e.Data, e.delta = data, nil
 		s.deltas.Add(1)
@@ -343,10 +353,41 @@ func (s *Subscription) applyDelta(e *envelope) error {
 	if s.bases == nil {
 		s.bases = make(map[baseKey][]byte)
 	}
-	if _, ok := s.bases[k]; !ok && len(s.bases) >= maxBases {
-		clear(s.bases)
+	old, ok := s.bases[k]
+	if ok {
+		s.baseBytes -= len(old)
+	} else if len(s.bases) >= maxBases {
+		s.forgetBases()
+	}
+	if s.baseBytes+len(e.Data) > maxBaseBytes {
+		s.forgetBases()
 	}
 	s.bases[k] = e.Data
+	s.baseBytes += len(e.Data)
+	return nil
+}
+
+// forgetBases drops every delta base: after a reset or on a new
+// connection, whose keys all come whole first, or past the bounds.
+func (s *Subscription) forgetBases() {
+	clear(s.bases)
+	s.baseBytes = 0
+}
+
+// startAt takes the cursor a connection without one starts at (the
+// WebSocket ok's id, the SSE start block) as the resume point: every
+// matching event after it comes on the connection, so a cut before the
+// first event resumes from it and loses nothing. A rewind's events may lie
+// before it; each is then the resume point as it is delivered.
+func (s *Subscription) startAt(id string) error {
+	if s.haveLast {
+		return nil // a resume: the connection goes on from the cursor it was given
+	}
+	cur, err := hub.ParseCursor(id)
+	if err != nil {
+		return fmt.Errorf("failed to read start: cursor %q: %w", id, err)
+	}
+	s.last, s.haveLast, s.started = cur, true, true
 	return nil
 }
 
@@ -357,9 +398,9 @@ func (s *Subscription) reset(ctx context.Context, id, reason string, topics []st
 		return fmt.Errorf("failed to read reset: cursor %q: %w", id, err)
 	}
 	s.delivered = true
-	s.last, s.haveLast = cur, true
+	s.last, s.haveLast, s.started = cur, true, false
 	s.inState = s.opts.State // the state follows, then a synced
-	clear(s.bases)
+	s.forgetBases()
 	s.c.log.Info("reset", "topics", topics, "reason", reason, "cursor", id)
 	return s.deliver(ctx, Message{Kind: KindReset, Cursor: id, Reason: reason, Topics: topics})
 }
@@ -373,7 +414,7 @@ func (s *Subscription) synced(ctx context.Context, id string, topics []string) e
 	}
 	s.delivered = true
 	s.inState = false
-	s.last, s.haveLast = cur, true
+	s.last, s.haveLast, s.started = cur, true, false
 	s.c.log.Log(ctx, slog.LevelDebug, "synced", "topics", topics, "cursor", id)
 	return s.deliver(ctx, Message{Kind: KindSynced, Cursor: id, Topics: topics})
 }

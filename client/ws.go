@@ -212,6 +212,11 @@ func (s *Subscription) wsMessage(ctx context.Context, b []byte) error {
 		return s.synced(ctx, m.ID, m.Topics)
 	case "ok":
 		if string(m.Ref) == subscribeRef {
+			if m.ID != "" {
+				if err := s.startAt(m.ID); err != nil {
+					return err
+				}
+			}
 			s.up(m.Client)
 		}
 	case "error":

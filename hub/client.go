@@ -91,6 +91,17 @@ type SubscribeRequest struct {
 	// Ack, when not nil, is queued before any event of this subscription,
 	// so a reply reaches the client before replayed events.
 	Ack []byte
+	// Start, when not nil, is queued in place of Ack for a subscription
+	// without Since and without State, encoding its start: the position
+	// in the log at which it took effect, read with its registration.
+	// Every matching event after it is delivered; a rewind delivers the
+	// newest matching events as of the head the replay reads, which is at
+	// or after it. So a client that takes Start's cursor as its cursor,
+	// then each event's, resumes with no gap and no duplicate, even if it
+	// is cut off before the first event. (A state subscription's cursor
+	// is its Synced's: a resume from before it would lose the state.)
+	// Called under the client's lock: it must only encode.
+	Start func(Cursor) []byte
 	// Presence makes the connection a member of each of Patterns, which
 	// must then be exact topics (else ErrInvalidPresence): a join is
 	// published for each, and a leave when the subscription or the client
@@ -203,7 +214,7 @@ type Client struct {
 	closed   bool   // Close was called
 	parked   bool   // the writer is parked: no goroutine runs it; the next wake starts one
 	due      bool   // a keep-alive is due (Serve)
-	writes   uint8  // batches the writer has written, for latency sampling (wraps at a multiple of latencySample); the writer's own
+	writes   uint8  // batches with a live event the writer has written, for latency sampling (wraps at a multiple of latencySample); the writer's own
 	kind     uint8  // the transport's kind: an index in Hub.kindNames
 	requests []replayRequest
 	pending  []*Message
@@ -419,12 +430,20 @@ func (c *Client) Subscribe(req SubscribeRequest) error {
 	if c.closed {
 		return ErrClosed
 	}
-	if req.Ack != nil && !c.enqueueLocked(Item{Raw: req.Ack}) {
-		return c.err
-	}
 	// The shard's write lock is held, so no dispatch is in flight: every
 	// message up to w has been offered to this client and none after it.
 	w := s.dispatched.Load()
+	ack := req.Ack
+	if req.Start != nil && req.Since == "" && !req.State {
+		// Where a live subscription starts (after, below, before a replay
+		// sets it aside): events up to it are dispatched already or
+		// behind this connection (one order), and every later one is
+		// dispatched or replayed to it.
+		ack = req.Start(Cursor{Epoch: s.epoch, Seq: max(w, c.pos)})
+	}
+	if ack != nil && !c.enqueueLocked(Item{Raw: ack}) {
+		return c.err
+	}
 	replays := req.replays()
 	if replays && !c.catching {
 		c.catching = true

@@ -80,6 +80,9 @@ type Hub struct {
 	disconnects map[disconnectKey]int64
 
 	epoch string // of the log being delivered; the deliver goroutine's
+	// newest is the epoch of the newest log, for the shards to take up
+	// when they reach its start (dispatchLoop).
+	newest atomic.Pointer[string]
 
 	// stateSubs holds, for each client with a state subscription, its
 	// state subscriptions by pattern (map[string]*stateSub, read and
@@ -97,6 +100,7 @@ type shard struct {
 	idx        *index
 	in         chan []*Message
 	dispatched atomic.Uint64 // Seq of the last message fully dispatched
+	epoch      string        // of the log dispatched; written under mu's write lock, read under it (Client.Subscribe)
 	delivered  atomic.Int64
 	scratch    []*Client // dispatcher-owned
 }
@@ -155,6 +159,7 @@ func New(o Options) (*Hub, error) {
 		s := &shard{idx: newIndex(), in: make(chan []*Message, o.ShardBuffer)}
 		// Nothing before the current end of the log will be dispatched.
 		s.dispatched.Store(b.Last)
+		s.epoch = b.Epoch
 		h.shards[i] = s
 	}
 	if cc, ok := h.broker.(ClusterCounter); ok {
@@ -198,6 +203,7 @@ func (h *Hub) newEpoch(epoch string) {
 	h.opts.Logger.Warn("hub: the event log was replaced; disconnecting every client so that they resume with a reset",
 		"old", h.epoch, "new", epoch)
 	h.epoch = epoch
+	h.newest.Store(&epoch)
 	for _, s := range h.shards {
 		select {
 		case s.in <- nil:
@@ -228,7 +234,12 @@ func (h *Hub) dispatchLoop(s *shard) {
 		select {
 		case msgs := <-s.in:
 			if msgs == nil {
-				s.dispatched.Store(0) // a new log
+				// A new log. A subscription's start (Client.Subscribe)
+				// reads the two together under the write lock.
+				s.mu.Lock()
+				s.dispatched.Store(0)
+				s.epoch = *h.newest.Load()
+				s.mu.Unlock()
 				continue
 			}
 			s.dispatch(msgs)

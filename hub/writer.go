@@ -250,19 +250,19 @@ const latencySample = 16 // a divisor of 256: Client.writes is a uint8
 
 // written gives the publish-to-write latency of the first live event of a
 // written batch (the one that waited longest) to Options.ObserveLatency, for
-// one batch in latencySample. The writer's only.
+// one batch with a live event in latencySample: batches without one (a
+// reply, a subscription's start) do not count, so a connection's first
+// batch of events is observed. The writer's only.
 func (c *Client) written(items []Item) {
 	observe := c.hub.opts.ObserveLatency
 	if observe == nil {
 		return
 	}
-	c.writes++
-	if c.writes%latencySample != 1 {
-		return
-	}
 	for _, it := range items {
 		if it.Live && it.Msg != nil {
-			observe(time.Since(it.Msg.Time))
+			if c.writes++; c.writes%latencySample == 1 {
+				observe(time.Since(it.Msg.Time))
+			}
 			return
 		}
 	}

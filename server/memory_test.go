@@ -169,7 +169,7 @@ func readSSE(r io.Reader, fn func(id, head string)) {
 		}
 		complete := err == nil
 		if complete && atStart && len(line) == 1 { // the blank line ending an event
-			if len(id) > 0 {
+			if len(id) > 0 && bytes.Contains(head, []byte("\ndata: ")) { // not a stream's start block
 				fn(string(id), string(head))
 			}
 			id, head = id[:0], head[:0]

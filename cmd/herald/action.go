@@ -8,9 +8,9 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net/http"
-	"net/url"
 	"time"
+
+	"github.com/heraldpush/herald/client"
 )
 
 const actionUsage = `Usage: herald action --type TYPE --topic TOPIC [--payload JSON] [--wait] [flags]
@@ -61,103 +61,47 @@ func runAction(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	c := newAPIClient(base, token, 0)
-	defer c.close()
-
-	body := struct {
-		Type    string          `json:"type"`
-		Topic   string          `json:"topic"`
-		Payload json.RawMessage `json:"payload,omitempty"`
-	}{typ, topic, nil}
-	if payload != "" {
-		body.Payload = json.RawMessage(payload)
-	}
-	b, _ := json.Marshal(body)
-	var hdr http.Header
-	if key != "" {
-		hdr = http.Header{"Idempotency-Key": {key}}
-	}
-	status, resp, err := c.do(ctx, http.MethodPost, "/v1/actions", b, hdr)
+	c, err := dialAPI(ctx, base, token, 0)
 	if err != nil {
-		return timeoutErr(ctx, err, timeout, "submitting the action")
+		return err
 	}
-	if status != http.StatusAccepted && status != http.StatusOK {
-		return fmt.Errorf("unexpected answer to POST /v1/actions: HTTP %d", status)
+	defer c.Close()
+
+	var body any // null, as the server reads no payload
+	if payload != "" {
+		body = json.RawMessage(payload)
 	}
-	var doc actionDoc
-	if err := json.Unmarshal(resp, &doc); err != nil || doc.ID == "" {
-		return fmt.Errorf("unexpected answer to POST /v1/actions: %.200s", resp)
+	// Without --wait nothing reads the result: no subscription.
+	h, err := c.Action(ctx, typ, topic, body, &client.ActionOptions{IdempotencyKey: key, NoSubscribe: !waitDone})
+	if err != nil {
+		return timeoutErr(ctx, commandError(base, err), timeout, "submitting the action")
 	}
+	defer h.Close()
 	if !waitDone {
-		return printLines(stdout, []string{doc.ID})
+		return printLines(stdout, []string{h.ID})
 	}
-	// A repeat with an idempotency key (200) already carries the status.
-	if status != http.StatusOK || !doc.final() {
-		if resp, doc, err = c.waitAction(ctx, doc.ID); err != nil {
-			return timeoutErr(ctx, err, timeout, "waiting for action "+doc.ID+" to finish")
-		}
+	if _, err := h.Wait(ctx); err != nil {
+		return timeoutErr(ctx, commandError(base, err), timeout, "waiting for action "+h.ID+" to finish")
+	}
+	// The status document, as GET /v1/actions/ID returns it.
+	st, err := c.ActionStatus(ctx, h.ID)
+	if err != nil {
+		return timeoutErr(ctx, commandError(base, err), timeout, "reading the status of action "+h.ID)
 	}
 	var line bytes.Buffer
-	if err := json.Compact(&line, resp); err != nil {
-		return fmt.Errorf("unexpected status document: %.200s", resp)
+	if err := json.Compact(&line, st.Raw); err != nil {
+		return fmt.Errorf("unexpected status document: %.200s", st.Raw)
 	}
 	if err := printLines(stdout, []string{line.String()}); err != nil {
 		return err
 	}
-	if doc.Status == "failed" {
-		if doc.Error != nil {
-			return fmt.Errorf("action failed: %s: %s", doc.Error.Code, doc.Error.Message)
+	if st.Status == "failed" {
+		if st.Error != nil {
+			return fmt.Errorf("action failed: %s: %s", st.Error.Code, st.Error.Message)
 		}
 		return errors.New("action failed")
 	}
 	return nil
-}
-
-// actionDoc is the part of an action's status document the command reads.
-type actionDoc struct {
-	ID     string `json:"id"`
-	Status string `json:"status"`
-	Error  *struct {
-		Code    string `json:"code"`
-		Message string `json:"message"`
-	} `json:"error"`
-}
-
-func (d actionDoc) final() bool { return d.Status == "succeeded" || d.Status == "failed" }
-
-// waitAction polls the action's status, 50 ms apart at first and then
-// doubling up to 1 s, until it is final or ctx ends. It returns the raw
-// final document. On error the returned doc still carries the ID and the
-// last status seen.
-func (c *apiClient) waitAction(ctx context.Context, id string) ([]byte, actionDoc, error) {
-	doc := actionDoc{ID: id}
-	delay := 50 * time.Millisecond
-	timer := time.NewTimer(0)
-	defer timer.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil, doc, fmt.Errorf("last status %q: %w", doc.Status, ctx.Err())
-		case <-timer.C:
-		}
-		status, body, err := c.do(ctx, http.MethodGet, "/v1/actions/"+url.PathEscape(id), nil, nil)
-		if err != nil {
-			return nil, doc, err
-		}
-		if status != http.StatusOK {
-			return nil, doc, fmt.Errorf("unexpected answer to GET /v1/actions/%s: HTTP %d", id, status)
-		}
-		var d actionDoc
-		if err := json.Unmarshal(body, &d); err != nil {
-			return nil, doc, fmt.Errorf("unexpected status document: %.200s", body)
-		}
-		doc.Status, doc.Error = d.Status, d.Error
-		if doc.final() {
-			return body, doc, nil
-		}
-		timer.Reset(delay)
-		delay = min(2*delay, time.Second)
-	}
 }
 
 // timeoutErr names the --timeout when it is what ended err.

@@ -2,9 +2,10 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
+
+	"github.com/heraldpush/herald/client"
 )
 
 const presenceUsage = `Usage: herald presence [flags] TOPIC
@@ -22,26 +23,21 @@ Flags:
 
 // runPresence runs "herald presence": GET /v1/topics/{topic}/presence.
 func runPresence(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	topic, body, err := getTopicResource(ctx, "presence", args, stdout, presenceUsage)
+	var p *client.Presence
+	topic, err := topicCommand(ctx, "presence", args, stdout, presenceUsage, func(ctx context.Context, c *client.Client, topic string) (err error) {
+		p, err = c.Presence(ctx, topic)
+		return err
+	})
 	if err != nil {
 		return err
 	}
-	var p struct {
-		ID      string            `json:"id"`
-		Members []json.RawMessage `json:"members"`
-		Clients int               `json:"clients"`
-		Users   int               `json:"users"`
-	}
-	if err := json.Unmarshal(body, &p); err != nil {
-		return fmt.Errorf("failed to read the presence of %s: %w", topic, err)
-	}
 	lines := make([]string, len(p.Members))
 	for i, m := range p.Members {
-		lines[i] = string(m)
+		lines[i] = string(m.Raw)
 	}
 	if err := printLines(stdout, lines); err != nil {
 		return err
 	}
-	fmt.Fprintf(stderr, "presence of %s at %s: %d clients, %d users\n", topic, p.ID, p.Clients, p.Users)
+	fmt.Fprintf(stderr, "presence of %s at %s: %d clients, %d users\n", topic, p.Cursor, p.Clients, p.Users)
 	return nil
 }

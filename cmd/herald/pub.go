@@ -9,8 +9,9 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net/http"
 	"time"
+
+	"github.com/heraldpush/herald/client"
 )
 
 const (
@@ -79,39 +80,30 @@ func runPub(ctx context.Context, args []string, stdin io.Reader, stdout, stderr 
 	case !dataSet && !useStdin && topic == "":
 		return usagef("--topic is required (or --stdin with whole event objects)")
 	}
-	c := newAPIClient(base, token, timeout)
-	defer c.close()
+	c, err := dialAPI(ctx, base, token, timeout)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
 
 	if dataSet {
-		ev := pubEvent{Topic: jsonString(topic), Data: json.RawMessage(data)}
-		if typ != "" {
-			ev.Type = jsonString(typ)
-		}
-		ids, err := c.publish(ctx, []pubEvent{ev})
+		ids, err := c.PublishBatch(ctx, []client.Draft{{Topic: topic, Type: typ, Data: json.RawMessage(data)}})
 		if err != nil {
-			return err
+			return commandError(base, err)
 		}
 		return printLines(stdout, ids)
 	}
-	return pubStream(ctx, c, stdin, stdout, topic, typ, batch)
-}
-
-// pubEvent is one event of a publish body. The fields are raw so that an
-// input line's values reach the server as written, for it to validate.
-type pubEvent struct {
-	Topic json.RawMessage `json:"topic"`
-	Type  json.RawMessage `json:"type,omitempty"`
-	Data  json.RawMessage `json:"data,omitempty"`
+	return pubStream(ctx, c, base, stdin, stdout, topic, typ, batch)
 }
 
 // pubStream publishes the NDJSON lines of stdin in batches, printing the
 // cursors of each batch as soon as it is published. A batch is sent when it
 // is full or when no more input is buffered, so that a slow producer
 // (tail -f) sees its events published at once.
-func pubStream(ctx context.Context, c *apiClient, stdin io.Reader, stdout io.Writer, topic, typ string, batch int) error {
+func pubStream(ctx context.Context, c *client.Client, base string, stdin io.Reader, stdout io.Writer, topic, typ string, batch int) error {
 	br := bufio.NewReaderSize(stdin, 64<<10)
 	var (
-		pending   []pubEvent
+		pending   []client.Draft
 		size      int
 		published int
 		lineNo    int
@@ -120,8 +112,9 @@ func pubStream(ctx context.Context, c *apiClient, stdin io.Reader, stdout io.Wri
 		if len(pending) == 0 {
 			return nil
 		}
-		ids, err := c.publish(ctx, pending)
+		ids, err := c.PublishBatch(ctx, pending)
 		if err != nil {
+			err = commandError(base, err)
 			if published > 0 {
 				return fmt.Errorf("%w; the first %d events were published, nothing after them", err, published)
 			}
@@ -156,7 +149,7 @@ func pubStream(ctx context.Context, c *apiClient, stdin io.Reader, stdout io.Wri
 			if err != nil {
 				return lineErr("%v", err)
 			}
-			n := len(ev.Topic) + len(ev.Type) + len(ev.Data) + 32
+			n := len(ev.Topic) + len(ev.Type) + len(ev.Data.(json.RawMessage)) + 48
 			if len(pending) > 0 && size+n > pubMaxBatchBytes {
 				if err := flush(); err != nil {
 					return err
@@ -200,55 +193,36 @@ func readLine(br *bufio.Reader) ([]byte, error) {
 	}
 }
 
-// parsePubLine turns one non-blank input line into an event.
-func parsePubLine(line []byte, topic, typ string) (pubEvent, error) {
+// parsePubLine turns one non-blank input line into an event. Its data is
+// a json.RawMessage: it goes to the server as written.
+func parsePubLine(line []byte, topic, typ string) (client.Draft, error) {
 	if !json.Valid(line) {
 		var v any
 		err := json.Unmarshal(line, &v)
-		return pubEvent{}, fmt.Errorf("not valid JSON: %v", err)
+		return client.Draft{}, fmt.Errorf("not valid JSON: %v", err)
 	}
 	if line[0] == '{' {
 		var obj map[string]json.RawMessage
 		if err := json.Unmarshal(line, &obj); err == nil {
 			if t, ok := obj["topic"]; ok {
-				ev := pubEvent{Topic: t, Type: obj["type"], Data: obj["data"]}
-				if ev.Type == nil && typ != "" {
-					ev.Type = jsonString(typ)
+				ev := client.Draft{Type: typ, Data: json.RawMessage("null")}
+				if err := json.Unmarshal(t, &ev.Topic); err != nil {
+					return client.Draft{}, errors.New(`"topic" is not a string`)
+				}
+				if t, ok := obj["type"]; ok && string(t) != "null" {
+					if err := json.Unmarshal(t, &ev.Type); err != nil {
+						return client.Draft{}, errors.New(`"type" is not a string`)
+					}
+				}
+				if d, ok := obj["data"]; ok {
+					ev.Data = d
 				}
 				return ev, nil
 			}
 		}
 	}
 	if topic == "" {
-		return pubEvent{}, errors.New(`not an event object with "topic", and --topic is not given`)
+		return client.Draft{}, errors.New(`not an event object with "topic", and --topic is not given`)
 	}
-	ev := pubEvent{Topic: jsonString(topic), Data: json.RawMessage(bytes.Clone(line))}
-	if typ != "" {
-		ev.Type = jsonString(typ)
-	}
-	return ev, nil
-}
-
-// publish sends events as one batch and returns their cursors in order.
-func (c *apiClient) publish(ctx context.Context, events []pubEvent) ([]string, error) {
-	body, err := json.Marshal(struct {
-		Events []pubEvent `json:"events"`
-	}{events})
-	if err != nil {
-		return nil, fmt.Errorf("failed to encode events: %w", err)
-	}
-	_, resp, err := c.do(ctx, http.MethodPost, "/v1/publish", body, nil)
-	if err != nil {
-		return nil, err
-	}
-	var out struct{ IDs []string }
-	if err := json.Unmarshal(resp, &out); err != nil || len(out.IDs) != len(events) {
-		return nil, fmt.Errorf("unexpected answer to POST /v1/publish: %.200s", resp)
-	}
-	return out.IDs, nil
-}
-
-func jsonString(s string) json.RawMessage {
-	b, _ := json.Marshal(s)
-	return b
+	return client.Draft{Topic: topic, Type: typ, Data: json.RawMessage(bytes.Clone(line))}, nil
 }

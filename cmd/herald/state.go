@@ -2,14 +2,12 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
-	"net/http"
-	"net/url"
 	"time"
 
+	"github.com/heraldpush/herald/client"
 	"github.com/heraldpush/herald/hub"
 )
 
@@ -27,20 +25,17 @@ Flags:
 
 // runState runs "herald state": GET /v1/topics/{topic}/state.
 func runState(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	topic, body, err := getTopicResource(ctx, "state", args, stdout, stateUsage)
+	var st *client.State
+	topic, err := topicCommand(ctx, "state", args, stdout, stateUsage, func(ctx context.Context, c *client.Client, topic string) (err error) {
+		st, err = c.State(ctx, topic)
+		return err
+	})
 	if err != nil {
 		return err
 	}
-	var st struct {
-		ID     string            `json:"id"`
-		Events []json.RawMessage `json:"events"`
-	}
-	if err := json.Unmarshal(body, &st); err != nil {
-		return fmt.Errorf("failed to read the state of %s: %w", topic, err)
-	}
 	lines := make([]string, len(st.Events))
-	for i, e := range st.Events {
-		lines[i] = string(e)
+	for i := range st.Events {
+		lines[i] = string(st.Events[i].AppendJSON(nil))
 	}
 	if err := printLines(stdout, lines); err != nil {
 		return err
@@ -49,14 +44,15 @@ func runState(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if len(st.Events) == 1 {
 		keys = "key"
 	}
-	fmt.Fprintf(stderr, "state of %s at %s: %d %s\n", topic, st.ID, len(st.Events), keys)
+	fmt.Fprintf(stderr, "state of %s at %s: %d %s\n", topic, st.Cursor, len(st.Events), keys)
 	return nil
 }
 
-// getTopicResource runs a command that reads GET /v1/topics/{topic}/NAME
-// (state, presence): its flags and TOPIC argument, then the request. It
-// returns the topic and the answer's body.
-func getTopicResource(ctx context.Context, name string, args []string, stdout io.Writer, usage string) (string, []byte, error) {
+// topicCommand runs a command that reads one resource of a topic (state,
+// presence): its flags and TOPIC argument, then read, with a client of the
+// server and the topic. It returns the topic.
+func topicCommand(ctx context.Context, name string, args []string, stdout io.Writer, usage string,
+	read func(context.Context, *client.Client, string) error) (string, error) {
 	var (
 		rawURL, token string
 		timeout       time.Duration
@@ -66,23 +62,28 @@ func getTopicResource(ctx context.Context, name string, args []string, stdout io
 	fs.StringVar(&token, "token", "", "`JWT` sent as Authorization: Bearer")
 	fs.DurationVar(&timeout, "timeout", 30*time.Second, "time limit of the request")
 	if err := parseCommand(fs, args, stdout, usage, "TOPIC"); err != nil {
-		return "", nil, err
+		return "", err
 	}
 	topic := fs.Arg(0)
 	if err := hub.ValidateTopic(topic); err != nil {
-		return "", nil, usagef("%v", err)
+		return "", usagef("%v", err)
 	}
 	base, err := parseBaseURL(rawURL)
 	if err != nil {
-		return "", nil, err
+		return "", err
 	}
 	if timeout <= 0 {
-		return "", nil, usagef("--timeout must be positive, got %v", timeout)
+		return "", usagef("--timeout must be positive, got %v", timeout)
 	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	c := newAPIClient(base, token, timeout)
-	defer c.close()
-	_, body, err := c.do(ctx, http.MethodGet, "/v1/topics/"+url.PathEscape(topic)+"/"+name, nil, nil)
-	return topic, body, err
+	c, err := dialAPI(ctx, base, token, timeout)
+	if err != nil {
+		return "", err
+	}
+	defer c.Close()
+	if err := read(ctx, c, topic); err != nil {
+		return "", commandError(base, err)
+	}
+	return topic, nil
 }

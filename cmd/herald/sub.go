@@ -8,18 +8,12 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"math/rand/v2"
 	"net/http"
 	"net/url"
-	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
-	"github.com/coder/websocket"
-	"github.com/r3labs/sse/v2"
-
-	"github.com/heraldpush/herald/delta"
+	"github.com/heraldpush/herald/client"
 	"github.com/heraldpush/herald/hub"
 )
 
@@ -57,11 +51,11 @@ type subConfig struct {
 	info           json.RawMessage
 	presenceEvents bool
 	pretty         bool
-	// delta asks for fossil deltas on keyed topics and applies them, so
-	// the output always has full data; conflate ("" for none) asks for at
-	// most one event per topic and key per interval.
+	// delta asks for fossil deltas on keyed topics (the client applies
+	// them, so the output always has full data); conflate (0 for none)
+	// asks for at most one event per topic and key per interval.
 	delta    bool
-	conflate string
+	conflate time.Duration
 }
 
 // runSub runs "herald sub": subscribe over WebSocket or SSE and print one
@@ -72,11 +66,6 @@ func runSub(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		return err
 	}
 	s := &subscriber{cfg: cfg, stdout: stdout, stderr: stderr}
-	if cfg.since != "" {
-		s.last, _ = hub.ParseCursor(cfg.since) // validated by parseSubFlags
-		s.haveLast = true
-	}
-	s.inState = cfg.state && !s.haveLast
 	return s.run(ctx)
 }
 
@@ -97,12 +86,12 @@ func parseSubFlags(args []string, stdout io.Writer) (subConfig, error) {
 	fs.StringVar(&info, "info", "", "with --presence over ws, the member's info: a JSON `object` of at most 1 KiB (sse takes the token's herald.info)")
 	fs.BoolVar(&cfg.presenceEvents, "presence-events", false, "also print the topics' herald.join and herald.leave events")
 	fs.BoolVar(&cfg.delta, "delta", false, "ask for keyed events as fossil deltas and apply them (the output always has full data)")
-	var conflate time.Duration
-	fs.DurationVar(&conflate, "conflate", 0, "at most one event per topic and key per `DURATION` (50ms..60s), the latest")
+	fs.DurationVar(&cfg.conflate, "conflate", 0, "at most one event per topic and key per `DURATION` (50ms..60s), the latest")
 	if err := parseFlags(fs, args, stdout, "Usage: herald sub --topic PATTERN [--topic ...] [flags]\n\n"+
 		"Subscribes and prints one event envelope per line (NDJSON) on stdout;\n"+
 		"diagnostics go to stderr. Reconnects with backoff and resumes from the\n"+
-		"last event printed (--rewind applies only until one was). Runs until interrupted.\n\nFlags:\n"); err != nil {
+		"last event printed, or from where the subscription started (--rewind\n"+
+		"applies only to the first connection). Runs until interrupted.\n\nFlags:\n"); err != nil {
 		return cfg, err
 	}
 	if len(topics) == 0 {
@@ -133,11 +122,8 @@ func parseSubFlags(args []string, stdout io.Writer) (subConfig, error) {
 	if cfg.state && rewind != "0" {
 		return cfg, usagef("--state and --rewind exclude each other")
 	}
-	if conflate != 0 {
-		if conflate < 50*time.Millisecond || conflate > time.Minute {
-			return cfg, usagef("--conflate must be from 50ms to 60s, got %v", conflate)
-		}
-		cfg.conflate = conflate.String()
+	if cfg.conflate != 0 && (cfg.conflate < hub.MinConflate || cfg.conflate > hub.MaxConflate) {
+		return cfg, usagef("--conflate must be from 50ms to 60s, got %v", cfg.conflate)
 	}
 	if cfg.transport != "ws" && cfg.transport != "sse" {
 		return cfg, usagef("--transport must be ws or sse, got %q", cfg.transport)
@@ -175,335 +161,71 @@ func parseSubFlags(args []string, stdout io.Writer) (subConfig, error) {
 	return cfg, nil
 }
 
-// fatalError ends runSub without a retry: the server refused the
-// subscription itself, so asking again would get the same answer.
-type fatalError struct{ err error }
-
-func (e *fatalError) Error() string { return e.err.Error() }
-func (e *fatalError) Unwrap() error { return e.err }
-
-// subscriber is one "herald sub" run. It is used by a single goroutine.
+// subscriber is one "herald sub" run: a client.Subscription whose messages
+// it prints. It is used by a single goroutine.
 type subscriber struct {
 	cfg            subConfig
 	stdout, stderr io.Writer
-	http           *http.Client
-
-	last      hub.Cursor // the last cursor printed or reset to: where to resume
-	haveLast  bool
-	connected bool // a subscription has been live at least once
-	delivered bool // the current connection delivered an event or a reset
-	line      []byte
-	// inState: the state is being printed (before its synced), whose
-	// events carry cursors below the last one printed (after a reset).
-	inState bool
-	// bases holds, with --delta, the current connection's delta bases.
-	bases deltaBases
+	line           []byte
 }
 
+// run subscribes and prints until ctx ends (nil) or the subscription ends
+// for good: the server refused it, or the first connection failed.
 func (s *subscriber) run(ctx context.Context) error {
 	// No keep-alive: every stream is long-lived, and an idle pooled
 	// connection would outlive the command.
 	tr := &http.Transport{Proxy: http.ProxyFromEnvironment, DisableKeepAlives: true}
 	defer tr.CloseIdleConnections()
-	s.http = &http.Client{Transport: tr}
-
-	backoff := subBackoffMin
-	for {
-		fmt.Fprintf(s.stderr, "connecting to %s (%s)\n", s.cfg.base, s.cfg.transport)
-		s.delivered = false
-		s.bases.clear() // a new connection sends every key whole first
-		if s.haveLast {
-			// A resume: the server sends no state (the state printed so far
-			// was in cursor order, so resuming after its last event misses
-			// nothing), unless a reset comes first.
-			s.inState = false
-		}
-		var err error
-		if s.cfg.transport == "sse" {
-			err = s.sessionSSE(ctx)
-		} else {
-			err = s.sessionWS(ctx)
-		}
+	c, err := client.Dial(ctx, s.cfg.base.String(), &client.Options{
+		Transport: s.cfg.transport, Token: s.cfg.token, HTTPClient: &http.Client{Transport: tr},
+		BackoffMin: subBackoffMin, BackoffMax: subBackoffMax, MaxMessage: subMaxMessage,
+		Logger: newStderrLogger(s.stderr),
+	})
+	if err != nil {
+		return usagef("%v", err)
+	}
+	defer c.Close()
+	fmt.Fprintf(s.stderr, "connecting to %s (%s)\n", s.cfg.base, s.cfg.transport)
+	sub, err := c.Subscribe(ctx, s.cfg.topics, &client.SubscribeOptions{
+		Since: s.cfg.since, Rewind: s.cfg.rewind, State: s.cfg.state,
+		Presence: s.cfg.presence, Info: s.cfg.info, PresenceEvents: s.cfg.presenceEvents,
+		Delta: s.cfg.delta, Conflate: s.cfg.conflate,
+	})
+	if err != nil {
 		if ctx.Err() != nil {
 			return nil
 		}
-		var fe *fatalError
-		if errors.As(err, &fe) {
-			return fe.err
+		var ce *client.Error
+		if errors.As(err, &ce) {
+			return ce // the server refused the subscription
 		}
-		if !s.connected {
-			return connectError(s.cfg.base.String(), err)
-		}
-		if s.delivered {
-			backoff = subBackoffMin
-		}
-		// Full range jitter over the upper half keeps a crowd of clients
-		// from reconnecting in lockstep after a server restart.
-		d := backoff/2 + rand.N(backoff/2+1)
-		fmt.Fprintf(s.stderr, "disconnected: %v; reconnecting in %v\n", err, d.Round(time.Millisecond))
-		t := time.NewTimer(d)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return nil
-		case <-t.C:
-		}
-		backoff = min(2*backoff, subBackoffMax)
+		return connectError(s.cfg.base.String(), err)
 	}
-}
-
-// connectError words a failure of the very first connection.
-func connectError(u string, err error) error {
-	if errors.Is(err, syscall.ECONNREFUSED) {
-		return fmt.Errorf("cannot connect to %s: connection refused", u)
-	}
-	return fmt.Errorf("cannot connect to %s: %w", u, err)
-}
-
-// statusError turns a refused HTTP answer into an error carrying the
-// server's JSON error code and message. 400, 401, 403, 404 and 501 (a
-// subscribe with state on a broker without state) are fatal.
-func statusError(code int, body []byte) error {
-	var e struct {
-		Error struct {
-			Code    string `json:"code"`
-			Message string `json:"message"`
-		} `json:"error"`
-	}
-	var err error
-	if json.Unmarshal(body, &e) == nil && e.Error.Code != "" {
-		err = fmt.Errorf("server answered %d %s: %s", code, e.Error.Code, e.Error.Message)
-	} else {
-		err = fmt.Errorf("server answered %d %s", code, http.StatusText(code))
-	}
-	switch code {
-	case http.StatusBadRequest, http.StatusUnauthorized, http.StatusForbidden, http.StatusNotFound, http.StatusNotImplemented:
-		return &fatalError{err}
-	}
-	return err
-}
-
-// sessionSSE runs one SSE connection until it ends.
-func (s *subscriber) sessionSSE(ctx context.Context) error {
-	u := *s.cfg.base
-	u.Path += "/v1/events"
-	q := url.Values{"topic": s.cfg.topics}
-	if s.cfg.state {
-		q.Set("state", "1") // with a cursor, the server sends it again only after a reset
-	}
-	if !s.haveLast && s.cfg.rewind > 0 {
-		q.Set("rewind", strconv.Itoa(s.cfg.rewind)) // once an event was printed, resume instead
-	}
-	if s.cfg.presence {
-		q.Set("presence", "1")
-	}
-	if s.cfg.presenceEvents {
-		q.Set("presence_events", "1")
-	}
-	if s.cfg.delta {
-		q.Set("delta", "fossil")
-	}
-	if s.cfg.conflate != "" {
-		q.Set("conflate", s.cfg.conflate)
-	}
-	u.RawQuery = q.Encode()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
-	if err != nil {
-		return &fatalError{fmt.Errorf("failed to build request: %w", err)}
-	}
-	req.Header.Set("Accept", "text/event-stream")
-	if s.cfg.token != "" {
-		req.Header.Set("Authorization", "Bearer "+s.cfg.token)
-	}
-	if s.haveLast {
-		req.Header.Set("Last-Event-ID", s.last.String())
-	}
-	resp, err := s.http.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		body, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
-		return statusError(resp.StatusCode, body)
-	}
-	s.connected = true
-	fmt.Fprintf(s.stderr, "subscribed to %s as %s\n", strings.Join(s.cfg.topics, " "), resp.Header.Get("Herald-Client"))
-	r := sse.NewEventStreamReader(resp.Body, subMaxMessage)
-	for {
-		block, err := r.ReadEvent()
+	defer sub.Close()
+	for m, err := range sub.All() {
 		if err != nil {
-			if err == io.EOF {
-				return errors.New("the server ended the stream")
+			if ctx.Err() != nil {
+				return nil
 			}
-			return fmt.Errorf("failed to read stream: %w", err)
-		}
-		id, typ, data := parseSSEBlock(block)
-		// A cancelled request can leave a truncated last block: only
-		// complete JSON is accepted.
-		if !json.Valid(data) {
-			continue
-		}
-		if typ == "herald.reset" {
-			if err := s.reset(id, data); err != nil {
-				return err
-			}
-			continue
-		}
-		if typ == "herald.synced" {
-			s.synced(id, data)
-			continue
-		}
-		if err := s.event(data); err != nil {
 			return err
 		}
-	}
-}
-
-// parseSSEBlock extracts the fields of one event block; comments and
-// unknown fields are ignored, data lines are joined with newlines.
-func parseSSEBlock(block []byte) (id, typ string, data []byte) {
-	first := true
-	for len(block) > 0 {
-		var line []byte
-		if i := bytes.IndexAny(block, "\r\n"); i >= 0 {
-			line, block = block[:i], block[i+1:]
-		} else {
-			line, block = block, nil
-		}
-		name, value, _ := bytes.Cut(line, []byte(":"))
-		value = bytes.TrimPrefix(value, []byte(" "))
-		switch string(name) {
-		case "id":
-			id = string(value)
-		case "event":
-			typ = string(value)
-		case "data":
-			if !first {
-				data = append(data, '\n')
-			}
-			data = append(data, value...)
-			first = false
-		}
-	}
-	return id, typ, data
-}
-
-// sessionWS runs one WebSocket connection until it ends.
-func (s *subscriber) sessionWS(ctx context.Context) error {
-	h := http.Header{}
-	if s.cfg.token != "" {
-		h.Set("Authorization", "Bearer "+s.cfg.token)
-	}
-	c, resp, err := websocket.Dial(ctx, s.cfg.base.String()+"/v1/ws", &websocket.DialOptions{
-		HTTPClient:   s.http,
-		HTTPHeader:   h,
-		Subprotocols: []string{"herald.v1"},
-	})
-	if err != nil {
-		if resp != nil && resp.StatusCode != http.StatusSwitchingProtocols && resp.StatusCode != 0 {
-			var body []byte
-			if resp.Body != nil {
-				body, _ = io.ReadAll(resp.Body)
-			}
-			return statusError(resp.StatusCode, body)
-		}
-		return err
-	}
-	defer c.CloseNow()
-	c.SetReadLimit(subMaxMessage)
-
-	sub := struct {
-		Op             string          `json:"op"`
-		Ref            int             `json:"ref"`
-		Topics         []string        `json:"topics"`
-		Since          string          `json:"since,omitempty"`
-		Rewind         int             `json:"rewind,omitempty"`
-		State          bool            `json:"state,omitempty"`
-		Presence       bool            `json:"presence,omitempty"`
-		Info           json.RawMessage `json:"info,omitempty"`
-		PresenceEvents bool            `json:"presence_events,omitempty"`
-		Delta          string          `json:"delta,omitempty"`
-		Conflate       string          `json:"conflate,omitempty"`
-	}{Op: "subscribe", Ref: 1, Topics: s.cfg.topics, State: s.cfg.state, Presence: s.cfg.presence, Info: s.cfg.info,
-		PresenceEvents: s.cfg.presenceEvents, Conflate: s.cfg.conflate}
-	if s.cfg.delta {
-		sub.Delta = "fossil"
-	}
-	if s.haveLast {
-		sub.Since = s.last.String()
-	} else {
-		sub.Rewind = s.cfg.rewind
-	}
-	msg, _ := json.Marshal(sub)
-	if err := c.Write(ctx, websocket.MessageText, msg); err != nil {
-		return fmt.Errorf("failed to subscribe: %w", err)
-	}
-	for {
-		_, b, err := c.Read(ctx)
-		if err != nil {
-			return fmt.Errorf("failed to read: %w", err)
-		}
-		var head struct {
-			Op     string          `json:"op"`
-			Ref    json.RawMessage `json:"ref"`
-			ID     string          `json:"id"`
-			Client string          `json:"client"`
-			Error  struct {
-				Code    string `json:"code"`
-				Message string `json:"message"`
-			} `json:"error"`
-		}
-		if err := json.Unmarshal(b, &head); err != nil {
-			fmt.Fprintf(s.stderr, "ignoring a message that is not JSON: %.200q\n", b)
-			continue
-		}
-		switch head.Op {
-		case "event":
-			if err := s.event(b); err != nil {
+		switch m.Kind {
+		case client.KindEvent:
+			if err := s.print(&m.Event); err != nil {
 				return err
 			}
-		case "reset":
-			if err := s.reset(head.ID, b); err != nil {
-				return err
-			}
-		case "synced":
-			s.synced(head.ID, b)
-		case "ok":
-			if string(head.Ref) == "1" {
-				s.connected = true
-				fmt.Fprintf(s.stderr, "subscribed to %s as %s\n", strings.Join(s.cfg.topics, " "), head.Client)
-			}
-		case "error":
-			err := fmt.Errorf("server answered %s: %s", head.Error.Code, head.Error.Message)
-			if string(head.Ref) == "1" {
-				return &fatalError{err}
-			}
-			fmt.Fprintf(s.stderr, "%v\n", err)
+		case client.KindReset:
+			fmt.Fprintf(s.stderr, "reset: %s for %v, resuming from %s\n", m.Reason, m.Topics, m.Cursor)
+		case client.KindSynced:
+			fmt.Fprintf(s.stderr, "synced: state of %v at %s\n", m.Topics, m.Cursor)
 		}
 	}
+	return nil
 }
 
-// event prints one event envelope, unless it was already printed. With
-// --delta it first turns a delta into data; a delta that does not apply
-// ends the connection (an error, not fatal): the next one resumes after the
-// last event printed and starts every key whole, so nothing wrong is ever
-// printed and nothing is missed.
-func (s *subscriber) event(raw []byte) error {
-	var e hub.Event
-	if err := json.Unmarshal(raw, &e); err != nil || e.ID.Epoch == "" {
-		fmt.Fprintf(s.stderr, "ignoring a malformed event: %.200q\n", raw)
-		return nil
-	}
-	if s.cfg.delta && e.Key != "" {
-		if err := s.undelta(&e, raw); err != nil {
-			return err
-		}
-	}
-	s.delivered = true
-	if !s.inState && s.haveLast && e.ID.Epoch == s.last.Epoch && e.ID.Seq <= s.last.Seq {
-		return nil // already printed: one line per event, even across reconnects
-	}
+// print writes one event: its envelope as one line of JSON, or with
+// --format pretty a heading line and the indented data.
+func (s *subscriber) print(e *client.Event) error {
 	s.line = s.line[:0]
 	if s.cfg.pretty {
 		s.line = e.Time.UTC().AppendFormat(s.line, "2006-01-02T15:04:05.000Z07:00")
@@ -519,117 +241,7 @@ func (s *subscriber) event(raw []byte) error {
 	}
 	s.line = append(s.line, '\n')
 	if _, err := s.stdout.Write(s.line); err != nil {
-		return &fatalError{fmt.Errorf("failed to write output: %w", err)}
+		return fmt.Errorf("failed to write output: %w", err)
 	}
-	s.last, s.haveLast = e.ID, true
 	return nil
-}
-
-// undelta gives e, a keyed event of a --delta connection, its data: the
-// delta applied to the key's base when the frame raw carries one. Either
-// way e's data becomes the key's next base, also for an event that was
-// already printed (the server counts what it wrote, not what was printed).
-func (s *subscriber) undelta(e *hub.Event, raw []byte) error {
-	k := e.Topic + "\n" + e.Key
-	if e.Data == nil {
-		var d struct {
-			Delta *string `json:"delta"`
-		}
-		if err := json.Unmarshal(raw, &d); err != nil || d.Delta == nil {
-			return fmt.Errorf("event %s has neither data nor delta", e.ID)
-		}
-		base, ok := s.bases.m[k]
-		if !ok {
-			return fmt.Errorf("event %s is a delta for key %q of %s, which this connection has no data of", e.ID, e.Key, e.Topic)
-		}
-		data, err := delta.Apply(base, []byte(*d.Delta))
-		if err == nil && !json.Valid(data) {
-			err = errors.New("the result is not JSON")
-		}
-		if err != nil {
-			s.bases.clear()
-			return fmt.Errorf("event %s: %w", e.ID, err)
-		}
-		e.Data = data
-	}
-	s.bases.set(k, e.Data)
-	return nil
-}
-
-// Bounds of what --delta keeps per connection. The server keeps at most
-// 4,096 keys and 4 MiB (docs/protocol.md): these leave room above that.
-// Past them a key is forgotten; should its delta come, the connection is
-// restarted, which costs a reconnect, never wrong output.
-const (
-	maxDeltaBases     = 16384
-	maxDeltaBaseBytes = 64 << 20
-)
-
-// deltaBases is the exact data text of the latest event of each topic and
-// key written to the current connection: the bases of its deltas.
-type deltaBases struct {
-	m     map[string][]byte
-	bytes int
-}
-
-func (b *deltaBases) clear() {
-	clear(b.m)
-	b.bytes = 0
-}
-
-func (b *deltaBases) set(k string, data []byte) {
-	if b.m == nil {
-		b.m = make(map[string][]byte)
-	}
-	if old, ok := b.m[k]; ok {
-		b.bytes -= len(k) + len(old)
-		delete(b.m, k)
-	}
-	for k2, v := range b.m {
-		if len(b.m) < maxDeltaBases && b.bytes+len(k)+len(data) <= maxDeltaBaseBytes {
-			break
-		}
-		b.bytes -= len(k2) + len(v)
-		delete(b.m, k2)
-	}
-	b.m[k] = bytes.Clone(data)
-	b.bytes += len(k) + len(data)
-}
-
-// reset reports a herald.reset and moves the resume point to its cursor.
-func (s *subscriber) reset(id string, data []byte) error {
-	var r struct {
-		Reason string   `json:"reason"`
-		Topics []string `json:"topics"`
-	}
-	_ = json.Unmarshal(data, &r)
-	s.bases.clear() // every key comes whole after a reset
-	c, err := hub.ParseCursor(id)
-	if err != nil {
-		fmt.Fprintf(s.stderr, "reset: %s for %v, without a usable cursor %q\n", r.Reason, r.Topics, id)
-		return nil
-	}
-	s.delivered = true
-	s.last, s.haveLast = c, true
-	s.inState = s.cfg.state // the state follows, then a synced
-	fmt.Fprintf(s.stderr, "reset: %s for %v, resuming from %s\n", r.Reason, r.Topics, id)
-	return nil
-}
-
-// synced reports a herald.synced, the end of the state, and moves the
-// resume point to its cursor.
-func (s *subscriber) synced(id string, data []byte) {
-	var sy struct {
-		Topics []string `json:"topics"`
-	}
-	_ = json.Unmarshal(data, &sy)
-	c, err := hub.ParseCursor(id)
-	if err != nil {
-		fmt.Fprintf(s.stderr, "synced: %v, without a usable cursor %q\n", sy.Topics, id)
-		return
-	}
-	s.delivered = true
-	s.inState = false
-	s.last, s.haveLast = c, true
-	fmt.Fprintf(s.stderr, "synced: state of %v at %s\n", sy.Topics, id)
 }

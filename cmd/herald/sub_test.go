@@ -221,33 +221,40 @@ func TestSubRewind(t *testing.T) {
 	}
 }
 
+// TestSubResumesAfterCut: cut off after an event, or before any (it then
+// resumes from where its subscription started), sub reconnects and prints
+// what was published meanwhile, once.
 func TestSubResumesAfterCut(t *testing.T) {
 	in := startServe(t, "--addr", "127.0.0.1:0")
 	for _, tr := range transports {
-		t.Run(tr, func(t *testing.T) {
-			topic := "cut." + tr
-			p := relay.Start(t, in.URL[len("http://"):], relay.Options{})
-			s := startSub(t, "--url", p.URL(), "--transport", tr, "--topic", topic)
-			s.waitSubscribed(t, 1)
-			ids := publish(t, in, topic, "1")
-			s.waitLines(t, 1)
-
-			p.Down()
-			ids = append(ids, publish(t, in, topic, "2", "3")...)
-			// Let it fail to reconnect at least once while the events wait.
-			wait.For(t, 10*time.Second, "a failed reconnect", func() bool {
-				return strings.Count(s.stderr.String(), "reconnecting in") >= 2
+		for _, before := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s/before-first-event=%v", tr, before), func(t *testing.T) {
+				topic := fmt.Sprintf("cut.%s.%v", tr, before)
+				p := relay.Start(t, in.URL[len("http://"):], relay.Options{})
+				s := startSub(t, "--url", p.URL(), "--transport", tr, "--topic", topic)
+				s.waitSubscribed(t, 1)
+				var ids, data []string
+				if !before {
+					ids, data = publish(t, in, topic, "1"), []string{"1"}
+					s.waitLines(t, 1)
+				}
+				p.Down()
+				ids, data = append(ids, publish(t, in, topic, "2", "3")...), append(data, "2", "3")
+				// Let it fail to reconnect at least once while the events wait.
+				wait.For(t, 10*time.Second, "a failed reconnect", func() bool {
+					return strings.Count(s.stderr.String(), "reconnecting in") >= 2
+				})
+				p.Up()
+				s.waitSubscribed(t, 2)
+				ids, data = append(ids, publish(t, in, topic, "4")...), append(data, "4")
+				checkEvents(t, s.waitLines(t, len(ids)), ids, data)
+				if err := s.stop(t); err != nil {
+					t.Errorf("runSub after cancel: %v", err)
+				}
+				// Nothing more came after the last expected event.
+				checkEvents(t, s.lines(), ids, data)
 			})
-			p.Up()
-			s.waitSubscribed(t, 2)
-			ids = append(ids, publish(t, in, topic, "4")...)
-			checkEvents(t, s.waitLines(t, 4), ids, []string{"1", "2", "3", "4"})
-			if err := s.stop(t); err != nil {
-				t.Errorf("runSub after cancel: %v", err)
-			}
-			// Nothing more came after the last expected event.
-			checkEvents(t, s.lines(), ids, []string{"1", "2", "3", "4"})
-		})
+		}
 	}
 }
 
@@ -334,23 +341,27 @@ func TestSubErrors(t *testing.T) {
 }
 
 // TestSubServerRejects checks that an error answered by the server itself
-// (a pattern the client cannot judge, over the wire) ends sub with exit 1
-// and the server's code, on both transports, without retrying.
+// (more patterns than a connection may hold, which the client does not
+// judge) ends sub with exit 1 and the server's code, on both transports,
+// without retrying.
 func TestSubServerRejects(t *testing.T) {
 	in := startServe(t, "--addr", "127.0.0.1:0")
-	// The client checks patterns too, so this goes below the flag parsing.
-	for _, tr := range transports {
+	var topics []string
+	for i := range 257 {
+		topics = append(topics, fmt.Sprintf("many.%d", i))
+	}
+	for tr, code := range map[string]string{"ws": "too_large", "sse": "invalid_pattern"} {
 		t.Run(tr, func(t *testing.T) {
 			s := &subscriber{
-				cfg:    subConfig{base: mustURL(t, in.URL), transport: tr, topics: []string{"orders..x"}},
+				cfg:    subConfig{base: mustURL(t, in.URL), transport: tr, topics: topics},
 				stdout: io.Discard, stderr: io.Discard,
 			}
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
 			err := s.run(ctx)
 			var stderr bytes.Buffer
-			if got := exitStatus(err, &stderr); got != 1 || !strings.Contains(stderr.String(), "invalid_pattern") {
-				t.Errorf("exit status %d, error %q; want 1 and invalid_pattern", got, &stderr)
+			if got := exitStatus(err, &stderr); got != 1 || !strings.Contains(stderr.String(), code) {
+				t.Errorf("exit status %d, error %q; want 1 and %s", got, &stderr, code)
 			}
 		})
 	}

@@ -72,6 +72,18 @@ func syncedFrame(sy hub.Synced) []byte {
 	return append(dst, "\n\n"...)
 }
 
+// startFrame is the first block of a stream opened without a cursor and
+// without state (hub.SubscribeRequest.Start): only "id: CURSOR", the
+// position the stream starts at. A block without data dispatches no event,
+// but EventSource takes its id as lastEventId (HTML, "dispatch the
+// event"), so a reconnect before the first event resumes from there
+// instead of losing what was published meanwhile.
+func startFrame(start hub.Cursor) []byte {
+	dst := append(make([]byte, 0, 48), "id: "...)
+	dst = start.AppendText(dst)
+	return append(dst, "\n\n"...)
+}
+
 // appendItem appends the wire form of one queued item.
 func appendItem(dst []byte, it hub.Item) []byte {
 	switch {

@@ -124,6 +124,7 @@ type stream struct {
 	resp   *http.Response
 	br     *bufio.Reader
 	cancel context.CancelFunc
+	start  string // the start block's cursor, if the stream has one
 }
 
 // open connects with a 20 s ceiling on the whole stream and asserts 200 and
@@ -145,7 +146,47 @@ func (f *fixture) open(patterns []string, hdr http.Header, extra ...string) *str
 	if fr := s.next(); fr.Retry == "" {
 		f.t.Fatalf("first frame %q is not the retry hint", fr.Raw)
 	}
+	if startsAt(patterns, hdr, extra) {
+		fr := s.next()
+		if !isStart(fr) {
+			f.t.Fatalf("frame %q after the retry hint is not the start block", fr.Raw)
+		}
+		s.start = fr.ID
+	}
 	return s
+}
+
+// startsAt reports whether a stream opened with these arguments begins
+// with a start block: one without a cursor and without state.
+func startsAt(patterns []string, hdr http.Header, extra []string) bool {
+	for k, v := range hdr { // tests write the key as the SPEC does, not canonical
+		if strings.EqualFold(k, "Last-Event-ID") && len(v) > 0 && v[0] != "" {
+			return false
+		}
+	}
+	for i := 0; i+1 < len(extra); i += 2 {
+		if k, v := extra[i], extra[i+1]; k == "last_event_id" && v != "" || k == "state" && v == "1" {
+			return false
+		}
+	}
+	return true
+}
+
+// isStart reports whether fr is a start block: only "id: CURSOR".
+func isStart(fr frame) bool {
+	_, err := hub.ParseCursor(fr.ID)
+	return err == nil && fr.Raw == "id: "+fr.ID+"\n\n"
+}
+
+// readStart reads the start block that follows the retry hint of a stream
+// opened without a cursor and without state, and returns its cursor.
+func readStart(t testing.TB, br *bufio.Reader) string {
+	t.Helper()
+	fr, err := readFrame(br)
+	if err != nil || !isStart(fr) {
+		t.Fatalf("frame %q, %v; want the start block", fr.Raw, err)
+	}
+	return fr.ID
 }
 
 func (s *stream) close() {

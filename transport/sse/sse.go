@@ -228,6 +228,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if state {
 		sreq.State, sreq.Synced = true, syncedFrame
 	}
+	sreq.Start = startFrame
 	if err := c.Subscribe(sreq); err != nil {
 		c.Close()
 		apierror.WriteErr(w, err)

@@ -64,6 +64,13 @@ func TestWireFormat(t *testing.T) {
 	if string(first) != "retry: 2000\n\n" {
 		t.Fatalf("stream starts with %q, want %q", first, "retry: 2000\n\n")
 	}
+	// Then the start block: the position before the first event, which a
+	// client that is cut off before any event resumes from.
+	start := "id: " + f.hub.Epoch() + "-0\n\n"
+	got := make([]byte, len(start))
+	if _, err := io.ReadFull(resp.Body, got); err != nil || string(got) != start {
+		t.Fatalf("start block %q, %v; want %q", got, err, start)
+	}
 
 	// The response is open, so the subscription is live: a publish made now
 	// must arrive. One batch of two events, the second with defaults.
@@ -75,7 +82,7 @@ func TestWireFormat(t *testing.T) {
 		t.Fatalf("failed to publish: %v", err)
 	}
 	want := expectFrame(ms[0]) + expectFrame(ms[1])
-	got := make([]byte, len(want))
+	got = make([]byte, len(want))
 	if _, err := io.ReadFull(resp.Body, got); err != nil {
 		t.Fatalf("failed to read frames: %v (got %q)", err, got)
 	}
@@ -147,6 +154,7 @@ func TestHTTP2(t *testing.T) {
 	if fr, err := readFrame(br); err != nil || fr.Retry != "2000" {
 		t.Fatalf("first frame %+v, %v", fr, err)
 	}
+	readStart(t, br)
 	m := publish(t, h, "h2.x", "", `1`)
 	fr, err := readFrame(br)
 	if err != nil || fr.Raw != expectFrame(m) {
@@ -363,6 +371,7 @@ func TestHeartbeat(t *testing.T) {
 	if fr, err := readFrame(br); err != nil || fr.Raw != "retry: 1500\n\n" {
 		t.Fatalf("first frame %q, %v", fr.Raw, err)
 	}
+	readStart(t, br)
 	start := time.Now()
 	fr, err := readFrame(br)
 	if err != nil || fr.Raw != ": ping\n\n" {
@@ -400,6 +409,7 @@ func TestIdleStreamsPark(t *testing.T) {
 		if fr, err := readFrame(brs[i]); err != nil || fr.Retry == "" {
 			t.Fatalf("stream %d: first frame %q, %v", i, fr.Raw, err)
 		}
+		readStart(t, brs[i])
 	}
 	// Each stream keeps its reader; its writer has parked. (These clients
 	// are raw sockets, with no goroutines of their own.)
@@ -516,6 +526,7 @@ func TestWrappedResponseWriter(t *testing.T) {
 	if fr, err := readFrame(br); err != nil || fr.Retry != "2000" {
 		t.Fatalf("through httpsnoop: first frame %q, %v", fr.Raw, err)
 	}
+	readStart(t, br)
 	m := publish(t, h, "wrap", "", "1")
 	if fr, err := readFrame(br); err != nil || fr.Raw != expectFrame(m) {
 		t.Fatalf("through httpsnoop: %q, %v", fr.Raw, err)
@@ -573,6 +584,7 @@ func TestBurstIsCoalesced(t *testing.T) {
 	if _, err := readFrame(br); err != nil {
 		t.Fatal(err)
 	}
+	readStart(t, br)
 
 	const n = 500
 	drafts := make([]hub.Draft, n)
@@ -618,6 +630,7 @@ func TestLargeEventFrames(t *testing.T) {
 	if _, err := br.ReadString('\n'); err != nil {
 		t.Fatal(err)
 	}
+	readStart(t, br)
 	large := `"` + strings.Repeat("L", 200<<10) + `"`
 	ms, err := f.hub.Publish(context.Background(),
 		hub.Draft{Topic: "large.a", Data: json.RawMessage(`1`)},

@@ -119,6 +119,16 @@ func subscribeOK(ref json.RawMessage, client string) []byte {
 	return append(b, `"}`...)
 }
 
+// subscribeStartOK is the reply to a subscribe without since and without
+// state (hub.SubscribeRequest.Start): subscribeOK with "id", the cursor the
+// subscription starts at, which the client keeps until its first event.
+func subscribeStartOK(ref json.RawMessage, client string, start hub.Cursor) []byte {
+	b := subscribeOK(ref, client)
+	b = append(b[:len(b)-1], `,"id":"`...)
+	b = start.AppendText(b)
+	return append(b, `"}`...)
+}
+
 // replyError queues {"op":"error","ref":REF,"error":{"code","message"}}.
 func (s *session) replyError(ref json.RawMessage, e *apierror.Error) {
 	if !hasRef(ref) {

@@ -99,8 +99,9 @@ func (s *session) handle(b []byte) {
 		req := hub.SubscribeRequest{Patterns: pats, Since: m.Since, Rewind: rewind, Ack: subscribeOK(m.Ref, s.client.ConnID()),
 			Presence: m.Presence != nil && *m.Presence, PresenceEvents: m.PresenceEvents != nil && *m.PresenceEvents,
 			Delta: delta, Conflate: conflate}
+		ref, conn := m.Ref, s.client.ConnID()
+		req.Start = func(c hub.Cursor) []byte { return subscribeStartOK(ref, conn, c) }
 		if state {
-			ref := m.Ref
 			req.State = true
 			req.Synced = func(sy hub.Synced) []byte { return syncedFrame(ref, sy) }
 		}
