@@ -711,41 +711,61 @@ func (b *Broker) publishOne(ctx context.Context, id string, m *nats.Msg) ([]uint
 func (b *Broker) publishDeduped(ctx context.Context, id string, drafts []hub.Draft, when time.Time) ([]uint64, error) {
 	b.pubMu.RLock()
 	defer b.pubMu.RUnlock()
-	futures := make([]jetstream.PubAckFuture, len(drafts))
-	for i, d := range drafts {
+	acks, refused, err := b.pipeline(ctx, len(drafts), func(i int) (*nats.Msg, []jetstream.PublishOpt) {
 		mid := id + "." + strconv.Itoa(i)
-		if d.Dedupe != "" {
-			mid = "dd." + d.Dedupe
+		if drafts[i].Dedupe != "" {
+			mid = "dd." + drafts[i].Dedupe
 		}
-		f, err := b.js.PublishMsgAsync(encode(b.prefix, d, when), jetstream.WithMsgID(mid))
+		return encode(b.prefix, drafts[i], when), []jetstream.PublishOpt{jetstream.WithMsgID(mid)}
+	})
+	if err != nil {
+		return nil, err
+	}
+	if refused != nil {
+		return nil, noAnswer(refused)
+	}
+	seqs := make([]uint64, len(drafts))
+	for i, ack := range acks {
+		if !ack.Duplicate || drafts[i].Dedupe == "" {
+			seqs[i] = ack.Sequence
+		}
+	}
+	return seqs, nil
+}
+
+// pipeline sends n messages at once, msg(i) giving each with its options,
+// and awaits their acknowledgements. If a message could not be sent, or
+// ctx ended first, err says so (wrapping errNoAnswer once some went out);
+// otherwise refused is the first refusal of the stream, if any, and acks
+// holds every acknowledgement.
+func (b *Broker) pipeline(ctx context.Context, n int, msg func(i int) (*nats.Msg, []jetstream.PublishOpt)) (acks []*jetstream.PubAck, refused, err error) {
+	futures := make([]jetstream.PubAckFuture, n)
+	for i := range n {
+		m, opts := msg(i)
+		f, err := b.js.PublishMsgAsync(m, opts...)
 		if err != nil {
 			if i > 0 {
-				return nil, fmt.Errorf("%w: %w", errNoAnswer, err)
+				// The first ones went out; their outcome is unknown.
+				return nil, nil, fmt.Errorf("%w: %w", errNoAnswer, err)
 			}
-			return nil, err
+			return nil, nil, err
 		}
 		futures[i] = f
 	}
-	seqs := make([]uint64, len(drafts))
-	var first error
+	acks = make([]*jetstream.PubAck, n)
 	for i, f := range futures {
 		select {
 		case ack := <-f.Ok():
-			if !ack.Duplicate || drafts[i].Dedupe == "" {
-				seqs[i] = ack.Sequence
-			}
+			acks[i] = ack
 		case err := <-f.Err():
-			if first == nil {
-				first = err
+			if refused == nil {
+				refused = err
 			}
 		case <-ctx.Done():
-			return nil, noAnswer(ctx.Err())
+			return nil, nil, noAnswer(ctx.Err())
 		}
 	}
-	if first != nil {
-		return nil, noAnswer(first)
-	}
-	return seqs, nil
+	return acks, refused, nil
 }
 
 // errCollided reports a batch that another node's message interrupted.
@@ -761,44 +781,28 @@ func (b *Broker) publishBatch(ctx context.Context, id string, drafts []hub.Draft
 	b.pubMu.Lock()
 	defer b.pubMu.Unlock()
 	n := strconv.Itoa(len(drafts))
-	futures := make([]jetstream.PubAckFuture, len(drafts))
-	for i, d := range drafts {
-		m := encode(b.prefix, d, when)
+	acks, refused, err := b.pipeline(ctx, len(drafts), func(i int) (*nats.Msg, []jetstream.PublishOpt) {
+		m := encode(b.prefix, drafts[i], when)
 		m.Header.Set(hdrBatch, id+" "+strconv.Itoa(i)+" "+n)
 		opts := []jetstream.PublishOpt{jetstream.WithMsgID(id + "." + strconv.Itoa(i))}
 		if i > 0 {
 			opts = append(opts, jetstream.WithExpectLastMsgID(id+"."+strconv.Itoa(i-1)))
 		}
-		f, err := b.js.PublishMsgAsync(m, opts...)
-		if err != nil {
-			if i > 0 {
-				// The first ones went out; their outcome is unknown.
-				return nil, fmt.Errorf("%w: %w", errNoAnswer, err)
-			}
-			return nil, err
-		}
-		futures[i] = f
+		return m, opts
+	})
+	if err != nil {
+		return nil, err
 	}
-	seqs := make([]uint64, len(drafts))
-	var first error
-	for i, f := range futures {
-		select {
-		case ack := <-f.Ok():
-			seqs[i] = ack.Sequence
-		case err := <-f.Err():
-			if first == nil {
-				first = err
-			}
-		case <-ctx.Done():
-			return nil, noAnswer(ctx.Err())
-		}
-	}
-	if first != nil {
+	if refused != nil {
 		var apiErr *jetstream.APIError
-		if errors.As(first, &apiErr) && apiErr.ErrorCode == jsErrWrongLastMsgID {
+		if errors.As(refused, &apiErr) && apiErr.ErrorCode == jsErrWrongLastMsgID {
 			return nil, errCollided
 		}
-		return nil, noAnswer(first)
+		return nil, noAnswer(refused)
+	}
+	seqs := make([]uint64, len(drafts))
+	for i, ack := range acks {
+		seqs[i] = ack.Sequence
 	}
 	return seqs, nil
 }
