@@ -11,6 +11,7 @@ import (
 
 	"github.com/heraldpush/herald/hub"
 	"github.com/heraldpush/herald/internal/testkit/pgtest"
+	"github.com/heraldpush/herald/internal/testkit/wait"
 	"github.com/heraldpush/herald/outbox"
 )
 
@@ -121,13 +122,7 @@ func waitLogged(t *testing.T, b hub.Broker, n int) []*hub.Message {
 // waitFor polls cond until it holds.
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(waitTimeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	wait.For(t, waitTimeout, what, cond)
 }
 
 // insert writes rows into the outbox in one transaction and commits it.

@@ -2,12 +2,7 @@ package outbox_test
 
 import (
 	"context"
-	"encoding/json"
-	"fmt"
-	"math/rand/v2"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 
 	"github.com/jackc/pgx/v5"
@@ -103,72 +98,21 @@ func TestConcurrentWriters(t *testing.T) {
 	}
 	db := newDB(t)
 	n := startNode(t, db+"&batch=200", nil, nil)
-	const writers = 8
-	var committed sync.Map
-	var wantN atomic.Int64
-	var wg sync.WaitGroup
-	for w := range writers {
-		conn := pgtest.Conn(t, db)
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			ctx := context.Background()
-			rng := rand.New(rand.NewPCG(uint64(w), 1))
-			for i := 0; i < rows/writers; {
-				k := 1 + rng.IntN(20)
-				tx, err := conn.Begin(ctx)
-				if err != nil {
-					t.Error(err)
-					return
-				}
-				var batch []string
-				for j := range k {
-					d := fmt.Sprintf(`{"i":%d,"w":%d}`, i+j, w) // jsonb orders keys so
-					batch = append(batch, d)
-					if _, err := tx.Exec(ctx, "INSERT INTO herald_outbox (topic, type, data) VALUES ('load.w', 'row', $1)", d); err != nil {
-						t.Error(err)
-						return
-					}
-				}
-				if rng.IntN(5) == 0 {
-					_ = tx.Rollback(ctx)
-					continue
-				}
-				if err := tx.Commit(ctx); err != nil {
-					t.Error(err)
-					return
-				}
-				for _, d := range batch {
-					committed.Store(d, true)
-				}
-				wantN.Add(int64(k))
-				i += k
-			}
-		}()
+	committed := pgtest.WriteOutbox(t, db, "load.w", rows)
+	got := waitLogged(t, n.broker, len(committed))
+	if len(got) != len(committed) {
+		t.Errorf("logged %d events, %d rows committed", len(got), len(committed))
 	}
-	wg.Wait()
-	if t.Failed() {
-		return
-	}
-	got := waitLogged(t, n.broker, int(wantN.Load()))
 	seen := map[string]int{}
 	for _, m := range got {
-		var v map[string]int
-		if err := json.Unmarshal(m.Data, &v); err != nil {
-			t.Fatalf("event %s: %v", m.Envelope(), err)
-		}
 		seen[string(m.Data)]++
 	}
-	if len(got) != int(wantN.Load()) {
-		t.Errorf("logged %d events, %d rows committed", len(got), wantN.Load())
-	}
-	committed.Range(func(k, _ any) bool {
-		if seen[k.(string)] != 1 {
-			t.Errorf("committed row %s logged %d times, want once", k, seen[k.(string)])
+	for d := range committed {
+		if seen[d] != 1 {
+			t.Errorf("committed row %s logged %d times, want once", d, seen[d])
 		}
-		delete(seen, k.(string))
-		return true
-	})
+		delete(seen, d)
+	}
 	for d := range seen {
 		t.Errorf("logged %s, which no committed transaction wrote", d)
 	}
