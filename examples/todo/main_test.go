@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -271,6 +272,43 @@ func TestBackendReplaysByKey(t *testing.T) {
 	if got := app.titles(t); got != "1:milk,2:milk" {
 		t.Errorf("after refused actions the table holds %s, want 1:milk,2:milk", got)
 	}
+}
+
+// TestConcurrentAttempts sends 8 attempts with one Idempotency-Key at
+// once, as a Herald whose attempt timed out while the first still ran
+// might: they run one after the other, and all but the first replay it.
+func TestConcurrentAttempts(t *testing.T) {
+	app := startTodo(t, heraldOptions{})
+	add := `{"id":"act_1","type":"todo.add","topic":"todo.list","payload":{"title":"milk"},"attempt":1}`
+	answers := make(chan reply, 8)
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			req, _ := http.NewRequest(http.MethodPost, app.page+"/actions", strings.NewReader(add))
+			req.Header.Set("Idempotency-Key", "same")
+			resp, err := app.c.Do(req)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			defer resp.Body.Close()
+			b, _ := io.ReadAll(resp.Body)
+			answers <- reply{resp.StatusCode, resp.Header, strings.TrimSpace(string(b))}
+		}()
+	}
+	wg.Wait()
+	close(answers)
+	for r := range answers {
+		if r.status != http.StatusOK || r.body != `{"id":1,"title":"milk"}` {
+			t.Errorf("an attempt: %d %s, want 200 with to-do 1", r.status, r.body)
+		}
+	}
+	if got := app.titles(t); got != "1:milk" {
+		t.Errorf("the table holds %s, want 1:milk once", got)
+	}
+	app.waitState(t, "milk once", todoJSON(1, "milk"))
 }
 
 // TestWithHerald follows the flow a browser sees, with Herald consuming
