@@ -160,10 +160,12 @@ type backend struct {
 	herald atomic.Pointer[string]    // Herald's base URL, for the page
 
 	sessions *sessions // the pages' cookie sessions (session.go)
+
+	outboxLag time.Duration // see defaultOutboxLag; set before serving
 }
 
 func newBackend(log *slog.Logger, db *pgxpool.Pool) *backend {
-	b := &backend{log: log, mux: http.NewServeMux(), db: db, sessions: newSessions()}
+	b := &backend{log: log, mux: http.NewServeMux(), db: db, sessions: newSessions(), outboxLag: defaultOutboxLag}
 	b.setHerald("http://127.0.0.1:8080", newHeraldAPI("http://127.0.0.1:8080"))
 	b.mux.HandleFunc("POST /actions", b.action)
 	b.mux.HandleFunc("GET /{$}", b.page)

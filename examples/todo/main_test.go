@@ -503,6 +503,39 @@ func TestSync(t *testing.T) {
 	}
 }
 
+// TestHeraldWithoutSource runs the sync against a Herald started without
+// --source, the newcomer's likely mistake: the seed's events wait in the
+// outbox, and the sync says so, naming the flag, instead of writing more.
+func TestHeraldWithoutSource(t *testing.T) {
+	ctx := context.Background()
+	db := pgtest.Database(t)
+	pool, err := pgxpool.New(ctx, db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	if err := setup(ctx, db, pool, "milk"); err != nil {
+		t.Fatal(err)
+	}
+	n := heraldtest.Start(t, server.Config{})
+	b := newBackend(slog.New(slog.DiscardHandler), pool)
+	api := newHeraldAPI(n.URL)
+	t.Cleanup(api.client.CloseIdleConnections)
+	b.setHerald(n.URL, api)
+
+	if changed, err := b.sync(ctx); err != nil || changed != 0 {
+		t.Errorf("sync while the seed's event is young: %d written, %v; want nothing, no error", changed, err)
+	}
+	b.outboxLag = 0
+	if _, err := b.sync(ctx); err == nil || !strings.Contains(err.Error(), "--source") {
+		t.Errorf("sync with an event waiting: %v, want an error that names --source", err)
+	}
+	var rows int
+	if err := pool.QueryRow(ctx, "SELECT count(*) FROM herald_outbox").Scan(&rows); err != nil || rows != 1 {
+		t.Errorf("the outbox holds %d rows (%v), want the seed's one", rows, err)
+	}
+}
+
 // TestHeraldRestart restarts Herald, which with the memory broker starts
 // without the list, and runs the command's sync loop: the new Herald gets
 // the whole list from the outbox, and the loop ends with its context.

@@ -9,10 +9,10 @@ import (
 	"github.com/jackc/pgx/v5"
 )
 
-// outboxLag is how long the outbox may hold rows before sync says that
-// Herald does not consume it: far longer than Herald takes (it is woken by
-// each commit), shorter than a newcomer's patience.
-const outboxLag = 5 * time.Second
+// defaultOutboxLag is how long the outbox may hold rows before sync says
+// that Herald does not consume it: far longer than Herald takes (it is
+// woken by each commit), shorter than a newcomer's patience.
+const defaultOutboxLag = 5 * time.Second
 
 // sync makes Herald's copy of the list equal to the table, through the
 // outbox: in one transaction it writes the event of each to-do that Herald
@@ -24,7 +24,7 @@ const outboxLag = 5 * time.Second
 //
 // While the outbox still holds rows, Herald's copy is behind them: sync
 // writes nothing then, and reports an error once the oldest row has
-// waited longer than outboxLag (Herald is not running with --source).
+// waited longer than b.outboxLag (Herald is not running with --source).
 func (b *backend) sync(ctx context.Context) (changed int, err error) {
 	have, err := b.api.Load().state(ctx)
 	if err != nil {
@@ -44,7 +44,7 @@ func (b *backend) sync(ctx context.Context) (changed int, err error) {
 			return fmt.Errorf("failed to read the outbox: %w", err)
 		}
 		if waiting > 0 {
-			if age := time.Duration(*oldest * float64(time.Second)); age > outboxLag {
+			if age := time.Duration(*oldest * float64(time.Second)); age > b.outboxLag {
 				return fmt.Errorf("%d events have waited in the outbox %s for %v: is Herald running with --source 'postgres://…?table=%s'?",
 					waiting, outboxTable, age.Round(time.Second), outboxTable)
 			}
