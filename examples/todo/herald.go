@@ -12,9 +12,9 @@ import (
 	"time"
 )
 
-// topic is the keyed topic that holds the list: one key per to-do (its ID),
-// whose latest event carries the to-do, {"id","title"}, as its data, or
-// null once the to-do is deleted. Herald keeps the latest event of each key
+// topic is the keyed topic that holds Herald's copy of the list: one key
+// per to-do (its ID), whose latest event carries the to-do,
+// {"id","title"}, as its data, or null once the to-do is deleted. Herald keeps the latest event of each key
 // (the topic's state), so a page that subscribes gets the whole list from
 // Herald and then every change, with nothing in between to miss.
 const topic = "todo.list"
@@ -23,45 +23,19 @@ const topic = "todo.list"
 // Herald publishes to the same topic have their own types.
 const eventType = "todo"
 
-// heraldAPI is the part of Herald's HTTP API the backend uses: publishing
-// the list's changes and reading the list back. It is safe for concurrent
-// use once set up.
+// heraldAPI is the part of Herald's HTTP API the backend uses: reading
+// Herald's copy of the list. The list's changes reach Herald through the
+// outbox (store.go), not this API. It is safe for concurrent use.
 type heraldAPI struct {
 	base   string // Herald's URL
-	apiKey string // sent as X-API-Key when Herald requires one
 	client *http.Client
 }
 
-func newHeraldAPI(base, apiKey string) *heraldAPI {
-	return &heraldAPI{base: base, apiKey: apiKey, client: &http.Client{Timeout: 5 * time.Second}}
+func newHeraldAPI(base string) *heraldAPI {
+	return &heraldAPI{base: base, client: &http.Client{Timeout: 5 * time.Second}}
 }
 
-func key(id int) string { return strconv.Itoa(id) }
-
-// put publishes a to-do as the latest value of its key.
-func (h *heraldAPI) put(ctx context.Context, t todo) error {
-	return h.publish(ctx, key(t.ID), t)
-}
-
-// remove publishes null for the to-do's key, which removes it from the
-// state; subscribers receive it as an event like any other.
-func (h *heraldAPI) remove(ctx context.Context, id int) error {
-	return h.publish(ctx, key(id), nil)
-}
-
-func (h *heraldAPI) publish(ctx context.Context, key string, data any) error {
-	body, err := json.Marshal(map[string]any{"topic": topic, "type": eventType, "key": key, "data": data})
-	if err != nil {
-		return fmt.Errorf("failed to encode the event: %w", err)
-	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, h.base+"/v1/publish", bytes.NewReader(body))
-	if err != nil {
-		return fmt.Errorf("failed to publish: %w", err)
-	}
-	req.Header.Set("Content-Type", "application/json")
-	_, err = h.do(req)
-	return err
-}
+func key(id int64) string { return strconv.FormatInt(id, 10) }
 
 // state reads the list as Herald holds it: each key's latest data.
 func (h *heraldAPI) state(ctx context.Context) (map[string]json.RawMessage, error) {
@@ -91,9 +65,6 @@ func (h *heraldAPI) state(ctx context.Context) (map[string]json.RawMessage, erro
 
 // do sends a request and returns the body of a 2xx answer.
 func (h *heraldAPI) do(req *http.Request) ([]byte, error) {
-	if h.apiKey != "" {
-		req.Header.Set("X-API-Key", h.apiKey)
-	}
 	resp, err := h.client.Do(req)
 	if err != nil {
 		return nil, fmt.Errorf("failed to reach Herald: %w", err)
