@@ -140,7 +140,7 @@ func parseServeFlags(args []string, getenv func(string) (string, bool), stdout i
 	fs.StringVar(&c.jwtAudience, "jwt-audience", "", "if set, tokens must carry this aud (--auth jwt)")
 	fs.StringVar(&c.jwtIssuer, "jwt-issuer", "", "if set, tokens must carry this iss (--auth jwt)")
 	fs.Var(&public, "public-subscribe", "comma-separated `patterns` anyone may subscribe to without a token, e.g. news.> (--auth jwt)")
-	fs.StringVar(&c.apiKey, "api-key", "", "secret that lets a server publish to any topic and read /v1/stats with the X-API-Key header instead of a token (--auth jwt)")
+	fs.StringVar(&c.apiKey, "api-key", "", "secret that lets a server publish to any topic, read /v1/stats and use the control API (/v1/disconnect, /v1/unsubscribe) with the X-API-Key header instead of a token (--auth jwt)")
 	fs.DurationVar(&c.shutdownTimeout, "shutdown-timeout", server.DefaultShutdownTimeout, "how long a graceful shutdown may take before connections are cut")
 	fs.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn or error (debug logs every request)")
 	fs.StringVar(&c.logFormat, "log-format", "text", "log format: text or json")
