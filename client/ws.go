@@ -53,10 +53,7 @@ func (s *Subscription) sessionWS(ctx context.Context) error {
 	defer conn.CloseNow()
 	conn.SetReadLimit(int64(s.c.opts.MaxMessage))
 
-	s.held = make(map[string]struct{}, len(s.patterns))
-	for _, p := range s.patterns {
-		s.held[p] = struct{}{}
-	}
+	s.holdAll()
 	msg, err := s.subscribeMessage()
 	if err != nil {
 		return err
@@ -227,16 +224,7 @@ func (s *Subscription) wsMessage(ctx context.Context, b []byte) error {
 			s.c.log.Warn("server error", "err", e)
 		}
 	case "unsubscribed":
-		// The server's control API removed patterns of the subscription.
-		// Once none is left nothing more will come, and resubscribing would
-		// undo what the operator did: the subscription ends.
-		for _, t := range m.Topics {
-			delete(s.held, t)
-		}
-		if len(s.held) == 0 {
-			return &Error{Code: "unsubscribed", Message: fmt.Sprintf("the server removed the subscription to %v", s.patterns)}
-		}
-		s.c.log.Warn("unsubscribed by the server", "topics", m.Topics)
+		return s.unsubscribed(m.Topics)
 	}
 	return nil
 }

@@ -354,6 +354,10 @@ func (s *subscriber) sessionSSE(ctx context.Context) error {
 			s.synced(id, data)
 			continue
 		}
+		if typ == "herald.unsubscribed" {
+			s.unsubscribed(data)
+			continue
+		}
 		if err := s.event(data); err != nil {
 			return err
 		}
@@ -469,6 +473,8 @@ func (s *subscriber) sessionWS(ctx context.Context) error {
 			}
 		case "synced":
 			s.synced(head.ID, b)
+		case "unsubscribed":
+			s.unsubscribed(b)
 		case "ok":
 			if string(head.Ref) == "1" {
 				s.connected = true
@@ -489,6 +495,17 @@ func (s *subscriber) sessionWS(ctx context.Context) error {
 // ends the connection (an error, not fatal): the next one resumes after the
 // last event printed and starts every key whole, so nothing wrong is ever
 // printed and nothing is missed.
+// unsubscribed reports on stderr that the server's control API removed
+// subscriptions (WebSocket unsubscribed, SSE herald.unsubscribed): their
+// events stop; the others go on.
+func (s *subscriber) unsubscribed(raw []byte) {
+	var u struct {
+		Topics []string `json:"topics"`
+	}
+	_ = json.Unmarshal(raw, &u)
+	fmt.Fprintf(s.stderr, "unsubscribed by the server from %s\n", strings.Join(u.Topics, " "))
+}
+
 func (s *subscriber) event(raw []byte) error {
 	var e hub.Event
 	if err := json.Unmarshal(raw, &e); err != nil || e.ID.Epoch == "" {
