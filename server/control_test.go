@@ -15,6 +15,9 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 
 	"github.com/heraldpush/herald/internal/testkit/heraldtest"
+	"github.com/heraldpush/herald/internal/testkit/natstest"
+	"github.com/heraldpush/herald/internal/testkit/redistest"
+	"github.com/heraldpush/herald/internal/testkit/relay"
 	"github.com/heraldpush/herald/server"
 )
 
@@ -135,5 +138,48 @@ func testClusterControl(t *testing.T, broker string) {
 	controlPost(t, a, "/v1/disconnect", `{"client":"`+bid+`"}`)
 	if ce := wsClose(ctx, t, bws); ce.Code != 4001 {
 		t.Errorf("bob's WebSocket on B closed with %d, want 4001", ce.Code)
+	}
+}
+
+// TestControlBrokerOutage: with the broker cut off, a control call still
+// acts on the node that took it, and answers 503 unavailable saying so,
+// within the broker's bound: the other nodes were not told.
+func TestControlBrokerOutage(t *testing.T) {
+	for _, br := range []struct {
+		name, target string
+		url          func(testing.TB) string
+	}{
+		{"redis", redistest.Addr(), redistest.URL},
+		{"nats", strings.TrimPrefix(natstest.URL(), "nats://"), natstest.BrokerURL},
+	} {
+		t.Run(br.name, func(t *testing.T) {
+			rl := relay.Start(t, br.target, relay.Options{})
+			broker := strings.Replace(br.url(t), br.target, rl.Addr(), 1)
+			n := start(t, server.Config{Broker: broker, Auth: "jwt", JWTSecret: controlSecret, APIKey: "ops-key"})
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			ws, _ := wsAs(ctx, t, n, userToken(t, "alice"), "orders.*")
+			rl.Down()
+			defer rl.Up()
+			req, _ := http.NewRequestWithContext(ctx, http.MethodPost, n.URL+"/v1/disconnect", strings.NewReader(`{"user":"alice"}`))
+			req.Header.Set("Content-Type", "application/json")
+			req.Header.Set("X-API-Key", "ops-key")
+			began := time.Now()
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusServiceUnavailable || !strings.Contains(string(b), `"unavailable"`) || !strings.Contains(string(b), "connections of this node acted on: 1") {
+				t.Errorf("disconnect with the broker cut off: %d %s, want 503 unavailable naming 1 connection", resp.StatusCode, b)
+			}
+			if d := time.Since(began); d > 15*time.Second {
+				t.Errorf("the call took %v with the broker cut off", d)
+			}
+			if ce := wsClose(ctx, t, ws); ce.Code != 4001 {
+				t.Errorf("the WebSocket closed with %d, want 4001: the node acts on its own connections", ce.Code)
+			}
+		})
 	}
 }

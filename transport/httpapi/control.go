@@ -65,8 +65,8 @@ func (a *api) control(op string) http.HandlerFunc {
 			if errors.Is(err, hub.ErrUnavailable) {
 				// This node acted; the others may not have.
 				apierror.Write(w, apierror.New(http.StatusServiceUnavailable, apierror.Unavailable,
-					"the server cannot reach its broker, so the other nodes were not told; "+
-						strconv.Itoa(n)+" connections of this node were acted on"))
+					"the server cannot reach its broker, so the other nodes were not told; connections of this node acted on: "+
+						strconv.Itoa(n)))
 				return
 			}
 			apierror.WriteErr(w, err)
