@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/heraldpush/herald/internal/testkit/wait"
 )
 
 func controlCmd(t *testing.T, args ...string) cmdResult {
@@ -100,5 +102,41 @@ func TestDisconnectCommand(t *testing.T) {
 		if r := controlCmd(t, bad...); r.status != 2 {
 			t.Errorf("herald %v: exit %d, want 2 (usage)", bad, r.status)
 		}
+	}
+}
+
+// TestSubUnsubscribed: herald sub, on both transports, reports the control
+// API's unsubscribe on stderr, prints no event of that pattern after it,
+// and goes on with the others.
+func TestSubUnsubscribed(t *testing.T) {
+	const secret = "a secret for HS256 of 32 bytes!!"
+	in := startServe(t, "--addr", "127.0.0.1:0", "--auth", "jwt", "--jwt-secret", secret, "--api-key", "ops-key")
+	for _, tr := range []string{"ws", "sse"} {
+		t.Run(tr, func(t *testing.T) {
+			sub := "u-" + tr
+			tok := mintToken(t, "--secret", secret, "--sub", sub, "--subscribe", ">")
+			s := startSub(t, "--url", in.URL, "--transport", tr, "--token", tok, "--topic", "un.a", "--topic", "un.b")
+			s.waitSubscribed(t, 1)
+			r := controlCmd(t, "unsubscribe", "--url", in.URL, "--api-key", "ops-key", "--user", sub, "--topics", "un.a")
+			if r.status != 0 || r.stdout != "1\n" {
+				t.Fatalf("herald unsubscribe: exit %d, stdout %q, stderr %q", r.status, r.stdout, r.stderr)
+			}
+			wait.For(t, 10*time.Second, "the report on stderr", func() bool {
+				return strings.Contains(s.stderr.String(), "unsubscribed by the server from un.a\n")
+			})
+			pubTok := mintToken(t, "--secret", secret, "--sub", "backend", "--publish", ">")
+			for _, topic := range []string{"un.a", "un.b"} {
+				if r := pubCmd(t, "", "--url", in.URL, "--token", pubTok, "--topic", topic, "--data", "1"); r.status != 0 {
+					t.Fatalf("publish %s: %+v", topic, r)
+				}
+			}
+			lines := s.waitLines(t, 1)
+			if len(lines) != 1 || !strings.Contains(lines[0], `"topic":"un.b"`) {
+				t.Errorf("printed %q, want the un.b event alone", lines)
+			}
+			if strings.Contains(s.stderr.String(), "malformed") {
+				t.Errorf("stderr: %s", s.stderr)
+			}
+		})
 	}
 }
