@@ -34,7 +34,7 @@ FUZZ_TARGETS := \
 	./hub:FuzzParsePattern ./hub:FuzzParseCursor ./hub:FuzzDraftNormalize ./hub:FuzzPatternCovers ./hub:FuzzDeltaEnvelope \
 	./transport/ws:FuzzFrameCutter ./transport/ws:FuzzClientMessage ./transport/ws:FuzzCompressedFrame \
 	./transport/sse:FuzzLastEventID ./transport/sse:FuzzStateQuery ./transport/sse:FuzzPresenceQuery ./transport/sse:FuzzShapingQuery \
-	./transport/httpapi:FuzzParseSingleFast ./transport/httpapi:FuzzParseActionFast \
+	./transport/httpapi:FuzzParseSingleFast ./transport/httpapi:FuzzParseActionFast ./transport/httpapi:FuzzParseControl \
 	./internal/jsonenc:FuzzAppendString ./delta:FuzzDelta \
 	./auth:FuzzCheckJWKSURL ./auth:FuzzJWKSBody ./auth:FuzzUpstreamGrants \
 	./cmd/herald:FuzzConfigFile \

@@ -115,7 +115,7 @@ func Denied(p *auth.Principal, what string) *Error {
 	}
 	if p.APIKey() {
 		return New(http.StatusForbidden, Forbidden, "the API key does not grant "+what+
-			": it publishes and reads /v1/stats; what a user does needs the user's token")
+			": it publishes, reads /v1/stats and uses the control API; what a user does needs the user's token")
 	}
 	if p.Upstream() {
 		return New(http.StatusForbidden, Forbidden, "the application (auth upstream) does not grant "+what)
@@ -175,6 +175,8 @@ func From(err error) *Error {
 		return New(http.StatusBadRequest, InvalidJSON, err.Error())
 	case errors.Is(err, hub.ErrBadCursor):
 		return New(http.StatusBadRequest, InvalidCursor, err.Error())
+	case errors.Is(err, hub.ErrInvalidControl):
+		return New(http.StatusBadRequest, InvalidRequest, err.Error())
 	case errors.Is(err, hub.ErrInvalidPresence):
 		return New(http.StatusBadRequest, InvalidRequest, err.Error())
 	case errors.Is(err, hub.ErrPresenceUnsupported):

@@ -172,6 +172,9 @@ type grantClaims struct {
 	Subscribe []string        `json:"subscribe"`
 	Publish   []string        `json:"publish"`
 	Actions   []string        `json:"actions"`
+	// Admin lets the token use the control API (disconnect and
+	// unsubscribe any connection).
+	Admin bool `json:"admin"`
 }
 
 // Token verifies a token and returns its principal. Errors match
@@ -208,6 +211,7 @@ func (a *Authenticator) token(ctx context.Context, token string) (*Principal, er
 		p.subscribe, perr = patterns(c.Herald.Subscribe, perr)
 		p.publish, perr = patterns(c.Herald.Publish, perr)
 		p.actions, perr = patterns(c.Herald.Actions, perr)
+		p.admin = c.Herald.Admin
 		if string(c.Herald.Info) != "null" {
 			p.Info = c.Herald.Info
 		}
@@ -419,6 +423,7 @@ type Principal struct {
 	all           bool // authentication is off
 	publishAll    bool // the API key
 	upstream      bool // granted by the application (Config.Upstream)
+	admin         bool // a token with "herald":{"admin":true}
 	// What an anonymous request could have sent: a token, a session of
 	// the application (Config.Upstream), or both.
 	sessionHelps, tokenHelps bool
@@ -480,6 +485,12 @@ func (p *Principal) MaySubscribe(pat hub.Pattern) bool {
 	return false
 }
 
+// MayControl reports whether the principal may use the control API
+// (disconnect and unsubscribe connections): the API key, or a token whose
+// herald claim has "admin": true. With authentication off nobody may: the
+// control API has no credentials to check then (docs/protocol.md).
+func (p *Principal) MayControl() bool { return p.publishAll || p.admin }
+
 // MayPublish reports whether the principal may publish to topic.
 func (p *Principal) MayPublish(topic string) bool {
 	if p.all || p.publishAll {
@@ -512,7 +523,7 @@ func (p *Principal) MarshalJSON() ([]byte, error) {
 		}
 		return out
 	}
-	return json.Marshal(map[string]any{"sub": p.Subject, "subscribe": str(p.subscribe), "publish": str(p.publish), "actions": str(p.actions)})
+	return json.Marshal(map[string]any{"sub": p.Subject, "subscribe": str(p.subscribe), "publish": str(p.publish), "actions": str(p.actions), "admin": p.admin})
 }
 
 // Member returns who the principal is as a member of a topic's presence:

@@ -308,3 +308,39 @@ func TestCookieOrigins(t *testing.T) {
 		t.Errorf("a bad cookie from another page: %v %+v, want anonymous", err, p)
 	}
 }
+
+// TestMayControl: the control API is for the API key and for tokens with
+// "herald":{"admin":true}; nobody else, authentication off included.
+func TestMayControl(t *testing.T) {
+	a, err := auth.New(auth.Config{Secret: secret, APIKey: "k3y-for-publishers", Now: func() time.Time { return now }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	admin := grants("news.*")
+	admin["herald"].(map[string]any)["admin"] = true
+	notAdmin := grants("news.*")
+	notAdmin["herald"].(map[string]any)["admin"] = false
+	for name, c := range map[string]struct {
+		claims jwt.MapClaims
+		want   bool
+	}{"admin": {admin, true}, "admin false": {notAdmin, false}, "no admin claim": {grants(">"), false}} {
+		p, err := a.Token(sign(t, jwt.SigningMethodHS256, secret, c.claims))
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if p.MayControl() != c.want {
+			t.Errorf("%s: MayControl = %v, want %v", name, p.MayControl(), c.want)
+		}
+	}
+	r := httptest.NewRequest(http.MethodPost, "/v1/disconnect", nil)
+	r.Header.Set("X-API-Key", "k3y-for-publishers")
+	if p, err := a.Request(r); err != nil || !p.MayControl() {
+		t.Errorf("the API key: %v, MayControl %v; want allowed", err, p != nil && p.MayControl())
+	}
+	anon, _ := a.Request(httptest.NewRequest(http.MethodPost, "/v1/disconnect", nil))
+	for name, p := range map[string]*auth.Principal{"anonymous": anon, "Everyone (auth off)": auth.Everyone, "Nobody": auth.Nobody} {
+		if p.MayControl() {
+			t.Errorf("%s may use the control API", name)
+		}
+	}
+}

@@ -65,6 +65,7 @@ func (s *Subscription) sessionSSE(ctx context.Context) error {
 	if !pending {
 		s.up(client)
 	}
+	s.holdAll()
 	r := newSSEReader(resp.Body, s.c.opts.MaxMessage)
 	for {
 		typ, id, data, err := r.next()
@@ -100,6 +101,14 @@ func (s *Subscription) sseEvent(ctx context.Context, typ, id, data []byte) error
 			return fmt.Errorf("failed to read reset: %w", err)
 		}
 		return s.reset(ctx, string(id), r.Reason, r.Topics)
+	case "herald.unsubscribed":
+		var u struct {
+			Topics []string `json:"topics"`
+		}
+		if err := json.Unmarshal(data, &u); err != nil {
+			return fmt.Errorf("failed to read unsubscribed: %w", err)
+		}
+		return s.unsubscribed(u.Topics)
 	case "herald.synced":
 		var sy struct {
 			Topics []string `json:"topics"`

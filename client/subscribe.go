@@ -76,7 +76,7 @@ type Subscription struct {
 	live      bool // the current connection's subscription is confirmed
 	bases     map[baseKey][]byte
 	baseBytes int                 // the data bytes of bases
-	held      map[string]struct{} // WebSocket: the patterns the server has not unsubscribed
+	held      map[string]struct{} // the patterns the server has not unsubscribed on this connection
 	firstUp   chan error          // the first connection's outcome; nil afterwards
 
 	deltas atomic.Int64 // events that came as deltas (tests read it)
@@ -425,4 +425,27 @@ func (s *Subscription) resumeFrom() string {
 		return ""
 	}
 	return s.last.String()
+}
+
+// holdAll notes, as a connection starts, that it holds every pattern.
+func (s *Subscription) holdAll() {
+	s.held = make(map[string]struct{}, len(s.patterns))
+	for _, p := range s.patterns {
+		s.held[p] = struct{}{}
+	}
+}
+
+// unsubscribed handles the server's unsubscribed (WebSocket) or
+// herald.unsubscribed (SSE): its control API removed these patterns of
+// the subscription. Once none is left nothing more will come, and
+// resubscribing would undo what the operator did: the subscription ends.
+func (s *Subscription) unsubscribed(topics []string) error {
+	for _, t := range topics {
+		delete(s.held, t)
+	}
+	if len(s.held) == 0 {
+		return &Error{Code: "unsubscribed", Message: fmt.Sprintf("the server removed the subscription to %v", s.patterns)}
+	}
+	s.c.log.Warn("unsubscribed by the server", "topics", topics)
+	return nil
 }

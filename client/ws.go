@@ -31,6 +31,10 @@ const minRefresh = time.Second
 var eventPrefix = []byte(`{"op":"event",`)
 
 // sessionWS runs one WebSocket connection until it ends.
+// statusDisconnected is the close code of a WebSocket the control API
+// disconnected (POST /v1/disconnect).
+const statusDisconnected websocket.StatusCode = 4001
+
 func (s *Subscription) sessionWS(ctx context.Context) error {
 	h, err := s.c.header(ctx)
 	if err != nil {
@@ -53,10 +57,7 @@ func (s *Subscription) sessionWS(ctx context.Context) error {
 	defer conn.CloseNow()
 	conn.SetReadLimit(int64(s.c.opts.MaxMessage))
 
-	s.held = make(map[string]struct{}, len(s.patterns))
-	for _, p := range s.patterns {
-		s.held[p] = struct{}{}
-	}
+	s.holdAll()
 	msg, err := s.subscribeMessage()
 	if err != nil {
 		return err
@@ -99,6 +100,11 @@ func (s *Subscription) sessionWS(ctx context.Context) error {
 				// asked again on the next attempt only if this one is not
 				// final. Treat it as the server's 401.
 				return &Error{Status: http.StatusUnauthorized, Code: "unauthorized", Message: closeReason(err)}
+			}
+			if websocket.CloseStatus(err) == statusDisconnected {
+				// An operator's POST /v1/disconnect: reconnecting would
+				// undo it, so the subscription ends, as herald.js's does.
+				return &Error{Code: "disconnected", Message: "the server disconnected this connection: " + closeReason(err)}
 			}
 			if ctx.Err() != nil {
 				return ctx.Err()
@@ -232,16 +238,7 @@ func (s *Subscription) wsMessage(ctx context.Context, b []byte) error {
 			s.c.log.Warn("server error", "err", e)
 		}
 	case "unsubscribed":
-		// The server's control API removed patterns of the subscription.
-		// Once none is left nothing more will come, and resubscribing would
-		// undo what the operator did: the subscription ends.
-		for _, t := range m.Topics {
-			delete(s.held, t)
-		}
-		if len(s.held) == 0 {
-			return &Error{Code: "unsubscribed", Message: fmt.Sprintf("the server removed the subscription to %v", s.patterns)}
-		}
-		s.c.log.Warn("unsubscribed by the server", "topics", m.Topics)
+		return s.unsubscribed(m.Topics)
 	}
 	return nil
 }

@@ -34,6 +34,9 @@ type MemoryBroker struct {
 	deliver  func([]*Message)
 	closed   bool
 	now      func() time.Time
+
+	ctlMu   sync.Mutex   // serializes the control function's calls; taken without mu
+	control func([]byte) // set by OnControl
 }
 
 // MemoryOptions configures a MemoryBroker.
@@ -338,9 +341,45 @@ func (b *MemoryBroker) Ping(ctx context.Context) error {
 // Close implements Broker.
 func (b *MemoryBroker) Close() error {
 	b.mu.Lock()
-	defer b.mu.Unlock()
 	b.closed = true
 	b.deliver = nil
+	b.mu.Unlock()
+	// A control call in progress ends before Close returns.
+	b.ctlMu.Lock()
+	b.control = nil
+	b.ctlMu.Unlock()
+	return nil
+}
+
+// OnControl implements ControlBroker: the memory broker is a cluster of
+// one node, so a control message goes back to its own hub.
+func (b *MemoryBroker) OnControl(f func(msg []byte)) {
+	b.ctlMu.Lock()
+	b.control = f
+	b.ctlMu.Unlock()
+}
+
+// PublishControl implements ControlBroker: it calls the OnControl function
+// before it returns, under a lock of its own (not the log's), so that calls
+// come one at a time.
+func (b *MemoryBroker) PublishControl(ctx context.Context, msg []byte) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if len(msg) > MaxControlBytes {
+		return fmt.Errorf("failed to send a control message of %d bytes: the limit is %d", len(msg), MaxControlBytes)
+	}
+	b.mu.Lock()
+	closed := b.closed
+	b.mu.Unlock()
+	if closed {
+		return ErrClosed
+	}
+	b.ctlMu.Lock()
+	defer b.ctlMu.Unlock()
+	if b.control != nil {
+		b.control(msg)
+	}
 	return nil
 }
 

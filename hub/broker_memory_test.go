@@ -19,6 +19,12 @@ func TestMemoryBrokerConformance(t *testing.T) {
 	})
 }
 
+func TestMemoryControl(t *testing.T) {
+	brokertest.RunControl(t, 1, func(t *testing.T, n int, o brokertest.Options) []hub.Broker {
+		return []hub.Broker{hub.NewMemoryBroker(hub.MemoryOptions{Size: o.Size})}
+	})
+}
+
 // fakeClock is an injected MemoryOptions.Now: tests move time explicitly
 // instead of sleeping.
 type fakeClock struct {

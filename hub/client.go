@@ -516,15 +516,22 @@ func (c *Client) Unsubscribe(patterns []Pattern) {
 	defer c.mu.Unlock()
 	for _, p := range patterns {
 		if sb := c.subs[p.raw]; sb != nil {
-			c.queueLeaveLocked(sb)
-			if sb.state {
-				c.setStateSub(sb, nil)
-			}
-			c.unshapeLocked(sb)
-			delete(c.subs, p.raw)
-			s.idx.remove(p, c)
+			c.unsubscribeLocked(s, sb)
 		}
 	}
+}
+
+// unsubscribeLocked removes the subscription sb: a leave if it made the
+// client a member, and its place in the shard's index. s.mu and c.mu are
+// held on entry.
+func (c *Client) unsubscribeLocked(s *shard, sb *sub) {
+	c.queueLeaveLocked(sb)
+	if sb.state {
+		c.setStateSub(sb, nil)
+	}
+	c.unshapeLocked(sb)
+	delete(c.subs, sb.raw)
+	s.idx.remove(sb.pattern(), c)
 }
 
 // Patterns returns the client's subscriptions as written.

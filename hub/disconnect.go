@@ -41,6 +41,9 @@ var (
 	// its data, a recreated stream). Every client is closed with it; they
 	// reconnect with their cursors, which then get a reset.
 	ErrEpochChanged = &Disconnect{Code: 1012, Reason: "event log replaced; reconnect", Label: "log_replaced"}
+	// ErrDisconnected: the control API disconnected the client
+	// (Hub.Control, ControlDisconnect).
+	ErrDisconnected = &Disconnect{Code: 4001, Reason: "disconnected", Label: "disconnected"}
 
 	// DisconnectClosed: the connection ended without the hub failing the
 	// client: the peer left, or the transport closed it (ErrClosed).

@@ -73,10 +73,12 @@ type Hub struct {
 	conflated     atomic.Int64 // events conflation replaced before they were written
 
 	mu          sync.Mutex
-	clients     map[*Client]struct{}
-	kinds       map[string]int64 // open clients per transport
-	kindNames   []string         // transport kinds by Client.kind, which is an index to keep Client small
-	connects    map[string]int64 // clients ever registered, per transport
+	clients     map[uint64]*Client   // open clients by Client.id (the control API finds them by ConnID)
+	users       map[string][]*Client // open clients with a user (SetUser), by user: few per user
+	userOf      map[uint64]string    // the user of each client in users
+	kinds       map[string]int64     // open clients per transport
+	kindNames   []string             // transport kinds by Client.kind, which is an index to keep Client small
+	connects    map[string]int64     // clients ever registered, per transport
 	disconnects map[disconnectKey]int64
 
 	epoch string // of the log being delivered; the deliver goroutine's
@@ -135,7 +137,9 @@ func New(o Options) (*Hub, error) {
 		ctx:         ctx,
 		cancel:      cancel,
 		done:        make(chan struct{}),
-		clients:     make(map[*Client]struct{}),
+		clients:     make(map[uint64]*Client),
+		users:       make(map[string][]*Client),
+		userOf:      make(map[uint64]string),
 		kinds:       make(map[string]int64),
 		connects:    make(map[string]int64),
 		disconnects: make(map[disconnectKey]int64),
@@ -164,6 +168,9 @@ func New(o Options) (*Hub, error) {
 	}
 	if cc, ok := h.broker.(ClusterCounter); ok {
 		cc.CountSubscribers(h.localCounts)
+	}
+	if cb, ok := h.broker.(ControlBroker); ok {
+		cb.OnControl(h.onControl)
 	}
 	if err := h.broker.Start(h.deliver); err != nil {
 		cancel()
@@ -219,7 +226,7 @@ func (h *Hub) newEpoch(epoch string) {
 func (h *Hub) failAll(err error) {
 	h.mu.Lock()
 	cs := make([]*Client, 0, len(h.clients))
-	for c := range h.clients {
+	for _, c := range h.clients {
 		cs = append(cs, c)
 	}
 	h.mu.Unlock()
@@ -487,7 +494,7 @@ func (h *Hub) Stats() Stats {
 		st.Disconnects[d.kind][d.reason] = n
 	}
 	clients := make([]*Client, 0, len(h.clients))
-	for c := range h.clients {
+	for _, c := range h.clients {
 		clients = append(clients, c)
 	}
 	h.mu.Unlock()
@@ -597,7 +604,7 @@ func (h *Hub) NewClient(kind string) (*Client, error) {
 		h.kindNames = append(h.kindNames, kind)
 	}
 	c.kind = uint8(k)
-	h.clients[c] = struct{}{}
+	h.clients[id] = c
 	h.kinds[kind]++
 	h.connects[kind]++
 	h.mu.Unlock()
@@ -613,8 +620,9 @@ func (h *Hub) forget(c *Client) {
 	reason := DisconnectOf(c.err).Label
 	c.mu.Unlock()
 	h.mu.Lock()
-	if _, ok := h.clients[c]; ok {
-		delete(h.clients, c)
+	if h.clients[c.id] == c {
+		delete(h.clients, c.id)
+		h.unnameLocked(c)
 		kind := h.kindNames[c.kind]
 		h.kinds[kind]--
 		h.disconnects[disconnectKey{kind, reason}]++

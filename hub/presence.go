@@ -192,7 +192,7 @@ type NodeReviver interface {
 func (h *Hub) rejoinAll() {
 	h.mu.Lock()
 	cs := make([]*Client, 0, len(h.clients))
-	for c := range h.clients {
+	for _, c := range h.clients {
 		cs = append(cs, c)
 	}
 	h.mu.Unlock()
@@ -432,7 +432,7 @@ func (req *SubscribeRequest) checkPresence() error {
 func (h *Hub) leaveAll() {
 	h.mu.Lock()
 	cs := make([]*Client, 0, len(h.clients))
-	for c := range h.clients {
+	for _, c := range h.clients {
 		cs = append(cs, c)
 	}
 	h.mu.Unlock()

@@ -58,6 +58,11 @@ type WriterOptions struct {
 	// it on the calling goroutine (a ResponseWriter that must not outlive
 	// its handler).
 	ParkAfter time.Duration
+	// Unsubscribed, if set, encodes the frame that tells the connection
+	// the control API removed some of its subscriptions (the patterns as
+	// written); the hub queues it after the events already queued for
+	// them. Nil: the connection is not told.
+	Unsubscribed func(patterns []string) []byte
 }
 
 // keepItems is the largest batch slice the writer keeps between batches. A
@@ -100,7 +105,11 @@ type writer struct {
 // writer's last look and its parking.
 func (c *Client) Serve(w BatchWriter, opts *WriterOptions, done <-chan struct{}) {
 	wr := &c.w
+	// Under the lock: the control API reads opts (Unsubscribed) from
+	// other goroutines (control.go).
+	c.mu.Lock()
 	wr.bw, wr.opts, wr.done = w, opts, done
+	c.mu.Unlock()
 	if d := opts.KeepAlive; d > 0 {
 		if opts.KeepAliveJitter {
 			d = d/2 + rand.N(d/2+1)

@@ -163,7 +163,7 @@ func desc(name, help string, labels ...string) *prometheus.Desc {
 var (
 	descConnections   = desc("connections", "Open subscriber connections, by transport.", "transport")
 	descConnects      = desc("connects_total", "Subscriber connections opened, by transport.", "transport")
-	descDisconnects   = desc("disconnects_total", "Subscriber connections ended, by transport and reason (closed, slow_consumer, shutdown, log_replaced, unauthorized, error).", "transport", "reason")
+	descDisconnects   = desc("disconnects_total", "Subscriber connections ended, by transport and reason (closed, slow_consumer, shutdown, log_replaced, unauthorized, disconnected, error).", "transport", "reason")
 	descPublished     = desc("events_published_total", "Events published through this node.")
 	descDeliveries    = desc("deliveries_total", "Events queued to subscriber connections.")
 	descConflated     = desc("events_conflated_total", "Queued events that a later event of the same topic and key replaced before they were written, on connections that asked for conflation.")

@@ -61,7 +61,7 @@ func runAction(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	c, err := dialAPI(ctx, base, token, 0)
+	c, err := dialAPI(ctx, base, token, "", 0)
 	if err != nil {
 		return err
 	}

@@ -16,12 +16,13 @@ import (
 )
 
 // dialAPI returns a client of the server at base for the commands that
-// make API requests (pub, action, state, presence), sending token as its
-// bearer token and bounding each request by timeout (0: none). Close
-// releases it and its connections.
-func dialAPI(ctx context.Context, base, token string, timeout time.Duration) (*client.Client, error) {
+// make API requests (pub, action, state, presence, disconnect,
+// unsubscribe), sending token as its bearer token and apiKey as X-API-Key
+// (either may be empty) and bounding each request by timeout (0: none).
+// Close releases it and its connections.
+func dialAPI(ctx context.Context, base, token, apiKey string, timeout time.Duration) (*client.Client, error) {
 	tr := http.DefaultTransport.(*http.Transport).Clone()
-	return client.Dial(ctx, base, &client.Options{Token: token, HTTPClient: &http.Client{Transport: tr, Timeout: timeout}})
+	return client.Dial(ctx, base, &client.Options{Token: token, APIKey: apiKey, HTTPClient: &http.Client{Transport: tr, Timeout: timeout}})
 }
 
 // commandError words an error of the client package for a command's

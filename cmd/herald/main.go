@@ -40,6 +40,8 @@ Commands:
   action    submit an action, optionally wait for its result (see "herald action -h")
   state     print the state of a keyed topic, the latest event of each key (see "herald state -h")
   presence  print the members of a topic's presence and how many clients and users (see "herald presence -h")
+  disconnect   disconnect a user's connections, or one connection, cluster-wide (see "herald disconnect -h")
+  unsubscribe  remove subscriptions from a user's connections, or from one (see "herald unsubscribe -h")
   bench     load-test a running server (see "herald bench -h")
   token     print a token for a server run with --auth jwt (see "herald token -h")
   health    check that a URL, e.g. a node's /readyz, answers 2xx (see "herald health -h")
@@ -127,7 +129,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 		defer stop()
 		return exitStatus(runOutbox(ctx, args[1:], stdout, stderr), stderr)
-	case "sub", "pub", "action", "state", "presence":
+	case "sub", "pub", "action", "state", "presence", "disconnect", "unsubscribe":
 		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 		defer stop()
 		var err error
@@ -140,6 +142,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 			err = runState(ctx, args[1:], stdout, stderr)
 		case "presence":
 			err = runPresence(ctx, args[1:], stdout, stderr)
+		case "disconnect", "unsubscribe":
+			err = runControl(ctx, args[0] == "unsubscribe", args[1:], stdout)
 		default:
 			err = runAction(ctx, args[1:], stdout, stderr)
 		}

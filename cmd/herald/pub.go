@@ -80,7 +80,7 @@ func runPub(ctx context.Context, args []string, stdin io.Reader, stdout, stderr 
 	case !dataSet && !useStdin && topic == "":
 		return usagef("--topic is required (or --stdin with whole event objects)")
 	}
-	c, err := dialAPI(ctx, base, token, timeout)
+	c, err := dialAPI(ctx, base, token, "", timeout)
 	if err != nil {
 		return err
 	}

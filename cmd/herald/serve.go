@@ -147,7 +147,7 @@ func parseServeFlags(args []string, getenv func(string) (string, bool), stdout i
 	fs.StringVar(&c.jwtIssuer, "jwt-issuer", "", "if set, tokens must carry this iss (--auth jwt)")
 	fs.DurationVar(&c.jwtLeeway, "jwt-leeway", auth.DefaultLeeway, "clock skew tolerated on a token's exp and nbf: a token is accepted, and a connection kept, this long past its exp (0: none) (--auth jwt)")
 	fs.Var(&public, "public-subscribe", "comma-separated `patterns` anyone may subscribe to without a token, e.g. news.> (--auth jwt or upstream)")
-	fs.StringVar(&c.apiKey, "api-key", "", "secret that lets a server publish to any topic and read /v1/stats with the X-API-Key header instead of a token (--auth jwt or upstream)")
+	fs.StringVar(&c.apiKey, "api-key", "", "secret that lets a server publish to any topic, read /v1/stats and use the control API (/v1/disconnect, /v1/unsubscribe) with the X-API-Key header instead of a token (--auth jwt or upstream)")
 	fs.StringVar(&c.authUpstream, "auth-upstream", "", "`URL` the application answers with grants at, for requests without a Herald token: it gets their cookies (from pages allowed by --allowed-origins) and Authorization, and answers {\"user\",\"subscribe\",\"publish\",\"actions\",\"expires_in\"} or 401/403; cached per session, 503 when it cannot answer (--auth upstream, or --auth jwt besides tokens; see docs/protocol.md)")
 	fs.DurationVar(&c.authUpstreamTO, "auth-upstream-timeout", server.DefaultAuthUpstreamTimeout, "how long one call of --auth-upstream may take; past it the request gets 503")
 	fs.DurationVar(&c.shutdownTimeout, "shutdown-timeout", server.DefaultShutdownTimeout, "how long a graceful shutdown may take before connections are cut")

@@ -77,7 +77,7 @@ func topicCommand(ctx context.Context, name string, args []string, stdout io.Wri
 	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	c, err := dialAPI(ctx, base, token, timeout)
+	c, err := dialAPI(ctx, base, token, "", timeout)
 	if err != nil {
 		return "", err
 	}

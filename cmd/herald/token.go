@@ -28,8 +28,9 @@ func runToken(args []string, stdout, stderr io.Writer) error {
 	actions := fs.String("actions", "", "comma-separated patterns of action types the token may submit")
 	audience := fs.String("audience", "", "aud claim, for a server with --jwt-audience")
 	issuer := fs.String("issuer", "", "iss claim, for a server with --jwt-issuer")
+	admin := fs.Bool("admin", false, "let the token use the control API (herald disconnect, herald unsubscribe): \"herald\":{\"admin\":true}")
 	fs.Usage = func() {
-		fmt.Fprint(fs.Output(), "Usage: herald token --secret SECRET --sub SUBJECT [--subscribe P,…] [--publish P,…] [--actions P,…]\n\n"+
+		fmt.Fprint(fs.Output(), "Usage: herald token --secret SECRET --sub SUBJECT [--subscribe P,…] [--publish P,…] [--actions P,…] [--admin]\n\n"+
 			"Prints an HS256 token with Herald's grants, for a server run with --auth jwt --jwt-secret SECRET.\n\nFlags:\n")
 		fs.PrintDefaults()
 	}
@@ -52,7 +53,7 @@ func runToken(args []string, stdout, stderr io.Writer) error {
 	case *ttl <= 0:
 		return usagef("--ttl must be positive, got %v", *ttl)
 	}
-	grants := map[string][]string{}
+	grants := map[string]any{}
 	for name, raw := range map[string]string{"subscribe": *subscribe, "publish": *publish, "actions": *actions} {
 		for _, p := range strings.Split(raw, ",") {
 			if p = strings.TrimSpace(p); p == "" {
@@ -61,8 +62,12 @@ func runToken(args []string, stdout, stderr io.Writer) error {
 			if _, err := hub.ParsePattern(p); err != nil {
 				return usagef("--%s: %v", name, err)
 			}
-			grants[name] = append(grants[name], p)
+			ps, _ := grants[name].([]string)
+			grants[name] = append(ps, p)
 		}
+	}
+	if *admin {
+		grants["admin"] = true
 	}
 	now := time.Now()
 	claims := jwt.MapClaims{"sub": *sub, "iat": now.Unix(), "exp": now.Add(*ttl).Unix(), "herald": grants}

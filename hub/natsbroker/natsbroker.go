@@ -169,6 +169,10 @@ type Broker struct {
 	preloading sync.WaitGroup // the load of every topic's members (presence_preload.go)
 	halt       chan struct{}  // closed by a test to stop the heartbeat as a crash would
 	revive     func()
+	// control is set by OnControl; controlling is the goroutine that
+	// hands it the control messages (control.go).
+	control     func([]byte)
+	controlling sync.WaitGroup
 	// hasMembers: the node has registered as one with members (node.go).
 	hasMembers atomic.Bool
 	paused     atomic.Bool // a test's: no heartbeats nor sweeps meanwhile
@@ -357,6 +361,11 @@ func (b *Broker) Start(deliver func([]*hub.Message)) error {
 	go b.nodeLoop()
 	b.preloading.Add(1)
 	go b.preloadPresence(bd.Epoch, bd.Last)
+	if b.control != nil {
+		if err := b.subscribeControl(); err != nil {
+			b.o.Logger.Warn("nats broker: control messages will not reach this node", "err", err)
+		}
+	}
 	return nil
 }
 
@@ -1050,5 +1059,6 @@ func (b *Broker) Close() error {
 	b.counting.Wait()
 	b.nodes.Wait()
 	b.preloading.Wait()
+	b.controlling.Wait()
 	return nil
 }

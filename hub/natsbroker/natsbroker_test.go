@@ -54,6 +54,7 @@ func TestConformance(t *testing.T) {
 
 func TestCluster(t *testing.T) {
 	brokertest.RunCluster(t, newCluster)
+	brokertest.RunControl(t, 2, newCluster)
 	brokertest.RunPresenceCluster(t, newCluster, func(b hub.Broker) { natsbroker.Halt(b.(*natsbroker.Broker)) })
 }
 

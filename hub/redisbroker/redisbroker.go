@@ -116,6 +116,10 @@ type Broker struct {
 	paused     atomic.Bool           // set by a test to skip heartbeats, as a node cut off from Redis would
 	revive     func()                // set by OnRevive
 
+	control     func([]byte)   // set by OnControl
+	controlPS   *redis.PubSub  // the control channel's subscription; nil without control (control.go)
+	controlling sync.WaitGroup // the goroutine that reads it
+
 	readErrors, recoveries atomic.Int64 // of the reader: see BrokerStats
 
 	pubSeq atomic.Uint64 // numbers this node's publish IDs
@@ -216,6 +220,9 @@ func (b *Broker) Start(deliver func([]*hub.Message)) error {
 	}
 	b.nodes.Add(1)
 	go b.nodeLoop()
+	if b.control != nil {
+		b.subscribeControl()
+	}
 	return nil
 }
 
@@ -264,5 +271,11 @@ func (b *Broker) Close() error {
 	}
 	b.counting.Wait()
 	b.nodes.Wait()
+	if b.controlPS != nil {
+		// Closing the subscription closes its channel, which ends the
+		// goroutine that reads it.
+		_ = b.controlPS.Close()
+		b.controlling.Wait()
+	}
 	return nil
 }

@@ -52,6 +52,7 @@ func newCluster(t *testing.T, n int, o brokertest.Options) []hub.Broker {
 
 func TestCluster(t *testing.T) {
 	brokertest.RunCluster(t, newCluster)
+	brokertest.RunControl(t, 2, newCluster)
 	brokertest.RunPresenceCluster(t, newCluster, func(b hub.Broker) { redisbroker.Halt(b.(*redisbroker.Broker)) })
 }
 

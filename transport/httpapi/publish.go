@@ -74,25 +74,30 @@ const preallocMax = 64 << 10
 // maxBody bytes: 415 for another content type, 413 for a larger body, 408
 // for one that did not arrive in time (withBodyDeadline).
 func (a *api) readJSONBody(w http.ResponseWriter, r *http.Request) ([]byte, *apierror.Error) {
+	return a.readJSONBodyMax(w, r, a.maxBody)
+}
+
+// readJSONBodyMax is readJSONBody with a bound of its own, maxBody.
+func (a *api) readJSONBodyMax(w http.ResponseWriter, r *http.Request, maxBody int64) ([]byte, *apierror.Error) {
 	if err := checkJSONContentType(r); err != nil {
 		return nil, err
 	}
 	var body []byte
 	var err error
-	if n := r.ContentLength; n >= 0 && n <= min(a.maxBody, preallocMax) {
+	if n := r.ContentLength; n >= 0 && n <= min(maxBody, preallocMax) {
 		// The length is known and net/http stops the body there: one
 		// buffer of the right size, read without growing.
 		body = make([]byte, n)
 		_, err = io.ReadFull(r.Body, body)
 	} else {
-		body, err = io.ReadAll(http.MaxBytesReader(w, r.Body, a.maxBody))
+		body, err = io.ReadAll(http.MaxBytesReader(w, r.Body, maxBody))
 	}
 	if err != nil {
 		var tooBig *http.MaxBytesError
 		switch {
 		case errors.As(err, &tooBig):
 			return nil, apierror.New(http.StatusRequestEntityTooLarge, apierror.TooLarge,
-				fmt.Sprintf("request body is larger than %d bytes", a.maxBody))
+				fmt.Sprintf("request body is larger than %d bytes", maxBody))
 		case errors.Is(err, os.ErrDeadlineExceeded):
 			// The rest of the body may still come; the connection cannot
 			// carry another request.

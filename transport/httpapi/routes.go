@@ -121,6 +121,8 @@ func NewRouter(cfg Config) http.Handler {
 	rt.handle("/v1/topics/{topic}/state", http.HandlerFunc(a.state), http.MethodGet)
 	rt.handle("/v1/topics/{topic}/presence", http.HandlerFunc(a.presence), http.MethodGet)
 	rt.handle("/v1/stats", http.HandlerFunc(a.stats), http.MethodGet)
+	rt.handle(disconnectPath, a.control(hub.ControlDisconnect), http.MethodPost)
+	rt.handle(unsubscribePath, a.control(hub.ControlUnsubscribe), http.MethodPost)
 	if cfg.Client != nil {
 		rt.handle("/herald.js", cfg.Client, http.MethodGet, http.MethodHead)
 	}

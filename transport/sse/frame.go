@@ -15,6 +15,10 @@ const ResetEvent = "herald.reset"
 // state subscription starts with (SPEC "Keyed topics").
 const SyncedEvent = "herald.synced"
 
+// UnsubscribedEvent is the event type of the control event that says the
+// control API removed some of the stream's subscriptions.
+const UnsubscribedEvent = "herald.unsubscribed"
+
 // frameFormat frames an event: its head is encoded once per process, and
 // the envelope and tail follow it unchanged.
 //
@@ -51,6 +55,21 @@ func appendReset(dst []byte, r *hub.Reset) []byte {
 	dst = append(dst, "id: "...)
 	dst = r.Cursor.AppendText(dst)
 	dst = append(dst, "\nevent: "+ResetEvent+"\ndata: "...)
+	dst = append(dst, data...)
+	return append(dst, "\n\n"...)
+}
+
+// unsubscribedFrame frames a herald.unsubscribed
+// (hub.WriterOptions.Unsubscribed): the control API removed these
+// subscriptions. It has no id: the position a reconnect resumes from does
+// not change. The stream stays open, with its other subscriptions or none:
+// ending it would make EventSource reconnect to the same URL and subscribe
+// again to what was just removed.
+func unsubscribedFrame(patterns []string) []byte {
+	data, _ := json.Marshal(struct {
+		Topics []string `json:"topics"`
+	}{patterns})
+	dst := append(make([]byte, 0, 48+len(data)), "event: "+UnsubscribedEvent+"\ndata: "...)
 	dst = append(dst, data...)
 	return append(dst, "\n\n"...)
 }

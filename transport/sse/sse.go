@@ -111,8 +111,8 @@ func New(o Options) *Handler {
 	retry := strconv.AppendInt([]byte("retry: "), o.Retry.Milliseconds(), 10)
 	return &Handler{opts: o, retry: append(retry, "\n\n"...),
 		// Streams opened together are not all woken together ever after.
-		conn:   hub.WriterOptions{KeepAlive: o.Heartbeat, KeepAliveJitter: true, WritesKeepAlive: true, ParkAfter: parkAfter},
-		stream: hub.WriterOptions{KeepAlive: o.Heartbeat, WritesKeepAlive: true},
+		conn:   hub.WriterOptions{KeepAlive: o.Heartbeat, KeepAliveJitter: true, WritesKeepAlive: true, ParkAfter: parkAfter, Unsubscribed: unsubscribedFrame},
+		stream: hub.WriterOptions{KeepAlive: o.Heartbeat, WritesKeepAlive: true, Unsubscribed: unsubscribedFrame},
 	}
 }
 
@@ -235,6 +235,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.Header().Set("Herald-Client", c.ConnID())
+	if user, _ := p.Member(); user != "" {
+		c.SetUser(user) // the control API finds the stream by it
+	}
 	auth.WatchExpiry(c, p, nil)
 	if h.serveConn(w, r, c) {
 		return // the stream's goroutines own c now

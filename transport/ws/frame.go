@@ -129,6 +129,17 @@ func subscribeStartOK(ref json.RawMessage, client string, start hub.Cursor) []by
 	return append(b, `"}`...)
 }
 
+// unsubscribedFrame is {"op":"unsubscribed","topics":[PATTERN...]}
+// (hub.WriterOptions.Unsubscribed): the control API removed these
+// subscriptions. It answers no request, so it has no ref.
+func unsubscribedFrame(patterns []string) []byte {
+	b, _ := json.Marshal(struct {
+		Op     string   `json:"op"`
+		Topics []string `json:"topics"`
+	}{"unsubscribed", patterns})
+	return b
+}
+
 // replyError queues {"op":"error","ref":REF,"error":{"code","message"}}.
 func (s *session) replyError(ref json.RawMessage, e *apierror.Error) {
 	if !hasRef(ref) {

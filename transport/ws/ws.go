@@ -136,7 +136,7 @@ func New(o Options) *Handler {
 		// Every ping starts a parked writer: jittered, connections made
 		// together (a reconnect storm, a load test) are not all pinged at once
 		// ever after, which would hold thousands of writers at the same time.
-		writer: hub.WriterOptions{KeepAlive: o.PingInterval, KeepAliveJitter: true, ParkAfter: parkAfter},
+		writer: hub.WriterOptions{KeepAlive: o.PingInterval, KeepAliveJitter: true, ParkAfter: parkAfter, Unsubscribed: unsubscribedFrame},
 		accept: websocket.AcceptOptions{
 			Subprotocols:    []string{Subprotocol},
 			OriginPatterns:  o.AllowedOrigins,
@@ -198,6 +198,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.principal.Store(auth.Nobody)
 	} else {
 		s.principal.Store(p)
+		if user, _ := p.Member(); user != "" {
+			client.SetUser(user) // the control API finds the connection by it
+		}
 		s.expiry = auth.WatchExpiry(client, p, func(p *auth.Principal) { s.principal.Store(p) })
 		s.rateKey = limit.Key(p.Subject, r)
 	}
