@@ -159,6 +159,7 @@ func TestNginxInFront(t *testing.T) {
 	lines, stopLines := heraldtest.StreamLinesVia(ctx, t, front.Client, front.URL+"/v1/events?topic=deploy.*", "")
 	defer stopLines()
 	heraldtest.NextLine(t, lines, "retry:") // the stream is open: Herald subscribed before it answered
+	heraldtest.NextLine(t, lines, "id: ")   // the stream's start cursor, a block of its own
 
 	// Each node publishes one event, after the previous one was read: both
 	// streams must deliver it while they stay open.
