@@ -45,6 +45,9 @@ func (h subLog) Handle(_ context.Context, r slog.Record) error {
 		line = fmt.Sprintf("subscribed to %s as %s", strings.Join(topics, " "), get("client"))
 	case "disconnected":
 		line = fmt.Sprintf("disconnected: %v; reconnecting in %v", get("err"), get("retry_in").Duration().Round(time.Millisecond))
+	case "unsubscribed by the server":
+		topics, _ := get("topics").Any().([]string)
+		line = "unsubscribed by the server from " + strings.Join(topics, " ")
 	case "reset", "synced":
 		return nil
 	default:
