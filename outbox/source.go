@@ -233,12 +233,12 @@ func (s *Source) session(ctx context.Context) (connected bool, err error) {
 	}
 	s.setStatus(StateConsuming, nil)
 	for {
-		n, err := s.consume(ctx, conn)
+		more, err := s.consume(ctx, conn)
 		if err != nil {
 			return true, err
 		}
-		if n == s.st.Batch {
-			continue // there may be more
+		if more {
+			continue
 		}
 		// pgx.Conn keeps the notifications that came during the batch's
 		// queries, so a row committed meanwhile is not waited for.
@@ -271,36 +271,47 @@ type row struct {
 	created               *time.Time
 }
 
+// maxBatchBytes bounds the rows one batch holds in memory, besides their
+// count (Settings.Batch): a batch ends at the row that crosses it, and the
+// rows after it wait for the next.
+const maxBatchBytes = 16 << 20
+
 // consume reads a batch of rows, publishes the good ones, moves the bad
 // ones to the dead-letter table and deletes them all, in one transaction,
-// and returns how many rows it read.
-func (s *Source) consume(ctx context.Context, conn *pgx.Conn) (int, error) {
+// and reports whether there may be more rows (the batch was full).
+func (s *Source) consume(ctx context.Context, conn *pgx.Conn) (more bool, err error) {
 	ctx, cancel := context.WithTimeout(ctx, batchTimeout)
 	defer cancel()
 	tx, err := conn.Begin(ctx)
 	if err != nil {
-		return 0, fmt.Errorf("failed to begin: %w", err)
+		return false, fmt.Errorf("failed to begin: %w", err)
 	}
 	defer tx.Rollback(context.WithoutCancel(ctx))
 	rs, err := tx.Query(ctx, "SELECT id, topic, type, key, data::text, created_at FROM "+s.st.Table.outbox()+
 		" ORDER BY id LIMIT $1 FOR UPDATE", s.st.Batch)
 	if err != nil {
-		return 0, fmt.Errorf("failed to read rows: %w", err)
+		return false, fmt.Errorf("failed to read rows: %w", err)
 	}
 	var rows []row
+	size := 0
 	for rs.Next() {
 		var r row
 		if err := rs.Scan(&r.id, &r.topic, &r.typ, &r.key, &r.data, &r.created); err != nil {
 			rs.Close()
-			return 0, fmt.Errorf("failed to read rows: %w", err)
+			return false, fmt.Errorf("failed to read rows: %w", err)
 		}
 		rows = append(rows, r)
+		if size += r.size(); size >= maxBatchBytes {
+			more = true
+			rs.Close()
+			break
+		}
 	}
 	if err := rs.Err(); err != nil {
-		return 0, fmt.Errorf("failed to read rows: %w", err)
+		return false, fmt.Errorf("failed to read rows: %w", err)
 	}
 	if len(rows) == 0 {
-		return 0, tx.Commit(ctx)
+		return false, tx.Commit(ctx)
 	}
 	ids := make([]int64, len(rows))
 	drafts := make([]hub.Draft, 0, len(rows))
@@ -314,7 +325,7 @@ func (s *Source) consume(ctx context.Context, conn *pgx.Conn) (int, error) {
 				" (id, topic, type, key, data, created_at, reason) VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7)"+
 				" ON CONFLICT (id) DO UPDATE SET reason = EXCLUDED.reason, failed_at = now()",
 				r.id, r.topic, r.typ, r.key, r.data, r.created, reason); err != nil {
-				return 0, fmt.Errorf("failed to move row %d to the dead letters: %w", r.id, err)
+				return false, fmt.Errorf("failed to move row %d to the dead letters: %w", r.id, err)
 			}
 			s.log.Warn("outbox: row moved to the dead letters", "id", r.id, "reason", reason)
 			dead++
@@ -325,20 +336,31 @@ func (s *Source) consume(ctx context.Context, conn *pgx.Conn) (int, error) {
 	}
 	if len(drafts) > 0 {
 		if _, err := s.o.Publish(ctx, drafts...); err != nil {
-			return 0, fmt.Errorf("failed to publish: %w", err)
+			return false, fmt.Errorf("failed to publish: %w", err)
 		}
 	}
 	if _, err := tx.Exec(ctx, "DELETE FROM "+s.st.Table.outbox()+" WHERE id = ANY($1)", ids); err != nil {
 		s.pending = good
-		return 0, fmt.Errorf("failed to delete published rows: %w", err)
+		return false, fmt.Errorf("failed to delete published rows: %w", err)
 	}
 	if err := tx.Commit(ctx); err != nil {
 		s.pending = good
-		return 0, fmt.Errorf("failed to commit: %w", err)
+		return false, fmt.Errorf("failed to commit: %w", err)
 	}
 	s.published.Add(uint64(len(drafts)))
 	s.dead.Add(uint64(dead))
-	return len(rows), nil
+	return more || len(rows) == s.st.Batch, nil
+}
+
+// size is what a row holds in memory, roughly.
+func (r *row) size() int {
+	n := 64
+	for _, p := range []*string{r.topic, r.typ, r.key, r.data} {
+		if p != nil {
+			n += len(*p)
+		}
+	}
+	return n
 }
 
 // draft makes a row's event, or says why it cannot be one.
