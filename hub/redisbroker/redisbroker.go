@@ -118,7 +118,8 @@ type Broker struct {
 
 	readErrors, recoveries atomic.Int64 // of the reader: see BrokerStats
 
-	pubSeq atomic.Uint64 // numbers this node's publish IDs
+	commit *committer    // appends the publishes (committer.go)
+	pubSeq atomic.Uint64 // numbers the committer's groups
 	// down is set when a request failed to reach Redis and cleared when
 	// one succeeds. While it is set, a publish first checks that Redis
 	// answers, so that one that cannot reach it is refused before it is
@@ -174,6 +175,10 @@ func New(ctx context.Context, o Options) (*Broker, error) {
 		b.cancel()
 		return nil, fmt.Errorf("failed to start Redis broker: %w", err)
 	}
+	// The committer runs from here, not from Start: a broker publishes
+	// before it delivers, if its owner wants.
+	b.commit = newCommitter()
+	go b.commitLoop()
 	return b, nil
 }
 
@@ -252,13 +257,17 @@ func (b *Broker) Ping(ctx context.Context) error {
 	return nil
 }
 
-// Close implements hub.Broker: it stops the reader and waits for it, so
-// deliver is not called after Close returns. The Redis client stays open.
+// Close implements hub.Broker: it stops the reader and the committer and
+// waits for them, so deliver is not called after Close returns. A publish
+// still queued fails with hub.ErrClosed; one in a group Redis may be
+// running fails with hub.ErrUnconfirmed, as its outcome is unknown. The
+// Redis client stays open.
 func (b *Broker) Close() error {
 	if !b.closed.CompareAndSwap(false, true) {
 		return nil
 	}
 	b.cancel()
+	<-b.commit.done
 	if b.done != nil {
 		<-b.done
 	}
