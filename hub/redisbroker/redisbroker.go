@@ -129,6 +129,18 @@ type Broker struct {
 
 // New connects the broker to its log, creating the epoch if the log is new.
 func New(ctx context.Context, o Options) (*Broker, error) {
+	b, err := newBroker(ctx, o)
+	if err != nil {
+		return nil, err
+	}
+	// The committer runs from here, not from Start: a broker publishes
+	// before it delivers, if its owner wants.
+	go b.commitLoop()
+	return b, nil
+}
+
+// newBroker is New without starting the committer.
+func newBroker(ctx context.Context, o Options) (*Broker, error) {
 	if o.Client == nil {
 		return nil, errors.New("failed to start Redis broker: Options.Client is nil")
 	}
@@ -175,10 +187,7 @@ func New(ctx context.Context, o Options) (*Broker, error) {
 		b.cancel()
 		return nil, fmt.Errorf("failed to start Redis broker: %w", err)
 	}
-	// The committer runs from here, not from Start: a broker publishes
-	// before it delivers, if its owner wants.
 	b.commit = newCommitter()
-	go b.commitLoop()
 	return b, nil
 }
 

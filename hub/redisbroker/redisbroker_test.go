@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -69,6 +70,56 @@ func TestPublishAnswerLost(t *testing.T) {
 	}
 	defer b.Close()
 	brokertest.RunAnswerLost(t, b, rl, func() int {
+		n, _ := rdb.XLen(context.Background(), "{"+prefix+"}:log").Result()
+		return int(n)
+	})
+}
+
+// TestManyPublishers: 16 publishers per node on two nodes, so that each
+// node's committer appends groups of many batches.
+func TestManyPublishers(t *testing.T) {
+	brokertest.RunManyPublishers(t, newCluster, 16, 25)
+}
+
+// newHeld returns a broker whose committer waits for Release (NewHeld),
+// on client rdb.
+func newHeld(t *testing.T, rdb redis.UniversalClient, prefix string) brokertest.Held {
+	b, start, err := redisbroker.NewHeld(context.Background(), redisbroker.Options{Client: rdb, Prefix: prefix})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var once sync.Once
+	release := func() { once.Do(start) }
+	t.Cleanup(func() {
+		release() // Close waits for the committer
+		b.Close()
+	})
+	return brokertest.Held{Broker: b, Queued: func() int { return redisbroker.Queued(b) }, Release: release}
+}
+
+// TestGroupCancel: a publish cancelled while queued is left out of its
+// group, which leaves no gap; Redis holds one outcome key for the group.
+func TestGroupCancel(t *testing.T) {
+	rdb, prefix := redistest.Client(t)
+	brokertest.RunGroupCancel(t, newHeld(t, rdb, prefix))
+	keys, err := rdb.Keys(context.Background(), "{"+prefix+"}:pub:*").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(keys) != 1 {
+		t.Errorf("%d outcome keys after one group, want 1: %v", len(keys), keys)
+	}
+}
+
+// TestGroupAnswerLost: the answer of a group of publishes is lost; the
+// broker asks again for the whole group, and every publisher gets its
+// batch's cursors from the first run.
+func TestGroupAnswerLost(t *testing.T) {
+	rdb, prefix := redistest.Client(t)
+	rl := relay.Start(t, redistest.Addr(), relay.Options{})
+	via := redis.NewClient(&redis.Options{Addr: rl.Addr(), ContextTimeoutEnabled: true})
+	defer via.Close()
+	brokertest.RunGroupAnswerLost(t, newHeld(t, via, prefix), rl, func() int {
 		n, _ := rdb.XLen(context.Background(), "{"+prefix+"}:log").Result()
 		return int(n)
 	})
