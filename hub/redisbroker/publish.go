@@ -65,7 +65,8 @@ local epoch = redis.call('GET', KEYS[3])
 local t = redis.call('TIME')
 local micros = t[1] .. string.format('%06d', tonumber(t[2]))
 local out = {micros, epoch}
-local total = 0
+local before = tonumber(redis.call('GET', KEYS[4]) or '0')
+local total = before
 local a = 11
 for b = 1, tonumber(ARGV[2]) do
   local n = tonumber(ARGV[a])
@@ -92,15 +93,15 @@ for b = 1, tonumber(ARGV[2]) do
     local e = a + i * 5
     if mask == '' or string.sub(mask, i + 1, i + 1) == '1' then
       local size = #ARGV[e] + #ARGV[e + 1] + #ARGV[e + 2] + #ARGV[e + 3] + ` + strconv.Itoa(entryOverhead) + `
-      total = redis.call('INCRBY', KEYS[4], size)
+      total = total + size
       local seq = tostring(first + j)
       j = j + 1
       local id = seq .. '-0'
       if ARGV[e + 2] == '' then
-        redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[1], id,
+        redis.call('XADD', KEYS[2], id,
           't', ARGV[e], 'y', ARGV[e + 1], 'd', ARGV[e + 3], 'm', micros, 'o', total - size)
       else
-        redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[1], id,
+        redis.call('XADD', KEYS[2], id,
           't', ARGV[e], 'y', ARGV[e + 1], 'k', ARGV[e + 2], 'd', ARGV[e + 3], 'm', micros, 'o', total - size)
         stateSet(ARGV[e], ARGV[e + 2], seq .. ' ' .. micros .. ' ' .. ARGV[e + 1] .. ' ' .. ARGV[e + 3], ARGV[e + 3] == 'null', seq)
       end
@@ -109,7 +110,11 @@ for b = 1, tonumber(ARGV[2]) do
   out[#out + 1] = tostring(first) .. ':' .. mask
   a = a + n * 5
 end
-if total > 0 then trimBytes(total) end
+if total > before then
+  redis.call('INCRBY', KEYS[4], total - before)
+  redis.call('XTRIM', KEYS[2], 'MAXLEN', '~', ARGV[1])
+  trimBytes(total)
+end
 local res = table.concat(out, ' ')
 redis.call('SET', KEYS[5], res, 'PX', ARGV[5])
 return res
