@@ -7,7 +7,7 @@
 //	{prefix}:seq    the last sequence number given out
 //	{prefix}:log    the stream; entry ID <seq>-0, fields t (topic), y (type),
 //	                k (key, if any), d (data), m (time, Unix microseconds)
-//	{prefix}:pub:<id>  the outcome of one publish, kept for pubIDTTL
+//	{prefix}:pub:<id>  the outcome of one group of publishes, kept for pubIDTTL
 //	{prefix}:state:h:<topic>  the topic's state: key -> "seq micros type data"
 //	{prefix}:state:z:<topic>  its keys by position (lazily: see stateScript)
 //	{prefix}:state:order      every topic's keys ("topic\nkey") by position, lazily too
@@ -16,12 +16,13 @@
 //
 // A batch is appended by one Lua script (INCRBY, then XADD per event), so
 // it is numbered consecutively in one order shared by every node, all or
-// nothing. Each node delivers by reading the stream (XREAD BLOCK) from the
+// nothing. A node's concurrent publishes share one run of the script
+// (group commit, committer.go). Each node delivers by reading the stream (XREAD BLOCK) from the
 // last ID it delivered: in order, without gaps, and an event is in the
 // stream before any node can read it. See docs/design.md and
 // docs/cluster.md.
 //
-// A publish is never stored twice: the script remembers each publish's ID
+// A publish is never stored twice: the script remembers each group's ID
 // with its outcome, so running it again (a retry of go-redis after a lost
 // reply, or the broker's own, see confirm) returns the first outcome. A
 // publish that fails while Redis is known to be failing was never sent
