@@ -2,6 +2,7 @@ package redisbroker
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -103,11 +104,12 @@ func (c *committer) enqueue(ctx context.Context, p *pending) error {
 
 // take removes the next group from the queue: the batches at its front,
 // in order, up to the group's bounds (at least one), leaving out those
-// whose publishers gave up (so the group may be empty). ok is false when
-// the queue was empty.
+// whose publishers gave up or whose time is up (so the group may be
+// empty). ok is false when the queue was empty.
 func (c *committer) take() (group []*pending, ok bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	now := time.Now()
 	events, bytes, n := 0, 0, 0
 	for _, p := range c.queue {
 		if len(group) > 0 && (events+len(p.drafts) > groupMaxEvents || bytes+p.size > groupMaxBytes) {
@@ -118,6 +120,11 @@ func (c *committer) take() (group []*pending, ok bool) {
 		c.bytes -= p.size
 		if !p.state.CompareAndSwap(queued, taken) {
 			continue // abandoned
+		}
+		if !p.deadline.After(now) {
+			// Its publisher is giving up: answer it, unsent.
+			p.done <- pubResult{err: fmt.Errorf("failed to publish to Redis: %w", hub.Unavailable(context.DeadlineExceeded))}
+			continue
 		}
 		group = append(group, p)
 		events += len(p.drafts)

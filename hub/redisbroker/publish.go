@@ -210,12 +210,14 @@ func (b *Broker) Publish(ctx context.Context, drafts []hub.Draft) ([]*hub.Messag
 // of publishScript under one ID, and answers each batch's publisher with
 // its messages or the group's error. It is called by the committer alone.
 func (b *Broker) commitGroup(group []*pending) {
-	// The group has the time of its oldest publish: the first one queued.
-	deadline := group[0].deadline
+	// The group tries for as long as one of its publishers waits (take
+	// left out those that no longer do): one near its end must not cut
+	// the others' time short.
+	var deadline time.Time
 	total := 0
 	window := int64(0)
 	for _, p := range group {
-		deadline = minTime(deadline, p.deadline)
+		deadline = maxTime(deadline, p.deadline)
 		total += len(p.drafts)
 		if p.dedupe {
 			window = b.o.DedupeWindow.Milliseconds()
@@ -320,8 +322,8 @@ func (o *outcome) messages(i int, drafts []hub.Draft) []*hub.Message {
 	return msgs
 }
 
-func minTime(a, b time.Time) time.Time {
-	if b.Before(a) {
+func maxTime(a, b time.Time) time.Time {
+	if b.After(a) {
 		return b
 	}
 	return a
