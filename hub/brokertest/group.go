@@ -196,3 +196,62 @@ func RunGroupAnswerLost(t *testing.T, h Held, m Muter, stored func() int) {
 	}
 	checkGroup(t, h, pubs, len(q.drafts))
 }
+
+// RunGroupDedupe checks Draft.Dedupe inside a group: three publishes
+// queued at once, the first and the third with one dedupe key, the second
+// without. Released, the first appends the key, the third skips it (nil in
+// its place) and appends its other event, and the log holds each appended
+// event once with no position left unused.
+func RunGroupDedupe(t *testing.T, h Held) {
+	ctx := ctxT(t)
+	type result struct {
+		msgs []*hub.Message
+		err  error
+	}
+	batches := [][]hub.Draft{
+		{deduped(t, "group.dedupe", "row:1", `1`)},
+		{draft(t, "group.dedupe", `2`)},
+		{deduped(t, "group.dedupe", "row:1", `1`), draft(t, "group.dedupe", `3`)},
+	}
+	results := make([]chan result, len(batches))
+	for i, ds := range batches {
+		results[i] = make(chan result, 1)
+		go func() {
+			msgs, err := h.Publish(ctx, ds)
+			results[i] <- result{msgs, err}
+		}()
+		// One at a time, so that the queue's order is this one.
+		wait.For(t, waitTimeout, "the publish to be queued", func() bool { return h.Queued() == i+1 })
+	}
+	h.Release()
+	got := make([][]*hub.Message, len(batches))
+	for i := range batches {
+		select {
+		case r := <-results[i]:
+			if r.err != nil {
+				t.Fatalf("publish %d: %v", i, r.err)
+			}
+			got[i] = r.msgs
+		case <-time.After(waitTimeout):
+			t.Fatalf("publish %d did not return", i)
+		}
+	}
+	if got[0][0] == nil || got[1][0] == nil {
+		t.Fatalf("the first publish of a dedupe key, or one without, was skipped: %v", got)
+	}
+	if got[2][0] != nil || got[2][1] == nil {
+		t.Fatalf("the group's second publish of a key: appended %v (want skipped), its other event appended %v (want appended)",
+			got[2][0] != nil, got[2][1] != nil)
+	}
+	want := []*hub.Message{got[0][0], got[1][0], got[2][1]}
+	log := readAll(t, ctx, h, 0, all, 50, 0)
+	if len(log) != len(want) {
+		t.Fatalf("the log holds %d events, want %d", len(log), len(want))
+	}
+	for i := range log {
+		sameEvent(t, log[i], want[i])
+	}
+	if bd := bounds(t, ctx, h); bd.Last != uint64(len(want)) {
+		t.Fatalf("Bounds.Last = %d after %d events from one node, want no unused position", bd.Last, len(want))
+	}
+}

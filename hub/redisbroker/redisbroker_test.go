@@ -187,6 +187,12 @@ func TestGroupCancel(t *testing.T) {
 	}
 }
 
+// TestGroupDedupe: a dedupe key twice in one group is appended once.
+func TestGroupDedupe(t *testing.T) {
+	rdb, prefix := redistest.Client(t)
+	brokertest.RunGroupDedupe(t, newHeld(t, rdb, prefix))
+}
+
 // TestGroupAnswerLost: the answer of a group of publishes is lost; the
 // broker asks again for the whole group, and every publisher gets its
 // batch's cursors from the first run.
