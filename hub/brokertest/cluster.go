@@ -20,13 +20,22 @@ import (
 // delivered or read twice, out of order, in part of its batch, or not at
 // all.
 func RunCluster(t *testing.T, newNodes func(t *testing.T, n int, o Options) []hub.Broker) {
-	t.Run("TotalOrderAcrossNodes", func(t *testing.T) { testTotalOrderAcrossNodes(t, newNodes) })
+	t.Run("TotalOrderAcrossNodes", func(t *testing.T) { testTotalOrderAcrossNodes(t, newNodes, 2, 40) })
 	t.Run("StateTopicsAcrossNodes", func(t *testing.T) { testStateTopicsAcrossNodes(t, newNodes) })
 	t.Run("DedupeAcrossNodes", func(t *testing.T) { testDedupeAcrossNodes(t, newNodes) })
 }
 
-func testTotalOrderAcrossNodes(t *testing.T, newNodes func(t *testing.T, n int, o Options) []hub.Broker) {
-	const nodes, perNode, rounds = 2, 2, 40
+// RunManyPublishers is RunCluster's TotalOrderAcrossNodes with perNode
+// publishers on each of two nodes, each publishing rounds batches: enough
+// at once that a broker that appends a node's concurrent publishes
+// together (group commit) forms groups of many batches, which must still
+// each be contiguous, whole, and in one order.
+func RunManyPublishers(t *testing.T, newNodes func(t *testing.T, n int, o Options) []hub.Broker, perNode, rounds int) {
+	testTotalOrderAcrossNodes(t, newNodes, perNode, rounds)
+}
+
+func testTotalOrderAcrossNodes(t *testing.T, newNodes func(t *testing.T, n int, o Options) []hub.Broker, perNode, rounds int) {
+	const nodes = 2
 	bs := newNodes(t, nodes, Options{Size: 10 * nodes * perNode * rounds})
 	recs := make([]*recorder, nodes)
 	for i, b := range bs {

@@ -1,5 +1,7 @@
 package redisbroker
 
+import "context"
+
 // Halt stops b's heartbeat as a crash would, without its clean-up: the
 // other nodes' sweepers then make its members leave.
 func Halt(b *Broker) { close(b.halt) }
@@ -7,3 +9,21 @@ func Halt(b *Broker) { close(b.halt) }
 // Pause stops (true) or resumes (false) b's heartbeats and sweeps, as a
 // node cut off from Redis for a while would see them.
 func Pause(b *Broker, paused bool) { b.paused.Store(paused) }
+
+// NewHeld is New with the committer not started: publishes queue until
+// start is called, so that a test knows which batches form the first
+// group. The broker must not be closed before start.
+func NewHeld(ctx context.Context, o Options) (b *Broker, start func(), err error) {
+	b, err = newBroker(ctx, o)
+	if err != nil {
+		return nil, nil, err
+	}
+	return b, func() { go b.commitLoop() }, nil
+}
+
+// Queued reports how many batches wait for the committer.
+func Queued(b *Broker) int {
+	b.commit.mu.Lock()
+	defer b.commit.mu.Unlock()
+	return len(b.commit.queue)
+}

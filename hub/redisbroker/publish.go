@@ -2,8 +2,10 @@ package redisbroker
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -22,83 +24,100 @@ const (
 	probeWait = time.Second
 )
 
-// publishScript appends a batch. KEYS are the sequence, the log, the epoch,
-// the byte count, the publish's outcome, and the state's order of writes,
-// byte count, set of topics and that set's version. ARGV[1] is the retention by count, ARGV[2] the number of
-// events, ARGV[3] an epoch to set if the log has none (Redis lost it),
-// ARGV[4] the retention in bytes, ARGV[5] how long to remember the outcome
-// under KEYS[5] (ms), ARGV[6] the prefix of the state's keys per topic,
-// ARGV[7] and ARGV[8] the state's bounds in keys per topic and in bytes,
-// ARGV[9] how long to remember a dedupe key (ms; "0" when no event has
-// one), ARGV[10] the prefix of the dedupe keys, then topic, type, key (""
-// for none), data and dedupe key ("" for none) of each. An event whose
-// dedupe key is set already is skipped; the others are numbered and
-// appended, and their keys set, in the same step. A keyed event
-// updates its topic's state in the same script (see stateScript), which is
-// what keeps a state snapshot exact. It returns the first sequence number, the server time,
-// which is every event's time, the epoch and which events were appended
-// ("" when all were, else one '1' or '0' per event); if KEYS[5] holds an outcome
-// already, the batch was appended before, and it returns that outcome
-// without appending again.
+// publishScript appends a group of batches (see committer) in one step,
+// in the group's order, each numbered consecutively and whole. KEYS are the sequence, the log, the epoch, the byte
+// count, the group's outcome, and the state's order of writes, byte count,
+// set of topics and that set's version. ARGV[1] is the retention by count,
+// ARGV[2] the number of batches, ARGV[3] an epoch to set if the log has none
+// (Redis lost it), ARGV[4] the retention in bytes, ARGV[5] how long to
+// remember the outcome under KEYS[5] (ms), ARGV[6] the prefix of the
+// state's keys per topic, ARGV[7] and ARGV[8] the state's bounds in keys
+// per topic and in bytes, ARGV[9] how long to remember a dedupe key (ms;
+// "0" when no event of the group has one), ARGV[10] the prefix of the
+// dedupe keys, then for each batch its number of events followed by topic,
+// type, key ("" for none), data and dedupe key ("" for none) of each.
+//
+// An event whose dedupe key is set already (by an earlier publish, or an
+// earlier batch of the group) is skipped; the others of its batch are
+// numbered and appended, and their keys set, in the same step. A keyed
+// event updates its topic's state in the same script (see stateScript),
+// which is what keeps a state snapshot exact.
+//
+// It returns the outcome as one string: the server time in microseconds,
+// which is every event's time, the epoch, then per batch "first:mask",
+// its first sequence number and which of its events were appended (""
+// when all were, else one '1' or '0' per event). If KEYS[5] holds an
+// outcome already, the group was appended before, and it returns that
+// outcome without appending again.
 //
 // The byte bound: KEYS[4] counts the bytes ever appended (each event's
 // topic, type, key and data plus entryOverhead), and each entry records in 'o'
 // that count before it. The events retained are those whose 'o' is at least
 // the count minus the bound, so the script drops older entries from the
-// front, a page at a time (a bounded number of pages per publish: what is
+// front, a page at a time (a bounded number of pages per call: what is
 // left goes with the next one). An entry written before the byte bound
 // existed has no 'o' and counts as old.
 var publishScript = redis.NewScript(stateScript + trimScript + `
 local done = redis.call('GET', KEYS[5])
-if done then
-  local first, micros, epoch, mask = string.match(done, '^(%d+) (%d+) (%S+) ?(.*)$')
-  return {tonumber(first), micros, epoch, mask}
-end
+if done then return done end
 redis.call('SET', KEYS[3], ARGV[3], 'NX')
 local epoch = redis.call('GET', KEYS[3])
-local n = tonumber(ARGV[2])
-local keep = n
-local mask = ''
-if ARGV[9] ~= '0' then
-  local flags = {}
-  for i = 0, n - 1 do
-    local dk = ARGV[15 + i * 5]
-    if dk ~= '' and not redis.call('SET', ARGV[10] .. dk, '1', 'NX', 'PX', ARGV[9]) then
-      flags[i + 1] = '0'
-      keep = keep - 1
-    else
-      flags[i + 1] = '1'
-    end
-  end
-  if keep < n then mask = table.concat(flags) end
-end
-local last = redis.call('INCRBY', KEYS[1], keep)
-local first = last - keep + 1
 local t = redis.call('TIME')
 local micros = t[1] .. string.format('%06d', tonumber(t[2]))
-local total = 0
-local j = 0
-for i = 0, n - 1 do
-  local a = 11 + i * 5
-  if mask == '' or string.sub(mask, i + 1, i + 1) == '1' then
-    local size = #ARGV[a] + #ARGV[a + 1] + #ARGV[a + 2] + #ARGV[a + 3] + ` + strconv.Itoa(entryOverhead) + `
-    total = redis.call('INCRBY', KEYS[4], size)
-    local seq = tostring(first + j)
-    j = j + 1
-    local id = seq .. '-0'
-    if ARGV[a + 2] == '' then
-      redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[1], id,
-        't', ARGV[a], 'y', ARGV[a + 1], 'd', ARGV[a + 3], 'm', micros, 'o', total - size)
-    else
-      redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[1], id,
-        't', ARGV[a], 'y', ARGV[a + 1], 'k', ARGV[a + 2], 'd', ARGV[a + 3], 'm', micros, 'o', total - size)
-      stateSet(ARGV[a], ARGV[a + 2], seq .. ' ' .. micros .. ' ' .. ARGV[a + 1] .. ' ' .. ARGV[a + 3], ARGV[a + 3] == 'null', seq)
+local out = {micros, epoch}
+local before = tonumber(redis.call('GET', KEYS[4]) or '0')
+local total = before
+local a = 11
+for b = 1, tonumber(ARGV[2]) do
+  local n = tonumber(ARGV[a])
+  a = a + 1
+  local keep = n
+  local mask = ''
+  if ARGV[9] ~= '0' then
+    local flags = {}
+    for i = 0, n - 1 do
+      local dk = ARGV[a + 4 + i * 5]
+      if dk ~= '' and not redis.call('SET', ARGV[10] .. dk, '1', 'NX', 'PX', ARGV[9]) then
+        flags[i + 1] = '0'
+        keep = keep - 1
+      else
+        flags[i + 1] = '1'
+      end
+    end
+    if keep < n then mask = table.concat(flags) end
+  end
+  local last = redis.call('INCRBY', KEYS[1], keep)
+  local first = last - keep + 1
+  local j = 0
+  for i = 0, n - 1 do
+    local e = a + i * 5
+    if mask == '' or string.sub(mask, i + 1, i + 1) == '1' then
+      local size = #ARGV[e] + #ARGV[e + 1] + #ARGV[e + 2] + #ARGV[e + 3] + ` + strconv.Itoa(entryOverhead) + `
+      total = total + size
+      local seq = tostring(first + j)
+      j = j + 1
+      local id = seq .. '-0'
+      if ARGV[e + 2] == '' then
+        redis.call('XADD', KEYS[2], id,
+          't', ARGV[e], 'y', ARGV[e + 1], 'd', ARGV[e + 3], 'm', micros, 'o', total - size)
+      else
+        redis.call('XADD', KEYS[2], id,
+          't', ARGV[e], 'y', ARGV[e + 1], 'k', ARGV[e + 2], 'd', ARGV[e + 3], 'm', micros, 'o', total - size)
+        stateSet(ARGV[e], ARGV[e + 2], seq .. ' ' .. micros .. ' ' .. ARGV[e + 1] .. ' ' .. ARGV[e + 3], ARGV[e + 3] == 'null', seq)
+      end
     end
   end
+  out[#out + 1] = tostring(first) .. ':' .. mask
+  a = a + n * 5
 end
-if total > 0 then trimBytes(total) end
-redis.call('SET', KEYS[5], first .. ' ' .. micros .. ' ' .. epoch .. ' ' .. mask, 'PX', ARGV[5])
-return {first, micros, epoch, mask}
+if total > before then
+  redis.call('INCRBY', KEYS[4], total - before)
+  redis.call('XTRIM', KEYS[2], 'MAXLEN', '~', ARGV[1])
+  trimBytes(total)
+end
+local res = table.concat(out, ' ')
+redis.call('SET', KEYS[5], res, 'PX', ARGV[5])
+return res
 `)
 
 // trimScript defines trimBytes(total), the byte bound's trim of the log
@@ -144,32 +163,104 @@ const entryOverhead = 64
 // or is the one to drop) reads one entry, not a page.
 const trimPages = 10
 
-// Publish implements hub.Broker.
+// Publish implements hub.Broker: it hands the batch to the committer,
+// which appends it with the other batches queued at the time in one run of
+// publishScript, and waits for its outcome.
 func (b *Broker) Publish(ctx context.Context, drafts []hub.Draft) ([]*hub.Message, error) {
 	if b.closed.Load() {
 		return nil, hub.ErrClosed
 	}
-	ctx, cancel := context.WithTimeout(ctx, confirmWait)
-	defer cancel()
-	window := int64(0)
+	p := &pending{drafts: drafts, deadline: time.Now().Add(confirmWait), done: make(chan pubResult, 1)}
 	for i := range drafts {
-		if drafts[i].Dedupe != "" {
-			window = b.o.DedupeWindow.Milliseconds()
-			break
+		d := &drafts[i]
+		p.size += len(d.Topic) + len(d.Type) + len(d.Key) + len(d.Data) + len(d.Dedupe) + entryOverhead
+		if d.Dedupe != "" {
+			p.dedupe = true
 		}
 	}
-	args := make([]any, 0, 10+5*len(drafts))
-	args = append(args, b.o.Size, len(drafts), hub.NewEpoch(), b.o.MaxBytes, pubIDTTL.Milliseconds(),
+	ctx, cancel := context.WithDeadline(ctx, p.deadline)
+	defer cancel()
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("failed to publish to Redis: %w", hub.Unavailable(err))
+	}
+	if err := b.commit.enqueue(ctx, p); err != nil {
+		if errors.Is(err, hub.ErrClosed) {
+			return nil, err
+		}
+		return nil, fmt.Errorf("failed to publish to Redis: %w", hub.Unavailable(err))
+	}
+	select {
+	case r := <-p.done:
+		return r.msgs, r.err
+	case <-ctx.Done():
+	}
+	if p.state.CompareAndSwap(queued, abandoned) {
+		// The committer had not taken it: it is not sent, ever.
+		return nil, fmt.Errorf("failed to publish to Redis: %w", hub.Unavailable(ctx.Err()))
+	}
+	select {
+	case r := <-p.done:
+		return r.msgs, r.err
+	default:
+		return nil, fmt.Errorf("failed to publish to Redis: %w: %v", hub.ErrUnconfirmed, ctx.Err())
+	}
+}
+
+// commitGroup appends a group of batches taken from the queue with one run
+// of publishScript under one ID, and answers each batch's publisher with
+// its messages or the group's error. It is called by the committer alone.
+func (b *Broker) commitGroup(group []*pending) {
+	// The group tries for as long as one of its publishers waits (take
+	// left out those that no longer do): one near its end must not cut
+	// the others' time short.
+	var deadline time.Time
+	total := 0
+	window := int64(0)
+	for _, p := range group {
+		deadline = maxTime(deadline, p.deadline)
+		total += len(p.drafts)
+		if p.dedupe {
+			window = b.o.DedupeWindow.Milliseconds()
+		}
+	}
+	ctx, cancel := context.WithDeadline(b.ctx, deadline)
+	defer cancel()
+	args := make([]any, 0, 10+len(group)+5*total)
+	args = append(args, b.o.Size, len(group), hub.NewEpoch(), b.o.MaxBytes, pubIDTTL.Milliseconds(),
 		b.stateKey, b.o.StateMaxKeys, b.o.StateMaxBytes, window, b.dedupeKey)
-	for _, d := range drafts {
-		args = append(args, d.Topic, d.Type, d.Key, string(d.Data), d.Dedupe)
+	for _, p := range group {
+		args = append(args, len(p.drafts))
+		for _, d := range p.drafts {
+			args = append(args, d.Topic, d.Type, d.Key, string(d.Data), d.Dedupe)
+		}
 	}
 	id := b.node + "-" + strconv.FormatUint(b.pubSeq.Add(1), 36)
 	keys := []string{b.seqKey, b.logKey, b.epochKey, b.bytesKey, "{" + b.o.Prefix + "}:pub:" + id,
 		b.stateKey + "order", b.stateKey + "bytes", b.stateKey + "topics", b.stateKey + "tv"}
+	res, err := b.appendGroup(ctx, keys, args)
+	var out *outcome
+	if err == nil {
+		out, err = parseOutcome(res, group)
+	}
+	if err != nil {
+		for _, p := range group {
+			p.done <- pubResult{err: fmt.Errorf("failed to publish to Redis: %w", err)}
+		}
+		return
+	}
+	b.epoch.Store(&out.epoch)
+	for i, p := range group {
+		p.done <- pubResult{msgs: out.messages(i, p.drafts)}
+	}
+}
+
+// appendGroup runs publishScript for a group, first checking that Redis
+// answers if it was failing, and asking again (confirm) if the answer was
+// lost.
+func (b *Broker) appendGroup(ctx context.Context, keys []string, args []any) (string, error) {
 	if b.down.Load() {
 		if err := b.probe(ctx); err != nil {
-			return nil, fmt.Errorf("failed to publish to Redis: %w", err)
+			return "", err
 		}
 	}
 	res, err := b.run(ctx, keys, args)
@@ -177,48 +268,79 @@ func (b *Broker) Publish(ctx context.Context, drafts []hub.Draft) ([]*hub.Messag
 		res, err = b.confirm(ctx, keys, args, err)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("failed to publish to Redis: %w", err)
+		return "", err
 	}
 	b.down.Store(false)
-	if len(res) != 4 {
-		return nil, fmt.Errorf("failed to publish to Redis: unexpected reply %v", res)
+	return res, nil
+}
+
+// outcome is a group's outcome as publishScript returns it.
+type outcome struct {
+	when  time.Time
+	epoch string
+	first []uint64 // per batch
+	masks []string // per batch: "" when every event was appended
+}
+
+// parseOutcome parses publishScript's answer for group.
+func parseOutcome(res string, group []*pending) (*outcome, error) {
+	f := strings.Split(res, " ")
+	if len(f) != 2+len(group) {
+		return nil, fmt.Errorf("unexpected reply %q", res)
 	}
-	first, ok1 := res[0].(int64)
-	microsStr, ok2 := res[1].(string)
-	epoch, ok3 := res[2].(string)
-	mask, ok4 := res[3].(string)
-	micros, err := strconv.ParseInt(microsStr, 10, 64)
-	if !ok1 || !ok2 || !ok3 || !ok4 || err != nil || (mask != "" && len(mask) != len(drafts)) {
-		return nil, fmt.Errorf("failed to publish to Redis: unexpected reply %v", res)
+	micros, err := strconv.ParseInt(f[0], 10, 64)
+	if err != nil || f[1] == "" {
+		return nil, fmt.Errorf("unexpected reply %q", res)
 	}
-	b.epoch.Store(&epoch)
-	when := time.UnixMicro(micros).UTC()
+	out := &outcome{when: time.UnixMicro(micros).UTC(), epoch: f[1]}
+	for i, p := range group {
+		firstStr, mask, ok := strings.Cut(f[2+i], ":")
+		first, err := strconv.ParseUint(firstStr, 10, 64)
+		if !ok || err != nil || (mask != "" && len(mask) != len(p.drafts)) {
+			return nil, fmt.Errorf("unexpected reply %q", res)
+		}
+		out.first = append(out.first, first)
+		out.masks = append(out.masks, mask)
+	}
+	return out, nil
+}
+
+// messages returns the messages of batch i of the group, drafted as
+// drafts: nil in place of a draft skipped as a duplicate.
+func (o *outcome) messages(i int, drafts []hub.Draft) []*hub.Message {
 	msgs := make([]*hub.Message, len(drafts))
-	seq := uint64(first)
-	for i, d := range drafts {
-		if mask != "" && mask[i] == '0' {
+	seq, mask := o.first[i], o.masks[i]
+	for j, d := range drafts {
+		if mask != "" && mask[j] == '0' {
 			continue // appended before: a duplicate
 		}
-		msgs[i] = hub.NewMessage(hub.Event{
-			ID: hub.Cursor{Epoch: epoch, Seq: seq}, Topic: d.Topic, Type: d.Type, Key: d.Key, Data: d.Data, Time: when,
+		msgs[j] = hub.NewMessage(hub.Event{
+			ID: hub.Cursor{Epoch: o.epoch, Seq: seq}, Topic: d.Topic, Type: d.Type, Key: d.Key, Data: d.Data, Time: o.when,
 		})
 		seq++
 	}
-	return msgs, nil
+	return msgs
 }
 
-// confirm learns the outcome of a publish whose script Redis may have run
+func maxTime(a, b time.Time) time.Time {
+	if b.After(a) {
+		return b
+	}
+	return a
+}
+
+// confirm learns the outcome of a group whose script Redis may have run
 // although its answer was lost (err): it runs the script again with the
-// same publish ID, which appends the batch if the first run did not and
+// same group ID, which appends the group if the first run did not and
 // returns the first run's outcome if it did, until Redis answers or ctx
 // ends. Then the outcome is unknown: hub.ErrUnconfirmed.
-func (b *Broker) confirm(ctx context.Context, keys []string, args []any, err error) ([]any, error) {
+func (b *Broker) confirm(ctx context.Context, keys []string, args []any, err error) (string, error) {
 	backoff := 20 * time.Millisecond
 	for {
 		select {
 		case <-time.After(backoff):
 		case <-ctx.Done():
-			return nil, fmt.Errorf("%w: %v", hub.ErrUnconfirmed, err)
+			return "", fmt.Errorf("%w: %v", hub.ErrUnconfirmed, err)
 		}
 		backoff = min(2*backoff, 500*time.Millisecond)
 		if b.probe(ctx) != nil {
@@ -235,10 +357,10 @@ func (b *Broker) confirm(ctx context.Context, keys []string, args []any, err err
 // run runs the publish script once, waiting at most attemptWait for the
 // answer (when the client honours deadlines: ContextTimeoutEnabled),
 // so that a lost answer leaves time to ask again.
-func (b *Broker) run(ctx context.Context, keys []string, args []any) ([]any, error) {
+func (b *Broker) run(ctx context.Context, keys []string, args []any) (string, error) {
 	ctx, cancel := context.WithTimeout(ctx, attemptWait)
 	defer cancel()
-	return b.publish.Run(ctx, b.rdb, keys, args...).Slice()
+	return b.publish.Run(ctx, b.rdb, keys, args...).Text()
 }
 
 // probe checks that Redis answers, within probeWait.

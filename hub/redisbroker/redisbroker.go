@@ -7,7 +7,7 @@
 //	{prefix}:seq    the last sequence number given out
 //	{prefix}:log    the stream; entry ID <seq>-0, fields t (topic), y (type),
 //	                k (key, if any), d (data), m (time, Unix microseconds)
-//	{prefix}:pub:<id>  the outcome of one publish, kept for pubIDTTL
+//	{prefix}:pub:<id>  the outcome of one group of publishes, kept for pubIDTTL
 //	{prefix}:state:h:<topic>  the topic's state: key -> "seq micros type data"
 //	{prefix}:state:z:<topic>  its keys by position (lazily: see stateScript)
 //	{prefix}:state:order      every topic's keys ("topic\nkey") by position, lazily too
@@ -16,12 +16,13 @@
 //
 // A batch is appended by one Lua script (INCRBY, then XADD per event), so
 // it is numbered consecutively in one order shared by every node, all or
-// nothing. Each node delivers by reading the stream (XREAD BLOCK) from the
+// nothing. A node's concurrent publishes share one run of the script
+// (group commit, committer.go). Each node delivers by reading the stream (XREAD BLOCK) from the
 // last ID it delivered: in order, without gaps, and an event is in the
 // stream before any node can read it. See docs/design.md and
 // docs/cluster.md.
 //
-// A publish is never stored twice: the script remembers each publish's ID
+// A publish is never stored twice: the script remembers each group's ID
 // with its outcome, so running it again (a retry of go-redis after a lost
 // reply, or the broker's own, see confirm) returns the first outcome. A
 // publish that fails while Redis is known to be failing was never sent
@@ -122,7 +123,8 @@ type Broker struct {
 
 	readErrors, recoveries atomic.Int64 // of the reader: see BrokerStats
 
-	pubSeq atomic.Uint64 // numbers this node's publish IDs
+	commit *committer    // appends the publishes (committer.go)
+	pubSeq atomic.Uint64 // numbers the committer's groups
 	// down is set when a request failed to reach Redis and cleared when
 	// one succeeds. While it is set, a publish first checks that Redis
 	// answers, so that one that cannot reach it is refused before it is
@@ -132,6 +134,18 @@ type Broker struct {
 
 // New connects the broker to its log, creating the epoch if the log is new.
 func New(ctx context.Context, o Options) (*Broker, error) {
+	b, err := newBroker(ctx, o)
+	if err != nil {
+		return nil, err
+	}
+	// The committer runs from here, not from Start: a broker publishes
+	// before it delivers, if its owner wants.
+	go b.commitLoop()
+	return b, nil
+}
+
+// newBroker is New without starting the committer.
+func newBroker(ctx context.Context, o Options) (*Broker, error) {
 	if o.Client == nil {
 		return nil, errors.New("failed to start Redis broker: Options.Client is nil")
 	}
@@ -178,6 +192,7 @@ func New(ctx context.Context, o Options) (*Broker, error) {
 		b.cancel()
 		return nil, fmt.Errorf("failed to start Redis broker: %w", err)
 	}
+	b.commit = newCommitter()
 	return b, nil
 }
 
@@ -259,13 +274,17 @@ func (b *Broker) Ping(ctx context.Context) error {
 	return nil
 }
 
-// Close implements hub.Broker: it stops the reader and waits for it, so
-// deliver is not called after Close returns. The Redis client stays open.
+// Close implements hub.Broker: it stops the reader and the committer and
+// waits for them, so deliver is not called after Close returns. A publish
+// still queued fails with hub.ErrClosed; one in a group Redis may be
+// running fails with hub.ErrUnconfirmed, as its outcome is unknown. The
+// Redis client stays open.
 func (b *Broker) Close() error {
 	if !b.closed.CompareAndSwap(false, true) {
 		return nil
 	}
 	b.cancel()
+	<-b.commit.done
 	if b.done != nil {
 		<-b.done
 	}
