@@ -96,8 +96,10 @@ func printClusterReport(w io.Writer, c *bench.ClusterReport) {
 	l := c.LatencyMS
 	fmt.Fprintf(w, "latency ms  p50 %.2f  p90 %.2f (shards' weighted by deliveries)  p99 %.2f  p99.9 %.2f  max %.2f (shards' highest)\n", l.P50, l.P90, l.P99, l.P999, l.Max)
 	fmt.Fprintf(w, "connect ms  p50 %.2f  p99 %.2f  max %.2f\n", c.ConnectMS.P50, c.ConnectMS.P99, c.ConnectMS.Max)
-	if r := c.ReconnectMS; r != nil {
+	if r := c.ReconnectMS; r != nil && c.Reconnects > 0 {
 		fmt.Fprintf(w, "reconnects %d  failovers %d  reconnect ms  p99 %.2f  max %.2f (shards' highest)\n", c.Reconnects, c.Failovers, r.P99, r.Max)
+	} else {
+		fmt.Fprintf(w, "reconnects %d  failovers %d\n", c.Reconnects, c.Failovers)
 	}
 	for i, n := range c.NodeReports {
 		killed := ""
