@@ -37,6 +37,7 @@ type NodeReport struct {
 // deliveries each measured, P99, P99.9 and Max the highest of the shards'
 // (an upper bound of the whole run's).
 type ClusterReport struct {
+	Mode             string           `json:"mode"` // always fanout, the one mode that merges
 	Shards           int              `json:"shards"`
 	Nodes            int              `json:"nodes"`
 	Transport        string           `json:"transport"`
@@ -73,7 +74,7 @@ func Merge(shards []*Report, nodes []NodeSample) (*ClusterReport, error) {
 	if len(shards) == 0 {
 		return nil, fmt.Errorf("no reports to merge")
 	}
-	c := &ClusterReport{Shards: len(shards), Errors: map[string]int64{}}
+	c := &ClusterReport{Mode: ModeFanout, Shards: len(shards), Errors: map[string]int64{}}
 	var w50, w90, wc50, wc90 float64
 	var weight, cweight float64
 	for i, r := range shards {
