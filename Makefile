@@ -68,8 +68,9 @@ bench: build
 # requests/s for DURATION, and with KILL=1 the last node killed (SIGKILL)
 # halfway: the summed report, loss, duplicates, order, latency and each
 # node's RSS per connection. The default is the full 60,000-connection run,
-# which wants a quiet box; e.g. SUBSCRIBERS=2000 RATE=50 DURATION=5s for a
-# smoke run.
+# which wants a quiet box (and NODES=5 with KILL=1, so that no survivor
+# holds more than a process may); e.g. SUBSCRIBERS=2000 RATE=50
+# DURATION=5s for a smoke run.
 BROKER      ?= redis
 NODES       ?= 4
 SUBSCRIBERS ?= 60000

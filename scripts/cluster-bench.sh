@@ -7,7 +7,7 @@
 # --shard i/n` processes, which together use the source addresses
 # 127.0.0.1 … 127.0.0.SOURCE_IPS. Each subscriber connects to one node
 # (round robin over the list) and, when its node dies, resumes from its
-# cursor on the next one. Publishing goes to the first node. With KILL=1
+# cursor on another (a dead node's subscribers spread over the others). Publishing goes to the first node. With KILL=1
 # the last node gets SIGKILL halfway through the publishing.
 #
 # The shards' reports are added up by `herald bench --merge`, with each
@@ -40,10 +40,15 @@ die() { echo "cluster-bench: $*" >&2; exit 2; }
 
 [[ $NODES -ge 2 ]] || die "NODES=$NODES: want at least 2"
 [[ $SHARDS -ge 1 ]] || die "SHARDS=$SHARDS: want at least 1"
+[[ $KILL == 0 || $KILL == 1 ]] || die "KILL=$KILL: want 0 or 1"
 (( (SUBSCRIBERS + SHARDS - 1) / SHARDS <= 19000 )) ||
 	die "SUBSCRIBERS=$SUBSCRIBERS over SHARDS=$SHARDS is more than one process's 19,000 sockets: raise SHARDS"
+# A node is one process too: it must hold its share, and with KILL=1 its
+# share of the dead node's subscribers as well.
+survivors=$(( NODES - KILL ))
+(( (SUBSCRIBERS + survivors - 1) / survivors <= 19000 )) ||
+	die "SUBSCRIBERS=$SUBSCRIBERS over $survivors nodes (NODES=$NODES, KILL=$KILL) is more than one process's 19,000 sockets: raise NODES"
 (( SOURCE_IPS >= SHARDS )) || die "SOURCE_IPS=$SOURCE_IPS: want at least one per shard ($SHARDS)"
-[[ $KILL == 0 || $KILL == 1 ]] || die "KILL=$KILL: want 0 or 1"
 # Go durations of whole seconds or milliseconds, for the half-time kill.
 case $DURATION in
 *ms) dur_ms=${DURATION%ms} ;;

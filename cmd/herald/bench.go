@@ -23,7 +23,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs := flag.NewFlagSet("herald bench", flag.ContinueOnError)
 	fs.StringVar(&cfg.Mode, "mode", bench.ModeFanout, "fanout (publish and measure deliveries), actions (post actions, measure 202 time; subscribers check the result events), connect (connection ramp rate and latency) or idle (hold idle connections, measure server memory)")
 	fs.StringVar(&cfg.ActionType, "action-type", "echo", "actions mode: the action `TYPE` to post; the server needs a handler for it")
-	fs.StringVar(&cfg.URL, "url", "http://127.0.0.1:8080", "server base `URL`, or the nodes of a cluster as a comma-separated list: each subscriber connects to one (round robin), and when its node ends the connection resumes from its cursor on the next node of the list; publishing goes to the first unless --publish-url")
+	fs.StringVar(&cfg.URL, "url", "http://127.0.0.1:8080", "server base `URL`, or the nodes of a cluster as a comma-separated list: each subscriber connects to one (round robin), and when its node ends the connection resumes from its cursor on another (a dead node's subscribers spread evenly over the others); publishing goes to the first unless --publish-url")
 	fs.StringVar(&cfg.PublishURL, "publish-url", "", "publish (and submit actions) to this `URL` instead of --url: another node of a cluster, so that every delivery crosses the broker")
 	fs.StringVar(&cfg.Transport, "transport", "ws", "subscriber transport: ws, sse or mixed (half each)")
 	fs.IntVar(&cfg.Subscribers, "subscribers", 1000, "subscriber connections")

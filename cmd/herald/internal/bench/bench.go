@@ -39,8 +39,8 @@ type Config struct {
 	// nodes of a cluster as a comma-separated list: subscriber i connects
 	// first to node (i/2 + i%2) mod n, so that each node has its share of
 	// both transports in a mixed run, and when its node ends its
-	// connection it resumes from its cursor on the next node of the list
-	// (a failover). Publishers, priming, stalled connections and the
+	// connection it resumes from its cursor on another node (a failover;
+	// a dead node's subscribers spread evenly over the others). Publishers, priming, stalled connections and the
 	// server CPU use the first node unless told otherwise.
 	URL string
 	// PublishURL, if set, is where publishers and actions go instead of

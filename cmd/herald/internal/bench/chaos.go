@@ -24,10 +24,23 @@ const (
 	resumeBackoffMax = time.Second
 )
 
+// failoverNode is the node that subscriber idx turns to when node ends
+// its connection: one of the other n-1, in turn by idx, so that a dead
+// node's subscribers spread evenly over the rest, with both transports
+// alike (idx/2 is the pair of a WebSocket and an SSE subscriber). On
+// this box no node could take all of a dead node's: a process holds at
+// most ~20,000 sockets.
+func failoverNode(idx, node, n int) int {
+	if n < 2 {
+		return node
+	}
+	return (node + 1 + (idx/2)%(n-1)) % n
+}
+
 // hold reads s's connection conn until ctx ends. When the chaos cut the
 // connection, it reconnects and resumes from s's last cursor, and reads on.
 // With several nodes, a connection its node ended is a failover: s
-// resumes from its cursor on the next node of the list, which a cluster
+// resumes from its cursor on another node (failoverNode), which a cluster
 // must allow (a cursor names a position in the shared log). Any other end
 // of the connection before ctx's is recorded as an error of its kind, and
 // ends the subscriber. hold owns s's per-event state.
@@ -48,7 +61,7 @@ func (r *run) hold(ctx context.Context, kind string, s *subscriber, src source, 
 				return
 			}
 			s.failovers++
-			s.node = (s.node + 1) % r.cfg.nodes()
+			s.node = failoverNode(s.idx, s.node, r.cfg.nodes())
 		}
 		if conn = r.resume(ctx, kind, s, src); conn == nil {
 			return
