@@ -38,10 +38,12 @@ type Config struct {
 	// URL is the server's base URL, e.g. http://127.0.0.1:8080, or the
 	// nodes of a cluster as a comma-separated list: subscriber i connects
 	// first to node (i/2 + i%2) mod n, so that each node has its share of
-	// both transports in a mixed run, and when its node ends its
-	// connection it resumes from its cursor on another node (a failover;
-	// a dead node's subscribers spread evenly over the others). Publishers, priming, stalled connections and the
-	// server CPU use the first node unless told otherwise.
+	// both transports in a mixed run, and whenever its node ends its
+	// connection (for whatever reason) it resumes from its cursor on
+	// another node: a failover, counted in the report. A dead node's
+	// subscribers spread evenly over the others. Publishers, priming,
+	// stalled connections and the server CPU use the first node unless
+	// told otherwise.
 	URL string
 	// PublishURL, if set, is where publishers and actions go instead of
 	// URL: another node of a cluster, so that every delivery crosses the
