@@ -5,7 +5,7 @@ BIN     := bin/herald
 # Flags for `make run`: the memory hub with every request logged.
 RUN_FLAGS ?= --log-level debug
 
-.PHONY: build run test testdeps fuzz bench soak fmt vet clean
+.PHONY: build run test testdeps fuzz bench cluster-bench soak fmt vet clean
 
 build:
 	$(GO) build -o $(BIN) ./cmd/herald
@@ -61,6 +61,27 @@ bench: build
 	trap 'kill $$pid 2>/dev/null' EXIT; \
 	for i in $$(seq 100); do curl -sf http://$(BENCH_ADDR)/healthz >/dev/null && break; sleep 0.1; done; \
 	$(BIN) bench --url http://$(BENCH_ADDR) --transport mixed --subscribers 500 --topics 5 --rate 200 --duration 5s
+
+# cluster-bench: a cluster on one box (docs/benchmarks.md): NODES herald
+# serve processes on one BROKER log (redis or nats), SUBSCRIBERS (half
+# WebSocket, half SSE) from SHARDS herald bench processes, RATE publish
+# requests/s for DURATION, and with KILL=1 the last node killed (SIGKILL)
+# halfway: the summed report, loss, duplicates, order, latency and each
+# node's RSS per connection. The default is the full 60,000-connection run,
+# which wants a quiet box (and NODES=5 with KILL=1, so that no survivor
+# holds more than a process may); e.g. SUBSCRIBERS=2000 RATE=50
+# DURATION=5s for a smoke run.
+BROKER      ?= redis
+NODES       ?= 4
+SUBSCRIBERS ?= 60000
+SHARDS      ?= 4
+TOPICS      ?= 10
+RATE        ?= 600
+DURATION    ?= 30s
+KILL        ?= 0
+cluster-bench: build
+	BIN=$(BIN) BROKER=$(BROKER) NODES=$(NODES) SUBSCRIBERS=$(SUBSCRIBERS) SHARDS=$(SHARDS) TOPICS=$(TOPICS) \
+		RATE=$(RATE) DURATION=$(DURATION) KILL=$(KILL) scripts/cluster-bench.sh
 
 # soak: the reliability checks of docs/reliability.md at full size, each
 # against a server process of its own: forced disconnects (1,000

@@ -18,12 +18,12 @@ import (
 // a running server, a live status line on stderr, and a report at the end.
 func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var cfg bench.Config
-	var jsonOut, htmlOut, shard string
+	var jsonOut, htmlOut, shard, merge, nodesFile string
 	var quiet bool
 	fs := flag.NewFlagSet("herald bench", flag.ContinueOnError)
 	fs.StringVar(&cfg.Mode, "mode", bench.ModeFanout, "fanout (publish and measure deliveries), actions (post actions, measure 202 time; subscribers check the result events), connect (connection ramp rate and latency) or idle (hold idle connections, measure server memory)")
 	fs.StringVar(&cfg.ActionType, "action-type", "echo", "actions mode: the action `TYPE` to post; the server needs a handler for it")
-	fs.StringVar(&cfg.URL, "url", "http://127.0.0.1:8080", "server base `URL`")
+	fs.StringVar(&cfg.URL, "url", "http://127.0.0.1:8080", "server base `URL`, or the nodes of a cluster as a comma-separated list: each subscriber connects to one (round robin), and when its node ends the connection resumes from its cursor on another (a dead node's subscribers spread evenly over the others); publishing goes to the first unless --publish-url")
 	fs.StringVar(&cfg.PublishURL, "publish-url", "", "publish (and submit actions) to this `URL` instead of --url: another node of a cluster, so that every delivery crosses the broker")
 	fs.StringVar(&cfg.Transport, "transport", "ws", "subscriber transport: ws, sse or mixed (half each)")
 	fs.IntVar(&cfg.Subscribers, "subscribers", 1000, "subscriber connections")
@@ -54,8 +54,16 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.StringVar(&jsonOut, "json", "", "write the report as JSON to `FILE` (- for stdout)")
 	fs.StringVar(&htmlOut, "html", "", "write the report as a self-contained HTML page with latency-over-time and histogram plots to `FILE`")
 	fs.BoolVar(&quiet, "quiet", false, "no live status line")
-	if err := parseFlags(fs, args, stdout, "Usage: herald bench [flags]\n\nConnects subscribers, publishes at a fixed rate, and reports deliveries/s,\nloss, duplicates, order and publish-to-receive latency. --mode actions posts\nactions instead and measures the time to 202, --mode connect the connection\nramp, --mode idle the memory idle connections cost. --chaos-disconnect cuts\nrandom subscribers, which resume from their last event; --stall adds\nconnections that never read. --ws-compression, --delta and --payload-shape\ndashboard measure the bytes on the wire per event (the kernel's count).\n\nFlags:\n"); err != nil {
+	fs.StringVar(&merge, "merge", "", "run nothing: add up the --json reports of the shards of one fan-out run, `FILES` (a glob, or a comma-separated list), print the sum and write it with --json; exits non-zero unless every event was delivered once and in order")
+	fs.StringVar(&nodesFile, "nodes", "", "with --merge: a JSON `FILE` with the cluster's nodes, in --url's order, as [{\"url\",\"pid\",\"killed\",\"rss_kb_before\",\"rss_kb_held\",\"rss_kb_peak\"}], for their memory per connection")
+	if err := parseFlags(fs, args, stdout, "Usage: herald bench [flags]\n\nConnects subscribers, publishes at a fixed rate, and reports deliveries/s,\nloss, duplicates, order and publish-to-receive latency. --mode actions posts\nactions instead and measures the time to 202, --mode connect the connection\nramp, --mode idle the memory idle connections cost. --chaos-disconnect cuts\nrandom subscribers, which resume from their last event; --stall adds\nconnections that never read. --ws-compression, --delta and --payload-shape\ndashboard measure the bytes on the wire per event (the kernel's count).\n--url with several nodes spreads the subscribers over a cluster, and\n--merge adds up the reports of a run split with --shard.\n\nFlags:\n"); err != nil {
 		return err
+	}
+	if merge != "" {
+		return runBenchMerge(merge, nodesFile, jsonOut, stdout)
+	}
+	if nodesFile != "" {
+		return usagef("--nodes needs --merge")
 	}
 	switch cfg.Mode {
 	case bench.ModeFanout, bench.ModeActions, bench.ModeConnect, bench.ModeIdle:
@@ -147,10 +155,17 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 // printChaos writes the lines of the forced disconnects and stalled
 // connections, if the run had any.
 func printChaos(w io.Writer, rep *bench.Report) {
+	if rep.Nodes > 1 {
+		fmt.Fprintf(w, "nodes %d  connected first %s  failovers %d\n", rep.Nodes, joinInts(rep.NodeConnected), rep.Failovers)
+	}
 	if rep.ReconnectMS != nil {
 		r := rep.ReconnectMS
-		fmt.Fprintf(w, "chaos  disconnects %d  reconnects %d  resets %d  incomplete subscribers %d  seed %d\n",
-			rep.Disconnects, rep.Reconnects, rep.Resets, rep.Incomplete, rep.Seed)
+		if rep.Nodes > 1 && rep.Disconnects == 0 {
+			fmt.Fprintf(w, "reconnects %d  resets %d  incomplete subscribers %d\n", rep.Reconnects, rep.Resets, rep.Incomplete)
+		} else {
+			fmt.Fprintf(w, "chaos  disconnects %d  reconnects %d  resets %d  incomplete subscribers %d  seed %d\n",
+				rep.Disconnects, rep.Reconnects, rep.Resets, rep.Incomplete, rep.Seed)
+		}
 		fmt.Fprintf(w, "reconnect ms  p50 %.2f  p99 %.2f  max %.2f\n", r.P50, r.P99, r.Max)
 	} else if rep.Resets > 0 {
 		fmt.Fprintf(w, "resets %d\n", rep.Resets)
@@ -158,6 +173,15 @@ func printChaos(w io.Writer, rep *bench.Report) {
 	if rep.Stalled > 0 {
 		fmt.Fprintf(w, "stalled %d  closed by the server %d\n", rep.Stalled, rep.StalledDisconnected)
 	}
+}
+
+// joinInts writes ns as "a/b/c".
+func joinInts(ns []int) string {
+	parts := make([]string, len(ns))
+	for i, n := range ns {
+		parts[i] = strconv.Itoa(n)
+	}
+	return strings.Join(parts, "/")
 }
 
 // printWire writes the lines of the bytes on the wire, compression, deltas

@@ -35,7 +35,16 @@ import (
 type Config struct {
 	Mode       string // "fanout" (default), "actions", "connect" or "idle"; see Run
 	ActionType string // actions mode: the action type to post (default "echo", whose result is its payload)
-	URL        string // server base URL, e.g. http://127.0.0.1:8080
+	// URL is the server's base URL, e.g. http://127.0.0.1:8080, or the
+	// nodes of a cluster as a comma-separated list: subscriber i connects
+	// first to node (i/2 + i%2) mod n, so that each node has its share of
+	// both transports in a mixed run, and whenever its node ends its
+	// connection (for whatever reason) it resumes from its cursor on
+	// another node: a failover, counted in the report. A dead node's
+	// subscribers spread evenly over the others. Publishers, priming,
+	// stalled connections and the server CPU use the first node unless
+	// told otherwise.
+	URL string
 	// PublishURL, if set, is where publishers and actions go instead of
 	// URL: another node of a cluster, so that every delivery crosses the
 	// broker.
@@ -111,7 +120,8 @@ type Config struct {
 	// can be replayed.
 	Seed uint64
 
-	sourceBase int // the first source address is 127.0.0.(1+sourceBase)
+	sourceBase int      // the first source address is 127.0.0.(1+sourceBase)
+	urls       []string // the nodes of URL; URL itself is then the first
 	// Progress, if set, is called about once a second with a status line.
 	Progress func(Status)
 }
@@ -154,6 +164,14 @@ type Report struct {
 	Resets int64 `json:"resets"`
 	// Seed seeded the run's random choices (Config.Seed, or the one drawn).
 	Seed uint64 `json:"seed"`
+
+	// With several nodes in Config.URL: how many, the subscribers that
+	// connected to each at first (in the order of the list), and the
+	// connections a node ended that resumed on another (failovers, also
+	// among Reconnects).
+	Nodes         int   `json:"nodes,omitempty"`
+	NodeConnected []int `json:"node_connected,omitempty"`
+	Failovers     int64 `json:"failovers,omitempty"`
 
 	// With Config.ChaosDisconnect: the disconnects forced, the reconnects
 	// that resumed a subscriber, and the time each reconnect took, from
@@ -258,10 +276,15 @@ func (c *Config) defaults() error {
 	if c.URL == "" {
 		c.URL = "http://127.0.0.1:8080"
 	}
-	c.URL = strings.TrimRight(c.URL, "/")
-	if _, err := newEndpoint(c.URL, "", c.TLS, nil); err != nil {
-		return err
+	c.urls = c.urls[:0]
+	for _, u := range strings.Split(c.URL, ",") {
+		u = strings.TrimRight(strings.TrimSpace(u), "/")
+		if _, err := newEndpoint(u, "", c.TLS, nil); err != nil {
+			return err
+		}
+		c.urls = append(c.urls, u)
 	}
+	c.URL = c.urls[0]
 	if c.PublishURL != "" {
 		c.PublishURL = strings.TrimRight(c.PublishURL, "/")
 		if _, err := newEndpoint(c.PublishURL, "", c.TLS, nil); err != nil {
@@ -374,6 +397,17 @@ func (c *Config) defaults() error {
 	return nil
 }
 
+// nodeURL is the base URL of node i of URL's list.
+func (c *Config) nodeURL(i int) string {
+	if len(c.urls) == 0 {
+		return c.URL // a Config that did not go through defaults: one node
+	}
+	return c.urls[i]
+}
+
+// nodes is the number of nodes in URL's list.
+func (c *Config) nodes() int { return max(len(c.urls), 1) }
+
 // shardName is "i/n" for a sharded run, else empty.
 func (c *Config) shardName() string {
 	if c.Shards <= 1 {
@@ -415,6 +449,9 @@ type run struct {
 	texts    *textCache
 	// WebSocket connections opened, and those that negotiated compression.
 	wsConns, deflateConns atomic.Int64
+	// nodeConnected counts the subscribers whose first connection
+	// succeeded, per node; written under connHist's lock during the ramp.
+	nodeConnected []int
 }
 
 type lockedHist struct {
@@ -452,9 +489,13 @@ type subscriber struct {
 
 	// Resuming (chaos.go), owned by the reader like the fields above:
 	// the epoch of the cursors received (the cursor's sequence is cursor),
-	// and the reconnects made.
+	// the reconnects made, those of them to another node because the
+	// node ended the connection, and the index in Config.urls of the node
+	// connected to (set before the reader starts).
 	epoch      string
 	reconnects int64
+	failovers  int64
+	node       int
 	// resumable is set once the subscriber has a cursor to resume from;
 	// before that a forced disconnect could lose events for want of one,
 	// which would be the test's doing, not the server's.
@@ -603,7 +644,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	if err := cfg.defaults(); err != nil {
 		return nil, err
 	}
-	r := &run{cfg: cfg, errs: map[string]int64{}}
+	r := &run{cfg: cfg, errs: map[string]int64{}, nodeConnected: make([]int, cfg.nodes())}
 	if cfg.Prime {
 		r.primeSeq = int64(cfg.Keys)
 	}
@@ -619,7 +660,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	// Fixed before any goroutine starts: the progress display reads it.
 	r.subs = make([]*subscriber, cfg.Subscribers)
 	for i := range r.subs {
-		r.subs[i] = &subscriber{idx: i, topic: i % cfg.Topics}
+		r.subs[i] = &subscriber{idx: i, topic: i % cfg.Topics, node: (i/2 + i%2) % cfg.nodes()}
 	}
 	switch cfg.Mode {
 	case ModeConnect:
@@ -742,6 +783,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 			rep.Incomplete++
 		}
 		rep.Reconnects += s.reconnects
+		rep.Failovers += s.failovers
 		rep.Delivered += s.delivered.Load()
 		rep.Duplicates += s.dups
 		rep.OutOfOrder += s.ooo
@@ -775,9 +817,13 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	}
 	rep.LatencyMS = summarize(all)
 	rep.ConnectMS = summarize(r.connHist.h)
-	if cfg.ChaosDisconnect > 0 {
+	if cfg.ChaosDisconnect > 0 || len(cfg.urls) > 1 {
 		rm := summarize(r.resumeHist.h)
 		rep.ReconnectMS = &rm
+	}
+	if len(cfg.urls) > 1 {
+		rep.Nodes = len(cfg.urls)
+		rep.NodeConnected = r.nodeConnected
 	}
 	req := summarize(r.reqHist.h) // every publisher has ended
 	rep.Timeline = r.timeline

@@ -410,3 +410,33 @@ func TestRunCompressionEndToEnd(t *testing.T) {
 		t.Fatalf("compression off: deflate on %d connections, ratio %v", rep.DeflateConnections, rep.CompressionRatio)
 	}
 }
+
+// A dead node's subscribers spread evenly over the other nodes, WebSocket
+// (even index) and SSE (odd) alike, and never onto the dead node.
+func TestFailoverNodeSpreads(t *testing.T) {
+	for n := 2; n <= 6; n++ {
+		for dead := 0; dead < n; dead++ {
+			got := map[[2]int]int{} // node, transport: subscribers
+			for i := range 1200 {
+				if (i/2+i%2)%n != dead {
+					continue
+				}
+				to := failoverNode(i, dead, n)
+				if to == dead || to < 0 || to >= n {
+					t.Fatalf("n %d: subscriber %d of node %d fails over to %d", n, i, dead, to)
+				}
+				got[[2]int{to, i % 2}]++
+			}
+			var lo, hi int
+			for _, c := range got {
+				if lo == 0 || c < lo {
+					lo = c
+				}
+				hi = max(hi, c)
+			}
+			if len(got) != 2*(n-1) || hi-lo > 1 {
+				t.Fatalf("n %d, node %d dead: failovers by node and transport %v, want all %d others evenly", n, dead, got, n-1)
+			}
+		}
+	}
+}

@@ -24,10 +24,26 @@ const (
 	resumeBackoffMax = time.Second
 )
 
+// failoverNode is the node that subscriber idx turns to when node ends
+// its connection: one of the other n-1, in turn by idx, so that a dead
+// node's subscribers spread evenly over the rest, with both transports
+// alike (idx/2 is the pair of a WebSocket and an SSE subscriber). On
+// this box no node could take all of a dead node's: a process holds at
+// most ~20,000 sockets.
+func failoverNode(idx, node, n int) int {
+	if n < 2 {
+		return node
+	}
+	return (node + 1 + (idx/2)%(n-1)) % n
+}
+
 // hold reads s's connection conn until ctx ends. When the chaos cut the
-// connection, it reconnects and resumes from s's last cursor, and reads on;
-// any other end of the connection before ctx's is recorded as an error of
-// its kind, and ends the subscriber. hold owns s's per-event state.
+// connection, it reconnects and resumes from s's last cursor, and reads on.
+// With several nodes, a connection its node ended is a failover: s
+// resumes from its cursor on another node (failoverNode), which a cluster
+// must allow (a cursor names a position in the shared log). Any other end
+// of the connection before ctx's is recorded as an error of its kind, and
+// ends the subscriber. hold owns s's per-event state.
 func (r *run) hold(ctx context.Context, kind string, s *subscriber, src source, conn subConn) {
 	for {
 		s.attach(conn)
@@ -38,10 +54,14 @@ func (r *run) hold(ctx context.Context, kind string, s *subscriber, src source, 
 			return
 		}
 		if !cut {
-			if err != nil {
-				r.failWith(errorKind(err), err)
+			if r.cfg.nodes() < 2 {
+				if err != nil {
+					r.failWith(errorKind(err), err)
+				}
+				return
 			}
-			return
+			s.failovers++
+			s.node = failoverNode(s.idx, s.node, r.cfg.nodes())
 		}
 		if conn = r.resume(ctx, kind, s, src); conn == nil {
 			return
@@ -84,9 +104,15 @@ func (s *subscriber) cutConn() bool {
 
 // resume opens s's connection again, asking for what followed its last
 // cursor, and retries until it succeeds or ctx ends (nil then). Failed
-// attempts are recorded as errors ("reconnect_…").
+// attempts are recorded as errors ("reconnect_…"); with several nodes,
+// each failed attempt moves on to the next node. A subscriber that has no
+// cursor yet (only a failover can end its connection that early)
+// subscribes afresh.
 func (r *run) resume(ctx context.Context, kind string, s *subscriber, src source) subConn {
-	since := s.epoch + "-" + strconv.FormatUint(s.cursor, 10)
+	var since string
+	if s.epoch != "" {
+		since = s.epoch + "-" + strconv.FormatUint(s.cursor, 10)
+	}
 	backoff := resumeBackoffMin
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
@@ -105,6 +131,7 @@ func (r *run) resume(ctx context.Context, kind string, s *subscriber, src source
 			return nil
 		}
 		r.fail("re" + connectErrorKind(err))
+		s.node = (s.node + 1) % r.cfg.nodes()
 		timer.Reset(backoff)
 		select {
 		case <-timer.C:

@@ -71,7 +71,7 @@ func (r *run) connect(ctx context.Context, kind string, s *subscriber, src sourc
 	if kind == "sse" {
 		return dialSSE(cctx, r, s, src.dialer, topic, since)
 	}
-	c, err := dialWS(cctx, src.dialer, r.cfg.TLS, r.cfg.URL, wsOptions{
+	c, err := dialWS(cctx, src.dialer, r.cfg.TLS, r.cfg.nodeURL(s.node), wsOptions{
 		bufSize: r.readBufferSize("ws"),
 		deflate: r.cfg.WSCompression,
 		delta:   r.cfg.Delta,
@@ -223,7 +223,7 @@ type sseSub struct {
 }
 
 func dialSSE(ctx context.Context, r *run, s *subscriber, d *net.Dialer, topic, lastEventID string) (subConn, error) {
-	e, err := newEndpoint(r.cfg.URL, "/v1/events?topic="+url.QueryEscape(topic), r.cfg.TLS, d)
+	e, err := newEndpoint(r.cfg.nodeURL(s.node), "/v1/events?topic="+url.QueryEscape(topic), r.cfg.TLS, d)
 	if err != nil {
 		return nil, err
 	}

@@ -69,6 +69,7 @@ func (r *run) ramp(ctx context.Context, srcs []source, wg *sync.WaitGroup) error
 				}
 				r.connHist.Lock()
 				_ = r.connHist.h.RecordValue(time.Since(t0).Microseconds())
+				r.nodeConnected[s.node]++
 				r.connHist.Unlock()
 				r.connected.Add(1)
 				// Attached before ramp returns, so that what follows the

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -32,6 +33,10 @@ func (r *run) serverCPU(ctx context.Context) (float64, error) {
 		return procCPU(pid)
 	}
 	base := r.cfg.ServerDebug
+	if base == "" && len(r.cfg.urls) > 1 {
+		// The first node's CPU per delivery of the whole cluster would mean nothing.
+		return 0, errors.New("several nodes, whose CPU time is each their own")
+	}
 	if base == "" {
 		base = r.cfg.URL
 	}
