@@ -366,8 +366,8 @@ func (b *MemoryBroker) PublishControl(ctx context.Context, msg []byte) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	if len(msg) > MaxControlBytes {
-		return fmt.Errorf("failed to send a control message of %d bytes: the limit is %d", len(msg), MaxControlBytes)
+	if err := CheckControlMessage(msg); err != nil {
+		return err
 	}
 	b.mu.Lock()
 	closed := b.closed

@@ -262,3 +262,12 @@ func (c *Client) unsubscribeControl(patterns []string) bool {
 	}
 	return true
 }
+
+// CheckControlMessage refuses a control message larger than
+// MaxControlBytes: the one check every ControlBroker makes before it sends.
+func CheckControlMessage(msg []byte) error {
+	if len(msg) > MaxControlBytes {
+		return fmt.Errorf("failed to send a control message of %d bytes: the limit is %d", len(msg), MaxControlBytes)
+	}
+	return nil
+}

@@ -116,17 +116,8 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			fmt.Fprintf(stdout, "  first %s: %s\n", k, rep.ErrorSamples[k])
 		}
 	}
-	if jsonOut != "" {
-		b, _ := json.MarshalIndent(rep, "", "  ")
-		b = append(b, '\n')
-		if jsonOut == "-" {
-			_, err = stdout.Write(b)
-		} else {
-			err = os.WriteFile(jsonOut, b, 0o644)
-		}
-		if err != nil {
-			return fmt.Errorf("failed to write report: %w", err)
-		}
+	if err := writeReport(stdout, jsonOut, rep); err != nil {
+		return err
 	}
 	if htmlOut != "" {
 		if err := writeHTML(htmlOut, rep); err != nil {
@@ -273,4 +264,24 @@ func writeHTML(path string, rep *bench.Report) error {
 		return err
 	}
 	return f.Close()
+}
+
+// writeReport writes v as indented JSON to path ("-": stdout), the --json
+// of bench and of bench --merge; an empty path writes nothing.
+func writeReport(stdout io.Writer, path string, v any) error {
+	if path == "" {
+		return nil
+	}
+	b, _ := json.MarshalIndent(v, "", "  ")
+	b = append(b, '\n')
+	var err error
+	if path == "-" {
+		_, err = stdout.Write(b)
+	} else {
+		err = os.WriteFile(path, b, 0o644)
+	}
+	if err != nil {
+		return fmt.Errorf("failed to write report: %w", err)
+	}
+	return nil
 }

@@ -33,14 +33,7 @@ func TestBenchAgainstServer(t *testing.T) {
 		t.Fatalf("bench: %v", err)
 	}
 	took := time.Since(began)
-	b, err := os.ReadFile(out)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var rep bench.Report
-	if err := json.Unmarshal(b, &rep); err != nil {
-		t.Fatalf("report is not JSON: %v\n%s", err, b)
-	}
+	rep, _ := readReport(t, out)
 	if rep.Connected != 40 || rep.Published == 0 {
 		t.Fatalf("connected %d, published %d", rep.Connected, rep.Published)
 	}
@@ -57,9 +50,8 @@ func TestBenchAgainstServer(t *testing.T) {
 	if !(l.P50 > 0 && l.P50 <= l.P99 && l.P99 <= l.Max && l.Max <= float64(took.Milliseconds())) {
 		t.Fatalf("implausible latency summary %+v for a run of %v", l, took)
 	}
+	_, m := readReport(t, out)
 	for _, k := range []string{"mode", "transport", "subscribers", "duration_s", "offered_per_sec", "deliveries_per_sec", "lost", "duplicates", "out_of_order", "latency_ms", "errors"} {
-		var m map[string]json.RawMessage
-		_ = json.Unmarshal(b, &m)
 		if _, ok := m[k]; !ok {
 			t.Errorf("report lacks %q", k)
 		}
@@ -176,14 +168,7 @@ func TestBenchIdleModeLostConnections(t *testing.T) {
 	if err == nil || exitStatus(err, io.Discard) != 1 {
 		t.Fatalf("bench returned %v, want a run-time failure", err)
 	}
-	b, err := os.ReadFile(out)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var rep bench.Report
-	if err := json.Unmarshal(b, &rep); err != nil {
-		t.Fatal(err)
-	}
+	rep, _ := readReport(t, out)
 	if rep.Connected != 10 || rep.Errors["ws_close_1001"] != 10 {
 		t.Fatalf("connected %d errors %v, want 10 and 10 closed with 1001", rep.Connected, rep.Errors)
 	}
@@ -350,14 +335,7 @@ func TestBenchWireFlags(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%s: %v\n%s", keys, err, &stdout)
 		}
-		b, err := os.ReadFile(out)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var rep bench.Report
-		if err := json.Unmarshal(b, &rep); err != nil {
-			t.Fatal(err)
-		}
+		rep, _ := readReport(t, out)
 		if rep.KeySpace != 7 || rep.PayloadShape != "dashboard" || !rep.Delta || !rep.WSCompression || rep.Lost != 0 {
 			t.Fatalf("%s: key space %d, shape %q, delta %v, compression %v, lost %d", keys, rep.KeySpace, rep.PayloadShape, rep.Delta, rep.WSCompression, rep.Lost)
 		}
@@ -371,8 +349,7 @@ func TestBenchWireFlags(t *testing.T) {
 		if rep.ServerCPUError != "" {
 			t.Fatalf("%s: no server CPU: %s", keys, rep.ServerCPUError)
 		}
-		var raw map[string]json.RawMessage
-		_ = json.Unmarshal(b, &raw)
+		_, raw := readReport(t, out)
 		for _, k := range []string{"wire_bytes_per_event", "payload_bytes_per_event", "compression_ratio"} {
 			if _, ok := raw[k]; !ok {
 				t.Fatalf("%s: report lacks %q", keys, k)
@@ -384,4 +361,20 @@ func TestBenchWireFlags(t *testing.T) {
 			}
 		}
 	}
+}
+
+// readReport reads the --json report of a bench run, as a Report and as
+// its raw fields (for the names of the stable output).
+func readReport(t *testing.T, path string) (bench.Report, map[string]json.RawMessage) {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rep bench.Report
+	var raw map[string]json.RawMessage
+	if err := json.Unmarshal(b, &rep); err != nil || json.Unmarshal(b, &raw) != nil {
+		t.Fatalf("report is not JSON: %v\n%s", err, b)
+	}
+	return rep, raw
 }

@@ -46,14 +46,7 @@ func testBenchFailover(t *testing.T, broker string) {
 	if err := <-done; err != nil {
 		t.Fatalf("bench: %v\n%s", err, stdout.String())
 	}
-	raw, err := os.ReadFile(out)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var rep bench.Report
-	if err := json.Unmarshal(raw, &rep); err != nil {
-		t.Fatal(err)
-	}
+	rep, _ := readReport(t, out)
 	if rep.Nodes != 2 || len(rep.NodeConnected) != 2 || rep.NodeConnected[0] != 10 || rep.NodeConnected[1] != 10 {
 		t.Fatalf("nodes %d, connected first %v: want 10 on each of 2", rep.Nodes, rep.NodeConnected)
 	}

@@ -49,17 +49,8 @@ func runBenchMerge(files, nodesFile, jsonOut string, stdout io.Writer) error {
 		return fmt.Errorf("failed to merge reports: %w", err)
 	}
 	printClusterReport(stdout, c)
-	if jsonOut != "" {
-		b, _ := json.MarshalIndent(c, "", "  ")
-		b = append(b, '\n')
-		if jsonOut == "-" {
-			_, err = stdout.Write(b)
-		} else {
-			err = os.WriteFile(jsonOut, b, 0o644)
-		}
-		if err != nil {
-			return fmt.Errorf("failed to write report: %w", err)
-		}
+	if err := writeReport(stdout, jsonOut, c); err != nil {
+		return err
 	}
 	if !c.Exact() {
 		return fmt.Errorf("delivery was not exact: lost %d, duplicates %d, out of order %d, resets %d", c.Lost, c.Duplicates, c.OutOfOrder, c.Resets)

@@ -31,8 +31,8 @@ func (b *Broker) PublishControl(ctx context.Context, msg []byte) error {
 	if b.closed.Load() {
 		return hub.ErrClosed
 	}
-	if len(msg) > hub.MaxControlBytes {
-		return fmt.Errorf("failed to send a control message of %d bytes: the limit is %d", len(msg), hub.MaxControlBytes)
+	if err := hub.CheckControlMessage(msg); err != nil {
+		return err
 	}
 	ctx, cancel := context.WithTimeout(ctx, confirmWait)
 	defer cancel()
