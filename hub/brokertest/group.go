@@ -118,13 +118,8 @@ func checkGroup(t *testing.T, b hub.Broker, pubs []*groupPublish, extra int) {
 func RunGroupCancel(t *testing.T, h Held) {
 	ctx := ctxT(t)
 	const n, quitter = 6, 2
-	ctxs := make([]context.Context, n)
-	for i := range ctxs {
-		ctxs[i] = ctx
-	}
-	qctx, quit := context.WithCancel(ctx)
+	ctxs, quit := withQuitter(ctx, n, quitter)
 	defer quit()
-	ctxs[quitter] = qctx
 	pubs := startGroup(t, h, "group.cancel", ctxs)
 	quit()
 	pubs[quitter].returned(t, "a queued publish whose context was cancelled")
@@ -162,13 +157,8 @@ func RunGroupCancel(t *testing.T, h Held) {
 func RunGroupAnswerLost(t *testing.T, h Held, m Muter, stored func() int) {
 	ctx := ctxT(t)
 	const n, quitter = 7, 4
-	ctxs := make([]context.Context, n)
-	for i := range ctxs {
-		ctxs[i] = ctx
-	}
-	qctx, quit := context.WithCancel(ctx)
+	ctxs, quit := withQuitter(ctx, n, quitter)
 	defer quit()
-	ctxs[quitter] = qctx
 	m.Mute()
 	defer m.Unmute()
 	pubs := startGroup(t, h, "group.lost", ctxs)
@@ -254,4 +244,16 @@ func RunGroupDedupe(t *testing.T, h Held) {
 	if bd := bounds(t, ctx, h); bd.Last != uint64(len(want)) {
 		t.Fatalf("Bounds.Last = %d after %d events from one node, want no unused position", bd.Last, len(want))
 	}
+}
+
+// withQuitter returns n contexts for the publishers of a group, all ctx but
+// the quitter's, which quit cancels.
+func withQuitter(ctx context.Context, n, quitter int) ([]context.Context, context.CancelFunc) {
+	ctxs := make([]context.Context, n)
+	for i := range ctxs {
+		ctxs[i] = ctx
+	}
+	qctx, quit := context.WithCancel(ctx)
+	ctxs[quitter] = qctx
+	return ctxs, quit
 }
