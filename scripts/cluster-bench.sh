@@ -161,13 +161,17 @@ for _ in $(seq 1200); do
 	done
 	sleep 0.1
 done
+held_ms=$(( $(date +%s%N) / 1000000 )) # the bench publishes from about now
 rss_held=()
 for pid in "${node_pids[@]}"; do rss_held+=("$(rss_kb "$pid" VmRSS)"); done
 echo "cluster-bench: $held connections held" >&2
 
 killed=-1 rss_peak_killed=0
 if [[ $KILL == 1 ]]; then
-	sleep "$(awk -v ms="$dur_ms" 'BEGIN { printf "%.3f", ms / 2000 }')"
+	# Half of the publishing, counted from the connections held (not from
+	# after the RSS reads, which take their own time).
+	wait_ms=$(( dur_ms / 2 - ($(date +%s%N) / 1000000 - held_ms) ))
+	(( wait_ms > 0 )) && sleep "$(awk -v ms="$wait_ms" 'BEGIN { printf "%.3f", ms / 1000 }')"
 	killed=$(( NODES - 1 ))
 	rss_peak_killed=$(rss_kb "${node_pids[$killed]}" VmHWM)
 	kill -9 "${node_pids[$killed]}"
