@@ -71,3 +71,13 @@ func (b *Broker) OnFlush(f func(seqs []uint64)) { b.flushHook = f }
 // WaitPresenceLoad waits until b's load of every topic's members at start
 // has ended, kept or given up.
 func WaitPresenceLoad(b *Broker) { b.preloading.Wait() }
+
+// Sweeps reports whether b holds the sweep lease.
+func (b *Broker) Sweeps(ctx context.Context) bool {
+	kv, err := b.nodesBucket(ctx)
+	if err != nil {
+		return false
+	}
+	e, err := kv.Get(ctx, leaseKey)
+	return err == nil && string(e.Value()) == b.node
+}

@@ -18,8 +18,9 @@ import (
 // Heartbeats and sweeps. Each node puts its ID in a key-value bucket,
 // <Stream>_NODES, whose entries expire after NodeTTL unless refreshed, and
 // refreshes it every third of NodeTTL. A node with members registers in
-// the presence stream (<Subjects>_pres.r.<NODE>) at every heartbeat. Every
-// node sweeps, at every heartbeat: for each registered node other than
+// the presence stream (<Subjects>_pres.r.<NODE>) at every heartbeat. The
+// node that holds the sweep lease (sweeplease.go) sweeps, at every
+// heartbeat: for each registered node other than
 // itself whose heartbeat has expired, it reads the node's markers and
 // makes each of those members leave through ChangePresence, which appends
 // a leave only for a member (so two sweepers make it leave once), then
@@ -66,7 +67,10 @@ func (b *Broker) nodeLoop() {
 		if kv != nil && !b.paused.Load() {
 			if err = b.beat(ctx, kv, first); err == nil {
 				first = false
-				err = b.sweep(ctx, kv)
+				var lead bool
+				if lead, err = b.lead(ctx, kv); err == nil && lead {
+					err = b.sweep(ctx, kv)
+				}
 			}
 			if beats++; err == nil && beats%compactEvery == 0 {
 				err = b.compact(ctx)
@@ -84,6 +88,7 @@ func (b *Broker) nodeLoop() {
 			if kv != nil {
 				ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 				_ = kv.Purge(ctx, b.node)
+				b.resign(ctx, kv)
 				cancel()
 			}
 			return

@@ -27,3 +27,9 @@ func Queued(b *Broker) int {
 	defer b.commit.mu.Unlock()
 	return len(b.commit.queue)
 }
+
+// Sweeps reports whether b holds the sweep lease.
+func (b *Broker) Sweeps(ctx context.Context) bool {
+	holder, err := b.rdb.Get(ctx, b.leaseKey()).Result()
+	return err == nil && holder == b.node
+}

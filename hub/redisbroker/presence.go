@@ -283,8 +283,9 @@ const sweepBatch = 500
 const sweptTTL = time.Hour
 
 // nodeLoop is the node's presence goroutine, from Start to Close: every
-// third of NodeTTL it refreshes the node's heartbeat and sweeps the members
-// of nodes whose heartbeat expired. At Close the heartbeat is deleted; the
+// third of NodeTTL it refreshes the node's heartbeat and, while it holds
+// the sweep lease (sweeplease.go), sweeps the members of nodes whose
+// heartbeat expired. At Close the heartbeat and the lease are deleted; the
 // hub has made this node's members leave by then.
 func (b *Broker) nodeLoop() {
 	defer b.nodes.Done()
@@ -293,7 +294,11 @@ func (b *Broker) nodeLoop() {
 	for {
 		if !b.paused.Load() {
 			b.beat()
-			if err := b.sweep(b.ctx); err != nil && b.ctx.Err() == nil {
+			lead, err := b.lead(b.ctx)
+			if err == nil && lead {
+				err = b.sweep(b.ctx)
+			}
+			if err != nil && b.ctx.Err() == nil {
 				b.o.Logger.Warn("redis broker: failed to sweep the members of dead nodes", "err", err)
 			}
 		}
@@ -304,6 +309,7 @@ func (b *Broker) nodeLoop() {
 		case <-b.ctx.Done():
 			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 			b.rdb.Del(ctx, b.heartbeatKey(b.node))
+			b.resign(ctx)
 			cancel()
 			return
 		}
