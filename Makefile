@@ -70,7 +70,8 @@ bench: build
 # node's RSS per connection. The default is the full 60,000-connection run,
 # which wants a quiet box (and NODES=5 with KILL=1, so that no survivor
 # holds more than a process may); e.g. SUBSCRIBERS=2000 RATE=50
-# DURATION=5s for a smoke run.
+# DURATION=5s for a smoke run. PROFILE=1 adds CPU profiles, NODE_FLAGS and
+# BENCH_FLAGS extra flags (scripts/cluster-bench.sh).
 BROKER      ?= redis
 NODES       ?= 4
 SUBSCRIBERS ?= 60000

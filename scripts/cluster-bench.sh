@@ -16,7 +16,10 @@
 #
 # Settings (environment): BROKER=redis|nats NODES=4 SUBSCRIBERS=60000
 # SHARDS=4 TOPICS=10 RATE=600 (publish requests/s in all) DURATION=30s
-# KILL=0|1 SOURCE_IPS=8 OUT=dir BENCH_FLAGS="extra herald bench flags".
+# KILL=0|1 SOURCE_IPS=8 OUT=dir BENCH_FLAGS="extra herald bench flags"
+# NODE_FLAGS="extra herald serve flags" PROFILE=0|1 (1: OUT gets a CPU
+# profile of nodes 1 and 2, PROFILE_SECONDS=10 long from when the
+# connections are held, and one of shard 1's whole run).
 # Each event reaches SUBSCRIBERS/(SHARDS*TOPICS) subscribers, so the
 # offered deliveries/s are RATE*SUBSCRIBERS/(SHARDS*TOPICS).
 set -euo pipefail
@@ -31,6 +34,9 @@ DURATION=${DURATION:-30s}
 KILL=${KILL:-0}
 SOURCE_IPS=${SOURCE_IPS:-8}
 BENCH_FLAGS=${BENCH_FLAGS:-}
+NODE_FLAGS=${NODE_FLAGS:-}
+PROFILE=${PROFILE:-0}
+PROFILE_SECONDS=${PROFILE_SECONDS:-10}
 BIN=${BIN:-bin/herald}
 OUT=${OUT:-$(mktemp -d /tmp/herald-cluster-bench.XXXXXX)}
 REDIS_ADDR=${REDIS_ADDR:-127.0.0.1:6379}
@@ -68,7 +74,7 @@ nats)
 *) die "BROKER=$BROKER: want redis or nats" ;;
 esac
 
-node_pids=() node_urls=() shard_pids=()
+node_pids=() node_urls=() node_metrics=() shard_pids=() profile_pids=()
 # delete_streams deletes the run's JetStream streams (its log and those the
 # nodes made beside it, KV buckets included) with JetStream API requests
 # over the plain NATS protocol, so that no NATS client is needed.
@@ -87,10 +93,10 @@ delete_streams() {
 
 cleanup() {
 	local pid
-	for pid in "${shard_pids[@]}" "${node_pids[@]}"; do
+	for pid in "${profile_pids[@]}" "${shard_pids[@]}" "${node_pids[@]}"; do
 		kill "$pid" 2>/dev/null || true
 	done
-	for pid in "${shard_pids[@]}" "${node_pids[@]}"; do
+	for pid in "${profile_pids[@]}" "${shard_pids[@]}" "${node_pids[@]}"; do
 		wait "$pid" 2>/dev/null || true
 	done
 	# The run's log, gone with it.
@@ -117,9 +123,18 @@ free_port() {
 
 for i in $(seq 1 "$NODES"); do
 	port=$(free_port)
-	"$BIN" serve --addr "127.0.0.1:$port" --broker "$broker" --log-level warn >"$OUT/node-$i.log" 2>&1 &
+	debug=()
+	metrics="http://127.0.0.1:$port"
+	if [[ $PROFILE == 1 ]]; then
+		mport=$(free_port)
+		debug=(--metrics-addr "127.0.0.1:$mport" --pprof)
+		metrics="http://127.0.0.1:$mport"
+	fi
+	# shellcheck disable=SC2086 # NODE_FLAGS is a list of flags
+	"$BIN" serve --addr "127.0.0.1:$port" --broker "$broker" --log-level warn "${debug[@]}" $NODE_FLAGS >"$OUT/node-$i.log" 2>&1 &
 	node_pids+=($!)
 	node_urls+=("http://127.0.0.1:$port")
+	node_metrics+=("$metrics")
 done
 for i in "${!node_urls[@]}"; do
 	for _ in $(seq 200); do
@@ -136,8 +151,10 @@ echo "cluster-bench: $NODES nodes on $BROKER ($urls), $SUBSCRIBERS subscribers i
 
 per_shard_ips=$(( SOURCE_IPS / SHARDS ))
 for i in $(seq 1 "$SHARDS"); do
+	profile=()
+	[[ $PROFILE == 1 && $i == 1 ]] && profile=(--cpuprofile "$OUT/shard-1.cpu.pprof")
 	# shellcheck disable=SC2086 # BENCH_FLAGS is a list of flags
-	"$BIN" bench --shard "$i/$SHARDS" --transport mixed --source-ips "$per_shard_ips" \
+	"$BIN" bench "${profile[@]}" --shard "$i/$SHARDS" --transport mixed --source-ips "$per_shard_ips" \
 		--url "$urls" --publish-url "${node_urls[0]}" --subscribers "$SUBSCRIBERS" --topics "$TOPICS" \
 		--rate "$RATE" --duration "$DURATION" --prefix "bench-$run_id" --quiet --json "$OUT/shard-$i.json" \
 		$BENCH_FLAGS >"$OUT/shard-$i.txt" 2>&1 &
@@ -147,7 +164,7 @@ done
 # Held: every subscriber connected, by the nodes' own count.
 connections() {
 	local u n=0
-	for u in "${node_urls[@]}"; do
+	for u in "${node_metrics[@]}"; do
 		n=$(( n + $(curl -sf "$u/metrics" | awk '/^herald_connections[{ ]/ { s += $NF } END { printf "%d", s }') ))
 	done
 	echo "$n"
@@ -165,6 +182,12 @@ held_ms=$(( $(date +%s%N) / 1000000 )) # the bench publishes from about now
 rss_held=()
 for pid in "${node_pids[@]}"; do rss_held+=("$(rss_kb "$pid" VmRSS)"); done
 echo "cluster-bench: $held connections held" >&2
+if [[ $PROFILE == 1 ]]; then
+	for i in 0 1; do
+		curl -sf -o "$OUT/node-$((i + 1)).cpu.pprof" "${node_metrics[$i]}/debug/pprof/profile?seconds=$PROFILE_SECONDS" &
+		profile_pids+=($!)
+	done
+fi
 
 killed=-1 rss_peak_killed=0
 if [[ $KILL == 1 ]]; then
@@ -184,6 +207,9 @@ for i in "${!shard_pids[@]}"; do
 	wait "${shard_pids[$i]}" || shard_fail=1
 done
 shard_pids=()
+for pid in "${profile_pids[@]}"; do wait "$pid" || true; done
+profile_pids=()
+[[ $PROFILE == 1 ]] && echo "cluster-bench: CPU profiles in $OUT/*.cpu.pprof (go tool pprof -top bin/herald FILE)" >&2
 
 {
 	echo "["

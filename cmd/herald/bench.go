@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"time"
@@ -18,7 +19,7 @@ import (
 // a running server, a live status line on stderr, and a report at the end.
 func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var cfg bench.Config
-	var jsonOut, htmlOut, shard, merge, nodesFile string
+	var jsonOut, htmlOut, shard, merge, nodesFile, cpuProfile string
 	var quiet bool
 	fs := flag.NewFlagSet("herald bench", flag.ContinueOnError)
 	fs.StringVar(&cfg.Mode, "mode", bench.ModeFanout, "fanout (publish and measure deliveries), actions (post actions, measure 202 time; subscribers check the result events), connect (connection ramp rate and latency) or idle (hold idle connections, measure server memory)")
@@ -54,6 +55,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.StringVar(&jsonOut, "json", "", "write the report as JSON to `FILE` (- for stdout)")
 	fs.StringVar(&htmlOut, "html", "", "write the report as a self-contained HTML page with latency-over-time and histogram plots to `FILE`")
 	fs.BoolVar(&quiet, "quiet", false, "no live status line")
+	fs.StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of this process, from the first connection to the report, to `FILE` (for go tool pprof)")
 	fs.StringVar(&merge, "merge", "", "run nothing: add up the --json reports of the shards of one fan-out run, `FILES` (a glob, or a comma-separated list), print the sum and write it with --json; exits non-zero unless every event was delivered once and in order")
 	fs.StringVar(&nodesFile, "nodes", "", "with --merge: a JSON `FILE` with the cluster's nodes, in --url's order, as [{\"url\",\"pid\",\"killed\",\"rss_kb_before\",\"rss_kb_held\",\"rss_kb_peak\"}], for their memory per connection")
 	if err := parseFlags(fs, args, stdout, "Usage: herald bench [flags]\n\nConnects subscribers, publishes at a fixed rate, and reports deliveries/s,\nloss, duplicates, order and publish-to-receive latency. --mode actions posts\nactions instead and measures the time to 202, --mode connect the connection\nramp, --mode idle the memory idle connections cost. --chaos-disconnect cuts\nrandom subscribers, which resume from their last event; --stall adds\nconnections that never read. --ws-compression, --delta and --payload-shape\ndashboard measure the bytes on the wire per event (the kernel's count).\n--url with several nodes spreads the subscribers over a cluster, and\n--merge adds up the reports of a run split with --shard.\n\nFlags:\n"); err != nil {
@@ -104,6 +106,13 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	if !quiet {
 		cfg.Progress = func(s bench.Status) { fmt.Fprintln(stderr, bench.FormatStatus(s)) }
+	}
+	if cpuProfile != "" {
+		stop, err := startCPUProfile(cpuProfile)
+		if err != nil {
+			return err
+		}
+		defer stop()
 	}
 	rep, err := bench.Run(ctx, cfg)
 	if err != nil {
@@ -284,4 +293,20 @@ func writeReport(stdout io.Writer, path string, v any) error {
 		return fmt.Errorf("failed to write report: %w", err)
 	}
 	return nil
+}
+
+// startCPUProfile profiles the process's CPU into file until stop.
+func startCPUProfile(file string) (stop func(), err error) {
+	f, err := os.Create(file)
+	if err != nil {
+		return nil, fmt.Errorf("failed to create the CPU profile: %w", err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("failed to start the CPU profile: %w", err)
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		f.Close()
+	}, nil
 }

@@ -34,7 +34,7 @@ func testClusterBenchScript(t *testing.T, broker string) {
 	defer cancel()
 	cmd := exec.CommandContext(ctx, "../../scripts/cluster-bench.sh")
 	cmd.Env = append(os.Environ(), "BIN="+bin, "OUT="+out, "BROKER="+broker, "NODES=2", "SHARDS=2",
-		"SUBSCRIBERS=40", "TOPICS=2", "RATE=200", "DURATION=4s", "KILL=1")
+		"SUBSCRIBERS=40", "TOPICS=2", "RATE=200", "DURATION=4s", "KILL=1", "PROFILE=1", "PROFILE_SECONDS=1")
 	stdout, err := cmd.CombinedOutput()
 	if err != nil {
 		t.Fatalf("cluster-bench: %v\n%s", err, stdout)
@@ -56,6 +56,13 @@ func testClusterBenchScript(t *testing.T, broker string) {
 	}
 	if len(c.NodeReports) != 2 || c.NodeReports[0].Killed || !c.NodeReports[1].Killed {
 		t.Fatalf("node reports %+v: want the second node killed", c.NodeReports)
+	}
+	// The CPU profiles of the surviving node and of a shard (the second
+	// node's may be cut short by its death).
+	for _, f := range []string{"node-1.cpu.pprof", "shard-1.cpu.pprof"} {
+		if fi, err := os.Stat(filepath.Join(out, f)); err != nil || fi.Size() == 0 {
+			t.Errorf("profile %s: %v (want a non-empty file)\n%s", f, err, stdout)
+		}
 	}
 	for _, n := range c.NodeReports {
 		if n.Connected != 20 || n.RSSKBBefore <= 0 || n.RSSKBHeld <= 0 || n.RSSKBPeak < n.RSSKBBefore {
