@@ -63,3 +63,43 @@ func BenchmarkPublish(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkPublishTwoNodes measures what two nodes on one prefix append
+// together with group commit: 256 goroutines, half publishing through each
+// broker, one plain event per Publish. It is the broker's own ceiling,
+// without the HTTP requests in front of it.
+//
+//	go test -run '^$' -bench PublishTwoNodes -benchtime 200000x ./hub/redisbroker/
+func BenchmarkPublishTwoNodes(b *testing.B) {
+	rdb, prefix := redistest.Client(b)
+	var nodes [2]*redisbroker.Broker
+	for i := range nodes {
+		br, err := redisbroker.New(context.Background(), redisbroker.Options{Client: rdb, Prefix: prefix})
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := br.Start(func([]*hub.Message) {}); err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { _ = br.Close() })
+		nodes[i] = br
+	}
+	ctx := context.Background()
+	data := []byte(`{"order":42,"status":"paid","items":[1,2,3]}`)
+	b.ReportAllocs()
+	b.SetParallelism(128) // × GOMAXPROCS goroutines
+	b.ResetTimer()
+	start := time.Now()
+	var n, g atomic.Int64
+	b.RunParallel(func(pb *testing.PB) {
+		br := nodes[g.Add(1)%2]
+		for pb.Next() {
+			n.Add(1)
+			if _, err := br.Publish(ctx, []hub.Draft{{Topic: "orders.42", Type: "order.paid", Data: data}}); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+	b.ReportMetric(float64(n.Load())/time.Since(start).Seconds(), "events/s")
+}
