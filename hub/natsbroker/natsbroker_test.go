@@ -2,6 +2,7 @@ package natsbroker_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -17,6 +18,7 @@ import (
 	"github.com/heraldpush/herald/hub/natsbroker"
 	"github.com/heraldpush/herald/internal/testkit/natstest"
 	"github.com/heraldpush/herald/internal/testkit/relay"
+	"github.com/heraldpush/herald/internal/testkit/wait"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -252,23 +254,89 @@ func TestStreamLost(t *testing.T) {
 // positions, and the stream holds the events once.
 func TestPublishAnswerLost(t *testing.T) {
 	nc, name := natstest.Conn(t)
+	via := relayed(t)
+	b, err := natsbroker.New(context.Background(), natsbroker.Options{Conn: via.nc, Stream: name, Subjects: natstest.Subjects(name)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	brokertest.RunAnswerLost(t, b, via.rl, streamMsgs(t, nc, name))
+}
+
+// TestManyPublishers: 16 publishers per node on two nodes, so that each
+// node's sender has many attempts in flight at once, batches among them.
+func TestManyPublishers(t *testing.T) {
+	brokertest.RunManyPublishers(t, newCluster, 16, 25)
+}
+
+// newHeld returns a broker whose sender waits for Release (NewHeld).
+func newHeld(t *testing.T, o natsbroker.Options) (*natsbroker.Broker, brokertest.Held) {
+	b, start, err := natsbroker.NewHeld(context.Background(), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var once sync.Once
+	release := func() { once.Do(start) }
+	t.Cleanup(func() {
+		release() // Close waits for the sender
+		b.Close()
+	})
+	return b, brokertest.Held{Broker: b, Queued: func() int { return natsbroker.Queued(b) }, Release: release}
+}
+
+// TestGroupCancel: a publish cancelled while queued is never sent, and
+// leaves no gap among the others.
+func TestGroupCancel(t *testing.T) {
+	nc, name := conn(t)
+	_, h := newHeld(t, natsbroker.Options{Conn: nc, Stream: name, Subjects: natstest.Subjects(name)})
+	brokertest.RunGroupCancel(t, h)
+}
+
+// TestGroupDedupe: a dedupe key twice among the queued publishes is
+// stored once.
+func TestGroupDedupe(t *testing.T) {
+	nc, name := conn(t)
+	_, h := newHeld(t, natsbroker.Options{Conn: nc, Stream: name, Subjects: natstest.Subjects(name)})
+	brokertest.RunGroupDedupe(t, h)
+}
+
+// TestGroupAnswerLost: the acknowledgements of publishes sent together
+// are lost; each is sent again with its message IDs, and every publisher
+// gets the positions the stream first gave its events.
+func TestGroupAnswerLost(t *testing.T) {
+	nc, name := natstest.Conn(t)
+	via := relayed(t)
+	_, h := newHeld(t, natsbroker.Options{Conn: via.nc, Stream: name, Subjects: natstest.Subjects(name)})
+	brokertest.RunGroupAnswerLost(t, h, via.rl, streamMsgs(t, nc, name))
+}
+
+// relayConn is a connection to NATS through a relay that can lose its
+// answers.
+type relayConn struct {
+	nc *nats.Conn
+	rl *relay.Relay
+}
+
+func relayed(t *testing.T) relayConn {
+	t.Helper()
 	rl := relay.Start(t, strings.TrimPrefix(natstest.URL(), "nats://"), relay.Options{})
 	via, err := nats.Connect("nats://"+rl.Addr(), nats.ReconnectBufSize(-1))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer via.Close()
-	ctx := context.Background()
-	b, err := natsbroker.New(ctx, natsbroker.Options{Conn: via, Stream: name, Subjects: natstest.Subjects(name)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
+	t.Cleanup(via.Close)
+	return relayConn{nc: via, rl: rl}
+}
+
+// streamMsgs returns a count of the messages in stream name, read on nc.
+func streamMsgs(t *testing.T, nc *nats.Conn, name string) func() int {
 	js, err := jetstream.New(nc)
 	if err != nil {
 		t.Fatal(err)
 	}
-	brokertest.RunAnswerLost(t, b, rl, func() int {
+	return func() int {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
 		s, err := js.Stream(ctx, name)
 		if err != nil {
 			return 0
@@ -278,5 +346,48 @@ func TestPublishAnswerLost(t *testing.T) {
 			return 0
 		}
 		return int(info.State.Msgs)
-	})
+	}
+}
+
+// TestPipelineBound: past the bound of what a node has accepted (10,000
+// events, or 8 MiB) a publish waits for room; one whose time runs out
+// meanwhile fails as not stored, and the others are stored, each batch
+// whole, once the sender runs.
+func TestPipelineBound(t *testing.T) {
+	t.Run("events", func(t *testing.T) { testPipelineBound(t, 10, 1000, 1) })
+	t.Run("bytes", func(t *testing.T) { testPipelineBound(t, 8, 100, 10<<10) })
+}
+
+func testPipelineBound(t *testing.T, batches, perBatch, size int) {
+	nc, name := conn(t)
+	_, h := newHeld(t, natsbroker.Options{Conn: nc, Stream: name, Subjects: natstest.Subjects(name), Size: 20000})
+	brokertest.RunQueueBound(t, h, batches, perBatch, size, streamMsgs(t, nc, name))
+}
+
+// TestCloseFailsQueued: closing a node fails the publishes waiting for
+// its sender with hub.ErrClosed, and they are never stored.
+func TestCloseFailsQueued(t *testing.T) {
+	nc, name := conn(t)
+	b, h := newHeld(t, natsbroker.Options{Conn: nc, Stream: name, Subjects: natstest.Subjects(name)})
+	done := make(chan error, 1)
+	go func() {
+		_, err := b.Publish(context.Background(), []hub.Draft{{Topic: "t", Type: hub.DefaultType, Data: []byte("1")}})
+		done <- err
+	}()
+	wait.For(t, 10*time.Second, "the publish to be queued", func() bool { return h.Queued() == 1 })
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-done:
+		if !errors.Is(err, hub.ErrClosed) {
+			t.Fatalf("a publish queued when the node closed: %v, want ErrClosed", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("a publish queued when the node closed did not return")
+	}
+	h.Release() // no effect once closed
+	if n := streamMsgs(t, nc, name)(); n != 0 {
+		t.Fatalf("the stream holds %d messages, want none", n)
+	}
 }
