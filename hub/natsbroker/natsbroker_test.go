@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -390,4 +391,116 @@ func TestCloseFailsQueued(t *testing.T) {
 	if n := streamMsgs(t, nc, name)(); n != 0 {
 		t.Fatalf("the stream holds %d messages, want none", n)
 	}
+}
+
+// TestPipelineCut: the connection to NATS breaks, twice, while a node's
+// publishes are in flight through its sender. Every publish returns; one
+// answered with cursors is in the log at them, once and whole; one that
+// failed as not stored (not hub.ErrUnconfirmed) is not in the log; one
+// unconfirmed is in it whole or not at all; no event is stored twice.
+func TestPipelineCut(t *testing.T) {
+	nc, name := conn(t)
+	rl := relay.Start(t, strings.TrimPrefix(natstest.URL(), "nats://"), relay.Options{})
+	via, err := nats.Connect("nats://"+rl.Addr(), nats.ReconnectBufSize(-1), nats.ReconnectWait(20*time.Millisecond), nats.MaxReconnects(-1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(via.Close)
+	ctx := context.Background()
+	b, err := natsbroker.New(ctx, natsbroker.Options{Conn: via, Stream: name, Subjects: natstest.Subjects(name), Size: 100000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	type result struct {
+		drafts []hub.Draft
+		msgs   []*hub.Message
+		err    error
+	}
+	const publishers, rounds = 8, 150
+	results := make([][]result, publishers)
+	var done sync.WaitGroup
+	var answered atomic.Int64
+	for p := range publishers {
+		done.Add(1)
+		go func() {
+			defer done.Done()
+			for r := range rounds {
+				var ds []hub.Draft
+				for i := range 1 + (p+r)%3 {
+					d := hub.Draft{Topic: fmt.Sprintf("cut.%d", p), Data: []byte(fmt.Sprintf(`"%d-%d-%d"`, p, r, i))}
+					if err := d.Normalize(); err != nil {
+						panic(err)
+					}
+					ds = append(ds, d)
+				}
+				msgs, err := b.Publish(ctx, ds)
+				results[p] = append(results[p], result{ds, msgs, err})
+				answered.Add(1)
+			}
+		}()
+	}
+	for _, at := range []int64{publishers * rounds / 4, publishers * rounds / 2} {
+		wait.For(t, 60*time.Second, "publishes to be answered", func() bool { return answered.Load() >= at })
+		rl.Cut()
+	}
+	done.Wait()
+	if n := b.BrokerStats().Reconnects; n < 2 {
+		t.Fatalf("%d reconnects, want one per cut", n)
+	}
+	// Read the log on a connection of its own.
+	reader, err := natsbroker.New(ctx, natsbroker.Options{Conn: nc, Stream: name, Subjects: natstest.Subjects(name), Size: 100000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer reader.Close()
+	stored := map[string]*hub.Message{} // by data
+	for after := uint64(0); ; {
+		res, err := reader.Read(ctx, hub.ReadRequest{After: after, Patterns: []hub.Pattern{hub.MustPattern(">")}, Limit: 1000})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range res.Messages {
+			if stored[string(m.Data)] != nil {
+				t.Fatalf("%s stored twice, at %s and %s", m.Data, stored[string(m.Data)].ID, m.ID)
+			}
+			stored[string(m.Data)] = m
+		}
+		if !res.More {
+			break
+		}
+		after = res.Next
+	}
+	failed := 0
+	for p := range results {
+		for _, r := range results[p] {
+			in := 0
+			for _, d := range r.drafts {
+				if stored[string(d.Data)] != nil {
+					in++
+				}
+			}
+			switch {
+			case r.err == nil:
+				for i, m := range r.msgs {
+					if got := stored[string(r.drafts[i].Data)]; got == nil || got.ID != m.ID || m.ID.Seq != r.msgs[0].ID.Seq+uint64(i) {
+						t.Fatalf("%s answered at %s: the log has %v", r.drafts[i].Data, m.ID, got)
+					}
+				}
+			case errors.Is(r.err, hub.ErrUnconfirmed):
+				failed++
+				if in != 0 && in != len(r.drafts) {
+					t.Fatalf("an unconfirmed batch is in the log in part: %d of %d events", in, len(r.drafts))
+				}
+			case errors.Is(r.err, hub.ErrUnavailable):
+				failed++
+				if in != 0 {
+					t.Fatalf("a publish that failed as not stored (%v) is in the log: %d of %d events", r.err, in, len(r.drafts))
+				}
+			default:
+				t.Fatalf("publish: %v", r.err)
+			}
+		}
+	}
+	t.Logf("%d of %d publishes failed across the cuts", failed, publishers*rounds)
 }
