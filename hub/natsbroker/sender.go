@@ -68,9 +68,11 @@ var errNotSent = errors.New("not sent")
 
 // sender is the queue of attempts and the bound on what is accepted.
 //
-// Publish calls admit, enqueue and release from any goroutine; take and
-// send belong to the sender goroutine, which New starts and Close ends
-// (it fails what is still queued with hub.ErrClosed).
+// Publish calls admit and release, and pipeline (for each attempt of a
+// publish or of a presence change, which is not counted against the
+// bound) enqueue, from any goroutine; take and send belong to the sender
+// goroutine, which New starts and Close ends (it fails what is still
+// queued with hub.ErrClosed).
 type sender struct {
 	mu            sync.Mutex
 	queue, spare  []*attempt
