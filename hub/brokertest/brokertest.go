@@ -9,8 +9,9 @@
 // rewind served by the broker's reads. Brokers that
 // several nodes share also pass RunCluster: nodes publishing at once agree
 // on one order. Brokers that append a node's concurrent publishes together
-// (group commit) also pass RunGroupCancel, RunGroupDedupe and
-// RunGroupAnswerLost on a Held broker, and RunManyPublishers.
+// (group commit) also pass RunGroupCancel, RunGroupDedupe,
+// RunGroupAnswerLost and RunQueueBound on a Held broker, and
+// RunManyPublishers.
 //
 // The suite does not depend on timing: every wait polls for a condition with
 // a deadline, and nothing asserts that something has NOT happened yet by a

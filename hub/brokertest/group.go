@@ -5,6 +5,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -256,4 +258,72 @@ func withQuitter(ctx context.Context, n, quitter int) ([]context.Context, contex
 	qctx, quit := context.WithCancel(ctx)
 	ctxs[quitter] = qctx
 	return ctxs, quit
+}
+
+// RunQueueBound checks the bound on what a group-committing broker holds
+// for its node: it queues batches publishes of perBatch events of size
+// bytes of data each (batches x perBatch x size being what the bound
+// holds), and one more with a short context. That one must wait for room
+// and fail, not stored (hub.ErrUnavailable, not hub.ErrUnconfirmed), and
+// not be queued; once h is released the others must each be stored whole,
+// and stored (the number of events in the log) must show those alone. h's
+// log must retain them all.
+func RunQueueBound(t *testing.T, h Held, batches, perBatch, size int, stored func() int) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	batch := func(i int) []hub.Draft {
+		ds := make([]hub.Draft, perBatch)
+		for j := range ds {
+			data := strconv.Itoa(j)
+			if size > len(data) { // a JSON string of that size
+				data = `"` + strings.Repeat("x", size-2) + `"`
+			}
+			ds[j] = draft(t, fmt.Sprintf("bound.%d", i), data)
+		}
+		return ds
+	}
+	type result struct {
+		msgs []*hub.Message
+		err  error
+	}
+	results := make([]chan result, batches+1)
+	for i := range batches {
+		results[i] = make(chan result, 1)
+		go func() {
+			msgs, err := h.Publish(ctx, batch(i))
+			results[i] <- result{msgs, err}
+		}()
+	}
+	wait.For(t, waitTimeout, "the batches that fit to be queued", func() bool { return h.Queued() == batches })
+	// The bound is reached: one more waits, and gives up when its time is up.
+	extra := batch(batches)
+	short, cancelShort := context.WithTimeout(ctx, 300*time.Millisecond)
+	defer cancelShort()
+	results[batches] = make(chan result, 1)
+	go func() {
+		msgs, err := h.Publish(short, extra)
+		results[batches] <- result{msgs, err}
+	}()
+	late := <-results[batches]
+	if late.err == nil || !errors.Is(late.err, hub.ErrUnavailable) || errors.Is(late.err, hub.ErrUnconfirmed) {
+		t.Fatalf("a publish that found the bound reached until its time was up: %v, want unavailable, not unconfirmed", late.err)
+	}
+	if n := h.Queued(); n != batches {
+		t.Fatalf("%d batches queued, want the bound's %d", n, batches)
+	}
+	h.Release()
+	for i := range batches {
+		r := <-results[i]
+		if r.err != nil {
+			t.Fatalf("batch %d: %v", i, r.err)
+		}
+		for j, m := range r.msgs {
+			if m.ID.Seq != r.msgs[0].ID.Seq+uint64(j) {
+				t.Fatalf("batch %d not contiguous: %d at %d", i, m.ID.Seq, j)
+			}
+		}
+	}
+	if n := stored(); n != batches*perBatch {
+		t.Fatalf("the log holds %d events, want %d: the late batch must not be in it", n, batches*perBatch)
+	}
 }

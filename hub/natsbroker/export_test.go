@@ -81,3 +81,20 @@ func (b *Broker) Sweeps(ctx context.Context) bool {
 	e, err := kv.Get(ctx, leaseKey)
 	return err == nil && string(e.Value()) == b.node
 }
+
+// NewHeld is New with the sender not started: publishes queue until start
+// is called, so that a test knows what the sender takes first.
+func NewHeld(ctx context.Context, o Options) (b *Broker, start func(), err error) {
+	b, err = newBroker(ctx, o)
+	if err != nil {
+		return nil, nil, err
+	}
+	return b, b.startSender, nil
+}
+
+// Queued reports how many attempts wait for the sender.
+func Queued(b *Broker) int {
+	b.sender.mu.Lock()
+	defer b.sender.mu.Unlock()
+	return len(b.sender.queue)
+}

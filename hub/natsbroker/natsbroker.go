@@ -13,8 +13,9 @@
 // part already stored is abandoned: readers skip it, and the publisher tries
 // again. A batch is therefore all or nothing to every reader, at the price
 // of positions that no event holds. Publishes from one node never collide
-// with each other (see Broker.pubMu), so a single node leaves no such
-// holes. docs/design.md explains why NATS 2.9 needs this.
+// with each other (its one sender writes each batch's messages one after
+// the other, see sender.go), so a single node leaves no such holes.
+// docs/design.md explains why NATS 2.9 needs this.
 //
 // A publish is stored once or not at all. Every event
 // carries a message ID, and the stream stores a message ID once within its
@@ -124,9 +125,11 @@ type Broker struct {
 	stream   jetstream.Stream
 	epoch    atomic.Pointer[string]
 
-	// pubMu keeps this node's publishes from colliding: single events
-	// share it, a batch holds it alone, so no event of this node can land
-	// inside this node's batch.
+	// sender sends this node's events to the log (sender.go).
+	sender *sender
+	// pubMu lets a presence change hold this node's publishes back: each
+	// attempt of a publish holds it shared, and a change that raced
+	// other events holds it alone (presence.go).
 	pubMu   sync.RWMutex
 	batchID atomic.Uint64
 	idBase  string
@@ -193,6 +196,16 @@ func (b *Broker) BrokerStats() hub.BrokerStats {
 // New connects the broker to its stream, creating the stream if there is
 // none and bringing its limits to the options if there is.
 func New(ctx context.Context, o Options) (*Broker, error) {
+	b, err := newBroker(ctx, o)
+	if err != nil {
+		return nil, err
+	}
+	b.startSender()
+	return b, nil
+}
+
+// newBroker is New without the sender.
+func newBroker(ctx context.Context, o Options) (*Broker, error) {
 	if o.Conn == nil {
 		return nil, errors.New("failed to start NATS broker: Options.Conn is nil")
 	}
@@ -235,12 +248,17 @@ func New(ctx context.Context, o Options) (*Broker, error) {
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
-	// Acknowledgements lost in a disconnect must not pile up.
-	js, err := jetstream.New(o.Conn, jetstream.WithPublishAsyncTimeout(confirmWait))
+	// Acknowledgements lost in a disconnect must not pile up. The sender
+	// must not stall on nats.go's own bound: the node's (sender.go) is
+	// below it, though an attempt sent again after a lost
+	// acknowledgement counts there until the first one's times out.
+	js, err := jetstream.New(o.Conn, jetstream.WithPublishAsyncTimeout(confirmWait),
+		jetstream.WithPublishAsyncMaxPending(4*pipeMaxEvents))
 	if err != nil {
 		return nil, fmt.Errorf("failed to start NATS broker: %w", err)
 	}
-	b := &Broker{o: o, js: js, prefix: o.Subjects + ".", idBase: hub.NewEpoch(), node: hub.NewEpoch(), halt: make(chan struct{})}
+	b := &Broker{o: o, js: js, prefix: o.Subjects + ".", idBase: hub.NewEpoch(), node: hub.NewEpoch(),
+		halt: make(chan struct{}), sender: newSender()}
 	b.pubWait = min(confirmWait, b.config().Duplicates)
 	b.compactAge.Store(int64(compactAge))
 	b.ctx, b.cancel = context.WithCancel(context.Background())
@@ -563,7 +581,9 @@ const (
 	dupWindow   = 2 * confirmWait
 )
 
-// Publish implements hub.Broker. An attempt that may have reached the
+// Publish implements hub.Broker. Each attempt goes through the node's
+// sender (sender.go), with the node's other publishes, and waits for its
+// own acknowledgements. An attempt that may have reached the
 // stream without an answer (a timeout, or a disconnect while the
 // acknowledgement was due) is sent again with the same message IDs until
 // the stream answers, as long as the first is within the duplicate
@@ -582,28 +602,36 @@ func (b *Broker) Publish(ctx context.Context, drafts []hub.Draft) ([]*hub.Messag
 	defer cancel()
 	when := start.UTC().Truncate(time.Microsecond)
 	id := b.nextID()
-	dedupe := false
+	dedupe, size := false, 0
 	for i := range drafts {
-		if drafts[i].Dedupe != "" {
+		d := &drafts[i]
+		size += len(d.Topic) + len(d.Type) + len(d.Key) + len(d.Data) + len(d.Dedupe) + msgOverhead
+		if d.Dedupe != "" {
 			dedupe = true
-			break
 		}
 	}
+	if err := b.sender.admit(ctx, len(drafts), size); err != nil {
+		if errors.Is(err, hub.ErrClosed) {
+			return nil, err
+		}
+		return nil, fmt.Errorf("failed to publish to NATS: %w", hub.Unavailable(err))
+	}
+	defer b.sender.release(len(drafts), size)
 	var seqs []uint64
 	var err error
 	sent, recreated, collisions := false, false, 0
 	backoff := 20 * time.Millisecond
 	for {
-		actx, acancel := context.WithTimeout(ctx, attemptWait)
+		b.pubMu.RLock()
 		switch {
 		case dedupe:
-			seqs, err = b.publishDeduped(actx, id, drafts, when)
+			seqs, err = b.publishDeduped(ctx, id, drafts, when)
 		case len(drafts) == 1:
-			seqs, err = b.publishOne(actx, id, encode(b.prefix, drafts[0], when))
+			seqs, err = b.publishOne(ctx, id, encode(b.prefix, drafts[0], when))
 		default:
-			seqs, err = b.publishBatch(actx, id, drafts, when)
+			seqs, err = b.publishBatch(ctx, id, drafts, when)
 		}
-		acancel()
+		b.pubMu.RUnlock()
 		switch {
 		case err == nil:
 			epoch := b.currentEpoch()
@@ -624,6 +652,11 @@ func (b *Broker) Publish(ctx context.Context, drafts []hub.Draft) ([]*hub.Messag
 			continue
 		case errors.Is(err, errNoAnswer):
 			sent = true
+		case errors.Is(err, hub.ErrClosed):
+			if sent { // an earlier attempt may have been stored
+				return nil, fmt.Errorf("failed to publish to NATS: %w: %v", hub.ErrUnconfirmed, err)
+			}
+			return nil, err
 		case !recreated && (errors.Is(err, jetstream.ErrNoStreamResponse) || errors.Is(err, nats.ErrNoResponders)):
 			// NATS lost the stream: create it again (a new epoch), once.
 			recreated = true
@@ -675,7 +708,8 @@ func noAnswer(err error) error {
 // notSent reports whether err says that a message was not sent: the
 // connection was down, closing or closed, or nobody was there to store it.
 func notSent(err error) bool {
-	return errors.Is(err, nats.ErrReconnectBufExceeded) || errors.Is(err, nats.ErrConnectionClosed) ||
+	return errors.Is(err, errNotSent) || errors.Is(err, jetstream.ErrTooManyStalledMsgs) ||
+		errors.Is(err, nats.ErrReconnectBufExceeded) || errors.Is(err, nats.ErrConnectionClosed) ||
 		errors.Is(err, nats.ErrConnectionDraining) || errors.Is(err, nats.ErrInvalidConnection) ||
 		errors.Is(err, nats.ErrNoResponders) || errors.Is(err, jetstream.ErrNoStreamResponse)
 }
@@ -699,13 +733,14 @@ func (b *Broker) fail(err error) error {
 }
 
 func (b *Broker) publishOne(ctx context.Context, id string, m *nats.Msg) ([]uint64, error) {
-	b.pubMu.RLock()
-	defer b.pubMu.RUnlock()
-	ack, err := b.js.PublishMsg(ctx, m, jetstream.WithMsgID(id))
+	acks, refused, err := b.pipeline(ctx, []*nats.Msg{m}, [][]jetstream.PublishOpt{{jetstream.WithMsgID(id)}})
 	if err != nil {
-		return nil, noAnswer(err)
+		return nil, err
 	}
-	return []uint64{ack.Sequence}, nil
+	if refused != nil {
+		return nil, noAnswer(refused)
+	}
+	return []uint64{acks[0].Sequence}, nil
 }
 
 // publishDeduped sends each draft as a message of its own, without a
@@ -718,15 +753,15 @@ func (b *Broker) publishOne(ctx context.Context, id string, m *nats.Msg) ([]uint
 // stored in order; if one fails, those after it may be stored, and the
 // caller sends them all again, which stores the rest.
 func (b *Broker) publishDeduped(ctx context.Context, id string, drafts []hub.Draft, when time.Time) ([]uint64, error) {
-	b.pubMu.RLock()
-	defer b.pubMu.RUnlock()
-	acks, refused, err := b.pipeline(ctx, len(drafts), func(i int) (*nats.Msg, []jetstream.PublishOpt) {
+	msgs, opts := make([]*nats.Msg, len(drafts)), make([][]jetstream.PublishOpt, len(drafts))
+	for i := range drafts {
 		mid := id + "." + strconv.Itoa(i)
 		if drafts[i].Dedupe != "" {
 			mid = "dd." + drafts[i].Dedupe
 		}
-		return encode(b.prefix, drafts[i], when), []jetstream.PublishOpt{jetstream.WithMsgID(mid)}
-	})
+		msgs[i], opts[i] = encode(b.prefix, drafts[i], when), []jetstream.PublishOpt{jetstream.WithMsgID(mid)}
+	}
+	acks, refused, err := b.pipeline(ctx, msgs, opts)
 	if err != nil {
 		return nil, err
 	}
@@ -742,41 +777,6 @@ func (b *Broker) publishDeduped(ctx context.Context, id string, drafts []hub.Dra
 	return seqs, nil
 }
 
-// pipeline sends n messages at once, msg(i) giving each with its options,
-// and awaits their acknowledgements. If a message could not be sent, or
-// ctx ended first, err says so (wrapping errNoAnswer once some went out);
-// otherwise refused is the first refusal of the stream, if any, and acks
-// holds every acknowledgement.
-func (b *Broker) pipeline(ctx context.Context, n int, msg func(i int) (*nats.Msg, []jetstream.PublishOpt)) (acks []*jetstream.PubAck, refused, err error) {
-	futures := make([]jetstream.PubAckFuture, n)
-	for i := range n {
-		m, opts := msg(i)
-		f, err := b.js.PublishMsgAsync(m, opts...)
-		if err != nil {
-			if i > 0 {
-				// The first ones went out; their outcome is unknown.
-				return nil, nil, fmt.Errorf("%w: %w", errNoAnswer, err)
-			}
-			return nil, nil, err
-		}
-		futures[i] = f
-	}
-	acks = make([]*jetstream.PubAck, n)
-	for i, f := range futures {
-		select {
-		case ack := <-f.Ok():
-			acks[i] = ack
-		case err := <-f.Err():
-			if refused == nil {
-				refused = err
-			}
-		case <-ctx.Done():
-			return nil, nil, noAnswer(ctx.Err())
-		}
-	}
-	return acks, refused, nil
-}
-
 // errCollided reports a batch that another node's message interrupted.
 var errCollided = errors.New("batch interrupted by another publisher")
 
@@ -787,18 +787,17 @@ var errCollided = errors.New("batch interrupted by another publisher")
 // with the same ID, the messages stored before are acknowledged with their
 // positions, and the rest continue the chain.
 func (b *Broker) publishBatch(ctx context.Context, id string, drafts []hub.Draft, when time.Time) ([]uint64, error) {
-	b.pubMu.Lock()
-	defer b.pubMu.Unlock()
 	n := strconv.Itoa(len(drafts))
-	acks, refused, err := b.pipeline(ctx, len(drafts), func(i int) (*nats.Msg, []jetstream.PublishOpt) {
-		m := encode(b.prefix, drafts[i], when)
-		m.Header.Set(hdrBatch, id+" "+strconv.Itoa(i)+" "+n)
-		opts := []jetstream.PublishOpt{jetstream.WithMsgID(id + "." + strconv.Itoa(i))}
+	msgs, opts := make([]*nats.Msg, len(drafts)), make([][]jetstream.PublishOpt, len(drafts))
+	for i := range drafts {
+		msgs[i] = encode(b.prefix, drafts[i], when)
+		msgs[i].Header.Set(hdrBatch, id+" "+strconv.Itoa(i)+" "+n)
+		opts[i] = []jetstream.PublishOpt{jetstream.WithMsgID(id + "." + strconv.Itoa(i))}
 		if i > 0 {
-			opts = append(opts, jetstream.WithExpectLastMsgID(id+"."+strconv.Itoa(i-1)))
+			opts[i] = append(opts[i], jetstream.WithExpectLastMsgID(id+"."+strconv.Itoa(i-1)))
 		}
-		return m, opts
-	})
+	}
+	acks, refused, err := b.pipeline(ctx, msgs, opts)
 	if err != nil {
 		return nil, err
 	}
@@ -1052,6 +1051,7 @@ func (b *Broker) Close() error {
 		return nil
 	}
 	b.cancel()
+	b.stopSender()
 	if b.done != nil {
 		<-b.done
 		<-b.applyDone

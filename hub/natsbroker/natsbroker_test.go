@@ -2,9 +2,11 @@ package natsbroker_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -17,6 +19,7 @@ import (
 	"github.com/heraldpush/herald/hub/natsbroker"
 	"github.com/heraldpush/herald/internal/testkit/natstest"
 	"github.com/heraldpush/herald/internal/testkit/relay"
+	"github.com/heraldpush/herald/internal/testkit/wait"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -252,23 +255,89 @@ func TestStreamLost(t *testing.T) {
 // positions, and the stream holds the events once.
 func TestPublishAnswerLost(t *testing.T) {
 	nc, name := natstest.Conn(t)
+	via := relayed(t)
+	b, err := natsbroker.New(context.Background(), natsbroker.Options{Conn: via.nc, Stream: name, Subjects: natstest.Subjects(name)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	brokertest.RunAnswerLost(t, b, via.rl, streamMsgs(t, nc, name))
+}
+
+// TestManyPublishers: 16 publishers per node on two nodes, so that each
+// node's sender has many attempts in flight at once, batches among them.
+func TestManyPublishers(t *testing.T) {
+	brokertest.RunManyPublishers(t, newCluster, 16, 25)
+}
+
+// newHeld returns a broker whose sender waits for Release (NewHeld).
+func newHeld(t *testing.T, o natsbroker.Options) (*natsbroker.Broker, brokertest.Held) {
+	b, start, err := natsbroker.NewHeld(context.Background(), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var once sync.Once
+	release := func() { once.Do(start) }
+	t.Cleanup(func() {
+		release() // Close waits for the sender
+		b.Close()
+	})
+	return b, brokertest.Held{Broker: b, Queued: func() int { return natsbroker.Queued(b) }, Release: release}
+}
+
+// TestGroupCancel: a publish cancelled while queued is never sent, and
+// leaves no gap among the others.
+func TestGroupCancel(t *testing.T) {
+	nc, name := conn(t)
+	_, h := newHeld(t, natsbroker.Options{Conn: nc, Stream: name, Subjects: natstest.Subjects(name)})
+	brokertest.RunGroupCancel(t, h)
+}
+
+// TestGroupDedupe: a dedupe key twice among the queued publishes is
+// stored once.
+func TestGroupDedupe(t *testing.T) {
+	nc, name := conn(t)
+	_, h := newHeld(t, natsbroker.Options{Conn: nc, Stream: name, Subjects: natstest.Subjects(name)})
+	brokertest.RunGroupDedupe(t, h)
+}
+
+// TestGroupAnswerLost: the acknowledgements of publishes sent together
+// are lost; each is sent again with its message IDs, and every publisher
+// gets the positions the stream first gave its events.
+func TestGroupAnswerLost(t *testing.T) {
+	nc, name := natstest.Conn(t)
+	via := relayed(t)
+	_, h := newHeld(t, natsbroker.Options{Conn: via.nc, Stream: name, Subjects: natstest.Subjects(name)})
+	brokertest.RunGroupAnswerLost(t, h, via.rl, streamMsgs(t, nc, name))
+}
+
+// relayConn is a connection to NATS through a relay that can lose its
+// answers.
+type relayConn struct {
+	nc *nats.Conn
+	rl *relay.Relay
+}
+
+func relayed(t *testing.T) relayConn {
+	t.Helper()
 	rl := relay.Start(t, strings.TrimPrefix(natstest.URL(), "nats://"), relay.Options{})
 	via, err := nats.Connect("nats://"+rl.Addr(), nats.ReconnectBufSize(-1))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer via.Close()
-	ctx := context.Background()
-	b, err := natsbroker.New(ctx, natsbroker.Options{Conn: via, Stream: name, Subjects: natstest.Subjects(name)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
+	t.Cleanup(via.Close)
+	return relayConn{nc: via, rl: rl}
+}
+
+// streamMsgs returns a count of the messages in stream name, read on nc.
+func streamMsgs(t *testing.T, nc *nats.Conn, name string) func() int {
 	js, err := jetstream.New(nc)
 	if err != nil {
 		t.Fatal(err)
 	}
-	brokertest.RunAnswerLost(t, b, rl, func() int {
+	return func() int {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
 		s, err := js.Stream(ctx, name)
 		if err != nil {
 			return 0
@@ -278,5 +347,160 @@ func TestPublishAnswerLost(t *testing.T) {
 			return 0
 		}
 		return int(info.State.Msgs)
-	})
+	}
+}
+
+// TestPipelineBound: past the bound of what a node has accepted (10,000
+// events, or 8 MiB) a publish waits for room; one whose time runs out
+// meanwhile fails as not stored, and the others are stored, each batch
+// whole, once the sender runs.
+func TestPipelineBound(t *testing.T) {
+	t.Run("events", func(t *testing.T) { testPipelineBound(t, 10, 1000, 1) })
+	t.Run("bytes", func(t *testing.T) { testPipelineBound(t, 8, 100, 10<<10) })
+}
+
+func testPipelineBound(t *testing.T, batches, perBatch, size int) {
+	nc, name := conn(t)
+	_, h := newHeld(t, natsbroker.Options{Conn: nc, Stream: name, Subjects: natstest.Subjects(name), Size: 20000})
+	brokertest.RunQueueBound(t, h, batches, perBatch, size, streamMsgs(t, nc, name))
+}
+
+// TestCloseFailsQueued: closing a node fails the publishes waiting for
+// its sender with hub.ErrClosed, and they are never stored.
+func TestCloseFailsQueued(t *testing.T) {
+	nc, name := conn(t)
+	b, h := newHeld(t, natsbroker.Options{Conn: nc, Stream: name, Subjects: natstest.Subjects(name)})
+	done := make(chan error, 1)
+	go func() {
+		_, err := b.Publish(context.Background(), []hub.Draft{{Topic: "t", Type: hub.DefaultType, Data: []byte("1")}})
+		done <- err
+	}()
+	wait.For(t, 10*time.Second, "the publish to be queued", func() bool { return h.Queued() == 1 })
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-done:
+		if !errors.Is(err, hub.ErrClosed) {
+			t.Fatalf("a publish queued when the node closed: %v, want ErrClosed", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("a publish queued when the node closed did not return")
+	}
+	h.Release() // no effect once closed
+	if n := streamMsgs(t, nc, name)(); n != 0 {
+		t.Fatalf("the stream holds %d messages, want none", n)
+	}
+}
+
+// TestPipelineCut: the connection to NATS breaks, twice, while a node's
+// publishes are in flight through its sender. Every publish returns; one
+// answered with cursors is in the log at them, once and whole; one that
+// failed as not stored (not hub.ErrUnconfirmed) is not in the log; one
+// unconfirmed is in it whole or not at all; no event is stored twice.
+func TestPipelineCut(t *testing.T) {
+	nc, name := conn(t)
+	rl := relay.Start(t, strings.TrimPrefix(natstest.URL(), "nats://"), relay.Options{})
+	via, err := nats.Connect("nats://"+rl.Addr(), nats.ReconnectBufSize(-1), nats.ReconnectWait(20*time.Millisecond), nats.MaxReconnects(-1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(via.Close)
+	ctx := context.Background()
+	b, err := natsbroker.New(ctx, natsbroker.Options{Conn: via, Stream: name, Subjects: natstest.Subjects(name), Size: 100000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	type result struct {
+		drafts []hub.Draft
+		msgs   []*hub.Message
+		err    error
+	}
+	const publishers, rounds = 8, 150
+	results := make([][]result, publishers)
+	var done sync.WaitGroup
+	var answered atomic.Int64
+	for p := range publishers {
+		done.Add(1)
+		go func() {
+			defer done.Done()
+			for r := range rounds {
+				var ds []hub.Draft
+				for i := range 1 + (p+r)%3 {
+					d := hub.Draft{Topic: fmt.Sprintf("cut.%d", p), Data: []byte(fmt.Sprintf(`"%d-%d-%d"`, p, r, i))}
+					if err := d.Normalize(); err != nil {
+						panic(err)
+					}
+					ds = append(ds, d)
+				}
+				msgs, err := b.Publish(ctx, ds)
+				results[p] = append(results[p], result{ds, msgs, err})
+				answered.Add(1)
+			}
+		}()
+	}
+	for _, at := range []int64{publishers * rounds / 4, publishers * rounds / 2} {
+		wait.For(t, 60*time.Second, "publishes to be answered", func() bool { return answered.Load() >= at })
+		rl.Cut()
+	}
+	done.Wait()
+	if n := b.BrokerStats().Reconnects; n < 2 {
+		t.Fatalf("%d reconnects, want one per cut", n)
+	}
+	// Read the log on a connection of its own.
+	reader, err := natsbroker.New(ctx, natsbroker.Options{Conn: nc, Stream: name, Subjects: natstest.Subjects(name), Size: 100000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer reader.Close()
+	stored := map[string]*hub.Message{} // by data
+	for after := uint64(0); ; {
+		res, err := reader.Read(ctx, hub.ReadRequest{After: after, Patterns: []hub.Pattern{hub.MustPattern(">")}, Limit: 1000})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range res.Messages {
+			if stored[string(m.Data)] != nil {
+				t.Fatalf("%s stored twice, at %s and %s", m.Data, stored[string(m.Data)].ID, m.ID)
+			}
+			stored[string(m.Data)] = m
+		}
+		if !res.More {
+			break
+		}
+		after = res.Next
+	}
+	failed := 0
+	for p := range results {
+		for _, r := range results[p] {
+			in := 0
+			for _, d := range r.drafts {
+				if stored[string(d.Data)] != nil {
+					in++
+				}
+			}
+			switch {
+			case r.err == nil:
+				for i, m := range r.msgs {
+					if got := stored[string(r.drafts[i].Data)]; got == nil || got.ID != m.ID || m.ID.Seq != r.msgs[0].ID.Seq+uint64(i) {
+						t.Fatalf("%s answered at %s: the log has %v", r.drafts[i].Data, m.ID, got)
+					}
+				}
+			case errors.Is(r.err, hub.ErrUnconfirmed):
+				failed++
+				if in != 0 && in != len(r.drafts) {
+					t.Fatalf("an unconfirmed batch is in the log in part: %d of %d events", in, len(r.drafts))
+				}
+			case errors.Is(r.err, hub.ErrUnavailable):
+				failed++
+				if in != 0 {
+					t.Fatalf("a publish that failed as not stored (%v) is in the log: %d of %d events", r.err, in, len(r.drafts))
+				}
+			default:
+				t.Fatalf("publish: %v", r.err)
+			}
+		}
+	}
+	t.Logf("%d of %d publishes failed across the cuts", failed, publishers*rounds)
 }

@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/heraldpush/herald/hub"
@@ -420,13 +421,15 @@ func (b *Broker) purgeSubject(ctx context.Context, subj string, upTo uint64) err
 // whose acknowledgement is lost is sent again with the same message ID, so
 // the stream answers with the first position if it stored it.
 //
-// It holds pubMu (shared) unless the caller holds it (locked).
+// It goes through the sender (sender.go), as the node's publishes do, so
+// that it never lands inside this node's batch, and holds pubMu (shared)
+// unless the caller holds it (locked).
 //
 // With subjSeq noExpect the append is unconditional, and id (if not
 // empty) its message ID.
 func (b *Broker) appendIf(ctx context.Context, d hub.Draft, subjSeq uint64, when time.Time, locked bool, id string) (uint64, error) {
 	if !locked {
-		b.pubMu.RLock() // this node's batches are not interrupted
+		b.pubMu.RLock()
 		defer b.pubMu.RUnlock()
 	}
 	if id == "" {
@@ -438,13 +441,14 @@ func (b *Broker) appendIf(ctx context.Context, d hub.Draft, subjSeq uint64, when
 	}
 	backoff := 20 * time.Millisecond
 	for {
-		actx, cancel := context.WithTimeout(ctx, attemptWait)
-		ack, err := b.js.PublishMsg(actx, encode(b.prefix, d, when), opts...)
-		cancel()
+		acks, refused, err := b.pipeline(ctx, []*nats.Msg{encode(b.prefix, d, when)}, [][]jetstream.PublishOpt{opts})
+		if err == nil {
+			err = refused
+		}
 		var apiErr *jetstream.APIError
 		switch {
 		case err == nil:
-			return ack.Sequence, nil
+			return acks[0].Sequence, nil
 		case errors.As(err, &apiErr) && apiErr.ErrorCode == jsErrWrongLastSeq:
 			// "wrong last sequence: N"
 			_, n, _ := strings.Cut(apiErr.Description, ": ")

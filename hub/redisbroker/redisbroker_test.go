@@ -3,8 +3,6 @@ package redisbroker_test
 import (
 	"context"
 	"errors"
-	"fmt"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -18,7 +16,6 @@ import (
 	"github.com/heraldpush/herald/hub/redisbroker"
 	"github.com/heraldpush/herald/internal/testkit/redistest"
 	"github.com/heraldpush/herald/internal/testkit/relay"
-	"github.com/heraldpush/herald/internal/testkit/wait"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -87,8 +84,8 @@ func TestManyPublishers(t *testing.T) {
 
 // newHeld returns a broker whose committer waits for Release (NewHeld),
 // on client rdb.
-func newHeld(t *testing.T, rdb redis.UniversalClient, prefix string) brokertest.Held {
-	b, start, err := redisbroker.NewHeld(context.Background(), redisbroker.Options{Client: rdb, Prefix: prefix})
+func newHeld(t *testing.T, rdb redis.UniversalClient, o redisbroker.Options) brokertest.Held {
+	b, start, err := redisbroker.NewHeld(context.Background(), o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -101,84 +98,29 @@ func newHeld(t *testing.T, rdb redis.UniversalClient, prefix string) brokertest.
 	return brokertest.Held{Broker: b, Queued: func() int { return redisbroker.Queued(b) }, Release: release}
 }
 
-// TestQueueBound: past the queue's bound (10,000 events) a publish waits
-// for room; one whose time runs out meanwhile fails as not stored, and
-// the others are appended, each batch whole, once the committer runs.
+// TestQueueBound: past the queue's bound (10,000 events, or 8 MiB) a
+// publish waits for room; one whose time runs out meanwhile fails as not
+// stored, and the others are appended, each batch whole, once the
+// committer runs.
 func TestQueueBound(t *testing.T) {
+	t.Run("events", func(t *testing.T) { testQueueBound(t, 10, 1000, 1) })
+	t.Run("bytes", func(t *testing.T) { testQueueBound(t, 8, 100, 10<<10) })
+}
+
+func testQueueBound(t *testing.T, batches, perBatch, size int) {
 	rdb, prefix := redistest.Client(t)
-	b, start, err := redisbroker.NewHeld(context.Background(), redisbroker.Options{Client: rdb, Prefix: prefix, Size: 20000})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var once sync.Once
-	release := func() { once.Do(start) }
-	t.Cleanup(func() {
-		release()
-		b.Close()
+	h := newHeld(t, rdb, redisbroker.Options{Client: rdb, Prefix: prefix, Size: 20000})
+	brokertest.RunQueueBound(t, h, batches, perBatch, size, func() int {
+		n, _ := rdb.XLen(context.Background(), "{"+prefix+"}:log").Result()
+		return int(n)
 	})
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	batch := func(i int) []hub.Draft {
-		ds := make([]hub.Draft, 1000)
-		for j := range ds {
-			ds[j] = hub.Draft{Topic: fmt.Sprintf("bound.%d", i), Data: []byte(strconv.Itoa(j))}
-			if err := ds[j].Normalize(); err != nil {
-				t.Fatal(err)
-			}
-		}
-		return ds
-	}
-	type result struct {
-		msgs []*hub.Message
-		err  error
-	}
-	const queued = 10 // batches of 1,000 events that fit
-	results := make([]chan result, queued+1)
-	for i := range queued {
-		results[i] = make(chan result, 1)
-		go func() {
-			msgs, err := b.Publish(ctx, batch(i))
-			results[i] <- result{msgs, err}
-		}()
-	}
-	wait.For(t, 20*time.Second, "10,000 events to be queued", func() bool { return redisbroker.Queued(b) == queued })
-	// The queue is full: one more waits, and gives up when its time is up.
-	short, cancelShort := context.WithTimeout(ctx, 300*time.Millisecond)
-	defer cancelShort()
-	results[queued] = make(chan result, 1)
-	go func() {
-		msgs, err := b.Publish(short, batch(queued))
-		results[queued] <- result{msgs, err}
-	}()
-	late := <-results[queued]
-	if late.err == nil || !errors.Is(late.err, hub.ErrUnavailable) || errors.Is(late.err, hub.ErrUnconfirmed) {
-		t.Fatalf("a publish that found the queue full until its time was up: %v, want unavailable, not unconfirmed", late.err)
-	}
-	if n := redisbroker.Queued(b); n != queued {
-		t.Fatalf("%d batches queued, want the bound's %d", n, queued)
-	}
-	release()
-	for i := range queued {
-		r := <-results[i]
-		if r.err != nil {
-			t.Fatalf("batch %d: %v", i, r.err)
-		}
-		for j, m := range r.msgs {
-			if m.ID.Seq != r.msgs[0].ID.Seq+uint64(j) {
-				t.Fatalf("batch %d not contiguous: %d at %d", i, m.ID.Seq, j)
-			}
-		}
-	}
-	if n, err := rdb.XLen(ctx, "{"+prefix+"}:log").Result(); err != nil || n != queued*1000 {
-		t.Fatalf("the log holds %d events (%v), want %d: the late batch must not be in it", n, err, queued*1000)
-	}
 }
 
 // TestGroupCancel: a publish cancelled while queued is left out of its
 // group, which leaves no gap; Redis holds one outcome key for the group.
 func TestGroupCancel(t *testing.T) {
 	rdb, prefix := redistest.Client(t)
-	brokertest.RunGroupCancel(t, newHeld(t, rdb, prefix))
+	brokertest.RunGroupCancel(t, newHeld(t, rdb, redisbroker.Options{Client: rdb, Prefix: prefix}))
 	keys, err := rdb.Keys(context.Background(), "{"+prefix+"}:pub:*").Result()
 	if err != nil {
 		t.Fatal(err)
@@ -191,7 +133,7 @@ func TestGroupCancel(t *testing.T) {
 // TestGroupDedupe: a dedupe key twice in one group is appended once.
 func TestGroupDedupe(t *testing.T) {
 	rdb, prefix := redistest.Client(t)
-	brokertest.RunGroupDedupe(t, newHeld(t, rdb, prefix))
+	brokertest.RunGroupDedupe(t, newHeld(t, rdb, redisbroker.Options{Client: rdb, Prefix: prefix}))
 }
 
 // TestGroupAnswerLost: the answer of a group of publishes is lost; the
@@ -202,7 +144,7 @@ func TestGroupAnswerLost(t *testing.T) {
 	rl := relay.Start(t, redistest.Addr(), relay.Options{})
 	via := redis.NewClient(&redis.Options{Addr: rl.Addr(), ContextTimeoutEnabled: true})
 	defer via.Close()
-	brokertest.RunGroupAnswerLost(t, newHeld(t, via, prefix), rl, func() int {
+	brokertest.RunGroupAnswerLost(t, newHeld(t, via, redisbroker.Options{Client: via, Prefix: prefix}), rl, func() int {
 		n, _ := rdb.XLen(context.Background(), "{"+prefix+"}:log").Result()
 		return int(n)
 	})

@@ -1,0 +1,301 @@
+package natsbroker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/heraldpush/herald/hub"
+)
+
+// Group commit: a node's concurrent publishes share its connection's
+// pipeline instead of each waiting for its own round trip. Each attempt of
+// a publish (see Publish) joins the node's queue; one goroutine per Broker,
+// the sender, takes everything queued and sends it with PublishMsgAsync in
+// queue order, an attempt's messages one after the other, and goes on to
+// what queued meanwhile without waiting for acknowledgements. Each
+// publisher awaits its own acknowledgements, which arrive together on the
+// connection's one reply subscription. With one publisher at a time an
+// attempt waits for one round trip as before; under load, a round trip
+// carries many.
+//
+// The sender is the only writer of this node's events to the log (the
+// presence changes of presence.go go through it too), and the connection
+// delivers its messages to the stream in the order they were written. So
+// an attempt's messages are consecutive among this node's, and a batch's
+// chain (batch.go) is broken only by another node's message, as before.
+//
+// What a node has accepted and not yet answered is bounded in events and
+// bytes (pipeMaxEvents, pipeMaxBytes): queued for the sender or awaiting
+// acknowledgements. Past the bound a publish waits for room within its
+// time (pubWait) or its context, and then fails with hub.ErrUnavailable,
+// not sent. A publish larger than the bound on its own still goes, alone.
+const (
+	pipeMaxEvents = 10000
+	pipeMaxBytes  = 8 << 20
+	// msgOverhead is what a message counts against pipeMaxBytes besides
+	// its topic, type, key, dedupe key and data: its headers, roughly.
+	msgOverhead = 128
+)
+
+// The states of an attempt.
+const (
+	queued    int32 = iota // waiting for the sender
+	taken                  // the sender sends it
+	abandoned              // its publisher gave up before it was taken: never sent
+)
+
+// attempt is one try at appending messages, sent by the sender.
+type attempt struct {
+	msgs  []*nats.Msg
+	opts  [][]jetstream.PublishOpt
+	state atomic.Int32
+	sent  chan struct{} // closed by the sender once it has sent what it could
+	// Set before sent is closed: the futures of the messages sent, in
+	// order, and why the rest were not (nil if all were).
+	futures []jetstream.PubAckFuture
+	err     error
+}
+
+// errNotSent marks an attempt left out of the queue: its publisher gave
+// up before the sender took it.
+var errNotSent = errors.New("not sent")
+
+// sender is the queue of attempts and the bound on what is accepted.
+//
+// Publish calls admit and release, and pipeline (for each attempt of a
+// publish or of a presence change, which is not counted against the
+// bound) enqueue, from any goroutine; take and send belong to the sender
+// goroutine, which New starts and Close ends (it fails what is still
+// queued with hub.ErrClosed).
+type sender struct {
+	mu            sync.Mutex
+	queue, spare  []*attempt
+	events, bytes int  // admitted and not yet released
+	waiting       int  // publishers waiting for room
+	closed        bool // set when the sender ended: admit and enqueue refuse
+	// room is closed, and replaced, when a release frees room that a
+	// publisher waits for.
+	room chan struct{}
+	wake chan struct{} // a token when the queue may be non-empty
+	done chan struct{} // closed when the sender has ended
+	// once starts the sender, or ends it unstarted if Close comes first.
+	once sync.Once
+}
+
+func newSender() *sender {
+	return &sender{room: make(chan struct{}), wake: make(chan struct{}, 1), done: make(chan struct{})}
+}
+
+// admit counts a publish of events events and size bytes against the
+// bound, waiting while it is full until there is room or ctx ends. It
+// fails with hub.ErrClosed once the sender has ended.
+func (s *sender) admit(ctx context.Context, events, size int) error {
+	s.mu.Lock()
+	for {
+		if s.closed {
+			s.mu.Unlock()
+			return hub.ErrClosed
+		}
+		if s.events == 0 || (s.events+events <= pipeMaxEvents && s.bytes+size <= pipeMaxBytes) {
+			s.events += events
+			s.bytes += size
+			s.mu.Unlock()
+			return nil
+		}
+		room := s.room
+		s.waiting++
+		s.mu.Unlock()
+		select {
+		case <-room:
+		case <-ctx.Done():
+		}
+		s.mu.Lock()
+		s.waiting--
+		if ctx.Err() != nil {
+			s.mu.Unlock()
+			return ctx.Err()
+		}
+	}
+}
+
+// release returns what admit counted.
+func (s *sender) release(events, size int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.events -= events
+	s.bytes -= size
+	if s.waiting > 0 {
+		close(s.room)
+		s.room = make(chan struct{})
+	}
+}
+
+// enqueue queues a for the sender, or fails with hub.ErrClosed once the
+// sender has ended.
+func (s *sender) enqueue(a *attempt) error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return hub.ErrClosed
+	}
+	s.queue = append(s.queue, a)
+	s.mu.Unlock()
+	select {
+	case s.wake <- struct{}{}:
+	default: // a token is there already
+	}
+	return nil
+}
+
+// take removes everything queued, in order, leaving out the attempts
+// whose publishers gave up. The slice is the sender's until its next take.
+func (s *sender) take() []*attempt {
+	s.mu.Lock()
+	q := s.queue
+	s.queue, s.spare = s.spare[:0], nil
+	s.mu.Unlock()
+	n := 0
+	for _, a := range q {
+		if a.state.CompareAndSwap(queued, taken) {
+			q[n] = a
+			n++
+		}
+	}
+	clear(q[n:])
+	return q[:n]
+}
+
+// recycle gives back the slice take returned, once sent.
+func (s *sender) recycle(q []*attempt) {
+	clear(q)
+	s.mu.Lock()
+	if cap(q) <= 4*pipeMaxEvents { // a burst's slice is not kept
+		s.spare = q[:0]
+	}
+	s.mu.Unlock()
+}
+
+// shut ends the queue: admit and enqueue refuse from now on, publishers
+// waiting for room stop, and what is queued fails with hub.ErrClosed.
+func (s *sender) shut() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.closed = true
+	for _, a := range s.queue {
+		if a.state.CompareAndSwap(queued, taken) {
+			a.err = hub.ErrClosed
+			close(a.sent)
+		}
+	}
+	s.queue = nil
+	close(s.room)
+	s.room = make(chan struct{}) // release may close it again
+}
+
+// startSender starts the sender goroutine (New does).
+func (b *Broker) startSender() { b.sender.once.Do(func() { go b.sendLoop() }) }
+
+// stopSender waits for the sender to end once b.ctx has ended, or ends it
+// if it never started.
+func (b *Broker) stopSender() {
+	b.sender.once.Do(func() {
+		b.sender.shut()
+		close(b.sender.done)
+	})
+	<-b.sender.done
+}
+
+// sendLoop is the sender goroutine: it sends what is queued until b.ctx
+// ends (Close).
+func (b *Broker) sendLoop() {
+	s := b.sender
+	defer close(s.done)
+	defer s.shut()
+	for {
+		select {
+		case <-s.wake:
+		case <-b.ctx.Done():
+			return
+		}
+		for b.ctx.Err() == nil {
+			q := s.take()
+			if len(q) == 0 {
+				break
+			}
+			for _, a := range q {
+				b.send(a)
+			}
+			s.recycle(q)
+		}
+	}
+}
+
+// send sends a's messages, in order, and closes a.sent. nats.go does not
+// send them again by itself (no retries on "no responders"), so nothing
+// reaches the stream behind the sender's back.
+func (b *Broker) send(a *attempt) {
+	defer close(a.sent)
+	a.futures = make([]jetstream.PubAckFuture, 0, len(a.msgs))
+	for i, m := range a.msgs {
+		f, err := b.js.PublishMsgAsync(m, append(a.opts[i], jetstream.WithRetryAttempts(0))...)
+		if err != nil {
+			if i > 0 {
+				// The first ones went out; their outcome is unknown.
+				err = fmt.Errorf("%w: %w", errNoAnswer, err)
+			}
+			a.err = err
+			return
+		}
+		a.futures = append(a.futures, f)
+	}
+}
+
+// pipeline has the sender send msgs, each with its options, and awaits
+// their acknowledgements for at most attemptWait once sent (the time
+// queued does not count: a lost acknowledgement is noticed as soon, under
+// load as alone). If a message could not be sent, or ctx ended or the
+// acknowledgements did not come in time, err says so (wrapping
+// errNoAnswer once some may have gone out); otherwise refused is the
+// first refusal of the stream, if any, and acks holds every
+// acknowledgement.
+func (b *Broker) pipeline(ctx context.Context, msgs []*nats.Msg, opts [][]jetstream.PublishOpt) (acks []*jetstream.PubAck, refused, err error) {
+	a := &attempt{msgs: msgs, opts: opts, sent: make(chan struct{})}
+	if err := b.sender.enqueue(a); err != nil {
+		return nil, nil, err
+	}
+	select {
+	case <-a.sent:
+	case <-ctx.Done():
+		if a.state.CompareAndSwap(queued, abandoned) {
+			return nil, nil, fmt.Errorf("%w: %w", errNotSent, ctx.Err())
+		}
+		return nil, nil, fmt.Errorf("%w: %w", errNoAnswer, ctx.Err()) // being sent
+	}
+	if a.err != nil {
+		return nil, nil, a.err
+	}
+	ctx, cancel := context.WithTimeout(ctx, attemptWait)
+	defer cancel()
+	acks = make([]*jetstream.PubAck, len(a.futures))
+	for i, f := range a.futures {
+		select {
+		case ack := <-f.Ok():
+			acks[i] = ack
+		case err := <-f.Err():
+			if refused == nil {
+				refused = err
+			}
+		case <-ctx.Done():
+			// Sent: whether or not ctx was cancelled rather than timed
+			// out, the outcome is unknown.
+			return nil, nil, fmt.Errorf("%w: %w", errNoAnswer, ctx.Err())
+		}
+	}
+	return acks, refused, nil
+}
