@@ -144,3 +144,54 @@ func TestWriterEnds(t *testing.T) {
 		t.Fatalf("Serve without ParkAfter returned before Finish")
 	}
 }
+
+// TestWriterLinger: with WriterOptions.Linger, a woken writer waits that
+// long before it writes, and what is queued meanwhile goes out in the same
+// batch; the end of the transport ends the wait at once.
+func TestWriterLinger(t *testing.T) {
+	const linger = 200 * time.Millisecond
+	h := newHub(t, hub.Options{})
+	c := newClient(t, h, "test")
+	r := newRecorder(c)
+	done := make(chan struct{})
+	c.Serve(r, &hub.WriterOptions{ParkAfter: time.Second, Linger: linger}, done)
+
+	start := time.Now()
+	c.Queue([]byte("a"))
+	wait.For(t, waitTimeout, "the first item to be written", func() bool { return r.count() == 1 })
+	if d := time.Since(start); d < linger {
+		t.Fatalf("a lone item was written after %v, want no sooner than the linger, %v", d, linger)
+	}
+	c.Queue([]byte("b"))
+	c.Queue([]byte("c"))
+	wait.For(t, waitTimeout, "the next items to be written", func() bool { return r.count() == 3 })
+	r.mu.Lock()
+	batches := r.batches
+	r.mu.Unlock()
+	if batches != 2 {
+		t.Fatalf("3 items in %d batches, want 2: the items queued together should share the lingering write", batches)
+	}
+	close(done)
+	c.Interrupt()
+	if e := r.end(t); e != (hub.End{}) {
+		t.Fatalf("after done: End %+v, want none", e)
+	}
+}
+
+// TestWriterLingerEndsWithTransport: a writer lingering for an hour still
+// finishes the connection as soon as the transport is done.
+func TestWriterLingerEndsWithTransport(t *testing.T) {
+	h := newHub(t, hub.Options{})
+	c := newClient(t, h, "test")
+	r := newRecorder(c)
+	done := make(chan struct{})
+	c.Serve(r, &hub.WriterOptions{ParkAfter: time.Second, Linger: time.Hour}, done)
+	c.Queue([]byte("a"))
+	close(done)
+	if e := r.end(t); e != (hub.End{}) {
+		t.Fatalf("after done: End %+v, want none", e)
+	}
+	if n := r.count(); n != 0 {
+		t.Fatalf("%d items written, want none: the transport ended during the linger", n)
+	}
+}
