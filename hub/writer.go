@@ -63,13 +63,14 @@ type WriterOptions struct {
 	// written); the hub queues it after the events already queued for
 	// them. Nil: the connection is not told.
 	Unsubscribed func(patterns []string) []byte
-	// Linger is how long the writer, woken by work, waits for more before
-	// it drains the queue, so that what is queued meanwhile goes out in the
-	// same write: fewer writes (one syscall each) for up to Linger more
-	// latency on every delivery. It pays only when a connection gets items
-	// less than Linger apart; a busy writer coalesces without it, since it
-	// drains everything queued during its previous write. A failure or the
-	// end of the transport ends the wait early. Zero: no wait.
+	// Linger is how long the writer, woken by work less than Linger after
+	// its previous write, waits for more before it drains the queue, so
+	// that what is queued meanwhile goes out in the same write: fewer
+	// writes (one syscall each) for up to Linger more latency. A writer
+	// woken later than that writes at once: a connection whose items come
+	// further apart than Linger would gain nothing by waiting, and pays
+	// nothing. A failure or the end of the transport ends the wait early.
+	// Zero: no wait.
 	Linger time.Duration
 }
 
@@ -171,14 +172,15 @@ func (c *Client) writeLoop() {
 		idle = time.NewTimer(d)
 		defer idle.Stop()
 	}
-	var linger *time.Timer // the Linger timer; this goroutine's own
+	var linger *time.Timer  // the Linger timer; this goroutine's own
+	var lastWrite time.Time // when the last batch was written, with Linger
 	if d := wr.opts.Linger; d > 0 {
 		linger = time.NewTimer(d)
 		defer linger.Stop()
 	}
 	var items []Item // the batch, recycled through drain
 	for wrote := false; c.awaitWork(idle); {
-		if linger != nil {
+		if linger != nil && time.Since(lastWrite) < wr.opts.Linger {
 			// Wait for more work (WriterOptions.Linger).
 			linger.Reset(wr.opts.Linger)
 			if !c.sleep(linger) {
@@ -220,6 +222,9 @@ func (c *Client) writeLoop() {
 			return
 		}
 		wrote = true
+		if linger != nil {
+			lastWrite = time.Now()
+		}
 		if wr.opts.WritesKeepAlive && wr.keepAlive != nil {
 			wr.keepAlive.Reset(wr.opts.KeepAlive)
 		}

@@ -85,10 +85,10 @@ type Config struct {
 	Heartbeat    time.Duration
 	SSERetry     time.Duration
 	WriteTimeout time.Duration
-	// WriteLinger is how long a connection's writer, woken by an event,
-	// waits for more before its write (hub.WriterOptions.Linger): fewer
-	// writes for up to that much more latency. 0: off; at most
-	// MaxWriteLinger.
+	// WriteLinger is how long a connection's writer, woken by an event
+	// soon after its previous write, waits for more before its write
+	// (hub.WriterOptions.Linger): fewer writes for up to that much more
+	// latency. 0: off; at most MaxWriteLinger.
 	WriteLinger    time.Duration
 	ReadTimeout    time.Duration
 	MaxBody        int64

@@ -10,44 +10,58 @@ import (
 	"github.com/heraldpush/herald/server"
 )
 
-// TestWriteLinger: with Config.WriteLinger, an event reaches WebSocket and
-// SSE subscribers no sooner than the linger after its publish (the writers
-// wait for more before they write), and it does arrive.
+// TestWriteLinger: with Config.WriteLinger, an event that comes right after
+// a write to a WebSocket or an SSE stream reaches it no sooner than the
+// linger after its publish (the writer waits for more before it writes),
+// and it does arrive.
 func TestWriteLinger(t *testing.T) {
 	const linger = server.MaxWriteLinger
 	in := start(t, server.Config{WriteLinger: linger})
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	ws := dialWS(t, ctx, in)
-	stream := openSSE(t, ctx, in, "")
-	sse := make(chan string, 1)
-	go readSSE(stream, func(_, head string) {
-		select {
-		case sse <- head:
-		default:
+	publish := func(data string) time.Time {
+		t.Helper()
+		at := time.Now()
+		if status, body := in.Post(t, "/v1/publish", `{"topic":"linger.a","data":`+data+`}`); status != http.StatusOK {
+			t.Fatalf("publish: %d %s", status, body)
 		}
-	})
+		return at
+	}
 
-	published := time.Now()
-	if status, body := in.Post(t, "/v1/publish", `{"topic":"linger.a","data":1}`); status != http.StatusOK {
-		t.Fatalf("publish: %d %s", status, body)
+	ws := dialWS(t, ctx, in)
+	readWS := func(data string) {
+		t.Helper()
+		_, msg, err := ws.Read(ctx)
+		if err != nil || !strings.Contains(string(msg), `"data":`+data) {
+			t.Fatalf("WebSocket: %s, %v; want the event %s", msg, err, data)
+		}
 	}
-	_, msg, err := ws.Read(ctx)
-	if err != nil || !strings.Contains(string(msg), `"linger.a"`) {
-		t.Fatalf("WebSocket: %s, %v; want the event", msg, err)
-	}
+	publish(`1`)
+	readWS(`1`)
+	published := publish(`2`)
+	readWS(`2`)
 	if d := time.Since(published); d < linger {
-		t.Errorf("WebSocket: the event arrived %v after its publish, want no sooner than the linger, %v", d, linger)
+		t.Errorf("WebSocket: an event right after a write arrived %v after its publish, want no sooner than the linger, %v", d, linger)
 	}
-	select {
-	case head := <-sse:
-		if !strings.Contains(head, "linger.a") {
-			t.Fatalf("SSE: %q, want the event", head)
+
+	sse := make(chan string, 4)
+	go readSSE(openSSE(t, ctx, in, ""), func(_, head string) { sse <- head })
+	readSSE := func(data string) {
+		t.Helper()
+		select {
+		case head := <-sse:
+			if !strings.Contains(head, `"data":`+data) {
+				t.Fatalf("SSE: %q, want the event %s", head, data)
+			}
+		case <-ctx.Done():
+			t.Fatalf("SSE: no event %s", data)
 		}
-		if d := time.Since(published); d < linger {
-			t.Errorf("SSE: the event arrived %v after its publish, want no sooner than the linger, %v", d, linger)
-		}
-	case <-ctx.Done():
-		t.Fatal("SSE: no event")
+	}
+	publish(`3`)
+	readSSE(`3`)
+	published = publish(`4`)
+	readSSE(`4`)
+	if d := time.Since(published); d < linger {
+		t.Errorf("SSE: an event right after a write arrived %v after its publish, want no sooner than the linger, %v", d, linger)
 	}
 }

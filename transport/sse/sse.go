@@ -66,7 +66,7 @@ type Options struct {
 	Heartbeat    time.Duration // comment line interval; default 15s
 	Retry        time.Duration // "retry:" hint sent first; default 2s
 	WriteTimeout time.Duration // deadline for each batch write; default 10s
-	WriteLinger  time.Duration // how long a woken writer waits for more events before it writes (hub.WriterOptions.Linger); 0: none
+	WriteLinger  time.Duration // how long a writer woken soon after its last write waits for more before it writes (hub.WriterOptions.Linger); 0: none
 	// Auth, if set, checks each stream's credentials and grants; the
 	// stream ends when its token expires. Nil: no authentication.
 	Auth *auth.Authenticator

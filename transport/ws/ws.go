@@ -47,7 +47,7 @@ type Options struct {
 	ReadLimit      int64         // largest client message; default 64 KiB; a larger one closes with 1009
 	PingInterval   time.Duration // keep-alive ping interval; default 25s; negative disables pings
 	WriteTimeout   time.Duration // deadline for each batch write; default 10s; missing it closes with 4008
-	WriteLinger    time.Duration // how long a woken writer waits for more events before it writes (hub.WriterOptions.Linger); 0: none
+	WriteLinger    time.Duration // how long a writer woken soon after its last write waits for more before it writes (hub.WriterOptions.Linger); 0: none
 	// Actions runs the "action" op; nil answers every action with an
 	// unknown_action error. Share the Service with the HTTP API so that
 	// idempotency keys are shared too.
