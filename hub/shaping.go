@@ -209,23 +209,8 @@ func (it Item) empty() bool { return it.Msg == nil && it.Reset == nil && it.Raw 
 func (c *Client) hold(d time.Duration) bool {
 	t := time.NewTimer(d)
 	defer t.Stop()
-	// Wakes during the hold are taken here; one is left for the writer's
-	// next wait, whatever happened meanwhile.
+	// Wakes during the hold are taken by sleep; one is left for the
+	// writer's next wait, whatever happened meanwhile.
 	defer signal(c.wake)
-	for {
-		select {
-		case <-t.C:
-			return true
-		case <-c.w.done:
-			c.endWriter(End{})
-			return false
-		case <-c.wake:
-			c.mu.Lock()
-			failed := c.err != nil
-			c.mu.Unlock()
-			if failed {
-				return true
-			}
-		}
-	}
+	return c.sleep(t)
 }

@@ -144,3 +144,55 @@ func TestWriterEnds(t *testing.T) {
 		t.Fatalf("Serve without ParkAfter returned before Finish")
 	}
 }
+
+// TestWriterLinger: with WriterOptions.Linger, an item that comes long
+// after the last write goes out at once; one that comes sooner waits the
+// linger, and what is queued meanwhile goes out in the same batch.
+func TestWriterLinger(t *testing.T) {
+	const linger = time.Second
+	h := newHub(t, hub.Options{})
+	c := newClient(t, h, "test")
+	r := newRecorder(c)
+	done := make(chan struct{})
+	c.Serve(r, &hub.WriterOptions{ParkAfter: time.Minute, Linger: linger}, done)
+
+	c.Queue([]byte("a"))
+	wait.For(t, waitTimeout, "the first item to be written", func() bool { return r.count() == 1 })
+	start := time.Now()
+	c.Queue([]byte("b"))
+	c.Queue([]byte("c"))
+	wait.For(t, waitTimeout, "the next items to be written", func() bool { return r.count() == 3 })
+	if d := time.Since(start); d < linger {
+		t.Fatalf("items queued right after a write were written after %v, want no sooner than the linger, %v", d, linger)
+	}
+	r.mu.Lock()
+	batches := r.batches
+	r.mu.Unlock()
+	if batches != 2 {
+		t.Fatalf("3 items in %d batches, want 2: the items queued together should share the lingering write", batches)
+	}
+	close(done)
+	c.Interrupt()
+	if e := r.end(t); e != (hub.End{}) {
+		t.Fatalf("after done: End %+v, want none", e)
+	}
+}
+
+// TestWriterLingerEndsWithTransport: a first item goes out at once even
+// with an hour's linger (no write came before it), and a writer lingering
+// for an hour over the next still finishes the connection as soon as the
+// transport is done.
+func TestWriterLingerEndsWithTransport(t *testing.T) {
+	h := newHub(t, hub.Options{})
+	c := newClient(t, h, "test")
+	r := newRecorder(c)
+	done := make(chan struct{})
+	c.Serve(r, &hub.WriterOptions{ParkAfter: time.Minute, Linger: time.Hour}, done)
+	c.Queue([]byte("a"))
+	wait.For(t, waitTimeout, "the first item to be written", func() bool { return r.count() == 1 })
+	c.Queue([]byte("b"))
+	close(done)
+	if e := r.end(t); e != (hub.End{}) {
+		t.Fatalf("after done: End %+v, want none", e)
+	}
+}

@@ -18,18 +18,21 @@ import (
 // Defaults that New applies to the zero fields of a Config; "herald serve"
 // shows the same ones as its flags' defaults.
 const (
-	DefaultAddr                = "127.0.0.1:8080"
-	DefaultBroker              = "memory"
-	DefaultHistorySize         = 10000
-	DefaultHistoryBytes        = hub.DefaultHistoryBytes
-	DefaultHistoryTTL          = time.Hour
-	DefaultStateMaxKeys        = hub.DefaultStateMaxKeys
-	DefaultPresenceMaxMembers  = hub.DefaultPresenceMaxMembers
-	DefaultStateMaxBytes       = hub.DefaultStateMaxBytes
-	DefaultQueueBytes          = 512 << 10
-	DefaultHeartbeat           = 15 * time.Second
-	DefaultSSERetry            = 2 * time.Second
-	DefaultWriteTimeout        = 10 * time.Second
+	DefaultAddr               = "127.0.0.1:8080"
+	DefaultBroker             = "memory"
+	DefaultHistorySize        = 10000
+	DefaultHistoryBytes       = hub.DefaultHistoryBytes
+	DefaultHistoryTTL         = time.Hour
+	DefaultStateMaxKeys       = hub.DefaultStateMaxKeys
+	DefaultPresenceMaxMembers = hub.DefaultPresenceMaxMembers
+	DefaultStateMaxBytes      = hub.DefaultStateMaxBytes
+	DefaultQueueBytes         = 512 << 10
+	DefaultHeartbeat          = 15 * time.Second
+	DefaultSSERetry           = 2 * time.Second
+	DefaultWriteTimeout       = 10 * time.Second
+	// MaxWriteLinger bounds --write-linger: it is added to the latency of
+	// every delivery.
+	MaxWriteLinger             = 100 * time.Millisecond
 	DefaultReadTimeout         = httpapi.DefaultReadTimeout
 	DefaultMaxBody             = httpapi.DefaultMaxBody
 	DefaultWSReadLimit         = 64 << 10
@@ -79,9 +82,14 @@ type Config struct {
 	QueueBytes         int
 	Shards             int // 0: GOMAXPROCS
 
-	Heartbeat      time.Duration
-	SSERetry       time.Duration
-	WriteTimeout   time.Duration
+	Heartbeat    time.Duration
+	SSERetry     time.Duration
+	WriteTimeout time.Duration
+	// WriteLinger is how long a connection's writer, woken by an event
+	// soon after its previous write, waits for more before its write
+	// (hub.WriterOptions.Linger): fewer writes for up to that much more
+	// latency. 0: off; at most MaxWriteLinger.
+	WriteLinger    time.Duration
 	ReadTimeout    time.Duration
 	MaxBody        int64
 	WSReadLimit    int64
@@ -305,6 +313,8 @@ func (c Config) Validate() error {
 		return configErrorf("--shards must not be negative, got %d", c.Shards)
 	case c.ActionLease < 300*time.Millisecond:
 		return configErrorf("--action-lease must be at least 300ms, got %v", c.ActionLease)
+	case c.WriteLinger < 0 || c.WriteLinger > MaxWriteLinger:
+		return configErrorf("--write-linger must be between 0 and %v, got %v", MaxWriteLinger, c.WriteLinger)
 	case c.MaxConnsPerIP < 0:
 		return configErrorf("--max-conns-per-ip must not be negative, got %d", c.MaxConnsPerIP)
 	case c.RatePublish < 0 || c.RateActions < 0:

@@ -195,11 +195,11 @@ func (s *Server) start(authn *auth.Authenticator) error {
 	publishRates := limit.NewRates(cfg.RatePublish, 0)
 	actionRates := limit.NewRates(cfg.RateActions, 0)
 	s.sse = sse.New(sse.Options{
-		Hub: h, Heartbeat: cfg.Heartbeat, Retry: cfg.SSERetry, WriteTimeout: cfg.WriteTimeout, Auth: authn, Conns: conns, Logger: log,
+		Hub: h, Heartbeat: cfg.Heartbeat, Retry: cfg.SSERetry, WriteTimeout: cfg.WriteTimeout, WriteLinger: cfg.WriteLinger, Auth: authn, Conns: conns, Logger: log,
 	})
 	s.ws = ws.New(ws.Options{
 		Hub: h, AllowedOrigins: cfg.AllowedOrigins, ReadLimit: cfg.WSReadLimit,
-		PingInterval: cfg.WSPingInterval, WriteTimeout: cfg.WriteTimeout, Actions: svc, Auth: authn, Conns: conns,
+		PingInterval: cfg.WSPingInterval, WriteTimeout: cfg.WriteTimeout, WriteLinger: cfg.WriteLinger, Actions: svc, Auth: authn, Conns: conns,
 		PublishRates: publishRates, ActionRates: actionRates, MessageRate: cfg.WSMessageRate, MaxTopics: cfg.WSMaxTopics,
 		NoCompression: cfg.WSNoCompression, Logger: log,
 	})

@@ -152,7 +152,7 @@ func TestServeFlagsAndEnv(t *testing.T) {
 			t.Fatalf("-h: %v", err)
 		}
 		for _, name := range []string{"addr", "broker", "history-size", "history-bytes", "history-ttl", "state-max-keys", "state-max-bytes", "queue-bytes", "shards",
-			"heartbeat", "sse-retry", "write-timeout", "read-timeout", "max-body", "ws-read-limit", "ws-ping-interval", "ws-compression",
+			"heartbeat", "sse-retry", "write-timeout", "write-linger", "read-timeout", "max-body", "ws-read-limit", "ws-ping-interval", "ws-compression",
 			"allowed-origins", "cors-origins", "max-conns", "max-conns-per-ip", "rate-publish", "rate-actions", "ws-message-rate", "ws-max-topics", "auth", "jwt-secret", "jwt-public-key", "jwt-audience", "jwt-issuer", "jwt-leeway",
 			"jwt-jwks-url",
 			"public-subscribe", "api-key", "shutdown-timeout", "log-level", "log-format", "action-upstream", "action-workers",
@@ -211,6 +211,8 @@ func TestServeBadFlags(t *testing.T) {
 		{"negative max-conns", []string{"--max-conns", "-1"}, nil, "--max-conns must not be negative"},
 		{"negative jwt leeway", []string{"--jwt-leeway", "-1s"}, nil, "--jwt-leeway must not be negative"},
 		{"negative max-conns-per-ip", []string{"--max-conns-per-ip", "-1"}, nil, "--max-conns-per-ip must not be negative"},
+		{"negative write-linger", []string{"--write-linger", "-1ms"}, nil, "--write-linger must be between 0 and 100ms"},
+		{"write-linger too long", []string{"--write-linger", "101ms"}, nil, "--write-linger must be between 0 and 100ms"},
 		{"h2c with TLS", []string{"--h2c", "--tls-cert", "c.pem", "--tls-key", "k.pem"}, nil, "--h2c is HTTP/2 without TLS"},
 	}
 	// A flag whose server.Config field takes its default at 0 refuses 0:

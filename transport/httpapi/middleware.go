@@ -73,11 +73,17 @@ func (rec *recorder) FlushError() error {
 }
 
 // Hijack makes recorder an http.Hijacker; on HTTP/2 it fails with
-// http.ErrNotSupported.
+// http.ErrNotSupported. A handler that hijacks with an Upgrade header set
+// and no status written sends its 101 on the connection itself
+// (transport/ws): it is recorded as 101.
 func (rec *recorder) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	c, rw, err := http.NewResponseController(rec.w).Hijack()
 	if err == nil {
 		rec.hijacked = true
+		if !rec.wrote && rec.w.Header().Get("Upgrade") != "" {
+			rec.code = http.StatusSwitchingProtocols
+			rec.wrote = true
+		}
 	}
 	return c, rw, err
 }

@@ -66,6 +66,7 @@ type Options struct {
 	Heartbeat    time.Duration // comment line interval; default 15s
 	Retry        time.Duration // "retry:" hint sent first; default 2s
 	WriteTimeout time.Duration // deadline for each batch write; default 10s
+	WriteLinger  time.Duration // how long a writer woken soon after its last write waits for more before it writes (hub.WriterOptions.Linger); 0: none
 	// Auth, if set, checks each stream's credentials and grants; the
 	// stream ends when its token expires. Nil: no authentication.
 	Auth *auth.Authenticator
@@ -111,8 +112,8 @@ func New(o Options) *Handler {
 	retry := strconv.AppendInt([]byte("retry: "), o.Retry.Milliseconds(), 10)
 	return &Handler{opts: o, retry: append(retry, "\n\n"...),
 		// Streams opened together are not all woken together ever after.
-		conn:   hub.WriterOptions{KeepAlive: o.Heartbeat, KeepAliveJitter: true, WritesKeepAlive: true, ParkAfter: parkAfter, Unsubscribed: unsubscribedFrame},
-		stream: hub.WriterOptions{KeepAlive: o.Heartbeat, WritesKeepAlive: true, Unsubscribed: unsubscribedFrame},
+		conn:   hub.WriterOptions{KeepAlive: o.Heartbeat, KeepAliveJitter: true, WritesKeepAlive: true, ParkAfter: parkAfter, Unsubscribed: unsubscribedFrame, Linger: o.WriteLinger},
+		stream: hub.WriterOptions{KeepAlive: o.Heartbeat, WritesKeepAlive: true, Unsubscribed: unsubscribedFrame, Linger: o.WriteLinger},
 	}
 }
 

@@ -61,6 +61,13 @@ package ws
 //     4 KiB buffer per connection from the first compressed message on;
 //     RSV1 that corkConn passes on (no extension, a control frame) is a
 //     protocol error.
+//  8. The 101 from Hijack. Accept calls WriteHeader(101) with every header
+//     of the response set, then Hijack, and writes nothing else of the
+//     response. Why: upgradeWriter holds the 101 back from net/http, which
+//     would format it in a 4 KiB writer after sorting the headers, and
+//     Hijack sends it in one write of its own (corkConn.WriteResponseHead):
+//     about a tenth of the server's CPU in a connection ramp went into
+//     net/http's writing of the 101 (docs/benchmarks.md, "Connection ramp").
 //
 // Two of transport/ws's own mechanisms stand beside the library rather
 // than rely on it, each kept for a measured reason (docs/benchmarks.md,
@@ -110,18 +117,23 @@ type upgradeWriter struct {
 	h    *Handler
 	conn *corkConn // set by a successful Hijack
 
-	status int // an error status Accept set; its body is rewritten as JSON
+	status    int  // an error status Accept set; its body is rewritten as JSON
+	switching bool // Accept set 101: Hijack sends it (assumption 8)
 }
 
 func (w *upgradeWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
-// WriteHeader holds back error statuses until Write supplies the message.
+// WriteHeader holds back error statuses until Write supplies the message,
+// and the 101 until Hijack sends it (assumption 8).
 func (w *upgradeWriter) WriteHeader(status int) {
-	if status >= 400 {
+	switch {
+	case status >= 400:
 		w.status = status
-		return
+	case status == http.StatusSwitchingProtocols:
+		w.switching = true
+	default:
+		w.ResponseWriter.WriteHeader(status)
 	}
-	w.ResponseWriter.WriteHeader(status)
 }
 
 // Write sends an error held back by WriteHeader as a JSON error.
@@ -160,7 +172,8 @@ func handshakeCode(status int) string {
 }
 
 // Hijack takes the connection from net/http and returns it wrapped in a
-// corkConn, with small buffers for coder/websocket (assumption 1).
+// corkConn, with small buffers for coder/websocket (assumption 1), once it
+// has sent the 101 response that Accept set (assumption 8).
 //
 // net/http may already have read bytes the client sent right behind the
 // handshake. coder/websocket keeps whatever the returned reader has buffered
@@ -186,6 +199,12 @@ func (w *upgradeWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 		}
 	}
 	w.conn = newCorkConn(c, early, w.h.opts.WriteTimeout, &w.h.writes)
+	if w.switching {
+		if err := w.conn.WriteResponseHead(http.StatusSwitchingProtocols, w.Header()); err != nil {
+			_ = w.conn.Abort()
+			return nil, nil, fmt.Errorf("failed to write handshake: %w", err)
+		}
+	}
 	return w.conn, libraryBuffers(w.conn), nil
 }
 
@@ -237,4 +256,33 @@ func (s *session) readMessage() (websocket.MessageType, []byte, error) {
 func closeHandshake(ws *websocket.Conn, conn *corkConn, code websocket.StatusCode, reason string) error {
 	conn.StartHandshake()
 	return ws.Close(code, reason)
+}
+
+// WriteResponseHead sends an HTTP/1.1 response head with status and header,
+// in one write under the write timeout, on a buffer of corkPool. A value's
+// line breaks become spaces, as net/http has them.
+func (c *corkConn) WriteResponseHead(status int, header http.Header) error {
+	bp := corkPool.Get().(*[]byte)
+	b := fmt.Appendf((*bp)[:0], "HTTP/1.1 %03d %s\r\n", status, http.StatusText(status))
+	for k, vs := range header {
+		for _, v := range vs {
+			b = append(b, k...)
+			b = append(b, ": "...)
+			for i := range len(v) {
+				if ch := v[i]; ch == '\r' || ch == '\n' {
+					b = append(b, ' ')
+				} else {
+					b = append(b, ch)
+				}
+			}
+			b = append(b, "\r\n"...)
+		}
+	}
+	b = append(b, "\r\n"...)
+	c.mu.Lock()
+	_, err := c.appendLocked(b)
+	c.mu.Unlock()
+	*bp = b[:0]
+	corkPool.Put(bp)
+	return err
 }

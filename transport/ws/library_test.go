@@ -147,11 +147,16 @@ func acceptLibPair(t *testing.T, early []byte, extensions, offer string) *libPai
 	br := bufio.NewReader(peer)
 	resp, err := http.ReadResponse(br, nil)
 	if err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
-		t.Fatalf("handshake: %v, %v", resp, err)
+		t.Fatalf("assumption 8 (the 101 from Hijack): handshake: %v, %v", resp, err)
 	}
 	p := <-accepted
 	if p == nil {
 		t.FailNow()
+	}
+	// Assumption 8: the 101 went out in one write of Hijack's, and nothing
+	// else of the response.
+	if w := p.rec.takeWrites(); len(w) != 1 || !bytes.HasPrefix(w[0], []byte("HTTP/1.1 101 ")) {
+		t.Fatalf("assumption 8 (the 101 from Hijack): the handshake's writes on the conn: %q, want one, the 101", w)
 	}
 	p.peer, p.peerR = peer, br
 	p.respExtensions = resp.Header.Get("Sec-WebSocket-Extensions")

@@ -47,6 +47,7 @@ type Options struct {
 	ReadLimit      int64         // largest client message; default 64 KiB; a larger one closes with 1009
 	PingInterval   time.Duration // keep-alive ping interval; default 25s; negative disables pings
 	WriteTimeout   time.Duration // deadline for each batch write; default 10s; missing it closes with 4008
+	WriteLinger    time.Duration // how long a writer woken soon after its last write waits for more before it writes (hub.WriterOptions.Linger); 0: none
 	// Actions runs the "action" op; nil answers every action with an
 	// unknown_action error. Share the Service with the HTTP API so that
 	// idempotency keys are shared too.
@@ -136,7 +137,7 @@ func New(o Options) *Handler {
 		// Every ping starts a parked writer: jittered, connections made
 		// together (a reconnect storm, a load test) are not all pinged at once
 		// ever after, which would hold thousands of writers at the same time.
-		writer: hub.WriterOptions{KeepAlive: o.PingInterval, KeepAliveJitter: true, ParkAfter: parkAfter, Unsubscribed: unsubscribedFrame},
+		writer: hub.WriterOptions{KeepAlive: o.PingInterval, KeepAliveJitter: true, ParkAfter: parkAfter, Unsubscribed: unsubscribedFrame, Linger: o.WriteLinger},
 		accept: websocket.AcceptOptions{
 			Subprotocols:    []string{Subprotocol},
 			OriginPatterns:  o.AllowedOrigins,
