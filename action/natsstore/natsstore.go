@@ -15,8 +15,9 @@
 // The lease is the consumer's AckWait: a worker renews it with an
 // in-progress acknowledgement (Touch), gives an action back with a
 // negative one (Release), and JetStream hands an action whose lease ran out
-// to any node's worker. Records change by compare-and-set on their
-// revision, so an action becomes final once.
+// to any node's worker. The workers of a node waiting at once share one
+// pull request (action/internal/claimbatch). Records change by
+// compare-and-set on their revision, so an action becomes final once.
 //
 // NATS has no transaction over several subjects: Create writes the key,
 // then the record, then the queue message. A node that dies between them

@@ -12,7 +12,9 @@
 //	{prefix}:act:k:<hash> an idempotency key (hash of caller and key):
 //	                      the action ID, expiring with the record
 //
-// A worker claims with XREADGROUP; the pending entries list is the lease:
+// A worker claims with XREADGROUP (the workers of a node waiting at once
+// share one, with COUNT, and one pipelined read of the records: see
+// action/internal/claimbatch); the pending entries list is the lease:
 // a worker renews it by claiming its entry again (XCLAIM, which resets the
 // idle time), and any node takes over an entry idle longer than the lease
 // (XAUTOCLAIM). A Store is safe for concurrent use.

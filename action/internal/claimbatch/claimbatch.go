@@ -75,19 +75,19 @@ func (b *Batcher) Claim(ctx context.Context, lease, wait time.Duration) (*action
 			}
 			n := min(max(int(b.waiting.Load()), 1), MaxBatch)
 			cs, err := b.fetch(ctx, lease, n, wait)
-			<-b.token
-			if err != nil {
+			if err != nil || len(cs) == 0 {
+				<-b.token
 				for _, c := range cs {
 					b.giveBack(c)
 				}
 				return nil, err
 			}
-			if len(cs) == 0 {
-				return nil, nil
-			}
+			// The others are in ready before the token goes: the next
+			// holder finds them rather than fetching more.
 			for _, c := range cs[1:] {
 				b.hand(ctx, c)
 			}
+			<-b.token
 			return cs[0], nil
 		case <-t.C:
 			return nil, nil
