@@ -15,8 +15,9 @@
 // The lease is the consumer's AckWait: a worker renews it with an
 // in-progress acknowledgement (Touch), gives an action back with a
 // negative one (Release), and JetStream hands an action whose lease ran out
-// to any node's worker. Records change by compare-and-set on their
-// revision, so an action becomes final once.
+// to any node's worker. The workers of a node waiting at once share one
+// pull request (action/internal/claimbatch). Records change by
+// compare-and-set on their revision, so an action becomes final once.
 //
 // NATS has no transaction over several subjects: Create writes the key,
 // then the record, then the queue message. A node that dies between them
@@ -48,6 +49,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/heraldpush/herald/action"
+	"github.com/heraldpush/herald/action/internal/claimbatch"
 )
 
 // Options configures a Store.
@@ -99,6 +101,8 @@ type Store struct {
 	maxMsgs int // the queue stream's MaxMsgs: the queue bound in force
 	cons    jetstream.Consumer
 	lease   time.Duration // the consumer's AckWait
+
+	claims *claimbatch.Batcher
 }
 
 // New opens the store, creating its stream and bucket if there are none.
@@ -120,6 +124,7 @@ func New(ctx context.Context, o Options) (*Store, error) {
 		return nil, fmt.Errorf("failed to open the action store: %w", err)
 	}
 	s := &Store{o: o, nc: o.Conn, js: js, name: o.Stream + "_ACTIONS", maxMsgs: -1}
+	s.claims = claimbatch.New(s.fetch, s.Release)
 	if _, _, err := s.open(ctx, 0); err != nil {
 		return nil, fmt.Errorf("failed to open the action store: %w", err)
 	}
@@ -402,28 +407,69 @@ func (s *Store) consumer(ctx context.Context, lease time.Duration) (jetstream.Co
 	return c, nil
 }
 
-// Claim implements action.Store.
+// Claim implements action.Store: the workers of a node waiting at once
+// share one fetch (action/internal/claimbatch).
 func (s *Store) Claim(ctx context.Context, lease, wait time.Duration) (*action.Claim, error) {
+	return s.claims.Claim(ctx, lease, wait)
+}
+
+// fetch leases up to n queued actions: as many as are there now, in one
+// pull request, or else the first to come within wait.
+func (s *Store) fetch(ctx context.Context, lease time.Duration, n int, wait time.Duration) ([]*action.Claim, error) {
 	c, err := s.consumer(ctx, lease)
 	if err != nil {
 		s.forget()
 		return nil, err
 	}
-	fctx, cancel := context.WithTimeout(ctx, wait)
-	defer cancel()
-	batch, err := c.Fetch(1, jetstream.FetchContext(fctx))
+	batch, err := c.FetchNoWait(n)
 	if err != nil {
 		s.forget()
 		return nil, fmt.Errorf("failed to claim an action: %w", err)
 	}
-	for m := range batch.Messages() {
-		return s.claimed(ctx, m)
+	out, err := s.claimAll(ctx, batch)
+	if len(out) > 0 || err != nil {
+		return out, err
 	}
-	if err := batch.Error(); err != nil && ctx.Err() == nil && !errors.Is(err, context.DeadlineExceeded) {
+	fctx, cancel := context.WithTimeout(ctx, wait)
+	defer cancel()
+	batch, err = c.Fetch(1, jetstream.FetchContext(fctx))
+	if err != nil {
 		s.forget()
 		return nil, fmt.Errorf("failed to claim an action: %w", err)
 	}
-	return nil, nil
+	return s.claimAll(ctx, batch)
+}
+
+// claimAll makes claims of a fetched batch's messages. Once one fails,
+// the messages after it are given back.
+func (s *Store) claimAll(ctx context.Context, batch jetstream.MessageBatch) ([]*action.Claim, error) {
+	var (
+		out    []*action.Claim
+		failed error
+	)
+	for m := range batch.Messages() {
+		if failed != nil {
+			_ = m.Nak()
+			continue
+		}
+		c, err := s.claimed(ctx, m)
+		if err != nil {
+			failed = err
+			continue
+		}
+		if c != nil {
+			out = append(out, c)
+		}
+	}
+	if failed != nil {
+		return out, failed
+	}
+	if err := batch.Error(); err != nil && ctx.Err() == nil &&
+		!errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, jetstream.ErrNoMessages) {
+		s.forget()
+		return out, fmt.Errorf("failed to claim an action: %w", err)
+	}
+	return out, nil
 }
 
 // claimed makes a Claim of a queue message. The record is the truth about
@@ -493,26 +539,34 @@ func (s *Store) Release(ctx context.Context, c *action.Claim) error {
 	return s.nc.FlushWithContext(ctx)
 }
 
-// Done implements action.Store. The acknowledgement waits for the
-// server's confirmation: the message is gone when Done returns nil.
+// Done implements action.Store. The record is marked and the message
+// acknowledged at once, each in its own round trip: either may land
+// without the other, and both outcomes are safe (a marked record whose
+// message stays is only removed by its next claim; an acknowledged message
+// whose record is not marked is never claimed again). The acknowledgement
+// waits for the server's confirmation: the message is gone when Done
+// returns nil.
 func (s *Store) Done(ctx context.Context, c *action.Claim) error {
 	kv, err := s.records(ctx)
 	if err != nil {
 		return err
 	}
-	if _, err := s.change(ctx, kv, &c.Stored, record{A: c.Stored, P: true}, func(r *record, found bool) bool {
+	acked := make(chan error, 1)
+	go func() {
+		_, err := s.nc.RequestWithContext(ctx, c.Token, ackAck)
+		acked <- err
+	}()
+	_, err = s.change(ctx, kv, &c.Stored, record{A: c.Stored, P: true}, func(r *record, found bool) bool {
 		if !found || r.P {
 			return false
 		}
 		r.P = true
 		return true
-	}); err != nil {
-		return err
+	})
+	if aerr := <-acked; aerr != nil && err == nil {
+		err = fmt.Errorf("failed to remove the action from the queue: %w", aerr)
 	}
-	if _, err := s.nc.RequestWithContext(ctx, c.Token, ackAck); err != nil {
-		return fmt.Errorf("failed to remove the action from the queue: %w", err)
-	}
-	return nil
+	return err
 }
 
 // Save implements action.Store.

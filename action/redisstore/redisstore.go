@@ -12,10 +12,17 @@
 //	{prefix}:act:k:<hash> an idempotency key (hash of caller and key):
 //	                      the action ID, expiring with the record
 //
-// A worker claims with XREADGROUP; the pending entries list is the lease:
+// A worker claims with XREADGROUP (the workers of a node waiting at once
+// share one, with COUNT, and one pipelined read of the records: see
+// action/internal/claimbatch); the pending entries list is the lease:
 // a worker renews it by claiming its entry again (XCLAIM, which resets the
 // idle time), and any node takes over an entry idle longer than the lease
 // (XAUTOCLAIM). A Store is safe for concurrent use.
+//
+// Group commit: the scripts that write (Create, Save, Finish, Done) of a
+// node's concurrent calls go to Redis together, pipelined in one round trip
+// (internal/groupcommit); each script stays atomic on its own, and a lone
+// call waits for one round trip as before.
 package redisstore
 
 import (
@@ -32,7 +39,9 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/heraldpush/herald/action"
+	"github.com/heraldpush/herald/action/internal/claimbatch"
 	"github.com/heraldpush/herald/hub"
+	"github.com/heraldpush/herald/internal/groupcommit"
 )
 
 const group = "workers"
@@ -44,8 +53,28 @@ type Store struct {
 	queue    string
 	consumer string
 
+	writes *groupcommit.Committer[*write]
+	claims *claimbatch.Batcher
+
 	mu       sync.Mutex
 	lastAuto time.Time // last XAUTOCLAIM by this node
+}
+
+// The bounds of a group of writes: a group is one pipeline, which Redis
+// runs script after script, and writeTimeout bounds its round trip.
+const (
+	groupMaxWrites = 256
+	queueMaxWrites = 4 * groupMaxWrites
+	writeTimeout   = 10 * time.Second
+)
+
+// write is one script call of a group; reply holds its answer once the
+// group has run.
+type write struct {
+	script *redis.Script
+	keys   []string
+	args   []any
+	reply  *redis.Cmd
 }
 
 // New returns a store on the keys of prefix (default "herald"), creating
@@ -56,6 +85,8 @@ func New(ctx context.Context, rdb redis.UniversalClient, prefix string) (*Store,
 	}
 	tag := "{" + prefix + "}"
 	s := &Store{rdb: rdb, tag: tag, queue: tag + ":act:q", consumer: hub.NewEpoch()}
+	s.writes = groupcommit.New(groupMaxWrites, queueMaxWrites, s.runWrites)
+	s.claims = claimbatch.New(s.fetch, s.Release)
 	if err := s.ensureGroup(ctx); err != nil {
 		return nil, fmt.Errorf("failed to open the action store: %w", err)
 	}
@@ -68,6 +99,44 @@ func (s *Store) ensureGroup(ctx context.Context) error {
 		return err
 	}
 	return nil
+}
+
+// run calls script through the node's group commit and returns its reply.
+func (s *Store) run(ctx context.Context, script *redis.Script, keys []string, args ...any) *redis.Cmd {
+	w := &write{script: script, keys: keys, args: args}
+	if err := s.writes.Do(ctx, w); err != nil {
+		c := redis.NewCmd(ctx)
+		c.SetErr(err)
+		return c
+	}
+	return w.reply
+}
+
+// runWrites sends a group of script calls in one pipeline. A script Redis
+// does not know (it restarted, or its scripts were flushed) was not run:
+// those calls go again with the script's source.
+func (s *Store) runWrites(group []*write) {
+	ctx, cancel := context.WithTimeout(context.Background(), writeTimeout)
+	defer cancel()
+	pipe := s.rdb.Pipeline()
+	for _, w := range group {
+		w.reply = w.script.EvalSha(ctx, pipe, w.keys, w.args...)
+	}
+	_, _ = pipe.Exec(ctx) // each reply holds its own error
+	var again []*write
+	for _, w := range group {
+		if redis.HasErrorPrefix(w.reply.Err(), "NOSCRIPT") {
+			again = append(again, w)
+		}
+	}
+	if len(again) == 0 {
+		return
+	}
+	pipe = s.rdb.Pipeline()
+	for _, w := range again {
+		w.reply = w.script.Eval(ctx, pipe, w.keys, w.args...)
+	}
+	_, _ = pipe.Exec(ctx)
 }
 
 func (s *Store) recKey(id string) string { return s.tag + ":act:r:" + id }
@@ -109,7 +178,7 @@ func (s *Store) Create(ctx context.Context, a *action.Stored, maxQueued int) (*a
 	if a.Key != "" {
 		idem = s.idemKey(a.Caller, a.Key)
 	}
-	res, err := createScript.Run(ctx, s.rdb, []string{s.queue, s.recKey(a.ID), idem},
+	res, err := s.run(ctx, createScript, []string{s.queue, s.recKey(a.ID), idem},
 		js, a.ID, maxQueued, pendingTTL.Milliseconds(), s.tag+":act:r:").StringSlice()
 	if err != nil {
 		return nil, err
@@ -129,9 +198,15 @@ func (s *Store) Create(ctx context.Context, a *action.Stored, maxQueued int) (*a
 	return nil, fmt.Errorf("unexpected reply %v", res)
 }
 
-// Claim implements action.Store. Every lease/4 at most, this node first
-// looks for entries whose lease ran out.
+// Claim implements action.Store: the workers of a node waiting at once
+// share one fetch (action/internal/claimbatch).
 func (s *Store) Claim(ctx context.Context, lease, wait time.Duration) (*action.Claim, error) {
+	return s.claims.Claim(ctx, lease, wait)
+}
+
+// fetch leases up to n entries. Every lease/4 at most, this node first
+// looks for entries whose lease ran out.
+func (s *Store) fetch(ctx context.Context, lease time.Duration, n int, wait time.Duration) ([]*action.Claim, error) {
 	s.mu.Lock()
 	auto := time.Since(s.lastAuto) >= lease/4
 	if auto {
@@ -140,17 +215,17 @@ func (s *Store) Claim(ctx context.Context, lease, wait time.Duration) (*action.C
 	s.mu.Unlock()
 	if auto {
 		msgs, _, err := s.rdb.XAutoClaim(ctx, &redis.XAutoClaimArgs{
-			Stream: s.queue, Group: group, Consumer: s.consumer, MinIdle: lease, Start: "0-0", Count: 1,
+			Stream: s.queue, Group: group, Consumer: s.consumer, MinIdle: lease, Start: "0-0", Count: int64(n),
 		}).Result()
 		if err = s.fixGroup(ctx, err); err != nil {
 			return nil, err
 		}
 		if len(msgs) > 0 {
-			return s.claimed(ctx, msgs[0], true)
+			return s.claimed(ctx, msgs, true)
 		}
 	}
 	res, err := s.rdb.XReadGroup(ctx, &redis.XReadGroupArgs{
-		Group: group, Consumer: s.consumer, Streams: []string{s.queue, ">"}, Count: 1, Block: wait,
+		Group: group, Consumer: s.consumer, Streams: []string{s.queue, ">"}, Count: int64(n), Block: wait,
 	}).Result()
 	if errors.Is(err, redis.Nil) {
 		return nil, nil
@@ -158,12 +233,11 @@ func (s *Store) Claim(ctx context.Context, lease, wait time.Duration) (*action.C
 	if err = s.fixGroup(ctx, err); err != nil {
 		return nil, err
 	}
+	var msgs []redis.XMessage
 	for _, st := range res {
-		for _, m := range st.Messages {
-			return s.claimed(ctx, m, false)
-		}
+		msgs = append(msgs, st.Messages...)
 	}
-	return nil, nil
+	return s.claimed(ctx, msgs, false)
 }
 
 // fixGroup recreates the group if Redis lost it (a restart without data).
@@ -177,20 +251,40 @@ func (s *Store) fixGroup(ctx context.Context, err error) error {
 	return err
 }
 
-// claimed loads the record of a claimed entry. An entry whose record is
-// gone (it expired while nobody ran it) is dropped.
-func (s *Store) claimed(ctx context.Context, m redis.XMessage, redelivered bool) (*action.Claim, error) {
-	id, _ := m.Values["id"].(string)
-	a, ok, err := s.Get(ctx, id)
-	if err != nil {
-		return nil, err
-	}
-	if !ok {
-		s.rdb.XAck(ctx, s.queue, group, m.ID)
-		s.rdb.XDel(ctx, s.queue, m.ID)
+// claimed loads the records of claimed entries, in one round trip. An
+// entry whose record is gone (it expired while nobody ran it) is dropped.
+func (s *Store) claimed(ctx context.Context, msgs []redis.XMessage, redelivered bool) ([]*action.Claim, error) {
+	if len(msgs) == 0 {
 		return nil, nil
 	}
-	return &action.Claim{Stored: *a, Token: m.ID, Redelivered: redelivered}, nil
+	pipe := s.rdb.Pipeline()
+	gets := make([]*redis.SliceCmd, len(msgs))
+	ids := make([]string, len(msgs))
+	for i, m := range msgs {
+		ids[i], _ = m.Values["id"].(string)
+		gets[i] = pipe.HMGet(ctx, s.recKey(ids[i]), "a", "p")
+	}
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+		return nil, err
+	}
+	out := make([]*action.Claim, 0, len(msgs))
+	var gone []string
+	for i, m := range msgs {
+		a, ok, err := parseRecord(ids[i], gets[i].Val())
+		if err != nil {
+			return nil, err
+		}
+		if !ok {
+			gone = append(gone, m.ID)
+			continue
+		}
+		out = append(out, &action.Claim{Stored: *a, Token: m.ID, Redelivered: redelivered})
+	}
+	if len(gone) > 0 {
+		s.rdb.XAck(ctx, s.queue, group, gone...)
+		s.rdb.XDel(ctx, s.queue, gone...)
+	}
+	return out, nil
 }
 
 // Touch implements action.Store: claiming the entry again resets its idle
@@ -231,7 +325,7 @@ func (s *Store) update(ctx context.Context, a *action.Stored, ttl time.Duration)
 	if a.Key != "" {
 		idem = s.idemKey(a.Caller, a.Key)
 	}
-	n, err := updateScript.Run(ctx, s.rdb, []string{s.recKey(a.ID), idem}, js, string(a.Status), ttl.Milliseconds()).Int()
+	n, err := s.run(ctx, updateScript, []string{s.recKey(a.ID), idem}, js, string(a.Status), ttl.Milliseconds()).Int()
 	return n == 1, err
 }
 
@@ -257,7 +351,7 @@ return 1
 
 // Done implements action.Store.
 func (s *Store) Done(ctx context.Context, c *action.Claim) error {
-	return doneScript.Run(ctx, s.rdb, []string{s.queue, s.recKey(c.ID)}, c.Token).Err()
+	return s.run(ctx, doneScript, []string{s.queue, s.recKey(c.ID)}, c.Token).Err()
 }
 
 // Local implements action.Store: every node on the Redis server reaches
@@ -270,15 +364,21 @@ func (s *Store) Get(ctx context.Context, id string) (*action.Stored, bool, error
 	if err != nil {
 		return nil, false, err
 	}
+	return parseRecord(id, vals)
+}
+
+// parseRecord reads a record's fields a and p; ok is false when there is
+// no record.
+func parseRecord(id string, vals []any) (a *action.Stored, ok bool, err error) {
 	js, ok := vals[0].(string)
 	if !ok {
 		return nil, false, nil
 	}
-	var a action.Stored
-	if err := json.Unmarshal([]byte(js), &a); err != nil {
+	a = new(action.Stored)
+	if err := json.Unmarshal([]byte(js), a); err != nil {
 		return nil, false, fmt.Errorf("failed to read action record %s: %w", id, err)
 	}
 	p, _ := vals[1].(string)
 	a.Published = p == "1"
-	return &a, true, nil
+	return a, true, nil
 }
