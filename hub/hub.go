@@ -30,6 +30,14 @@ type Options struct {
 	// ReplayWait is how long a replay waits for a client's queue to drain
 	// before giving up on the client as a slow consumer. Default 10 s.
 	ReplayWait time.Duration
+	// HistoryReads bounds the reads of history from the broker that run at
+	// once for replays, rewinds and history pages; the others wait their
+	// turn (or their client's end). A node whose clients all resume at once
+	// (the failover of a dead node's subscribers) then reads the log a few
+	// pages at a time instead of taking every connection the broker client
+	// has, which its own reading of the log and its heartbeats need too.
+	// Default DefaultHistoryReads.
+	HistoryReads int
 	// Logger receives the hub's rare notices (nil: slog.Default()).
 	Logger *slog.Logger
 	// ObserveLatency, if set, receives the time from publishing to
@@ -65,6 +73,7 @@ type Hub struct {
 	wg      sync.WaitGroup // shard dispatchers (replay goroutines belong to their clients)
 	nextID  atomic.Uint64
 	closing atomic.Bool
+	reads   chan struct{} // a token per history read running (Options.HistoryReads)
 
 	published     atomic.Int64
 	publishErrors atomic.Int64
@@ -124,6 +133,9 @@ func New(o Options) (*Hub, error) {
 	if o.ReplayWait <= 0 {
 		o.ReplayWait = 10 * time.Second
 	}
+	if o.HistoryReads <= 0 {
+		o.HistoryReads = DefaultHistoryReads
+	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
@@ -134,6 +146,7 @@ func New(o Options) (*Hub, error) {
 	h := &Hub{
 		opts:        o,
 		broker:      o.Broker,
+		reads:       make(chan struct{}, o.HistoryReads),
 		ctx:         ctx,
 		cancel:      cancel,
 		done:        make(chan struct{}),
@@ -336,7 +349,7 @@ func (h *Hub) History(ctx context.Context, topic, after string, limit int) ([]*M
 	// past them until the page is full or the log ends.
 	var out []*Message
 	for next := cur.Seq; ; {
-		res, err := h.broker.Read(ctx, ReadRequest{After: next, Patterns: []Pattern{{raw: topic}}, Limit: limit - len(out)})
+		res, err := h.readHistory(ctx, ReadRequest{After: next, Patterns: []Pattern{{raw: topic}}, Limit: limit - len(out)})
 		if err != nil {
 			return nil, err
 		}
@@ -632,3 +645,20 @@ func (h *Hub) forget(c *Client) {
 
 // disconnectKey keys the disconnect counts.
 type disconnectKey struct{ kind, reason string }
+
+// DefaultHistoryReads is the default Options.HistoryReads: well under the
+// connections a broker client keeps (go-redis: 10 per core), and enough
+// pages at once to read history faster than connections can take it.
+const DefaultHistoryReads = 8
+
+// readHistory is broker.Read for replays, rewinds and history pages, at
+// most Options.HistoryReads at once. It waits for its turn until ctx ends.
+func (h *Hub) readHistory(ctx context.Context, req ReadRequest) (ReadResult, error) {
+	select {
+	case h.reads <- struct{}{}:
+	case <-ctx.Done():
+		return ReadResult{}, ctx.Err()
+	}
+	defer func() { <-h.reads }()
+	return h.broker.Read(ctx, req)
+}

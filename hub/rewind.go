@@ -106,7 +106,7 @@ func (c *Client) rewindFrom(ctx context.Context, b Bounds, pats []Pattern, n int
 func (c *Client) readWindow(ctx context.Context, pats []Pattern, from, end uint64, ring []rewound, events bool) (int, error) {
 	k := 0
 	for after := from; after < end; {
-		res, err := c.hub.broker.Read(ctx, ReadRequest{
+		res, err := c.hub.readHistory(ctx, ReadRequest{
 			After: after, Patterns: pats, Limit: replayPage, MaxScan: int(min(end-after, replayScan)),
 		})
 		if err != nil {
