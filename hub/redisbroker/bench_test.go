@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/heraldpush/herald/hub"
 	"github.com/heraldpush/herald/hub/redisbroker"
 	"github.com/heraldpush/herald/internal/testkit/redistest"
@@ -27,14 +29,7 @@ func BenchmarkPublish(b *testing.B) {
 		}
 		b.Run(name, func(b *testing.B) {
 			rdb, prefix := redistest.Client(b)
-			br, err := redisbroker.New(context.Background(), redisbroker.Options{Client: rdb, Prefix: prefix})
-			if err != nil {
-				b.Fatal(err)
-			}
-			if err := br.Start(func([]*hub.Message) {}); err != nil {
-				b.Fatal(err)
-			}
-			b.Cleanup(func() { _ = br.Close() })
+			br := startBench(b, rdb, prefix)
 			ctx := context.Background()
 			data := []byte(`{"order":42,"status":"paid","items":[1,2,3]}`)
 			var keys [16]string
@@ -74,15 +69,7 @@ func BenchmarkPublishTwoNodes(b *testing.B) {
 	rdb, prefix := redistest.Client(b)
 	var nodes [2]*redisbroker.Broker
 	for i := range nodes {
-		br, err := redisbroker.New(context.Background(), redisbroker.Options{Client: rdb, Prefix: prefix})
-		if err != nil {
-			b.Fatal(err)
-		}
-		if err := br.Start(func([]*hub.Message) {}); err != nil {
-			b.Fatal(err)
-		}
-		b.Cleanup(func() { _ = br.Close() })
-		nodes[i] = br
+		nodes[i] = startBench(b, rdb, prefix)
 	}
 	ctx := context.Background()
 	data := []byte(`{"order":42,"status":"paid","items":[1,2,3]}`)
@@ -102,4 +89,18 @@ func BenchmarkPublishTwoNodes(b *testing.B) {
 		}
 	})
 	b.ReportMetric(float64(n.Load())/time.Since(start).Seconds(), "events/s")
+}
+
+// startBench starts a broker on prefix that discards what it delivers,
+// closed when b ends.
+func startBench(b *testing.B, rdb *redis.Client, prefix string) *redisbroker.Broker {
+	br, err := redisbroker.New(context.Background(), redisbroker.Options{Client: rdb, Prefix: prefix})
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := br.Start(func([]*hub.Message) {}); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = br.Close() })
+	return br
 }
