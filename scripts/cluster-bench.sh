@@ -17,6 +17,8 @@
 # Settings (environment): BROKER=redis|nats NODES=4 SUBSCRIBERS=60000
 # SHARDS=4 TOPICS=10 RATE=600 (publish requests/s in all) DURATION=30s
 # KILL=0|1 SOURCE_IPS=8 OUT=dir BENCH_FLAGS="extra herald bench flags"
+# SETTLE=5s (the shards hold their subscribers idle that long before
+# publishing; the nodes' memory is sampled then)
 # NODE_FLAGS="extra herald serve flags" PROFILE=0|1 (1: OUT gets a CPU
 # profile of nodes 1 and 2, PROFILE_SECONDS=10 long from when the
 # connections are held, and one of shard 1's whole run).
@@ -36,6 +38,7 @@ SOURCE_IPS=${SOURCE_IPS:-8}
 BENCH_FLAGS=${BENCH_FLAGS:-}
 NODE_FLAGS=${NODE_FLAGS:-}
 PROFILE=${PROFILE:-0}
+SETTLE=${SETTLE:-5s}
 PROFILE_SECONDS=${PROFILE_SECONDS:-10}
 BIN=${BIN:-bin/herald}
 OUT=${OUT:-$(mktemp -d /tmp/herald-cluster-bench.XXXXXX)}
@@ -56,12 +59,17 @@ survivors=$(( NODES - KILL ))
 	die "SUBSCRIBERS=$SUBSCRIBERS over $survivors nodes (NODES=$NODES, KILL=$KILL) is more than one process's 19,000 sockets: raise NODES"
 (( SOURCE_IPS >= SHARDS )) || die "SOURCE_IPS=$SOURCE_IPS: want at least one per shard ($SHARDS)"
 # Go durations of whole seconds or milliseconds, for the half-time kill.
-case $DURATION in
-*ms) dur_ms=${DURATION%ms} ;;
-*s) dur_ms=$(( ${DURATION%s} * 1000 )) ;;
-*m) dur_ms=$(( ${DURATION%m} * 60000 )) ;;
-*) die "DURATION=$DURATION: want e.g. 30s, 2m or 500ms" ;;
-esac
+millis() {
+	case $2 in
+	0) echo 0 ;;
+	*ms) echo "${2%ms}" ;;
+	*s) echo $(( ${2%s} * 1000 )) ;;
+	*m) echo $(( ${2%m} * 60000 )) ;;
+	*) die "$1=$2: want e.g. 30s, 2m or 500ms" ;;
+	esac
+}
+dur_ms=$(millis DURATION "$DURATION")
+settle_ms=$(millis SETTLE "$SETTLE")
 mkdir -p "$OUT"
 
 run_id="cb$(date +%s)$$"
@@ -156,7 +164,7 @@ for i in $(seq 1 "$SHARDS"); do
 	# shellcheck disable=SC2086 # BENCH_FLAGS is a list of flags
 	"$BIN" bench "${profile[@]}" --shard "$i/$SHARDS" --transport mixed --source-ips "$per_shard_ips" \
 		--url "$urls" --publish-url "${node_urls[0]}" --subscribers "$SUBSCRIBERS" --topics "$TOPICS" \
-		--rate "$RATE" --duration "$DURATION" --prefix "bench-$run_id" --quiet --json "$OUT/shard-$i.json" \
+		--rate "$RATE" --duration "$DURATION" --settle "$SETTLE" --prefix "bench-$run_id" --quiet --json "$OUT/shard-$i.json" \
 		$BENCH_FLAGS >"$OUT/shard-$i.txt" 2>&1 &
 	shard_pids+=($!)
 done
@@ -178,7 +186,7 @@ for _ in $(seq 1200); do
 	done
 	sleep 0.1
 done
-held_ms=$(( $(date +%s%N) / 1000000 )) # the bench publishes from about now
+held_ms=$(( $(date +%s%N) / 1000000 + settle_ms )) # the bench publishes from about then
 rss_held=()
 for pid in "${node_pids[@]}"; do rss_held+=("$(rss_kb "$pid" VmRSS)"); done
 echo "cluster-bench: $held connections held" >&2

@@ -48,6 +48,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.StringVar(&cfg.Prefix, "prefix", "bench", "topic `PREFIX`: topics are PREFIX.0 … PREFIX.K-1")
 	fs.StringVar(&shard, "shard", "", "run shard `i/n` of a load split over n bench processes: this one takes its share of --subscribers and --rate, topics PREFIX-si.*, and source addresses after the other shards'")
 	fs.DurationVar(&cfg.Drain, "drain", 5*time.Second, "how long to wait for late deliveries after publishing")
+	fs.DurationVar(&cfg.Settle, "settle", 0, "hold the connected subscribers idle this long before publishing starts (for sampling a server's memory with every connection held)")
 	fs.Int64Var(&cfg.Events, "events", 0, "publish exactly `N` events (actions mode: actions) at --rate, instead of publishing for --duration")
 	fs.Float64Var(&cfg.ChaosDisconnect, "chaos-disconnect", 0, "forced disconnects per second while publishing: each cuts a random subscriber's connection from the client side, and the subscriber reconnects at once and resumes from its last event (SSE Last-Event-ID, WebSocket subscribe since); the report counts the reconnects, and loss, duplicates and order are judged across them")
 	fs.IntVar(&cfg.Stall, "stall", 0, "`N` extra connections that subscribe to every topic and never read (their receive window fills), left out of the figures; the report says how many the server closed")
@@ -72,8 +73,8 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	default:
 		return usagef("unknown --mode %q: want fanout, actions, connect or idle", cfg.Mode)
 	}
-	if cfg.Ramp < 0 || cfg.ServerPID < 0 {
-		return usagef("--ramp and --server-pid must not be negative")
+	if cfg.Ramp < 0 || cfg.ServerPID < 0 || cfg.Settle < 0 {
+		return usagef("--ramp, --server-pid and --settle must not be negative")
 	}
 	if cfg.Events < 0 || cfg.ChaosDisconnect < 0 || cfg.Stall < 0 {
 		return usagef("--events, --chaos-disconnect and --stall must not be negative")

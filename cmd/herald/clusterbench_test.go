@@ -34,7 +34,7 @@ func testClusterBenchScript(t *testing.T, broker string) {
 	defer cancel()
 	cmd := exec.CommandContext(ctx, "../../scripts/cluster-bench.sh")
 	cmd.Env = append(os.Environ(), "BIN="+bin, "OUT="+out, "BROKER="+broker, "NODES=2", "SHARDS=2",
-		"SUBSCRIBERS=40", "TOPICS=2", "RATE=200", "DURATION=4s", "KILL=1", "PROFILE=1", "PROFILE_SECONDS=1")
+		"SUBSCRIBERS=40", "TOPICS=2", "RATE=200", "DURATION=4s", "KILL=1", "PROFILE=1", "PROFILE_SECONDS=1", "SETTLE=500ms")
 	stdout, err := cmd.CombinedOutput()
 	if err != nil {
 		t.Fatalf("cluster-bench: %v\n%s", err, stdout)

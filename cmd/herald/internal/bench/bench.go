@@ -73,6 +73,10 @@ type Config struct {
 	DialWorkers int           // concurrent connection attempts while ramping
 	Drain       time.Duration // how long to wait for stragglers after publishing
 	Prefix      string        // topic prefix (default "bench")
+	// Settle holds the connected subscribers idle this long before
+	// publishing (and priming) starts, so that a server's memory can be
+	// sampled with every connection held and none busy.
+	Settle time.Duration
 
 	// PayloadShape is the data of each event: ShapePad (default) or
 	// ShapeDashboard; see dashboard.go.
@@ -681,6 +685,14 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	}
 	connected := int(r.connected.Load())
 	stalled := r.openStalled(ctx, srcs)
+	if cfg.Settle > 0 {
+		t := time.NewTimer(cfg.Settle)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+		}
+	}
 
 	// With Prime, every key once first, outside the figures.
 	primed := map[int]int64{}
