@@ -440,9 +440,12 @@ func TestPipelineCut(t *testing.T) {
 			}
 		}()
 	}
-	for _, at := range []int64{publishers * rounds / 4, publishers * rounds / 2} {
+	for i, at := range []int64{publishers * rounds / 4, publishers * rounds / 2} {
 		wait.For(t, 60*time.Second, "publishes to be answered", func() bool { return answered.Load() >= at })
 		rl.Cut()
+		// Publishes fail at once while the connection is down, so the
+		// next cut must wait for it to come back, or it cuts nothing.
+		wait.For(t, 60*time.Second, "the connection to come back", func() bool { return b.BrokerStats().Reconnects > int64(i) })
 	}
 	done.Wait()
 	if n := b.BrokerStats().Reconnects; n < 2 {
