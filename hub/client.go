@@ -854,7 +854,7 @@ func (c *Client) scan(ctx context.Context, until uint64, reset *bool) error {
 		if len(pats) == 0 {
 			return nil
 		}
-		res, err := c.hub.readHistory(ctx, ReadRequest{After: from, Patterns: pats, Limit: replayPage, MaxScan: replayScan})
+		res, err := c.hub.readReplay(ctx, ReadRequest{After: from, Patterns: pats, Limit: replayPage, MaxScan: replayScan}, until)
 		if errors.Is(err, ErrHistoryGone) {
 			// The replay fell behind retention: say so and continue from the head.
 			if err := c.resetAll(ctx); err != nil {

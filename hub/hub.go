@@ -38,6 +38,16 @@ type Options struct {
 	// has, which its own reading of the log and its heartbeats need too.
 	// Default DefaultHistoryReads.
 	HistoryReads int
+	// TailBytes and TailEvents bound the tail of the log that the hub
+	// keeps from delivery to serve replays (catch-ups after a resume) that
+	// start inside it without reading the broker: when a node dies, its
+	// subscribers resume on the others all at once, a few seconds behind,
+	// each for its own few topics. Kept only on a broker that reports the
+	// events its delivery passes over (SkipReporter). Default
+	// DefaultTailBytes and DefaultTailEvents; negative: no tail. Bytes
+	// are counted as the memory broker counts its history.
+	TailBytes  int64
+	TailEvents int
 	// Logger receives the hub's rare notices (nil: slog.Default()).
 	Logger *slog.Logger
 	// ObserveLatency, if set, receives the time from publishing to
@@ -74,12 +84,15 @@ type Hub struct {
 	nextID  atomic.Uint64
 	closing atomic.Bool
 	reads   chan struct{} // a token per history read running (Options.HistoryReads)
+	tail    *tail         // nil without one (Options.TailBytes)
 
 	published     atomic.Int64
 	publishErrors atomic.Int64
 	kicked        atomic.Int64
 	dropped       atomic.Int64
 	conflated     atomic.Int64 // events conflation replaced before they were written
+	replayTail    atomic.Int64 // replay pages read from the tail
+	replayBroker  atomic.Int64 // replay pages read from the broker
 
 	mu          sync.Mutex
 	clients     map[uint64]*Client   // open clients by Client.id (the control API finds them by ConnID)
@@ -136,6 +149,12 @@ func New(o Options) (*Hub, error) {
 	if o.HistoryReads <= 0 {
 		o.HistoryReads = DefaultHistoryReads
 	}
+	if o.TailBytes == 0 {
+		o.TailBytes = DefaultTailBytes
+	}
+	if o.TailEvents == 0 {
+		o.TailEvents = DefaultTailEvents
+	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
@@ -185,6 +204,10 @@ func New(o Options) (*Hub, error) {
 	if cb, ok := h.broker.(ControlBroker); ok {
 		cb.OnControl(h.onControl)
 	}
+	if sr, ok := h.broker.(SkipReporter); ok && o.TailBytes > 0 && o.TailEvents > 0 {
+		h.tail = newTail(o.TailBytes, o.TailEvents)
+		sr.OnSkip(h.tail.skip)
+	}
 	if err := h.broker.Start(h.deliver); err != nil {
 		cancel()
 		return nil, fmt.Errorf("failed to start broker: %w", err)
@@ -206,6 +229,11 @@ func (h *Hub) deliver(msgs []*Message) {
 	if len(msgs) > 0 && msgs[0].ID.Epoch != h.epoch {
 		h.newEpoch(msgs[0].ID.Epoch)
 	}
+	if h.tail != nil {
+		// Before any shard has it: a replay's end is never behind
+		// what has been dispatched.
+		h.tail.append(msgs)
+	}
 	for _, s := range h.shards {
 		select {
 		case s.in <- msgs:
@@ -224,6 +252,9 @@ func (h *Hub) newEpoch(epoch string) {
 		"old", h.epoch, "new", epoch)
 	h.epoch = epoch
 	h.newest.Store(&epoch)
+	if h.tail != nil {
+		h.tail.reset()
+	}
 	for _, s := range h.shards {
 		select {
 		case s.in <- nil:
@@ -466,6 +497,9 @@ type Stats struct {
 	// PresenceErrors counts batches of joins and leaves the broker failed
 	// (each retried).
 	PresenceErrors int64 `json:"presence_errors"`
+	// ReplayPages counts the pages replays (catch-ups after a resume)
+	// read, by where from: "tail" (Options.TailBytes) or "broker".
+	ReplayPages map[string]int64 `json:"replay_pages"`
 	// Broker holds the broker's own counts, if it keeps any.
 	Broker *BrokerStats `json:"broker,omitempty"`
 }
@@ -489,6 +523,7 @@ func (h *Hub) Stats() Stats {
 		Published: h.published.Load(), PublishErrors: h.publishErrors.Load(),
 		SlowKicked: h.kicked.Load(), Dropped: h.dropped.Load(), Conflated: h.conflated.Load(), PresenceRefused: h.pres.refused.Load(), PresenceErrors: h.pres.failed.Load(),
 		Clients: map[string]int64{}, Connects: map[string]int64{}, Disconnects: map[string]map[string]int64{},
+		ReplayPages: map[string]int64{"tail": h.replayTail.Load(), "broker": h.replayBroker.Load()},
 	}
 	for _, s := range h.shards {
 		st.Delivered += s.delivered.Load()
@@ -650,6 +685,22 @@ type disconnectKey struct{ kind, reason string }
 // connections a broker client keeps (go-redis: 10 per core), and enough
 // pages at once to read history faster than connections can take it.
 const DefaultHistoryReads = 8
+
+// readReplay reads a page of a replay that must reach until (or the end
+// of the log, math.MaxUint64): from the tail if it holds the page, else
+// from the broker (readHistory). A tail ends at this node's delivery,
+// which is the end of a replay that goes on live (Client.scan) but not
+// necessarily until.
+func (h *Hub) readReplay(ctx context.Context, req ReadRequest, until uint64) (ReadResult, error) {
+	if h.tail != nil {
+		if res, ok := h.tail.read(req); ok && (until == math.MaxUint64 || res.More || res.Next >= until) {
+			h.replayTail.Add(1)
+			return res, nil
+		}
+	}
+	h.replayBroker.Add(1)
+	return h.readHistory(ctx, req)
+}
 
 // readHistory is broker.Read for replays, rewinds and history pages, at
 // most Options.HistoryReads at once. It waits for its turn until ctx ends.

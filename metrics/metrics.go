@@ -171,6 +171,7 @@ var (
 	descPresRefused   = desc("presence_refused_total", "Joins refused: a topic at --presence-max-members, a full queue of joins, or a broker that keeps no presence.")
 	descQueueBytes    = desc("queue_bytes", "Bytes waiting in the outbound queues of all connections.")
 	descQueueBytesMax = desc("queue_bytes_max", "Bytes waiting in the fullest outbound queue.")
+	descReplayPages   = desc("replay_pages_total", "Pages of history read by replays (the catch-up of a resumed subscription), by where from: tail (the node's memory of the newest events, --tail-bytes) or broker.", "source")
 	descHistory       = desc("history_events", "Events the broker's log retains (approximately, on NATS).")
 	descBrokerUp      = desc("broker_up", "1 when the broker answered this scrape's query, else 0.")
 	descBrokerErrors  = desc("broker_errors_total", "Failed broker operations, by operation (publish: a publish the broker refused or could not take; deliver: a failed read of the log, retried).", "op")
@@ -190,7 +191,7 @@ var (
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{
 		descConnections, descConnects, descDisconnects, descPublished, descDeliveries, descDropped, descConflated, descPresRefused,
-		descQueueBytes, descQueueBytesMax, descHistory, descBrokerUp, descBrokerErrors, descReconnects,
+		descQueueBytes, descQueueBytesMax, descReplayPages, descHistory, descBrokerUp, descBrokerErrors, descReconnects,
 		descActAccepted, descActFinished, descActRetried, descActRejected, descActQueued, descActRunning,
 		descSrcPublished, descSrcDead, descSrcUp, descSrcConsuming,
 	} {
@@ -222,6 +223,9 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	counter(descPresRefused, st.PresenceRefused)
 	gauge(descQueueBytes, st.QueueBytes)
 	gauge(descQueueBytesMax, st.QueueBytesMax)
+	for src, n := range st.ReplayPages {
+		counter(descReplayPages, n, src)
+	}
 	counter(descBrokerErrors, st.PublishErrors, "publish")
 	counter(descBrokerErrors, st.PresenceErrors, "presence")
 	if st.Broker != nil {

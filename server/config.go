@@ -23,6 +23,7 @@ const (
 	DefaultHistorySize        = 10000
 	DefaultHistoryBytes       = hub.DefaultHistoryBytes
 	DefaultHistoryTTL         = time.Hour
+	DefaultTailBytes          = hub.DefaultTailBytes
 	DefaultStateMaxKeys       = hub.DefaultStateMaxKeys
 	DefaultPresenceMaxMembers = hub.DefaultPresenceMaxMembers
 	DefaultStateMaxBytes      = hub.DefaultStateMaxBytes
@@ -72,6 +73,10 @@ type Config struct {
 	HistorySize  int
 	HistoryBytes int
 	HistoryTTL   time.Duration // negative: no age limit
+	// TailBytes bounds the newest events a node of a cluster keeps from
+	// the log it reads to serve catch-ups (hub.Options.TailBytes), at most
+	// HistorySize of them. Negative: none.
+	TailBytes int
 	// StateMaxKeys bounds the keys of one topic's state, StateMaxBytes the
 	// state of every topic together (--broker memory).
 	StateMaxKeys  int

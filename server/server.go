@@ -158,6 +158,8 @@ func (s *Server) start(authn *auth.Authenticator) error {
 		Broker:         broker,
 		Shards:         cfg.Shards,
 		QueueBytes:     cfg.QueueBytes,
+		TailBytes:      int64(cfg.TailBytes),
+		TailEvents:     min(cfg.HistorySize, hub.DefaultTailEvents),
 		Logger:         log,
 		ObserveLatency: m.ObserveLatency,
 	})

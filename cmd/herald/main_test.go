@@ -91,7 +91,7 @@ func TestServeFlagsAndEnv(t *testing.T) {
 			t.Fatal(err)
 		}
 		want := serveConfig{
-			addr: "127.0.0.1:8080", broker: "memory", historySize: 10000, historyBytes: 256 << 20, historyTTL: time.Hour, jwtLeeway: 30 * time.Second,
+			addr: "127.0.0.1:8080", broker: "memory", historySize: 10000, historyBytes: 256 << 20, historyTTL: time.Hour, tailBytes: 32 << 20, jwtLeeway: 30 * time.Second,
 			stateMaxKeys: 10000, stateMaxBytes: 64 << 20, presenceMax: 10000,
 			queueBytes: 524288, shards: 0, heartbeat: 15 * time.Second, sseRetry: 2 * time.Second,
 			writeTimeout: 10 * time.Second, readTimeout: 30 * time.Second, maxBody: 1048576, wsReadLimit: 65536,

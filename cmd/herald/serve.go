@@ -33,6 +33,7 @@ type serveConfig struct {
 	historySize     int
 	historyBytes    int
 	historyTTL      time.Duration
+	tailBytes       int
 	stateMaxKeys    int
 	presenceMax     int
 	stateMaxBytes   int
@@ -119,6 +120,7 @@ func parseServeFlags(args []string, getenv func(string) (string, bool), stdout i
 	fs.IntVar(&c.historySize, "history-size", server.DefaultHistorySize, "events retained for replay and history, at most")
 	fs.IntVar(&c.historyBytes, "history-bytes", server.DefaultHistoryBytes, "bound of the retained events' size, in bytes; the oldest go first (redis:// bounds the events' fields, nats:// the stream's MaxBytes)")
 	fs.DurationVar(&c.historyTTL, "history-ttl", server.DefaultHistoryTTL, "events older than this are dropped from history (0: no age limit)")
+	fs.IntVar(&c.tailBytes, "tail-bytes", server.DefaultTailBytes, "bytes of the newest events a node of a cluster (redis://, nats://) keeps from the log it reads, to serve the catch-up of resuming subscribers from memory rather than from the broker (at most --history-size events; 0: none)")
 	fs.IntVar(&c.stateMaxKeys, "state-max-keys", server.DefaultStateMaxKeys, "keys kept in one topic's state (the latest event of each key); past it the least recently written key is dropped")
 	fs.IntVar(&c.stateMaxBytes, "state-max-bytes", server.DefaultStateMaxBytes, "bound of every topic's state together, in bytes, at least --max-body; past it the least recently written keys of any topic go first")
 	fs.IntVar(&c.presenceMax, "presence-max-members", server.DefaultPresenceMaxMembers, "members of one topic's presence, at most; past it a join is refused (the connection subscribes but is not a member)")
@@ -351,7 +353,7 @@ func (c *serveConfig) server(log *slog.Logger) server.Config {
 	}
 	return server.Config{
 		Addr: c.addr, MetricsAddr: c.metricsAddr, Pprof: c.pprof, TLSCert: c.tlsCert, TLSKey: c.tlsKey, H2C: c.h2c,
-		Broker: c.broker, HistorySize: noDefault(c.historySize), HistoryBytes: noDefault(c.historyBytes), HistoryTTL: noLimit(c.historyTTL),
+		Broker: c.broker, HistorySize: noDefault(c.historySize), HistoryBytes: noDefault(c.historyBytes), HistoryTTL: noLimit(c.historyTTL), TailBytes: noLimit(c.tailBytes),
 		StateMaxKeys: noDefault(c.stateMaxKeys), StateMaxBytes: noDefault(c.stateMaxBytes), PresenceMaxMembers: noDefault(c.presenceMax),
 		QueueBytes: noDefault(c.queueBytes), Shards: c.shards,
 		Heartbeat: noDefault(c.heartbeat), SSERetry: noDefault(c.sseRetry), WriteTimeout: noDefault(c.writeTimeout), WriteLinger: c.writeLinger,

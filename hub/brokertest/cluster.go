@@ -23,6 +23,8 @@ func RunCluster(t *testing.T, newNodes func(t *testing.T, n int, o Options) []hu
 	t.Run("TotalOrderAcrossNodes", func(t *testing.T) { testTotalOrderAcrossNodes(t, newNodes, 2, 40) })
 	t.Run("StateTopicsAcrossNodes", func(t *testing.T) { testStateTopicsAcrossNodes(t, newNodes) })
 	t.Run("DedupeAcrossNodes", func(t *testing.T) { testDedupeAcrossNodes(t, newNodes) })
+	t.Run("ReplayFromTail", func(t *testing.T) { testReplayFromTail(t, newNodes) })
+	t.Run("SkipReported", func(t *testing.T) { testSkipReported(t, newNodes) })
 }
 
 // RunManyPublishers is RunCluster's TotalOrderAcrossNodes with perNode

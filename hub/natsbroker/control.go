@@ -24,6 +24,9 @@ func (b *Broker) controlSubject() string { return b.o.Subjects + "_ctl" }
 // OnControl implements hub.ControlBroker. Call it before Start.
 func (b *Broker) OnControl(f func(msg []byte)) { b.control = f }
 
+// OnSkip implements hub.SkipReporter. Call it before Start.
+func (b *Broker) OnSkip(f func(next uint64)) { b.skipped = f }
+
 // PublishControl implements hub.ControlBroker: it publishes msg and
 // flushes, so that the server has it, and has sent it on to every
 // subscribed node, when it returns.

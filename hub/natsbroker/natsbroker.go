@@ -176,6 +176,7 @@ type Broker struct {
 	// hands it the control messages (control.go).
 	control     func([]byte)
 	controlling sync.WaitGroup
+	skipped     func(uint64) // set by OnSkip
 	// hasMembers: the node has registered as one with members (node.go).
 	hasMembers atomic.Bool
 	paused     atomic.Bool // a test's: no heartbeats nor sweeps meanwhile
@@ -393,7 +394,7 @@ func (b *Broker) Start(deliver func([]*hub.Message)) error {
 func (b *Broker) deliverLoop(deliver func([]*hub.Message), epoch string, last uint64) {
 	defer close(b.done)
 	fedEpoch, fed := epoch, last
-	b.follow("delivery", epoch, last, func(out []*hub.Message, epoch string, resolved uint64) (time.Duration, error) {
+	b.follow("delivery", epoch, last, b.skipped, func(out []*hub.Message, epoch string, resolved uint64) (time.Duration, error) {
 		b.presCache.advance(out, epoch, resolved) // first: a snapshot may be ahead of delivery, as the log is
 		if len(out) > 0 {
 			deliver(out)
@@ -422,12 +423,15 @@ func (b *Broker) deliverLoop(deliver func([]*hub.Message), epoch string, last ui
 // called again, even if nothing follows. If handle fails, follow starts
 // again after the position of its last success that held nothing. It is
 // called from the goroutine that runs follow, one call at a time.
-func (b *Broker) follow(what, epoch string, last uint64, handle handler) {
+//
+// skipped, if not nil, is told where the stream resumes after messages
+// that retention dropped before they were read (hub.SkipReporter).
+func (b *Broker) follow(what, epoch string, last uint64, skipped func(next uint64), handle handler) {
 	backoff := 50 * time.Millisecond
 	for b.ctx.Err() == nil {
 		var err error
 		was := epoch
-		last, epoch, err = b.consume(handle, epoch, last)
+		last, epoch, err = b.consume(handle, skipped, epoch, last)
 		if b.ctx.Err() != nil || errors.Is(err, errCaughtUp) {
 			return
 		}
@@ -454,7 +458,7 @@ type handler func(out []*hub.Message, epoch string, resolved uint64) (hold time.
 
 // consume hands the stream from last+1 to handle until an error or a new
 // epoch, and returns where to go on from.
-func (b *Broker) consume(handle handler, epoch string, last uint64) (uint64, string, error) {
+func (b *Broker) consume(handle handler, skipped func(uint64), epoch string, last uint64) (uint64, string, error) {
 	cfg := jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverAllPolicy}
 	if last > 0 {
 		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, last+1
@@ -545,6 +549,9 @@ func (b *Broker) consume(handle handler, epoch string, last uint64) (uint64, str
 		if last != 0 && seq != last+1 {
 			b.o.Logger.Error("nats broker: events were dropped by retention before this node read them",
 				"from", last+1, "to", seq-1)
+			if skipped != nil {
+				skipped(seq)
+			}
 		}
 		last = seq
 		m, bi, err := decode(epoch, seq, msg.Subject(), msg.Headers(), msg.Data(), b.prefix)

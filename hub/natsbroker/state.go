@@ -220,7 +220,7 @@ func (b *Broker) applyLoop(epoch string, start uint64) {
 			if !same {
 				last = 0
 			}
-			b.follow("state", epoch, last, func(out []*hub.Message, e string, resolved uint64) (time.Duration, error) {
+			b.follow("state", epoch, last, nil, func(out []*hub.Message, e string, resolved uint64) (time.Duration, error) {
 				if err := a.call(out, e, resolved); err != nil {
 					return 0, err
 				}

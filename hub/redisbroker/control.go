@@ -19,6 +19,9 @@ func (b *Broker) controlChannel() string { return "{" + b.o.Prefix + "}:control"
 // OnControl implements hub.ControlBroker. Call it before Start.
 func (b *Broker) OnControl(f func(msg []byte)) { b.control = f }
 
+// OnSkip implements hub.SkipReporter. Call it before Start.
+func (b *Broker) OnSkip(f func(next uint64)) { b.skipped = f }
+
 // PublishControl implements hub.ControlBroker: one PUBLISH, which Redis
 // has handed to every subscribed node's connection when it answers.
 func (b *Broker) PublishControl(ctx context.Context, msg []byte) error {

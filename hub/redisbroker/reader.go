@@ -94,6 +94,9 @@ func (b *Broker) read(deliver func([]*hub.Message), last uint64) {
 					// read them: it fell more than the retention behind.
 					b.o.Logger.Error("redis broker: events were trimmed before this node delivered them",
 						"from", last+1, "to", m.ID.Seq-1)
+					if b.skipped != nil {
+						b.skipped(m.ID.Seq)
+					}
 				}
 				last = m.ID.Seq
 				msgs = append(msgs, m)

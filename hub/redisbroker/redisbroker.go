@@ -118,6 +118,7 @@ type Broker struct {
 	revive     func()                // set by OnRevive
 
 	control     func([]byte)   // set by OnControl
+	skipped     func(uint64)   // set by OnSkip
 	controlPS   *redis.PubSub  // the control channel's subscription; nil without control (control.go)
 	controlling sync.WaitGroup // the goroutine that reads it
 
