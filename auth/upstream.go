@@ -221,6 +221,15 @@ func (u *Upstream) authorize(ctx context.Context, creds upstreamCreds, q upstrea
 	u.mu.Unlock()
 	if !ok {
 		ch := u.group.DoChan(string(key[:]), func() (any, error) {
+			// A call of this session that ended after the look-up
+			// above, and before this one began, has cached its answer:
+			// asking again would make one call more per expires_in.
+			u.mu.Lock()
+			r, ok := u.cache.get(key, u.opts.Now())
+			u.mu.Unlock()
+			if ok {
+				return r, nil
+			}
 			return u.call(key, creds, q)
 		})
 		select {

@@ -2,6 +2,7 @@ package auth_test
 
 import (
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -212,6 +213,33 @@ func TestUpstreamCoalescesAndCaches(t *testing.T) {
 	}
 	if n := len(app.Calls(t)); n != 1 {
 		t.Fatalf("%d calls for 100 requests of one session, want 1", n)
+	}
+}
+
+// Many requests of many sessions at once, each session's first requests
+// arriving together and its later ones while or just after its call
+// ends: one call per session, not one more for a request that missed the
+// cache just before the answer was put in it.
+func TestUpstreamOneCallPerSession(t *testing.T) {
+	app := authapp.Start(t, 300)
+	a := upstreamAuth(t, app, 5*time.Second, auth.Config{})
+	const sessions, workers = 300, 32
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Go(func() {
+			// Every worker walks the sessions in one order, each a step
+			// behind the one before: a session's requests come in a burst.
+			for i := range sessions + w {
+				if _, err := a.Request(sessionRequest(fmt.Sprintf("user-%d", i%sessions))); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if n := len(app.Calls(t)); n != sessions {
+		t.Fatalf("%d calls for %d sessions, want one each", n, sessions)
 	}
 }
 

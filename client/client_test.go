@@ -5,7 +5,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -547,5 +551,59 @@ func TestActionWaitWithoutSubscribeGrant(t *testing.T) {
 	r, err := h.Wait(ctx)
 	if err != nil || r.Status != "succeeded" || string(r.Result) != `"ping"` {
 		t.Fatalf("Wait: %+v, %v", r, err)
+	}
+}
+
+// Wait takes the result event of its own action, by its action_id: while
+// an action's backend holds it, others on the same topic finish, and
+// their result events come first on its subscription.
+func TestActionWaitTakesItsOwnResult(t *testing.T) {
+	for _, tr := range transports {
+		t.Run(tr, func(t *testing.T) {
+			t.Parallel()
+			release := make(chan struct{})
+			backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				var a struct{ Payload json.RawMessage }
+				if err := json.NewDecoder(r.Body).Decode(&a); err != nil {
+					http.Error(w, err.Error(), http.StatusBadRequest)
+					return
+				}
+				if string(a.Payload) == `"held"` {
+					select {
+					case <-release:
+					case <-r.Context().Done():
+						return
+					}
+				}
+				w.Header().Set("Content-Type", "application/json")
+				w.Write(a.Payload)
+			}))
+			t.Cleanup(backend.Close)
+			var once sync.Once
+			let := func() { once.Do(func() { close(release) }) }
+			t.Cleanup(let) // before the backend closes: cleanups run last first
+			node := start(t, server.Config{ActionUpstreams: []server.Upstream{{Type: "gate", URL: backend.URL}}})
+			c := dial(t, node.URL, Options{Transport: tr})
+			ctx := testCtx(t)
+			held, err := c.Action(ctx, "gate", "act.own", "held", nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer held.Close()
+			for i := range 3 {
+				h, err := c.Action(ctx, "gate", "act.own", i, nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if r, err := h.Wait(ctx); err != nil || r.ID != h.ID || string(r.Result) != strconv.Itoa(i) {
+					t.Fatalf("action %d: %+v, %v", i, r, err)
+				}
+			}
+			let()
+			r, err := held.Wait(ctx)
+			if err != nil || r.ID != held.ID || string(r.Result) != `"held"` {
+				t.Fatalf("the held action's Wait: %+v, %v; want its own result, \"held\"", r, err)
+			}
+		})
 	}
 }

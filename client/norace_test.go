@@ -28,3 +28,19 @@ func TestSSEReadAllocatesOnlyTheEvent(t *testing.T) {
 		t.Fatalf("%v allocations per event, want 1", allocs)
 	}
 }
+
+// Reading a WebSocket event and delivering it allocates once too, over a
+// real connection: coder/websocket's reader and the connection's one
+// buffer of messages allocate nothing per message (a read whose context
+// can end would: see sessionWS).
+func TestWSReadAllocatesOnlyTheEvent(t *testing.T) {
+	s := startWSReader(t)
+	allocs := testing.AllocsPerRun(1000, func() {
+		if m := <-s.msgs; m.Kind != KindEvent {
+			t.Fatalf("got %v", m.Kind)
+		}
+	})
+	if allocs > 1 {
+		t.Fatalf("%v allocations per event, want 1", allocs)
+	}
+}

@@ -30,11 +30,11 @@ const minRefresh = time.Second
 // envelope's fields.
 var eventPrefix = []byte(`{"op":"event",`)
 
-// sessionWS runs one WebSocket connection until it ends.
 // statusDisconnected is the close code of a WebSocket the control API
 // disconnected (POST /v1/disconnect).
 const statusDisconnected websocket.StatusCode = 4001
 
+// sessionWS runs one WebSocket connection until it ends.
 func (s *Subscription) sessionWS(ctx context.Context) error {
 	h, err := s.c.header(ctx)
 	if err != nil {

@@ -30,20 +30,28 @@ const (
 
 // tokenPage is an app's page on its own origin that loads herald.js from
 // Herald and gets its tokens from the app's /token, as a logged-in page
-// would: window.start(transport, name, subject) subscribes with a token
-// function and records, per name, the events, errors, states and token
-// calls. subject(n), if given, names the subject of the nth token, or
-// null: the function returns no token.
+// would: window.start(transport, name, subject, sync) subscribes with a
+// token function and records, per name, the events, errors, states and
+// token calls. subject(n), if given, names the subject of the nth token,
+// or null: the function returns no token. With sync, the function is not
+// async: it returns the latest of the tokens the page fetches every
+// second, as a page that keeps its token in a variable would.
 const tokenPage = `<!doctype html><meta charset="utf-8"><link rel="icon" href="data:,"><title>tokens</title>
 <script type="module">
 const herald = await import(%[1]q);
 herald.configure({ baseURL: %[2]q });
 window.subs = {};
-window.start = (transport, name, subject) => {
+let latest = null;
+const fetchLatest = async () => { latest = await (await fetch('/token?sub=page')).text(); };
+window.start = async (transport, name, subject, sync) => {
 	const rec = { transport, got: [], errors: [], states: [], calls: 0, disconnected: null };
+	if (sync && latest === null) {
+		await fetchLatest();
+		setInterval(() => fetchLatest().catch(() => {}), 1000);
+	}
 	const sub = herald.subscribe(['tok.>'], (e) => rec.got.push(e.data.n), {
 		transport,
-		token: async () => {
+		token: sync ? () => (++rec.calls, latest) : async () => {
 			const s = subject ? subject(++rec.calls) : (++rec.calls, 'page');
 			if (s === null) return '';
 			const r = await fetch('/token?sub=' + encodeURIComponent(s));
@@ -147,8 +155,9 @@ func seq(n int) []int {
 
 // TestBrowserTokenRefresh keeps a WebSocket and an SSE subscription with
 // 5 s tokens open for 30 s (12 s with -short) on a server without leeway,
-// while events are published at 20/s: each page gets every event once, in
-// order, never sees an error or a reconnect, and the WebSocket is the same
+// while events are published at 20/s, each with an async token function
+// and with a plain (sync) one: each page gets every event once, in order,
+// never sees an error or a reconnect, and the WebSocket is the same
 // connection at the end (its token was refreshed in place), so herald.js
 // renewed the tokens before they expired, asking the token function again
 // and again.
@@ -165,17 +174,22 @@ func TestBrowserTokenRefresh(t *testing.T) {
 	tb := browsertest.New(t)()
 	tb.Do(t, chromedp.Navigate(app.URL+"/"))
 	browsertest.WaitFor(t, tb, "herald.js to load", "window.loaded === true")
-	wsClient := browsertest.Eval[string](t, tb, `window.start('ws', 'ws')`)
+	wsClients := map[string]string{
+		"ws":      browsertest.Eval[string](t, tb, `window.start('ws', 'ws')`),
+		"ws-sync": browsertest.Eval[string](t, tb, `window.start('ws', 'ws-sync', null, true)`),
+	}
 	browsertest.Eval[string](t, tb, `window.start('sse', 'sse')`)
+	browsertest.Eval[string](t, tb, `window.start('sse', 'sse-sync', null, true)`)
+	names := []string{"ws", "sse", "ws-sync", "sse-sync"}
 
 	const interval = 50 * time.Millisecond
 	count := int(dur / interval)
 	publishN(t, h, count, interval)
 	wait.For(t, 20*time.Second, "every event on both transports", func() bool {
-		return browsertest.Eval[bool](t, tb, fmt.Sprintf(`window.subs.ws.got.length >= %[1]d && window.subs.sse.got.length >= %[1]d`, count))
+		return browsertest.Eval[bool](t, tb, fmt.Sprintf(`Object.values(window.subs).every((r) => r.got.length >= %d)`, count))
 	})
 
-	for _, name := range []string{"ws", "sse"} {
+	for _, name := range names {
 		r := record(t, tb, name)
 		t.Logf("%s: %d events, %d token calls, states %v", name, len(r.Got), r.Calls, r.States)
 		if !reflect.DeepEqual(r.Got, seq(count)) {
@@ -191,8 +205,8 @@ func TestBrowserTokenRefresh(t *testing.T) {
 		if min := int(dur / tokenTTL); r.Calls < min {
 			t.Errorf("%s: the token function was called %d times in %v, want at least %d", name, r.Calls, dur, min)
 		}
-		if name == "ws" && r.Client != wsClient {
-			t.Errorf("ws: the connection is %s, was %s: it was replaced rather than refreshed", r.Client, wsClient)
+		if was, ok := wsClients[name]; ok && r.Client != was {
+			t.Errorf("%s: the connection is %s, was %s: it was replaced rather than refreshed", name, r.Client, was)
 		}
 	}
 	browsertest.NoErrors(t, tb)
