@@ -243,3 +243,49 @@ func TestOutboxFaults(t *testing.T) {
 		return metric("herald_source_rows_published_total") == 4
 	})
 }
+
+// TestOutboxTwoSources: a node consumes two outbox tables at once, each
+// reported as its own source in /readyz.
+func TestOutboxTwoSources(t *testing.T) {
+	db := pgtest.Database(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	for _, name := range []string{"orders_outbox", "users_outbox"} {
+		if err := outbox.Init(ctx, db, outbox.Table{Name: name}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	n := heraldtest.Start(t, server.Config{Sources: []string{db + "&table=orders_outbox", db + "&table=users_outbox"}})
+	c, err := client.Dial(ctx, n.URL, &client.Options{Transport: "sse"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	sub, err := c.Subscribe(ctx, []string{"two.>"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn := pgtest.Conn(t, db)
+	if _, err := conn.Exec(ctx, `INSERT INTO orders_outbox (topic, data) VALUES ('two.orders', '1');
+		INSERT INTO users_outbox (topic, data) VALUES ('two.users', '2')`); err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]bool{}
+	for len(got) < 2 {
+		select {
+		case m := <-sub.C():
+			if m.Kind != client.KindEvent || got[m.Event.Topic] {
+				t.Fatalf("received %s %s, want one event of each table", m.Kind, m.Event.Topic)
+			}
+			got[m.Event.Topic] = true
+		case <-ctx.Done():
+			t.Fatalf("received %v, want an event of each table", got)
+		}
+	}
+	_, body := n.Get(t, "/readyz")
+	for _, want := range []string{`{"source":"postgres:orders_outbox","state":"consuming"}`, `{"source":"postgres:users_outbox","state":"consuming"}`} {
+		if !strings.Contains(string(body), want) {
+			t.Errorf("GET /readyz: %s, want %s in it", body, want)
+		}
+	}
+}

@@ -1,11 +1,14 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -174,4 +177,61 @@ func sourceState(t *testing.T, p *process) string {
 		return ""
 	}
 	return ready.Sources[0].State
+}
+
+// TestOutboxCommand: "herald outbox sql" prints the statements for the
+// table it names; "herald outbox init" creates the outbox, its dead-letter
+// table and its trigger in the database of a source URL, and running it
+// again changes nothing; a URL that is not PostgreSQL's is a usage error.
+func TestOutboxCommand(t *testing.T) {
+	var stdout, stderr bytes.Buffer
+	if code := run([]string{"outbox", "sql", "--table", "app.events"}, &stdout, &stderr); code != 0 {
+		t.Fatalf("outbox sql: exit %d, %s", code, stderr.String())
+	}
+	for _, want := range []string{`CREATE TABLE IF NOT EXISTS "app"."events"`, `"app"."events_dead"`, `pg_notify('app_events'`, `CREATE TRIGGER herald_notify`} {
+		if !strings.Contains(stdout.String(), want) {
+			t.Errorf("outbox sql lacks %q:\n%s", want, stdout.String())
+		}
+	}
+
+	db := pgtest.Database(t)
+	src := db + "&table=events"
+	for range 2 {
+		stdout.Reset()
+		stderr.Reset()
+		if code := run([]string{"outbox", "init", src}, &stdout, &stderr); code != 0 {
+			t.Fatalf("outbox init: exit %d, %s", code, stderr.String())
+		}
+		if !strings.Contains(stderr.String(), "outbox events ready") {
+			t.Errorf("outbox init says %q, want it to say the outbox is ready", stderr.String())
+		}
+	}
+	conn := pgtest.Conn(t, db)
+	var tables, triggers int
+	err := conn.QueryRow(context.Background(), `SELECT
+		(SELECT count(*) FROM pg_tables WHERE tablename IN ('events', 'events_dead')),
+		(SELECT count(*) FROM pg_trigger WHERE tgname = 'herald_notify' AND tgrelid = 'events'::regclass)`).Scan(&tables, &triggers)
+	if err != nil || tables != 2 || triggers != 1 {
+		t.Errorf("after outbox init: %d tables, %d triggers (%v), want 2 and 1", tables, triggers, err)
+	}
+
+	stderr.Reset()
+	if code := run([]string{"outbox", "init", "mysql://127.0.0.1/app"}, &stdout, &stderr); code != 2 {
+		t.Errorf("outbox init of a MySQL URL: exit %d (%s), want 2", code, stderr.String())
+	}
+}
+
+// TestSourceRepeatable: --source adds a source each time it is given, and
+// HERALD_SOURCE gives several separated by spaces.
+func TestSourceRepeatable(t *testing.T) {
+	a := "postgres://postgres@127.0.0.1:5432/app?table=a"
+	b := "postgres://postgres@127.0.0.1:5432/app?table=b"
+	c, err := parseServeFlags([]string{"--source", a, "--source", b}, envOf(nil), io.Discard)
+	if err != nil || !slices.Equal(c.sources, []string{a, b}) {
+		t.Errorf("--source twice: %q, %v; want both", c.sources, err)
+	}
+	c, err = parseServeFlags(nil, envOf(map[string]string{"HERALD_SOURCE": a + " " + b}), io.Discard)
+	if err != nil || !slices.Equal(c.sources, []string{a, b}) {
+		t.Errorf("HERALD_SOURCE with two URLs: %q, %v; want both", c.sources, err)
+	}
 }
