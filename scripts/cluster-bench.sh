@@ -217,6 +217,14 @@ done
 shard_pids=()
 for pid in "${profile_pids[@]}"; do wait "$pid" || true; done
 profile_pids=()
+# Each surviving node's counters at the end: the failovers' replays read
+# from the nodes' tails or from the broker (herald_replay_pages_total).
+for i in "${!node_metrics[@]}"; do
+	(( i == killed )) && continue
+	curl -sf -o "$OUT/node-$((i + 1)).metrics" "${node_metrics[$i]}/metrics" || continue
+	pages=$(awk '/^herald_replay_pages_total/ { printf "%s%s", sep, $0; sep = ", " }' "$OUT/node-$((i + 1)).metrics")
+	echo "cluster-bench: node $((i + 1)): ${pages:-no replay pages}" >&2
+done
 [[ $PROFILE == 1 ]] && echo "cluster-bench: CPU profiles in $OUT/*.cpu.pprof (go tool pprof -top bin/herald FILE)" >&2
 
 {
