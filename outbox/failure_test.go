@@ -2,7 +2,6 @@ package outbox_test
 
 import (
 	"context"
-	"net/url"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -15,7 +14,6 @@ import (
 	"github.com/heraldpush/herald/internal/testkit/natstest"
 	"github.com/heraldpush/herald/internal/testkit/pgtest"
 	"github.com/heraldpush/herald/internal/testkit/redistest"
-	"github.com/heraldpush/herald/internal/testkit/relay"
 	"github.com/heraldpush/herald/outbox"
 )
 
@@ -152,13 +150,8 @@ func TestTakeover(t *testing.T) {
 func TestDatabaseUnreachable(t *testing.T) {
 	db := newDB(t)
 	conn := pgtest.Conn(t, db)
-	u, err := url.Parse(db)
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := relay.Start(t, u.Host, relay.Options{})
-	u.Host = r.Addr()
-	n := startNode(t, u.String()+"&poll=50ms", nil, nil)
+	via, r := pgtest.Relayed(t, db)
+	n := startNode(t, via+"&poll=50ms", nil, nil)
 	insert(t, conn, row("cut.t", datum(1)))
 	waitLogged(t, n.broker, 1)
 	r.Down()

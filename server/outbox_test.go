@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net/url"
 	"strings"
 	"sync"
 	"testing"
@@ -13,7 +12,6 @@ import (
 	"github.com/heraldpush/herald/client"
 	"github.com/heraldpush/herald/internal/testkit/heraldtest"
 	"github.com/heraldpush/herald/internal/testkit/pgtest"
-	"github.com/heraldpush/herald/internal/testkit/relay"
 	"github.com/heraldpush/herald/internal/testkit/wait"
 	"github.com/heraldpush/herald/outbox"
 	"github.com/heraldpush/herald/server"
@@ -136,13 +134,8 @@ func TestOutboxFaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	conn := pgtest.Conn(t, db)
-	u, err := url.Parse(db)
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := relay.Start(t, u.Host, relay.Options{})
-	u.Host = r.Addr()
-	n := heraldtest.Start(t, server.Config{Sources: []string{u.String() + "&poll=50ms"}})
+	via, r := pgtest.Relayed(t, db)
+	n := heraldtest.Start(t, server.Config{Sources: []string{via + "&poll=50ms"}})
 
 	c, err := client.Dial(ctx, n.URL, &client.Options{Transport: "sse"})
 	if err != nil {

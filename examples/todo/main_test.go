@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
-	"net/url"
 	"slices"
 	"strings"
 	"sync"
@@ -20,7 +19,6 @@ import (
 	"github.com/heraldpush/herald/hub"
 	"github.com/heraldpush/herald/internal/testkit/heraldtest"
 	"github.com/heraldpush/herald/internal/testkit/pgtest"
-	"github.com/heraldpush/herald/internal/testkit/relay"
 	"github.com/heraldpush/herald/internal/testkit/wait"
 	"github.com/heraldpush/herald/server"
 )
@@ -434,13 +432,8 @@ func TestRolledBack(t *testing.T) {
 // is back, the retried action applies once.
 func TestDatabaseUnreachable(t *testing.T) {
 	app := startTodo(t, heraldOptions{}, "milk")
-	u, err := url.Parse(app.db)
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := relay.Start(t, u.Host, relay.Options{})
-	u.Host = r.Addr()
-	pool, err := pgxpool.New(context.Background(), u.String()+"&connect_timeout=2")
+	via, r := pgtest.Relayed(t, app.db)
+	pool, err := pgxpool.New(context.Background(), via+"&connect_timeout=2")
 	if err != nil {
 		t.Fatal(err)
 	}

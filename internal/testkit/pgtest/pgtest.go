@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/heraldpush/herald/internal/testkit/relay"
 )
 
 var databases atomic.Int64
@@ -137,4 +139,17 @@ func WriteOutbox(t testing.TB, db, topic string, rows int) map[string]bool {
 		t.FailNow()
 	}
 	return committed
+}
+
+// Relayed returns db's URL reached through a relay of the test's own, and
+// the relay, for cutting the database off (relay.Relay.Down) and back.
+func Relayed(t testing.TB, db string) (string, *relay.Relay) {
+	t.Helper()
+	u, err := url.Parse(db)
+	if err != nil {
+		t.Fatalf("failed to parse the database URL: %v", err)
+	}
+	r := relay.Start(t, u.Host, relay.Options{})
+	u.Host = r.Addr()
+	return u.String(), r
 }
