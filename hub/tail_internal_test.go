@@ -179,3 +179,24 @@ func TestTailNewLog(t *testing.T) {
 		t.Fatal("the tail answered for a position before its first delivered event")
 	}
 }
+
+// BenchmarkTailAppend is what the tail adds to delivery, per event, once
+// full (each append drops the oldest).
+func BenchmarkTailAppend(b *testing.B) {
+	const batch = 64
+	msgs := make([]*Message, batch)
+	tl := newTail(DefaultTailBytes, 10_000)
+	seq := uint64(0)
+	data := []byte(`{"order":42,"status":"paid","items":[1,2,3]}`)
+	b.ReportAllocs()
+	for b.Loop() {
+		b.StopTimer() // the messages are the broker's, not the tail's
+		for i := range msgs {
+			seq++
+			msgs[i] = NewMessage(Event{ID: Cursor{Epoch: "e", Seq: seq}, Topic: "bench.t", Type: "message", Data: data})
+		}
+		b.StartTimer()
+		tl.append(msgs)
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*batch), "ns/event")
+}
