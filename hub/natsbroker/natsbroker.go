@@ -50,6 +50,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/heraldpush/herald/hub"
+	"github.com/heraldpush/herald/internal/groupcommit"
 )
 
 // Options configures a Broker.
@@ -617,13 +618,14 @@ func (b *Broker) Publish(ctx context.Context, drafts []hub.Draft) ([]*hub.Messag
 			dedupe = true
 		}
 	}
-	if err := b.sender.admit(ctx, len(drafts), size); err != nil {
+	w := groupcommit.Weight{Events: len(drafts), Bytes: size}
+	if err := b.sender.pipe.Admit(ctx, w); err != nil {
 		if errors.Is(err, hub.ErrClosed) {
 			return nil, err
 		}
 		return nil, fmt.Errorf("failed to publish to NATS: %w", hub.Unavailable(err))
 	}
-	defer b.sender.release(len(drafts), size)
+	defer b.sender.pipe.Release(w)
 	var seqs []uint64
 	var err error
 	sent, recreated, collisions := false, false, 0
