@@ -742,14 +742,14 @@ func (b *Broker) fail(err error) error {
 }
 
 func (b *Broker) publishOne(ctx context.Context, id string, m *nats.Msg) ([]uint64, error) {
-	acks, refused, err := b.pipeline(ctx, []*nats.Msg{m}, [][]jetstream.PublishOpt{{jetstream.WithMsgID(id)}})
+	ack, refused, err := b.pipelineOne(ctx, m, jetstream.WithMsgID(id))
 	if err != nil {
 		return nil, err
 	}
 	if refused != nil {
 		return nil, noAnswer(refused)
 	}
-	return []uint64{acks[0].Sequence}, nil
+	return []uint64{ack.Sequence}, nil
 }
 
 // publishDeduped sends each draft as a message of its own, without a

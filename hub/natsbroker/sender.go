@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -55,6 +56,16 @@ type attempt struct {
 	// order, and why the rest were not (nil if all were).
 	futures []jetstream.PubAckFuture
 	err     error
+	// one holds the slices of an attempt of one message, the usual one
+	// (pipelineOne), so that they cost no allocations of their own; opt
+	// has room for send's noRetry.
+	one struct {
+		msg  [1]*nats.Msg
+		opts [1][]jetstream.PublishOpt
+		opt  [3]jetstream.PublishOpt
+		fut  [1]jetstream.PubAckFuture
+		ack  [1]*jetstream.PubAck
+	}
 }
 
 // errNotSent marks an attempt left out of the queue: its publisher gave
@@ -118,14 +129,24 @@ func (b *Broker) sendLoop() {
 	})
 }
 
+// noRetry is the option send adds to every message (made once: an option
+// is a closure).
+var noRetry = jetstream.WithRetryAttempts(0)
+
 // send sends a's messages, in order, and closes a.sent. nats.go does not
-// send them again by itself (no retries on "no responders"), so nothing
-// reaches the stream behind the sender's back.
+// send them again by itself (no retries on "no responders": noRetry), so
+// nothing reaches the stream behind the sender's back.
 func (b *Broker) send(a *attempt) {
 	defer close(a.sent)
-	a.futures = make([]jetstream.PubAckFuture, 0, len(a.msgs))
+	if len(a.msgs) == 1 {
+		a.futures = a.one.fut[:0]
+	} else {
+		a.futures = make([]jetstream.PubAckFuture, 0, len(a.msgs))
+	}
 	for i, m := range a.msgs {
-		f, err := b.js.PublishMsgAsync(m, append(a.opts[i], jetstream.WithRetryAttempts(0))...)
+		// The append writes into the spare room of a.opts[i] if it has
+		// any (pipelineOne leaves some), which no one else reads.
+		f, err := b.js.PublishMsgAsync(m, append(a.opts[i], noRetry)...)
 		if err != nil {
 			if i > 0 {
 				// The first ones went out; their outcome is unknown.
@@ -147,7 +168,33 @@ func (b *Broker) send(a *attempt) {
 // first refusal of the stream, if any, and acks holds every
 // acknowledgement.
 func (b *Broker) pipeline(ctx context.Context, msgs []*nats.Msg, opts [][]jetstream.PublishOpt) (acks []*jetstream.PubAck, refused, err error) {
-	a := &attempt{msgs: msgs, opts: opts, sent: make(chan struct{})}
+	return b.await(ctx, &attempt{msgs: msgs, opts: opts, sent: make(chan struct{})})
+}
+
+// pipelineOne is pipeline for one message m: its acknowledgement, or the
+// stream's refusal, or why neither came. Its slices are the attempt's
+// own.
+func (b *Broker) pipelineOne(ctx context.Context, m *nats.Msg, opts ...jetstream.PublishOpt) (ack *jetstream.PubAck, refused, err error) {
+	a := &attempt{sent: make(chan struct{})}
+	a.one.msg[0] = m
+	if len(opts) < len(a.one.opt) {
+		n := copy(a.one.opt[:], opts)
+		a.one.opts[0] = a.one.opt[: n : n+1]
+	} else {
+		// A copy: were opts kept, every caller's would be allocated.
+		a.one.opts[0] = append([]jetstream.PublishOpt(nil), opts...)
+	}
+	a.msgs, a.opts = a.one.msg[:], a.one.opts[:]
+	acks, refused, err := b.await(ctx, a)
+	if err != nil || refused != nil {
+		return nil, refused, err
+	}
+	return acks[0], nil, nil
+}
+
+// await has the sender send a and awaits its acknowledgements, for
+// pipeline.
+func (b *Broker) await(ctx context.Context, a *attempt) (acks []*jetstream.PubAck, refused, err error) {
 	if err := b.sender.queue.Put(ctx, a, groupcommit.Weight{}); err != nil { // unbounded: no wait
 		return nil, nil, err
 	}
@@ -162,9 +209,13 @@ func (b *Broker) pipeline(ctx context.Context, msgs []*nats.Msg, opts [][]jetstr
 	if a.err != nil {
 		return nil, nil, a.err
 	}
-	ctx, cancel := context.WithTimeout(ctx, attemptWait)
-	defer cancel()
-	acks = make([]*jetstream.PubAck, len(a.futures))
+	t := startTimer(attemptWait)
+	defer stopTimer(t)
+	if len(a.futures) == 1 {
+		acks = a.one.ack[:]
+	} else {
+		acks = make([]*jetstream.PubAck, len(a.futures))
+	}
 	for i, f := range a.futures {
 		select {
 		case ack := <-f.Ok():
@@ -177,7 +228,30 @@ func (b *Broker) pipeline(ctx context.Context, msgs []*nats.Msg, opts [][]jetstr
 			// Sent: whether or not ctx was cancelled rather than timed
 			// out, the outcome is unknown.
 			return nil, nil, fmt.Errorf("%w: %w", errNoAnswer, ctx.Err())
+		case <-t.C:
+			return nil, nil, fmt.Errorf("%w: %w", errNoAnswer, context.DeadlineExceeded)
 		}
 	}
 	return acks, refused, nil
+}
+
+// timers holds stopped timers for pipeline's waits: a context with a
+// timeout of its own costs an attempt six allocations, a timer from here
+// none. Since Go 1.23 a timer stopped or reset delivers no stale value,
+// so one can serve any number of waits.
+var timers sync.Pool
+
+// startTimer returns a timer that fires after d.
+func startTimer(d time.Duration) *time.Timer {
+	if t, ok := timers.Get().(*time.Timer); ok {
+		t.Reset(d)
+		return t
+	}
+	return time.NewTimer(d)
+}
+
+// stopTimer stops t and keeps it for another wait.
+func stopTimer(t *time.Timer) {
+	t.Stop()
+	timers.Put(t)
 }
