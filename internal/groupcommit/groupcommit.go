@@ -13,6 +13,11 @@
 // holds beyond the queue, such as the items sent whose answers are due.
 // Committer is a Queue of operations whose committer goroutine exists only
 // while there is something queued.
+//
+// Locks: a Queue and a Bound each have one mutex, and neither holds it
+// while it takes another or runs its user's code (commit, the taker's
+// wake-up), so there is no lock order to keep; an item's state is an
+// atomic, changed by compare-and-swap, and needs no lock.
 package groupcommit
 
 import (
