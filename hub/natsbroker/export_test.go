@@ -94,7 +94,5 @@ func NewHeld(ctx context.Context, o Options) (b *Broker, start func(), err error
 
 // Queued reports how many attempts wait for the sender.
 func Queued(b *Broker) int {
-	b.sender.mu.Lock()
-	defer b.sender.mu.Unlock()
-	return len(b.sender.queue)
+	return b.sender.queue.Len()
 }

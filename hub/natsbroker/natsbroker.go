@@ -50,6 +50,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/heraldpush/herald/hub"
+	"github.com/heraldpush/herald/internal/groupcommit"
 )
 
 // Options configures a Broker.
@@ -617,13 +618,14 @@ func (b *Broker) Publish(ctx context.Context, drafts []hub.Draft) ([]*hub.Messag
 			dedupe = true
 		}
 	}
-	if err := b.sender.admit(ctx, len(drafts), size); err != nil {
+	w := groupcommit.Weight{Events: len(drafts), Bytes: size}
+	if err := b.sender.pipe.Admit(ctx, w); err != nil {
 		if errors.Is(err, hub.ErrClosed) {
 			return nil, err
 		}
 		return nil, fmt.Errorf("failed to publish to NATS: %w", hub.Unavailable(err))
 	}
-	defer b.sender.release(len(drafts), size)
+	defer b.sender.pipe.Release(w)
 	var seqs []uint64
 	var err error
 	sent, recreated, collisions := false, false, 0
@@ -740,14 +742,14 @@ func (b *Broker) fail(err error) error {
 }
 
 func (b *Broker) publishOne(ctx context.Context, id string, m *nats.Msg) ([]uint64, error) {
-	acks, refused, err := b.pipeline(ctx, []*nats.Msg{m}, [][]jetstream.PublishOpt{{jetstream.WithMsgID(id)}})
+	ack, refused, err := b.pipelineOne(ctx, m, jetstream.WithMsgID(id))
 	if err != nil {
 		return nil, err
 	}
 	if refused != nil {
 		return nil, noAnswer(refused)
 	}
-	return []uint64{acks[0].Sequence}, nil
+	return []uint64{ack.Sequence}, nil
 }
 
 // publishDeduped sends each draft as a message of its own, without a

@@ -12,7 +12,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/heraldpush/herald/hub"
@@ -441,14 +440,14 @@ func (b *Broker) appendIf(ctx context.Context, d hub.Draft, subjSeq uint64, when
 	}
 	backoff := 20 * time.Millisecond
 	for {
-		acks, refused, err := b.pipeline(ctx, []*nats.Msg{encode(b.prefix, d, when)}, [][]jetstream.PublishOpt{opts})
+		ack, refused, err := b.pipelineOne(ctx, encode(b.prefix, d, when), opts...)
 		if err == nil {
 			err = refused
 		}
 		var apiErr *jetstream.APIError
 		switch {
 		case err == nil:
-			return acks[0].Sequence, nil
+			return ack.Sequence, nil
 		case errors.As(err, &apiErr) && apiErr.ErrorCode == jsErrWrongLastSeq:
 			// "wrong last sequence: N"
 			_, n, _ := strings.Cut(apiErr.Description, ": ")

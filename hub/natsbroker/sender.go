@@ -5,12 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"sync"
-	"sync/atomic"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/heraldpush/herald/hub"
+	"github.com/heraldpush/herald/internal/groupcommit"
 )
 
 // Group commit: a node's concurrent publishes share its connection's
@@ -43,23 +44,28 @@ const (
 	msgOverhead = 128
 )
 
-// The states of an attempt.
-const (
-	queued    int32 = iota // waiting for the sender
-	taken                  // the sender sends it
-	abandoned              // its publisher gave up before it was taken: never sent
-)
+var pipeLimit = groupcommit.Limit{Events: pipeMaxEvents, Bytes: pipeMaxBytes}
 
 // attempt is one try at appending messages, sent by the sender.
 type attempt struct {
-	msgs  []*nats.Msg
-	opts  [][]jetstream.PublishOpt
-	state atomic.Int32
-	sent  chan struct{} // closed by the sender once it has sent what it could
+	groupcommit.Ticket
+	msgs []*nats.Msg
+	opts [][]jetstream.PublishOpt
+	sent chan struct{} // closed by the sender once it has sent what it could
 	// Set before sent is closed: the futures of the messages sent, in
 	// order, and why the rest were not (nil if all were).
 	futures []jetstream.PubAckFuture
 	err     error
+	// one holds the slices of an attempt of one message, the usual one
+	// (pipelineOne), so that they cost no allocations of their own; opt
+	// has room for send's noRetry.
+	one struct {
+		msg  [1]*nats.Msg
+		opts [1][]jetstream.PublishOpt
+		opt  [3]jetstream.PublishOpt
+		fut  [1]jetstream.PubAckFuture
+		ack  [1]*jetstream.PubAck
+	}
 }
 
 // errNotSent marks an attempt left out of the queue: its publisher gave
@@ -68,134 +74,33 @@ var errNotSent = errors.New("not sent")
 
 // sender is the queue of attempts and the bound on what is accepted.
 //
-// Publish calls admit and release, and pipeline (for each attempt of a
-// publish or of a presence change, which is not counted against the
-// bound) enqueue, from any goroutine; take and send belong to the sender
-// goroutine, which New starts and Close ends (it fails what is still
-// queued with hub.ErrClosed).
+// Publish admits to pipe and releases (a publish counts from its first
+// attempt to its answer), and pipeline puts each attempt of a publish, or
+// of a presence change (which pipe does not count), in queue, from any
+// goroutine. The sender goroutine takes and sends; New starts it, and
+// Close ends it, failing what is still queued with hub.ErrClosed.
 type sender struct {
-	mu            sync.Mutex
-	queue, spare  []*attempt
-	events, bytes int  // admitted and not yet released
-	waiting       int  // publishers waiting for room
-	closed        bool // set when the sender ended: admit and enqueue refuse
-	// room is closed, and replaced, when a release frees room that a
-	// publisher waits for.
-	room chan struct{}
-	wake chan struct{} // a token when the queue may be non-empty
-	done chan struct{} // closed when the sender has ended
+	queue *groupcommit.Queue[*attempt] // bounded by pipe, not by itself
+	pipe  *groupcommit.Bound
+	done  chan struct{} // closed when the sender has ended
 	// once starts the sender, or ends it unstarted if Close comes first.
 	once sync.Once
 }
 
 func newSender() *sender {
-	return &sender{room: make(chan struct{}), wake: make(chan struct{}, 1), done: make(chan struct{})}
+	return &sender{queue: groupcommit.NewQueue[*attempt](groupcommit.Limit{}),
+		pipe: groupcommit.NewBound(pipeLimit), done: make(chan struct{})}
 }
 
-// admit counts a publish of events events and size bytes against the
-// bound, waiting while it is full until there is room or ctx ends. It
-// fails with hub.ErrClosed once the sender has ended.
-func (s *sender) admit(ctx context.Context, events, size int) error {
-	s.mu.Lock()
-	for {
-		if s.closed {
-			s.mu.Unlock()
-			return hub.ErrClosed
-		}
-		if s.events == 0 || (s.events+events <= pipeMaxEvents && s.bytes+size <= pipeMaxBytes) {
-			s.events += events
-			s.bytes += size
-			s.mu.Unlock()
-			return nil
-		}
-		room := s.room
-		s.waiting++
-		s.mu.Unlock()
-		select {
-		case <-room:
-		case <-ctx.Done():
-		}
-		s.mu.Lock()
-		s.waiting--
-		if ctx.Err() != nil {
-			s.mu.Unlock()
-			return ctx.Err()
-		}
-	}
-}
-
-// release returns what admit counted.
-func (s *sender) release(events, size int) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.events -= events
-	s.bytes -= size
-	if s.waiting > 0 {
-		close(s.room)
-		s.room = make(chan struct{})
-	}
-}
-
-// enqueue queues a for the sender, or fails with hub.ErrClosed once the
-// sender has ended.
-func (s *sender) enqueue(a *attempt) error {
-	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
-		return hub.ErrClosed
-	}
-	s.queue = append(s.queue, a)
-	s.mu.Unlock()
-	select {
-	case s.wake <- struct{}{}:
-	default: // a token is there already
-	}
-	return nil
-}
-
-// take removes everything queued, in order, leaving out the attempts
-// whose publishers gave up. The slice is the sender's until its next take.
-func (s *sender) take() []*attempt {
-	s.mu.Lock()
-	q := s.queue
-	s.queue, s.spare = s.spare[:0], nil
-	s.mu.Unlock()
-	n := 0
-	for _, a := range q {
-		if a.state.CompareAndSwap(queued, taken) {
-			q[n] = a
-			n++
-		}
-	}
-	clear(q[n:])
-	return q[:n]
-}
-
-// recycle gives back the slice take returned, once sent.
-func (s *sender) recycle(q []*attempt) {
-	clear(q)
-	s.mu.Lock()
-	if cap(q) <= 4*pipeMaxEvents { // a burst's slice is not kept
-		s.spare = q[:0]
-	}
-	s.mu.Unlock()
-}
-
-// shut ends the queue: admit and enqueue refuse from now on, publishers
-// waiting for room stop, and what is queued fails with hub.ErrClosed.
+// shut ends the queue and the bound: Publish and pipeline refuse from now
+// on, publishers waiting for room stop, and what is queued fails with
+// hub.ErrClosed.
 func (s *sender) shut() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.closed = true
-	for _, a := range s.queue {
-		if a.state.CompareAndSwap(queued, taken) {
-			a.err = hub.ErrClosed
-			close(a.sent)
-		}
+	s.pipe.Close(hub.ErrClosed)
+	for _, a := range s.queue.Close(hub.ErrClosed) {
+		a.err = hub.ErrClosed
+		close(a.sent)
 	}
-	s.queue = nil
-	close(s.room)
-	s.room = make(chan struct{}) // release may close it again
 }
 
 // startSender starts the sender goroutine (New does).
@@ -211,39 +116,37 @@ func (b *Broker) stopSender() {
 	<-b.sender.done
 }
 
-// sendLoop is the sender goroutine: it sends what is queued until b.ctx
-// ends (Close).
+// sendLoop is the sender goroutine: it sends everything queued, in order,
+// until b.ctx ends (Close).
 func (b *Broker) sendLoop() {
 	s := b.sender
 	defer close(s.done)
 	defer s.shut()
-	for {
-		select {
-		case <-s.wake:
-		case <-b.ctx.Done():
-			return
+	s.queue.Serve(b.ctx, groupcommit.Limit{}, func(q []*attempt) {
+		for _, a := range q {
+			b.send(a)
 		}
-		for b.ctx.Err() == nil {
-			q := s.take()
-			if len(q) == 0 {
-				break
-			}
-			for _, a := range q {
-				b.send(a)
-			}
-			s.recycle(q)
-		}
-	}
+	})
 }
 
+// noRetry is the option send adds to every message (made once: an option
+// is a closure).
+var noRetry = jetstream.WithRetryAttempts(0)
+
 // send sends a's messages, in order, and closes a.sent. nats.go does not
-// send them again by itself (no retries on "no responders"), so nothing
-// reaches the stream behind the sender's back.
+// send them again by itself (no retries on "no responders": noRetry), so
+// nothing reaches the stream behind the sender's back.
 func (b *Broker) send(a *attempt) {
 	defer close(a.sent)
-	a.futures = make([]jetstream.PubAckFuture, 0, len(a.msgs))
+	if len(a.msgs) == 1 {
+		a.futures = a.one.fut[:0]
+	} else {
+		a.futures = make([]jetstream.PubAckFuture, 0, len(a.msgs))
+	}
 	for i, m := range a.msgs {
-		f, err := b.js.PublishMsgAsync(m, append(a.opts[i], jetstream.WithRetryAttempts(0))...)
+		// The append writes into the spare room of a.opts[i] if it has
+		// any (pipelineOne leaves some), which no one else reads.
+		f, err := b.js.PublishMsgAsync(m, append(a.opts[i], noRetry)...)
 		if err != nil {
 			if i > 0 {
 				// The first ones went out; their outcome is unknown.
@@ -265,14 +168,40 @@ func (b *Broker) send(a *attempt) {
 // first refusal of the stream, if any, and acks holds every
 // acknowledgement.
 func (b *Broker) pipeline(ctx context.Context, msgs []*nats.Msg, opts [][]jetstream.PublishOpt) (acks []*jetstream.PubAck, refused, err error) {
-	a := &attempt{msgs: msgs, opts: opts, sent: make(chan struct{})}
-	if err := b.sender.enqueue(a); err != nil {
+	return b.await(ctx, &attempt{msgs: msgs, opts: opts, sent: make(chan struct{})})
+}
+
+// pipelineOne is pipeline for one message m: its acknowledgement, or the
+// stream's refusal, or why neither came. Its slices are the attempt's
+// own.
+func (b *Broker) pipelineOne(ctx context.Context, m *nats.Msg, opts ...jetstream.PublishOpt) (ack *jetstream.PubAck, refused, err error) {
+	a := &attempt{sent: make(chan struct{})}
+	a.one.msg[0] = m
+	if len(opts) < len(a.one.opt) {
+		n := copy(a.one.opt[:], opts)
+		a.one.opts[0] = a.one.opt[: n : n+1]
+	} else {
+		// A copy: were opts kept, every caller's would be allocated.
+		a.one.opts[0] = append([]jetstream.PublishOpt(nil), opts...)
+	}
+	a.msgs, a.opts = a.one.msg[:], a.one.opts[:]
+	acks, refused, err := b.await(ctx, a)
+	if err != nil || refused != nil {
+		return nil, refused, err
+	}
+	return acks[0], nil, nil
+}
+
+// await has the sender send a and awaits its acknowledgements, for
+// pipeline.
+func (b *Broker) await(ctx context.Context, a *attempt) (acks []*jetstream.PubAck, refused, err error) {
+	if err := b.sender.queue.Put(ctx, a, groupcommit.Weight{}); err != nil { // unbounded: no wait
 		return nil, nil, err
 	}
 	select {
 	case <-a.sent:
 	case <-ctx.Done():
-		if a.state.CompareAndSwap(queued, abandoned) {
+		if a.Abandon() {
 			return nil, nil, fmt.Errorf("%w: %w", errNotSent, ctx.Err())
 		}
 		return nil, nil, fmt.Errorf("%w: %w", errNoAnswer, ctx.Err()) // being sent
@@ -280,9 +209,13 @@ func (b *Broker) pipeline(ctx context.Context, msgs []*nats.Msg, opts [][]jetstr
 	if a.err != nil {
 		return nil, nil, a.err
 	}
-	ctx, cancel := context.WithTimeout(ctx, attemptWait)
-	defer cancel()
-	acks = make([]*jetstream.PubAck, len(a.futures))
+	t := startTimer(attemptWait)
+	defer stopTimer(t)
+	if len(a.futures) == 1 {
+		acks = a.one.ack[:]
+	} else {
+		acks = make([]*jetstream.PubAck, len(a.futures))
+	}
 	for i, f := range a.futures {
 		select {
 		case ack := <-f.Ok():
@@ -295,7 +228,30 @@ func (b *Broker) pipeline(ctx context.Context, msgs []*nats.Msg, opts [][]jetstr
 			// Sent: whether or not ctx was cancelled rather than timed
 			// out, the outcome is unknown.
 			return nil, nil, fmt.Errorf("%w: %w", errNoAnswer, ctx.Err())
+		case <-t.C:
+			return nil, nil, fmt.Errorf("%w: %w", errNoAnswer, context.DeadlineExceeded)
 		}
 	}
 	return acks, refused, nil
+}
+
+// timers holds stopped timers for pipeline's waits: a context with a
+// timeout of its own costs an attempt six allocations, a timer from here
+// none. Since Go 1.23 a timer stopped or reset delivers no stale value,
+// so one can serve any number of waits.
+var timers sync.Pool
+
+// startTimer returns a timer that fires after d.
+func startTimer(d time.Duration) *time.Timer {
+	if t, ok := timers.Get().(*time.Timer); ok {
+		t.Reset(d)
+		return t
+	}
+	return time.NewTimer(d)
+}
+
+// stopTimer stops t and keeps it for another wait.
+func stopTimer(t *time.Timer) {
+	t.Stop()
+	timers.Put(t)
 }

@@ -23,9 +23,7 @@ func NewHeld(ctx context.Context, o Options) (b *Broker, start func(), err error
 
 // Queued reports how many batches wait for the committer.
 func Queued(b *Broker) int {
-	b.commit.mu.Lock()
-	defer b.commit.mu.Unlock()
-	return len(b.commit.queue)
+	return b.commit.Len()
 }
 
 // Sweeps reports whether b holds the sweep lease.

@@ -11,6 +11,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/heraldpush/herald/hub"
+	"github.com/heraldpush/herald/internal/groupcommit"
 )
 
 // How long a publish may take, how long one attempt may wait for Redis's
@@ -171,9 +172,10 @@ func (b *Broker) Publish(ctx context.Context, drafts []hub.Draft) ([]*hub.Messag
 		return nil, hub.ErrClosed
 	}
 	p := &pending{drafts: drafts, deadline: time.Now().Add(confirmWait), done: make(chan pubResult, 1)}
+	w := groupcommit.Weight{Events: len(drafts)} // and its bytes, as the queue's bounds count them
 	for i := range drafts {
 		d := &drafts[i]
-		p.size += len(d.Topic) + len(d.Type) + len(d.Key) + len(d.Data) + len(d.Dedupe) + entryOverhead
+		w.Bytes += len(d.Topic) + len(d.Type) + len(d.Key) + len(d.Data) + len(d.Dedupe) + entryOverhead
 		if d.Dedupe != "" {
 			p.dedupe = true
 		}
@@ -183,7 +185,7 @@ func (b *Broker) Publish(ctx context.Context, drafts []hub.Draft) ([]*hub.Messag
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("failed to publish to Redis: %w", hub.Unavailable(err))
 	}
-	if err := b.commit.enqueue(ctx, p); err != nil {
+	if err := b.commit.Put(ctx, p, w); err != nil {
 		if errors.Is(err, hub.ErrClosed) {
 			return nil, err
 		}
@@ -194,7 +196,7 @@ func (b *Broker) Publish(ctx context.Context, drafts []hub.Draft) ([]*hub.Messag
 		return r.msgs, r.err
 	case <-ctx.Done():
 	}
-	if p.state.CompareAndSwap(queued, abandoned) {
+	if p.Abandon() {
 		// The committer had not taken it: it is not sent, ever.
 		return nil, fmt.Errorf("failed to publish to Redis: %w", hub.Unavailable(ctx.Err()))
 	}
@@ -210,8 +212,11 @@ func (b *Broker) Publish(ctx context.Context, drafts []hub.Draft) ([]*hub.Messag
 // of publishScript under one ID, and answers each batch's publisher with
 // its messages or the group's error. It is called by the committer alone.
 func (b *Broker) commitGroup(group []*pending) {
-	// The group tries for as long as one of its publishers waits (take
-	// left out those that no longer do): one near its end must not cut
+	if group = expire(group); len(group) == 0 {
+		return
+	}
+	// The group tries for as long as one of its publishers waits (Take
+	// and expire left out those that no longer do): one near its end must not cut
 	// the others' time short.
 	var deadline time.Time
 	total := 0
@@ -252,6 +257,23 @@ func (b *Broker) commitGroup(group []*pending) {
 	for i, p := range group {
 		p.done <- pubResult{msgs: out.messages(i, p.drafts)}
 	}
+}
+
+// expire answers the batches of group whose time is up, unsent (their
+// publishers are giving up), and returns the others, in order, in
+// group's array.
+func expire(group []*pending) []*pending {
+	now := time.Now()
+	n := 0
+	for _, p := range group {
+		if !p.deadline.After(now) {
+			p.done <- pubResult{err: fmt.Errorf("failed to publish to Redis: %w", hub.Unavailable(context.DeadlineExceeded))}
+			continue
+		}
+		group[n] = p
+		n++
+	}
+	return group[:n]
 }
 
 // appendGroup runs publishScript for a group, first checking that Redis

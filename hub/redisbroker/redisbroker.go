@@ -47,6 +47,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/heraldpush/herald/hub"
+	"github.com/heraldpush/herald/internal/groupcommit"
 )
 
 // Options configures a Broker.
@@ -124,8 +125,9 @@ type Broker struct {
 
 	readErrors, recoveries atomic.Int64 // of the reader: see BrokerStats
 
-	commit *committer    // appends the publishes (committer.go)
-	pubSeq atomic.Uint64 // numbers the committer's groups
+	commit     *groupcommit.Queue[*pending] // the publishes to append (committer.go)
+	commitDone chan struct{}                // closed when the committer has ended
+	pubSeq     atomic.Uint64                // numbers the committer's groups
 	// down is set when a request failed to reach Redis and cleared when
 	// one succeeds. While it is set, a publish first checks that Redis
 	// answers, so that one that cannot reach it is refused before it is
@@ -193,7 +195,7 @@ func newBroker(ctx context.Context, o Options) (*Broker, error) {
 		b.cancel()
 		return nil, fmt.Errorf("failed to start Redis broker: %w", err)
 	}
-	b.commit = newCommitter()
+	b.commit, b.commitDone = groupcommit.NewQueue[*pending](queueLimit), make(chan struct{})
 	return b, nil
 }
 
@@ -285,7 +287,7 @@ func (b *Broker) Close() error {
 		return nil
 	}
 	b.cancel()
-	<-b.commit.done
+	<-b.commitDone
 	if b.done != nil {
 		<-b.done
 	}

@@ -1,35 +1,39 @@
 // Package groupcommit coalesces the concurrent calls of a process to one
 // server into groups, each sent in one round trip: a call queues its
 // operation and waits; one goroutine, the committer, takes every operation
-// queued (up to a group's bound) and runs them together, then takes what
+// queued (up to a group's bounds) and sends them together, then takes what
 // queued meanwhile. With one caller at a time a group is one operation, so
 // a lone call waits for one round trip as before; under load, a round trip
 // carries many.
+//
+// Queue is the primitive: items weighed in events and bytes, a bound on
+// what waits, groups taken in order up to their own bounds, and the states
+// (queued, taken, abandoned) that let a caller give up on an item that was
+// not yet taken, which is then never sent. Bound bounds what a caller
+// holds beyond the queue, such as the items sent whose answers are due.
+// Committer is a Queue of operations whose committer goroutine exists only
+// while there is something queued.
+//
+// Locks: a Queue and a Bound each have one mutex, and neither holds it
+// while it takes another or runs its user's code (commit, the taker's
+// wake-up), so there is no lock order to keep; an item's state is an
+// atomic, changed by compare-and-swap, and needs no lock.
 package groupcommit
 
 import (
 	"context"
 	"errors"
-	"sync"
-	"sync/atomic"
 )
 
 // ErrAbandoned is what Do returns when its context ended before the
 // operation was taken into a group: it was never sent.
 var ErrAbandoned = errors.New("failed to send the operation: its caller gave up before it was sent")
 
-// The states of a queued operation.
-const (
-	queued    int32 = iota // waiting for the committer
-	taken                  // in a group: the committer answers it
-	abandoned              // its caller gave up before it was taken: never sent
-)
-
 // call is one queued operation.
 type call[T any] struct {
-	op    T
-	state atomic.Int32
-	done  chan struct{} // closed once the group ran
+	Ticket
+	op   T
+	done chan struct{} // closed once the group ran
 }
 
 // Committer queues operations of type T and runs them in groups with its
@@ -42,23 +46,21 @@ type call[T any] struct {
 // Close. run is never called concurrently with itself, and must bound its
 // own time (every operation of a group waits for it).
 type Committer[T any] struct {
-	run      func(group []T)
-	maxGroup int // operations per group
-	maxQueue int // operations queued, beyond the group being run
-
-	mu      sync.Mutex
-	queue   []*call[T]
-	running bool // the committer goroutine is live
-	// room is closed, and replaced, each time the committer takes from
-	// the queue: callers waiting for room try again.
-	room chan struct{}
+	run   func(group []T)
+	group Limit // operations per group, as Events
+	q     *Queue[*call[T]]
 }
 
 // New returns a Committer that runs groups of at most maxGroup operations
 // with run, and lets at most maxQueue wait for a group (Do waits for room
 // beyond that).
 func New[T any](maxGroup, maxQueue int, run func(group []T)) *Committer[T] {
-	return &Committer[T]{run: run, maxGroup: max(maxGroup, 1), maxQueue: max(maxQueue, 1), room: make(chan struct{})}
+	c := &Committer[T]{run: run, group: Limit{Events: max(maxGroup, 1)}}
+	c.q = NewQueue[*call[T]](Limit{Events: max(maxQueue, 1)})
+	// The Do that ends an idle spell starts the committer, which ends
+	// when it finds the queue empty again (and so idle).
+	c.q.wake = func() { go c.loop() }
+	return c
 }
 
 // Do queues op and waits until its group has run. It returns ctx.Err() if
@@ -67,30 +69,14 @@ func New[T any](maxGroup, maxQueue int, run func(group []T)) *Committer[T] {
 // waits for run, which decides op's outcome.
 func (c *Committer[T]) Do(ctx context.Context, op T) error {
 	k := &call[T]{op: op, done: make(chan struct{})}
-	for {
-		c.mu.Lock()
-		if len(c.queue) < c.maxQueue {
-			c.queue = append(c.queue, k)
-			if !c.running {
-				c.running = true
-				go c.loop()
-			}
-			c.mu.Unlock()
-			break
-		}
-		room := c.room
-		c.mu.Unlock()
-		select {
-		case <-room:
-		case <-ctx.Done():
-			return ctx.Err()
-		}
+	if err := c.q.Put(ctx, k, Weight{Events: 1}); err != nil {
+		return err // ctx's: the queue is never closed
 	}
 	select {
 	case <-k.done:
 		return nil
 	case <-ctx.Done():
-		if k.state.CompareAndSwap(queued, abandoned) {
+		if k.Abandon() {
 			return errors.Join(ErrAbandoned, ctx.Err())
 		}
 		<-k.done // taken: run answers it, bounded by run's own time
@@ -98,44 +84,11 @@ func (c *Committer[T]) Do(ctx context.Context, op T) error {
 	}
 }
 
-// take removes the next group from the queue, leaving out the operations
-// whose callers gave up; ok is false when the queue was empty, and the
-// committer goroutine is then over.
-func (c *Committer[T]) take() (group []*call[T], ok bool) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if len(c.queue) == 0 {
-		c.running = false
-		return nil, false
-	}
-	n := min(len(c.queue), c.maxGroup)
-	for _, k := range c.queue[:n] {
-		if k.state.CompareAndSwap(queued, taken) {
-			group = append(group, k)
-		}
-	}
-	clear(c.queue[:n])
-	c.queue = c.queue[n:]
-	if len(c.queue) == 0 {
-		c.queue = nil // let the backing array go
-	}
-	close(c.room)
-	c.room = make(chan struct{})
-	return group, true
-}
-
 // loop is the committer goroutine: it runs group after group until the
 // queue is empty.
 func (c *Committer[T]) loop() {
-	ops := make([]T, 0, c.maxGroup)
-	for {
-		group, ok := c.take()
-		if !ok {
-			return
-		}
-		if len(group) == 0 {
-			continue
-		}
+	ops := make([]T, 0, c.group.Events)
+	c.q.drain(context.Background(), c.group, nil, func(group []*call[T]) {
 		ops = ops[:0]
 		for _, k := range group {
 			ops = append(ops, k.op)
@@ -145,5 +98,5 @@ func (c *Committer[T]) loop() {
 		for _, k := range group {
 			close(k.done)
 		}
-	}
+	})
 }
