@@ -40,8 +40,13 @@ type tail struct {
 
 	mu    sync.RWMutex
 	valid bool // lo and hi hold; false at the start and after a new log
-	// breakAt is where delivery resumes after a skip (SkipReporter): the
-	// first event at or after it starts the tail again. 0: none.
+	// breakAt is where delivery resumes after the last skip reported
+	// (SkipReporter): the tail is empty until an event at or after it
+	// starts it again. 0: none. A broker may report a skip while it
+	// still holds events from before it (NATS holds a batch until it is
+	// whole), and several skips before it delivers again: the events
+	// delivered between them are left out, so that the tail never spans
+	// one.
 	breakAt uint64
 	lo      uint64
 	hi      uint64
@@ -67,14 +72,16 @@ func (t *tail) append(msgs []*Message) {
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if !t.valid {
-		t.valid = true
-		t.lo, t.hi = msgs[0].seq-1, msgs[0].seq-1
-	}
 	for _, m := range msgs {
-		if t.breakAt != 0 && m.seq >= t.breakAt {
-			t.dropAll()
-			t.lo, t.hi, t.breakAt = m.seq-1, m.seq-1, 0
+		if t.breakAt != 0 {
+			if m.seq < t.breakAt {
+				continue // before a skip the broker reported: the tail starts after it
+			}
+			t.breakAt = 0
+		}
+		if !t.valid {
+			t.valid = true
+			t.lo, t.hi = m.seq-1, m.seq-1
 		}
 		if m.seq <= t.hi {
 			continue // not newer than what is held: never expected, never kept twice
@@ -138,6 +145,8 @@ func (t *tail) reset() {
 func (t *tail) skip(next uint64) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	t.dropAll()
+	t.valid = false
 	t.breakAt = max(t.breakAt, next)
 }
 

@@ -155,6 +155,41 @@ func TestTailReadsAsTheBroker(t *testing.T) {
 	}
 }
 
+// TestTailSkips: a broker may report skips while it still holds events
+// from before them, and several before it delivers again; the tail holds
+// nothing across any of them.
+func TestTailSkips(t *testing.T) {
+	tl := newTail(1<<20, 1000)
+	mk := func(from, to uint64) []*Message {
+		var ms []*Message
+		for s := from; s <= to; s++ {
+			ms = append(ms, NewMessage(Event{ID: Cursor{Epoch: "e", Seq: s}, Topic: "t", Type: "message", Data: []byte("1")}))
+		}
+		return ms
+	}
+	read := func(after uint64) (ReadResult, bool) {
+		return tl.read(ReadRequest{After: after, Patterns: []Pattern{MustPattern("t")}, Limit: 1000})
+	}
+	tl.append(mk(100, 201))
+	tl.skip(382) // reported while 202-301 are still held
+	tl.skip(500) // and another before they are delivered
+	tl.append(mk(202, 301))
+	tl.append(mk(382, 399))
+	for _, after := range []uint64{150, 301, 390} {
+		if res, ok := read(after); ok {
+			t.Fatalf("read after %d across skips: %v", after, seqsOf(res.Messages))
+		}
+	}
+	tl.append(mk(500, 510))
+	if _, ok := read(498); ok {
+		t.Fatal("the tail answered for a position before where delivery resumed")
+	}
+	res, ok := read(499)
+	if !ok || len(res.Messages) != 11 || res.Messages[0].seq != 500 || res.Next != 510 {
+		t.Fatalf("read after 499: %v next %d ok %v, want 500-510", seqsOf(res.Messages), res.Next, ok)
+	}
+}
+
 // TestTailNewLog: a new log (epoch) empties the tail; it starts again
 // with the new log's first delivered batch.
 func TestTailNewLog(t *testing.T) {
