@@ -19,16 +19,21 @@ import (
 // "Presence").
 
 func benchHub(b *testing.B, br hub.Broker) *hub.Hub {
-	b.Helper()
-	h, err := hub.New(hub.Options{Broker: br, QueueBytes: 4 << 20})
+	return startHub(b, hub.Options{Broker: br, QueueBytes: 4 << 20})
+}
+
+// startHub starts a hub, closed when the test ends.
+func startHub(tb testing.TB, o hub.Options) *hub.Hub {
+	tb.Helper()
+	h, err := hub.New(o)
 	if err != nil {
-		b.Fatal(err)
+		tb.Fatal(err)
 	}
-	b.Cleanup(func() {
+	tb.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
 		defer cancel()
 		if err := h.Close(ctx); err != nil {
-			b.Errorf("failed to close hub: %v", err)
+			tb.Errorf("failed to close hub: %v", err)
 		}
 	})
 	return h

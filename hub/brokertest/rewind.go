@@ -1,7 +1,6 @@
 package brokertest
 
 import (
-	"context"
 	"fmt"
 	"slices"
 	"sync"
@@ -93,17 +92,7 @@ func subscribeServed(t *testing.T, h *hub.Hub, req hub.SubscribeRequest) *itemsW
 // sparse patterns (several windows) and more than is retained.
 func (s *suite) testRewind(t *testing.T) {
 	const size = 1200
-	h, err := hub.New(hub.Options{Broker: s.newBroker(t, Options{Size: size})})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
-		defer cancel()
-		if err := h.Close(ctx); err != nil {
-			t.Errorf("failed to close the hub: %v", err)
-		}
-	})
+	h := startHub(t, hub.Options{Broker: s.newBroker(t, Options{Size: size})})
 	ctx := ctxT(t)
 	// 1500 events, the first 300 beyond retention: "s.x" every 97th,
 	// "d.<n%3>" the rest.

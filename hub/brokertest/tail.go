@@ -1,7 +1,6 @@
 package brokertest
 
 import (
-	"context"
 	"fmt"
 	"slices"
 	"sync"
@@ -24,18 +23,7 @@ func testReplayFromTail(t *testing.T, newNodes func(t *testing.T, n int, o Optio
 		if _, ok := b.(hub.SkipReporter); !ok {
 			t.Fatalf("%T does not report skips in its delivery: the hub keeps no tail on it", b)
 		}
-		h, err := hub.New(hub.Options{Broker: b})
-		if err != nil {
-			t.Fatal(err)
-		}
-		hubs[i] = h
-		t.Cleanup(func() {
-			ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
-			defer cancel()
-			if err := h.Close(ctx); err != nil {
-				t.Errorf("failed to close hub %d: %v", i, err)
-			}
-		})
+		hubs[i] = startHub(t, hub.Options{Broker: b})
 	}
 	ctx := ctxT(t)
 	pats := []hub.Pattern{hub.MustPattern("tail.b")}
