@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/heraldpush/herald/hub"
+	"github.com/heraldpush/herald/internal/testkit/wait"
 )
 
 // testReplayFromTail runs a hub on each of two nodes: subscribers of the
@@ -136,41 +137,36 @@ func testSkipReported(t *testing.T, newNodes func(t *testing.T, n int, o Options
 	}
 	last := publish(t, ctx, bs[1], draft(t, "skip.a", `"last"`))[0].ID.Seq
 	close(release)
-	deadline := time.Now().Add(waitTimeout)
-	for {
+	wait.For(t, waitTimeout, fmt.Sprintf("delivery to reach %d", last), func() bool {
 		mu.Lock()
-		done := len(got) > 0 && got[len(got)-1] == last
-		seqs, sk := slices.Clone(got), slices.Clone(skips)
-		mu.Unlock()
-		if done {
-			if len(sk) == 0 {
-				t.Fatalf("events were missed without a skip reported: %v", seqs)
-			}
-			// Every gap between two delivered events was reported before
-			// the later one was delivered, with a position inside it. A
-			// skip may be reported while events from before it are still
-			// to be delivered (NATS holds a batch until it is whole).
-			var reported []uint64
-			prev := uint64(0)
-			for _, s := range seqs {
-				if s == 0 {
-					reported = append(reported, sk[0])
-					sk = sk[1:]
-					continue
-				}
-				if prev != 0 && s <= prev {
-					t.Fatalf("delivered %d after %d: %v", s, prev, seqs)
-				}
-				if prev != 0 && s != prev+1 && !slices.ContainsFunc(reported, func(n uint64) bool { return n > prev && n <= s }) {
-					t.Fatalf("a gap without a skip reported before it, %d then %d (skips to %v): %v", prev, s, skips, seqs)
-				}
-				prev = s
-			}
-			return
+		defer mu.Unlock()
+		return len(got) > 0 && got[len(got)-1] == last
+	})
+	mu.Lock()
+	seqs, all := slices.Clone(got), slices.Clone(skips)
+	mu.Unlock()
+	sk := all
+	if len(sk) == 0 {
+		t.Fatalf("events were missed without a skip reported: %v", seqs)
+	}
+	// Every gap between two delivered events was reported before the
+	// later one was delivered, with a position inside it. A skip may be
+	// reported while events from before it are still to be delivered
+	// (NATS holds a batch until it is whole).
+	var reported []uint64
+	prev := uint64(0)
+	for _, s := range seqs {
+		if s == 0 {
+			reported = append(reported, sk[0])
+			sk = sk[1:]
+			continue
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("delivery did not reach %d: %v", last, seqs)
+		if prev != 0 && s <= prev {
+			t.Fatalf("delivered %d after %d: %v", s, prev, seqs)
 		}
-		time.Sleep(10 * time.Millisecond)
+		if prev != 0 && s != prev+1 && !slices.ContainsFunc(reported, func(n uint64) bool { return n > prev && n <= s }) {
+			t.Fatalf("a gap without a skip reported before it, %d then %d (skips to %v): %v", prev, s, all, seqs)
+		}
+		prev = s
 	}
 }
