@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/heraldpush/herald/client"
+	"github.com/heraldpush/herald/internal/testkit/clienttest"
 	"github.com/heraldpush/herald/internal/testkit/heraldtest"
 	"github.com/heraldpush/herald/internal/testkit/pgtest"
 	"github.com/heraldpush/herald/outbox"
@@ -27,15 +28,7 @@ func BenchmarkOutboxLatency(b *testing.B) {
 		b.Fatal(err)
 	}
 	n := heraldtest.Start(b, server.Config{Sources: []string{db}})
-	c, err := client.Dial(ctx, n.URL, &client.Options{Transport: "sse"})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer c.Close()
-	sub, err := c.Subscribe(ctx, []string{"latency.t"}, &client.SubscribeOptions{Buffer: 4096})
-	if err != nil {
-		b.Fatal(err)
-	}
+	sub := clienttest.Subscribe(ctx, b, n.URL, "sse", []string{"latency.t"}, &client.SubscribeOptions{Buffer: 4096})
 	conn := pgtest.Conn(b, db)
 	sent := make([]time.Time, b.N)
 	lat := make([]float64, 0, b.N)

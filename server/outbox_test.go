@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/heraldpush/herald/client"
+	"github.com/heraldpush/herald/internal/testkit/clienttest"
 	"github.com/heraldpush/herald/internal/testkit/heraldtest"
 	"github.com/heraldpush/herald/internal/testkit/pgtest"
 	"github.com/heraldpush/herald/internal/testkit/wait"
@@ -49,15 +50,7 @@ func TestOutboxToSubscribers(t *testing.T) {
 	}
 	tallies := map[string]*tally{}
 	for _, tr := range []string{"sse", "ws"} {
-		c, err := client.Dial(ctx, n.URL, &client.Options{Transport: tr})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { c.Close() })
-		sub, err := c.Subscribe(ctx, []string{"load.>"}, &client.SubscribeOptions{Buffer: 1024})
-		if err != nil {
-			t.Fatal(err)
-		}
+		sub := clienttest.Subscribe(ctx, t, n.URL, tr, []string{"load.>"}, &client.SubscribeOptions{Buffer: 1024})
 		tl := &tally{seen: make(map[string]int, rows)}
 		tallies[tr] = tl
 		go func() {
@@ -137,15 +130,7 @@ func TestOutboxFaults(t *testing.T) {
 	via, r := pgtest.Relayed(t, db)
 	n := heraldtest.Start(t, server.Config{Sources: []string{via + "&poll=50ms"}})
 
-	c, err := client.Dial(ctx, n.URL, &client.Options{Transport: "sse"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
-	sub, err := c.Subscribe(ctx, []string{"fault.>"}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	sub := clienttest.Subscribe(ctx, t, n.URL, "sse", []string{"fault.>"}, nil)
 	receive := func(want ...string) {
 		t.Helper()
 		for _, w := range want {
@@ -249,15 +234,7 @@ func TestOutboxTwoSources(t *testing.T) {
 		}
 	}
 	n := heraldtest.Start(t, server.Config{Sources: []string{db + "&table=orders_outbox", db + "&table=users_outbox"}})
-	c, err := client.Dial(ctx, n.URL, &client.Options{Transport: "sse"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
-	sub, err := c.Subscribe(ctx, []string{"two.>"}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	sub := clienttest.Subscribe(ctx, t, n.URL, "sse", []string{"two.>"}, nil)
 	conn := pgtest.Conn(t, db)
 	if _, err := conn.Exec(ctx, `INSERT INTO orders_outbox (topic, data) VALUES ('two.orders', '1');
 		INSERT INTO users_outbox (topic, data) VALUES ('two.users', '2')`); err != nil {

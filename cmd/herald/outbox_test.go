@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/heraldpush/herald/client"
+	"github.com/heraldpush/herald/internal/testkit/clienttest"
 	"github.com/heraldpush/herald/internal/testkit/heraldtest"
 	"github.com/heraldpush/herald/internal/testkit/pgtest"
 	"github.com/heraldpush/herald/internal/testkit/wait"
@@ -71,15 +72,7 @@ CREATE TRIGGER hold_delete BEFORE DELETE ON herald_outbox FOR EACH STATEMENT EXE
 		}
 		return false
 	})
-	c, err := client.Dial(ctx, survivor.URL, &client.Options{Transport: "sse"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	sub, err := c.Subscribe(ctx, []string{"killed.>"}, &client.SubscribeOptions{Buffer: 1024})
-	if err != nil {
-		t.Fatal(err)
-	}
+	sub := clienttest.Subscribe(ctx, t, survivor.URL, "sse", []string{"killed.>"}, &client.SubscribeOptions{Buffer: 1024})
 	var mu sync.Mutex
 	seen, events := map[string]int{}, 0
 	go func() {
