@@ -36,8 +36,11 @@ type DirectWriter interface {
 // queued in one: under load, direct writes would cost the coalescing that
 // lets a node deliver a million events a second. So a shard writes
 // directly only a batch of one event with nothing behind it, and stops for
-// a while when its dispatching has kept it busy for more than half of a
-// window.
+// a while when its dispatching has kept it busy for more than three
+// quarters of a window. Below that, writing directly costs less CPU than
+// waking the writers, and the dispatcher keeps up; half was too little on a
+// machine whose cores are shared (a dispatcher that waits for a core is
+// busy by the clock), and turned direct writes off where they paid.
 const (
 	directWindow   = 100 * time.Millisecond // how often a shard judges its load
 	directPauseMin = time.Second            // the first pause after a busy window
@@ -82,7 +85,7 @@ func (g *directGate) account(start, now time.Time) {
 		g.pause = directPauseMin
 	}
 	switch {
-	case 2*g.busy > span:
+	case 4*g.busy > 3*span:
 		if g.tried {
 			if g.failed {
 				g.pause = min(2*g.pause, directPauseMax)
