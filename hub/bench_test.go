@@ -84,7 +84,7 @@ func benchFanout(b *testing.B, subs int, kind string) {
 			defer stopped.Done()
 			for range drain {
 				for i, c := range w.clients {
-					items, _, _, err := c.drain(w.bufs[i])
+					items, _, _, _, err := c.drain(w.bufs[i])
 					if err != nil {
 						panic(fmt.Sprintf("client failed: %v", err))
 					}
@@ -277,7 +277,7 @@ func BenchmarkSubscribe(b *testing.B) {
 					case <-time.After(10 * time.Second):
 						b.Fatalf("rewound %d of %d events", got, rewind)
 					}
-					items, _, _, _ := c.drain(nil)
+					items, _, _, _, _ := c.drain(nil)
 					got += len(items)
 				}
 				c.Close()

@@ -214,7 +214,10 @@ type Client struct {
 	closed   bool   // Close was called
 	parked   bool   // the writer is parked: no goroutine runs it; the next wake starts one
 	due      bool   // a keep-alive is due (Serve)
-	writes   uint8  // batches with a live event the writer has written, for latency sampling (wraps at a multiple of latencySample); the writer's own
+	direct   bool   // the writer is a DirectWriter taking events from the dispatcher (Serve)
+	writing  bool   // the writer holds work it drained, or is finishing: no direct write (direct.go)
+	flush    bool   // a direct write left bytes for the writer's Flush
+	writes   uint8  // batches with a live event the writer has written, for latency sampling (wraps at a multiple of latencySample); the writer's, or a direct write's (observeWrite)
 	kind     uint8  // the transport's kind: an index in Hub.kindNames
 	requests []replayRequest
 	pending  []*Message
@@ -253,12 +256,13 @@ func (c *Client) wakeLocked() {
 	c.unparkLocked()
 }
 
-// drain returns every queued item, whether a keep-alive is due (Serve)
-// and the connection's conflation interval (0: none; shaping.go), or the
-// reason the client was closed by the hub. dst, the slice returned by
-// the previous call, is recycled. It never blocks; the writer waits on
-// c.wake.
-func (c *Client) drain(dst []Item) (items []Item, due bool, hold time.Duration, err error) {
+// drain returns every queued item, whether a keep-alive is due (Serve),
+// whether a direct write left bytes to Flush (direct.go) and the
+// connection's conflation interval (0: none; shaping.go), or the reason
+// the client was closed by the hub. dst, the slice returned by the
+// previous call, is recycled. It never blocks; the writer waits on c.wake.
+// Work drained marks the writer busy until it waits again (idle).
+func (c *Client) drain(dst []Item) (items []Item, due, flush bool, hold time.Duration, err error) {
 	clear(dst)
 	if cap(dst) > 1024 {
 		dst = nil // let a burst's buffer go rather than keep it while idle
@@ -267,21 +271,22 @@ func (c *Client) drain(dst []Item) (items []Item, due bool, hold time.Duration, 
 	if c.err != nil {
 		err := c.err
 		c.mu.Unlock()
-		return dst[:0], false, 0, err
+		return dst[:0], false, false, 0, err
 	}
-	items, due = c.queue, c.due
+	items, due, flush = c.queue, c.due, c.flush
 	if c.shape != nil {
 		items = c.drainedLocked(items)
 		hold = c.shape.conflate
 	}
 	c.queue = dst[:0]
 	c.qbytes = 0
-	c.due = false
+	c.due, c.flush = false, false
+	c.writing = len(items) > 0 || due || flush
 	c.mu.Unlock()
 	if len(items) > 0 {
 		signal(c.space)
 	}
-	return items, due, hold, nil
+	return items, due, flush, hold, nil
 }
 
 // shardOf is the shard that indexes c's subscriptions. It is computed, not
@@ -360,34 +365,38 @@ func (c *Client) enqueueLocked(it Item) bool {
 	return true
 }
 
-// deliverLive is the dispatcher's path. shard.mu is read-held on entry.
-func (c *Client) deliverLive(m *Message) bool {
+// deliverLive is the dispatcher's path. It reports whether m was delivered
+// (queued or written), and written when the dispatcher wrote it itself,
+// which direct allows (direct.go). shard.mu is read-held on entry.
+func (c *Client) deliverLive(m *Message, direct bool) (delivered, written bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.err != nil || m.seq <= c.pos {
-		return false
+		return false, false
 	}
 	if m.isPresence() && !c.wantsPresenceLocked(m) {
-		return false
+		return false, false
 	}
 	if c.catching {
 		if m.seq <= c.pendLast || c.pendLost {
-			return false
+			return false, false
 		}
 		c.pendLast = m.seq
 		if c.pendSize+m.size() > c.hub.opts.QueueBytes {
 			c.pending, c.pendSize, c.pendLost = nil, 0, true
-			return false
+			return false, false
 		}
 		c.pending = append(c.pending, m)
 		c.pendSize += m.size()
-		return false
+		return false, false
 	}
-	if !c.enqueueLocked(Item{Msg: m, Live: true}) {
-		return false
+	// The cheap checks here, inline: most deliveries are not direct.
+	written = direct && c.direct && !c.writing && len(c.queue) == 0 && c.writeDirectLocked(m)
+	if !written && !c.enqueueLocked(Item{Msg: m, Live: true}) {
+		return false, false
 	}
 	c.pos, c.sent = m.seq, m.seq
-	return true
+	return true, written
 }
 
 // Subscribe adds patterns to the client. Without Since or Rewind they are

@@ -49,6 +49,14 @@ func Parked(c *Client) bool {
 	return c.parked
 }
 
+// Idle reports whether c's writer holds no work: the dispatcher may write
+// to the connection itself.
+func Idle(c *Client) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return !c.writing
+}
+
 // Wake receives when Drain may return items or an error: what a writer
 // waits on, for tests that drain a client themselves instead of serving it.
 func Wake(c *Client) <-chan struct{} { return c.wake }
@@ -56,7 +64,7 @@ func Wake(c *Client) <-chan struct{} { return c.wake }
 // Drain returns every item queued for c, or the reason the hub closed it.
 // dst, the slice returned by the previous call, is recycled.
 func Drain(c *Client, dst []Item) ([]Item, error) {
-	items, _, _, err := c.drain(dst)
+	items, _, _, _, err := c.drain(dst)
 	return items, err
 }
 

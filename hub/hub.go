@@ -52,12 +52,17 @@ type Options struct {
 	Logger *slog.Logger
 	// ObserveLatency, if set, receives the time from publishing to
 	// writing of live events, for one batch in 16 of a connection (see
-	// Client.Serve). It is called from the connections' writers,
-	// concurrently: it must be safe for concurrent use, and cheap.
+	// Client.Serve). It is called from the connections' writers and
+	// from the dispatchers' direct writes (DirectWriter), concurrently:
+	// it must be safe for concurrent use, and cheap.
 	ObserveLatency func(time.Duration)
 	// PresenceQueue bounds the joins waiting to be published; past it a
 	// join is refused. Default DefaultPresenceQueue.
 	PresenceQueue int
+	// NoDirectWrites has every event go through its connection's writer,
+	// even to an idle connection of a transport that could take it from
+	// the dispatcher (DirectWriter).
+	NoDirectWrites bool
 }
 
 // Hub fans events out to subscribed clients. It is safe for concurrent use.
@@ -65,7 +70,7 @@ type Options struct {
 // Lock order (a goroutine holding one may take only those below it):
 //
 //	shard.mu  (RLock in dispatch, Lock in Subscribe/Unsubscribe/Close)
-//	Client.mu
+//	Client.mu (a direct write under it takes the connection's write lock only by TryLock)
 //	Hub.mu
 //	presencer.mu (the presence queue; takes nothing)
 //
@@ -126,7 +131,9 @@ type shard struct {
 	dispatched atomic.Uint64 // Seq of the last message fully dispatched
 	epoch      string        // of the log dispatched; written under mu's write lock, read under it (Client.Subscribe)
 	delivered  atomic.Int64
-	scratch    []*Client // dispatcher-owned
+	direct     atomic.Int64 // events the dispatcher wrote to sockets itself (direct.go)
+	scratch    []*Client    // dispatcher-owned
+	gate       directGate   // dispatcher-owned
 }
 
 // New starts a hub on o.Broker (or a fresh memory broker).
@@ -192,7 +199,7 @@ func New(o Options) (*Hub, error) {
 	}
 	h.shards = make([]*shard, o.Shards)
 	for i := range h.shards {
-		s := &shard{idx: newIndex(), in: make(chan []*Message, o.ShardBuffer)}
+		s := &shard{idx: newIndex(), in: make(chan []*Message, o.ShardBuffer), gate: directGate{never: o.NoDirectWrites}}
 		// Nothing before the current end of the log will be dispatched.
 		s.dispatched.Store(b.Last)
 		s.epoch = b.Epoch
@@ -304,20 +311,29 @@ func (h *Hub) dispatchLoop(s *shard) {
 // Enqueueing never blocks: a client whose queue is full is marked slow and
 // dropped by its transport.
 func (s *shard) dispatch(msgs []*Message) {
+	start := time.Now()
+	direct := s.gate.allow(len(msgs), len(s.in), start)
 	s.mu.RLock()
-	defer s.mu.RUnlock()
-	var n int64
+	var n, written int64
 	for _, m := range msgs {
 		s.scratch = s.idx.match(m.Topic, s.scratch[:0])
 		for _, c := range s.scratch {
-			if c.deliverLive(m) {
+			if ok, w := c.deliverLive(m, direct); ok {
 				n++
+				if w {
+					written++
+				}
 			}
 		}
 		s.dispatched.Store(m.seq)
 	}
+	s.mu.RUnlock()
 	clear(s.scratch)
 	s.delivered.Add(n)
+	if written > 0 {
+		s.direct.Add(written)
+	}
+	s.gate.account(start, time.Now())
 }
 
 // Publish validates and publishes drafts as one batch: all are appended in
@@ -497,6 +513,10 @@ type Stats struct {
 	// PresenceErrors counts batches of joins and leaves the broker failed
 	// (each retried).
 	PresenceErrors int64 `json:"presence_errors"`
+	// DirectWrites counts the deliveries the dispatchers wrote to idle
+	// connections themselves rather than queue for their writers
+	// (DirectWriter); they are counted in Delivered too.
+	DirectWrites int64 `json:"direct_writes"`
 	// ReplayPages counts the pages replays (catch-ups after a resume)
 	// read, by where from: "tail" (Options.TailBytes) or "broker".
 	ReplayPages map[string]int64 `json:"replay_pages"`
@@ -527,6 +547,7 @@ func (h *Hub) Stats() Stats {
 	}
 	for _, s := range h.shards {
 		st.Delivered += s.delivered.Load()
+		st.DirectWrites += s.direct.Load()
 	}
 	h.mu.Lock()
 	for k, n := range h.kinds {

@@ -118,6 +118,9 @@ func (c *Client) Serve(w BatchWriter, opts *WriterOptions, done <-chan struct{})
 	// other goroutines (control.go).
 	c.mu.Lock()
 	wr.bw, wr.opts, wr.done = w, opts, done
+	// A linger asks for events to wait and go together: not direct.
+	_, c.direct = w.(DirectWriter)
+	c.direct = c.direct && opts.Linger <= 0 && opts.ParkAfter > 0 && !c.hub.opts.NoDirectWrites
 	c.mu.Unlock()
 	if d := opts.KeepAlive; d > 0 {
 		if opts.KeepAliveJitter {
@@ -187,13 +190,20 @@ func (c *Client) writeLoop() {
 				return
 			}
 		}
-		var due bool
+		var due, flush bool
 		var hold time.Duration
 		var err error
-		items, due, hold, err = c.drain(items)
+		items, due, flush, hold, err = c.drain(items)
 		if err != nil {
 			c.endWriter(End{Closed: err})
 			return
+		}
+		if flush {
+			// Before anything else: the rest of a frame a direct write began.
+			if err := wr.bw.(DirectWriter).Flush(); err != nil {
+				c.endWriter(End{Failed: err})
+				return
+			}
 		}
 		if due {
 			if err := wr.bw.KeepAlive(); err != nil {
@@ -203,7 +213,7 @@ func (c *Client) writeLoop() {
 			wr.keepAlive.Reset(wr.opts.KeepAlive)
 		}
 		if len(items) == 0 {
-			if due && !wrote && idle != nil && !c.park() {
+			if (due || flush) && !wrote && idle != nil && !c.park() {
 				return
 			}
 			continue
@@ -239,6 +249,9 @@ func (c *Client) writeLoop() {
 // when the writer has finished the connection or parked.
 func (c *Client) awaitWork(idle *time.Timer) bool {
 	wr := &c.w
+	if c.direct {
+		c.idle()
+	}
 	var expired <-chan time.Time
 	if idle != nil {
 		idle.Reset(wr.opts.ParkAfter)
@@ -283,15 +296,28 @@ func (c *Client) sleep(t *time.Timer) bool {
 func (c *Client) park() bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if len(c.queue) > 0 || c.err != nil || c.due || isClosed(c.w.done) {
+	if len(c.queue) > 0 || c.err != nil || c.due || c.flush || isClosed(c.w.done) {
 		return true
 	}
 	c.parked = true
+	c.writing = false
 	return false
 }
 
-// endWriter stops the keep-alive timer and finishes the connection.
+// idle marks the writer as waiting for work: from here the dispatcher may
+// write to the connection itself (direct.go).
+func (c *Client) idle() {
+	c.mu.Lock()
+	c.writing = false
+	c.mu.Unlock()
+}
+
+// endWriter stops the keep-alive timer and finishes the connection. No
+// direct write runs from here on: Finish closes what they write to.
 func (c *Client) endWriter(end End) {
+	c.mu.Lock()
+	c.writing = true
+	c.mu.Unlock()
 	if t := c.w.keepAlive; t != nil {
 		t.Stop()
 	}
@@ -311,17 +337,27 @@ const latencySample = 16 // a divisor of 256: Client.writes is a uint8
 // reply, a subscription's start) do not count, so a connection's first
 // batch of events is observed. The writer's only.
 func (c *Client) written(items []Item) {
-	observe := c.hub.opts.ObserveLatency
-	if observe == nil {
+	if c.hub.opts.ObserveLatency == nil {
 		return
 	}
 	for _, it := range items {
 		if it.Live && it.Msg != nil {
-			if c.writes++; c.writes%latencySample == 1 {
-				observe(time.Since(it.Msg.Time))
-			}
+			c.observeWrite(it.Msg)
 			return
 		}
+	}
+}
+
+// observeWrite counts a written batch whose first live event is m, for
+// written; a direct write is a batch of one. It is the writer's, or the
+// dispatcher's while the writer is idle (direct.go).
+func (c *Client) observeWrite(m *Message) {
+	observe := c.hub.opts.ObserveLatency
+	if observe == nil {
+		return
+	}
+	if c.writes++; c.writes%latencySample == 1 {
+		observe(time.Since(m.Time))
 	}
 }
 

@@ -166,6 +166,7 @@ var (
 	descDisconnects   = desc("disconnects_total", "Subscriber connections ended, by transport and reason (closed, slow_consumer, shutdown, log_replaced, unauthorized, disconnected, error).", "transport", "reason")
 	descPublished     = desc("events_published_total", "Events published through this node.")
 	descDeliveries    = desc("deliveries_total", "Events queued to subscriber connections.")
+	descDirectWrites  = desc("direct_writes_total", "Deliveries written to idle connections by the hub's dispatchers themselves rather than their writers (--direct-writes); counted in deliveries_total too.")
 	descConflated     = desc("events_conflated_total", "Queued events that a later event of the same topic and key replaced before they were written, on connections that asked for conflation.")
 	descDropped       = desc("events_dropped_total", "Queued events discarded because their connection ended (a slow consumer, a shutdown) before they were written; the client resumes from its cursor.")
 	descPresRefused   = desc("presence_refused_total", "Joins refused: a topic at --presence-max-members, a full queue of joins, or a broker that keeps no presence.")
@@ -190,7 +191,7 @@ var (
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{
-		descConnections, descConnects, descDisconnects, descPublished, descDeliveries, descDropped, descConflated, descPresRefused,
+		descConnections, descConnects, descDisconnects, descPublished, descDeliveries, descDirectWrites, descDropped, descConflated, descPresRefused,
 		descQueueBytes, descQueueBytesMax, descReplayPages, descHistory, descBrokerUp, descBrokerErrors, descReconnects,
 		descActAccepted, descActFinished, descActRetried, descActRejected, descActQueued, descActRunning,
 		descSrcPublished, descSrcDead, descSrcUp, descSrcConsuming,
@@ -218,6 +219,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	counter(descPublished, st.Published)
 	counter(descDeliveries, st.Delivered)
+	counter(descDirectWrites, st.DirectWrites)
 	counter(descDropped, st.Dropped)
 	counter(descConflated, st.Conflated)
 	counter(descPresRefused, st.PresenceRefused)

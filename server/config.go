@@ -94,7 +94,11 @@ type Config struct {
 	// soon after its previous write, waits for more before its write
 	// (hub.WriterOptions.Linger): fewer writes for up to that much more
 	// latency. 0: off; at most MaxWriteLinger.
-	WriteLinger    time.Duration
+	WriteLinger time.Duration
+	// NoDirectWrites has every event go through its connection's writer
+	// goroutine, even to an idle connection that the hub's dispatcher
+	// could write to itself (hub.Options.NoDirectWrites; --direct-writes).
+	NoDirectWrites bool
 	ReadTimeout    time.Duration
 	MaxBody        int64
 	WSReadLimit    int64

@@ -81,6 +81,7 @@ func TestMetrics(t *testing.T) {
 		{"herald_connects_total", []string{"transport=ws"}, 1, 1},
 		{"herald_events_published_total", nil, events + 1, events + 1}, // and the action's result
 		{"herald_deliveries_total", nil, 2 * events, 2 * events},
+		{"herald_direct_writes_total", nil, 0, 2 * events},      // those written by the dispatcher: as the writers' timing allows
 		{"herald_delivery_latency_seconds", nil, 1, 2 * events}, // one per write: writes may carry several events
 		{"herald_history_events", nil, events + 1, events + 1},
 		{"herald_broker_up", nil, 1, 1},

@@ -159,6 +159,7 @@ func (s *Server) start(authn *auth.Authenticator) error {
 		Shards:         cfg.Shards,
 		QueueBytes:     cfg.QueueBytes,
 		TailBytes:      int64(cfg.TailBytes),
+		NoDirectWrites: cfg.NoDirectWrites,
 		TailEvents:     min(cfg.HistorySize, hub.DefaultTailEvents),
 		Logger:         log,
 		ObserveLatency: m.ObserveLatency,

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/heraldpush/herald/hub"
+	"github.com/heraldpush/herald/internal/trywrite"
 )
 
 // An HTTP/1.x stream is served on the hijacked connection rather than
@@ -49,9 +50,10 @@ type connStream struct {
 
 	gone chan struct{} // closed by the reader when the connection is finished
 
-	deadline time.Time // of the last write
-	aborted  bool      // close the socket at once, with a reset
-	bases    hub.Bases // the writer's: what deltas are made from
+	deadline time.Time      // of the last write
+	aborted  bool           // close the socket at once, with a reset
+	bases    hub.Bases      // the writer's: what deltas are made from
+	tw       *trywrite.Conn // TryWrite's, made by its first call; its Rest goes out before any other write
 }
 
 // serveConn hijacks the connection under w and serves the stream on it
@@ -132,7 +134,8 @@ func (s *connStream) Finish(end hub.End) {
 }
 
 // write sends b under the write deadline, which is moved only when less than
-// half of the timeout is left (see writer.write).
+// half of the timeout is left (see writer.write), after the rest of a frame
+// TryWrite began.
 func (s *connStream) write(b []byte) error {
 	if now := time.Now(); s.deadline.Sub(now) < s.h.opts.WriteTimeout/2 {
 		s.deadline = now.Add(s.h.opts.WriteTimeout)
@@ -140,9 +143,48 @@ func (s *connStream) write(b []byte) error {
 			return err
 		}
 	}
+	if s.tw != nil && len(s.tw.Rest()) > 0 {
+		if _, err := s.conn.Write(s.tw.Rest()); err != nil {
+			return err
+		}
+		s.tw.Clear()
+	}
+	if len(b) == 0 {
+		return nil
+	}
 	_, err := s.conn.Write(b)
 	return err
 }
+
+// tryWriteMax is the largest frame TryWrite copies into one write; a
+// larger one is left to the writer, which sends its body from the message.
+const tryWriteMax = 64 << 10
+
+// TryWrite writes m's frame from the hub's dispatcher when the socket
+// takes it at once (hub.DirectWriter). A delta is left to WriteBatch: its
+// frame depends on what the stream was sent before.
+func (s *connStream) TryWrite(m *hub.Message) (written, rest bool) {
+	f := m.Frame(frameFormat)
+	if f.Len() > tryWriteMax || s.bases.Active(hub.Item{Msg: m, Live: true}) {
+		return false, false
+	}
+	if s.tw == nil {
+		if s.tw = trywrite.New(s.conn); s.tw == nil {
+			return false, false // TLS
+		}
+	}
+	bp := getBuf()
+	b := f.AppendTo((*bp)[:0])
+	written, err := s.tw.Try(b)
+	putBuf(bp, b)
+	if err != nil {
+		return false, false // the writer's next write fails the same way
+	}
+	return written, written && len(s.tw.Rest()) > 0
+}
+
+// Flush sends the rest of a frame TryWrite began (hub.DirectWriter).
+func (s *connStream) Flush() error { return s.write(nil) }
 
 // WriteBatch frames items and writes them (hub.BatchWriter).
 func (s *connStream) WriteBatch(items []hub.Item) error { return writeItems(items, &s.bases, s.write) }

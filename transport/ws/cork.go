@@ -6,6 +6,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/heraldpush/herald/internal/trywrite"
 )
 
 // coder/websocket flushes its buffered writer after every message, which
@@ -63,18 +65,19 @@ type corkConn struct {
 	nonblock  atomic.Bool           // see SetNonblocking
 	handshake atomic.Bool           // see StartHandshake
 
-	closing  atomic.Bool  // Close or Abort was called: no new socket write starts
-	timeout  atomic.Int64 // deadline of a write outside a batch, as a time.Duration
-	mu       sync.Mutex   // guards the fields below and the socket's write side
-	corked   bool         // a batch is being written: Write appends to buf
-	buf      *[]byte      // from corkPool, only while corked and written to
-	due      time.Time    // deadline of the current batch's writes
-	armed    time.Time    // the write deadline set on the socket
-	err      error        // the first failed socket write; every later write fails with it
-	closed   bool         // Close has run
-	closeOut bool         // coder/websocket has written a close frame: no data frame may follow
-	abort    sync.Once    // closes the socket once
-	abortErr error        // result of closing the socket
+	closing  atomic.Bool    // Close or Abort was called: no new socket write starts
+	timeout  atomic.Int64   // deadline of a write outside a batch, as a time.Duration
+	mu       sync.Mutex     // guards the fields below and the socket's write side
+	corked   bool           // a batch is being written: Write appends to buf
+	buf      *[]byte        // from corkPool, only while corked and written to
+	due      time.Time      // deadline of the current batch's writes
+	armed    time.Time      // the write deadline set on the socket
+	err      error          // the first failed socket write; every later write fails with it
+	closed   bool           // Close has run
+	closeOut bool           // coder/websocket has written a close frame: no data frame may follow
+	tw       *trywrite.Conn // TryWrite's, made by its first call; its Rest goes out before any other write
+	abort    sync.Once      // closes the socket once
+	abortErr error          // result of closing the socket
 }
 
 // newCorkConn wraps c. early holds the bytes net/http read from the client
@@ -188,7 +191,75 @@ func (c *corkConn) writeLocked(p []byte, due time.Time) (int, error) {
 		c.err = net.ErrClosed
 		return 0, c.err
 	}
+	if err := c.sendRestLocked(); err != nil {
+		return 0, err
+	}
+	if len(p) == 0 {
+		return 0, nil
+	}
 	return c.sendLocked(p)
+}
+
+// sendRestLocked sends what TryWrite's socket did not take, under the
+// deadline already set. c.mu is held on entry.
+func (c *corkConn) sendRestLocked() error {
+	if c.tw == nil || len(c.tw.Rest()) == 0 {
+		return nil
+	}
+	if _, err := c.sendLocked(c.tw.Rest()); err != nil {
+		return err
+	}
+	c.tw.Clear()
+	return nil
+}
+
+// TryWrite writes one data frame, head then body, for hub.DirectWriter:
+// in one write that does not wait, and only when no batch is open and no
+// other write holds the connection (it takes mu by TryLock). What the
+// socket does not take goes out first with the next write; rest says
+// there is some, for Flush.
+func (c *corkConn) TryWrite(head, body []byte) (written, rest bool) {
+	if len(head)+len(body) > corkLimit || !c.mu.TryLock() {
+		return false, false
+	}
+	defer c.mu.Unlock()
+	if c.corked || c.closed || c.closeOut || c.err != nil || c.closing.Load() {
+		return false, false
+	}
+	if c.tw == nil {
+		if c.tw = trywrite.New(c.Conn); c.tw == nil {
+			return false, false // TLS
+		}
+	}
+	bp := corkPool.Get().(*[]byte)
+	b := append(append((*bp)[:0], head...), body...)
+	written, err := c.tw.Try(b)
+	*bp = b[:0]
+	corkPool.Put(bp)
+	if err != nil {
+		c.err = err
+		return false, false
+	}
+	if written {
+		c.writes.Add(1)
+	}
+	return written, written && len(c.tw.Rest()) > 0
+}
+
+// Flush sends what TryWrite's socket did not take, by due.
+func (c *corkConn) Flush(due time.Time) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	switch {
+	case c.closed:
+		return net.ErrClosed
+	case c.err != nil:
+		return c.err
+	case c.tw == nil || len(c.tw.Rest()) == 0:
+		return nil
+	}
+	_, err := c.writeLocked(nil, due)
+	return err
 }
 
 // sendLocked writes p under the deadline already set. c.mu is held on entry.
@@ -225,9 +296,10 @@ func (c *corkConn) Close() error {
 	c.mu.Lock()
 	if !c.closed {
 		c.closed = true
-		if c.buf != nil && len(*c.buf) > 0 && c.err == nil {
+		held := c.buf != nil && len(*c.buf) > 0
+		if (held || c.tw != nil && len(c.tw.Rest()) > 0) && c.err == nil {
 			// Set again: a write that held mu may have set its own deadline.
-			if c.Conn.SetWriteDeadline(due) == nil {
+			if c.Conn.SetWriteDeadline(due) == nil && c.sendRestLocked() == nil && held {
 				_, _ = c.sendLocked(*c.buf)
 			}
 		}

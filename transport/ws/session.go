@@ -174,15 +174,7 @@ func (s *session) WriteBatch(items []hub.Item) error {
 			wire, plain = len(head)+len(body), eventFrameLen(it.Msg)
 		case it.Msg != nil:
 			var f hub.Frame
-			if s.deflate {
-				f = it.Msg.Frame(deflateFormat)
-			}
-			if f.Len() > 0 {
-				plain = eventFrameLen(it.Msg)
-			} else {
-				f = it.Msg.Frame(eventFormat)
-				plain = f.Len()
-			}
+			f, plain = s.eventFrame(it.Msg)
 			head, body, wire = f.Head, f.Body, f.Len()
 		default:
 			if it.Reset != nil {
@@ -211,6 +203,43 @@ func (s *session) WriteBatch(items []hub.Item) error {
 		err = uerr
 	}
 	return err
+}
+
+// eventFrame is m's frame as this connection sends it, shared by every
+// connection that sends it so: compressed when compression was negotiated
+// and the event has a compressed frame, else plain. plain is the plain
+// frame's length, for the tally.
+func (s *session) eventFrame(m *hub.Message) (f hub.Frame, plain int) {
+	if s.deflate {
+		f = m.Frame(deflateFormat)
+	}
+	if f.Len() > 0 {
+		return f, eventFrameLen(m)
+	}
+	f = m.Frame(eventFormat)
+	return f, f.Len()
+}
+
+// TryWrite writes m's frame from the hub's dispatcher when the socket
+// takes it at once (hub.DirectWriter). A delta is left to WriteBatch: its
+// frame depends on what the connection was sent before.
+func (s *session) TryWrite(m *hub.Message) (written, rest bool) {
+	if s.bases.Active(hub.Item{Msg: m, Live: true}) {
+		return false, false
+	}
+	f, plain := s.eventFrame(m)
+	if written, rest = s.conn.TryWrite(f.Head, f.Body); written {
+		s.h.frames.Add(1)
+		var tally frameTally
+		tally.add(f.Len(), plain)
+		s.stats.record(tally)
+	}
+	return written, rest
+}
+
+// Flush sends the rest of a frame TryWrite began (hub.DirectWriter).
+func (s *session) Flush() error {
+	return s.conn.Flush(time.Now().Add(s.h.opts.WriteTimeout))
 }
 
 // deltaFrame sets head and body to it's event frame with a delta in place
