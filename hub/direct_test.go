@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -189,4 +190,45 @@ func boolInt(b bool) int {
 		return 1
 	}
 	return 0
+}
+
+// TestDirectWriteAsServeStarts: a direct write may come as soon as Serve
+// has made the writer a DirectWriter, while events are published: what it
+// reads of the writer (its keep-alive timer) is set by then (the race
+// detector checks).
+func TestDirectWriteAsServeStarts(t *testing.T) {
+	h := newHub(t, hub.Options{})
+	ctx, stop := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		// One event at a time, each dispatched before the next: a shard
+		// writes directly only with nothing waiting behind the event.
+		for ctx.Err() == nil {
+			before := h.Stats().Delivered
+			if _, err := h.Publish(context.Background(), hub.Draft{Topic: "serve", Data: []byte("1")}); err != nil {
+				t.Error(err)
+				return
+			}
+			for h.Stats().Delivered == before && ctx.Err() == nil {
+				runtime.Gosched()
+			}
+		}
+	}()
+	opts := &hub.WriterOptions{ParkAfter: time.Millisecond, KeepAlive: time.Hour, WritesKeepAlive: true}
+	var rs []*directRecorder
+	for i := range 200 {
+		c := newClient(t, h, "test")
+		subscribe(t, c, hub.SubscribeRequest{Patterns: pats("serve")})
+		r := &directRecorder{t: t, c: c, rng: rand.New(rand.NewPCG(uint64(i), 3)), ended: make(chan hub.End, 1)}
+		c.Serve(r, opts, nil)
+		rs = append(rs, r)
+	}
+	wait.For(t, waitTimeout, "direct writes", func() bool { return h.Stats().DirectWrites > 0 })
+	stop()
+	wg.Wait()
+	for _, r := range rs {
+		r.c.Close()
+	}
 }

@@ -114,20 +114,24 @@ type writer struct {
 // writer's last look and its parking.
 func (c *Client) Serve(w BatchWriter, opts *WriterOptions, done <-chan struct{}) {
 	wr := &c.w
-	// Under the lock: the control API reads opts (Unsubscribed) from
-	// other goroutines (control.go).
-	c.mu.Lock()
-	wr.bw, wr.opts, wr.done = w, opts, done
-	// A linger asks for events to wait and go together: not direct.
-	_, c.direct = w.(DirectWriter)
-	c.direct = c.direct && opts.Linger <= 0 && opts.ParkAfter > 0 && !c.hub.opts.NoDirectWrites
-	c.mu.Unlock()
+	var keepAlive *time.Timer
 	if d := opts.KeepAlive; d > 0 {
 		if opts.KeepAliveJitter {
 			d = d/2 + rand.N(d/2+1)
 		}
-		wr.keepAlive = time.AfterFunc(d, c.keepAliveDue)
+		// A keep-alive due before the writer starts is made by its first
+		// drain.
+		keepAlive = time.AfterFunc(d, c.keepAliveDue)
 	}
+	// Under the lock: the control API reads opts (Unsubscribed), and a
+	// direct write the keep-alive timer, from other goroutines
+	// (control.go, direct.go).
+	c.mu.Lock()
+	wr.bw, wr.opts, wr.done, wr.keepAlive = w, opts, done, keepAlive
+	// A linger asks for events to wait and go together: not direct.
+	_, c.direct = w.(DirectWriter)
+	c.direct = c.direct && opts.Linger <= 0 && opts.ParkAfter > 0 && !c.hub.opts.NoDirectWrites
+	c.mu.Unlock()
 	if opts.ParkAfter <= 0 {
 		c.writeLoop()
 		return
