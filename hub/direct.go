@@ -24,6 +24,9 @@ type DirectWriter interface {
 	// queues m as usual. When the socket took only part of the frame,
 	// TryWrite keeps the rest, which goes out before anything else the
 	// connection writes, and reports rest: the writer then calls Flush.
+	// A connection the hub ends meanwhile gets no Flush, only Finish: a
+	// graceful close must send the rest first, so that no stream ends
+	// inside an event.
 	TryWrite(m *Message) (written, rest bool)
 	// Flush writes what TryWrite kept, within the write timeout. It is
 	// called by the writer.

@@ -29,6 +29,11 @@ import (
 // parkAfter is how long a writer waits for more work before it parks.
 const parkAfter = time.Second
 
+// restFlushTimeout bounds the write with which a graceful close sends the
+// rest of a frame a direct write began (TryWrite), so that a stream ended
+// by the hub (shutdown, a disconnect) never ends inside an event.
+const restFlushTimeout = time.Second
+
 // connStream is one stream on a hijacked connection.
 //
 // Goroutines, owned by the stream:
@@ -206,13 +211,21 @@ func socket(conn net.Conn) net.Conn {
 	return conn
 }
 
-// close closes the connection. After abort it closes the socket under TLS
-// directly: tls.Conn's Close would first queue a close_notify alert behind
-// the backlog that the client does not read, and wait up to 5 s for it.
+// close closes the connection, first sending the rest of a frame a direct
+// write began (within restFlushTimeout). After abort it closes the socket
+// under TLS directly: tls.Conn's Close would first queue a close_notify
+// alert behind the backlog that the client does not read, and wait up to
+// 5 s for it.
 func (s *connStream) close() {
 	if s.aborted {
 		_ = socket(s.conn).Close()
 		return
+	}
+	if s.tw != nil && len(s.tw.Rest()) > 0 {
+		if s.conn.SetWriteDeadline(time.Now().Add(restFlushTimeout)) == nil {
+			_, _ = s.conn.Write(s.tw.Rest())
+		}
+		s.tw.Clear()
 	}
 	_ = s.conn.Close()
 }
