@@ -10,42 +10,16 @@ import (
 	"net"
 	"testing"
 	"time"
-)
 
-// pair returns the two ends of a loopback TCP connection, the server's
-// with a small send buffer and the client's with a small receive buffer,
-// so that 128 KiB does not fit in between.
-func pair(t *testing.T) (server, client *net.TCPConn) {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	client0, err := net.DialTimeout("tcp", ln.Addr().String(), 5*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	server0, err := ln.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
-	server, client = server0.(*net.TCPConn), client0.(*net.TCPConn)
-	t.Cleanup(func() { server.Close(); client.Close() })
-	if err := server.SetWriteBuffer(8 << 10); err != nil {
-		t.Fatal(err)
-	}
-	if err := client.SetReadBuffer(16 << 10); err != nil {
-		t.Fatal(err)
-	}
-	return server, client
-}
+	"github.com/heraldpush/herald/internal/testkit/tcppair"
+)
 
 // TestTry: a write the socket takes in part keeps the rest, which goes
 // out before anything else; one it cannot take at all writes nothing; a
 // closed socket is an error; TLS and other conns get no Conn.
 func TestTry(t *testing.T) {
-	server, client := pair(t)
+	// Buffers too small for 128 KiB.
+	server, client := tcppair.New(t, 8<<10, 16<<10)
 	w := New(server)
 	if w == nil {
 		t.Fatal("no Conn for a TCP socket")

@@ -4,12 +4,12 @@ import (
 	"context"
 	"encoding/json"
 	"io"
-	"net"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/heraldpush/herald/hub"
+	"github.com/heraldpush/herald/internal/testkit/tcppair"
 )
 
 // TestCloseSendsTheRest: a stream closed gracefully (the hub ended it:
@@ -17,27 +17,8 @@ import (
 // in part sends the rest of that event before it closes, rather than
 // ending the stream inside it.
 func TestCloseSendsTheRest(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	client, err := net.DialTimeout("tcp", ln.Addr().String(), 5*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer client.Close()
-	server, err := ln.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
 	// Together less than the event, so that the socket takes only part.
-	if err := server.(*net.TCPConn).SetWriteBuffer(8 << 10); err != nil {
-		t.Fatal(err)
-	}
-	if err := client.(*net.TCPConn).SetReadBuffer(16 << 10); err != nil {
-		t.Fatal(err)
-	}
+	server, client := tcppair.New(t, 8<<10, 16<<10)
 	h, err := hub.New(hub.Options{})
 	if err != nil {
 		t.Fatal(err)
