@@ -390,8 +390,7 @@ func (c *Client) deliverLive(m *Message, direct bool) (delivered, written bool) 
 		c.pendSize += m.size()
 		return false, false
 	}
-	// The cheap checks here, inline: most deliveries are not direct.
-	written = direct && c.direct && !c.writing && len(c.queue) == 0 && c.writeDirectLocked(m)
+	written = direct && c.mayWriteDirectLocked() && c.writeDirectLocked(m)
 	if !written && !c.enqueueLocked(Item{Msg: m, Live: true}) {
 		return false, false
 	}

@@ -103,13 +103,19 @@ func (g *directGate) account(start, now time.Time) {
 	g.window, g.busy, g.tried = now, 0, false
 }
 
-// writeDirectLocked offers m to the connection's DirectWriter when the
-// writer is idle and nothing is queued before m (deliverLive checks most
-// of it), and reports whether it was written. c.mu is held on entry.
+// mayWriteDirectLocked reports whether the dispatcher may write to the
+// connection itself: its writer takes direct writes and is idle, no rest of
+// an earlier one waits for Flush, nothing is queued that would have to go
+// first, and no shaping asks for the writer. Small enough to be inlined in
+// deliverLive, where most deliveries stop. c.mu is held on entry.
+func (c *Client) mayWriteDirectLocked() bool {
+	return c.direct && !c.writing && !c.flush && len(c.queue) == 0 && c.shape == nil
+}
+
+// writeDirectLocked offers m to the connection's DirectWriter, once
+// mayWriteDirectLocked has said yes, and reports whether it was written.
+// c.mu is held on entry.
 func (c *Client) writeDirectLocked(m *Message) bool {
-	if !c.direct || c.writing || c.flush || len(c.queue) > 0 || c.shape != nil {
-		return false
-	}
 	written, rest := c.w.bw.(DirectWriter).TryWrite(m)
 	if !written {
 		return false
