@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/heraldpush/herald/hub"
+	"github.com/heraldpush/herald/internal/testkit/tcppair"
 	"github.com/heraldpush/herald/internal/wsframe"
 	"github.com/heraldpush/herald/transport/ws"
 )
@@ -50,22 +51,9 @@ func readClientFrame(r io.Reader) (fin bool, op byte, p []byte, err error) {
 // framePair connects a wsConn to the server end of a real loopback socket.
 func framePair(t *testing.T) (*wsConn, net.Conn) {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	cli, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv, err := ln.Accept()
-	if err != nil {
-		cli.Close()
-		t.Fatal(err)
-	}
+	srv, cli := tcppair.New(t, 0, 0)
 	c := newWSConn(cli, wsOptions{bufSize: wsBufferSize})
-	t.Cleanup(func() { c.Close(); srv.Close() })
+	t.Cleanup(func() { c.Close() })
 	return c, srv
 }
 
