@@ -123,10 +123,16 @@ func TestNodeWSCompression(t *testing.T) {
 	big := dashboardJSON(99)
 	sent = append(sent, big)
 	c.Send(t, `{"op":"publish","ref":"p","topic":"dash.ws","data":`+big+`}`)
-	for i := 0; i < len(sent); {
+	// The publish's ok may come before or after its own event.
+	acked := false
+	for i := 0; i < len(sent) || !acked; {
 		m := next()
 		if m["op"] == "ok" && m["ref"] == "p" {
+			acked = true
 			continue
+		}
+		if i == len(sent) {
+			t.Fatalf("after every event, waiting for the publish's ok: %v", m)
 		}
 		got, _ := json.Marshal(m["data"])
 		var want any
@@ -139,6 +145,9 @@ func TestNodeWSCompression(t *testing.T) {
 	}
 	c.Send(t, `{"op":"stats","ref":"st"}`)
 	m := next()
+	if m["op"] != "stats" {
+		t.Fatalf("stats answered %v", m)
+	}
 	events, wire, plain := m["events"].(float64), m["wire_bytes"].(float64), m["bytes"].(float64)
 	t.Logf("stats: %v events, %v bytes on the wire, %v uncompressed", events, wire, plain)
 	if m["op"] != "stats" || m["ref"] != "st" || int(events) != len(sent) || wire >= plain/2 {
