@@ -10,8 +10,9 @@
 //
 // No label takes an unbounded value: topics, users and action types never
 // become labels. Labels are the transport, a disconnect reason (a fixed
-// set), an HTTP route (the server's route patterns) and status code, and an
-// action's final status.
+// set), an HTTP route (the server's route patterns) and status code, an
+// action's final status, a broker operation, and a source (where a replay
+// read from, or an outbox source from the configuration).
 package metrics
 
 import (
@@ -175,7 +176,7 @@ var (
 	descReplayPages   = desc("replay_pages_total", "Pages of history read by replays (the catch-up of a resumed subscription), by where from: tail (the node's memory of the newest events, --tail-bytes) or broker.", "source")
 	descHistory       = desc("history_events", "Events the broker's log retains (approximately, on NATS).")
 	descBrokerUp      = desc("broker_up", "1 when the broker answered this scrape's query, else 0.")
-	descBrokerErrors  = desc("broker_errors_total", "Failed broker operations, by operation (publish: a publish the broker refused or could not take; deliver: a failed read of the log, retried).", "op")
+	descBrokerErrors  = desc("broker_errors_total", "Failed broker operations, by operation (publish: a publish the broker refused or could not take; deliver: a failed read of the log, or on NATS a failed write of the keyed state, retried).", "op")
 	descReconnects    = desc("broker_reconnects_total", "Times the broker connection or its delivery recovered after a failure.")
 	descActAccepted   = desc("actions_accepted_total", "Actions accepted (202).")
 	descActFinished   = desc("actions_finished_total", "Actions that reached a final status on this node, by status.", "status")
