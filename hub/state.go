@@ -100,9 +100,9 @@ func newMemState(maxKeys, maxBytes int) *memState {
 }
 
 // stateSize is what an entry counts against the byte bound: the event's
-// retained size (the history may hold the same Message: the bound counts it
-// again, an upper estimate) and the entry with its map slot.
-func stateSize(m *Message) int { return m.retainedSize() + len(m.Key) + 128 }
+// retained size, key included (the history may hold the same Message: the
+// bound counts it again, an upper estimate), and the entry with its map slot.
+func stateSize(m *Message) int { return m.retainedSize() + 128 }
 
 // apply records m, a keyed event, as the latest of its key: data null
 // removes the key. An event larger than the byte bound on its own removes
