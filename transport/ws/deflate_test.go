@@ -395,6 +395,53 @@ func TestDecompressionBombCloses1009(t *testing.T) {
 	}
 }
 
+// TestPingsInsideCompressedMessageBounded opens a compressed message and
+// never ends it, sending pings instead: they wait for the message's end,
+// so past the read limit the connection closes with 1009, and a few of
+// them inside a message that ends are all answered.
+func TestPingsInsideCompressedMessageBounded(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	p := deflate(t, []byte(`{"op":"ping","ref":"r"}`))
+	head := clientFrame(0x1, p[:4])
+	head[0] = 0x40 | 0x1 // not FIN
+	ping := clientFrame(0x9, bytes.Repeat([]byte("p"), 125))
+
+	r, _ := e.rawDialExt(t, offerChromium)
+	b := append([]byte{}, head...)
+	for range 64<<10/len(ping) + 1 {
+		b = append(b, ping...)
+	}
+	go func() { _, _ = r.nc.Write(b) }() // the server may close before reading it all
+	if code := r.closeCode(); code != 1009 {
+		t.Fatalf("pings past the read limit inside a message: close code %d, want 1009", code)
+	}
+
+	r, _ = e.rawDialExt(t, offerChromium)
+	b = append([]byte{}, head...)
+	for range 8 {
+		b = append(b, ping...)
+	}
+	b = append(b, clientFrame(0x0, p[4:])...)
+	if _, err := r.nc.Write(b); err != nil {
+		t.Fatal(err)
+	}
+	pongs := 0
+	for pongs < 8 {
+		_ = r.nc.SetReadDeadline(time.Now().Add(10 * time.Second))
+		b0, _, payload, err := wsframe.ReadFrame(r.br, 1<<20)
+		if err != nil {
+			t.Fatalf("after %d pongs: %v", pongs, err)
+		}
+		if b0&0x0F != wsframe.OpPong {
+			t.Fatalf("frame %#x %q before the 8 pongs", b0, payload)
+		}
+		pongs++
+	}
+	if f := r.readText(); f.Op != "pong" || string(f.Ref) != `"r"` {
+		t.Fatalf("the message after its pings: %s", f)
+	}
+}
+
 // TestCompressedClientMessages sends raw compressed messages: subscribe
 // and publish (in one frame, and fragmented), each read as its inflated
 // text, beside plain ones on the same connection.

@@ -193,6 +193,12 @@ func (c *corkConn) inflateMessage(f *inflation, b0 byte) error {
 			if n > 125 {
 				return fmt.Errorf("%w: a control frame of %d bytes", errDeflateProtocol, n)
 			}
+			// They wait for the message's end, so they count against the
+			// read limit like its own bytes: pings sent forever inside a
+			// message that never ends must not grow f.out forever.
+			if uint64(f.out.Len())+uint64(2+ext+4)+n > uint64(c.readLimit) {
+				return fmt.Errorf("%w: control frames inside a compressed message over %d bytes", websocket.ErrMessageTooBig, c.readLimit)
+			}
 			f.out.Write(h[:2+ext+4])
 			if _, err := io.CopyN(&f.out, r, int64(n)); err != nil {
 				return err
