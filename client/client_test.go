@@ -423,9 +423,12 @@ func TestEndsWithContext(t *testing.T) {
 // WebSocket refreshes on the same connection; with a fixed token the
 // subscription ends unauthorized.
 func TestTokenExpiry(t *testing.T) {
-	// The server allows 30 s of clock skew: a token whose exp is 28 s in
-	// the past has 2 s to live.
-	const ttl = -28 * time.Second
+	// The server allows 30 s of clock skew: a token whose exp is 25 s in
+	// the past has 5 s to live. The client, seeing it expired already,
+	// refreshes after its least wait (1 s): 4 s before the expiry, room
+	// for a loaded machine (with 2 s to live, a refresh late by a second
+	// under load lost the connection).
+	const ttl = -25 * time.Second
 	for _, tr := range transports {
 		t.Run(tr, func(t *testing.T) {
 			t.Parallel()
@@ -446,11 +449,11 @@ func TestTokenExpiry(t *testing.T) {
 			}
 			nextEvent(t, s)
 			id := s.ClientID()
-			// Past the first token's expiry (2 s), with tokens asked for
+			// Past the first token's expiry (5 s), with tokens asked for
 			// since: a reconnect (SSE) or refreshes (WebSocket).
 			subscribed := time.Now()
-			wait.For(t, 20*time.Second, "the first token's expiry", func() bool {
-				return time.Since(subscribed) > 3*time.Second && calls.Load() >= 4
+			wait.For(t, 30*time.Second, "the first token's expiry", func() bool {
+				return time.Since(subscribed) > 6*time.Second && calls.Load() >= 4
 			})
 			if _, err := c.Publish(ctx, "open.exp", "", "still here"); err != nil {
 				t.Fatal(err)

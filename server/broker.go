@@ -32,7 +32,8 @@ const brokerConnectTimeout = 10 * time.Second
 func (c *Config) newBroker(log *slog.Logger) (hub.Broker, action.Store, func(), error) {
 	switch {
 	case c.Broker == "memory":
-		st := memstore.New(memstore.Options{TTL: c.ActionTTL, MaxFinished: c.ActionMaxFinished, MaxFinishedBytes: c.ActionMaxBytes})
+		st := memstore.New(memstore.Options{TTL: c.ActionTTL, MaxFinished: c.ActionMaxFinished, MaxFinishedBytes: c.ActionMaxBytes,
+			MaxQueuedBytes: c.ActionMaxBytes})
 		return hub.NewMemoryBroker(hub.MemoryOptions{
 			Size: c.HistorySize, MaxBytes: c.HistoryBytes, TTL: c.historyTTL(),
 			StateMaxKeys: c.StateMaxKeys, StateMaxBytes: c.StateMaxBytes, PresenceMaxMembers: c.PresenceMaxMembers,

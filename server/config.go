@@ -30,7 +30,7 @@ const (
 	DefaultQueueBytes         = 512 << 10
 	DefaultHeartbeat          = 15 * time.Second
 	DefaultSSERetry           = 2 * time.Second
-	DefaultWriteTimeout       = 10 * time.Second
+	DefaultWriteTimeout       = httpapi.DefaultWriteTimeout
 	// MaxWriteLinger bounds --write-linger: it is added to the latency of
 	// every delivery.
 	MaxWriteLinger             = 100 * time.Millisecond
@@ -153,7 +153,9 @@ type Config struct {
 	ActionLease time.Duration
 	// ActionMaxFinished and ActionMaxBytes bound the finished actions
 	// kept in memory with the memory broker (memstore.Options); a shared
-	// broker's store expires them after ActionTTL.
+	// broker's store expires them after ActionTTL. ActionMaxBytes bounds
+	// the queued actions with their payloads too (MaxQueuedBytes): past
+	// it a new action is refused as when the queue is full.
 	ActionMaxFinished int
 	ActionMaxBytes    int
 	ActionTimeout     time.Duration
@@ -318,6 +320,10 @@ func (c Config) Validate() error {
 		// Else the largest keyed event a client may publish would never
 		// be kept as its key's latest value.
 		return configErrorf("--state-max-bytes (%d) must be at least --max-body (%d)", c.StateMaxBytes, c.MaxBody)
+	case int64(c.ActionMaxBytes) < c.MaxBody:
+		// Else the largest action a client may submit would always be
+		// refused as over the queue's bytes.
+		return configErrorf("--action-max-bytes (%d) must be at least --max-body (%d)", c.ActionMaxBytes, c.MaxBody)
 	case c.Shards < 0:
 		return configErrorf("--shards must not be negative, got %d", c.Shards)
 	case c.ActionLease < 300*time.Millisecond:

@@ -208,7 +208,7 @@ func (s *Server) start(authn *auth.Authenticator) error {
 	})
 	s.http = &http.Server{
 		Handler: httpapi.NewRouter(httpapi.Config{
-			Hub: h, SSE: s.sse, WS: s.ws, Actions: svc, MaxBody: cfg.MaxBody, ReadTimeout: cfg.ReadTimeout, Logger: log,
+			Hub: h, SSE: s.sse, WS: s.ws, Actions: svc, MaxBody: cfg.MaxBody, ReadTimeout: cfg.ReadTimeout, WriteTimeout: cfg.WriteTimeout, Logger: log,
 			Client: web.JS(), Dashboard: web.Dashboard(), DashboardPaths: web.DashboardPaths,
 			CORSOrigins: cfg.CORSOrigins, Auth: authn, PublishRates: publishRates, ActionRates: actionRates,
 			Metrics: publicMetrics, ObserveRequest: m.ObserveRequest, Sources: s.sourceStatus(),

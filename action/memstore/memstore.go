@@ -13,7 +13,8 @@
 //	               one, living exactly as long as its record
 //
 // Bounds: Create refuses an action with action.ErrQueueFull once maxQueued
-// actions are queued or running; finished records are kept at most
+// actions are queued or running, or once their records, payloads included,
+// would take more than Options.MaxQueuedBytes; finished records are kept at most
 // Options.MaxFinished of them and Options.MaxFinishedBytes of them (each
 // counted by size), the oldest forgotten first. Records that are not
 // finished are never forgotten: each is in the queue, which is bounded.
@@ -58,6 +59,10 @@ const (
 	// DefaultMaxFinishedBytes bounds the finished records' memory: at the
 	// default TTL it holds a steady 75 KB/s of results.
 	DefaultMaxFinishedBytes = 256 << 20
+	// DefaultMaxQueuedBytes bounds the queued actions' memory: 256 of the
+	// largest payloads the server accepts by default (1 MiB), or the
+	// whole default queue at 26 KB each.
+	DefaultMaxQueuedBytes = 256 << 20
 )
 
 // errLeaseLost is Touch's error for a claim that is no longer the
@@ -79,12 +84,18 @@ type Options struct {
 	// entries: past it the oldest are forgotten early. Default
 	// DefaultMaxFinishedBytes.
 	MaxFinishedBytes int
+	// MaxQueuedBytes bounds the memory of the actions queued or running,
+	// each counted as a finished record is plus its payload: past it
+	// Create refuses a new action with action.ErrQueueFull, as past its
+	// maxQueued. Default DefaultMaxQueuedBytes.
+	MaxQueuedBytes int
 }
 
 // Store is the in-memory action.Store.
 type Store struct {
 	maxFinished int
 	maxBytes    int
+	maxQueued   int // bytes: Options.MaxQueuedBytes
 
 	stop      chan struct{} // closed by Close: the janitor ends
 	stopOnce  sync.Once
@@ -94,9 +105,11 @@ type Store struct {
 	// queued holds every action from Create until Done. The calls of a
 	// claim's holder (Save, Finish, Done) look their action up here: a
 	// map of a few entries, where records holds every finished one too.
-	queued  map[string]*entry
-	ready   line // the actions waiting for a worker, oldest first
-	claimed map[*entry]struct{}
+	queued map[string]*entry
+	// queuedBytes is what the entries of queued count (entry.queuedSize).
+	queuedBytes int
+	ready       line // the actions waiting for a worker, oldest first
+	claimed     map[*entry]struct{}
 	// nextDeadline is at most the earliest deadline of the claimed
 	// entries: before it, no lease can have run out.
 	nextDeadline time.Time
@@ -117,6 +130,7 @@ type entry struct {
 	published bool
 	expires   time.Time // when final: when the record expires
 	kept      bool      // the record is in Store.records
+	queued    int       // what it counts in Store.queuedBytes while queued
 
 	inLine      bool   // in Store.ready
 	prev, next  *entry // its neighbours there
@@ -170,9 +184,13 @@ func New(o Options) *Store {
 	if o.MaxFinishedBytes <= 0 {
 		o.MaxFinishedBytes = DefaultMaxFinishedBytes
 	}
+	if o.MaxQueuedBytes <= 0 {
+		o.MaxQueuedBytes = DefaultMaxQueuedBytes
+	}
 	s := &Store{
 		maxFinished: o.MaxFinished,
 		maxBytes:    o.MaxFinishedBytes,
+		maxQueued:   o.MaxQueuedBytes,
 		stop:        make(chan struct{}),
 		sweepDone:   make(chan struct{}),
 		queued:      make(map[string]*entry),
@@ -212,11 +230,13 @@ func (s *Store) Create(ctx context.Context, a *action.Stored, maxQueued int) (*a
 			s.forgetLocked(old)
 		}
 	}
-	if len(s.queued) >= maxQueued {
+	n := size(a) + len(a.Payload)
+	if len(s.queued) >= maxQueued || s.queuedBytes+n > s.maxQueued {
 		return nil, action.ErrQueueFull
 	}
-	e := &entry{a: clone(a), kept: true}
+	e := &entry{a: clone(a), kept: true, queued: n}
 	s.queued[e.a.ID] = e
+	s.queuedBytes += n
 	s.records[e.a.ID] = e
 	if a.Key != "" {
 		s.keys[k] = e
@@ -446,6 +466,8 @@ func (s *Store) Get(_ context.Context, id string) (*action.Stored, bool, error) 
 // dequeueLocked takes e out of the queue for good.
 func (s *Store) dequeueLocked(e *entry) {
 	delete(s.queued, e.a.ID)
+	s.queuedBytes -= e.queued
+	e.queued = 0
 	delete(s.claimed, e)
 	if e.inLine {
 		s.ready.remove(e)

@@ -273,3 +273,45 @@ func TestQueueCountsRunning(t *testing.T) {
 		t.Fatalf("the done action: %+v found=%v err=%v, want it published", a, ok, err)
 	}
 }
+
+// TestMaxQueuedBytes: the actions queued or running are bounded in bytes
+// too, payloads included: past the bound Create is refused however few
+// they are, and the room comes back when one is done.
+func TestMaxQueuedBytes(t *testing.T) {
+	s := newStore(t, memstore.Options{MaxQueuedBytes: 3 << 20})
+	ctx := context.Background()
+	big := func(id string) *action.Stored {
+		a := stored(id, "")
+		a.Payload = json.RawMessage(`"` + strings.Repeat("x", 1<<20) + `"`)
+		return a
+	}
+	for _, id := range []string{"act_b1", "act_b2"} {
+		if _, err := s.Create(ctx, big(id), 100); err != nil {
+			t.Fatalf("create %s: %v", id, err)
+		}
+	}
+	if _, err := s.Create(ctx, big("act_b3"), 100); !errors.Is(err, action.ErrQueueFull) {
+		t.Fatalf("a third 1 MiB payload under a 3 MiB bound: %v, want ErrQueueFull", err)
+	}
+	if _, err := s.Create(ctx, stored("act_small", ""), 100); err != nil {
+		t.Fatalf("a small action beside them: %v", err)
+	}
+	c, err := s.Claim(ctx, time.Minute, time.Second)
+	if err != nil || c == nil {
+		t.Fatalf("claim: %+v %v", c, err)
+	}
+	now := time.Now().UTC()
+	c.Status, c.FinishedAt, c.Payload = action.Succeeded, &now, nil
+	if made, err := s.Finish(ctx, &c.Stored, time.Hour); err != nil || !made {
+		t.Fatalf("finish: %v %v", made, err)
+	}
+	if _, err := s.Create(ctx, big("act_b3"), 100); !errors.Is(err, action.ErrQueueFull) {
+		t.Fatalf("before Done: %v, want ErrQueueFull", err)
+	}
+	if err := s.Done(ctx, c); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Create(ctx, big("act_b3"), 100); err != nil {
+		t.Fatalf("after Done: %v", err)
+	}
+}

@@ -177,6 +177,7 @@ func TestServeBadFlags(t *testing.T) {
 		{"zero history bytes", []string{"--history-bytes", "0"}, nil, "--history-bytes must be positive"},
 		{"history bytes below the largest event", []string{"--history-bytes", "1000", "--max-body", "2000"}, nil, "--history-bytes (1000) must be at least --max-body (2000)"},
 		{"state bytes below the largest event", []string{"--state-max-bytes", "1000", "--max-body", "2000"}, nil, "--state-max-bytes (1000) must be at least --max-body (2000)"},
+		{"action bytes below the largest action", []string{"--action-max-bytes", "1000", "--max-body", "2000"}, nil, "--action-max-bytes (1000) must be at least --max-body (2000)"},
 		{"zero action bytes", []string{"--action-max-bytes", "0"}, nil, "--action-max-bytes must be positive"},
 		{"zero queue bytes", []string{"--queue-bytes=0"}, nil, "--queue-bytes must be positive"},
 		{"bad duration", []string{"--history-ttl", "forever"}, nil, "invalid value"},

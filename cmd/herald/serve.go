@@ -129,7 +129,7 @@ func parseServeFlags(args []string, getenv func(string) (string, bool), stdout i
 	fs.IntVar(&c.shards, "shards", 0, "hub shards (0: GOMAXPROCS)")
 	fs.DurationVar(&c.heartbeat, "heartbeat", server.DefaultHeartbeat, "interval of SSE \": ping\" comment lines")
 	fs.DurationVar(&c.sseRetry, "sse-retry", server.DefaultSSERetry, "reconnect delay suggested to SSE clients (the retry: line)")
-	fs.DurationVar(&c.writeTimeout, "write-timeout", server.DefaultWriteTimeout, "deadline for each write to an SSE or WebSocket client; missing it disconnects the client")
+	fs.DurationVar(&c.writeTimeout, "write-timeout", server.DefaultWriteTimeout, "deadline for each write to an SSE or WebSocket client, and for writing any other response (moved on as a large one is written); missing it disconnects the client")
 	fs.BoolVar(&c.directWrites, "direct-writes", true, "let the hub's dispatchers write an event to an idle connection themselves, in a write that does not wait, instead of waking its writer: less CPU and latency at low rates; each dispatcher stops while it is busy for more than three quarters of the time, so that under load every event goes through the writers, which combine them (see docs/benchmarks.md)")
 	fs.DurationVar(&c.writeLinger, "write-linger", 0, "how long a connection's writer, woken by an event less than this after its previous write, waits for more before it writes them together: fewer write calls (server CPU) for up to this much more latency; a connection whose events come further apart is not delayed (0: off; at most 100ms; see docs/benchmarks.md)")
 	fs.DurationVar(&c.readTimeout, "read-timeout", server.DefaultReadTimeout, "how long a request body may take to arrive once its headers have; past it: 408 and the connection closed (streams are not affected)")
@@ -166,7 +166,7 @@ func parseServeFlags(args []string, getenv func(string) (string, bool), stdout i
 	fs.DurationVar(&c.actionTTL, "action-ttl", server.DefaultActionTTL, "how long a finished action's status (and its idempotency key) is kept")
 	fs.DurationVar(&c.actionLease, "action-lease", server.DefaultActionLease, "with a shared broker: how long a node keeps an action it runs without renewing it; another node takes over the actions of a node that died after this")
 	fs.IntVar(&c.actionMaxFinished, "action-max-finished", server.DefaultActionMaxFinished, "finished actions kept at most, whatever their age; the oldest are forgotten first")
-	fs.IntVar(&c.actionMaxBytes, "action-max-bytes", server.DefaultActionMaxBytes, "bound of the finished actions' records kept on this node (results, errors, keys), in bytes; the oldest are forgotten first (not with a shared broker: its records expire after --action-ttl)")
+	fs.IntVar(&c.actionMaxBytes, "action-max-bytes", server.DefaultActionMaxBytes, "bound of the finished actions' records kept on this node (results, errors, keys), in bytes, the oldest forgotten first, and of the queued actions with their payloads, past which a new action gets 503 (not with a shared broker: its records expire after --action-ttl)")
 	fs.DurationVar(&c.actionTimeout, "action-timeout", server.DefaultActionTimeout, "deadline of each attempt at an upstream action")
 	fs.IntVar(&c.actionMaxAttempts, "action-max-attempts", server.DefaultActionMaxAttempts, "attempts at an action whose upstream fails transiently (5xx, timeout, connection error)")
 	fs.Usage = func() {

@@ -5,25 +5,49 @@ import (
 	"time"
 )
 
-// withBodyDeadline gives a request with a body d to deliver it, from the
-// moment its headers have been read: a client that announces a body and
-// then trickles it, or sends nothing more, holds its connection (and its
-// file descriptor, which --max-conns does not count) for that long at
-// most. The handler's read then fails, and readJSONBody answers 408.
+// withDeadlines bounds a request's exchange with the client in time.
 //
-// The deadline is set on this request alone (http.ResponseController), not
-// as http.Server.ReadTimeout: requests without a body, the SSE stream and
-// the WebSocket handshake among them, get none, and net/http lifts it as
-// soon as the body has been read to its end (HTTP/1.x), or it only ever
-// applies to the body (HTTP/2). A hijacked connection starts without
-// deadlines. So a stream is never cut by it.
-func withBodyDeadline(d time.Duration, next http.Handler) http.Handler {
+// A request with a body gets read to deliver it, from the moment its
+// headers have been read: a client that announces a body and then trickles
+// it, or sends nothing more, holds its connection (and its file
+// descriptor, which --max-conns does not count) for that long at most. The
+// handler's read then fails, and readJSONBody answers 408.
+//
+// Every response gets write to be written: a client that stops reading
+// (a full receive window) would otherwise hold the connection, the
+// handler's goroutine and the response (a page of history may be
+// megabytes) for ever, since TCP keeps answering the server's probes. The
+// recorder moves the deadline on as the response is written (see
+// recorder.prepare), so a large response that keeps moving is not cut; a
+// stream route turns that off (routed).
+//
+// The deadlines are set on this request alone (http.ResponseController), not
+// as http.Server.ReadTimeout or WriteTimeout, which would cut the streams:
+// net/http lifts the read deadline as soon as the body has been read to its
+// end (HTTP/1.x; on HTTP/2 it only ever applies to the body), lifts the
+// write deadline once the response is finished, before the next request on
+// the connection, and a hijacked connection (the WebSocket, an HTTP/1.x SSE
+// stream) starts without either.
+func withDeadlines(read, write time.Duration, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		now := time.Now()
+		// A writer that cannot set deadlines (a test's recorder) has no
+		// connection to hold.
+		rc := http.NewResponseController(w)
 		if r.ContentLength != 0 { // a body follows: known length (> 0) or chunked (-1)
-			// A writer that cannot set deadlines (a test's recorder)
-			// has no connection to hold.
-			_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(d))
+			_ = rc.SetReadDeadline(now.Add(read))
+		}
+		if rc.SetWriteDeadline(now.Add(write)) == nil {
+			if rec, ok := w.(*recorder); ok {
+				rec.timeout, rec.deadline = write, now.Add(write)
+			}
 		}
 		next.ServeHTTP(w, r)
 	})
 }
+
+// writeChunk is the most one write of a response sends under one
+// deadline: a larger body is written in parts, each with the deadline
+// moved on, so that a client reading at least writeChunk bytes per half
+// write timeout (13 KB/s at the default 10 s) gets a response of any size.
+const writeChunk = 64 << 10

@@ -10,6 +10,7 @@ import (
 	"os"
 	"runtime"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -141,5 +142,103 @@ func awaitSSEEvent(t *testing.T, br *bufio.Reader, topic string) {
 		if strings.HasPrefix(line, "data: ") && strings.Contains(line, `"topic":"`+topic+`"`) {
 			return
 		}
+	}
+}
+
+// bigHistory publishes n events of size bytes of data each to topic.
+func (s *server) bigHistory(t *testing.T, topic string, n, size int) {
+	t.Helper()
+	data := `"` + strings.Repeat("x", size) + `"`
+	for range n {
+		if r := s.publish(t, `{"topic":"`+topic+`","data":`+data+`}`); r.status != http.StatusOK {
+			t.Fatalf("publish: %d %s", r.status, r.body)
+		}
+	}
+}
+
+// TestStalledReaderTimesOut asks for a page of history megabytes long and
+// never reads it: once the write timeout has passed with nothing taken,
+// the server ends the request and closes the connection, rather than hold
+// the handler, the response and the socket for as long as the client
+// keeps its connection open.
+func TestStalledReaderTimesOut(t *testing.T) {
+	ended := make(chan struct{}, 1)
+	s := newServer(t, serverOptions{writeTimeout: time.Second, observe: func(route string, code int, d time.Duration) {
+		if route == "/v1/topics/{topic}/history" {
+			ended <- struct{}{}
+		}
+	}})
+	s.bigHistory(t, "big.t", 300, 60<<10) // 18 MB, far more than the sockets' buffers
+	d := net.Dialer{Control: func(_, _ string, c syscall.RawConn) error {
+		return c.Control(func(fd uintptr) {
+			_ = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096)
+		})
+	}}
+	conn, err := d.Dial("tcp", strings.TrimPrefix(s.url, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := io.WriteString(conn, "GET /v1/topics/big.t/history?limit=1000 HTTP/1.1\r\nHost: herald\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-ended:
+	case <-time.After(15 * time.Second):
+		t.Fatal("the request of a client that reads nothing has not ended 15 s later")
+	}
+	// The connection is closed: what the socket buffers held, then EOF
+	// (or a reset), far short of the whole page.
+	if err := conn.SetReadDeadline(time.Now().Add(15 * time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	n, err := io.Copy(io.Discard, conn)
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("the connection is still open after the request ended (%d bytes read)", n)
+	}
+	if n >= 300*60<<10 {
+		t.Fatalf("read %d bytes: the whole page", n)
+	}
+}
+
+// TestSlowReaderGetsLargeResponse reads a page of history of 16 MB, with
+// a small receive buffer, at 64 KiB every 20 ms: about 5 s in all, five
+// times the write timeout, of which the sockets' buffers (at most 4 MB on
+// the server's side here) can take only a part. The deadline moves on as
+// the response is written, so it arrives whole.
+func TestSlowReaderGetsLargeResponse(t *testing.T) {
+	s := newServer(t, serverOptions{writeTimeout: time.Second})
+	s.bigHistory(t, "big.t", 256, 64<<10)
+	d := net.Dialer{Control: func(_, _ string, c syscall.RawConn) error {
+		return c.Control(func(fd uintptr) {
+			_ = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096)
+		})
+	}}
+	client := &http.Client{Transport: &http.Transport{DialContext: d.DialContext}}
+	defer client.CloseIdleConnections()
+	resp, err := client.Get(s.url + "/v1/topics/big.t/history?limit=1000")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	start := time.Now()
+	buf := make([]byte, 64<<10)
+	total := 0
+	for {
+		n, err := io.ReadFull(resp.Body, buf)
+		total += n
+		if err != nil {
+			if err != io.EOF && err != io.ErrUnexpectedEOF {
+				t.Fatalf("after %d bytes in %v: %v", total, time.Since(start), err)
+			}
+			break
+		}
+		time.Sleep(20 * time.Millisecond) // a slow reader, not synchronisation
+	}
+	if total < 256*64<<10 {
+		t.Fatalf("read %d bytes, want the whole page", total)
+	}
+	if took := time.Since(start); took < 2*time.Second {
+		t.Fatalf("read in %v: not slower than the write timeout, the test proves nothing", took)
 	}
 }

@@ -36,12 +36,14 @@ type server struct {
 }
 
 type serverOptions struct {
-	retain      int // memory broker size; 0: default
-	maxBody     int64
-	maxBatch    int
-	readTimeout time.Duration
-	sse, ws     http.Handler // nil: the real transports
-	logger      *slog.Logger
+	retain       int // memory broker size; 0: default
+	maxBody      int64
+	maxBatch     int
+	readTimeout  time.Duration
+	writeTimeout time.Duration
+	observe      func(route string, code int, d time.Duration) // Config.ObserveRequest
+	sse, ws      http.Handler                                  // nil: the real transports
+	logger       *slog.Logger
 	// actions, when not nil, starts an action service with these options
 	// (Hub filled in) and serves it over HTTP and WebSocket.
 	actions *action.Options
@@ -86,8 +88,9 @@ func newServer(t *testing.T, o serverOptions) *server {
 			PublishRates: o.publishRates, ActionRates: o.actionRates})
 	}
 	srv := httptest.NewServer(httpapi.NewRouter(httpapi.Config{
-		Hub: h, SSE: o.sse, WS: o.ws, Actions: svc, MaxBody: o.maxBody, MaxBatch: o.maxBatch, ReadTimeout: o.readTimeout, Logger: o.logger,
-		CORSOrigins: o.cors, Auth: o.auth, PublishRates: o.publishRates, ActionRates: o.actionRates,
+		Hub: h, SSE: o.sse, WS: o.ws, Actions: svc, MaxBody: o.maxBody, MaxBatch: o.maxBatch, ReadTimeout: o.readTimeout, WriteTimeout: o.writeTimeout, Logger: o.logger,
+		ObserveRequest: o.observe,
+		CORSOrigins:    o.cors, Auth: o.auth, PublishRates: o.publishRates, ActionRates: o.actionRates,
 	}))
 	tr := &http.Transport{}
 	t.Cleanup(func() {

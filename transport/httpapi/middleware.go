@@ -14,7 +14,8 @@ import (
 
 // recorder is the ResponseWriter the access log and panic recovery see: it
 // notes the status, the bytes written and whether the connection was taken
-// over. Its fields are written through the ResponseWriter, which a handler
+// over, and it keeps the write deadline of a response that is not a stream
+// moving as the response is written (withDeadlines). Its fields are written through the ResponseWriter, which a handler
 // may only use from one goroutine at a time and must stop using before
 // ServeHTTP returns, so no lock is needed.
 //
@@ -31,6 +32,24 @@ type recorder struct {
 	bytes    int64
 	wrote    bool // the status line has gone out (WriteHeader, Write or Flush)
 	hijacked bool
+	// timeout is the write timeout (0: none, or a stream's own); deadline
+	// the write deadline last set.
+	timeout  time.Duration
+	deadline time.Time
+}
+
+// prepare gives the write about to be made at least half of the timeout,
+// moving the deadline only when less is left: moving it is a timer update
+// in the runtime poller, and most responses are written within the one
+// withDeadlines set.
+func (rec *recorder) prepare() {
+	if rec.timeout == 0 {
+		return
+	}
+	if now := time.Now(); rec.deadline.Sub(now) < rec.timeout/2 {
+		rec.deadline = now.Add(rec.timeout)
+		_ = http.NewResponseController(rec.w).SetWriteDeadline(rec.deadline)
+	}
 }
 
 func (rec *recorder) Header() http.Header { return rec.w.Header() }
@@ -40,6 +59,7 @@ func (rec *recorder) Header() http.Header { return rec.w.Header() }
 func (rec *recorder) Unwrap() http.ResponseWriter { return rec.w }
 
 func (rec *recorder) WriteHeader(code int) {
+	rec.prepare()
 	rec.w.WriteHeader(code)
 	// 1xx responses are interim, except 101 which ends the exchange (a
 	// WebSocket upgrade).
@@ -50,13 +70,28 @@ func (rec *recorder) WriteHeader(code int) {
 }
 
 func (rec *recorder) Write(b []byte) (int, error) {
-	n, err := rec.w.Write(b)
 	rec.wrote = true
-	rec.bytes += int64(n)
-	return n, err
+	written := 0
+	for {
+		part := b[written:]
+		if rec.timeout != 0 && len(part) > writeChunk {
+			part = part[:writeChunk]
+		}
+		rec.prepare()
+		n, err := rec.w.Write(part)
+		written += n
+		rec.bytes += int64(n)
+		if err != nil || written == len(b) {
+			return written, err
+		}
+	}
 }
 
 func (rec *recorder) WriteString(s string) (int, error) {
+	if rec.timeout != 0 && len(s) > writeChunk {
+		return rec.Write([]byte(s))
+	}
+	rec.prepare()
 	n, err := io.WriteString(rec.w, s)
 	rec.wrote = true
 	rec.bytes += int64(n)
@@ -68,6 +103,7 @@ func (rec *recorder) WriteString(s string) (int, error) {
 func (rec *recorder) Flush() { _ = rec.FlushError() }
 
 func (rec *recorder) FlushError() error {
+	rec.prepare()
 	rec.wrote = true
 	return http.NewResponseController(rec.w).Flush()
 }

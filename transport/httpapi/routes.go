@@ -22,9 +22,10 @@ import (
 
 // Defaults of Config.
 const (
-	DefaultMaxBody     int64 = 1 << 20
-	DefaultMaxBatch          = 1000
-	DefaultReadTimeout       = 30 * time.Second
+	DefaultMaxBody      int64 = 1 << 20
+	DefaultMaxBatch           = 1000
+	DefaultReadTimeout        = 30 * time.Second
+	DefaultWriteTimeout       = 10 * time.Second
 )
 
 // Config configures the handler returned by NewRouter.
@@ -50,6 +51,13 @@ type Config struct {
 	// the SSE stream and the WebSocket handshake among them, are not
 	// affected. Default 30 s.
 	ReadTimeout time.Duration
+	// WriteTimeout bounds the writing of a response that is not a stream:
+	// each write gets between half of it and all of it, a large body
+	// being written in parts (writeChunk), so a client that stops reading
+	// holds its connection, its handler and the response for that long at
+	// most. The SSE stream and the WebSocket set their own deadlines.
+	// Default 10 s.
+	WriteTimeout time.Duration
 	// Client serves GET /herald.js and Dashboard serves DashboardPaths
 	// (package web); nil leaves the routes unmounted.
 	Client         http.Handler
@@ -96,6 +104,9 @@ func NewRouter(cfg Config) http.Handler {
 	if cfg.ReadTimeout <= 0 {
 		cfg.ReadTimeout = DefaultReadTimeout
 	}
+	if cfg.WriteTimeout <= 0 {
+		cfg.WriteTimeout = DefaultWriteTimeout
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
@@ -104,10 +115,10 @@ func NewRouter(cfg Config) http.Handler {
 	r := mux.NewRouter().SkipClean(true)
 	rt := &router{mux: r, static: map[string]http.Handler{}}
 	if cfg.SSE != nil {
-		rt.handle("/v1/events", cfg.SSE, http.MethodGet)
+		rt.handleStream("/v1/events", cfg.SSE)
 	}
 	if cfg.WS != nil {
-		rt.handle("/v1/ws", cfg.WS, http.MethodGet)
+		rt.handleStream("/v1/ws", cfg.WS)
 	}
 	rt.handle("/v1/publish", http.HandlerFunc(a.publish), http.MethodPost)
 	if cfg.Actions != nil {
@@ -146,7 +157,7 @@ func NewRouter(cfg Config) http.Handler {
 	if len(cfg.CORSOrigins) > 0 {
 		h = withCORS(cfg.CORSOrigins, h)
 	}
-	return withAccessLog(cfg.Logger, cfg.ObserveRequest, withBodyDeadline(cfg.ReadTimeout, h))
+	return withAccessLog(cfg.Logger, cfg.ObserveRequest, withDeadlines(cfg.ReadTimeout, cfg.WriteTimeout, h))
 }
 
 // router dispatches the routes without path variables with one map lookup
@@ -161,7 +172,16 @@ type router struct {
 }
 
 func (rt *router) handle(path string, h http.Handler, methods ...string) {
-	h = routed{route: path, next: h}
+	rt.add(path, routed{route: path, next: h}, methods)
+}
+
+// handleStream adds a GET route that serves a stream, which sets its own
+// write deadlines (Config.WriteTimeout).
+func (rt *router) handleStream(path string, h http.Handler) {
+	rt.add(path, routed{route: path, next: h, stream: true}, []string{http.MethodGet})
+}
+
+func (rt *router) add(path string, h routed, methods []string) {
 	rt.mux.Handle(path, h).Methods(methods...)
 	if !strings.Contains(path, "{") {
 		for _, m := range methods {
@@ -181,13 +201,17 @@ func (rt *router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // routed notes its route's pattern in the request's recorder, for the
 // metrics: a label from the pattern, never from the path, stays bounded.
 type routed struct {
-	route string
-	next  http.Handler
+	route  string
+	next   http.Handler
+	stream bool // the handler sets its own write deadlines
 }
 
 func (rh routed) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if rec, ok := w.(*recorder); ok {
 		rec.route = rh.route
+		if rh.stream {
+			rec.timeout = 0
+		}
 	}
 	rh.next.ServeHTTP(w, r)
 }
