@@ -169,3 +169,33 @@ func TestDatabaseUnreachable(t *testing.T) {
 	}
 	waitFor(t, "the source to consume again", func() bool { return n.src.Status().State == outbox.StateConsuming })
 }
+
+// TestShutdownWhileDatabaseMute: the broker refuses a batch and the
+// database stops answering before its rollback (a network that drops
+// packets, not one that closes connections). Stopping the source still
+// ends it in a few seconds, rather than when TCP gives up.
+func TestShutdownWhileDatabaseMute(t *testing.T) {
+	db := newDB(t)
+	conn := pgtest.Conn(t, db)
+	via, r := pgtest.Relayed(t, db)
+	var failed atomic.Bool
+	n := startNode(t, via+"&poll=50ms", nil, func(outbox.Publisher) outbox.Publisher {
+		return func(ctx context.Context, ds ...hub.Draft) ([]*hub.Message, error) {
+			r.Mute()
+			failed.Store(true)
+			return nil, hub.ErrUnavailable
+		}
+	})
+	t.Cleanup(r.Unmute) // before the node's own cleanup, which stops it
+	insert(t, conn, row("mute.t", datum(1)))
+	waitFor(t, "the batch to fail", failed.Load)
+	stopped := make(chan struct{})
+	start := time.Now()
+	go func() { n.stop(); close(stopped) }()
+	select {
+	case <-stopped:
+		t.Logf("stopped in %v", time.Since(start))
+	case <-time.After(10 * time.Second):
+		t.Fatal("the source has not stopped 10 s after it was told to, with the database mute")
+	}
+}

@@ -35,7 +35,13 @@ type Options struct {
 const (
 	connectTimeout = 5 * time.Second
 	batchTimeout   = 15 * time.Second
-	maxBackoff     = 5 * time.Second
+	// rollbackTimeout bounds the rollback of a batch that failed, which
+	// runs even when the batch's context has ended (a shutdown): a
+	// database that stopped answering must not hold the source, and a
+	// shutdown waiting for it, for as long as TCP takes to give up.
+	// Past it pgx closes the connection, and the database rolls back.
+	rollbackTimeout = 2 * time.Second
+	maxBackoff      = 5 * time.Second
 )
 
 // ApplicationName is the application_name of a source's session, unless
@@ -286,7 +292,11 @@ func (s *Source) consume(ctx context.Context, conn *pgx.Conn) (more bool, err er
 	if err != nil {
 		return false, fmt.Errorf("failed to begin: %w", err)
 	}
-	defer tx.Rollback(context.WithoutCancel(ctx))
+	defer func() {
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), rollbackTimeout)
+		defer cancel()
+		_ = tx.Rollback(rctx)
+	}()
 	rs, err := tx.Query(ctx, "SELECT id, topic, type, key, data::text, created_at FROM "+s.st.Table.outbox()+
 		" ORDER BY id LIMIT $1 FOR UPDATE", s.st.Batch)
 	if err != nil {
