@@ -21,6 +21,13 @@ func NewHeld(ctx context.Context, o Options) (b *Broker, start func(), err error
 	return b, func() { go b.commitLoop() }, nil
 }
 
+// HoldTrim takes b's trim lock, as a trim waiting on Redis holds it, until
+// release is called.
+func HoldTrim(b *Broker) (release func()) {
+	b.trimMu.Lock()
+	return b.trimMu.Unlock
+}
+
 // Queued reports how many batches wait for the committer.
 func Queued(b *Broker) int {
 	return b.commit.Len()

@@ -233,3 +233,40 @@ func TestStateMaxBytes(t *testing.T) {
 		t.Fatalf("state keys = %q, want %q", got, "a|e|d")
 	}
 }
+
+// TestReadsDoNotWaitForATrim: with an age bound, reads trim the log now and
+// then; one trim waiting on Redis must not hold the other reads, which go
+// on without it.
+func TestReadsDoNotWaitForATrim(t *testing.T) {
+	rdb, prefix := redistest.Client(t)
+	b, err := redisbroker.New(context.Background(), redisbroker.Options{Client: rdb, Prefix: prefix, TTL: time.Hour, Block: 200 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = b.Close() })
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := b.Publish(ctx, []hub.Draft{{Topic: "trim.t", Data: []byte("1")}}); err != nil {
+		t.Fatal(err)
+	}
+	release := sync.OnceFunc(redisbroker.HoldTrim(b))
+	defer release()
+	done := make(chan error, 1)
+	go func() {
+		res, err := b.Read(ctx, hub.ReadRequest{Patterns: []hub.Pattern{hub.MustPattern("trim.t")}, Limit: 10})
+		if err == nil && len(res.Messages) != 1 {
+			err = errors.New("want the one event")
+		}
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("read: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		release()
+		<-done
+		t.Fatal("a read waited for another's trim")
+	}
+}

@@ -11,11 +11,17 @@ import (
 // node. Stream IDs are sequence numbers, not times, so it finds the first
 // young entry by its time field and trims below it; every node may do it,
 // and trimming twice is harmless. Failures are left to the next call.
+//
+// A caller that finds another trimming goes on without waiting: that trim
+// serves it as one a moment ago would have, and a request must not queue
+// behind another's round trips to a Redis that stopped answering.
 func (b *Broker) maybeTrim(ctx context.Context) {
 	if b.o.TTL <= 0 {
 		return
 	}
-	b.trimMu.Lock()
+	if !b.trimMu.TryLock() {
+		return
+	}
 	defer b.trimMu.Unlock()
 	now := time.Now()
 	if now.Sub(b.lastTrim) < min(b.o.TTL/4, time.Second) {
