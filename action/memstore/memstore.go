@@ -106,7 +106,7 @@ type Store struct {
 	// claim's holder (Save, Finish, Done) look their action up here: a
 	// map of a few entries, where records holds every finished one too.
 	queued map[string]*entry
-	// queuedBytes is what the entries of queued count (entry.queuedSize).
+	// queuedBytes is what the entries of queued count (entry.queued).
 	queuedBytes int
 	ready       line // the actions waiting for a worker, oldest first
 	claimed     map[*entry]struct{}

@@ -37,9 +37,9 @@ func withDeadlines(read, write time.Duration, next http.Handler) http.Handler {
 		if r.ContentLength != 0 { // a body follows: known length (> 0) or chunked (-1)
 			_ = rc.SetReadDeadline(now.Add(read))
 		}
-		if rc.SetWriteDeadline(now.Add(write)) == nil {
+		if deadline := now.Add(write); rc.SetWriteDeadline(deadline) == nil {
 			if rec, ok := w.(*recorder); ok {
-				rec.timeout, rec.deadline = write, now.Add(write)
+				rec.timeout, rec.deadline = write, deadline
 			}
 		}
 		next.ServeHTTP(w, r)

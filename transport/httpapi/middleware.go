@@ -15,9 +15,10 @@ import (
 // recorder is the ResponseWriter the access log and panic recovery see: it
 // notes the status, the bytes written and whether the connection was taken
 // over, and it keeps the write deadline of a response that is not a stream
-// moving as the response is written (withDeadlines). Its fields are written through the ResponseWriter, which a handler
-// may only use from one goroutine at a time and must stop using before
-// ServeHTTP returns, so no lock is needed.
+// moving as the response is written (withDeadlines). Its fields are
+// written through the ResponseWriter, which a handler may only use from one
+// goroutine at a time and must stop using before ServeHTTP returns, so no
+// lock is needed.
 //
 // It is one small struct per request, where a hook-based wrapper
 // (httpsnoop) costs about twenty allocations: on the publish path that was a
