@@ -3,7 +3,9 @@ package client
 import (
 	"encoding/json"
 	"testing"
+	"time"
 
+	"github.com/heraldpush/herald/internal/testkit/wait"
 	"github.com/heraldpush/herald/server"
 )
 
@@ -37,10 +39,16 @@ func TestStateAndPresence(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p, err := c.Presence(ctx, "room")
-	if err != nil {
-		t.Fatal(err)
-	}
+	// The subscribe's ok comes before its join is published
+	// (docs/protocol.md), so the member shows up soon after, not at once.
+	var p *Presence
+	wait.For(t, 5*time.Second, "the member", func() bool {
+		var err error
+		if p, err = c.Presence(ctx, "room"); err != nil {
+			t.Fatal(err)
+		}
+		return len(p.Members) > 0
+	})
 	if p.Cursor == "" || p.Clients != 1 || p.Users != 0 || len(p.Members) != 1 {
 		t.Fatalf("presence %+v, want one member", p)
 	}
