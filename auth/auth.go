@@ -377,11 +377,28 @@ func (a *Authenticator) fromUpstream(ctx context.Context, creds upstreamCreds, q
 	if len(a.cfg.PublicSubscribe) > 0 {
 		p.subscribe = slices.Concat(p.subscribe, a.cfg.PublicSubscribe)
 	}
+	if len(creds.cookie)+len(creds.authorization) > maxKeptCreds {
+		// Kept for hours on every connection, headers up to
+		// --max-header-bytes would let one session hold gigabytes: the
+		// connection reconnects at expiry instead, and sends them again.
+		p.renew = func(context.Context) (*Principal, error) { return nil, errCredsNotKept }
+		return p, nil
+	}
 	// The connection holds the credentials, not the cache: it may outlive
 	// the answer's expiry, and then asks again with them.
 	p.renew = func(ctx context.Context) (*Principal, error) { return a.fromUpstream(ctx, creds, q) }
 	return p, nil
 }
+
+// maxKeptCreds bounds the forwarded headers (Cookie and Authorization
+// together) a live connection keeps to ask the application again when its
+// grants expire. Browsers' session cookies are far smaller; 8 KiB is also
+// what a default nginx takes in one header line.
+const maxKeptCreds = 8 << 10
+
+// errCredsNotKept is the renewal of a connection whose credentials were
+// over maxKeptCreds.
+var errCredsNotKept = errors.New("the session's headers were too large to keep")
 
 // errNotBearer is an Authorization header of another scheme than Bearer.
 var errNotBearer = fmt.Errorf("%w: the Authorization header must be \"Bearer TOKEN\"", ErrUnauthorized)

@@ -21,6 +21,11 @@ var expired = hub.Refused("token expired", ErrExpired)
 // later (1013 "try again later"), never keep grants no one confirmed.
 var upstreamUnavailable = &hub.Disconnect{Code: 1013, Reason: "auth upstream unavailable", Label: "error"}
 
+// reconnectToRenew is the Disconnect of a connection whose grants expired
+// and whose session headers were too large to keep (maxKeptCreds): its
+// reconnect sends them again, and the application is asked then.
+var reconnectToRenew = &hub.Disconnect{Code: 1013, Reason: "session expired: reconnect", Label: "unauthorized"}
+
 // Expiry fails a hub client with ErrExpired (as the Disconnect
 // hub.Refused makes of it) when its token expires. A principal the
 // application granted (Config.Upstream) is asked for again instead, from
@@ -82,6 +87,9 @@ func (e *Expiry) renew(old *Principal) {
 		return
 	case errors.Is(err, ErrUnavailable):
 		e.c.Fail(upstreamUnavailable)
+		return
+	case errors.Is(err, errCredsNotKept):
+		e.c.Fail(reconnectToRenew)
 		return
 	case err != nil:
 		e.c.Fail(hub.Refused("the application refused the credentials", err))

@@ -295,3 +295,82 @@ func TestAuthUpstreamExpiry(t *testing.T) {
 		break
 	}
 }
+
+// A connection whose session headers are too large to keep for hours is
+// closed at its grants' expiry with 1013, to reconnect and send them again,
+// instead of holding them; one with ordinary headers goes on.
+func TestAuthUpstreamLargeSessionReconnects(t *testing.T) {
+	app := authapp.Start(t, 1)
+	n := upstreamNode(t, app, 2*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+
+	large := "sid=alice; pad=" + strings.Repeat("x", 9<<10)
+	ws := wsDial(ctx, t, n, "Cookie", large, "Origin", "https://app.example")
+	wsOp(ctx, t, ws, `{"op":"subscribe","ref":"r","topics":["chat.room"]}`)
+	stream := sse(ctx, t, n, "chat.room", "Cookie", large)
+	if stream.StatusCode != http.StatusOK {
+		t.Fatalf("stream: %d", stream.StatusCode)
+	}
+	defer stream.Body.Close()
+	small := wsDial(ctx, t, n, "Cookie", "sid=alice", "Origin", "https://app.example")
+	wsOp(ctx, t, small, `{"op":"subscribe","ref":"r","topics":["chat.room"]}`)
+
+	for {
+		_, _, err := ws.Read(ctx)
+		if err == nil {
+			continue
+		}
+		if websocket.CloseStatus(err) != websocket.StatusTryAgainLater || !strings.Contains(err.Error(), "session expired: reconnect") {
+			t.Fatalf("at expiry: %v, want 1013 session expired: reconnect", err)
+		}
+		break
+	}
+	for range dataLines(stream) {
+	}
+	if ctx.Err() != nil {
+		t.Fatal("the SSE stream did not end at expiry")
+	}
+	// Past the expiry the ordinary session was asked again and goes on.
+	wait.For(t, 10*time.Second, "the small session to be asked again", func() bool {
+		n := 0
+		for _, c := range app.Calls(t) {
+			if c.Cookie == "sid=alice" {
+				n++
+			}
+		}
+		return n >= 2
+	})
+	if r := wsOp(ctx, t, small, `{"op":"publish","ref":"r","topic":"chat.room","type":"msg","data":"still here"}`); strings.Contains(r, "error") {
+		t.Fatalf("publish after renewal: %s", r)
+	}
+}
+
+// Request headers past --max-header-bytes are refused before any handler
+// runs: 431, and the connection closed.
+func TestMaxHeaderBytes(t *testing.T) {
+	n := start(t, server.Config{MaxHeaderBytes: 8 << 10})
+	get := func(cookie string) int {
+		req, err := http.NewRequest(http.MethodGet, n.URL+"/healthz", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Cookie", cookie)
+		resp, err := n.Client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if s := get(strings.Repeat("x", 4<<10)); s != http.StatusOK {
+		t.Fatalf("4 KiB of headers: %d, want 200", s)
+	}
+	// net/http allows 4 KiB over the bound.
+	if s := get(strings.Repeat("x", 16<<10)); s != http.StatusRequestHeaderFieldsTooLarge {
+		t.Fatalf("16 KiB of headers: %d, want 431", s)
+	}
+	if s := get("a=b"); s != http.StatusOK {
+		t.Fatalf("after a refused request: %d, want 200", s)
+	}
+}

@@ -33,9 +33,13 @@ const (
 	DefaultWriteTimeout       = httpapi.DefaultWriteTimeout
 	// MaxWriteLinger bounds --write-linger: it is added to the latency of
 	// every delivery.
-	MaxWriteLinger             = 100 * time.Millisecond
-	DefaultReadTimeout         = httpapi.DefaultReadTimeout
-	DefaultMaxBody             = httpapi.DefaultMaxBody
+	MaxWriteLinger     = 100 * time.Millisecond
+	DefaultReadTimeout = httpapi.DefaultReadTimeout
+	DefaultMaxBody     = httpapi.DefaultMaxBody
+	// DefaultMaxHeaderBytes bounds a request's line and headers. net/http's
+	// own 1 MiB would let each connection still sending its headers (for
+	// up to 10 s) hold a megabyte.
+	DefaultMaxHeaderBytes      = 64 << 10
 	DefaultWSReadLimit         = 64 << 10
 	DefaultWSPingInterval      = 25 * time.Second
 	DefaultWSMessageRate       = ws.DefaultMessageRate
@@ -101,6 +105,7 @@ type Config struct {
 	NoDirectWrites bool
 	ReadTimeout    time.Duration
 	MaxBody        int64
+	MaxHeaderBytes int
 	WSReadLimit    int64
 	WSPingInterval time.Duration
 	WSMessageRate  float64 // negative: no limit
@@ -221,6 +226,7 @@ func (c Config) withDefaults() Config {
 	def(&c.QueueBytes, DefaultQueueBytes)
 	def(&c.WSMaxTopics, DefaultWSMaxTopics)
 	def(&c.MaxConns, DefaultMaxConns)
+	def(&c.MaxHeaderBytes, DefaultMaxHeaderBytes)
 	def(&c.ActionWorkers, DefaultActionWorkers)
 	def(&c.ActionQueue, DefaultActionQueue)
 	def(&c.ActionMaxFinished, DefaultActionMaxFinished)
@@ -288,6 +294,7 @@ func (c Config) Validate() error {
 		{"write-timeout", int64(c.WriteTimeout)},
 		{"read-timeout", int64(c.ReadTimeout)},
 		{"max-body", c.MaxBody},
+		{"max-header-bytes", int64(c.MaxHeaderBytes)},
 		{"ws-read-limit", c.WSReadLimit},
 		{"ws-ping-interval", int64(c.WSPingInterval)},
 		{"ws-max-topics", int64(c.WSMaxTopics)},

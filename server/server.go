@@ -214,6 +214,7 @@ func (s *Server) start(authn *auth.Authenticator) error {
 			Metrics: publicMetrics, ObserveRequest: m.ObserveRequest, Sources: s.sourceStatus(),
 		}),
 		ReadHeaderTimeout: readHeaderTimeout,
+		MaxHeaderBytes:    cfg.MaxHeaderBytes,
 		IdleTimeout:       idleTimeout,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 		Protocols:         cfg.protocols(),

@@ -94,7 +94,7 @@ func TestServeFlagsAndEnv(t *testing.T) {
 			addr: "127.0.0.1:8080", broker: "memory", historySize: 10000, historyBytes: 256 << 20, historyTTL: time.Hour, tailBytes: 32 << 20, jwtLeeway: 30 * time.Second,
 			stateMaxKeys: 10000, stateMaxBytes: 64 << 20, presenceMax: 10000,
 			queueBytes: 524288, shards: 0, heartbeat: 15 * time.Second, sseRetry: 2 * time.Second,
-			writeTimeout: 10 * time.Second, readTimeout: 30 * time.Second, maxBody: 1048576, wsReadLimit: 65536,
+			writeTimeout: 10 * time.Second, readTimeout: 30 * time.Second, maxBody: 1048576, maxHeaderBytes: 65536, wsReadLimit: 65536,
 			wsPingInterval: 25 * time.Second, wsCompression: true, directWrites: true, shutdownTimeout: 10 * time.Second, logFormat: "text",
 			actionWorkers: 16, actionQueue: 10000, actionTTL: time.Hour, actionLease: 30 * time.Second, actionMaxFinished: 100000, actionMaxBytes: 256 << 20, actionTimeout: 10 * time.Second,
 			actionMaxAttempts: 5, authMode: "none", authUpstreamTO: 2 * time.Second, maxConns: 100000, wsMessageRate: 200, wsMaxTopics: 256,
