@@ -47,6 +47,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"golang.org/x/sync/singleflight"
 
 	"github.com/heraldpush/herald/action"
 	"github.com/heraldpush/herald/action/internal/claimbatch"
@@ -86,6 +87,11 @@ var (
 	// keyWait is how long a request waits for a concurrent request with
 	// the same idempotency key to write its record.
 	keyWait = 2 * time.Second
+	// createTimeout bounds a shared create of the stream, the bucket or
+	// the consumer (see share): no caller's context bounds it, as it
+	// serves them all, and while it lasts the callers that come meanwhile
+	// wait for it rather than ask JetStream again.
+	createTimeout = 5 * time.Second
 )
 
 // Store is the JetStream-backed action.Store.
@@ -95,14 +101,22 @@ type Store struct {
 	js   jetstream.JetStream
 	name string // <Stream>_ACTIONS: the queue stream and the bucket
 
-	mu      sync.Mutex // guards the fields below
+	// mu guards the fields below. It is never held across a round trip
+	// to NATS: while JetStream does not answer, every request would wait
+	// behind the one holding it, each for that one's whole timeout.
+	mu      sync.Mutex
+	gen     uint64 // counts forget calls: a create begun before one is not kept
 	stream  jetstream.Stream
 	kv      jetstream.KeyValue
 	maxMsgs int // the queue stream's MaxMsgs: the queue bound in force
 	cons    jetstream.Consumer
 	lease   time.Duration // the consumer's AckWait
 
-	claims *claimbatch.Batcher
+	// creates makes the callers that need the same thing created at the
+	// same time share one round trip: during an outage they would
+	// otherwise each send one, and all of them again once it ends.
+	creates singleflight.Group
+	claims  *claimbatch.Batcher
 }
 
 // New opens the store, creating its stream and bucket if there are none.
@@ -140,49 +154,116 @@ func (s *Store) storage() jetstream.StorageType {
 
 // open returns the queue stream and the bucket, creating them if this
 // store has not yet (or lost them: see forget), and bringing the queue
-// bound to maxQueued when it is not 0.
+// bound to maxQueued when it is not 0. It waits for JetStream only as
+// long as ctx allows, even when it shares another caller's create.
 func (s *Store) open(ctx context.Context, maxQueued int) (jetstream.Stream, jetstream.KeyValue, error) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.stream == nil || (maxQueued != 0 && maxQueued != s.maxMsgs) {
-		want := s.maxMsgs
-		if maxQueued != 0 {
-			want = maxQueued
+	st, kv, want := s.stream, s.kv, s.maxMsgs
+	s.mu.Unlock()
+	if maxQueued != 0 {
+		if maxQueued != want {
+			st = nil
 		}
-		// DiscardNew makes a full queue refuse the publish, which is the
-		// bound: Create turns that refusal into ErrQueueFull.
-		st, err := s.js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
-			Name:        s.name,
-			Description: "Herald actions waiting for or held by a worker",
-			Subjects:    []string{s.name + ".*"},
-			Retention:   jetstream.WorkQueuePolicy,
-			Discard:     jetstream.DiscardNew,
-			MaxMsgs:     int64(want),
-			MaxAge:      queueMaxAge,
-			Storage:     s.storage(),
-			Replicas:    s.o.Replicas,
-			Duplicates:  time.Minute,
+		want = maxQueued
+	}
+	if st == nil {
+		v, err := s.share(ctx, "stream "+strconv.Itoa(want), func(ctx context.Context, gen uint64) (any, error) {
+			s.mu.Lock()
+			st := s.stream
+			done := st != nil && s.maxMsgs == want
+			s.mu.Unlock()
+			if done {
+				return st, nil
+			}
+			// DiscardNew makes a full queue refuse the publish, which
+			// is the bound: Create turns that refusal into ErrQueueFull.
+			st, err := s.js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+				Name:        s.name,
+				Description: "Herald actions waiting for or held by a worker",
+				Subjects:    []string{s.name + ".*"},
+				Retention:   jetstream.WorkQueuePolicy,
+				Discard:     jetstream.DiscardNew,
+				MaxMsgs:     int64(want),
+				MaxAge:      queueMaxAge,
+				Storage:     s.storage(),
+				Replicas:    s.o.Replicas,
+				Duplicates:  time.Minute,
+			})
+			if err != nil {
+				return nil, err
+			}
+			s.mu.Lock()
+			if s.gen == gen {
+				s.stream, s.maxMsgs = st, want
+			}
+			s.mu.Unlock()
+			return st, nil
 		})
 		if err != nil {
 			return nil, nil, fmt.Errorf("failed to open the action queue: %w", err)
 		}
-		s.stream, s.maxMsgs = st, want
+		st = v.(jetstream.Stream)
 	}
-	if s.kv == nil {
-		kv, err := s.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
-			Bucket:      s.name,
-			Description: "Herald action records and idempotency keys",
-			History:     1,
-			TTL:         s.o.TTL,
-			Storage:     s.storage(),
-			Replicas:    s.o.Replicas,
+	if kv == nil {
+		v, err := s.share(ctx, "bucket", func(ctx context.Context, gen uint64) (any, error) {
+			s.mu.Lock()
+			kv := s.kv
+			s.mu.Unlock()
+			if kv != nil {
+				return kv, nil
+			}
+			kv, err := s.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+				Bucket:      s.name,
+				Description: "Herald action records and idempotency keys",
+				History:     1,
+				TTL:         s.o.TTL,
+				Storage:     s.storage(),
+				Replicas:    s.o.Replicas,
+			})
+			if err != nil {
+				return nil, err
+			}
+			s.mu.Lock()
+			if s.gen == gen {
+				s.kv = kv
+			}
+			s.mu.Unlock()
+			return kv, nil
 		})
 		if err != nil {
 			return nil, nil, fmt.Errorf("failed to open the action records: %w", err)
 		}
-		s.kv = kv
+		kv = v.(jetstream.KeyValue)
 	}
-	return s.stream, s.kv, nil
+	return st, kv, nil
+}
+
+// share runs create once for all the callers that ask for key while it
+// runs, and returns its result, or ctx's error as soon as ctx is done: a
+// caller never waits longer than its own context allows. create gets a
+// context of its own, bounded by createTimeout, so that the caller that
+// started it leaving does not fail the others; and the generation (see
+// forget) as it was when it began, to keep what it made only if no
+// forget came meanwhile (it may have been made before NATS lost it).
+func (s *Store) share(ctx context.Context, key string, create func(ctx context.Context, gen uint64) (any, error)) (any, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err // nobody would wait for what it started
+	}
+	timeout := createTimeout
+	ch := s.creates.DoChan(key, func() (any, error) {
+		s.mu.Lock()
+		gen := s.gen
+		s.mu.Unlock()
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), timeout)
+		defer cancel()
+		return create(cctx, gen)
+	})
+	select {
+	case r := <-ch:
+		return r.Val, r.Err
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
 }
 
 // forget drops what open made after a failure, so that the next call
@@ -190,6 +271,7 @@ func (s *Store) open(ctx context.Context, maxQueued int) (jetstream.Stream, jets
 // storage) has lost the stream, the bucket and the consumer.
 func (s *Store) forget() {
 	s.mu.Lock()
+	s.gen++
 	s.stream, s.kv, s.cons = nil, nil, nil
 	s.mu.Unlock()
 }
@@ -380,31 +462,49 @@ func (s *Store) requeue(ctx context.Context, a *action.Stored) error {
 }
 
 // consumer returns the workers' consumer with AckWait lease, creating or
-// changing it when needed.
+// changing it when needed. Like open, it waits only as long as ctx allows.
 func (s *Store) consumer(ctx context.Context, lease time.Duration) (jetstream.Consumer, error) {
 	st, _, err := s.open(ctx, 0)
 	if err != nil {
 		return nil, err
 	}
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.cons != nil && s.lease == lease {
-		return s.cons, nil
+	c, cur := s.cons, s.lease
+	s.mu.Unlock()
+	if c != nil && cur == lease {
+		return c, nil
 	}
-	c, err := st.CreateOrUpdateConsumer(ctx, jetstream.ConsumerConfig{
-		Durable:       consumerName,
-		Description:   "Herald action workers of every node",
-		AckPolicy:     jetstream.AckExplicitPolicy,
-		AckWait:       lease,
-		MaxDeliver:    -1,
-		MaxAckPending: -1, // the queue's MaxMsgs bounds it
-		FilterSubject: s.name + ".*",
+	v, err := s.share(ctx, "consumer "+lease.String(), func(ctx context.Context, gen uint64) (any, error) {
+		s.mu.Lock()
+		c := s.cons
+		done := c != nil && s.lease == lease
+		s.mu.Unlock()
+		if done {
+			return c, nil
+		}
+		c, err := st.CreateOrUpdateConsumer(ctx, jetstream.ConsumerConfig{
+			Durable:       consumerName,
+			Description:   "Herald action workers of every node",
+			AckPolicy:     jetstream.AckExplicitPolicy,
+			AckWait:       lease,
+			MaxDeliver:    -1,
+			MaxAckPending: -1, // the queue's MaxMsgs bounds it
+			FilterSubject: s.name + ".*",
+		})
+		if err != nil {
+			return nil, err
+		}
+		s.mu.Lock()
+		if s.gen == gen {
+			s.cons, s.lease = c, lease
+		}
+		s.mu.Unlock()
+		return c, nil
 	})
 	if err != nil {
 		return nil, fmt.Errorf("failed to open the action workers' consumer: %w", err)
 	}
-	s.cons, s.lease = c, lease
-	return c, nil
+	return v.(jetstream.Consumer), nil
 }
 
 // Claim implements action.Store: the workers of a node waiting at once
