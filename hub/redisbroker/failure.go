@@ -9,8 +9,12 @@ import (
 )
 
 // transientReplies begin Redis's refusals that mean "not now" (loading,
-// failing over, busy, full): the command did not run, and may later.
-var transientReplies = []string{"LOADING", "BUSY", "MASTERDOWN", "READONLY", "CLUSTERDOWN", "TRYAGAIN", "max number of clients"}
+// failing over, busy, out of clients, out of memory under maxmemory, a
+// failed snapshot that stops writes, too few replicas): the command did
+// not run, and may later. Each is an outage of Redis to Herald's clients
+// (503), not a fault of their request.
+var transientReplies = []string{"LOADING", "BUSY", "MASTERDOWN", "READONLY", "CLUSTERDOWN", "TRYAGAIN", "max number of clients",
+	"OOM", "MISCONF", "NOREPLICAS"}
 
 // unreachable reports whether err is a failure to reach Redis, rather
 // than Redis's answer (or a bug), and notes it for the next publish.
