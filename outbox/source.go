@@ -206,7 +206,12 @@ func (s *Source) session(ctx context.Context) (connected bool, err error) {
 	}()
 	// The lock is the session's: PostgreSQL must notice a dead node soon,
 	// which on an idle connection takes TCP keepalives.
-	if _, err := conn.Exec(ctx, "SET tcp_keepalives_idle = 5; SET tcp_keepalives_interval = 2; SET tcp_keepalives_count = 3"); err != nil {
+	// Every query has a deadline: a database that stopped answering would
+	// otherwise hold the source until TCP gave up, minutes later.
+	qctx, cancel := context.WithTimeout(ctx, batchTimeout)
+	_, err = conn.Exec(qctx, "SET tcp_keepalives_idle = 5; SET tcp_keepalives_interval = 2; SET tcp_keepalives_count = 3")
+	cancel()
+	if err != nil {
 		return true, fmt.Errorf("failed to set keepalives: %w", err)
 	}
 	if len(s.pending) > 0 {
@@ -234,7 +239,10 @@ func (s *Source) session(ctx context.Context) (connected bool, err error) {
 			return true, err
 		}
 	}
-	if _, err := conn.Exec(ctx, "LISTEN "+pgx.Identifier{s.st.Table.Channel()}.Sanitize()); err != nil {
+	qctx, cancel = context.WithTimeout(ctx, batchTimeout)
+	_, err = conn.Exec(qctx, "LISTEN "+pgx.Identifier{s.st.Table.Channel()}.Sanitize())
+	cancel()
+	if err != nil {
 		return true, fmt.Errorf("failed to listen: %w", err)
 	}
 	s.setStatus(StateConsuming, nil)
