@@ -225,8 +225,8 @@ func TestAuthUpstreamDownOrSlow(t *testing.T) {
 		}
 	}
 	ws := wsDial(ctx, t, n, "Cookie", "sid=bob", "Origin", "https://app.example")
-	if _, _, err := ws.Read(ctx); websocket.CloseStatus(err) != websocket.StatusPolicyViolation || !strings.Contains(err.Error(), "auth upstream") {
-		t.Fatalf("WebSocket while the application is down: %v, want closed with 1008 naming the auth upstream", err)
+	if _, _, err := ws.Read(ctx); websocket.CloseStatus(err) != websocket.StatusTryAgainLater || !strings.Contains(err.Error(), "auth upstream") {
+		t.Fatalf("WebSocket while the application is down: %v, want closed with 1013 naming the auth upstream", err)
 	}
 }
 

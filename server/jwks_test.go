@@ -94,7 +94,7 @@ func (k idpKey) token(t *testing.T, grants map[string][]string) string {
 // provider's keys: an EdDSA token subscribes over SSE and WebSocket and an
 // RS256 token publishes what they receive. With the provider down, a token
 // of a key the server has not seen gets 503 with Retry-After (a WebSocket
-// handshake: close code 1008 with the reason), while known keys keep
+// handshake: close code 1013, try again later, with the reason), while known keys keep
 // working.
 func TestServeJWKS(t *testing.T) {
 	rsaKey, err := rsa.GenerateKey(rand.Reader, 2048)
@@ -196,8 +196,8 @@ func TestServeJWKS(t *testing.T) {
 		t.Fatalf("dial with a new kid: %v", err)
 	}
 	_, _, err = wsNew.Read(ctx)
-	if websocket.CloseStatus(err) != websocket.StatusPolicyViolation || !strings.Contains(err.Error(), "cannot be fetched") {
-		t.Fatalf("a WebSocket with a new kid while the JWKS is down: %v, want 1008 saying the key cannot be fetched", err)
+	if websocket.CloseStatus(err) != websocket.StatusTryAgainLater || !strings.Contains(err.Error(), "cannot be fetched") {
+		t.Fatalf("a WebSocket with a new kid while the JWKS is down: %v, want 1013 saying the key cannot be fetched", err)
 	}
 	wsNew.CloseNow()
 	if status, _, body := publish(pub, "second"); status != http.StatusOK {

@@ -13,6 +13,7 @@ package ws
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -195,7 +196,14 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if authErr != nil {
 		// Browsers cannot read the status of a refused handshake, but they
 		// see a close code: the writer closes with 1008 and the reason.
-		client.Fail(hub.Refused(authErr.Error(), authErr))
+		// Credentials that could not be checked (the JWKS or the auth
+		// upstream down) are no refusal: 1013, which clients retry, where
+		// on a 1008 at the handshake they stop for good.
+		d := hub.Refused(authErr.Error(), authErr)
+		if errors.Is(authErr, auth.ErrUnavailable) {
+			d = &hub.Disconnect{Code: 1013, Reason: authErr.Error(), Label: "error"}
+		}
+		client.Fail(d)
 		s.principal.Store(auth.Nobody)
 	} else {
 		s.principal.Store(p)
