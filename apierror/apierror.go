@@ -5,6 +5,7 @@
 package apierror
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"net/http"
@@ -206,6 +207,10 @@ func From(err error) *Error {
 			"the broker did not confirm the publish in time: it may or may not have been published")
 	case errors.Is(err, hub.ErrUnavailable):
 		return New(http.StatusServiceUnavailable, Unavailable, "the server cannot reach its broker; retry later")
+	case errors.Is(err, context.DeadlineExceeded):
+		// A request's own wait for the broker or a store, ended by its
+		// bound: what hung is a dependency, not this server.
+		return New(http.StatusServiceUnavailable, Unavailable, "the server's broker did not answer in time; retry later")
 	case errors.Is(err, hub.ErrGoingAway), errors.Is(err, hub.ErrClosed):
 		return New(http.StatusServiceUnavailable, Unavailable, "the server is not accepting this request now")
 	default:
@@ -226,7 +231,7 @@ func RetryAfter(err error) (string, bool) {
 		return strconv.Itoa(limit.RetryAfter(jwks.RetryAfter)), true
 	}
 	if errors.Is(err, action.ErrQueueFull) || errors.Is(err, action.ErrShuttingDown) ||
-		errors.Is(err, action.ErrUnavailable) || errors.Is(err, hub.ErrUnavailable) {
+		errors.Is(err, action.ErrUnavailable) || errors.Is(err, hub.ErrUnavailable) || errors.Is(err, context.DeadlineExceeded) {
 		return "1", true
 	}
 	return "", false

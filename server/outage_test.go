@@ -329,3 +329,57 @@ func testBrokerOutage(t *testing.T, rl *relay.Relay, broker string) {
 		t.Errorf("the publishes refused while cut: history %d %s, want none", status, body)
 	}
 }
+
+// TestBrokerMute: a broker that stops answering with its connections up
+// (packets dropped, a hung process) gets every request that waits for it a
+// 503 unavailable within the bound, as a broker that refuses connections
+// does, not an answer after the broker client's retries or a 500.
+func TestBrokerMute(t *testing.T) {
+	for _, b := range []struct {
+		name, target string
+		url          func(testing.TB) string
+	}{
+		{"redis", redistest.Addr(), redistest.URL},
+		{"nats", strings.TrimPrefix(natstest.URL(), "nats://"), natstest.BrokerURL},
+	} {
+		t.Run(b.name, func(t *testing.T) {
+			broker := b.url(t)
+			rl := relay.Start(t, b.target, relay.Options{})
+			node := start(t, server.Config{Broker: strings.Replace(broker, b.target, rl.Addr(), 1)})
+			status, body := node.Post(t, "/v1/publish", `{"topic":"mute.a","key":"k","data":1}`)
+			if status != http.StatusOK {
+				t.Fatalf("first publish: %d %s", status, body)
+			}
+			var first struct{ ID string }
+			_ = json.Unmarshal(body, &first)
+			rl.Mute()
+			t.Cleanup(rl.Unmute) // before the node's own cleanup, which stops it
+			client := &http.Client{Timeout: 30 * time.Second}
+			var wg sync.WaitGroup
+			for _, path := range []string{
+				"/v1/topics/mute.a/history", "/v1/topics/mute.a/history?after=" + first.ID,
+				"/v1/topics", "/v1/topics/mute.a/state", "/v1/topics/mute.a/presence",
+			} {
+				wg.Go(func() {
+					start := time.Now()
+					resp, err := client.Get(node.URL + path)
+					if err != nil {
+						t.Errorf("GET %s: %v", path, err)
+						return
+					}
+					defer resp.Body.Close()
+					var answer struct{ Error struct{ Code string } }
+					_ = json.NewDecoder(resp.Body).Decode(&answer)
+					if resp.StatusCode != http.StatusServiceUnavailable || answer.Error.Code != "unavailable" || resp.Header.Get("Retry-After") == "" {
+						t.Errorf("GET %s while mute: %d %q, Retry-After %q; want 503 unavailable with Retry-After",
+							path, resp.StatusCode, answer.Error.Code, resp.Header.Get("Retry-After"))
+					}
+					if took := time.Since(start); took > outageBound {
+						t.Errorf("GET %s while mute took %v", path, took)
+					}
+				})
+			}
+			wg.Wait()
+		})
+	}
+}

@@ -100,7 +100,9 @@ func (a *api) getAction(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	id := pathVar(r, "id")
-	act, ok, err := a.actions.Get(r.Context(), id)
+	ctx, cancel := brokerContext(r)
+	defer cancel()
+	act, ok, err := a.actions.Get(ctx, id)
 	if err != nil {
 		apierror.WriteErr(w, err)
 		return

@@ -24,7 +24,9 @@ func (a *api) topics(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	rows, err := a.hub.Topics(r.Context())
+	ctx, cancel := brokerContext(r)
+	defer cancel()
+	rows, err := a.hub.Topics(ctx)
 	if err != nil {
 		apierror.WriteErr(w, err)
 		return
@@ -64,7 +66,9 @@ func (a *api) history(w http.ResponseWriter, r *http.Request) {
 		}
 		limit = min(n, MaxHistoryLimit)
 	}
-	msgs, err := a.hub.History(r.Context(), topic, q.Get("after"), limit)
+	ctx, cancel := brokerContext(r)
+	defer cancel()
+	msgs, err := a.hub.History(ctx, topic, q.Get("after"), limit)
 	if err != nil {
 		apierror.WriteErr(w, err)
 		return
@@ -79,7 +83,9 @@ func (a *api) state(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	st, err := a.hub.State(r.Context(), topic)
+	ctx, cancel := brokerContext(r)
+	defer cancel()
+	st, err := a.hub.State(ctx, topic)
 	if err != nil {
 		apierror.WriteErr(w, err)
 		return
@@ -98,7 +104,9 @@ func (a *api) presence(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	p, err := a.hub.Presence(r.Context(), topic)
+	ctx, cancel := brokerContext(r)
+	defer cancel()
+	p, err := a.hub.Presence(ctx, topic)
 	if err != nil {
 		apierror.WriteErr(w, err)
 		return
