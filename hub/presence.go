@@ -240,13 +240,19 @@ type presencer struct {
 	wake  chan struct{}
 	stop  chan struct{}
 	done  chan struct{}
+	// ctx bounds run's broker calls; close ends it when its own time is
+	// up, so that run is gone before the broker closes.
+	ctx    context.Context
+	cancel context.CancelFunc
 
 	refused atomic.Int64 // joins refused here or by the broker
 	failed  atomic.Int64 // broker calls that failed (and were retried)
 }
 
 func newPresencer(h *Hub, max int) *presencer {
-	return &presencer{h: h, max: max, wake: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{})}
+	ctx, cancel := context.WithCancel(context.Background())
+	return &presencer{h: h, max: max, wake: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{}),
+		ctx: ctx, cancel: cancel}
 }
 
 // add queues a change. It reports false for a join refused because the
@@ -300,7 +306,7 @@ func (p *presencer) run() {
 			}
 		}
 		for {
-			if p.publish(batch) {
+			if p.publish(p.ctx, batch) {
 				backoff = 50 * time.Millisecond
 				break
 			}
@@ -322,9 +328,9 @@ func (p *presencer) requeue(batch []PresenceChange) {
 	p.queue = append(batch, p.queue...)
 }
 
-// publish applies one batch; false if the broker failed it.
-func (p *presencer) publish(batch []PresenceChange) bool {
-	ctx, cancel := context.WithTimeout(context.Background(), presenceWait)
+// publish applies one batch, within ctx; false if the broker failed it.
+func (p *presencer) publish(ctx context.Context, batch []PresenceChange) bool {
+	ctx, cancel := context.WithTimeout(ctx, presenceWait)
 	defer cancel()
 	msgs, err := p.h.broker.ChangePresence(ctx, batch)
 	if errors.Is(err, ErrPresenceUnsupported) {
@@ -375,13 +381,18 @@ func (p *presencer) close(ctx context.Context) {
 	p.shut = true
 	p.mu.Unlock()
 	close(p.stop)
+	defer p.cancel()
 	select {
 	case <-p.done:
 	case <-ctx.Done():
+		// The batch under way gives up (run requeues it): run must
+		// end before the hub closes the broker under it.
+		p.cancel()
+		<-p.done
 	}
 	for ctx.Err() == nil {
 		batch := p.take()
-		if batch == nil || !p.publish(batch) {
+		if batch == nil || !p.publish(ctx, batch) {
 			return
 		}
 	}

@@ -7,7 +7,9 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/heraldpush/herald/hub"
 )
@@ -291,5 +293,58 @@ func TestPresenceLeaveAtClose(t *testing.T) {
 	}
 	if b.members != 0 {
 		t.Errorf("members when the broker closed = %d, want 0", b.members)
+	}
+}
+
+// presenceStuck is a memory broker whose ChangePresence, once stuck is
+// set, answers only when its context ends: a broker that stopped
+// answering. inFlight counts the calls under way.
+type presenceStuck struct {
+	*hub.MemoryBroker
+	stuck    atomic.Bool
+	inFlight atomic.Int32
+}
+
+func (b *presenceStuck) ChangePresence(ctx context.Context, changes []hub.PresenceChange) ([]*hub.Message, error) {
+	b.inFlight.Add(1)
+	defer b.inFlight.Add(-1)
+	if b.stuck.Load() {
+		<-ctx.Done()
+		return nil, hub.Unavailable(ctx.Err())
+	}
+	return b.MemoryBroker.ChangePresence(ctx, changes)
+}
+
+// Closing the hub while its joins and leaves wait for a broker that does
+// not answer ends within the close's time, and no call to the broker is
+// left under way when the broker is closed.
+func TestPresenceCloseWithBrokerStuck(t *testing.T) {
+	b := &presenceStuck{MemoryBroker: hub.NewMemoryBroker(hub.MemoryOptions{})}
+	h, err := hub.New(hub.Options{Broker: b})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, _ := h.NewClient("test")
+	defer c.Close()
+	if err := c.Subscribe(hub.SubscribeRequest{Patterns: pats("stuck"), Presence: true}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the join", func() bool { return presenceOf(t, h, "stuck").Clients == 1 })
+	b.stuck.Store(true)
+	d, _ := h.NewClient("test")
+	defer d.Close()
+	if err := d.Subscribe(hub.SubscribeRequest{Patterns: pats("stuck"), Presence: true}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "a join waiting on the broker", func() bool { return b.inFlight.Load() == 1 })
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	_ = h.Close(ctx)
+	if took := time.Since(start); took > 3*time.Second {
+		t.Errorf("Close took %v with a deadline of 300ms", took)
+	}
+	if n := b.inFlight.Load(); n != 0 {
+		t.Errorf("%d calls to the broker still under way after Close", n)
 	}
 }
