@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -33,9 +34,27 @@ const (
 
 // cancelGrace is how long Shutdown waits, once its context has expired and
 // the handlers' contexts are cancelled, for the workers to come back. A
-// handler that honours its context returns well within it; one that does not
-// keeps its worker until it returns, and Shutdown does not wait for it.
+// handler that honours its context returns well within it, and its worker
+// gives the action back (shared store) within handOverTimeout; one that
+// does not keeps its worker until it returns, and Shutdown does not wait
+// for it.
 const cancelGrace = time.Second
+
+// storeGrace is how long Shutdown waits, once it has cancelled the workers'
+// Store calls after cancelGrace, for the workers to come back. A store that
+// honours cancellation answers within it; one that cannot interrupt a call
+// (go-redis waits for a read's deadline) keeps its worker until the call's
+// deadline or until its client is closed, and Shutdown does not wait for it.
+const storeGrace = cancelGrace / 2
+
+// handOverTimeout bounds a give-back (Store.Release) of an action that a
+// worker stops running. It has a context of its own, not derived from the
+// service's lifetime: at shutdown it is the last call a worker makes for
+// its action, often after Shutdown has cancelled the others, and without it
+// the action waits for its lease to run out. It is as long as cancelGrace,
+// so that a give-back begun as the handlers are cancelled fits in
+// cancelGrace and storeGrace.
+const handOverTimeout = cancelGrace
 
 // claimWait is how long one Claim waits for work before the worker checks
 // whether it should stop.
@@ -47,12 +66,19 @@ const storeTimeout = 10 * time.Second
 // storeCtx is the context of one Store call of a worker or of Shutdown. A
 // local store answers from memory without waiting for anything (but Claim,
 // which is given its own), so its calls go without a deadline: the timer
-// of one would cost more than the call, several times per action.
+// of one would cost more than the call, several times per action. A shared
+// store's calls end with storeLife too, so that a store that stopped
+// answering does not hold the workers past Shutdown's bound.
 func (s *Service) storeCtx() (context.Context, context.CancelFunc) {
 	if s.local {
 		return context.Background(), func() {}
 	}
-	return context.WithTimeout(context.Background(), storeTimeout)
+	return context.WithTimeout(s.storeLife, storeTimeout)
+}
+
+// handOverCtx is the context of a give-back (see handOverTimeout).
+func handOverCtx() (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.Background(), handOverTimeout)
 }
 
 // Service accepts actions, runs them on its workers and reports them. The
@@ -74,8 +100,12 @@ func (s *Service) storeCtx() (context.Context, context.CancelFunc) {
 // again.
 //
 // Goroutines: New starts Workers workers, which Shutdown ends (each once
-// its current action is done, or cut). A worker's lease renewal is a timer
-// whose function Touches its current claim; nothing else is started.
+// its current action is done, or cut). A worker kept past Shutdown's bound,
+// by a handler that ignores its context or by a Store call that cannot be
+// interrupted, ends when that call returns: a shared store's calls have
+// deadlines (storeTimeout; handOverTimeout for a give-back), and Shutdown
+// cancels them. A worker's lease renewal is a timer whose function Touches
+// its current claim; nothing else is started.
 //
 // Locking: closeMu orders Submit against Shutdown, so that no action is
 // created once Shutdown has begun (on a local store, an action created
@@ -103,9 +133,18 @@ type Service struct {
 	// waits; it is cancelled when Shutdown's context expires.
 	workCtx    context.Context
 	cancelWork context.CancelFunc
-	workers    []*worker
-	live       atomic.Int32  // workers still running
-	idle       chan struct{} // closed by the last worker to end
+	// storeLife is the parent of the workers' Store calls on a shared
+	// store (storeCtx); Shutdown cancels it when the workers have not come
+	// back within cancelGrace of the handlers' cancellation.
+	storeLife   context.Context
+	cancelStore context.CancelFunc
+	workers     []*worker
+	live        atomic.Int32  // workers still running
+	idle        chan struct{} // closed by the last worker to end
+	// handling and publishing count the workers in a handler and in a
+	// publish of results, so that Shutdown can say what holds the workers
+	// that did not come back: those, or Store calls (the rest).
+	handling, publishing atomic.Int32
 
 	accepted, succeeded, failed, retried, rejectedFull, running atomic.Int64
 }
@@ -158,6 +197,7 @@ func New(o Options) (*Service, error) {
 	s.queueLen, _ = o.Store.(QueueLen)
 	s.workCtx, s.cancelWork = context.WithCancel(context.Background())
 	s.claimCtx, s.stopClaims = context.WithCancel(context.Background())
+	s.storeLife, s.cancelStore = context.WithCancel(context.Background())
 	if o.Echo {
 		s.Handle("echo", HandlerFunc(echo))
 	}
@@ -258,18 +298,27 @@ func (s *Service) Stats() Stats {
 
 // Shutdown stops accepting actions (Submit returns ErrShuttingDown) and
 // claiming them, lets the running ones finish until ctx expires, then
-// cancels their handlers' contexts and waits a moment for the workers to
-// come back. What becomes of the unfinished actions is the rule of Service:
-// on a local store the queued ones are failed with CodeShutdown at once
-// (they have not started) and the running ones when ctx expires, before
-// their handlers are cancelled, so that a handler returning because of the
-// cancellation cannot decide the outcome; on a shared store they are left
-// in it, and the cut ones given back.
+// cancels their handlers' contexts and waits a moment (cancelGrace) for the
+// workers to come back. What becomes of the unfinished actions is the rule
+// of Service: on a local store the queued ones are failed with CodeShutdown
+// at once (they have not started) and the running ones when ctx expires,
+// before their handlers are cancelled, so that a handler returning because
+// of the cancellation cannot decide the outcome; on a shared store they are
+// left in it, and the cut ones given back.
+//
+// Workers still out after cancelGrace have their Store calls cancelled
+// too, and get a further moment (storeGrace); then Shutdown returns
+// whether or not they are back. It returns at the latest cancelGrace +
+// storeGrace after ctx expires.
 //
 // It reports an error wrapping ctx.Err() when ctx expired with actions
-// still running. A handler that ignores its context keeps its worker until
-// it returns; its result is discarded. Shutdown may be called more than
-// once; later calls wait like the first.
+// still running, saying whether it stopped every worker and, if not, what
+// holds them: handlers that ignore their context, Store calls that did not
+// end when cancelled, or publishes of results. Such a worker ends when that
+// call returns (a Store call at its deadline, or when the store's client
+// is closed); a late handler's result is discarded, and on a shared store
+// its action given back. Shutdown may be called more than once; later
+// calls wait like the first.
 func (s *Service) Shutdown(ctx context.Context) error {
 	s.closeMu.Lock()
 	first := !s.closing
@@ -284,6 +333,7 @@ func (s *Service) Shutdown(ctx context.Context) error {
 		close(s.drained)
 	}
 	<-s.drained // a concurrent first call publishes the queued failures
+	defer s.cancelStore()
 
 	select {
 	case <-s.idle:
@@ -296,25 +346,68 @@ func (s *Service) Shutdown(ctx context.Context) error {
 		n = s.cut()
 	}
 	s.cancelWork()
-	t := time.NewTimer(cancelGrace)
-	defer t.Stop()
-	idle := true
-	select {
-	case <-s.idle:
-	case <-t.C:
-		idle = false
-		s.log.Warn("action handlers ignored cancellation at shutdown; their workers end when they return",
-			"workers", s.live.Load())
+	idle := s.awaitIdle(cancelGrace)
+	if !idle {
+		// A worker still out is in a handler, in a publish, or waiting on
+		// the Store; only the last can be cut short from here.
+		s.cancelStore()
+		idle = s.awaitIdle(storeGrace)
 	}
+	var msg string
 	switch {
 	case !s.local:
-		return fmt.Errorf("failed to finish the running actions before shutdown, handed them to other nodes: %w", ctx.Err())
+		msg = "failed to finish the running actions before shutdown, left them to other nodes"
 	case n > 0:
-		return fmt.Errorf("failed to finish %d running actions before shutdown: %w", n, ctx.Err())
-	case !idle:
-		return fmt.Errorf("failed to stop action workers: handlers ignore cancellation: %w", ctx.Err())
+		msg = fmt.Sprintf("failed to finish %d running actions before shutdown", n)
 	}
-	return nil
+	if !idle {
+		if held := s.held(); held != "" {
+			if msg != "" {
+				msg += "; "
+			}
+			msg += "failed to stop the action workers (" + held + "), each ends when its call returns"
+		}
+	}
+	if msg == "" {
+		return nil
+	}
+	return fmt.Errorf("%s: %w", msg, ctx.Err())
+}
+
+// awaitIdle waits up to d for the workers to end, and reports whether
+// they have.
+func (s *Service) awaitIdle(d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-s.idle:
+		return true
+	case <-t.C:
+		return false
+	}
+}
+
+// held logs and describes what holds the workers that have not ended, ""
+// if they all have by now: a worker that is neither in a handler nor
+// publishing is in a Store call (or between two, a moment). The counts are
+// a snapshot of moving workers.
+func (s *Service) held() string {
+	h, p := s.handling.Load(), s.publishing.Load()
+	st := max(s.live.Load()-h-p, 0)
+	var parts []string
+	if h > 0 {
+		s.log.Warn("action handlers ignored cancellation at shutdown; their workers end when they return", "workers", h)
+		parts = append(parts, fmt.Sprintf("%d in handlers that ignore cancellation", h))
+	}
+	if st > 0 {
+		s.log.Warn("action store calls did not end when cancelled at shutdown; their workers end when the calls time out or the store's client is closed", "workers", st)
+		parts = append(parts, fmt.Sprintf("%d in action store calls that did not end when cancelled", st))
+	}
+	if p > 0 {
+		s.log.Warn("publishing action results did not end at shutdown; their workers end when the publish returns", "workers", p)
+		parts = append(parts, fmt.Sprintf("%d publishing results", p))
+	}
+	return strings.Join(parts, ", ")
 }
 
 // failQueued fails every action still queued in a local store. Claims

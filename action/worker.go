@@ -96,7 +96,10 @@ func (w *worker) renew() {
 		return
 	}
 	defer w.renewal.Reset(w.s.o.Lease / 3)
-	if w.cur == nil {
+	if w.cur == nil || w.s.storeLife.Err() != nil {
+		// Once storeLife has ended, Shutdown has stopped waiting for this
+		// worker and a Touch would fail at once: the lease runs out and
+		// the action moves, unless the worker gives it back first.
 		return
 	}
 	ctx, cancel := w.s.storeCtx()
@@ -178,6 +181,16 @@ func (w *worker) execute(c *Claim) bool {
 	res, err := w.attempts(c, h)
 	s.running.Add(-1)
 	w.set(nil)
+	if !s.local && s.storeLife.Err() != nil {
+		// The handler returned after Shutdown stopped waiting for it and
+		// cancelled this worker's Store calls: the give-back, which has a
+		// context of its own, is the one call left, whatever the outcome.
+		if err == nil {
+			s.log.Warn("an action's handler returned after shutdown gave up on it; its result is discarded and the action given back to run again", "id", c.ID)
+		}
+		s.release(c)
+		return false
+	}
 	if err != nil && s.workCtx.Err() != nil {
 		// Shutdown's deadline cut the handler short.
 		if !s.local {
@@ -214,10 +227,12 @@ func (w *worker) attempts(c *Claim, h Handler) (json.RawMessage, error) {
 			s.log.Warn("failed to record an action's attempt", "id", a.ID, "err", err)
 		}
 		cancel()
+		s.handling.Add(1)
 		res, err := invoke(s.workCtx, s.log, h, &Call{
 			ID: a.ID, Type: a.Type, Topic: a.Topic, Payload: a.Payload,
 			IdempotencyKey: key, Caller: a.Caller, Attempt: a.Attempts,
 		})
+		s.handling.Add(-1)
 		if err == nil || !IsRetryable(err) || a.Attempts >= s.o.MaxAttempts || s.workCtx.Err() != nil {
 			return res, err
 		}
@@ -247,6 +262,14 @@ func (s *Service) finish(c *Claim, result json.RawMessage, failure *Failure) boo
 	ctx, cancel := s.storeCtx()
 	defer cancel()
 	made, err := s.store.Finish(ctx, a, s.o.TTL)
+	if err != nil && !s.local && s.storeLife.Err() != nil {
+		// Shutdown cancelled the call: the action moves now rather than
+		// when its lease runs out. If the outcome was recorded after all,
+		// the next worker finds it final and only publishes it.
+		s.log.Warn("failed to record an action's outcome before shutdown; giving it back", "id", a.ID, "err", err)
+		s.release(c)
+		return false
+	}
 	if err != nil {
 		s.log.Error("failed to record an action's outcome; it runs again when its lease runs out", "id", a.ID, "err", err)
 		return false
@@ -265,9 +288,11 @@ func (s *Service) finish(c *Claim, result json.RawMessage, failure *Failure) boo
 	return true
 }
 
-// release gives c back to the Store for another worker.
+// release gives c back to the Store for another worker, with a context of
+// its own (handOverCtx): it is called at shutdown, possibly once the other
+// Store calls are cancelled.
 func (s *Service) release(c *Claim) {
-	ctx, cancel := s.storeCtx()
+	ctx, cancel := handOverCtx()
 	defer cancel()
 	if err := s.store.Release(ctx, c); err != nil {
 		s.log.Warn("failed to give an action back; it moves when its lease runs out", "id", c.ID, "err", err)
@@ -375,7 +400,10 @@ func (s *Service) settle(cs ...*Claim) {
 			// the actions it fails are published; and no deadline of its
 			// own, which would cost a timer per action: every broker
 			// bounds its Publish (hub.Broker).
-			if _, err := s.hub.Publish(context.Background(), drafts...); err != nil {
+			s.publishing.Add(1)
+			_, err := s.hub.Publish(context.Background(), drafts...)
+			s.publishing.Add(-1)
+			if err != nil {
 				s.log.Error("failed to publish action results", "actions", len(drafts), "first", cs[0].ID, "err", err)
 			}
 		}

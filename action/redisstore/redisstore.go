@@ -23,6 +23,15 @@
 // node's concurrent calls go to Redis together, pipelined in one round trip
 // (internal/groupcommit); each script stays atomic on its own, and a lone
 // call waits for one round trip as before.
+//
+// Goroutines: the group commit's committer is the only one a Store starts,
+// and needs no Close: it runs while writes are queued and ends when the
+// queue is empty. A group in flight ends at its deadline (writeTimeout if
+// the client honours context deadlines, ContextTimeoutEnabled, as the
+// server's does; the client's read timeout otherwise), or at once when the
+// client is closed, which is how its owner ends it. A write whose context
+// ends while it waits for a group is never sent and returns then; one
+// already sent waits for its group, as go-redis cannot interrupt a read.
 package redisstore
 
 import (
