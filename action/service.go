@@ -56,6 +56,10 @@ const storeGrace = cancelGrace / 2
 // cancelGrace and storeGrace.
 const handOverTimeout = cancelGrace
 
+// submitWait bounds Submit's wait for a shared store, as the hub bounds a
+// publish: past it the action is refused as unavailable (503).
+const submitWait = 5 * time.Second
+
 // claimWait is how long one Claim waits for work before the worker checks
 // whether it should stop.
 const claimWait = time.Second
@@ -248,7 +252,15 @@ func (s *Service) Submit(ctx context.Context, req Request) (Action, bool, error)
 		s.closeMu.RUnlock()
 		return Action{}, false, ErrShuttingDown
 	}
-	old, err := s.store.Create(ctx, a, s.o.QueueSize)
+	cctx := ctx
+	if !s.local {
+		// A shared store that stopped answering must not hold the request,
+		// nor Shutdown, which waits for closeMu, longer than a publish.
+		var cancel context.CancelFunc
+		cctx, cancel = context.WithTimeout(ctx, submitWait)
+		defer cancel()
+	}
+	old, err := s.store.Create(cctx, a, s.o.QueueSize)
 	s.closeMu.RUnlock()
 	if errors.Is(err, ErrQueueFull) {
 		s.rejectedFull.Add(1)

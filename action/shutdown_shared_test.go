@@ -186,3 +186,23 @@ func TestShutdownMuteStoreCall(t *testing.T) {
 		t.Errorf("after the hand-over: %+v, want succeeded with \"done\"", x)
 	}
 }
+
+// TestSubmitMuteStore: a Submit to a shared store that stopped answering
+// is refused as unavailable within about 5 s (the store's own bound on a
+// write it sent, and Submit's on one it could not), however long the
+// request would wait.
+func TestSubmitMuteStore(t *testing.T) {
+	via, _, r, prefix := relayedRedis(t)
+	s := newService(t, newHub(t, 0), action.Options{Store: newRedisStore(t, via, prefix), Workers: 1})
+	s.Handle("work", action.HandlerFunc(func(context.Context, *action.Call) (json.RawMessage, error) { return nil, nil }))
+	r.Mute()
+	t.Cleanup(r.Unmute)
+	begun := time.Now()
+	_, _, err := s.Submit(context.Background(), action.Request{Type: "work", Topic: "t.mute"})
+	if !errors.Is(err, action.ErrUnavailable) {
+		t.Errorf("Submit to a mute store: %v, want ErrUnavailable", err)
+	}
+	if took := time.Since(begun); took > 7*time.Second {
+		t.Errorf("Submit to a mute store took %v", took)
+	}
+}

@@ -70,11 +70,14 @@ type Store struct {
 }
 
 // The bounds of a group of writes: a group is one pipeline, which Redis
-// runs script after script, and writeTimeout bounds its round trip.
+// runs script after script, and writeTimeout bounds its round trip. A
+// write taken into a group waits for it whatever its caller's context
+// (go-redis cannot interrupt a read), so writeTimeout is also how long a
+// submission waits at most once sent: the 5 s of a publish.
 const (
 	groupMaxWrites = 256
 	queueMaxWrites = 4 * groupMaxWrites
-	writeTimeout   = 10 * time.Second
+	writeTimeout   = 5 * time.Second
 )
 
 // write is one script call of a group; reply holds its answer once the
