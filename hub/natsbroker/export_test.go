@@ -96,3 +96,36 @@ func NewHeld(ctx context.Context, o Options) (b *Broker, start func(), err error
 func Queued(b *Broker) int {
 	return b.sender.queue.Len()
 }
+
+// OnChange has b's presence changes call f at their steps (see
+// changeHook); f may block to hold a change there. Call before the first
+// change.
+func (b *Broker) OnChange(f func(step string)) { b.changeHook = f }
+
+// OpenStateStream opens the state stream as a snapshot (create unset) or
+// the applier (create set) does; it reports whether there is one.
+func (b *Broker) OpenStateStream(ctx context.Context, create bool) (bool, error) {
+	s, err := b.stateStream(ctx, create)
+	return s != nil, err
+}
+
+// OpenPresenceStream is OpenStateStream for the presence stream.
+func (b *Broker) OpenPresenceStream(ctx context.Context, create bool) (bool, error) {
+	s, err := b.presStream(ctx, create)
+	return s != nil, err
+}
+
+// DropStreams forgets the state and presence streams, as after they were
+// found gone.
+func (b *Broker) DropStreams() {
+	b.dropStateStream()
+	b.dropPresStream()
+}
+
+// SetStreamOpenWait bounds the shared opens of the state and presence
+// streams to d until the returned function restores the bound.
+func SetStreamOpenWait(d time.Duration) (restore func()) {
+	old := streamOpenWait
+	streamOpenWait = d
+	return func() { streamOpenWait = old }
+}

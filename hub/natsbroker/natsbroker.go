@@ -48,6 +48,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"golang.org/x/sync/semaphore"
 
 	"github.com/heraldpush/herald/hub"
 	"github.com/heraldpush/herald/internal/groupcommit"
@@ -117,6 +118,15 @@ const (
 )
 
 // Broker is the JetStream-backed hub.Broker.
+//
+// Lock order (a goroutine holding one may take only those below it):
+//
+//	pubs      (a presence change holds it alone across its fold and
+//	          conditional append, round trips bounded by the change's
+//	          context; a publish attempt holds it shared; both wait for
+//	          it no longer than their contexts allow)
+//	streamMu, state.mu, pres.mu (leaves, held for no call: never
+//	          across a round trip to NATS)
 type Broker struct {
 	o      Options
 	js     jetstream.JetStream
@@ -128,10 +138,10 @@ type Broker struct {
 
 	// sender sends this node's events to the log (sender.go).
 	sender *sender
-	// pubMu lets a presence change hold this node's publishes back: each
+	// pubs lets a presence change hold this node's publishes back: each
 	// attempt of a publish holds it shared, and a change that raced
 	// other events holds it alone (presence.go).
-	pubMu   sync.RWMutex
+	pubs    pubGate
 	batchID atomic.Uint64
 	idBase  string
 	// pubWait bounds a publish's attempts: confirmWait, or the stream's
@@ -165,6 +175,10 @@ type Broker struct {
 	// before each write round with the log positions it is about to
 	// write; nil otherwise.
 	flushHook func(seqs []uint64)
+	// changeHook, set by a test, is called by a presence change at its
+	// steps: "append" before each attempt, "held" once it holds pubs
+	// alone, "appended" once its event is in the log; nil otherwise.
+	changeHook func(step string)
 
 	pres       stateStore     // the presence stream (presence.go)
 	presCache  presCache      // members of topics asked about (presence_cache.go)
@@ -187,6 +201,29 @@ type Broker struct {
 	stateCompactFrom atomic.Uint64 // the same for the state stream
 	compactAge       atomic.Int64  // a time.Duration
 }
+
+// pubGate is a readers-writer lock whose waits end with a context: a
+// publish must not wait for a presence change past its own time, nor a
+// change for the publishes in flight past its own. A change waiting for
+// it holds back the publishes that come after it, as sync.RWMutex does,
+// so that it gets in on a node that publishes without pause.
+type pubGate struct{ w *semaphore.Weighted }
+
+// pubGateSize is the gate's weight: one per publish attempt holding it
+// shared, all of it for a presence change; far more than can be in flight.
+const pubGateSize = 1 << 40
+
+func newPubGate() pubGate { return pubGate{w: semaphore.NewWeighted(pubGateSize)} }
+
+// share holds the gate shared, or returns ctx's error once ctx is done.
+func (g pubGate) share(ctx context.Context) error { return g.w.Acquire(ctx, 1) }
+
+func (g pubGate) unshare() { g.w.Release(1) }
+
+// hold holds the gate alone, or returns ctx's error once ctx is done.
+func (g pubGate) hold(ctx context.Context) error { return g.w.Acquire(ctx, pubGateSize) }
+
+func (g pubGate) release() { g.w.Release(pubGateSize) }
 
 // BrokerStats implements hub.BrokerCounter: failures to read the log for
 // delivery or to write the state (each retried), and the connection's
@@ -260,7 +297,7 @@ func newBroker(ctx context.Context, o Options) (*Broker, error) {
 		return nil, fmt.Errorf("failed to start NATS broker: %w", err)
 	}
 	b := &Broker{o: o, js: js, prefix: o.Subjects + ".", idBase: hub.NewEpoch(), node: hub.NewEpoch(),
-		halt: make(chan struct{}), sender: newSender()}
+		halt: make(chan struct{}), sender: newSender(), pubs: newPubGate()}
 	b.pubWait = min(confirmWait, b.config().Duplicates)
 	b.compactAge.Store(int64(compactAge))
 	b.ctx, b.cancel = context.WithCancel(context.Background())
@@ -631,7 +668,15 @@ func (b *Broker) Publish(ctx context.Context, drafts []hub.Draft) ([]*hub.Messag
 	sent, recreated, collisions := false, false, 0
 	backoff := 20 * time.Millisecond
 	for {
-		b.pubMu.RLock()
+		if gerr := b.pubs.share(ctx); gerr != nil {
+			// A presence change holds the node's publishes back and its
+			// round trips to JetStream take longer than this publish may.
+			gerr = fmt.Errorf("failed to wait for a presence change of this node: %w", gerr)
+			if sent { // an earlier attempt may have been stored
+				return nil, fmt.Errorf("failed to publish to NATS: %w: %v", hub.ErrUnconfirmed, gerr)
+			}
+			return nil, fmt.Errorf("failed to publish to NATS: %w", hub.Unavailable(gerr))
+		}
 		switch {
 		case dedupe:
 			seqs, err = b.publishDeduped(ctx, id, drafts, when)
@@ -640,7 +685,7 @@ func (b *Broker) Publish(ctx context.Context, drafts []hub.Draft) ([]*hub.Messag
 		default:
 			seqs, err = b.publishBatch(ctx, id, drafts, when)
 		}
-		b.pubMu.RUnlock()
+		b.pubs.unshare()
 		switch {
 		case err == nil:
 			epoch := b.currentEpoch()

@@ -96,30 +96,10 @@ func (b *Broker) presConfig() jetstream.StreamConfig {
 // presStream returns the presence stream, creating it if create is set;
 // nil (and no error) if there is none and create is not set.
 func (b *Broker) presStream(ctx context.Context, create bool) (jetstream.Stream, error) {
-	b.pres.mu.Lock()
-	defer b.pres.mu.Unlock()
-	if b.pres.s != nil {
-		return b.pres.s, nil
-	}
-	var s jetstream.Stream
-	var err error
-	if create {
-		s, err = b.js.CreateOrUpdateStream(ctx, b.presConfig())
-	} else if s, err = b.js.Stream(ctx, b.presName()); errors.Is(err, jetstream.ErrStreamNotFound) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("failed to open stream %s: %w", b.presName(), b.fail(err))
-	}
-	b.pres.s = s
-	return s, nil
+	return b.openStream(ctx, &b.pres, b.presName(), b.presConfig, create)
 }
 
-func (b *Broker) dropPresStream() {
-	b.pres.mu.Lock()
-	b.pres.s = nil
-	b.pres.mu.Unlock()
-}
+func (b *Broker) dropPresStream() { b.pres.drop() }
 
 // NodeID implements hub.NodeBroker: the hub names its connections after
 // it, and the markers of their memberships carry it.
@@ -244,16 +224,24 @@ func (b *Broker) change(ctx context.Context, views map[string]*presView, ch hub.
 	backoff := time.Millisecond
 	marked := false // a marker was written for this join
 	swept := ""     // the record a rejoin's member came from
-	// After an append was refused, this node's publishes wait until the
-	// change is appended, so that on a topic this node publishes to
-	// without pause the next attempt races only other nodes' events.
+	// After an append was refused, this node's publishes wait while the
+	// change reads the topic's events up to the refusal's position and
+	// tries again, so that on a topic this node publishes to without
+	// pause the next attempt races only other nodes' events. They wait
+	// for no more than that (the purges that follow the append, and a
+	// fresh read of the members, are made with them going again), and
+	// each publish no longer than its own context allows. The
+	// conditional append, not this, makes the check and the append one
+	// step.
 	locked := false
-	races := 0
-	defer func() {
+	unlock := func() {
 		if locked {
-			b.pubMu.Unlock()
+			b.pubs.release()
+			locked = false
 		}
-	}()
+	}
+	defer unlock()
+	races := 0
 	for {
 		v := views[ch.Topic]
 		if v == nil {
@@ -275,6 +263,7 @@ func (b *Broker) change(ctx context.Context, views map[string]*presView, ch hub.
 		case ch.Join && isMember:
 			return nil, nil
 		case ch.Join && len(v.members) >= b.o.PresenceMaxMembers:
+			unlock()
 			if marked { // written on an attempt that the topic's events raced
 				return nil, b.purgeSubject(ctx, b.presMarkerSubject(node, ch.Topic, ch.Client), 0)
 			}
@@ -308,21 +297,24 @@ func (b *Broker) change(ctx context.Context, views map[string]*presView, ch hub.
 				id = "pl." + strconv.FormatUint(old.seq, 36) + "." + ch.Topic + "." + ch.Client
 			}
 		}
+		b.changeStep("append")
 		seq, err := b.appendIf(ctx, d, expect, when, locked, id)
 		var r *raced
 		if errors.As(err, &r) {
 			races++
 			if !locked {
-				b.pubMu.Lock()
+				if err := b.pubs.hold(ctx); err != nil {
+					return nil, hub.Unavailable(fmt.Errorf("failed to hold this node's publishes back for topic %s: %w", ch.Topic, err))
+				}
 				locked = true
+				b.changeStep("held")
 			}
 			if ctx.Err() == nil && b.fold(ctx, v, ch.Topic, r.last) == nil {
 				continue // the view is at the topic's last event again
 			}
 			// The members are read again, after a pause: the node's
 			// publishes need not wait for that.
-			b.pubMu.Unlock()
-			locked = false
+			unlock()
 			delete(views, ch.Topic)
 			select {
 			case <-time.After(backoff):
@@ -332,9 +324,11 @@ func (b *Broker) change(ctx context.Context, views map[string]*presView, ch hub.
 			backoff = min(2*backoff, 50*time.Millisecond)
 			continue
 		}
+		unlock()
 		if err != nil {
 			return nil, err
 		}
+		b.changeStep("appended")
 		v.subjSeq = seq
 		if ch.Join {
 			v.members[ch.Client] = member{seq: seq, data: d.Data}
@@ -353,6 +347,13 @@ func (b *Broker) change(ctx context.Context, views map[string]*presView, ch hub.
 		return hub.NewMessage(hub.Event{
 			ID: hub.Cursor{Epoch: b.currentEpoch(), Seq: seq}, Topic: d.Topic, Type: d.Type, Key: d.Key, Data: d.Data, Time: when,
 		}), nil
+	}
+}
+
+// changeStep calls the test's changeHook, if any.
+func (b *Broker) changeStep(step string) {
+	if b.changeHook != nil {
+		b.changeHook(step)
 	}
 }
 
@@ -421,15 +422,18 @@ func (b *Broker) purgeSubject(ctx context.Context, subj string, upTo uint64) err
 // the stream answers with the first position if it stored it.
 //
 // It goes through the sender (sender.go), as the node's publishes do, so
-// that it never lands inside this node's batch, and holds pubMu (shared)
-// unless the caller holds it (locked).
+// that it never lands inside this node's batch, and holds b.pubs shared
+// unless the caller holds it alone (locked): a change that holds it then
+// races no other change of this node either.
 //
 // With subjSeq noExpect the append is unconditional, and id (if not
 // empty) its message ID.
 func (b *Broker) appendIf(ctx context.Context, d hub.Draft, subjSeq uint64, when time.Time, locked bool, id string) (uint64, error) {
 	if !locked {
-		b.pubMu.RLock()
-		defer b.pubMu.RUnlock()
+		if err := b.pubs.share(ctx); err != nil {
+			return 0, hub.Unavailable(fmt.Errorf("failed to wait for another presence change of this node: %w", err))
+		}
+		defer b.pubs.unshare()
 	}
 	if id == "" {
 		id = b.nextID()

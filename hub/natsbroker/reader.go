@@ -2,12 +2,16 @@ package natsbroker
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/heraldpush/herald/hub"
 )
 
 // reader is one history read: an ephemeral pull consumer on the stream,
@@ -16,16 +20,38 @@ import (
 //
 // The consumer's own count of pending messages is not used: NATS 2.9
 // miscounts it for some filters, and a read that trusted it would stop
-// short, silently.
+// short, silently. Nor is a fetch that gave nothing taken to mean that
+// nothing is left: nats.go ends a fetch whose answer did not come in time
+// without an error, just as one that found no messages (see fetch).
 type reader struct {
 	b       *Broker
 	s       jetstream.Stream
 	name    string // the stream's, for errors
+	filter  string
 	cons    jetstream.Consumer
 	end     uint64 // the last position that matched the filter when opened; 0: none
 	next    uint64 // the position to read from
+	dseq    uint64 // the consumer's delivery count at the last message received
 	fetched int
 	buf     []rawMsg
+}
+
+// heldWait bounds the check of what the stream still holds when a fetch
+// gave nothing (held): it runs when JetStream may have stopped answering,
+// and a read that cannot tell must fail soon rather than at its caller's
+// deadline.
+const heldWait = 2 * time.Second
+
+// readHook, when set by a test, is called with the reader's broker before
+// each fetch from the consumer ("fetch") and each check of what the
+// stream holds ("held"), so that a test can silence JetStream between a
+// read's opening and its fetches.
+var readHook atomic.Pointer[func(b *Broker, stage string)]
+
+func (r *reader) hook(stage string) {
+	if h := readHook.Load(); h != nil {
+		(*h)(r.b, stage)
+	}
 }
 
 type rawMsg struct {
@@ -43,7 +69,7 @@ func (b *Broker) openReader(ctx context.Context, filter string, from uint64) (*r
 
 // openReaderOn is openReader on stream s, named name.
 func (b *Broker) openReaderOn(ctx context.Context, s jetstream.Stream, name, filter string, from uint64) (*reader, error) {
-	r := &reader{b: b, s: s, name: name, next: from}
+	r := &reader{b: b, s: s, name: name, filter: filter, next: from}
 	if filter == "" {
 		si, err := s.Info(ctx)
 		if err != nil {
@@ -87,8 +113,11 @@ func (r *reader) done() bool { return r.next > r.end && len(r.buf) == 0 }
 
 // fetch returns up to n of the next messages, none after end; none at all
 // when done. Every message up to end is stored already, so it does not wait
-// for more, except once when the server says there is nothing: retention
-// may have removed the rest, or the server's count was wrong.
+// for more. A fetch that gives nothing before end ends the read only once
+// the stream's leader confirms that the rest is gone (retention, or a
+// purge, removed it since the read was opened): the same empty fetch is
+// what a JetStream that stopped answering gives, and a read must then fail
+// as unavailable, not end early as if it had read everything.
 func (r *reader) fetch(ctx context.Context, n int) ([]rawMsg, error) {
 	if n <= 0 || r.done() {
 		return nil, nil
@@ -97,13 +126,12 @@ func (r *reader) fetch(ctx context.Context, n int) ([]rawMsg, error) {
 		if err := r.fill(ctx, n, false); err != nil {
 			return nil, err
 		}
-		if len(r.buf) == 0 {
-			if err := r.fill(ctx, 1, true); err != nil {
+		if len(r.buf) == 0 && r.next <= r.end {
+			if err := r.settle(ctx); err != nil {
 				return nil, err
 			}
 		}
 		if len(r.buf) == 0 {
-			r.next = r.end + 1 // gone meanwhile
 			return nil, nil
 		}
 	}
@@ -114,10 +142,92 @@ func (r *reader) fetch(ctx context.Context, n int) ([]rawMsg, error) {
 	return out, nil
 }
 
+// settle follows a fetch that gave nothing before end: it ends the read
+// if the stream holds no more of it, fetches again if it does, and fails
+// as unavailable if the consumer still does not deliver what the stream
+// holds, or if the stream does not answer.
+func (r *reader) settle(ctx context.Context) error {
+	seq, err := r.held(ctx)
+	if err != nil {
+		return err
+	}
+	if seq == 0 || seq > r.end {
+		r.next = r.end + 1 // gone meanwhile
+		return nil
+	}
+	// A fetch that does not wait answers from the consumer's count of
+	// pending messages, which NATS 2.9 gets wrong for some filters; one
+	// that waits does not trust it.
+	if err := r.fill(ctx, 1, true); err != nil {
+		return err
+	}
+	if len(r.buf) > 0 || r.next > r.end {
+		return nil
+	}
+	// Retention may have removed it while the fetch waited.
+	if seq, err = r.held(ctx); err != nil {
+		return err
+	}
+	if seq == 0 || seq > r.end {
+		r.next = r.end + 1
+		return nil
+	}
+	return fmt.Errorf("failed to read history from stream %s: %w", r.name,
+		hub.Unavailable(fmt.Errorf("message %d is stored but its consumer did not deliver it", seq)))
+}
+
+// held returns the position of the first message under the reader's
+// filter, at or after next, that the stream holds; 0 if there is none.
+// It asks the stream's leader: the stream allows direct gets, which its
+// replicas may answer before they store the messages up to end, and so
+// would report them gone.
+func (r *reader) held(ctx context.Context) (uint64, error) {
+	r.hook("held")
+	ctx, cancel := context.WithTimeout(ctx, heldWait)
+	defer cancel()
+	subject := r.filter
+	if subject == "" {
+		subject = ">"
+	}
+	req, err := json.Marshal(struct {
+		Seq     uint64 `json:"seq"`
+		NextFor string `json:"next_by_subj"`
+	}{r.next, subject})
+	if err != nil {
+		return 0, fmt.Errorf("failed to check stream %s: %w", r.name, err)
+	}
+	// The broker's JetStream context uses the default API prefix.
+	msg, err := r.b.js.Conn().RequestWithContext(ctx, jetstream.DefaultAPIPrefix+"STREAM.MSG.GET."+r.name, req)
+	if err != nil {
+		return 0, fmt.Errorf("failed to check stream %s: %w", r.name, hub.Unavailable(err))
+	}
+	var resp struct {
+		Error   *jetstream.APIError `json:"error"`
+		Message *struct {
+			Seq uint64 `json:"seq"`
+		} `json:"message"`
+	}
+	if err := json.Unmarshal(msg.Data, &resp); err != nil {
+		return 0, fmt.Errorf("failed to check stream %s: %w", r.name, hub.Unavailable(err))
+	}
+	switch {
+	case resp.Error != nil && resp.Error.ErrorCode == jetstream.JSErrCodeMessageNotFound:
+		return 0, nil
+	case resp.Error != nil:
+		// Whatever the refusal (the stream gone, no leader), the read
+		// cannot tell whether it has everything.
+		return 0, fmt.Errorf("failed to check stream %s: %w", r.name, hub.Unavailable(resp.Error))
+	case resp.Message == nil || resp.Message.Seq < r.next:
+		return 0, fmt.Errorf("failed to check stream %s: %w", r.name, hub.Unavailable(errors.New("unexpected answer")))
+	}
+	return resp.Message.Seq, nil
+}
+
 func (r *reader) fill(ctx context.Context, n int, wait bool) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
+	r.hook("fetch")
 	var batch jetstream.MessageBatch
 	var err error
 	if wait {
@@ -128,9 +238,26 @@ func (r *reader) fill(ctx context.Context, n int, wait bool) error {
 	if err != nil {
 		return fmt.Errorf("failed to read history from stream %s: %w", r.name, r.b.fail(err))
 	}
+	var bad error
 	for m := range batch.Messages() {
+		if bad != nil {
+			continue // drained, so that the fetch ends
+		}
 		meta, err := m.Metadata()
-		if err != nil || meta.Sequence.Stream < r.next {
+		if err != nil {
+			bad = fmt.Errorf("failed to read history from stream %s: %w", r.name, err)
+			continue
+		}
+		// The consumer counts its deliveries. One that a fetch gave up
+		// waiting for (its answer late, or lost) is gone for this
+		// consumer, and the read would skip it.
+		if meta.Sequence.Consumer != r.dseq+1 {
+			bad = fmt.Errorf("failed to read history from stream %s: %w", r.name, hub.Unavailable(fmt.Errorf(
+				"the consumer's delivery %d came after %d: those between were lost", meta.Sequence.Consumer, r.dseq)))
+			continue
+		}
+		r.dseq = meta.Sequence.Consumer
+		if meta.Sequence.Stream < r.next {
 			continue
 		}
 		r.next = meta.Sequence.Stream + 1
@@ -138,6 +265,9 @@ func (r *reader) fill(ctx context.Context, n int, wait bool) error {
 			continue
 		}
 		r.buf = append(r.buf, rawMsg{seq: meta.Sequence.Stream, subject: m.Subject(), header: m.Headers(), data: m.Data()})
+	}
+	if bad != nil {
+		return bad
 	}
 	if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) {
 		return fmt.Errorf("failed to read history from stream %s: %w", r.name, r.b.fail(err))

@@ -13,6 +13,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"golang.org/x/sync/singleflight"
 
 	"github.com/heraldpush/herald/hub"
 )
@@ -61,11 +62,95 @@ type applied struct {
 	seq   uint64
 }
 
-// stateStore is the broker's handle on the state stream, opened when first
-// needed so that a log without keyed events has no state stream.
+// stateStore is the broker's handle on a stream opened when first needed:
+// the state stream, so that a log without keyed events has none, or the
+// presence stream (presence.go).
 type stateStore struct {
-	mu sync.Mutex
-	s  jetstream.Stream // nil until opened
+	// mu guards gen and s. It is never held across a round trip to NATS:
+	// while JetStream does not answer, every caller would wait behind the
+	// one holding it, each for that one's whole timeout, whatever its own
+	// context says.
+	mu  sync.Mutex
+	gen uint64           // counts drops: an open begun before one is not kept
+	s   jetstream.Stream // nil until opened
+	// opens makes the callers that need the stream at the same time share
+	// one round trip: during an outage they would otherwise each send
+	// one, and all of them again once it ends.
+	opens singleflight.Group
+}
+
+// streamOpenWait bounds a look-up or creation of the state or presence
+// stream that callers share (see openStream): no caller's context bounds
+// it, as it serves them all. A variable for the tests.
+var streamOpenWait = confirmWait
+
+// openStream returns st's stream, named name, creating it with config if
+// create is set; nil (and no error) if there is none and create is not
+// set. It waits for JetStream only as long as ctx allows, even when it
+// shares another caller's round trip. That the stream is not found is not
+// kept: another node may create it at any time.
+func (b *Broker) openStream(ctx context.Context, st *stateStore, name string, config func() jetstream.StreamConfig, create bool) (jetstream.Stream, error) {
+	st.mu.Lock()
+	s := st.s
+	st.mu.Unlock()
+	if s != nil {
+		return s, nil
+	}
+	if err := ctx.Err(); err != nil {
+		// Nobody would wait for what it started.
+		return nil, fmt.Errorf("failed to open stream %s: %w", name, b.fail(err))
+	}
+	key := "look up"
+	if create {
+		key = "create"
+	}
+	timeout := streamOpenWait
+	ch := st.opens.DoChan(key, func() (any, error) {
+		st.mu.Lock()
+		s, gen := st.s, st.gen
+		st.mu.Unlock()
+		if s != nil {
+			return s, nil
+		}
+		// The caller that started it leaving must not fail the others;
+		// Close ends it.
+		octx, cancel := context.WithTimeout(b.ctx, timeout)
+		defer cancel()
+		var err error
+		if create {
+			s, err = b.js.CreateOrUpdateStream(octx, config())
+		} else if s, err = b.js.Stream(octx, name); errors.Is(err, jetstream.ErrStreamNotFound) {
+			return nil, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+		st.mu.Lock()
+		if st.gen == gen { // else it may be the handle of a stream since found gone
+			st.s = s
+		}
+		st.mu.Unlock()
+		return s, nil
+	})
+	select {
+	case r := <-ch:
+		if r.Err != nil {
+			return nil, fmt.Errorf("failed to open stream %s: %w", name, b.fail(r.Err))
+		}
+		s, _ := r.Val.(jetstream.Stream) // nil: not found
+		return s, nil
+	case <-ctx.Done():
+		return nil, fmt.Errorf("failed to open stream %s: %w", name, b.fail(ctx.Err()))
+	}
+}
+
+// drop forgets st's stream after it was found gone, so that the next use
+// opens (or creates) it again.
+func (st *stateStore) drop() {
+	st.mu.Lock()
+	st.gen++
+	st.s = nil
+	st.mu.Unlock()
 }
 
 func (b *Broker) stateName() string   { return b.o.Stream + "_STATE" }
@@ -108,32 +193,12 @@ func (b *Broker) stateConfig() jetstream.StreamConfig {
 // stateStream returns the state stream, creating it if create is set; nil
 // (and no error) if there is none and create is not set.
 func (b *Broker) stateStream(ctx context.Context, create bool) (jetstream.Stream, error) {
-	b.state.mu.Lock()
-	defer b.state.mu.Unlock()
-	if b.state.s != nil {
-		return b.state.s, nil
-	}
-	var s jetstream.Stream
-	var err error
-	if create {
-		s, err = b.js.CreateOrUpdateStream(ctx, b.stateConfig())
-	} else if s, err = b.js.Stream(ctx, b.stateName()); errors.Is(err, jetstream.ErrStreamNotFound) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("failed to open stream %s: %w", b.stateName(), b.fail(err))
-	}
-	b.state.s = s
-	return s, nil
+	return b.openStream(ctx, &b.state, b.stateName(), b.stateConfig, create)
 }
 
 // dropStateStream forgets the state stream after it was found gone, so
 // that the next use opens (or creates) it again.
-func (b *Broker) dropStateStream() {
-	b.state.mu.Lock()
-	b.state.s = nil
-	b.state.mu.Unlock()
-}
+func (b *Broker) dropStateStream() { b.state.drop() }
 
 // feedChunk is what delivery read of the log, for the applier: the keyed
 // events of the stream after position from up to to, in one epoch.
