@@ -77,15 +77,16 @@ func (b *Broker) openReaderOn(ctx context.Context, s jetstream.Stream, name, fil
 		}
 		r.end = si.State.LastSeq
 	} else {
-		rm, err := s.GetLastMsgForSubject(ctx, filter)
-		switch {
-		case errors.Is(err, jetstream.ErrMsgNotFound):
-			r.end = 0
-		case err != nil:
-			return nil, fmt.Errorf("failed to read stream %s: %w", name, b.fail(err))
-		default:
-			r.end = rm.Sequence
+		// From the leader, as Info's LastSeq is: a replica's direct get
+		// may not have the newest messages yet, and the read would end
+		// before them while Read reports the leader's LastSeq as read.
+		end, err := r.leaderGet(ctx, struct {
+			Last string `json:"last_by_subj"`
+		}{filter})
+		if err != nil {
+			return nil, fmt.Errorf("failed to read stream %s: %w", name, err)
 		}
+		r.end = end
 	}
 	if r.end < from {
 		return r, nil // nothing to read: no consumer needed
@@ -189,17 +190,32 @@ func (r *reader) held(ctx context.Context) (uint64, error) {
 	if subject == "" {
 		subject = ">"
 	}
-	req, err := json.Marshal(struct {
+	seq, err := r.leaderGet(ctx, struct {
 		Seq     uint64 `json:"seq"`
 		NextFor string `json:"next_by_subj"`
 	}{r.next, subject})
 	if err != nil {
 		return 0, fmt.Errorf("failed to check stream %s: %w", r.name, err)
 	}
-	// The broker's JetStream context uses the default API prefix.
-	msg, err := r.b.js.Conn().RequestWithContext(ctx, jetstream.DefaultAPIPrefix+"STREAM.MSG.GET."+r.name, req)
+	if seq != 0 && seq < r.next {
+		return 0, fmt.Errorf("failed to check stream %s: %w", r.name, hub.Unavailable(errors.New("unexpected answer")))
+	}
+	return seq, nil
+}
+
+// leaderGet asks the stream's leader for the message that req
+// (STREAM.MSG.GET's request) names, and returns its position, 0 if there
+// is none. Any failure is hub.ErrUnavailable: whatever the refusal (the
+// stream gone, no leader), the read cannot tell what the stream holds.
+func (r *reader) leaderGet(ctx context.Context, req any) (uint64, error) {
+	body, err := json.Marshal(req)
 	if err != nil {
-		return 0, fmt.Errorf("failed to check stream %s: %w", r.name, hub.Unavailable(err))
+		return 0, err
+	}
+	// The broker's JetStream context uses the default API prefix.
+	msg, err := r.b.js.Conn().RequestWithContext(ctx, jetstream.DefaultAPIPrefix+"STREAM.MSG.GET."+r.name, body)
+	if err != nil {
+		return 0, hub.Unavailable(err)
 	}
 	var resp struct {
 		Error   *jetstream.APIError `json:"error"`
@@ -208,17 +224,15 @@ func (r *reader) held(ctx context.Context) (uint64, error) {
 		} `json:"message"`
 	}
 	if err := json.Unmarshal(msg.Data, &resp); err != nil {
-		return 0, fmt.Errorf("failed to check stream %s: %w", r.name, hub.Unavailable(err))
+		return 0, hub.Unavailable(err)
 	}
 	switch {
 	case resp.Error != nil && resp.Error.ErrorCode == jetstream.JSErrCodeMessageNotFound:
 		return 0, nil
 	case resp.Error != nil:
-		// Whatever the refusal (the stream gone, no leader), the read
-		// cannot tell whether it has everything.
-		return 0, fmt.Errorf("failed to check stream %s: %w", r.name, hub.Unavailable(resp.Error))
-	case resp.Message == nil || resp.Message.Seq < r.next:
-		return 0, fmt.Errorf("failed to check stream %s: %w", r.name, hub.Unavailable(errors.New("unexpected answer")))
+		return 0, hub.Unavailable(resp.Error)
+	case resp.Message == nil:
+		return 0, hub.Unavailable(errors.New("an answer without a message"))
 	}
 	return resp.Message.Seq, nil
 }
