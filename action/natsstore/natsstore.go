@@ -47,10 +47,10 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-	"golang.org/x/sync/singleflight"
 
 	"github.com/heraldpush/herald/action"
 	"github.com/heraldpush/herald/action/internal/claimbatch"
+	"github.com/heraldpush/herald/internal/sharedcall"
 )
 
 // Options configures a Store.
@@ -115,7 +115,7 @@ type Store struct {
 	// creates makes the callers that need the same thing created at the
 	// same time share one round trip: during an outage they would
 	// otherwise each send one, and all of them again once it ends.
-	creates singleflight.Group
+	creates sharedcall.Group[any]
 	claims  *claimbatch.Batcher
 }
 
@@ -239,31 +239,18 @@ func (s *Store) open(ctx context.Context, maxQueued int) (jetstream.Stream, jets
 }
 
 // share runs create once for all the callers that ask for key while it
-// runs, and returns its result, or ctx's error as soon as ctx is done: a
-// caller never waits longer than its own context allows. create gets a
-// context of its own, bounded by createTimeout, so that the caller that
-// started it leaving does not fail the others; and the generation (see
-// forget) as it was when it began, to keep what it made only if no
-// forget came meanwhile (it may have been made before NATS lost it).
+// runs (sharedcall), each waiting only as long as its own context allows.
+// create gets a context of its own, bounded by createTimeout, and the
+// generation (see forget) as it was when it began, to keep what it made
+// only if no forget came meanwhile (it may have been made before NATS lost
+// it).
 func (s *Store) share(ctx context.Context, key string, create func(ctx context.Context, gen uint64) (any, error)) (any, error) {
-	if err := ctx.Err(); err != nil {
-		return nil, err // nobody would wait for what it started
-	}
-	timeout := createTimeout
-	ch := s.creates.DoChan(key, func() (any, error) {
+	return s.creates.Do(ctx, context.WithoutCancel(ctx), key, createTimeout, func(cctx context.Context) (any, error) {
 		s.mu.Lock()
 		gen := s.gen
 		s.mu.Unlock()
-		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), timeout)
-		defer cancel()
 		return create(cctx, gen)
 	})
-	select {
-	case r := <-ch:
-		return r.Val, r.Err
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	}
 }
 
 // forget drops what open made after a failure, so that the next call

@@ -13,9 +13,9 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-	"golang.org/x/sync/singleflight"
 
 	"github.com/heraldpush/herald/hub"
+	"github.com/heraldpush/herald/internal/sharedcall"
 )
 
 // The state of keyed topics lives in a second stream, <Stream>_STATE, on
@@ -76,7 +76,7 @@ type stateStore struct {
 	// opens makes the callers that need the stream at the same time share
 	// one round trip: during an outage they would otherwise each send
 	// one, and all of them again once it ends.
-	opens singleflight.Group
+	opens sharedcall.Group[jetstream.Stream]
 }
 
 // streamOpenWait bounds a look-up or creation of the state or presence
@@ -96,26 +96,19 @@ func (b *Broker) openStream(ctx context.Context, st *stateStore, name string, co
 	if s != nil {
 		return s, nil
 	}
-	if err := ctx.Err(); err != nil {
-		// Nobody would wait for what it started.
-		return nil, fmt.Errorf("failed to open stream %s: %w", name, b.fail(err))
-	}
 	key := "look up"
 	if create {
 		key = "create"
 	}
-	timeout := streamOpenWait
-	ch := st.opens.DoChan(key, func() (any, error) {
+	// The caller that started it leaving must not fail the others; Close
+	// ends it.
+	s, err := st.opens.Do(ctx, b.ctx, key, streamOpenWait, func(octx context.Context) (jetstream.Stream, error) {
 		st.mu.Lock()
 		s, gen := st.s, st.gen
 		st.mu.Unlock()
 		if s != nil {
 			return s, nil
 		}
-		// The caller that started it leaving must not fail the others;
-		// Close ends it.
-		octx, cancel := context.WithTimeout(b.ctx, timeout)
-		defer cancel()
 		var err error
 		if create {
 			s, err = b.js.CreateOrUpdateStream(octx, config())
@@ -132,16 +125,10 @@ func (b *Broker) openStream(ctx context.Context, st *stateStore, name string, co
 		st.mu.Unlock()
 		return s, nil
 	})
-	select {
-	case r := <-ch:
-		if r.Err != nil {
-			return nil, fmt.Errorf("failed to open stream %s: %w", name, b.fail(r.Err))
-		}
-		s, _ := r.Val.(jetstream.Stream) // nil: not found
-		return s, nil
-	case <-ctx.Done():
-		return nil, fmt.Errorf("failed to open stream %s: %w", name, b.fail(ctx.Err()))
+	if err != nil {
+		return nil, fmt.Errorf("failed to open stream %s: %w", name, b.fail(err))
 	}
+	return s, nil // nil: not found
 }
 
 // drop forgets st's stream after it was found gone, so that the next use
