@@ -20,6 +20,22 @@ import (
 	"github.com/heraldpush/herald/server"
 )
 
+// relayedBrokers are the shared brokers the outage tests put a relay in
+// front of: the address the relay forwards to, and a broker URL to rewrite
+// to the relay's.
+func relayedBrokers() []struct {
+	name, target string
+	url          func(testing.TB) string
+} {
+	return []struct {
+		name, target string
+		url          func(testing.TB) string
+	}{
+		{"redis", redistest.Addr(), redistest.URL},
+		{"nats", strings.TrimPrefix(natstest.URL(), "nats://"), natstest.BrokerURL},
+	}
+}
+
 // outageBound is how long any request may take while the broker is cut
 // off: a publish gives up on learning its outcome after 5 s.
 const outageBound = 10 * time.Second
@@ -34,13 +50,7 @@ const outageBound = 10 * time.Second
 // (503 saying so) is there at most once. A subscriber on the node receives
 // the log as it is, through both cuts.
 func TestBrokerOutage(t *testing.T) {
-	for _, b := range []struct {
-		name, target string
-		url          func(testing.TB) string
-	}{
-		{"redis", redistest.Addr(), redistest.URL},
-		{"nats", strings.TrimPrefix(natstest.URL(), "nats://"), natstest.BrokerURL},
-	} {
+	for _, b := range relayedBrokers() {
 		t.Run(b.name, func(t *testing.T) {
 			broker := b.url(t)
 			rl := relay.Start(t, b.target, relay.Options{})
@@ -335,13 +345,7 @@ func testBrokerOutage(t *testing.T, rl *relay.Relay, broker string) {
 // 503 unavailable within the bound, as a broker that refuses connections
 // does, not an answer after the broker client's retries or a 500.
 func TestBrokerMute(t *testing.T) {
-	for _, b := range []struct {
-		name, target string
-		url          func(testing.TB) string
-	}{
-		{"redis", redistest.Addr(), redistest.URL},
-		{"nats", strings.TrimPrefix(natstest.URL(), "nats://"), natstest.BrokerURL},
-	} {
+	for _, b := range relayedBrokers() {
 		t.Run(b.name, func(t *testing.T) {
 			broker := b.url(t)
 			rl := relay.Start(t, b.target, relay.Options{})

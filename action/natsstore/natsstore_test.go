@@ -3,8 +3,6 @@ package natsstore_test
 import (
 	"context"
 	"encoding/json"
-	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -17,7 +15,6 @@ import (
 	"github.com/heraldpush/herald/action/storetest"
 	"github.com/heraldpush/herald/hub"
 	"github.com/heraldpush/herald/internal/testkit/natstest"
-	"github.com/heraldpush/herald/internal/testkit/relay"
 	"github.com/heraldpush/herald/internal/testkit/wait"
 )
 
@@ -134,12 +131,6 @@ func TestHalfWrittenCreate(t *testing.T) {
 // answers come through again, the next call creates what was missing.
 func TestJetStreamSilent(t *testing.T) {
 	defer natsstore.SetCreateTimeout(time.Second)()
-	const (
-		calls = 8
-		short = 300 * time.Millisecond
-		long  = 5 * time.Second
-		slack = 700 * time.Millisecond
-	)
 	for _, tc := range []struct {
 		name    string
 		prepare func(st *natsstore.Store)
@@ -173,13 +164,7 @@ func TestJetStreamSilent(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, name := natstest.Conn(t)
-			rl := relay.Start(t, strings.TrimPrefix(natstest.URL(), "nats://"), relay.Options{})
-			via, err := nats.Connect("nats://"+rl.Addr(), nats.ReconnectBufSize(-1),
-				nats.ReconnectWait(20*time.Millisecond), nats.MaxReconnects(-1))
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(via.Close)
+			via, rl := natstest.Relayed(t)
 			ctx := context.Background()
 			st, err := natsstore.New(ctx, natsstore.Options{Conn: via, Stream: name})
 			if err != nil {
@@ -189,47 +174,7 @@ func TestJetStreamSilent(t *testing.T) {
 				tc.prepare(st)
 			}
 			rl.Mute()
-
-			sent := via.Stats().OutMsgs
-			lctx, cancel := context.WithTimeout(ctx, long)
-			defer cancel()
-			lstart := time.Now()
-			lerr := make(chan error, 1)
-			go func() { lerr <- tc.call(lctx, st) }()
-			wait.For(t, 5*time.Second, "the long call's request to JetStream", func() bool {
-				return via.Stats().OutMsgs > sent
-			})
-
-			var wg sync.WaitGroup
-			took := make([]time.Duration, calls)
-			errs := make([]error, calls)
-			for i := range calls {
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					cctx, cancel := context.WithTimeout(ctx, short)
-					defer cancel()
-					start := time.Now()
-					errs[i] = tc.call(cctx, st)
-					took[i] = time.Since(start)
-				}()
-			}
-			wg.Wait()
-			for i := range calls {
-				if errs[i] == nil {
-					t.Errorf("call %d succeeded while JetStream's answers were lost", i)
-				} else if took[i] > short+slack {
-					t.Errorf("call %d with a %v deadline returned after %v (%v), want within %v", i, short, took[i].Round(time.Millisecond), errs[i], short+slack)
-				}
-			}
-			select {
-			case err := <-lerr:
-				if err == nil {
-					t.Errorf("the long call succeeded while JetStream's answers were lost")
-				}
-			case <-time.After(time.Until(lstart.Add(long + slack))):
-				t.Fatalf("the long call did not return within its %v deadline", long)
-			}
+			natstest.Silent(t, via, 5*time.Second, func(ctx context.Context) error { return tc.call(ctx, st) }, nil)
 
 			rl.Unmute()
 			wait.For(t, 15*time.Second, "the store to create what it needs again", func() bool {

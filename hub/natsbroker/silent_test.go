@@ -4,8 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -14,23 +12,8 @@ import (
 	"github.com/heraldpush/herald/hub"
 	"github.com/heraldpush/herald/hub/natsbroker"
 	"github.com/heraldpush/herald/internal/testkit/natstest"
-	"github.com/heraldpush/herald/internal/testkit/relay"
 	"github.com/heraldpush/herald/internal/testkit/wait"
 )
-
-// silentConn is a connection to NATS through a relay that can mute
-// JetStream's answers, and that reconnects at once if the relay cuts it.
-func silentConn(t *testing.T) (*nats.Conn, *relay.Relay) {
-	t.Helper()
-	rl := relay.Start(t, strings.TrimPrefix(natstest.URL(), "nats://"), relay.Options{})
-	via, err := nats.Connect("nats://"+rl.Addr(), nats.ReconnectBufSize(-1),
-		nats.ReconnectWait(20*time.Millisecond), nats.MaxReconnects(-1))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(via.Close)
-	return via, rl
-}
 
 // TestStreamOpenSilent: the connection to NATS stays up but JetStream's
 // answers are lost, and the state or presence stream is not open (not
@@ -42,12 +25,6 @@ func silentConn(t *testing.T) (*nats.Conn, *relay.Relay) {
 // call opens it.
 func TestStreamOpenSilent(t *testing.T) {
 	defer natsbroker.SetStreamOpenWait(time.Second)()
-	const (
-		calls = 8
-		short = 300 * time.Millisecond
-		long  = 2 * time.Second
-		slack = 700 * time.Millisecond
-	)
 	for _, tc := range []struct {
 		name   string
 		create bool
@@ -61,7 +38,7 @@ func TestStreamOpenSilent(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, name := conn(t)
-			via, rl := silentConn(t)
+			via, rl := natstest.Relayed(t)
 			ctx := context.Background()
 			b, err := natsbroker.New(ctx, natsbroker.Options{Conn: via, Stream: name, Subjects: natstest.Subjects(name)})
 			if err != nil {
@@ -79,50 +56,7 @@ func TestStreamOpenSilent(t *testing.T) {
 				return err
 			}
 			rl.Mute()
-
-			sent := via.Stats().OutMsgs
-			lctx, cancel := context.WithTimeout(ctx, long)
-			defer cancel()
-			lstart := time.Now()
-			lerr := make(chan error, 1)
-			go func() { lerr <- call(lctx) }()
-			wait.For(t, 5*time.Second, "the long call's request to JetStream", func() bool {
-				return via.Stats().OutMsgs > sent
-			})
-
-			var wg sync.WaitGroup
-			took := make([]time.Duration, calls)
-			errs := make([]error, calls)
-			for i := range calls {
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					cctx, cancel := context.WithTimeout(ctx, short)
-					defer cancel()
-					start := time.Now()
-					errs[i] = call(cctx)
-					took[i] = time.Since(start)
-				}()
-			}
-			wg.Wait()
-			for i := range calls {
-				switch {
-				case errs[i] == nil:
-					t.Errorf("call %d succeeded while JetStream's answers were lost", i)
-				case !errors.Is(errs[i], hub.ErrUnavailable):
-					t.Errorf("call %d = %v, want hub.ErrUnavailable", i, errs[i])
-				case took[i] > short+slack:
-					t.Errorf("call %d with a %v deadline returned after %v (%v), want within %v", i, short, took[i].Round(time.Millisecond), errs[i], short+slack)
-				}
-			}
-			select {
-			case err := <-lerr:
-				if err == nil {
-					t.Errorf("the long call succeeded while JetStream's answers were lost")
-				}
-			case <-time.After(time.Until(lstart.Add(long + slack))):
-				t.Fatalf("the long call did not return within its %v deadline", long)
-			}
+			natstest.Silent(t, via, 2*time.Second, call, func(err error) bool { return errors.Is(err, hub.ErrUnavailable) })
 
 			rl.Unmute()
 			wait.For(t, 15*time.Second, "the stream to be opened again", func() bool {
@@ -184,7 +118,7 @@ func member(client string) json.RawMessage {
 // context allows, and fails as unavailable: it was not sent.
 func TestPublishWhilePresenceStuck(t *testing.T) {
 	_, name := conn(t)
-	via, rl := silentConn(t)
+	via, rl := natstest.Relayed(t)
 	b := startedOn(t, via, name)
 	held := make(chan struct{})
 	raceOnce(t, b, "room", func(step string) {
