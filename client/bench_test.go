@@ -4,12 +4,16 @@ import (
 	"context"
 	"crypto/sha1"
 	"encoding/base64"
+	"encoding/json"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
 	"testing"
 	"time"
+
+	"github.com/heraldpush/herald/hub"
+	"github.com/heraldpush/herald/internal/testkit/payload"
 )
 
 // benchData is the data of the benchmarks' events: a small JSON object.
@@ -168,4 +172,25 @@ func appendFrame(b, p []byte) []byte {
 		panic("frame too long")
 	}
 	return append(b, p...)
+}
+
+// BenchmarkParseEnvelope reads one envelope in the server's layout (the
+// reader's per-event work, without the stream): with the benchmarks'
+// small object as data, and with a dashboard of about 2 KiB, so that what
+// parsing costs per byte of data shows.
+func BenchmarkParseEnvelope(b *testing.B) {
+	for _, c := range []struct{ name, data string }{{"small", benchData}, {"dashboard", payload.Dashboard(1)}} {
+		b.Run(c.name, func(b *testing.B) {
+			env := hub.Event{ID: hub.Cursor{Epoch: "benchepoch", Seq: 4711}, Topic: "orders.eu", Type: "order.updated",
+				Data: json.RawMessage(c.data), Time: time.Date(2026, 12, 6, 13, 20, 7, 123456789, time.UTC)}
+			raw := env.AppendJSON(nil)[1:]
+			b.SetBytes(int64(len(raw)))
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := parseEnvelope(raw); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
 }

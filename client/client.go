@@ -14,6 +14,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 )
 
 // Defaults of Options.
@@ -22,6 +23,14 @@ const (
 	DefaultBackoffMax = 10 * time.Second
 	// DefaultMaxMessage bounds one SSE event or WebSocket message.
 	DefaultMaxMessage = 1 << 20
+	// DefaultConnectTimeout is far above a healthy handshake's few round
+	// trips, yet short enough that a server that never answers costs a
+	// retry rather than the subscription.
+	DefaultConnectTimeout = 30 * time.Second
+	// DefaultIdleTimeout is three of the server's WebSocket ping intervals
+	// (25 s) and five of its SSE heartbeats (15 s), its defaults: one
+	// late keep-alive does not end a connection, a silent server does.
+	DefaultIdleTimeout = 75 * time.Second
 )
 
 // Options configure a Client. The zero value (or nil) subscribes over
@@ -40,15 +49,32 @@ type Options struct {
 	// HTTPClient makes every request and connection. Nil: a client of
 	// the package's own, whose idle connections Close releases. Its
 	// Timeout, if any, must not end the long-lived subscription streams.
+	// The Client uses a copy of it. A nil CheckRedirect becomes one that
+	// refuses every redirect (Herald never redirects: a 3xx answer is an
+	// error); a CheckRedirect of the caller's is kept, and X-API-Key is
+	// taken off any redirect it allows to another host.
 	HTTPClient *http.Client
 	// BackoffMin and BackoffMax pace reconnects: the delay doubles from
 	// min to max after each failed connection (with jitter over its upper
 	// half) and goes back to min after a connection that delivered
 	// something. Zero: DefaultBackoffMin, DefaultBackoffMax.
 	BackoffMin, BackoffMax time.Duration
-	// MaxMessage bounds one received event or message (0:
-	// DefaultMaxMessage).
+	// MaxMessage bounds one received event or message, and the data a
+	// delta makes (0: DefaultMaxMessage).
 	MaxMessage int
+	// ConnectTimeout bounds each connection attempt of a subscription:
+	// until the server has confirmed the subscription (the WebSocket's
+	// "ok") or answered the SSE request (its headers). An attempt that
+	// takes longer fails, and is retried as a refused one is (0:
+	// DefaultConnectTimeout).
+	ConnectTimeout time.Duration
+	// IdleTimeout ends a subscription's connection that has received
+	// nothing, not even the server's keep-alives, for this long: the
+	// subscription reconnects and resumes from its cursor. Over WebSocket
+	// the client pings the server after half of it in silence; over SSE
+	// it must exceed the server's heartbeat interval, 15 s by default.
+	// 0: DefaultIdleTimeout.
+	IdleTimeout time.Duration
 	// Logger receives the subscriptions' connects, disconnects, resets
 	// and synced markers. Nil: nothing is logged.
 	Logger *slog.Logger
@@ -116,16 +142,54 @@ func Dial(ctx context.Context, baseURL string, opts *Options) (*Client, error) {
 	if o.MaxMessage <= 0 {
 		o.MaxMessage = DefaultMaxMessage
 	}
-	c := &Client{base: u, opts: o, hc: o.HTTPClient, log: o.Logger}
-	if c.hc == nil {
+	if o.ConnectTimeout <= 0 {
+		o.ConnectTimeout = DefaultConnectTimeout
+	}
+	if o.IdleTimeout <= 0 {
+		o.IdleTimeout = DefaultIdleTimeout
+	}
+	c := &Client{base: u, opts: o, log: o.Logger}
+	if o.HTTPClient == nil {
 		c.ownTr = http.DefaultTransport.(*http.Transport).Clone()
-		c.hc = &http.Client{Transport: c.ownTr}
+		c.hc = &http.Client{Transport: c.ownTr, CheckRedirect: refuseRedirect}
+	} else {
+		// A copy: the caller's client may serve other requests, under
+		// its own policy.
+		hc := *o.HTTPClient
+		hc.CheckRedirect = redirectPolicy(o.HTTPClient.CheckRedirect)
+		c.hc = &hc
 	}
 	if c.log == nil {
 		c.log = slog.New(slog.DiscardHandler)
 	}
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	return c, nil
+}
+
+// refuseRedirect makes a 3xx the answer. Herald never redirects, so a
+// redirect comes from something else on the way, and following it would
+// take the credentials with it. It matters for WebSocket handshakes above
+// all: coder/websocket installs a CheckRedirect of its own that, over a
+// nil one, follows redirects without net/http's limit of 10.
+func refuseRedirect(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+
+// redirectPolicy returns the CheckRedirect for the client's copy of a
+// caller's http.Client, whose own is check. A policy of the caller's
+// stands, but for one header: net/http keeps Authorization from other
+// hosts, and copies X-API-Key to any.
+func redirectPolicy(check func(*http.Request, []*http.Request) error) func(*http.Request, []*http.Request) error {
+	if check == nil {
+		return refuseRedirect
+	}
+	return func(req *http.Request, via []*http.Request) error {
+		if err := check(req, via); err != nil {
+			return err
+		}
+		if req.URL.Host != via[0].URL.Host {
+			req.Header.Del("X-API-Key")
+		}
+		return nil
+	}
 }
 
 // Close ends every subscription and action handle of the client, waits
@@ -179,16 +243,52 @@ func (e *Error) permanent() bool {
 	return false
 }
 
+// Bounds of an Error's code and message: an answer of megabytes (from a
+// proxy, say) is not kept whole in an error that gets logged.
+const (
+	maxErrorCode    = 64
+	maxErrorMessage = 1 << 10
+)
+
+// newError returns an error answer, its code and message cut to their
+// bounds.
+func newError(status int, code, message string) *Error {
+	return &Error{Status: status, Code: truncate(code, maxErrorCode), Message: truncate(message, maxErrorMessage)}
+}
+
+// truncate cuts s to at most n bytes, at a rune boundary, marking the cut.
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	const mark = "…"
+	i := n - len(mark)
+	for i > 0 && !utf8.RuneStart(s[i]) {
+		i--
+	}
+	return s[:i] + mark
+}
+
 // errorFrom reads an error answer.
 func errorFrom(status int, body []byte) *Error {
 	var e struct {
 		Error *struct{ Code, Message string } `json:"error"`
 	}
 	if json.Unmarshal(body, &e) == nil && e.Error != nil && e.Error.Code != "" {
-		return &Error{Status: status, Code: e.Error.Code, Message: e.Error.Message}
+		return newError(status, e.Error.Code, e.Error.Message)
 	}
 	return &Error{Status: status, Code: "http_" + strconv.Itoa(status),
 		Message: fmt.Sprintf("%s: %.200s", http.StatusText(status), strings.TrimSpace(string(body)))}
+}
+
+// answerError is errorFrom for a whole answer: a redirect, which the
+// client does not follow, says where to.
+func answerError(resp *http.Response, body []byte) *Error {
+	if loc := resp.Header.Get("Location"); resp.StatusCode/100 == 3 && loc != "" {
+		return &Error{Status: resp.StatusCode, Code: "http_" + strconv.Itoa(resp.StatusCode),
+			Message: fmt.Sprintf("%s: refused a redirect to %.200q (Herald does not redirect)", http.StatusText(resp.StatusCode), loc)}
+	}
+	return errorFrom(resp.StatusCode, body)
 }
 
 // header returns the credentials of one connection or request.
@@ -252,7 +352,7 @@ func (c *Client) do(ctx context.Context, method, path string, body []byte, extra
 		return 0, nil, fmt.Errorf("failed to read the answer to %s %s: %w", method, path, err)
 	}
 	if resp.StatusCode/100 != 2 {
-		return 0, nil, errorFrom(resp.StatusCode, b)
+		return 0, nil, answerError(resp, b)
 	}
 	return resp.StatusCode, b, nil
 }

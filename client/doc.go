@@ -59,6 +59,25 @@
 // (op "refresh") before the current one expires; an SSE stream ends when
 // its token expires and is resumed with a fresh one.
 //
+// # Bounds
+//
+// A broken or hostile server can make a subscription neither hang nor
+// hold unbounded memory. A connection attempt that the server has not
+// confirmed (the WebSocket's ok, the SSE response's headers) within
+// Options.ConnectTimeout (30 s) fails, and a connection that receives
+// nothing, not even the server's keep-alives, for Options.IdleTimeout
+// (75 s) is dropped: the subscription reconnects and resumes from its
+// cursor. A WebSocket subscription pings the server after half the idle
+// timeout in silence; over SSE the idle timeout must exceed the server's
+// heartbeat interval (15 s by default). A consumer that holds up the
+// reader does not make its connection idle. The client follows no
+// redirect (Herald makes none): a 3xx is an error. An event is at most
+// Options.MaxMessage bytes (1 MiB), as is the data a delta makes, and its
+// data, if on several lines, must be valid JSON (Event.AppendJSON writes
+// one line). State and Presence read answers of at most
+// 64 MiB, and at most 1,048,576 events or members. An error answer's
+// message is cut to 1 KiB.
+//
 // # Concurrency
 //
 // A Client and its Subscriptions and ActionHandles are safe for concurrent

@@ -12,14 +12,26 @@ import (
 )
 
 // Any envelope the server writes reads back to its fields, and any other
-// bytes read as an event or an error, never a panic.
+// bytes read as an event or an error, never a panic; an event's envelope
+// (AppendJSON, herald sub's line) is one line, of valid JSON when its data
+// is.
 func FuzzEnvelope(f *testing.F) {
 	f.Add("orders.42", "order.created", "", `{"total":99.5}`, uint64(7), []byte(`"id":"e-1","topic":"t","type":"m","data":1,"time":"2026-01-01T00:00:00Z"}`))
 	f.Add("t", "m", "k:1", `"a,\"time\":\"x"`, uint64(1), []byte(`"id":"e-1","topic":"t","type":"m","key":"k","delta":"3\n1:x","time":"2026-01-01T00:00:00Z"}`))
 	f.Add("a.b", "x", "k", `null`, uint64(0), []byte(`"id":"e-1","topic":"t\u0041","type":"m","data":{},"time":"bad"}`))
+	f.Add("t", "m", "", `1`, uint64(2), []byte("\"id\":\"e-1\",\"topic\":\"t\",\"type\":\"m\",\"data\":1}\n{\"id\":\"forged\",\"topic\":\"t\",\"type\":\"m\",\"data\":2,\"time\":\"2026-01-01T00:00:00Z\"}"))
+	f.Add("t", "m", "", `1`, uint64(3), []byte("\"id\":\"e-1\n\",\"topic\":\"t\",\"type\":\"m\",\"delta\":\"a\"b\",\"time\":\"2026-01-01T00:00:00Z\"}"))
 	f.Fuzz(func(t *testing.T, topic, typ, key, data string, seq uint64, raw []byte) {
-		if e, err := parseEnvelope(raw); err == nil && (e.ID == "" || e.Topic == "" || (e.Data == nil) == (e.delta == nil)) {
-			t.Fatalf("%q read as %+v", raw, e)
+		if e, err := parseEnvelope(raw); err == nil {
+			if e.ID == "" || e.Topic == "" || (e.Data == nil) == (e.delta == nil) {
+				t.Fatalf("%q read as %+v", raw, e)
+			}
+			if e.delta == nil {
+				line := e.AppendJSON(nil)
+				if bytes.IndexAny(line, "\r\n") >= 0 || json.Valid(e.Data) && !json.Valid(line) {
+					t.Fatalf("%q read as an event whose envelope is %q", raw, line)
+				}
+			}
 		}
 		d := hub.Draft{Topic: topic, Type: typ, Key: key, Data: json.RawMessage(data)}
 		if d.Normalize() != nil {

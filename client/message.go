@@ -26,7 +26,11 @@ type Event struct {
 }
 
 // AppendJSON appends the event's envelope, one line of JSON in the
-// server's layout: {"id","topic","type"[,"key"],"data","time"}.
+// server's layout: {"id","topic","type"[,"key"],"data","time"}. Data on
+// several lines is compacted (Herald compacts data, but another server
+// might not); Data on several lines that is not JSON, which only an Event
+// made by hand can have, is written as null, so that the envelope stays
+// one line.
 func (e *Event) AppendJSON(b []byte) []byte {
 	b = append(b, `{"id":`...)
 	b = appendString(b, e.ID)
@@ -39,9 +43,18 @@ func (e *Event) AppendJSON(b []byte) []byte {
 		b = appendString(b, e.Key)
 	}
 	b = append(b, `,"data":`...)
-	if len(e.Data) == 0 {
+	switch {
+	case len(e.Data) == 0:
 		b = append(b, "null"...)
-	} else {
+	case hasLineBreak(e.Data):
+		buf := bytes.NewBuffer(b)
+		if json.Compact(buf, e.Data) == nil {
+			b = buf.Bytes()
+		} else {
+			// Only an Event made by hand: keep the one line.
+			b = append(b, "null"...)
+		}
+	default:
 		b = append(b, e.Data...)
 	}
 	b = append(b, `,"time":"`...)
@@ -119,16 +132,24 @@ var errMalformed = errors.New("malformed event")
 func parseEnvelope(b []byte) (envelope, error) {
 	own := make([]byte, len(b))
 	copy(own, b)
-	if e, ok := parseFast(own); ok {
+	return parseOwned(own)
+}
+
+// parseOwned is parseEnvelope of bytes the event may keep.
+func parseOwned(b []byte) (envelope, error) {
+	if e, ok := parseFast(b); ok {
 		return e, nil
 	}
-	return parseSlow(own)
+	return parseSlow(b)
 }
 
 // parseFast reads the server's fixed layout,
 // "id":"…","topic":"…","type":"…"[,"key":"…"],"data":…,"time":"…"},
 // with "delta":"…" in place of "data" for a delta. The strings of the
-// returned event point into b, which must not change afterwards.
+// returned event point into b, which must not change afterwards. Data
+// goes out as it came (Event.AppendJSON, herald sub's lines), so data with
+// a line break must be valid JSON, whose breaks AppendJSON compacts away:
+// other text could end the line and forge another.
 func parseFast(b []byte) (e envelope, ok bool) {
 	rest := b
 	field := func(name string) (string, bool) {
@@ -142,8 +163,11 @@ func parseFast(b []byte) (e envelope, ok bool) {
 		}
 		v := rest[:i]
 		rest = rest[i+1:]
-		if bytes.IndexByte(v, '\\') >= 0 {
-			return "", false
+		// Escapes are parseSlow's to read; control bytes make no JSON.
+		for _, c := range v {
+			if c < 0x20 || c == '\\' {
+				return "", false
+			}
 		}
 		return unsafe.String(unsafe.SliceData(v), len(v)), true
 	}
@@ -175,11 +199,18 @@ func parseFast(b []byte) (e envelope, ok bool) {
 	switch {
 	case bytes.HasPrefix(body, []byte(`,"data":`)):
 		e.Data = body[len(`,"data":`):len(body):len(body)]
-		if len(e.Data) == 0 {
+		// Data on one line cannot end an envelope's line and forge
+		// another, and Herald compacts it: only data with a line break,
+		// which no Herald server sends, pays for a full validation
+		// (3 ns a byte: 11 times the parse of a 4 KB event).
+		if len(e.Data) == 0 || hasLineBreak(e.Data) && !json.Valid(e.Data) {
 			return e, false
 		}
 	case bytes.HasPrefix(body, []byte(`,"delta":"`)) && len(body) > len(`,"delta":""`)-1 && body[len(body)-1] == '"':
 		e.delta = body[len(`,"delta":`):]
+		if !json.Valid(e.delta) {
+			return e, false
+		}
 	default:
 		return e, false
 	}
@@ -215,4 +246,10 @@ func parseSlow(b []byte) (envelope, error) {
 		}
 	}
 	return e, nil
+}
+
+// hasLineBreak reports whether b holds a CR or LF: two IndexByte calls,
+// which are vectorised, where IndexAny goes byte by byte.
+func hasLineBreak(b []byte) bool {
+	return bytes.IndexByte(b, '\n') >= 0 || bytes.IndexByte(b, '\r') >= 0
 }

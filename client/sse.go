@@ -54,8 +54,12 @@ func (s *Subscription) sessionSSE(ctx context.Context) error {
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		body, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
-		return errorFrom(resp.StatusCode, body)
+		return answerError(resp, body)
 	}
+	// The server answers at once; what follows may take a while (a
+	// server without start blocks confirms with its first event), and is
+	// the idle timeout's to bound.
+	s.wd.confirmed()
 	client := resp.Header.Get("Herald-Client")
 	// A stream without a cursor or state starts with a block of only its
 	// start cursor: the subscription is confirmed once it has that, so that
@@ -67,6 +71,7 @@ func (s *Subscription) sessionSSE(ctx context.Context) error {
 	}
 	s.holdAll()
 	r := newSSEReader(resp.Body, s.c.opts.MaxMessage)
+	r.wd = s.wd
 	for {
 		typ, id, data, err := r.next()
 		if err != nil {
@@ -136,6 +141,10 @@ type sseReader struct {
 	max           int
 	long          []byte // a line longer than br's buffer
 	typ, id, data []byte
+	// wd hears of every line, the server's ": ping" comments too: whole
+	// lines, so that a server trickling bytes that never end one looks
+	// as idle as it is.
+	wd *watchdog
 }
 
 func newSSEReader(r io.Reader, max int) *sseReader {
@@ -225,6 +234,7 @@ func (r *sseReader) line() ([]byte, error) {
 		}
 		return nil, err
 	}
+	r.wd.touch()
 	line = line[:len(line)-1]
 	if n := len(line); n > 0 && line[n-1] == '\r' {
 		line = line[:n-1]

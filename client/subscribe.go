@@ -78,6 +78,7 @@ type Subscription struct {
 	baseBytes int                 // the data bytes of bases
 	held      map[string]struct{} // the patterns the server has not unsubscribed on this connection
 	firstUp   chan error          // the first connection's outcome; nil afterwards
+	wd        *watchdog           // the current connection's
 
 	deltas atomic.Int64 // events that came as deltas (tests read it)
 }
@@ -247,12 +248,7 @@ func (s *Subscription) loop(ctx context.Context) error {
 			s.inState = false // a resume sends no state (unless a reset comes first)
 		}
 		s.forgetBases()
-		var err error
-		if s.c.opts.Transport == "sse" {
-			err = s.sessionSSE(ctx)
-		} else {
-			err = s.sessionWS(ctx)
-		}
+		err := s.session(ctx)
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
@@ -284,8 +280,32 @@ func (s *Subscription) loop(ctx context.Context) error {
 	}
 }
 
+// session runs one connection under its watchdog.
+func (s *Subscription) session(ctx context.Context) error {
+	sctx, cancel := context.WithCancelCause(ctx)
+	s.wd = newWatchdog(sctx, cancel, s.c.opts.ConnectTimeout, s.c.opts.IdleTimeout)
+	var err error
+	if s.c.opts.Transport == "sse" {
+		err = s.sessionSSE(sctx)
+	} else {
+		err = s.sessionWS(sctx)
+	}
+	cancel(nil)
+	s.wd.stop()
+	s.wd = nil
+	// The session saw its context end, and says so in its own words; the
+	// watchdog's cause says why. A refusal that came first stands.
+	var perm *Error
+	if cause := context.Cause(sctx); errors.Is(cause, errHung) && ctx.Err() == nil &&
+		!(errors.As(err, &perm) && perm.permanent()) {
+		err = cause
+	}
+	return err
+}
+
 // up records that the connection's subscription is confirmed.
 func (s *Subscription) up(clientID string) {
+	s.wd.confirmed()
 	s.live = true
 	s.mu.Lock()
 	s.clientID = clientID
@@ -299,6 +319,15 @@ func (s *Subscription) up(clientID string) {
 
 // deliver hands m to the consumer, unless the subscription ends first.
 func (s *Subscription) deliver(ctx context.Context, m Message) error {
+	select {
+	case s.msgs <- m:
+		return nil
+	default:
+	}
+	// A consumer that falls behind holds up the reader: the connection
+	// is not idle meanwhile, whatever its watchdog would see.
+	s.wd.hold(true)
+	defer s.wd.hold(false)
 	select {
 	case s.msgs <- m:
 		return nil
@@ -340,7 +369,9 @@ func (s *Subscription) applyDelta(e *envelope) error {
 		if !ok {
 			return fmt.Errorf("failed to apply delta of %s %s: no base", e.Topic, e.Key)
 		}
-		data, err := delta.Apply(base, []byte(d))
+		// A delta of a few bytes can declare megabytes: none makes more
+		// than an event could carry whole.
+		data, err := delta.ApplyMax(base, []byte(d), s.c.opts.MaxMessage)
 		if err == nil && !json.Valid(data) {
 			err = errors.New("the result is not JSON")
 		}

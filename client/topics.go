@@ -1,6 +1,7 @@
 package client
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -21,22 +22,23 @@ func (c *Client) State(ctx context.Context, topic string) (*State, error) {
 		return nil, err
 	}
 	var st struct {
-		ID     string            `json:"id"`
-		Events []json.RawMessage `json:"events"`
+		ID     string          `json:"id"`
+		Events json.RawMessage `json:"events"`
 	}
 	if err := json.Unmarshal(b, &st); err != nil || st.ID == "" {
 		return nil, fmt.Errorf("failed to read the state of %s: unexpected answer %.200q", topic, b)
 	}
-	out := &State{Cursor: st.ID, Events: make([]Event, len(st.Events))}
-	for i, raw := range st.Events {
-		if len(raw) < 2 || raw[0] != '{' {
-			return nil, fmt.Errorf("failed to read the state of %s: event %.100q", topic, raw)
-		}
-		e, err := parseEnvelope(raw[1:])
+	out := &State{Cursor: st.ID, Events: []Event{}}
+	err = eachObject(st.Events, func(raw []byte) error {
+		e, err := parseOwned(raw[1:])
 		if err != nil || e.delta != nil {
-			return nil, fmt.Errorf("failed to read the state of %s: event %.100q", topic, raw)
+			return fmt.Errorf("event %.100q", raw)
 		}
-		out.Events[i] = e.Event
+		out.Events = append(out.Events, e.Event)
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("failed to read the state of %s: %w", topic, err)
 	}
 	return out, nil
 }
@@ -64,33 +66,79 @@ func (c *Client) Presence(ctx context.Context, topic string) (*Presence, error) 
 		return nil, err
 	}
 	var p struct {
-		ID      string            `json:"id"`
-		Members []json.RawMessage `json:"members"`
-		Clients int               `json:"clients"`
-		Users   int               `json:"users"`
+		ID      string          `json:"id"`
+		Members json.RawMessage `json:"members"`
+		Clients int             `json:"clients"`
+		Users   int             `json:"users"`
 	}
 	if err := json.Unmarshal(b, &p); err != nil || p.ID == "" {
 		return nil, fmt.Errorf("failed to read the presence of %s: unexpected answer %.200q", topic, b)
 	}
-	out := &Presence{Cursor: p.ID, Members: make([]Member, len(p.Members)), Clients: p.Clients, Users: p.Users}
-	for i, raw := range p.Members {
+	out := &Presence{Cursor: p.ID, Members: []Member{}, Clients: p.Clients, Users: p.Users}
+	err = eachObject(p.Members, func(raw []byte) error {
 		var m struct {
 			Client string          `json:"client"`
 			User   *string         `json:"user"`
 			Info   json.RawMessage `json:"info"`
 		}
-		if err := json.Unmarshal(raw, &m); err != nil {
-			return nil, fmt.Errorf("failed to read the presence of %s: member %.100q", topic, raw)
+		if err := json.Unmarshal(raw, &m); err != nil || m.Client == "" {
+			return fmt.Errorf("member %.100q", raw)
 		}
-		out.Members[i] = Member{Client: m.Client, Info: m.Info, Raw: raw}
+		mb := Member{Client: m.Client, Info: m.Info, Raw: raw}
 		if m.User != nil {
-			out.Members[i].User = *m.User
+			mb.User = *m.User
 		}
 		if string(m.Info) == "null" {
-			out.Members[i].Info = nil
+			mb.Info = nil
 		}
+		out.Members = append(out.Members, mb)
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("failed to read the presence of %s: %w", topic, err)
 	}
 	return out, nil
+}
+
+// maxItems bounds the events of a state and the members of a presence
+// that the client reads. The server keeps 10,000 of each per topic by
+// default; real ones take 50 bytes and more, so that more than this
+// would not fit in an answer (maxAnswer) anyway. Without it, an answer of
+// tiny elements ("[{},{},…]") would take gigabytes as a slice of Events.
+const maxItems = 1 << 20
+
+// eachObject calls f with each element of the JSON array arr, an object
+// of its own bytes, and fails on another element or past maxItems of them.
+// A missing or null array has none.
+func eachObject(arr json.RawMessage, f func(raw []byte) error) error {
+	if len(arr) == 0 || string(arr) == "null" {
+		return nil
+	}
+	// One element at a time: the elements' count is checked before they
+	// take memory.
+	dec := json.NewDecoder(bytes.NewReader(arr))
+	if tok, err := dec.Token(); err != nil || tok != json.Delim('[') {
+		return fmt.Errorf("unexpected list %.100q", arr)
+	}
+	for n := 0; dec.More(); n++ {
+		if n == maxItems {
+			return fmt.Errorf("more than %d elements", maxItems)
+		}
+		var raw json.RawMessage
+		if err := dec.Decode(&raw); err != nil {
+			return fmt.Errorf("failed to decode element %d: %w", n, err)
+		}
+		if raw[0] != '{' {
+			return fmt.Errorf("element %d: %.100q is not an object", n, raw)
+		}
+		if err := f(raw); err != nil {
+			return err
+		}
+	}
+	if tok, err := dec.Token(); err != nil || tok != json.Delim(']') {
+		return fmt.Errorf("unexpected end of list %.100q", arr)
+	}
+	return nil
 }
 
 // topicResource reads GET /v1/topics/{topic}/NAME.

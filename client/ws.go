@@ -41,8 +41,13 @@ func (s *Subscription) sessionWS(ctx context.Context) error {
 		return err
 	}
 	u := "ws" + strings.TrimPrefix(s.c.url("/v1/ws"), "http")
+	wd := s.wd
 	conn, resp, err := websocket.Dial(ctx, u, &websocket.DialOptions{
 		HTTPClient: s.c.hc, HTTPHeader: h, Subprotocols: []string{"herald.v1"},
+		// The server's keep-alive pings, and the pongs to the watchdog's,
+		// are the signs of life of a connection without events.
+		OnPingReceived: func(context.Context, []byte) bool { wd.touch(); return true },
+		OnPongReceived: func(context.Context, []byte) { wd.touch() },
 	})
 	if err != nil {
 		if resp != nil && resp.StatusCode != http.StatusSwitchingProtocols && resp.StatusCode != 0 {
@@ -50,12 +55,15 @@ func (s *Subscription) sessionWS(ctx context.Context) error {
 			if resp.Body != nil {
 				body, _ = io.ReadAll(io.LimitReader(resp.Body, 64<<10))
 			}
-			return errorFrom(resp.StatusCode, body)
+			return answerError(resp, body)
 		}
 		return fmt.Errorf("failed to connect: %w", err)
 	}
 	defer conn.CloseNow()
 	conn.SetReadLimit(int64(s.c.opts.MaxMessage))
+	if wd != nil {
+		wd.ping = conn.Ping
+	}
 
 	s.holdAll()
 	msg, err := s.subscribeMessage()
@@ -93,6 +101,7 @@ func (s *Subscription) sessionWS(ctx context.Context) error {
 		if err == nil {
 			buf, err = readAll(r, buf[:0])
 		}
+		wd.touch()
 		if err != nil {
 			if websocket.CloseStatus(err) == websocket.StatusPolicyViolation && !s.live {
 				// The handshake's token was refused: a new one will not be
@@ -226,7 +235,7 @@ func (s *Subscription) wsMessage(ctx context.Context, b []byte) error {
 			s.up(m.Client)
 		}
 	case "error":
-		e := &Error{Code: m.Error.Code, Message: m.Error.Message}
+		e := newError(0, m.Error.Code, m.Error.Message)
 		switch string(m.Ref) {
 		case subscribeRef:
 			return e // permanent: the subscribe itself was refused

@@ -37,9 +37,22 @@ const MaxSize = 64 << 20
 // Apply returns the text that delta d turns base into. It fails on a
 // malformed delta, one made for another base (the checksum differs), or
 // one that declares a text longer than MaxSize.
-func Apply(base, d []byte) (out []byte, err error) {
-	if n, ok := declaredSize(d); ok && n > MaxSize {
-		return nil, fmt.Errorf("failed to apply delta: it makes %d bytes, more than %d", n, MaxSize)
+func Apply(base, d []byte) ([]byte, error) { return ApplyMax(base, d, MaxSize) }
+
+// ApplyMax is Apply for a caller whose texts are bounded more tightly
+// than by MaxSize (a client's largest message, say): it fails, before
+// making anything, on a delta that declares a text longer than max. A
+// delta of a few bytes, copying the same part of the base over and over,
+// would otherwise make MaxSize bytes each time. A max that is not positive
+// or is above MaxSize is MaxSize.
+func ApplyMax(base, d []byte, max int) (out []byte, err error) {
+	if max <= 0 || max > MaxSize {
+		max = MaxSize
+	}
+	// The library checks that the delta makes no more than the size it
+	// declares, so refusing the size bounds the text.
+	if n, ok := declaredSize(d); ok && n > uint64(max) {
+		return nil, fmt.Errorf("failed to apply delta: it makes %d bytes, more than %d", n, max)
 	}
 	// The library trusts the delta's counts when it slices (an offset and a
 	// count whose uint32 sum wraps, an insert past the delta's end), so a

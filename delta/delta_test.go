@@ -2,6 +2,8 @@ package delta_test
 
 import (
 	"bytes"
+	"encoding/binary"
+	"fmt"
 	"strings"
 	"testing"
 	"unicode/utf8"
@@ -78,4 +80,65 @@ func TestApplyRejects(t *testing.T) {
 			}
 		})
 	}
+}
+
+// A delta of a few bytes that copies the base over and over declares a
+// text far larger than itself: ApplyMax refuses it as soon as it reads
+// that size, and takes it within a bound as large.
+func TestApplyMaxRefusesABomb(t *testing.T) {
+	base := []byte(`{"a":"0123456789012345678901234567890123456789012345678901234"}`)
+	d := bomb(base, 1000)
+	want := bytes.Repeat(base, 1000)
+	if out, err := delta.Apply(base, d); err != nil || !bytes.Equal(out, want) {
+		t.Fatalf("Apply of the bomb (%d bytes): %d bytes, %v; want %d", len(d), len(out), err, len(want))
+	}
+	if out, err := delta.ApplyMax(base, d, len(want)); err != nil || !bytes.Equal(out, want) {
+		t.Fatalf("ApplyMax within its bound: %d bytes, %v", len(out), err)
+	}
+	for _, max := range []int{len(want) - 1, 1 << 10, 1} {
+		out, err := delta.ApplyMax(base, d, max)
+		if err == nil || !strings.Contains(err.Error(), fmt.Sprintf("makes %d bytes, more than %d", len(want), max)) {
+			t.Fatalf("ApplyMax(%d) of a delta declaring %d bytes: %d bytes, %v", max, len(want), len(out), err)
+		}
+	}
+}
+
+// bomb returns a delta that makes n copies of base: a few bytes per copy.
+func bomb(base []byte, n int) []byte {
+	d := appendInt(nil, uint32(n*len(base)))
+	d = append(d, '\n')
+	for range n {
+		d = appendInt(d, uint32(len(base)))
+		d = append(d, "@0,"...)
+	}
+	d = appendInt(d, checksum(bytes.Repeat(base, n)))
+	return append(d, ';')
+}
+
+// appendInt appends v in the fossil format's base 64, most significant
+// digit first.
+func appendInt(b []byte, v uint32) []byte {
+	const digits = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ_abcdefghijklmnopqrstuvwxyz~"
+	var buf [6]byte
+	i := len(buf)
+	for {
+		i--
+		buf[i] = digits[v&63]
+		if v >>= 6; v == 0 {
+			break
+		}
+	}
+	return append(b, buf[i:]...)
+}
+
+// checksum is the fossil format's: the sum of the text's big-endian
+// 32-bit words, the last one padded with zeros.
+func checksum(b []byte) uint32 {
+	var sum uint32
+	for ; len(b) >= 4; b = b[4:] {
+		sum += binary.BigEndian.Uint32(b)
+	}
+	var tail [4]byte
+	copy(tail[:], b)
+	return sum + binary.BigEndian.Uint32(tail[:])
 }

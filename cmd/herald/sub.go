@@ -176,8 +176,11 @@ func (s *subscriber) run(ctx context.Context) error {
 	// connection would outlive the command.
 	tr := &http.Transport{Proxy: http.ProxyFromEnvironment, DisableKeepAlives: true}
 	defer tr.CloseIdleConnections()
+	// Herald never redirects: a redirect would take the token elsewhere,
+	// and coder/websocket follows any number of them unless told not to.
+	hc := &http.Client{Transport: tr, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 	c, err := client.Dial(ctx, s.cfg.base.String(), &client.Options{
-		Transport: s.cfg.transport, Token: s.cfg.token, HTTPClient: &http.Client{Transport: tr},
+		Transport: s.cfg.transport, Token: s.cfg.token, HTTPClient: hc,
 		BackoffMin: subBackoffMin, BackoffMax: subBackoffMax, MaxMessage: subMaxMessage,
 		Logger: newStderrLogger(s.stderr),
 	})
