@@ -3,12 +3,14 @@ package httpapi_test
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"errors"
 	"io"
 	"net"
 	"net/http"
 	"os"
 	"runtime"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -240,5 +242,53 @@ func TestSlowReaderGetsLargeResponse(t *testing.T) {
 	}
 	if took := time.Since(start); took < 2*time.Second {
 		t.Fatalf("read in %v: not slower than the write timeout, the test proves nothing", took)
+	}
+}
+
+// TestLargePageIsNotCopied: a page of history over a megabyte is written
+// from the events themselves, not from a copy of them (concurrent
+// requests for large pages would each hold one), and is the same JSON,
+// with its length announced.
+func TestLargePageIsNotCopied(t *testing.T) {
+	s := newServer(t, serverOptions{})
+	const n, size = 40, 60 << 10
+	s.bigHistory(t, "big.c", n, size)
+	get := func() *http.Response {
+		resp, err := http.Get(s.url + "/v1/topics/big.c/history?limit=1000")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp
+	}
+	resp := get()
+	body, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.Header.Get("Content-Length") != strconv.Itoa(len(body)) {
+		t.Errorf("Content-Length %q for %d bytes", resp.Header.Get("Content-Length"), len(body))
+	}
+	var page struct {
+		Events []struct {
+			ID   string
+			Data string
+		}
+	}
+	if err := json.Unmarshal(body, &page); err != nil || len(page.Events) != n || len(page.Events[n-1].Data) != size {
+		t.Fatalf("page of %d bytes: %d events, %v", len(body), len(page.Events), err)
+	}
+
+	var before, after runtime.MemStats
+	const rounds = 3
+	runtime.ReadMemStats(&before)
+	for range rounds {
+		resp := get()
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+	}
+	runtime.ReadMemStats(&after)
+	if per := (after.TotalAlloc - before.TotalAlloc) / rounds; per > uint64(len(body))/2 {
+		t.Errorf("a request for a page of %d bytes allocated %d bytes", len(body), per)
 	}
 }

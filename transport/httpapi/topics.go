@@ -2,6 +2,7 @@ package httpapi
 
 import (
 	"encoding/json"
+	"io"
 	"fmt"
 	"net/http"
 	"slices"
@@ -73,7 +74,42 @@ func (a *api) history(w http.ResponseWriter, r *http.Request) {
 		apierror.WriteErr(w, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, appendEvents(append(make([]byte, 0, eventsSize(msgs)+16), '{'), msgs))
+	writeEvents(w, msgs)
+}
+
+// maxCopiedPage is the largest page of history answered from one buffer;
+// a larger one is written envelope by envelope from the events
+// themselves, so that a request copies at most this much: a page may hold
+// up to 1000 events of up to --max-body each, and concurrent requests for
+// it would each hold a copy.
+const maxCopiedPage = 1 << 20
+
+// writeEvents answers {"events":[…]} with msgs.
+func writeEvents(w http.ResponseWriter, msgs []*hub.Message) {
+	n := eventsSize(msgs) + 16
+	if n <= maxCopiedPage {
+		writeJSON(w, http.StatusOK, appendEvents(append(make([]byte, 0, n), '{'), msgs))
+		return
+	}
+	apierror.SetJSONHeaders(w.Header())
+	// The length is known: no chunked encoding, and large envelopes go
+	// to the socket without passing through net/http's buffer.
+	w.Header().Set("Content-Length", strconv.Itoa(len(`{"events":[`)+eventsSize(msgs)-min(len(msgs), 1)+len("]}\n")))
+	w.WriteHeader(http.StatusOK)
+	if _, err := io.WriteString(w, `{"events":[`); err != nil {
+		return
+	}
+	for i, m := range msgs {
+		if i > 0 {
+			if _, err := io.WriteString(w, ","); err != nil {
+				return
+			}
+		}
+		if _, err := w.Write(m.Envelope()); err != nil {
+			return
+		}
+	}
+	_, _ = io.WriteString(w, "]}\n")
 }
 
 // state serves GET /v1/topics/{topic}/state: the latest event of each key,
