@@ -253,6 +253,18 @@ func TestLargePageIsNotCopied(t *testing.T) {
 	s := newServer(t, serverOptions{})
 	const n, size = 40, 60 << 10
 	s.bigHistory(t, "big.c", n, size)
+	s.bigHistory(t, "small.c", 3, 1000)
+	for _, topic := range []string{"small.c", "empty.c"} {
+		resp, err := http.Get(s.url + "/v1/topics/" + topic + "/history")
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.Header.Get("Content-Length") != strconv.Itoa(len(body)) || !json.Valid(body) {
+			t.Errorf("%s: Content-Length %q for %d bytes: %s", topic, resp.Header.Get("Content-Length"), len(body), body)
+		}
+	}
 	get := func() *http.Response {
 		resp, err := http.Get(s.url + "/v1/topics/big.c/history?limit=1000")
 		if err != nil {

@@ -86,15 +86,15 @@ const maxCopiedPage = 1 << 20
 
 // writeEvents answers {"events":[…]} with msgs.
 func writeEvents(w http.ResponseWriter, msgs []*hub.Message) {
-	n := eventsSize(msgs) + 16
-	if n <= maxCopiedPage {
-		writeJSON(w, http.StatusOK, appendEvents(append(make([]byte, 0, n), '{'), msgs))
+	size := eventsSize(msgs)
+	// The length is known: no chunked encoding, and large envelopes go
+	// to the socket without passing through net/http's buffer.
+	w.Header().Set("Content-Length", strconv.Itoa(len(`{"events":[`)+size-min(len(msgs), 1)+len("]}\n")))
+	if size+16 <= maxCopiedPage {
+		writeJSON(w, http.StatusOK, appendEvents(append(make([]byte, 0, size+16), '{'), msgs))
 		return
 	}
 	apierror.SetJSONHeaders(w.Header())
-	// The length is known: no chunked encoding, and large envelopes go
-	// to the socket without passing through net/http's buffer.
-	w.Header().Set("Content-Length", strconv.Itoa(len(`{"events":[`)+eventsSize(msgs)-min(len(msgs), 1)+len("]}\n")))
 	w.WriteHeader(http.StatusOK)
 	if _, err := io.WriteString(w, `{"events":[`); err != nil {
 		return
