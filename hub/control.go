@@ -257,7 +257,14 @@ func (c *Client) unsubscribeControl(patterns []string) bool {
 	if len(gone) == 0 {
 		return false
 	}
-	if o := c.w.opts; o != nil && o.Unsubscribed != nil {
+	switch o := c.w.opts; {
+	case o == nil:
+		// Not served yet (an SSE stream whose response is on its way):
+		// Serve queues the frame. Under c.mu, as Serve takes it.
+		prev, _ := c.hub.unsubPending.Load(c)
+		old, _ := prev.([]string)
+		c.hub.unsubPending.Store(c, append(old, gone...))
+	case o.Unsubscribed != nil:
 		c.enqueueLocked(Item{Raw: o.Unsubscribed(gone)})
 	}
 	return true

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/heraldpush/herald/hub"
 )
@@ -156,4 +157,29 @@ func TestValidateControl(t *testing.T) {
 			t.Errorf("ValidateControl(%v) = %v", c, err)
 		}
 	}
+}
+
+// TestControlUnsubscribeBeforeServe: an unsubscribe that reaches a client
+// subscribed but not yet served (an SSE stream whose response is on its
+// way) is still told to it, once its writer starts.
+func TestControlUnsubscribeBeforeServe(t *testing.T) {
+	h := newHub(t, hub.Options{})
+	c := newClient(t, h, "test")
+	c.SetUser("ann")
+	subscribe(t, c, hub.SubscribeRequest{Patterns: pats("room.1", "room.2")})
+	n, err := h.Control(context.Background(), hub.Control{Op: hub.ControlUnsubscribe, User: "ann", Topics: []string{"room.1"}})
+	if err != nil || n != 1 {
+		t.Fatalf("unsubscribe = %d, %v; want 1", n, err)
+	}
+	r := newRecorder(c)
+	c.Serve(r, &hub.WriterOptions{ParkAfter: time.Second, Unsubscribed: func(p []string) []byte { return []byte("unsubscribed " + strings.Join(p, ",")) }}, nil)
+	eventually(t, "the unsubscribed frame", func() bool { return r.count() > 0 })
+	r.mu.Lock()
+	got := string(r.items[0].Raw)
+	r.mu.Unlock()
+	if got != "unsubscribed room.1" {
+		t.Errorf("first item %q, want the unsubscribed frame of room.1", got)
+	}
+	c.Close()
+	r.end(t)
 }

@@ -118,6 +118,10 @@ type Hub struct {
 	// written under that client's mu): apart from sub, which every idle
 	// connection holds, so that it stays small (see sub).
 	stateSubs sync.Map // *Client -> map[string]*stateSub
+	// unsubPending holds the patterns the control API removed from a
+	// client before it was served (Client.Serve), whose Unsubscribed frame
+	// Serve queues: apart from Client, as the window is brief and rare.
+	unsubPending sync.Map // *Client -> []string
 
 	node string     // the node part of connection IDs (Client.ConnID)
 	pres *presencer // publishes joins and leaves

@@ -128,6 +128,9 @@ func (c *Client) Serve(w BatchWriter, opts *WriterOptions, done <-chan struct{})
 	// (control.go, direct.go).
 	c.mu.Lock()
 	wr.bw, wr.opts, wr.done, wr.keepAlive = w, opts, done, keepAlive
+	if v, ok := c.hub.unsubPending.LoadAndDelete(c); ok && opts.Unsubscribed != nil {
+		c.enqueueLocked(Item{Raw: opts.Unsubscribed(v.([]string))})
+	}
 	// A linger asks for events to wait and go together: not direct.
 	_, c.direct = w.(DirectWriter)
 	c.direct = c.direct && opts.Linger <= 0 && opts.ParkAfter > 0 && !c.hub.opts.NoDirectWrites
