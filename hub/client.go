@@ -575,7 +575,7 @@ func (c *Client) Close() {
 	s.mu.Unlock()
 	c.cancel()
 	c.worker.Wait()
-	c.hub.stateSubs.Delete(c) // no replay reads it now, and no Subscribe adds to it
+	c.hub.stateSubs.Delete(c)    // no replay reads it now, and no Subscribe adds to it
 	c.hub.unsubPending.Delete(c) // a client closed before it was served
 	c.hub.forget(c)
 }
