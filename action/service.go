@@ -255,7 +255,9 @@ func (s *Service) Submit(ctx context.Context, req Request) (Action, bool, error)
 	cctx := ctx
 	if !s.local {
 		// A shared store that stopped answering must not hold the request,
-		// nor Shutdown, which waits for closeMu, longer than a publish.
+		// nor Shutdown, which waits for closeMu, for long: submitWait to
+		// be sent, then the store's own bound on a write it sent (the
+		// Redis store's writeTimeout), 10 s at most in all.
 		var cancel context.CancelFunc
 		cctx, cancel = context.WithTimeout(ctx, submitWait)
 		defer cancel()
@@ -321,7 +323,9 @@ func (s *Service) Stats() Stats {
 // Workers still out after cancelGrace have their Store calls cancelled
 // too, and get a further moment (storeGrace); then Shutdown returns
 // whether or not they are back. It returns at the latest cancelGrace +
-// storeGrace after ctx expires.
+// storeGrace after ctx expires, once it holds closeMu, which a Submit
+// under way keeps for up to 10 s on a store that stopped answering
+// (submitWait, then the store's own bound).
 //
 // It reports an error wrapping ctx.Err() when ctx expired with actions
 // still running, saying whether it stopped every worker and, if not, what

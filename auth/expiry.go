@@ -32,8 +32,9 @@ var reconnectToRenew = &hub.Disconnect{Code: 1013, Reason: "session expired: rec
 // the cache or the application: the client goes on with the new grants if
 // they are for the same user and still grant every pattern it is
 // subscribed to, is refused (1008) if not, and is closed with 1013 if the
-// application cannot answer. Its methods are safe for concurrent use; it
-// ends with the client.
+// application cannot answer, or if the connection's session headers were
+// too large to keep (maxKeptCreds) and it must reconnect to send them
+// again. Its methods are safe for concurrent use; it ends with the client.
 type Expiry struct {
 	c       *hub.Client
 	mu      sync.Mutex

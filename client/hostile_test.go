@@ -190,8 +190,8 @@ func TestHungServerFailsTheAttempt(t *testing.T) {
 		h               http.Handler
 		want            string
 	}{
-		{"no answer", "ws", never, "did not confirm the subscription within"},
-		{"no answer", "sse", never, "did not confirm the subscription within"},
+		{"no answer", "ws", never, "failed to have the subscription confirmed within"},
+		{"no answer", "sse", never, "failed to have the subscription confirmed within"},
 		{"no ok", "ws", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			conn, err := websocket.Accept(w, r, &websocket.AcceptOptions{Subprotocols: []string{"herald.v1"}})
 			if err != nil {
@@ -203,13 +203,13 @@ func TestHungServerFailsTheAttempt(t *testing.T) {
 					return
 				}
 			}
-		}), "did not confirm the subscription within"},
+		}), "failed to have the subscription confirmed within"},
 		{"headers, then nothing", "sse", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			w.Header().Set("Content-Type", "text/event-stream")
 			w.WriteHeader(http.StatusOK)
 			w.(http.Flusher).Flush()
 			<-r.Context().Done()
-		}), "nothing received for"},
+		}), "failed to hear from the server for"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name+" "+tc.transport, func(t *testing.T) {
@@ -271,7 +271,7 @@ func TestSilentServerResumes(t *testing.T) {
 			wait.For(t, 10*time.Second, "the silent connection to end and two attempts to time out", func() bool {
 				return attempts.Load() >= before+3
 			})
-			for _, want := range []string{"nothing received for 1s", "did not confirm the subscription within 500ms"} {
+			for _, want := range []string{"failed to hear from the server for 1s", "failed to have the subscription confirmed within 500ms"} {
 				if !strings.Contains(log.String(), want) {
 					t.Errorf("the log does not say %q:\n%s", want, &log)
 				}

@@ -43,7 +43,7 @@ type watchdog struct {
 func newWatchdog(ctx context.Context, cancel context.CancelCauseFunc, connect, idle time.Duration) *watchdog {
 	w := &watchdog{ctx: ctx, cancel: cancel, idle: idle}
 	w.connect = time.AfterFunc(connect, func() {
-		cancel(fmt.Errorf("%w: the server did not confirm the subscription within %v", errHung, connect))
+		cancel(fmt.Errorf("failed to have the subscription confirmed within %v: %w", connect, errHung))
 	})
 	return w
 }
@@ -103,7 +103,7 @@ func (w *watchdog) watch() {
 		}
 		quiet += tick
 		if quiet >= w.idle {
-			w.cancel(fmt.Errorf("%w: nothing received for %v", errHung, w.idle))
+			w.cancel(fmt.Errorf("failed to hear from the server for %v: %w", w.idle, errHung))
 			return
 		}
 		if w.ping != nil && quiet >= w.idle/2 {
@@ -120,7 +120,7 @@ func (w *watchdog) watch() {
 			// The pong is read by the reader: one the consumer holds up
 			// reads it late, and is not idle.
 			if err != nil && !w.held.Load() && !w.seen.Load() {
-				w.cancel(fmt.Errorf("%w: nothing received for %v (no answer to a ping)", errHung, w.idle))
+				w.cancel(fmt.Errorf("failed to hear from the server for %v, a ping unanswered: %w", w.idle, errHung))
 				return
 			}
 			quiet = 0

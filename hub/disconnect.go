@@ -72,3 +72,11 @@ func DisconnectOf(err error) *Disconnect {
 	}
 	return DisconnectError
 }
+
+// Unchecked returns the Disconnect of a client whose credentials could not
+// be checked (what checks them is out of reach): close 1013 (try again
+// later) with reason, counted as "error". Clients retry a 1013, where they
+// take a 1008 at the handshake as final. It wraps cause.
+func Unchecked(reason string, cause error) *Disconnect {
+	return &Disconnect{Code: 1013, Reason: reason, Label: "error", cause: cause}
+}

@@ -28,7 +28,8 @@
 // and needs no Close: it runs while writes are queued and ends when the
 // queue is empty. A group in flight ends at its deadline (writeTimeout if
 // the client honours context deadlines, ContextTimeoutEnabled, as the
-// server's does; the client's read timeout otherwise), or at once when the
+// server's does; otherwise the client's read timeout, for each of its
+// retries of the pipeline), or at once when the
 // client is closed, which is how its owner ends it. A write whose context
 // ends while it waits for a group is never sent and returns then; one
 // already sent waits for its group, as go-redis cannot interrupt a read.
@@ -73,7 +74,8 @@ type Store struct {
 // runs script after script, and writeTimeout bounds its round trip. A
 // write taken into a group waits for it whatever its caller's context
 // (go-redis cannot interrupt a read), so writeTimeout is also how long a
-// submission waits at most once sent: the 5 s of a publish.
+// submission waits at most once sent, after at most its own 5 s to be
+// sent (action.Service's submitWait).
 const (
 	groupMaxWrites = 256
 	queueMaxWrites = 4 * groupMaxWrites

@@ -135,7 +135,7 @@ func parseServeFlags(args []string, getenv func(string) (string, bool), stdout i
 	fs.DurationVar(&c.writeLinger, "write-linger", 0, "how long a connection's writer, woken by an event less than this after its previous write, waits for more before it writes them together: fewer write calls (server CPU) for up to this much more latency; a connection whose events come further apart is not delayed (0: off; at most 100ms; see docs/benchmarks.md)")
 	fs.DurationVar(&c.readTimeout, "read-timeout", server.DefaultReadTimeout, "how long a request body may take to arrive once its headers have; past it: 408 and the connection closed (streams are not affected)")
 	fs.Int64Var(&c.maxBody, "max-body", server.DefaultMaxBody, "largest HTTP request body, in bytes")
-	fs.IntVar(&c.maxHeaderBytes, "max-header-bytes", server.DefaultMaxHeaderBytes, "largest HTTP request line and headers together, in bytes (larger: 431 and the connection closed)")
+	fs.IntVar(&c.maxHeaderBytes, "max-header-bytes", server.DefaultMaxHeaderBytes, "largest HTTP request line and headers together, in bytes, give or take Go's 4 KiB of slack (larger: 431; over HTTP/1.x the connection closed)")
 	fs.Int64Var(&c.wsReadLimit, "ws-read-limit", server.DefaultWSReadLimit, "largest WebSocket message from a client, in bytes (larger: close 1009)")
 	fs.DurationVar(&c.wsPingInterval, "ws-ping-interval", server.DefaultWSPingInterval, "interval of WebSocket keep-alive pings")
 	fs.BoolVar(&c.wsCompression, "ws-compression", true, "negotiate WebSocket permessage-deflate (without context takeover) with clients that offer it; each event of 512 bytes or more is compressed once for all of them")

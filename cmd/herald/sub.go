@@ -178,6 +178,8 @@ func (s *subscriber) run(ctx context.Context) error {
 	defer tr.CloseIdleConnections()
 	// Herald never redirects: a redirect would take the token elsewhere,
 	// and coder/websocket follows any number of them unless told not to.
+	// client.Dial refuses them for an HTTPClient without a policy too;
+	// saying so here keeps the rule where the client is made.
 	hc := &http.Client{Transport: tr, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 	c, err := client.Dial(ctx, s.cfg.base.String(), &client.Options{
 		Transport: s.cfg.transport, Token: s.cfg.token, HTTPClient: hc,

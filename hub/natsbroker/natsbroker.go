@@ -125,8 +125,9 @@ const (
 //	          conditional append, round trips bounded by the change's
 //	          context; a publish attempt holds it shared; both wait for
 //	          it no longer than their contexts allow)
-//	streamMu, state.mu, pres.mu (leaves, held for no call: never
-//	          across a round trip to NATS)
+//	streamMu, state.mu, pres.mu, presCache.mu, unreported's mutex
+//	          (leaves, held for no call: never across a round trip to
+//	          NATS)
 type Broker struct {
 	o      Options
 	js     jetstream.JetStream

@@ -8,6 +8,7 @@ package sharedcall
 
 import (
 	"context"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sync/singleflight"
@@ -17,6 +18,9 @@ import (
 // methods are safe for concurrent use.
 type Group[T any] struct {
 	g singleflight.Group
+	// joined counts the callers that have asked: a test's way to know
+	// that callers are waiting together.
+	joined atomic.Int64
 }
 
 // Do runs fn once for all the callers that ask for key while it runs, and
@@ -34,6 +38,7 @@ func (g *Group[T]) Do(ctx, base context.Context, key string, timeout time.Durati
 		defer cancel()
 		return fn(cctx)
 	})
+	g.joined.Add(1)
 	select {
 	case r := <-ch:
 		v, _ := r.Val.(T)

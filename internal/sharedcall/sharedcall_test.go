@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
+
+	"github.com/heraldpush/herald/internal/testkit/wait"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -29,8 +31,6 @@ func TestDo(t *testing.T) {
 			return 0, ctx.Err()
 		}
 	}
-	short, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
-	defer cancel()
 	var wg sync.WaitGroup
 	results := make([]int, 4)
 	for i := range results {
@@ -42,9 +42,14 @@ func TestDo(t *testing.T) {
 			results[i] = v
 		})
 	}
+	short, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
 	if _, err := g.Do(short, context.Background(), "k", time.Minute, fn); !errors.Is(err, context.DeadlineExceeded) {
 		t.Errorf("a caller whose context ends: %v, want its deadline", err)
 	}
+	// The call cannot end before release, so every caller that has asked
+	// by then has joined it.
+	wait.For(t, 10*time.Second, "the callers", func() bool { return g.joined.Load() == 5 })
 	close(release)
 	wg.Wait()
 	for i, v := range results {
@@ -52,11 +57,8 @@ func TestDo(t *testing.T) {
 			t.Errorf("caller %d got %d, want 7", i, v)
 		}
 	}
-	if n := calls.Load(); n < 1 || n >= 5 {
-		// Unshared, each of the 5 callers makes its own; shared, those
-		// that came while the first was blocked joined it (a caller that
-		// came after it ended starts another).
-		t.Errorf("%d calls for 5 callers", n)
+	if n := calls.Load(); n != 1 {
+		t.Errorf("%d calls for 5 callers at once, want 1", n)
 	}
 	// The call's own bound ends it when nobody waits.
 	_, err := g.Do(context.Background(), context.Background(), "slow", 20*time.Millisecond, func(ctx context.Context) (int, error) {

@@ -10,7 +10,8 @@ import (
 // store waits for it, as the hub bounds a publish: a broker that stopped
 // answering gets the client a 503 in this long (apierror maps the
 // deadline), rather than after the broker client's own retries of a
-// command that timed out (go-redis: three of 3 s each).
+// command that timed out (go-redis: up to four attempts of 3 s each, with
+// backoff).
 const brokerWait = 5 * time.Second
 
 // brokerContext is r's context bounded by brokerWait.

@@ -2,8 +2,8 @@ package httpapi
 
 import (
 	"encoding/json"
-	"io"
 	"fmt"
+	"io"
 	"net/http"
 	"slices"
 	"strconv"
@@ -87,8 +87,7 @@ const maxCopiedPage = 1 << 20
 // writeEvents answers {"events":[…]} with msgs.
 func writeEvents(w http.ResponseWriter, msgs []*hub.Message) {
 	size := eventsSize(msgs)
-	// The length is known: no chunked encoding, and large envelopes go
-	// to the socket without passing through net/http's buffer.
+	// The length is known: no chunked encoding.
 	w.Header().Set("Content-Length", strconv.Itoa(len(`{"events":[`)+size-min(len(msgs), 1)+len("]}\n")))
 	if size+16 <= maxCopiedPage {
 		writeJSON(w, http.StatusOK, appendEvents(append(make([]byte, 0, size+16), '{'), msgs))

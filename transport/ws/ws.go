@@ -56,7 +56,9 @@ type Options struct {
 	// Auth, if set, authenticates each connection at the handshake and
 	// checks every subscribe, publish and action against its grants; a
 	// bad token closes the connection with 1008 and so does its expiry,
-	// unless a "refresh" op extends it. Nil: no authentication.
+	// unless a "refresh" op extends it; credentials that cannot be checked
+	// (the JWKS or the auth upstream out of reach) close it with 1013.
+	// Nil: no authentication.
 	Auth *auth.Authenticator
 	// Conns, if set, bounds open connections (shared with SSE streams):
 	// over it, the handshake gets 503 unavailable or 429 rate_limited.
@@ -201,7 +203,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// on a 1008 at the handshake they stop for good.
 		d := hub.Refused(authErr.Error(), authErr)
 		if errors.Is(authErr, auth.ErrUnavailable) {
-			d = &hub.Disconnect{Code: 1013, Reason: authErr.Error(), Label: "error"}
+			d = hub.Unchecked(authErr.Error(), authErr)
 		}
 		client.Fail(d)
 		s.principal.Store(auth.Nobody)
