@@ -19,6 +19,7 @@ import (
 
 	"github.com/coder/websocket"
 
+	"github.com/heraldpush/herald/internal/testkit/fossiltest"
 	"github.com/heraldpush/herald/internal/testkit/heraldtest"
 	"github.com/heraldpush/herald/internal/testkit/relay"
 	"github.com/heraldpush/herald/internal/testkit/wait"
@@ -335,42 +336,20 @@ func TestSlowConsumerIsNotIdle(t *testing.T) {
 func deltaBomb(base string, n int) string {
 	inner := len(base) - 2
 	size := 2 + n*inner
-	d := fossilInt(nil, uint32(size))
+	d := fossiltest.AppendInt(nil, uint32(size))
 	d = append(d, '\n')
-	d = append(fossilInt(d, 1), "@0,"...)
+	d = append(fossiltest.AppendInt(d, 1), "@0,"...)
 	for range n {
-		d = append(fossilInt(append(fossilInt(d, uint32(inner)), '@'), 1), ',')
+		d = append(fossiltest.AppendInt(append(fossiltest.AppendInt(d, uint32(inner)), '@'), 1), ',')
 	}
-	d = append(fossilInt(append(fossilInt(d, 1), '@'), uint32(len(base)-1)), ',')
+	d = append(fossiltest.AppendInt(append(fossiltest.AppendInt(d, 1), '@'), uint32(len(base)-1)), ',')
 	out := make([]byte, 0, size)
 	out = append(out, '"')
 	for range n {
 		out = append(out, base[1:len(base)-1]...)
 	}
 	out = append(out, '"')
-	var sum uint32
-	for i := 0; i+4 <= len(out); i += 4 {
-		sum += uint32(out[i])<<24 | uint32(out[i+1])<<16 | uint32(out[i+2])<<8 | uint32(out[i+3])
-	}
-	var tail [4]byte
-	copy(tail[:], out[len(out)&^3:])
-	sum += uint32(tail[0])<<24 | uint32(tail[1])<<16 | uint32(tail[2])<<8 | uint32(tail[3])
-	return string(append(fossilInt(d, sum), ';'))
-}
-
-// fossilInt appends v in the fossil delta format's base 64.
-func fossilInt(b []byte, v uint32) []byte {
-	const digits = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ_abcdefghijklmnopqrstuvwxyz~"
-	var buf [6]byte
-	i := len(buf)
-	for {
-		i--
-		buf[i] = digits[v&63]
-		if v >>= 6; v == 0 {
-			break
-		}
-	}
-	return append(b, buf[i:]...)
+	return string(append(fossiltest.AppendInt(d, fossiltest.Checksum(out)), ';'))
 }
 
 // A delta of 12 KB that would make 8 MB of data, far more than the

@@ -2,13 +2,13 @@ package delta_test
 
 import (
 	"bytes"
-	"encoding/binary"
 	"fmt"
 	"strings"
 	"testing"
 	"unicode/utf8"
 
 	"github.com/heraldpush/herald/delta"
+	"github.com/heraldpush/herald/internal/testkit/fossiltest"
 )
 
 // TestRoundTrip holds Create and Apply to the corpus: a delta, when used,
@@ -105,40 +105,12 @@ func TestApplyMaxRefusesABomb(t *testing.T) {
 
 // bomb returns a delta that makes n copies of base: a few bytes per copy.
 func bomb(base []byte, n int) []byte {
-	d := appendInt(nil, uint32(n*len(base)))
+	d := fossiltest.AppendInt(nil, uint32(n*len(base)))
 	d = append(d, '\n')
 	for range n {
-		d = appendInt(d, uint32(len(base)))
+		d = fossiltest.AppendInt(d, uint32(len(base)))
 		d = append(d, "@0,"...)
 	}
-	d = appendInt(d, checksum(bytes.Repeat(base, n)))
+	d = fossiltest.AppendInt(d, fossiltest.Checksum(bytes.Repeat(base, n)))
 	return append(d, ';')
-}
-
-// appendInt appends v in the fossil format's base 64, most significant
-// digit first.
-func appendInt(b []byte, v uint32) []byte {
-	const digits = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ_abcdefghijklmnopqrstuvwxyz~"
-	var buf [6]byte
-	i := len(buf)
-	for {
-		i--
-		buf[i] = digits[v&63]
-		if v >>= 6; v == 0 {
-			break
-		}
-	}
-	return append(b, buf[i:]...)
-}
-
-// checksum is the fossil format's: the sum of the text's big-endian
-// 32-bit words, the last one padded with zeros.
-func checksum(b []byte) uint32 {
-	var sum uint32
-	for ; len(b) >= 4; b = b[4:] {
-		sum += binary.BigEndian.Uint32(b)
-	}
-	var tail [4]byte
-	copy(tail[:], b)
-	return sum + binary.BigEndian.Uint32(tail[:])
 }
