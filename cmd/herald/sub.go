@@ -56,6 +56,9 @@ type subConfig struct {
 	// asks for at most one event per topic and key per interval.
 	delta    bool
 	conflate time.Duration
+	// connectTimeout and idleTimeout are the client's bounds on a
+	// connection attempt and on silence (0: the client's defaults).
+	connectTimeout, idleTimeout time.Duration
 }
 
 // runSub runs "herald sub": subscribe over WebSocket or SSE and print one
@@ -87,6 +90,8 @@ func parseSubFlags(args []string, stdout io.Writer) (subConfig, error) {
 	fs.BoolVar(&cfg.presenceEvents, "presence-events", false, "also print the topics' herald.join and herald.leave events")
 	fs.BoolVar(&cfg.delta, "delta", false, "ask for keyed events as fossil deltas and apply them (the output always has full data)")
 	fs.DurationVar(&cfg.conflate, "conflate", 0, "at most one event per topic and key per `DURATION` (50ms..60s), the latest")
+	fs.DurationVar(&cfg.connectTimeout, "connect-timeout", client.DefaultConnectTimeout, "how long a connection attempt may take until the subscription is confirmed; past it the attempt fails (the first one ends sub with exit 1, later ones are retried)")
+	fs.DurationVar(&cfg.idleTimeout, "idle-timeout", client.DefaultIdleTimeout, "how long a connection may receive nothing, not even keep-alives, before it is dropped and the subscription resumes on a new one; over sse, more than the server's --heartbeat")
 	if err := parseFlags(fs, args, stdout, "Usage: herald sub --topic PATTERN [--topic ...] [flags]\n\n"+
 		"Subscribes and prints one event envelope per line (NDJSON) on stdout;\n"+
 		"diagnostics go to stderr. Reconnects with backoff and resumes from the\n"+
@@ -124,6 +129,9 @@ func parseSubFlags(args []string, stdout io.Writer) (subConfig, error) {
 	}
 	if cfg.conflate != 0 && (cfg.conflate < hub.MinConflate || cfg.conflate > hub.MaxConflate) {
 		return cfg, usagef("--conflate must be from 50ms to 60s, got %v", cfg.conflate)
+	}
+	if cfg.connectTimeout <= 0 || cfg.idleTimeout <= 0 {
+		return cfg, usagef("--connect-timeout and --idle-timeout must be positive")
 	}
 	if cfg.transport != "ws" && cfg.transport != "sse" {
 		return cfg, usagef("--transport must be ws or sse, got %q", cfg.transport)
@@ -184,6 +192,7 @@ func (s *subscriber) run(ctx context.Context) error {
 	c, err := client.Dial(ctx, s.cfg.base.String(), &client.Options{
 		Transport: s.cfg.transport, Token: s.cfg.token, HTTPClient: hc,
 		BackoffMin: subBackoffMin, BackoffMax: subBackoffMax, MaxMessage: subMaxMessage,
+		ConnectTimeout: s.cfg.connectTimeout, IdleTimeout: s.cfg.idleTimeout,
 		Logger: newStderrLogger(s.stderr),
 	})
 	if err != nil {

@@ -92,3 +92,26 @@ func TestSubPrintsOnlyEnvelopes(t *testing.T) {
 		})
 	}
 }
+
+// TestSubConnectTimeout: a server that takes the request and never answers
+// fails sub's first attempt at --connect-timeout (exit 1, saying so), on
+// both transports, rather than hold it for ever.
+func TestSubConnectTimeout(t *testing.T) {
+	ts := httptestServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		<-r.Context().Done()
+	}))
+	for _, tr := range transports {
+		s := startSub(t, "--url", ts, "--transport", tr, "--topic", "a", "--connect-timeout", "300ms")
+		var stderr bytes.Buffer
+		if got := exitStatus(s.result(t), &stderr); got != 1 || !strings.Contains(stderr.String(), "confirmed within 300ms") {
+			t.Errorf("%s: exit status %d, error %q; want 1 and the connect timeout", tr, got, &stderr)
+		}
+	}
+	for _, bad := range []string{"--connect-timeout", "--idle-timeout"} {
+		s := startSub(t, "--url", ts, "--topic", "a", bad, "0s")
+		var stderr bytes.Buffer
+		if got := exitStatus(s.result(t), &stderr); got != 2 || !strings.Contains(stderr.String(), "must be positive") {
+			t.Errorf("%s 0s: exit status %d, error %q; want 2", bad, got, &stderr)
+		}
+	}
+}
