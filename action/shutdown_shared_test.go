@@ -55,9 +55,7 @@ func (b *logBuffer) logger(t *testing.T) *slog.Logger {
 func relayedRedis(t *testing.T) (via, direct *redis.Client, r *relay.Relay, prefix string) {
 	t.Helper()
 	direct, prefix = redistest.Client(t)
-	r = relay.Start(t, redistest.Addr(), relay.Options{})
-	via = redis.NewClient(&redis.Options{Addr: r.Addr(), ContextTimeoutEnabled: true})
-	t.Cleanup(func() { via.Close() })
+	via, r = redistest.Relayed(t)
 	return via, direct, r, prefix
 }
 

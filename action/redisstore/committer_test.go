@@ -8,12 +8,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/redis/go-redis/v9"
-
 	"github.com/heraldpush/herald/action"
 	"github.com/heraldpush/herald/action/redisstore"
 	"github.com/heraldpush/herald/internal/testkit/redistest"
-	"github.com/heraldpush/herald/internal/testkit/relay"
 	"github.com/heraldpush/herald/internal/testkit/wait"
 )
 
@@ -38,9 +35,7 @@ func pending(id string) *action.Stored {
 // committer then ends (goleak checks the rest at the end of the package).
 func TestCommitterEnds(t *testing.T) {
 	_, prefix := redistest.Client(t)
-	r := relay.Start(t, redistest.Addr(), relay.Options{})
-	rdb := redis.NewClient(&redis.Options{Addr: r.Addr(), ContextTimeoutEnabled: true})
-	t.Cleanup(func() { rdb.Close() })
+	rdb, r := redistest.Relayed(t)
 	s, err := redisstore.New(context.Background(), rdb, prefix)
 	if err != nil {
 		t.Fatal(err)

@@ -15,7 +15,6 @@ import (
 	"github.com/heraldpush/herald/hub/brokertest"
 	"github.com/heraldpush/herald/hub/redisbroker"
 	"github.com/heraldpush/herald/internal/testkit/redistest"
-	"github.com/heraldpush/herald/internal/testkit/relay"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -62,9 +61,7 @@ func TestCluster(t *testing.T) {
 // and the log holds the events once.
 func TestPublishAnswerLost(t *testing.T) {
 	rdb, prefix := redistest.Client(t)
-	rl := relay.Start(t, redistest.Addr(), relay.Options{})
-	via := redis.NewClient(&redis.Options{Addr: rl.Addr(), ContextTimeoutEnabled: true})
-	defer via.Close()
+	via, rl := redistest.Relayed(t)
 	b, err := redisbroker.New(context.Background(), redisbroker.Options{Client: via, Prefix: prefix})
 	if err != nil {
 		t.Fatal(err)
@@ -141,9 +138,7 @@ func TestGroupDedupe(t *testing.T) {
 // batch's cursors from the first run.
 func TestGroupAnswerLost(t *testing.T) {
 	rdb, prefix := redistest.Client(t)
-	rl := relay.Start(t, redistest.Addr(), relay.Options{})
-	via := redis.NewClient(&redis.Options{Addr: rl.Addr(), ContextTimeoutEnabled: true})
-	defer via.Close()
+	via, rl := redistest.Relayed(t)
 	brokertest.RunGroupAnswerLost(t, newHeld(t, via, redisbroker.Options{Client: via, Prefix: prefix}), rl, func() int {
 		n, _ := rdb.XLen(context.Background(), "{"+prefix+"}:log").Result()
 		return int(n)

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/heraldpush/herald/internal/testkit/relay"
 )
 
 var prefixes atomic.Int64
@@ -58,4 +60,15 @@ func URL(t testing.TB) string {
 	t.Helper()
 	_, prefix := Client(t)
 	return "redis://" + Addr() + "/0?prefix=" + prefix
+}
+
+// Relayed returns a client that reaches the tests' Redis through a relay
+// the test can mute or cut, configured as the server configures its own
+// (a request's deadline bounds its reads); it is closed when the test ends.
+func Relayed(t testing.TB) (*redis.Client, *relay.Relay) {
+	t.Helper()
+	rl := relay.Start(t, Addr(), relay.Options{})
+	via := redis.NewClient(&redis.Options{Addr: rl.Addr(), ContextTimeoutEnabled: true})
+	t.Cleanup(func() { via.Close() })
+	return via, rl
 }
