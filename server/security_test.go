@@ -143,3 +143,39 @@ func TestServeWarnsWhenOpen(t *testing.T) {
 		}
 	}
 }
+
+// TestServeSlowBodyOverHTTP2: a request body that takes longer than
+// --write-timeout to arrive (but within --read-timeout) is answered, over
+// HTTP/2 as over HTTP/1.1: on HTTP/2 a write deadline resets the stream
+// when it passes, written to or not, so it is set only when the response
+// begins.
+func TestServeSlowBodyOverHTTP2(t *testing.T) {
+	const writeTimeout = 300 * time.Millisecond
+	in := start(t, server.Config{ReadTimeout: 10 * time.Second, WriteTimeout: writeTimeout, H2C: true})
+	client, _ := newClient(t, nil, h2c)
+	client.Timeout = 15 * time.Second
+	body, more := io.Pipe()
+	go func() {
+		_, _ = io.WriteString(more, `{"topic":"slow.a",`)
+		// A slow client, not synchronisation: the rest comes after three
+		// write timeouts.
+		time.Sleep(3 * writeTimeout)
+		_, _ = io.WriteString(more, `"data":1}`)
+		more.Close()
+	}()
+	req, err := http.NewRequest(http.MethodPost, in.URL+"/v1/publish", body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	start := time.Now()
+	resp, err := client.Do(req)
+	if err != nil {
+		t.Fatalf("after %v: %v", time.Since(start), err)
+	}
+	got, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.ProtoMajor != 2 || resp.StatusCode != http.StatusOK || time.Since(start) < 3*writeTimeout {
+		t.Errorf("%s %d %s after %v, want HTTP/2 200 after %v", resp.Proto, resp.StatusCode, got, time.Since(start), 3*writeTimeout)
+	}
+}

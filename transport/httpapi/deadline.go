@@ -17,9 +17,12 @@ import (
 // (a full receive window) would otherwise hold the connection, the
 // handler's goroutine and the response (a page of history may be
 // megabytes) for ever, since TCP keeps answering the server's probes. The
-// recorder moves the deadline on as the response is written (see
-// recorder.prepare), so a large response that keeps moving is not cut; a
-// stream route turns that off (routed).
+// recorder sets the deadline when the response begins and moves it on as
+// it is written (see recorder.prepare), so a large response that keeps
+// moving is not cut; a stream route turns that off (routed). It is not set
+// before: on HTTP/2 a write deadline resets the stream when it passes,
+// writing or not, which would cut a handler still reading a slow body (up
+// to the read deadline) or waiting for the broker.
 //
 // The deadlines are set on this request alone (http.ResponseController), not
 // as http.Server.ReadTimeout or WriteTimeout, which would cut the streams:
@@ -37,10 +40,8 @@ func withDeadlines(read, write time.Duration, next http.Handler) http.Handler {
 		if r.ContentLength != 0 { // a body follows: known length (> 0) or chunked (-1)
 			_ = rc.SetReadDeadline(now.Add(read))
 		}
-		if deadline := now.Add(write); rc.SetWriteDeadline(deadline) == nil {
-			if rec, ok := w.(*recorder); ok {
-				rec.timeout, rec.deadline = write, deadline
-			}
+		if rec, ok := w.(*recorder); ok {
+			rec.timeout = write
 		}
 		next.ServeHTTP(w, r)
 	})

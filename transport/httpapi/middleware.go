@@ -34,20 +34,20 @@ type recorder struct {
 	wrote    bool // the status line has gone out (WriteHeader, Write or Flush)
 	hijacked bool
 	// timeout is the write timeout (0: none, or a stream's own); deadline
-	// the write deadline last set.
+	// the write deadline last set (zero: none yet).
 	timeout  time.Duration
 	deadline time.Time
 }
 
-// prepare gives the write about to be made at least half of the timeout,
-// moving the deadline only when less is left: moving it is a timer update
-// in the runtime poller, and most responses are written within the one
-// withDeadlines set.
+// prepare gives the write about to be made at least half of the timeout:
+// it sets the deadline at the response's first write, and moves it only
+// when less is left (moving it is a timer update in the runtime poller, and
+// most responses are written within the first).
 func (rec *recorder) prepare() {
 	if rec.timeout == 0 {
 		return
 	}
-	if now := time.Now(); rec.deadline.Sub(now) < rec.timeout/2 {
+	if now := time.Now(); rec.deadline.IsZero() || rec.deadline.Sub(now) < rec.timeout/2 {
 		rec.deadline = now.Add(rec.timeout)
 		_ = http.NewResponseController(rec.w).SetWriteDeadline(rec.deadline)
 	}
