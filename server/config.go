@@ -327,9 +327,10 @@ func (c Config) Validate() error {
 		// Else the largest keyed event a client may publish would never
 		// be kept as its key's latest value.
 		return configErrorf("--state-max-bytes (%d) must be at least --max-body (%d)", c.StateMaxBytes, c.MaxBody)
-	case int64(c.ActionMaxBytes) < c.MaxBody:
+	case c.Broker == "memory" && int64(c.ActionMaxBytes) < c.MaxBody:
 		// Else the largest action a client may submit would always be
-		// refused as over the queue's bytes.
+		// refused as over the queue's bytes (the memory store's; a
+		// shared broker's store does not use the bound).
 		return configErrorf("--action-max-bytes (%d) must be at least --max-body (%d)", c.ActionMaxBytes, c.MaxBody)
 	case c.Shards < 0:
 		return configErrorf("--shards must not be negative, got %d", c.Shards)

@@ -231,7 +231,9 @@ func (s *Store) Create(ctx context.Context, a *action.Stored, maxQueued int) (*a
 		}
 	}
 	n := size(a) + len(a.Payload)
-	if len(s.queued) >= maxQueued || s.queuedBytes+n > s.maxQueued {
+	// One action always fits an empty queue, as the largest body the
+	// server takes counts a little more here than --max-body.
+	if len(s.queued) >= maxQueued || s.queuedBytes > 0 && s.queuedBytes+n > s.maxQueued {
 		return nil, action.ErrQueueFull
 	}
 	e := &entry{a: clone(a), kept: true, queued: n}

@@ -315,3 +315,23 @@ func TestMaxQueuedBytes(t *testing.T) {
 		t.Fatalf("after Done: %v", err)
 	}
 }
+
+// TestLargestActionFits: an action larger than the bytes bound on its own
+// (the largest body the server takes counts a little more than
+// --max-body, which the bound must be at least) is taken into an empty
+// queue, and only then.
+func TestLargestActionFits(t *testing.T) {
+	s := newStore(t, memstore.Options{MaxQueuedBytes: 1 << 20})
+	ctx := context.Background()
+	big := func(id string) *action.Stored {
+		a := stored(id, "")
+		a.Payload = json.RawMessage(`"` + strings.Repeat("x", 1<<20-2) + `"`)
+		return a
+	}
+	if _, err := s.Create(ctx, big("act_l1"), 100); err != nil {
+		t.Fatalf("a payload of the whole bound into an empty queue: %v", err)
+	}
+	if _, err := s.Create(ctx, stored("act_l2", ""), 100); !errors.Is(err, action.ErrQueueFull) {
+		t.Fatalf("beside it: %v, want ErrQueueFull", err)
+	}
+}

@@ -194,9 +194,10 @@ func (c *corkConn) inflateMessage(f *inflation, b0 byte) error {
 				return fmt.Errorf("%w: a control frame of %d bytes", errDeflateProtocol, n)
 			}
 			// They wait for the message's end, so they count against the
-			// read limit like its own bytes: pings sent forever inside a
-			// message that never ends must not grow f.out forever.
-			if uint64(f.out.Len())+uint64(2+ext+4)+n > uint64(c.readLimit) {
+			// read limit with its own bytes: pings sent forever inside a
+			// message that never ends must not grow f.out forever, and the
+			// two together stay within the one limit.
+			if uint64(len(f.in))+uint64(f.out.Len())+uint64(2+ext+4)+n > uint64(c.readLimit) {
 				return fmt.Errorf("%w: control frames inside a compressed message over %d bytes", websocket.ErrMessageTooBig, c.readLimit)
 			}
 			f.out.Write(h[:2+ext+4])
@@ -210,7 +211,7 @@ func (c *corkConn) inflateMessage(f *inflation, b0 byte) error {
 			if b0 != first && (b0&0x70 != 0 || b0&0x0F != wsframe.OpContinuation) {
 				return fmt.Errorf("%w: frame %#x inside a compressed message", errDeflateProtocol, b0)
 			}
-			if n > uint64(c.readLimit)-uint64(len(f.in)) {
+			if uint64(len(f.in))+uint64(f.out.Len())+n > uint64(c.readLimit) {
 				return fmt.Errorf("%w: a compressed message over %d bytes", websocket.ErrMessageTooBig, c.readLimit)
 			}
 			start := len(f.in)
