@@ -127,12 +127,12 @@ func Init(ctx context.Context, url string, t Table) error {
 	if err != nil {
 		return fmt.Errorf("failed to connect to PostgreSQL: %w", err)
 	}
-	defer conn.Close(context.WithoutCancel(ctx))
+	defer closeConn(conn)
 	tx, err := conn.Begin(ctx)
 	if err != nil {
 		return fmt.Errorf("failed to create the outbox %s: %w", t, err)
 	}
-	defer tx.Rollback(context.WithoutCancel(ctx))
+	defer rollback(ctx, tx)
 	// Two inits at once would race on the trigger: take a lock for it.
 	if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1)`, lockKey(t, "init")); err != nil {
 		return fmt.Errorf("failed to create the outbox %s: %w", t, err)

@@ -199,11 +199,7 @@ func (s *Source) session(ctx context.Context) (connected bool, err error) {
 	if err != nil {
 		return false, fmt.Errorf("failed to connect: %w", err)
 	}
-	defer func() {
-		cctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		defer cancel()
-		conn.Close(cctx)
-	}()
+	defer closeConn(conn)
 	// The lock is the session's: PostgreSQL must notice a dead node soon,
 	// which on an idle connection takes TCP keepalives.
 	// Every query has a deadline: a database that stopped answering would
@@ -265,6 +261,23 @@ func (s *Source) session(ctx context.Context) (connected bool, err error) {
 	}
 }
 
+// closeConn closes conn, telling the database within a second: one that
+// stopped answering does not hold the caller.
+func closeConn(conn *pgx.Conn) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	_ = conn.Close(ctx)
+}
+
+// rollback ends tx if it is still open (after a commit it does nothing),
+// within rollbackTimeout even when ctx has ended: a database that stopped
+// answering must not hold the caller until TCP gives up.
+func rollback(ctx context.Context, tx pgx.Tx) {
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), rollbackTimeout)
+	defer cancel()
+	_ = tx.Rollback(rctx)
+}
+
 func sleep(ctx context.Context, d time.Duration) error {
 	t := time.NewTimer(d)
 	defer t.Stop()
@@ -300,11 +313,7 @@ func (s *Source) consume(ctx context.Context, conn *pgx.Conn) (more bool, err er
 	if err != nil {
 		return false, fmt.Errorf("failed to begin: %w", err)
 	}
-	defer func() {
-		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), rollbackTimeout)
-		defer cancel()
-		_ = tx.Rollback(rctx)
-	}()
+	defer rollback(ctx, tx)
 	rs, err := tx.Query(ctx, "SELECT id, topic, type, key, data::text, created_at FROM "+s.st.Table.outbox()+
 		" ORDER BY id LIMIT $1 FOR UPDATE", s.st.Batch)
 	if err != nil {
